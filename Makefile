@@ -1,0 +1,38 @@
+# Every target builds what it needs from nothing: a venv, maturin, the Python dependencies and
+# the extension (release mode).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+MATURIN := VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin
+
+.PHONY: demo test test-rust test-py bench dev lint clean
+
+$(VENV)/bin/maturin:
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "maturin>=1.7,<2"
+
+# Build the extension in release mode and install it, with the test dependencies, into the venv.
+dev: $(VENV)/bin/maturin
+	$(MATURIN) develop --release --quiet --extras test
+
+demo: dev
+	$(PY) examples/checkpointer_demo.py
+
+test-rust:
+	cargo test --no-default-features
+
+test-py: dev
+	$(PY) -m pytest -q
+
+test: test-rust test-py
+
+bench: dev
+	$(PY) benches/bench_checkpoint.py
+	$(PY) -m pytest benches -q --benchmark-enable
+
+lint: dev
+	cargo clippy --all-targets -- -D warnings
+	cargo fmt --check
+
+clean:
+	rm -rf $(VENV) target

@@ -1,0 +1,589 @@
+"""`RustSQLiteCheckpointer`: a LangGraph checkpointer on SQLite, with its storage engine in Rust.
+
+Python does what LangGraph's interface needs: it runs the saver's ``serde`` (LangGraph's
+``JsonPlusSerializer`` by default) and turns rows back into ``CheckpointTuple``. The Rust core
+(``fast_langgraph._native.CheckpointStore``) does all the SQL, with the GIL released:
+
+- channel values are stored once per channel version, so a step that changes one channel
+  serializes and writes one value, not the whole state;
+- ``list`` and ``get_tuple`` are one query each, pending writes included;
+- writes go through one writer thread that commits concurrent calls together (group commit),
+  and every ``put``/``put_writes`` returns only once its transaction has committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import sqlite3
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import AbstractAsyncContextManager, AbstractContextManager, contextmanager
+from functools import partial
+from typing import Any, Callable, TypeVar
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import (
+    WRITES_IDX_MAP,
+    BaseCheckpointSaver,
+    ChannelVersions,
+    Checkpoint,
+    CheckpointMetadata,
+    CheckpointTuple,
+    SerializerProtocol,
+    get_checkpoint_id,
+    get_checkpoint_metadata,
+)
+
+from fast_langgraph._native import CheckpointStore, SerializationError
+
+__all__ = ["RustSQLiteCheckpointer"]
+
+T = TypeVar("T")
+
+_SCALARS = (str, int, float, bool, type(None))
+
+
+class RustSQLiteCheckpointer(
+    BaseCheckpointSaver[str], AbstractContextManager, AbstractAsyncContextManager
+):
+    """A LangGraph checkpointer that stores checkpoints in an SQLite file, through Rust.
+
+    Use it wherever LangGraph takes a checkpointer::
+
+        checkpointer = RustSQLiteCheckpointer("state.db")
+        graph = builder.compile(checkpointer=checkpointer)
+
+    It implements the whole ``BaseCheckpointSaver`` interface, sync and async: ``get_tuple``,
+    ``list``, ``put``, ``put_writes``, ``delete_thread``, ``delete_for_runs``, ``copy_thread``,
+    ``prune`` and every ``a*`` form. The async methods run the blocking work on a worker
+    thread, so they never block the event loop.
+
+    Args:
+        path: The database file, created if missing, or ``":memory:"`` for a private
+            in-memory database.
+        serde: The serializer for checkpoints, channel values and writes. Defaults to
+            LangGraph's ``JsonPlusSerializer``; ``EncryptedSerializer`` works too.
+        durable: ``False`` (default): a committed checkpoint survives the process being
+            killed at any moment, and a power loss or OS crash may lose the last commits
+            (SQLite ``synchronous=NORMAL`` in WAL mode). ``True``: SQLite syncs every commit
+            to disk, so commits also survive a power loss, as with SqliteSaver's default
+            connection (``synchronous=FULL``).
+        busy_timeout: Seconds a write waits for another process's lock before failing with
+            ``DatabaseLockedError``.
+
+    Raises:
+        ForeignDatabaseError: The file is not SQLite, or holds tables that are not ours
+            (a SqliteSaver database is one: see ``import_sqlite_saver``). The file is not
+            modified.
+        TypeError: ``path`` is not a string or path.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] = ":memory:",
+        *,
+        serde: SerializerProtocol | None = None,
+        durable: bool = False,
+        busy_timeout: float = 30.0,
+    ) -> None:
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(
+                f"RustSQLiteCheckpointer: path must be a str or os.PathLike, got {type(path).__name__}"
+            )
+        if not isinstance(durable, bool):
+            raise TypeError(
+                f"RustSQLiteCheckpointer: durable must be a bool, got {type(durable).__name__}"
+            )
+        super().__init__(serde=serde)
+        self.path = os.fspath(path)
+        self.durable = durable
+        self._store = CheckpointStore(
+            self.path,
+            synchronous="full" if durable else "normal",
+            busy_timeout=float(busy_timeout),
+        )
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    @classmethod
+    @contextmanager
+    def from_conn_string(cls, conn_string: str, **kwargs: Any) -> Iterator[RustSQLiteCheckpointer]:
+        """Open a checkpointer on ``conn_string`` (a path or ``":memory:"``), closing it on exit.
+
+        Mirrors ``SqliteSaver.from_conn_string``::
+
+            with RustSQLiteCheckpointer.from_conn_string("state.db") as saver:
+                graph = builder.compile(checkpointer=saver)
+        """
+        saver = cls(conn_string, **kwargs)
+        try:
+            yield saver
+        finally:
+            saver.close()
+
+    def setup(self) -> None:
+        """Create the tables. The constructor already does this; kept for SqliteSaver parity."""
+        self._check_open()
+
+    def close(self) -> None:
+        """Commit what is queued and close the database. Later calls raise
+        ``CheckpointClosedError``. Idempotent."""
+        self._store.close()
+
+    @property
+    def closed(self) -> bool:
+        """Whether ``close()`` was called."""
+        return self._store.closed
+
+    def __enter__(self) -> RustSQLiteCheckpointer:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    async def __aenter__(self) -> RustSQLiteCheckpointer:
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await _in_thread(self.close)
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "open"
+        return f"RustSQLiteCheckpointer({self.path!r}, durable={self.durable}, {state})"
+
+    def _check_open(self) -> None:
+        # Any store call raises CheckpointClosedError once closed; this one is cheap.
+        self._store.list(thread_id="", limit=0)
+
+    # -- reads -----------------------------------------------------------------------------
+
+    def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        """The checkpoint named by ``config`` (or the thread's latest), with its pending
+        writes, or ``None``."""
+        conf = _configurable(config)
+        checkpoint_id = get_checkpoint_id(config)
+        rows = self._store.list(
+            thread_id=str(conf["thread_id"]),
+            checkpoint_ns=conf.get("checkpoint_ns", ""),
+            checkpoint_id=checkpoint_id,
+            limit=1,
+        )
+        if not rows:
+            return None
+        return self._to_tuple(rows[0], config if checkpoint_id else None)
+
+    def list(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> Iterator[CheckpointTuple]:
+        """Checkpoints newest first, each with its pending writes, from one SQL query.
+
+        ``filter`` matches metadata keys by equality. Keys and values are bound as SQL
+        parameters, never spliced into the query.
+        """
+        kwargs: dict[str, Any] = {}
+        if config is not None:
+            conf = _configurable(config)
+            if "thread_id" in conf:
+                kwargs["thread_id"] = str(conf["thread_id"])
+            if conf.get("checkpoint_ns") is not None:
+                kwargs["checkpoint_ns"] = conf["checkpoint_ns"]
+            if checkpoint_id := get_checkpoint_id(config):
+                kwargs["checkpoint_id"] = checkpoint_id
+        if before is not None:
+            if before_id := get_checkpoint_id(before):
+                kwargs["before"] = before_id
+        if limit is not None:
+            if isinstance(limit, bool) or not isinstance(limit, int):
+                raise TypeError(f"list(): limit must be an int or None, got {type(limit).__name__}")
+        sql_filter, py_filter = _split_filter(filter)
+        kwargs["filter"] = sql_filter
+        if limit is not None and not py_filter:
+            kwargs["limit"] = limit
+        rows = self._store.list(**kwargs)
+        return self._iter_tuples(rows, py_filter, limit)
+
+    def _iter_tuples(
+        self, rows: list[tuple], py_filter: dict[str, Any], limit: int | None
+    ) -> Iterator[CheckpointTuple]:
+        remaining = limit
+        for row in rows:
+            if remaining is not None and remaining <= 0:
+                return
+            tup = self._to_tuple(row, None)
+            if py_filter and not all(tup.metadata.get(k) == v for k, v in py_filter.items()):
+                continue
+            if remaining is not None:
+                remaining -= 1
+            yield tup
+
+    def _to_tuple(self, row: tuple, config: RunnableConfig | None) -> CheckpointTuple:
+        thread_id, ns, checkpoint_id, parent_id, type_, data, metadata_json, blobs, writes = row
+        loads = self.serde.loads_typed
+        checkpoint = loads((type_, data))
+        checkpoint["channel_values"] = {ch: loads((t, b)) for ch, t, b in blobs}
+        return CheckpointTuple(
+            config=config
+            or {
+                "configurable": {
+                    "thread_id": thread_id,
+                    "checkpoint_ns": ns,
+                    "checkpoint_id": checkpoint_id,
+                }
+            },
+            checkpoint=checkpoint,
+            metadata=json.loads(metadata_json),
+            parent_config=(
+                {
+                    "configurable": {
+                        "thread_id": thread_id,
+                        "checkpoint_ns": ns,
+                        "checkpoint_id": parent_id,
+                    }
+                }
+                if parent_id
+                else None
+            ),
+            pending_writes=[(task_id, ch, loads((t, b))) for task_id, ch, t, b in writes],
+        )
+
+    # -- writes ----------------------------------------------------------------------------
+
+    def put(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        """Store a checkpoint. Only the channels in ``new_versions`` are serialized and
+        written; the others keep their stored versions. Returns once committed.
+
+        Raises:
+            SerializationError: a channel value or metadata value cannot be serialized; the
+                message names the channel or key. Nothing is written.
+        """
+        conf = _configurable(config)
+        thread_id = conf["thread_id"]
+        ns = conf.get("checkpoint_ns", "")
+        args = self._checkpoint_args(
+            str(thread_id), ns, conf.get("checkpoint_id"), checkpoint, metadata, new_versions, config
+        )
+        self._store.put(*args)
+        return {
+            "configurable": {
+                "thread_id": thread_id,
+                "checkpoint_ns": ns,
+                "checkpoint_id": checkpoint["id"],
+            }
+        }
+
+    def _checkpoint_args(
+        self,
+        thread_id: str,
+        ns: str,
+        parent_id: str | None,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+        config: RunnableConfig | None,
+    ) -> tuple:
+        """Serialize a checkpoint into the argument tuple of ``CheckpointStore.put``."""
+        c = dict(checkpoint)
+        values = c.pop("channel_values", None) or {}
+        blobs = []
+        for channel, version in new_versions.items():
+            if channel in values:
+                type_, data = self._dumps(
+                    values[channel],
+                    f"channel {channel!r} of checkpoint {checkpoint['id']!r} in thread {thread_id!r}",
+                )
+            else:
+                type_, data = "empty", b""
+            blobs.append((channel, str(version), type_, data))
+        type_, data = self._dumps(c, f"checkpoint {checkpoint['id']!r} in thread {thread_id!r}")
+        md = get_checkpoint_metadata(config, metadata) if config is not None else dict(metadata)
+        metadata_json = _metadata_json(md, checkpoint["id"])
+        run_id = md.get("run_id")
+        versions = [(ch, str(v)) for ch, v in c["channel_versions"].items()]
+        return (
+            thread_id,
+            ns,
+            checkpoint["id"],
+            parent_id,
+            type_,
+            data,
+            metadata_json,
+            None if run_id is None else str(run_id),
+            versions,
+            blobs,
+        )
+
+    def put_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        """Store a task's pending writes against a checkpoint. Returns once committed.
+
+        Raises:
+            SerializationError: a value cannot be serialized; the message names the channel.
+                Nothing is written.
+        """
+        conf = _configurable(config)
+        thread_id = str(conf["thread_id"])
+        rows = [
+            (
+                WRITES_IDX_MAP.get(channel, idx),
+                channel,
+                *self._dumps(value, f"write to channel {channel!r} by task {task_id!r}"),
+            )
+            for idx, (channel, value) in enumerate(writes)
+        ]
+        self._store.put_writes(
+            thread_id,
+            conf.get("checkpoint_ns", ""),
+            conf["checkpoint_id"],
+            task_id,
+            task_path,
+            rows,
+        )
+
+    def _dumps(self, value: Any, what: str) -> tuple[str, bytes]:
+        try:
+            return self.serde.dumps_typed(value)
+        except Exception as e:
+            raise SerializationError(
+                f"cannot serialize {what}: a value of type {type(value).__name__}: {e}"
+            ) from e
+
+    def delete_thread(self, thread_id: str) -> None:
+        """Delete every checkpoint and write of a thread."""
+        self._store.delete_thread(str(thread_id))
+
+    def delete_for_runs(self, run_ids: Sequence[str]) -> None:
+        """Delete the checkpoints (and their writes) whose metadata ``run_id`` is in
+        ``run_ids``."""
+        self._store.delete_for_runs([str(r) for r in _sequence(run_ids, "run_ids")])
+
+    def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        """Copy every checkpoint, channel value and write of one thread to another."""
+        self._store.copy_thread(str(source_thread_id), str(target_thread_id))
+
+    def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        """Prune threads: ``"keep_latest"`` keeps the newest checkpoint of each namespace
+        (with its writes and the channel values it needs); ``"delete"`` removes all."""
+        self._store.prune([str(t) for t in _sequence(thread_ids, "thread_ids")], strategy)
+
+    def get_next_version(self, current: str | int | None, channel: None) -> str:
+        """The next channel version: a zero-padded counter plus a random fraction, as
+        SqliteSaver and PostgresSaver make them."""
+        if current is None:
+            current_v = 0
+        elif isinstance(current, int):
+            current_v = current
+        else:
+            current_v = int(str(current).split(".")[0])
+        return f"{current_v + 1:032}.{random.random():016}"
+
+    # -- async: the same work on a worker thread --------------------------------------------
+
+    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        return await _in_thread(self.get_tuple, config)
+
+    async def alist(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> AsyncIterator[CheckpointTuple]:
+        items = await _in_thread(
+            lambda: list(self.list(config, filter=filter, before=before, limit=limit))
+        )
+        for item in items:
+            yield item
+
+    async def aput(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        return await _in_thread(self.put, config, checkpoint, metadata, new_versions)
+
+    async def aput_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        await _in_thread(self.put_writes, config, writes, task_id, task_path)
+
+    async def adelete_thread(self, thread_id: str) -> None:
+        await _in_thread(self.delete_thread, thread_id)
+
+    async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
+        await _in_thread(self.delete_for_runs, run_ids)
+
+    async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        await _in_thread(self.copy_thread, source_thread_id, target_thread_id)
+
+    async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        await _in_thread(partial(self.prune, strategy=strategy), thread_ids)
+
+    # -- moving in from SqliteSaver -----------------------------------------------------------
+
+    def import_sqlite_saver(self, source: str | os.PathLike[str], *, batch_size: int = 200) -> int:
+        """Copy every thread, checkpoint and pending write of a database written by
+        ``langgraph-checkpoint-sqlite`` (``SqliteSaver`` or ``AsyncSqliteSaver``) into this
+        one. The source file is opened read-only and not modified. Checkpoint ids, parents,
+        metadata and writes are kept, so ``get_state_history`` and time travel work as before.
+
+        The source must have been written with the same serializer as this checkpointer's
+        ``serde`` (the default ``JsonPlusSerializer`` unless you passed one).
+
+        Returns:
+            The number of checkpoints imported.
+        """
+        if not isinstance(source, (str, os.PathLike)):
+            raise TypeError(
+                f"import_sqlite_saver: source must be a path, got {type(source).__name__}"
+            )
+        src_path = os.fspath(source)
+        if not os.path.exists(src_path):
+            raise FileNotFoundError(f"import_sqlite_saver: no such file: {src_path!r}")
+        src = sqlite3.connect(f"file:{src_path}?mode=ro", uri=True)
+        try:
+            tables = {r[0] for r in src.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        except sqlite3.DatabaseError as e:
+            src.close()
+            raise ValueError(f"import_sqlite_saver: {src_path!r} is not an SQLite database: {e}") from e
+        try:
+            if not {"checkpoints", "writes"} <= tables:
+                raise ValueError(
+                    f"import_sqlite_saver: {src_path!r} is not a SqliteSaver database "
+                    f"(tables: {sorted(tables)})"
+                )
+            return self._import_rows(src, batch_size)
+        finally:
+            src.close()
+
+    def _import_rows(self, src: sqlite3.Connection, batch_size: int) -> int:
+        cols = {r[1] for r in src.execute("PRAGMA table_info(writes)")}
+        task_path = "task_path" if "task_path" in cols else "''"
+        writes_by_cp: dict[tuple[str, str, str], list[tuple]] = {}
+        for thread_id, ns, cid, task_id, path, idx, channel, type_, value in src.execute(
+            f"SELECT thread_id, checkpoint_ns, checkpoint_id, task_id, {task_path}, idx, channel, "
+            "type, value FROM writes"
+        ):
+            writes_by_cp.setdefault((thread_id, ns, cid), []).append(
+                (task_id, path, idx, channel, type_, value)
+            )
+        seen_blobs: set[tuple[str, str, str, str]] = set()
+        checkpoints: list[tuple] = []
+        write_args: list[tuple] = []
+        count = 0
+        rows = src.execute(
+            "SELECT thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, type, checkpoint, "
+            "metadata FROM checkpoints ORDER BY thread_id, checkpoint_ns, checkpoint_id"
+        )
+        for thread_id, ns, cid, parent_id, type_, data, metadata in rows:
+            checkpoint = self.serde.loads_typed((type_, data))
+            values = checkpoint.get("channel_values", {})
+            new_versions = {}
+            for ch, ver in checkpoint["channel_versions"].items():
+                key = (str(thread_id), ns, ch, str(ver))
+                if ch in values and key not in seen_blobs:
+                    seen_blobs.add(key)
+                    new_versions[ch] = ver
+            md = json.loads(metadata) if metadata is not None else {}
+            checkpoints.append(
+                self._checkpoint_args(str(thread_id), ns, parent_id, checkpoint, md, new_versions, None)
+            )
+            by_task: dict[tuple[str, str], list[tuple]] = {}
+            for task_id, path, idx, channel, wtype, value in writes_by_cp.get((thread_id, ns, cid), []):
+                by_task.setdefault((task_id, path), []).append((idx, channel, wtype, value))
+            for (task_id, path), items in by_task.items():
+                write_args.append((str(thread_id), ns, cid, task_id, path, items))
+            count += 1
+            if len(checkpoints) >= batch_size:
+                self._store.put_many(checkpoints, write_args)
+                checkpoints, write_args = [], []
+        if checkpoints or write_args:
+            self._store.put_many(checkpoints, write_args)
+        return count
+
+
+def _configurable(config: Any) -> dict[str, Any]:
+    if not isinstance(config, dict):
+        raise TypeError(f"config must be a dict (a RunnableConfig), got {type(config).__name__}")
+    conf = config.get("configurable")
+    if not isinstance(conf, dict) or "thread_id" not in conf:
+        raise ValueError(
+            "config must have config['configurable']['thread_id'], got "
+            f"configurable={conf!r}"
+        )
+    return conf
+
+
+def _sequence(value: Any, name: str) -> Sequence[Any]:
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple, set, frozenset)):
+        raise TypeError(f"{name} must be a list of ids, got {type(value).__name__}")
+    return list(value)
+
+
+def _split_filter(filter: Any) -> tuple[list[tuple[str, Any]], dict[str, Any]]:
+    """Scalar conditions go to SQL; others (lists, dicts) are checked in Python."""
+    if not filter:
+        return [], {}
+    if not isinstance(filter, dict):
+        raise TypeError(f"list(): filter must be a dict, got {type(filter).__name__}")
+    sql: list[tuple[str, Any]] = []
+    py: dict[str, Any] = {}
+    for key, value in filter.items():
+        if not isinstance(key, str):
+            raise TypeError(f"list(): filter keys must be str, got {key!r}")
+        if isinstance(value, _SCALARS):
+            sql.append((key, value))
+        else:
+            py[key] = value
+    return sql, py
+
+
+def _metadata_json(metadata: dict[str, Any], checkpoint_id: str) -> str:
+    try:
+        return json.dumps(metadata, ensure_ascii=False)
+    except (TypeError, ValueError) as e:
+        bad = next(
+            (k for k, v in metadata.items() if not _json_ok(v)),
+            "?",
+        )
+        raise SerializationError(
+            f"cannot serialize metadata key {bad!r} of checkpoint {checkpoint_id!r} "
+            f"(value of type {type(metadata.get(bad)).__name__}): {e}"
+        ) from e
+
+
+def _json_ok(value: Any) -> bool:
+    try:
+        json.dumps(value)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+async def _in_thread(fn: Callable[..., T], *args: Any) -> T:
+    # Blocking SQLite and serializer work runs on the loop's default executor.
+    return await asyncio.get_running_loop().run_in_executor(None, partial(fn, *args))

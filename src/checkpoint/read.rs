@@ -1,0 +1,183 @@
+//! Reads: `list` and `get_tuple` in one SQL statement that returns the checkpoints together
+//! with their channel blobs and pending writes (no query per checkpoint).
+use std::collections::HashMap;
+
+use rusqlite::types::Value;
+use rusqlite::Connection;
+
+use super::{StoredCheckpoint, StoredWrite};
+use crate::error::Result;
+
+/// A scalar metadata value to filter on. Compared as Python's `==` compares JSON scalars:
+/// `True == 1 == 1.0`, and `None` also matches a missing key.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MetaValue {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Text(String),
+}
+
+/// `metadata[key] == value`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetaFilter {
+    pub key: String,
+    pub value: MetaValue,
+}
+
+/// What `list` selects. Every field is optional; all given ones must hold.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ListQuery {
+    pub thread_id: Option<String>,
+    pub checkpoint_ns: Option<String>,
+    pub checkpoint_id: Option<String>,
+    /// Only checkpoints with an id smaller than this one.
+    pub before: Option<String>,
+    pub filter: Vec<MetaFilter>,
+    pub limit: Option<i64>,
+}
+
+/// Runs the query. Keys and values are always bound as parameters, never spliced into SQL.
+pub fn list(conn: &Connection, q: &ListQuery) -> Result<Vec<StoredCheckpoint>> {
+    let mut conds: Vec<String> = Vec::new();
+    let mut args: Vec<Value> = Vec::new();
+    let bind = |args: &mut Vec<Value>, v: Value| {
+        args.push(v);
+        format!("?{}", args.len())
+    };
+    if let Some(t) = &q.thread_id {
+        let p = bind(&mut args, Value::Text(t.clone()));
+        conds.push(format!("thread_id = {p}"));
+    }
+    if let Some(ns) = &q.checkpoint_ns {
+        let p = bind(&mut args, Value::Text(ns.clone()));
+        conds.push(format!("checkpoint_ns = {p}"));
+    }
+    if let Some(id) = &q.checkpoint_id {
+        let p = bind(&mut args, Value::Text(id.clone()));
+        conds.push(format!("checkpoint_id = {p}"));
+    }
+    if let Some(id) = &q.before {
+        let p = bind(&mut args, Value::Text(id.clone()));
+        conds.push(format!("checkpoint_id < {p}"));
+    }
+    for f in &q.filter {
+        let k = bind(&mut args, Value::Text(f.key.clone()));
+        let cond = match &f.value {
+            MetaValue::Null => {
+                format!("NOT EXISTS (SELECT 1 FROM json_each(metadata) WHERE key = {k} AND type <> 'null')")
+            }
+            MetaValue::Text(s) => {
+                let v = bind(&mut args, Value::Text(s.clone()));
+                format!("EXISTS (SELECT 1 FROM json_each(metadata) WHERE key = {k} AND type = 'text' AND value = {v})")
+            }
+            MetaValue::Bool(b) => {
+                let v = bind(&mut args, Value::Integer(i64::from(*b)));
+                format!("EXISTS (SELECT 1 FROM json_each(metadata) WHERE key = {k} AND type IN ('true', 'false', 'integer', 'real') AND value = {v})")
+            }
+            MetaValue::Int(i) => {
+                let v = bind(&mut args, Value::Integer(*i));
+                format!("EXISTS (SELECT 1 FROM json_each(metadata) WHERE key = {k} AND type IN ('true', 'false', 'integer', 'real') AND value = {v})")
+            }
+            MetaValue::Float(x) => {
+                let v = bind(&mut args, Value::Real(*x));
+                format!("EXISTS (SELECT 1 FROM json_each(metadata) WHERE key = {k} AND type IN ('true', 'false', 'integer', 'real') AND value = {v})")
+            }
+        };
+        conds.push(cond);
+    }
+    let where_ = if conds.is_empty() { String::new() } else { format!("WHERE {}", conds.join(" AND ")) };
+    let limit = match q.limit {
+        Some(n) => bind(&mut args, Value::Integer(n.max(0))),
+        None => "-1".to_owned(),
+    };
+    // Kind 0: the checkpoint; 1: a blob of one of its channel versions; 2: a pending write.
+    let sql = format!(
+        "WITH c AS MATERIALIZED (
+            SELECT thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, type, checkpoint, metadata,
+                   channel_versions
+            FROM flg_checkpoints {where_}
+            ORDER BY checkpoint_id DESC, thread_id, checkpoint_ns LIMIT {limit})
+        SELECT 0, c.thread_id, c.checkpoint_ns, c.checkpoint_id, c.parent_checkpoint_id, c.type, c.checkpoint,
+               c.metadata, NULL, NULL
+          FROM c
+        UNION ALL
+        SELECT 1, c.thread_id, c.checkpoint_ns, c.checkpoint_id, b.channel, b.type, b.blob, NULL, NULL, NULL
+          FROM c, json_each(c.channel_versions) AS j
+          JOIN flg_blobs AS b ON b.thread_id = c.thread_id AND b.checkpoint_ns = c.checkpoint_ns
+               AND b.channel = j.key AND b.version = j.value
+         WHERE b.type <> 'empty'
+        UNION ALL
+        SELECT 2, c.thread_id, c.checkpoint_ns, c.checkpoint_id, w.channel, w.type, w.blob, w.task_id, w.task_path,
+               w.idx
+          FROM c JOIN flg_writes AS w ON w.thread_id = c.thread_id AND w.checkpoint_ns = c.checkpoint_ns
+               AND w.checkpoint_id = c.checkpoint_id"
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut rows = stmt.query(rusqlite::params_from_iter(args))?;
+    let mut out: Vec<StoredCheckpoint> = Vec::new();
+    let mut index: HashMap<(String, String, String), usize> = HashMap::new();
+    // Blobs and writes may come before their checkpoint row; park them until it arrives.
+    let mut blobs: Vec<((String, String, String), (String, String, Vec<u8>))> = Vec::new();
+    let mut writes: Vec<((String, String, String), StoredWrite)> = Vec::new();
+    while let Some(row) = rows.next()? {
+        let kind: i64 = row.get(0)?;
+        let key = (row.get::<_, String>(1)?, row.get::<_, String>(2)?, row.get::<_, String>(3)?);
+        match kind {
+            0 => {
+                index.insert(key.clone(), out.len());
+                out.push(StoredCheckpoint {
+                    thread_id: key.0,
+                    checkpoint_ns: key.1,
+                    checkpoint_id: key.2,
+                    parent_checkpoint_id: row.get(4)?,
+                    type_tag: row.get(5)?,
+                    checkpoint: row.get(6)?,
+                    metadata_json: row.get(7)?,
+                    blobs: Vec::new(),
+                    writes: Vec::new(),
+                });
+            }
+            1 => blobs.push((key, (row.get(4)?, row.get(5)?, row.get::<_, Option<Vec<u8>>>(6)?.unwrap_or_default()))),
+            _ => writes.push((
+                key,
+                StoredWrite {
+                    channel: row.get(4)?,
+                    type_tag: row.get(5)?,
+                    data: row.get::<_, Option<Vec<u8>>>(6)?.unwrap_or_default(),
+                    task_id: row.get(7)?,
+                    task_path: row.get(8)?,
+                    idx: row.get(9)?,
+                },
+            )),
+        }
+    }
+    for (key, blob) in blobs {
+        if let Some(&i) = index.get(&key) {
+            out[i].blobs.push(blob);
+        }
+    }
+    for (key, write) in writes {
+        if let Some(&i) = index.get(&key) {
+            out[i].writes.push(write);
+        }
+    }
+    for cp in &mut out {
+        cp.writes.sort_by(|a, b| (&a.task_path, &a.task_id, a.idx).cmp(&(&b.task_path, &b.task_id, b.idx)));
+    }
+    out.sort_by(|a, b| {
+        b.checkpoint_id
+            .cmp(&a.checkpoint_id)
+            .then_with(|| a.thread_id.cmp(&b.thread_id))
+            .then_with(|| a.checkpoint_ns.cmp(&b.checkpoint_ns))
+    });
+    Ok(out)
+}
+
+/// Every thread id in the database.
+pub fn thread_ids(conn: &Connection) -> Result<Vec<String>> {
+    let mut stmt = conn.prepare_cached("SELECT DISTINCT thread_id FROM flg_checkpoints ORDER BY thread_id")?;
+    let ids = stmt.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<Vec<String>>>()?;
+    Ok(ids)
+}

@@ -1,0 +1,115 @@
+//! The database layout, and the checks that keep us off files that are not ours.
+//!
+//! Channel values live in `flg_blobs`, one row per (thread, namespace, channel, version), as
+//! LangGraph's Postgres saver stores them: a step that changes one channel writes one blob.
+//! `delta_base` is reserved for list channels stored as an append-only tail over the blob of
+//! an earlier version; a NULL `delta_base` is a full value.
+use rusqlite::Connection;
+
+use super::Synchronous;
+use crate::error::{Error, Result};
+
+/// Bumped when the layout changes; a file with another version is refused.
+pub const SCHEMA_VERSION: i64 = 1;
+
+const CREATE: &str = "
+CREATE TABLE IF NOT EXISTS flg_meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS flg_checkpoints (
+    thread_id TEXT NOT NULL,
+    checkpoint_ns TEXT NOT NULL DEFAULT '',
+    checkpoint_id TEXT NOT NULL,
+    parent_checkpoint_id TEXT,
+    run_id TEXT,
+    type TEXT NOT NULL,
+    checkpoint BLOB NOT NULL,
+    metadata TEXT NOT NULL,
+    channel_versions TEXT NOT NULL,
+    PRIMARY KEY (thread_id, checkpoint_ns, checkpoint_id)
+);
+CREATE INDEX IF NOT EXISTS flg_checkpoints_run ON flg_checkpoints (run_id) WHERE run_id IS NOT NULL;
+CREATE TABLE IF NOT EXISTS flg_blobs (
+    thread_id TEXT NOT NULL,
+    checkpoint_ns TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    version TEXT NOT NULL,
+    type TEXT NOT NULL,
+    blob BLOB,
+    delta_base TEXT,
+    PRIMARY KEY (thread_id, checkpoint_ns, channel, version)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS flg_writes (
+    thread_id TEXT NOT NULL,
+    checkpoint_ns TEXT NOT NULL,
+    checkpoint_id TEXT NOT NULL,
+    task_id TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    channel TEXT NOT NULL,
+    type TEXT NOT NULL,
+    blob BLOB,
+    task_path TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (thread_id, checkpoint_ns, checkpoint_id, task_id, idx)
+);
+";
+
+/// Makes `conn` ready: checks that the file is SQLite and either empty or ours, creates the
+/// tables in a new file, and sets the pragmas. A foreign file is left exactly as it was.
+pub fn prepare(conn: &Connection, path: &str, memory: bool, synchronous: Synchronous) -> Result<()> {
+    let tables = table_names(conn).map_err(|e| match &e {
+        Error::Sqlite { message, .. } if message.contains("not a database") => Error::NotADatabase(format!(
+            "{path:?} is not an SQLite database (SQLite: {message}); it was not modified"
+        )),
+        _ => e,
+    })?;
+    let ours = tables.iter().any(|t| t == "flg_meta");
+    if !ours && !tables.is_empty() {
+        let hint = if tables.iter().any(|t| t == "checkpoints") && tables.iter().any(|t| t == "writes") {
+            "; it looks like a SqliteSaver database: open a new file and copy it in with \
+             RustSQLiteCheckpointer.import_sqlite_saver()"
+        } else {
+            ""
+        };
+        return Err(Error::ForeignSchema(format!(
+            "{path:?} holds tables that are not fast-langgraph's ({}){hint}; it was not modified",
+            tables.join(", ")
+        )));
+    }
+    if ours {
+        let version: Option<String> = conn
+            .query_row("SELECT value FROM flg_meta WHERE key = 'schema_version'", [], |r| r.get(0))
+            .ok();
+        if version.as_deref() != Some(&SCHEMA_VERSION.to_string()) {
+            return Err(Error::ForeignSchema(format!(
+                "{path:?} has fast-langgraph schema version {}, this build reads version {SCHEMA_VERSION}; \
+                 it was not modified",
+                version.unwrap_or_else(|| "(none)".into())
+            )));
+        }
+    }
+    if !memory {
+        // WAL lets readers run while the writer commits; it is a property of the file.
+        let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(Error::Invalid(format!("{path:?}: SQLite refused WAL mode (journal_mode={mode})")));
+        }
+    }
+    let sync = match synchronous {
+        Synchronous::Normal => "NORMAL",
+        Synchronous::Full => "FULL",
+    };
+    conn.execute_batch(&format!("PRAGMA synchronous={sync}; PRAGMA foreign_keys=OFF;"))?;
+    if !ours {
+        conn.execute_batch(&format!(
+            "BEGIN IMMEDIATE; {CREATE} INSERT OR IGNORE INTO flg_meta VALUES ('schema_version', '{SCHEMA_VERSION}'); COMMIT;"
+        ))?;
+    }
+    Ok(())
+}
+
+fn table_names(conn: &Connection) -> Result<Vec<String>> {
+    let mut stmt = conn.prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")?;
+    let names = stmt.query_map([], |r| r.get::<_, String>(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(names)
+}

@@ -1,0 +1,175 @@
+use super::*;
+
+fn cp(thread: &str, id: &str, parent: Option<&str>, run: &str, versions: &[(&str, &str)]) -> NewCheckpoint {
+    NewCheckpoint {
+        thread_id: thread.into(),
+        checkpoint_ns: String::new(),
+        checkpoint_id: id.into(),
+        parent_checkpoint_id: parent.map(Into::into),
+        type_tag: "msgpack".into(),
+        checkpoint: id.as_bytes().to_vec(),
+        metadata_json: format!(r#"{{"run_id": "{run}", "step": {}, "source": "loop"}}"#, id.len()),
+        run_id: Some(run.into()),
+        channel_versions: versions.iter().map(|(c, v)| ((*c).into(), (*v).into())).collect(),
+        blobs: versions
+            .iter()
+            .map(|(c, v)| Blob { channel: (*c).into(), version: (*v).into(), type_tag: "bytes".into(), data: format!("{c}@{v}").into_bytes() })
+            .collect(),
+    }
+}
+
+fn all(store: &Store, thread: &str) -> Vec<StoredCheckpoint> {
+    store.list(&ListQuery { thread_id: Some(thread.into()), ..ListQuery::default() }).unwrap()
+}
+
+#[test]
+fn put_and_list_newest_first_with_blobs_and_sorted_writes() {
+    let store = Store::open(":memory:", &StoreOptions::default()).unwrap();
+    store.put(cp("t", "1", None, "r1", &[("a", "1")])).unwrap();
+    let mut second = cp("t", "2", Some("1"), "r1", &[("a", "1"), ("b", "1")]);
+    second.blobs.retain(|b| b.channel == "b"); // `a` did not change: its blob is not rewritten
+    store.put(second).unwrap();
+    store
+        .put_writes(NewWrites {
+            thread_id: "t".into(),
+            checkpoint_ns: String::new(),
+            checkpoint_id: "2".into(),
+            task_id: "task-b".into(),
+            task_path: "~b".into(),
+            writes: vec![NewWrite { idx: 0, channel: "x".into(), type_tag: "t".into(), data: b"late".to_vec() }],
+        })
+        .unwrap();
+    store
+        .put_writes(NewWrites {
+            thread_id: "t".into(),
+            checkpoint_ns: String::new(),
+            checkpoint_id: "2".into(),
+            task_id: "task-a".into(),
+            task_path: "~a".into(),
+            writes: vec![NewWrite { idx: 0, channel: "y".into(), type_tag: "t".into(), data: b"early".to_vec() }],
+        })
+        .unwrap();
+    let got = all(&store, "t");
+    assert_eq!(got.iter().map(|c| c.checkpoint_id.as_str()).collect::<Vec<_>>(), ["2", "1"]);
+    let mut blobs: Vec<_> = got[0].blobs.iter().map(|b| String::from_utf8(b.2.clone()).unwrap()).collect();
+    blobs.sort();
+    assert_eq!(blobs, ["a@1", "b@1"]);
+    assert_eq!(got[0].writes.iter().map(|w| w.channel.as_str()).collect::<Vec<_>>(), ["y", "x"]);
+    assert_eq!(got[0].parent_checkpoint_id.as_deref(), Some("1"));
+}
+
+#[test]
+fn regular_writes_are_kept_and_special_writes_replaced() {
+    let store = Store::open(":memory:", &StoreOptions::default()).unwrap();
+    store.put(cp("t", "1", None, "r", &[])).unwrap();
+    let writes = |idx: i64, data: &[u8]| NewWrites {
+        thread_id: "t".into(),
+        checkpoint_ns: String::new(),
+        checkpoint_id: "1".into(),
+        task_id: "task".into(),
+        task_path: String::new(),
+        writes: vec![NewWrite { idx, channel: "c".into(), type_tag: "t".into(), data: data.to_vec() }],
+    };
+    store.put_writes(writes(0, b"first")).unwrap();
+    store.put_writes(writes(0, b"second")).unwrap();
+    store.put_writes(writes(-1, b"error-1")).unwrap();
+    store.put_writes(writes(-1, b"error-2")).unwrap();
+    let got = &all(&store, "t")[0].writes;
+    assert_eq!(got.iter().map(|w| w.data.as_slice()).collect::<Vec<_>>(), [b"error-2".as_slice(), b"first"]);
+}
+
+#[test]
+fn filter_binds_keys_and_compares_like_python() {
+    let store = Store::open(":memory:", &StoreOptions::default()).unwrap();
+    store.put(cp("t", "1", None, "r", &[])).unwrap();
+    let q = |key: &str, value: MetaValue| ListQuery {
+        filter: vec![MetaFilter { key: key.into(), value }],
+        ..ListQuery::default()
+    };
+    assert_eq!(store.list(&q("source", MetaValue::Text("loop".into()))).unwrap().len(), 1);
+    assert_eq!(store.list(&q("step", MetaValue::Float(1.0))).unwrap().len(), 1);
+    assert_eq!(store.list(&q("step", MetaValue::Text("1".into()))).unwrap().len(), 0);
+    assert_eq!(store.list(&q("missing", MetaValue::Null)).unwrap().len(), 1);
+    assert_eq!(store.list(&q("source') OR 1=1 --", MetaValue::Text("x".into()))).unwrap().len(), 0);
+}
+
+#[test]
+fn prune_keep_latest_keeps_blobs_the_latest_needs() {
+    let store = Store::open(":memory:", &StoreOptions::default()).unwrap();
+    store.put(cp("t", "1", None, "r", &[("a", "1")])).unwrap();
+    let mut second = cp("t", "2", Some("1"), "r", &[("a", "1"), ("b", "2")]);
+    second.blobs.retain(|b| b.channel == "b");
+    store.put(second).unwrap();
+    store.put(cp("t", "3", Some("2"), "r", &[("a", "1"), ("b", "3")])).unwrap();
+    store.prune(vec!["t".into()], PruneStrategy::KeepLatest).unwrap();
+    let got = all(&store, "t");
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].blobs.len(), 2);
+    let conn = match &store.readers {
+        Readers::Memory(c) => c.lock().unwrap(),
+        Readers::File { .. } => unreachable!(),
+    };
+    let n: i64 = conn.query_row("SELECT count(*) FROM flg_blobs", [], |r| r.get(0)).unwrap();
+    assert_eq!(n, 2, "the blob of b@2 is no longer needed");
+}
+
+#[test]
+fn delete_for_runs_copy_and_delete_thread() {
+    let store = Store::open(":memory:", &StoreOptions::default()).unwrap();
+    store.put(cp("t", "1", None, "r1", &[("a", "1")])).unwrap();
+    store.put(cp("t", "2", Some("1"), "r2", &[("a", "2")])).unwrap();
+    store.copy_thread("t", "u").unwrap();
+    store.delete_for_runs(vec!["r1".into()]).unwrap();
+    assert_eq!(all(&store, "t").len(), 1);
+    assert_eq!(all(&store, "u").len(), 1);
+    store.delete_thread("u").unwrap();
+    assert!(all(&store, "u").is_empty());
+    assert_eq!(store.thread_ids().unwrap(), ["t"]);
+}
+
+#[test]
+fn concurrent_puts_from_many_threads_all_land() {
+    let dir = std::env::temp_dir().join(format!("flg-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("concurrent.db");
+    let _ = std::fs::remove_file(&path);
+    let store = std::sync::Arc::new(Store::open(path.to_str().unwrap(), &StoreOptions::default()).unwrap());
+    let handles: Vec<_> = (0..8)
+        .map(|t| {
+            let store = std::sync::Arc::clone(&store);
+            std::thread::spawn(move || {
+                for i in 0..50 {
+                    store.put(cp(&format!("t{t}"), &format!("{i:04}"), None, "r", &[("a", &i.to_string())])).unwrap();
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    for t in 0..8 {
+        assert_eq!(all(&store, &format!("t{t}")).len(), 50);
+    }
+    store.close();
+    assert!(matches!(store.put(cp("x", "1", None, "r", &[])), Err(Error::Closed(_))));
+    assert!(matches!(store.list(&ListQuery::default()), Err(Error::Closed(_))));
+}
+
+#[test]
+fn refuses_files_that_are_not_ours_without_touching_them() {
+    let dir = std::env::temp_dir().join(format!("flg-test-foreign-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let junk = dir.join("junk.db");
+    std::fs::write(&junk, b"this is not a database, just some text that is long enough........").unwrap();
+    let before = std::fs::read(&junk).unwrap();
+    assert!(matches!(Store::open(junk.to_str().unwrap(), &StoreOptions::default()), Err(Error::NotADatabase(_))));
+    assert_eq!(std::fs::read(&junk).unwrap(), before);
+
+    let foreign = dir.join("foreign.db");
+    let _ = std::fs::remove_file(&foreign);
+    rusqlite::Connection::open(&foreign).unwrap().execute_batch("CREATE TABLE users (id INTEGER)").unwrap();
+    let before = std::fs::read(&foreign).unwrap();
+    let err = Store::open(foreign.to_str().unwrap(), &StoreOptions::default()).err().unwrap();
+    assert!(matches!(err, Error::ForeignSchema(ref m) if m.contains("users")), "{err}");
+    assert_eq!(std::fs::read(&foreign).unwrap(), before);
+}

@@ -1,0 +1,43 @@
+//! The core error type. The bindings map it to Python exceptions in exactly one place
+//! (`python/exceptions.rs`).
+use std::fmt;
+
+/// Every failure the core can report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Error {
+    /// SQLite reported an error; `busy` is true for "database is locked" (after the busy timeout).
+    Sqlite { message: String, busy: bool },
+    /// The file exists but is not an SQLite database.
+    NotADatabase(String),
+    /// The file is an SQLite database whose tables belong to something else.
+    ForeignSchema(String),
+    /// The store was used after `close()`.
+    Closed(String),
+    /// An argument or stored value is not what the operation needs.
+    Invalid(String),
+}
+
+/// Result alias for the core.
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Sqlite { message, .. } => write!(f, "SQLite error: {message}"),
+            Error::NotADatabase(m) | Error::ForeignSchema(m) | Error::Closed(m) | Error::Invalid(m) => f.write_str(m),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<rusqlite::Error> for Error {
+    fn from(e: rusqlite::Error) -> Self {
+        let busy = matches!(
+            e.sqlite_error_code(),
+            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+        );
+        Error::Sqlite { message: e.to_string(), busy }
+    }
+}
+

@@ -1,0 +1,9 @@
+//! fast-langgraph's Rust core. Every module below `python` is plain Rust with no PyO3,
+//! testable with `cargo test --no-default-features`; `python` is the one bindings layer.
+pub mod checkpoint;
+pub mod error;
+
+#[cfg(feature = "python")]
+mod python;
+
+pub use error::{Error, Result};

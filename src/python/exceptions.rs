@@ -1,0 +1,46 @@
+//! Python exceptions, and the one place core errors become them.
+use pyo3::create_exception;
+use pyo3::exceptions::{PyException, PyValueError};
+use pyo3::PyErr;
+
+use crate::error::Error;
+
+create_exception!(fast_langgraph, FastLangGraphError, PyException, "Base class of fast-langgraph's errors.");
+create_exception!(fast_langgraph, CheckpointError, FastLangGraphError, "A checkpoint store failed.");
+create_exception!(
+    fast_langgraph,
+    CheckpointClosedError,
+    CheckpointError,
+    "The checkpointer was used after close()."
+);
+create_exception!(
+    fast_langgraph,
+    ForeignDatabaseError,
+    CheckpointError,
+    "The file is not SQLite, or holds tables that are not fast-langgraph's. It is left untouched."
+);
+create_exception!(
+    fast_langgraph,
+    DatabaseLockedError,
+    CheckpointError,
+    "Another connection held the database lock for longer than the busy timeout."
+);
+create_exception!(
+    fast_langgraph,
+    SerializationError,
+    CheckpointError,
+    "A value could not be serialized; the message names the channel or key."
+);
+
+impl From<Error> for PyErr {
+    fn from(e: Error) -> PyErr {
+        let msg = e.to_string();
+        match e {
+            Error::Sqlite { busy: true, .. } => DatabaseLockedError::new_err(msg),
+            Error::Sqlite { .. } => CheckpointError::new_err(msg),
+            Error::NotADatabase(_) | Error::ForeignSchema(_) => ForeignDatabaseError::new_err(msg),
+            Error::Closed(_) => CheckpointClosedError::new_err(msg),
+            Error::Invalid(_) => PyValueError::new_err(msg),
+        }
+    }
+}

@@ -1,0 +1,24 @@
+//! The Python bindings: the only module that uses PyO3. Each submodule converts Python
+//! arguments into owned Rust values, calls the core with the GIL released, and converts back.
+mod checkpoint;
+mod exceptions;
+
+use pyo3::prelude::*;
+
+#[pymodule(gil_used = false)]
+mod _native {
+    #[pymodule_export]
+    use super::checkpoint::PyCheckpointStore;
+    #[pymodule_export]
+    use super::exceptions::{
+        CheckpointClosedError, CheckpointError, DatabaseLockedError, FastLangGraphError, ForeignDatabaseError,
+        SerializationError,
+    };
+
+    use pyo3::prelude::*;
+
+    #[pymodule_init]
+    fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
+        m.add("__version__", env!("CARGO_PKG_VERSION"))
+    }
+}
