@@ -100,6 +100,8 @@ class CheckpointStore:
         limit: int | None = None,
     ) -> list[_Row]:
         """Checkpoints newest first, with blobs and pending writes, from one SQL query."""
+    def writer_stats(self) -> dict[str, int]:
+        """{"calls": n, "commits": m}: write calls and the transactions that carried them."""
     def thread_ids(self) -> list[str]:
         """Every thread id in the database."""
     def delete_thread(self, thread_id: str) -> None: ...

@@ -132,6 +132,11 @@ class RustSQLiteCheckpointer(
         ``CheckpointClosedError``. Idempotent."""
         self._store.close()
 
+    def writer_stats(self) -> dict[str, int]:
+        """``{"calls": n, "commits": m}``: write calls since open, and the transactions that
+        carried them. ``calls / commits`` is the mean group-commit size."""
+        return self._store.writer_stats()
+
     @property
     def closed(self) -> bool:
         """Whether ``close()`` was called."""

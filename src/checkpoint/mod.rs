@@ -237,6 +237,11 @@ impl Store {
         }
     }
 
+    /// (write calls, commits) since open; their ratio is the mean group-commit size.
+    pub fn writer_stats(&self) -> (u64, u64) {
+        self.writer.stats()
+    }
+
     /// Whether `close()` was called.
     pub fn is_closed(&self) -> bool {
         self.writer.is_closed()

@@ -88,30 +88,38 @@ pub fn list(conn: &Connection, q: &ListQuery) -> Result<Vec<StoredCheckpoint>> {
         conds.push(cond);
     }
     let where_ = if conds.is_empty() { String::new() } else { format!("WHERE {}", conds.join(" AND ")) };
-    let limit = match q.limit {
-        Some(n) => bind(&mut args, Value::Integer(n.max(0))),
-        None => "-1".to_owned(),
+    // The limit is an integer formatted here, not user text. As a literal it lets SQLite walk
+    // the primary key and stop; as a bound parameter the planner sorts the whole thread first.
+    let limit = q.limit.map_or(-1, |n| n.max(0));
+    // Within one thread and namespace the primary key gives this order with no sort.
+    let order = if q.thread_id.is_some() && q.checkpoint_ns.is_some() {
+        "checkpoint_id DESC"
+    } else {
+        "checkpoint_id DESC, thread_id, checkpoint_ns"
     };
     // Kind 0: the checkpoint; 1: a blob of one of its channel versions; 2: a pending write.
+    // CROSS JOIN pins the join order (checkpoint, then its versions, then a primary-key lookup
+    // of each blob or write); left to itself the planner scans every blob of the thread per
+    // checkpoint, or every write in the file.
     let sql = format!(
         "WITH c AS MATERIALIZED (
             SELECT thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, type, checkpoint, metadata,
                    channel_versions
             FROM flg_checkpoints {where_}
-            ORDER BY checkpoint_id DESC, thread_id, checkpoint_ns LIMIT {limit})
+            ORDER BY {order} LIMIT {limit})
         SELECT 0, c.thread_id, c.checkpoint_ns, c.checkpoint_id, c.parent_checkpoint_id, c.type, c.checkpoint,
                c.metadata, NULL, NULL
           FROM c
         UNION ALL
         SELECT 1, c.thread_id, c.checkpoint_ns, c.checkpoint_id, b.channel, b.type, b.blob, NULL, NULL, NULL
-          FROM c, json_each(c.channel_versions) AS j
-          JOIN flg_blobs AS b ON b.thread_id = c.thread_id AND b.checkpoint_ns = c.checkpoint_ns
+          FROM c CROSS JOIN json_each(c.channel_versions) AS j
+          CROSS JOIN flg_blobs AS b ON b.thread_id = c.thread_id AND b.checkpoint_ns = c.checkpoint_ns
                AND b.channel = j.key AND b.version = j.value
          WHERE b.type <> 'empty'
         UNION ALL
         SELECT 2, c.thread_id, c.checkpoint_ns, c.checkpoint_id, w.channel, w.type, w.blob, w.task_id, w.task_path,
                w.idx
-          FROM c JOIN flg_writes AS w ON w.thread_id = c.thread_id AND w.checkpoint_ns = c.checkpoint_ns
+          FROM c CROSS JOIN flg_writes AS w ON w.thread_id = c.thread_id AND w.checkpoint_ns = c.checkpoint_ns
                AND w.checkpoint_id = c.checkpoint_id"
     );
     let mut stmt = conn.prepare_cached(&sql)?;

@@ -28,7 +28,7 @@ CREATE TABLE IF NOT EXISTS flg_checkpoints (
     metadata TEXT NOT NULL,
     channel_versions TEXT NOT NULL,
     PRIMARY KEY (thread_id, checkpoint_ns, checkpoint_id)
-);
+) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS flg_checkpoints_run ON flg_checkpoints (run_id) WHERE run_id IS NOT NULL;
 CREATE TABLE IF NOT EXISTS flg_blobs (
     thread_id TEXT NOT NULL,

@@ -173,3 +173,31 @@ fn refuses_files_that_are_not_ours_without_touching_them() {
     assert!(matches!(err, Error::ForeignSchema(ref m) if m.contains("users")), "{err}");
     assert_eq!(std::fs::read(&foreign).unwrap(), before);
 }
+
+#[test]
+#[ignore]
+fn timing_probe_put() {
+    let path = std::env::temp_dir().join(format!("flg-probe-{}.db", std::process::id()));
+    let store = Store::open(path.to_str().unwrap(), &StoreOptions::default()).unwrap();
+    let t = std::time::Instant::now();
+    for i in 0..2000 {
+        store.put(cp("t", &format!("{i:06}"), None, "r", &[("a", &i.to_string()), ("b", "1")])).unwrap();
+    }
+    eprintln!("put via writer {:?}", t.elapsed() / 2000);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch("PRAGMA synchronous=NORMAL").unwrap();
+    let t = std::time::Instant::now();
+    for i in 0..2000 {
+        conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+        writer::apply(&conn, &writer::Op::Put(Box::new(cp("u", &format!("{i:06}"), None, "r", &[("a", &i.to_string())])))).unwrap();
+        conn.execute_batch("COMMIT").unwrap();
+    }
+    eprintln!("put direct {:?}", t.elapsed() / 2000);
+    let t = std::time::Instant::now();
+    for i in 0..2000 {
+        conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+        conn.execute("INSERT INTO flg_meta VALUES (?1, 'x')", [format!("k{i}")]).unwrap();
+        conn.execute_batch("COMMIT").unwrap();
+    }
+    eprintln!("tiny commit {:?}", t.elapsed() / 2000);
+}

@@ -5,7 +5,7 @@
 //! own savepoint so that one failing job does not undo the others. A caller waits for the
 //! commit that carries its job; with many callers, one commit (and one WAL sync) serves many
 //! calls, which is where the time of a SQLite saver goes.
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
@@ -31,8 +31,18 @@ struct Job {
     done: SyncSender<Result<()>>,
 }
 
+/// Counts of what the writer did: `calls / commits` is the mean group size.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    /// Write calls committed or failed.
+    pub calls: AtomicU64,
+    /// Transactions committed.
+    pub commits: AtomicU64,
+}
+
 /// The handle callers submit jobs through.
 pub struct Writer {
+    stats: Arc<WriterStats>,
     queue: Mutex<Option<Sender<Job>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
     closed: AtomicBool,
@@ -43,11 +53,14 @@ impl Writer {
     /// Starts the writer thread on `conn`.
     pub fn start(conn: Arc<Mutex<Connection>>, max_batch: usize, path: &str) -> Result<Writer> {
         let (tx, rx) = mpsc::channel::<Job>();
+        let stats = Arc::new(WriterStats::default());
+        let thread_stats = Arc::clone(&stats);
         let thread = std::thread::Builder::new()
             .name("fast-langgraph-sqlite-writer".into())
-            .spawn(move || run(&conn, &rx, max_batch.max(1)))
+            .spawn(move || run(&conn, &rx, max_batch.max(1), &thread_stats))
             .map_err(|e| Error::Invalid(format!("cannot start the SQLite writer thread: {e}")))?;
         Ok(Writer {
+            stats,
             queue: Mutex::new(Some(tx)),
             thread: Mutex::new(Some(thread)),
             closed: AtomicBool::new(false),
@@ -75,6 +88,11 @@ impl Writer {
         }
     }
 
+    /// (calls, commits) so far.
+    pub fn stats(&self) -> (u64, u64) {
+        (self.stats.calls.load(Ordering::Relaxed), self.stats.commits.load(Ordering::Relaxed))
+    }
+
     /// Whether `close()` was called.
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::SeqCst)
@@ -86,7 +104,7 @@ impl Writer {
     }
 }
 
-fn run(conn: &Mutex<Connection>, rx: &Receiver<Job>, max_batch: usize) {
+fn run(conn: &Mutex<Connection>, rx: &Receiver<Job>, max_batch: usize, stats: &WriterStats) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < max_batch {
@@ -95,10 +113,12 @@ fn run(conn: &Mutex<Connection>, rx: &Receiver<Job>, max_batch: usize) {
                 Err(_) => break,
             }
         }
-        let results = {
+        let (results, committed) = {
             let conn = conn.lock().unwrap_or_else(PoisonError::into_inner);
             commit_batch(&conn, &batch)
         };
+        stats.calls.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        stats.commits.fetch_add(u64::from(committed), Ordering::Relaxed);
         for (job, result) in batch.into_iter().zip(results) {
             // A caller that went away no longer needs its answer.
             let _ = job.done.send(result);
@@ -106,11 +126,12 @@ fn run(conn: &Mutex<Connection>, rx: &Receiver<Job>, max_batch: usize) {
     }
 }
 
-/// Applies every job of the batch in one transaction; returns one result per job.
-fn commit_batch(conn: &Connection, batch: &[Job]) -> Vec<Result<()>> {
+/// Applies every job of the batch in one transaction; returns one result per job, and
+/// whether a transaction was committed.
+fn commit_batch(conn: &Connection, batch: &[Job]) -> (Vec<Result<()>>, bool) {
     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
         let e = Error::from(e);
-        return batch.iter().map(|_| Err(e.clone())).collect();
+        return (batch.iter().map(|_| Err(e.clone())).collect(), false);
     }
     let mut results = Vec::with_capacity(batch.len());
     for job in batch {
@@ -123,14 +144,14 @@ fn commit_batch(conn: &Connection, batch: &[Job]) -> Vec<Result<()>> {
     }
     if results.iter().all(Result::is_err) {
         let _ = conn.execute_batch("ROLLBACK");
-        return results;
+        return (results, false);
     }
     match conn.execute_batch("COMMIT") {
-        Ok(()) => results,
+        Ok(()) => (results, true),
         Err(e) => {
             let e = Error::from(e);
             let _ = conn.execute_batch("ROLLBACK");
-            results.into_iter().map(|_| Err(e.clone())).collect()
+            (results.into_iter().map(|_| Err(e.clone())).collect(), false)
         }
     }
 }
@@ -149,7 +170,7 @@ fn in_savepoint(conn: &Connection, op: &Op) -> Result<()> {
     }
 }
 
-fn apply(conn: &Connection, op: &Op) -> Result<()> {
+pub(super) fn apply(conn: &Connection, op: &Op) -> Result<()> {
     match op {
         Op::Put(cp) => put(conn, cp),
         Op::PutWrites(w) => put_writes(conn, w),

@@ -143,6 +143,12 @@ impl PyCheckpointStore {
         PyList::new(py, items)
     }
 
+    /// `{"calls": n, "commits": m}`: write calls and the transactions that carried them.
+    fn writer_stats(&self) -> std::collections::HashMap<&'static str, u64> {
+        let (calls, commits) = self.store.writer_stats();
+        [("calls", calls), ("commits", commits)].into_iter().collect()
+    }
+
     /// Every thread id in the database.
     fn thread_ids(&self, py: Python<'_>) -> PyResult<Vec<String>> {
         Ok(py.detach(|| self.store.thread_ids())?)

@@ -1,0 +1,239 @@
+"""RustSQLiteCheckpointer against LangGraph's InMemorySaver and SqliteSaver, side by side.
+
+Every measure runs the savers in turn, interleaved, over several rounds, in one process, and
+prints the median per contender and its ratio to SqliteSaver. Run: `make bench`, or
+`.venv/bin/python benches/bench_checkpoint.py [--quick]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import operator
+import os
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from typing import Annotated, Any
+
+from langchain_core.messages import AIMessage, HumanMessage
+from langgraph.checkpoint.base import empty_checkpoint
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.checkpoint.sqlite import SqliteSaver
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.message import add_messages
+from typing_extensions import TypedDict
+
+sys.path.insert(0, os.path.dirname(__file__))
+from _common import interleaved, table  # noqa: E402
+
+from fast_langgraph import RustSQLiteCheckpointer  # noqa: E402
+
+
+def make_savers(tmp: str, tag: str) -> dict[str, Any]:
+    def sqlite_saver() -> SqliteSaver:
+        conn = sqlite3.connect(os.path.join(tmp, f"stock-{tag}.db"), check_same_thread=False)
+        saver = SqliteSaver(conn)
+        saver.setup()
+        return saver
+
+    return {
+        "InMemorySaver": InMemorySaver(),
+        "SqliteSaver": sqlite_saver(),
+        "RustSQLiteCheckpointer": RustSQLiteCheckpointer(os.path.join(tmp, f"rust-{tag}.db")),
+        "RustSQLiteCheckpointer(durable)": RustSQLiteCheckpointer(
+            os.path.join(tmp, f"rust-durable-{tag}.db"), durable=True
+        ),
+    }
+
+
+def state_of_size(target_bytes: int) -> dict[str, Any]:
+    messages: list[Any] = []
+    i = 0
+    text = "lorem ipsum dolor sit amet " * 4
+    while len(messages) * 300 < target_bytes:
+        cls = HumanMessage if i % 2 == 0 else AIMessage
+        messages.append(cls(content=f"{i}: {text}", id=str(uuid.UUID(int=i))))
+        i += 1
+    return {"messages": messages, "counter": 7, "route": "a", "notes": "x" * 64}
+
+
+def bench_put_get(tmp: str, size: int, rounds: int, reps: int) -> dict[str, float]:
+    savers = make_savers(tmp, f"put{size}")
+    values = state_of_size(size)
+    contenders = {}
+    for name, saver in savers.items():
+        contenders[name] = _put_get_loop(saver, values)
+    res = interleaved(contenders, rounds=rounds, reps=reps)
+    serialized = sum(len(saver_bytes) for saver_bytes in _sizes(values))
+    print(table(f"put + get_tuple, state of {serialized / 1024:.0f} KB serialized (all channels new)", res, baseline="SqliteSaver"))
+    return res
+
+
+def _sizes(values: dict[str, Any]) -> list[bytes]:
+    from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+
+    s = JsonPlusSerializer()
+    return [s.dumps_typed(v)[1] for v in values.values()]
+
+
+def _put_get_loop(saver: Any, values: dict[str, Any]):
+    thread = str(uuid.uuid4())
+    state = {"parent": None, "versions": {}}
+
+    def step() -> None:
+        cp = empty_checkpoint()
+        versions = {k: saver.get_next_version(state["versions"].get(k), None) for k in values}
+        cp["channel_values"] = dict(values)
+        cp["channel_versions"] = versions
+        config = {"configurable": {"thread_id": thread, "checkpoint_ns": ""}}
+        if state["parent"]:
+            config["configurable"]["checkpoint_id"] = state["parent"]
+        saved = saver.put(config, cp, {"source": "loop", "step": 1, "parents": {}}, versions)
+        state["parent"] = saved["configurable"]["checkpoint_id"]
+        state["versions"] = versions
+        got = saver.get_tuple({"configurable": {"thread_id": thread, "checkpoint_ns": ""}})
+        assert got is not None and len(got.checkpoint["channel_values"]["messages"]) == len(values["messages"])
+
+    return step
+
+
+def bench_list(tmp: str, n: int, rounds: int) -> dict[str, float]:
+    savers = make_savers(tmp, "list")
+    values = state_of_size(1024)
+    configs = {}
+    for name, saver in savers.items():
+        thread = str(uuid.uuid4())
+        parent = None
+        versions: dict[str, Any] = {}
+        for i in range(n):
+            cp = empty_checkpoint()
+            # Every step bumps `counter`; every tenth step changes all channels.
+            changed = list(values) if i % 10 == 0 else ["counter"]
+            versions = {**versions, **{k: saver.get_next_version(versions.get(k), None) for k in changed}}
+            cp["channel_values"] = dict(values)
+            cp["channel_versions"] = versions
+            cfg = {"configurable": {"thread_id": thread, "checkpoint_ns": ""}}
+            if parent:
+                cfg["configurable"]["checkpoint_id"] = parent
+            new = {k: versions[k] for k in changed}
+            saved = saver.put(cfg, cp, {"source": "loop", "step": i, "parents": {}}, new)
+            parent = saved["configurable"]["checkpoint_id"]
+            saver.put_writes(saved, [("messages", [AIMessage(content="hi", id=f"w{i}")]), ("route", "b")], f"task-{i}", "~x")
+        configs[name] = {"configurable": {"thread_id": thread}}
+
+    def lister(saver: Any, cfg: dict) -> Any:
+        def run() -> None:
+            items = list(saver.list(cfg))
+            assert len(items) == n, (len(items), n)
+
+        return run
+
+    res = interleaved({name: lister(s, configs[name]) for name, s in savers.items()}, rounds=rounds, reps=1)
+    print(table(f"list() over a thread of {n} checkpoints (each with 2 pending writes)", res, baseline="SqliteSaver", unit="ms"))
+    return res
+
+
+class State(TypedDict):
+    messages: Annotated[list, add_messages]
+    route: str
+    results: Annotated[list, operator.add]
+
+
+def build_graph(checkpointer: Any):
+    def router(state: State) -> dict:
+        n = len(state["messages"])
+        return {"route": "a" if n % 2 else "b", "messages": [AIMessage(content=f"routing {n}")]}
+
+    def branch(name: str):
+        def node(state: State) -> dict:
+            return {"messages": [AIMessage(content=f"{name} handled")]}
+
+        return node
+
+    def worker(name: str):
+        def node(state: State) -> dict:
+            return {"results": [f"{name}:{len(state['messages'])}"]}
+
+        return node
+
+    def join(state: State) -> dict:
+        return {"messages": [AIMessage(content=f"joined {len(state['results'])}")]}
+
+    def summarize(state: State) -> dict:
+        return {"messages": [AIMessage(content="summary")], "results": []}
+
+    g = StateGraph(State)
+    g.add_node("router", router)
+    g.add_node("a", branch("a"))
+    g.add_node("b", branch("b"))
+    for w in ("x", "y", "z"):
+        g.add_node(w, worker(w))
+    g.add_node("join", join)
+    g.add_node("summarize", summarize)
+    g.add_edge(START, "router")
+    g.add_conditional_edges("router", lambda s: s["route"], {"a": "a", "b": "b"})
+    for src in ("a", "b"):
+        for w in ("x", "y", "z"):
+            g.add_edge(src, w)
+    g.add_edge(["x", "y", "z"], "join")
+    g.add_edge("join", "summarize")
+    g.add_edge("summarize", END)
+    return g.compile(checkpointer=checkpointer)
+
+
+def bench_end_to_end(tmp: str, rounds: int, threads: int, per_thread: int) -> dict[str, float]:
+    savers = make_savers(tmp, "e2e")
+    graphs = {name: build_graph(saver) for name, saver in savers.items()}
+
+    def run(name: str) -> float:
+        graph = graphs[name]
+        prefix = uuid.uuid4().hex
+
+        def conversation(t: int) -> None:
+            cfg = {"configurable": {"thread_id": f"{prefix}-{t}"}}
+            for i in range(per_thread):
+                graph.invoke({"messages": [HumanMessage(content=f"question {i}")], "results": []}, cfg)
+
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(conversation, range(threads)))
+        return (threads * per_thread) / (time.perf_counter() - t0)
+
+    for name in graphs:  # warm-up
+        run(name)
+    samples: dict[str, list[float]] = {name: [] for name in graphs}
+    for _ in range(rounds):
+        for name in graphs:
+            samples[name].append(run(name))
+    res = {name: statistics.median(s) for name, s in samples.items()}
+    for name, saver in savers.items():
+        if isinstance(saver, RustSQLiteCheckpointer):
+            st = saver.writer_stats()
+            print(f"  {name}: {st['calls']} write calls in {st['commits']} commits "
+                  f"({st['calls'] / max(1, st['commits']):.1f} per commit)")
+    base = res["SqliteSaver"]
+    print(f"\nend to end: 8-node graph, {threads * per_thread} invocations over {threads} threads (default durability)")
+    print(f"  {'contender':<34} {'invokes/s':>12} {'vs SqliteSaver':>18}")
+    for name, v in res.items():
+        print(f"  {name:<34} {v:>12.1f} {v / base:>17.2f}x")
+    return res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--quick", action="store_true", help="fewer rounds, for a smoke run")
+    args = ap.parse_args()
+    rounds = 3 if args.quick else 9
+    with tempfile.TemporaryDirectory() as tmp:
+        for size, reps in ((1024, 200), (35 * 1024, 40), (250 * 1024, 8)):
+            bench_put_get(tmp, size, rounds, reps if not args.quick else max(2, reps // 4))
+        bench_list(tmp, 1000, rounds)
+        bench_end_to_end(tmp, 3 if args.quick else 5, 20, 10)
+
+
+if __name__ == "__main__":
+    main()
