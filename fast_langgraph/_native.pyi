@@ -19,6 +19,10 @@ class ForeignDatabaseError(CheckpointError):
 class DatabaseLockedError(CheckpointError):
     """Another connection held the database lock for longer than the busy timeout."""
 
+class DeltaBaseMissingError(CheckpointError):
+    """A delta named a base version that is no longer stored. RustSQLiteCheckpointer then
+    stores the full value; users do not normally see it."""
+
 class SerializationError(CheckpointError):
     """A value could not be serialized; the message names the channel or key."""
 
@@ -30,7 +34,7 @@ _Row = tuple[
     str,  # type tag of the checkpoint
     bytes,  # the checkpoint, without channel values
     str,  # metadata, JSON
-    list[tuple[str, str, bytes]],  # (channel, type, data)
+    list[tuple[str, list[tuple[str, bytes]]]],  # (channel, [(type, data), ...] oldest first)
     list[tuple[str, str, str, bytes]],  # (task_id, channel, type, data), in writes_sort_key order
 ]
 
@@ -74,9 +78,12 @@ class CheckpointStore:
         metadata_json: str,
         run_id: str | None,
         channel_versions: Sequence[tuple[str, str]],
-        blobs: Sequence[tuple[str, str, str, bytes]],
+        blobs: Sequence[tuple[str, str, str, bytes, str | None]],
     ) -> None:
-        """Store a checkpoint and the blobs of its new channel versions; returns once committed."""
+        """Store a checkpoint and the blobs of its new channel versions, each as
+        (channel, version, type, data, delta_base). A blob with a delta_base holds only the
+        items appended to that version's list; it is refused with DeltaBaseMissingError if
+        that version is not stored. Returns once committed."""
     def put_writes(
         self,
         thread_id: str,

@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import operator
 import os
 import random
 import sqlite3
+import threading
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, AbstractContextManager, contextmanager
 from functools import partial
@@ -36,7 +39,7 @@ from langgraph.checkpoint.base import (
     get_checkpoint_metadata,
 )
 
-from fast_langgraph._native import CheckpointStore, SerializationError
+from fast_langgraph._native import CheckpointStore, DeltaBaseMissingError, SerializationError
 
 __all__ = ["RustSQLiteCheckpointer"]
 
@@ -72,6 +75,12 @@ class RustSQLiteCheckpointer(
             connection (``synchronous=FULL``).
         busy_timeout: Seconds a write waits for another process's lock before failing with
             ``DatabaseLockedError``.
+        delta: Store a growing list channel (a chat history) as the items appended since its
+            previous version, instead of the whole list, when the new list starts with the
+            very objects of the previous one. See docs/checkpointer.md, "Append-only deltas".
+            ``False`` always stores full values.
+        snapshot_every: With ``delta``, store a full value after this many deltas in a row,
+            so a read never joins more than this many segments.
 
     Raises:
         ForeignDatabaseError: The file is not SQLite, or holds tables that are not ours
@@ -87,6 +96,8 @@ class RustSQLiteCheckpointer(
         serde: SerializerProtocol | None = None,
         durable: bool = False,
         busy_timeout: float = 30.0,
+        delta: bool = True,
+        snapshot_every: int = 64,
     ) -> None:
         if not isinstance(path, (str, os.PathLike)):
             raise TypeError(
@@ -96,9 +107,16 @@ class RustSQLiteCheckpointer(
             raise TypeError(
                 f"RustSQLiteCheckpointer: durable must be a bool, got {type(durable).__name__}"
             )
+        if not isinstance(snapshot_every, int) or isinstance(snapshot_every, bool) or snapshot_every < 1:
+            raise ValueError(
+                f"RustSQLiteCheckpointer: snapshot_every must be an int >= 1, got {snapshot_every!r}"
+            )
         super().__init__(serde=serde)
         self.path = os.fspath(path)
         self.durable = durable
+        self.delta = bool(delta)
+        self.snapshot_every = snapshot_every
+        self._lists = _ListVersions()
         self._store = CheckpointStore(
             self.path,
             synchronous="full" if durable else "normal",
@@ -177,7 +195,18 @@ class RustSQLiteCheckpointer(
         )
         if not rows:
             return None
-        return self._to_tuple(rows[0], config if checkpoint_id else None)
+        tup = self._to_tuple(rows[0], config if checkpoint_id else None)
+        if self.delta:
+            # The graph builds its next state from these very objects: remember them, so the
+            # next put can store only what is appended to them.
+            versions = tup.checkpoint["channel_versions"]
+            for channel, segments in rows[0][7]:
+                value = tup.checkpoint["channel_values"].get(channel)
+                if type(value) is list and channel in versions:
+                    self._lists.remember(
+                        (rows[0][0], rows[0][1], channel), str(versions[channel]), value, len(segments) - 1
+                    )
+        return tup
 
     def list(
         self,
@@ -232,7 +261,7 @@ class RustSQLiteCheckpointer(
         thread_id, ns, checkpoint_id, parent_id, type_, data, metadata_json, blobs, writes = row
         loads = self.serde.loads_typed
         checkpoint = loads((type_, data))
-        checkpoint["channel_values"] = {ch: loads((t, b)) for ch, t, b in blobs}
+        checkpoint["channel_values"] = {ch: self._load_value(ch, segs) for ch, segs in blobs}
         return CheckpointTuple(
             config=config
             or {
@@ -258,6 +287,19 @@ class RustSQLiteCheckpointer(
             pending_writes=[(task_id, ch, loads((t, b))) for task_id, ch, t, b in writes],
         )
 
+    def _load_value(self, channel: str, segments: list[tuple[str, bytes]]) -> Any:
+        loads = self.serde.loads_typed
+        value = loads(segments[0])
+        if len(segments) > 1:
+            if type(value) is not list:
+                raise SerializationError(
+                    f"channel {channel!r}: stored as an append-only delta over a value of type "
+                    f"{type(value).__name__}, not a list; the database is damaged"
+                )
+            for segment in segments[1:]:
+                value.extend(loads(segment))
+        return value
+
     # -- writes ----------------------------------------------------------------------------
 
     def put(
@@ -277,10 +319,25 @@ class RustSQLiteCheckpointer(
         conf = _configurable(config)
         thread_id = conf["thread_id"]
         ns = conf.get("checkpoint_ns", "")
+        remembered: list[tuple] = []
         args = self._checkpoint_args(
-            str(thread_id), ns, conf.get("checkpoint_id"), checkpoint, metadata, new_versions, config
+            str(thread_id), ns, conf.get("checkpoint_id"), checkpoint, metadata, new_versions, config,
+            remembered if self.delta else None,
         )
-        self._store.put(*args)
+        try:
+            self._store.put(*args)
+        except DeltaBaseMissingError:
+            # A base was pruned or deleted since we saw it: store full values.
+            self._lists.forget_thread(str(thread_id))
+            remembered.clear()
+            args = self._checkpoint_args(
+                str(thread_id), ns, conf.get("checkpoint_id"), checkpoint, metadata, new_versions,
+                config, remembered,
+                use_deltas=False,
+            )
+            self._store.put(*args)
+        for entry in remembered:
+            self._lists.remember(*entry)
         return {
             "configurable": {
                 "thread_id": thread_id,
@@ -298,20 +355,44 @@ class RustSQLiteCheckpointer(
         metadata: CheckpointMetadata,
         new_versions: ChannelVersions,
         config: RunnableConfig | None,
+        remembered: list[tuple] | None = None,
+        *,
+        use_deltas: bool = True,
     ) -> tuple:
-        """Serialize a checkpoint into the argument tuple of ``CheckpointStore.put``."""
+        """Serialize a checkpoint into the argument tuple of ``CheckpointStore.put``.
+
+        With ``remembered`` (a list), list channels may be stored as deltas over the version
+        this process last stored or read, and what to remember after a successful put is
+        appended to it.
+        """
         c = dict(checkpoint)
         values = c.pop("channel_values", None) or {}
         blobs = []
         for channel, version in new_versions.items():
+            base = None
             if channel in values:
-                type_, data = self._dumps(
-                    values[channel],
-                    f"channel {channel!r} of checkpoint {checkpoint['id']!r} in thread {thread_id!r}",
-                )
+                value = values[channel]
+                what = f"channel {channel!r} of checkpoint {checkpoint['id']!r} in thread {thread_id!r}"
+                if remembered is not None and type(value) is list:
+                    key = (thread_id, ns, channel)
+                    prev = self._lists.get(key) if use_deltas else None
+                    if (
+                        prev is not None
+                        and prev[2] < self.snapshot_every
+                        and len(value) >= len(prev[1])
+                        and all(map(operator.is_, prev[1], value))
+                    ):
+                        base = prev[0]
+                        type_, data = self._dumps(value[len(prev[1]) :], what)
+                        remembered.append((key, str(version), value, prev[2] + 1))
+                    else:
+                        type_, data = self._dumps(value, what)
+                        remembered.append((key, str(version), value, 0))
+                else:
+                    type_, data = self._dumps(value, what)
             else:
                 type_, data = "empty", b""
-            blobs.append((channel, str(version), type_, data))
+            blobs.append((channel, str(version), type_, data, base))
         type_, data = self._dumps(c, f"checkpoint {checkpoint['id']!r} in thread {thread_id!r}")
         md = get_checkpoint_metadata(config, metadata) if config is not None else dict(metadata)
         metadata_json = _metadata_json(md, checkpoint["id"])
@@ -372,12 +453,15 @@ class RustSQLiteCheckpointer(
 
     def delete_thread(self, thread_id: str) -> None:
         """Delete every checkpoint and write of a thread."""
+        self._lists.forget_thread(str(thread_id))
         self._store.delete_thread(str(thread_id))
 
     def delete_for_runs(self, run_ids: Sequence[str]) -> None:
         """Delete the checkpoints (and their writes) whose metadata ``run_id`` is in
         ``run_ids``."""
-        self._store.delete_for_runs([str(r) for r in _sequence(run_ids, "run_ids")])
+        run_ids = [str(r) for r in _sequence(run_ids, "run_ids")]
+        self._lists.clear()
+        self._store.delete_for_runs(run_ids)
 
     def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
         """Copy every checkpoint, channel value and write of one thread to another."""
@@ -386,7 +470,10 @@ class RustSQLiteCheckpointer(
     def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
         """Prune threads: ``"keep_latest"`` keeps the newest checkpoint of each namespace
         (with its writes and the channel values it needs); ``"delete"`` removes all."""
-        self._store.prune([str(t) for t in _sequence(thread_ids, "thread_ids")], strategy)
+        thread_ids = [str(t) for t in _sequence(thread_ids, "thread_ids")]
+        for thread_id in thread_ids:
+            self._lists.forget_thread(thread_id)
+        self._store.prune(thread_ids, strategy)
 
     def get_next_version(self, current: str | int | None, channel: None) -> str:
         """The next channel version: a zero-padded counter plus a random fraction, as
@@ -529,6 +616,42 @@ class RustSQLiteCheckpointer(
         if checkpoints or write_args:
             self._store.put_many(checkpoints, write_args)
         return count
+
+
+class _ListVersions:
+    """The list value of each (thread, namespace, channel) this process last stored or read,
+    as a tuple of its items, with its version and the number of deltas since its last full
+    value. Bounded: the least recently used entries are dropped (their next put is full)."""
+
+    MAX_ENTRIES = 1024
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[tuple[str, str, str], tuple[str, tuple, int]] = OrderedDict()
+
+    def get(self, key: tuple[str, str, str]) -> tuple[str, tuple, int] | None:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None:
+                self._entries.move_to_end(key)
+            return entry
+
+    def remember(self, key: tuple[str, str, str], version: str, value: list, chain: int) -> None:
+        entry = (version, tuple(value), chain)
+        with self._lock:
+            self._entries[key] = entry
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.MAX_ENTRIES:
+                self._entries.popitem(last=False)
+
+    def forget_thread(self, thread_id: str) -> None:
+        with self._lock:
+            for key in [k for k in self._entries if k[0] == thread_id]:
+                del self._entries[key]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
 
 
 def _configurable(config: Any) -> dict[str, Any]:

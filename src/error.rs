@@ -15,6 +15,9 @@ pub enum Error {
     Closed(String),
     /// An argument or stored value is not what the operation needs.
     Invalid(String),
+    /// A delta blob names a base version that is not stored (it was pruned or deleted).
+    /// The caller stores the full value instead.
+    DeltaBaseMissing(String),
 }
 
 /// Result alias for the core.
@@ -24,7 +27,11 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::Sqlite { message, .. } => write!(f, "SQLite error: {message}"),
-            Error::NotADatabase(m) | Error::ForeignSchema(m) | Error::Closed(m) | Error::Invalid(m) => f.write_str(m),
+            Error::NotADatabase(m)
+            | Error::ForeignSchema(m)
+            | Error::Closed(m)
+            | Error::Invalid(m)
+            | Error::DeltaBaseMissing(m) => f.write_str(m),
         }
     }
 }

@@ -54,12 +54,12 @@ class SyncThroughThread(RustSQLiteCheckpointer):
         return await asyncio.to_thread(lambda: self.prune(thread_ids, strategy=strategy))
 
 
-def _run_suite(factory_cls, path_for) -> None:
+def _run_suite(factory_cls, path_for, delta: bool) -> None:
     counter = iter(range(100))
 
-    @checkpointer_test(name=f"{factory_cls.__name__}-{path_for('x')}")
+    @checkpointer_test(name=f"{factory_cls.__name__}-{path_for('x')}-{delta}")
     async def factory():
-        saver = factory_cls(path_for(next(counter)))
+        saver = factory_cls(path_for(next(counter)), delta=delta)
         try:
             yield saver
         finally:
@@ -77,11 +77,12 @@ def _run_suite(factory_cls, path_for) -> None:
     assert passed == EXPECTED_TOTAL
 
 
+@pytest.mark.parametrize("delta", [True, False], ids=["delta", "no-delta"])
 @pytest.mark.parametrize("cls", [RustSQLiteCheckpointer, SyncThroughThread])
-def test_conformance_on_a_file(cls, tmp_path: Path) -> None:
-    _run_suite(cls, lambda i: str(tmp_path / f"conformance-{i}.db"))
+def test_conformance_on_a_file(cls, delta: bool, tmp_path: Path) -> None:
+    _run_suite(cls, lambda i: str(tmp_path / f"conformance-{i}.db"), delta)
 
 
 @pytest.mark.parametrize("cls", [RustSQLiteCheckpointer, SyncThroughThread])
 def test_conformance_in_memory(cls) -> None:
-    _run_suite(cls, lambda i: ":memory:")
+    _run_suite(cls, lambda i: ":memory:", True)

@@ -54,8 +54,21 @@ pub struct Blob {
     pub version: String,
     /// The serializer's type tag (`"msgpack"`, `"empty"`, ...).
     pub type_tag: String,
-    /// The serialized value.
+    /// The serialized value: the whole value, or, with `delta_base`, only the items
+    /// appended to the list stored under version `delta_base`.
     pub data: Vec<u8>,
+    /// For an append-only delta: the version of the same channel it extends.
+    pub delta_base: Option<String>,
+}
+
+/// A channel value as read back: the serialized segments whose concatenation is the value,
+/// oldest first. One segment is a whole value; more are a full list followed by the items
+/// each later version appended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelValue {
+    pub channel: String,
+    /// (type tag, data) per segment.
+    pub segments: Vec<(String, Vec<u8>)>,
 }
 
 /// A checkpoint to store, with the blobs of the channels that changed in it.
@@ -122,8 +135,8 @@ pub struct StoredCheckpoint {
     pub type_tag: String,
     pub checkpoint: Vec<u8>,
     pub metadata_json: String,
-    /// (channel, type tag, data) for every channel with a stored, non-empty value.
-    pub blobs: Vec<(String, String, Vec<u8>)>,
+    /// Every channel with a stored, non-empty value.
+    pub blobs: Vec<ChannelValue>,
     /// Pending writes in LangGraph's `writes_sort_key` order: (task_path, task_id, idx).
     pub writes: Vec<StoredWrite>,
 }

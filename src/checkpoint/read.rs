@@ -5,8 +5,18 @@ use std::collections::HashMap;
 use rusqlite::types::Value;
 use rusqlite::Connection;
 
-use super::{StoredCheckpoint, StoredWrite};
-use crate::error::Result;
+use super::{ChannelValue, StoredCheckpoint, StoredWrite};
+use crate::error::{Error, Result};
+
+/// One stored blob on the way from a checkpoint's channel version to its full value.
+struct Segment {
+    channel: String,
+    type_tag: String,
+    data: Vec<u8>,
+    /// The version this blob extends, for a delta.
+    base: Option<String>,
+    depth: i64,
+}
 
 /// A scalar metadata value to filter on. Compared as Python's `==` compares JSON scalars:
 /// `True == 1 == 1.0`, and `None` also matches a missing key.
@@ -97,25 +107,33 @@ pub fn list(conn: &Connection, q: &ListQuery) -> Result<Vec<StoredCheckpoint>> {
     } else {
         "checkpoint_id DESC, thread_id, checkpoint_ns"
     };
-    // Kind 0: the checkpoint; 1: a blob of one of its channel versions; 2: a pending write.
+    // Kind 0: the checkpoint; 1: a segment of one of its channel values (depth 0 is the blob
+    // of the version it names, depth d the base that depth d-1 extends); 2: a pending write.
     // CROSS JOIN pins the join order (checkpoint, then its versions, then a primary-key lookup
     // of each blob or write); left to itself the planner scans every blob of the thread per
     // checkpoint, or every write in the file.
     let sql = format!(
-        "WITH c AS MATERIALIZED (
+        "WITH RECURSIVE c AS MATERIALIZED (
             SELECT thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, type, checkpoint, metadata,
                    channel_versions
             FROM flg_checkpoints {where_}
-            ORDER BY {order} LIMIT {limit})
+            ORDER BY {order} LIMIT {limit}),
+        seg(thread_id, checkpoint_ns, checkpoint_id, channel, type, blob, base, depth) AS (
+            SELECT c.thread_id, c.checkpoint_ns, c.checkpoint_id, b.channel, b.type, b.blob, b.delta_base, 0
+              FROM c CROSS JOIN json_each(c.channel_versions) AS j
+              CROSS JOIN flg_blobs AS b ON b.thread_id = c.thread_id AND b.checkpoint_ns = c.checkpoint_ns
+                   AND b.channel = j.key AND b.version = j.value
+             WHERE b.type <> 'empty'
+            UNION ALL
+            SELECT seg.thread_id, seg.checkpoint_ns, seg.checkpoint_id, b.channel, b.type, b.blob, b.delta_base,
+                   seg.depth + 1
+              FROM seg CROSS JOIN flg_blobs AS b ON b.thread_id = seg.thread_id
+                   AND b.checkpoint_ns = seg.checkpoint_ns AND b.channel = seg.channel AND b.version = seg.base)
         SELECT 0, c.thread_id, c.checkpoint_ns, c.checkpoint_id, c.parent_checkpoint_id, c.type, c.checkpoint,
                c.metadata, NULL, NULL
           FROM c
         UNION ALL
-        SELECT 1, c.thread_id, c.checkpoint_ns, c.checkpoint_id, b.channel, b.type, b.blob, NULL, NULL, NULL
-          FROM c CROSS JOIN json_each(c.channel_versions) AS j
-          CROSS JOIN flg_blobs AS b ON b.thread_id = c.thread_id AND b.checkpoint_ns = c.checkpoint_ns
-               AND b.channel = j.key AND b.version = j.value
-         WHERE b.type <> 'empty'
+        SELECT 1, thread_id, checkpoint_ns, checkpoint_id, channel, type, blob, base, NULL, depth FROM seg
         UNION ALL
         SELECT 2, c.thread_id, c.checkpoint_ns, c.checkpoint_id, w.channel, w.type, w.blob, w.task_id, w.task_path,
                w.idx
@@ -126,8 +144,8 @@ pub fn list(conn: &Connection, q: &ListQuery) -> Result<Vec<StoredCheckpoint>> {
     let mut rows = stmt.query(rusqlite::params_from_iter(args))?;
     let mut out: Vec<StoredCheckpoint> = Vec::new();
     let mut index: HashMap<(String, String, String), usize> = HashMap::new();
-    // Blobs and writes may come before their checkpoint row; park them until it arrives.
-    let mut blobs: Vec<((String, String, String), (String, String, Vec<u8>))> = Vec::new();
+    // Segments and writes may come before their checkpoint row; park them until it arrives.
+    let mut segments: Vec<((String, String, String), Segment)> = Vec::new();
     let mut writes: Vec<((String, String, String), StoredWrite)> = Vec::new();
     while let Some(row) = rows.next()? {
         let kind: i64 = row.get(0)?;
@@ -147,7 +165,16 @@ pub fn list(conn: &Connection, q: &ListQuery) -> Result<Vec<StoredCheckpoint>> {
                     writes: Vec::new(),
                 });
             }
-            1 => blobs.push((key, (row.get(4)?, row.get(5)?, row.get::<_, Option<Vec<u8>>>(6)?.unwrap_or_default()))),
+            1 => segments.push((
+                key,
+                Segment {
+                    channel: row.get(4)?,
+                    type_tag: row.get(5)?,
+                    data: row.get::<_, Option<Vec<u8>>>(6)?.unwrap_or_default(),
+                    base: row.get(7)?,
+                    depth: row.get(9)?,
+                },
+            )),
             _ => writes.push((
                 key,
                 StoredWrite {
@@ -161,10 +188,29 @@ pub fn list(conn: &Connection, q: &ListQuery) -> Result<Vec<StoredCheckpoint>> {
             )),
         }
     }
-    for (key, blob) in blobs {
+    let mut by_channel: HashMap<(usize, String), Vec<Segment>> = HashMap::new();
+    for (key, seg) in segments {
         if let Some(&i) = index.get(&key) {
-            out[i].blobs.push(blob);
+            by_channel.entry((i, seg.channel.clone())).or_default().push(seg);
         }
+    }
+    for ((i, channel), mut segs) in by_channel {
+        // Oldest first: the deepest segment is the full value the others extend.
+        segs.sort_by_key(|s| std::cmp::Reverse(s.depth));
+        if let Some(oldest) = segs.first() {
+            if let Some(base) = &oldest.base {
+                let cp = &out[i];
+                return Err(Error::Invalid(format!(
+                    "checkpoint {:?} of thread {:?}: the value of channel {channel:?} extends version {base:?}, \
+                     which is not stored; the database was modified outside fast-langgraph",
+                    cp.checkpoint_id, cp.thread_id
+                )));
+            }
+        }
+        out[i].blobs.push(ChannelValue {
+            channel,
+            segments: segs.into_iter().map(|s| (s.type_tag, s.data)).collect(),
+        });
     }
     for (key, write) in writes {
         if let Some(&i) = index.get(&key) {
@@ -172,6 +218,7 @@ pub fn list(conn: &Connection, q: &ListQuery) -> Result<Vec<StoredCheckpoint>> {
         }
     }
     for cp in &mut out {
+        cp.blobs.sort_by(|a, b| a.channel.cmp(&b.channel));
         cp.writes.sort_by(|a, b| (&a.task_path, &a.task_id, a.idx).cmp(&(&b.task_path, &b.task_id, b.idx)));
     }
     out.sort_by(|a, b| {

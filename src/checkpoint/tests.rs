@@ -13,7 +13,13 @@ fn cp(thread: &str, id: &str, parent: Option<&str>, run: &str, versions: &[(&str
         channel_versions: versions.iter().map(|(c, v)| ((*c).into(), (*v).into())).collect(),
         blobs: versions
             .iter()
-            .map(|(c, v)| Blob { channel: (*c).into(), version: (*v).into(), type_tag: "bytes".into(), data: format!("{c}@{v}").into_bytes() })
+            .map(|(c, v)| Blob {
+                channel: (*c).into(),
+                version: (*v).into(),
+                type_tag: "bytes".into(),
+                data: format!("{c}@{v}").into_bytes(),
+                delta_base: None,
+            })
             .collect(),
     }
 }
@@ -51,8 +57,7 @@ fn put_and_list_newest_first_with_blobs_and_sorted_writes() {
         .unwrap();
     let got = all(&store, "t");
     assert_eq!(got.iter().map(|c| c.checkpoint_id.as_str()).collect::<Vec<_>>(), ["2", "1"]);
-    let mut blobs: Vec<_> = got[0].blobs.iter().map(|b| String::from_utf8(b.2.clone()).unwrap()).collect();
-    blobs.sort();
+    let blobs: Vec<_> = got[0].blobs.iter().map(|b| String::from_utf8(b.segments[0].1.clone()).unwrap()).collect();
     assert_eq!(blobs, ["a@1", "b@1"]);
     assert_eq!(got[0].writes.iter().map(|w| w.channel.as_str()).collect::<Vec<_>>(), ["y", "x"]);
     assert_eq!(got[0].parent_checkpoint_id.as_deref(), Some("1"));
@@ -174,30 +179,61 @@ fn refuses_files_that_are_not_ours_without_touching_them() {
     assert_eq!(std::fs::read(&foreign).unwrap(), before);
 }
 
+fn delta(version: &str, base: &str, data: &str) -> Blob {
+    Blob {
+        channel: "m".into(),
+        version: version.into(),
+        type_tag: "t".into(),
+        data: data.as_bytes().to_vec(),
+        delta_base: Some(base.into()),
+    }
+}
+
+fn segments(store: &Store, thread: &str, id: &str) -> Vec<String> {
+    let q = ListQuery { thread_id: Some(thread.into()), checkpoint_id: Some(id.into()), ..ListQuery::default() };
+    let got = store.list(&q).unwrap();
+    let m = got[0].blobs.iter().find(|b| b.channel == "m").unwrap();
+    m.segments.iter().map(|s| String::from_utf8(s.1.clone()).unwrap()).collect()
+}
+
 #[test]
-#[ignore]
-fn timing_probe_put() {
-    let path = std::env::temp_dir().join(format!("flg-probe-{}.db", std::process::id()));
-    let store = Store::open(path.to_str().unwrap(), &StoreOptions::default()).unwrap();
-    let t = std::time::Instant::now();
-    for i in 0..2000 {
-        store.put(cp("t", &format!("{i:06}"), None, "r", &[("a", &i.to_string()), ("b", "1")])).unwrap();
+fn delta_chains_read_back_oldest_first_and_survive_prune() {
+    let store = Store::open(":memory:", &StoreOptions::default()).unwrap();
+    store.put(cp("t", "1", None, "r", &[("m", "1")])).unwrap();
+    let mut second = cp("t", "2", Some("1"), "r", &[("m", "2")]);
+    second.blobs = vec![delta("2", "1", "+b")];
+    store.put(second).unwrap();
+    let mut third = cp("t", "3", Some("2"), "r", &[("m", "3")]);
+    third.blobs = vec![delta("3", "2", "+c")];
+    store.put(third).unwrap();
+    assert_eq!(segments(&store, "t", "3"), ["m@1", "+b", "+c"]);
+    assert_eq!(segments(&store, "t", "2"), ["m@1", "+b"]);
+    store.prune(vec!["t".into()], PruneStrategy::KeepLatest).unwrap();
+    assert_eq!(all(&store, "t").len(), 1);
+    assert_eq!(segments(&store, "t", "3"), ["m@1", "+b", "+c"], "the chain's bases are kept");
+    store.copy_thread("t", "u").unwrap();
+    assert_eq!(segments(&store, "u", "3"), ["m@1", "+b", "+c"]);
+}
+
+#[test]
+fn a_delta_over_a_missing_base_is_refused_and_nothing_is_written() {
+    let store = Store::open(":memory:", &StoreOptions::default()).unwrap();
+    let mut orphan = cp("t", "1", None, "r", &[("m", "2")]);
+    orphan.blobs = vec![delta("2", "1", "+b")];
+    assert!(matches!(store.put(orphan), Err(Error::DeltaBaseMissing(_))));
+    assert!(all(&store, "t").is_empty());
+}
+
+#[test]
+fn a_broken_chain_is_an_error_not_a_short_value() {
+    let store = Store::open(":memory:", &StoreOptions::default()).unwrap();
+    store.put(cp("t", "1", None, "r", &[("m", "1")])).unwrap();
+    let mut second = cp("t", "2", Some("1"), "r", &[("m", "2")]);
+    second.blobs = vec![delta("2", "1", "+b")];
+    store.put(second).unwrap();
+    if let Readers::Memory(conn) = &store.readers {
+        conn.lock().unwrap().execute("DELETE FROM flg_blobs WHERE version = '1'", []).unwrap();
     }
-    eprintln!("put via writer {:?}", t.elapsed() / 2000);
-    let conn = rusqlite::Connection::open(&path).unwrap();
-    conn.execute_batch("PRAGMA synchronous=NORMAL").unwrap();
-    let t = std::time::Instant::now();
-    for i in 0..2000 {
-        conn.execute_batch("BEGIN IMMEDIATE").unwrap();
-        writer::apply(&conn, &writer::Op::Put(Box::new(cp("u", &format!("{i:06}"), None, "r", &[("a", &i.to_string())])))).unwrap();
-        conn.execute_batch("COMMIT").unwrap();
-    }
-    eprintln!("put direct {:?}", t.elapsed() / 2000);
-    let t = std::time::Instant::now();
-    for i in 0..2000 {
-        conn.execute_batch("BEGIN IMMEDIATE").unwrap();
-        conn.execute("INSERT INTO flg_meta VALUES (?1, 'x')", [format!("k{i}")]).unwrap();
-        conn.execute_batch("COMMIT").unwrap();
-    }
-    eprintln!("tiny commit {:?}", t.elapsed() / 2000);
+    let q = ListQuery { thread_id: Some("t".into()), checkpoint_id: Some("2".into()), ..ListQuery::default() };
+    assert!(matches!(store.list(&q), Err(Error::Invalid(m)) if m.contains("not stored")));
 }

@@ -170,7 +170,7 @@ fn in_savepoint(conn: &Connection, op: &Op) -> Result<()> {
     }
 }
 
-pub(super) fn apply(conn: &Connection, op: &Op) -> Result<()> {
+fn apply(conn: &Connection, op: &Op) -> Result<()> {
     match op {
         Op::Put(cp) => put(conn, cp),
         Op::PutWrites(w) => put_writes(conn, w),
@@ -216,10 +216,23 @@ fn put(conn: &Connection, cp: &NewCheckpoint) -> Result<()> {
     ])?;
     let mut stmt = conn.prepare_cached(
         "INSERT OR REPLACE INTO flg_blobs (thread_id, checkpoint_ns, channel, version, type, blob, delta_base) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?;
+    let mut base_exists = conn.prepare_cached(
+        "SELECT 1 FROM flg_blobs WHERE thread_id = ?1 AND checkpoint_ns = ?2 AND channel = ?3 AND version = ?4",
     )?;
     for b in &cp.blobs {
-        stmt.execute(params![cp.thread_id, cp.checkpoint_ns, b.channel, b.version, b.type_tag, b.data])?;
+        // Checked in the same transaction as the insert, so a committed delta always has its
+        // base: a chain can never point at a missing version.
+        if let Some(base) = &b.delta_base {
+            if !base_exists.exists(params![cp.thread_id, cp.checkpoint_ns, b.channel, base])? {
+                return Err(Error::DeltaBaseMissing(format!(
+                    "the base version {base:?} of channel {:?} in thread {:?} is no longer stored",
+                    b.channel, cp.thread_id
+                )));
+            }
+        }
+        stmt.execute(params![cp.thread_id, cp.checkpoint_ns, b.channel, b.version, b.type_tag, b.data, b.delta_base])?;
     }
     Ok(())
 }
@@ -321,12 +334,22 @@ fn prune(conn: &Connection, thread_ids: &[String], strategy: PruneStrategy) -> R
 }
 
 /// Deletes the blobs, among those `scope` (an SQL condition on `b`) selects, that no remaining
-/// checkpoint refers to. `param` binds `?1` in `scope`.
+/// checkpoint needs: neither as its value nor as a link of a delta chain leading to one.
+/// `param` binds `?1` in `scope`.
 fn delete_orphan_blobs(conn: &Connection, scope: &str, param: Option<&str>) -> Result<()> {
     let sql = format!(
-        "DELETE FROM flg_blobs AS b WHERE {scope} AND NOT EXISTS (SELECT 1 FROM flg_checkpoints c, \
-         json_each(c.channel_versions) j WHERE c.thread_id = b.thread_id AND c.checkpoint_ns = b.checkpoint_ns \
-         AND j.key = b.channel AND j.value = b.version)"
+        "WITH RECURSIVE needed(thread_id, checkpoint_ns, channel, version) AS (
+            SELECT c.thread_id, c.checkpoint_ns, j.key, j.value
+              FROM flg_checkpoints AS c CROSS JOIN json_each(c.channel_versions) AS j
+             WHERE c.thread_id IN (SELECT DISTINCT b.thread_id FROM flg_blobs AS b WHERE {scope})
+            UNION
+            SELECT x.thread_id, x.checkpoint_ns, x.channel, x.delta_base
+              FROM needed AS n CROSS JOIN flg_blobs AS x ON x.thread_id = n.thread_id
+                   AND x.checkpoint_ns = n.checkpoint_ns AND x.channel = n.channel AND x.version = n.version
+             WHERE x.delta_base IS NOT NULL)
+         DELETE FROM flg_blobs AS b WHERE {scope} AND NOT EXISTS (SELECT 1 FROM needed AS n
+             WHERE n.thread_id = b.thread_id AND n.checkpoint_ns = b.checkpoint_ns AND n.channel = b.channel
+               AND n.version = b.version)"
     );
     let mut stmt = conn.prepare_cached(&sql)?;
     match param {

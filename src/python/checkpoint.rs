@@ -16,7 +16,8 @@ pub struct PyCheckpointStore {
     store: Store,
 }
 
-type BlobArg<'py> = (String, String, String, Bound<'py, PyBytes>);
+/// (channel, version, type tag, data, delta base version or None).
+type BlobArg<'py> = (String, String, String, Bound<'py, PyBytes>, Option<String>);
 type WriteArg<'py> = (i64, String, String, Bound<'py, PyBytes>);
 
 #[pymethods]
@@ -83,7 +84,13 @@ impl PyCheckpointStore {
             channel_versions,
             blobs: blobs
                 .into_iter()
-                .map(|(channel, version, type_tag, data)| Blob { channel, version, type_tag, data: data.as_bytes().to_vec() })
+                .map(|(channel, version, type_tag, data, delta_base)| Blob {
+                    channel,
+                    version,
+                    type_tag,
+                    data: data.as_bytes().to_vec(),
+                    delta_base,
+                })
                 .collect(),
         };
         // Waits for the group commit that carries this checkpoint.
@@ -118,8 +125,9 @@ impl PyCheckpointStore {
 
     /// Lists checkpoints newest first. Each item is a tuple
     /// `(thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, type, checkpoint, metadata_json,
-    /// blobs, writes)` with `blobs` as `[(channel, type, data)]` and `writes` as
-    /// `[(task_id, channel, type, data)]` in LangGraph's order.
+    /// blobs, writes)` with `blobs` as `[(channel, [(type, data), ...])]` (the segments whose
+    /// concatenation is the value, oldest first) and `writes` as `[(task_id, channel, type, data)]`
+    /// in LangGraph's order.
     #[pyo3(signature = (*, thread_id = None, checkpoint_ns = None, checkpoint_id = None, before = None, filter = Vec::new(), limit = None))]
     #[allow(clippy::too_many_arguments)]
     fn list<'py>(
@@ -226,7 +234,13 @@ fn new_checkpoint(t: &Bound<'_, PyTuple>) -> PyResult<NewCheckpoint> {
         channel_versions,
         blobs: blobs
             .into_iter()
-            .map(|(channel, version, type_tag, data)| Blob { channel, version, type_tag, data: data.as_bytes().to_vec() })
+            .map(|(channel, version, type_tag, data, delta_base)| Blob {
+                    channel,
+                    version,
+                    type_tag,
+                    data: data.as_bytes().to_vec(),
+                    delta_base,
+                })
             .collect(),
     })
 }
@@ -276,7 +290,11 @@ fn stored_to_py(py: Python<'_>, row: StoredCheckpoint) -> PyResult<Bound<'_, PyT
     let blobs = row
         .blobs
         .iter()
-        .map(|(channel, type_tag, data)| (channel.as_str(), type_tag.as_str(), PyBytes::new(py, data)))
+        .map(|v| {
+            let segments =
+                v.segments.iter().map(|(type_tag, data)| (type_tag.as_str(), PyBytes::new(py, data))).collect::<Vec<_>>();
+            (v.channel.as_str(), segments)
+        })
         .collect::<Vec<_>>();
     let writes = row
         .writes

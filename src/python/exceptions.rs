@@ -27,6 +27,12 @@ create_exception!(
 );
 create_exception!(
     fast_langgraph,
+    DeltaBaseMissingError,
+    CheckpointError,
+    "A delta named a base version that is no longer stored; the value is stored in full instead."
+);
+create_exception!(
+    fast_langgraph,
     SerializationError,
     CheckpointError,
     "A value could not be serialized; the message names the channel or key."
@@ -41,6 +47,7 @@ impl From<Error> for PyErr {
             Error::NotADatabase(_) | Error::ForeignSchema(_) => ForeignDatabaseError::new_err(msg),
             Error::Closed(_) => CheckpointClosedError::new_err(msg),
             Error::Invalid(_) => PyValueError::new_err(msg),
+            Error::DeltaBaseMissing(_) => DeltaBaseMissingError::new_err(msg),
         }
     }
 }

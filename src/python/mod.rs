@@ -11,7 +11,7 @@ mod _native {
     use super::checkpoint::PyCheckpointStore;
     #[pymodule_export]
     use super::exceptions::{
-        CheckpointClosedError, CheckpointError, DatabaseLockedError, FastLangGraphError, ForeignDatabaseError,
+        CheckpointClosedError, CheckpointError, DatabaseLockedError, DeltaBaseMissingError, FastLangGraphError, ForeignDatabaseError,
         SerializationError,
     };
 
