@@ -109,6 +109,10 @@ class CheckpointStore:
         """Checkpoints newest first, with blobs and pending writes, from one SQL query."""
     def writer_stats(self) -> dict[str, int]:
         """{"calls": n, "commits": m}: write calls and the transactions that carried them."""
+    def storage_stats(self) -> dict[str, int]:
+        """Row counts and payload bytes: checkpoints, blobs, delta_blobs, writes, payload_bytes."""
+    def check(self) -> list[str]:
+        """Problems found by SQLite's quick_check and a walk of every delta chain; [] if sound."""
     def thread_ids(self) -> list[str]:
         """Every thread id in the database."""
     def delete_thread(self, thread_id: str) -> None: ...

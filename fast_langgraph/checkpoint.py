@@ -155,6 +155,16 @@ class RustSQLiteCheckpointer(
         carried them. ``calls / commits`` is the mean group-commit size."""
         return self._store.writer_stats()
 
+    def storage_stats(self) -> dict[str, int]:
+        """Row counts and payload bytes of the database: ``checkpoints``, ``blobs``,
+        ``delta_blobs`` (blobs stored as append-only deltas), ``writes``, ``payload_bytes``."""
+        return self._store.storage_stats()
+
+    def check(self) -> list[str]:
+        """Check the database: SQLite's ``quick_check`` and every delta chain. Returns the
+        problems found, ``[]`` when it is sound."""
+        return self._store.check()
+
     @property
     def closed(self) -> bool:
         """Whether ``close()`` was called."""

@@ -15,7 +15,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags};
 
 use crate::error::{Error, Result};
-pub use read::{ListQuery, MetaFilter, MetaValue};
+pub use read::{ListQuery, MetaFilter, MetaValue, StorageStats};
 use writer::{Op, Writer};
 
 /// How hard SQLite pushes a commit to disk (`PRAGMA synchronous`).
@@ -235,6 +235,16 @@ impl Store {
     /// Lists checkpoints, newest first, with their blobs and pending writes, in one query.
     pub fn list(&self, query: &ListQuery) -> Result<Vec<StoredCheckpoint>> {
         self.with_reader(|conn| read::list(conn, query))
+    }
+
+    /// Row counts and payload bytes.
+    pub fn storage_stats(&self) -> Result<StorageStats> {
+        self.with_reader(read::storage_stats)
+    }
+
+    /// Problems found by SQLite's `quick_check` and by a walk of every delta chain.
+    pub fn check(&self) -> Result<Vec<String>> {
+        self.with_reader(read::check)
     }
 
     /// Every thread id in the database.

@@ -236,3 +236,66 @@ pub fn thread_ids(conn: &Connection) -> Result<Vec<String>> {
     let ids = stmt.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<Vec<String>>>()?;
     Ok(ids)
 }
+
+/// Row counts and sizes of the store.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StorageStats {
+    pub checkpoints: i64,
+    pub blobs: i64,
+    /// Blobs stored as append-only deltas.
+    pub delta_blobs: i64,
+    pub writes: i64,
+    /// Bytes of serialized channel values (blobs), checkpoints and writes.
+    pub payload_bytes: i64,
+}
+
+/// Counts rows and payload bytes.
+pub fn storage_stats(conn: &Connection) -> Result<StorageStats> {
+    let (checkpoints, cp_bytes): (i64, i64) =
+        conn.query_row("SELECT count(*), coalesce(sum(length(checkpoint)), 0) FROM flg_checkpoints", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?;
+    let (blobs, delta_blobs, blob_bytes): (i64, i64, i64) = conn.query_row(
+        "SELECT count(*), count(delta_base), coalesce(sum(length(blob)), 0) FROM flg_blobs",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )?;
+    let (writes, write_bytes): (i64, i64) =
+        conn.query_row("SELECT count(*), coalesce(sum(length(blob)), 0) FROM flg_writes", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?;
+    Ok(StorageStats { checkpoints, blobs, delta_blobs, writes, payload_bytes: cp_bytes + blob_bytes + write_bytes })
+}
+
+/// Problems found by SQLite's `quick_check` and by a walk of every delta chain; empty when
+/// the database is sound.
+pub fn check(conn: &Connection) -> Result<Vec<String>> {
+    let mut problems = Vec::new();
+    let mut stmt = conn.prepare("PRAGMA quick_check")?;
+    for row in stmt.query_map([], |r| r.get::<_, String>(0))? {
+        let row = row?;
+        if row != "ok" {
+            problems.push(format!("sqlite: {row}"));
+        }
+    }
+    let mut stmt = conn.prepare(
+        "SELECT b.thread_id, b.checkpoint_ns, b.channel, b.version, b.delta_base FROM flg_blobs AS b
+          WHERE b.delta_base IS NOT NULL AND NOT EXISTS (SELECT 1 FROM flg_blobs AS x
+                WHERE x.thread_id = b.thread_id AND x.checkpoint_ns = b.checkpoint_ns AND x.channel = b.channel
+                  AND x.version = b.delta_base)",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok(format!(
+            "thread {:?} namespace {:?}: channel {:?} version {:?} extends missing version {:?}",
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, String>(3)?,
+            r.get::<_, String>(4)?
+        ))
+    })?;
+    for row in rows {
+        problems.push(row?);
+    }
+    Ok(problems)
+}

@@ -157,6 +157,27 @@ impl PyCheckpointStore {
         [("calls", calls), ("commits", commits)].into_iter().collect()
     }
 
+    /// Row counts and payload bytes: `checkpoints`, `blobs`, `delta_blobs`, `writes`,
+    /// `payload_bytes`.
+    fn storage_stats(&self, py: Python<'_>) -> PyResult<std::collections::HashMap<&'static str, i64>> {
+        let s = py.detach(|| self.store.storage_stats())?;
+        Ok([
+            ("checkpoints", s.checkpoints),
+            ("blobs", s.blobs),
+            ("delta_blobs", s.delta_blobs),
+            ("writes", s.writes),
+            ("payload_bytes", s.payload_bytes),
+        ]
+        .into_iter()
+        .collect())
+    }
+
+    /// Problems found by SQLite's `quick_check` and a walk of every delta chain; `[]` when
+    /// the database is sound.
+    fn check(&self, py: Python<'_>) -> PyResult<Vec<String>> {
+        Ok(py.detach(|| self.store.check())?)
+    }
+
     /// Every thread id in the database.
     fn thread_ids(&self, py: Python<'_>) -> PyResult<Vec<String>> {
         Ok(py.detach(|| self.store.thread_ids())?)
