@@ -10,6 +10,7 @@ from fast_langgraph._native import (
     __version__,
 )
 from fast_langgraph.checkpoint import RustSQLiteCheckpointer
+from fast_langgraph.merge import add_messages, langgraph_state_update, merge_dicts
 
 __all__ = [
     "CheckpointClosedError",
@@ -19,5 +20,8 @@ __all__ = [
     "ForeignDatabaseError",
     "RustSQLiteCheckpointer",
     "SerializationError",
+    "add_messages",
+    "langgraph_state_update",
+    "merge_dicts",
     "__version__",
 ]
