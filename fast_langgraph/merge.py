@@ -105,12 +105,17 @@ def _python_merge(left: list, right: list, format: Any) -> list:
     return _finish(merged, format)
 
 
+def _new_id() -> uuid.UUID:
+    # Looked up on each call, as LangGraph does, so that patching uuid.uuid4 reaches both.
+    return uuid.uuid4()
+
+
 _merger = MessageMerger(
     BaseMessage,
     BaseMessageChunk,
     RemoveMessage,
     _coerce,
-    uuid.uuid4,
+    _new_id,
     _finish,
     _python_merge,
 )
