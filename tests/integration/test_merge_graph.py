@@ -163,8 +163,13 @@ def run_chat(graph):
         (s.values, s.next, s.metadata["step"], s.metadata["source"], s.metadata.get("writes"))
         for s in graph.get_state_history(config)
     ]
+    # InMemorySaver's versions end in a random fraction; the counter before it is what matters.
     checkpoints = [
-        (t.checkpoint["channel_values"], t.checkpoint["channel_versions"], t.pending_writes)
+        (
+            t.checkpoint["channel_values"],
+            {k: str(v).split(".")[0] for k, v in t.checkpoint["channel_versions"].items()},
+            [(channel, value) for _task_id, channel, value in t.pending_writes],  # ids hold times
+        )
         for t in graph.checkpointer.list(config)
     ]
     return graph.get_state(config).values, states, checkpoints
@@ -182,5 +187,11 @@ def test_chat_graph_same_states_and_checkpoints(monkeypatch, rust_calls):
     assert len(rust_calls) > 10
     assert fast[0] == plain[0]
     assert len(fast[0]["messages"]) == 6 * 3 - 4  # four removals
-    assert fast[1] == plain[1]
-    assert fast[2] == plain[2]
+    assert len(fast[1]) == len(plain[1])
+    for i, (got, want) in enumerate(zip(fast[1], plain[1])):
+        for name, g, w in zip(("values", "next", "step", "source", "writes"), got, want):
+            assert g == w, (i, name)
+    assert len(fast[2]) == len(plain[2])
+    for i, (got, want) in enumerate(zip(fast[2], plain[2])):
+        for name, g, w in zip(("channel_values", "channel_versions", "pending_writes"), got, want):
+            assert g == w, (i, name)
