@@ -11,7 +11,7 @@
 //! * removing an id that is not present is an error, reported with that id;
 //! * a new id is appended, and later messages in `right` with that id update the appended one.
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 
 use crate::error::{Error, Result};
 
@@ -24,11 +24,45 @@ pub enum Source {
     Right(usize),
 }
 
+/// A message id with its hash, computed once while the id's bytes are at hand, so the merge
+/// compares ids of a long history by hash and reads their bytes again only on a hash match.
+#[derive(Debug, Clone, Copy)]
+pub struct IdKey<'a> {
+    hash: u64,
+    /// The id.
+    pub id: &'a str,
+}
+
+impl<'a> IdKey<'a> {
+    /// Hashes `id`.
+    #[must_use]
+    pub fn new(id: &'a str) -> Self {
+        let mut h = FxHasher::default();
+        h.write(id.as_bytes());
+        h.write_u8(0xff);
+        Self { hash: h.finish(), id }
+    }
+}
+
+impl PartialEq for IdKey<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.hash == other.hash && self.id == other.id
+    }
+}
+
+impl Eq for IdKey<'_> {}
+
+impl Hash for IdKey<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
 /// One message of `right`: its id, and whether it is a removal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Incoming<'a> {
     /// The message id.
-    pub id: &'a str,
+    pub id: IdKey<'a>,
     /// True for a `RemoveMessage`.
     pub remove: bool,
 }
@@ -77,6 +111,11 @@ impl Hasher for FxHasher {
     }
 
     #[inline]
+    fn write_u64(&mut self, i: u64) {
+        self.add(i);
+    }
+
+    #[inline]
     fn finish(&self) -> u64 {
         self.0
     }
@@ -87,14 +126,15 @@ type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
 /// Plans the merge of `right` into `left` the way LangGraph's `add_messages` does, after ids
 /// have been assigned and `REMOVE_ALL_MESSAGES` handled.
 ///
-/// Only the ids of `right` go into a hash map, so a long `left` costs one lookup per message.
+/// Only the ids of `right` go into a hash map, so a long `left` costs one lookup per message,
+/// by its precomputed hash.
 ///
 /// # Errors
 /// `Error::Invalid` when a removal names an id that is in neither list (before it), with
 /// LangGraph's message.
-pub fn plan_merge(left: &[&str], right: &[Incoming<'_>]) -> Result<MergePlan> {
+pub fn plan_merge<'a>(left: &[IdKey<'a>], right: &[Incoming<'a>]) -> Result<MergePlan> {
     // For every id of `right`: its current slot in the merged list, if any.
-    let mut pos: FxMap<&str, Option<usize>> = FxMap::default();
+    let mut pos: FxMap<IdKey<'a>, Option<usize>> = FxMap::default();
     pos.reserve(right.len());
     for m in right {
         pos.insert(m.id, None);
@@ -109,14 +149,14 @@ pub fn plan_merge(left: &[&str], right: &[Incoming<'_>]) -> Result<MergePlan> {
     }
     let mut slots: Vec<Source> = (0..left.len()).map(Source::Left).collect();
     let mut left_unchanged = true;
-    let mut removed: FxMap<&str, bool> = FxMap::default();
+    let mut removed: FxMap<IdKey<'a>, bool> = FxMap::default();
     for (j, m) in right.iter().enumerate() {
-        let p = pos.get_mut(m.id).expect("every id of right was inserted");
+        let p = pos.get_mut(&m.id).expect("every id of right was inserted");
         if let Some(at) = *p {
             if m.remove {
                 removed.insert(m.id, true);
             } else {
-                if let Some(flag) = removed.get_mut(m.id) {
+                if let Some(flag) = removed.get_mut(&m.id) {
                     *flag = false;
                 }
                 slots[at] = Source::Right(j);
@@ -126,7 +166,7 @@ pub fn plan_merge(left: &[&str], right: &[Incoming<'_>]) -> Result<MergePlan> {
             if m.remove {
                 return Err(Error::Invalid(format!(
                     "Attempting to delete a message with an ID that doesn't exist ('{}')",
-                    m.id
+                    m.id.id
                 )));
             }
             *p = Some(slots.len());
@@ -139,7 +179,7 @@ pub fn plan_merge(left: &[&str], right: &[Incoming<'_>]) -> Result<MergePlan> {
             Source::Left(i) => left[i],
             Source::Right(j) => right[j].id,
         };
-        slots.retain(|s| !removed.get(id_of(s)).copied().unwrap_or(false));
+        slots.retain(|s| !removed.get(&id_of(s)).copied().unwrap_or(false));
         left_unchanged = false;
     }
     Ok(MergePlan { slots, left_unchanged })
@@ -149,7 +189,7 @@ pub fn plan_merge(left: &[&str], right: &[Incoming<'_>]) -> Result<MergePlan> {
 /// `right[index..]`. `None` when there is none.
 #[must_use]
 pub fn remove_all_cut(right: &[Incoming<'_>], remove_all_id: &str) -> Option<usize> {
-    right.iter().rposition(|m| m.remove && m.id == remove_all_id).map(|i| i + 1)
+    right.iter().rposition(|m| m.remove && m.id.id == remove_all_id).map(|i| i + 1)
 }
 
 #[cfg(test)]
@@ -158,10 +198,14 @@ mod tests {
     use Source::{Left as L, Right as R};
 
     fn up(id: &str) -> Incoming<'_> {
-        Incoming { id, remove: false }
+        Incoming { id: IdKey::new(id), remove: false }
     }
     fn rm(id: &str) -> Incoming<'_> {
-        Incoming { id, remove: true }
+        Incoming { id: IdKey::new(id), remove: true }
+    }
+    fn plan_merge<'a>(left: &[&'a str], right: &[Incoming<'a>]) -> Result<MergePlan> {
+        let keys: Vec<IdKey<'a>> = left.iter().map(|id| IdKey::new(id)).collect();
+        super::plan_merge(&keys, right)
     }
 
     /// A direct transcription of LangGraph's loop, to compare the plan with.
@@ -169,7 +213,7 @@ mod tests {
         let mut merged: Vec<Source> = (0..left.len()).map(L).collect();
         let id_of = |s: &Source| match *s {
             L(i) => left[i].to_string(),
-            R(j) => right[j].id.to_string(),
+            R(j) => right[j].id.id.to_string(),
         };
         let mut by_id: HashMap<String, usize> = HashMap::new();
         for (i, s) in merged.iter().enumerate() {
@@ -177,21 +221,21 @@ mod tests {
         }
         let mut to_remove = std::collections::HashSet::new();
         for (j, m) in right.iter().enumerate() {
-            if let Some(&at) = by_id.get(m.id) {
+            if let Some(&at) = by_id.get(m.id.id) {
                 if m.remove {
-                    to_remove.insert(m.id.to_string());
+                    to_remove.insert(m.id.id.to_string());
                 } else {
-                    to_remove.remove(m.id);
+                    to_remove.remove(m.id.id);
                     merged[at] = R(j);
                 }
             } else {
                 if m.remove {
                     return Err(Error::Invalid(format!(
                         "Attempting to delete a message with an ID that doesn't exist ('{}')",
-                        m.id
+                        m.id.id
                     )));
                 }
-                by_id.insert(m.id.to_string(), merged.len());
+                by_id.insert(m.id.id.to_string(), merged.len());
                 merged.push(R(j));
             }
         }
@@ -303,7 +347,7 @@ mod tests {
             }
             rights = next;
         }
-        rights.sort_by_key(|r| format!("{r:?}"));
+        rights.sort_by_key(|r| r.iter().map(|m| (m.id.id, m.remove)).collect::<Vec<_>>());
         rights.dedup();
         let mut checked = 0;
         for l in &lefts {

@@ -12,9 +12,9 @@ use std::sync::Mutex;
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyString, PyType};
+use pyo3::types::{PyDict, PyList, PyString, PyTuple, PyType};
 
-use crate::merge::{plan_merge, remove_all_cut, Incoming, Source};
+use crate::merge::{plan_merge, remove_all_cut, IdKey, Incoming, Source};
 
 /// LangGraph's `REMOVE_ALL_MESSAGES`.
 const REMOVE_ALL: &str = "__remove_all__";
@@ -29,6 +29,9 @@ struct Kind {
     plain: bool,
     /// A `RemoveMessage`.
     remove: bool,
+    /// `m.id` is the instance dict's "id": the type keeps `object.__getattribute__` and no class
+    /// in its MRO defines `id`, so reading the dict directly gives what `getattr` would.
+    id_in_dict: bool,
 }
 
 /// The `add_messages` reducer, configured with LangChain's classes and the Python callables
@@ -64,7 +67,7 @@ impl PyMessageMerger {
         let base = t.is_subclass(self.base.bind(py))?;
         let chunk = t.is_subclass(self.chunk.bind(py))?;
         let remove = t.is_subclass(self.remove.bind(py))?;
-        let kind = Kind { plain: base && !chunk, remove };
+        let kind = Kind { plain: base && !chunk, remove, id_in_dict: id_in_dict(t)? };
         if let Ok(mut cache) = self.kinds.lock() {
             if cache.len() < TYPE_CACHE_LIMIT && !cache.iter().any(|(c, _)| c.as_ptr() == t.as_ptr()) {
                 cache.push((t.clone().unbind(), kind));
@@ -84,39 +87,115 @@ impl PyMessageMerger {
         Ok(k)
     }
 
-    /// The list's items as messages: the items themselves when all are plain messages (the
-    /// common case), else LangChain's conversion of the whole list, as LangGraph does.
-    fn coerce<'py>(&self, local: &mut LocalKinds<'py>, list: &Bound<'py, PyList>) -> PyResult<Vec<Bound<'py, PyAny>>> {
+    /// The list's items as messages, with their kinds: the items themselves when all are plain
+    /// messages (the common case), else LangChain's conversion of the whole list, as LangGraph
+    /// does.
+    fn coerce<'py>(
+        &self,
+        local: &mut LocalKinds<'py>,
+        list: &Bound<'py, PyList>,
+    ) -> PyResult<(Vec<Bound<'py, PyAny>>, Vec<Kind>)> {
         let items: Vec<Bound<'py, PyAny>> = list.iter().collect();
-        let mut all_plain = true;
+        let mut kinds = Vec::with_capacity(items.len());
         for item in &items {
-            if !self.kind_of(local, item)?.plain {
-                all_plain = false;
-                break;
+            let k = self.kind_of(local, item)?;
+            if !k.plain {
+                let converted = self.coerce.bind(list.py()).call1((list,))?;
+                let converted =
+                    converted.cast_into::<PyList>().map_err(|_| PyTypeError::new_err("coerce must return a list"))?;
+                let items: Vec<Bound<'py, PyAny>> = converted.iter().collect();
+                let kinds = items.iter().map(|m| self.kind_of(local, m)).collect::<PyResult<Vec<Kind>>>()?;
+                return Ok((items, kinds));
             }
+            kinds.push(k);
         }
-        if all_plain {
-            return Ok(items);
-        }
-        let converted = self.coerce.bind(list.py()).call1((list,))?;
-        let converted = converted.cast_into::<PyList>().map_err(|_| PyTypeError::new_err("coerce must return a list"))?;
-        Ok(converted.iter().collect())
+        Ok((items, kinds))
     }
 
-    /// Reads each message's id, assigning a new one (as `str(uuid4())`) where it is None.
-    fn ids<'py>(&self, py: Python<'py>, items: &[Bound<'py, PyAny>]) -> PyResult<Vec<Bound<'py, PyAny>>> {
+    /// Reads each message's id, assigning a new one (as `str(uuid4())`) where it is None; and,
+    /// in the same pass while the id is in cache, its hashed key. Keys are None when some id is
+    /// not an exact `str`.
+    ///
+    /// The keys borrow the ids' UTF-8 bytes: the caller must keep `ids` alive, unchanged, for as
+    /// long as it uses the keys.
+    fn ids<'py, 'k>(
+        &self,
+        py: Python<'py>,
+        items: &[Bound<'py, PyAny>],
+        kinds: &[Kind],
+    ) -> PyResult<(Vec<Bound<'py, PyAny>>, Option<Vec<IdKey<'k>>>)> {
         let name = intern!(py, "id");
         let mut ids = Vec::with_capacity(items.len());
-        for m in items {
-            let mut id = m.getattr(name)?;
+        let mut keys = Some(Vec::with_capacity(items.len()));
+        for (m, k) in items.iter().zip(kinds) {
+            let mut id = read_id(m, k.id_in_dict, name)?;
             if id.is_none() {
                 id = self.new_id.bind(py).call0()?.str()?.into_any();
                 m.setattr(name, &id)?;
             }
+            if let Some(ks) = keys.as_mut() {
+                match utf8_of(&id) {
+                    // SAFETY: the bytes belong to a `str` object, which is immutable; `ids` holds a
+                    // reference to it, and the caller keeps `ids` for as long as the keys.
+                    Some((p, n)) => ks.push(IdKey::new(unsafe {
+                        std::str::from_utf8_unchecked(std::slice::from_raw_parts(p, n))
+                    })),
+                    None => keys = None,
+                }
+            }
             ids.push(id);
         }
-        Ok(ids)
+        Ok((ids, keys))
     }
+}
+
+/// The UTF-8 bytes of an exact `str` (cached in the object by CPython), or None.
+fn utf8_of(id: &Bound<'_, PyAny>) -> Option<(*const u8, usize)> {
+    let s = id.cast_exact::<PyString>().ok()?;
+    let mut n: pyo3::ffi::Py_ssize_t = 0;
+    // SAFETY: `s` is a live str; on failure (lone surrogates) an exception is set, which we clear.
+    let p = unsafe { pyo3::ffi::PyUnicode_AsUTF8AndSize(s.as_ptr(), &mut n) };
+    if p.is_null() {
+        drop(PyErr::take(id.py()));
+        return None;
+    }
+    Some((p.cast::<u8>(), usize::try_from(n).ok()?))
+}
+
+fn id_in_dict(t: &Bound<'_, PyType>) -> PyResult<bool> {
+    let py = t.py();
+    let object = py.get_type::<pyo3::types::PyAny>();
+    if !t.getattr(intern!(py, "__getattribute__"))?.is(object.getattr(intern!(py, "__getattribute__"))?) {
+        return Ok(false);
+    }
+    for c in t.getattr(intern!(py, "__mro__"))?.try_iter()? {
+        if c?.getattr(intern!(py, "__dict__"))?.contains(intern!(py, "id"))? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// `m.id`, read from the instance dict when `in_dict` says that is the same thing.
+fn read_id<'py>(m: &Bound<'py, PyAny>, in_dict: bool, name: &Bound<'py, PyString>) -> PyResult<Bound<'py, PyAny>> {
+    if in_dict {
+        let py = m.py();
+        // SAFETY: `m` is a live object; the call returns a new reference, or NULL with an
+        // exception set (no `__dict__`), which we clear and leave to `getattr`.
+        let d = unsafe { pyo3::ffi::PyObject_GenericGetDict(m.as_ptr(), std::ptr::null_mut()) };
+        if d.is_null() {
+            drop(PyErr::take(py));
+        } else {
+            // SAFETY: a new, non-null reference.
+            let d = unsafe { Bound::from_owned_ptr(py, d) };
+            if let Ok(d) = d.cast_exact::<PyDict>() {
+                if let Some(v) = d.get_item(name)? {
+                    return Ok(v);
+                }
+            }
+        }
+    }
+    m.getattr(name)
 }
 
 fn as_list<'py>(value: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyList>> {
@@ -124,15 +203,6 @@ fn as_list<'py>(value: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyList>> {
         Ok(l) => Ok(l.clone()),
         Err(_) => PyList::new(value.py(), [value]),
     }
-}
-
-/// Every id as `&str`, or None when one is not an exact `str` (the Python path handles those).
-fn str_ids<'a>(ids: &'a [Bound<'_, PyAny>]) -> Option<Vec<&'a str>> {
-    let mut out = Vec::with_capacity(ids.len());
-    for id in ids {
-        out.push(id.cast_exact::<PyString>().ok()?.to_str().ok()?);
-    }
-    Some(out)
 }
 
 #[pymethods]
@@ -170,25 +240,22 @@ impl PyMessageMerger {
         format: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let mut local = LocalKinds { seen: Vec::with_capacity(4) };
-        let left = self.coerce(&mut local, &as_list(left)?)?;
-        let right = self.coerce(&mut local, &as_list(right)?)?;
-        let left_ids = self.ids(py, &left)?;
-        let right_ids = self.ids(py, &right)?;
-        let mut right_remove = Vec::with_capacity(right.len());
-        for m in &right {
-            right_remove.push(self.kind_of(&mut local, m)?.remove);
-        }
-        let (Some(left_str), Some(right_str)) = (str_ids(&left_ids), str_ids(&right_ids)) else {
+        let (left, left_kinds) = self.coerce(&mut local, &as_list(left)?)?;
+        let (right, right_kinds) = self.coerce(&mut local, &as_list(right)?)?;
+        // `_left_ids` and `_right_ids` keep the strings the keys point into alive to the end.
+        let (_left_ids, left_keys) = self.ids(py, &left, &left_kinds)?;
+        let (_right_ids, right_keys) = self.ids(py, &right, &right_kinds)?;
+        let (Some(left_keys), Some(right_keys)) = (left_keys, right_keys) else {
             // An id that is not a str: ids compare by Python equality, so let Python merge.
             let (l, r) = (PyList::new(py, &left)?, PyList::new(py, &right)?);
             return self.fallback.bind(py).call1((l, r, format));
         };
         let incoming: Vec<Incoming<'_>> =
-            right_str.iter().zip(&right_remove).map(|(&id, &remove)| Incoming { id, remove }).collect();
+            right_keys.iter().zip(&right_kinds).map(|(&id, k)| Incoming { id, remove: k.remove }).collect();
         if let Some(cut) = remove_all_cut(&incoming, REMOVE_ALL) {
             return Ok(PyList::new(py, &right[cut..])?.into_any());
         }
-        let plan = plan_merge(&left_str, &incoming)?;
+        let plan = plan_merge(&left_keys, &incoming)?;
         let merged = if plan.left_unchanged {
             PyList::new(py, &left)?
         } else {
@@ -261,6 +328,16 @@ pub fn merge_dicts<'py>(a: &Bound<'py, PyDict>, b: &Bound<'py, PyDict>) -> PyRes
     merge_dicts_at(a, b, 0)
 }
 
+/// `a + b`; for two lists, list concatenation directly.
+fn concat<'py>(a: &Bound<'py, PyAny>, b: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    if a.is_exact_instance_of::<PyList>() && b.is_exact_instance_of::<PyList>() {
+        // SAFETY: two live lists; returns a new reference or NULL with an exception set.
+        unsafe { Bound::from_owned_ptr_or_err(a.py(), pyo3::ffi::PySequence_Concat(a.as_ptr(), b.as_ptr())) }
+    } else {
+        a.add(b)
+    }
+}
+
 /// A LangGraph-style state update into a new dict: see `langgraph_state_update` in `_native.pyi`.
 #[pyfunction]
 #[pyo3(signature = (state, update, append_keys = None, reducers = None))]
@@ -274,14 +351,26 @@ pub fn langgraph_state_update<'py>(
     let out = state.copy()?;
     out.update(update.as_mapping())?;
     if let Some(keys) = append_keys {
-        for k in keys.try_iter()? {
-            let k = k?;
-            if reducers.is_some_and(|r| r.contains(&k).unwrap_or(false)) {
-                return Err(PyValueError::new_err(format!("key {} is in both append_keys and reducers", k.repr()?)));
+        // A tuple or list (the usual case) is read in place; anything else is iterated.
+        let keys: Vec<Bound<'py, PyAny>> = if let Ok(t) = keys.cast_exact::<PyTuple>() {
+            t.iter().collect()
+        } else if let Ok(l) = keys.cast_exact::<PyList>() {
+            l.iter().collect()
+        } else {
+            keys.try_iter()?.collect::<PyResult<_>>()?
+        };
+        for k in keys {
+            if let Some(r) = reducers {
+                if r.contains(&k)? {
+                    return Err(PyValueError::new_err(format!(
+                        "key {} is in both append_keys and reducers",
+                        k.repr()?
+                    )));
+                }
             }
             let Some(new) = update.get_item(&k)? else { continue };
             let value = match state.get_item(&k)? {
-                Some(old) => old.add(&new)?,
+                Some(old) => concat(&old, &new)?,
                 None => match new.cast_exact::<PyList>() {
                     Ok(l) => l.get_slice(0, l.len()).into_any(),
                     Err(_) => new,
