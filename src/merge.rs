@@ -189,7 +189,10 @@ pub fn plan_merge<'a>(left: &[IdKey<'a>], right: &[Incoming<'a>]) -> Result<Merg
 /// `right[index..]`. `None` when there is none.
 #[must_use]
 pub fn remove_all_cut(right: &[Incoming<'_>], remove_all_id: &str) -> Option<usize> {
-    right.iter().rposition(|m| m.remove && m.id.id == remove_all_id).map(|i| i + 1)
+    right
+        .iter()
+        .rposition(|m| m.remove && m.id.id == remove_all_id)
+        .map(|i| i + 1)
 }
 
 #[cfg(test)]
@@ -198,10 +201,16 @@ mod tests {
     use Source::{Left as L, Right as R};
 
     fn up(id: &str) -> Incoming<'_> {
-        Incoming { id: IdKey::new(id), remove: false }
+        Incoming {
+            id: IdKey::new(id),
+            remove: false,
+        }
     }
     fn rm(id: &str) -> Incoming<'_> {
-        Incoming { id: IdKey::new(id), remove: true }
+        Incoming {
+            id: IdKey::new(id),
+            remove: true,
+        }
     }
     fn plan_merge<'a>(left: &[&'a str], right: &[Incoming<'a>]) -> Result<MergePlan> {
         let keys: Vec<IdKey<'a>> = left.iter().map(|id| IdKey::new(id)).collect();
@@ -258,7 +267,10 @@ mod tests {
 
     #[test]
     fn duplicate_left_ids_replace_the_last_and_removal_drops_all() {
-        assert_eq!(plan_merge(&["a", "x", "a"], &[up("a")]).unwrap().slots, vec![L(0), L(1), R(0)]);
+        assert_eq!(
+            plan_merge(&["a", "x", "a"], &[up("a")]).unwrap().slots,
+            vec![L(0), L(1), R(0)]
+        );
         assert_eq!(plan_merge(&["a", "x", "a"], &[rm("a")]).unwrap().slots, vec![L(1)]);
     }
 

@@ -22,6 +22,9 @@ const REMOVE_ALL: &str = "__remove_all__";
 /// Types seen across calls; beyond this many we stop remembering new ones.
 const TYPE_CACHE_LIMIT: usize = 64;
 
+/// The ids of a list of messages, and their keys when every id is an exact `str`.
+type IdsAndKeys<'py, 'k> = (Vec<Bound<'py, PyAny>>, Option<Vec<IdKey<'k>>>);
+
 /// What `add_messages` needs to know about a message type.
 #[derive(Clone, Copy)]
 struct Kind {
@@ -58,7 +61,10 @@ impl PyMessageMerger {
     fn classify(&self, py: Python<'_>, t: &Bound<'_, PyType>) -> PyResult<Kind> {
         {
             // Short lock, no Python inside: a lookup by pointer.
-            let cache = self.kinds.lock().map_err(|_| PyValueError::new_err("message type cache poisoned"))?;
+            let cache = self
+                .kinds
+                .lock()
+                .map_err(|_| PyValueError::new_err("message type cache poisoned"))?;
             if let Some((_, k)) = cache.iter().find(|(c, _)| c.as_ptr() == t.as_ptr()) {
                 return Ok(*k);
             }
@@ -67,7 +73,11 @@ impl PyMessageMerger {
         let base = t.is_subclass(self.base.bind(py))?;
         let chunk = t.is_subclass(self.chunk.bind(py))?;
         let remove = t.is_subclass(self.remove.bind(py))?;
-        let kind = Kind { plain: base && !chunk, remove, id_in_dict: id_in_dict(t)? };
+        let kind = Kind {
+            plain: base && !chunk,
+            remove,
+            id_in_dict: id_in_dict(t)?,
+        };
         if let Ok(mut cache) = self.kinds.lock() {
             if cache.len() < TYPE_CACHE_LIMIT && !cache.iter().any(|(c, _)| c.as_ptr() == t.as_ptr()) {
                 cache.push((t.clone().unbind(), kind));
@@ -101,10 +111,14 @@ impl PyMessageMerger {
             let k = self.kind_of(local, item)?;
             if !k.plain {
                 let converted = self.coerce.bind(list.py()).call1((list,))?;
-                let converted =
-                    converted.cast_into::<PyList>().map_err(|_| PyTypeError::new_err("coerce must return a list"))?;
+                let converted = converted
+                    .cast_into::<PyList>()
+                    .map_err(|_| PyTypeError::new_err("coerce must return a list"))?;
                 let items: Vec<Bound<'py, PyAny>> = converted.iter().collect();
-                let kinds = items.iter().map(|m| self.kind_of(local, m)).collect::<PyResult<Vec<Kind>>>()?;
+                let kinds = items
+                    .iter()
+                    .map(|m| self.kind_of(local, m))
+                    .collect::<PyResult<Vec<Kind>>>()?;
                 return Ok((items, kinds));
             }
             kinds.push(k);
@@ -123,7 +137,7 @@ impl PyMessageMerger {
         py: Python<'py>,
         items: &[Bound<'py, PyAny>],
         kinds: &[Kind],
-    ) -> PyResult<(Vec<Bound<'py, PyAny>>, Option<Vec<IdKey<'k>>>)> {
+    ) -> PyResult<IdsAndKeys<'py, 'k>> {
         let name = intern!(py, "id");
         let mut ids = Vec::with_capacity(items.len());
         let mut keys = Some(Vec::with_capacity(items.len()));
@@ -165,7 +179,10 @@ fn utf8_of(id: &Bound<'_, PyAny>) -> Option<(*const u8, usize)> {
 fn id_in_dict(t: &Bound<'_, PyType>) -> PyResult<bool> {
     let py = t.py();
     let object = py.get_type::<pyo3::types::PyAny>();
-    if !t.getattr(intern!(py, "__getattribute__"))?.is(object.getattr(intern!(py, "__getattribute__"))?) {
+    if !t
+        .getattr(intern!(py, "__getattribute__"))?
+        .is(object.getattr(intern!(py, "__getattribute__"))?)
+    {
         return Ok(false);
     }
     for c in t.getattr(intern!(py, "__mro__"))?.try_iter()? {
@@ -239,7 +256,9 @@ impl PyMessageMerger {
         right: &Bound<'py, PyAny>,
         format: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let mut local = LocalKinds { seen: Vec::with_capacity(4) };
+        let mut local = LocalKinds {
+            seen: Vec::with_capacity(4),
+        };
         let (left, left_kinds) = self.coerce(&mut local, &as_list(left)?)?;
         let (right, right_kinds) = self.coerce(&mut local, &as_list(right)?)?;
         // `_left_ids` and `_right_ids` keep the strings the keys point into alive to the end.
@@ -250,8 +269,11 @@ impl PyMessageMerger {
             let (l, r) = (PyList::new(py, &left)?, PyList::new(py, &right)?);
             return self.fallback.bind(py).call1((l, r, format));
         };
-        let incoming: Vec<Incoming<'_>> =
-            right_keys.iter().zip(&right_kinds).map(|(&id, k)| Incoming { id, remove: k.remove }).collect();
+        let incoming: Vec<Incoming<'_>> = right_keys
+            .iter()
+            .zip(&right_kinds)
+            .map(|(&id, k)| Incoming { id, remove: k.remove })
+            .collect();
         if let Some(cut) = remove_all_cut(&incoming, REMOVE_ALL) {
             return Ok(PyList::new(py, &right[cut..])?.into_any());
         }
