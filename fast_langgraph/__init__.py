@@ -11,6 +11,7 @@ from fast_langgraph._native import (
     __version__,
 )
 from fast_langgraph.checkpoint import RustSQLiteCheckpointer
+from fast_langgraph.merge import add_messages, langgraph_state_update, merge_dicts
 
 __all__ = [
     "CheckpointClosedError",
@@ -21,5 +22,8 @@ __all__ = [
     "ForeignDatabaseError",
     "RustSQLiteCheckpointer",
     "SerializationError",
+    "add_messages",
+    "langgraph_state_update",
+    "merge_dicts",
     "__version__",
 ]

@@ -1,5 +1,6 @@
 """Typed stubs for the Rust extension. Users import from `fast_langgraph`, not from here."""
 
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Sequence
 
 __version__: str
@@ -122,3 +123,72 @@ class CheckpointStore:
         """strategy: "keep_latest" or "delete"."""
     def close(self) -> None:
         """Commit what is queued and stop the writer; later calls raise CheckpointClosedError."""
+
+class MessageMerger:
+    """The `add_messages` reducer over Python messages. `fast_langgraph.merge` builds the one
+    instance; use `fast_langgraph.add_messages`.
+
+    Args:
+        base_message: LangChain's `BaseMessage`.
+        chunk: `BaseMessageChunk`; chunks are converted to messages.
+        remove_message: `RemoveMessage`.
+        coerce: Converts a list holding anything but plain messages (dicts, tuples, strings,
+            chunks) into a list of messages; called only for such lists.
+        new_id: Returns a new unique value whose `str()` becomes a missing id (`uuid.uuid4`).
+        finish: `(merged, format)` -> the result, for a `format` that is not None.
+        fallback: `(left, right, format)` -> the result, used when some id is not a `str`.
+    """
+
+    def __init__(
+        self,
+        base_message: type,
+        chunk: type,
+        remove_message: type,
+        coerce: Callable[[list[Any]], list[Any]],
+        new_id: Callable[[], object],
+        finish: Callable[[list[Any], Any], list[Any]],
+        fallback: Callable[[list[Any], list[Any], Any], list[Any]],
+    ) -> None: ...
+    def merge(self, left: Any, right: Any, format: Any = None) -> list[Any]:
+        """Merge `right` into `left` exactly as LangGraph's `add_messages(left, right, format=...)`:
+        missing ids are assigned in place, a message whose id is present replaces it, removals drop
+        it, `REMOVE_ALL_MESSAGES` keeps only what follows it.
+
+        Raises:
+            ValueError: removing an id that does not exist, or an unknown `format`.
+        """
+
+def langgraph_state_update(
+    state: dict[Any, Any],
+    update: dict[Any, Any],
+    append_keys: Iterable[Any] = (),
+    reducers: Mapping[Any, Callable[[Any, Any], Any]] | None = None,
+) -> dict[Any, Any]:
+    """Apply a node's update to a state, into a new dict; neither input is mutated.
+
+    Each key of `update` replaces the state's value, except:
+
+    - a key in `append_keys`: the result is `state[key] + update[key]` (a new list), or, when the
+      state lacks the key, a copy of `update[key]` if it is a list;
+    - a key in `reducers`: the result is `reducers[key](state[key], update[key])`, or
+      `update[key]` when the state lacks the key (as a LangGraph channel does on first write).
+
+    Other values are shared with the inputs, exactly as in `{**state, **update}`: the result dict
+    is new, the values in it are not copied.
+
+    Raises:
+        ValueError: a key in both `append_keys` and `reducers`.
+        TypeError: an append key whose values cannot be added (e.g. list + tuple).
+    """
+
+def merge_dicts(a: dict[Any, Any], b: dict[Any, Any]) -> dict[Any, Any]:
+    """Deep merge: `b` over `a`, into a new dict; neither input is mutated.
+
+    Where both have a key and both values are dicts, they are merged the same way; otherwise
+    `b`'s value wins. Every `dict` and `list` in the result is new (copied recursively, exact
+    types only), so mutating the result never reaches the inputs; other values (including
+    tuples, subclasses of dict and list, messages) are shared.
+
+    Raises:
+        ValueError: nesting deeper than 256 levels (taken for a cycle).
+    """

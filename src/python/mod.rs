@@ -2,6 +2,7 @@
 //! arguments into owned Rust values, calls the core with the GIL released, and converts back.
 mod checkpoint;
 mod exceptions;
+mod merge;
 
 use pyo3::prelude::*;
 
@@ -9,6 +10,8 @@ use pyo3::prelude::*;
 mod _native {
     #[pymodule_export]
     use super::checkpoint::PyCheckpointStore;
+    #[pymodule_export]
+    use super::merge::{langgraph_state_update, merge_dicts, PyMessageMerger};
     #[pymodule_export]
     use super::exceptions::{
         CheckpointClosedError, CheckpointError, DatabaseLockedError, DeltaBaseMissingError, FastLangGraphError, ForeignDatabaseError,
