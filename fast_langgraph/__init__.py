@@ -1,6 +1,8 @@
 """fast-langgraph: a drop-in accelerator for LangGraph, with a Rust core."""
 
 from fast_langgraph._native import (
+    CacheCorruptError,
+    CacheError,
     CheckpointClosedError,
     CheckpointError,
     DatabaseLockedError,
@@ -9,15 +11,22 @@ from fast_langgraph._native import (
     SerializationError,
     __version__,
 )
+from fast_langgraph.cache import FastLLMCache, FastNodeCache, RustLLMCache, cached
 from fast_langgraph.checkpoint import RustSQLiteCheckpointer
 
 __all__ = [
+    "CacheCorruptError",
+    "CacheError",
     "CheckpointClosedError",
     "CheckpointError",
     "DatabaseLockedError",
+    "FastLLMCache",
     "FastLangGraphError",
+    "FastNodeCache",
     "ForeignDatabaseError",
+    "RustLLMCache",
     "RustSQLiteCheckpointer",
     "SerializationError",
     "__version__",
+    "cached",
 ]
