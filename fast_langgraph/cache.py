@@ -333,8 +333,9 @@ class FastLLMCache(LangChainBaseCache):
         return self.cache.stats()
 
 
-# The encoding of "" (a str tag and a zero length), which ends the encoding of (ns, "").
+# The encodings of "" and of () (a tag and a zero length each).
 _EMPTY_STR_LEN = 9
+_EMPTY_TUPLE_LEN = 9
 
 
 class FastNodeCache(LangGraphBaseCache):
@@ -363,12 +364,34 @@ class FastNodeCache(LangGraphBaseCache):
     ) -> None:
         super().__init__(serde=serde)
         self.cache = RustLLMCache(max_size, None, path=path, clock=clock)
+        self.scope: str | None = None
+
+    def scoped(self, scope: str) -> FastNodeCache:
+        """A view of this cache whose entries are apart from those of every other scope.
+
+        LangGraph names a node's entries after the node and its function's qualified name, so
+        two graphs whose nodes share a name and come from one factory (closures with one
+        ``__qualname__``) would share entries. Compile each with its own scope::
+
+            shared = FastNodeCache()
+            graph_a = builder_a.compile(cache=shared.scoped("a"))
+            graph_b = builder_b.compile(cache=shared.scoped("b"))
+        """
+        if not isinstance(scope, str):
+            raise TypeError(f"scope must be a str, got {type(scope).__name__}")
+        view = object.__new__(FastNodeCache)
+        view.serde = self.serde
+        view.cache = self.cache
+        view.scope = scope
+        return view
+
+    def _key(self, ns: Sequence[str], key: str) -> tuple:
+        return (self.scope, tuple(ns), key)
 
     def get(self, keys: Sequence[FullKey]) -> dict[FullKey, Any]:
         out: dict[FullKey, Any] = {}
         for full in keys:
-            ns, key = full
-            found = self.cache.get((tuple(ns), key))
+            found = self.cache.get(self._key(*full))
             if found is not None:
                 tag, data = found
                 out[full] = self.serde.loads_typed((tag, data))
@@ -376,14 +399,21 @@ class FastNodeCache(LangGraphBaseCache):
 
     def set(self, pairs: Mapping[FullKey, tuple[Any, int | None]]) -> None:
         for (ns, key), (value, ttl) in pairs.items():
-            self.cache.put((tuple(ns), key), tuple(self.serde.dumps_typed(value)), ttl)
+            self.cache.put(self._key(ns, key), tuple(self.serde.dumps_typed(value)), ttl)
 
     def clear(self, namespaces: Sequence[Namespace] | None = None) -> None:
+        # Keys are the encoding of (scope, ns, key); the encoding is self-delimiting, so the
+        # encoding of (scope, ns, "") without its trailing "" is the prefix of exactly the
+        # keys under (scope, ns), and without its trailing ((), "") that of the scope.
         if namespaces is None:
-            self.cache.clear()
+            if self.scope is None:
+                self.cache.clear()
+            else:
+                full, _ = self.cache._key(self._key((), ""))
+                self.cache._delete_prefix(full[: -(_EMPTY_TUPLE_LEN + _EMPTY_STR_LEN)])
             return
         for ns in namespaces:
-            full, _ = self.cache._key((tuple(ns), ""))
+            full, _ = self.cache._key(self._key(ns, ""))
             self.cache._delete_prefix(full[:-_EMPTY_STR_LEN])
 
     async def aget(self, keys: Sequence[FullKey]) -> dict[FullKey, Any]:
