@@ -18,6 +18,7 @@ are keyed by identity and kept alive by the entry, as ``functools.lru_cache`` do
 
 from __future__ import annotations
 
+import _thread
 import asyncio
 import functools
 import inspect
@@ -75,12 +76,15 @@ def _key_fallback(obj: Any) -> bytes | None:
 
 
 class _Call:
-    """One running computation that concurrent callers of the same key wait for."""
+    """One running computation that concurrent callers of the same key wait for. The leader
+    holds ``done`` until the result is in; waiters block on it with the GIL released."""
 
-    __slots__ = ("error", "event", "owner", "value")
+    __slots__ = ("done", "error", "owner", "value")
 
     def __init__(self) -> None:
-        self.event = threading.Event()
+        # A bare lock costs far less to make than an Event, and a miss makes one.
+        self.done = _thread.allocate_lock()
+        self.done.acquire()
         self.owner = threading.get_ident()
         self.value: Any = None
         self.error: BaseException | None = None
@@ -111,7 +115,8 @@ class _SyncFlights:
             if call.owner == threading.get_ident():
                 # The function calls itself with the same arguments: waiting would deadlock.
                 return self._run(args, kwargs)
-            call.event.wait()
+            call.done.acquire()
+            call.done.release()
             if call.error is not None:
                 raise call.error
             return call.value
@@ -127,11 +132,11 @@ class _SyncFlights:
         finally:
             with self.lock:
                 del self.calls[key]
-            call.event.set()
+            call.done.release()
 
     def _run(self, args: tuple, kwargs: dict | None) -> Any:
-        value = self.func(*args, **(kwargs or {}))
-        if inspect.isawaitable(value):
+        value = self.func(*args, **kwargs) if kwargs else self.func(*args)
+        if hasattr(value, "__await__") and inspect.isawaitable(value):
             if inspect.iscoroutine(value):
                 value.close()
             raise TypeError(

@@ -153,7 +153,9 @@ impl<K: Hash + Eq, V> LruTtlCache<K, V> {
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        let expired = match self.map.peek(key) {
+        // One hash lookup: promoting an entry that turns out to be expired is harmless, it is
+        // removed right after.
+        let expired = match self.map.get(key) {
             None => {
                 self.stats.misses += 1;
                 return None;
@@ -171,7 +173,34 @@ impl<K: Hash + Eq, V> LruTtlCache<K, V> {
             return None;
         }
         self.stats.hits += 1;
-        self.map.get(key).map(|e| &e.value)
+        self.map.peek(key).map(|e| &e.value)
+    }
+
+    /// Like `get`, but hands the value to `f` and returns what `f` returns: one hash lookup
+    /// on a hit (the hot path of the Python bindings).
+    pub fn get_with<Q, R>(&mut self, key: &Q, f: impl FnOnce(&V) -> R) -> Option<R>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        match self.map.get(key) {
+            None => {
+                self.stats.misses += 1;
+                return None;
+            }
+            Some(e) => {
+                if !(e.expires_at.is_some() && e.expired(self.clock.now_ms())) {
+                    self.stats.hits += 1;
+                    return Some(f(&e.value));
+                }
+            }
+        }
+        if let Some(e) = self.map.pop(key) {
+            self.dropped.push(e.value);
+        }
+        self.stats.expirations += 1;
+        self.stats.misses += 1;
+        None
     }
 
     /// Like `get`, but neither counts nor changes the recency order.
@@ -455,6 +484,18 @@ mod tests {
         let mut dropped = c.take_dropped();
         dropped.sort_unstable();
         assert_eq!(dropped, vec![0, 1, 2, 9]);
+    }
+
+    #[test]
+    fn get_with_counts_like_get() {
+        let (mut c, clock) = cache(10, Some(10));
+        c.put("a".into(), 1);
+        assert_eq!(c.get_with("a", |v| v * 10), Some(10));
+        assert_eq!(c.get_with("b", |v| v * 10), None);
+        clock.advance(Duration::from_millis(10));
+        assert_eq!(c.get_with("a", |v| v * 10), None);
+        let s = c.stats();
+        assert_eq!((s.hits, s.misses, s.expirations), (1, 2, 1));
     }
 
     #[test]

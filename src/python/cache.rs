@@ -103,7 +103,7 @@ impl PyRustLLMCache {
         self.tick(py)?;
         let (found, dropped) = {
             let mut g = self.lock(py);
-            let v = if count { g.get(key) } else { g.peek(key) }.map(|s| s.value.clone_ref(py));
+            let v = if count { g.get_with(key, |s| s.value.clone_ref(py)) } else { g.peek(key).map(|s| s.value.clone_ref(py)) };
             (v, g.take_dropped())
         };
         // Decrefs after unlocking: a `__del__` may call back into this cache.
@@ -574,6 +574,15 @@ pub struct PyCachedFunction {
 }
 
 static METHOD_TYPE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+thread_local! {
+    // The key buffer of the hit path, reused so that a hit allocates nothing. A nested call
+    // (from a key function) finds it taken and uses a fresh one.
+    static KEY_BUF: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// Larger buffers are not kept for reuse.
+const KEEP_BUF: usize = 4096;
 static CACHE_INFO: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
 impl PyCachedFunction {
@@ -583,9 +592,23 @@ impl PyCachedFunction {
         args: &Bound<'_, PyTuple>,
         kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<(Vec<u8>, Vec<Py<PyAny>>)> {
+        self.make_key_in(py, args, kwargs, Vec::with_capacity(64))
+    }
+
+    fn make_key_in(
+        &self,
+        py: Python<'_>,
+        args: &Bound<'_, PyTuple>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+        mut buf: Vec<u8>,
+    ) -> PyResult<(Vec<u8>, Vec<Py<PyAny>>)> {
         let cache = self.cache.get();
-        let mut enc = Encoder::new(py, cache.persistent())?;
-        enc.out.extend_from_slice(&self.prefix);
+        buf.clear();
+        let mut enc = Encoder { py, persistent: cache.persistent(), out: buf, pins: Vec::new() };
+        // A memory cache belongs to one function; a cache file may hold several functions'.
+        if enc.persistent {
+            enc.out.extend_from_slice(&self.prefix);
+        }
         match &self.key_fn {
             Some(f) => {
                 let k = f.bind(py).call(args, kwargs)?;
@@ -622,11 +645,25 @@ impl PyCachedFunction {
         args: &Bound<'_, PyTuple>,
         kwargs: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Py<PyAny>> {
-        let (key, pins) = self.make_key(py, args, kwargs)?;
-        if let Some(v) = self.cache.get().lookup(py, &key, true)? {
-            return Ok(v);
+        let buf = KEY_BUF.with(std::cell::Cell::take);
+        let (key, pins) = self.make_key_in(py, args, kwargs, buf)?;
+        let found = self.cache.get().lookup(py, &key, true);
+        let recycle = |key: Vec<u8>| {
+            if key.capacity() <= KEEP_BUF {
+                KEY_BUF.with(|b| b.set(key));
+            }
+        };
+        match found? {
+            Some(v) => {
+                recycle(key);
+                Ok(v)
+            }
+            None => {
+                let k = PyBytes::new(py, &key);
+                recycle(key);
+                self.on_miss.call1(py, (k, pins, args, kwargs))
+            }
         }
-        self.on_miss.call1(py, (PyBytes::new(py, &key), pins, args, kwargs))
     }
 
     fn __get__(slf: Py<Self>, py: Python<'_>, obj: Option<Py<PyAny>>, _owner: Option<Py<PyAny>>) -> PyResult<Py<PyAny>> {
