@@ -379,7 +379,10 @@ mod tests {
 
     #[test]
     fn zero_size_is_refused() {
-        assert!(matches!(LruTtlCache::<String, i32>::new(0, None), Err(Error::Invalid(_))));
+        assert!(matches!(
+            LruTtlCache::<String, i32>::new(0, None),
+            Err(Error::Invalid(_))
+        ));
     }
 
     #[test]
@@ -389,7 +392,15 @@ mod tests {
         c.put("a".into(), 1);
         assert_eq!(c.get("a"), Some(&1));
         assert_eq!(c.get("a"), Some(&1));
-        assert_eq!(c.stats(), CacheStats { hits: 2, misses: 1, evictions: 0, expirations: 0 });
+        assert_eq!(
+            c.stats(),
+            CacheStats {
+                hits: 2,
+                misses: 1,
+                evictions: 0,
+                expirations: 0
+            }
+        );
         c.put("a".into(), 2);
         assert_eq!(c.get("a"), Some(&2));
         assert_eq!(c.take_dropped(), vec![1]);

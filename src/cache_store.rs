@@ -76,7 +76,11 @@ impl DiskStore {
         };
         prepare(&conn, path)?;
         let approx_len = count(&conn)?;
-        Ok(Self { path: path.to_owned(), max_size, inner: Mutex::new(Inner { conn, approx_len }) })
+        Ok(Self {
+            path: path.to_owned(),
+            max_size,
+            inner: Mutex::new(Inner { conn, approx_len }),
+        })
     }
 
     /// The path the store was opened with.
@@ -98,10 +102,17 @@ impl DiskStore {
             .conn
             .prepare_cached("SELECT type, value, expires_at, checksum FROM flg_cache WHERE key = ?1")?
             .query_row([key], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, Option<i64>>(2)?, r.get::<_, i64>(3)?))
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, Vec<u8>>(1)?,
+                    r.get::<_, Option<i64>>(2)?,
+                    r.get::<_, i64>(3)?,
+                ))
             })
             .optional()?;
-        let Some((type_tag, data, expires_at, sum)) = row else { return Ok(None) };
+        let Some((type_tag, data, expires_at, sum)) = row else {
+            return Ok(None);
+        };
         let expires_at = expires_at.map(|t| u64::try_from(t).unwrap_or(0));
         if sum != checksum(key, &type_tag, &data, expires_at) {
             return Err(Error::Corrupt(format!(
@@ -111,11 +122,18 @@ impl DiskStore {
             )));
         }
         if expires_at.is_some_and(|t| now_ms >= t) {
-            let n = inner.conn.prepare_cached("DELETE FROM flg_cache WHERE key = ?1")?.execute([key])?;
+            let n = inner
+                .conn
+                .prepare_cached("DELETE FROM flg_cache WHERE key = ?1")?
+                .execute([key])?;
             inner.approx_len = inner.approx_len.saturating_sub(n);
             return Ok(None);
         }
-        Ok(Some(DiskValue { type_tag, data, expires_at }))
+        Ok(Some(DiskValue {
+            type_tag,
+            data,
+            expires_at,
+        }))
     }
 
     /// Stores an entry, replacing any under the same key, then trims the file to `max_size`
@@ -124,10 +142,15 @@ impl DiskStore {
         let mut inner = self.lock();
         let sum = checksum(key, type_tag, data, expires_at);
         let expires = expires_at.map(|t| i64::try_from(t).unwrap_or(i64::MAX));
-        let replaced = inner.conn.prepare_cached("DELETE FROM flg_cache WHERE key = ?1")?.execute([key])?;
+        let replaced = inner
+            .conn
+            .prepare_cached("DELETE FROM flg_cache WHERE key = ?1")?
+            .execute([key])?;
         inner
             .conn
-            .prepare_cached("INSERT INTO flg_cache (key, type, value, expires_at, checksum) VALUES (?1, ?2, ?3, ?4, ?5)")?
+            .prepare_cached(
+                "INSERT INTO flg_cache (key, type, value, expires_at, checksum) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
             .execute(params![key, type_tag, data, expires, sum])?;
         inner.approx_len = inner.approx_len.saturating_sub(replaced) + 1;
         if inner.approx_len > self.max_size {
@@ -139,7 +162,10 @@ impl DiskStore {
     /// Deletes the entry under `key`; returns whether there was one.
     pub fn delete(&self, key: &[u8]) -> Result<bool> {
         let mut inner = self.lock();
-        let n = inner.conn.prepare_cached("DELETE FROM flg_cache WHERE key = ?1")?.execute([key])?;
+        let n = inner
+            .conn
+            .prepare_cached("DELETE FROM flg_cache WHERE key = ?1")?
+            .execute([key])?;
         inner.approx_len = inner.approx_len.saturating_sub(n);
         Ok(n > 0)
     }
@@ -223,12 +249,17 @@ fn prepare(conn: &Connection, path: &str) -> Result<()> {
     let tables: Vec<String> = (|| -> rusqlite::Result<Vec<String>> {
         let mut stmt =
             conn.prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")?;
-        let names = stmt.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<Vec<String>>>()?;
+        let names = stmt
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<Vec<String>>>()?;
         Ok(names)
     })()
     .map_err(|e| {
         let code = e.sqlite_error_code();
-        if matches!(code, Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt)) {
+        if matches!(
+            code,
+            Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt)
+        ) {
             Error::NotADatabase(format!(
                 "{path:?} is not a readable SQLite database (SQLite: {e}); it was not modified. \
                  Delete it to start an empty cache."
@@ -247,7 +278,11 @@ fn prepare(conn: &Connection, path: &str) -> Result<()> {
     }
     if ours {
         let version: Option<String> = conn
-            .query_row("SELECT value FROM flg_cache_meta WHERE key = 'schema_version'", [], |r| r.get(0))
+            .query_row(
+                "SELECT value FROM flg_cache_meta WHERE key = 'schema_version'",
+                [],
+                |r| r.get(0),
+            )
             .optional()?;
         if version.as_deref() != Some(&SCHEMA_VERSION.to_string()) {
             return Err(Error::ForeignSchema(format!(
@@ -349,14 +384,27 @@ mod tests {
         assert_eq!(s.get(b"k", 1_000).unwrap(), None);
 
         let junk = dir.join("junk.db");
-        std::fs::write(&junk, b"this is not sqlite, not at all, and long enough to have a header....").unwrap();
-        assert!(matches!(DiskStore::open(junk.to_str().unwrap(), 10), Err(Error::NotADatabase(_))));
+        std::fs::write(
+            &junk,
+            b"this is not sqlite, not at all, and long enough to have a header....",
+        )
+        .unwrap();
+        assert!(matches!(
+            DiskStore::open(junk.to_str().unwrap(), 10),
+            Err(Error::NotADatabase(_))
+        ));
         assert_eq!(std::fs::read(&junk).unwrap()[..4], *b"this");
 
         let other = dir.join("other.db");
         let _ = std::fs::remove_file(&other);
-        Connection::open(&other).unwrap().execute_batch("CREATE TABLE t (x)").unwrap();
-        assert!(matches!(DiskStore::open(other.to_str().unwrap(), 10), Err(Error::ForeignSchema(_))));
+        Connection::open(&other)
+            .unwrap()
+            .execute_batch("CREATE TABLE t (x)")
+            .unwrap();
+        assert!(matches!(
+            DiskStore::open(other.to_str().unwrap(), 10),
+            Err(Error::ForeignSchema(_))
+        ));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

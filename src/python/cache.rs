@@ -34,7 +34,10 @@ enum TimeSource {
     System,
     /// A Python callable returning seconds since the epoch, copied into `clock` before each
     /// operation (so the core never calls Python).
-    Python { callable: Py<PyAny>, clock: ManualClock },
+    Python {
+        callable: Py<PyAny>,
+        clock: ManualClock,
+    },
 }
 
 /// An LRU cache with per-entry TTL holding Python objects, optionally persisted to SQLite.
@@ -50,7 +53,9 @@ pub struct PyRustLLMCache {
 
 fn seconds(what: &str, v: f64) -> PyResult<Duration> {
     if !v.is_finite() || v < 0.0 {
-        return Err(PyValueError::new_err(format!("{what} must be a non-negative number of seconds or None, got {v}")));
+        return Err(PyValueError::new_err(format!(
+            "{what} must be a non-negative number of seconds or None, got {v}"
+        )));
     }
     Ok(Duration::from_secs_f64(v))
 }
@@ -103,7 +108,11 @@ impl PyRustLLMCache {
         self.tick(py)?;
         let (found, dropped) = {
             let mut g = self.lock(py);
-            let v = if count { g.get_with(key, |s| s.value.clone_ref(py)) } else { g.peek(key).map(|s| s.value.clone_ref(py)) };
+            let v = if count {
+                g.get_with(key, |s| s.value.clone_ref(py))
+            } else {
+                g.peek(key).map(|s| s.value.clone_ref(py))
+            };
             (v, g.take_dropped())
         };
         // Decrefs after unlocking: a `__del__` may call back into this cache.
@@ -111,10 +120,14 @@ impl PyRustLLMCache {
         if found.is_some() {
             return Ok(found);
         }
-        let (Some(disk), Some(serde)) = (&self.disk, &self.serde) else { return Ok(None) };
+        let (Some(disk), Some(serde)) = (&self.disk, &self.serde) else {
+            return Ok(None);
+        };
         let now = self.now_ms(py)?;
         // SQLite I/O.
-        let Some(row) = py.detach(|| disk.get(key, now))? else { return Ok(None) };
+        let Some(row) = py.detach(|| disk.get(key, now))? else {
+            return Ok(None);
+        };
         let value = serde
             .bind(py)
             .call_method1("loads_typed", ((row.type_tag.as_str(), PyBytes::new(py, &row.data)),))
@@ -128,7 +141,14 @@ impl PyRustLLMCache {
             .unbind();
         let dropped = {
             let mut g = self.lock(py);
-            g.put_until(key.into(), Slot { value: value.clone_ref(py), _pins: None }, row.expires_at);
+            g.put_until(
+                key.into(),
+                Slot {
+                    value: value.clone_ref(py),
+                    _pins: None,
+                },
+                row.expires_at,
+            );
             if count {
                 g.miss_was_hit();
             }
@@ -154,21 +174,38 @@ impl PyRustLLMCache {
         let now = self.now_ms(py)?;
         let expires_at = ttl.map(|t| expiry_after(now, t));
         if let (Some(disk), Some(serde)) = (&self.disk, &self.serde) {
-            let (tag, data): (String, Vec<u8>) =
-                serde.bind(py).call_method1("dumps_typed", (value,)).and_then(|r| r.extract()).map_err(|e| {
+            let (tag, data): (String, Vec<u8>) = serde
+                .bind(py)
+                .call_method1("dumps_typed", (value,))
+                .and_then(|r| r.extract())
+                .map_err(|e| {
                     PyTypeError::new_err(format!(
                         "cannot store a value of type {} in the cache file {:?}: {e}",
-                        value.get_type().name().map_or_else(|_| "?".to_owned(), |n| n.to_string()),
+                        value
+                            .get_type()
+                            .name()
+                            .map_or_else(|_| "?".to_owned(), |n| n.to_string()),
                         disk.path()
                     ))
                 })?;
             // SQLite I/O.
             py.detach(|| disk.put(key, &tag, &data, expires_at, now))?;
         }
-        let pins = if pins.is_empty() { None } else { Some(pins.into_boxed_slice()) };
+        let pins = if pins.is_empty() {
+            None
+        } else {
+            Some(pins.into_boxed_slice())
+        };
         let dropped = {
             let mut g = self.lock(py);
-            g.put_until(key.into(), Slot { value: value.clone().unbind(), _pins: pins }, expires_at);
+            g.put_until(
+                key.into(),
+                Slot {
+                    value: value.clone().unbind(),
+                    _pins: pins,
+                },
+                expires_at,
+            );
             g.take_dropped()
         };
         drop(dropped);
@@ -198,7 +235,9 @@ impl PyRustLLMCache {
             None => usize::MAX,
             Some(n) if n >= 1 => usize::try_from(n).unwrap_or(usize::MAX),
             Some(n) => {
-                return Err(PyValueError::new_err(format!("max_size must be a positive integer or None, got {n}")))
+                return Err(PyValueError::new_err(format!(
+                    "max_size must be a positive integer or None, got {n}"
+                )))
             }
         };
         let default_ttl = ttl.map(|t| seconds("ttl", t)).transpose()?;
@@ -206,10 +245,18 @@ impl PyRustLLMCache {
             None => (TimeSource::System, Arc::new(SystemClock)),
             Some(callable) => {
                 if !callable.bind(py).is_callable() {
-                    return Err(PyTypeError::new_err("clock must be a callable returning seconds since the epoch"));
+                    return Err(PyTypeError::new_err(
+                        "clock must be a callable returning seconds since the epoch",
+                    ));
                 }
                 let manual = ManualClock::new(0);
-                (TimeSource::Python { callable, clock: manual.clone() }, Arc::new(manual))
+                (
+                    TimeSource::Python {
+                        callable,
+                        clock: manual.clone(),
+                    },
+                    Arc::new(manual),
+                )
             }
         };
         let mem = LruTtlCache::with_clock(size, default_ttl, core_clock)?;
@@ -233,7 +280,14 @@ impl PyRustLLMCache {
                 (Some(disk), Some(serde))
             }
         };
-        let me = Self { mem: Mutex::new(mem), disk, serde, time, max_size: max_size.map(|_| size), ttl };
+        let me = Self {
+            mem: Mutex::new(mem),
+            disk,
+            serde,
+            time,
+            max_size: max_size.map(|_| size),
+            ttl,
+        };
         me.tick(py)?;
         Ok(me)
     }
@@ -259,7 +313,9 @@ impl PyRustLLMCache {
     #[pyo3(signature = (key, default = None))]
     fn get(&self, py: Python<'_>, key: &Bound<'_, PyAny>, default: Option<Py<PyAny>>) -> PyResult<Py<PyAny>> {
         let (k, _) = self.key_of(py, key)?;
-        Ok(self.lookup(py, &k, true)?.unwrap_or_else(|| default.unwrap_or_else(|| py.None())))
+        Ok(self
+            .lookup(py, &k, true)?
+            .unwrap_or_else(|| default.unwrap_or_else(|| py.None())))
     }
 
     #[pyo3(signature = (key, value, ttl = None))]
@@ -415,7 +471,12 @@ pub(crate) struct Encoder<'py> {
 
 impl<'py> Encoder<'py> {
     pub(crate) fn new(py: Python<'py>, persistent: bool) -> PyResult<Self> {
-        Ok(Self { py, persistent, out: Vec::with_capacity(64), pins: Vec::new() })
+        Ok(Self {
+            py,
+            persistent,
+            out: Vec::with_capacity(64),
+            pins: Vec::new(),
+        })
     }
 
     fn len(&mut self, n: usize) {
@@ -429,7 +490,11 @@ impl<'py> Encoder<'py> {
     }
 
     /// Encodes a call: the function's arguments and keyword arguments.
-    pub(crate) fn encode_call(&mut self, args: &Bound<'py, PyTuple>, kwargs: Option<&Bound<'py, PyDict>>) -> PyResult<()> {
+    pub(crate) fn encode_call(
+        &mut self,
+        args: &Bound<'py, PyTuple>,
+        kwargs: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<()> {
         self.out.push(CALL);
         self.encode(args.as_any(), 0)?;
         match kwargs {
@@ -508,7 +573,11 @@ impl<'py> Encoder<'py> {
                 self.out.extend_from_slice(&v);
             }
         } else if obj.is_exact_instance_of::<PySet>() || obj.is_exact_instance_of::<PyFrozenSet>() {
-            let tag = if obj.is_exact_instance_of::<PySet>() { SET } else { FROZENSET };
+            let tag = if obj.is_exact_instance_of::<PySet>() {
+                SET
+            } else {
+                FROZENSET
+            };
             let mut items = Vec::new();
             for item in obj.try_iter()? {
                 let mut e = self.child();
@@ -529,7 +598,12 @@ impl<'py> Encoder<'py> {
     }
 
     fn child(&self) -> Encoder<'py> {
-        Encoder { py: self.py, persistent: self.persistent, out: Vec::new(), pins: Vec::new() }
+        Encoder {
+            py: self.py,
+            persistent: self.persistent,
+            out: Vec::new(),
+            pins: Vec::new(),
+        }
     }
 
     fn encode_other(&mut self, obj: &Bound<'py, PyAny>) -> PyResult<()> {
@@ -548,11 +622,14 @@ impl<'py> Encoder<'py> {
                 )));
             }
             self.bytes(IDENTITY, type_name.to_str()?.as_bytes());
-            self.out.extend_from_slice(&(obj.as_ptr() as usize as u64).to_le_bytes());
+            self.out
+                .extend_from_slice(&(obj.as_ptr() as usize as u64).to_le_bytes());
             // The entry keeps the object alive, so its id cannot be reused by another object.
             self.pins.push(obj.clone().unbind());
         } else {
-            let data = r.cast::<PyBytes>().map_err(|_| PyTypeError::new_err("_key_fallback must return bytes or None"))?;
+            let data = r
+                .cast::<PyBytes>()
+                .map_err(|_| PyTypeError::new_err("_key_fallback must return bytes or None"))?;
             self.bytes(OTHER, type_name.to_str()?.as_bytes());
             self.bytes(OTHER, data.as_bytes());
         }
@@ -604,7 +681,12 @@ impl PyCachedFunction {
     ) -> PyResult<(Vec<u8>, Vec<Py<PyAny>>)> {
         let cache = self.cache.get();
         buf.clear();
-        let mut enc = Encoder { py, persistent: cache.persistent(), out: buf, pins: Vec::new() };
+        let mut enc = Encoder {
+            py,
+            persistent: cache.persistent(),
+            out: buf,
+            pins: Vec::new(),
+        };
         // A memory cache belongs to one function; a cache file may hold several functions'.
         if enc.persistent {
             enc.out.extend_from_slice(&self.prefix);
@@ -635,7 +717,13 @@ impl PyCachedFunction {
         p.push(BYTES);
         p.extend_from_slice(&(prefix.len() as u64).to_le_bytes());
         p.extend_from_slice(&prefix);
-        Self { func, cache, key_fn: key, on_miss, prefix: p }
+        Self {
+            func,
+            cache,
+            key_fn: key,
+            on_miss,
+            prefix: p,
+        }
     }
 
     #[pyo3(signature = (*args, **kwargs))]
@@ -666,7 +754,12 @@ impl PyCachedFunction {
         }
     }
 
-    fn __get__(slf: Py<Self>, py: Python<'_>, obj: Option<Py<PyAny>>, _owner: Option<Py<PyAny>>) -> PyResult<Py<PyAny>> {
+    fn __get__(
+        slf: Py<Self>,
+        py: Python<'_>,
+        obj: Option<Py<PyAny>>,
+        _owner: Option<Py<PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
         match obj {
             None => Ok(slf.into_any()),
             Some(o) if o.is_none(py) => Ok(slf.into_any()),
