@@ -29,6 +29,7 @@ test: test-rust test-py
 bench: dev
 	$(PY) benches/bench_checkpoint.py
 	$(PY) benches/bench_merge.py
+	$(PY) benches/bench_cache.py
 	$(PY) -m pytest benches -q --benchmark-enable
 
 lint: dev

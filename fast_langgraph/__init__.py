@@ -1,6 +1,8 @@
 """fast-langgraph: a drop-in accelerator for LangGraph, with a Rust core."""
 
 from fast_langgraph._native import (
+    CacheCorruptError,
+    CacheError,
     CheckpointClosedError,
     CheckpointError,
     DatabaseLockedError,
@@ -10,20 +12,27 @@ from fast_langgraph._native import (
     SerializationError,
     __version__,
 )
+from fast_langgraph.cache import FastLLMCache, FastNodeCache, RustLLMCache, cached
 from fast_langgraph.checkpoint import RustSQLiteCheckpointer
 from fast_langgraph.merge import add_messages, langgraph_state_update, merge_dicts
 
 __all__ = [
+    "CacheCorruptError",
+    "CacheError",
     "CheckpointClosedError",
     "CheckpointError",
     "DatabaseLockedError",
     "DeltaBaseMissingError",
+    "FastLLMCache",
     "FastLangGraphError",
+    "FastNodeCache",
     "ForeignDatabaseError",
+    "RustLLMCache",
     "RustSQLiteCheckpointer",
     "SerializationError",
     "add_messages",
     "langgraph_state_update",
     "merge_dicts",
     "__version__",
+    "cached",
 ]

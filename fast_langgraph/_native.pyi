@@ -1,5 +1,6 @@
 """Typed stubs for the Rust extension. Users import from `fast_langgraph`, not from here."""
 
+import os
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Sequence
 
@@ -137,6 +138,31 @@ class MessageMerger:
         new_id: Returns a new unique value whose `str()` becomes a missing id (`uuid.uuid4`).
         finish: `(merged, format)` -> the result, for a `format` that is not None.
         fallback: `(left, right, format)` -> the result, used when some id is not a `str`.
+class CacheError(FastLangGraphError):
+    """A cache failed."""
+
+class CacheCorruptError(CacheError):
+    """A cache file holds an entry that fails its integrity check; it was not returned. Delete
+    the file, or call clear(), to rebuild it."""
+
+class RustLLMCache:
+    """An LRU cache with a time to live per entry, holding Python objects. Safe to use from
+    many threads at once. Keys may be any mix of str, bytes, int, float, bool, None, tuples,
+    lists, dicts and sets, pydantic models (LangChain messages), dataclasses and other values
+    LangGraph's serializer knows; two keys share an entry only if they are equal and of the
+    same types. Objects that compare by identity are keyed by identity and kept alive by
+    their entry (memory caches only).
+
+    Args:
+        max_size: The most entries kept (least recently used go first); None for no bound.
+        ttl: Default seconds an entry stays valid; None for ever.
+        path: An SQLite file to keep entries in across restarts. Values go through `serde`.
+        serde: The serializer for `path` (default: LangGraph's JsonPlusSerializer, no pickle).
+        clock: A callable returning seconds since the epoch, in place of the system clock.
+
+    Raises:
+        ValueError: max_size below 1, or a negative ttl.
+        ForeignDatabaseError: `path` is not SQLite, or holds tables that are not a cache's.
     """
 
     def __init__(
@@ -192,3 +218,65 @@ def merge_dicts(a: dict[Any, Any], b: dict[Any, Any]) -> dict[Any, Any]:
     Raises:
         ValueError: nesting deeper than 256 levels (taken for a cycle).
     """
+        max_size: int | None = 1024,
+        ttl: float | None = None,
+        *,
+        path: str | os.PathLike[str] | None = None,
+        serde: Any = None,
+        clock: Callable[[], float] | None = None,
+    ) -> None: ...
+    @property
+    def max_size(self) -> int | None: ...
+    @property
+    def ttl(self) -> float | None: ...
+    @property
+    def path(self) -> str | None: ...
+    def get(self, key: Any, default: Any = None) -> Any:
+        """The live value under `key`, or `default`. Counts a hit or a miss.
+
+        Raises:
+            CacheCorruptError: the entry on disk fails its integrity check.
+        """
+    def put(self, key: Any, value: Any, ttl: float | None = None) -> None:
+        """Store `value` for `ttl` seconds (None: the cache's default).
+
+        Raises:
+            TypeError: with `path`, the value cannot be serialized.
+        """
+    def __contains__(self, key: Any) -> bool:
+        """Whether a live entry is stored under `key` (not counted)."""
+    def delete(self, key: Any) -> bool:
+        """Remove the entry under `key`; returns whether there was one."""
+    def clear(self) -> None: ...
+    def __len__(self) -> int:
+        """The number of live entries."""
+    def stats(self) -> dict[str, Any]:
+        """hits, misses, evictions, expirations, size, max_size, ttl."""
+    def _key(self, key: Any) -> tuple[bytes, list[Any]]: ...
+    def _get_key(self, key: bytes, count: bool = True) -> tuple[bool, Any]: ...
+    def _put_key(self, key: bytes, value: Any, pins: Sequence[Any] = (), ttl: float | None = None) -> None: ...
+    def _delete_key(self, key: bytes) -> bool: ...
+    def _delete_prefix(self, prefix: bytes) -> int: ...
+
+class CachedFunction:
+    """What `@cached` returns for a sync function: call it as the function. Use `cached`."""
+
+    def __init__(
+        self,
+        func: Callable[..., Any],
+        cache: RustLLMCache,
+        on_miss: Callable[..., Any],
+        prefix: bytes,
+        key: Callable[..., Any] | None = None,
+    ) -> None: ...
+    def __call__(self, *args: Any, **kwargs: Any) -> Any: ...
+    def __get__(self, obj: Any, owner: Any = None) -> Any: ...
+    @property
+    def cache(self) -> RustLLMCache: ...
+    def _make_key(self, args: tuple[Any, ...], kwargs: dict[str, Any] | None = None) -> tuple[bytes, list[Any]]: ...
+    def cache_info(self) -> Any:
+        """CacheInfo(hits, misses, maxsize, currsize), as functools.lru_cache reports it."""
+    def cache_stats(self) -> dict[str, Any]:
+        """hits, misses, evictions, expirations, size, max_size, ttl."""
+    def cache_clear(self) -> None:
+        """Remove every cached result of this function."""

@@ -18,6 +18,8 @@ pub enum Error {
     /// A delta blob names a base version that is not stored (it was pruned or deleted).
     /// The caller stores the full value instead.
     DeltaBaseMissing(String),
+    /// A stored entry failed its integrity check; it is never returned.
+    Corrupt(String),
 }
 
 /// Result alias for the core.
@@ -32,6 +34,7 @@ impl fmt::Display for Error {
             | Error::Closed(m)
             | Error::Invalid(m)
             | Error::DeltaBaseMissing(m) => f.write_str(m),
+            | Error::Corrupt(m) => f.write_str(m),
         }
     }
 }

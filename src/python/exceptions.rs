@@ -38,6 +38,15 @@ create_exception!(
     "A value could not be serialized; the message names the channel or key."
 );
 
+create_exception!(fast_langgraph, CacheError, FastLangGraphError, "A cache failed.");
+create_exception!(
+    fast_langgraph,
+    CacheCorruptError,
+    CacheError,
+    "A cache file holds an entry that fails its integrity check; it was not returned. Delete the file, or call \
+     clear(), to rebuild it."
+);
+
 impl From<Error> for PyErr {
     fn from(e: Error) -> PyErr {
         let msg = e.to_string();
@@ -48,6 +57,7 @@ impl From<Error> for PyErr {
             Error::Closed(_) => CheckpointClosedError::new_err(msg),
             Error::Invalid(_) => PyValueError::new_err(msg),
             Error::DeltaBaseMissing(_) => DeltaBaseMissingError::new_err(msg),
+            Error::Corrupt(_) => CacheCorruptError::new_err(msg),
         }
     }
 }

@@ -1,5 +1,6 @@
 //! The Python bindings: the only module that uses PyO3. Each submodule converts Python
 //! arguments into owned Rust values, calls the core with the GIL released, and converts back.
+mod cache;
 mod checkpoint;
 mod exceptions;
 mod merge;
@@ -9,9 +10,13 @@ use pyo3::prelude::*;
 #[pymodule(gil_used = false)]
 mod _native {
     #[pymodule_export]
+    use super::cache::{PyCachedFunction, PyRustLLMCache};
+    #[pymodule_export]
     use super::checkpoint::PyCheckpointStore;
     #[pymodule_export]
     use super::merge::{langgraph_state_update, merge_dicts, PyMessageMerger};
+    #[pymodule_export]
+    use super::exceptions::{CacheCorruptError, CacheError};
     #[pymodule_export]
     use super::exceptions::{
         CheckpointClosedError, CheckpointError, DatabaseLockedError, DeltaBaseMissingError, FastLangGraphError, ForeignDatabaseError,
