@@ -200,6 +200,22 @@ def test_import_with_encrypted_serializer(tmp_path):
         ref.conn.close()
 
 
+@pytest.mark.parametrize("name", ["we#ird?name%20.db", "spaces and 'quotes'.db"])
+def test_import_source_path_with_uri_characters(tmp_path, name):
+    """The source is opened through an SQLite URI: '#', '?' and '%' in its path must not
+    cut it short (which opened, and created, another file)."""
+    path = tmp_path / name
+    ref = sqlite_saver(path)
+    counter_app().compile(checkpointer=ref).invoke({"count": 0, "log": []}, cfg("t"))
+    ref.conn.close()
+    before = stamp(path)
+    with RustSQLiteCheckpointer(tmp_path / "new.db") as rust:
+        assert rust.import_sqlite_saver(path) == 5
+        assert rust.get_tuple(cfg("t")).checkpoint["channel_values"]["count"] == 111
+    assert stamp(path) == before
+    assert not (tmp_path / "we").exists()
+
+
 # -- bad sources ---------------------------------------------------------------------------
 
 
