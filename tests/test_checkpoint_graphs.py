@@ -495,3 +495,13 @@ def test_value_types_round_trip_through_graph(tmp_path):
     with RustSQLiteCheckpointer(tmp_path / "g.db") as saver:
         state = b.compile(checkpointer=saver).get_state(cfg("t1"))
     _assert_exact(state.values, want)
+
+
+@pytest.mark.parametrize("name", ["we#ird?name%20.db", "file name with spaces.db"])
+def test_database_path_with_uri_characters(tmp_path, name):
+    path = tmp_path / name
+    with RustSQLiteCheckpointer(path) as saver:
+        counter_app().compile(checkpointer=saver).invoke({"count": 0, "log": []}, cfg("t1"))
+    with RustSQLiteCheckpointer(str(path)) as saver:
+        assert saver.get_tuple(cfg("t1")).checkpoint["channel_values"]["count"] == 111
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]
