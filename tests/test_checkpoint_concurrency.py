@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -406,3 +407,49 @@ def test_sigkill_mid_run(tmp_path, kill_after):
             assert len(list(graph.get_state_history(cfg(thread_id)))) == 5
         # The reopened file takes new writes.
         assert graph.invoke({"count": 0, "log": []}, cfg("after"))["count"] == 111
+
+
+def test_close_while_threads_write(tmp_path):
+    """close() while 8 threads are writing: every call either returns, and its checkpoint
+    is on disk afterwards, or raises CheckpointClosedError; nothing hangs or half-writes."""
+    from fast_langgraph import CheckpointClosedError
+
+    path = tmp_path / "db.sqlite"
+    saver = RustSQLiteCheckpointer(path)
+    done: list[str] = []
+    refused: list[int] = []
+    started = threading.Barrier(9)
+    lock = threading.Lock()
+
+    def work(i: int) -> None:
+        started.wait()
+        for k in range(200):
+            cp = empty_checkpoint()
+            cp["channel_values"] = {"v": [i, k]}
+            cp["channel_versions"] = {"v": str(k + 1)}
+            try:
+                saver.put(cfg(f"t{i}", checkpoint_ns=""), cp, {"step": k}, {"v": str(k + 1)})
+            except CheckpointClosedError:
+                with lock:
+                    refused.append(i)
+                return
+            with lock:
+                done.append(cp["id"])
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    started.wait()
+    while len(done) < 50:
+        time.sleep(0.001)
+    saver.close()
+    for t in threads:
+        t.join(timeout=60)
+        assert not t.is_alive()
+    assert saver.closed
+    assert len(refused) == 8  # 8 x 200 puts cannot all have finished before close
+    with RustSQLiteCheckpointer(path) as again:
+        stored = {t.checkpoint["id"]: t for t in again.list(None)}
+    assert set(done) <= set(stored)
+    for cid in done:
+        assert stored[cid].checkpoint["channel_values"]["v"][1] == stored[cid].metadata["step"]
