@@ -505,3 +505,40 @@ def test_database_path_with_uri_characters(tmp_path, name):
     with RustSQLiteCheckpointer(str(path)) as saver:
         assert saver.get_tuple(cfg("t1")).checkpoint["channel_values"]["count"] == 111
     assert sorted(p.name for p in tmp_path.iterdir()) == [name]
+
+
+def test_history_limit_before_filter_match_sqlite_saver(tmp_path):
+    """get_state_history's limit, before and filter, on a forked thread."""
+
+    def script(saver):
+        graph = counter_app().compile(checkpointer=saver)
+        graph.invoke({"count": 0, "log": []}, cfg("t1"))
+        graph.invoke({"count": 7, "log": []}, cfg("t1"))
+        old = [s for s in graph.get_state_history(cfg("t1")) if s.next == ("c",)][-1]
+        graph.invoke(None, graph.update_state(old.config, {"count": -1}, as_node="b"))
+        full = list(graph.get_state_history(cfg("t1")))
+        norm = Normalizer.for_thread(saver, "t1")
+        pick = full[len(full) // 2].config
+        queries = {
+            "limit": list(graph.get_state_history(cfg("t1"), limit=3)),
+            "before": list(graph.get_state_history(cfg("t1"), before=pick)),
+            "before+limit": list(graph.get_state_history(cfg("t1"), before=pick, limit=2)),
+            "loop": list(graph.get_state_history(cfg("t1"), filter={"source": "loop"})),
+            "update": list(graph.get_state_history(cfg("t1"), filter={"source": "update"})),
+            "step": list(graph.get_state_history(cfg("t1"), filter={"step": 2})),
+            "step+source": list(
+                graph.get_state_history(cfg("t1"), filter={"step": 2, "source": "loop"}, limit=1)
+            ),
+            "none": list(graph.get_state_history(cfg("t1"), filter={"source": "nope"})),
+        }
+        return {k: [norm(s) for s in v] for k, v in queries.items()}, len(full)
+
+    out = both(tmp_path, script)
+    assert_same(out)
+    (queries, n), _ = out["rust"]
+    assert len(queries["limit"]) == 3
+    assert len(queries["before+limit"]) == 2
+    assert 0 < len(queries["before"]) < n
+    assert [q["metadata"]["source"] for q in queries["update"]] == ["update"]
+    assert len(queries["step"]) == len(queries["step+source"]) == 1
+    assert queries["none"] == []
