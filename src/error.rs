@@ -13,6 +13,8 @@ pub enum Error {
     ForeignSchema(String),
     /// The store was used after `close()`.
     Closed(String),
+    /// The store was used in a process forked from the one that opened it.
+    ForkedProcess(String),
     /// An argument or stored value is not what the operation needs.
     Invalid(String),
 }
@@ -24,7 +26,11 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::Sqlite { message, .. } => write!(f, "SQLite error: {message}"),
-            Error::NotADatabase(m) | Error::ForeignSchema(m) | Error::Closed(m) | Error::Invalid(m) => f.write_str(m),
+            Error::NotADatabase(m)
+            | Error::ForeignSchema(m)
+            | Error::Closed(m)
+            | Error::ForkedProcess(m)
+            | Error::Invalid(m) => f.write_str(m),
         }
     }
 }

@@ -453,3 +453,55 @@ def test_close_while_threads_write(tmp_path):
     assert set(done) <= set(stored)
     for cid in done:
         assert stored[cid].checkpoint["channel_values"]["v"][1] == stored[cid].metadata["step"]
+
+
+FORK_CHILD = textwrap.dedent(
+    """
+    import os, sys
+    from graph_apps import counter_app
+    from fast_langgraph import CheckpointError, RustSQLiteCheckpointer
+
+    saver = RustSQLiteCheckpointer(sys.argv[1])
+    graph = counter_app().compile(checkpointer=saver)
+    graph.invoke({"count": 0, "log": []}, {"configurable": {"thread_id": "parent"}})
+    pid = os.fork()
+    if pid == 0:
+        for name, call in [
+            ("invoke", lambda: graph.invoke({"count": 1, "log": []}, {"configurable": {"thread_id": "child"}})),
+            ("list", lambda: list(saver.list(None))),
+        ]:
+            try:
+                call()
+                print("child", name, "worked", flush=True)
+            except CheckpointError as e:
+                print("child", name, "refused:", e, flush=True)
+        saver.close()
+        print("child closed", flush=True)
+        sys.exit(0)  # a normal exit: finalizers run
+    _, status = os.waitpid(pid, 0)
+    print("child exit", os.waitstatus_to_exitcode(status), flush=True)
+    graph.invoke({"count": 2, "log": []}, {"configurable": {"thread_id": "parent2"}})
+    print("parent threads", sorted({t.config["configurable"]["thread_id"] for t in saver.list(None)}), flush=True)
+    saver.close()
+    """
+)
+
+
+def test_forked_child_gets_a_clear_error(tmp_path):
+    """A checkpointer inherited through fork() has no writer thread in the child: its calls
+    must fail at once, naming the problem, instead of waiting forever."""
+    proc = subprocess.run(
+        [sys.executable, "-W", "ignore::DeprecationWarning", "-c", FORK_CHILD, str(tmp_path / "f.db")],
+        capture_output=True,
+        text=True,
+        env=child_env(),
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    invoke = next(line for line in lines if line.startswith("child invoke"))
+    assert "refused:" in invoke and "fork" in invoke and "open a new one" in invoke
+    assert any(line.startswith("child list refused:") for line in lines)
+    assert "child closed" in lines
+    assert "child exit 0" in lines
+    assert "parent threads ['parent', 'parent2']" in lines
