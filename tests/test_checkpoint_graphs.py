@@ -542,3 +542,35 @@ def test_history_limit_before_filter_match_sqlite_saver(tmp_path):
     assert [q["metadata"]["source"] for q in queries["update"]] == ["update"]
     assert len(queries["step"]) == len(queries["step+source"]) == 1
     assert queries["none"] == []
+
+
+def _renamed(dump: dict, thread_id: str) -> dict:
+    out = dict(dump)
+    for key in ("config", "parent_config"):
+        if out[key] is not None:
+            out[key] = {"configurable": {**out[key]["configurable"], "thread_id": thread_id}}
+    return out
+
+
+def test_copy_prune_delete_on_a_paused_subgraph_thread(tmp_path):
+    """copy_thread, prune and delete_thread on real threads (a subgraph paused at an
+    interrupt): the copy and the pruned original both resume as the untouched one does."""
+    with RustSQLiteCheckpointer(tmp_path / "m.db") as saver:
+        graph = subgraph_app().compile(checkpointer=saver)
+        for t in ("orig", "control"):
+            graph.invoke({"log": []}, cfg(t))
+        n_orig = len(list(saver.list(cfg("orig"))))
+        saver.copy_thread("orig", "copy")
+        assert thread_dump(saver, "copy") == [_renamed(d, "copy") for d in thread_dump(saver, "orig")]
+        saver.prune(["orig"], strategy="keep_latest")
+        pruned = list(saver.list(cfg("orig")))
+        assert len(pruned) == 2 < n_orig  # the newest of each namespace
+        assert {t.config["configurable"]["checkpoint_ns"].split(":")[0] for t in pruned} == {"", "child"}
+        want = graph.invoke(Command(resume="yes"), cfg("control"))
+        assert want == {"log": ["first", "last:yes"], "approved": "yes"}
+        assert graph.invoke(Command(resume="yes"), cfg("copy")) == want
+        assert graph.invoke(Command(resume="yes"), cfg("orig")) == want
+        saver.delete_thread("copy")
+        assert list(saver.list(cfg("copy"))) == []
+        assert graph.get_state(cfg("copy")).values == {}
+        assert graph.get_state(cfg("orig")).values == want
