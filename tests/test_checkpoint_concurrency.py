@@ -505,3 +505,55 @@ def test_forked_child_gets_a_clear_error(tmp_path):
     assert "child closed" in lines
     assert "child exit 0" in lines
     assert "parent threads ['parent', 'parent2']" in lines
+
+
+async def test_cancelled_ainvoke_leaves_a_resumable_thread(tmp_path):
+    """ainvoke cancelled while a node is running: every stored checkpoint is readable and
+    the thread resumes from the last one."""
+    from graph_apps import CounterState
+    from langgraph.graph import END, START, StateGraph
+
+    started = asyncio.Event()
+    release = asyncio.Event()
+    inside = 0
+
+    async def a(state: CounterState) -> dict:
+        return {"count": state["count"] + 1, "log": ["a"]}
+
+    async def slow(state: CounterState) -> dict:
+        nonlocal inside
+        inside += 1
+        if inside == 8:
+            started.set()
+        await release.wait()
+        return {"count": state["count"] + 10, "log": ["slow"]}
+
+    b = StateGraph(CounterState)
+    b.add_node("a", a)
+    b.add_node("slow", slow)
+    b.add_edge(START, "a")
+    b.add_edge("a", "slow")
+    b.add_edge("slow", END)
+    async with RustSQLiteCheckpointer(tmp_path / "db.sqlite") as saver:
+        graph = b.compile(checkpointer=saver)
+        runs = [asyncio.create_task(graph.ainvoke({"count": 0, "log": []}, cfg(f"t{i}"))) for i in range(8)]
+        await started.wait()  # all 8 runs are inside the slow node
+        for run in runs:
+            run.cancel()
+        for run in runs:
+            with pytest.raises(asyncio.CancelledError):
+                await run
+        release.set()
+        for i in range(8):
+            tuples = [t async for t in saver.alist(cfg(f"t{i}"))]
+            for t in tuples:
+                assert (await saver.aget_tuple(t.config)).checkpoint == t.checkpoint
+            state = await graph.aget_state(cfg(f"t{i}"))
+            assert len(tuples) >= 2  # at least the input and the first step
+            assert state.next in (("a",), ("slow",))
+            assert "slow" not in state.values["log"]
+            out = await graph.ainvoke(None, cfg(f"t{i}"))
+            assert out == {"count": 11, "log": ["a", "slow"]}
+            hist = [s async for s in graph.aget_state_history(cfg(f"t{i}"))]
+            assert len(hist) == 4  # input, start, a, slow: no duplicate, none lost
+            assert [h.metadata["step"] for h in hist] == [2, 1, 0, -1]
