@@ -557,3 +557,29 @@ async def test_cancelled_ainvoke_leaves_a_resumable_thread(tmp_path):
             hist = [s async for s in graph.aget_state_history(cfg(f"t{i}"))]
             assert len(hist) == 4  # input, start, a, slow: no duplicate, none lost
             assert [h.metadata["step"] for h in hist] == [2, 1, 0, -1]
+
+
+@pytest.mark.parametrize("where", [":memory:", "durable"])
+def test_threads_on_memory_and_durable_savers(tmp_path, where):
+    saver = (
+        RustSQLiteCheckpointer(":memory:")
+        if where == ":memory:"
+        else RustSQLiteCheckpointer(tmp_path / "d.db", durable=True)
+    )
+    with saver:
+        graph = counter_app().compile(checkpointer=saver)
+        ask = interrupt_app().compile(checkpointer=saver)
+
+        def work(i: int) -> None:
+            graph.invoke({"count": i, "log": []}, cfg(f"t{i}"))
+            ask.invoke({"question": "q"}, cfg(f"ask{i}"))
+            ask.invoke(Command(resume=i), cfg(f"ask{i}"))
+
+        run_threads(8, work)
+        for i in range(8):
+            assert graph.get_state(cfg(f"t{i}")).values["count"] == i + 111
+            assert ask.get_state(cfg(f"ask{i}")).values["answer"] == i
+        assert len(list(saver.list(None))) == 8 * 10
+    if where == "durable":
+        with RustSQLiteCheckpointer(tmp_path / "d.db") as again:
+            assert len(list(again.list(None))) == 8 * 10
