@@ -396,3 +396,12 @@ def test_bad_prune_strategy(filled):
     with pytest.raises(ValueError, match="strategy"):
         saver.prune(["done"], strategy="everything")
     assert_intact(saver, snapshot, before)
+
+
+@pytest.mark.parametrize("where", ["directory", "missing parent"])
+def test_unopenable_path(tmp_path, where):
+    path = tmp_path if where == "directory" else tmp_path / "missing" / "x.db"
+    with pytest.raises(ValueError, match="cannot open checkpoint database") as ei:
+        RustSQLiteCheckpointer(path)
+    assert str(path) in str(ei.value)
+    assert list(tmp_path.iterdir()) == []
