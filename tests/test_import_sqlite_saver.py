@@ -264,3 +264,61 @@ def test_import_bad_source_type(tmp_path):
     with RustSQLiteCheckpointer(tmp_path / "new.db") as rust:
         with pytest.raises(TypeError, match="source must be a path"):
             rust.import_sqlite_saver(42)
+
+
+IMPORT_CHILD = """
+import sys
+from fast_langgraph import RustSQLiteCheckpointer
+saver = RustSQLiteCheckpointer(sys.argv[2])
+print("start", flush=True)
+saver.import_sqlite_saver(sys.argv[1], batch_size=10)
+print("done", flush=True)
+"""
+
+
+def test_import_killed_midway_then_rerun(source, tmp_path):
+    """An import killed at any point leaves a readable database holding exact copies of
+    the checkpoints it got to; running it again completes the copy."""
+    import signal
+    import subprocess
+    import sys
+
+    big = tmp_path / "big.db"
+    shutil.copy(source, big)
+    conn = sqlite3.connect(big)
+    for n in range(1, 40):
+        for table in ("checkpoints", "writes"):
+            cols = [r[1] for r in conn.execute(f"PRAGMA table_info({table})")]
+            rest = ", ".join(cols[1:])
+            conn.execute(
+                f"INSERT INTO {table} (thread_id, {rest}) SELECT thread_id || '-{n}', {rest} "
+                f"FROM {table} WHERE thread_id NOT LIKE '%-%'"
+            )
+    conn.commit()
+    conn.close()
+    dest = tmp_path / "dest.db"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", IMPORT_CHILD, str(big), str(dest)], stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout.readline().strip() == "start"
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+
+    ref = sqlite_saver(big)
+    try:
+        want = {
+            (t.config["configurable"]["thread_id"], t.config["configurable"]["checkpoint_ns"], t.checkpoint["id"]): t
+            for t in ref.list(None)
+        }
+        with RustSQLiteCheckpointer(dest) as rust:
+            partial = list(rust.list(None))
+            for t in partial:
+                key = (t.config["configurable"]["thread_id"], t.config["configurable"]["checkpoint_ns"], t.checkpoint["id"])
+                assert rust.get_tuple(t.config) == t
+                assert t.checkpoint == want[key].checkpoint
+                assert t.metadata == want[key].metadata
+                assert t.pending_writes == want[key].pending_writes
+            assert rust.import_sqlite_saver(big) == len(want)
+            assert all_tuples(rust) == all_tuples(ref)
+    finally:
+        ref.conn.close()
