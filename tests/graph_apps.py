@@ -282,7 +282,10 @@ def thread_dump(saver, thread_id: str) -> list[dict]:
     norm = Normalizer.for_thread(saver, thread_id)
     tuples = [t for t in saver.list(None) if t.config["configurable"]["thread_id"] == thread_id]
     tuples.sort(
-        key=lambda t: (t.config["configurable"]["checkpoint_ns"], t.config["configurable"]["checkpoint_id"])
+        key=lambda t: (
+            t.config["configurable"]["checkpoint_ns"],
+            t.config["configurable"]["checkpoint_id"],
+        )
     )
     return [norm(t) for t in tuples]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import signal
 import subprocess
@@ -74,10 +75,11 @@ def test_threads_each_run_a_graph(tmp_path):
             assert len(history) == 3 * 5
             assert all(h.config["configurable"]["thread_id"] == f"t{i}" for h in history)
             # Each checkpoint's parent is the next older one: no interleaving across threads.
-            for newer, older in zip(history, history[1:]):
-                assert newer.parent_config["configurable"]["checkpoint_id"] == older.config[
-                    "configurable"
-                ]["checkpoint_id"]
+            for newer, older in itertools.pairwise(history):
+                assert (
+                    newer.parent_config["configurable"]["checkpoint_id"]
+                    == older.config["configurable"]["checkpoint_id"]
+                )
         assert len(list(saver.list(None))) == n * 15
 
 
@@ -97,7 +99,12 @@ def test_threads_chat_and_interrupts(tmp_path):
         for i in range(n):
             chat = chat_app([]).compile(checkpointer=saver)
             msgs = chat.get_state(cfg(f"chat{i}")).values["messages"]
-            assert [m.content for m in msgs] == [f"hi {i}", f"reply-{i}-0", f"again {i}", f"reply-{i}-1"]
+            assert [m.content for m in msgs] == [
+                f"hi {i}",
+                f"reply-{i}-0",
+                f"again {i}",
+                f"reply-{i}-1",
+            ]
             assert len(list(chat.get_state_history(cfg(f"chat{i}")))) == 8
             assert ask.get_state(cfg(f"ask{i}")).values["log"] == [
                 "prepare",
@@ -118,11 +125,15 @@ def test_threads_put_list_get_one_thread_id(tmp_path):
             for k in range(per):
                 cp = empty_checkpoint()
                 cp["channel_values"] = {"who": i, "k": k, "blob": bytes([i, k]) * 50}
-                cp["channel_versions"] = {ch: saver.get_next_version(None, None) for ch in ("who", "k", "blob")}
+                cp["channel_versions"] = {
+                    ch: saver.get_next_version(None, None) for ch in ("who", "k", "blob")
+                }
                 config = cfg("shared", checkpoint_ns="")
                 if parent:
                     config["configurable"]["checkpoint_id"] = parent
-                out = saver.put(config, cp, {"source": "loop", "step": k, "writer": i}, cp["channel_versions"])
+                out = saver.put(
+                    config, cp, {"source": "loop", "step": k, "writer": i}, cp["channel_versions"]
+                )
                 saver.put_writes(out, [("seen", [i, k])], f"task-{i}-{k}")
                 with lock:
                     written[cp["id"]] = (i, k)
@@ -201,7 +212,10 @@ def test_two_processes_write_one_file(tmp_path):
         for name in ("p0", "p1"):
             for i in range(25):
                 state = graph.get_state(cfg(f"{name}-{i}"))
-                assert state.values == {"count": i + 111, "log": [f"a:{i}", f"b:{i + 1}", f"c:{i + 11}"]}
+                assert state.values == {
+                    "count": i + 111,
+                    "log": [f"a:{i}", f"b:{i + 1}", f"c:{i + 11}"],
+                }
                 assert len(list(graph.get_state_history(cfg(f"{name}-{i}")))) == 5
         assert len(list(saver.list(None))) == 2 * 25 * 5
 
@@ -235,7 +249,9 @@ async def test_many_concurrent_ainvoke(tmp_path):
         )
         for i in range(n):
             assert results[i] == {"count": i + 111, "log": [f"a:{i}", f"b:{i + 1}", f"c:{i + 11}"]}
-        resumed = await asyncio.gather(*[ask.ainvoke(Command(resume=i), cfg(f"ask{i}")) for i in range(n)])
+        resumed = await asyncio.gather(
+            *[ask.ainvoke(Command(resume=i), cfg(f"ask{i}")) for i in range(n)]
+        )
         for i in range(n):
             assert resumed[i]["log"] == ["prepare", f"ask:{i}", f"finish:{i}"]
             hist = [s async for s in graph.aget_state_history(cfg(f"t{i}"))]
@@ -271,7 +287,9 @@ class GatedSerde(JsonPlusSerializer):
 
 
 ASYNC_OPS = {
-    "aput": lambda s, cp: s.aput(cfg("t", checkpoint_ns=""), cp, {"source": "loop", "step": 1}, {"x": "2"}),
+    "aput": lambda s, cp: s.aput(
+        cfg("t", checkpoint_ns=""), cp, {"source": "loop", "step": 1}, {"x": "2"}
+    ),
     "aput_writes": lambda s, cp: s.aput_writes(
         cfg("t", checkpoint_ns="", checkpoint_id=cp["id"]), [("x", 5)], "task"
     ),
@@ -491,11 +509,19 @@ def test_forked_child_gets_a_clear_error(tmp_path):
     """A checkpointer inherited through fork() has no writer thread in the child: its calls
     must fail at once, naming the problem, instead of waiting forever."""
     proc = subprocess.run(
-        [sys.executable, "-W", "ignore::DeprecationWarning", "-c", FORK_CHILD, str(tmp_path / "f.db")],
+        [
+            sys.executable,
+            "-W",
+            "ignore::DeprecationWarning",
+            "-c",
+            FORK_CHILD,
+            str(tmp_path / "f.db"),
+        ],
         capture_output=True,
         text=True,
         env=child_env(),
         timeout=60,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
@@ -536,7 +562,10 @@ async def test_cancelled_ainvoke_leaves_a_resumable_thread(tmp_path):
     b.add_edge("slow", END)
     async with RustSQLiteCheckpointer(tmp_path / "db.sqlite") as saver:
         graph = b.compile(checkpointer=saver)
-        runs = [asyncio.create_task(graph.ainvoke({"count": 0, "log": []}, cfg(f"t{i}"))) for i in range(8)]
+        runs = [
+            asyncio.create_task(graph.ainvoke({"count": 0, "log": []}, cfg(f"t{i}")))
+            for i in range(8)
+        ]
         await started.wait()  # all 8 runs are inside the slow node
         for run in runs:
             run.cancel()

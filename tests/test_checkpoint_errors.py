@@ -87,7 +87,7 @@ def test_filter_value_injection_matches_nothing(filled, value):
 
 
 def test_filter_still_works_after_injection_attempts(filled):
-    saver, snapshot, before = filled
+    saver, _, _ = filled
     list(saver.list(None, filter={"source') OR 1=1 --": "x"}))
     loops = list(saver.list(None, filter={"source": "loop"}))
     assert len(loops) == 6  # 4 in "done", 2 in "paused"
@@ -97,7 +97,7 @@ def test_filter_still_works_after_injection_attempts(filled):
 
 def test_filter_key_with_quote_matches_a_real_key(tmp_path):
     """Keys are data, not SQL: an odd key that really is in the metadata is found."""
-    key = "it's a \"key\") --"
+    key = 'it\'s a "key") --'
     with RustSQLiteCheckpointer(tmp_path / "k.db") as saver:
         cp = empty_checkpoint()
         saver.put(cfg("t"), cp, {key: "v", "source": "input", "step": -1}, {})
@@ -134,7 +134,7 @@ def test_unserializable_channel_value_in_graph(filled):
     for t in saver.list(cfg("bad")):
         assert "answer" not in t.checkpoint["channel_values"]
         assert all(ch != "answer" for _, ch, _ in t.pending_writes)
-    others = lambda: [s for s in snapshot() if s[0]["configurable"]["thread_id"] != "bad"]  # noqa: E731
+    others = lambda: [s for s in snapshot() if s[0]["configurable"]["thread_id"] != "bad"]
     assert_intact(saver, others, before)
 
 
@@ -264,7 +264,9 @@ SYNC_CALLS = {
     "copy_thread": lambda s, c: s.copy_thread("t", "u"),
     "prune": lambda s, c: s.prune(["t"]),
     "setup": lambda s, c: s.setup(),
-    "graph.invoke": lambda s, c: counter_app().compile(checkpointer=s).invoke({"count": 0, "log": []}, c),
+    "graph.invoke": lambda s, c: (
+        counter_app().compile(checkpointer=s).invoke({"count": 0, "log": []}, c)
+    ),
     "graph.get_state": lambda s, c: counter_app().compile(checkpointer=s).get_state(c),
 }
 
@@ -297,7 +299,9 @@ ASYNC_CALLS = {
     "adelete_for_runs": lambda s, c: s.adelete_for_runs(["r"]),
     "acopy_thread": lambda s, c: s.acopy_thread("t", "u"),
     "aprune": lambda s, c: s.aprune(["t"]),
-    "graph.ainvoke": lambda s, c: counter_app().compile(checkpointer=s).ainvoke({"count": 0, "log": []}, c),
+    "graph.ainvoke": lambda s, c: (
+        counter_app().compile(checkpointer=s).ainvoke({"count": 0, "log": []}, c)
+    ),
 }
 
 
@@ -345,7 +349,13 @@ def test_config_not_a_dict(filled, config):
 
 @pytest.mark.parametrize(
     "config",
-    [{}, {"configurable": {}}, {"configurable": {"checkpoint_ns": ""}}, {"configurable": "t1"}, {"thread_id": "t1"}],
+    [
+        {},
+        {"configurable": {}},
+        {"configurable": {"checkpoint_ns": ""}},
+        {"configurable": "t1"},
+        {"thread_id": "t1"},
+    ],
 )
 def test_config_without_thread_id(filled, config):
     saver, snapshot, before = filled

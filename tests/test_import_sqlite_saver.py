@@ -40,7 +40,7 @@ def write_source(path, serde=None) -> None:
     counter = counter_app().compile(checkpointer=saver)
     counter.invoke({"count": 0, "log": []}, cfg("done"))
     counter.invoke({"count": 5, "log": []}, cfg("forked"))
-    old = [s for s in counter.get_state_history(cfg("forked")) if s.next == ("b",)][0]
+    old = next(s for s in counter.get_state_history(cfg("forked")) if s.next == ("b",))
     edited = counter.update_state(old.config, {"count": 50}, as_node="a")
     counter.invoke(None, edited)
     interrupt_app().compile(checkpointer=saver).invoke({"question": "who"}, cfg("paused"))
@@ -110,7 +110,12 @@ def test_import_get_tuple_and_filters_match(source, tmp_path):
                 assert rust.get_tuple(cfg(thread)) == ref.get_tuple(cfg(thread)), thread
                 assert list(rust.list(cfg(thread))) == list(ref.list(cfg(thread))), thread
                 assert list(rust.list(cfg(thread), limit=2)) == list(ref.list(cfg(thread), limit=2))
-            for flt in ({"source": "loop"}, {"source": "update"}, {"step": 1}, {"source": "input", "step": -1}):
+            for flt in (
+                {"source": "loop"},
+                {"source": "update"},
+                {"step": 1},
+                {"source": "input", "step": -1},
+            ):
                 assert [t.config for t in rust.list(None, filter=flt)] == [
                     t.config for t in ref.list(None, filter=flt)
                 ], flt
@@ -163,7 +168,10 @@ def test_import_is_idempotent(source, tmp_path):
 
 
 def test_import_small_batches(source, tmp_path):
-    with RustSQLiteCheckpointer(tmp_path / "a.db") as a, RustSQLiteCheckpointer(tmp_path / "b.db") as b:
+    with (
+        RustSQLiteCheckpointer(tmp_path / "a.db") as a,
+        RustSQLiteCheckpointer(tmp_path / "b.db") as b,
+    ):
         a.import_sqlite_saver(source)
         b.import_sqlite_saver(source, batch_size=1)
         assert all_tuples(a) == all_tuples(b)
@@ -248,6 +256,7 @@ def test_import_missing_file(tmp_path):
     with RustSQLiteCheckpointer(tmp_path / "new.db") as rust:
         with pytest.raises(FileNotFoundError, match="nope.db"):
             rust.import_sqlite_saver(tmp_path / "nope.db")
+        assert list(rust.list(None)) == []
     assert not (tmp_path / "nope.db").exists()
 
 
@@ -255,15 +264,19 @@ def test_import_our_own_database_is_refused(tmp_path):
     path = tmp_path / "ours.db"
     with RustSQLiteCheckpointer(path) as saver:
         counter_app().compile(checkpointer=saver).invoke({"count": 0, "log": []}, cfg("t"))
+    before = stamp(path)
     with RustSQLiteCheckpointer(tmp_path / "new.db") as rust:
         with pytest.raises(ValueError, match="not a SqliteSaver database"):
             rust.import_sqlite_saver(path)
+        assert list(rust.list(None)) == []
+    assert stamp(path) == before
 
 
 def test_import_bad_source_type(tmp_path):
     with RustSQLiteCheckpointer(tmp_path / "new.db") as rust:
         with pytest.raises(TypeError, match="source must be a path"):
             rust.import_sqlite_saver(42)
+        assert list(rust.list(None)) == []
 
 
 IMPORT_CHILD = """
@@ -307,13 +320,21 @@ def test_import_killed_midway_then_rerun(source, tmp_path):
     ref = sqlite_saver(big)
     try:
         want = {
-            (t.config["configurable"]["thread_id"], t.config["configurable"]["checkpoint_ns"], t.checkpoint["id"]): t
+            (
+                t.config["configurable"]["thread_id"],
+                t.config["configurable"]["checkpoint_ns"],
+                t.checkpoint["id"],
+            ): t
             for t in ref.list(None)
         }
         with RustSQLiteCheckpointer(dest) as rust:
             partial = list(rust.list(None))
             for t in partial:
-                key = (t.config["configurable"]["thread_id"], t.config["configurable"]["checkpoint_ns"], t.checkpoint["id"])
+                key = (
+                    t.config["configurable"]["thread_id"],
+                    t.config["configurable"]["checkpoint_ns"],
+                    t.checkpoint["id"],
+                )
                 assert rust.get_tuple(t.config) == t
                 assert t.checkpoint == want[key].checkpoint
                 assert t.metadata == want[key].metadata
