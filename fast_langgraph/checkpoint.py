@@ -24,6 +24,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, AbstractContextManager, contextmanager
 from functools import partial
+from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 from langchain_core.runnables import RunnableConfig
@@ -566,7 +567,8 @@ class RustSQLiteCheckpointer(
         src_path = os.fspath(source)
         if not os.path.exists(src_path):
             raise FileNotFoundError(f"import_sqlite_saver: no such file: {src_path!r}")
-        src = sqlite3.connect(f"file:{src_path}?mode=ro", uri=True)
+        # A percent-encoded URI: '#', '?' or '%' in the path must not end or alter it.
+        src = sqlite3.connect(f"{Path(os.path.abspath(src_path)).as_uri()}?mode=ro", uri=True)
         try:
             tables = {r[0] for r in src.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         except sqlite3.DatabaseError as e:

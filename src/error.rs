@@ -13,6 +13,8 @@ pub enum Error {
     ForeignSchema(String),
     /// The store was used after `close()`.
     Closed(String),
+    /// The store was used in a process forked from the one that opened it.
+    ForkedProcess(String),
     /// An argument or stored value is not what the operation needs.
     Invalid(String),
     /// A delta blob names a base version that is not stored (it was pruned or deleted).
@@ -33,8 +35,9 @@ impl fmt::Display for Error {
             | Error::ForeignSchema(m)
             | Error::Closed(m)
             | Error::Invalid(m)
-            | Error::DeltaBaseMissing(m) => f.write_str(m),
-            | Error::Corrupt(m) => f.write_str(m),
+            | Error::DeltaBaseMissing(m)
+            | Error::Corrupt(m)
+            | Error::ForkedProcess(m) => f.write_str(m),
         }
     }
 }

@@ -254,6 +254,17 @@ impl Store {
 
     /// Stops the writer after the calls already queued; later calls fail with `Error::Closed`.
     pub fn close(&self) {
+        if self.writer.in_forked_child() {
+            // Connections copied by fork() belong to the parent: closing them here could
+            // disturb its locks and WAL, so they are dropped without closing.
+            self.writer.close();
+            if let Readers::File { pool, .. } = &self.readers {
+                if let Ok(mut idle) = pool.try_lock() {
+                    idle.drain(..).for_each(std::mem::forget);
+                }
+            }
+            return;
+        }
         self.writer.close();
         if let Readers::File { pool, .. } = &self.readers {
             pool.lock().unwrap_or_else(PoisonError::into_inner).clear();
@@ -271,6 +282,9 @@ impl Store {
     }
 
     fn with_reader<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        if self.writer.in_forked_child() {
+            return Err(self.writer.forked_error());
+        }
         if self.writer.is_closed() {
             return Err(self.writer.closed_error());
         }

@@ -237,3 +237,26 @@ fn a_broken_chain_is_an_error_not_a_short_value() {
     let q = ListQuery { thread_id: Some("t".into()), checkpoint_id: Some("2".into()), ..ListQuery::default() };
     assert!(matches!(store.list(&q), Err(Error::Invalid(m)) if m.contains("not stored")));
 }
+
+#[test]
+fn a_forked_child_gets_an_error_instead_of_waiting_forever() {
+    let dir = std::env::temp_dir().join(format!("flg-test-fork-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("forked.db");
+    let path = path.to_str().unwrap();
+    let store = Store::open(path, &StoreOptions::default()).unwrap();
+    store.put(cp("t", "1", None, "r", &[("a", "1")])).unwrap();
+    assert_eq!(all(&store, "t").len(), 1);
+    store.writer.pretend_forked();
+    let put = store.put(cp("t", "2", Some("1"), "r", &[("a", "2")]));
+    assert!(matches!(&put, Err(Error::ForkedProcess(m)) if m.contains("fork")), "{put:?}");
+    let read = store.list(&ListQuery::default());
+    assert!(matches!(read, Err(Error::ForkedProcess(_))));
+    store.close(); // returns: nothing to join
+    assert!(store.is_closed());
+    drop(store);
+    let again = Store::open(path, &StoreOptions::default()).unwrap();
+    assert_eq!(all(&again, "t").len(), 1);
+    drop(again);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

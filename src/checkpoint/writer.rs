@@ -5,7 +5,7 @@
 //! own savepoint so that one failing job does not undo the others. A caller waits for the
 //! commit that carries its job; with many callers, one commit (and one WAL sync) serves many
 //! calls, which is where the time of a SQLite saver goes.
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
@@ -47,6 +47,8 @@ pub struct Writer {
     thread: Mutex<Option<JoinHandle<()>>>,
     closed: AtomicBool,
     path: String,
+    /// The process that started the writer thread. A forked child has no such thread.
+    pid: AtomicU32,
 }
 
 impl Writer {
@@ -65,11 +67,16 @@ impl Writer {
             thread: Mutex::new(Some(thread)),
             closed: AtomicBool::new(false),
             path: path.to_owned(),
+            pid: AtomicU32::new(std::process::id()),
         })
     }
 
     /// Queues `op` and blocks until the transaction that carries it has committed.
     pub fn submit(&self, op: Op) -> Result<()> {
+        if self.in_forked_child() {
+            // The writer thread was not copied by fork(): the job would wait forever.
+            return Err(self.forked_error());
+        }
         let (done, wait) = mpsc::sync_channel(1);
         {
             let queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
@@ -81,6 +88,18 @@ impl Writer {
 
     /// Lets the queued jobs finish, then stops the thread. Idempotent.
     pub fn close(&self) {
+        if self.in_forked_child() {
+            // Nothing to stop here: the thread belongs to the parent. Its handle and queue are
+            // copies of the parent's and are left alone (a lock may have been held at fork).
+            self.closed.store(true, Ordering::SeqCst);
+            if let Ok(mut queue) = self.queue.try_lock() {
+                std::mem::forget(queue.take());
+            }
+            if let Ok(mut thread) = self.thread.try_lock() {
+                std::mem::forget(thread.take());
+            }
+            return;
+        }
         self.closed.store(true, Ordering::SeqCst);
         drop(self.queue.lock().unwrap_or_else(PoisonError::into_inner).take());
         if let Some(handle) = self.thread.lock().unwrap_or_else(PoisonError::into_inner).take() {
@@ -96,6 +115,28 @@ impl Writer {
     /// Whether `close()` was called.
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::SeqCst)
+    }
+
+    /// Whether this is a process forked from the one that opened the store.
+    pub fn in_forked_child(&self) -> bool {
+        self.pid.load(Ordering::Relaxed) != std::process::id()
+    }
+
+    /// The error for a call in a forked child process.
+    pub fn forked_error(&self) -> Error {
+        Error::ForkedProcess(format!(
+            "the checkpointer for {:?} was opened in process {}, and this process ({}) was forked from it; \
+             a checkpointer cannot be used across fork(): open a new one in this process",
+            self.path,
+            self.pid.load(Ordering::Relaxed),
+            std::process::id()
+        ))
+    }
+
+    /// Makes the writer behave as if this process had been forked from its opener.
+    #[cfg(test)]
+    pub fn pretend_forked(&self) {
+        self.pid.store(0, Ordering::Relaxed);
     }
 
     /// The error for a call on a closed store.

@@ -52,7 +52,7 @@ impl From<Error> for PyErr {
         let msg = e.to_string();
         match e {
             Error::Sqlite { busy: true, .. } => DatabaseLockedError::new_err(msg),
-            Error::Sqlite { .. } => CheckpointError::new_err(msg),
+            Error::Sqlite { .. } | Error::ForkedProcess(_) => CheckpointError::new_err(msg),
             Error::NotADatabase(_) | Error::ForeignSchema(_) => ForeignDatabaseError::new_err(msg),
             Error::Closed(_) => CheckpointClosedError::new_err(msg),
             Error::Invalid(_) => PyValueError::new_err(msg),

@@ -1,0 +1,614 @@
+"""Many threads, two processes, many coroutines and a killed process on one database file."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from graph_apps import chat_app, counter_app, interrupt_app
+from langchain_core.messages import HumanMessage
+from langgraph.checkpoint.base import empty_checkpoint
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+from langgraph.types import Command
+
+from fast_langgraph import RustSQLiteCheckpointer
+
+TESTS_DIR = Path(__file__).parent
+
+
+def cfg(thread_id: str, **extra) -> dict:
+    return {"configurable": {"thread_id": thread_id, **extra}}
+
+
+def run_threads(n: int, target) -> None:
+    """Runs target(i) on n threads started together; re-raises the first failure."""
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(n)
+
+    def wrapped(i: int) -> None:
+        try:
+            barrier.wait()
+            target(i)
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=wrapped, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+
+
+# -- threads -------------------------------------------------------------------------------
+
+
+def test_threads_each_run_a_graph(tmp_path):
+    n = 16
+    with RustSQLiteCheckpointer(tmp_path / "db.sqlite") as saver:
+        graph = counter_app().compile(checkpointer=saver)
+        results: dict[int, dict] = {}
+
+        def work(i: int) -> None:
+            for run in range(3):
+                results[(i, run)] = graph.invoke({"count": i, "log": []}, cfg(f"t{i}"))
+
+        run_threads(n, work)
+        for i in range(n):
+            assert results[(i, 2)] == {
+                "count": i + 111,
+                "log": [f"a:{i}", f"b:{i + 1}", f"c:{i + 11}"] * 3,
+            }
+            state = graph.get_state(cfg(f"t{i}"))
+            assert state.values == results[(i, 2)]
+            history = list(graph.get_state_history(cfg(f"t{i}")))
+            assert len(history) == 3 * 5
+            assert all(h.config["configurable"]["thread_id"] == f"t{i}" for h in history)
+            # Each checkpoint's parent is the next older one: no interleaving across threads.
+            for newer, older in itertools.pairwise(history):
+                assert (
+                    newer.parent_config["configurable"]["checkpoint_id"]
+                    == older.config["configurable"]["checkpoint_id"]
+                )
+        assert len(list(saver.list(None))) == n * 15
+
+
+def test_threads_chat_and_interrupts(tmp_path):
+    n = 16
+    with RustSQLiteCheckpointer(tmp_path / "db.sqlite") as saver:
+        ask = interrupt_app().compile(checkpointer=saver)
+
+        def work(i: int) -> None:
+            chat = chat_app([f"reply-{i}-0", f"reply-{i}-1"]).compile(checkpointer=saver)
+            chat.invoke({"messages": [HumanMessage(f"hi {i}")]}, cfg(f"chat{i}"))
+            chat.invoke({"messages": [HumanMessage(f"again {i}")]}, cfg(f"chat{i}"))
+            ask.invoke({"question": f"q{i}"}, cfg(f"ask{i}"))
+            ask.invoke(Command(resume=f"a{i}"), cfg(f"ask{i}"))
+
+        run_threads(n, work)
+        for i in range(n):
+            chat = chat_app([]).compile(checkpointer=saver)
+            msgs = chat.get_state(cfg(f"chat{i}")).values["messages"]
+            assert [m.content for m in msgs] == [
+                f"hi {i}",
+                f"reply-{i}-0",
+                f"again {i}",
+                f"reply-{i}-1",
+            ]
+            assert len(list(chat.get_state_history(cfg(f"chat{i}")))) == 8
+            assert ask.get_state(cfg(f"ask{i}")).values["log"] == [
+                "prepare",
+                f"ask:a{i}",
+                f"finish:a{i}",
+            ]
+            assert len(list(ask.get_state_history(cfg(f"ask{i}")))) == 5
+
+
+def test_threads_put_list_get_one_thread_id(tmp_path):
+    n, per = 16, 20
+    with RustSQLiteCheckpointer(tmp_path / "db.sqlite") as saver:
+        written: dict[str, tuple[int, int]] = {}
+        lock = threading.Lock()
+
+        def work(i: int) -> None:
+            parent = None
+            for k in range(per):
+                cp = empty_checkpoint()
+                cp["channel_values"] = {"who": i, "k": k, "blob": bytes([i, k]) * 50}
+                cp["channel_versions"] = {
+                    ch: saver.get_next_version(None, None) for ch in ("who", "k", "blob")
+                }
+                config = cfg("shared", checkpoint_ns="")
+                if parent:
+                    config["configurable"]["checkpoint_id"] = parent
+                out = saver.put(
+                    config, cp, {"source": "loop", "step": k, "writer": i}, cp["channel_versions"]
+                )
+                saver.put_writes(out, [("seen", [i, k])], f"task-{i}-{k}")
+                with lock:
+                    written[cp["id"]] = (i, k)
+                got = saver.get_tuple(out)
+                assert got.checkpoint["channel_values"]["who"] == i
+                assert got.checkpoint["channel_values"]["k"] == k
+                assert got.pending_writes == [(f"task-{i}-{k}", "seen", [i, k])]
+                mine = list(saver.list(cfg("shared"), filter={"writer": i}))
+                assert len(mine) == k + 1
+                assert [t.metadata["step"] for t in mine] == list(range(k, -1, -1))
+                some = list(saver.list(cfg("shared"), limit=5))
+                assert 1 <= len(some) <= 5
+                parent = cp["id"]
+
+        run_threads(n, work)
+        everything = list(saver.list(cfg("shared")))
+        assert len(everything) == n * per
+        ids = [t.checkpoint["id"] for t in everything]
+        assert ids == sorted(ids, reverse=True)
+        for t in everything:
+            i, k = written[t.checkpoint["id"]]
+            assert t.checkpoint["channel_values"] == {"who": i, "k": k, "blob": bytes([i, k]) * 50}
+            assert t.metadata["writer"] == i and t.metadata["step"] == k
+            assert t.pending_writes == [(f"task-{i}-{k}", "seen", [i, k])]
+
+
+# -- processes -----------------------------------------------------------------------------
+
+WRITER_CHILD = textwrap.dedent(
+    """
+    import os, sys, time
+    from graph_apps import counter_app
+    from fast_langgraph import RustSQLiteCheckpointer
+
+    path, name, go = sys.argv[1], sys.argv[2], sys.argv[3]
+    saver = RustSQLiteCheckpointer(path)
+    graph = counter_app().compile(checkpointer=saver)
+    while not os.path.exists(go):
+        time.sleep(0.001)
+    for i in range(25):
+        graph.invoke({"count": i, "log": []}, {"configurable": {"thread_id": f"{name}-{i}"}})
+    saver.close()
+    print("ok", name)
+    """
+)
+
+
+def child_env() -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(TESTS_DIR), env.get("PYTHONPATH", "")])
+    return env
+
+
+def test_two_processes_write_one_file(tmp_path):
+    path = tmp_path / "shared.db"
+    go = tmp_path / "go"
+    RustSQLiteCheckpointer(path).close()  # create the schema first
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER_CHILD, str(path), name, str(go)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=child_env(),
+        )
+        for name in ("p0", "p1")
+    ]
+    go.touch()
+    outs = [p.communicate(timeout=120) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert "locked" not in err.lower()
+        assert p.returncode == 0, err
+        assert out.startswith("ok")
+    with RustSQLiteCheckpointer(path) as saver:
+        graph = counter_app().compile(checkpointer=saver)
+        for name in ("p0", "p1"):
+            for i in range(25):
+                state = graph.get_state(cfg(f"{name}-{i}"))
+                assert state.values == {
+                    "count": i + 111,
+                    "log": [f"a:{i}", f"b:{i + 1}", f"c:{i + 11}"],
+                }
+                assert len(list(graph.get_state_history(cfg(f"{name}-{i}")))) == 5
+        assert len(list(saver.list(None))) == 2 * 25 * 5
+
+
+def test_two_checkpointers_one_file_same_process(tmp_path):
+    path = tmp_path / "shared.db"
+    with RustSQLiteCheckpointer(path) as a, RustSQLiteCheckpointer(path) as b:
+        ga = counter_app().compile(checkpointer=a)
+        gb = counter_app().compile(checkpointer=b)
+
+        def work(i: int) -> None:
+            g = ga if i % 2 else gb
+            for k in range(5):
+                g.invoke({"count": k, "log": []}, cfg(f"t{i}-{k}"))
+
+        run_threads(8, work)
+        assert len(list(a.list(None))) == len(list(b.list(None))) == 8 * 5 * 5
+
+
+# -- asyncio -------------------------------------------------------------------------------
+
+
+async def test_many_concurrent_ainvoke(tmp_path):
+    n = 40
+    async with RustSQLiteCheckpointer(tmp_path / "db.sqlite") as saver:
+        graph = counter_app().compile(checkpointer=saver)
+        ask = interrupt_app().compile(checkpointer=saver)
+        results = await asyncio.gather(
+            *[graph.ainvoke({"count": i, "log": []}, cfg(f"t{i}")) for i in range(n)],
+            *[ask.ainvoke({"question": f"q{i}"}, cfg(f"ask{i}")) for i in range(n)],
+        )
+        for i in range(n):
+            assert results[i] == {"count": i + 111, "log": [f"a:{i}", f"b:{i + 1}", f"c:{i + 11}"]}
+        resumed = await asyncio.gather(
+            *[ask.ainvoke(Command(resume=i), cfg(f"ask{i}")) for i in range(n)]
+        )
+        for i in range(n):
+            assert resumed[i]["log"] == ["prepare", f"ask:{i}", f"finish:{i}"]
+            hist = [s async for s in graph.aget_state_history(cfg(f"t{i}"))]
+            assert len(hist) == 5
+            hist = [s async for s in ask.aget_state_history(cfg(f"ask{i}"))]
+            assert len(hist) == 5
+        assert len([t async for t in saver.alist(None)]) == n * 10
+
+
+class GatedSerde(JsonPlusSerializer):
+    """A serializer that, when armed, blocks its calling thread until the event loop has
+    run a ticker coroutine a few times. If the checkpointer ran its blocking work on the
+    event loop thread, the ticker could never run and the gate would time out."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate: threading.Event | None = None
+        self.timed_out = False
+
+    def _wait(self) -> None:
+        gate = self.gate
+        if gate is not None and not gate.wait(timeout=10):
+            self.timed_out = True
+            raise RuntimeError("the event loop was blocked")
+
+    def dumps_typed(self, obj):
+        self._wait()
+        return super().dumps_typed(obj)
+
+    def loads_typed(self, data):
+        self._wait()
+        return super().loads_typed(data)
+
+
+ASYNC_OPS = {
+    "aput": lambda s, cp: s.aput(
+        cfg("t", checkpoint_ns=""), cp, {"source": "loop", "step": 1}, {"x": "2"}
+    ),
+    "aput_writes": lambda s, cp: s.aput_writes(
+        cfg("t", checkpoint_ns="", checkpoint_id=cp["id"]), [("x", 5)], "task"
+    ),
+    "aget_tuple": lambda s, cp: s.aget_tuple(cfg("t")),
+    "alist": lambda s, cp: _drain(s.alist(cfg("t"))),
+}
+
+
+async def _drain(ait):
+    return [x async for x in ait]
+
+
+@pytest.mark.parametrize("op", list(ASYNC_OPS))
+async def test_async_methods_do_not_block_the_loop(tmp_path, op):
+    serde = GatedSerde()
+    async with RustSQLiteCheckpointer(tmp_path / "db.sqlite", serde=serde) as saver:
+        cp = empty_checkpoint()
+        cp["channel_values"] = {"x": 1}
+        cp["channel_versions"] = {"x": "1"}
+        await saver.aput(cfg("t", checkpoint_ns=""), cp, {"source": "input", "step": 0}, {"x": "1"})
+        cp2 = empty_checkpoint()
+        cp2["channel_values"] = {"x": 2}
+        cp2["channel_versions"] = {"x": "2"}
+
+        ticks = 0
+        gate = threading.Event()
+        stop = False
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while not stop:
+                ticks += 1
+                if ticks == 5:
+                    gate.set()
+                await asyncio.sleep(0)
+
+        serde.gate = gate
+        task = asyncio.create_task(ticker())
+        try:
+            result = await ASYNC_OPS[op](saver, cp2 if op == "aput" else cp)
+        finally:
+            stop = True
+            await task
+            serde.gate = None
+        assert not serde.timed_out
+        assert ticks >= 5
+        if op == "aget_tuple":
+            assert result.checkpoint["channel_values"] == {"x": 1}
+        elif op == "alist":
+            assert len(result) == 1
+        tuples = [t async for t in saver.alist(cfg("t"))]
+        assert len(tuples) == (2 if op == "aput" else 1)
+        if op == "aput_writes":
+            assert tuples[0].pending_writes == [("task", "x", 5)]
+
+
+# -- crash safety --------------------------------------------------------------------------
+
+CRASH_CHILD = textwrap.dedent(
+    """
+    import sys, threading
+    from graph_apps import counter_app
+    from fast_langgraph import RustSQLiteCheckpointer
+
+    path = sys.argv[1]
+    saver = RustSQLiteCheckpointer(path)
+    graph = counter_app().compile(checkpointer=saver)
+    out_lock = threading.Lock()
+
+    def work(w):
+        i = 0
+        while True:
+            config = {"configurable": {"thread_id": f"w{w}-{i}"}}
+            result = graph.invoke({"count": i, "log": []}, config)
+            cid = graph.get_state(config).config["configurable"]["checkpoint_id"]
+            with out_lock:
+                print("committed", f"w{w}-{i}", cid, result["count"], flush=True)
+            i += 1
+
+    for w in range(4):
+        threading.Thread(target=work, args=(w,), daemon=True).start()
+    threading.Event().wait()
+    """
+)
+
+
+@pytest.mark.parametrize("kill_after", [3, 40])
+def test_sigkill_mid_run(tmp_path, kill_after):
+    path = tmp_path / "crash.db"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CRASH_CHILD, str(path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=child_env(),
+    )
+    committed: list[tuple[str, str, int]] = []
+    try:
+        for line in proc.stdout:
+            parts = line.split()
+            if parts and parts[0] == "committed":
+                committed.append((parts[1], parts[2], int(parts[3])))
+            if len(committed) >= kill_after:
+                break
+        proc.send_signal(signal.SIGKILL)
+        # Whatever the child printed before it died was also committed.
+        rest, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    for line in rest.splitlines():
+        parts = line.split()
+        if parts and parts[0] == "committed":
+            committed.append((parts[1], parts[2], int(parts[3])))
+    assert proc.returncode == -signal.SIGKILL
+    assert len(committed) >= kill_after, err
+
+    with RustSQLiteCheckpointer(path) as saver:
+        tuples = list(saver.list(None))
+        assert len(tuples) >= 5 * len(committed)
+        for t in tuples:
+            again = saver.get_tuple(t.config)
+            assert again is not None
+            assert again.checkpoint == t.checkpoint
+            assert again.metadata == t.metadata
+            if t.parent_config is not None:
+                assert saver.get_tuple(t.parent_config) is not None
+        graph = counter_app().compile(checkpointer=saver)
+        for thread_id, cid, count in committed:
+            tup = saver.get_tuple(cfg(thread_id, checkpoint_ns="", checkpoint_id=cid))
+            assert tup is not None, thread_id
+            assert tup.checkpoint["channel_values"]["count"] == count
+            assert len(list(graph.get_state_history(cfg(thread_id)))) == 5
+        # The reopened file takes new writes.
+        assert graph.invoke({"count": 0, "log": []}, cfg("after"))["count"] == 111
+
+
+def test_close_while_threads_write(tmp_path):
+    """close() while 8 threads are writing: every call either returns, and its checkpoint
+    is on disk afterwards, or raises CheckpointClosedError; nothing hangs or half-writes."""
+    from fast_langgraph import CheckpointClosedError
+
+    path = tmp_path / "db.sqlite"
+    saver = RustSQLiteCheckpointer(path)
+    done: list[str] = []
+    refused: list[int] = []
+    started = threading.Barrier(9)
+    lock = threading.Lock()
+
+    def work(i: int) -> None:
+        started.wait()
+        for k in range(200):
+            cp = empty_checkpoint()
+            cp["channel_values"] = {"v": [i, k]}
+            cp["channel_versions"] = {"v": str(k + 1)}
+            try:
+                saver.put(cfg(f"t{i}", checkpoint_ns=""), cp, {"step": k}, {"v": str(k + 1)})
+            except CheckpointClosedError:
+                with lock:
+                    refused.append(i)
+                return
+            with lock:
+                done.append(cp["id"])
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    started.wait()
+    while len(done) < 50:
+        time.sleep(0.001)
+    saver.close()
+    for t in threads:
+        t.join(timeout=60)
+        assert not t.is_alive()
+    assert saver.closed
+    assert len(refused) == 8  # 8 x 200 puts cannot all have finished before close
+    with RustSQLiteCheckpointer(path) as again:
+        stored = {t.checkpoint["id"]: t for t in again.list(None)}
+    assert set(done) <= set(stored)
+    for cid in done:
+        assert stored[cid].checkpoint["channel_values"]["v"][1] == stored[cid].metadata["step"]
+
+
+FORK_CHILD = textwrap.dedent(
+    """
+    import os, sys
+    from graph_apps import counter_app
+    from fast_langgraph import CheckpointError, RustSQLiteCheckpointer
+
+    saver = RustSQLiteCheckpointer(sys.argv[1])
+    graph = counter_app().compile(checkpointer=saver)
+    graph.invoke({"count": 0, "log": []}, {"configurable": {"thread_id": "parent"}})
+    pid = os.fork()
+    if pid == 0:
+        for name, call in [
+            ("invoke", lambda: graph.invoke({"count": 1, "log": []}, {"configurable": {"thread_id": "child"}})),
+            ("list", lambda: list(saver.list(None))),
+        ]:
+            try:
+                call()
+                print("child", name, "worked", flush=True)
+            except CheckpointError as e:
+                print("child", name, "refused:", e, flush=True)
+        saver.close()
+        print("child closed", flush=True)
+        sys.exit(0)  # a normal exit: finalizers run
+    _, status = os.waitpid(pid, 0)
+    print("child exit", os.waitstatus_to_exitcode(status), flush=True)
+    graph.invoke({"count": 2, "log": []}, {"configurable": {"thread_id": "parent2"}})
+    print("parent threads", sorted({t.config["configurable"]["thread_id"] for t in saver.list(None)}), flush=True)
+    saver.close()
+    """
+)
+
+
+def test_forked_child_gets_a_clear_error(tmp_path):
+    """A checkpointer inherited through fork() has no writer thread in the child: its calls
+    must fail at once, naming the problem, instead of waiting forever."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-W",
+            "ignore::DeprecationWarning",
+            "-c",
+            FORK_CHILD,
+            str(tmp_path / "f.db"),
+        ],
+        capture_output=True,
+        text=True,
+        env=child_env(),
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    invoke = next(line for line in lines if line.startswith("child invoke"))
+    assert "refused:" in invoke and "fork" in invoke and "open a new one" in invoke
+    assert any(line.startswith("child list refused:") for line in lines)
+    assert "child closed" in lines
+    assert "child exit 0" in lines
+    assert "parent threads ['parent', 'parent2']" in lines
+
+
+async def test_cancelled_ainvoke_leaves_a_resumable_thread(tmp_path):
+    """ainvoke cancelled while a node is running: every stored checkpoint is readable and
+    the thread resumes from the last one."""
+    from graph_apps import CounterState
+    from langgraph.graph import END, START, StateGraph
+
+    started = asyncio.Event()
+    release = asyncio.Event()
+    inside = 0
+
+    async def a(state: CounterState) -> dict:
+        return {"count": state["count"] + 1, "log": ["a"]}
+
+    async def slow(state: CounterState) -> dict:
+        nonlocal inside
+        inside += 1
+        if inside == 8:
+            started.set()
+        await release.wait()
+        return {"count": state["count"] + 10, "log": ["slow"]}
+
+    b = StateGraph(CounterState)
+    b.add_node("a", a)
+    b.add_node("slow", slow)
+    b.add_edge(START, "a")
+    b.add_edge("a", "slow")
+    b.add_edge("slow", END)
+    async with RustSQLiteCheckpointer(tmp_path / "db.sqlite") as saver:
+        graph = b.compile(checkpointer=saver)
+        runs = [
+            asyncio.create_task(graph.ainvoke({"count": 0, "log": []}, cfg(f"t{i}")))
+            for i in range(8)
+        ]
+        await started.wait()  # all 8 runs are inside the slow node
+        for run in runs:
+            run.cancel()
+        for run in runs:
+            with pytest.raises(asyncio.CancelledError):
+                await run
+        release.set()
+        for i in range(8):
+            tuples = [t async for t in saver.alist(cfg(f"t{i}"))]
+            for t in tuples:
+                assert (await saver.aget_tuple(t.config)).checkpoint == t.checkpoint
+            state = await graph.aget_state(cfg(f"t{i}"))
+            assert len(tuples) >= 2  # at least the input and the first step
+            assert state.next in (("a",), ("slow",))
+            assert "slow" not in state.values["log"]
+            out = await graph.ainvoke(None, cfg(f"t{i}"))
+            assert out == {"count": 11, "log": ["a", "slow"]}
+            hist = [s async for s in graph.aget_state_history(cfg(f"t{i}"))]
+            assert len(hist) == 4  # input, start, a, slow: no duplicate, none lost
+            assert [h.metadata["step"] for h in hist] == [2, 1, 0, -1]
+
+
+@pytest.mark.parametrize("where", [":memory:", "durable"])
+def test_threads_on_memory_and_durable_savers(tmp_path, where):
+    saver = (
+        RustSQLiteCheckpointer(":memory:")
+        if where == ":memory:"
+        else RustSQLiteCheckpointer(tmp_path / "d.db", durable=True)
+    )
+    with saver:
+        graph = counter_app().compile(checkpointer=saver)
+        ask = interrupt_app().compile(checkpointer=saver)
+
+        def work(i: int) -> None:
+            graph.invoke({"count": i, "log": []}, cfg(f"t{i}"))
+            ask.invoke({"question": "q"}, cfg(f"ask{i}"))
+            ask.invoke(Command(resume=i), cfg(f"ask{i}"))
+
+        run_threads(8, work)
+        for i in range(8):
+            assert graph.get_state(cfg(f"t{i}")).values["count"] == i + 111
+            assert ask.get_state(cfg(f"ask{i}")).values["answer"] == i
+        assert len(list(saver.list(None))) == 8 * 10
+    if where == "durable":
+        with RustSQLiteCheckpointer(tmp_path / "d.db") as again:
+            assert len(list(again.list(None))) == 8 * 10
