@@ -61,15 +61,21 @@ def state_of_size(target_bytes: int) -> dict[str, Any]:
     return {"messages": messages, "counter": 7, "route": "a", "notes": "x" * 64}
 
 
-def bench_put_get(tmp: str, size: int, rounds: int, reps: int) -> dict[str, float]:
-    savers = make_savers(tmp, f"put{size}")
+def bench_put_get(tmp: str, size: int, rounds: int, reps: int, *, append: bool) -> dict[str, float]:
+    """`append=False`: every put rewrites every channel (same serialization work for every
+    saver). `append=True`: a chat step: each put appends one message to the history and bumps
+    a counter, as LangGraph's add_messages does; every 10 steps a new thread starts with a
+    history of `size` bytes."""
+    savers = make_savers(tmp, f"put{size}{append}")
     values = state_of_size(size)
     contenders = {}
     for name, saver in savers.items():
-        contenders[name] = _put_get_loop(saver, values)
+        # A conversation lasts 10 steps, so the history stays near `size`.
+        contenders[name] = (_chat_step_loop if append else _put_get_loop)(saver, values, 10)
     res = interleaved(contenders, rounds=rounds, reps=reps)
     serialized = sum(len(saver_bytes) for saver_bytes in _sizes(values))
-    print(table(f"put + get_tuple, state of {serialized / 1024:.0f} KB serialized (all channels new)", res, baseline="SqliteSaver"))
+    what = "one message appended per put" if append else "all channels rewritten per put"
+    print(table(f"put + get_tuple, state of {serialized / 1024:.0f} KB serialized, {what}", res, baseline="SqliteSaver"))
     return res
 
 
@@ -80,7 +86,38 @@ def _sizes(values: dict[str, Any]) -> list[bytes]:
     return [s.dumps_typed(v)[1] for v in values.values()]
 
 
-def _put_get_loop(saver: Any, values: dict[str, Any]):
+def _chat_step_loop(saver: Any, values: dict[str, Any], reps: int):
+    state: dict[str, Any] = {"n": reps}
+
+    def step() -> None:
+        if state["n"] == reps:  # a new conversation each round, seeded with the history
+            state.update(n=0, thread=str(uuid.uuid4()), parent=None, versions={},
+                         values={**values, "messages": list(values["messages"])})
+            changed = list(values)
+        else:
+            msgs = state["values"]["messages"]
+            # add_messages returns a new list holding the same message objects, plus the new one
+            state["values"] = {**state["values"], "messages": [*msgs, AIMessage(content=f"step {state['n']}", id=str(uuid.uuid4()))],
+                               "counter": state["values"]["counter"] + 1}
+            changed = ["messages", "counter"]
+        state["n"] += 1
+        cp = empty_checkpoint()
+        versions = {**state["versions"], **{k: saver.get_next_version(state["versions"].get(k), None) for k in changed}}
+        cp["channel_values"] = dict(state["values"])
+        cp["channel_versions"] = versions
+        config = {"configurable": {"thread_id": state["thread"], "checkpoint_ns": ""}}
+        if state["parent"]:
+            config["configurable"]["checkpoint_id"] = state["parent"]
+        saved = saver.put(config, cp, {"source": "loop", "step": state["n"], "parents": {}}, {k: versions[k] for k in changed})
+        state["parent"] = saved["configurable"]["checkpoint_id"]
+        state["versions"] = versions
+        got = saver.get_tuple({"configurable": {"thread_id": state["thread"], "checkpoint_ns": ""}})
+        assert got is not None and len(got.checkpoint["channel_values"]["messages"]) == len(state["values"]["messages"])
+
+    return step
+
+
+def _put_get_loop(saver: Any, values: dict[str, Any], reps: int = 0):
     thread = str(uuid.uuid4())
     state = {"parent": None, "versions": {}}
 
@@ -229,8 +266,9 @@ def main() -> None:
     args = ap.parse_args()
     rounds = 3 if args.quick else 9
     with tempfile.TemporaryDirectory() as tmp:
-        for size, reps in ((1024, 200), (35 * 1024, 40), (250 * 1024, 8)):
-            bench_put_get(tmp, size, rounds, reps if not args.quick else max(2, reps // 4))
+        for append in (False, True):
+            for size, reps in ((1024, 200), (35 * 1024, 40), (250 * 1024, 8)):
+                bench_put_get(tmp, size, rounds, reps if not args.quick else max(2, reps // 4), append=append)
         bench_list(tmp, 1000, rounds)
         bench_end_to_end(tmp, 3 if args.quick else 5, 20, 10)
 

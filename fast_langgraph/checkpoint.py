@@ -81,7 +81,8 @@ class RustSQLiteCheckpointer(
             very objects of the previous one. See docs/checkpointer.md, "Append-only deltas".
             ``False`` always stores full values.
         snapshot_every: With ``delta``, store a full value after this many deltas in a row,
-            so a read never joins more than this many segments.
+            so a read never joins more than this many segments. A list of n items gets at
+            most n // 8 deltas in a row, so short lists are stored whole.
 
     Raises:
         ForeignDatabaseError: The file is not SQLite, or holds tables that are not ours
@@ -215,7 +216,11 @@ class RustSQLiteCheckpointer(
                 value = tup.checkpoint["channel_values"].get(channel)
                 if type(value) is list and channel in versions:
                     self._lists.remember(
-                        (rows[0][0], rows[0][1], channel), str(versions[channel]), value, len(segments) - 1
+                        (rows[0][0], rows[0][1], channel),
+                        str(versions[channel]),
+                        value,
+                        len(segments) - 1,
+                        "read",
                     )
         return tup
 
@@ -386,13 +391,11 @@ class RustSQLiteCheckpointer(
                 what = f"channel {channel!r} of checkpoint {checkpoint['id']!r} in thread {thread_id!r}"
                 if remembered is not None and type(value) is list:
                     key = (thread_id, ns, channel)
-                    prev = self._lists.get(key) if use_deltas else None
-                    if (
-                        prev is not None
-                        and prev[2] < self.snapshot_every
-                        and len(value) >= len(prev[1])
-                        and all(map(operator.is_, prev[1], value))
-                    ):
+                    prev = self._lists.base_for(key, value) if use_deltas else None
+                    # A chain of k deltas makes every read of this value deserialize k more
+                    # segments. Short lists are cheap to store whole, so their chains are kept
+                    # short: at most one delta per 8 items, and never more than snapshot_every.
+                    if prev is not None and prev[2] < min(self.snapshot_every, len(value) // 8):
                         base = prev[0]
                         type_, data = self._dumps(value[len(prev[1]) :], what)
                         remembered.append((key, str(version), value, prev[2] + 1))
@@ -631,27 +634,41 @@ class RustSQLiteCheckpointer(
 
 
 class _ListVersions:
-    """The list value of each (thread, namespace, channel) this process last stored or read,
-    as a tuple of its items, with its version and the number of deltas since its last full
-    value. Bounded: the least recently used entries are dropped (their next put is full)."""
+    """For each (thread, namespace, channel), the list value this process last stored and the
+    one it last read, each as a tuple of its items with its version and the number of deltas
+    since its last full value. Bounded: the least recently used keys are dropped (their next
+    put is full)."""
 
     MAX_ENTRIES = 1024
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._entries: OrderedDict[tuple[str, str, str], tuple[str, tuple, int]] = OrderedDict()
+        # key -> {"put": entry, "read": entry}
+        self._entries: OrderedDict[tuple[str, str, str], dict[str, tuple[str, tuple, int]]] = OrderedDict()
 
-    def get(self, key: tuple[str, str, str]) -> tuple[str, tuple, int] | None:
+    def base_for(self, key: tuple[str, str, str], value: list) -> tuple[str, tuple, int] | None:
+        """The remembered version whose items are the first items of ``value``, the very
+        objects in the same order (the longest such, so the delta is shortest); ``None`` if
+        there is none."""
         with self._lock:
-            entry = self._entries.get(key)
-            if entry is not None:
-                self._entries.move_to_end(key)
-            return entry
+            slots = self._entries.get(key)
+            if slots is None:
+                return None
+            self._entries.move_to_end(key)
+            candidates = sorted(slots.values(), key=lambda e: len(e[1]), reverse=True)
+        for entry in candidates:
+            items = entry[1]
+            # `all` stops at the first object that differs, so a miss costs little.
+            if len(value) >= len(items) and all(map(operator.is_, items, value)):
+                return entry
+        return None
 
-    def remember(self, key: tuple[str, str, str], version: str, value: list, chain: int) -> None:
+    def remember(
+        self, key: tuple[str, str, str], version: str, value: list, chain: int, slot: str = "put"
+    ) -> None:
         entry = (version, tuple(value), chain)
         with self._lock:
-            self._entries[key] = entry
+            self._entries.setdefault(key, {})[slot] = entry
             self._entries.move_to_end(key)
             while len(self._entries) > self.MAX_ENTRIES:
                 self._entries.popitem(last=False)
