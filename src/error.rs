@@ -15,6 +15,8 @@ pub enum Error {
     Closed(String),
     /// An argument or stored value is not what the operation needs.
     Invalid(String),
+    /// The worker pool is shut down, or cannot start a thread.
+    PoolClosed(String),
 }
 
 /// Result alias for the core.
@@ -24,7 +26,11 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::Sqlite { message, .. } => write!(f, "SQLite error: {message}"),
-            Error::NotADatabase(m) | Error::ForeignSchema(m) | Error::Closed(m) | Error::Invalid(m) => f.write_str(m),
+            Error::NotADatabase(m)
+            | Error::ForeignSchema(m)
+            | Error::Closed(m)
+            | Error::Invalid(m)
+            | Error::PoolClosed(m) => f.write_str(m),
         }
     }
 }

@@ -2,6 +2,7 @@
 //! testable with `cargo test --no-default-features`; `python` is the one bindings layer.
 pub mod checkpoint;
 pub mod error;
+pub mod executor;
 
 #[cfg(feature = "python")]
 mod python;

@@ -1,6 +1,6 @@
 //! Python exceptions, and the one place core errors become them.
 use pyo3::create_exception;
-use pyo3::exceptions::{PyException, PyValueError};
+use pyo3::exceptions::{PyException, PyRuntimeError, PyValueError};
 use pyo3::PyErr;
 
 use crate::error::Error;
@@ -41,6 +41,7 @@ impl From<Error> for PyErr {
             Error::NotADatabase(_) | Error::ForeignSchema(_) => ForeignDatabaseError::new_err(msg),
             Error::Closed(_) => CheckpointClosedError::new_err(msg),
             Error::Invalid(_) => PyValueError::new_err(msg),
+            Error::PoolClosed(_) => PyRuntimeError::new_err(msg),
         }
     }
 }

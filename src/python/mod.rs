@@ -2,6 +2,7 @@
 //! arguments into owned Rust values, calls the core with the GIL released, and converts back.
 mod checkpoint;
 mod exceptions;
+mod executor;
 
 use pyo3::prelude::*;
 
@@ -14,6 +15,8 @@ mod _native {
         CheckpointClosedError, CheckpointError, DatabaseLockedError, FastLangGraphError, ForeignDatabaseError,
         SerializationError,
     };
+    #[pymodule_export]
+    use super::executor::{_mark_finalizing, PyTaskGroup, PyWorkerPool};
 
     use pyo3::prelude::*;
 
