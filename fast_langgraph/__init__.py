@@ -9,6 +9,7 @@ from fast_langgraph._native import (
     SerializationError,
     __version__,
 )
+from fast_langgraph._settings import configure
 from fast_langgraph.checkpoint import RustSQLiteCheckpointer
 
 __all__ = [
@@ -20,4 +21,5 @@ __all__ = [
     "RustSQLiteCheckpointer",
     "SerializationError",
     "__version__",
+    "configure",
 ]

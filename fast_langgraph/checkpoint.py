@@ -96,7 +96,8 @@ class RustSQLiteCheckpointer(
             raise TypeError(
                 f"RustSQLiteCheckpointer: durable must be a bool, got {type(durable).__name__}"
             )
-        super().__init__(serde=serde)
+        # Not super(): the shim's SqliteSaver stand-in puts SqliteSaver next in the MRO.
+        BaseCheckpointSaver.__init__(self, serde=serde)
         self.path = os.fspath(path)
         self.durable = durable
         self._store = CheckpointStore(

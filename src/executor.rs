@@ -390,7 +390,7 @@ impl TaskGroup {
             let mut st = lock(&self.shared.state);
             st.running -= 1;
             st.outstanding -= 1;
-            let next = if self.shared.limit.is_none_or(|l| st.running < l) { st.waiting.pop_front() } else { None };
+            let next = if self.shared.limit.map_or(true, |l| st.running < l) { st.waiting.pop_front() } else { None };
             if next.is_some() {
                 st.running += 1;
             }
