@@ -172,3 +172,29 @@ def _patch_class(base: type, stand_in: type, from_conn_string: Any, saved: dict[
     base.from_conn_string = from_conn_string  # type: ignore[attr-defined]
     base._flg_swap = True  # type: ignore[attr-defined]
     base._flg_stand_in = stand_in  # type: ignore[attr-defined]
+
+
+def uninstall(saved: dict[type, dict[str, Any]]) -> None:
+    """Put back what ``install`` replaced."""
+    for cls, attrs in saved.items():
+        for attr, value in attrs.items():
+            if value is _MISSING and attr == "__new__":
+                # CPython cannot give a class back its C-level object.__new__ once replaced:
+                # deleting ours leaves a slot that passes the constructor arguments to
+                # object.__new__, which refuses them. Install the equivalent instead.
+                cls.__new__ = staticmethod(_plain_new(cls))  # type: ignore[assignment]
+            elif value is _MISSING:
+                if attr in cls.__dict__:
+                    delattr(cls, attr)
+            else:
+                setattr(cls, attr, value)
+
+
+def _plain_new(owner: type) -> Any:
+    def __new__(cls: type, *args: Any, **kwargs: Any) -> Any:
+        parent_new = super(owner, cls).__new__
+        if parent_new is object.__new__:
+            return object.__new__(cls)
+        return parent_new(cls, *args, **kwargs)  # pragma: no cover - no such base in LangGraph
+
+    return __new__

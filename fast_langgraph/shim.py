@@ -74,7 +74,6 @@ class _CheckpointerPatch:
     targets: list[str]
 
 
-_MISSING = object()
 _state: dict[str, Any] = {}
 
 
@@ -183,13 +182,9 @@ def unpatch_langgraph() -> None:
                     setattr(mod, _EXECUTOR_ATTR, ex.original)
         cp: _CheckpointerPatch | None = _state.pop("checkpointer", None)
         if cp is not None:
-            for cls, saved in cp.saved.items():
-                for attr, value in saved.items():
-                    if value is _MISSING:
-                        if attr in cls.__dict__:
-                            delattr(cls, attr)
-                    else:
-                        setattr(cls, attr, value)
+            from fast_langgraph import _swap
+
+            _swap.uninstall(cp.saved)
 
 
 def status() -> dict[str, Any]:
