@@ -47,6 +47,8 @@ _pool_pid = 0
 # Pools from before a fork or a resize: their threads are gone or on their way out; keeping a
 # reference means their Rust side is never dropped in a process where its mutexes may be stale.
 _retired: list[WorkerPool] = []
+# Pools replaced in this process (not inherited through fork): stopped at exit.
+_retired_here: list[WorkerPool] = []
 _at_exit_registered = False
 
 
@@ -65,6 +67,7 @@ def get_pool() -> WorkerPool:
         if pool is not None:
             if _pool_pid == os.getpid():
                 pool.retire()
+                _retired_here.append(pool)
             _retired.append(pool)
         _register_at_exit()
         pool = WorkerPool(workers, min_threads=min(workers, os.cpu_count() or 1), keep_alive=60.0)
@@ -87,6 +90,7 @@ def _after_fork_in_child() -> None:
     # The parent's worker threads do not exist here: start over on first use.
     if _pool is not None:
         _retired.append(_pool)
+    _retired_here.clear()
     _pool = None
 
 
@@ -94,11 +98,12 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _at_exit() -> None:
-    pool = _pool
-    if pool is not None and _pool_pid == os.getpid():
+    if _pool_pid == os.getpid():
         # Like ThreadPoolExecutor at exit: let queued work finish, then stop the workers
-        # before the interpreter is torn down.
-        pool.shutdown(wait=True, timeout=30.0)
+        # (those of replaced pools too) before the interpreter is torn down.
+        for pool in [*_retired_here, _pool]:
+            if pool is not None:
+                pool.shutdown(wait=True, timeout=30.0)
     from fast_langgraph._native import _mark_finalizing
 
     _mark_finalizing()

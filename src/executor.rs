@@ -266,8 +266,10 @@ fn worker(shared: &Arc<Shared>) {
             None => break,
         }
     }
-    lock(&shared.state).threads -= 1;
+    // The exit hook runs before the thread stops being counted, so that whoever waits for
+    // `threads == 0` (interpreter shutdown) knows no hook is still running.
     shared.hooks.on_exit();
+    lock(&shared.state).threads -= 1;
 }
 
 struct GroupState {

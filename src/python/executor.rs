@@ -57,6 +57,11 @@ impl ThreadHooks for PythonThreadHooks {
 
 fn python_job(func: Py<PyAny>, args: Py<PyTuple>) -> Job {
     Box::new(move || {
+        if FINALIZING.load(Ordering::Acquire) {
+            // Taking the GIL now could end this thread from under Rust; the objects leak.
+            std::mem::forget((func, args));
+            return;
+        }
         Python::attach(|py| {
             if let Err(e) = func.bind(py).call1(args.bind(py)) {
                 // Callers wrap their work so that errors land in a Future; this is a last resort.
