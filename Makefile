@@ -28,6 +28,7 @@ test: test-rust test-py
 
 bench: dev
 	$(PY) benches/bench_checkpoint.py
+	$(PY) benches/bench_shim.py
 	$(PY) -m pytest benches -q --benchmark-enable
 
 lint: dev

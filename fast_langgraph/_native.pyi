@@ -111,3 +111,56 @@ class CheckpointStore:
         """strategy: "keep_latest" or "delete"."""
     def close(self) -> None:
         """Commit what is queued and stop the writer; later calls raise CheckpointClosedError."""
+
+class WorkerPool:
+    """A persistent pool of Rust worker threads that run Python callables. Threads start on
+    demand (a job that finds no idle worker gets a new thread, up to `max_threads`) and stay;
+    those beyond `min_threads` exit after `keep_alive` idle seconds. Used through
+    `fast_langgraph.executor`.
+
+    Raises:
+        ValueError: `max_threads` is 0, `min_threads > max_threads`, or a bad `keep_alive`.
+    """
+
+    def __init__(self, max_threads: int, *, min_threads: int = 0, keep_alive: float = 60.0) -> None: ...
+    @property
+    def max_threads(self) -> int: ...
+    def group(self, max_concurrency: int | None = None) -> TaskGroup:
+        """A task group on this pool: at most `max_concurrency` of its tasks run at once.
+
+        Raises:
+            ValueError: `max_concurrency` is 0.
+        """
+    def on_worker(self) -> bool:
+        """Whether the calling thread is one of this pool's workers."""
+    def stats(self) -> dict[str, int]:
+        """{"threads", "idle", "queued", "spawned", "inline_runs"}."""
+    def retire(self) -> None:
+        """Keep running jobs, but let every idle worker exit (for a replaced pool)."""
+    def shutdown(self, wait: bool = False, timeout: float = 5.0) -> bool:
+        """Stop taking jobs. With `wait`, block (GIL released) until queued jobs have run and
+        the workers have exited, or `timeout` seconds pass; returns whether they did."""
+
+class TaskGroup:
+    """The tasks of one executor handle on a `WorkerPool`."""
+
+    @property
+    def outstanding(self) -> int:
+        """Tasks submitted and not finished."""
+    @property
+    def max_concurrency(self) -> int | None: ...
+    def submit(self, func: Any, *args: Any) -> None:
+        """Run `func(*args)` on a worker. An exception `func` raises is reported as
+        unraisable: wrap the work to capture it. When queueing could deadlock (the pool is full
+        and the caller is a worker, or the caller runs a task of this full group), the call
+        runs inline before `submit` returns.
+
+        Raises:
+            RuntimeError: the pool is shut down.
+        """
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block (GIL released) until every task submitted so far has finished, or `timeout`
+        seconds pass; returns whether they all finished."""
+
+def _mark_finalizing() -> None:
+    """Tell workers the interpreter is shutting down: they stop calling into Python."""

@@ -203,6 +203,16 @@ def test_auto_patch_env_patches_at_interpreter_start() -> None:
     assert _run("import sys; print('fast_langgraph' in sys.modules)", FAST_LANGGRAPH_AUTO_PATCH="0") == "False"
 
 
+def test_auto_patch_failure_warns_and_the_interpreter_still_starts() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FAST_LANGGRAPH_")}
+    env.update(FAST_LANGGRAPH_AUTO_PATCH="1", FAST_LANGGRAPH_PATCH_EXECUTOR="maybe")
+    out = subprocess.run(
+        [sys.executable, "-c", "print('started')"], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert out.returncode == 0 and out.stdout.strip() == "started"
+    assert "FAST_LANGGRAPH_PATCH_EXECUTOR" in out.stderr
+
+
 def test_the_pth_file_is_installed() -> None:
     import site
 
