@@ -244,7 +244,7 @@ fn worker(shared: &Arc<Shared>) {
                 if let Some(job) = st.queue.pop_front() {
                     break Some(job);
                 }
-                if st.shutdown {
+                if st.shutdown || st.retired {
                     break None;
                 }
                 st.idle += 1;

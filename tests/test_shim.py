@@ -95,6 +95,63 @@ def test_graphs_run_on_the_pool_only_while_patched() -> None:
     assert any(n.startswith("ThreadPoolExecutor") for n in _thread_names(again))
 
 
+def test_max_concurrency_is_honoured_in_graphs() -> None:
+    from langgraph.graph import START, StateGraph
+
+    lock = threading.Lock()
+    state = {"now": 0, "peak": 0}
+
+    def node(s):
+        with lock:
+            state["now"] += 1
+            state["peak"] = max(state["peak"], state["now"])
+        threading.Event().wait(0.01)
+        with lock:
+            state["now"] -= 1
+        return {"log": [1]}
+
+    g = StateGraph(State)
+    for i in range(8):
+        g.add_node(f"n{i}", node)
+        g.add_edge(START, f"n{i}")
+    graph = g.compile()
+    shim.patch_langgraph()
+    assert len(graph.invoke({"log": []}, {"max_concurrency": 2})["log"]) == 8
+    assert state["peak"] == 2
+    state["peak"] = 0
+    graph.invoke({"log": []})
+    assert state["peak"] > 2
+
+
+def test_batch_inside_a_node_on_a_tiny_pool_does_not_deadlock() -> None:
+    from langgraph.graph import START, StateGraph
+
+    inner = _fanout_graph()
+
+    def outer_node(s):
+        results = inner.batch([{"log": []} for _ in range(6)])
+        return {"log": [len(r["log"]) for r in results]}
+
+    g = StateGraph(State)
+    for i in range(3):
+        g.add_node(f"o{i}", outer_node)
+        g.add_edge(START, f"o{i}")
+    graph = g.compile()
+    stock = graph.invoke({"log": []})
+    fast_langgraph.configure(workers=2)
+    shim.patch_langgraph()
+    assert graph.invoke({"log": []}) == stock == {"log": [3] * 18}
+    assert fx.pool_stats()["inline_runs"] > 0
+
+
+def test_many_threads_invoking_at_once() -> None:
+    graph = _fanout_graph()
+    shim.patch_langgraph()
+    with fx.BatchExecutor(max_concurrency=16) as batch:
+        results = batch.map(lambda _: graph.invoke({"log": []}), range(64))
+    assert all(sorted(x for x, _ in r["log"]) == ["a", "b", "c"] for r in results)
+
+
 def test_patch_is_idempotent_and_thread_safe() -> None:
     reports: list[shim.PatchReport] = []
     threads = [threading.Thread(target=lambda: reports.append(shim.patch_langgraph())) for _ in range(8)]
