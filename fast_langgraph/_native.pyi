@@ -160,7 +160,7 @@ class TaskGroup:
         """
     def wait(self, timeout: float | None = None) -> bool:
         """Block (GIL released) until every task submitted so far has finished, or `timeout`
-        seconds pass; returns whether they all finished."""
+        seconds pass; returns whether they all finished. Ctrl-C interrupts the wait."""
 
 def _mark_finalizing() -> None:
     """Tell workers the interpreter is shutting down: they stop calling into Python."""

@@ -227,3 +227,20 @@ def test_futures_are_plain_concurrent_futures() -> None:
         g: Future = Future()
         g.cancel()
         g.result()
+
+
+def test_ctrl_c_interrupts_a_wait_for_tasks() -> None:
+    import _thread
+
+    gate = threading.Event()
+    ex = fx.PoolExecutor()
+    ex.submit(gate.wait, 10)
+    timer = threading.Timer(0.2, _thread.interrupt_main)
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            ex.shutdown(wait=True)
+    finally:
+        gate.set()
+        timer.join()
+    ex.shutdown(wait=True)

@@ -7,7 +7,10 @@
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// How often a long wait wakes up to let Python handle signals (Ctrl-C).
+const SIGNAL_CHECK: Duration = Duration::from_millis(100);
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -173,18 +176,25 @@ impl PyTaskGroup {
     }
 
     /// Blocks (GIL released) until every task submitted so far has finished, or `timeout`
-    /// seconds pass; returns whether they all finished.
+    /// seconds pass; returns whether they all finished. Ctrl-C interrupts the wait.
     #[pyo3(signature = (timeout = None))]
-    fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> bool {
-        let group = self.group.clone();
-        // Tasks need the GIL to finish.
-        py.detach(move || match timeout {
-            None => {
-                group.wait();
-                true
+    fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
+        let deadline = timeout.map(|t| Instant::now() + Duration::from_secs_f64(t.max(0.0)));
+        loop {
+            let slice = match deadline {
+                None => SIGNAL_CHECK,
+                Some(d) => d.saturating_duration_since(Instant::now()).min(SIGNAL_CHECK),
+            };
+            let group = self.group.clone();
+            // Tasks need the GIL to finish.
+            if py.detach(move || group.wait_timeout(slice)) {
+                return Ok(true);
             }
-            Some(t) => group.wait_timeout(Duration::from_secs_f64(t.max(0.0))),
-        })
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Ok(false);
+            }
+            py.check_signals()?;
+        }
     }
 
     /// Tasks submitted and not finished.
