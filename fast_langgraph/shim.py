@@ -69,7 +69,7 @@ class _ExecutorPatch:
 
 @dataclass
 class _CheckpointerPatch:
-    # class -> {attribute: original value or _MISSING}
+    # class -> {attribute: original value, or _swap's marker for "not set on the class"}
     saved: dict[type, dict[str, Any]]
     targets: list[str]
 
@@ -120,7 +120,8 @@ def patch_langgraph(
     Args:
         executor: Replace LangGraph's per-invoke thread pool with the shared Rust pool.
         checkpointer: Make ``SqliteSaver``/``AsyncSqliteSaver`` give ``RustSQLiteCheckpointer``.
-        workers: The most worker threads of the shared pool.
+        workers: The most worker threads of the shared pool; kept for later executors as if
+            passed to ``fast_langgraph.configure``.
         verbose: Print the report.
 
     Each ``None`` falls back to ``fast_langgraph.configure(...)``, then to the
