@@ -30,6 +30,7 @@ bench: dev
 	$(PY) benches/bench_checkpoint.py
 	$(PY) benches/bench_merge.py
 	$(PY) benches/bench_cache.py
+	$(PY) benches/bench_shim.py
 	$(PY) -m pytest benches -q --benchmark-enable
 
 lint: dev

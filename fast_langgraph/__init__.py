@@ -13,6 +13,7 @@ from fast_langgraph._native import (
     __version__,
 )
 from fast_langgraph.cache import FastLLMCache, FastNodeCache, RustLLMCache, cached
+from fast_langgraph._settings import configure
 from fast_langgraph.checkpoint import RustSQLiteCheckpointer
 from fast_langgraph.merge import add_messages, langgraph_state_update, merge_dicts
 
@@ -35,4 +36,5 @@ __all__ = [
     "merge_dicts",
     "__version__",
     "cached",
+    "configure",
 ]

@@ -138,31 +138,6 @@ class MessageMerger:
         new_id: Returns a new unique value whose `str()` becomes a missing id (`uuid.uuid4`).
         finish: `(merged, format)` -> the result, for a `format` that is not None.
         fallback: `(left, right, format)` -> the result, used when some id is not a `str`.
-class CacheError(FastLangGraphError):
-    """A cache failed."""
-
-class CacheCorruptError(CacheError):
-    """A cache file holds an entry that fails its integrity check; it was not returned. Delete
-    the file, or call clear(), to rebuild it."""
-
-class RustLLMCache:
-    """An LRU cache with a time to live per entry, holding Python objects. Safe to use from
-    many threads at once. Keys may be any mix of str, bytes, int, float, bool, None, tuples,
-    lists, dicts and sets, pydantic models (LangChain messages), dataclasses and other values
-    LangGraph's serializer knows; two keys share an entry only if they are equal and of the
-    same types. Objects that compare by identity are keyed by identity and kept alive by
-    their entry (memory caches only).
-
-    Args:
-        max_size: The most entries kept (least recently used go first); None for no bound.
-        ttl: Default seconds an entry stays valid; None for ever.
-        path: An SQLite file to keep entries in across restarts. Values go through `serde`.
-        serde: The serializer for `path` (default: LangGraph's JsonPlusSerializer, no pickle).
-        clock: A callable returning seconds since the epoch, in place of the system clock.
-
-    Raises:
-        ValueError: max_size below 1, or a negative ttl.
-        ForeignDatabaseError: `path` is not SQLite, or holds tables that are not a cache's.
     """
 
     def __init__(
@@ -218,6 +193,36 @@ def merge_dicts(a: dict[Any, Any], b: dict[Any, Any]) -> dict[Any, Any]:
     Raises:
         ValueError: nesting deeper than 256 levels (taken for a cycle).
     """
+
+class CacheError(FastLangGraphError):
+    """A cache failed."""
+
+class CacheCorruptError(CacheError):
+    """A cache file holds an entry that fails its integrity check; it was not returned. Delete
+    the file, or call clear(), to rebuild it."""
+
+class RustLLMCache:
+    """An LRU cache with a time to live per entry, holding Python objects. Safe to use from
+    many threads at once. Keys may be any mix of str, bytes, int, float, bool, None, tuples,
+    lists, dicts and sets, pydantic models (LangChain messages), dataclasses and other values
+    LangGraph's serializer knows; two keys share an entry only if they are equal and of the
+    same types. Objects that compare by identity are keyed by identity and kept alive by
+    their entry (memory caches only).
+
+    Args:
+        max_size: The most entries kept (least recently used go first); None for no bound.
+        ttl: Default seconds an entry stays valid; None for ever.
+        path: An SQLite file to keep entries in across restarts. Values go through `serde`.
+        serde: The serializer for `path` (default: LangGraph's JsonPlusSerializer, no pickle).
+        clock: A callable returning seconds since the epoch, in place of the system clock.
+
+    Raises:
+        ValueError: max_size below 1, or a negative ttl.
+        ForeignDatabaseError: `path` is not SQLite, or holds tables that are not a cache's.
+    """
+
+    def __init__(
+        self,
         max_size: int | None = 1024,
         ttl: float | None = None,
         *,
@@ -280,3 +285,56 @@ class CachedFunction:
         """hits, misses, evictions, expirations, size, max_size, ttl."""
     def cache_clear(self) -> None:
         """Remove every cached result of this function."""
+
+class WorkerPool:
+    """A persistent pool of Rust worker threads that run Python callables. Threads start on
+    demand (a job that finds no idle worker gets a new thread, up to `max_threads`) and stay;
+    those beyond `min_threads` exit after `keep_alive` idle seconds. Used through
+    `fast_langgraph.executor`.
+
+    Raises:
+        ValueError: `max_threads` is 0, `min_threads > max_threads`, or a bad `keep_alive`.
+    """
+
+    def __init__(self, max_threads: int, *, min_threads: int = 0, keep_alive: float = 60.0) -> None: ...
+    @property
+    def max_threads(self) -> int: ...
+    def group(self, max_concurrency: int | None = None) -> TaskGroup:
+        """A task group on this pool: at most `max_concurrency` of its tasks run at once.
+
+        Raises:
+            ValueError: `max_concurrency` is 0.
+        """
+    def on_worker(self) -> bool:
+        """Whether the calling thread is one of this pool's workers."""
+    def stats(self) -> dict[str, int]:
+        """{"threads", "idle", "queued", "spawned", "inline_runs"}."""
+    def retire(self) -> None:
+        """Keep running jobs, but let every idle worker exit (for a replaced pool)."""
+    def shutdown(self, wait: bool = False, timeout: float = 5.0) -> bool:
+        """Stop taking jobs. With `wait`, block (GIL released) until queued jobs have run and
+        the workers have exited, or `timeout` seconds pass; returns whether they did."""
+
+class TaskGroup:
+    """The tasks of one executor handle on a `WorkerPool`."""
+
+    @property
+    def outstanding(self) -> int:
+        """Tasks submitted and not finished."""
+    @property
+    def max_concurrency(self) -> int | None: ...
+    def submit(self, func: Any, *args: Any) -> None:
+        """Run `func(*args)` on a worker. An exception `func` raises is reported as
+        unraisable: wrap the work to capture it. When queueing could deadlock (the pool is full
+        and the caller is a worker, or the caller runs a task of this full group), the call
+        runs inline before `submit` returns.
+
+        Raises:
+            RuntimeError: the pool is shut down.
+        """
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block (GIL released) until every task submitted so far has finished, or `timeout`
+        seconds pass; returns whether they all finished. Ctrl-C interrupts the wait."""
+
+def _mark_finalizing() -> None:
+    """Tell workers the interpreter is shutting down: they stop calling into Python."""

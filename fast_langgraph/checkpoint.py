@@ -113,7 +113,8 @@ class RustSQLiteCheckpointer(
             raise ValueError(
                 f"RustSQLiteCheckpointer: snapshot_every must be an int >= 1, got {snapshot_every!r}"
             )
-        super().__init__(serde=serde)
+        # Not super(): the shim's SqliteSaver stand-in puts SqliteSaver next in the MRO.
+        BaseCheckpointSaver.__init__(self, serde=serde)
         self.path = os.fspath(path)
         self.durable = durable
         self.delta = bool(delta)

@@ -22,6 +22,8 @@ pub enum Error {
     DeltaBaseMissing(String),
     /// A stored entry failed its integrity check; it is never returned.
     Corrupt(String),
+    /// The worker pool is shut down, or cannot start a thread.
+    PoolClosed(String),
 }
 
 /// Result alias for the core.
@@ -37,7 +39,8 @@ impl fmt::Display for Error {
             | Error::Invalid(m)
             | Error::DeltaBaseMissing(m)
             | Error::Corrupt(m)
-            | Error::ForkedProcess(m) => f.write_str(m),
+            | Error::ForkedProcess(m)
+            | Error::PoolClosed(m) => f.write_str(m),
         }
     }
 }

@@ -5,6 +5,7 @@ pub mod cache_store;
 pub mod checkpoint;
 pub mod error;
 pub mod merge;
+pub mod executor;
 
 #[cfg(feature = "python")]
 mod python;

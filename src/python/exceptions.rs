@@ -1,6 +1,6 @@
 //! Python exceptions, and the one place core errors become them.
 use pyo3::create_exception;
-use pyo3::exceptions::{PyException, PyValueError};
+use pyo3::exceptions::{PyException, PyRuntimeError, PyValueError};
 use pyo3::PyErr;
 
 use crate::error::Error;
@@ -58,6 +58,7 @@ impl From<Error> for PyErr {
             Error::Invalid(_) => PyValueError::new_err(msg),
             Error::DeltaBaseMissing(_) => DeltaBaseMissingError::new_err(msg),
             Error::Corrupt(_) => CacheCorruptError::new_err(msg),
+            Error::PoolClosed(_) => PyRuntimeError::new_err(msg),
         }
     }
 }

@@ -4,6 +4,7 @@ mod cache;
 mod checkpoint;
 mod exceptions;
 mod merge;
+mod executor;
 
 use pyo3::prelude::*;
 
@@ -22,6 +23,8 @@ mod _native {
         CheckpointClosedError, CheckpointError, DatabaseLockedError, DeltaBaseMissingError, FastLangGraphError, ForeignDatabaseError,
         SerializationError,
     };
+    #[pymodule_export]
+    use super::executor::{_mark_finalizing, PyTaskGroup, PyWorkerPool};
 
     use pyo3::prelude::*;
 

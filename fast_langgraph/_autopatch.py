@@ -1,0 +1,13 @@
+"""Imported at interpreter start by ``fast_langgraph_autopatch.pth`` when
+``FAST_LANGGRAPH_AUTO_PATCH=1``: patches LangGraph with the configured settings. A failure warns
+and leaves the interpreter running unpatched."""
+
+import warnings
+
+try:
+    from fast_langgraph.shim import patch_langgraph
+
+    REPORT = patch_langgraph()
+except Exception as e:  # noqa: BLE001 - must never stop the interpreter from starting
+    REPORT = None
+    warnings.warn(f"FAST_LANGGRAPH_AUTO_PATCH: patching failed: {e!r}", RuntimeWarning, stacklevel=1)

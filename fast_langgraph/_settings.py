@@ -1,0 +1,103 @@
+"""Settings: arguments win, then ``fast_langgraph.configure(...)``, then ``FAST_LANGGRAPH_*``
+environment variables, then defaults."""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+__all__ = ["configure", "get_setting", "reset_configuration"]
+
+# name -> (environment variable, parser, default)
+_BOOL_TRUE = {"1", "true", "yes", "on"}
+_BOOL_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _parse_bool(raw: str, var: str) -> bool:
+    v = raw.strip().lower()
+    if v in _BOOL_TRUE:
+        return True
+    if v in _BOOL_FALSE:
+        return False
+    raise ValueError(f"{var}={raw!r}: expected 1/0, true/false, yes/no or on/off")
+
+
+def _parse_workers(raw: str, var: str) -> int:
+    try:
+        n = int(raw)
+    except ValueError:
+        raise ValueError(f"{var}={raw!r}: expected a positive integer") from None
+    if n < 1:
+        raise ValueError(f"{var}={raw!r}: expected a positive integer")
+    return n
+
+
+_SPECS: dict[str, tuple[str, Any, Any]] = {
+    # The most worker threads the shared pool may run at once. Blocking I/O tasks each hold a
+    # thread, so this is well above the core count.
+    "workers": ("FAST_LANGGRAPH_WORKERS", _parse_workers, 64),
+    # Whether patch_langgraph() replaces LangGraph's executor factory.
+    "executor": ("FAST_LANGGRAPH_PATCH_EXECUTOR", _parse_bool, True),
+    # Whether patch_langgraph() swaps SqliteSaver for RustSQLiteCheckpointer.
+    "checkpointer": ("FAST_LANGGRAPH_PATCH_CHECKPOINTER", _parse_bool, True),
+}
+
+_lock = threading.Lock()
+_configured: dict[str, Any] = {}
+
+
+def _validate(name: str, value: Any) -> Any:
+    if name not in _SPECS:
+        raise TypeError(f"unknown setting {name!r}; known: {sorted(_SPECS)}")
+    if name == "workers":
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"workers must be a positive int, got {value!r}")
+    elif not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+    return value
+
+
+def configure(
+    *,
+    workers: int | None = None,
+    executor: bool | None = None,
+    checkpointer: bool | None = None,
+) -> None:
+    """Set process-wide defaults. Arguments given to ``patch_langgraph()`` still win, and
+    these win over ``FAST_LANGGRAPH_*`` environment variables. ``None`` leaves a setting as is.
+
+    Args:
+        workers: The most worker threads the shared pool may run
+            (``FAST_LANGGRAPH_WORKERS``, default 64). Applies to executors made afterwards.
+        executor: Whether ``patch_langgraph()`` replaces LangGraph's executor factory
+            (``FAST_LANGGRAPH_PATCH_EXECUTOR``, default on).
+        checkpointer: Whether ``patch_langgraph()`` swaps ``SqliteSaver`` and
+            ``AsyncSqliteSaver`` for ``RustSQLiteCheckpointer``
+            (``FAST_LANGGRAPH_PATCH_CHECKPOINTER``, default on).
+    """
+    given = {"workers": workers, "executor": executor, "checkpointer": checkpointer}
+    updates = {k: _validate(k, v) for k, v in given.items() if v is not None}
+    with _lock:
+        _configured.update(updates)
+
+
+def reset_configuration() -> None:
+    """Forget every ``configure()`` call."""
+    with _lock:
+        _configured.clear()
+
+
+def get_setting(name: str, argument: Any = None) -> Any:
+    """The value of setting ``name``: ``argument`` if not None, else the configured value, else
+    the environment variable, else the default."""
+    if argument is not None:
+        return _validate(name, argument)
+    env_var, parse, default = _SPECS[name]
+    with _lock:
+        if name in _configured:
+            return _configured[name]
+    raw = os.environ.get(env_var)
+    if raw is not None:
+        return parse(raw, env_var)
+    return default

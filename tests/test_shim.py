@@ -1,0 +1,370 @@
+"""fast_langgraph.shim: patch_langgraph, unpatch_langgraph, status, settings, auto-patch."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import operator
+import os
+import sqlite3
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Annotated, TypedDict
+
+import pytest
+
+import fast_langgraph
+from fast_langgraph import RustSQLiteCheckpointer, shim
+from fast_langgraph import executor as fx
+
+ROOT = Path(__file__).resolve().parent.parent
+KNOWN = (
+    "langchain_core.runnables.config",
+    "langchain_core.runnables.base",
+    "langchain_core.runnables.configurable",
+    "langchain_core.runnables.passthrough",
+    "langchain_core.runnables.router",
+    "langgraph.pregel._executor",
+    "langgraph.prebuilt.tool_node",
+    "langgraph.prebuilt.tool_validator",
+)
+
+
+@pytest.fixture(autouse=True)
+def _clean():
+    shim.unpatch_langgraph()
+    yield
+    shim.unpatch_langgraph()
+    fast_langgraph._settings.reset_configuration()
+
+
+class State(TypedDict):
+    log: Annotated[list, operator.add]
+
+
+def _fanout_graph(checkpointer=None):
+    from langgraph.graph import START, StateGraph
+
+    def node(name):
+        return lambda s: {"log": [(name, threading.current_thread().name)]}
+
+    g = StateGraph(State)
+    for n in "abc":
+        g.add_node(n, node(n))
+        g.add_edge(START, n)
+    return g.compile(checkpointer=checkpointer)
+
+
+def _thread_names(result) -> set[str]:
+    return {t for _, t in result["log"]}
+
+
+def test_patch_replaces_every_binding_and_unpatch_restores_them() -> None:
+    import importlib
+
+    originals = {m: importlib.import_module(m).get_executor_for_config for m in KNOWN}
+    report = shim.patch_langgraph(checkpointer=False)
+    assert set(KNOWN) <= set(report.applied["executor"])
+    assert report.skipped == {"checkpointer": "turned off by settings"}
+    for m in KNOWN:
+        assert sys.modules[m].get_executor_for_config is fx.get_executor_for_config, m
+    st = shim.status()
+    assert st["executor"]["active"] and not st["checkpointer"]["active"]
+    shim.unpatch_langgraph()
+    for m in KNOWN:
+        assert sys.modules[m].get_executor_for_config is originals[m], m
+    assert not shim.status()["executor"]["active"]
+    shim.unpatch_langgraph()  # idempotent
+
+
+def test_graphs_run_on_the_pool_only_while_patched() -> None:
+    graph = _fanout_graph()
+    stock = graph.invoke({"log": []})
+    assert any(n.startswith("ThreadPoolExecutor") for n in _thread_names(stock))
+    spawned_before = fx.pool_stats()["spawned"]
+    shim.patch_langgraph()
+    patched = graph.invoke({"log": []})
+    assert not any(n.startswith("ThreadPoolExecutor") for n in _thread_names(patched))
+    assert [x for x, _ in patched["log"]] == [x for x, _ in stock["log"]]
+    assert fx.pool_stats()["threads"] > 0 or fx.pool_stats()["spawned"] > spawned_before
+    shim.unpatch_langgraph()
+    again = graph.invoke({"log": []})
+    assert any(n.startswith("ThreadPoolExecutor") for n in _thread_names(again))
+
+
+def test_max_concurrency_is_honoured_in_graphs() -> None:
+    from langgraph.graph import START, StateGraph
+
+    lock = threading.Lock()
+    state = {"now": 0, "peak": 0}
+
+    def node(s):
+        with lock:
+            state["now"] += 1
+            state["peak"] = max(state["peak"], state["now"])
+        threading.Event().wait(0.01)
+        with lock:
+            state["now"] -= 1
+        return {"log": [1]}
+
+    g = StateGraph(State)
+    for i in range(8):
+        g.add_node(f"n{i}", node)
+        g.add_edge(START, f"n{i}")
+    graph = g.compile()
+    shim.patch_langgraph()
+    assert len(graph.invoke({"log": []}, {"max_concurrency": 2})["log"]) == 8
+    assert state["peak"] == 2
+    state["peak"] = 0
+    graph.invoke({"log": []})
+    assert state["peak"] > 2
+
+
+def test_batch_inside_a_node_on_a_tiny_pool_does_not_deadlock() -> None:
+    from langgraph.graph import START, StateGraph
+
+    inner = _fanout_graph()
+
+    def outer_node(s):
+        results = inner.batch([{"log": []} for _ in range(6)])
+        return {"log": [len(r["log"]) for r in results]}
+
+    g = StateGraph(State)
+    for i in range(3):
+        g.add_node(f"o{i}", outer_node)
+        g.add_edge(START, f"o{i}")
+    graph = g.compile()
+    stock = graph.invoke({"log": []})
+    fast_langgraph.configure(workers=2)
+    shim.patch_langgraph()
+    assert graph.invoke({"log": []}) == stock == {"log": [3] * 18}
+    assert fx.pool_stats()["inline_runs"] > 0
+
+
+def test_many_threads_invoking_at_once() -> None:
+    graph = _fanout_graph()
+    shim.patch_langgraph()
+    with fx.BatchExecutor(max_concurrency=16) as batch:
+        results = batch.map(lambda _: graph.invoke({"log": []}), range(64))
+    assert all(sorted(x for x, _ in r["log"]) == ["a", "b", "c"] for r in results)
+
+
+def test_patch_is_idempotent_and_thread_safe() -> None:
+    reports: list[shim.PatchReport] = []
+    threads = [threading.Thread(target=lambda: reports.append(shim.patch_langgraph())) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(reports) == 8
+    assert all(r.applied == reports[0].applied for r in reports)
+    assert shim.status()["executor"]["active"]
+    # One unpatch undoes it all, however many patch calls there were.
+    shim.unpatch_langgraph()
+    assert not shim.status()["executor"]["active"]
+    assert not shim.status()["checkpointer"]["active"]
+
+
+def test_patch_prints_nothing_unless_asked(capsys) -> None:
+    shim.patch_langgraph()
+    assert capsys.readouterr().out == ""
+    shim.patch_langgraph(verbose=True)
+    assert "applied executor" in capsys.readouterr().out
+
+
+def test_untested_langgraph_version_warns_and_skips(monkeypatch) -> None:
+    monkeypatch.setattr(shim, "_langgraph_version", lambda: (9, 0))
+    with pytest.warns(RuntimeWarning, match="outside the tested range"):
+        report = shim.patch_langgraph()
+    assert report.applied == {}
+    assert "9.0" in report.skipped["executor"] and "9.0" in report.skipped["checkpointer"]
+    assert not shim.status()["executor"]["active"]
+
+
+def test_a_binding_that_cannot_be_replaced_is_not_reported_applied(monkeypatch) -> None:
+    monkeypatch.setattr(shim, "_EXECUTOR_PROOF", "no.such.module")
+    report = shim.patch_langgraph(checkpointer=False)
+    assert "executor" not in report.applied
+    assert "no.such.module" in report.skipped["executor"]
+    assert not shim.status()["executor"]["active"]
+
+
+def test_settings_resolve_arguments_then_configure_then_env_then_default(monkeypatch) -> None:
+    get = fast_langgraph._settings.get_setting
+    monkeypatch.delenv("FAST_LANGGRAPH_WORKERS", raising=False)
+    assert get("workers") == 64
+    monkeypatch.setenv("FAST_LANGGRAPH_WORKERS", "12")
+    assert get("workers") == 12
+    fast_langgraph.configure(workers=7)
+    assert get("workers") == 7
+    assert get("workers", 3) == 3
+    monkeypatch.setenv("FAST_LANGGRAPH_PATCH_CHECKPOINTER", "0")
+    assert get("checkpointer") is False
+    report = shim.patch_langgraph()
+    assert "checkpointer" in report.skipped and "executor" in report.applied
+    fast_langgraph.configure(checkpointer=True)
+    assert "checkpointer" in shim.patch_langgraph().applied
+    monkeypatch.setenv("FAST_LANGGRAPH_WORKERS", "many")
+    fast_langgraph._settings.reset_configuration()
+    with pytest.raises(ValueError, match="FAST_LANGGRAPH_WORKERS"):
+        get("workers")
+    with pytest.raises(TypeError):
+        fast_langgraph.configure(executor="yes")  # type: ignore[arg-type]
+
+
+def _run(code: str, **env: str) -> str:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("FAST_LANGGRAPH_")}
+    full_env.update(env)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=full_env, timeout=120, cwd=ROOT
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip().splitlines()[-1]
+
+
+_PROBE = """
+import json, operator, threading
+from typing import Annotated, TypedDict
+{before}
+from langgraph.graph import StateGraph, START
+{after}
+import fast_langgraph.shim as shim
+class S(TypedDict):
+    log: Annotated[list, operator.add]
+g = StateGraph(S)
+for n in "abc":
+    g.add_node(n, lambda s, n=n: {{"log": [threading.current_thread().name]}})
+    g.add_edge(START, n)
+names = g.compile().invoke({{"log": []}})["log"]
+print(json.dumps({{"stock_threads": any(x.startswith("ThreadPoolExecutor") for x in names),
+                  "active": shim.status()["executor"]["active"]}}))
+"""
+
+
+@pytest.mark.parametrize("order", ["before", "after"])
+def test_patch_works_before_or_after_langgraph_is_imported(order: str) -> None:
+    patch = "import fast_langgraph.shim; fast_langgraph.shim.patch_langgraph()"
+    code = _PROBE.format(before=patch if order == "before" else "", after=patch if order == "after" else "")
+    assert json.loads(_run(code)) == {"stock_threads": False, "active": True}
+
+
+def test_auto_patch_env_patches_at_interpreter_start() -> None:
+    code = _PROBE.format(before="", after="")
+    assert json.loads(_run(code, FAST_LANGGRAPH_AUTO_PATCH="1")) == {"stock_threads": False, "active": True}
+    assert json.loads(_run(code)) == {"stock_threads": True, "active": False}
+    # Without the variable, the .pth line imports nothing.
+    assert _run("import sys; print('fast_langgraph' in sys.modules)") == "False"
+    assert _run("import sys; print('fast_langgraph' in sys.modules)", FAST_LANGGRAPH_AUTO_PATCH="0") == "False"
+
+
+def test_auto_patch_failure_warns_and_the_interpreter_still_starts() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FAST_LANGGRAPH_")}
+    env.update(FAST_LANGGRAPH_AUTO_PATCH="1", FAST_LANGGRAPH_PATCH_EXECUTOR="maybe")
+    out = subprocess.run(
+        [sys.executable, "-c", "print('started')"], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert out.returncode == 0 and out.stdout.strip() == "started"
+    assert "FAST_LANGGRAPH_PATCH_EXECUTOR" in out.stderr
+
+
+def test_the_pth_file_is_installed() -> None:
+    import site
+
+    dirs = site.getsitepackages() + [site.getusersitepackages()]
+    assert any(os.path.exists(os.path.join(d, "fast_langgraph_autopatch.pth")) for d in dirs)
+
+
+# -- checkpointer swap ----------------------------------------------------------------------
+
+
+def _counter_graph(checkpointer):
+    from langgraph.graph import START, StateGraph
+
+    g = StateGraph(State)
+    g.add_node("n", lambda s: {"log": [len(s["log"])]})
+    g.add_edge(START, "n")
+    return g.compile(checkpointer=checkpointer)
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_sqlite_saver_becomes_the_rust_checkpointer_and_resumes_existing_threads(tmp_path) -> None:
+    from langgraph.checkpoint.sqlite import SqliteSaver
+
+    db = tmp_path / "state.db"
+    cfg = {"configurable": {"thread_id": "t"}}
+    with SqliteSaver.from_conn_string(str(db)) as stock:
+        assert type(stock) is SqliteSaver
+        _counter_graph(stock).invoke({"log": []}, cfg)
+        _counter_graph(stock).invoke({"log": []}, cfg)
+        stock_history = [s.values for s in _counter_graph(stock).get_state_history(cfg)]
+    before = _sha(db)
+
+    report = shim.patch_langgraph(executor=False)
+    assert report.applied["checkpointer"] == [
+        "langgraph.checkpoint.sqlite.SqliteSaver",
+        "langgraph.checkpoint.sqlite.aio.AsyncSqliteSaver",
+    ]
+    conn = sqlite3.connect(str(db), check_same_thread=False)
+    saver = SqliteSaver(conn)
+    assert isinstance(saver, SqliteSaver) and isinstance(saver, RustSQLiteCheckpointer)
+    assert saver.path == str(db) + ".flg"
+    graph = _counter_graph(saver)
+    assert [s.values for s in graph.get_state_history(cfg)] == stock_history
+    assert graph.invoke({"log": []}, cfg)["log"] == [0, 1, 2]
+    saver.close()
+    conn.close()
+    assert _sha(db) == before, "the SqliteSaver file is never written"
+
+    with SqliteSaver.from_conn_string(str(db)) as again:
+        assert isinstance(again, RustSQLiteCheckpointer)
+        assert _counter_graph(again).get_state(cfg).values["log"] == [0, 1, 2]
+        with pytest.raises(NotImplementedError, match="checkpointer=False"):
+            again.cursor()
+
+    shim.unpatch_langgraph()
+    with SqliteSaver.from_conn_string(str(db)) as restored:
+        assert type(restored) is SqliteSaver
+        assert _counter_graph(restored).get_state(cfg).values["log"] == [0, 1]
+
+
+def test_memory_connections_stay_in_memory_and_the_swap_can_be_left_out() -> None:
+    from langgraph.checkpoint.sqlite import SqliteSaver
+
+    shim.patch_langgraph()
+    saver = SqliteSaver(sqlite3.connect(":memory:", check_same_thread=False))
+    assert isinstance(saver, RustSQLiteCheckpointer) and saver.path == ":memory:"
+    assert _counter_graph(saver).invoke({"log": []}, {"configurable": {"thread_id": "m"}})["log"] == [0]
+    shim.unpatch_langgraph()
+    shim.patch_langgraph(checkpointer=False)
+    assert type(SqliteSaver(sqlite3.connect(":memory:", check_same_thread=False))) is SqliteSaver
+
+
+def test_async_sqlite_saver_is_swapped_too(tmp_path) -> None:
+    import aiosqlite
+    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+    db = tmp_path / "a.db"
+    cfg = {"configurable": {"thread_id": "t"}}
+
+    async def run() -> tuple[list, list]:
+        async with AsyncSqliteSaver.from_conn_string(str(db)) as stock:
+            await _counter_graph(stock).ainvoke({"log": []}, cfg)
+        shim.patch_langgraph(executor=False)
+        async with AsyncSqliteSaver.from_conn_string(str(db)) as s1:
+            assert isinstance(s1, AsyncSqliteSaver) and isinstance(s1, RustSQLiteCheckpointer)
+            first = (await _counter_graph(s1).ainvoke({"log": []}, cfg))["log"]
+        async with aiosqlite.connect(str(db)) as conn:
+            s2 = AsyncSqliteSaver(conn)
+            assert isinstance(s2, RustSQLiteCheckpointer) and s2.path == str(db) + ".flg"
+            second = (await _counter_graph(s2).aget_state(cfg)).values["log"]
+            s2.close()
+        return first, second
+
+    first, second = asyncio.run(run())
+    assert first == [0, 1] and second == [0, 1]
