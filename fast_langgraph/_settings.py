@@ -41,6 +41,8 @@ _SPECS: dict[str, tuple[str, Any, Any]] = {
     "executor": ("FAST_LANGGRAPH_PATCH_EXECUTOR", _parse_bool, True),
     # Whether patch_langgraph() swaps SqliteSaver for RustSQLiteCheckpointer.
     "checkpointer": ("FAST_LANGGRAPH_PATCH_CHECKPOINTER", _parse_bool, True),
+    # Whether patch_langgraph() routes LangGraph's add_messages reducer to the Rust one.
+    "add_messages": ("FAST_LANGGRAPH_PATCH_ADD_MESSAGES", _parse_bool, True),
 }
 
 _lock = threading.Lock()
@@ -63,6 +65,7 @@ def configure(
     workers: int | None = None,
     executor: bool | None = None,
     checkpointer: bool | None = None,
+    add_messages: bool | None = None,
 ) -> None:
     """Set process-wide defaults. Arguments given to ``patch_langgraph()`` still win, and
     these win over ``FAST_LANGGRAPH_*`` environment variables. ``None`` leaves a setting as is.
@@ -75,8 +78,16 @@ def configure(
         checkpointer: Whether ``patch_langgraph()`` swaps ``SqliteSaver`` and
             ``AsyncSqliteSaver`` for ``RustSQLiteCheckpointer``
             (``FAST_LANGGRAPH_PATCH_CHECKPOINTER``, default on).
+        add_messages: Whether ``patch_langgraph()`` makes graphs that use LangGraph's
+            ``add_messages`` reducer use the Rust one
+            (``FAST_LANGGRAPH_PATCH_ADD_MESSAGES``, default on).
     """
-    given = {"workers": workers, "executor": executor, "checkpointer": checkpointer}
+    given = {
+        "workers": workers,
+        "executor": executor,
+        "checkpointer": checkpointer,
+        "add_messages": add_messages,
+    }
     updates = {k: _validate(k, v) for k, v in given.items() if v is not None}
     with _lock:
         _configured.update(updates)

@@ -5,7 +5,7 @@
     import fast_langgraph.shim
     fast_langgraph.shim.patch_langgraph()   # or FAST_LANGGRAPH_AUTO_PATCH=1
 
-Two patches, each of which can be left out:
+Three patches, each of which can be left out:
 
 ``executor``
     LangGraph (and LangChain's ``batch``, ``RunnableParallel``, ``ToolNode``...) get their
@@ -18,6 +18,12 @@ Two patches, each of which can be left out:
     ``SqliteSaver(conn)``, ``SqliteSaver.from_conn_string(...)`` and their
     ``AsyncSqliteSaver`` forms give a ``RustSQLiteCheckpointer`` (still an instance of the
     LangGraph class). See ``docs/shim.md`` for where its data lives.
+
+``add_messages``
+    Channels whose reducer is LangGraph's ``add_messages`` use the Rust reducer
+    (``fast_langgraph.add_messages``), including graphs compiled before the patch: LangGraph
+    keeps the reducer inside its channel objects, so the shim wraps the channel class's
+    ``operator`` slot rather than a module attribute. Other reducers are untouched.
 
 Results, streamed events and checkpoints stay the same. ``unpatch_langgraph()`` undoes
 everything; ``status()`` says what is active now.
@@ -111,6 +117,7 @@ def patch_langgraph(
     *,
     executor: bool | None = None,
     checkpointer: bool | None = None,
+    add_messages: bool | None = None,
     workers: int | None = None,
     verbose: bool = False,
 ) -> PatchReport:
@@ -120,12 +127,13 @@ def patch_langgraph(
     Args:
         executor: Replace LangGraph's per-invoke thread pool with the shared Rust pool.
         checkpointer: Make ``SqliteSaver``/``AsyncSqliteSaver`` give ``RustSQLiteCheckpointer``.
+        add_messages: Make graphs that use LangGraph's ``add_messages`` use the Rust reducer.
         workers: The most worker threads of the shared pool; kept for later executors as if
             passed to ``fast_langgraph.configure``.
         verbose: Print the report.
 
     Each ``None`` falls back to ``fast_langgraph.configure(...)``, then to the
-    ``FAST_LANGGRAPH_*`` environment variables, then to the default (on, on, 64).
+    ``FAST_LANGGRAPH_*`` environment variables, then to the default (on, on, on, 64).
 
     Returns:
         A ``PatchReport``: what was applied, and what was skipped and why. A patch that would
@@ -133,6 +141,7 @@ def patch_langgraph(
     """
     want_executor = _settings.get_setting("executor", executor)
     want_checkpointer = _settings.get_setting("checkpointer", checkpointer)
+    want_add_messages = _settings.get_setting("add_messages", add_messages)
     if workers is not None:
         _settings.configure(workers=workers)
     report = PatchReport()
@@ -151,6 +160,7 @@ def patch_langgraph(
         for name, wanted, apply in (
             ("executor", want_executor, _patch_executor),
             ("checkpointer", want_checkpointer, _patch_checkpointer),
+            ("add_messages", want_add_messages, _patch_add_messages),
         ):
             if not wanted:
                 if name in _state:
@@ -186,6 +196,10 @@ def unpatch_langgraph() -> None:
             from fast_langgraph import _swap
 
             _swap.uninstall(cp.saved)
+        if _state.pop("add_messages", None) is not None:
+            from fast_langgraph import merge
+
+            merge.uninstall_rust_add_messages()
 
 
 def status() -> dict[str, Any]:
@@ -193,6 +207,7 @@ def status() -> dict[str, Any]:
 
     Returns:
         ``{"executor": {"active": bool, "targets": [...]}, "checkpointer": {...},
+        "add_messages": {...},
         "pool": {threads, idle, queued, spawned, inline_runs, max_threads}}``
     """
     with _lock:
@@ -216,6 +231,10 @@ def status() -> dict[str, Any]:
                 if cls.__dict__.get("__new__") is not None and cls.__dict__.get("_flg_swap") is True:
                     live_cp.append(f"{cls.__module__}.{cls.__qualname__}")
         out["checkpointer"] = {"active": bool(live_cp), "targets": live_cp}
+        from fast_langgraph import merge
+
+        am = merge.is_rust_add_messages_installed()
+        out["add_messages"] = {"active": am, "targets": [_ADD_MESSAGES_TARGET] if am else []}
         out["pool"] = _executor.pool_stats()
         return out
 
@@ -277,3 +296,28 @@ def _patch_checkpointer() -> tuple[list[str], str]:
     _state["checkpointer"] = _CheckpointerPatch(saved=saved, targets=targets)
     return list(targets), ""
 
+
+
+# -- add_messages -------------------------------------------------------------------------
+
+_ADD_MESSAGES_TARGET = "langgraph.channels.binop.BinaryOperatorAggregate.operator"
+
+
+@dataclass
+class _AddMessagesPatch:
+    targets: list[str]
+
+
+def _patch_add_messages() -> tuple[list[str], str]:
+    from fast_langgraph import merge
+
+    if _state.get("add_messages") is None:
+        if merge.is_rust_add_messages_installed():
+            return [], "already installed outside the shim (fast_langgraph.merge)"
+        if not merge.install_rust_add_messages():
+            return [], "langgraph's BinaryOperatorAggregate does not have the layout this relies on"
+        _state["add_messages"] = _AddMessagesPatch(targets=[_ADD_MESSAGES_TARGET])
+    if not merge.is_rust_add_messages_installed():
+        _state.pop("add_messages", None)
+        return [], "the reducer swap did not take effect"
+    return [_ADD_MESSAGES_TARGET], ""

@@ -368,3 +368,51 @@ def test_async_sqlite_saver_is_swapped_too(tmp_path) -> None:
 
     first, second = asyncio.run(run())
     assert first == [0, 1] and second == [0, 1]
+
+
+from langgraph.graph.message import add_messages as _lg_add_messages  # noqa: E402
+
+
+class _Chat(TypedDict):
+    messages: Annotated[list, _lg_add_messages]
+    log: Annotated[list, operator.add]
+
+
+def test_add_messages_patch_reaches_graphs_compiled_before_and_unpatch_restores(monkeypatch) -> None:
+    from langchain_core.messages import AIMessage, HumanMessage
+    from langgraph.channels.binop import BinaryOperatorAggregate
+    from langgraph.graph import START, StateGraph
+
+    from fast_langgraph import merge as merge_mod
+
+    calls = []
+    real = merge_mod._merge
+
+    def counting(*args):
+        calls.append(args)
+        return real(*args)
+
+    monkeypatch.setattr(merge_mod, "_merge", counting)
+
+    builder = StateGraph(_Chat)
+    builder.add_node("bot", lambda s: {"messages": [AIMessage(content="hi", id="a")], "log": ["x"]})
+    builder.add_edge(START, "bot")
+    graph = builder.compile()  # before patching
+    original_slot = BinaryOperatorAggregate.__dict__["operator"]
+
+    report = shim.patch_langgraph(executor=False, checkpointer=False)
+    assert report.applied["add_messages"] == ["langgraph.channels.binop.BinaryOperatorAggregate.operator"]
+    assert shim.status()["add_messages"]["active"] is True
+    out = graph.invoke({"messages": [HumanMessage(content="q", id="h")], "log": []})
+    assert [m.content for m in out["messages"]] == ["q", "hi"] and out["log"] == ["x"]
+    assert len(calls) == 2  # the input's write and the node's; operator.add is untouched
+
+    shim.unpatch_langgraph()
+    assert shim.status()["add_messages"] == {"active": False, "targets": []}
+    assert BinaryOperatorAggregate.__dict__["operator"] is original_slot
+    graph.invoke({"messages": [HumanMessage(content="q", id="h")], "log": []})
+    assert len(calls) == 2
+
+    report = shim.patch_langgraph(executor=False, checkpointer=False, add_messages=False)
+    assert report.skipped["add_messages"] == "turned off by settings"
+    assert shim.status()["add_messages"]["active"] is False
