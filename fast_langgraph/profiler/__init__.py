@@ -5,15 +5,19 @@
 - :func:`compare`: the same graph stock and with fast-langgraph, in separate processes.
 """
 
+from fast_langgraph.profiler._compare import CompareError, CompareResult, OutputsDiffer, compare
 from fast_langgraph.profiler._core import GraphProfiler
+from fast_langgraph.profiler._load import TargetError
 from fast_langgraph.profiler._report import NodeStats, ProfileReport, StepStats
 
-__all__ = ["GraphProfiler", "NodeStats", "ProfileReport", "StepStats", "compare", "CompareResult", "OutputsDiffer"]
-
-
-def __getattr__(name):
-    if name in ("compare", "CompareResult", "OutputsDiffer", "CompareError"):
-        from fast_langgraph.profiler import _compare
-
-        return getattr(_compare, name)
-    raise AttributeError(name)
+__all__ = [
+    "CompareError",
+    "CompareResult",
+    "GraphProfiler",
+    "NodeStats",
+    "OutputsDiffer",
+    "ProfileReport",
+    "StepStats",
+    "TargetError",
+    "compare",
+]
