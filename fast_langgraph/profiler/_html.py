@@ -28,9 +28,37 @@ svg text{font:11px system-ui,sans-serif}
 """
 
 
+_PALETTE = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#b07aa1", "#76b7b2", "#edc948",
+            "#ff9da7", "#9c755f", "#bab0ac")
+
+
 def _color(name: str) -> str:
-    hue = zlib.crc32(name.encode()) % 360
-    return f"hsl({hue},55%,55%)"
+    """A distinct colour per node name: common agent node names get fixed palette slots in
+    order of first use, so the same node has the same colour in every table and timeline."""
+    if name not in _COLORS:
+        if len(_COLORS) < len(_PALETTE):
+            _COLORS[name] = _PALETTE[len(_COLORS)]
+        else:
+            _COLORS[name] = f"hsl({zlib.crc32(name.encode()) % 360},55%,50%)"
+    return _COLORS[name]
+
+
+_COLORS: dict[str, str] = {}
+
+
+def _pack(spans: list[dict[str, Any]]) -> int:
+    """Gives each span a row ("slot") so that overlapping spans do not hide each other."""
+    ends: list[float] = []
+    for sp in sorted(spans, key=lambda x: x["start"]):
+        for k, e in enumerate(ends):
+            if sp["start"] >= e:
+                ends[k] = sp["end"]
+                sp["slot"] = k
+                break
+        else:
+            sp["slot"] = len(ends)
+            ends.append(sp["end"])
+    return len(ends)
 
 
 def _esc(x: Any) -> str:
@@ -73,14 +101,17 @@ def _timeline_svg(inv: dict[str, Any], width: int = 1100, span: float | None = N
             parts.append("</g>")
         y += h + gap
     if inv["checkpoint"]:
+        spans = [dict(c) for c in inv["checkpoint"]]
+        rows = _pack(spans)
         parts.append(f'<text x="4" y="{y + 10}" fill="#24292f">checkpoint</text>')
-        for c in inv["checkpoint"]:
+        for c in spans:
             x = label_w + c["start"] * scale
             w = max((c["end"] - c["start"]) * scale, 1.0)
-            fill = {"put": "#8250df", "put_writes": "#bf8700", "get_tuple": "#0969da"}[c["op"]]
-            parts.append(f'<rect x="{x:.1f}" y="{y}" width="{w:.1f}" height="12" fill="{fill}">'
+            fill = {"put": "#6e40c9", "put_writes": "#bf8700", "get_tuple": "#0969da"}[c["op"]]
+            parts.append(f'<rect x="{x:.1f}" y="{y + c["slot"] * 12}" width="{w:.1f}" '
+                         f'height="10" fill="{fill}">'
                          f'<title>{c["op"]}: {ms(c["end"] - c["start"])} ms</title></rect>')
-        y += 12 + gap
+        y += rows * 12 + gap
     return (f'<svg width="{width}" height="{y + 4}" xmlns="http://www.w3.org/2000/svg">'
             + "".join(parts) + "</svg>")
 
@@ -93,7 +124,7 @@ def _nice_step(x: float) -> float:
 
 
 _LEGEND = (
-    '<p class="legend"><span><i style="background:#8250df"></i>put</span>'
+    '<p class="legend"><span><i style="background:#6e40c9"></i>put</span>'
     '<span><i style="background:#bf8700"></i>put_writes</span>'
     '<span><i style="background:#0969da"></i>get_tuple</span>'
     "<span>Each bar is a node task, on its superstep's lane; tasks that ran at the same time "
@@ -101,8 +132,20 @@ _LEGEND = (
 )
 
 
+def widest_invoke(r: ProfileReport) -> int:
+    """The invoke with the most tasks in one superstep (the first such), for the timeline."""
+    if not r.steps:
+        return 0
+    best = max(r.steps, key=lambda st: (st.parallel, st.tasks, -st.invoke))
+    return best.invoke
+
+
 def profile_body(
-    r: ProfileReport, *, max_timelines: int = 4, last: bool = False, span: float | None = None
+    r: ProfileReport,
+    *,
+    max_timelines: int = 4,
+    pick: int | None = None,
+    span: float | None = None,
 ) -> str:
     per = r.per_invoke()
     out = ['<div class="cards">']
@@ -115,9 +158,13 @@ def profile_body(
     out.append(f'<div class="card"><b>{r.llm["calls"]}</b><span>LLM calls</span></div>')
     out.append("</div>")
 
-    shown = (r.timeline[-max_timelines:] if last else r.timeline[:max_timelines])
-    which = "last" if last else "first"
-    out.append(f"<h2>Timeline ({which} {len(shown)} of {r.invokes} invokes)</h2>{_LEGEND}")
+    if pick is not None and pick < len(r.timeline):
+        shown = [r.timeline[pick]]
+        title = f"Timeline of invoke {pick + 1} of {r.invokes} (the widest fan-out)"
+    else:
+        shown = r.timeline[:max_timelines]
+        title = f"Timeline (first {len(shown)} of {r.invokes} invokes)"
+    out.append(f"<h2>{title}</h2>{_LEGEND}")
     for inv in shown:
         out.append(f"<h3>invoke {inv['invoke'] + 1}: {ms(inv['duration'])} ms</h3>")
         out.append(_timeline_svg(inv, span=span))
@@ -162,7 +209,15 @@ def _page(title: str, sub: str, body: str) -> str:
     )
 
 
+def _assign_colors(*reports: ProfileReport) -> None:
+    _COLORS.clear()
+    for r in reports:
+        for nd in r.nodes:
+            _color(nd.name)
+
+
 def render_profile(r: ProfileReport) -> str:
+    _assign_colors(r)
     return _page(
         f"fast-langgraph profile: {r.graph}",
         f"{r.invokes} invoke(s); times are wall-clock.",
@@ -171,9 +226,12 @@ def render_profile(r: ProfileReport) -> str:
 
 
 def render_compare(c: Any) -> str:
+    _assign_colors(c.profiles["accelerated"], c.profiles["stock"])
     # Both timelines on one time scale, so the difference shows.
+    pick = widest_invoke(c.profiles["accelerated"])
     span = max(
-        (p.timeline[-1]["duration"] for p in c.profiles.values() if p.timeline), default=None
+        (p.timeline[pick]["duration"] for p in c.profiles.values() if len(p.timeline) > pick),
+        default=None,
     )
     rows = []
     for phase in ("total", "nodes", "checkpointing", "other"):
@@ -193,9 +251,9 @@ def render_compare(c: Any) -> str:
         f"<p>Outputs identical in every round (message ids and timestamps normalized). "
         "Phases come from one profiled round per process.</p>",
         "<h2>Accelerated</h2>",
-        profile_body(c.profiles["accelerated"], max_timelines=1, last=True, span=span),
+        profile_body(c.profiles["accelerated"], pick=pick, span=span),
         "<h2>Stock</h2>",
-        profile_body(c.profiles["stock"], max_timelines=1, last=True, span=span),
+        profile_body(c.profiles["stock"], pick=pick, span=span),
         "<h2>What each run used</h2><h3>Accelerated</h3><ul>",
         *[f"<li>{_esc(x)}</li>" for x in c.applied], "</ul>",
         "<h3>Stock</h3><ul>", *[f"<li>{_esc(x)}</li>" for x in c.stock_setup], "</ul>",
