@@ -102,5 +102,10 @@ def target_of(build_graph: Any) -> str:
                 f"{qualname} is defined in a module with no file; pass "
                 "'path/to/app.py:build_graph' instead"
             )
-        return f"{Path(file).resolve()}:{qualname}"
+        path = Path(file).resolve()
+        try:  # shorter to read in reports; the child process runs in the same directory
+            path = path.relative_to(Path.cwd())
+        except ValueError:
+            pass
+        return f"{path}:{qualname}"
     return f"{module}:{qualname}"
