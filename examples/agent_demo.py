@@ -63,8 +63,9 @@ class FakeChatModel(BaseChatModel):
     def bind_tools(self, tools: Any, **kwargs: Any) -> FakeChatModel:  # type: ignore[override]
         return self.model_copy(update={"tool_names": tuple(t.name for t in tools)})
 
-    def _generate(self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None,
-                  **kwargs: Any) -> ChatResult:
+    def _generate(
+        self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kwargs: Any
+    ) -> ChatResult:
         time.sleep(self.latency)
         last = messages[-1]
         text = str(last.content)
@@ -73,9 +74,17 @@ class FakeChatModel(BaseChatModel):
             call = _tool_call_for(text)
             if call is not None:
                 name, args = call
-                message = AIMessage(content="", tool_calls=[
-                    {"name": name, "args": args, "id": f"call_{digest[:12]}", "type": "tool_call"}
-                ])
+                message = AIMessage(
+                    content="",
+                    tool_calls=[
+                        {
+                            "name": name,
+                            "args": args,
+                            "id": f"call_{digest[:12]}",
+                            "type": "tool_call",
+                        }
+                    ],
+                )
                 return _result(message, messages)
         if isinstance(last, ToolMessage):
             answer = f"The {last.name} tool says: {last.content}."
@@ -87,8 +96,9 @@ class FakeChatModel(BaseChatModel):
 def _tool_call_for(text: str) -> tuple[str, dict[str, Any]] | None:
     lowered = text.lower()
     if "weather" in lowered:
-        city = next((w.strip("?,.") for w in text.split() if w[:1].isupper() and w != "What"),
-                    "Paris")
+        city = next(
+            (w.strip("?,.") for w in text.split() if w[:1].isupper() and w != "What"), "Paris"
+        )
         return "weather", {"city": city}
     expr = "".join(c for c in text if c.isdigit() or c in "+-*/(). ").strip()
     if any(c.isdigit() for c in expr):
@@ -99,8 +109,11 @@ def _tool_call_for(text: str) -> tuple[str, dict[str, Any]] | None:
 def _result(message: AIMessage, prompt: list[BaseMessage]) -> ChatResult:
     tokens_in = sum(len(str(m.content).split()) for m in prompt)
     tokens_out = max(len(str(message.content).split()), 1)
-    message.usage_metadata = {"input_tokens": tokens_in, "output_tokens": tokens_out,
-                              "total_tokens": tokens_in + tokens_out}
+    message.usage_metadata = {
+        "input_tokens": tokens_in,
+        "output_tokens": tokens_out,
+        "total_tokens": tokens_in + tokens_out,
+    }
     return ChatResult(generations=[ChatGeneration(message=message)])
 
 
@@ -180,7 +193,7 @@ def research(task: ResearchTask) -> dict:
 
 
 def summarize(state: AgentState) -> dict:
-    latest = state["findings"][-len(state["queries"]):]
+    latest = state["findings"][-len(state["queries"]) :]
     prompt = [*state["messages"], HumanMessage(content="Summarize: " + " | ".join(latest))]
     return {"messages": [AIMessage(content=str(MODEL.invoke(prompt).content))]}
 

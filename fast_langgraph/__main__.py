@@ -20,11 +20,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     prof.add_argument("target")
     prof.add_argument(
-        "--input", action="append", required=True, metavar="JSON",
+        "--input",
+        action="append",
+        required=True,
+        metavar="JSON",
         help="a graph input as JSON; repeat for a multi-turn conversation on one thread",
     )
-    prof.add_argument("--compare", action="store_true",
-                      help="also run it stock and accelerated in separate processes")
+    prof.add_argument(
+        "--compare",
+        action="store_true",
+        help="also run it stock and accelerated in separate processes",
+    )
     prof.add_argument("--runs", type=int, default=5, help="timed rounds for --compare (5)")
     prof.add_argument("--html", metavar="PATH", help="write the report as an HTML page")
     prof.add_argument("--json", metavar="PATH", help="write the report as JSON")
@@ -46,8 +52,10 @@ def main(argv: list[str] | None = None) -> int:
         try:
             inputs.append(json.loads(text))
         except json.JSONDecodeError as e:
-            return _fail(f"--input #{i} is not valid JSON ({e.msg} at line {e.lineno} column "
-                         f"{e.colno}): {text[:80]!r}")
+            return _fail(
+                f"--input #{i} is not valid JSON ({e.msg} at line {e.lineno} column "
+                f"{e.colno}): {text[:80]!r}"
+            )
     if args.runs < 1:
         return _fail("--runs must be at least 1")
     try:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Annotated
 
 import pytest
+from graph_apps import sqlite_saver
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, HumanMessage
 from langgraph.graph import END, START, StateGraph
@@ -30,7 +31,6 @@ from fast_langgraph.profiler import (
     compare,
 )
 from fast_langgraph.profiler._runner import normalize
-from graph_apps import sqlite_saver
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -226,13 +226,14 @@ def test_normalize_replaces_ids_and_timestamps() -> None:
     assert normalize({"m": [a]}) == normalize({"m": [b]})
     assert normalize(AIMessage(content="x")) != normalize(AIMessage(content="y"))
     assert normalize({"created_at": 1.5, "t": "at 2025-01-02T03:04:05.123Z"}) == {
-        "created_at": "<timestamp>", "t": "at <timestamp>"
+        "created_at": "<timestamp>",
+        "t": "at <timestamp>",
     }
 
 
 # -- compare() --------------------------------------------------------------------------------
 
-APP = '''
+APP = """
 import operator, sqlite3, tempfile
 from typing import Annotated
 from langchain_core.messages import AIMessage
@@ -274,7 +275,7 @@ def build_graph():
 
 
 graph = build_graph()
-'''
+"""
 
 
 def _app(tmp_path: Path, mark: str = "'same'", name: str = "app.py") -> Path:
@@ -352,15 +353,30 @@ def test_compare_argument_errors() -> None:
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "fast_langgraph", *args],
-        cwd=cwd, capture_output=True, text=True, timeout=240,
+        check=False,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
 
 
 def test_cli_profile_writes_html_and_json(tmp_path: Path) -> None:
     _app(tmp_path)
     msg = json.dumps({"messages": [{"role": "user", "content": "hi"}]})
-    p = _cli("profile", "app.py:graph", "--input", msg, "--input", msg,
-             "--html", "r.html", "--json", "r.json", cwd=tmp_path)
+    p = _cli(
+        "profile",
+        "app.py:graph",
+        "--input",
+        msg,
+        "--input",
+        msg,
+        "--html",
+        "r.html",
+        "--json",
+        "r.json",
+        cwd=tmp_path,
+    )
     assert p.returncode == 0, p.stderr
     assert "2 invoke(s)" in p.stdout and "research" in p.stdout
     assert "<svg" in (tmp_path / "r.html").read_text()
@@ -370,8 +386,18 @@ def test_cli_profile_writes_html_and_json(tmp_path: Path) -> None:
 def test_cli_compare(tmp_path: Path) -> None:
     _app(tmp_path)
     msg = json.dumps({"messages": [{"role": "user", "content": "hi"}]})
-    p = _cli("profile", "app.py:build_graph", "--input", msg, "--compare", "--runs", "1",
-             "--html", "c.html", cwd=tmp_path)
+    p = _cli(
+        "profile",
+        "app.py:build_graph",
+        "--input",
+        msg,
+        "--compare",
+        "--runs",
+        "1",
+        "--html",
+        "c.html",
+        cwd=tmp_path,
+    )
     assert p.returncode == 0, p.stderr
     assert "speedup" in p.stdout and "RustSQLiteCheckpointer" in p.stdout
     assert "[compare] round 1/1" in p.stderr
@@ -426,3 +452,33 @@ def test_agent_demo_profiles_in_process() -> None:
     assert max(s.parallel for s in r.steps) >= 2
     hits = next(c for k, c in r.caches.items() if "research_llm" in k)
     assert hits["hits"] > 0 and hits["misses"] > 0
+
+
+def test_accelerated_run_uses_the_shim_when_present(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.machinery
+    import pickle
+    import types
+
+    from fast_langgraph.profiler._runner import Runner
+
+    calls: list[int] = []
+    shim = types.ModuleType("fast_langgraph.shim")
+    shim.__spec__ = importlib.machinery.ModuleSpec("fast_langgraph.shim", None)
+    shim.patch_langgraph = lambda: calls.append(1)  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "fast_langgraph.shim", shim)
+    spec = {
+        "target": f"{_app(tmp_path, name='shim_app.py')}:build_graph",
+        "workdir": str(tmp_path),
+        "inputs": pickle.dumps([_hello()]),
+    }
+    runner = Runner("accelerated", spec)
+    runner.load()
+    assert calls == [1]
+    assert runner.setup[0] == "fast_langgraph.shim.patch_langgraph()"
+    # The shim did not swap the saver here, so the runner did; it did not install the
+    # reducer itself, since that is the shim's job.
+    assert any("RustSQLiteCheckpointer" in s for s in runner.setup)
+    assert not any("install_rust_add_messages" in s for s in runner.setup)
+    runner.graph.checkpointer.close()

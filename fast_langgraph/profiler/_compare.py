@@ -79,7 +79,10 @@ class _Child:
         env["PYTHONPATH"] = os.pathsep.join(paths)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "fast_langgraph.profiler._runner", mode, str(spec_path)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._err, env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._err,
+            env=env,
             text=True,
         )
 
@@ -95,8 +98,9 @@ class _Child:
         line = self.proc.stdout.readline()
         if not line:
             self.proc.wait()
-            raise CompareError(f"the {self.mode} process exited ({self.proc.returncode}):\n"
-                               + self._stderr_tail())
+            raise CompareError(
+                f"the {self.mode} process exited ({self.proc.returncode}):\n" + self._stderr_tail()
+            )
         reply = json.loads(line)
         if "error" in reply:
             raise CompareError(f"the {self.mode} run failed: {reply['error'].rstrip()}")
@@ -160,10 +164,16 @@ def compare(
     with tempfile.TemporaryDirectory(prefix="flg-compare-") as tmp:
         work = Path(tmp)
         spec_path = work / "spec.pickle"
-        spec_path.write_bytes(pickle.dumps({
-            "target": target, "inputs": pickle.dumps(inputs), "config": config,
-            "workdir": str(work),
-        }))
+        spec_path.write_bytes(
+            pickle.dumps(
+                {
+                    "target": target,
+                    "inputs": pickle.dumps(inputs),
+                    "config": config,
+                    "workdir": str(work),
+                }
+            )
+        )
         children: dict[str, _Child] = {}
         try:
             say(f"compare {target}: starting the stock and accelerated processes")
@@ -193,8 +203,10 @@ def compare(
                         )
                     per_round[mode].append(sum(reply["times"]) / len(reply["times"]))
                 s, a = per_round["stock"][-1], per_round["accelerated"][-1]
-                say(f"round {k}/{runs}: stock {ms(s)} ms, accelerated {ms(a)} ms per invoke "
-                    f"({s / a:.2f}x)")
+                say(
+                    f"round {k}/{runs}: stock {ms(s)} ms, accelerated {ms(a)} ms per invoke "
+                    f"({s / a:.2f}x)"
+                )
 
             say("profiled round, for the split by phase")
             profiles = {
@@ -209,17 +221,28 @@ def compare(
     stock_med = statistics.median(per_round["stock"])
     acc_med = statistics.median(per_round["accelerated"])
     phases = {mode: profiles[mode].per_invoke() for mode in MODES}
-    saved = {p: phases["stock"][p] - phases["accelerated"][p]
-             for p in ("nodes", "checkpointing", "other")}
+    saved = {
+        p: phases["stock"][p] - phases["accelerated"][p]
+        for p in ("nodes", "checkpointing", "other")
+    }
     total_saved = phases["stock"]["total"] - phases["accelerated"]["total"]
     share = {p: (v / total_saved if total_saved else 0.0) for p, v in saved.items()}
     return CompareResult(
-        target=target, rounds=runs, invokes_per_round=len(inputs),
-        stock_rounds_s=per_round["stock"], accelerated_rounds_s=per_round["accelerated"],
-        stock_median_s=stock_med, accelerated_median_s=acc_med,
-        speedup=stock_med / acc_med, speedup_min=min(ratios), speedup_max=max(ratios),
-        phases=phases, gain_share=share, applied=setup["accelerated"],
-        stock_setup=setup["stock"], profiles=profiles,
+        target=target,
+        rounds=runs,
+        invokes_per_round=len(inputs),
+        stock_rounds_s=per_round["stock"],
+        accelerated_rounds_s=per_round["accelerated"],
+        stock_median_s=stock_med,
+        accelerated_median_s=acc_med,
+        speedup=stock_med / acc_med,
+        speedup_min=min(ratios),
+        speedup_max=max(ratios),
+        phases=phases,
+        gain_share=share,
+        applied=setup["accelerated"],
+        stock_setup=setup["stock"],
+        profiles=profiles,
     )
 
 
@@ -236,7 +259,7 @@ def format_compare(c: CompareResult) -> str:
     lines = [
         f"{c.target}: {c.invokes_per_round} invokes per round, {c.rounds} interleaved rounds "
         "(+1 warm-up), separate processes",
-        f"outputs identical in every round (message ids and timestamps normalized)",
+        "outputs identical in every round (message ids and timestamps normalized)",
         "",
         f"  {'':<30} {'stock':>10} {'accelerated':>12} {'saved':>10}",
         f"  {'per invoke, median of rounds':<30} {ms(c.stock_median_s):>7} ms "
@@ -244,8 +267,12 @@ def format_compare(c: CompareResult) -> str:
         f"{ms(c.stock_median_s - c.accelerated_median_s):>7} ms",
         f"  {'profiled round, per invoke:':<30}",
     ]
-    for phase, label in (("nodes", "nodes"), ("checkpointing", "checkpointing"),
-                         ("other", "other framework overhead"), ("total", "total")):
+    for phase, label in (
+        ("nodes", "nodes"),
+        ("checkpointing", "checkpointing"),
+        ("other", "other framework overhead"),
+        ("total", "total"),
+    ):
         lines.append(
             f"    {label:<28} {ms(st[phase]):>7} ms {ms(ac[phase]):>9} ms "
             f"{ms(st[phase] - ac[phase]):>7} ms"
@@ -254,9 +281,8 @@ def format_compare(c: CompareResult) -> str:
         "",
         f"  speedup: {c.speedup:.2f}x (per round: min {c.speedup_min:.2f}x, "
         f"max {c.speedup_max:.2f}x)",
-        "  time saved by phase: " + ", ".join(
-            f"{p} {v * 100:.0f}%" for p, v in c.gain_share.items()
-        ),
+        "  time saved by phase: "
+        + ", ".join(f"{p} {v * 100:.0f}%" for p, v in c.gain_share.items()),
         "",
         "  accelerated run: " + "; ".join(c.applied),
         "  stock run: " + "; ".join(c.stock_setup),

@@ -374,9 +374,10 @@ class GraphProfiler:
             runs = {k: dict(v) for k, v in self._runs.items()}
             roots = list(self._roots)
             ckpt = list(self._ckpt)
-            caches = {"node cache": tuple(self._node_cache), **{
-                k: tuple(v) for k, v in self._watched.items()
-            }}
+            caches = {
+                "node cache": tuple(self._node_cache),
+                **{k: tuple(v) for k, v in self._watched.items()},
+            }
             nbytes = self._bytes
         return build_report(
             graph_name=self.graph.get_name(),

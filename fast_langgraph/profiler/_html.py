@@ -28,8 +28,18 @@ svg text{font:11px system-ui,sans-serif}
 """
 
 
-_PALETTE = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#b07aa1", "#76b7b2", "#edc948",
-            "#ff9da7", "#9c755f", "#bab0ac")
+_PALETTE = (
+    "#4e79a7",
+    "#f28e2b",
+    "#59a14f",
+    "#e15759",
+    "#b07aa1",
+    "#76b7b2",
+    "#edc948",
+    "#ff9da7",
+    "#9c755f",
+    "#bab0ac",
+)
 
 
 def _color(name: str) -> str:
@@ -78,26 +88,31 @@ def _timeline_svg(inv: dict[str, Any], width: int = 1100, span: float | None = N
     while t <= dur * 1e3 + 1e-9:
         x = label_w + t / 1e3 * scale
         parts.append(f'<line x1="{x:.1f}" y1="14" x2="{x:.1f}" y2="100%" stroke="#eaeef2"/>')
-        parts.append(f'<text x="{x:.1f}" y="11" text-anchor="middle" fill="#57606a">'
-                     f"{t:g} ms</text>")
+        parts.append(
+            f'<text x="{x:.1f}" y="11" text-anchor="middle" fill="#57606a">{t:g} ms</text>'
+        )
         t += step_ms
     for lane in lanes:
         h = lane["rows"] * row_h
         parts.append(f'<rect x="0" y="{y - 2}" width="{width}" height="{h + 4}" fill="#f6f8fa"/>')
-        parts.append(f'<text x="4" y="{y + h / 2 + 4:.1f}" fill="#24292f">step {lane["step"]}</text>')
+        parts.append(
+            f'<text x="4" y="{y + h / 2 + 4:.1f}" fill="#24292f">step {lane["step"]}</text>'
+        )
         for b in lane["bars"]:
             x = label_w + b["start"] * scale
             w = max((b["end"] - b["start"]) * scale, 1.5)
             by = y + b["slot"] * row_h
             stroke = ' stroke="#cf222e" stroke-width="2"' if b["error"] else ""
-            title = f'{b["node"]}: {ms(b["end"] - b["start"])} ms (step {lane["step"]})'
+            title = f"{b['node']}: {ms(b['end'] - b['start'])} ms (step {lane['step']})"
             parts.append(
                 f'<g><title>{_esc(title)}</title><rect x="{x:.1f}" y="{by + 1}" width="{w:.1f}" '
                 f'height="{row_h - 3}" rx="2" fill="{_color(b["node"])}"{stroke}/>'
             )
             if w > 40:
-                parts.append(f'<text x="{x + 3:.1f}" y="{by + row_h - 5}" fill="#fff">'
-                             f'{_esc(b["node"])[: int(w / 6.5)]}</text>')
+                parts.append(
+                    f'<text x="{x + 3:.1f}" y="{by + row_h - 5}" fill="#fff">'
+                    f"{_esc(b['node'])[: int(w / 6.5)]}</text>"
+                )
             parts.append("</g>")
         y += h + gap
     if inv["checkpoint"]:
@@ -108,12 +123,17 @@ def _timeline_svg(inv: dict[str, Any], width: int = 1100, span: float | None = N
             x = label_w + c["start"] * scale
             w = max((c["end"] - c["start"]) * scale, 1.0)
             fill = {"put": "#6e40c9", "put_writes": "#bf8700", "get_tuple": "#0969da"}[c["op"]]
-            parts.append(f'<rect x="{x:.1f}" y="{y + c["slot"] * 12}" width="{w:.1f}" '
-                         f'height="10" fill="{fill}">'
-                         f'<title>{c["op"]}: {ms(c["end"] - c["start"])} ms</title></rect>')
+            parts.append(
+                f'<rect x="{x:.1f}" y="{y + c["slot"] * 12}" width="{w:.1f}" '
+                f'height="10" fill="{fill}">'
+                f"<title>{c['op']}: {ms(c['end'] - c['start'])} ms</title></rect>"
+            )
         y += rows * 12 + gap
-    return (f'<svg width="{width}" height="{y + 4}" xmlns="http://www.w3.org/2000/svg">'
-            + "".join(parts) + "</svg>")
+    return (
+        f'<svg width="{width}" height="{y + 4}" xmlns="http://www.w3.org/2000/svg">'
+        + "".join(parts)
+        + "</svg>"
+    )
 
 
 def _nice_step(x: float) -> float:
@@ -150,8 +170,10 @@ def profile_body(
     per = r.per_invoke()
     out = ['<div class="cards">']
     for label, v in (
-        ("per invoke", per["total"]), ("in nodes", per["nodes"]),
-        ("checkpointing", per["checkpointing"]), ("other framework", per["other"]),
+        ("per invoke", per["total"]),
+        ("in nodes", per["nodes"]),
+        ("checkpointing", per["checkpointing"]),
+        ("other framework", per["other"]),
     ):
         out.append(f'<div class="card"><b>{ms(v)} ms</b><span>{label}</span></div>')
     out.append(f'<div class="card"><b>{r.invokes}</b><span>invokes</span></div>')
@@ -168,9 +190,11 @@ def profile_body(
     for inv in shown:
         out.append(f"<h3>invoke {inv['invoke'] + 1}: {ms(inv['duration'])} ms</h3>")
         out.append(_timeline_svg(inv, span=span))
-    out.append("<h2>Nodes (slowest first)</h2><table><tr><th>node</th><th>count</th>"
-               "<th>total ms</th><th>mean ms</th><th>p50 ms</th><th>p95 ms</th>"
-               "<th>LLM calls</th></tr>")
+    out.append(
+        "<h2>Nodes (slowest first)</h2><table><tr><th>node</th><th>count</th>"
+        "<th>total ms</th><th>mean ms</th><th>p50 ms</th><th>p95 ms</th>"
+        "<th>LLM calls</th></tr>"
+    )
     for nd in r.nodes:
         out.append(
             f'<tr><td><i style="display:inline-block;width:10px;height:10px;background:'
@@ -180,11 +204,15 @@ def profile_body(
         )
     out.append("</table>")
 
-    out.append("<h2>Checkpointer, caches, LLM</h2><table><tr><th>checkpoint call</th>"
-               "<th>count</th><th>total ms</th><th>mean ms</th></tr>")
+    out.append(
+        "<h2>Checkpointer, caches, LLM</h2><table><tr><th>checkpoint call</th>"
+        "<th>count</th><th>total ms</th><th>mean ms</th></tr>"
+    )
     for op, v in r.checkpoint.items():
-        out.append(f"<tr><td>{op}</td><td>{int(v['count'])}</td><td>{ms(v['total_s'])}</td>"
-                   f"<td>{ms(v['mean_s'])}</td></tr>")
+        out.append(
+            f"<tr><td>{op}</td><td>{int(v['count'])}</td><td>{ms(v['total_s'])}</td>"
+            f"<td>{ms(v['mean_s'])}</td></tr>"
+        )
     out.append(f"<tr><td>bytes serialized</td><td colspan=3>{r.checkpoint_bytes:,}</td></tr>")
     out.append("</table>")
     if r.caches:
@@ -193,10 +221,15 @@ def profile_body(
             out.append(f"<tr><td>{_esc(name)}</td><td>{c['hits']}</td><td>{c['misses']}</td></tr>")
         out.append("</table>")
     llm = r.llm
-    tokens = (f"{llm['input_tokens']:,} input / {llm['output_tokens']:,} output tokens"
-              if llm["calls_with_usage"] else "no token counts reported")
-    out.append(f"<p>LLM calls: {llm['calls']} ({ms(llm['total_s'])} ms), {tokens}. "
-               f"Tool calls: {r.tools['calls']} ({ms(r.tools['total_s'])} ms).</p>")
+    tokens = (
+        f"{llm['input_tokens']:,} input / {llm['output_tokens']:,} output tokens"
+        if llm["calls_with_usage"]
+        else "no token counts reported"
+    )
+    out.append(
+        f"<p>LLM calls: {llm['calls']} ({ms(llm['total_s'])} ms), {tokens}. "
+        f"Tool calls: {r.tools['calls']} ({ms(r.tools['total_s'])} ms).</p>"
+    )
 
     return "".join(out)
 
@@ -236,9 +269,15 @@ def render_compare(c: Any) -> str:
     rows = []
     for phase in ("total", "nodes", "checkpointing", "other"):
         s, a = c.phases["stock"][phase], c.phases["accelerated"][phase]
-        label = {"total": "per invoke (profiled round)", "nodes": "nodes",
-                 "checkpointing": "checkpointing", "other": "other framework"}[phase]
-        rows.append(f"<tr><td>{label}</td><td>{ms(s)}</td><td>{ms(a)}</td><td>{ms(s - a)}</td></tr>")
+        label = {
+            "total": "per invoke (profiled round)",
+            "nodes": "nodes",
+            "checkpointing": "checkpointing",
+            "other": "other framework",
+        }[phase]
+        rows.append(
+            f"<tr><td>{label}</td><td>{ms(s)}</td><td>{ms(a)}</td><td>{ms(s - a)}</td></tr>"
+        )
     body = [
         f'<p class="speed">{c.speedup:.2f}x faster '
         f'<span style="font-size:14px;color:#57606a">(min {c.speedup_min:.2f}x, max '
@@ -247,16 +286,20 @@ def render_compare(c: Any) -> str:
         f"<tr><td><b>per invoke (median)</b></td><td>{ms(c.stock_median_s)}</td>"
         f"<td>{ms(c.accelerated_median_s)}</td>"
         f"<td>{ms(c.stock_median_s - c.accelerated_median_s)}</td></tr>",
-        *rows, "</table>",
-        f"<p>Outputs identical in every round (message ids and timestamps normalized). "
+        *rows,
+        "</table>",
+        "<p>Outputs identical in every round (message ids and timestamps normalized). "
         "Phases come from one profiled round per process.</p>",
         "<h2>Accelerated</h2>",
         profile_body(c.profiles["accelerated"], pick=pick, span=span),
         "<h2>Stock</h2>",
         profile_body(c.profiles["stock"], pick=pick, span=span),
         "<h2>What each run used</h2><h3>Accelerated</h3><ul>",
-        *[f"<li>{_esc(x)}</li>" for x in c.applied], "</ul>",
-        "<h3>Stock</h3><ul>", *[f"<li>{_esc(x)}</li>" for x in c.stock_setup], "</ul>",
+        *[f"<li>{_esc(x)}</li>" for x in c.applied],
+        "</ul>",
+        "<h3>Stock</h3><ul>",
+        *[f"<li>{_esc(x)}</li>" for x in c.stock_setup],
+        "</ul>",
     ]
     return _page(
         f"fast-langgraph: stock vs accelerated — {c.target}",

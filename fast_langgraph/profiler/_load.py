@@ -47,8 +47,9 @@ def load_module(where: str) -> ModuleType:
         return importlib.import_module(where)
     except ModuleNotFoundError as e:
         if e.name and where.startswith(e.name):
-            raise TargetError(f"no module named {where!r} (give a file path or a module "
-                              "importable from here)") from e
+            raise TargetError(
+                f"no module named {where!r} (give a file path or a module importable from here)"
+            ) from e
         raise
 
 
@@ -77,8 +78,11 @@ def resolve(target: str) -> tuple[ModuleType, Any]:
         return module, built
     if not isinstance(obj, Pregel):
         hint = " (call .compile() on it)" if hasattr(obj, "compile") else ""
-        what = (f"the class {obj.__qualname__}" if isinstance(obj, type)
-                else f"a {type(obj).__module__}.{type(obj).__qualname__}")
+        what = (
+            f"the class {obj.__qualname__}"
+            if isinstance(obj, type)
+            else f"a {type(obj).__module__}.{type(obj).__qualname__}"
+        )
         raise TargetError(f"{target} is {what}, not a compiled LangGraph graph{hint}")
     return module, obj
 

@@ -185,8 +185,14 @@ def build_report(
             if r["error"]:
                 node_errors[r["name"]] = node_errors.get(r["name"], 0) + 1
             spans.append(
-                {"node": r["name"], "step": r["step"] if r["step"] is not None else -1,
-                 "start": r["start"], "end": r["end"], "error": r["error"], "run": c}
+                {
+                    "node": r["name"],
+                    "step": r["step"] if r["step"] is not None else -1,
+                    "start": r["start"],
+                    "end": r["end"],
+                    "error": r["error"],
+                    "run": c,
+                }
             )
         node_union = _union([(s["start"], s["end"]) for s in spans])
         ck = [(op, a, b) for op, a, b in checkpoint_calls if a >= start and b <= end]
@@ -216,25 +222,40 @@ def build_report(
             lo = min(a for a, _ in ivs)
             hi = max(b for _, b in ivs)
             steps.append(
-                StepStats(invoke=i, step=step, start_s=lo - start, duration_s=hi - lo,
-                          tasks=len(ss), parallel=_max_overlap(ivs),
-                          nodes=[s["node"] for s in ss])
+                StepStats(
+                    invoke=i,
+                    step=step,
+                    start_s=lo - start,
+                    duration_s=hi - lo,
+                    tasks=len(ss),
+                    parallel=_max_overlap(ivs),
+                    nodes=[s["node"] for s in ss],
+                )
             )
-            lanes.append({
-                "step": step,
-                "rows": len(slot_ends),
-                "bars": [
-                    {"node": s["node"], "start": s["start"] - start, "end": s["end"] - start,
-                     "slot": s["slot"], "error": s["error"]}
-                    for s in ss
-                ],
-            })
-        timeline.append({
-            "invoke": i,
-            "duration": end - start,
-            "lanes": lanes,
-            "checkpoint": [{"op": op, "start": a - start, "end": b - start} for op, a, b in ck],
-        })
+            lanes.append(
+                {
+                    "step": step,
+                    "rows": len(slot_ends),
+                    "bars": [
+                        {
+                            "node": s["node"],
+                            "start": s["start"] - start,
+                            "end": s["end"] - start,
+                            "slot": s["slot"],
+                            "error": s["error"],
+                        }
+                        for s in ss
+                    ],
+                }
+            )
+        timeline.append(
+            {
+                "invoke": i,
+                "duration": end - start,
+                "lanes": lanes,
+                "checkpoint": [{"op": op, "start": a - start, "end": b - start} for op, a, b in ck],
+            }
+        )
 
     # LLM and tool calls, attributed to the node they ran in.
     llm_calls = llm_time = 0.0
@@ -264,9 +285,14 @@ def build_report(
 
     nodes = [
         NodeStats(
-            name=name, count=len(ds), total_s=sum(ds), mean_s=sum(ds) / len(ds),
-            p50_s=percentile(ds, 0.5), p95_s=percentile(ds, 0.95),
-            llm_calls=node_llm.get(name, 0), errors=node_errors.get(name, 0),
+            name=name,
+            count=len(ds),
+            total_s=sum(ds),
+            mean_s=sum(ds) / len(ds),
+            p50_s=percentile(ds, 0.5),
+            p95_s=percentile(ds, 0.95),
+            llm_calls=node_llm.get(name, 0),
+            errors=node_errors.get(name, 0),
         )
         for name, ds in node_durations.items()
     ]
@@ -276,7 +302,9 @@ def build_report(
     for op in ("put", "put_writes", "get_tuple"):
         ds = [b - a for o, a, b in checkpoint_calls if o == op]
         checkpoint[op] = {
-            "count": len(ds), "total_s": sum(ds), "mean_s": sum(ds) / len(ds) if ds else 0.0,
+            "count": len(ds),
+            "total_s": sum(ds),
+            "mean_s": sum(ds) / len(ds) if ds else 0.0,
         }
     cache_out = {
         name: {"hits": h, "misses": m}
@@ -298,8 +326,13 @@ def build_report(
         checkpoint=checkpoint,
         checkpoint_bytes=bytes_written,
         caches=cache_out,
-        llm={"calls": int(llm_calls), "total_s": llm_time, "input_tokens": tok_in,
-             "output_tokens": tok_out, "calls_with_usage": reported},
+        llm={
+            "calls": int(llm_calls),
+            "total_s": llm_time,
+            "input_tokens": tok_in,
+            "output_tokens": tok_out,
+            "calls_with_usage": reported,
+        },
         tools={"calls": tool_calls, "total_s": tool_time},
         timeline=timeline,
     )
@@ -351,7 +384,8 @@ def format_report(r: ProfileReport) -> str:
     if r.llm["calls"]:
         tok = (
             f", {r.llm['input_tokens']:,} input / {r.llm['output_tokens']:,} output tokens"
-            if r.llm["calls_with_usage"] else ", no token counts reported"
+            if r.llm["calls_with_usage"]
+            else ", no token counts reported"
         )
         lines += ["", f"  LLM calls: {r.llm['calls']} ({ms(r.llm['total_s'])} ms){tok}"]
     if r.tools["calls"]:

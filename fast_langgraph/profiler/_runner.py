@@ -12,6 +12,8 @@ import datetime
 import enum
 import functools
 import hashlib
+import importlib
+import importlib.util
 import inspect
 import json
 import os
@@ -62,8 +64,10 @@ def normalize(x: Any) -> Any:
     if hasattr(x, "__dataclass_fields__"):
         import dataclasses
 
-        return {"__type__": type(x).__name__,
-                **normalize({f.name: getattr(x, f.name) for f in dataclasses.fields(x)})}
+        return {
+            "__type__": type(x).__name__,
+            **normalize({f.name: getattr(x, f.name) for f in dataclasses.fields(x)}),
+        }
     return ADDR_RE.sub("<addr>", normalize(repr(x)))
 
 
@@ -110,11 +114,10 @@ class Runner:
             fast_langgraph.cached = _stock_cached
             fast_langgraph.cache.cached = _stock_cached
         else:
-            try:
-                import fast_langgraph.shim as shim  # noqa: PLC0415 - optional, built elsewhere
-            except ImportError:
-                shim = None
-            if shim is not None:
+            # The shim is optional: use it when the installed package has it. An error
+            # inside it is reported, not taken for its absence.
+            if importlib.util.find_spec("fast_langgraph.shim") is not None:
+                shim = importlib.import_module("fast_langgraph.shim")
                 shim.patch_langgraph()
                 self.setup.append("fast_langgraph.shim.patch_langgraph()")
 
@@ -122,7 +125,10 @@ class Runner:
         self._swap_checkpointer()
         self._swap_caches()
         if self.mode == "accelerated":
-            from fast_langgraph.merge import install_rust_add_messages, is_rust_add_messages_installed
+            from fast_langgraph.merge import (
+                install_rust_add_messages,
+                is_rust_add_messages_installed,
+            )
 
             if shim is None:
                 install_rust_add_messages()
@@ -133,9 +139,11 @@ class Runner:
             if getattr(obj, "__flg_stock_cached__", False):
                 self.setup.append(f"@cached {name}: disabled, runs on every call (stock)")
                 self.cached_functions.append(obj)
-            elif callable(getattr(obj, "cache_info", None)) and callable(
-                getattr(obj, "cache_clear", None)
-            ) and type(obj).__module__.startswith("fast_langgraph"):
+            elif (
+                callable(getattr(obj, "cache_info", None))
+                and callable(getattr(obj, "cache_clear", None))
+                and type(obj).__module__.startswith("fast_langgraph")
+            ):
                 self.setup.append(f"@cached {name}: fast-langgraph cache, cleared every round")
                 self.cached_functions.append(obj)
 
@@ -216,7 +224,10 @@ class Runner:
             times.append(time.perf_counter() - t0)
             outputs.append(normalize(out))
         blob = json.dumps(outputs, sort_keys=True)
-        reply: dict[str, Any] = {"times": times, "digest": hashlib.sha256(blob.encode()).hexdigest()}
+        reply: dict[str, Any] = {
+            "times": times,
+            "digest": hashlib.sha256(blob.encode()).hexdigest(),
+        }
         if want_outputs:
             reply["outputs"] = outputs
         return reply
