@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 MATURIN := VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin
 
-.PHONY: demo test test-rust test-py bench dev lint clean
+.PHONY: demo demo-checkpointer test test-rust test-py bench dev lint clean
 
 $(VENV)/bin/maturin:
 	python3 -m venv $(VENV)
@@ -15,7 +15,12 @@ $(VENV)/bin/maturin:
 dev: $(VENV)/bin/maturin
 	$(MATURIN) develop --release --quiet --extras test
 
+# The headline demo: a research agent, stock against accelerated (fast_langgraph.profiler.compare);
+# prints the table and writes report.html.
 demo: dev
+	$(PY) examples/agent_demo.py --html report.html
+
+demo-checkpointer: dev
 	$(PY) examples/checkpointer_demo.py
 
 test-rust:
