@@ -295,7 +295,10 @@ def test_compare_reports_speedup_phases_and_what_was_applied(tmp_path: Path) -> 
     assert set(r.gain_share) == {"nodes", "checkpointing", "other"}
     assert r.profiles["stock"].invokes == r.profiles["accelerated"].invokes == 3
     applied = " | ".join(r.applied)
-    assert "RustSQLiteCheckpointer" in applied and "install_rust_add_messages" in applied
+    assert "RustSQLiteCheckpointer on a new file" in applied
+    # The shim is part of the package, so it installs the Rust reducer.
+    assert "fast_langgraph.shim.patch_langgraph()" in applied
+    assert "the Rust add_messages reducer" in applied
     assert "@cached lookup" in applied
     stock = " | ".join(r.stock_setup)
     assert "SqliteSaver" in stock and "@cached lookup: disabled" in stock

@@ -158,6 +158,8 @@ class Runner:
                 self.setup.append(f"checkpointer: {type(saver).__name__}, as the app built it")
             return
         before = type(saver).__name__
+        if isinstance(saver, SqliteSaver) and isinstance(saver, RustSQLiteCheckpointer):
+            before = "SqliteSaver, which the shim made a RustSQLiteCheckpointer"
         if self.mode == "stock":
             import sqlite3
 
