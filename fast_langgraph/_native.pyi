@@ -36,7 +36,9 @@ _Row = tuple[
     str,  # type tag of the checkpoint
     bytes,  # the checkpoint, without channel values
     str,  # metadata, JSON
-    list[tuple[str, list[tuple[str, bytes]]]],  # (channel, [(type, data), ...] oldest first)
+    # (channel, [(type, data), ...] oldest first, deltas in the stored chain); segments that
+    # are all msgpack arrays come joined into one
+    list[tuple[str, list[tuple[str, bytes]], int]],
     list[tuple[str, str, str, bytes]],  # (task_id, channel, type, data), in writes_sort_key order
 ]
 

@@ -213,15 +213,11 @@ class RustSQLiteCheckpointer(
             # The graph builds its next state from these very objects: remember them, so the
             # next put can store only what is appended to them.
             versions = tup.checkpoint["channel_versions"]
-            for channel, segments in rows[0][7]:
+            for channel, _segments, deltas in rows[0][7]:
                 value = tup.checkpoint["channel_values"].get(channel)
                 if type(value) is list and channel in versions:
                     self._lists.remember(
-                        (rows[0][0], rows[0][1], channel),
-                        str(versions[channel]),
-                        value,
-                        len(segments) - 1,
-                        "read",
+                        (rows[0][0], rows[0][1], channel), str(versions[channel]), value, deltas, "read"
                     )
         return tup
 
@@ -278,7 +274,7 @@ class RustSQLiteCheckpointer(
         thread_id, ns, checkpoint_id, parent_id, type_, data, metadata_json, blobs, writes = row
         loads = self.serde.loads_typed
         checkpoint = loads((type_, data))
-        checkpoint["channel_values"] = {ch: self._load_value(ch, segs) for ch, segs in blobs}
+        checkpoint["channel_values"] = {ch: self._load_value(ch, segs) for ch, segs, _ in blobs}
         return CheckpointTuple(
             config=config
             or {

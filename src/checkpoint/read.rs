@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use rusqlite::types::Value;
 use rusqlite::Connection;
 
-use super::{ChannelValue, StoredCheckpoint, StoredWrite};
+use super::{msgpack, ChannelValue, StoredCheckpoint, StoredWrite};
 use crate::error::{Error, Result};
 
 /// One stored blob on the way from a checkpoint's channel version to its full value.
@@ -109,6 +109,7 @@ pub fn list(conn: &Connection, q: &ListQuery) -> Result<Vec<StoredCheckpoint>> {
     };
     // Kind 0: the checkpoint; 1: a segment of one of its channel values (depth 0 is the blob
     // of the version it names, depth d the base that depth d-1 extends); 2: a pending write.
+    // The chain is walked on keys only; each blob is read once, at the end.
     // CROSS JOIN pins the join order (checkpoint, then its versions, then a primary-key lookup
     // of each blob or write); left to itself the planner scans every blob of the thread per
     // checkpoint, or every write in the file.
@@ -118,14 +119,14 @@ pub fn list(conn: &Connection, q: &ListQuery) -> Result<Vec<StoredCheckpoint>> {
                    channel_versions
             FROM flg_checkpoints {where_}
             ORDER BY {order} LIMIT {limit}),
-        seg(thread_id, checkpoint_ns, checkpoint_id, channel, type, blob, base, depth) AS (
-            SELECT c.thread_id, c.checkpoint_ns, c.checkpoint_id, b.channel, b.type, b.blob, b.delta_base, 0
+        seg(thread_id, checkpoint_ns, checkpoint_id, channel, version, base, depth) AS (
+            SELECT c.thread_id, c.checkpoint_ns, c.checkpoint_id, b.channel, b.version, b.delta_base, 0
               FROM c CROSS JOIN json_each(c.channel_versions) AS j
               CROSS JOIN flg_blobs AS b ON b.thread_id = c.thread_id AND b.checkpoint_ns = c.checkpoint_ns
                    AND b.channel = j.key AND b.version = j.value
              WHERE b.type <> 'empty'
             UNION ALL
-            SELECT seg.thread_id, seg.checkpoint_ns, seg.checkpoint_id, b.channel, b.type, b.blob, b.delta_base,
+            SELECT seg.thread_id, seg.checkpoint_ns, seg.checkpoint_id, b.channel, b.version, b.delta_base,
                    seg.depth + 1
               FROM seg CROSS JOIN flg_blobs AS b ON b.thread_id = seg.thread_id
                    AND b.checkpoint_ns = seg.checkpoint_ns AND b.channel = seg.channel AND b.version = seg.base)
@@ -133,7 +134,10 @@ pub fn list(conn: &Connection, q: &ListQuery) -> Result<Vec<StoredCheckpoint>> {
                c.metadata, NULL, NULL
           FROM c
         UNION ALL
-        SELECT 1, thread_id, checkpoint_ns, checkpoint_id, channel, type, blob, base, NULL, depth FROM seg
+        SELECT 1, seg.thread_id, seg.checkpoint_ns, seg.checkpoint_id, seg.channel, b.type, b.blob, seg.base, NULL,
+               seg.depth
+          FROM seg CROSS JOIN flg_blobs AS b ON b.thread_id = seg.thread_id AND b.checkpoint_ns = seg.checkpoint_ns
+               AND b.channel = seg.channel AND b.version = seg.version
         UNION ALL
         SELECT 2, c.thread_id, c.checkpoint_ns, c.checkpoint_id, w.channel, w.type, w.blob, w.task_id, w.task_path,
                w.idx
@@ -207,10 +211,17 @@ pub fn list(conn: &Connection, q: &ListQuery) -> Result<Vec<StoredCheckpoint>> {
                 )));
             }
         }
-        out[i].blobs.push(ChannelValue {
-            channel,
-            segments: segs.into_iter().map(|s| (s.type_tag, s.data)).collect(),
-        });
+        let deltas = segs.len() - 1;
+        let joined = if deltas > 0 && segs.iter().all(|s| s.type_tag == msgpack::MSGPACK) {
+            msgpack::join_arrays(segs.iter().map(|s| s.data.as_slice()))
+        } else {
+            None
+        };
+        let segments = match joined {
+            Some(data) => vec![(msgpack::MSGPACK.to_owned(), data)],
+            None => segs.into_iter().map(|s| (s.type_tag, s.data)).collect(),
+        };
+        out[i].blobs.push(ChannelValue { channel, segments, deltas });
     }
     for (key, write) in writes {
         if let Some(&i) = index.get(&key) {

@@ -2,8 +2,9 @@
 //!
 //! Channel values live in `flg_blobs`, one row per (thread, namespace, channel, version), as
 //! LangGraph's Postgres saver stores them: a step that changes one channel writes one blob.
-//! `delta_base` is reserved for list channels stored as an append-only tail over the blob of
-//! an earlier version; a NULL `delta_base` is a full value.
+//! A blob with a `delta_base` holds only the items a list channel appended to the blob of that
+//! earlier version; a NULL `delta_base` is a full value. Small columns come before the blob, so
+//! that reading them never walks the blob's overflow pages.
 use rusqlite::Connection;
 
 use super::Synchronous;
@@ -23,21 +24,21 @@ CREATE TABLE IF NOT EXISTS flg_checkpoints (
     checkpoint_id TEXT NOT NULL,
     parent_checkpoint_id TEXT,
     run_id TEXT,
+    channel_versions TEXT NOT NULL,
+    metadata TEXT NOT NULL,
     type TEXT NOT NULL,
     checkpoint BLOB NOT NULL,
-    metadata TEXT NOT NULL,
-    channel_versions TEXT NOT NULL,
     PRIMARY KEY (thread_id, checkpoint_ns, checkpoint_id)
-) WITHOUT ROWID;
+);
 CREATE INDEX IF NOT EXISTS flg_checkpoints_run ON flg_checkpoints (run_id) WHERE run_id IS NOT NULL;
 CREATE TABLE IF NOT EXISTS flg_blobs (
     thread_id TEXT NOT NULL,
     checkpoint_ns TEXT NOT NULL,
     channel TEXT NOT NULL,
     version TEXT NOT NULL,
+    delta_base TEXT,
     type TEXT NOT NULL,
     blob BLOB,
-    delta_base TEXT,
     PRIMARY KEY (thread_id, checkpoint_ns, channel, version)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS flg_writes (
@@ -47,9 +48,9 @@ CREATE TABLE IF NOT EXISTS flg_writes (
     task_id TEXT NOT NULL,
     idx INTEGER NOT NULL,
     channel TEXT NOT NULL,
+    task_path TEXT NOT NULL DEFAULT '',
     type TEXT NOT NULL,
     blob BLOB,
-    task_path TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (thread_id, checkpoint_ns, checkpoint_id, task_id, idx)
 );
 ";

@@ -326,18 +326,21 @@ fn delete_for_runs(conn: &Connection, run_ids: &[String]) -> Result<()> {
 
 fn copy_thread(conn: &Connection, source: &str, target: &str) -> Result<()> {
     conn.prepare_cached(
-        "INSERT OR REPLACE INTO flg_checkpoints SELECT ?2, checkpoint_ns, checkpoint_id, parent_checkpoint_id, run_id, \
-         type, checkpoint, metadata, channel_versions FROM flg_checkpoints WHERE thread_id = ?1",
+        "INSERT OR REPLACE INTO flg_checkpoints (thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, \
+         run_id, channel_versions, metadata, type, checkpoint) SELECT ?2, checkpoint_ns, checkpoint_id, \
+         parent_checkpoint_id, run_id, channel_versions, metadata, type, checkpoint FROM flg_checkpoints \
+         WHERE thread_id = ?1",
     )?
     .execute([source, target])?;
     conn.prepare_cached(
-        "INSERT OR REPLACE INTO flg_blobs SELECT ?2, checkpoint_ns, channel, version, type, blob, delta_base \
-         FROM flg_blobs WHERE thread_id = ?1",
+        "INSERT OR REPLACE INTO flg_blobs (thread_id, checkpoint_ns, channel, version, delta_base, type, blob) \
+         SELECT ?2, checkpoint_ns, channel, version, delta_base, type, blob FROM flg_blobs WHERE thread_id = ?1",
     )?
     .execute([source, target])?;
     conn.prepare_cached(
-        "INSERT OR REPLACE INTO flg_writes SELECT ?2, checkpoint_ns, checkpoint_id, task_id, idx, channel, type, blob, \
-         task_path FROM flg_writes WHERE thread_id = ?1",
+        "INSERT OR REPLACE INTO flg_writes (thread_id, checkpoint_ns, checkpoint_id, task_id, idx, channel, \
+         task_path, type, blob) SELECT ?2, checkpoint_ns, checkpoint_id, task_id, idx, channel, task_path, type, blob \
+         FROM flg_writes WHERE thread_id = ?1",
     )?
     .execute([source, target])?;
     Ok(())

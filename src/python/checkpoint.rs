@@ -125,8 +125,8 @@ impl PyCheckpointStore {
 
     /// Lists checkpoints newest first. Each item is a tuple
     /// `(thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, type, checkpoint, metadata_json,
-    /// blobs, writes)` with `blobs` as `[(channel, [(type, data), ...])]` (the segments whose
-    /// concatenation is the value, oldest first) and `writes` as `[(task_id, channel, type, data)]`
+    /// blobs, writes)` with `blobs` as `[(channel, [(type, data), ...], deltas)]` (the segments
+    /// whose concatenation is the value, oldest first, and the length of the stored delta chain) and `writes` as `[(task_id, channel, type, data)]`
     /// in LangGraph's order.
     #[pyo3(signature = (*, thread_id = None, checkpoint_ns = None, checkpoint_id = None, before = None, filter = Vec::new(), limit = None))]
     #[allow(clippy::too_many_arguments)]
@@ -314,7 +314,7 @@ fn stored_to_py(py: Python<'_>, row: StoredCheckpoint) -> PyResult<Bound<'_, PyT
         .map(|v| {
             let segments =
                 v.segments.iter().map(|(type_tag, data)| (type_tag.as_str(), PyBytes::new(py, data))).collect::<Vec<_>>();
-            (v.channel.as_str(), segments)
+            (v.channel.as_str(), segments, v.deltas)
         })
         .collect::<Vec<_>>();
     let writes = row
