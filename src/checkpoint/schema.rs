@@ -10,6 +10,9 @@ use rusqlite::Connection;
 use super::Synchronous;
 use crate::error::{Error, Result};
 
+/// WAL pages after which a commit checkpoints the WAL into the database file.
+const WAL_AUTOCHECKPOINT_PAGES: u32 = 4000;
+
 /// Bumped when the layout changes; a file with another version is refused.
 pub const SCHEMA_VERSION: i64 = 1;
 
@@ -100,7 +103,12 @@ pub fn prepare(conn: &Connection, path: &str, memory: bool, synchronous: Synchro
         Synchronous::Normal => "NORMAL",
         Synchronous::Full => "FULL",
     };
-    conn.execute_batch(&format!("PRAGMA synchronous={sync}; PRAGMA foreign_keys=OFF;"))?;
+    // A checkpoint (copying the WAL back into the file, with an fsync) runs inside whichever
+    // commit crosses this many WAL pages. Pages that many commits touch are copied once per
+    // checkpoint, so a larger WAL makes the copy cheaper per commit (16 MB here, not 4 MB).
+    conn.execute_batch(&format!(
+        "PRAGMA synchronous={sync}; PRAGMA foreign_keys=OFF; PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES};"
+    ))?;
     if !ours {
         conn.execute_batch(&format!(
             "BEGIN IMMEDIATE; {CREATE} INSERT OR IGNORE INTO flg_meta VALUES ('schema_version', '{SCHEMA_VERSION}'); COMMIT;"
