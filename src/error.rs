@@ -53,7 +53,9 @@ impl From<rusqlite::Error> for Error {
             e.sqlite_error_code(),
             Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
         );
-        Error::Sqlite { message: e.to_string(), busy }
+        Error::Sqlite {
+            message: e.to_string(),
+            busy,
+        }
     }
 }
-

@@ -191,7 +191,9 @@ impl WorkerPool {
             st.spawned += 1;
             drop(st);
             let shared = Arc::clone(&self.shared);
-            let spawned = thread::Builder::new().name("fast-langgraph-worker".into()).spawn(move || worker(&shared));
+            let spawned = thread::Builder::new()
+                .name("fast-langgraph-worker".into())
+                .spawn(move || worker(&shared));
             if let Err(e) = spawned {
                 let mut st = lock(&self.shared.state);
                 st.threads -= 1;
@@ -307,7 +309,11 @@ impl TaskGroup {
             shared: Arc::new(GroupShared {
                 id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
                 limit,
-                state: Mutex::new(GroupState { running: 0, outstanding: 0, waiting: VecDeque::new() }),
+                state: Mutex::new(GroupState {
+                    running: 0,
+                    outstanding: 0,
+                    waiting: VecDeque::new(),
+                }),
                 done: Condvar::new(),
             }),
         })
@@ -392,7 +398,11 @@ impl TaskGroup {
             let mut st = lock(&self.shared.state);
             st.running -= 1;
             st.outstanding -= 1;
-            let next = if self.shared.limit.map_or(true, |l| st.running < l) { st.waiting.pop_front() } else { None };
+            let next = if self.shared.limit.map_or(true, |l| st.running < l) {
+                st.waiting.pop_front()
+            } else {
+                None
+            };
             if next.is_some() {
                 st.running += 1;
             }
@@ -416,7 +426,11 @@ impl TaskGroup {
     pub fn wait(&self) {
         let mut st = lock(&self.shared.state);
         while st.outstanding > 0 {
-            st = self.shared.done.wait(st).unwrap_or_else(std::sync::PoisonError::into_inner);
+            st = self
+                .shared
+                .done
+                .wait(st)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
         }
     }
 
@@ -441,7 +455,11 @@ mod tests {
 
     fn pool(max: usize) -> WorkerPool {
         WorkerPool::new(
-            PoolConfig { max_threads: max, min_threads: 1, keep_alive: Duration::from_secs(5) },
+            PoolConfig {
+                max_threads: max,
+                min_threads: 1,
+                keep_alive: Duration::from_secs(5),
+            },
             Arc::new(NoHooks),
         )
         .unwrap()
@@ -472,7 +490,8 @@ mod tests {
         let g = TaskGroup::new(&p, None).unwrap();
         let start = Instant::now();
         for _ in 0..16 {
-            g.submit(Box::new(|| thread::sleep(Duration::from_millis(100)))).unwrap();
+            g.submit(Box::new(|| thread::sleep(Duration::from_millis(100))))
+                .unwrap();
         }
         g.wait();
         assert!(start.elapsed() < Duration::from_millis(1000));
@@ -551,7 +570,11 @@ mod tests {
     #[test]
     fn idle_threads_beyond_min_exit() {
         let p = WorkerPool::new(
-            PoolConfig { max_threads: 8, min_threads: 1, keep_alive: Duration::from_millis(50) },
+            PoolConfig {
+                max_threads: 8,
+                min_threads: 1,
+                keep_alive: Duration::from_millis(50),
+            },
             Arc::new(NoHooks),
         )
         .unwrap();
@@ -592,7 +615,11 @@ mod tests {
         p.shutdown();
         assert!(matches!(p.execute(Box::new(|| {})), Err(Error::PoolClosed(_))));
         assert!(TaskGroup::new(&p, Some(0)).is_err());
-        let bad = PoolConfig { max_threads: 0, min_threads: 0, keep_alive: Duration::from_secs(1) };
+        let bad = PoolConfig {
+            max_threads: 0,
+            min_threads: 0,
+            keep_alive: Duration::from_secs(1),
+        };
         assert!(WorkerPool::new(bad, Arc::new(NoHooks)).is_err());
     }
 }

@@ -4,8 +4,8 @@ pub mod cache;
 pub mod cache_store;
 pub mod checkpoint;
 pub mod error;
-pub mod merge;
 pub mod executor;
+pub mod merge;
 
 #[cfg(feature = "python")]
 mod python;

@@ -42,7 +42,11 @@ pub struct StoreOptions {
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        Self { synchronous: Synchronous::Normal, busy_timeout: Duration::from_secs(30), max_batch: 256 }
+        Self {
+            synchronous: Synchronous::Normal,
+            busy_timeout: Duration::from_secs(30),
+            max_batch: 256,
+        }
     }
 }
 
@@ -156,7 +160,11 @@ pub enum PruneStrategy {
 /// Where the connections point.
 enum Readers {
     /// A file: a pool of read connections, used by any number of threads at once.
-    File { path: String, pool: Mutex<Vec<Connection>>, busy_timeout: Duration },
+    File {
+        path: String,
+        pool: Mutex<Vec<Connection>>,
+        busy_timeout: Duration,
+    },
     /// `:memory:`: one database only one connection can see, shared with the writer.
     Memory(Arc<Mutex<Connection>>),
 }
@@ -177,16 +185,28 @@ impl Store {
     /// untouched.
     pub fn open(path: &str, options: &StoreOptions) -> Result<Store> {
         let memory = path == ":memory:";
-        let conn = if memory { Connection::open_in_memory()? } else { open_file(path, options.busy_timeout)? };
+        let conn = if memory {
+            Connection::open_in_memory()?
+        } else {
+            open_file(path, options.busy_timeout)?
+        };
         schema::prepare(&conn, path, memory, options.synchronous)?;
         let conn = Arc::new(Mutex::new(conn));
         let readers = if memory {
             Readers::Memory(Arc::clone(&conn))
         } else {
-            Readers::File { path: path.to_owned(), pool: Mutex::new(Vec::new()), busy_timeout: options.busy_timeout }
+            Readers::File {
+                path: path.to_owned(),
+                pool: Mutex::new(Vec::new()),
+                busy_timeout: options.busy_timeout,
+            }
         };
         let writer = Writer::start(conn, options.max_batch, path)?;
-        Ok(Store { path: path.to_owned(), writer, readers })
+        Ok(Store {
+            path: path.to_owned(),
+            writer,
+            readers,
+        })
     }
 
     /// The path this store was opened with.
@@ -297,7 +317,11 @@ impl Store {
                 let guard = conn.lock().unwrap_or_else(PoisonError::into_inner);
                 f(&guard)
             }
-            Readers::File { path, pool, busy_timeout } => {
+            Readers::File {
+                path,
+                pool,
+                busy_timeout,
+            } => {
                 // Take a connection out of the pool so the lock is held only for the pop.
                 let taken = pool.lock().unwrap_or_else(PoisonError::into_inner).pop();
                 let conn = match taken {

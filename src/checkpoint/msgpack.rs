@@ -71,7 +71,10 @@ mod tests {
         let a = array(&[1, 2, 3]);
         let b = array(&[]);
         let c = array(&[4]);
-        assert_eq!(join_arrays([a.as_slice(), b.as_slice(), c.as_slice()]).unwrap(), array(&[1, 2, 3, 4]));
+        assert_eq!(
+            join_arrays([a.as_slice(), b.as_slice(), c.as_slice()]).unwrap(),
+            array(&[1, 2, 3, 4])
+        );
         let big: Vec<u8> = (0..20).collect();
         let joined = join_arrays([array(&big[..10]).as_slice(), array(&big[10..]).as_slice()]).unwrap();
         assert_eq!(joined, array(&big));

@@ -97,7 +97,11 @@ pub fn list(conn: &Connection, q: &ListQuery) -> Result<Vec<StoredCheckpoint>> {
         };
         conds.push(cond);
     }
-    let where_ = if conds.is_empty() { String::new() } else { format!("WHERE {}", conds.join(" AND ")) };
+    let where_ = if conds.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", conds.join(" AND "))
+    };
     // The limit is an integer formatted here, not user text. As a literal it lets SQLite walk
     // the primary key and stop; as a bound parameter the planner sorts the whole thread first.
     let limit = q.limit.map_or(-1, |n| n.max(0));
@@ -153,7 +157,11 @@ pub fn list(conn: &Connection, q: &ListQuery) -> Result<Vec<StoredCheckpoint>> {
     let mut writes: Vec<((String, String, String), StoredWrite)> = Vec::new();
     while let Some(row) = rows.next()? {
         let kind: i64 = row.get(0)?;
-        let key = (row.get::<_, String>(1)?, row.get::<_, String>(2)?, row.get::<_, String>(3)?);
+        let key = (
+            row.get::<_, String>(1)?,
+            row.get::<_, String>(2)?,
+            row.get::<_, String>(3)?,
+        );
         match kind {
             0 => {
                 index.insert(key.clone(), out.len());
@@ -221,7 +229,11 @@ pub fn list(conn: &Connection, q: &ListQuery) -> Result<Vec<StoredCheckpoint>> {
             Some(data) => vec![(msgpack::MSGPACK.to_owned(), data)],
             None => segs.into_iter().map(|s| (s.type_tag, s.data)).collect(),
         };
-        out[i].blobs.push(ChannelValue { channel, segments, deltas });
+        out[i].blobs.push(ChannelValue {
+            channel,
+            segments,
+            deltas,
+        });
     }
     for (key, write) in writes {
         if let Some(&i) = index.get(&key) {
@@ -230,7 +242,8 @@ pub fn list(conn: &Connection, q: &ListQuery) -> Result<Vec<StoredCheckpoint>> {
     }
     for cp in &mut out {
         cp.blobs.sort_by(|a, b| a.channel.cmp(&b.channel));
-        cp.writes.sort_by(|a, b| (&a.task_path, &a.task_id, a.idx).cmp(&(&b.task_path, &b.task_id, b.idx)));
+        cp.writes
+            .sort_by(|a, b| (&a.task_path, &a.task_id, a.idx).cmp(&(&b.task_path, &b.task_id, b.idx)));
     }
     out.sort_by(|a, b| {
         b.checkpoint_id
@@ -244,7 +257,9 @@ pub fn list(conn: &Connection, q: &ListQuery) -> Result<Vec<StoredCheckpoint>> {
 /// Every thread id in the database.
 pub fn thread_ids(conn: &Connection) -> Result<Vec<String>> {
     let mut stmt = conn.prepare_cached("SELECT DISTINCT thread_id FROM flg_checkpoints ORDER BY thread_id")?;
-    let ids = stmt.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<Vec<String>>>()?;
+    let ids = stmt
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<Vec<String>>>()?;
     Ok(ids)
 }
 
@@ -262,20 +277,28 @@ pub struct StorageStats {
 
 /// Counts rows and payload bytes.
 pub fn storage_stats(conn: &Connection) -> Result<StorageStats> {
-    let (checkpoints, cp_bytes): (i64, i64) =
-        conn.query_row("SELECT count(*), coalesce(sum(length(checkpoint)), 0) FROM flg_checkpoints", [], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })?;
+    let (checkpoints, cp_bytes): (i64, i64) = conn.query_row(
+        "SELECT count(*), coalesce(sum(length(checkpoint)), 0) FROM flg_checkpoints",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
     let (blobs, delta_blobs, blob_bytes): (i64, i64, i64) = conn.query_row(
         "SELECT count(*), count(delta_base), coalesce(sum(length(blob)), 0) FROM flg_blobs",
         [],
         |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
     )?;
-    let (writes, write_bytes): (i64, i64) =
-        conn.query_row("SELECT count(*), coalesce(sum(length(blob)), 0) FROM flg_writes", [], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })?;
-    Ok(StorageStats { checkpoints, blobs, delta_blobs, writes, payload_bytes: cp_bytes + blob_bytes + write_bytes })
+    let (writes, write_bytes): (i64, i64) = conn.query_row(
+        "SELECT count(*), coalesce(sum(length(blob)), 0) FROM flg_writes",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    Ok(StorageStats {
+        checkpoints,
+        blobs,
+        delta_blobs,
+        writes,
+        payload_bytes: cp_bytes + blob_bytes + write_bytes,
+    })
 }
 
 /// Problems found by SQLite's `quick_check` and by a walk of every delta chain; empty when

@@ -82,7 +82,9 @@ pub fn prepare(conn: &Connection, path: &str, memory: bool, synchronous: Synchro
     }
     if ours {
         let version: Option<String> = conn
-            .query_row("SELECT value FROM flg_meta WHERE key = 'schema_version'", [], |r| r.get(0))
+            .query_row("SELECT value FROM flg_meta WHERE key = 'schema_version'", [], |r| {
+                r.get(0)
+            })
             .ok();
         if version.as_deref() != Some(&SCHEMA_VERSION.to_string()) {
             return Err(Error::ForeignSchema(format!(
@@ -96,7 +98,9 @@ pub fn prepare(conn: &Connection, path: &str, memory: bool, synchronous: Synchro
         // WAL lets readers run while the writer commits; it is a property of the file.
         let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
-            return Err(Error::Invalid(format!("{path:?}: SQLite refused WAL mode (journal_mode={mode})")));
+            return Err(Error::Invalid(format!(
+                "{path:?}: SQLite refused WAL mode (journal_mode={mode})"
+            )));
         }
     }
     let sync = match synchronous {
@@ -119,6 +123,8 @@ pub fn prepare(conn: &Connection, path: &str, memory: bool, synchronous: Synchro
 
 fn table_names(conn: &Connection) -> Result<Vec<String>> {
     let mut stmt = conn.prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")?;
-    let names = stmt.query_map([], |r| r.get::<_, String>(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
+    let names = stmt
+        .query_map([], |r| r.get::<_, String>(0))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(names)
 }

@@ -25,7 +25,12 @@ fn cp(thread: &str, id: &str, parent: Option<&str>, run: &str, versions: &[(&str
 }
 
 fn all(store: &Store, thread: &str) -> Vec<StoredCheckpoint> {
-    store.list(&ListQuery { thread_id: Some(thread.into()), ..ListQuery::default() }).unwrap()
+    store
+        .list(&ListQuery {
+            thread_id: Some(thread.into()),
+            ..ListQuery::default()
+        })
+        .unwrap()
 }
 
 #[test]
@@ -42,7 +47,12 @@ fn put_and_list_newest_first_with_blobs_and_sorted_writes() {
             checkpoint_id: "2".into(),
             task_id: "task-b".into(),
             task_path: "~b".into(),
-            writes: vec![NewWrite { idx: 0, channel: "x".into(), type_tag: "t".into(), data: b"late".to_vec() }],
+            writes: vec![NewWrite {
+                idx: 0,
+                channel: "x".into(),
+                type_tag: "t".into(),
+                data: b"late".to_vec(),
+            }],
         })
         .unwrap();
     store
@@ -52,14 +62,29 @@ fn put_and_list_newest_first_with_blobs_and_sorted_writes() {
             checkpoint_id: "2".into(),
             task_id: "task-a".into(),
             task_path: "~a".into(),
-            writes: vec![NewWrite { idx: 0, channel: "y".into(), type_tag: "t".into(), data: b"early".to_vec() }],
+            writes: vec![NewWrite {
+                idx: 0,
+                channel: "y".into(),
+                type_tag: "t".into(),
+                data: b"early".to_vec(),
+            }],
         })
         .unwrap();
     let got = all(&store, "t");
-    assert_eq!(got.iter().map(|c| c.checkpoint_id.as_str()).collect::<Vec<_>>(), ["2", "1"]);
-    let blobs: Vec<_> = got[0].blobs.iter().map(|b| String::from_utf8(b.segments[0].1.clone()).unwrap()).collect();
+    assert_eq!(
+        got.iter().map(|c| c.checkpoint_id.as_str()).collect::<Vec<_>>(),
+        ["2", "1"]
+    );
+    let blobs: Vec<_> = got[0]
+        .blobs
+        .iter()
+        .map(|b| String::from_utf8(b.segments[0].1.clone()).unwrap())
+        .collect();
     assert_eq!(blobs, ["a@1", "b@1"]);
-    assert_eq!(got[0].writes.iter().map(|w| w.channel.as_str()).collect::<Vec<_>>(), ["y", "x"]);
+    assert_eq!(
+        got[0].writes.iter().map(|w| w.channel.as_str()).collect::<Vec<_>>(),
+        ["y", "x"]
+    );
     assert_eq!(got[0].parent_checkpoint_id.as_deref(), Some("1"));
 }
 
@@ -73,14 +98,22 @@ fn regular_writes_are_kept_and_special_writes_replaced() {
         checkpoint_id: "1".into(),
         task_id: "task".into(),
         task_path: String::new(),
-        writes: vec![NewWrite { idx, channel: "c".into(), type_tag: "t".into(), data: data.to_vec() }],
+        writes: vec![NewWrite {
+            idx,
+            channel: "c".into(),
+            type_tag: "t".into(),
+            data: data.to_vec(),
+        }],
     };
     store.put_writes(writes(0, b"first")).unwrap();
     store.put_writes(writes(0, b"second")).unwrap();
     store.put_writes(writes(-1, b"error-1")).unwrap();
     store.put_writes(writes(-1, b"error-2")).unwrap();
     let got = &all(&store, "t")[0].writes;
-    assert_eq!(got.iter().map(|w| w.data.as_slice()).collect::<Vec<_>>(), [b"error-2".as_slice(), b"first"]);
+    assert_eq!(
+        got.iter().map(|w| w.data.as_slice()).collect::<Vec<_>>(),
+        [b"error-2".as_slice(), b"first"]
+    );
 }
 
 #[test]
@@ -91,11 +124,20 @@ fn filter_binds_keys_and_compares_like_python() {
         filter: vec![MetaFilter { key: key.into(), value }],
         ..ListQuery::default()
     };
-    assert_eq!(store.list(&q("source", MetaValue::Text("loop".into()))).unwrap().len(), 1);
+    assert_eq!(
+        store.list(&q("source", MetaValue::Text("loop".into()))).unwrap().len(),
+        1
+    );
     assert_eq!(store.list(&q("step", MetaValue::Float(1.0))).unwrap().len(), 1);
     assert_eq!(store.list(&q("step", MetaValue::Text("1".into()))).unwrap().len(), 0);
     assert_eq!(store.list(&q("missing", MetaValue::Null)).unwrap().len(), 1);
-    assert_eq!(store.list(&q("source') OR 1=1 --", MetaValue::Text("x".into()))).unwrap().len(), 0);
+    assert_eq!(
+        store
+            .list(&q("source') OR 1=1 --", MetaValue::Text("x".into())))
+            .unwrap()
+            .len(),
+        0
+    );
 }
 
 #[test]
@@ -105,7 +147,9 @@ fn prune_keep_latest_keeps_blobs_the_latest_needs() {
     let mut second = cp("t", "2", Some("1"), "r", &[("a", "1"), ("b", "2")]);
     second.blobs.retain(|b| b.channel == "b");
     store.put(second).unwrap();
-    store.put(cp("t", "3", Some("2"), "r", &[("a", "1"), ("b", "3")])).unwrap();
+    store
+        .put(cp("t", "3", Some("2"), "r", &[("a", "1"), ("b", "3")]))
+        .unwrap();
     store.prune(vec!["t".into()], PruneStrategy::KeepLatest).unwrap();
     let got = all(&store, "t");
     assert_eq!(got.len(), 1);
@@ -114,7 +158,9 @@ fn prune_keep_latest_keeps_blobs_the_latest_needs() {
         Readers::Memory(c) => c.lock().unwrap(),
         Readers::File { .. } => unreachable!(),
     };
-    let n: i64 = conn.query_row("SELECT count(*) FROM flg_blobs", [], |r| r.get(0)).unwrap();
+    let n: i64 = conn
+        .query_row("SELECT count(*) FROM flg_blobs", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(n, 2, "the blob of b@2 is no longer needed");
 }
 
@@ -144,7 +190,15 @@ fn concurrent_puts_from_many_threads_all_land() {
             let store = std::sync::Arc::clone(&store);
             std::thread::spawn(move || {
                 for i in 0..50 {
-                    store.put(cp(&format!("t{t}"), &format!("{i:04}"), None, "r", &[("a", &i.to_string())])).unwrap();
+                    store
+                        .put(cp(
+                            &format!("t{t}"),
+                            &format!("{i:04}"),
+                            None,
+                            "r",
+                            &[("a", &i.to_string())],
+                        ))
+                        .unwrap();
                 }
             })
         })
@@ -165,17 +219,32 @@ fn refuses_files_that_are_not_ours_without_touching_them() {
     let dir = std::env::temp_dir().join(format!("flg-test-foreign-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let junk = dir.join("junk.db");
-    std::fs::write(&junk, b"this is not a database, just some text that is long enough........").unwrap();
+    std::fs::write(
+        &junk,
+        b"this is not a database, just some text that is long enough........",
+    )
+    .unwrap();
     let before = std::fs::read(&junk).unwrap();
-    assert!(matches!(Store::open(junk.to_str().unwrap(), &StoreOptions::default()), Err(Error::NotADatabase(_))));
+    assert!(matches!(
+        Store::open(junk.to_str().unwrap(), &StoreOptions::default()),
+        Err(Error::NotADatabase(_))
+    ));
     assert_eq!(std::fs::read(&junk).unwrap(), before);
 
     let foreign = dir.join("foreign.db");
     let _ = std::fs::remove_file(&foreign);
-    rusqlite::Connection::open(&foreign).unwrap().execute_batch("CREATE TABLE users (id INTEGER)").unwrap();
+    rusqlite::Connection::open(&foreign)
+        .unwrap()
+        .execute_batch("CREATE TABLE users (id INTEGER)")
+        .unwrap();
     let before = std::fs::read(&foreign).unwrap();
-    let err = Store::open(foreign.to_str().unwrap(), &StoreOptions::default()).err().unwrap();
-    assert!(matches!(err, Error::ForeignSchema(ref m) if m.contains("users")), "{err}");
+    let err = Store::open(foreign.to_str().unwrap(), &StoreOptions::default())
+        .err()
+        .unwrap();
+    assert!(
+        matches!(err, Error::ForeignSchema(ref m) if m.contains("users")),
+        "{err}"
+    );
     assert_eq!(std::fs::read(&foreign).unwrap(), before);
 }
 
@@ -190,10 +259,17 @@ fn delta(version: &str, base: &str, data: &str) -> Blob {
 }
 
 fn segments(store: &Store, thread: &str, id: &str) -> Vec<String> {
-    let q = ListQuery { thread_id: Some(thread.into()), checkpoint_id: Some(id.into()), ..ListQuery::default() };
+    let q = ListQuery {
+        thread_id: Some(thread.into()),
+        checkpoint_id: Some(id.into()),
+        ..ListQuery::default()
+    };
     let got = store.list(&q).unwrap();
     let m = got[0].blobs.iter().find(|b| b.channel == "m").unwrap();
-    m.segments.iter().map(|s| String::from_utf8(s.1.clone()).unwrap()).collect()
+    m.segments
+        .iter()
+        .map(|s| String::from_utf8(s.1.clone()).unwrap())
+        .collect()
 }
 
 #[test]
@@ -210,7 +286,11 @@ fn delta_chains_read_back_oldest_first_and_survive_prune() {
     assert_eq!(segments(&store, "t", "2"), ["m@1", "+b"]);
     store.prune(vec!["t".into()], PruneStrategy::KeepLatest).unwrap();
     assert_eq!(all(&store, "t").len(), 1);
-    assert_eq!(segments(&store, "t", "3"), ["m@1", "+b", "+c"], "the chain's bases are kept");
+    assert_eq!(
+        segments(&store, "t", "3"),
+        ["m@1", "+b", "+c"],
+        "the chain's bases are kept"
+    );
     store.copy_thread("t", "u").unwrap();
     assert_eq!(segments(&store, "u", "3"), ["m@1", "+b", "+c"]);
 }
@@ -232,9 +312,16 @@ fn a_broken_chain_is_an_error_not_a_short_value() {
     second.blobs = vec![delta("2", "1", "+b")];
     store.put(second).unwrap();
     if let Readers::Memory(conn) = &store.readers {
-        conn.lock().unwrap().execute("DELETE FROM flg_blobs WHERE version = '1'", []).unwrap();
+        conn.lock()
+            .unwrap()
+            .execute("DELETE FROM flg_blobs WHERE version = '1'", [])
+            .unwrap();
     }
-    let q = ListQuery { thread_id: Some("t".into()), checkpoint_id: Some("2".into()), ..ListQuery::default() };
+    let q = ListQuery {
+        thread_id: Some("t".into()),
+        checkpoint_id: Some("2".into()),
+        ..ListQuery::default()
+    };
     assert!(matches!(store.list(&q), Err(Error::Invalid(m)) if m.contains("not stored")));
 }
 
@@ -249,7 +336,10 @@ fn a_forked_child_gets_an_error_instead_of_waiting_forever() {
     assert_eq!(all(&store, "t").len(), 1);
     store.writer.pretend_forked();
     let put = store.put(cp("t", "2", Some("1"), "r", &[("a", "2")]));
-    assert!(matches!(&put, Err(Error::ForkedProcess(m)) if m.contains("fork")), "{put:?}");
+    assert!(
+        matches!(&put, Err(Error::ForkedProcess(m)) if m.contains("fork")),
+        "{put:?}"
+    );
     let read = store.list(&ListQuery::default());
     assert!(matches!(read, Err(Error::ForkedProcess(_))));
     store.close(); // returns: nothing to join

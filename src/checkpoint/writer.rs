@@ -80,7 +80,9 @@ impl Writer {
         let (done, wait) = mpsc::sync_channel(1);
         {
             let queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
-            let Some(tx) = queue.as_ref() else { return Err(self.closed_error()) };
+            let Some(tx) = queue.as_ref() else {
+                return Err(self.closed_error());
+            };
             tx.send(Job { op, done }).map_err(|_| self.closed_error())?;
         }
         wait.recv().unwrap_or_else(|_| Err(self.closed_error()))
@@ -109,7 +111,10 @@ impl Writer {
 
     /// (calls, commits) so far.
     pub fn stats(&self) -> (u64, u64) {
-        (self.stats.calls.load(Ordering::Relaxed), self.stats.commits.load(Ordering::Relaxed))
+        (
+            self.stats.calls.load(Ordering::Relaxed),
+            self.stats.commits.load(Ordering::Relaxed),
+        )
     }
 
     /// Whether `close()` was called.
@@ -226,7 +231,8 @@ fn apply(conn: &Connection, op: &Op) -> Result<()> {
         }
         Op::DeleteThread(thread_id) => {
             for table in ["flg_checkpoints", "flg_blobs", "flg_writes"] {
-                conn.prepare_cached(&format!("DELETE FROM {table} WHERE thread_id = ?1"))?.execute([thread_id])?;
+                conn.prepare_cached(&format!("DELETE FROM {table} WHERE thread_id = ?1"))?
+                    .execute([thread_id])?;
             }
             Ok(())
         }
@@ -237,8 +243,11 @@ fn apply(conn: &Connection, op: &Op) -> Result<()> {
 }
 
 fn put(conn: &Connection, cp: &NewCheckpoint) -> Result<()> {
-    let versions: serde_json::Map<String, serde_json::Value> =
-        cp.channel_versions.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect();
+    let versions: serde_json::Map<String, serde_json::Value> = cp
+        .channel_versions
+        .iter()
+        .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+        .collect();
     let versions = serde_json::Value::Object(versions).to_string();
     conn.prepare_cached(
         "INSERT OR REPLACE INTO flg_checkpoints (thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, \
@@ -273,7 +282,15 @@ fn put(conn: &Connection, cp: &NewCheckpoint) -> Result<()> {
                 )));
             }
         }
-        stmt.execute(params![cp.thread_id, cp.checkpoint_ns, b.channel, b.version, b.type_tag, b.data, b.delta_base])?;
+        stmt.execute(params![
+            cp.thread_id,
+            cp.checkpoint_ns,
+            b.channel,
+            b.version,
+            b.type_tag,
+            b.data,
+            b.delta_base
+        ])?;
     }
     Ok(())
 }
@@ -308,7 +325,9 @@ fn put_writes(conn: &Connection, w: &NewWrites) -> Result<()> {
 
 fn delete_for_runs(conn: &Connection, run_ids: &[String]) -> Result<()> {
     let ids = serde_json::Value::from(run_ids.to_vec()).to_string();
-    conn.execute_batch("CREATE TEMP TABLE IF NOT EXISTS flg_doomed (thread_id TEXT, checkpoint_ns TEXT, checkpoint_id TEXT)")?;
+    conn.execute_batch(
+        "CREATE TEMP TABLE IF NOT EXISTS flg_doomed (thread_id TEXT, checkpoint_ns TEXT, checkpoint_id TEXT)",
+    )?;
     conn.execute("DELETE FROM temp.flg_doomed", [])?;
     conn.prepare_cached(
         "INSERT INTO temp.flg_doomed SELECT thread_id, checkpoint_ns, checkpoint_id FROM flg_checkpoints \

@@ -6,8 +6,8 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyFloat, PyInt, PyList, PyString, PyTuple};
 
 use crate::checkpoint::{
-    Blob, ListQuery, MetaFilter, MetaValue, NewCheckpoint, NewWrite, NewWrites, PruneStrategy, StoredCheckpoint,
-    Store, StoreOptions, Synchronous,
+    Blob, ListQuery, MetaFilter, MetaValue, NewCheckpoint, NewWrite, NewWrites, PruneStrategy, Store, StoreOptions,
+    StoredCheckpoint, Synchronous,
 };
 
 /// A checkpoint database with a group-committing writer thread.
@@ -35,9 +35,15 @@ impl PyCheckpointStore {
             }
         };
         if !busy_timeout.is_finite() || busy_timeout < 0.0 {
-            return Err(PyValueError::new_err(format!("busy_timeout must be a non-negative number of seconds, got {busy_timeout}")));
+            return Err(PyValueError::new_err(format!(
+                "busy_timeout must be a non-negative number of seconds, got {busy_timeout}"
+            )));
         }
-        let options = StoreOptions { synchronous, busy_timeout: Duration::from_secs_f64(busy_timeout), max_batch };
+        let options = StoreOptions {
+            synchronous,
+            busy_timeout: Duration::from_secs_f64(busy_timeout),
+            max_batch,
+        };
         let path = path.to_owned();
         // Opening reads the file and may wait on another process's lock.
         let store = py.detach(move || Store::open(&path, &options))?;
@@ -82,21 +88,13 @@ impl PyCheckpointStore {
             metadata_json,
             run_id,
             channel_versions,
-            blobs: blobs
-                .into_iter()
-                .map(|(channel, version, type_tag, data, delta_base)| Blob {
-                    channel,
-                    version,
-                    type_tag,
-                    data: data.as_bytes().to_vec(),
-                    delta_base,
-                })
-                .collect(),
+            blobs: to_blobs(blobs),
         };
         // Waits for the group commit that carries this checkpoint.
         Ok(py.detach(|| self.store.put(cp))?)
     }
 
+    #[allow(clippy::too_many_arguments)]
     #[pyo3(signature = (thread_id, checkpoint_ns, checkpoint_id, task_id, task_path, writes))]
     fn put_writes(
         &self,
@@ -114,10 +112,7 @@ impl PyCheckpointStore {
             checkpoint_id,
             task_id,
             task_path,
-            writes: writes
-                .into_iter()
-                .map(|(idx, channel, type_tag, data)| NewWrite { idx, channel, type_tag, data: data.as_bytes().to_vec() })
-                .collect(),
+            writes: to_writes(writes),
         };
         // Waits for the group commit that carries these writes.
         Ok(py.detach(|| self.store.put_writes(w))?)
@@ -142,12 +137,27 @@ impl PyCheckpointStore {
     ) -> PyResult<Bound<'py, PyList>> {
         let filter = filter
             .into_iter()
-            .map(|(key, value)| Ok(MetaFilter { key, value: meta_value(&value)? }))
+            .map(|(key, value)| {
+                Ok(MetaFilter {
+                    key,
+                    value: meta_value(&value)?,
+                })
+            })
             .collect::<PyResult<Vec<_>>>()?;
-        let query = ListQuery { thread_id, checkpoint_ns, checkpoint_id, before, filter, limit };
+        let query = ListQuery {
+            thread_id,
+            checkpoint_ns,
+            checkpoint_id,
+            before,
+            filter,
+            limit,
+        };
         // The query and the copy of its rows run without the GIL.
         let rows = py.detach(|| self.store.list(&query))?;
-        let items = rows.into_iter().map(|row| stored_to_py(py, row)).collect::<PyResult<Vec<_>>>()?;
+        let items = rows
+            .into_iter()
+            .map(|row| stored_to_py(py, row))
+            .collect::<PyResult<Vec<_>>>()?;
         PyList::new(py, items)
     }
 
@@ -231,7 +241,18 @@ impl PyCheckpointStore {
 
 fn new_checkpoint(t: &Bound<'_, PyTuple>) -> PyResult<NewCheckpoint> {
     #[allow(clippy::type_complexity)]
-    let (thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, type_tag, checkpoint, metadata_json, run_id, channel_versions, blobs): (
+    let (
+        thread_id,
+        checkpoint_ns,
+        checkpoint_id,
+        parent_checkpoint_id,
+        type_tag,
+        checkpoint,
+        metadata_json,
+        run_id,
+        channel_versions,
+        blobs,
+    ): (
         String,
         String,
         String,
@@ -253,16 +274,7 @@ fn new_checkpoint(t: &Bound<'_, PyTuple>) -> PyResult<NewCheckpoint> {
         metadata_json,
         run_id,
         channel_versions,
-        blobs: blobs
-            .into_iter()
-            .map(|(channel, version, type_tag, data, delta_base)| Blob {
-                    channel,
-                    version,
-                    type_tag,
-                    data: data.as_bytes().to_vec(),
-                    delta_base,
-                })
-            .collect(),
+        blobs: to_blobs(blobs),
     })
 }
 
@@ -281,11 +293,33 @@ fn new_writes(t: &Bound<'_, PyTuple>) -> PyResult<NewWrites> {
         checkpoint_id,
         task_id,
         task_path,
-        writes: writes
-            .into_iter()
-            .map(|(idx, channel, type_tag, data)| NewWrite { idx, channel, type_tag, data: data.as_bytes().to_vec() })
-            .collect(),
+        writes: to_writes(writes),
     })
+}
+
+fn to_blobs(blobs: Vec<BlobArg<'_>>) -> Vec<Blob> {
+    blobs
+        .into_iter()
+        .map(|(channel, version, type_tag, data, delta_base)| Blob {
+            channel,
+            version,
+            type_tag,
+            data: data.as_bytes().to_vec(),
+            delta_base,
+        })
+        .collect()
+}
+
+fn to_writes(writes: Vec<WriteArg<'_>>) -> Vec<NewWrite> {
+    writes
+        .into_iter()
+        .map(|(idx, channel, type_tag, data)| NewWrite {
+            idx,
+            channel,
+            type_tag,
+            data: data.as_bytes().to_vec(),
+        })
+        .collect()
 }
 
 fn meta_value(v: &Bound<'_, PyAny>) -> PyResult<MetaValue> {
@@ -312,15 +346,25 @@ fn stored_to_py(py: Python<'_>, row: StoredCheckpoint) -> PyResult<Bound<'_, PyT
         .blobs
         .iter()
         .map(|v| {
-            let segments =
-                v.segments.iter().map(|(type_tag, data)| (type_tag.as_str(), PyBytes::new(py, data))).collect::<Vec<_>>();
+            let segments = v
+                .segments
+                .iter()
+                .map(|(type_tag, data)| (type_tag.as_str(), PyBytes::new(py, data)))
+                .collect::<Vec<_>>();
             (v.channel.as_str(), segments, v.deltas)
         })
         .collect::<Vec<_>>();
     let writes = row
         .writes
         .iter()
-        .map(|w| (w.task_id.as_str(), w.channel.as_str(), w.type_tag.as_str(), PyBytes::new(py, &w.data)))
+        .map(|w| {
+            (
+                w.task_id.as_str(),
+                w.channel.as_str(),
+                w.type_tag.as_str(),
+                PyBytes::new(py, &w.data),
+            )
+        })
         .collect::<Vec<_>>();
     (
         row.thread_id,

@@ -5,8 +5,18 @@ use pyo3::PyErr;
 
 use crate::error::Error;
 
-create_exception!(fast_langgraph, FastLangGraphError, PyException, "Base class of fast-langgraph's errors.");
-create_exception!(fast_langgraph, CheckpointError, FastLangGraphError, "A checkpoint store failed.");
+create_exception!(
+    fast_langgraph,
+    FastLangGraphError,
+    PyException,
+    "Base class of fast-langgraph's errors."
+);
+create_exception!(
+    fast_langgraph,
+    CheckpointError,
+    FastLangGraphError,
+    "A checkpoint store failed."
+);
 create_exception!(
     fast_langgraph,
     CheckpointClosedError,

@@ -92,14 +92,22 @@ impl PyWorkerPool {
                 "keep_alive must be a non-negative number of seconds, got {keep_alive}"
             )));
         }
-        let config = PoolConfig { max_threads, min_threads, keep_alive: Duration::from_secs_f64(keep_alive) };
-        Ok(Self { pool: WorkerPool::new(config, Arc::new(PythonThreadHooks))? })
+        let config = PoolConfig {
+            max_threads,
+            min_threads,
+            keep_alive: Duration::from_secs_f64(keep_alive),
+        };
+        Ok(Self {
+            pool: WorkerPool::new(config, Arc::new(PythonThreadHooks))?,
+        })
     }
 
     /// A task group on this pool, with an optional concurrency limit.
     #[pyo3(signature = (max_concurrency = None))]
     fn group(&self, max_concurrency: Option<usize>) -> PyResult<PyTaskGroup> {
-        Ok(PyTaskGroup { group: TaskGroup::new(&self.pool, max_concurrency)? })
+        Ok(PyTaskGroup {
+            group: TaskGroup::new(&self.pool, max_concurrency)?,
+        })
     }
 
     /// Whether the calling thread is one of this pool's workers.

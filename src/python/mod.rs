@@ -3,8 +3,8 @@
 mod cache;
 mod checkpoint;
 mod exceptions;
-mod merge;
 mod executor;
+mod merge;
 
 use pyo3::prelude::*;
 
@@ -15,16 +15,16 @@ mod _native {
     #[pymodule_export]
     use super::checkpoint::PyCheckpointStore;
     #[pymodule_export]
-    use super::merge::{langgraph_state_update, merge_dicts, PyMessageMerger};
-    #[pymodule_export]
     use super::exceptions::{CacheCorruptError, CacheError};
     #[pymodule_export]
     use super::exceptions::{
-        CheckpointClosedError, CheckpointError, DatabaseLockedError, DeltaBaseMissingError, FastLangGraphError, ForeignDatabaseError,
-        SerializationError,
+        CheckpointClosedError, CheckpointError, DatabaseLockedError, DeltaBaseMissingError, FastLangGraphError,
+        ForeignDatabaseError, SerializationError,
     };
     #[pymodule_export]
     use super::executor::{_mark_finalizing, PyTaskGroup, PyWorkerPool};
+    #[pymodule_export]
+    use super::merge::{langgraph_state_update, merge_dicts, PyMessageMerger};
 
     use pyo3::prelude::*;
 
