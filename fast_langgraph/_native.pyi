@@ -34,10 +34,11 @@ _Row = tuple[
     str,  # checkpoint_id
     str | None,  # parent_checkpoint_id
     str,  # type tag of the checkpoint
-    bytes,  # the checkpoint, without channel values
+    bytes,  # the checkpoint; for msgpack, with its msgpack channel values as "channel_values"
     str,  # metadata, JSON
     # (channel, [(type, data), ...] oldest first, deltas in the stored chain); segments that
-    # are all msgpack arrays come joined into one
+    # are all msgpack arrays come joined into one, and no segments means the value is inside
+    # the checkpoint
     list[tuple[str, list[tuple[str, bytes]], int]],
     list[tuple[str, str, str, bytes]],  # (task_id, channel, type, data), in writes_sort_key order
 ]

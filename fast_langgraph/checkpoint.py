@@ -274,7 +274,12 @@ class RustSQLiteCheckpointer(
         thread_id, ns, checkpoint_id, parent_id, type_, data, metadata_json, blobs, writes = row
         loads = self.serde.loads_typed
         checkpoint = loads((type_, data))
-        checkpoint["channel_values"] = {ch: self._load_value(ch, segs) for ch, segs, _ in blobs}
+        # The store puts msgpack channel values inside the checkpoint (one decode for all of
+        # them) and leaves their segments empty; the others are decoded here.
+        values = checkpoint.setdefault("channel_values", {})
+        for ch, segs, _ in blobs:
+            if segs:
+                values[ch] = self._load_value(ch, segs)
         return CheckpointTuple(
             config=config
             or {

@@ -6,6 +6,7 @@ import contextvars
 import os
 import sys
 import threading
+import time
 from concurrent.futures import CancelledError, Executor, Future, wait
 
 import pytest
@@ -233,14 +234,27 @@ def test_ctrl_c_interrupts_a_wait_for_tasks() -> None:
     import _thread
 
     gate = threading.Event()
+    interrupted = threading.Event()
     ex = fx.PoolExecutor()
     ex.submit(gate.wait, 10)
-    timer = threading.Timer(0.2, _thread.interrupt_main)
-    timer.start()
+
+    def keep_interrupting() -> None:
+        # Again until it lands: a KeyboardInterrupt that happens to arrive while a finalizer
+        # runs in the main thread is swallowed by Python ("Exception ignored in ...").
+        while not interrupted.wait(0.2):
+            _thread.interrupt_main()
+
+    sender = threading.Thread(target=keep_interrupting)
+    sender.start()
     try:
         with pytest.raises(KeyboardInterrupt):
             ex.shutdown(wait=True)
     finally:
+        interrupted.set()
         gate.set()
-        timer.join()
+        try:
+            sender.join()
+            time.sleep(0.01)  # a signal the sender sent meanwhile is handled here
+        except KeyboardInterrupt:
+            pass
     ex.shutdown(wait=True)

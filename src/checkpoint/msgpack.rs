@@ -1,10 +1,15 @@
-//! Joining list segments serialized as msgpack arrays into one array.
+//! Splicing serialized msgpack values together without decoding them.
 //!
-//! A list stored as a full value followed by append-only deltas reads back as several
-//! serialized lists. When they are all msgpack arrays (the type LangGraph's
-//! `JsonPlusSerializer` gives a list), their elements can be joined under one array header:
-//! msgpack encodes each element on its own, so the result decodes to the concatenated list,
-//! and the reader deserializes one value instead of one per segment.
+//! msgpack encodes each element of an array and each entry of a map on its own, after a header
+//! that only counts them. So:
+//! - a list stored as a full value followed by append-only deltas (several msgpack arrays)
+//!   becomes one array by joining the elements under one header;
+//! - a checkpoint (a msgpack map) and its channel values (msgpack values) become one map with a
+//!   `channel_values` entry.
+//!
+//! Either way the reader makes one deserializer call where it would make many, and decodes the
+//! same objects. Values of any other type (LangGraph's `"null"`, `"bytes"`, encrypted ones...)
+//! are left alone.
 
 /// The type tag under which LangGraph's serializer stores msgpack.
 pub const MSGPACK: &str = "msgpack";
@@ -49,6 +54,64 @@ pub fn join_arrays<'a>(segments: impl IntoIterator<Item = &'a [u8]>) -> Option<V
     Some(out)
 }
 
+/// The entry count of a msgpack map and where its entries start.
+fn map_header(data: &[u8]) -> Option<(u64, usize)> {
+    match *data.first()? {
+        b @ 0x80..=0x8f => Some((u64::from(b & 0x0f), 1)),
+        0xde => Some((u64::from(u16::from_be_bytes(data.get(1..3)?.try_into().ok()?)), 3)),
+        0xdf => Some((u64::from(u32::from_be_bytes(data.get(1..5)?.try_into().ok()?)), 5)),
+        _ => None,
+    }
+}
+
+fn push_map_header(out: &mut Vec<u8>, count: u32) {
+    if count < 16 {
+        out.push(0x80 | (count as u8 & 0x0f));
+    } else if let Ok(n) = u16::try_from(count) {
+        out.push(0xde);
+        out.extend_from_slice(&n.to_be_bytes());
+    } else {
+        out.push(0xdf);
+        out.extend_from_slice(&count.to_be_bytes());
+    }
+}
+
+fn push_str(out: &mut Vec<u8>, s: &str) -> Option<()> {
+    let len = s.len();
+    if len < 32 {
+        out.push(0xa0 | u8::try_from(len).ok()?);
+    } else if let Ok(n) = u8::try_from(len) {
+        out.extend_from_slice(&[0xd9, n]);
+    } else if let Ok(n) = u16::try_from(len) {
+        out.push(0xda);
+        out.extend_from_slice(&n.to_be_bytes());
+    } else {
+        out.push(0xdb);
+        out.extend_from_slice(&u32::try_from(len).ok()?.to_be_bytes());
+    }
+    out.extend_from_slice(s.as_bytes());
+    Some(())
+}
+
+/// The msgpack map `map` with one more entry, `key` (a string) to the already-encoded
+/// `values`, a map built from `entries` (string keys to already-encoded values). `None` if
+/// `map` is not a msgpack map.
+pub fn insert_map(map: &[u8], key: &str, entries: &[(&str, &[u8])]) -> Option<Vec<u8>> {
+    let (count, start) = map_header(map)?;
+    let count = u32::try_from(count + 1).ok()?;
+    let size: usize = entries.iter().map(|(k, v)| k.len() + v.len() + 5).sum();
+    let mut out = Vec::with_capacity(map.len() + key.len() + size + 15);
+    push_map_header(&mut out, count);
+    out.extend_from_slice(&map[start..]);
+    push_str(&mut out, key)?;
+    push_map_header(&mut out, u32::try_from(entries.len()).ok()?);
+    for (k, v) in entries {
+        push_str(&mut out, k)?;
+        out.extend_from_slice(v);
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,5 +148,26 @@ mod tests {
     fn refuses_what_is_not_an_array() {
         assert_eq!(join_arrays([array(&[1]).as_slice(), &[0x81, 0x01, 0x02][..]]), None);
         assert_eq!(join_arrays([&[0xdc, 0x00][..]]), None, "a truncated header");
+    }
+
+    #[test]
+    fn inserts_a_map_of_values_into_a_map() {
+        // {"a": 1} + "cv" -> {"x": 2, "long key of more than thirty-one bytes": [3]}
+        let base = [0x81, 0xa1, b'a', 0x01];
+        let long = "long key of more than thirty-one bytes";
+        let out = insert_map(&base, "cv", &[("x", &[0x02][..]), (long, &[0x91, 0x03][..])]).unwrap();
+        let mut want = vec![0x82, 0xa1, b'a', 0x01, 0xa2, b'c', b'v', 0x82, 0xa1, b'x', 0x02, 0xd9];
+        want.push(u8::try_from(long.len()).unwrap());
+        want.extend_from_slice(long.as_bytes());
+        want.extend_from_slice(&[0x91, 0x03]);
+        assert_eq!(out, want);
+        // A fixmap of 15 entries grows into a map16 header.
+        let mut full = vec![0x8f];
+        for i in 0..15u8 {
+            full.extend_from_slice(&[0xa1, b'a' + i, i]);
+        }
+        let grown = insert_map(&full, "z", &[]).unwrap();
+        assert_eq!(&grown[..3], &[0xde, 0x00, 0x10]);
+        assert_eq!(insert_map(&[0x91, 0x01], "z", &[]), None, "an array is not a map");
     }
 }

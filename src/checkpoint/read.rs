@@ -235,6 +235,9 @@ pub fn list(conn: &Connection, q: &ListQuery) -> Result<Vec<StoredCheckpoint>> {
             deltas,
         });
     }
+    for cp in &mut out {
+        merge_values_into_checkpoint(cp);
+    }
     for (key, write) in writes {
         if let Some(&i) = index.get(&key) {
             out[i].writes.push(write);
@@ -252,6 +255,31 @@ pub fn list(conn: &Connection, q: &ListQuery) -> Result<Vec<StoredCheckpoint>> {
             .then_with(|| a.checkpoint_ns.cmp(&b.checkpoint_ns))
     });
     Ok(out)
+}
+
+/// Puts the msgpack channel values of a msgpack checkpoint inside it, as the entry
+/// `channel_values`, so that the reader decodes the checkpoint and those values in one call;
+/// their `segments` are left empty. Other values keep their segments.
+fn merge_values_into_checkpoint(cp: &mut StoredCheckpoint) {
+    if cp.type_tag != msgpack::MSGPACK {
+        return;
+    }
+    let mergeable = |v: &ChannelValue| v.segments.len() == 1 && v.segments[0].0 == msgpack::MSGPACK;
+    let entries: Vec<(&str, &[u8])> = cp
+        .blobs
+        .iter()
+        .filter(|v| mergeable(v))
+        .map(|v| (v.channel.as_str(), v.segments[0].1.as_slice()))
+        .collect();
+    if entries.is_empty() {
+        return;
+    }
+    if let Some(merged) = msgpack::insert_map(&cp.checkpoint, "channel_values", &entries) {
+        cp.checkpoint = merged;
+        for v in cp.blobs.iter_mut().filter(|v| mergeable(v)) {
+            v.segments.clear();
+        }
+    }
 }
 
 /// Every thread id in the database.

@@ -121,7 +121,8 @@ impl PyCheckpointStore {
     /// Lists checkpoints newest first. Each item is a tuple
     /// `(thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, type, checkpoint, metadata_json,
     /// blobs, writes)` with `blobs` as `[(channel, [(type, data), ...], deltas)]` (the segments
-    /// whose concatenation is the value, oldest first, and the length of the stored delta chain) and `writes` as `[(task_id, channel, type, data)]`
+    /// whose concatenation is the value, oldest first, and the length of the stored delta chain;
+    /// no segments when the value was put inside a msgpack checkpoint as `channel_values`) and `writes` as `[(task_id, channel, type, data)]`
     /// in LangGraph's order.
     #[pyo3(signature = (*, thread_id = None, checkpoint_ns = None, checkpoint_id = None, before = None, filter = Vec::new(), limit = None))]
     #[allow(clippy::too_many_arguments)]
