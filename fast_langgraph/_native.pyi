@@ -74,16 +74,18 @@ class CheckpointStore:
     def closed(self) -> bool: ...
     def put(
         self,
-        thread_id: str,
-        checkpoint_ns: str,
-        checkpoint_id: str,
-        parent_checkpoint_id: str | None,
-        type_tag: str,
-        checkpoint: bytes,
-        metadata_json: str,
-        run_id: str | None,
-        channel_versions: Sequence[tuple[str, str]],
-        blobs: Sequence[tuple[str, str, str, bytes, str | None]],
+        checkpoint: tuple[
+            str,  # thread_id
+            str,  # checkpoint_ns
+            str,  # checkpoint_id
+            str | None,  # parent_checkpoint_id
+            str,  # type tag
+            bytes,  # the checkpoint, without channel values
+            str,  # metadata, JSON
+            str | None,  # run_id
+            Sequence[tuple[str, str]],  # every (channel, version)
+            Sequence[tuple[str, str, str, bytes, str | None]],  # new blobs
+        ],
     ) -> None:
         """Store a checkpoint and the blobs of its new channel versions, each as
         (channel, version, type, data, delta_base). A blob with a delta_base holds only the
@@ -91,14 +93,10 @@ class CheckpointStore:
         that version is not stored. Returns once committed."""
     def put_writes(
         self,
-        thread_id: str,
-        checkpoint_ns: str,
-        checkpoint_id: str,
-        task_id: str,
-        task_path: str,
-        writes: Sequence[tuple[int, str, str, bytes]],
+        writes: tuple[str, str, str, str, str, Sequence[tuple[int, str, str, bytes]]],
     ) -> None:
-        """Store a task's writes as (idx, channel, type, data); returns once committed."""
+        """Store a task's writes, given as (thread_id, checkpoint_ns, checkpoint_id, task_id,
+        task_path, [(idx, channel, type, data), ...]); returns once committed."""
     def put_many(self, checkpoints: Sequence[tuple[Any, ...]], writes: Sequence[tuple[Any, ...]]) -> None:
         """Store the argument tuples of many `put` and `put_writes` calls in one transaction."""
     def list(

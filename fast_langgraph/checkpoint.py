@@ -343,7 +343,7 @@ class RustSQLiteCheckpointer(
             remembered if self.delta else None,
         )
         try:
-            self._store.put(*args)
+            self._store.put(args)
         except DeltaBaseMissingError:
             # A base was pruned or deleted since we saw it: store full values.
             self._lists.forget_thread(str(thread_id))
@@ -353,7 +353,7 @@ class RustSQLiteCheckpointer(
                 config, remembered,
                 use_deltas=False,
             )
-            self._store.put(*args)
+            self._store.put(args)
         for entry in remembered:
             self._lists.remember(*entry)
         return {
@@ -451,12 +451,7 @@ class RustSQLiteCheckpointer(
             for idx, (channel, value) in enumerate(writes)
         ]
         self._store.put_writes(
-            thread_id,
-            conf.get("checkpoint_ns", ""),
-            conf["checkpoint_id"],
-            task_id,
-            task_path,
-            rows,
+            (thread_id, conf.get("checkpoint_ns", ""), conf["checkpoint_id"], task_id, task_path, rows)
         )
 
     def _dumps(self, value: Any, what: str) -> tuple[str, bytes]:

@@ -62,58 +62,19 @@ impl PyCheckpointStore {
         self.store.is_closed()
     }
 
-    #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, type_tag, checkpoint, metadata_json, run_id, channel_versions, blobs))]
-    fn put(
-        &self,
-        py: Python<'_>,
-        thread_id: String,
-        checkpoint_ns: String,
-        checkpoint_id: String,
-        parent_checkpoint_id: Option<String>,
-        type_tag: String,
-        checkpoint: &Bound<'_, PyBytes>,
-        metadata_json: String,
-        run_id: Option<String>,
-        channel_versions: Vec<(String, String)>,
-        blobs: Vec<BlobArg<'_>>,
-    ) -> PyResult<()> {
-        let cp = NewCheckpoint {
-            thread_id,
-            checkpoint_ns,
-            checkpoint_id,
-            parent_checkpoint_id,
-            type_tag,
-            checkpoint: checkpoint.as_bytes().to_vec(),
-            metadata_json,
-            run_id,
-            channel_versions,
-            blobs: to_blobs(blobs),
-        };
+    /// Stores a checkpoint, given as the tuple `(thread_id, checkpoint_ns, checkpoint_id,
+    /// parent_checkpoint_id, type, checkpoint, metadata_json, run_id, channel_versions, blobs)`;
+    /// returns once committed.
+    fn put(&self, py: Python<'_>, checkpoint: &Bound<'_, PyTuple>) -> PyResult<()> {
+        let cp = new_checkpoint(checkpoint)?;
         // Waits for the group commit that carries this checkpoint.
         Ok(py.detach(|| self.store.put(cp))?)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (thread_id, checkpoint_ns, checkpoint_id, task_id, task_path, writes))]
-    fn put_writes(
-        &self,
-        py: Python<'_>,
-        thread_id: String,
-        checkpoint_ns: String,
-        checkpoint_id: String,
-        task_id: String,
-        task_path: String,
-        writes: Vec<WriteArg<'_>>,
-    ) -> PyResult<()> {
-        let w = NewWrites {
-            thread_id,
-            checkpoint_ns,
-            checkpoint_id,
-            task_id,
-            task_path,
-            writes: to_writes(writes),
-        };
+    /// Stores a task's writes, given as the tuple `(thread_id, checkpoint_ns, checkpoint_id,
+    /// task_id, task_path, writes)`; returns once committed.
+    fn put_writes(&self, py: Python<'_>, writes: &Bound<'_, PyTuple>) -> PyResult<()> {
+        let w = new_writes(writes)?;
         // Waits for the group commit that carries these writes.
         Ok(py.detach(|| self.store.put_writes(w))?)
     }
