@@ -394,9 +394,10 @@ class RustSQLiteCheckpointer(
                 if remembered is not None and type(value) is list:
                     key = (thread_id, ns, channel)
                     prev = self._lists.base_for(key, value) if use_deltas else None
-                    # A chain of k deltas makes every read of this value deserialize k more
-                    # segments. Short lists are cheap to store whole, so their chains are kept
-                    # short: at most one delta per 8 items, and never more than snapshot_every.
+                    # A chain of k deltas makes every read of this value walk k more blobs
+                    # (and, for serializers other than msgpack, decode k more segments). Short
+                    # lists are cheap to store whole, so their chains are kept short: at most
+                    # one delta per 8 items, and never more than snapshot_every.
                     if prev is not None and prev[2] < min(self.snapshot_every, len(value) // 8):
                         base = prev[0]
                         type_, data = self._dumps(value[len(prev[1]) :], what)
