@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextvars
 import os
+import signal
 import sys
 import threading
 import time
@@ -233,6 +234,9 @@ def test_futures_are_plain_concurrent_futures() -> None:
 def test_ctrl_c_interrupts_a_wait_for_tasks() -> None:
     import _thread
 
+    # A process started in the background by a non-interactive shell inherits SIGINT ignored,
+    # and then interrupt_main() does nothing: install Python's handler for this test.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     gate = threading.Event()
     interrupted = threading.Event()
     ex = fx.PoolExecutor()
@@ -257,4 +261,5 @@ def test_ctrl_c_interrupts_a_wait_for_tasks() -> None:
             time.sleep(0.01)  # a signal the sender sent meanwhile is handled here
         except KeyboardInterrupt:
             pass
+        signal.signal(signal.SIGINT, previous)
     ex.shutdown(wait=True)
