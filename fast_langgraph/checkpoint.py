@@ -217,7 +217,7 @@ class RustSQLiteCheckpointer(
                 value = tup.checkpoint["channel_values"].get(channel)
                 if type(value) is list and channel in versions:
                     self._lists.remember(
-                        (rows[0][0], rows[0][1], channel), str(versions[channel]), value, deltas, "read"
+                        (rows[0][0], rows[0][1], channel), str(versions[channel]), tuple(value), deltas, "read"
                     )
         return tup
 
@@ -237,8 +237,7 @@ class RustSQLiteCheckpointer(
         kwargs: dict[str, Any] = {}
         if config is not None:
             conf = _configurable(config)
-            if "thread_id" in conf:
-                kwargs["thread_id"] = str(conf["thread_id"])
+            kwargs["thread_id"] = str(conf["thread_id"])
             if conf.get("checkpoint_ns") is not None:
                 kwargs["checkpoint_ns"] = conf["checkpoint_ns"]
             if checkpoint_id := get_checkpoint_id(config):
@@ -401,10 +400,13 @@ class RustSQLiteCheckpointer(
                     if prev is not None and prev[2] < min(self.snapshot_every, len(value) // 8):
                         base = prev[0]
                         type_, data = self._dumps(value[len(prev[1]) :], what)
-                        remembered.append((key, str(version), value, prev[2] + 1))
+                        chain = prev[2] + 1
                     else:
                         type_, data = self._dumps(value, what)
-                        remembered.append((key, str(version), value, 0))
+                        chain = 0
+                    # The items as serialized now: the list may grow in place before the
+                    # commit returns, and the next delta must start after what was stored.
+                    remembered.append((key, str(version), tuple(value), chain))
                 else:
                     type_, data = self._dumps(value, what)
             else:
@@ -662,9 +664,9 @@ class _ListVersions:
         return None
 
     def remember(
-        self, key: tuple[str, str, str], version: str, value: list, chain: int, slot: str = "put"
+        self, key: tuple[str, str, str], version: str, items: tuple, chain: int, slot: str = "put"
     ) -> None:
-        entry = (version, tuple(value), chain)
+        entry = (version, items, chain)
         with self._lock:
             self._entries.setdefault(key, {})[slot] = entry
             self._entries.move_to_end(key)

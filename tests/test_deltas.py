@@ -279,3 +279,36 @@ def test_a_killed_process_never_leaves_a_broken_chain(tmp_path: Path) -> None:
         assert saver.check() == []
         assert saver.storage_stats()["delta_blobs"] > 0
         saver.close()
+
+
+def test_a_list_grown_in_place_during_the_commit_is_stored_whole(tmp_path: Path) -> None:
+    """With durability="async" the commit runs on a background thread while the graph goes on;
+    a reducer that extends the stored list in place must not make the next delta skip items."""
+    from langgraph.checkpoint.base import empty_checkpoint
+
+    saver = RustSQLiteCheckpointer(tmp_path / "grow.db")
+    history = [HumanMessage(content=f"m{i}", id=f"m{i}") for i in range(40)]
+    real_store = saver._store
+
+    class GrowsDuringCommit:
+        def __getattr__(self, name):
+            return getattr(real_store, name)
+
+        def put(self, args):
+            real_store.put(args)
+            history.append(HumanMessage(content=f"m{len(history)}", id=f"m{len(history)}"))
+
+    saver._store = GrowsDuringCommit()
+    config = {"configurable": {"thread_id": "g", "checkpoint_ns": ""}}
+    version = None
+    for _ in range(3):
+        cp = empty_checkpoint()
+        version = saver.get_next_version(version, None)
+        cp["channel_values"] = {"messages": history}
+        cp["channel_versions"] = {"messages": version}
+        config = saver.put(config, cp, {"source": "loop", "step": 0}, {"messages": version})
+    saver._store = real_store
+    stored = saver.get_tuple(config).checkpoint["channel_values"]["messages"]
+    # The last put stored the 42 items the list held then; the one appended after it is not.
+    assert [m.content for m in stored] == [f"m{i}" for i in range(42)]
+    assert saver.storage_stats()["delta_blobs"] == 2

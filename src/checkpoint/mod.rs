@@ -159,9 +159,11 @@ pub enum PruneStrategy {
 
 /// Where the connections point.
 enum Readers {
-    /// A file: a pool of read connections, used by any number of threads at once.
+    /// A file: the writer's connection when it is idle, else a pool of read connections, used
+    /// by any number of threads at once.
     File {
         path: String,
+        writer: Arc<Mutex<Connection>>,
         pool: Mutex<Vec<Connection>>,
         busy_timeout: Duration,
     },
@@ -197,6 +199,7 @@ impl Store {
         } else {
             Readers::File {
                 path: path.to_owned(),
+                writer: Arc::clone(&conn),
                 pool: Mutex::new(Vec::new()),
                 busy_timeout: options.busy_timeout,
             }
@@ -319,9 +322,16 @@ impl Store {
             }
             Readers::File {
                 path,
+                writer,
                 pool,
                 busy_timeout,
             } => {
+                // An idle writer connection has the freshest page cache: its own commits do not
+                // invalidate it, while every commit makes a pooled reader re-read its pages.
+                // The writer thread waits for this read if it starts a commit meanwhile.
+                if let Ok(conn) = writer.try_lock() {
+                    return f(&conn);
+                }
                 // Take a connection out of the pool so the lock is held only for the pop.
                 let taken = pool.lock().unwrap_or_else(PoisonError::into_inner).pop();
                 let conn = match taken {
