@@ -15,10 +15,10 @@ class CheckpointError(FastLangGraphError):
 class CheckpointClosedError(CheckpointError):
     """The checkpointer was used after close()."""
 
-class ForeignDatabaseError(CheckpointError):
+class ForeignDatabaseError(FastLangGraphError):
     """The file is not SQLite, or holds tables that are not fast-langgraph's. It is left untouched."""
 
-class DatabaseLockedError(CheckpointError):
+class DatabaseLockedError(FastLangGraphError):
     """Another connection held the database lock for longer than the busy timeout."""
 
 class DeltaBaseMissingError(CheckpointError):

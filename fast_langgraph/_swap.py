@@ -19,7 +19,7 @@ from typing import Any
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
-from fast_langgraph.checkpoint import RustSQLiteCheckpointer
+from fast_langgraph.checkpoint import RustSQLiteCheckpointer, is_sqlite_saver_file
 
 SIBLING_SUFFIX = ".flg"
 _MISSING = object()
@@ -61,25 +61,28 @@ def _aiosqlite_conn_path(conn: Any) -> str:
 
 def _init_store(saver: RustSQLiteCheckpointer, path: str, serde: Any) -> None:
     target = store_path_for(path)
-    fresh = target != ":memory:" and not os.path.exists(target)
+    if target != ":memory:" and not os.path.exists(target) and os.path.exists(path):
+        if is_sqlite_saver_file(path):
+            _import_whole(path, target, serde)
     RustSQLiteCheckpointer.__init__(saver, target, serde=serde)
     saver.source_path = path  # type: ignore[attr-defined]
-    if fresh and os.path.exists(path) and _is_sqlite_saver_file(path):
+
+
+def _import_whole(path: str, target: str, serde: Any) -> None:
+    """Import the SqliteSaver file into a staging file and move it into place only when the
+    import is complete: a crash or an error midway leaves no half-imported `target` behind,
+    and the next start imports again."""
+    staging = f"{target}.importing-{os.getpid()}"
+    for leftover in (staging, staging + "-wal", staging + "-shm"):
+        if os.path.exists(leftover):
+            os.remove(leftover)
+    saver = RustSQLiteCheckpointer(staging, serde=serde)
+    try:
         saver.import_sqlite_saver(path)
-
-
-def _is_sqlite_saver_file(path: str) -> bool:
-    try:
-        src = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    except sqlite3.Error:
-        return False
-    try:
-        names = {r[0] for r in src.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-    except sqlite3.DatabaseError:
-        return False
     finally:
-        src.close()
-    return {"checkpoints", "writes"} <= names
+        saver.close()
+        del saver  # closes its connections, which folds the WAL into the file
+    os.replace(staging, target)
 
 
 def _unavailable(name: str) -> Any:

@@ -157,11 +157,16 @@ def _async_wrapper(func: Callable[..., Any], cf: CachedFunction) -> Callable[...
     among the tasks of one event loop."""
     cache: RustLLMCache = cf.cache
     calls: dict[tuple[int, bytes], asyncio.Future] = {}
+    # A cache kept in SQLite reads and writes the file: do that off the event loop.
+    persistent = _persistent(cache)
+
+    async def get(*args: Any) -> tuple[bool, Any]:
+        return await asyncio.to_thread(cache._get_key, *args) if persistent else cache._get_key(*args)
 
     @functools.wraps(func)
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
         key, pins = cf._make_key(args, kwargs)
-        found, value = cache._get_key(key)
+        found, value = await get(key)
         if found:
             return value
         loop = asyncio.get_running_loop()
@@ -169,10 +174,12 @@ def _async_wrapper(func: Callable[..., Any], cf: CachedFunction) -> Callable[...
         while True:
             fut = calls.get(flight)
             if fut is None:
-                found, value = cache._get_key(key, False)
+                found, value = await get(key, False)
                 if found:
                     return value
-                break
+                if calls.get(flight) is None:  # nobody started the call while we looked
+                    break
+                continue
             try:
                 return await asyncio.shield(fut)
             except asyncio.CancelledError:
@@ -183,7 +190,10 @@ def _async_wrapper(func: Callable[..., Any], cf: CachedFunction) -> Callable[...
         calls[flight] = fut
         try:
             value = await func(*args, **kwargs)
-            cache._put_key(key, value, pins)
+            if persistent:
+                await asyncio.to_thread(cache._put_key, key, value, pins)
+            else:
+                cache._put_key(key, value, pins)
         except asyncio.CancelledError:
             fut.cancel()
             raise

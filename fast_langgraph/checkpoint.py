@@ -483,7 +483,9 @@ class RustSQLiteCheckpointer(
 
     def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
         """Prune threads: ``"keep_latest"`` keeps the newest checkpoint of each namespace
-        (with its writes and the channel values it needs); ``"delete"`` removes all."""
+        (with its writes and the channel values it needs, delta chains included); ``"delete"``
+        removes all. Do not prune threads of graphs that use LangGraph's beta ``DeltaChannel``,
+        which rebuilds values from the writes of the ancestors this deletes."""
         thread_ids = [str(t) for t in _sequence(thread_ids, "thread_ids")]
         for thread_id in thread_ids:
             self._lists.forget_thread(thread_id)
@@ -570,15 +572,14 @@ class RustSQLiteCheckpointer(
         src_path = os.fspath(source)
         if not os.path.exists(src_path):
             raise FileNotFoundError(f"import_sqlite_saver: no such file: {src_path!r}")
-        # A percent-encoded URI: '#', '?' or '%' in the path must not end or alter it.
-        src = sqlite3.connect(f"{Path(os.path.abspath(src_path)).as_uri()}?mode=ro", uri=True)
+        src = _open_read_only(src_path)
         try:
-            tables = {r[0] for r in src.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            tables = _table_names(src)
         except sqlite3.DatabaseError as e:
             src.close()
             raise ValueError(f"import_sqlite_saver: {src_path!r} is not an SQLite database: {e}") from e
         try:
-            if not {"checkpoints", "writes"} <= tables:
+            if not _SQLITE_SAVER_TABLES <= tables:
                 raise ValueError(
                     f"import_sqlite_saver: {src_path!r} is not a SqliteSaver database "
                     f"(tables: {sorted(tables)})"
@@ -631,6 +632,32 @@ class RustSQLiteCheckpointer(
         if checkpoints or write_args:
             self._store.put_many(checkpoints, write_args)
         return count
+
+
+_SQLITE_SAVER_TABLES = {"checkpoints", "writes"}
+
+
+def _open_read_only(path: str) -> sqlite3.Connection:
+    # A percent-encoded URI: '#', '?' or '%' in the path must not end or alter it.
+    return sqlite3.connect(f"{Path(os.path.abspath(path)).as_uri()}?mode=ro", uri=True)
+
+
+def _table_names(conn: sqlite3.Connection) -> set[str]:
+    return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+
+
+def is_sqlite_saver_file(path: str) -> bool:
+    """Whether ``path`` is an SQLite file with SqliteSaver's tables (opened read-only)."""
+    try:
+        src = _open_read_only(path)
+    except sqlite3.Error:
+        return False
+    try:
+        return _SQLITE_SAVER_TABLES <= _table_names(src)
+    except sqlite3.DatabaseError:
+        return False
+    finally:
+        src.close()
 
 
 class _ListVersions:

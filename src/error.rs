@@ -15,8 +15,11 @@ pub enum Error {
     Closed(String),
     /// The store was used in a process forked from the one that opened it.
     ForkedProcess(String),
-    /// An argument or stored value is not what the operation needs.
+    /// An argument is not what the operation needs.
     Invalid(String),
+    /// The database holds something it should not (a broken delta chain), or SQLite refused a
+    /// setting the store needs.
+    Storage(String),
     /// A delta blob names a base version that is not stored (it was pruned or deleted).
     /// The caller stores the full value instead.
     DeltaBaseMissing(String),
@@ -37,6 +40,7 @@ impl fmt::Display for Error {
             | Error::ForeignSchema(m)
             | Error::Closed(m)
             | Error::Invalid(m)
+            | Error::Storage(m)
             | Error::DeltaBaseMissing(m)
             | Error::Corrupt(m)
             | Error::ForkedProcess(m)

@@ -242,9 +242,14 @@ def test_sqlite_saver_database_hints_import(tmp_path):
 
 
 def test_isinstance_hierarchy():
-    assert issubclass(ForeignDatabaseError, CheckpointError)
+    from fast_langgraph import CacheError, DatabaseLockedError, FastLangGraphError
+
     assert issubclass(SerializationError, CheckpointError)
     assert issubclass(CheckpointClosedError, CheckpointError)
+    # File-level errors are shared by the checkpointer and the persistent cache.
+    for shared in (ForeignDatabaseError, DatabaseLockedError):
+        assert issubclass(shared, FastLangGraphError)
+        assert not issubclass(shared, CheckpointError) and not issubclass(shared, CacheError)
 
 
 # -- use after close -----------------------------------------------------------------------

@@ -163,7 +163,8 @@ enum Readers {
     /// by any number of threads at once.
     File {
         path: String,
-        writer: Arc<Mutex<Connection>>,
+        /// Taken away by `close()`, so that the connection closes with the writer thread.
+        writer: Mutex<Option<Arc<Mutex<Connection>>>>,
         pool: Mutex<Vec<Connection>>,
         busy_timeout: Duration,
     },
@@ -199,7 +200,7 @@ impl Store {
         } else {
             Readers::File {
                 path: path.to_owned(),
-                writer: Arc::clone(&conn),
+                writer: Mutex::new(Some(Arc::clone(&conn))),
                 pool: Mutex::new(Vec::new()),
                 busy_timeout: options.busy_timeout,
             }
@@ -284,16 +285,22 @@ impl Store {
             // Connections copied by fork() belong to the parent: closing them here could
             // disturb its locks and WAL, so they are dropped without closing.
             self.writer.close();
-            if let Readers::File { pool, .. } = &self.readers {
+            if let Readers::File { pool, writer, .. } = &self.readers {
                 if let Ok(mut idle) = pool.try_lock() {
                     idle.drain(..).for_each(std::mem::forget);
+                }
+                if let Ok(mut writer) = writer.try_lock() {
+                    std::mem::forget(writer.take());
                 }
             }
             return;
         }
         self.writer.close();
-        if let Readers::File { pool, .. } = &self.readers {
+        if let Readers::File { pool, writer, .. } = &self.readers {
             pool.lock().unwrap_or_else(PoisonError::into_inner).clear();
+            // The writer thread has let go of it: this closes the writer connection, and the
+            // last connection to close folds the WAL back into the file.
+            drop(writer.lock().unwrap_or_else(PoisonError::into_inner).take());
         }
     }
 
@@ -329,7 +336,8 @@ impl Store {
                 // An idle writer connection has the freshest page cache: its own commits do not
                 // invalidate it, while every commit makes a pooled reader re-read its pages.
                 // The writer thread waits for this read if it starts a commit meanwhile.
-                if let Ok(conn) = writer.try_lock() {
+                let writer = writer.lock().unwrap_or_else(PoisonError::into_inner).clone();
+                if let Some(conn) = writer.as_ref().and_then(|w| w.try_lock().ok()) {
                     return f(&conn);
                 }
                 // Take a connection out of the pool so the lock is held only for the pop.

@@ -212,7 +212,7 @@ pub fn list(conn: &Connection, q: &ListQuery) -> Result<Vec<StoredCheckpoint>> {
         if let Some(oldest) = segs.first() {
             if let Some(base) = &oldest.base {
                 let cp = &out[i];
-                return Err(Error::Invalid(format!(
+                return Err(Error::Storage(format!(
                     "checkpoint {:?} of thread {:?}: the value of channel {channel:?} extends version {base:?}, \
                      which is not stored; the database was modified outside fast-langgraph",
                     cp.checkpoint_id, cp.thread_id

@@ -98,7 +98,7 @@ pub fn prepare(conn: &Connection, path: &str, memory: bool, synchronous: Synchro
         // WAL lets readers run while the writer commits; it is a property of the file.
         let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
-            return Err(Error::Invalid(format!(
+            return Err(Error::Storage(format!(
                 "{path:?}: SQLite refused WAL mode (journal_mode={mode})"
             )));
         }

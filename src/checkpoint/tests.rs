@@ -322,7 +322,7 @@ fn a_broken_chain_is_an_error_not_a_short_value() {
         checkpoint_id: Some("2".into()),
         ..ListQuery::default()
     };
-    assert!(matches!(store.list(&q), Err(Error::Invalid(m)) if m.contains("not stored")));
+    assert!(matches!(store.list(&q), Err(Error::Storage(m)) if m.contains("not stored")));
 }
 
 #[test]

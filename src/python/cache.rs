@@ -19,7 +19,7 @@ use pyo3::types::{IntoPyDict, PyBool, PyBytes, PyDict, PyFloat, PyFrozenSet, PyI
 
 use crate::cache::{expiry_after, Clock, LruTtlCache, ManualClock, SystemClock};
 use crate::cache_store::DiskStore;
-use crate::python::exceptions::CacheCorruptError;
+use crate::python::exceptions::{cache_error, CacheCorruptError};
 
 /// A cached value, with the objects its key refers to by identity (kept alive so that their
 /// ids are not reused while the entry exists).
@@ -125,7 +125,7 @@ impl PyRustLLMCache {
         };
         let now = self.now_ms(py)?;
         // SQLite I/O.
-        let Some(row) = py.detach(|| disk.get(key, now))? else {
+        let Some(row) = py.detach(|| disk.get(key, now)).map_err(cache_error)? else {
             return Ok(None);
         };
         let value = serde
@@ -189,7 +189,8 @@ impl PyRustLLMCache {
                     ))
                 })?;
             // SQLite I/O.
-            py.detach(|| disk.put(key, &tag, &data, expires_at, now))?;
+            py.detach(|| disk.put(key, &tag, &data, expires_at, now))
+                .map_err(cache_error)?;
         }
         let pins = if pins.is_empty() {
             None
@@ -268,7 +269,7 @@ impl PyRustLLMCache {
                     .ok_or_else(|| PyValueError::new_err("path must be valid UTF-8"))?
                     .to_owned();
                 // Opening reads the file and may wait on another process's lock.
-                let disk = py.detach(move || DiskStore::open(&path, size))?;
+                let disk = py.detach(move || DiskStore::open(&path, size)).map_err(cache_error)?;
                 let serde = match serde {
                     Some(s) => s,
                     None => py
@@ -343,7 +344,7 @@ impl PyRustLLMCache {
         drop(dropped);
         if let Some(disk) = &self.disk {
             // SQLite I/O.
-            py.detach(|| disk.clear())?;
+            py.detach(|| disk.clear()).map_err(cache_error)?;
         }
         Ok(())
     }
@@ -352,7 +353,7 @@ impl PyRustLLMCache {
         let now = self.now_ms(py)?;
         if let Some(disk) = &self.disk {
             // SQLite I/O.
-            return Ok(py.detach(|| disk.len(now))?);
+            return py.detach(|| disk.len(now)).map_err(cache_error);
         }
         let (n, dropped) = {
             let mut g = self.lock(py);
@@ -415,7 +416,7 @@ impl PyRustLLMCache {
         drop(dropped);
         if let Some(disk) = &self.disk {
             // SQLite I/O.
-            return Ok(py.detach(|| disk.delete_prefix(prefix))?);
+            return py.detach(|| disk.delete_prefix(prefix)).map_err(cache_error);
         }
         Ok(n)
     }
@@ -431,7 +432,7 @@ impl PyRustLLMCache {
         drop(dropped);
         if let Some(disk) = &self.disk {
             // SQLite I/O.
-            return Ok(py.detach(|| disk.delete(key))? || live);
+            return Ok(py.detach(|| disk.delete(key)).map_err(cache_error)? || live);
         }
         Ok(live)
     }

@@ -26,13 +26,13 @@ create_exception!(
 create_exception!(
     fast_langgraph,
     ForeignDatabaseError,
-    CheckpointError,
+    FastLangGraphError,
     "The file is not SQLite, or holds tables that are not fast-langgraph's. It is left untouched."
 );
 create_exception!(
     fast_langgraph,
     DatabaseLockedError,
-    CheckpointError,
+    FastLangGraphError,
     "Another connection held the database lock for longer than the busy timeout."
 );
 create_exception!(
@@ -62,7 +62,7 @@ impl From<Error> for PyErr {
         let msg = e.to_string();
         match e {
             Error::Sqlite { busy: true, .. } => DatabaseLockedError::new_err(msg),
-            Error::Sqlite { .. } | Error::ForkedProcess(_) => CheckpointError::new_err(msg),
+            Error::Sqlite { .. } | Error::ForkedProcess(_) | Error::Storage(_) => CheckpointError::new_err(msg),
             Error::NotADatabase(_) | Error::ForeignSchema(_) => ForeignDatabaseError::new_err(msg),
             Error::Closed(_) => CheckpointClosedError::new_err(msg),
             Error::Invalid(_) => PyValueError::new_err(msg),
@@ -70,5 +70,18 @@ impl From<Error> for PyErr {
             Error::Corrupt(_) => CacheCorruptError::new_err(msg),
             Error::PoolClosed(_) => PyRuntimeError::new_err(msg),
         }
+    }
+}
+
+/// The mapping for errors of a cache file: the same file-level errors as a checkpoint
+/// database (foreign file, lock timeout), a damaged entry as `CacheCorruptError`, any other
+/// storage failure as `CacheError`.
+pub fn cache_error(e: Error) -> PyErr {
+    match e {
+        Error::NotADatabase(_) | Error::ForeignSchema(_) | Error::Sqlite { busy: true, .. } | Error::Corrupt(_) => {
+            e.into()
+        }
+        Error::Invalid(_) => e.into(),
+        other => CacheError::new_err(other.to_string()),
     }
 }
