@@ -73,15 +73,22 @@ def _import_whole(path: str, target: str, serde: Any) -> None:
     import is complete: a crash or an error midway leaves no half-imported `target` behind,
     and the next start imports again."""
     staging = f"{target}.importing-{os.getpid()}"
-    for leftover in (staging, staging + "-wal", staging + "-shm"):
-        if os.path.exists(leftover):
-            os.remove(leftover)
+    files = (staging, staging + "-wal", staging + "-shm")
+
+    def remove_staging() -> None:
+        for name in files:
+            if os.path.exists(name):
+                os.remove(name)
+
+    remove_staging()
     saver = RustSQLiteCheckpointer(staging, serde=serde)
     try:
         saver.import_sqlite_saver(path)
-    finally:
+    except BaseException:
         saver.close()
-        del saver  # closes its connections, which folds the WAL into the file
+        remove_staging()
+        raise
+    saver.close()  # closes its connections, which folds the WAL into the file
     os.replace(staging, target)
 
 

@@ -416,3 +416,30 @@ def test_add_messages_patch_reaches_graphs_compiled_before_and_unpatch_restores(
     report = shim.patch_langgraph(executor=False, checkpointer=False, add_messages=False)
     assert report.skipped["add_messages"] == "turned off by settings"
     assert shim.status()["add_messages"]["active"] is False
+
+
+def test_an_interrupted_import_leaves_nothing_and_the_next_start_imports_again(tmp_path, monkeypatch) -> None:
+    from langgraph.checkpoint.sqlite import SqliteSaver
+
+    db = tmp_path / "state.db"
+    cfg = {"configurable": {"thread_id": "t"}}
+    with SqliteSaver.from_conn_string(str(db)) as stock:
+        _counter_graph(stock).invoke({"log": []}, cfg)
+        stock_history = [s.values for s in _counter_graph(stock).get_state_history(cfg)]
+    shim.patch_langgraph(executor=False)
+    real_import = RustSQLiteCheckpointer.import_sqlite_saver
+
+    def import_then_fail(self, source, **kwargs):
+        real_import(self, source, **kwargs)
+        raise KeyboardInterrupt  # as if the user pressed Ctrl-C just before the end
+
+    monkeypatch.setattr(RustSQLiteCheckpointer, "import_sqlite_saver", import_then_fail)
+    with pytest.raises(KeyboardInterrupt):
+        SqliteSaver.from_conn_string(str(db)).__enter__()
+    assert not (tmp_path / "state.db.flg").exists(), "no half-imported file takes the place of the copy"
+    assert not any(p.name.startswith("state.db.flg.importing") for p in tmp_path.iterdir())
+    monkeypatch.setattr(RustSQLiteCheckpointer, "import_sqlite_saver", real_import)
+    with SqliteSaver.from_conn_string(str(db)) as saver:
+        assert [s.values for s in _counter_graph(saver).get_state_history(cfg)] == stock_history
+    assert (tmp_path / "state.db.flg").exists()
+    assert not any(p.name.startswith("state.db.flg.importing") for p in tmp_path.iterdir())
