@@ -14,13 +14,46 @@
 /// The type tag under which LangGraph's serializer stores msgpack.
 pub const MSGPACK: &str = "msgpack";
 
-/// The element count of a msgpack array and where its elements start.
-fn array_header(data: &[u8]) -> Option<(u64, usize)> {
+/// The type bytes of a msgpack container: the fix form (count in the low nibble), then the
+/// forms with a 16-bit and a 32-bit count.
+#[derive(Clone, Copy)]
+struct Kind {
+    fix: u8,
+    wide16: u8,
+    wide32: u8,
+}
+
+const ARRAY: Kind = Kind {
+    fix: 0x90,
+    wide16: 0xdc,
+    wide32: 0xdd,
+};
+const MAP: Kind = Kind {
+    fix: 0x80,
+    wide16: 0xde,
+    wide32: 0xdf,
+};
+
+/// The element (or entry) count of a msgpack container of `kind` and where its body starts.
+fn read_header(kind: Kind, data: &[u8]) -> Option<(u64, usize)> {
     match *data.first()? {
-        b @ 0x90..=0x9f => Some((u64::from(b & 0x0f), 1)),
-        0xdc => Some((u64::from(u16::from_be_bytes(data.get(1..3)?.try_into().ok()?)), 3)),
-        0xdd => Some((u64::from(u32::from_be_bytes(data.get(1..5)?.try_into().ok()?)), 5)),
+        b if b & 0xf0 == kind.fix => Some((u64::from(b & 0x0f), 1)),
+        b if b == kind.wide16 => Some((u64::from(u16::from_be_bytes(data.get(1..3)?.try_into().ok()?)), 3)),
+        b if b == kind.wide32 => Some((u64::from(u32::from_be_bytes(data.get(1..5)?.try_into().ok()?)), 5)),
         _ => None,
+    }
+}
+
+/// Writes the shortest header of a msgpack container of `kind` holding `count` items.
+fn push_header(out: &mut Vec<u8>, kind: Kind, count: u32) {
+    if let Ok(n @ 0..=15) = u8::try_from(count) {
+        out.push(kind.fix | n);
+    } else if let Ok(n) = u16::try_from(count) {
+        out.push(kind.wide16);
+        out.extend_from_slice(&n.to_be_bytes());
+    } else {
+        out.push(kind.wide32);
+        out.extend_from_slice(&count.to_be_bytes());
     }
 }
 
@@ -31,49 +64,18 @@ pub fn join_arrays<'a>(segments: impl IntoIterator<Item = &'a [u8]>) -> Option<V
     let mut count: u64 = 0;
     let mut len = 0;
     for seg in segments {
-        let (n, start) = array_header(seg)?;
+        let (n, start) = read_header(ARRAY, seg)?;
         count += n;
         len += seg.len() - start;
         bodies.push(&seg[start..]);
     }
     let count = u32::try_from(count).ok()?;
     let mut out = Vec::with_capacity(len + 5);
-    if count < 16 {
-        // The match arm above guarantees count < 16 fits the fixarray nibble.
-        out.push(0x90 | u8::try_from(count).ok()?);
-    } else if let Ok(n) = u16::try_from(count) {
-        out.push(0xdc);
-        out.extend_from_slice(&n.to_be_bytes());
-    } else {
-        out.push(0xdd);
-        out.extend_from_slice(&count.to_be_bytes());
-    }
+    push_header(&mut out, ARRAY, count);
     for body in bodies {
         out.extend_from_slice(body);
     }
     Some(out)
-}
-
-/// The entry count of a msgpack map and where its entries start.
-fn map_header(data: &[u8]) -> Option<(u64, usize)> {
-    match *data.first()? {
-        b @ 0x80..=0x8f => Some((u64::from(b & 0x0f), 1)),
-        0xde => Some((u64::from(u16::from_be_bytes(data.get(1..3)?.try_into().ok()?)), 3)),
-        0xdf => Some((u64::from(u32::from_be_bytes(data.get(1..5)?.try_into().ok()?)), 5)),
-        _ => None,
-    }
-}
-
-fn push_map_header(out: &mut Vec<u8>, count: u32) {
-    if count < 16 {
-        out.push(0x80 | (count as u8 & 0x0f));
-    } else if let Ok(n) = u16::try_from(count) {
-        out.push(0xde);
-        out.extend_from_slice(&n.to_be_bytes());
-    } else {
-        out.push(0xdf);
-        out.extend_from_slice(&count.to_be_bytes());
-    }
 }
 
 fn push_str(out: &mut Vec<u8>, s: &str) -> Option<()> {
@@ -97,14 +99,14 @@ fn push_str(out: &mut Vec<u8>, s: &str) -> Option<()> {
 /// `values`, a map built from `entries` (string keys to already-encoded values). `None` if
 /// `map` is not a msgpack map.
 pub fn insert_map(map: &[u8], key: &str, entries: &[(&str, &[u8])]) -> Option<Vec<u8>> {
-    let (count, start) = map_header(map)?;
+    let (count, start) = read_header(MAP, map)?;
     let count = u32::try_from(count + 1).ok()?;
     let size: usize = entries.iter().map(|(k, v)| k.len() + v.len() + 5).sum();
     let mut out = Vec::with_capacity(map.len() + key.len() + size + 15);
-    push_map_header(&mut out, count);
+    push_header(&mut out, MAP, count);
     out.extend_from_slice(&map[start..]);
     push_str(&mut out, key)?;
-    push_map_header(&mut out, u32::try_from(entries.len()).ok()?);
+    push_header(&mut out, MAP, u32::try_from(entries.len()).ok()?);
     for (k, v) in entries {
         push_str(&mut out, k)?;
         out.extend_from_slice(v);
