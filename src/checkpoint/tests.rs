@@ -350,3 +350,84 @@ fn a_forked_child_gets_an_error_instead_of_waiting_forever() {
     drop(again);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+fn temp_db(name: &str) -> String {
+    let dir = std::env::temp_dir().join(format!("flg-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    let _ = std::fs::remove_file(&path);
+    path.to_str().unwrap().to_owned()
+}
+
+#[test]
+fn in_a_group_commit_a_failing_call_fails_alone() {
+    // Small batches, many threads: failing and succeeding calls share commits.
+    let options = StoreOptions {
+        max_batch: 3,
+        ..StoreOptions::default()
+    };
+    let store = std::sync::Arc::new(Store::open(&temp_db("group.db"), &options).unwrap());
+    let handles: Vec<_> = (0..6)
+        .map(|t| {
+            let store = std::sync::Arc::clone(&store);
+            std::thread::spawn(move || {
+                for i in 0..40 {
+                    let thread = format!("t{t}");
+                    if i % 3 == 0 {
+                        let mut orphan = cp(&thread, &format!("bad{i:04}"), None, "r", &[("m", "9")]);
+                        orphan.blobs = vec![delta("9", "missing", "+x")];
+                        assert!(matches!(store.put(orphan), Err(Error::DeltaBaseMissing(_))));
+                    } else {
+                        store
+                            .put(cp(&thread, &format!("{i:04}"), None, "r", &[("a", &i.to_string())]))
+                            .unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    for t in 0..6 {
+        let ids: Vec<String> = all(&store, &format!("t{t}"))
+            .into_iter()
+            .map(|c| c.checkpoint_id)
+            .collect();
+        assert_eq!(ids.len(), 26, "{ids:?}");
+        assert!(ids.iter().all(|id| !id.starts_with("bad")));
+    }
+    let (calls, _commits) = store.writer_stats();
+    assert_eq!(calls, 240);
+}
+
+#[test]
+fn close_while_threads_write_lets_every_call_finish_or_fail_closed() {
+    let store = std::sync::Arc::new(Store::open(&temp_db("closing.db"), &StoreOptions::default()).unwrap());
+    let handles: Vec<_> = (0..6)
+        .map(|t| {
+            let store = std::sync::Arc::clone(&store);
+            std::thread::spawn(move || {
+                let mut stored = 0;
+                for i in 0..200 {
+                    match store.put(cp(&format!("t{t}"), &format!("{i:04}"), None, "r", &[("a", "1")])) {
+                        Ok(()) => stored += 1,
+                        Err(Error::Closed(_)) => break,
+                        Err(e) => panic!("unexpected error {e:?}"),
+                    }
+                }
+                stored
+            })
+        })
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    store.close();
+    let stored: Vec<usize> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    // Every call that returned Ok was committed: reopen the file and count.
+    let path = store.path().to_owned();
+    drop(store);
+    let reopened = Store::open(&path, &StoreOptions::default()).unwrap();
+    for (t, n) in stored.iter().enumerate() {
+        assert_eq!(all(&reopened, &format!("t{t}")).len(), *n);
+    }
+}

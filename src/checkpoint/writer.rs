@@ -1,14 +1,16 @@
-//! The writer thread and its group commit.
+//! Group commit.
 //!
-//! Every write is a job on one queue. The writer thread takes the first job, then every job
-//! that queued up while it was busy, and commits them all in one transaction, each inside its
-//! own savepoint so that one failing job does not undo the others. A caller waits for the
-//! commit that carries its job; with many callers, one commit (and one WAL sync) serves many
-//! calls, which is where the time of a SQLite saver goes.
+//! Every write is a job on one queue. The first caller to find no commit in progress becomes
+//! the committer: it takes every queued job (its own and those that queued up meanwhile) and
+//! commits them all in one transaction, each inside its own savepoint so that one failing job
+//! does not undo the others. Callers that arrive during a commit wait for it to finish; then
+//! one of them commits everything that queued up meanwhile, and so on. With many callers, one
+//! commit (and one WAL sync) serves many calls, which is where the time of a SQLite saver
+//! goes; a lone caller commits its own job on its own thread, with no handoff to another
+//! thread and back. Callers wait, and commit, with the GIL released (the bindings see to it).
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::thread::JoinHandle;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 use rusqlite::{params, Connection};
 
@@ -26,11 +28,6 @@ pub enum Op {
     Prune(Vec<String>, PruneStrategy),
 }
 
-struct Job {
-    op: Op,
-    done: SyncSender<Result<()>>,
-}
-
 /// Counts of what the writer did: `calls / commits` is the mean group size.
 #[derive(Debug, Default)]
 pub struct WriterStats {
@@ -40,73 +37,167 @@ pub struct WriterStats {
     pub commits: AtomicU64,
 }
 
+/// The queue and its bookkeeping, under one mutex.
+struct Queue {
+    /// Jobs not yet taken by a committer, oldest first, with their tickets and the condition
+    /// variable their callers wait on.
+    jobs: VecDeque<(u64, Op, Arc<Condvar>)>,
+    /// Results of committed jobs whose callers have not picked them up yet.
+    done: HashMap<u64, Result<()>>,
+    next_ticket: u64,
+    /// Whether a caller is committing a batch right now.
+    committing: bool,
+    /// The writer connection; `None` once closed.
+    conn: Option<Arc<Mutex<Connection>>>,
+}
+
 /// The handle callers submit jobs through.
 pub struct Writer {
-    stats: Arc<WriterStats>,
-    queue: Mutex<Option<Sender<Job>>>,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    stats: WriterStats,
+    queue: Mutex<Queue>,
+    /// Signalled, for `close()`, whenever a commit ends.
+    idle: Condvar,
+    max_batch: usize,
     closed: AtomicBool,
     path: String,
-    /// The process that started the writer thread. A forked child has no such thread.
+    /// The process that opened the store. A forked child must not use its connections.
     pid: AtomicU32,
 }
 
+/// Gives the committer's place back if a commit unwinds, failing its jobs instead of leaving
+/// their callers waiting forever.
+struct CommitGuard<'a> {
+    writer: &'a Writer,
+    /// The batch's tickets, with the condition variables their callers wait on.
+    waiters: Vec<(u64, Arc<Condvar>)>,
+    /// One result per ticket, once the commit has returned.
+    results: Option<Vec<Result<()>>>,
+}
+
+impl Drop for CommitGuard<'_> {
+    /// Hands out the results (or, if the commit unwound, an error per job), wakes exactly
+    /// the callers they belong to, and wakes the oldest queued caller to commit next.
+    fn drop(&mut self) {
+        let mut results = self.results.take().map(Vec::into_iter);
+        let mut q = self.writer.lock();
+        for (ticket, cv) in self.waiters.drain(..) {
+            let result = results.as_mut().and_then(Iterator::next).unwrap_or_else(|| {
+                Err(Error::Storage(
+                    "the commit carrying this call failed unexpectedly".into(),
+                ))
+            });
+            q.done.insert(ticket, result);
+            cv.notify_one();
+        }
+        q.committing = false;
+        if let Some((_, _, next)) = q.jobs.front() {
+            next.notify_one();
+        }
+        drop(q);
+        self.writer.idle.notify_all();
+    }
+}
+
 impl Writer {
-    /// Starts the writer thread on `conn`.
+    /// A writer that commits on `conn`.
     pub fn start(conn: Arc<Mutex<Connection>>, max_batch: usize, path: &str) -> Result<Writer> {
-        let (tx, rx) = mpsc::channel::<Job>();
-        let stats = Arc::new(WriterStats::default());
-        let thread_stats = Arc::clone(&stats);
-        let thread = std::thread::Builder::new()
-            .name("fast-langgraph-sqlite-writer".into())
-            .spawn(move || run(&conn, &rx, max_batch.max(1), &thread_stats))
-            .map_err(|e| Error::Invalid(format!("cannot start the SQLite writer thread: {e}")))?;
         Ok(Writer {
-            stats,
-            queue: Mutex::new(Some(tx)),
-            thread: Mutex::new(Some(thread)),
+            stats: WriterStats::default(),
+            queue: Mutex::new(Queue {
+                jobs: VecDeque::new(),
+                done: HashMap::new(),
+                next_ticket: 0,
+                committing: false,
+                conn: Some(conn),
+            }),
+            idle: Condvar::new(),
+            max_batch: max_batch.max(1),
             closed: AtomicBool::new(false),
             path: path.to_owned(),
             pid: AtomicU32::new(std::process::id()),
         })
     }
 
-    /// Queues `op` and blocks until the transaction that carries it has committed.
-    pub fn submit(&self, op: Op) -> Result<()> {
-        if self.in_forked_child() {
-            // The writer thread was not copied by fork(): the job would wait forever.
-            return Err(self.forked_error());
-        }
-        let (done, wait) = mpsc::sync_channel(1);
-        {
-            let queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
-            let Some(tx) = queue.as_ref() else {
-                return Err(self.closed_error());
-            };
-            tx.send(Job { op, done }).map_err(|_| self.closed_error())?;
-        }
-        wait.recv().unwrap_or_else(|_| Err(self.closed_error()))
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Lets the queued jobs finish, then stops the thread. Idempotent.
-    pub fn close(&self) {
+    /// Queues `op` and blocks until the transaction that carries it has committed, committing
+    /// it (and whatever else is queued) on this thread if no commit is in progress.
+    pub fn submit(&self, op: Op) -> Result<()> {
         if self.in_forked_child() {
-            // Nothing to stop here: the thread belongs to the parent. Its handle and queue are
-            // copies of the parent's and are left alone (a lock may have been held at fork).
-            self.closed.store(true, Ordering::SeqCst);
-            if let Ok(mut queue) = self.queue.try_lock() {
-                std::mem::forget(queue.take());
+            // The connection belongs to the parent process.
+            return Err(self.forked_error());
+        }
+        let mut q = self.lock();
+        let Some(conn) = q.conn.clone() else {
+            return Err(self.closed_error());
+        };
+        let ticket = q.next_ticket;
+        q.next_ticket += 1;
+        let wake = Arc::new(Condvar::new());
+        q.jobs.push_back((ticket, op, Arc::clone(&wake)));
+        loop {
+            if let Some(result) = q.done.remove(&ticket) {
+                return result;
             }
-            if let Ok(mut thread) = self.thread.try_lock() {
-                std::mem::forget(thread.take());
+            if q.committing {
+                // Woken when the commit carrying this job ends, or when this job is the
+                // oldest queued one and the committer's place is free.
+                q = wake.wait(q).unwrap_or_else(PoisonError::into_inner);
+                continue;
+            }
+            // This caller commits the next batch (which holds its own job, unless more than
+            // `max_batch` jobs were ahead of it).
+            q.committing = true;
+            let take = q.jobs.len().min(self.max_batch);
+            let mut ops = Vec::with_capacity(take);
+            let mut guard = CommitGuard {
+                writer: self,
+                waiters: Vec::with_capacity(take),
+                results: None,
+            };
+            for (t, op, cv) in q.jobs.drain(..take) {
+                ops.push(op);
+                guard.waiters.push((t, cv));
+            }
+            drop(q);
+            let (results, committed) = {
+                let conn = conn.lock().unwrap_or_else(PoisonError::into_inner);
+                commit_batch(&conn, &ops)
+            };
+            self.stats.calls.fetch_add(ops.len() as u64, Ordering::Relaxed);
+            self.stats.commits.fetch_add(u64::from(committed), Ordering::Relaxed);
+            drop(ops);
+            guard.results = Some(results);
+            drop(guard); // hands out the results and frees the committer's place
+            q = self.lock();
+        }
+    }
+
+    /// Waits for the commit in progress and any queued jobs, then lets go of the connection;
+    /// later calls fail with `Error::Closed`. Idempotent.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        if self.in_forked_child() {
+            // The connection is a copy of the parent's: leave it alone (a lock may have been
+            // held at fork, and closing it could disturb the parent's locks).
+            if let Ok(mut q) = self.queue.try_lock() {
+                std::mem::forget(q.conn.take());
             }
             return;
         }
-        self.closed.store(true, Ordering::SeqCst);
-        drop(self.queue.lock().unwrap_or_else(PoisonError::into_inner).take());
-        if let Some(handle) = self.thread.lock().unwrap_or_else(PoisonError::into_inner).take() {
-            let _ = handle.join();
+        let mut q = self.lock();
+        while q.committing || !q.jobs.is_empty() {
+            if !q.committing {
+                // Queued jobs whose callers are still waiting for their turn: let them run.
+                if let Some((_, _, next)) = q.jobs.front() {
+                    next.notify_one();
+                }
+            }
+            q = self.idle.wait(q).unwrap_or_else(PoisonError::into_inner);
         }
+        q.conn = None;
     }
 
     /// (calls, commits) so far.
@@ -150,41 +241,19 @@ impl Writer {
     }
 }
 
-fn run(conn: &Mutex<Connection>, rx: &Receiver<Job>, max_batch: usize, stats: &WriterStats) {
-    while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
-        while batch.len() < max_batch {
-            match rx.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
-        let (results, committed) = {
-            let conn = conn.lock().unwrap_or_else(PoisonError::into_inner);
-            commit_batch(&conn, &batch)
-        };
-        stats.calls.fetch_add(batch.len() as u64, Ordering::Relaxed);
-        stats.commits.fetch_add(u64::from(committed), Ordering::Relaxed);
-        for (job, result) in batch.into_iter().zip(results) {
-            // A caller that went away no longer needs its answer.
-            let _ = job.done.send(result);
-        }
-    }
-}
-
 /// Applies every job of the batch in one transaction; returns one result per job, and
 /// whether a transaction was committed.
-fn commit_batch(conn: &Connection, batch: &[Job]) -> (Vec<Result<()>>, bool) {
+fn commit_batch(conn: &Connection, batch: &[Op]) -> (Vec<Result<()>>, bool) {
     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
         let e = Error::from(e);
         return (batch.iter().map(|_| Err(e.clone())).collect(), false);
     }
     let mut results = Vec::with_capacity(batch.len());
-    for job in batch {
+    for op in batch {
         let result = if batch.len() == 1 {
-            apply(conn, &job.op)
+            apply(conn, op)
         } else {
-            in_savepoint(conn, &job.op)
+            in_savepoint(conn, op)
         };
         results.push(result);
     }
