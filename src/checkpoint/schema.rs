@@ -2,6 +2,9 @@
 //!
 //! Channel values live in `flg_blobs`, one row per (thread, namespace, channel, version), as
 //! LangGraph's Postgres saver stores them: a step that changes one channel writes one blob.
+//! The blobs are keyed version first: LangGraph gives every channel a step writes the same
+//! new version, so one commit's blobs sit side by side at the end of their thread's range and
+//! dirty one or two pages, where channel-first keys spread them over a page per channel.
 //! A blob with a `delta_base` holds only the items a list channel appended to the blob of that
 //! earlier version; a NULL `delta_base` is a full value. Small columns come before the blob, so
 //! that reading them never walks the blob's overflow pages.
@@ -13,8 +16,9 @@ use crate::error::{Error, Result};
 /// WAL pages after which a commit checkpoints the WAL into the database file.
 const WAL_AUTOCHECKPOINT_PAGES: u32 = 4000;
 
-/// Bumped when the layout changes; a file with another version is refused.
-pub const SCHEMA_VERSION: i64 = 1;
+/// Bumped when the layout changes. Older versions are migrated in place when opened; newer
+/// ones are refused.
+pub const SCHEMA_VERSION: i64 = 2;
 
 const CREATE: &str = "
 CREATE TABLE IF NOT EXISTS flg_meta (
@@ -42,7 +46,7 @@ CREATE TABLE IF NOT EXISTS flg_blobs (
     delta_base TEXT,
     type TEXT NOT NULL,
     blob BLOB,
-    PRIMARY KEY (thread_id, checkpoint_ns, channel, version)
+    PRIMARY KEY (thread_id, checkpoint_ns, version, channel)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS flg_writes (
     thread_id TEXT NOT NULL,
@@ -56,6 +60,26 @@ CREATE TABLE IF NOT EXISTS flg_writes (
     blob BLOB,
     PRIMARY KEY (thread_id, checkpoint_ns, checkpoint_id, task_id, idx)
 );
+";
+
+/// Version 1 keyed `flg_blobs` channel first; version 2 keys it version first. The rows
+/// move as they are, in one transaction.
+const MIGRATE_1_TO_2: &str = "
+CREATE TABLE flg_blobs_v2 (
+    thread_id TEXT NOT NULL,
+    checkpoint_ns TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    version TEXT NOT NULL,
+    delta_base TEXT,
+    type TEXT NOT NULL,
+    blob BLOB,
+    PRIMARY KEY (thread_id, checkpoint_ns, version, channel)
+) WITHOUT ROWID;
+INSERT INTO flg_blobs_v2 (thread_id, checkpoint_ns, channel, version, delta_base, type, blob)
+    SELECT thread_id, checkpoint_ns, channel, version, delta_base, type, blob FROM flg_blobs;
+DROP TABLE flg_blobs;
+ALTER TABLE flg_blobs_v2 RENAME TO flg_blobs;
+UPDATE flg_meta SET value = '2' WHERE key = 'schema_version';
 ";
 
 /// Makes `conn` ready: checks that the file is SQLite and either empty or ours, creates the
@@ -81,17 +105,18 @@ pub fn prepare(conn: &Connection, path: &str, memory: bool, synchronous: Synchro
         )));
     }
     if ours {
-        let version: Option<String> = conn
-            .query_row("SELECT value FROM flg_meta WHERE key = 'schema_version'", [], |r| {
-                r.get(0)
-            })
-            .ok();
-        if version.as_deref() != Some(&SCHEMA_VERSION.to_string()) {
-            return Err(Error::ForeignSchema(format!(
-                "{path:?} has fast-langgraph schema version {}, this build reads version {SCHEMA_VERSION}; \
-                 it was not modified",
-                version.unwrap_or_else(|| "(none)".into())
-            )));
+        let version = schema_version(conn)?;
+        if version != Some(SCHEMA_VERSION) {
+            match version {
+                Some(1) => migrate(conn, path)?,
+                _ => {
+                    return Err(Error::ForeignSchema(format!(
+                        "{path:?} has fast-langgraph schema version {}, this build reads versions 1 to \
+                         {SCHEMA_VERSION}; it was not modified",
+                        version.map_or_else(|| "(none)".into(), |v| v.to_string())
+                    )))
+                }
+            }
         }
     }
     if !memory {
@@ -117,6 +142,39 @@ pub fn prepare(conn: &Connection, path: &str, memory: bool, synchronous: Synchro
         conn.execute_batch(&format!(
             "BEGIN IMMEDIATE; {CREATE} INSERT OR IGNORE INTO flg_meta VALUES ('schema_version', '{SCHEMA_VERSION}'); COMMIT;"
         ))?;
+    }
+    Ok(())
+}
+
+fn schema_version(conn: &Connection) -> Result<Option<i64>> {
+    let value: Option<String> = conn
+        .query_row("SELECT value FROM flg_meta WHERE key = 'schema_version'", [], |r| {
+            r.get(0)
+        })
+        .ok();
+    Ok(value.and_then(|v| v.parse().ok()))
+}
+
+/// Brings a version-1 file to the current layout in one transaction. Another process may be
+/// doing the same: the version is read again under the write lock, and only one migrates.
+fn migrate(conn: &Connection, path: &str) -> Result<()> {
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let result = (|| {
+        if schema_version(conn)? == Some(1) {
+            conn.execute_batch(MIGRATE_1_TO_2)?;
+        }
+        conn.execute_batch("COMMIT")?;
+        Ok(())
+    })();
+    if let Err(e) = result {
+        let _ = conn.execute_batch("ROLLBACK");
+        return Err(match e {
+            Error::Sqlite { message, busy } => Error::Sqlite {
+                message: format!("{path:?}: upgrading the schema from version 1 failed, nothing changed: {message}"),
+                busy,
+            },
+            other => other,
+        });
     }
     Ok(())
 }

@@ -431,3 +431,77 @@ fn close_while_threads_write_lets_every_call_finish_or_fail_closed() {
         assert_eq!(all(&reopened, &format!("t{t}")).len(), *n);
     }
 }
+
+/// Rewrites a current file into the version-1 layout (blobs keyed channel first).
+fn downgrade_to_v1(path: &str) {
+    rusqlite::Connection::open(path)
+        .unwrap()
+        .execute_batch(
+            "BEGIN;
+             CREATE TABLE flg_blobs_v1 (thread_id TEXT NOT NULL, checkpoint_ns TEXT NOT NULL, channel TEXT NOT NULL,
+                 version TEXT NOT NULL, delta_base TEXT, type TEXT NOT NULL, blob BLOB,
+                 PRIMARY KEY (thread_id, checkpoint_ns, channel, version)) WITHOUT ROWID;
+             INSERT INTO flg_blobs_v1 SELECT thread_id, checkpoint_ns, channel, version, delta_base, type, blob
+                 FROM flg_blobs;
+             DROP TABLE flg_blobs;
+             ALTER TABLE flg_blobs_v1 RENAME TO flg_blobs;
+             UPDATE flg_meta SET value = '1' WHERE key = 'schema_version';
+             COMMIT;",
+        )
+        .unwrap();
+}
+
+fn blobs_table_sql(path: &str) -> String {
+    rusqlite::Connection::open(path)
+        .unwrap()
+        .query_row("SELECT sql FROM sqlite_master WHERE name = 'flg_blobs'", [], |r| {
+            r.get(0)
+        })
+        .unwrap()
+}
+
+#[test]
+fn a_version_1_file_is_migrated_with_every_value_and_chain() {
+    let path = temp_db("v1.db");
+    let before = {
+        let store = Store::open(&path, &StoreOptions::default()).unwrap();
+        store.put(cp("u", "1", None, "r", &[("m", "1"), ("n", "1")])).unwrap();
+        let mut next = cp("u", "2", Some("1"), "r", &[("m", "2"), ("n", "1")]);
+        next.blobs = vec![delta("2", "1", "+b")];
+        store.put(next).unwrap();
+        let listed = all(&store, "u");
+        store.close();
+        listed
+    };
+    downgrade_to_v1(&path);
+    assert!(blobs_table_sql(&path).contains("channel, version)"));
+    let store = Store::open(&path, &StoreOptions::default()).unwrap();
+    assert_eq!(all(&store, "u"), before);
+    assert_eq!(segments(&store, "u", "2"), ["m@1", "+b"]);
+    store.close();
+    assert!(blobs_table_sql(&path).contains("version, channel)"));
+    let version: String = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row("SELECT value FROM flg_meta WHERE key = 'schema_version'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(version, "2");
+}
+
+#[test]
+fn a_file_from_a_newer_version_is_refused_untouched() {
+    let path = temp_db("v9.db");
+    Store::open(&path, &StoreOptions::default()).unwrap().close();
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch("UPDATE flg_meta SET value = '9' WHERE key = 'schema_version'")
+        .unwrap();
+    let before = std::fs::read(&path).unwrap();
+    let err = Store::open(&path, &StoreOptions::default()).err().unwrap();
+    assert!(
+        matches!(err, Error::ForeignSchema(ref m) if m.contains("version 9")),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), before);
+}
