@@ -10,12 +10,10 @@ use crate::error::{Error, Result};
 
 /// One stored blob on the way from a checkpoint's channel version to its full value.
 struct Segment {
-    channel: String,
     type_tag: String,
     data: Vec<u8>,
     /// The version this blob extends, for a delta.
     base: Option<String>,
-    depth: i64,
 }
 
 /// A scalar metadata value to filter on. Compared as Python's `==` compares JSON scalars:
@@ -111,9 +109,9 @@ pub fn list(conn: &Connection, q: &ListQuery) -> Result<Vec<StoredCheckpoint>> {
     } else {
         "checkpoint_id DESC, thread_id, checkpoint_ns"
     };
-    // Kind 0: the checkpoint; 1: a segment of one of its channel values (depth 0 is the blob
-    // of the version it names, depth d the base that depth d-1 extends); 2: a pending write.
-    // The chain is walked on keys only; each blob is read once, at the end.
+    // Kind 0: a checkpoint, with its channel versions; 1: a stored blob that one of them
+    // needs, as the value of a version it names or as a link of the delta chain leading to
+    // one (each blob once, however many checkpoints share it); 2: a pending write.
     // CROSS JOIN pins the join order (checkpoint, then its versions, then a primary-key lookup
     // of each blob or write); left to itself the planner scans every blob of the thread per
     // checkpoint, or every write in the file.
@@ -123,25 +121,25 @@ pub fn list(conn: &Connection, q: &ListQuery) -> Result<Vec<StoredCheckpoint>> {
                    channel_versions
             FROM flg_checkpoints {where_}
             ORDER BY {order} LIMIT {limit}),
-        seg(thread_id, checkpoint_ns, checkpoint_id, channel, version, base, depth) AS (
-            SELECT c.thread_id, c.checkpoint_ns, c.checkpoint_id, b.channel, b.version, b.delta_base, 0
-              FROM c CROSS JOIN json_each(c.channel_versions) AS j
-              CROSS JOIN flg_blobs AS b ON b.thread_id = c.thread_id AND b.checkpoint_ns = c.checkpoint_ns
-                   AND b.channel = j.key AND b.version = j.value
+        wanted(thread_id, checkpoint_ns, channel, version) AS MATERIALIZED (
+            SELECT DISTINCT c.thread_id, c.checkpoint_ns, j.key, j.value
+              FROM c CROSS JOIN json_each(c.channel_versions) AS j),
+        seg(thread_id, checkpoint_ns, channel, version, base) AS (
+            SELECT b.thread_id, b.checkpoint_ns, b.channel, b.version, b.delta_base
+              FROM wanted AS k CROSS JOIN flg_blobs AS b ON b.thread_id = k.thread_id
+                   AND b.checkpoint_ns = k.checkpoint_ns AND b.version = k.version AND b.channel = k.channel
              WHERE b.type <> 'empty'
-            UNION ALL
-            SELECT seg.thread_id, seg.checkpoint_ns, seg.checkpoint_id, b.channel, b.version, b.delta_base,
-                   seg.depth + 1
+            UNION
+            SELECT b.thread_id, b.checkpoint_ns, b.channel, b.version, b.delta_base
               FROM seg CROSS JOIN flg_blobs AS b ON b.thread_id = seg.thread_id
-                   AND b.checkpoint_ns = seg.checkpoint_ns AND b.channel = seg.channel AND b.version = seg.base)
+                   AND b.checkpoint_ns = seg.checkpoint_ns AND b.version = seg.base AND b.channel = seg.channel)
         SELECT 0, c.thread_id, c.checkpoint_ns, c.checkpoint_id, c.parent_checkpoint_id, c.type, c.checkpoint,
-               c.metadata, NULL, NULL
+               c.metadata, c.channel_versions, NULL
           FROM c
         UNION ALL
-        SELECT 1, seg.thread_id, seg.checkpoint_ns, seg.checkpoint_id, seg.channel, b.type, b.blob, seg.base, NULL,
-               seg.depth
+        SELECT 1, seg.thread_id, seg.checkpoint_ns, seg.version, seg.channel, b.type, b.blob, seg.base, NULL, NULL
           FROM seg CROSS JOIN flg_blobs AS b ON b.thread_id = seg.thread_id AND b.checkpoint_ns = seg.checkpoint_ns
-               AND b.channel = seg.channel AND b.version = seg.version
+               AND b.version = seg.version AND b.channel = seg.channel
         UNION ALL
         SELECT 2, c.thread_id, c.checkpoint_ns, c.checkpoint_id, w.channel, w.type, w.blob, w.task_id, w.task_path,
                w.idx
@@ -151,9 +149,11 @@ pub fn list(conn: &Connection, q: &ListQuery) -> Result<Vec<StoredCheckpoint>> {
     let mut stmt = conn.prepare_cached(&sql)?;
     let mut rows = stmt.query(rusqlite::params_from_iter(args))?;
     let mut out: Vec<StoredCheckpoint> = Vec::new();
+    // The channel versions of each checkpoint in `out`, as stored (a JSON object).
+    let mut versions_json: Vec<String> = Vec::new();
     let mut index: HashMap<(String, String, String), usize> = HashMap::new();
-    // Segments and writes may come before their checkpoint row; park them until it arrives.
-    let mut segments: Vec<((String, String, String), Segment)> = Vec::new();
+    let mut blobs: HashMap<BlobKey, Segment> = HashMap::new();
+    // Writes may come before their checkpoint row; park them until all rows are in.
     let mut writes: Vec<((String, String, String), StoredWrite)> = Vec::new();
     while let Some(row) = rows.next()? {
         let kind: i64 = row.get(0)?;
@@ -165,6 +165,7 @@ pub fn list(conn: &Connection, q: &ListQuery) -> Result<Vec<StoredCheckpoint>> {
         match kind {
             0 => {
                 index.insert(key.clone(), out.len());
+                versions_json.push(row.get(8)?);
                 out.push(StoredCheckpoint {
                     thread_id: key.0,
                     checkpoint_ns: key.1,
@@ -177,16 +178,18 @@ pub fn list(conn: &Connection, q: &ListQuery) -> Result<Vec<StoredCheckpoint>> {
                     writes: Vec::new(),
                 });
             }
-            1 => segments.push((
-                key,
-                Segment {
-                    channel: row.get(4)?,
-                    type_tag: row.get(5)?,
-                    data: row.get::<_, Option<Vec<u8>>>(6)?.unwrap_or_default(),
-                    base: row.get(7)?,
-                    depth: row.get(9)?,
-                },
-            )),
+            1 => {
+                let (thread_id, checkpoint_ns, version) = key;
+                let channel: String = row.get(4)?;
+                blobs.insert(
+                    blob_key(&thread_id, &checkpoint_ns, &channel, &version),
+                    Segment {
+                        type_tag: row.get(5)?,
+                        data: row.get::<_, Option<Vec<u8>>>(6)?.unwrap_or_default(),
+                        base: row.get(7)?,
+                    },
+                );
+            }
             _ => writes.push((
                 key,
                 StoredWrite {
@@ -200,42 +203,8 @@ pub fn list(conn: &Connection, q: &ListQuery) -> Result<Vec<StoredCheckpoint>> {
             )),
         }
     }
-    let mut by_channel: HashMap<(usize, String), Vec<Segment>> = HashMap::new();
-    for (key, seg) in segments {
-        if let Some(&i) = index.get(&key) {
-            by_channel.entry((i, seg.channel.clone())).or_default().push(seg);
-        }
-    }
-    for ((i, channel), mut segs) in by_channel {
-        // Oldest first: the deepest segment is the full value the others extend.
-        segs.sort_by_key(|s| std::cmp::Reverse(s.depth));
-        if let Some(oldest) = segs.first() {
-            if let Some(base) = &oldest.base {
-                let cp = &out[i];
-                return Err(Error::Storage(format!(
-                    "checkpoint {:?} of thread {:?}: the value of channel {channel:?} extends version {base:?}, \
-                     which is not stored; the database was modified outside fast-langgraph",
-                    cp.checkpoint_id, cp.thread_id
-                )));
-            }
-        }
-        let deltas = segs.len() - 1;
-        let joined = if deltas > 0 && segs.iter().all(|s| s.type_tag == msgpack::MSGPACK) {
-            msgpack::join_arrays(segs.iter().map(|s| s.data.as_slice()))
-        } else {
-            None
-        };
-        let segments = match joined {
-            Some(data) => vec![(msgpack::MSGPACK.to_owned(), data)],
-            None => segs.into_iter().map(|s| (s.type_tag, s.data)).collect(),
-        };
-        out[i].blobs.push(ChannelValue {
-            channel,
-            segments,
-            deltas,
-        });
-    }
-    for cp in &mut out {
+    for (cp, versions) in out.iter_mut().zip(&versions_json) {
+        cp.blobs = channel_values(cp, versions, &blobs)?;
         merge_values_into_checkpoint(cp);
     }
     for (key, write) in writes {
@@ -244,7 +213,6 @@ pub fn list(conn: &Connection, q: &ListQuery) -> Result<Vec<StoredCheckpoint>> {
         }
     }
     for cp in &mut out {
-        cp.blobs.sort_by(|a, b| a.channel.cmp(&b.channel));
         cp.writes
             .sort_by(|a, b| (&a.task_path, &a.task_id, a.idx).cmp(&(&b.task_path, &b.task_id, b.idx)));
     }
@@ -255,6 +223,82 @@ pub fn list(conn: &Connection, q: &ListQuery) -> Result<Vec<StoredCheckpoint>> {
             .then_with(|| a.checkpoint_ns.cmp(&b.checkpoint_ns))
     });
     Ok(out)
+}
+
+/// A blob's key, (thread, namespace, channel, version), as one string.
+type BlobKey = String;
+
+fn blob_key(thread_id: &str, checkpoint_ns: &str, channel: &str, version: &str) -> BlobKey {
+    let mut key = String::with_capacity(thread_id.len() + checkpoint_ns.len() + channel.len() + version.len() + 3);
+    for (i, part) in [thread_id, checkpoint_ns, channel, version].into_iter().enumerate() {
+        if i > 0 {
+            key.push('\0');
+        }
+        key.push_str(part);
+    }
+    key
+}
+
+/// The values of a checkpoint's channels, sorted by channel: for each channel version it
+/// names whose blob is stored, the blob and, for a delta, the blobs of the chain under it.
+fn channel_values(
+    cp: &StoredCheckpoint,
+    versions_json: &str,
+    blobs: &HashMap<BlobKey, Segment>,
+) -> Result<Vec<ChannelValue>> {
+    let versions: serde_json::Map<String, serde_json::Value> = serde_json::from_str(versions_json).map_err(|e| {
+        Error::Storage(format!(
+            "checkpoint {:?} of thread {:?}: its channel versions are not a JSON object ({e}); the database \
+             was modified outside fast-langgraph",
+            cp.checkpoint_id, cp.thread_id
+        ))
+    })?;
+    let mut values = Vec::new();
+    for (channel, version) in &versions {
+        // Versions are stored as text; SQLite's json_each gives a number as its text too.
+        let version = match version {
+            serde_json::Value::String(v) => v.clone(),
+            other => other.to_string(),
+        };
+        let Some(mut seg) = blobs.get(&blob_key(&cp.thread_id, &cp.checkpoint_ns, channel, &version)) else {
+            continue; // no blob, or an empty one: the channel has no value
+        };
+        // Newest first, then reversed: the deepest segment is the full value the others extend.
+        let mut chain = vec![seg];
+        while let Some(base) = &seg.base {
+            match blobs.get(&blob_key(&cp.thread_id, &cp.checkpoint_ns, channel, base)) {
+                Some(next) if chain.len() <= blobs.len() => {
+                    chain.push(next);
+                    seg = next;
+                }
+                _ => {
+                    return Err(Error::Storage(format!(
+                        "checkpoint {:?} of thread {:?}: the value of channel {channel:?} extends version {base:?}, \
+                         which is not stored; the database was modified outside fast-langgraph",
+                        cp.checkpoint_id, cp.thread_id
+                    )))
+                }
+            }
+        }
+        chain.reverse();
+        let deltas = chain.len() - 1;
+        let joined = if deltas > 0 && chain.iter().all(|s| s.type_tag == msgpack::MSGPACK) {
+            msgpack::join_arrays(chain.iter().map(|s| s.data.as_slice()))
+        } else {
+            None
+        };
+        let segments = match joined {
+            Some(data) => vec![(msgpack::MSGPACK.to_owned(), data)],
+            None => chain.iter().map(|s| (s.type_tag.clone(), s.data.clone())).collect(),
+        };
+        values.push(ChannelValue {
+            channel: channel.clone(),
+            segments,
+            deltas,
+        });
+    }
+    values.sort_by(|a, b| a.channel.cmp(&b.channel));
+    Ok(values)
 }
 
 /// Puts the msgpack channel values of a msgpack checkpoint inside it, as the entry
