@@ -445,18 +445,24 @@ fn downgrade_to_v1(path: &str) {
                  FROM flg_blobs;
              DROP TABLE flg_blobs;
              ALTER TABLE flg_blobs_v1 RENAME TO flg_blobs;
+             CREATE TABLE flg_writes_v1 (thread_id TEXT NOT NULL, checkpoint_ns TEXT NOT NULL,
+                 checkpoint_id TEXT NOT NULL, task_id TEXT NOT NULL, idx INTEGER NOT NULL, channel TEXT NOT NULL,
+                 task_path TEXT NOT NULL DEFAULT '', type TEXT NOT NULL, blob BLOB,
+                 PRIMARY KEY (thread_id, checkpoint_ns, checkpoint_id, task_id, idx));
+             INSERT INTO flg_writes_v1 SELECT thread_id, checkpoint_ns, checkpoint_id, task_id, idx, channel,
+                 task_path, type, blob FROM flg_writes;
+             DROP TABLE flg_writes;
+             ALTER TABLE flg_writes_v1 RENAME TO flg_writes;
              UPDATE flg_meta SET value = '1' WHERE key = 'schema_version';
              COMMIT;",
         )
         .unwrap();
 }
 
-fn blobs_table_sql(path: &str) -> String {
+fn table_sql(path: &str, table: &str) -> String {
     rusqlite::Connection::open(path)
         .unwrap()
-        .query_row("SELECT sql FROM sqlite_master WHERE name = 'flg_blobs'", [], |r| {
-            r.get(0)
-        })
+        .query_row("SELECT sql FROM sqlite_master WHERE name = ?1", [table], |r| r.get(0))
         .unwrap()
 }
 
@@ -469,17 +475,35 @@ fn a_version_1_file_is_migrated_with_every_value_and_chain() {
         let mut next = cp("u", "2", Some("1"), "r", &[("m", "2"), ("n", "1")]);
         next.blobs = vec![delta("2", "1", "+b")];
         store.put(next).unwrap();
+        store
+            .put_writes(NewWrites {
+                thread_id: "u".into(),
+                checkpoint_ns: String::new(),
+                checkpoint_id: "2".into(),
+                task_id: "task".into(),
+                task_path: "~x".into(),
+                writes: vec![NewWrite {
+                    idx: 0,
+                    channel: "c".into(),
+                    type_tag: "bytes".into(),
+                    data: b"w".to_vec(),
+                }],
+            })
+            .unwrap();
         let listed = all(&store, "u");
+        assert_eq!(listed[0].writes.len(), 1);
         store.close();
         listed
     };
     downgrade_to_v1(&path);
-    assert!(blobs_table_sql(&path).contains("channel, version)"));
+    assert!(table_sql(&path, "flg_blobs").contains("channel, version)"));
+    assert!(!table_sql(&path, "flg_writes").contains("WITHOUT ROWID"));
     let store = Store::open(&path, &StoreOptions::default()).unwrap();
     assert_eq!(all(&store, "u"), before);
     assert_eq!(segments(&store, "u", "2"), ["m@1", "+b"]);
     store.close();
-    assert!(blobs_table_sql(&path).contains("version, channel)"));
+    assert!(table_sql(&path, "flg_blobs").contains("version, channel)"));
+    assert!(table_sql(&path, "flg_writes").contains("WITHOUT ROWID"));
     let version: String = rusqlite::Connection::open(&path)
         .unwrap()
         .query_row("SELECT value FROM flg_meta WHERE key = 'schema_version'", [], |r| {
