@@ -48,6 +48,139 @@ pub struct ListQuery {
 
 /// Runs the query. Keys and values are always bound as parameters, never spliced into SQL.
 pub fn list(conn: &Connection, q: &ListQuery) -> Result<Vec<StoredCheckpoint>> {
+    match (&q.thread_id, &q.checkpoint_ns, q.limit) {
+        (Some(thread_id), Some(checkpoint_ns), Some(1)) if q.filter.is_empty() && q.before.is_none() => {
+            Ok(get(conn, thread_id, checkpoint_ns, q.checkpoint_id.as_deref())?
+                .into_iter()
+                .collect())
+        }
+        _ => list_many(conn, q),
+    }
+}
+
+/// One checkpoint (the newest of the thread's namespace, or the one with `checkpoint_id`),
+/// as `list` returns it: `get_tuple`'s read. A few primary-key lookups in one read
+/// transaction cost less than planning and running `list_many`'s one general statement.
+fn get(
+    conn: &Connection,
+    thread_id: &str,
+    checkpoint_ns: &str,
+    checkpoint_id: Option<&str>,
+) -> Result<Option<StoredCheckpoint>> {
+    conn.execute_batch("BEGIN")?;
+    let result = get_in_transaction(conn, thread_id, checkpoint_ns, checkpoint_id);
+    // A read transaction has nothing to keep: ending it either way releases its snapshot.
+    let end = conn.execute_batch(if result.is_ok() { "COMMIT" } else { "ROLLBACK" });
+    let found = result?;
+    end?;
+    Ok(found)
+}
+
+fn get_in_transaction(
+    conn: &Connection,
+    thread_id: &str,
+    checkpoint_ns: &str,
+    checkpoint_id: Option<&str>,
+) -> Result<Option<StoredCheckpoint>> {
+    const COLUMNS: &str = "checkpoint_id, parent_checkpoint_id, type, checkpoint, metadata, channel_versions";
+    let read = |r: &rusqlite::Row<'_>| -> rusqlite::Result<(StoredCheckpoint, String)> {
+        Ok((
+            StoredCheckpoint {
+                thread_id: thread_id.to_owned(),
+                checkpoint_ns: checkpoint_ns.to_owned(),
+                checkpoint_id: r.get(0)?,
+                parent_checkpoint_id: r.get(1)?,
+                type_tag: r.get(2)?,
+                checkpoint: r.get(3)?,
+                metadata_json: r.get(4)?,
+                blobs: Vec::new(),
+                writes: Vec::new(),
+            },
+            r.get(5)?,
+        ))
+    };
+    let found = match checkpoint_id {
+        Some(id) => conn
+            .prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM flg_checkpoints WHERE thread_id = ?1 AND checkpoint_ns = ?2 \
+                 AND checkpoint_id = ?3"
+            ))?
+            .query_row(rusqlite::params![thread_id, checkpoint_ns, id], read),
+        None => conn
+            .prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM flg_checkpoints WHERE thread_id = ?1 AND checkpoint_ns = ?2 \
+                 ORDER BY checkpoint_id DESC LIMIT 1"
+            ))?
+            .query_row(rusqlite::params![thread_id, checkpoint_ns], read),
+    };
+    let (mut cp, versions_json) = match found {
+        Ok(found) => found,
+        Err(rusqlite::Error::QueryReturnedNoRows) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    // Every blob the checkpoint's versions name, and every link of their delta chains.
+    let mut blobs: HashMap<BlobKey, Segment> = HashMap::new();
+    let mut lookup = conn.prepare_cached(
+        "SELECT type, blob, delta_base FROM flg_blobs WHERE thread_id = ?1 AND checkpoint_ns = ?2 \
+         AND version = ?3 AND channel = ?4",
+    )?;
+    let versions = parse_versions(&cp, &versions_json)?;
+    for (channel, version) in &versions {
+        let mut version = version.clone();
+        let mut named = true; // the version the checkpoint names, not a link under it
+        loop {
+            let key = blob_key(thread_id, checkpoint_ns, channel, &version);
+            if blobs.contains_key(&key) {
+                break; // a cycle: channel_values reports it
+            }
+            let seg = lookup.query_row(rusqlite::params![thread_id, checkpoint_ns, version, channel], |r| {
+                Ok(Segment {
+                    type_tag: r.get(0)?,
+                    data: r.get::<_, Option<Vec<u8>>>(1)?.unwrap_or_default(),
+                    base: r.get(2)?,
+                })
+            });
+            let seg = match seg {
+                Ok(seg) => seg,
+                // A missing link is reported by channel_values; a missing value is no value.
+                Err(rusqlite::Error::QueryReturnedNoRows) => break,
+                Err(e) => return Err(e.into()),
+            };
+            if named && seg.type_tag == "empty" {
+                break; // an empty channel has no value, as in list_many
+            }
+            named = false;
+            let base = seg.base.clone();
+            blobs.insert(key, seg);
+            match base {
+                Some(base) => version = base,
+                None => break,
+            }
+        }
+    }
+    cp.blobs = channel_values(&cp, &versions, &blobs)?;
+    merge_values_into_checkpoint(&mut cp);
+    let mut writes = conn.prepare_cached(
+        "SELECT task_id, channel, type, blob, task_path, idx FROM flg_writes WHERE thread_id = ?1 \
+         AND checkpoint_ns = ?2 AND checkpoint_id = ?3 ORDER BY task_path, task_id, idx",
+    )?;
+    cp.writes = writes
+        .query_map(rusqlite::params![thread_id, checkpoint_ns, cp.checkpoint_id], |r| {
+            Ok(StoredWrite {
+                task_id: r.get(0)?,
+                channel: r.get(1)?,
+                type_tag: r.get(2)?,
+                data: r.get::<_, Option<Vec<u8>>>(3)?.unwrap_or_default(),
+                task_path: r.get(4)?,
+                idx: r.get(5)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(Some(cp))
+}
+
+/// Checkpoints newest first, with their values and writes, in one statement.
+fn list_many(conn: &Connection, q: &ListQuery) -> Result<Vec<StoredCheckpoint>> {
     let mut conds: Vec<String> = Vec::new();
     let mut args: Vec<Value> = Vec::new();
     let bind = |args: &mut Vec<Value>, v: Value| {
@@ -204,7 +337,8 @@ pub fn list(conn: &Connection, q: &ListQuery) -> Result<Vec<StoredCheckpoint>> {
         }
     }
     for (cp, versions) in out.iter_mut().zip(&versions_json) {
-        cp.blobs = channel_values(cp, versions, &blobs)?;
+        let versions = parse_versions(cp, versions)?;
+        cp.blobs = channel_values(cp, &versions, &blobs)?;
         merge_values_into_checkpoint(cp);
     }
     for (key, write) in writes {
@@ -239,13 +373,8 @@ fn blob_key(thread_id: &str, checkpoint_ns: &str, channel: &str, version: &str) 
     key
 }
 
-/// The values of a checkpoint's channels, sorted by channel: for each channel version it
-/// names whose blob is stored, the blob and, for a delta, the blobs of the chain under it.
-fn channel_values(
-    cp: &StoredCheckpoint,
-    versions_json: &str,
-    blobs: &HashMap<BlobKey, Segment>,
-) -> Result<Vec<ChannelValue>> {
+/// A checkpoint's stored channel versions (a JSON object) as (channel, version) pairs.
+fn parse_versions(cp: &StoredCheckpoint, versions_json: &str) -> Result<Vec<(String, String)>> {
     let versions: serde_json::Map<String, serde_json::Value> = serde_json::from_str(versions_json).map_err(|e| {
         Error::Storage(format!(
             "checkpoint {:?} of thread {:?}: its channel versions are not a JSON object ({e}); the database \
@@ -253,14 +382,29 @@ fn channel_values(
             cp.checkpoint_id, cp.thread_id
         ))
     })?;
+    Ok(versions
+        .into_iter()
+        .map(|(channel, version)| {
+            // Versions are stored as text; SQLite's json_each gives a number as its text too.
+            let version = match version {
+                serde_json::Value::String(v) => v,
+                other => other.to_string(),
+            };
+            (channel, version)
+        })
+        .collect())
+}
+
+/// The values of a checkpoint's channels, sorted by channel: for each channel version it
+/// names whose blob is stored, the blob and, for a delta, the blobs of the chain under it.
+fn channel_values(
+    cp: &StoredCheckpoint,
+    versions: &[(String, String)],
+    blobs: &HashMap<BlobKey, Segment>,
+) -> Result<Vec<ChannelValue>> {
     let mut values = Vec::new();
-    for (channel, version) in &versions {
-        // Versions are stored as text; SQLite's json_each gives a number as its text too.
-        let version = match version {
-            serde_json::Value::String(v) => v.clone(),
-            other => other.to_string(),
-        };
-        let Some(mut seg) = blobs.get(&blob_key(&cp.thread_id, &cp.checkpoint_ns, channel, &version)) else {
+    for (channel, version) in versions {
+        let Some(mut seg) = blobs.get(&blob_key(&cp.thread_id, &cp.checkpoint_ns, channel, version)) else {
             continue; // no blob, or an empty one: the channel has no value
         };
         // Newest first, then reversed: the deepest segment is the full value the others extend.

@@ -323,6 +323,13 @@ fn a_broken_chain_is_an_error_not_a_short_value() {
         ..ListQuery::default()
     };
     assert!(matches!(store.list(&q), Err(Error::Storage(m)) if m.contains("not stored")));
+    // get_tuple's read of one checkpoint reports it too.
+    let one = ListQuery {
+        checkpoint_ns: Some(String::new()),
+        limit: Some(1),
+        ..q
+    };
+    assert!(matches!(store.list(&one), Err(Error::Storage(m)) if m.contains("not stored")));
 }
 
 #[test]
@@ -528,4 +535,87 @@ fn a_file_from_a_newer_version_is_refused_untouched() {
         "{err}"
     );
     assert_eq!(std::fs::read(&path).unwrap(), before);
+}
+
+/// `get_tuple`'s read (thread, namespace, limit 1) takes its own path; it must return exactly
+/// what the general query returns.
+#[test]
+fn reading_one_checkpoint_returns_what_the_general_query_returns() {
+    let store = Store::open(":memory:", &StoreOptions::default()).unwrap();
+    store.put(cp("t", "1", None, "r", &[("m", "1"), ("n", "1")])).unwrap();
+    let mut second = cp("t", "2", Some("1"), "r", &[("m", "2"), ("n", "1"), ("e", "2")]);
+    second.blobs = vec![
+        delta("2", "1", "+b"),
+        Blob {
+            channel: "e".into(),
+            version: "2".into(),
+            type_tag: "empty".into(),
+            data: Vec::new(),
+            delta_base: None,
+        },
+    ];
+    store.put(second).unwrap();
+    let mut third = cp("t", "3", Some("2"), "r", &[("m", "3"), ("n", "3")]);
+    third.blobs = vec![delta("3", "2", "+c"), third.blobs[1].clone()];
+    store.put(third).unwrap();
+    for (task, idx) in [("b", 1), ("a", 0), ("a", -1)] {
+        store
+            .put_writes(NewWrites {
+                thread_id: "t".into(),
+                checkpoint_ns: String::new(),
+                checkpoint_id: "2".into(),
+                task_id: task.into(),
+                task_path: "~p".into(),
+                writes: vec![NewWrite {
+                    idx,
+                    channel: "c".into(),
+                    type_tag: "bytes".into(),
+                    data: task.as_bytes().to_vec(),
+                }],
+            })
+            .unwrap();
+    }
+    for id in [None, Some("1"), Some("2"), Some("3"), Some("missing")] {
+        let one = ListQuery {
+            thread_id: Some("t".into()),
+            checkpoint_ns: Some(String::new()),
+            checkpoint_id: id.map(Into::into),
+            limit: Some(1),
+            ..ListQuery::default()
+        };
+        let general = ListQuery {
+            limit: Some(2),
+            ..one.clone()
+        };
+        let mut expected = store.list(&general).unwrap();
+        expected.truncate(1);
+        assert_eq!(store.list(&one).unwrap(), expected, "checkpoint {id:?}");
+    }
+    let latest = &store
+        .list(&ListQuery {
+            thread_id: Some("t".into()),
+            checkpoint_ns: Some(String::new()),
+            limit: Some(1),
+            ..ListQuery::default()
+        })
+        .unwrap()[0];
+    assert_eq!(latest.checkpoint_id, "3");
+    let second = store
+        .list(&ListQuery {
+            thread_id: Some("t".into()),
+            checkpoint_ns: Some(String::new()),
+            checkpoint_id: Some("2".into()),
+            limit: Some(1),
+            ..ListQuery::default()
+        })
+        .unwrap();
+    assert_eq!(
+        second[0]
+            .writes
+            .iter()
+            .map(|w| (w.task_id.as_str(), w.idx))
+            .collect::<Vec<_>>(),
+        [("a", -1), ("a", 0), ("b", 1)]
+    );
+    assert!(second[0].blobs.iter().all(|b| b.channel != "e"));
 }
