@@ -44,8 +44,8 @@ _Row = tuple[
 ]
 
 class CheckpointStore:
-    """The SQL side of `RustSQLiteCheckpointer`: one SQLite file, a writer thread that
-    commits concurrent calls together, and a pool of read connections. Every method releases
+    """The SQL side of `RustSQLiteCheckpointer`: one SQLite file, a group commit that
+    commits concurrent write calls together, and a pool of read connections. Every method releases
     the GIL while it talks to SQLite and is safe to call from many threads.
 
     Args:

@@ -6,9 +6,11 @@ Python does what LangGraph's interface needs: it runs the saver's ``serde`` (Lan
 
 - channel values are stored once per channel version, so a step that changes one channel
   serializes and writes one value, not the whole state;
-- ``list`` and ``get_tuple`` are one query each, pending writes included;
-- writes go through one writer thread that commits concurrent calls together (group commit),
-  and every ``put``/``put_writes`` returns only once its transaction has committed.
+- ``list`` is one query, pending writes included; ``get_tuple`` a few key lookups in one read
+  transaction;
+- concurrent writes are committed together (group commit): the first caller to find no commit
+  in progress commits every queued call in one transaction, with the GIL released, and every
+  ``put``/``put_writes`` returns only once its transaction has committed.
 """
 
 from __future__ import annotations

@@ -506,8 +506,9 @@ FORK_CHILD = textwrap.dedent(
 
 
 def test_forked_child_gets_a_clear_error(tmp_path):
-    """A checkpointer inherited through fork() has no writer thread in the child: its calls
-    must fail at once, naming the problem, instead of waiting forever."""
+    """A checkpointer inherited through fork() holds the parent's SQLite connections, which the
+    child must not use: its calls must fail at once, naming the problem, instead of waiting
+    or writing through a copied connection."""
     proc = subprocess.run(
         [
             sys.executable,

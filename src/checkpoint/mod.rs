@@ -2,9 +2,9 @@
 //! in one SQLite file.
 //!
 //! The Python layer serializes with LangGraph's serializer and hands this module plain bytes
-//! and ids; this module only does SQL. Writes go through one writer thread that commits
-//! concurrent calls together ([`writer`]); reads run on a small pool of read connections
-//! ([`read`]), so readers never wait for the writer (WAL).
+//! and ids; this module only does SQL. Concurrent writes are committed together in one
+//! transaction ([`writer`]); reads use the writer's connection when it is idle, else a small
+//! pool of read connections ([`read`]), so readers never wait for a commit (WAL).
 mod msgpack;
 mod read;
 mod schema;
@@ -163,7 +163,7 @@ enum Readers {
     /// by any number of threads at once.
     File {
         path: String,
-        /// Taken away by `close()`, so that the connection closes with the writer thread.
+        /// Taken away by `close()`, so that the connection closes once the writer lets go.
         writer: Mutex<Option<Arc<Mutex<Connection>>>>,
         pool: Mutex<Vec<Connection>>,
         busy_timeout: Duration,
@@ -279,7 +279,7 @@ impl Store {
         self.with_reader(read::thread_ids)
     }
 
-    /// Stops the writer after the calls already queued; later calls fail with `Error::Closed`.
+    /// Lets the calls already queued commit, then closes; later calls fail with `Error::Closed`.
     pub fn close(&self) {
         if self.writer.in_forked_child() {
             // Connections copied by fork() belong to the parent: closing them here could
@@ -298,7 +298,7 @@ impl Store {
         self.writer.close();
         if let Readers::File { pool, writer, .. } = &self.readers {
             pool.lock().unwrap_or_else(PoisonError::into_inner).clear();
-            // The writer thread has let go of it: this closes the writer connection, and the
+            // The writer has let go of it: this closes the writer connection, and the
             // last connection to close folds the WAL back into the file.
             drop(writer.lock().unwrap_or_else(PoisonError::into_inner).take());
         }
@@ -335,7 +335,7 @@ impl Store {
             } => {
                 // An idle writer connection has the freshest page cache: its own commits do not
                 // invalidate it, while every commit makes a pooled reader re-read its pages.
-                // The writer thread waits for this read if it starts a commit meanwhile.
+                // A commit that starts meanwhile waits for this read.
                 let writer = writer.lock().unwrap_or_else(PoisonError::into_inner).clone();
                 if let Some(conn) = writer.as_ref().and_then(|w| w.try_lock().ok()) {
                     return f(&conn);

@@ -10,7 +10,7 @@ use crate::checkpoint::{
     StoredCheckpoint, Synchronous,
 };
 
-/// A checkpoint database with a group-committing writer thread.
+/// A checkpoint database whose concurrent writes are committed together (group commit).
 #[pyclass(frozen, name = "CheckpointStore", module = "fast_langgraph._native")]
 pub struct PyCheckpointStore {
     store: Store,
@@ -196,7 +196,7 @@ impl PyCheckpointStore {
 
     /// Commits what is queued and stops the writer. Later calls raise `CheckpointClosedError`.
     fn close(&self, py: Python<'_>) {
-        // Joining the writer thread waits for its last commit.
+        // Waits for the commit in progress and the calls already queued.
         py.detach(|| self.store.close());
     }
 }
