@@ -223,6 +223,12 @@ impl Store {
         self.writer.submit(Op::Put(Box::new(checkpoint)))
     }
 
+    /// Submits a write that panics halfway, as a bug would.
+    #[cfg(test)]
+    pub(crate) fn put_then_panic(&self, checkpoint: NewCheckpoint) -> Result<()> {
+        self.writer.submit(Op::PanicAfter(Box::new(checkpoint)))
+    }
+
     /// Stores one task's writes in one transaction; returns once committed.
     pub fn put_writes(&self, writes: NewWrites) -> Result<()> {
         self.writer.submit(Op::PutWrites(Box::new(writes)))

@@ -404,7 +404,10 @@ fn channel_values(
 ) -> Result<Vec<ChannelValue>> {
     let mut values = Vec::new();
     for (channel, version) in versions {
-        let Some(mut seg) = blobs.get(&blob_key(&cp.thread_id, &cp.checkpoint_ns, channel, version)) else {
+        let Some(mut seg) = blobs
+            .get(&blob_key(&cp.thread_id, &cp.checkpoint_ns, channel, version))
+            .filter(|s| s.type_tag != "empty")
+        else {
             continue; // no blob, or an empty one: the channel has no value
         };
         // Newest first, then reversed: the deepest segment is the full value the others extend.

@@ -175,23 +175,32 @@ fn schema_version(conn: &Connection) -> Result<Option<i64>> {
 /// Brings a version-1 file to the current layout in one transaction. Another process may be
 /// doing the same: the version is read again under the write lock, and only one migrates.
 fn migrate(conn: &Connection, path: &str) -> Result<()> {
-    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let context = |e: Error| match e {
+        Error::Sqlite { message, busy } => Error::Sqlite {
+            message: format!("{path:?}: upgrading the schema from version 1 failed, nothing changed: {message}"),
+            busy,
+        },
+        other => other,
+    };
+    conn.execute_batch("BEGIN IMMEDIATE").map_err(|e| context(e.into()))?;
     let result = (|| {
-        if schema_version(conn)? == Some(1) {
-            conn.execute_batch(MIGRATE_1_TO_2)?;
+        match schema_version(conn)? {
+            Some(1) => conn.execute_batch(MIGRATE_1_TO_2)?,
+            Some(SCHEMA_VERSION) => {} // another process upgraded it first
+            other => {
+                return Err(Error::ForeignSchema(format!(
+                    "{path:?} has fast-langgraph schema version {}, this build reads versions 1 to \
+                     {SCHEMA_VERSION}; it was not modified",
+                    other.map_or_else(|| "(none)".into(), |v| v.to_string())
+                )))
+            }
         }
         conn.execute_batch("COMMIT")?;
         Ok(())
     })();
     if let Err(e) = result {
         let _ = conn.execute_batch("ROLLBACK");
-        return Err(match e {
-            Error::Sqlite { message, busy } => Error::Sqlite {
-                message: format!("{path:?}: upgrading the schema from version 1 failed, nothing changed: {message}"),
-                busy,
-            },
-            other => other,
-        });
+        return Err(context(e));
     }
     Ok(())
 }

@@ -619,3 +619,25 @@ fn reading_one_checkpoint_returns_what_the_general_query_returns() {
     );
     assert!(second[0].blobs.iter().all(|b| b.channel != "e"));
 }
+
+#[test]
+fn a_panic_inside_a_commit_fails_that_call_and_leaves_the_file_writable() {
+    let path = temp_db("panic.db");
+    let store = Store::open(&path, &StoreOptions::default()).unwrap();
+    store.put(cp("t", "1", None, "r", &[("a", "1")])).unwrap();
+    let result = store.put_then_panic(cp("t", "2", Some("1"), "r", &[("a", "2")]));
+    assert!(
+        matches!(result, Err(Error::Storage(ref m)) if m.contains("nothing was stored")),
+        "{result:?}"
+    );
+    // Rolled back: neither this process nor another sees the half-written checkpoint, and
+    // both can write.
+    let ids = |s: &Store| all(s, "t").into_iter().map(|c| c.checkpoint_id).collect::<Vec<_>>();
+    assert_eq!(ids(&store), ["1"]);
+    store.put(cp("t", "3", Some("1"), "r", &[("a", "3")])).unwrap();
+    let other = Store::open(&path, &StoreOptions::default()).unwrap();
+    other.put(cp("u", "1", None, "r", &[("a", "1")])).unwrap();
+    assert_eq!(ids(&other), ["3", "1"]);
+    other.close();
+    store.close();
+}

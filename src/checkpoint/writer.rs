@@ -9,6 +9,7 @@
 //! goes; a lone caller commits its own job on its own thread, with no handoff to another
 //! thread and back. Callers wait, and commit, with the GIL released (the bindings see to it).
 use std::collections::{HashMap, VecDeque};
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
@@ -26,6 +27,9 @@ pub enum Op {
     DeleteForRuns(Vec<String>),
     CopyThread(String, String),
     Prune(Vec<String>, PruneStrategy),
+    /// Writes a checkpoint, then panics: for tests of the commit's unwinding.
+    #[cfg(test)]
+    PanicAfter(Box<NewCheckpoint>),
 }
 
 /// Counts of what the writer did: `calls / commits` is the mean group size.
@@ -130,7 +134,8 @@ impl Writer {
             return Err(self.forked_error());
         }
         let mut q = self.lock();
-        let Some(conn) = q.conn.clone() else {
+        // Once close() has begun, new calls are refused; the queued ones still commit.
+        let Some(conn) = q.conn.clone().filter(|_| !self.is_closed()) else {
             return Err(self.closed_error());
         };
         let ticket = q.next_ticket;
@@ -164,7 +169,16 @@ impl Writer {
             drop(q);
             let (results, committed) = {
                 let conn = conn.lock().unwrap_or_else(PoisonError::into_inner);
-                commit_batch(&conn, &ops)
+                // A panic must not unwind through the handoff (it would strand queued jobs)
+                // nor leave the transaction open: it fails the batch, rolled back.
+                std::panic::catch_unwind(AssertUnwindSafe(|| commit_batch(&conn, &ops))).unwrap_or_else(|_| {
+                    if !conn.is_autocommit() {
+                        let _ = conn.execute_batch("ROLLBACK");
+                    }
+                    let e =
+                        Error::Storage("the commit carrying this call failed unexpectedly; nothing was stored".into());
+                    (ops.iter().map(|_| Err(e.clone())).collect(), false)
+                })
             };
             self.stats.calls.fetch_add(ops.len() as u64, Ordering::Relaxed);
             self.stats.commits.fetch_add(u64::from(committed), Ordering::Relaxed);
@@ -255,6 +269,15 @@ fn commit_batch(conn: &Connection, batch: &[Op]) -> (Vec<Result<()>>, bool) {
         } else {
             in_savepoint(conn, op)
         };
+        if conn.is_autocommit() {
+            // SQLite rolled the whole transaction back by itself (a full disk, an I/O error,
+            // no memory): nothing of the batch is stored, so every call fails.
+            let e = match result {
+                Err(e) => e,
+                Ok(()) => Error::Storage("SQLite rolled the transaction back".into()),
+            };
+            return (batch.iter().map(|_| Err(e.clone())).collect(), false);
+        }
         results.push(result);
     }
     if results.iter().all(Result::is_err) {
@@ -308,6 +331,11 @@ fn apply(conn: &Connection, op: &Op) -> Result<()> {
         Op::DeleteForRuns(run_ids) => delete_for_runs(conn, run_ids),
         Op::CopyThread(source, target) => copy_thread(conn, source, target),
         Op::Prune(thread_ids, strategy) => prune(conn, thread_ids, *strategy),
+        #[cfg(test)]
+        Op::PanicAfter(cp) => {
+            put(conn, cp)?;
+            panic!("a bug in the middle of a commit")
+        }
     }
 }
 
