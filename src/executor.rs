@@ -169,14 +169,23 @@ impl WorkerPool {
         WORKER_OF.with(|w| *w.borrow() == self.shared.id)
     }
 
-    /// Queues a job, starting a thread when no idle worker is free to take it.
+    /// Queues a job, starting a thread when no idle worker is free to take it. When no worker
+    /// exists and the OS refuses to start one, the job is handed back to run inline.
     ///
     /// # Errors
-    /// `Error::PoolClosed` after `shutdown`, or when the OS refuses a new thread and none exists.
+    /// `Error::PoolClosed` after `shutdown` (the job is dropped).
     pub fn execute(&self, job: Job) -> Result<Submitted> {
+        self.try_execute(job).map_err(|(e, _job)| e)
+    }
+
+    /// Like `execute`, but a job refused after `shutdown` is handed back with the error.
+    fn try_execute(&self, job: Job) -> std::result::Result<Submitted, (Error, Job)> {
         let mut st = lock(&self.shared.state);
         if st.shutdown {
-            return Err(Error::PoolClosed("cannot schedule new futures after shutdown".into()));
+            return Err((
+                Error::PoolClosed("cannot schedule new futures after shutdown".into()),
+                job,
+            ));
         }
         // Every queued job needs its own idle worker; blocked workers are not idle.
         let need_thread = st.queue.len() + 1 > st.idle;
@@ -185,7 +194,6 @@ impl WorkerPool {
             self.shared.inline_runs.fetch_add(1, Ordering::Relaxed);
             return Ok(Submitted::RunInline(job));
         }
-        st.queue.push_back(job);
         if need_thread && st.threads < self.shared.config.max_threads {
             st.threads += 1;
             st.spawned += 1;
@@ -194,18 +202,21 @@ impl WorkerPool {
             let spawned = thread::Builder::new()
                 .name("fast-langgraph-worker".into())
                 .spawn(move || worker(&shared));
-            if let Err(e) = spawned {
-                let mut st = lock(&self.shared.state);
+            st = lock(&self.shared.state);
+            if spawned.is_err() {
                 st.threads -= 1;
                 if st.threads == 0 {
-                    st.queue.clear();
-                    return Err(Error::PoolClosed(format!("cannot start a worker thread: {e}")));
+                    // No worker exists and none can start: queued, the job would wait forever.
+                    drop(st);
+                    self.shared.inline_runs.fetch_add(1, Ordering::Relaxed);
+                    return Ok(Submitted::RunInline(job));
                 }
             }
-        } else {
-            drop(st);
-            self.shared.work.notify_one();
         }
+        // A worker started above finds the job, or is woken for it.
+        st.queue.push_back(job);
+        drop(st);
+        self.shared.work.notify_one();
         Ok(Submitted::Queued)
     }
 
@@ -385,40 +396,57 @@ impl TaskGroup {
         self.run_tracked(job);
     }
 
+    /// Runs `job` as one of the group's tasks, then the group's waiting tasks that its end
+    /// lets start: on the pool, or, when the pool hands them back (it is full and this is one
+    /// of its workers, or it was shut down after they were accepted), here, one after another.
     fn run_tracked(&self, job: Job) {
-        RUNNING_GROUPS.with(|g| g.borrow_mut().push(self.shared.id));
-        let panicked = catch_unwind(AssertUnwindSafe(job)).is_err();
-        RUNNING_GROUPS.with(|g| {
-            let mut g = g.borrow_mut();
-            if let Some(pos) = g.iter().rposition(|&id| id == self.shared.id) {
-                g.remove(pos);
-            }
-        });
-        let next = {
-            let mut st = lock(&self.shared.state);
-            st.running -= 1;
-            st.outstanding -= 1;
-            let next = if self.shared.limit.map_or(true, |l| st.running < l) {
-                st.waiting.pop_front()
-            } else {
-                None
+        let mut job = job;
+        loop {
+            RUNNING_GROUPS.with(|g| g.borrow_mut().push(self.shared.id));
+            let panicked = catch_unwind(AssertUnwindSafe(job)).is_err();
+            RUNNING_GROUPS.with(|g| {
+                let mut g = g.borrow_mut();
+                if let Some(pos) = g.iter().rposition(|&id| id == self.shared.id) {
+                    g.remove(pos);
+                }
+            });
+            let next = {
+                let mut st = lock(&self.shared.state);
+                st.running -= 1;
+                st.outstanding -= 1;
+                let next = if self.shared.limit.map_or(true, |l| st.running < l) {
+                    st.waiting.pop_front()
+                } else {
+                    None
+                };
+                if next.is_some() {
+                    st.running += 1;
+                }
+                if st.outstanding == 0 || panicked {
+                    self.shared.done.notify_all();
+                }
+                next
             };
-            if next.is_some() {
-                st.running += 1;
+            let Some(next) = next else { return };
+            // The task waits in a slot, so that if the pool hands the wrapper back, the task
+            // is taken out and run by this loop instead of by a nested call.
+            let slot = Arc::new(Mutex::new(Some(next)));
+            let group = self.clone();
+            let queued_slot = Arc::clone(&slot);
+            let wrapped: Job = Box::new(move || {
+                if let Some(task) = lock(&queued_slot).take() {
+                    group.run_tracked(task);
+                }
+            });
+            match self.pool.try_execute(wrapped) {
+                Ok(Submitted::Queued) => return,
+                // A task accepted before the pool shut down still runs, as ThreadPoolExecutor
+                // runs the work submitted before `shutdown()`.
+                Ok(Submitted::RunInline(_)) | Err(_) => match lock(&slot).take() {
+                    Some(task) => job = task,
+                    None => return,
+                },
             }
-            if st.outstanding == 0 {
-                self.shared.done.notify_all();
-            }
-            next
-        };
-        if let Some(next) = next {
-            // The pool only fails once shut down; the group's count must still come down.
-            if self.dispatch(next).is_err() {
-                self.shared.done.notify_all();
-            }
-        }
-        if panicked {
-            self.shared.done.notify_all();
         }
     }
 
@@ -588,6 +616,35 @@ mod tests {
             thread::sleep(Duration::from_millis(20));
         }
         assert_eq!(p.stats().threads, 1);
+    }
+
+    #[test]
+    fn tasks_waiting_in_a_group_still_run_after_the_pool_shuts_down() {
+        // A group of one at a time holds thousands of waiting tasks when the pool shuts down
+        // (as at interpreter exit): they all run, one after another, and wait() returns.
+        let p = pool(2);
+        let g = TaskGroup::new(&p, Some(1)).unwrap();
+        let ran = Arc::new(AtomicUsize::new(0));
+        let gate = Arc::new(std::sync::Barrier::new(2));
+        let first_gate = Arc::clone(&gate);
+        g.submit(Box::new(move || {
+            first_gate.wait();
+        }))
+        .unwrap();
+        for _ in 0..5000 {
+            let r = Arc::clone(&ran);
+            g.submit(Box::new(move || {
+                r.fetch_add(1, Ordering::SeqCst);
+            }))
+            .unwrap();
+        }
+        p.shutdown();
+        gate.wait();
+        assert!(
+            g.wait_timeout(Duration::from_secs(20)),
+            "the waiting tasks were dropped"
+        );
+        assert_eq!(ran.load(Ordering::SeqCst), 5000);
     }
 
     #[test]
