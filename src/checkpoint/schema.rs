@@ -20,25 +20,8 @@ const WAL_AUTOCHECKPOINT_PAGES: u32 = 4000;
 /// ones are refused.
 pub const SCHEMA_VERSION: i64 = 2;
 
-const CREATE: &str = "
-CREATE TABLE IF NOT EXISTS flg_meta (
-    key TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS flg_checkpoints (
-    thread_id TEXT NOT NULL,
-    checkpoint_ns TEXT NOT NULL DEFAULT '',
-    checkpoint_id TEXT NOT NULL,
-    parent_checkpoint_id TEXT,
-    run_id TEXT,
-    channel_versions TEXT NOT NULL,
-    metadata TEXT NOT NULL,
-    type TEXT NOT NULL,
-    checkpoint BLOB NOT NULL,
-    PRIMARY KEY (thread_id, checkpoint_ns, checkpoint_id)
-);
-CREATE INDEX IF NOT EXISTS flg_checkpoints_run ON flg_checkpoints (run_id) WHERE run_id IS NOT NULL;
-CREATE TABLE IF NOT EXISTS flg_blobs (
+/// The columns and key of `flg_blobs` (schema 2): keyed version first.
+const BLOBS: &str = "(
     thread_id TEXT NOT NULL,
     checkpoint_ns TEXT NOT NULL,
     channel TEXT NOT NULL,
@@ -47,8 +30,10 @@ CREATE TABLE IF NOT EXISTS flg_blobs (
     type TEXT NOT NULL,
     blob BLOB,
     PRIMARY KEY (thread_id, checkpoint_ns, version, channel)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS flg_writes (
+) WITHOUT ROWID";
+
+/// The columns and key of `flg_writes` (schema 2): small rows, kept in their key's B-tree.
+const WRITES: &str = "(
     thread_id TEXT NOT NULL,
     checkpoint_ns TEXT NOT NULL,
     checkpoint_id TEXT NOT NULL,
@@ -59,45 +44,50 @@ CREATE TABLE IF NOT EXISTS flg_writes (
     type TEXT NOT NULL,
     blob BLOB,
     PRIMARY KEY (thread_id, checkpoint_ns, checkpoint_id, task_id, idx)
-) WITHOUT ROWID;
-";
+) WITHOUT ROWID";
+
+fn create_sql() -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS flg_meta (
+            key TEXT PRIMARY KEY,
+            value TEXT NOT NULL
+        ) WITHOUT ROWID;
+        CREATE TABLE IF NOT EXISTS flg_checkpoints (
+            thread_id TEXT NOT NULL,
+            checkpoint_ns TEXT NOT NULL DEFAULT '',
+            checkpoint_id TEXT NOT NULL,
+            parent_checkpoint_id TEXT,
+            run_id TEXT,
+            channel_versions TEXT NOT NULL,
+            metadata TEXT NOT NULL,
+            type TEXT NOT NULL,
+            checkpoint BLOB NOT NULL,
+            PRIMARY KEY (thread_id, checkpoint_ns, checkpoint_id)
+        );
+        CREATE INDEX IF NOT EXISTS flg_checkpoints_run ON flg_checkpoints (run_id) WHERE run_id IS NOT NULL;
+        CREATE TABLE IF NOT EXISTS flg_blobs {BLOBS};
+        CREATE TABLE IF NOT EXISTS flg_writes {WRITES};"
+    )
+}
 
 /// Version 1 keyed `flg_blobs` channel first, and kept `flg_writes` in a rowid table with a
 /// separate key index; version 2 keys blobs version first, and writes (small rows) in their
 /// key's own B-tree, one page fewer per commit. The rows move as they are, in one transaction.
-const MIGRATE_1_TO_2: &str = "
-CREATE TABLE flg_blobs_v2 (
-    thread_id TEXT NOT NULL,
-    checkpoint_ns TEXT NOT NULL,
-    channel TEXT NOT NULL,
-    version TEXT NOT NULL,
-    delta_base TEXT,
-    type TEXT NOT NULL,
-    blob BLOB,
-    PRIMARY KEY (thread_id, checkpoint_ns, version, channel)
-) WITHOUT ROWID;
-INSERT INTO flg_blobs_v2 (thread_id, checkpoint_ns, channel, version, delta_base, type, blob)
-    SELECT thread_id, checkpoint_ns, channel, version, delta_base, type, blob FROM flg_blobs;
-DROP TABLE flg_blobs;
-ALTER TABLE flg_blobs_v2 RENAME TO flg_blobs;
-CREATE TABLE flg_writes_v2 (
-    thread_id TEXT NOT NULL,
-    checkpoint_ns TEXT NOT NULL,
-    checkpoint_id TEXT NOT NULL,
-    task_id TEXT NOT NULL,
-    idx INTEGER NOT NULL,
-    channel TEXT NOT NULL,
-    task_path TEXT NOT NULL DEFAULT '',
-    type TEXT NOT NULL,
-    blob BLOB,
-    PRIMARY KEY (thread_id, checkpoint_ns, checkpoint_id, task_id, idx)
-) WITHOUT ROWID;
-INSERT INTO flg_writes_v2 (thread_id, checkpoint_ns, checkpoint_id, task_id, idx, channel, task_path, type, blob)
-    SELECT thread_id, checkpoint_ns, checkpoint_id, task_id, idx, channel, task_path, type, blob FROM flg_writes;
-DROP TABLE flg_writes;
-ALTER TABLE flg_writes_v2 RENAME TO flg_writes;
-UPDATE flg_meta SET value = '2' WHERE key = 'schema_version';
-";
+fn migrate_1_to_2_sql() -> String {
+    const BLOB_COLUMNS: &str = "thread_id, checkpoint_ns, channel, version, delta_base, type, blob";
+    const WRITE_COLUMNS: &str = "thread_id, checkpoint_ns, checkpoint_id, task_id, idx, channel, task_path, type, blob";
+    format!(
+        "CREATE TABLE flg_blobs_v2 {BLOBS};
+        INSERT INTO flg_blobs_v2 ({BLOB_COLUMNS}) SELECT {BLOB_COLUMNS} FROM flg_blobs;
+        DROP TABLE flg_blobs;
+        ALTER TABLE flg_blobs_v2 RENAME TO flg_blobs;
+        CREATE TABLE flg_writes_v2 {WRITES};
+        INSERT INTO flg_writes_v2 ({WRITE_COLUMNS}) SELECT {WRITE_COLUMNS} FROM flg_writes;
+        DROP TABLE flg_writes;
+        ALTER TABLE flg_writes_v2 RENAME TO flg_writes;
+        UPDATE flg_meta SET value = '2' WHERE key = 'schema_version';"
+    )
+}
 
 /// Makes `conn` ready: checks that the file is SQLite and either empty or ours, creates the
 /// tables in a new file, and sets the pragmas. A foreign file is left exactly as it was.
@@ -157,7 +147,8 @@ pub fn prepare(conn: &Connection, path: &str, memory: bool, synchronous: Synchro
     ))?;
     if !ours {
         conn.execute_batch(&format!(
-            "BEGIN IMMEDIATE; {CREATE} INSERT OR IGNORE INTO flg_meta VALUES ('schema_version', '{SCHEMA_VERSION}'); COMMIT;"
+            "BEGIN IMMEDIATE; {} INSERT OR IGNORE INTO flg_meta VALUES ('schema_version', '{SCHEMA_VERSION}'); COMMIT;",
+            create_sql()
         ))?;
     }
     Ok(())
@@ -185,7 +176,7 @@ fn migrate(conn: &Connection, path: &str) -> Result<()> {
     conn.execute_batch("BEGIN IMMEDIATE").map_err(|e| context(e.into()))?;
     let result = (|| {
         match schema_version(conn)? {
-            Some(1) => conn.execute_batch(MIGRATE_1_TO_2)?,
+            Some(1) => conn.execute_batch(&migrate_1_to_2_sql())?,
             Some(SCHEMA_VERSION) => {} // another process upgraded it first
             other => {
                 return Err(Error::ForeignSchema(format!(
