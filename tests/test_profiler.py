@@ -4,6 +4,7 @@ counts."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import operator
 import subprocess
@@ -308,6 +309,14 @@ def test_compare_reports_speedup_phases_and_what_was_applied(tmp_path: Path) -> 
     assert any("round 2/2" in line for line in lines)
     text = r.format()
     assert "speedup" in text and "checkpointing" in text
+    # A profiled round that saved nothing gets no shares of a saving (they would be negative
+    # or above 100%).
+    slow = {**r.phases["accelerated"], "total": r.phases["stock"]["total"] + 0.001}
+    worse = dataclasses.replace(r, phases={**r.phases, "accelerated": slow})
+    assert "time saved by phase: none in the profiled round" in worse.format()
+    faster = {**r.phases["accelerated"], "total": r.phases["stock"]["total"] - 0.001}
+    better = dataclasses.replace(r, phases={**r.phases, "accelerated": faster})
+    assert "time saved by phase: nodes " in better.format()
     r.export(tmp_path / "c.html")
     assert "stock vs accelerated" in (tmp_path / "c.html").read_text()
     r.export(tmp_path / "c.json")
