@@ -3,8 +3,11 @@
 //! Channel values live in `flg_blobs`, one row per (thread, namespace, channel, version), as
 //! LangGraph's Postgres saver stores them: a step that changes one channel writes one blob.
 //! The blobs are keyed version first: LangGraph gives every channel a step writes the same
-//! new version, so one commit's blobs sit side by side at the end of their thread's range and
-//! dirty one or two pages, where channel-first keys spread them over a page per channel.
+//! new version, so one commit's keys sit side by side at the end of their thread's range and
+//! dirty one or two pages, where channel-first keys spread them over a page per channel. The
+//! values themselves sit in a rowid table, appended in commit order: a value of a few KB stays
+//! on its page (a WITHOUT ROWID table moves anything past about 1 KB to an overflow page) and
+//! a full page is split by starting a new one.
 //! A blob with a `delta_base` holds only the items a list channel appended to the blob of that
 //! earlier version; a NULL `delta_base` is a full value. Small columns come before the blob, so
 //! that reading them never walks the blob's overflow pages.
@@ -20,7 +23,7 @@ const WAL_AUTOCHECKPOINT_PAGES: u32 = 4000;
 /// ones are refused.
 pub const SCHEMA_VERSION: i64 = 2;
 
-/// The columns and key of `flg_blobs` (schema 2): keyed version first.
+/// The columns and key of `flg_blobs` (schema 2): rows in commit order, keyed version first.
 const BLOBS: &str = "(
     thread_id TEXT NOT NULL,
     checkpoint_ns TEXT NOT NULL,
@@ -29,8 +32,8 @@ const BLOBS: &str = "(
     delta_base TEXT,
     type TEXT NOT NULL,
     blob BLOB,
-    PRIMARY KEY (thread_id, checkpoint_ns, version, channel)
-) WITHOUT ROWID";
+    UNIQUE (thread_id, checkpoint_ns, version, channel)
+)";
 
 /// The columns and key of `flg_writes` (schema 2): small rows, kept in their key's B-tree.
 const WRITES: &str = "(
@@ -70,9 +73,10 @@ fn create_sql() -> String {
     )
 }
 
-/// Version 1 keyed `flg_blobs` channel first, and kept `flg_writes` in a rowid table with a
-/// separate key index; version 2 keys blobs version first, and writes (small rows) in their
-/// key's own B-tree, one page fewer per commit. The rows move as they are, in one transaction.
+/// Version 1 kept `flg_blobs` in its key's B-tree, keyed channel first, and `flg_writes` in a
+/// rowid table with a separate key index; version 2 keeps blobs in commit order with a key
+/// index, version first, and writes (small rows) in their key's own B-tree. The rows move as
+/// they are, in one transaction.
 fn migrate_1_to_2_sql() -> String {
     const BLOB_COLUMNS: &str = "thread_id, checkpoint_ns, channel, version, delta_base, type, blob";
     const WRITE_COLUMNS: &str = "thread_id, checkpoint_ns, checkpoint_id, task_id, idx, channel, task_path, type, blob";
