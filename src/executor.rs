@@ -194,6 +194,7 @@ impl WorkerPool {
             self.shared.inline_runs.fetch_add(1, Ordering::Relaxed);
             return Ok(Submitted::RunInline(job));
         }
+        st.queue.push_back(job);
         if need_thread && st.threads < self.shared.config.max_threads {
             st.threads += 1;
             st.spawned += 1;
@@ -202,21 +203,27 @@ impl WorkerPool {
             let spawned = thread::Builder::new()
                 .name("fast-langgraph-worker".into())
                 .spawn(move || worker(&shared));
-            st = lock(&self.shared.state);
             if spawned.is_err() {
+                let mut st = lock(&self.shared.state);
                 st.threads -= 1;
                 if st.threads == 0 {
-                    // No worker exists and none can start: queued, the job would wait forever.
+                    // No worker exists and none can start: whatever is queued (this job, and
+                    // any that other callers queued meanwhile) would wait forever. The caller
+                    // runs it all.
+                    let stranded: Vec<Job> = st.queue.drain(..).collect();
                     drop(st);
                     self.shared.inline_runs.fetch_add(1, Ordering::Relaxed);
-                    return Ok(Submitted::RunInline(job));
+                    return Ok(Submitted::RunInline(Box::new(move || {
+                        for job in stranded {
+                            drop(catch_unwind(AssertUnwindSafe(job)));
+                        }
+                    })));
                 }
             }
+        } else {
+            drop(st);
+            self.shared.work.notify_one();
         }
-        // A worker started above finds the job, or is woken for it.
-        st.queue.push_back(job);
-        drop(st);
-        self.shared.work.notify_one();
         Ok(Submitted::Queued)
     }
 
@@ -438,14 +445,22 @@ impl TaskGroup {
                     group.run_tracked(task);
                 }
             });
-            match self.pool.try_execute(wrapped) {
+            let handed_back = match self.pool.try_execute(wrapped) {
                 Ok(Submitted::Queued) => return,
+                Ok(Submitted::RunInline(handed_back)) => Some(handed_back),
                 // A task accepted before the pool shut down still runs, as ThreadPoolExecutor
                 // runs the work submitted before `shutdown()`.
-                Ok(Submitted::RunInline(_)) | Err(_) => match lock(&slot).take() {
-                    Some(task) => job = task,
-                    None => return,
-                },
+                Err(_) => None,
+            };
+            let task = lock(&slot).take();
+            if let Some(handed_back) = handed_back {
+                // With the task taken out, the wrapper is empty; what else the pool handed
+                // back (jobs stranded when no thread could start) runs here.
+                handed_back();
+            }
+            match task {
+                Some(task) => job = task,
+                None => return,
             }
         }
     }

@@ -127,7 +127,6 @@ fn get_in_transaction(
     let versions = parse_versions(&cp, &versions_json)?;
     for (channel, version) in &versions {
         let mut version = version.clone();
-        let mut named = true; // the version the checkpoint names, not a link under it
         loop {
             let key = blob_key(thread_id, checkpoint_ns, channel, &version);
             if blobs.contains_key(&key) {
@@ -146,10 +145,6 @@ fn get_in_transaction(
                 Err(rusqlite::Error::QueryReturnedNoRows) => break,
                 Err(e) => return Err(e.into()),
             };
-            if named && seg.type_tag == "empty" {
-                break; // an empty channel has no value, as in list_many
-            }
-            named = false;
             let base = seg.base.clone();
             blobs.insert(key, seg);
             match base {
