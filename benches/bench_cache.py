@@ -41,7 +41,7 @@ def miss_cost(make, args_list) -> float:
         f = make()
         it = iter(args_list)
         n = len(args_list)
-        t = timeit.timeit(lambda: f(next(it)), number=n)
+        t = timeit.timeit(lambda f=f, it=it: f(next(it)), number=n)
         best = min(best, t / n * 1e9)
     return best
 
@@ -70,16 +70,21 @@ def main() -> None:
     for f in (lru, dict_memo, ours, ours_ttl):
         f("what is the capital of France?")
     q = "what is the capital of France?"
-    base = per_call('lru(q)', n, **locals())
+    base = per_call("lru(q)", n, **locals())
     rows.append(("hit, hashable str: functools.lru_cache", base))
-    rows.append(("hit, hashable str: dict memo", per_call('dict_memo(q)', n, **locals())))
-    rows.append(("hit, hashable str: @cached", per_call('ours(q)', n, **locals())))
-    rows.append(("hit, hashable str: @cached(ttl=3600)", per_call('ours_ttl(q)', n, **locals())))
+    rows.append(("hit, hashable str: dict memo", per_call("dict_memo(q)", n, **locals())))
+    rows.append(("hit, hashable str: @cached", per_call("ours(q)", n, **locals())))
+    rows.append(("hit, hashable str: @cached(ttl=3600)", per_call("ours_ttl(q)", n, **locals())))
     lru3 = functools.lru_cache(maxsize=1024)(lambda a, b, c: a)
     ours3 = cached(max_size=1024)(lambda a, b, c: a)
     lru3(1, "gpt", 0.5)
     ours3(1, "gpt", 0.5)
-    rows.append(("hit, 3 hashable args: functools.lru_cache", per_call('lru3(1, "gpt", 0.5)', n, **locals())))
+    rows.append(
+        (
+            "hit, 3 hashable args: functools.lru_cache",
+            per_call('lru3(1, "gpt", 0.5)', n, **locals()),
+        )
+    )
     rows.append(("hit, 3 hashable args: @cached", per_call('ours3(1, "gpt", 0.5)', n, **locals())))
 
     # --- unhashable arguments, hit ---
@@ -89,12 +94,17 @@ def main() -> None:
     ours_msgs(msgs)
     ours_msgs(plain)
     m = n // 20
-    rows.append(("hit, list of dicts: @cached", per_call('ours_msgs(plain)', m, **locals())))
-    rows.append(("hit, list of HumanMessage: @cached", per_call('ours_msgs(msgs)', m, **locals())))
+    rows.append(("hit, list of dicts: @cached", per_call("ours_msgs(plain)", m, **locals())))
+    rows.append(("hit, list of HumanMessage: @cached", per_call("ours_msgs(msgs)", m, **locals())))
     # lru_cache cannot take them; the usual workaround keys on repr().
     lru_repr = functools.lru_cache(maxsize=1024)(lambda r: "Paris")
     lru_repr(repr(plain))
-    rows.append(("hit, list of dicts: lru_cache on repr()", per_call('lru_repr(repr(plain))', m, **locals())))
+    rows.append(
+        (
+            "hit, list of dicts: lru_cache on repr()",
+            per_call("lru_repr(repr(plain))", m, **locals()),
+        )
+    )
 
     # --- misses ---
     keys = [f"question {i}" for i in range(50_000 if QUICK else 200_000)]
@@ -104,14 +114,24 @@ def main() -> None:
             miss_cost(lambda: functools.lru_cache(maxsize=1024)(ident), keys),
         )
     )
-    rows.append(("miss, hashable str: @cached", miss_cost(lambda: cached(max_size=1024)(ident), keys)))
+    rows.append(
+        ("miss, hashable str: @cached", miss_cost(lambda: cached(max_size=1024)(ident), keys))
+    )
 
     # --- LangChain chat model: no cache vs InMemoryCache vs FastLLMCache ---
     k = 2_000 if QUICK else 10_000
-    for label, cache in (("LangChain InMemoryCache", LCInMemoryCache()), ("FastLLMCache", FastLLMCache())):
+    for label, cache in (
+        ("LangChain InMemoryCache", LCInMemoryCache()),
+        ("FastLLMCache", FastLLMCache()),
+    ):
         model = FakeListChatModel(responses=["Paris"], cache=cache)
         model.invoke("capital of France?")
-        rows.append((f"chat model hit: {label}", per_call('model.invoke("capital of France?")', k, **locals())))
+        rows.append(
+            (
+                f"chat model hit: {label}",
+                per_call('model.invoke("capital of France?")', k, **locals()),
+            )
+        )
 
     # --- LangGraph cached node ---
     class S(TypedDict):
@@ -121,14 +141,22 @@ def main() -> None:
     def node(state: S) -> dict:
         return {"text": state["text"] + "!"}
 
-    for label, cache in (("LangGraph InMemoryCache", LGInMemoryCache()), ("FastNodeCache", FastNodeCache())):
+    for label, cache in (
+        ("LangGraph InMemoryCache", LGInMemoryCache()),
+        ("FastNodeCache", FastNodeCache()),
+    ):
         b = StateGraph(S)
         b.add_node("n", node, cache_policy=CachePolicy())
         b.add_edge(START, "n")
         b.add_edge("n", END)
         g = b.compile(cache=cache)
         g.invoke({"text": "q", "log": []})
-        rows.append((f"graph with cached node, hit: {label}", per_call('g.invoke({"text": "q", "log": []})', k // 5, **locals())))
+        rows.append(
+            (
+                f"graph with cached node, hit: {label}",
+                per_call('g.invoke({"text": "q", "log": []})', k // 5, **locals()),
+            )
+        )
 
     # --- 2 threads, hit path ---
     def two_threads(f, arg, calls):

@@ -28,9 +28,9 @@ from langgraph.graph.message import add_messages
 from typing_extensions import TypedDict
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _common import interleaved, table  # noqa: E402
+from _common import interleaved, table
 
-from fast_langgraph import RustSQLiteCheckpointer  # noqa: E402
+from fast_langgraph import RustSQLiteCheckpointer
 
 
 def make_savers(tmp: str, tag: str) -> dict[str, Any]:
@@ -75,7 +75,13 @@ def bench_put_get(tmp: str, size: int, rounds: int, reps: int, *, append: bool) 
     res = interleaved(contenders, rounds=rounds, reps=reps)
     serialized = sum(len(saver_bytes) for saver_bytes in _sizes(values))
     what = "one message appended per put" if append else "all channels rewritten per put"
-    print(table(f"put + get_tuple, state of {serialized / 1024:.0f} KB serialized, {what}", res, baseline="SqliteSaver"))
+    print(
+        table(
+            f"put + get_tuple, state of {serialized / 1024:.0f} KB serialized, {what}",
+            res,
+            baseline="SqliteSaver",
+        )
+    )
     return res
 
 
@@ -91,28 +97,46 @@ def _chat_step_loop(saver: Any, values: dict[str, Any], reps: int):
 
     def step() -> None:
         if state["n"] == reps:  # a new conversation each round, seeded with the history
-            state.update(n=0, thread=str(uuid.uuid4()), parent=None, versions={},
-                         values={**values, "messages": list(values["messages"])})
+            state.update(
+                n=0,
+                thread=str(uuid.uuid4()),
+                parent=None,
+                versions={},
+                values={**values, "messages": list(values["messages"])},
+            )
             changed = list(values)
         else:
             msgs = state["values"]["messages"]
             # add_messages returns a new list holding the same message objects, plus the new one
-            state["values"] = {**state["values"], "messages": [*msgs, AIMessage(content=f"step {state['n']}", id=str(uuid.uuid4()))],
-                               "counter": state["values"]["counter"] + 1}
+            state["values"] = {
+                **state["values"],
+                "messages": [*msgs, AIMessage(content=f"step {state['n']}", id=str(uuid.uuid4()))],
+                "counter": state["values"]["counter"] + 1,
+            }
             changed = ["messages", "counter"]
         state["n"] += 1
         cp = empty_checkpoint()
-        versions = {**state["versions"], **{k: saver.get_next_version(state["versions"].get(k), None) for k in changed}}
+        versions = {
+            **state["versions"],
+            **{k: saver.get_next_version(state["versions"].get(k), None) for k in changed},
+        }
         cp["channel_values"] = dict(state["values"])
         cp["channel_versions"] = versions
         config = {"configurable": {"thread_id": state["thread"], "checkpoint_ns": ""}}
         if state["parent"]:
             config["configurable"]["checkpoint_id"] = state["parent"]
-        saved = saver.put(config, cp, {"source": "loop", "step": state["n"], "parents": {}}, {k: versions[k] for k in changed})
+        saved = saver.put(
+            config,
+            cp,
+            {"source": "loop", "step": state["n"], "parents": {}},
+            {k: versions[k] for k in changed},
+        )
         state["parent"] = saved["configurable"]["checkpoint_id"]
         state["versions"] = versions
         got = saver.get_tuple({"configurable": {"thread_id": state["thread"], "checkpoint_ns": ""}})
-        assert got is not None and len(got.checkpoint["channel_values"]["messages"]) == len(state["values"]["messages"])
+        assert got is not None and len(got.checkpoint["channel_values"]["messages"]) == len(
+            state["values"]["messages"]
+        )
 
     return step
 
@@ -133,7 +157,9 @@ def _put_get_loop(saver: Any, values: dict[str, Any], reps: int = 0):
         state["parent"] = saved["configurable"]["checkpoint_id"]
         state["versions"] = versions
         got = saver.get_tuple({"configurable": {"thread_id": thread, "checkpoint_ns": ""}})
-        assert got is not None and len(got.checkpoint["channel_values"]["messages"]) == len(values["messages"])
+        assert got is not None and len(got.checkpoint["channel_values"]["messages"]) == len(
+            values["messages"]
+        )
 
     return step
 
@@ -150,7 +176,10 @@ def bench_list(tmp: str, n: int, rounds: int) -> dict[str, float]:
             cp = empty_checkpoint()
             # Every step bumps `counter`; every tenth step changes all channels.
             changed = list(values) if i % 10 == 0 else ["counter"]
-            versions = {**versions, **{k: saver.get_next_version(versions.get(k), None) for k in changed}}
+            versions = {
+                **versions,
+                **{k: saver.get_next_version(versions.get(k), None) for k in changed},
+            }
             cp["channel_values"] = dict(values)
             cp["channel_versions"] = versions
             cfg = {"configurable": {"thread_id": thread, "checkpoint_ns": ""}}
@@ -159,7 +188,12 @@ def bench_list(tmp: str, n: int, rounds: int) -> dict[str, float]:
             new = {k: versions[k] for k in changed}
             saved = saver.put(cfg, cp, {"source": "loop", "step": i, "parents": {}}, new)
             parent = saved["configurable"]["checkpoint_id"]
-            saver.put_writes(saved, [("messages", [AIMessage(content="hi", id=f"w{i}")]), ("route", "b")], f"task-{i}", "~x")
+            saver.put_writes(
+                saved,
+                [("messages", [AIMessage(content="hi", id=f"w{i}")]), ("route", "b")],
+                f"task-{i}",
+                "~x",
+            )
         configs[name] = {"configurable": {"thread_id": thread}}
 
     def lister(saver: Any, cfg: dict) -> Any:
@@ -169,8 +203,17 @@ def bench_list(tmp: str, n: int, rounds: int) -> dict[str, float]:
 
         return run
 
-    res = interleaved({name: lister(s, configs[name]) for name, s in savers.items()}, rounds=rounds, reps=1)
-    print(table(f"list() over a thread of {n} checkpoints (each with 2 pending writes)", res, baseline="SqliteSaver", unit="ms"))
+    res = interleaved(
+        {name: lister(s, configs[name]) for name, s in savers.items()}, rounds=rounds, reps=1
+    )
+    print(
+        table(
+            f"list() over a thread of {n} checkpoints (each with 2 pending writes)",
+            res,
+            baseline="SqliteSaver",
+            unit="ms",
+        )
+    )
     return res
 
 
@@ -233,7 +276,9 @@ def bench_end_to_end(tmp: str, rounds: int, threads: int, per_thread: int) -> di
         def conversation(t: int) -> None:
             cfg = {"configurable": {"thread_id": f"{prefix}-{t}"}}
             for i in range(per_thread):
-                graph.invoke({"messages": [HumanMessage(content=f"question {i}")], "results": []}, cfg)
+                graph.invoke(
+                    {"messages": [HumanMessage(content=f"question {i}")], "results": []}, cfg
+                )
 
         t0 = time.perf_counter()
         with ThreadPoolExecutor(threads) as pool:
@@ -250,10 +295,14 @@ def bench_end_to_end(tmp: str, rounds: int, threads: int, per_thread: int) -> di
     for name, saver in savers.items():
         if isinstance(saver, RustSQLiteCheckpointer):
             st = saver.writer_stats()
-            print(f"  {name}: {st['calls']} write calls in {st['commits']} commits "
-                  f"({st['calls'] / max(1, st['commits']):.1f} per commit)")
+            print(
+                f"  {name}: {st['calls']} write calls in {st['commits']} commits "
+                f"({st['calls'] / max(1, st['commits']):.1f} per commit)"
+            )
     base = res["SqliteSaver"]
-    print(f"\nend to end: 8-node graph, {threads * per_thread} invocations over {threads} threads (default durability)")
+    print(
+        f"\nend to end: 8-node graph, {threads * per_thread} invocations over {threads} threads (default durability)"
+    )
     print(f"  {'contender':<34} {'invokes/s':>12} {'vs SqliteSaver':>18}")
     for name, v in res.items():
         print(f"  {name:<34} {v:>12.1f} {v / base:>17.2f}x")
@@ -268,7 +317,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for append in (False, True):
             for size, reps in ((1024, 200), (35 * 1024, 40), (250 * 1024, 8)):
-                bench_put_get(tmp, size, rounds, reps if not args.quick else max(2, reps // 4), append=append)
+                bench_put_get(
+                    tmp, size, rounds, reps if not args.quick else max(2, reps // 4), append=append
+                )
         bench_list(tmp, 1000, rounds)
         bench_end_to_end(tmp, 3 if args.quick else 5, 20, 10)
 

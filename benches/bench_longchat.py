@@ -110,7 +110,9 @@ def main() -> None:
             before, before_read = timers[name].write, timers[name].read
             # durability="sync": every put runs in the graph loop, so its time is the step's.
             graph.invoke(
-                {"messages": [HumanMessage(content=f"question {turn}: {TEXT}")]}, config, durability="sync"
+                {"messages": [HumanMessage(content=f"question {turn}: {TEXT}")]},
+                config,
+                durability="sync",
             )
             per_turn[name].append(timers[name].write - before)
             read_per_turn[name].append(timers[name].read - before_read)
@@ -119,15 +121,19 @@ def main() -> None:
     finals = {name: g.get_state(config).values["messages"] for name, g in graphs.items()}
     reference = [(m.type, m.content) for m in finals["InMemorySaver"]]
     for name, msgs in finals.items():
-        assert [(m.type, m.content) for m in msgs] == reference, f"{name} ended with another history"
+        assert [(m.type, m.content) for m in msgs] == reference, (
+            f"{name} ended with another history"
+        )
 
     def window(name: str, end: int, data: dict[str, list[float]] = per_turn) -> list[float]:
         end = min(end, turns)
         return data[name][max(0, end - 10) : end]
 
     marks = [m for m in (10, 100, 300) if m <= turns] or [turns]
-    print(f"\ncheckpoint write time per turn (ms): put; {turns} turns, "
-          f"{len(reference)} messages at the end")
+    print(
+        f"\ncheckpoint write time per turn (ms): put; {turns} turns, "
+        f"{len(reference)} messages at the end"
+    )
     header = "".join(f"{'turn ' + str(m) + ' med/mean':>22}" for m in marks)
     print(f"  {'saver':<38}{header}{'last/first (med)':>18}")
     for name in savers:
@@ -138,9 +144,13 @@ def main() -> None:
             meds.append(statistics.median(w))
             cells += f"{statistics.median(w) * 1e3:>12.2f} /{statistics.mean(w) * 1e3:>7.2f}  "
         print(f"  {name:<38}{cells}{meds[-1] / meds[0]:>16.1f}x")
-    print(f"\nloading the thread at the start of a turn (get_tuple), ms, median over the same windows:")
+    print(
+        "\nloading the thread at the start of a turn (get_tuple), ms, median over the same windows:"
+    )
     for name in savers:
-        cells = "".join(f"{statistics.median(window(name, m, read_per_turn)) * 1e3:>12.2f}" for m in marks)
+        cells = "".join(
+            f"{statistics.median(window(name, m, read_per_turn)) * 1e3:>12.2f}" for m in marks
+        )
         print(f"  {name:<38}{cells}")
 
     stats = savers["RustSQLiteCheckpointer"].storage_stats()
@@ -150,7 +160,9 @@ def main() -> None:
     print("\ndatabase size after the conversation (file + WAL, after closing):")
     sizes = {name: file_size(p) for name, p in paths.items()}
     for name, size in sizes.items():
-        print(f"  {name:<38}{size / 1e6:>10.2f} MB{sizes['SqliteSaver'] / size:>10.1f}x smaller than SqliteSaver")
+        print(
+            f"  {name:<38}{size / 1e6:>10.2f} MB{sizes['SqliteSaver'] / size:>10.1f}x smaller than SqliteSaver"
+        )
     print(f"  ({stats['blobs']} channel blobs, {stats['delta_blobs']} of them deltas)")
 
     # Load the latest state with fresh savers, as a new process would.

@@ -81,7 +81,10 @@ def main() -> None:
         )
 
     small = {"messages": history(3), "count": 1, "user": "x", "flag": True}
-    large = {f"key{i}": i for i in range(200)} | {"messages": history(1000), "docs": list(range(1000))}
+    large = {f"key{i}": i for i in range(200)} | {
+        "messages": history(1000),
+        "docs": list(range(1000)),
+    }
     for label, state in (("small", small), ("large", large)):
         upd_plain = {"count": 2, "user": "y"}
         upd_append = {"messages": new_messages(1), "count": 2}

@@ -8,7 +8,6 @@ alike, and prints the median time per call and the speed-up over stock.
 Run: ``.venv/bin/python benches/bench_shim.py [--quick]``.
 """
 
-
 import argparse
 import json
 import os
@@ -115,7 +114,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="fewer rounds")
     ap.add_argument("--rounds", type=int, default=None)
-    ap.add_argument("--cases", default=",".join(CASES), help="comma-separated subset of: " + ", ".join(CASES))
+    ap.add_argument(
+        "--cases", default=",".join(CASES), help="comma-separated subset of: " + ", ".join(CASES)
+    )
     ap.add_argument("--worker", choices=MODES, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
@@ -151,9 +152,15 @@ def main() -> None:
         assert p.stdin is not None
         p.stdin.close()
         p.wait(timeout=60)
-    print(f"fast-langgraph shim benchmark: {rounds} rounds, {os.cpu_count()} CPUs, "
-          f"{time.perf_counter() - t_start:.0f}s")
-    print(f"  {'case':<16} " + " ".join(f"{m + ' ms':>18}" for m in MODES) + f" {'before/stock':>13} {'after/stock':>12}")
+    print(
+        f"fast-langgraph shim benchmark: {rounds} rounds, {os.cpu_count()} CPUs, "
+        f"{time.perf_counter() - t_start:.0f}s"
+    )
+    print(
+        f"  {'case':<16} "
+        + " ".join(f"{m + ' ms':>18}" for m in MODES)
+        + f" {'before/stock':>13} {'after/stock':>12}"
+    )
     med = {k: statistics.median(v) for k, v in samples.items()}
     for case in cases:
         stock = med[(case, "stock")]
@@ -165,8 +172,10 @@ def main() -> None:
     if "io_single" not in cases or "io_fanout16" not in cases:
         return
     single = med[("io_single", "patched-before")]
-    print(f"\n  io_fanout16 patched / io_single patched: {med[('io_fanout16', 'patched-before')] / single:.2f}"
-          " (target <= 1.2)")
+    print(
+        f"\n  io_fanout16 patched / io_single patched: {med[('io_fanout16', 'patched-before')] / single:.2f}"
+        " (target <= 1.2)"
+    )
 
 
 if __name__ == "__main__":

@@ -16,9 +16,9 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.sqlite import SqliteSaver
 
 sys.path.insert(0, os.path.dirname(__file__))
-from bench_checkpoint import _put_get_loop, build_graph, state_of_size  # noqa: E402
+from bench_checkpoint import _put_get_loop, build_graph, state_of_size
 
-from fast_langgraph import RustSQLiteCheckpointer  # noqa: E402
+from fast_langgraph import RustSQLiteCheckpointer
 
 SAVERS = ["InMemorySaver", "SqliteSaver", "RustSQLiteCheckpointer"]
 

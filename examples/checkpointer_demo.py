@@ -60,7 +60,9 @@ def build(checkpointer: Any):
     def reply(state: State) -> dict:
         # A fake chat model whose answer depends only on the conversation, so every run of
         # the app gives the same history whatever the thread interleaving.
-        model = FakeListChatModel(responses=[f"answer #{len(state['messages'])} ({state['topic']})"])
+        model = FakeListChatModel(
+            responses=[f"answer #{len(state['messages'])} ({state['topic']})"]
+        )
         return {"messages": [model.invoke(state["messages"])]}
 
     g = StateGraph(State)
@@ -109,10 +111,14 @@ def main() -> None:
                 times[name].append((time.perf_counter() - t0) / (USERS * TURNS))
         stock, fast = results.values()
         if stock != fast:
-            raise SystemExit("the two savers ended with different conversations: not reporting a speedup")
+            raise SystemExit(
+                "the two savers ended with different conversations: not reporting a speedup"
+            )
         turns = USERS * TURNS
-        print(f"{USERS} users x {TURNS} turns each, 8-node graph, {ROUNDS} interleaved rounds; "
-              f"both savers ended with identical conversations ({len(stock[0])} messages each)\n")
+        print(
+            f"{USERS} users x {TURNS} turns each, 8-node graph, {ROUNDS} interleaved rounds; "
+            f"both savers ended with identical conversations ({len(stock[0])} messages each)\n"
+        )
         print(f"  {'checkpointer':<26} {'ms per turn':>12} {'turns/s':>10}")
         med = {name: statistics.median(ts) for name, ts in times.items()}
         for name, t in med.items():

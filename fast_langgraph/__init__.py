@@ -12,8 +12,8 @@ from fast_langgraph._native import (
     SerializationError,
     __version__,
 )
-from fast_langgraph.cache import FastLLMCache, FastNodeCache, RustLLMCache, cached
 from fast_langgraph._settings import configure
+from fast_langgraph.cache import FastLLMCache, FastNodeCache, RustLLMCache, cached
 from fast_langgraph.checkpoint import RustSQLiteCheckpointer
 from fast_langgraph.merge import add_messages, langgraph_state_update, merge_dicts
 
@@ -31,10 +31,10 @@ __all__ = [
     "RustLLMCache",
     "RustSQLiteCheckpointer",
     "SerializationError",
-    "add_messages",
-    "langgraph_state_update",
-    "merge_dicts",
     "__version__",
+    "add_messages",
     "cached",
     "configure",
+    "langgraph_state_update",
+    "merge_dicts",
 ]

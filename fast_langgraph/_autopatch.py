@@ -8,6 +8,8 @@ try:
     from fast_langgraph.shim import patch_langgraph
 
     REPORT = patch_langgraph()
-except Exception as e:  # noqa: BLE001 - must never stop the interpreter from starting
+except Exception as e:
     REPORT = None
-    warnings.warn(f"FAST_LANGGRAPH_AUTO_PATCH: patching failed: {e!r}", RuntimeWarning, stacklevel=1)
+    warnings.warn(
+        f"FAST_LANGGRAPH_AUTO_PATCH: patching failed: {e!r}", RuntimeWarning, stacklevel=1
+    )

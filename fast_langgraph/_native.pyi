@@ -1,8 +1,8 @@
 """Typed stubs for the Rust extension. Users import from `fast_langgraph`, not from here."""
 
 import os
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 __version__: str
 
@@ -97,7 +97,9 @@ class CheckpointStore:
     ) -> None:
         """Store a task's writes, given as (thread_id, checkpoint_ns, checkpoint_id, task_id,
         task_path, [(idx, channel, type, data), ...]); returns once committed."""
-    def put_many(self, checkpoints: Sequence[tuple[Any, ...]], writes: Sequence[tuple[Any, ...]]) -> None:
+    def put_many(
+        self, checkpoints: Sequence[tuple[Any, ...]], writes: Sequence[tuple[Any, ...]]
+    ) -> None:
         """Store the argument tuples of many `put` and `put_writes` calls in one transaction."""
     def list(
         self,
@@ -260,7 +262,9 @@ class RustLLMCache:
         """hits, misses, evictions, expirations, size, max_size, ttl."""
     def _key(self, key: Any) -> tuple[bytes, list[Any]]: ...
     def _get_key(self, key: bytes, count: bool = True) -> tuple[bool, Any]: ...
-    def _put_key(self, key: bytes, value: Any, pins: Sequence[Any] = (), ttl: float | None = None) -> None: ...
+    def _put_key(
+        self, key: bytes, value: Any, pins: Sequence[Any] = (), ttl: float | None = None
+    ) -> None: ...
     def _delete_key(self, key: bytes) -> bool: ...
     def _delete_prefix(self, prefix: bytes) -> int: ...
 
@@ -279,7 +283,9 @@ class CachedFunction:
     def __get__(self, obj: Any, owner: Any = None) -> Any: ...
     @property
     def cache(self) -> RustLLMCache: ...
-    def _make_key(self, args: tuple[Any, ...], kwargs: dict[str, Any] | None = None) -> tuple[bytes, list[Any]]: ...
+    def _make_key(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any] | None = None
+    ) -> tuple[bytes, list[Any]]: ...
     def cache_info(self) -> Any:
         """CacheInfo(hits, misses, maxsize, currsize), as functools.lru_cache reports it."""
     def cache_stats(self) -> dict[str, Any]:
@@ -297,7 +303,9 @@ class WorkerPool:
         ValueError: `max_threads` is 0, `min_threads > max_threads`, or a bad `keep_alive`.
     """
 
-    def __init__(self, max_threads: int, *, min_threads: int = 0, keep_alive: float = 60.0) -> None: ...
+    def __init__(
+        self, max_threads: int, *, min_threads: int = 0, keep_alive: float = 60.0
+    ) -> None: ...
     @property
     def max_threads(self) -> int: ...
     def group(self, max_concurrency: int | None = None) -> TaskGroup:

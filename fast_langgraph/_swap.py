@@ -51,7 +51,9 @@ def _aiosqlite_conn_path(conn: Any) -> str:
             database = database.decode()
         database = os.fspath(database) if isinstance(database, os.PathLike) else str(database)
         if database.startswith("file:"):
-            raise ValueError(f"AsyncSqliteSaver stand-in: URI connections are not supported ({database!r})")
+            raise ValueError(
+                f"AsyncSqliteSaver stand-in: URI connections are not supported ({database!r})"
+            )
         return database
     raise TypeError(
         "AsyncSqliteSaver stand-in: cannot tell which file this aiosqlite connection opens; "
@@ -110,7 +112,9 @@ def _stand_in(base: type, init: Any, extra: dict[str, Any]) -> type:
     for name in base.__dict__:
         if name.startswith("__") or name in ns or name in RustSQLiteCheckpointer.__dict__:
             continue
-        if not callable(base.__dict__[name]) and not isinstance(base.__dict__[name], (classmethod, staticmethod)):
+        if not callable(base.__dict__[name]) and not isinstance(
+            base.__dict__[name], (classmethod, staticmethod)
+        ):
             continue
         generic = getattr(BaseCheckpointSaver, name, _MISSING)
         ns[name] = generic if generic is not _MISSING else _unavailable(name)
@@ -167,7 +171,9 @@ def install() -> tuple[dict[type, dict[str, Any]], list[str], str]:
     return saved, targets, ""
 
 
-def _patch_class(base: type, stand_in: type, from_conn_string: Any, saved: dict[type, dict[str, Any]]) -> None:
+def _patch_class(
+    base: type, stand_in: type, from_conn_string: Any, saved: dict[type, dict[str, Any]]
+) -> None:
     def __new__(cls: type, *args: Any, **kwargs: Any) -> Any:
         # Python then calls stand_in.__init__, since the result is an instance of `base`.
         return object.__new__(stand_in if cls is base else cls)

@@ -24,9 +24,9 @@ import functools
 import inspect
 import threading
 from collections import namedtuple
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from enum import Enum
-from typing import Any, Callable, TypeVar, overload
+from typing import Any, TypeVar, overload
 
 from langchain_core.caches import RETURN_VAL_TYPE
 from langchain_core.caches import BaseCache as LangChainBaseCache
@@ -35,7 +35,7 @@ from langgraph.cache.base import FullKey, Namespace
 from langgraph.checkpoint.serde.base import SerializerProtocol
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
-from fast_langgraph._native import CacheCorruptError, CacheError, CachedFunction, RustLLMCache
+from fast_langgraph._native import CacheCorruptError, CachedFunction, CacheError, RustLLMCache
 
 __all__ = [
     "CacheCorruptError",
@@ -161,7 +161,9 @@ def _async_wrapper(func: Callable[..., Any], cf: CachedFunction) -> Callable[...
     persistent = _persistent(cache)
 
     async def get(*args: Any) -> tuple[bool, Any]:
-        return await asyncio.to_thread(cache._get_key, *args) if persistent else cache._get_key(*args)
+        return (
+            await asyncio.to_thread(cache._get_key, *args) if persistent else cache._get_key(*args)
+        )
 
     @functools.wraps(func)
     async def wrapper(*args: Any, **kwargs: Any) -> Any:

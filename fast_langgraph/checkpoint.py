@@ -23,11 +23,11 @@ import random
 import sqlite3
 import threading
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, AbstractContextManager, contextmanager
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
@@ -111,7 +111,11 @@ class RustSQLiteCheckpointer(
             raise TypeError(
                 f"RustSQLiteCheckpointer: durable must be a bool, got {type(durable).__name__}"
             )
-        if not isinstance(snapshot_every, int) or isinstance(snapshot_every, bool) or snapshot_every < 1:
+        if (
+            not isinstance(snapshot_every, int)
+            or isinstance(snapshot_every, bool)
+            or snapshot_every < 1
+        ):
             raise ValueError(
                 f"RustSQLiteCheckpointer: snapshot_every must be an int >= 1, got {snapshot_every!r}"
             )
@@ -219,7 +223,11 @@ class RustSQLiteCheckpointer(
                 value = tup.checkpoint["channel_values"].get(channel)
                 if type(value) is list and channel in versions:
                     self._lists.remember(
-                        (rows[0][0], rows[0][1], channel), str(versions[channel]), tuple(value), deltas, "read"
+                        (rows[0][0], rows[0][1], channel),
+                        str(versions[channel]),
+                        tuple(value),
+                        deltas,
+                        "read",
                     )
         return tup
 
@@ -340,7 +348,13 @@ class RustSQLiteCheckpointer(
         ns = conf.get("checkpoint_ns", "")
         remembered: list[tuple] = []
         args = self._checkpoint_args(
-            str(thread_id), ns, conf.get("checkpoint_id"), checkpoint, metadata, new_versions, config,
+            str(thread_id),
+            ns,
+            conf.get("checkpoint_id"),
+            checkpoint,
+            metadata,
+            new_versions,
+            config,
             remembered if self.delta else None,
         )
         try:
@@ -350,8 +364,14 @@ class RustSQLiteCheckpointer(
             self._lists.forget_thread(str(thread_id))
             remembered.clear()
             args = self._checkpoint_args(
-                str(thread_id), ns, conf.get("checkpoint_id"), checkpoint, metadata, new_versions,
-                config, remembered,
+                str(thread_id),
+                ns,
+                conf.get("checkpoint_id"),
+                checkpoint,
+                metadata,
+                new_versions,
+                config,
+                remembered,
                 use_deltas=False,
             )
             self._store.put(args)
@@ -456,7 +476,14 @@ class RustSQLiteCheckpointer(
             for idx, (channel, value) in enumerate(writes)
         ]
         self._store.put_writes(
-            (thread_id, conf.get("checkpoint_ns", ""), conf["checkpoint_id"], task_id, task_path, rows)
+            (
+                thread_id,
+                conf.get("checkpoint_ns", ""),
+                conf["checkpoint_id"],
+                task_id,
+                task_path,
+                rows,
+            )
         )
 
     def _dumps(self, value: Any, what: str) -> tuple[str, bytes]:
@@ -579,7 +606,9 @@ class RustSQLiteCheckpointer(
             tables = _table_names(src)
         except sqlite3.DatabaseError as e:
             src.close()
-            raise ValueError(f"import_sqlite_saver: {src_path!r} is not an SQLite database: {e}") from e
+            raise ValueError(
+                f"import_sqlite_saver: {src_path!r} is not an SQLite database: {e}"
+            ) from e
         try:
             if not _SQLITE_SAVER_TABLES <= tables:
                 raise ValueError(
@@ -620,10 +649,14 @@ class RustSQLiteCheckpointer(
                     new_versions[ch] = ver
             md = json.loads(metadata) if metadata is not None else {}
             checkpoints.append(
-                self._checkpoint_args(str(thread_id), ns, parent_id, checkpoint, md, new_versions, None)
+                self._checkpoint_args(
+                    str(thread_id), ns, parent_id, checkpoint, md, new_versions, None
+                )
             )
             by_task: dict[tuple[str, str], list[tuple]] = {}
-            for task_id, path, idx, channel, wtype, value in writes_by_cp.get((thread_id, ns, cid), []):
+            for task_id, path, idx, channel, wtype, value in writes_by_cp.get(
+                (thread_id, ns, cid), []
+            ):
                 by_task.setdefault((task_id, path), []).append((idx, channel, wtype, value))
             for (task_id, path), items in by_task.items():
                 write_args.append((str(thread_id), ns, cid, task_id, path, items))
@@ -673,7 +706,9 @@ class _ListVersions:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         # key -> {"put": entry, "read": entry}
-        self._entries: OrderedDict[tuple[str, str, str], dict[str, tuple[str, tuple, int]]] = OrderedDict()
+        self._entries: OrderedDict[tuple[str, str, str], dict[str, tuple[str, tuple, int]]] = (
+            OrderedDict()
+        )
 
     def base_for(self, key: tuple[str, str, str], value: list) -> tuple[str, tuple, int] | None:
         """The remembered version whose items are the first items of ``value``, the very
@@ -718,8 +753,7 @@ def _configurable(config: Any) -> dict[str, Any]:
     conf = config.get("configurable")
     if not isinstance(conf, dict) or "thread_id" not in conf:
         raise ValueError(
-            "config must have config['configurable']['thread_id'], got "
-            f"configurable={conf!r}"
+            f"config must have config['configurable']['thread_id'], got configurable={conf!r}"
         )
     return conf
 

@@ -79,7 +79,14 @@ def pool_stats() -> dict[str, int]:
     """Counters of the shared pool: threads, idle, queued, spawned, inline_runs, max_threads."""
     pool = _pool
     if pool is None or _pool_pid != os.getpid():
-        return {"threads": 0, "idle": 0, "queued": 0, "spawned": 0, "inline_runs": 0, "max_threads": 0}
+        return {
+            "threads": 0,
+            "idle": 0,
+            "queued": 0,
+            "spawned": 0,
+            "inline_runs": 0,
+            "max_threads": 0,
+        }
     stats = pool.stats()
     stats["max_threads"] = pool.max_threads
     return stats
@@ -126,7 +133,12 @@ def _register_at_exit() -> None:
 
 
 def _work(
-    handle: PoolExecutor, future: Future, ctx: Any, fn: Callable[..., Any], args: tuple, kwargs: dict
+    handle: PoolExecutor,
+    future: Future,
+    ctx: Any,
+    fn: Callable[..., Any],
+    args: tuple,
+    kwargs: dict,
 ) -> None:
     # What ThreadPoolExecutor's _WorkItem.run does, in the submitter's context.
     if handle._cancel_pending:
@@ -157,7 +169,9 @@ class PoolExecutor(Executor):
     def __init__(self, max_workers: int | None = None) -> None:
         if max_workers is not None:
             if isinstance(max_workers, bool) or not isinstance(max_workers, int):
-                raise TypeError(f"max_workers must be an int or None, got {type(max_workers).__name__}")
+                raise TypeError(
+                    f"max_workers must be an int or None, got {type(max_workers).__name__}"
+                )
             if max_workers <= 0:
                 raise ValueError("max_workers must be greater than 0")
         self._group: TaskGroup = get_pool().group(max_workers)
@@ -210,7 +224,9 @@ def get_executor_for_config(config: Any = None) -> PoolExecutor:
 
 def _check_concurrency(max_concurrency: int | None) -> None:
     if max_concurrency is not None and (
-        isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int) or max_concurrency < 1
+        isinstance(max_concurrency, bool)
+        or not isinstance(max_concurrency, int)
+        or max_concurrency < 1
     ):
         raise ValueError(f"max_concurrency must be a positive int or None, got {max_concurrency!r}")
 
@@ -299,7 +315,9 @@ class BatchExecutor:
         """Run one call; returns its ``Future``."""
         return self._executor.submit(fn, *args, **kwargs)
 
-    def map(self, fn: Callable[[Any], T], items: Iterable[Any], *, return_exceptions: bool = False) -> list[T]:
+    def map(
+        self, fn: Callable[[Any], T], items: Iterable[Any], *, return_exceptions: bool = False
+    ) -> list[T]:
         """``fn(item)`` for each item, results in input order; raises like ``parallel_map``."""
         futures = [self._executor.submit(fn, item) for item in items]
         try:

@@ -47,7 +47,9 @@ REMOVE_ALL_MESSAGES = "__remove_all__"
 
 def _coerce(messages: list) -> list:
     # Called only when some item is not a plain message: LangGraph's conversion of the list.
-    return [message_chunk_to_message(cast(BaseMessageChunk, m)) for m in convert_to_messages(messages)]
+    return [
+        message_chunk_to_message(cast(BaseMessageChunk, m)) for m in convert_to_messages(messages)
+    ]
 
 
 def _format_messages(messages: Sequence[BaseMessage]) -> list[BaseMessage]:
@@ -223,7 +225,9 @@ def _make_operator_property(slot: Any) -> property:
     def fdel(self: Any) -> None:
         del_slot(self)
 
-    return property(fget, fset, fdel, "The reducer; LangGraph's add_messages reads as the Rust one.")
+    return property(
+        fget, fset, fdel, "The reducer; LangGraph's add_messages reads as the Rust one."
+    )
 
 
 def is_rust_add_messages_installed() -> bool:

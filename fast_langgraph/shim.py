@@ -156,7 +156,9 @@ def patch_langgraph(
                 f"langgraph {version[0]}.{version[1]} is outside the tested range "
                 f">={lo[0]}.{lo[1]},<{hi[0]}.{hi[1]}"
             )
-            warnings.warn(f"fast_langgraph.shim: not patching: {reason}", RuntimeWarning, stacklevel=2)
+            warnings.warn(
+                f"fast_langgraph.shim: not patching: {reason}", RuntimeWarning, stacklevel=2
+            )
         for name, wanted, apply in (
             ("executor", want_executor, _patch_executor),
             ("checkpointer", want_checkpointer, _patch_checkpointer),
@@ -177,7 +179,7 @@ def patch_langgraph(
             else:
                 report.skipped[name] = why
     if verbose:
-        print(report)  # noqa: T201 - asked for
+        print(report)
     return report
 
 
@@ -228,7 +230,10 @@ def status() -> dict[str, Any]:
         live_cp = []
         if cp is not None:
             for cls in cp.saved:
-                if cls.__dict__.get("__new__") is not None and cls.__dict__.get("_flg_swap") is True:
+                if (
+                    cls.__dict__.get("__new__") is not None
+                    and cls.__dict__.get("_flg_swap") is True
+                ):
                     live_cp.append(f"{cls.__module__}.{cls.__qualname__}")
         out["checkpointer"] = {"active": bool(live_cp), "targets": live_cp}
         from fast_langgraph import merge
@@ -295,7 +300,6 @@ def _patch_checkpointer() -> tuple[list[str], str]:
         return [], why
     _state["checkpointer"] = _CheckpointerPatch(saved=saved, targets=targets)
     return list(targets), ""
-
 
 
 # -- add_messages -------------------------------------------------------------------------

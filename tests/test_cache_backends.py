@@ -186,7 +186,9 @@ def test_scopes_separate_graphs_built_by_one_factory():
     assert (len(calls_a), len(calls_b)) == (2, 1)
 
 
-@pytest.mark.parametrize("name", ["a,b", "a.b/c;d", "with space", "日本語", "a\x00b", "'\"", "(tuple, like)"])
+@pytest.mark.parametrize(
+    "name", ["a,b", "a.b/c;d", "with space", "日本語", "a\x00b", "'\"", "(tuple, like)"]
+)
 def test_odd_node_names(name):
     cache = FastNodeCache()
     calls: list = []

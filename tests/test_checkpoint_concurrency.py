@@ -38,7 +38,7 @@ def run_threads(n: int, target) -> None:
         try:
             barrier.wait()
             target(i)
-        except BaseException as e:  # noqa: BLE001 - reported below
+        except BaseException as e:
             errors.append(e)
 
     threads = [threading.Thread(target=wrapped, args=(i,)) for i in range(n)]

@@ -134,7 +134,10 @@ def test_unserializable_channel_value_in_graph(filled):
     for t in saver.list(cfg("bad")):
         assert "answer" not in t.checkpoint["channel_values"]
         assert all(ch != "answer" for _, ch, _ in t.pending_writes)
-    others = lambda: [s for s in snapshot() if s[0]["configurable"]["thread_id"] != "bad"]
+
+    def others():
+        return [s for s in snapshot() if s[0]["configurable"]["thread_id"] != "bad"]
+
     assert_intact(saver, others, before)
 
 
@@ -331,7 +334,7 @@ async def test_use_after_close_async(tmp_path, name):
 
 @pytest.mark.parametrize("path", [123, None, 1.5, b"bytes.db", ["a.db"]])
 def test_bad_path_type(path):
-    with pytest.raises(TypeError, match="path must be a str or os.PathLike"):
+    with pytest.raises(TypeError, match=r"path must be a str or os\.PathLike"):
         RustSQLiteCheckpointer(path)
 
 

@@ -68,7 +68,9 @@ def _run_suite(factory_cls, path_for, delta: bool) -> None:
     report = asyncio.run(validate(factory))
     assert set(report.results) == {c.value for c in ALL_CAPABILITIES}
     failures = {
-        cap: res.failures for cap, res in report.results.items() if res.tests_failed or not res.detected
+        cap: res.failures
+        for cap, res in report.results.items()
+        if res.tests_failed or not res.detected
     }
     assert not failures, failures
     passed = sum(res.tests_passed for res in report.results.values())

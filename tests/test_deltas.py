@@ -39,7 +39,12 @@ def chat_graph(checkpointer: Any):
             prev = next(m for m in reversed(msgs) if isinstance(m, AIMessage))
             return {"messages": [AIMessage(content=prev.content + " (edited)", id=prev.id)]}
         if last.startswith("forget"):
-            return {"messages": [RemoveMessage(id=msgs[0].id), AIMessage(content="forgotten", id=f"a{len(msgs)}")]}
+            return {
+                "messages": [
+                    RemoveMessage(id=msgs[0].id),
+                    AIMessage(content="forgotten", id=f"a{len(msgs)}"),
+                ]
+            }
         return {"messages": [AIMessage(content=f"reply to {last}", id=f"a{len(msgs)}")]}
 
     g = StateGraph(Chat)
@@ -120,7 +125,9 @@ def test_delta_false_stores_full_values(tmp_path: Path) -> None:
     assert total > 10 and deltas == 0
 
 
-def test_time_travel_to_every_checkpoint_gives_the_value_of_that_step(tmp_path: Path, stock) -> None:
+def test_time_travel_to_every_checkpoint_gives_the_value_of_that_step(
+    tmp_path: Path, stock
+) -> None:
     ours = RustSQLiteCheckpointer(tmp_path / "ours.db", snapshot_every=4)
     graphs = {"stock": chat_graph(stock), "ours": chat_graph(ours)}
     config = {"configurable": {"thread_id": "tt"}}
@@ -147,7 +154,9 @@ class Outer(TypedDict):
 def test_subgraph_and_interrupt_match_sqlite_saver(tmp_path: Path, stock) -> None:
     def ask(state: Outer) -> dict:
         answer = interrupt("approve?")
-        return {"messages": [AIMessage(content=f"approved: {answer}", id=f"ok{len(state['messages'])}")]}
+        return {
+            "messages": [AIMessage(content=f"approved: {answer}", id=f"ok{len(state['messages'])}")]
+        }
 
     sub = StateGraph(Outer)
     sub.add_node("ask", ask)
@@ -156,7 +165,9 @@ def test_subgraph_and_interrupt_match_sqlite_saver(tmp_path: Path, stock) -> Non
 
     def build(saver: Any):
         g = StateGraph(Outer)
-        g.add_node("greet", lambda s: {"messages": [AIMessage(content="hi", id=f"g{len(s['messages'])}")]})
+        g.add_node(
+            "greet", lambda s: {"messages": [AIMessage(content="hi", id=f"g{len(s['messages'])}")]}
+        )
         g.add_node("sub", sub)
         g.add_edge(START, "greet")
         g.add_edge("greet", "sub")
@@ -222,7 +233,9 @@ def test_after_a_restart_the_first_step_is_a_delta_over_what_was_read(tmp_path: 
     _run_chat(graph, "r", ["q2"])
     after = _delta_rows(second)
     assert after[1] > before[1], (before, after)
-    contents = [m.content for m in graph.get_state({"configurable": {"thread_id": "r"}}).values["messages"]]
+    contents = [
+        m.content for m in graph.get_state({"configurable": {"thread_id": "r"}}).values["messages"]
+    ]
     questions = ["q0", "q1", "q2a", "q3a", "q4a", "q2"]
     assert contents == [text for q in questions for text in (q, f"reply to {q}")]
 
@@ -271,7 +284,9 @@ def test_a_killed_process_never_leaves_a_broken_chain(tmp_path: Path) -> None:
             assert again is not None
             msgs = again.checkpoint["channel_values"].get("messages", [])
             for j, m in enumerate(msgs):
-                assert m.content == (f"question {j // 2}" if j % 2 == 0 else f"reply to question {j // 2}")
+                assert m.content == (
+                    f"question {j // 2}" if j % 2 == 0 else f"reply to question {j // 2}"
+                )
         latest = saver.get_tuple(config)
         assert latest is not None
         # Everything the child reported as done was committed before it died.

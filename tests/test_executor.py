@@ -143,7 +143,9 @@ def test_nested_submit_to_a_full_executor_of_its_own_runs_inline() -> None:
 
 
 def test_parallel_map_orders_results_and_reports_the_first_failing_index() -> None:
-    assert fx.parallel_map(lambda x: x * 2, range(100), max_concurrency=4) == [x * 2 for x in range(100)]
+    assert fx.parallel_map(lambda x: x * 2, range(100), max_concurrency=4) == [
+        x * 2 for x in range(100)
+    ]
     assert fx.parallel_map(str, []) == []
 
     def f(x: int) -> int:

@@ -254,7 +254,7 @@ def test_import_not_sqlite(tmp_path):
 
 def test_import_missing_file(tmp_path):
     with RustSQLiteCheckpointer(tmp_path / "new.db") as rust:
-        with pytest.raises(FileNotFoundError, match="nope.db"):
+        with pytest.raises(FileNotFoundError, match=r"nope\.db"):
             rust.import_sqlite_saver(tmp_path / "nope.db")
         assert list(rust.list(None)) == []
     assert not (tmp_path / "nope.db").exists()

@@ -98,7 +98,7 @@ def run(fn: Any, left: Any, right: Any, fmt: Any) -> tuple[str, Any]:
         if fmt is None:
             return "ok", fn(left, right)
         return "ok", fn(left, right, format=fmt)
-    except Exception as e:  # noqa: BLE001 - the error itself is what is compared
+    except Exception as e:
         return "err", (type(e), str(e))
 
 
@@ -132,7 +132,9 @@ def test_same_as_langgraph(left, right, fmt):
 
 
 @settings(max_examples=100, deadline=None)
-@given(left=st.lists(left_specs, min_size=1, max_size=3), right=st.lists(specs, min_size=1, max_size=3))
+@given(
+    left=st.lists(left_specs, min_size=1, max_size=3), right=st.lists(specs, min_size=1, max_size=3)
+)
 def test_same_as_langgraph_single_values(left, right):
     compare(left, right, None, single_left=True, single_right=True)
 
@@ -190,7 +192,9 @@ def test_decorator_factory_and_signature():
 
 def test_remove_all_keeps_what_follows():
     left = [HumanMessage("a", id="1")]
-    out = add_messages(left, [AIMessage("x"), RemoveMessage(id=REMOVE_ALL_MESSAGES), AIMessage("y", id="9")])
+    out = add_messages(
+        left, [AIMessage("x"), RemoveMessage(id=REMOVE_ALL_MESSAGES), AIMessage("y", id="9")]
+    )
     assert [m.id for m in out] == ["9"]
 
 
@@ -229,8 +233,10 @@ def py_state_update(state, update, append_keys=(), reducers=None):
     out = {**state, **update}
     for k in append_keys:
         if k in update:
-            out[k] = state[k] + update[k] if k in state else (
-                list(update[k]) if type(update[k]) is list else update[k]
+            out[k] = (
+                state[k] + update[k]
+                if k in state
+                else (list(update[k]) if type(update[k]) is list else update[k])
             )
     for k, f in (reducers or {}).items():
         if k in update and k in state:

@@ -204,7 +204,7 @@ def test_report_print_and_exports(tmp_path: Path, capsys: pytest.CaptureFixture)
     profiler.export(tmp_path / "r.json")
     data = json.loads((tmp_path / "r.json").read_text())
     again = ProfileReport.from_dict(data)
-    assert again.invokes == 1 and [n.name for n in again.nodes][0] == "research"
+    assert again.invokes == 1 and again.nodes[0].name == "research"
 
     profiler.export(tmp_path / "r.html")
     page = (tmp_path / "r.html").read_text()

@@ -154,7 +154,9 @@ def test_many_threads_invoking_at_once() -> None:
 
 def test_patch_is_idempotent_and_thread_safe() -> None:
     reports: list[shim.PatchReport] = []
-    threads = [threading.Thread(target=lambda: reports.append(shim.patch_langgraph())) for _ in range(8)]
+    threads = [
+        threading.Thread(target=lambda: reports.append(shim.patch_langgraph())) for _ in range(8)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -219,7 +221,12 @@ def _run(code: str, **env: str) -> str:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("FAST_LANGGRAPH_")}
     full_env.update(env)
     out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=full_env, timeout=120, cwd=ROOT
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=120,
+        cwd=ROOT,
     )
     assert out.returncode == 0, out.stderr
     return out.stdout.strip().splitlines()[-1]
@@ -247,24 +254,36 @@ print(json.dumps({{"stock_threads": any(x.startswith("ThreadPoolExecutor") for x
 @pytest.mark.parametrize("order", ["before", "after"])
 def test_patch_works_before_or_after_langgraph_is_imported(order: str) -> None:
     patch = "import fast_langgraph.shim; fast_langgraph.shim.patch_langgraph()"
-    code = _PROBE.format(before=patch if order == "before" else "", after=patch if order == "after" else "")
+    code = _PROBE.format(
+        before=patch if order == "before" else "", after=patch if order == "after" else ""
+    )
     assert json.loads(_run(code)) == {"stock_threads": False, "active": True}
 
 
 def test_auto_patch_env_patches_at_interpreter_start() -> None:
     code = _PROBE.format(before="", after="")
-    assert json.loads(_run(code, FAST_LANGGRAPH_AUTO_PATCH="1")) == {"stock_threads": False, "active": True}
+    assert json.loads(_run(code, FAST_LANGGRAPH_AUTO_PATCH="1")) == {
+        "stock_threads": False,
+        "active": True,
+    }
     assert json.loads(_run(code)) == {"stock_threads": True, "active": False}
     # Without the variable, the .pth line imports nothing.
     assert _run("import sys; print('fast_langgraph' in sys.modules)") == "False"
-    assert _run("import sys; print('fast_langgraph' in sys.modules)", FAST_LANGGRAPH_AUTO_PATCH="0") == "False"
+    assert (
+        _run("import sys; print('fast_langgraph' in sys.modules)", FAST_LANGGRAPH_AUTO_PATCH="0")
+        == "False"
+    )
 
 
 def test_auto_patch_failure_warns_and_the_interpreter_still_starts() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FAST_LANGGRAPH_")}
     env.update(FAST_LANGGRAPH_AUTO_PATCH="1", FAST_LANGGRAPH_PATCH_EXECUTOR="maybe")
     out = subprocess.run(
-        [sys.executable, "-c", "print('started')"], capture_output=True, text=True, env=env, timeout=120
+        [sys.executable, "-c", "print('started')"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
     )
     assert out.returncode == 0 and out.stdout.strip() == "started"
     assert "FAST_LANGGRAPH_PATCH_EXECUTOR" in out.stderr
@@ -273,7 +292,7 @@ def test_auto_patch_failure_warns_and_the_interpreter_still_starts() -> None:
 def test_the_pth_file_is_installed() -> None:
     import site
 
-    dirs = site.getsitepackages() + [site.getusersitepackages()]
+    dirs = [*site.getsitepackages(), site.getusersitepackages()]
     assert any(os.path.exists(os.path.join(d, "fast_langgraph_autopatch.pth")) for d in dirs)
 
 
@@ -339,7 +358,9 @@ def test_memory_connections_stay_in_memory_and_the_swap_can_be_left_out() -> Non
     shim.patch_langgraph()
     saver = SqliteSaver(sqlite3.connect(":memory:", check_same_thread=False))
     assert isinstance(saver, RustSQLiteCheckpointer) and saver.path == ":memory:"
-    assert _counter_graph(saver).invoke({"log": []}, {"configurable": {"thread_id": "m"}})["log"] == [0]
+    assert _counter_graph(saver).invoke({"log": []}, {"configurable": {"thread_id": "m"}})[
+        "log"
+    ] == [0]
     shim.unpatch_langgraph()
     shim.patch_langgraph(checkpointer=False)
     assert type(SqliteSaver(sqlite3.connect(":memory:", check_same_thread=False))) is SqliteSaver
@@ -378,7 +399,9 @@ class _Chat(TypedDict):
     log: Annotated[list, operator.add]
 
 
-def test_add_messages_patch_reaches_graphs_compiled_before_and_unpatch_restores(monkeypatch) -> None:
+def test_add_messages_patch_reaches_graphs_compiled_before_and_unpatch_restores(
+    monkeypatch,
+) -> None:
     from langchain_core.messages import AIMessage, HumanMessage
     from langgraph.channels.binop import BinaryOperatorAggregate
     from langgraph.graph import START, StateGraph
@@ -401,7 +424,9 @@ def test_add_messages_patch_reaches_graphs_compiled_before_and_unpatch_restores(
     original_slot = BinaryOperatorAggregate.__dict__["operator"]
 
     report = shim.patch_langgraph(executor=False, checkpointer=False)
-    assert report.applied["add_messages"] == ["langgraph.channels.binop.BinaryOperatorAggregate.operator"]
+    assert report.applied["add_messages"] == [
+        "langgraph.channels.binop.BinaryOperatorAggregate.operator"
+    ]
     assert shim.status()["add_messages"]["active"] is True
     out = graph.invoke({"messages": [HumanMessage(content="q", id="h")], "log": []})
     assert [m.content for m in out["messages"]] == ["q", "hi"] and out["log"] == ["x"]
@@ -418,7 +443,9 @@ def test_add_messages_patch_reaches_graphs_compiled_before_and_unpatch_restores(
     assert shim.status()["add_messages"]["active"] is False
 
 
-def test_an_interrupted_import_leaves_nothing_and_the_next_start_imports_again(tmp_path, monkeypatch) -> None:
+def test_an_interrupted_import_leaves_nothing_and_the_next_start_imports_again(
+    tmp_path, monkeypatch
+) -> None:
     from langgraph.checkpoint.sqlite import SqliteSaver
 
     db = tmp_path / "state.db"
@@ -436,7 +463,9 @@ def test_an_interrupted_import_leaves_nothing_and_the_next_start_imports_again(t
     monkeypatch.setattr(RustSQLiteCheckpointer, "import_sqlite_saver", import_then_fail)
     with pytest.raises(KeyboardInterrupt):
         SqliteSaver.from_conn_string(str(db)).__enter__()
-    assert not (tmp_path / "state.db.flg").exists(), "no half-imported file takes the place of the copy"
+    assert not (tmp_path / "state.db.flg").exists(), (
+        "no half-imported file takes the place of the copy"
+    )
     assert not any(p.name.startswith("state.db.flg.importing") for p in tmp_path.iterdir())
     monkeypatch.setattr(RustSQLiteCheckpointer, "import_sqlite_saver", real_import)
     with SqliteSaver.from_conn_string(str(db)) as saver:

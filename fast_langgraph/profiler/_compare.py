@@ -71,7 +71,7 @@ class _Child:
     def __init__(self, mode: str, spec_path: Path, workdir: Path) -> None:
         self.mode = mode
         self.err_path = workdir / f"{mode}.stderr"
-        self._err = open(self.err_path, "wb")  # noqa: SIM115 - closed in close()
+        self._err = open(self.err_path, "wb")
         env = dict(os.environ)
         paths = [p or os.getcwd() for p in sys.path]
         if env.get("PYTHONPATH"):
@@ -259,7 +259,9 @@ def _format_shares(c: CompareResult) -> str:
     # the profiler's hooks, is noisier than the timed rounds the speedup comes from).
     if c.phases["stock"]["total"] - c.phases["accelerated"]["total"] <= 0:
         return "  time saved by phase: none in the profiled round (the speedup is from the timed rounds)"
-    return "  time saved by phase: " + ", ".join(f"{p} {v * 100:.0f}%" for p, v in c.gain_share.items())
+    return "  time saved by phase: " + ", ".join(
+        f"{p} {v * 100:.0f}%" for p, v in c.gain_share.items()
+    )
 
 
 def format_compare(c: CompareResult) -> str:

@@ -133,7 +133,9 @@ def fixed_uuids(monkeypatch):
 
 
 def chat_graph():
-    model = GenericFakeChatModel(messages=iter([AIMessage(f"answer {i}", id=f"ai-{i}") for i in range(100)]))
+    model = GenericFakeChatModel(
+        messages=iter([AIMessage(f"answer {i}", id=f"ai-{i}") for i in range(100)])
+    )
 
     def chatbot(state: MessagesState):
         return {"messages": [model.invoke(state["messages"])]}
@@ -158,7 +160,9 @@ def chat_graph():
 def run_chat(graph):
     config = {"configurable": {"thread_id": "t"}}
     for i in range(6):
-        graph.invoke({"messages": [("user", f"question {i}"), {"role": "user", "content": "more"}]}, config)
+        graph.invoke(
+            {"messages": [("user", f"question {i}"), {"role": "user", "content": "more"}]}, config
+        )
     states = [
         (s.values, s.next, s.metadata["step"], s.metadata["source"], s.metadata.get("writes"))
         for s in graph.get_state_history(config)

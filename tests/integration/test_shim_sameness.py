@@ -29,7 +29,15 @@ from fast_langgraph import shim
 
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _TS = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(\+00:00|Z)?")
-_VOLATILE_KEYS = {"checkpoint_id", "parent_checkpoint_id", "id", "run_id", "timestamp", "ts", "created_at"}
+_VOLATILE_KEYS = {
+    "checkpoint_id",
+    "parent_checkpoint_id",
+    "id",
+    "run_id",
+    "timestamp",
+    "ts",
+    "created_at",
+}
 
 
 def norm(value: Any) -> Any:
@@ -37,13 +45,22 @@ def norm(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: ("<volatile>" if k in _VOLATILE_KEYS else norm(v)) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return type(value)(norm(v) for v in value) if not hasattr(value, "_fields") else norm(value._asdict())
+        return (
+            type(value)(norm(v) for v in value)
+            if not hasattr(value, "_fields")
+            else norm(value._asdict())
+        )
     if isinstance(value, str):
         return _TS.sub("<ts>", _UUID.sub("<uuid>", value))
     if hasattr(value, "model_dump"):
         return norm({"__type__": type(value).__name__, **value.model_dump()})
     if hasattr(value, "__dataclass_fields__"):
-        return norm({"__type__": type(value).__name__, **{k: getattr(value, k) for k in value.__dataclass_fields__}})
+        return norm(
+            {
+                "__type__": type(value).__name__,
+                **{k: getattr(value, k) for k in value.__dataclass_fields__},
+            }
+        )
     return value
 
 
@@ -142,7 +159,13 @@ def with_retry():
         return {"log": [f"flaky-ok-{n}"]}
 
     g = StateGraph(Log)
-    g.add_node("flaky", flaky, retry_policy=RetryPolicy(max_attempts=3, initial_interval=0.001, jitter=False, retry_on=ValueError))
+    g.add_node(
+        "flaky",
+        flaky,
+        retry_policy=RetryPolicy(
+            max_attempts=3, initial_interval=0.001, jitter=False, retry_on=ValueError
+        ),
+    )
     g.add_node("steady", lambda s: {"log": ["steady"]})
     g.add_edge(START, "flaky")
     g.add_edge(START, "steady")
@@ -186,7 +209,11 @@ def agent():
         turns = sum(isinstance(m, AIMessage) for m in state["messages"])
         for _ in range(turns):
             next(script)
-        return {"messages": [ToolChat(messages=script).bind_tools([add, multiply]).invoke(state["messages"])]}
+        return {
+            "messages": [
+                ToolChat(messages=script).bind_tools([add, multiply]).invoke(state["messages"])
+            ]
+        }
 
     g = StateGraph(MessagesState)
     g.add_node("model", model_node)
@@ -221,11 +248,19 @@ def _run_all_modes(builder, inp, tag: str) -> dict[str, Any]:
 
     out["invoke"] = norm(graph.invoke(fresh("invoke"), cfg("invoke")))
     out["history"] = history(graph, cfg("invoke"))
-    out["values"] = [norm(e) for e in graph.stream(fresh("values"), cfg("values"), stream_mode="values")]
-    out["updates"] = canon(list(graph.stream(fresh("updates"), cfg("updates"), stream_mode="updates")))
+    out["values"] = [
+        norm(e) for e in graph.stream(fresh("values"), cfg("values"), stream_mode="values")
+    ]
+    out["updates"] = canon(
+        list(graph.stream(fresh("updates"), cfg("updates"), stream_mode="updates"))
+    )
     out["debug"] = canon(list(graph.stream(fresh("debug"), cfg("debug"), stream_mode="debug")))
     out["multi"] = canon(
-        list(graph.stream(fresh("multi"), cfg("multi"), stream_mode=["values", "updates"], subgraphs=True))
+        list(
+            graph.stream(
+                fresh("multi"), cfg("multi"), stream_mode=["values", "updates"], subgraphs=True
+            )
+        )
     )
     return out
 
