@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 MATURIN := VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin
 
-.PHONY: demo demo-checkpointer test test-rust test-py bench dev lint clean
+.PHONY: demo demo-checkpointer test test-rust test-py bench dev lint format clean
 
 $(VENV)/bin/maturin:
 	python3 -m venv $(VENV)
@@ -41,6 +41,13 @@ bench: dev
 lint: dev
 	cargo clippy --all-targets -- -D warnings
 	cargo fmt --check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: dev
+	cargo fmt
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
 
 clean:
 	rm -rf $(VENV) target

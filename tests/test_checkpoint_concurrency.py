@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import cfg
 from graph_apps import chat_app, counter_app, interrupt_app
 from langchain_core.messages import HumanMessage
 from langgraph.checkpoint.base import empty_checkpoint
@@ -23,10 +24,6 @@ from langgraph.types import Command
 from fast_langgraph import RustSQLiteCheckpointer
 
 TESTS_DIR = Path(__file__).parent
-
-
-def cfg(thread_id: str, **extra) -> dict:
-    return {"configurable": {"thread_id": thread_id, **extra}}
 
 
 def run_threads(n: int, target) -> None:

@@ -8,6 +8,7 @@ import sqlite3
 import threading
 
 import pytest
+from conftest import cfg
 from graph_apps import AskState, counter_app, interrupt_app, sqlite_saver
 from langgraph.checkpoint.base import empty_checkpoint
 from langgraph.graph import START, StateGraph
@@ -20,10 +21,6 @@ from fast_langgraph import (
     RustSQLiteCheckpointer,
     SerializationError,
 )
-
-
-def cfg(thread_id: str, **extra) -> dict:
-    return {"configurable": {"thread_id": thread_id, **extra}}
 
 
 def file_digest(path) -> str:

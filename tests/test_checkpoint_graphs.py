@@ -14,6 +14,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from conftest import cfg
 from graph_apps import (
     Normalizer,
     chat_app,
@@ -36,10 +37,6 @@ from pydantic import BaseModel
 from typing_extensions import TypedDict
 
 from fast_langgraph import RustSQLiteCheckpointer
-
-
-def cfg(thread_id: str) -> dict:
-    return {"configurable": {"thread_id": thread_id}}
 
 
 def both(tmp_path, script, thread_id: str = "t1"):

@@ -10,6 +10,7 @@ import shutil
 import sqlite3
 
 import pytest
+from conftest import cfg
 from graph_apps import (
     chat_app,
     counter_app,
@@ -24,11 +25,6 @@ from langgraph.checkpoint.serde.encrypted import EncryptedSerializer
 from langgraph.types import Command
 
 from fast_langgraph import RustSQLiteCheckpointer
-
-
-def cfg(thread_id: str) -> dict:
-    return {"configurable": {"thread_id": thread_id}}
-
 
 THREADS = ("done", "forked", "paused", "sub", "chat", "fan")
 
