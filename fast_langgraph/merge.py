@@ -254,7 +254,7 @@ def install_rust_add_messages() -> bool:
         return False
     if not callable(_LG_ADD_MESSAGES) or _LG_INNER is None:
         return False
-    BinaryOperatorAggregate.operator = _make_operator_property(slot)  # type: ignore[misc]
+    BinaryOperatorAggregate.operator = _make_operator_property(slot)  # type: ignore[misc,assignment]
     return True
 
 
@@ -266,5 +266,5 @@ def uninstall_rust_add_messages() -> bool:
     """
     if not is_rust_add_messages_installed():
         return False
-    BinaryOperatorAggregate.operator = _ORIGINAL_OPERATOR  # type: ignore[misc]
+    BinaryOperatorAggregate.operator = _ORIGINAL_OPERATOR  # type: ignore[misc,assignment]
     return True
