@@ -1,8 +1,9 @@
 """Typed stubs for the Rust extension. Users import from `fast_langgraph`, not from here."""
 
+import builtins
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 __version__: str
 
@@ -28,20 +29,187 @@ class DeltaBaseMissingError(CheckpointError):
 class SerializationError(CheckpointError):
     """A value could not be serialized; the message names the channel or key."""
 
-_Row = tuple[
-    str,  # thread_id
-    str,  # checkpoint_ns
-    str,  # checkpoint_id
-    str | None,  # parent_checkpoint_id
-    str,  # type tag of the checkpoint
-    bytes,  # the checkpoint; for msgpack, with its msgpack channel values as "channel_values"
-    str,  # metadata, JSON
-    # (channel, [(type, data), ...] oldest first, deltas in the stored chain); segments that
-    # are all msgpack arrays come joined into one, and no segments means the value is inside
-    # the checkpoint
-    list[tuple[str, list[tuple[str, bytes]], int]],
-    list[tuple[str, str, str, bytes]],  # (task_id, channel, type, data), in writes_sort_key order
-]
+Synchronous = Literal["normal", "full"]
+"""`PRAGMA synchronous`: "normal" (commits survive a killed process) or "full" (they also
+survive a power loss)."""
+
+PruneStrategy = Literal["keep_latest", "delete"]
+"""What `prune` keeps: the newest checkpoint of each namespace (with what it needs), or
+nothing."""
+
+TypedValue = tuple[str, bytes]
+"""A serialized value as LangGraph's serializers make it: (type tag, data)."""
+
+class CheckpointKey:
+    """A checkpoint's key: thread, namespace and id. Frozen, hashable."""
+
+    def __init__(self, thread_id: str, checkpoint_ns: str, checkpoint_id: str) -> None: ...
+    @property
+    def thread_id(self) -> str: ...
+    @property
+    def checkpoint_ns(self) -> str: ...
+    @property
+    def checkpoint_id(self) -> str: ...
+
+class NewBlob:
+    """A channel value to store under its channel version. With `delta_base`, `data` holds
+    only the items appended to the list stored under that version of the same channel."""
+
+    def __init__(
+        self,
+        channel: str,
+        version: str,
+        type_tag: str,
+        data: bytes,
+        delta_base: str | None = None,
+    ) -> None: ...
+    @property
+    def channel(self) -> str: ...
+    @property
+    def version(self) -> str: ...
+    @property
+    def type_tag(self) -> str: ...
+    @property
+    def data(self) -> bytes: ...
+    @property
+    def delta_base(self) -> str | None: ...
+
+class NewCheckpoint:
+    """A checkpoint to store: the checkpoint without its channel values (serialized), its
+    metadata as JSON, every channel's version, and the values of the channels whose version is
+    new in it."""
+
+    def __init__(
+        self,
+        key: CheckpointKey,
+        *,
+        parent_checkpoint_id: str | None,
+        type_tag: str,
+        checkpoint: bytes,
+        metadata_json: str,
+        run_id: str | None,
+        channel_versions: Sequence[tuple[str, str]],
+        blobs: Sequence[NewBlob],
+    ) -> None: ...
+    @property
+    def key(self) -> CheckpointKey: ...
+    @property
+    def parent_checkpoint_id(self) -> str | None: ...
+    @property
+    def type_tag(self) -> str: ...
+    @property
+    def checkpoint(self) -> bytes: ...
+    @property
+    def metadata_json(self) -> str: ...
+    @property
+    def run_id(self) -> str | None: ...
+    @property
+    def channel_versions(self) -> tuple[tuple[str, str], ...]: ...
+    @property
+    def blobs(self) -> tuple[NewBlob, ...]: ...
+
+class NewWrite:
+    """One pending write: its index in the task's list (or LangGraph's negative index for a
+    special channel), channel and serialized value."""
+
+    def __init__(self, idx: int, channel: str, type_tag: str, data: bytes) -> None: ...
+    @property
+    def idx(self) -> int: ...
+    @property
+    def channel(self) -> str: ...
+    @property
+    def type_tag(self) -> str: ...
+    @property
+    def data(self) -> bytes: ...
+
+class NewWrites:
+    """The pending writes of one task against one checkpoint."""
+
+    def __init__(
+        self, key: CheckpointKey, task_id: str, task_path: str, writes: Sequence[NewWrite]
+    ) -> None: ...
+    @property
+    def key(self) -> CheckpointKey: ...
+    @property
+    def task_id(self) -> str: ...
+    @property
+    def task_path(self) -> str: ...
+    @property
+    def writes(self) -> tuple[NewWrite, ...]: ...
+
+class ChannelValueRow:
+    """A channel value as read back."""
+
+    @property
+    def channel(self) -> str: ...
+    @property
+    def segments(self) -> tuple[TypedValue, ...]:
+        """The serialized pieces whose concatenation is the value, oldest first: a full
+        value, then the items each later version appended (pieces that are all msgpack arrays
+        come joined into one). Empty when the value was put inside its msgpack checkpoint, as
+        the checkpoint's "channel_values"."""
+    @property
+    def deltas(self) -> int:
+        """How many deltas the stored chain has after its full value."""
+
+class WriteRow:
+    """A pending write as read back."""
+
+    @property
+    def task_id(self) -> str: ...
+    @property
+    def channel(self) -> str: ...
+    @property
+    def type_tag(self) -> str: ...
+    @property
+    def data(self) -> bytes: ...
+    @property
+    def task_path(self) -> str: ...
+    @property
+    def idx(self) -> int: ...
+
+class CheckpointRow:
+    """A checkpoint as read back, with its channel values and pending writes."""
+
+    @property
+    def key(self) -> CheckpointKey: ...
+    @property
+    def thread_id(self) -> str: ...
+    @property
+    def checkpoint_ns(self) -> str: ...
+    @property
+    def checkpoint_id(self) -> str: ...
+    @property
+    def parent_checkpoint_id(self) -> str | None: ...
+    @property
+    def type_tag(self) -> str:
+        """The serializer's type tag of `checkpoint`."""
+    @property
+    def checkpoint(self) -> bytes:
+        """The serialized checkpoint; for msgpack, with its msgpack channel values inside, as
+        "channel_values"."""
+    @property
+    def metadata_json(self) -> str: ...
+    @property
+    def values(self) -> tuple[ChannelValueRow, ...]:
+        """Every channel with a stored, non-empty value, sorted by channel."""
+    @property
+    def writes(self) -> tuple[WriteRow, ...]:
+        """Pending writes in LangGraph's writes_sort_key order (task_path, task_id, idx)."""
+
+class ChannelHistory:
+    """What one channel contributed along a checkpoint's ancestors (for `DeltaChannel`)."""
+
+    @property
+    def channel(self) -> str: ...
+    @property
+    def writes(self) -> tuple[WriteRow, ...]:
+        """The channel's writes from the nearest ancestor holding a value of it to the
+        target's parent, oldest first (writes_sort_key order within a checkpoint); the
+        target's own writes are not among them."""
+    @property
+    def seed(self) -> ChannelValueRow | None:
+        """The value stored at that ancestor; None when the walk reached the root first."""
 
 class CheckpointStore:
     """The SQL side of `RustSQLiteCheckpointer`: one SQLite file, a group commit that
@@ -56,7 +224,8 @@ class CheckpointStore:
         max_batch: The most calls one commit may carry.
 
     Raises:
-        ForeignDatabaseError: the file is not SQLite or holds other tables (left untouched).
+        ForeignDatabaseError: the file is not SQLite or holds anything that is not ours (left
+            untouched).
         ValueError: a bad option.
     """
 
@@ -64,7 +233,7 @@ class CheckpointStore:
         self,
         path: str,
         *,
-        synchronous: str = "normal",
+        synchronous: Synchronous = "normal",
         busy_timeout: float = 30.0,
         max_batch: int = 256,
     ) -> None: ...
@@ -72,35 +241,27 @@ class CheckpointStore:
     def path(self) -> str: ...
     @property
     def closed(self) -> bool: ...
-    def put(
-        self,
-        checkpoint: tuple[
-            str,  # thread_id
-            str,  # checkpoint_ns
-            str,  # checkpoint_id
-            str | None,  # parent_checkpoint_id
-            str,  # type tag
-            bytes,  # the checkpoint, without channel values
-            str,  # metadata, JSON
-            str | None,  # run_id
-            Sequence[tuple[str, str]],  # every (channel, version)
-            Sequence[tuple[str, str, str, bytes, str | None]],  # new blobs
-        ],
-    ) -> None:
-        """Store a checkpoint and the blobs of its new channel versions, each as
-        (channel, version, type, data, delta_base). A blob with a delta_base holds only the
-        items appended to that version's list; it is refused with DeltaBaseMissingError if
-        that version is not stored. Returns once committed."""
-    def put_writes(
-        self,
-        writes: tuple[str, str, str, str, str, Sequence[tuple[int, str, str, bytes]]],
-    ) -> None:
-        """Store a task's writes, given as (thread_id, checkpoint_ns, checkpoint_id, task_id,
-        task_path, [(idx, channel, type, data), ...]); returns once committed."""
-    def put_many(
-        self, checkpoints: Sequence[tuple[Any, ...]], writes: Sequence[tuple[Any, ...]]
-    ) -> None:
-        """Store the argument tuples of many `put` and `put_writes` calls in one transaction."""
+    def ensure_open(self) -> None:
+        """Raise CheckpointClosedError once close() was called (CheckpointError in a process
+        forked from the one that opened the store)."""
+    def put(self, checkpoint: NewCheckpoint) -> None:
+        """Store a checkpoint and the blobs of its new channel versions. A blob with a
+        delta_base is refused with DeltaBaseMissingError if that version is not stored.
+        Returns once committed."""
+    def put_writes(self, writes: NewWrites) -> None:
+        """Store a task's writes; returns once committed. A regular write (idx >= 0) already
+        stored is kept; a special one (idx < 0) replaces it."""
+    def put_many(self, checkpoints: Sequence[NewCheckpoint], writes: Sequence[NewWrites]) -> None:
+        """Store many checkpoints and writes in one transaction."""
+    def import_many(self, checkpoints: Sequence[NewCheckpoint], writes: Sequence[NewWrites]) -> int:
+        """Store checkpoints and writes copied from another database in one transaction; a
+        checkpoint already stored is left as it is, with its writes. Returns the number of
+        checkpoints copied."""
+    def get(
+        self, thread_id: str, checkpoint_ns: str, checkpoint_id: str | None = None
+    ) -> CheckpointRow | None:
+        """The checkpoint with `checkpoint_id`, or the newest of the thread's namespace, with
+        its values and pending writes; None if there is none."""
     def list(
         self,
         *,
@@ -109,22 +270,38 @@ class CheckpointStore:
         checkpoint_id: str | None = None,
         before: str | None = None,
         filter: Sequence[tuple[str, None | bool | int | float | str]] = (),
+        json_filter: Sequence[tuple[str, str]] = (),
         limit: int | None = None,
-    ) -> list[_Row]:
-        """Checkpoints newest first, with blobs and pending writes, from one SQL query."""
+    ) -> builtins.list[CheckpointRow]:
+        """Checkpoints newest first, with values and pending writes. `filter` holds scalar
+        metadata conditions, matched in SQL with Python's `==` (an int beyond 64 bits too);
+        `json_filter` holds (key, JSON text of a dict or list), matched on each row's metadata
+        with Python's `==` before the checkpoint is read, so `limit` stops the scan."""
+    def delta_history(
+        self,
+        thread_id: str,
+        checkpoint_ns: str,
+        checkpoint_id: str | None,
+        channels: Sequence[str],
+    ) -> builtins.list[ChannelHistory]:
+        """For each of `channels` (in order), its history behind the checkpoint with
+        `checkpoint_id` (or the newest of the namespace), walking parent pointers in one read
+        transaction and a fixed number of statements. A missing checkpoint gives empty
+        histories."""
     def writer_stats(self) -> dict[str, int]:
         """{"calls": n, "commits": m}: write calls and the transactions that carried them."""
     def storage_stats(self) -> dict[str, int]:
         """Row counts and payload bytes: checkpoints, blobs, delta_blobs, writes, payload_bytes."""
-    def check(self) -> list[str]:
-        """Problems found by SQLite's quick_check and a walk of every delta chain; [] if sound."""
-    def thread_ids(self) -> list[str]:
+    def check(self) -> builtins.list[str]:
+        """Problems found by SQLite's integrity checks and a walk of every delta chain; [] if
+        sound. Damage is reported, not raised."""
+    def thread_ids(self) -> builtins.list[str]:
         """Every thread id in the database."""
     def delete_thread(self, thread_id: str) -> None: ...
     def delete_for_runs(self, run_ids: Sequence[str]) -> None: ...
     def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None: ...
-    def prune(self, thread_ids: Sequence[str], strategy: str = "keep_latest") -> None:
-        """strategy: "keep_latest" or "delete"."""
+    def prune(self, thread_ids: Sequence[str], strategy: PruneStrategy = "keep_latest") -> None:
+        """Prune the threads (see `RustSQLiteCheckpointer.prune`)."""
     def close(self) -> None:
         """Commit what is queued and stop the writer; later calls raise CheckpointClosedError."""
 

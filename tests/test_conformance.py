@@ -53,6 +53,11 @@ class SyncThroughThread(RustSQLiteCheckpointer):
     async def aprune(self, thread_ids, *, strategy="keep_latest"):
         return await asyncio.to_thread(lambda: self.prune(thread_ids, strategy=strategy))
 
+    async def aget_delta_channel_history(self, *, config, channels):
+        return await asyncio.to_thread(
+            lambda: self.get_delta_channel_history(config=config, channels=channels)
+        )
+
 
 def _run_suite(factory_cls, path_for, delta: bool) -> None:
     counter = iter(range(100))

@@ -159,8 +159,22 @@ def test_import_is_idempotent(source, tmp_path):
     with RustSQLiteCheckpointer(tmp_path / "new.db") as rust:
         n = rust.import_sqlite_saver(source)
         first = all_tuples(rust)
-        assert rust.import_sqlite_saver(source) == n
+        # The count is of checkpoints copied: a second import copies none.
+        assert n == len(first) > 0
+        assert rust.import_sqlite_saver(source) == 0
         assert all_tuples(rust) == first
+
+
+def test_import_counts_copied_and_keeps_what_was_there(source, tmp_path):
+    with RustSQLiteCheckpointer(tmp_path / "new.db") as rust:
+        n_source = rust.import_sqlite_saver(source)
+        thread = all_tuples(rust)[0].config["configurable"]["thread_id"]
+        # With one thread gone, a second import copies that thread only, and says so.
+        rust.delete_thread(thread)
+        dropped = n_source - len(all_tuples(rust))
+        assert dropped > 0
+        assert rust.import_sqlite_saver(source) == dropped
+        assert len(all_tuples(rust)) == n_source
 
 
 def test_import_small_batches(source, tmp_path):

@@ -1,4 +1,5 @@
 use super::*;
+use crate::error::Error;
 
 fn cp(thread: &str, id: &str, parent: Option<&str>, run: &str, versions: &[(&str, &str)]) -> NewCheckpoint {
     NewCheckpoint {
@@ -154,12 +155,8 @@ fn prune_keep_latest_keeps_blobs_the_latest_needs() {
     let got = all(&store, "t");
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].blobs.len(), 2);
-    let conn = match &store.readers {
-        Readers::Memory(c) => c.lock().unwrap(),
-        Readers::File { .. } => unreachable!(),
-    };
-    let n: i64 = conn
-        .query_row("SELECT count(*) FROM flg_blobs", [], |r| r.get(0))
+    let n: i64 = store
+        .raw(|conn| Ok(conn.query_row("SELECT count(*) FROM flg_blobs", [], |r| r.get(0))?))
         .unwrap();
     assert_eq!(n, 2, "the blob of b@2 is no longer needed");
 }
@@ -311,12 +308,9 @@ fn a_broken_chain_is_an_error_not_a_short_value() {
     let mut second = cp("t", "2", Some("1"), "r", &[("m", "2")]);
     second.blobs = vec![delta("2", "1", "+b")];
     store.put(second).unwrap();
-    if let Readers::Memory(conn) = &store.readers {
-        conn.lock()
-            .unwrap()
-            .execute("DELETE FROM flg_blobs WHERE version = '1'", [])
-            .unwrap();
-    }
+    store
+        .raw(|conn| Ok(conn.execute("DELETE FROM flg_blobs WHERE version = '1'", [])?))
+        .unwrap();
     let q = ListQuery {
         thread_id: Some("t".into()),
         checkpoint_id: Some("2".into()),
@@ -537,8 +531,8 @@ fn a_file_from_a_newer_version_is_refused_untouched() {
     assert_eq!(std::fs::read(&path).unwrap(), before);
 }
 
-/// `get_tuple`'s read (thread, namespace, limit 1) takes its own path; it must return exactly
-/// what the general query returns.
+/// `get` (`get_tuple`'s read) takes its own path; it must return exactly what the general
+/// query returns.
 #[test]
 fn reading_one_checkpoint_returns_what_the_general_query_returns() {
     let store = Store::open(":memory:", &StoreOptions::default()).unwrap();
@@ -576,48 +570,30 @@ fn reading_one_checkpoint_returns_what_the_general_query_returns() {
             .unwrap();
     }
     for id in [None, Some("1"), Some("2"), Some("3"), Some("missing")] {
-        let one = ListQuery {
+        let general = ListQuery {
             thread_id: Some("t".into()),
             checkpoint_ns: Some(String::new()),
             checkpoint_id: id.map(Into::into),
-            limit: Some(1),
-            ..ListQuery::default()
-        };
-        let general = ListQuery {
             limit: Some(2),
-            ..one.clone()
+            ..ListQuery::default()
         };
         let mut expected = store.list(&general).unwrap();
         expected.truncate(1);
-        assert_eq!(store.list(&one).unwrap(), expected, "checkpoint {id:?}");
+        let one: Vec<_> = store.get("t", "", id).unwrap().into_iter().collect();
+        assert_eq!(one, expected, "checkpoint {id:?}");
     }
-    let latest = &store
-        .list(&ListQuery {
-            thread_id: Some("t".into()),
-            checkpoint_ns: Some(String::new()),
-            limit: Some(1),
-            ..ListQuery::default()
-        })
-        .unwrap()[0];
+    let latest = store.get("t", "", None).unwrap().unwrap();
     assert_eq!(latest.checkpoint_id, "3");
-    let second = store
-        .list(&ListQuery {
-            thread_id: Some("t".into()),
-            checkpoint_ns: Some(String::new()),
-            checkpoint_id: Some("2".into()),
-            limit: Some(1),
-            ..ListQuery::default()
-        })
-        .unwrap();
+    let second = store.get("t", "", Some("2")).unwrap().unwrap();
     assert_eq!(
-        second[0]
+        second
             .writes
             .iter()
             .map(|w| (w.task_id.as_str(), w.idx))
             .collect::<Vec<_>>(),
         [("a", -1), ("a", 0), ("b", 1)]
     );
-    assert!(second[0].blobs.iter().all(|b| b.channel != "e"));
+    assert!(second.blobs.iter().all(|b| b.channel != "e"));
 }
 
 #[test]

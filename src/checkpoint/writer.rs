@@ -8,21 +8,26 @@
 //! commit (and one WAL sync) serves many calls, which is where the time of a SQLite saver
 //! goes; a lone caller commits its own job on its own thread, with no handoff to another
 //! thread and back. Callers wait, and commit, with the GIL released (the bindings see to it).
+//!
+//! The queue knows nothing of SQL: a batch is applied by the backend's
+//! [`Backend::commit_batch`], on the backend's write connection.
 use std::collections::{HashMap, VecDeque};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
-use rusqlite::{params, Connection};
-
+use super::backend::Backend;
 use super::{NewCheckpoint, NewWrites, PruneStrategy};
 use crate::error::{Error, Result};
 
-/// One write operation.
+/// One write operation. Each succeeds with a count: the checkpoints copied for `Import`, 0
+/// for the others.
 pub enum Op {
     Put(Box<NewCheckpoint>),
     PutWrites(Box<NewWrites>),
     Many(Vec<NewCheckpoint>, Vec<NewWrites>),
+    /// Like `Many`, but a checkpoint already stored is left as it is, with its writes.
+    Import(Vec<NewCheckpoint>, Vec<NewWrites>),
     DeleteThread(String),
     DeleteForRuns(Vec<String>),
     CopyThread(String, String),
@@ -42,23 +47,23 @@ pub struct WriterStats {
 }
 
 /// The queue and its bookkeeping, under one mutex.
-struct Queue {
+struct Queue<C> {
     /// Jobs not yet taken by a committer, oldest first, with their tickets and the condition
     /// variable their callers wait on.
     jobs: VecDeque<(u64, Op, Arc<Condvar>)>,
     /// Results of committed jobs whose callers have not picked them up yet.
-    done: HashMap<u64, Result<()>>,
+    done: HashMap<u64, Result<u64>>,
     next_ticket: u64,
     /// Whether a caller is committing a batch right now.
     committing: bool,
     /// The writer connection; `None` once closed.
-    conn: Option<Arc<Mutex<Connection>>>,
+    conn: Option<Arc<Mutex<C>>>,
 }
 
 /// The handle callers submit jobs through.
-pub struct Writer {
+pub struct Writer<B: Backend> {
     stats: WriterStats,
-    queue: Mutex<Queue>,
+    queue: Mutex<Queue<B::WriteConn>>,
     /// Signalled, for `close()`, whenever a commit ends.
     idle: Condvar,
     max_batch: usize,
@@ -70,15 +75,15 @@ pub struct Writer {
 
 /// Gives the committer's place back if a commit unwinds, failing its jobs instead of leaving
 /// their callers waiting forever.
-struct CommitGuard<'a> {
-    writer: &'a Writer,
+struct CommitGuard<'a, B: Backend> {
+    writer: &'a Writer<B>,
     /// The batch's tickets, with the condition variables their callers wait on.
     waiters: Vec<(u64, Arc<Condvar>)>,
     /// One result per ticket, once the commit has returned.
-    results: Option<Vec<Result<()>>>,
+    results: Option<Vec<Result<u64>>>,
 }
 
-impl Drop for CommitGuard<'_> {
+impl<B: Backend> Drop for CommitGuard<'_, B> {
     /// Hands out the results (or, if the commit unwound, an error per job), wakes exactly
     /// the callers they belong to, and wakes the oldest queued caller to commit next.
     fn drop(&mut self) {
@@ -102,9 +107,9 @@ impl Drop for CommitGuard<'_> {
     }
 }
 
-impl Writer {
+impl<B: Backend> Writer<B> {
     /// A writer that commits on `conn`.
-    pub fn start(conn: Arc<Mutex<Connection>>, max_batch: usize, path: &str) -> Result<Writer> {
+    pub fn start(conn: Arc<Mutex<B::WriteConn>>, max_batch: usize, path: &str) -> Result<Self> {
         Ok(Writer {
             stats: WriterStats::default(),
             queue: Mutex::new(Queue {
@@ -122,13 +127,14 @@ impl Writer {
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, Queue> {
+    fn lock(&self) -> MutexGuard<'_, Queue<B::WriteConn>> {
         self.queue.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Queues `op` and blocks until the transaction that carries it has committed, committing
-    /// it (and whatever else is queued) on this thread if no commit is in progress.
-    pub fn submit(&self, op: Op) -> Result<()> {
+    /// it (and whatever else is queued) on this thread if no commit is in progress. Returns
+    /// what the op counts (see [`Op`]).
+    pub fn submit(&self, op: Op) -> Result<u64> {
         if self.in_forked_child() {
             // The connection belongs to the parent process.
             return Err(self.forked_error());
@@ -171,10 +177,8 @@ impl Writer {
                 let conn = conn.lock().unwrap_or_else(PoisonError::into_inner);
                 // A panic must not unwind through the handoff (it would strand queued jobs)
                 // nor leave the transaction open: it fails the batch, rolled back.
-                std::panic::catch_unwind(AssertUnwindSafe(|| commit_batch(&conn, &ops))).unwrap_or_else(|_| {
-                    if !conn.is_autocommit() {
-                        let _ = conn.execute_batch("ROLLBACK");
-                    }
+                std::panic::catch_unwind(AssertUnwindSafe(|| B::commit_batch(&conn, &ops))).unwrap_or_else(|_| {
+                    B::abort(&conn);
                     let e =
                         Error::Storage("the commit carrying this call failed unexpectedly; nothing was stored".into());
                     (ops.iter().map(|_| Err(e.clone())).collect(), false)
@@ -253,268 +257,4 @@ impl Writer {
     pub fn closed_error(&self) -> Error {
         Error::Closed(format!("the checkpointer for {:?} is closed", self.path))
     }
-}
-
-/// Applies every job of the batch in one transaction; returns one result per job, and
-/// whether a transaction was committed.
-fn commit_batch(conn: &Connection, batch: &[Op]) -> (Vec<Result<()>>, bool) {
-    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
-        let e = Error::from(e);
-        return (batch.iter().map(|_| Err(e.clone())).collect(), false);
-    }
-    let mut results = Vec::with_capacity(batch.len());
-    for op in batch {
-        let result = if batch.len() == 1 {
-            apply(conn, op)
-        } else {
-            in_savepoint(conn, op)
-        };
-        if conn.is_autocommit() {
-            // SQLite rolled the whole transaction back by itself (a full disk, an I/O error,
-            // no memory): nothing of the batch is stored, so every call fails.
-            let e = match result {
-                Err(e) => e,
-                Ok(()) => Error::Storage("SQLite rolled the transaction back".into()),
-            };
-            return (batch.iter().map(|_| Err(e.clone())).collect(), false);
-        }
-        results.push(result);
-    }
-    if results.iter().all(Result::is_err) {
-        let _ = conn.execute_batch("ROLLBACK");
-        return (results, false);
-    }
-    match conn.execute_batch("COMMIT") {
-        Ok(()) => (results, true),
-        Err(e) => {
-            let e = Error::from(e);
-            let _ = conn.execute_batch("ROLLBACK");
-            (results.into_iter().map(|_| Err(e.clone())).collect(), false)
-        }
-    }
-}
-
-fn in_savepoint(conn: &Connection, op: &Op) -> Result<()> {
-    conn.execute_batch("SAVEPOINT job")?;
-    match apply(conn, op) {
-        Ok(()) => {
-            conn.execute_batch("RELEASE job")?;
-            Ok(())
-        }
-        Err(e) => {
-            let _ = conn.execute_batch("ROLLBACK TO job; RELEASE job");
-            Err(e)
-        }
-    }
-}
-
-fn apply(conn: &Connection, op: &Op) -> Result<()> {
-    match op {
-        Op::Put(cp) => put(conn, cp),
-        Op::PutWrites(w) => put_writes(conn, w),
-        Op::Many(cps, writes) => {
-            for cp in cps {
-                put(conn, cp)?;
-            }
-            for w in writes {
-                put_writes(conn, w)?;
-            }
-            Ok(())
-        }
-        Op::DeleteThread(thread_id) => {
-            for table in ["flg_checkpoints", "flg_blobs", "flg_writes"] {
-                conn.prepare_cached(&format!("DELETE FROM {table} WHERE thread_id = ?1"))?
-                    .execute([thread_id])?;
-            }
-            Ok(())
-        }
-        Op::DeleteForRuns(run_ids) => delete_for_runs(conn, run_ids),
-        Op::CopyThread(source, target) => copy_thread(conn, source, target),
-        Op::Prune(thread_ids, strategy) => prune(conn, thread_ids, *strategy),
-        #[cfg(test)]
-        Op::PanicAfter(cp) => {
-            put(conn, cp)?;
-            panic!("a bug in the middle of a commit")
-        }
-    }
-}
-
-fn put(conn: &Connection, cp: &NewCheckpoint) -> Result<()> {
-    let versions: serde_json::Map<String, serde_json::Value> = cp
-        .channel_versions
-        .iter()
-        .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
-        .collect();
-    let versions = serde_json::Value::Object(versions).to_string();
-    conn.prepare_cached(
-        "INSERT OR REPLACE INTO flg_checkpoints (thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, \
-         run_id, type, checkpoint, metadata, channel_versions) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-    )?
-    .execute(params![
-        cp.thread_id,
-        cp.checkpoint_ns,
-        cp.checkpoint_id,
-        cp.parent_checkpoint_id,
-        cp.run_id,
-        cp.type_tag,
-        cp.checkpoint,
-        cp.metadata_json,
-        versions
-    ])?;
-    let mut stmt = conn.prepare_cached(
-        "INSERT OR REPLACE INTO flg_blobs (thread_id, checkpoint_ns, channel, version, type, blob, delta_base) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-    )?;
-    let mut base_exists = conn.prepare_cached(
-        "SELECT 1 FROM flg_blobs WHERE thread_id = ?1 AND checkpoint_ns = ?2 AND channel = ?3 AND version = ?4",
-    )?;
-    for b in &cp.blobs {
-        // Checked in the same transaction as the insert, so a committed delta always has its
-        // base: a chain can never point at a missing version.
-        if let Some(base) = &b.delta_base {
-            if !base_exists.exists(params![cp.thread_id, cp.checkpoint_ns, b.channel, base])? {
-                return Err(Error::DeltaBaseMissing(format!(
-                    "the base version {base:?} of channel {:?} in thread {:?} is no longer stored",
-                    b.channel, cp.thread_id
-                )));
-            }
-        }
-        stmt.execute(params![
-            cp.thread_id,
-            cp.checkpoint_ns,
-            b.channel,
-            b.version,
-            b.type_tag,
-            b.data,
-            b.delta_base
-        ])?;
-    }
-    Ok(())
-}
-
-fn put_writes(conn: &Connection, w: &NewWrites) -> Result<()> {
-    // LangGraph's rule: a regular write (idx >= 0) already stored is kept; a special write
-    // (negative idx: error, interrupt, resume, scheduled) replaces the stored one.
-    let mut keep = conn.prepare_cached(
-        "INSERT OR IGNORE INTO flg_writes (thread_id, checkpoint_ns, checkpoint_id, task_id, idx, channel, type, blob, \
-         task_path) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-    )?;
-    let mut replace = conn.prepare_cached(
-        "INSERT OR REPLACE INTO flg_writes (thread_id, checkpoint_ns, checkpoint_id, task_id, idx, channel, type, \
-         blob, task_path) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-    )?;
-    for item in &w.writes {
-        let stmt = if item.idx < 0 { &mut replace } else { &mut keep };
-        stmt.execute(params![
-            w.thread_id,
-            w.checkpoint_ns,
-            w.checkpoint_id,
-            w.task_id,
-            item.idx,
-            item.channel,
-            item.type_tag,
-            item.data,
-            w.task_path
-        ])?;
-    }
-    Ok(())
-}
-
-fn delete_for_runs(conn: &Connection, run_ids: &[String]) -> Result<()> {
-    let ids = serde_json::Value::from(run_ids.to_vec()).to_string();
-    conn.execute_batch(
-        "CREATE TEMP TABLE IF NOT EXISTS flg_doomed (thread_id TEXT, checkpoint_ns TEXT, checkpoint_id TEXT)",
-    )?;
-    conn.execute("DELETE FROM temp.flg_doomed", [])?;
-    conn.prepare_cached(
-        "INSERT INTO temp.flg_doomed SELECT thread_id, checkpoint_ns, checkpoint_id FROM flg_checkpoints \
-         WHERE run_id IN (SELECT value FROM json_each(?1))",
-    )?
-    .execute([&ids])?;
-    conn.execute_batch(
-        "DELETE FROM flg_writes WHERE (thread_id, checkpoint_ns, checkpoint_id) IN (SELECT * FROM temp.flg_doomed);
-         DELETE FROM flg_checkpoints WHERE (thread_id, checkpoint_ns, checkpoint_id) IN (SELECT * FROM temp.flg_doomed);",
-    )?;
-    delete_orphan_blobs(conn, "b.thread_id IN (SELECT thread_id FROM temp.flg_doomed)", None)?;
-    conn.execute("DELETE FROM temp.flg_doomed", [])?;
-    Ok(())
-}
-
-fn copy_thread(conn: &Connection, source: &str, target: &str) -> Result<()> {
-    conn.prepare_cached(
-        "INSERT OR REPLACE INTO flg_checkpoints (thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, \
-         run_id, channel_versions, metadata, type, checkpoint) SELECT ?2, checkpoint_ns, checkpoint_id, \
-         parent_checkpoint_id, run_id, channel_versions, metadata, type, checkpoint FROM flg_checkpoints \
-         WHERE thread_id = ?1",
-    )?
-    .execute([source, target])?;
-    conn.prepare_cached(
-        "INSERT OR REPLACE INTO flg_blobs (thread_id, checkpoint_ns, channel, version, delta_base, type, blob) \
-         SELECT ?2, checkpoint_ns, channel, version, delta_base, type, blob FROM flg_blobs WHERE thread_id = ?1",
-    )?
-    .execute([source, target])?;
-    conn.prepare_cached(
-        "INSERT OR REPLACE INTO flg_writes (thread_id, checkpoint_ns, checkpoint_id, task_id, idx, channel, \
-         task_path, type, blob) SELECT ?2, checkpoint_ns, checkpoint_id, task_id, idx, channel, task_path, type, blob \
-         FROM flg_writes WHERE thread_id = ?1",
-    )?
-    .execute([source, target])?;
-    Ok(())
-}
-
-fn prune(conn: &Connection, thread_ids: &[String], strategy: PruneStrategy) -> Result<()> {
-    let ids = serde_json::Value::from(thread_ids.to_vec()).to_string();
-    match strategy {
-        PruneStrategy::Delete => {
-            for table in ["flg_checkpoints", "flg_blobs", "flg_writes"] {
-                conn.prepare_cached(&format!(
-                    "DELETE FROM {table} WHERE thread_id IN (SELECT value FROM json_each(?1))"
-                ))?
-                .execute([&ids])?;
-            }
-            Ok(())
-        }
-        PruneStrategy::KeepLatest => {
-            // The newest checkpoint of each (thread, namespace) stays, with its writes.
-            conn.prepare_cached(
-                "DELETE FROM flg_writes WHERE thread_id IN (SELECT value FROM json_each(?1)) AND checkpoint_id <> \
-                 (SELECT max(c.checkpoint_id) FROM flg_checkpoints c WHERE c.thread_id = flg_writes.thread_id \
-                  AND c.checkpoint_ns = flg_writes.checkpoint_ns)",
-            )?
-            .execute([&ids])?;
-            conn.prepare_cached(
-                "DELETE FROM flg_checkpoints WHERE thread_id IN (SELECT value FROM json_each(?1)) AND checkpoint_id <> \
-                 (SELECT max(c.checkpoint_id) FROM flg_checkpoints c WHERE c.thread_id = flg_checkpoints.thread_id \
-                  AND c.checkpoint_ns = flg_checkpoints.checkpoint_ns)",
-            )?
-            .execute([&ids])?;
-            delete_orphan_blobs(conn, "b.thread_id IN (SELECT value FROM json_each(?1))", Some(&ids))
-        }
-    }
-}
-
-/// Deletes the blobs, among those `scope` (an SQL condition on `b`) selects, that no remaining
-/// checkpoint needs: neither as its value nor as a link of a delta chain leading to one.
-/// `param` binds `?1` in `scope`.
-fn delete_orphan_blobs(conn: &Connection, scope: &str, param: Option<&str>) -> Result<()> {
-    let sql = format!(
-        "WITH RECURSIVE needed(thread_id, checkpoint_ns, channel, version) AS (
-            SELECT c.thread_id, c.checkpoint_ns, j.key, j.value
-              FROM flg_checkpoints AS c CROSS JOIN json_each(c.channel_versions) AS j
-             WHERE c.thread_id IN (SELECT DISTINCT b.thread_id FROM flg_blobs AS b WHERE {scope})
-            UNION
-            SELECT x.thread_id, x.checkpoint_ns, x.channel, x.delta_base
-              FROM needed AS n CROSS JOIN flg_blobs AS x ON x.thread_id = n.thread_id
-                   AND x.checkpoint_ns = n.checkpoint_ns AND x.channel = n.channel AND x.version = n.version
-             WHERE x.delta_base IS NOT NULL)
-         DELETE FROM flg_blobs AS b WHERE {scope} AND NOT EXISTS (SELECT 1 FROM needed AS n
-             WHERE n.thread_id = b.thread_id AND n.checkpoint_ns = b.checkpoint_ns AND n.channel = b.channel
-               AND n.version = b.version)"
-    );
-    let mut stmt = conn.prepare_cached(&sql)?;
-    match param {
-        Some(p) => stmt.execute([p])?,
-        None => stmt.execute([])?,
-    };
-    Ok(())
 }

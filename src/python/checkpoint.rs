@@ -1,13 +1,16 @@
-//! `CheckpointStore`: the SQL side of `fast_langgraph.RustSQLiteCheckpointer`.
+//! `CheckpointStore`: the SQL side of `fast_langgraph.RustSQLiteCheckpointer`, and the named,
+//! frozen types that cross the boundary with it: `CheckpointKey`, `NewCheckpoint`, `NewBlob`,
+//! `NewWrites` and `NewWrite` going in; `CheckpointRow`, `ChannelValueRow`, `WriteRow` and
+//! `ChannelHistory` coming out.
 use std::time::Duration;
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyBytes, PyFloat, PyInt, PyList, PyString, PyTuple};
+use pyo3::types::{PyBool, PyBytes, PyFloat, PyInt, PyString, PyTuple};
 
 use crate::checkpoint::{
-    Blob, ListQuery, MetaFilter, MetaValue, NewCheckpoint, NewWrite, NewWrites, PruneStrategy, Store, StoreOptions,
-    StoredCheckpoint, Synchronous,
+    Blob, ChannelHistory, ChannelValue, ListQuery, MetaFilter, MetaValue, NewCheckpoint, NewWrite, NewWrites,
+    PruneStrategy, Store, StoreOptions, StoredCheckpoint, StoredWrite, Synchronous,
 };
 
 /// A checkpoint database whose concurrent writes are committed together (group commit).
@@ -16,9 +19,209 @@ pub struct PyCheckpointStore {
     store: Store,
 }
 
-/// (channel, version, type tag, data, delta base version or None).
-type BlobArg<'py> = (String, String, String, Bound<'py, PyBytes>, Option<String>);
-type WriteArg<'py> = (i64, String, String, Bound<'py, PyBytes>);
+/// A checkpoint's key: thread, namespace and id.
+#[pyclass(frozen, eq, hash, get_all, name = "CheckpointKey", module = "fast_langgraph._native")]
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct PyCheckpointKey {
+    thread_id: String,
+    checkpoint_ns: String,
+    checkpoint_id: String,
+}
+
+#[pymethods]
+impl PyCheckpointKey {
+    #[new]
+    fn new(thread_id: String, checkpoint_ns: String, checkpoint_id: String) -> Self {
+        Self {
+            thread_id,
+            checkpoint_ns,
+            checkpoint_id,
+        }
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "CheckpointKey(thread_id={:?}, checkpoint_ns={:?}, checkpoint_id={:?})",
+            self.thread_id, self.checkpoint_ns, self.checkpoint_id
+        )
+    }
+}
+
+/// A channel value to store under its version: the whole value, or with `delta_base` the
+/// items appended to that version's list.
+#[pyclass(frozen, get_all, name = "NewBlob", module = "fast_langgraph._native")]
+pub struct PyNewBlob {
+    channel: String,
+    version: String,
+    type_tag: String,
+    data: Py<PyBytes>,
+    delta_base: Option<String>,
+}
+
+#[pymethods]
+impl PyNewBlob {
+    #[new]
+    #[pyo3(signature = (channel, version, type_tag, data, delta_base = None))]
+    fn new(channel: String, version: String, type_tag: String, data: Py<PyBytes>, delta_base: Option<String>) -> Self {
+        Self {
+            channel,
+            version,
+            type_tag,
+            data,
+            delta_base,
+        }
+    }
+}
+
+/// A checkpoint to store: the checkpoint without its channel values, its metadata, every
+/// channel's version, and the values of the channels whose version is new.
+#[pyclass(frozen, get_all, name = "NewCheckpoint", module = "fast_langgraph._native")]
+pub struct PyNewCheckpoint {
+    key: Py<PyCheckpointKey>,
+    parent_checkpoint_id: Option<String>,
+    type_tag: String,
+    checkpoint: Py<PyBytes>,
+    metadata_json: String,
+    run_id: Option<String>,
+    channel_versions: Py<PyTuple>,
+    blobs: Py<PyTuple>,
+}
+
+#[pymethods]
+impl PyNewCheckpoint {
+    #[new]
+    #[pyo3(signature = (key, *, parent_checkpoint_id, type_tag, checkpoint, metadata_json, run_id, channel_versions, blobs))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        key: Py<PyCheckpointKey>,
+        parent_checkpoint_id: Option<String>,
+        type_tag: String,
+        checkpoint: Py<PyBytes>,
+        metadata_json: String,
+        run_id: Option<String>,
+        channel_versions: Vec<(String, String)>,
+        blobs: Vec<Py<PyNewBlob>>,
+    ) -> PyResult<Self> {
+        Ok(Self {
+            key,
+            parent_checkpoint_id,
+            type_tag,
+            checkpoint,
+            metadata_json,
+            run_id,
+            channel_versions: PyTuple::new(py, channel_versions)?.unbind(),
+            blobs: PyTuple::new(py, blobs)?.unbind(),
+        })
+    }
+}
+
+/// One pending write of a task.
+#[pyclass(frozen, get_all, name = "NewWrite", module = "fast_langgraph._native")]
+pub struct PyNewWrite {
+    idx: i64,
+    channel: String,
+    type_tag: String,
+    data: Py<PyBytes>,
+}
+
+#[pymethods]
+impl PyNewWrite {
+    #[new]
+    fn new(idx: i64, channel: String, type_tag: String, data: Py<PyBytes>) -> Self {
+        Self {
+            idx,
+            channel,
+            type_tag,
+            data,
+        }
+    }
+}
+
+/// The pending writes of one task against one checkpoint.
+#[pyclass(frozen, get_all, name = "NewWrites", module = "fast_langgraph._native")]
+pub struct PyNewWrites {
+    key: Py<PyCheckpointKey>,
+    task_id: String,
+    task_path: String,
+    writes: Py<PyTuple>,
+}
+
+#[pymethods]
+impl PyNewWrites {
+    #[new]
+    fn new(
+        py: Python<'_>,
+        key: Py<PyCheckpointKey>,
+        task_id: String,
+        task_path: String,
+        writes: Vec<Py<PyNewWrite>>,
+    ) -> PyResult<Self> {
+        Ok(Self {
+            key,
+            task_id,
+            task_path,
+            writes: PyTuple::new(py, writes)?.unbind(),
+        })
+    }
+}
+
+/// A channel value as read back: the serialized segments whose concatenation is the value,
+/// oldest first, as `(type, data)` pairs; none when the value was put inside a msgpack
+/// checkpoint's `channel_values`.
+#[pyclass(frozen, get_all, name = "ChannelValueRow", module = "fast_langgraph._native")]
+pub struct PyChannelValueRow {
+    channel: String,
+    segments: Py<PyTuple>,
+    /// How many deltas the stored chain has after its full value.
+    deltas: usize,
+}
+
+/// A pending write as read back.
+#[pyclass(frozen, get_all, name = "WriteRow", module = "fast_langgraph._native")]
+pub struct PyWriteRow {
+    task_id: String,
+    channel: String,
+    type_tag: String,
+    data: Py<PyBytes>,
+    task_path: String,
+    idx: i64,
+}
+
+/// A checkpoint as read back, with its channel values and pending writes.
+#[pyclass(frozen, get_all, name = "CheckpointRow", module = "fast_langgraph._native")]
+pub struct PyCheckpointRow {
+    thread_id: String,
+    checkpoint_ns: String,
+    checkpoint_id: String,
+    parent_checkpoint_id: Option<String>,
+    type_tag: String,
+    checkpoint: Py<PyBytes>,
+    metadata_json: String,
+    values: Py<PyTuple>,
+    writes: Py<PyTuple>,
+}
+
+#[pymethods]
+impl PyCheckpointRow {
+    /// The checkpoint's key.
+    #[getter]
+    fn key(&self) -> PyCheckpointKey {
+        PyCheckpointKey {
+            thread_id: self.thread_id.clone(),
+            checkpoint_ns: self.checkpoint_ns.clone(),
+            checkpoint_id: self.checkpoint_id.clone(),
+        }
+    }
+}
+
+/// What one channel contributed along a checkpoint's ancestors (`get_delta_channel_history`).
+#[pyclass(frozen, get_all, name = "ChannelHistory", module = "fast_langgraph._native")]
+pub struct PyChannelHistory {
+    channel: String,
+    writes: Py<PyTuple>,
+    seed: Option<Py<PyChannelValueRow>>,
+}
 
 #[pymethods]
 impl PyCheckpointStore {
@@ -62,30 +265,37 @@ impl PyCheckpointStore {
         self.store.is_closed()
     }
 
-    /// Stores a checkpoint, given as the tuple `(thread_id, checkpoint_ns, checkpoint_id,
-    /// parent_checkpoint_id, type, checkpoint, metadata_json, run_id, channel_versions, blobs)`;
-    /// returns once committed.
-    fn put(&self, py: Python<'_>, checkpoint: &Bound<'_, PyTuple>) -> PyResult<()> {
-        let cp = new_checkpoint(checkpoint)?;
+    /// Stores a checkpoint; returns once committed.
+    fn put(&self, py: Python<'_>, checkpoint: PyRef<'_, PyNewCheckpoint>) -> PyResult<()> {
+        let cp = new_checkpoint(py, &checkpoint)?;
         // Waits for the group commit that carries this checkpoint.
         Ok(py.detach(|| self.store.put(cp))?)
     }
 
-    /// Stores a task's writes, given as the tuple `(thread_id, checkpoint_ns, checkpoint_id,
-    /// task_id, task_path, writes)`; returns once committed.
-    fn put_writes(&self, py: Python<'_>, writes: &Bound<'_, PyTuple>) -> PyResult<()> {
-        let w = new_writes(writes)?;
+    /// Stores a task's writes; returns once committed.
+    fn put_writes(&self, py: Python<'_>, writes: PyRef<'_, PyNewWrites>) -> PyResult<()> {
+        let w = new_writes(py, &writes)?;
         // Waits for the group commit that carries these writes.
         Ok(py.detach(|| self.store.put_writes(w))?)
     }
 
-    /// Lists checkpoints newest first. Each item is a tuple
-    /// `(thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, type, checkpoint, metadata_json,
-    /// blobs, writes)` with `blobs` as `[(channel, [(type, data), ...], deltas)]` (the segments
-    /// whose concatenation is the value, oldest first, and the length of the stored delta chain;
-    /// no segments when the value was put inside a msgpack checkpoint as `channel_values`) and `writes` as `[(task_id, channel, type, data)]`
-    /// in LangGraph's order.
-    #[pyo3(signature = (*, thread_id = None, checkpoint_ns = None, checkpoint_id = None, before = None, filter = Vec::new(), limit = None))]
+    /// One checkpoint with its values and pending writes (the one with `checkpoint_id`, or the
+    /// newest of the thread's namespace), or `None`.
+    #[pyo3(signature = (thread_id, checkpoint_ns, checkpoint_id = None))]
+    fn get(
+        &self,
+        py: Python<'_>,
+        thread_id: &str,
+        checkpoint_ns: &str,
+        checkpoint_id: Option<&str>,
+    ) -> PyResult<Option<PyCheckpointRow>> {
+        // A few key lookups in one read transaction, without the GIL.
+        let row = py.detach(|| self.store.get(thread_id, checkpoint_ns, checkpoint_id))?;
+        row.map(|r| checkpoint_row(py, r)).transpose()
+    }
+
+    /// Checkpoints newest first, with their values and pending writes, from one SQL query.
+    #[pyo3(signature = (*, thread_id = None, checkpoint_ns = None, checkpoint_id = None, before = None, filter = Vec::new(), json_filter = Vec::new(), limit = None))]
     #[allow(clippy::too_many_arguments)]
     fn list<'py>(
         &self,
@@ -95,17 +305,24 @@ impl PyCheckpointStore {
         checkpoint_id: Option<String>,
         before: Option<String>,
         filter: Vec<(String, Bound<'py, PyAny>)>,
+        json_filter: Vec<(String, String)>,
         limit: Option<i64>,
-    ) -> PyResult<Bound<'py, PyList>> {
-        let filter = filter
+    ) -> PyResult<Vec<PyCheckpointRow>> {
+        let mut filter = filter
             .into_iter()
             .map(|(key, value)| {
-                Ok(MetaFilter {
-                    key,
-                    value: meta_value(&value)?,
-                })
+                let value = meta_value(&key, &value)?;
+                Ok(MetaFilter { key, value })
             })
             .collect::<PyResult<Vec<_>>>()?;
+        for (key, text) in json_filter {
+            let value = serde_json::from_str(&text)
+                .map_err(|e| PyValueError::new_err(format!("list(): metadata filter {key:?}: not JSON text ({e})")))?;
+            filter.push(MetaFilter {
+                key,
+                value: MetaValue::Json(value),
+            });
+        }
         let query = ListQuery {
             thread_id,
             checkpoint_ns,
@@ -116,11 +333,33 @@ impl PyCheckpointStore {
         };
         // The query and the copy of its rows run without the GIL.
         let rows = py.detach(|| self.store.list(&query))?;
-        let items = rows
-            .into_iter()
-            .map(|row| stored_to_py(py, row))
-            .collect::<PyResult<Vec<_>>>()?;
-        PyList::new(py, items)
+        rows.into_iter().map(|row| checkpoint_row(py, row)).collect()
+    }
+
+    /// For each of `channels`, the pending writes of the checkpoint's ancestors back to the
+    /// nearest one holding a stored value of the channel, and that value: one read
+    /// transaction, a bounded number of statements however long the chain.
+    #[pyo3(signature = (thread_id, checkpoint_ns, checkpoint_id, channels))]
+    fn delta_history(
+        &self,
+        py: Python<'_>,
+        thread_id: &str,
+        checkpoint_ns: &str,
+        checkpoint_id: Option<&str>,
+        channels: Vec<String>,
+    ) -> PyResult<Vec<PyChannelHistory>> {
+        // The walk and the reads of writes and values run without the GIL.
+        let histories = py.detach(|| {
+            self.store
+                .delta_history(thread_id, checkpoint_ns, checkpoint_id, &channels)
+        })?;
+        histories.into_iter().map(|h| channel_history(py, h)).collect()
+    }
+
+    /// Raises `CheckpointClosedError` once `close()` was called (and `CheckpointError` in a
+    /// process forked from the one that opened the store).
+    fn ensure_open(&self) -> PyResult<()> {
+        Ok(self.store.ensure_open()?)
     }
 
     /// `{"calls": n, "commits": m}`: write calls and the transactions that carried them.
@@ -181,17 +420,37 @@ impl PyCheckpointStore {
         Ok(py.detach(|| self.store.prune(thread_ids, strategy))?)
     }
 
-    /// Stores many checkpoints and writes in one transaction. Takes the argument tuples of
-    /// `put` and `put_writes`.
+    /// Stores many checkpoints and writes in one transaction.
     fn put_many(
         &self,
         py: Python<'_>,
-        checkpoints: Vec<Bound<'_, PyTuple>>,
-        writes: Vec<Bound<'_, PyTuple>>,
+        checkpoints: Vec<PyRef<'_, PyNewCheckpoint>>,
+        writes: Vec<PyRef<'_, PyNewWrites>>,
     ) -> PyResult<()> {
-        let cps = checkpoints.iter().map(new_checkpoint).collect::<PyResult<Vec<_>>>()?;
-        let ws = writes.iter().map(new_writes).collect::<PyResult<Vec<_>>>()?;
+        let cps = checkpoints
+            .iter()
+            .map(|c| new_checkpoint(py, c))
+            .collect::<PyResult<Vec<_>>>()?;
+        let ws = writes.iter().map(|w| new_writes(py, w)).collect::<PyResult<Vec<_>>>()?;
+        // One transaction for the lot.
         Ok(py.detach(|| self.store.put_many(cps, ws))?)
+    }
+
+    /// Stores checkpoints and writes copied from another database, in one transaction; a
+    /// checkpoint already stored is left as it is, with its writes. Returns the number copied.
+    fn import_many(
+        &self,
+        py: Python<'_>,
+        checkpoints: Vec<PyRef<'_, PyNewCheckpoint>>,
+        writes: Vec<PyRef<'_, PyNewWrites>>,
+    ) -> PyResult<u64> {
+        let cps = checkpoints
+            .iter()
+            .map(|c| new_checkpoint(py, c))
+            .collect::<PyResult<Vec<_>>>()?;
+        let ws = writes.iter().map(|w| new_writes(py, w)).collect::<PyResult<Vec<_>>>()?;
+        // One transaction for the lot.
+        Ok(py.detach(|| self.store.import_many(cps, ws))?)
     }
 
     /// Commits what is queued and stops the writer. Later calls raise `CheckpointClosedError`.
@@ -201,143 +460,147 @@ impl PyCheckpointStore {
     }
 }
 
-fn new_checkpoint(t: &Bound<'_, PyTuple>) -> PyResult<NewCheckpoint> {
-    #[allow(clippy::type_complexity)]
-    let (
-        thread_id,
-        checkpoint_ns,
-        checkpoint_id,
-        parent_checkpoint_id,
-        type_tag,
-        checkpoint,
-        metadata_json,
-        run_id,
-        channel_versions,
-        blobs,
-    ): (
-        String,
-        String,
-        String,
-        Option<String>,
-        String,
-        Bound<'_, PyBytes>,
-        String,
-        Option<String>,
-        Vec<(String, String)>,
-        Vec<BlobArg<'_>>,
-    ) = t.extract()?;
+fn new_checkpoint(py: Python<'_>, c: &PyNewCheckpoint) -> PyResult<NewCheckpoint> {
+    let key = c.key.get();
+    let blobs = c
+        .blobs
+        .bind(py)
+        .iter()
+        .map(|b| {
+            let b = b.cast_into::<PyNewBlob>()?;
+            let b = b.get();
+            Ok(Blob {
+                channel: b.channel.clone(),
+                version: b.version.clone(),
+                type_tag: b.type_tag.clone(),
+                data: b.data.as_bytes(py).to_vec(),
+                delta_base: b.delta_base.clone(),
+            })
+        })
+        .collect::<PyResult<Vec<_>>>()?;
     Ok(NewCheckpoint {
-        thread_id,
-        checkpoint_ns,
-        checkpoint_id,
-        parent_checkpoint_id,
-        type_tag,
-        checkpoint: checkpoint.as_bytes().to_vec(),
-        metadata_json,
-        run_id,
-        channel_versions,
-        blobs: to_blobs(blobs),
+        thread_id: key.thread_id.clone(),
+        checkpoint_ns: key.checkpoint_ns.clone(),
+        checkpoint_id: key.checkpoint_id.clone(),
+        parent_checkpoint_id: c.parent_checkpoint_id.clone(),
+        type_tag: c.type_tag.clone(),
+        checkpoint: c.checkpoint.as_bytes(py).to_vec(),
+        metadata_json: c.metadata_json.clone(),
+        run_id: c.run_id.clone(),
+        channel_versions: c.channel_versions.bind(py).extract()?,
+        blobs,
     })
 }
 
-fn new_writes(t: &Bound<'_, PyTuple>) -> PyResult<NewWrites> {
-    let (thread_id, checkpoint_ns, checkpoint_id, task_id, task_path, writes): (
-        String,
-        String,
-        String,
-        String,
-        String,
-        Vec<WriteArg<'_>>,
-    ) = t.extract()?;
+fn new_writes(py: Python<'_>, w: &PyNewWrites) -> PyResult<NewWrites> {
+    let key = w.key.get();
+    let writes = w
+        .writes
+        .bind(py)
+        .iter()
+        .map(|item| {
+            let item = item.cast_into::<PyNewWrite>()?;
+            let item = item.get();
+            Ok(NewWrite {
+                idx: item.idx,
+                channel: item.channel.clone(),
+                type_tag: item.type_tag.clone(),
+                data: item.data.as_bytes(py).to_vec(),
+            })
+        })
+        .collect::<PyResult<Vec<_>>>()?;
     Ok(NewWrites {
-        thread_id,
-        checkpoint_ns,
-        checkpoint_id,
-        task_id,
-        task_path,
-        writes: to_writes(writes),
+        thread_id: key.thread_id.clone(),
+        checkpoint_ns: key.checkpoint_ns.clone(),
+        checkpoint_id: key.checkpoint_id.clone(),
+        task_id: w.task_id.clone(),
+        task_path: w.task_path.clone(),
+        writes,
     })
 }
 
-fn to_blobs(blobs: Vec<BlobArg<'_>>) -> Vec<Blob> {
-    blobs
-        .into_iter()
-        .map(|(channel, version, type_tag, data, delta_base)| Blob {
-            channel,
-            version,
-            type_tag,
-            data: data.as_bytes().to_vec(),
-            delta_base,
-        })
-        .collect()
-}
-
-fn to_writes(writes: Vec<WriteArg<'_>>) -> Vec<NewWrite> {
-    writes
-        .into_iter()
-        .map(|(idx, channel, type_tag, data)| NewWrite {
-            idx,
-            channel,
-            type_tag,
-            data: data.as_bytes().to_vec(),
-        })
-        .collect()
-}
-
-fn meta_value(v: &Bound<'_, PyAny>) -> PyResult<MetaValue> {
+/// A metadata filter value; `key` names the filter in the error.
+fn meta_value(key: &str, v: &Bound<'_, PyAny>) -> PyResult<MetaValue> {
     if v.is_none() {
         Ok(MetaValue::Null)
     } else if let Ok(b) = v.cast::<PyBool>() {
         Ok(MetaValue::Bool(b.is_true()))
     } else if v.is_instance_of::<PyInt>() {
-        Ok(MetaValue::Int(v.extract()?))
+        match v.extract::<i64>() {
+            Ok(i) => Ok(MetaValue::Int(i)),
+            // Beyond 64 bits: JSON stores such an integer as a number SQLite reads as a float,
+            // so it is compared as Python compares an int with a float.
+            Err(_) => Ok(MetaValue::BigInt(v.str()?.to_str()?.to_owned())),
+        }
     } else if v.is_instance_of::<PyFloat>() {
         Ok(MetaValue::Float(v.extract()?))
     } else if let Ok(s) = v.cast::<PyString>() {
         Ok(MetaValue::Text(s.to_str()?.to_owned()))
     } else {
         Err(PyTypeError::new_err(format!(
-            "a metadata filter value must be None, bool, int, float or str, got {}",
+            "list(): metadata filter {key:?}: a value must be None, bool, int, float or str here, got {}",
             v.get_type().name()?
         )))
     }
 }
 
-fn stored_to_py(py: Python<'_>, row: StoredCheckpoint) -> PyResult<Bound<'_, PyTuple>> {
-    let blobs = row
-        .blobs
+fn value_row(py: Python<'_>, v: ChannelValue) -> PyResult<PyChannelValueRow> {
+    let segments = v
+        .segments
         .iter()
-        .map(|v| {
-            let segments = v
-                .segments
-                .iter()
-                .map(|(type_tag, data)| (type_tag.as_str(), PyBytes::new(py, data)))
-                .collect::<Vec<_>>();
-            (v.channel.as_str(), segments, v.deltas)
-        })
+        .map(|(type_tag, data)| (type_tag.as_str(), PyBytes::new(py, data)))
         .collect::<Vec<_>>();
+    Ok(PyChannelValueRow {
+        channel: v.channel,
+        segments: PyTuple::new(py, segments)?.unbind(),
+        deltas: v.deltas,
+    })
+}
+
+fn write_row(py: Python<'_>, w: StoredWrite) -> PyWriteRow {
+    PyWriteRow {
+        task_id: w.task_id,
+        channel: w.channel,
+        type_tag: w.type_tag,
+        data: PyBytes::new(py, &w.data).unbind(),
+        task_path: w.task_path,
+        idx: w.idx,
+    }
+}
+
+fn checkpoint_row(py: Python<'_>, row: StoredCheckpoint) -> PyResult<PyCheckpointRow> {
+    let values = row
+        .blobs
+        .into_iter()
+        .map(|v| Py::new(py, value_row(py, v)?))
+        .collect::<PyResult<Vec<_>>>()?;
     let writes = row
         .writes
-        .iter()
-        .map(|w| {
-            (
-                w.task_id.as_str(),
-                w.channel.as_str(),
-                w.type_tag.as_str(),
-                PyBytes::new(py, &w.data),
-            )
-        })
-        .collect::<Vec<_>>();
-    (
-        row.thread_id,
-        row.checkpoint_ns,
-        row.checkpoint_id,
-        row.parent_checkpoint_id,
-        row.type_tag,
-        PyBytes::new(py, &row.checkpoint),
-        row.metadata_json,
-        blobs,
-        writes,
-    )
-        .into_pyobject(py)
+        .into_iter()
+        .map(|w| Py::new(py, write_row(py, w)))
+        .collect::<PyResult<Vec<_>>>()?;
+    Ok(PyCheckpointRow {
+        thread_id: row.thread_id,
+        checkpoint_ns: row.checkpoint_ns,
+        checkpoint_id: row.checkpoint_id,
+        parent_checkpoint_id: row.parent_checkpoint_id,
+        type_tag: row.type_tag,
+        checkpoint: PyBytes::new(py, &row.checkpoint).unbind(),
+        metadata_json: row.metadata_json,
+        values: PyTuple::new(py, values)?.unbind(),
+        writes: PyTuple::new(py, writes)?.unbind(),
+    })
+}
+
+fn channel_history(py: Python<'_>, h: ChannelHistory) -> PyResult<PyChannelHistory> {
+    let writes = h
+        .writes
+        .into_iter()
+        .map(|w| Py::new(py, write_row(py, w)))
+        .collect::<PyResult<Vec<_>>>()?;
+    Ok(PyChannelHistory {
+        channel: h.channel,
+        writes: PyTuple::new(py, writes)?.unbind(),
+        seed: h.seed.map(|v| Py::new(py, value_row(py, v)?)).transpose()?,
+    })
 }

@@ -13,7 +13,10 @@ mod _native {
     #[pymodule_export]
     use super::cache::{PyCachedFunction, PyRustLLMCache};
     #[pymodule_export]
-    use super::checkpoint::PyCheckpointStore;
+    use super::checkpoint::{
+        PyChannelHistory, PyChannelValueRow, PyCheckpointKey, PyCheckpointRow, PyCheckpointStore, PyNewBlob,
+        PyNewCheckpoint, PyNewWrite, PyNewWrites, PyWriteRow,
+    };
     #[pymodule_export]
     use super::exceptions::{CacheCorruptError, CacheError};
     #[pymodule_export]

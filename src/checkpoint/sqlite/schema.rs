@@ -13,8 +13,25 @@
 //! that reading them never walks the blob's overflow pages.
 use rusqlite::Connection;
 
-use super::Synchronous;
+use crate::checkpoint::Synchronous;
 use crate::error::{Error, Result};
+use crate::sqlite_file::{self, Contents, FileSpec};
+
+/// A checkpoint database holds `flg_` objects only (the cache's `flg_cache` ones excepted),
+/// `flg_meta` among them.
+pub const FILE_SPEC: FileSpec = FileSpec {
+    what: "checkpoint database",
+    marker_table: "flg_meta",
+    owns: |name| name.starts_with("flg_") && !name.starts_with("flg_cache"),
+    foreign_hint: |names| {
+        if names.iter().any(|t| t == "checkpoints") && names.iter().any(|t| t == "writes") {
+            "; it looks like a SqliteSaver database: open a new file and copy it in with \
+             RustSQLiteCheckpointer.import_sqlite_saver()"
+        } else {
+            ""
+        }
+    },
+};
 
 /// WAL pages after which a commit checkpoints the WAL into the database file.
 const WAL_AUTOCHECKPOINT_PAGES: u32 = 4000;
@@ -93,28 +110,11 @@ fn migrate_1_to_2_sql() -> String {
     )
 }
 
-/// Makes `conn` ready: checks that the file is SQLite and either empty or ours, creates the
-/// tables in a new file, and sets the pragmas. A foreign file is left exactly as it was.
+/// Makes `conn` ready: vets the file ([`sqlite_file::vet`]: SQLite, and either empty or ours),
+/// creates the tables in a new file, and sets the pragmas. A foreign file is left exactly as
+/// it was.
 pub fn prepare(conn: &Connection, path: &str, memory: bool, synchronous: Synchronous) -> Result<()> {
-    let tables = table_names(conn).map_err(|e| match &e {
-        Error::Sqlite { message, .. } if message.contains("not a database") => Error::NotADatabase(format!(
-            "{path:?} is not an SQLite database (SQLite: {message}); it was not modified"
-        )),
-        _ => e,
-    })?;
-    let ours = tables.iter().any(|t| t == "flg_meta");
-    if !ours && !tables.is_empty() {
-        let hint = if tables.iter().any(|t| t == "checkpoints") && tables.iter().any(|t| t == "writes") {
-            "; it looks like a SqliteSaver database: open a new file and copy it in with \
-             RustSQLiteCheckpointer.import_sqlite_saver()"
-        } else {
-            ""
-        };
-        return Err(Error::ForeignSchema(format!(
-            "{path:?} holds tables that are not fast-langgraph's ({}){hint}; it was not modified",
-            tables.join(", ")
-        )));
-    }
+    let ours = sqlite_file::vet(conn, path, &FILE_SPEC)? == Contents::Ours;
     if ours {
         let version = schema_version(conn)?;
         if version != Some(SCHEMA_VERSION) {
@@ -198,12 +198,4 @@ fn migrate(conn: &Connection, path: &str) -> Result<()> {
         return Err(context(e));
     }
     Ok(())
-}
-
-fn table_names(conn: &Connection) -> Result<Vec<String>> {
-    let mut stmt = conn.prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")?;
-    let names = stmt
-        .query_map([], |r| r.get::<_, String>(0))?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    Ok(names)
 }

@@ -17,16 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import operator
 import os
 import random
-import sqlite3
-import threading
-from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AbstractContextManager, contextmanager
 from functools import partial
-from pathlib import Path
 from typing import Any, TypeVar
 
 from langchain_core.runnables import RunnableConfig
@@ -37,12 +32,26 @@ from langgraph.checkpoint.base import (
     Checkpoint,
     CheckpointMetadata,
     CheckpointTuple,
+    DeltaChannelHistory,
     SerializerProtocol,
     get_checkpoint_id,
     get_checkpoint_metadata,
 )
 
-from fast_langgraph._native import CheckpointStore, DeltaBaseMissingError, SerializationError
+from fast_langgraph._native import (
+    ChannelValueRow,
+    CheckpointKey,
+    CheckpointRow,
+    CheckpointStore,
+    DeltaBaseMissingError,
+    NewBlob,
+    NewCheckpoint,
+    NewWrite,
+    NewWrites,
+    SerializationError,
+)
+from fast_langgraph.checkpoint._deltas import ListKey, ListVersions, Remembered
+from fast_langgraph.checkpoint.sqlite_saver import import_sqlite_saver
 
 __all__ = ["RustSQLiteCheckpointer"]
 
@@ -125,7 +134,7 @@ class RustSQLiteCheckpointer(
         self.durable = durable
         self.delta = bool(delta)
         self.snapshot_every = snapshot_every
-        self._lists = _ListVersions()
+        self._lists = ListVersions()
         self._store = CheckpointStore(
             self.path,
             synchronous="full" if durable else "normal",
@@ -196,37 +205,34 @@ class RustSQLiteCheckpointer(
         return f"RustSQLiteCheckpointer({self.path!r}, durable={self.durable}, {state})"
 
     def _check_open(self) -> None:
-        # Any store call raises CheckpointClosedError once closed; this one is cheap.
-        self._store.list(thread_id="", limit=0)
+        self._store.ensure_open()
 
     # -- reads -----------------------------------------------------------------------------
 
     def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         """The checkpoint named by ``config`` (or the thread's latest), with its pending
-        writes, or ``None``."""
+        writes, or ``None``. A ``checkpoint_ns`` of ``None`` names no namespace, so the result
+        is ``None``, as with SqliteSaver."""
         conf = _configurable(config)
-        checkpoint_id = get_checkpoint_id(config)
-        rows = self._store.list(
-            thread_id=str(conf["thread_id"]),
-            checkpoint_ns=conf.get("checkpoint_ns", ""),
-            checkpoint_id=checkpoint_id,
-            limit=1,
-        )
-        if not rows:
+        ns = conf.get("checkpoint_ns", "")
+        if ns is None:
             return None
-        tup = self._to_tuple(rows[0], config if checkpoint_id else None)
+        checkpoint_id = get_checkpoint_id(config)
+        row = self._store.get(str(conf["thread_id"]), _text(ns, "checkpoint_ns"), checkpoint_id)
+        if row is None:
+            return None
+        tup = self._to_tuple(row, config if checkpoint_id else None)
         if self.delta:
             # The graph builds its next state from these very objects: remember them, so the
             # next put can store only what is appended to them.
             versions = tup.checkpoint["channel_versions"]
-            for channel, _segments, deltas in rows[0][7]:
+            for stored in row.values:
+                channel = stored.channel
                 value = tup.checkpoint["channel_values"].get(channel)
                 if type(value) is list and channel in versions:
                     self._lists.remember(
-                        (rows[0][0], rows[0][1], channel),
-                        str(versions[channel]),
-                        tuple(value),
-                        deltas,
+                        (row.thread_id, row.checkpoint_ns, channel),
+                        Remembered(str(versions[channel]), tuple(value), stored.deltas),
                         "read",
                     )
         return tup
@@ -241,32 +247,47 @@ class RustSQLiteCheckpointer(
     ) -> Iterator[CheckpointTuple]:
         """Checkpoints newest first, each with its pending writes, from one SQL query.
 
-        ``filter`` matches metadata keys by equality. Keys and values are bound as SQL
-        parameters, never spliced into the query.
+        ``filter`` matches metadata keys by Python equality (``True == 1 == 1.0``; ``None``
+        also matches a missing key; dicts and lists compare as Python compares them). Scalars
+        are matched in SQL; dicts and lists are matched by the store on each row's metadata
+        before any checkpoint is read, so ``limit`` stops the scan and memory does not grow
+        with the database. Keys and values are bound as SQL parameters, never spliced into
+        the query.
+
+        Raises:
+            TypeError: ``config``, ``filter``, ``before`` or ``limit`` is not of the right
+                type; the message names the argument.
         """
         kwargs: dict[str, Any] = {}
         if config is not None:
             conf = _configurable(config)
             kwargs["thread_id"] = str(conf["thread_id"])
             if conf.get("checkpoint_ns") is not None:
-                kwargs["checkpoint_ns"] = conf["checkpoint_ns"]
+                kwargs["checkpoint_ns"] = _text(conf["checkpoint_ns"], "checkpoint_ns")
             if checkpoint_id := get_checkpoint_id(config):
-                kwargs["checkpoint_id"] = checkpoint_id
+                kwargs["checkpoint_id"] = str(checkpoint_id)
         if before is not None:
+            if not isinstance(before, dict) or not isinstance(before.get("configurable"), dict):
+                raise TypeError(
+                    "list(): before must be a config dict (a RunnableConfig) naming a checkpoint "
+                    "in before['configurable']['checkpoint_id'], got "
+                    f"{type(before).__name__} {before!r}"
+                )
             if before_id := get_checkpoint_id(before):
-                kwargs["before"] = before_id
+                kwargs["before"] = str(before_id)
         if limit is not None:
             if isinstance(limit, bool) or not isinstance(limit, int):
                 raise TypeError(f"list(): limit must be an int or None, got {type(limit).__name__}")
-        sql_filter, py_filter = _split_filter(filter)
+        sql_filter, json_filter, py_filter = _split_filter(filter)
         kwargs["filter"] = sql_filter
+        kwargs["json_filter"] = json_filter
         if limit is not None and not py_filter:
             kwargs["limit"] = limit
         rows = self._store.list(**kwargs)
         return self._iter_tuples(rows, py_filter, limit)
 
     def _iter_tuples(
-        self, rows: list[tuple], py_filter: dict[str, Any], limit: int | None
+        self, rows: list[CheckpointRow], py_filter: dict[str, Any], limit: int | None
     ) -> Iterator[CheckpointTuple]:
         remaining = limit
         for row in rows:
@@ -279,49 +300,95 @@ class RustSQLiteCheckpointer(
                 remaining -= 1
             yield tup
 
-    def _to_tuple(self, row: tuple, config: RunnableConfig | None) -> CheckpointTuple:
-        thread_id, ns, checkpoint_id, parent_id, type_, data, metadata_json, blobs, writes = row
+    def _to_tuple(self, row: CheckpointRow, config: RunnableConfig | None) -> CheckpointTuple:
         loads = self.serde.loads_typed
-        checkpoint = loads((type_, data))
+        checkpoint = loads((row.type_tag, row.checkpoint))
         # The store puts msgpack channel values inside the checkpoint (one decode for all of
         # them) and leaves their segments empty; the others are decoded here.
         values = checkpoint.setdefault("channel_values", {})
-        for ch, segs, _ in blobs:
-            if segs:
-                values[ch] = self._load_value(ch, segs)
+        for stored in row.values:
+            if stored.segments:
+                values[stored.channel] = self._load_value(stored)
+        thread_id, ns = row.thread_id, row.checkpoint_ns
         return CheckpointTuple(
             config=config
             or {
                 "configurable": {
                     "thread_id": thread_id,
                     "checkpoint_ns": ns,
-                    "checkpoint_id": checkpoint_id,
+                    "checkpoint_id": row.checkpoint_id,
                 }
             },
             checkpoint=checkpoint,
-            metadata=json.loads(metadata_json),
+            metadata=json.loads(row.metadata_json),
             parent_config=(
                 {
                     "configurable": {
                         "thread_id": thread_id,
                         "checkpoint_ns": ns,
-                        "checkpoint_id": parent_id,
+                        "checkpoint_id": row.parent_checkpoint_id,
                     }
                 }
-                if parent_id
+                if row.parent_checkpoint_id
                 else None
             ),
-            pending_writes=[(task_id, ch, loads((t, b))) for task_id, ch, t, b in writes],
+            pending_writes=[
+                (w.task_id, w.channel, loads((w.type_tag, w.data))) for w in row.writes
+            ],
         )
 
-    def _load_value(self, channel: str, segments: list[tuple[str, bytes]]) -> Any:
+    def get_delta_channel_history(
+        self, *, config: RunnableConfig, channels: Sequence[str]
+    ) -> Mapping[str, DeltaChannelHistory]:
+        """For each of ``channels``, the pending writes that LangGraph's ``DeltaChannel``
+        replays to rebuild its value at the checkpoint named by ``config`` (or the thread's
+        latest), and the stored value they start from.
+
+        Walks the checkpoint's ancestors along their parent pointers, in one read transaction
+        and a fixed number of SQL statements however long the chain. Per channel, the walk
+        stops at the nearest ancestor holding a stored value of the channel (a
+        ``_DeltaSnapshot``, or a plain value written before the channel became a
+        ``DeltaChannel``), returned as ``seed``; the writes of that ancestor and of every
+        ancestor after it are returned oldest first, each checkpoint's in ``writes_sort_key``
+        order. The target's own writes are left out. A chain that loops back on itself ends
+        where it meets itself. No ``seed`` means the walk reached the root without a value.
+        """
+        if not channels:
+            return {}
+        channels = [str(c) for c in channels]
+        conf = _configurable(config)
+        ns = conf.get("checkpoint_ns", "")
+        if ns is None:
+            # As get_tuple: a checkpoint_ns of None names no checkpoint.
+            return {ch: {"writes": []} for ch in channels}
+        histories = self._store.delta_history(
+            str(conf["thread_id"]),
+            _text(ns, "checkpoint_ns"),
+            get_checkpoint_id(config),
+            channels,
+        )
         loads = self.serde.loads_typed
+        result: dict[str, DeltaChannelHistory] = {}
+        for history in histories:
+            entry: DeltaChannelHistory = {
+                "writes": [
+                    (w.task_id, w.channel, loads((w.type_tag, w.data))) for w in history.writes
+                ]
+            }
+            if history.seed is not None:
+                entry["seed"] = self._load_value(history.seed)
+            result[history.channel] = entry
+        return result
+
+    def _load_value(self, stored: ChannelValueRow) -> Any:
+        loads = self.serde.loads_typed
+        segments = stored.segments
         value = loads(segments[0])
         if len(segments) > 1:
             if type(value) is not list:
                 raise SerializationError(
-                    f"channel {channel!r}: stored as an append-only delta over a value of type "
-                    f"{type(value).__name__}, not a list; the database is damaged"
+                    f"channel {stored.channel!r}: stored as an append-only delta over a value of "
+                    f"type {type(value).__name__}, not a list; the database is damaged"
                 )
             for segment in segments[1:]:
                 value.extend(loads(segment))
@@ -346,8 +413,8 @@ class RustSQLiteCheckpointer(
         conf = _configurable(config)
         thread_id = conf["thread_id"]
         ns = conf.get("checkpoint_ns", "")
-        remembered: list[tuple] = []
-        args = self._checkpoint_args(
+        remembered: list[tuple[ListKey, Remembered]] = []
+        new = self._new_checkpoint(
             str(thread_id),
             ns,
             conf.get("checkpoint_id"),
@@ -358,12 +425,12 @@ class RustSQLiteCheckpointer(
             remembered if self.delta else None,
         )
         try:
-            self._store.put(args)
+            self._store.put(new)
         except DeltaBaseMissingError:
             # A base was pruned or deleted since we saw it: store full values.
             self._lists.forget_thread(str(thread_id))
             remembered.clear()
-            args = self._checkpoint_args(
+            new = self._new_checkpoint(
                 str(thread_id),
                 ns,
                 conf.get("checkpoint_id"),
@@ -374,9 +441,9 @@ class RustSQLiteCheckpointer(
                 remembered,
                 use_deltas=False,
             )
-            self._store.put(args)
-        for entry in remembered:
-            self._lists.remember(*entry)
+            self._store.put(new)
+        for key, entry in remembered:
+            self._lists.remember(key, entry)
         return {
             "configurable": {
                 "thread_id": thread_id,
@@ -385,7 +452,7 @@ class RustSQLiteCheckpointer(
             }
         }
 
-    def _checkpoint_args(
+    def _new_checkpoint(
         self,
         thread_id: str,
         ns: str,
@@ -394,16 +461,17 @@ class RustSQLiteCheckpointer(
         metadata: CheckpointMetadata,
         new_versions: ChannelVersions,
         config: RunnableConfig | None,
-        remembered: list[tuple] | None = None,
+        remembered: list[tuple[ListKey, Remembered]] | None = None,
         *,
         use_deltas: bool = True,
-    ) -> tuple:
-        """Serialize a checkpoint into the argument tuple of ``CheckpointStore.put``.
+    ) -> NewCheckpoint:
+        """Serialize a checkpoint into the ``NewCheckpoint`` that ``CheckpointStore.put`` takes.
 
         With ``remembered`` (a list), list channels may be stored as deltas over the version
         this process last stored or read, and what to remember after a successful put is
         appended to it.
         """
+        ns = _text(ns, "checkpoint_ns")
         c = dict(checkpoint)
         values = c.pop("channel_values", None) or {}
         blobs = []
@@ -414,42 +482,34 @@ class RustSQLiteCheckpointer(
                 what = f"channel {channel!r} of checkpoint {checkpoint['id']!r} in thread {thread_id!r}"
                 if remembered is not None and type(value) is list:
                     key = (thread_id, ns, channel)
-                    prev = self._lists.base_for(key, value) if use_deltas else None
-                    # A chain of k deltas makes every read of this value walk k more blobs
-                    # (and, for serializers other than msgpack, decode k more segments). Short
-                    # lists are cheap to store whole, so their chains are kept short: at most
-                    # one delta per 8 items, and never more than snapshot_every.
-                    if prev is not None and prev[2] < min(self.snapshot_every, len(value) // 8):
-                        base = prev[0]
-                        type_, data = self._dumps(value[len(prev[1]) :], what)
-                        chain = prev[2] + 1
+                    if use_deltas:
+                        plan = self._lists.plan(key, value, self.snapshot_every)
+                        base, chain = plan.base, plan.chain
+                        type_, data = self._dumps(plan.items, what)
                     else:
                         type_, data = self._dumps(value, what)
                         chain = 0
                     # The items as serialized now: the list may grow in place before the
                     # commit returns, and the next delta must start after what was stored.
-                    remembered.append((key, str(version), tuple(value), chain))
+                    remembered.append((key, Remembered(str(version), tuple(value), chain)))
                 else:
                     type_, data = self._dumps(value, what)
             else:
                 type_, data = "empty", b""
-            blobs.append((channel, str(version), type_, data, base))
+            blobs.append(NewBlob(channel, str(version), type_, data, base))
         type_, data = self._dumps(c, f"checkpoint {checkpoint['id']!r} in thread {thread_id!r}")
         md = get_checkpoint_metadata(config, metadata) if config is not None else dict(metadata)
         metadata_json = _metadata_json(md, checkpoint["id"])
         run_id = md.get("run_id")
-        versions = [(ch, str(v)) for ch, v in c["channel_versions"].items()]
-        return (
-            thread_id,
-            ns,
-            checkpoint["id"],
-            parent_id,
-            type_,
-            data,
-            metadata_json,
-            None if run_id is None else str(run_id),
-            versions,
-            blobs,
+        return NewCheckpoint(
+            CheckpointKey(thread_id, ns, checkpoint["id"]),
+            parent_checkpoint_id=parent_id,
+            type_tag=type_,
+            checkpoint=data,
+            metadata_json=metadata_json,
+            run_id=None if run_id is None else str(run_id),
+            channel_versions=[(ch, str(v)) for ch, v in c["channel_versions"].items()],
+            blobs=blobs,
         )
 
     def put_writes(
@@ -462,29 +522,30 @@ class RustSQLiteCheckpointer(
         """Store a task's pending writes against a checkpoint. Returns once committed.
 
         Raises:
+            ValueError: ``config`` names no checkpoint (no ``checkpoint_id``).
             SerializationError: a value cannot be serialized; the message names the channel.
                 Nothing is written.
         """
         conf = _configurable(config)
         thread_id = str(conf["thread_id"])
-        rows = [
-            (
+        checkpoint_id = conf.get("checkpoint_id")
+        if not checkpoint_id:
+            raise ValueError(
+                "put_writes(): config must name the checkpoint the writes belong to, in "
+                f"config['configurable']['checkpoint_id']; got configurable={conf!r}"
+            )
+        items = [
+            NewWrite(
                 WRITES_IDX_MAP.get(channel, idx),
                 channel,
                 *self._dumps(value, f"write to channel {channel!r} by task {task_id!r}"),
             )
             for idx, (channel, value) in enumerate(writes)
         ]
-        self._store.put_writes(
-            (
-                thread_id,
-                conf.get("checkpoint_ns", ""),
-                conf["checkpoint_id"],
-                task_id,
-                task_path,
-                rows,
-            )
+        key = CheckpointKey(
+            thread_id, _text(conf.get("checkpoint_ns", ""), "checkpoint_ns"), str(checkpoint_id)
         )
+        self._store.put_writes(NewWrites(key, task_id, task_path or "", items))
 
     def _dumps(self, value: Any, what: str) -> tuple[str, bytes]:
         try:
@@ -580,6 +641,13 @@ class RustSQLiteCheckpointer(
     async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
         await _in_thread(partial(self.prune, strategy=strategy), thread_ids)
 
+    async def aget_delta_channel_history(
+        self, *, config: RunnableConfig, channels: Sequence[str]
+    ) -> Mapping[str, DeltaChannelHistory]:
+        return await _in_thread(
+            partial(self.get_delta_channel_history, config=config, channels=channels)
+        )
+
     # -- moving in from SqliteSaver -----------------------------------------------------------
 
     def import_sqlite_saver(self, source: str | os.PathLike[str], *, batch_size: int = 200) -> int:
@@ -587,164 +655,16 @@ class RustSQLiteCheckpointer(
         ``langgraph-checkpoint-sqlite`` (``SqliteSaver`` or ``AsyncSqliteSaver``) into this
         one. The source file is opened read-only and not modified. Checkpoint ids, parents,
         metadata and writes are kept, so ``get_state_history`` and time travel work as before.
+        A checkpoint this saver already holds (same thread, namespace and id) is left as it
+        is, with its writes: importing the same file twice copies nothing the second time.
 
         The source must have been written with the same serializer as this checkpointer's
         ``serde`` (the default ``JsonPlusSerializer`` unless you passed one).
 
         Returns:
-            The number of checkpoints imported.
+            The number of checkpoints copied.
         """
-        if not isinstance(source, (str, os.PathLike)):
-            raise TypeError(
-                f"import_sqlite_saver: source must be a path, got {type(source).__name__}"
-            )
-        src_path = os.fspath(source)
-        if not os.path.exists(src_path):
-            raise FileNotFoundError(f"import_sqlite_saver: no such file: {src_path!r}")
-        src = _open_read_only(src_path)
-        try:
-            tables = _table_names(src)
-        except sqlite3.DatabaseError as e:
-            src.close()
-            raise ValueError(
-                f"import_sqlite_saver: {src_path!r} is not an SQLite database: {e}"
-            ) from e
-        try:
-            if not _SQLITE_SAVER_TABLES <= tables:
-                raise ValueError(
-                    f"import_sqlite_saver: {src_path!r} is not a SqliteSaver database "
-                    f"(tables: {sorted(tables)})"
-                )
-            return self._import_rows(src, batch_size)
-        finally:
-            src.close()
-
-    def _import_rows(self, src: sqlite3.Connection, batch_size: int) -> int:
-        cols = {r[1] for r in src.execute("PRAGMA table_info(writes)")}
-        task_path = "task_path" if "task_path" in cols else "''"
-        writes_by_cp: dict[tuple[str, str, str], list[tuple]] = {}
-        for thread_id, ns, cid, task_id, path, idx, channel, type_, value in src.execute(
-            f"SELECT thread_id, checkpoint_ns, checkpoint_id, task_id, {task_path}, idx, channel, "
-            "type, value FROM writes"
-        ):
-            writes_by_cp.setdefault((thread_id, ns, cid), []).append(
-                (task_id, path, idx, channel, type_, value)
-            )
-        seen_blobs: set[tuple[str, str, str, str]] = set()
-        checkpoints: list[tuple] = []
-        write_args: list[tuple] = []
-        count = 0
-        rows = src.execute(
-            "SELECT thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, type, checkpoint, "
-            "metadata FROM checkpoints ORDER BY thread_id, checkpoint_ns, checkpoint_id"
-        )
-        for thread_id, ns, cid, parent_id, type_, data, metadata in rows:
-            checkpoint = self.serde.loads_typed((type_, data))
-            values = checkpoint.get("channel_values", {})
-            new_versions = {}
-            for ch, ver in checkpoint["channel_versions"].items():
-                key = (str(thread_id), ns, ch, str(ver))
-                if ch in values and key not in seen_blobs:
-                    seen_blobs.add(key)
-                    new_versions[ch] = ver
-            md = json.loads(metadata) if metadata is not None else {}
-            checkpoints.append(
-                self._checkpoint_args(
-                    str(thread_id), ns, parent_id, checkpoint, md, new_versions, None
-                )
-            )
-            by_task: dict[tuple[str, str], list[tuple]] = {}
-            for task_id, path, idx, channel, wtype, value in writes_by_cp.get(
-                (thread_id, ns, cid), []
-            ):
-                by_task.setdefault((task_id, path), []).append((idx, channel, wtype, value))
-            for (task_id, path), items in by_task.items():
-                write_args.append((str(thread_id), ns, cid, task_id, path, items))
-            count += 1
-            if len(checkpoints) >= batch_size:
-                self._store.put_many(checkpoints, write_args)
-                checkpoints, write_args = [], []
-        if checkpoints or write_args:
-            self._store.put_many(checkpoints, write_args)
-        return count
-
-
-_SQLITE_SAVER_TABLES = {"checkpoints", "writes"}
-
-
-def _open_read_only(path: str) -> sqlite3.Connection:
-    # A percent-encoded URI: '#', '?' or '%' in the path must not end or alter it.
-    return sqlite3.connect(f"{Path(os.path.abspath(path)).as_uri()}?mode=ro", uri=True)
-
-
-def _table_names(conn: sqlite3.Connection) -> set[str]:
-    return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-
-
-def is_sqlite_saver_file(path: str) -> bool:
-    """Whether ``path`` is an SQLite file with SqliteSaver's tables (opened read-only)."""
-    try:
-        src = _open_read_only(path)
-    except sqlite3.Error:
-        return False
-    try:
-        return _SQLITE_SAVER_TABLES <= _table_names(src)
-    except sqlite3.DatabaseError:
-        return False
-    finally:
-        src.close()
-
-
-class _ListVersions:
-    """For each (thread, namespace, channel), the list value this process last stored and the
-    one it last read, each as a tuple of its items with its version and the number of deltas
-    since its last full value. Bounded: the least recently used keys are dropped (their next
-    put is full)."""
-
-    MAX_ENTRIES = 1024
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        # key -> {"put": entry, "read": entry}
-        self._entries: OrderedDict[tuple[str, str, str], dict[str, tuple[str, tuple, int]]] = (
-            OrderedDict()
-        )
-
-    def base_for(self, key: tuple[str, str, str], value: list) -> tuple[str, tuple, int] | None:
-        """The remembered version whose items are the first items of ``value``, the very
-        objects in the same order (the longest such, so the delta is shortest); ``None`` if
-        there is none."""
-        with self._lock:
-            slots = self._entries.get(key)
-            if slots is None:
-                return None
-            self._entries.move_to_end(key)
-            candidates = sorted(slots.values(), key=lambda e: len(e[1]), reverse=True)
-        for entry in candidates:
-            items = entry[1]
-            # `all` stops at the first object that differs, so a miss costs little.
-            if len(value) >= len(items) and all(map(operator.is_, items, value)):
-                return entry
-        return None
-
-    def remember(
-        self, key: tuple[str, str, str], version: str, items: tuple, chain: int, slot: str = "put"
-    ) -> None:
-        entry = (version, items, chain)
-        with self._lock:
-            self._entries.setdefault(key, {})[slot] = entry
-            self._entries.move_to_end(key)
-            while len(self._entries) > self.MAX_ENTRIES:
-                self._entries.popitem(last=False)
-
-    def forget_thread(self, thread_id: str) -> None:
-        with self._lock:
-            for key in [k for k in self._entries if k[0] == thread_id]:
-                del self._entries[key]
-
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
+        return import_sqlite_saver(self, source, batch_size)
 
 
 def _configurable(config: Any) -> dict[str, Any]:
@@ -764,22 +684,53 @@ def _sequence(value: Any, name: str) -> Sequence[Any]:
     return list(value)
 
 
-def _split_filter(filter: Any) -> tuple[list[tuple[str, Any]], dict[str, Any]]:
-    """Scalar conditions go to SQL; others (lists, dicts) are checked in Python."""
+def _split_filter(
+    filter: Any,
+) -> tuple[list[tuple[str, Any]], list[tuple[str, str]], dict[str, Any]]:
+    """Scalar conditions go to SQL; dicts and lists of JSON values go to the store as JSON text,
+    compared there with Python's ``==``; anything else (a tuple, an object) is compared in
+    Python after reading."""
     if not filter:
-        return [], {}
+        return [], [], {}
     if not isinstance(filter, dict):
         raise TypeError(f"list(): filter must be a dict, got {type(filter).__name__}")
     sql: list[tuple[str, Any]] = []
+    as_json: list[tuple[str, str]] = []
     py: dict[str, Any] = {}
     for key, value in filter.items():
         if not isinstance(key, str):
             raise TypeError(f"list(): filter keys must be str, got {key!r}")
         if isinstance(value, _SCALARS):
             sql.append((key, value))
+        elif isinstance(value, (dict, list)) and _plain_json(value):
+            as_json.append((key, json.dumps(value)))
         else:
             py[key] = value
-    return sql, py
+    return sql, as_json, py
+
+
+def _plain_json(value: Any, depth: int = 0) -> bool:
+    """Whether ``value`` is made of dicts with str keys, lists, str, int, finite float, bool
+    and None only, so that its JSON text compares as the value does."""
+    if depth > 64:
+        return False
+    if value is None or type(value) in (str, int, bool):
+        return True
+    if type(value) is float:
+        return value == value and value not in (float("inf"), float("-inf"))
+    if type(value) is list:
+        return all(_plain_json(v, depth + 1) for v in value)
+    if type(value) is dict:
+        return all(type(k) is str and _plain_json(v, depth + 1) for k, v in value.items())
+    return False
+
+
+def _text(value: Any, name: str) -> str:
+    if not isinstance(value, str):
+        raise TypeError(
+            f"config['configurable'][{name!r}] must be a str, got {type(value).__name__}"
+        )
+    return value
 
 
 def _metadata_json(metadata: dict[str, Any], checkpoint_id: str) -> str:

@@ -1,0 +1,97 @@
+"""Append-only deltas: the bookkeeping that lets ``put`` store only what a list channel (a chat
+history) appended since the version this process last stored or read.
+
+A list is stored as a delta over a remembered version when it starts with the very objects of
+that version (``is``, in order); the store then keeps the tail with a reference to its base.
+See docs/checkpointer.md, "Append-only deltas".
+"""
+
+from __future__ import annotations
+
+import operator
+import threading
+from collections import OrderedDict
+from typing import Any, NamedTuple
+
+# (thread_id, checkpoint_ns, channel)
+ListKey = tuple[str, str, str]
+
+
+class Remembered(NamedTuple):
+    """A list version this process stored or read."""
+
+    version: str
+    """The channel version, as text."""
+    items: tuple[Any, ...]
+    """The list's items (references, not copies)."""
+    chain: int
+    """How many deltas in a row the stored chain has after its last full value."""
+
+
+class DeltaPlan(NamedTuple):
+    """How ``put`` stores one list value."""
+
+    base: str | None
+    """The version the delta extends, or ``None`` for a full value."""
+    items: list[Any]
+    """What to serialize: the appended items, or the whole list."""
+    chain: int
+    """The length of the stored chain after this value."""
+
+
+class ListVersions:
+    """For each (thread, namespace, channel), the list value this process last stored and the
+    one it last read. Bounded: the least recently used keys are dropped (their next put is
+    full). Safe to use from many threads."""
+
+    MAX_ENTRIES = 1024
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        # key -> {"put": entry, "read": entry}
+        self._entries: OrderedDict[ListKey, dict[str, Remembered]] = OrderedDict()
+
+    def base_for(self, key: ListKey, value: list[Any]) -> Remembered | None:
+        """The remembered version whose items are the first items of ``value``, the very
+        objects in the same order (the longest such, so the delta is shortest); ``None`` if
+        there is none."""
+        with self._lock:
+            slots = self._entries.get(key)
+            if slots is None:
+                return None
+            self._entries.move_to_end(key)
+            candidates = sorted(slots.values(), key=lambda e: len(e.items), reverse=True)
+        for entry in candidates:
+            items = entry.items
+            # `all` stops at the first object that differs, so a miss costs little.
+            if len(value) >= len(items) and all(map(operator.is_, items, value)):
+                return entry
+        return None
+
+    def plan(self, key: ListKey, value: list[Any], snapshot_every: int) -> DeltaPlan:
+        """Whether to store ``value`` whole or as a delta, and what to serialize.
+
+        A chain of k deltas makes every read of this value walk k more blobs (and, for
+        serializers other than msgpack, decode k more segments). Short lists are cheap to
+        store whole, so their chains are kept short: at most one delta per 8 items, and never
+        more than ``snapshot_every``."""
+        prev = self.base_for(key, value)
+        if prev is not None and prev.chain < min(snapshot_every, len(value) // 8):
+            return DeltaPlan(prev.version, value[len(prev.items) :], prev.chain + 1)
+        return DeltaPlan(None, value, 0)
+
+    def remember(self, key: ListKey, entry: Remembered, slot: str = "put") -> None:
+        with self._lock:
+            self._entries.setdefault(key, {})[slot] = entry
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.MAX_ENTRIES:
+                self._entries.popitem(last=False)
+
+    def forget_thread(self, thread_id: str) -> None:
+        with self._lock:
+            for key in [k for k in self._entries if k[0] == thread_id]:
+                del self._entries[key]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()

@@ -1,0 +1,59 @@
+//! The line between the storage design and a database: what a backend must provide.
+//!
+//! The engine (this module's parent) owns the storage design: checkpoint keys, rows without
+//! channel values, one blob per channel version, append-only delta chains, the group commit,
+//! the retention rules. A backend owns its SQL dialect and its connections: it applies a batch
+//! of [`Op`]s in one transaction and answers the reads. SQLite is the one backend today
+//! ([`super::sqlite::Sqlite`]); another database is a second implementation of this trait.
+use super::writer::Op;
+use super::{ChannelHistory, ListQuery, StorageStats, StoredCheckpoint};
+use crate::error::Result;
+
+/// A database that stores checkpoints under the engine's storage design.
+pub trait Backend: Send + Sync + Sized + 'static {
+    /// The connection the group commit writes on, one at a time.
+    type WriteConn: Send + 'static;
+
+    /// Applies every op of the batch in one transaction, each on its own (a failing op does
+    /// not undo the others); returns one result per op, and whether a transaction committed.
+    fn commit_batch(conn: &Self::WriteConn, batch: &[Op]) -> (Vec<Result<u64>>, bool);
+
+    /// Rolls back a transaction a panic left open on `conn`.
+    fn abort(conn: &Self::WriteConn);
+
+    /// One checkpoint with its values and pending writes: the one with `checkpoint_id`, or the
+    /// newest of the thread's namespace.
+    fn get(
+        &self,
+        thread_id: &str,
+        checkpoint_ns: &str,
+        checkpoint_id: Option<&str>,
+    ) -> Result<Option<StoredCheckpoint>>;
+
+    /// Checkpoints newest first, with their values and pending writes.
+    fn list(&self, query: &ListQuery) -> Result<Vec<StoredCheckpoint>>;
+
+    /// For each channel, the pending writes of the target's ancestors back to the nearest one
+    /// holding a stored value of the channel, and that value (see [`ChannelHistory`]).
+    fn delta_history(
+        &self,
+        thread_id: &str,
+        checkpoint_ns: &str,
+        checkpoint_id: Option<&str>,
+        channels: &[String],
+    ) -> Result<Vec<ChannelHistory>>;
+
+    /// Every thread id.
+    fn thread_ids(&self) -> Result<Vec<String>>;
+
+    /// Row counts and payload bytes.
+    fn storage_stats(&self) -> Result<StorageStats>;
+
+    /// The problems found in the stored data; empty when it is sound. Damage is reported, not
+    /// raised.
+    fn check(&self) -> Result<Vec<String>>;
+
+    /// Lets go of every connection. `forked`: the connections belong to the parent process and
+    /// must be dropped without closing.
+    fn close(&self, forked: bool);
+}

@@ -1,0 +1,308 @@
+//! Writes in SQLite's dialect: one batch of the group commit as one transaction, each op in
+//! its own savepoint, and the SQL of every op.
+use rusqlite::{params, Connection};
+
+use crate::checkpoint::writer::Op;
+use crate::checkpoint::{NewCheckpoint, NewWrites, PruneStrategy};
+use crate::error::{Error, Result};
+
+/// Applies every job of the batch in one transaction; returns one result per job, and
+/// whether a transaction was committed.
+pub fn commit_batch(conn: &Connection, batch: &[Op]) -> (Vec<Result<u64>>, bool) {
+    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        let e = Error::from(e);
+        return (batch.iter().map(|_| Err(e.clone())).collect(), false);
+    }
+    let mut results = Vec::with_capacity(batch.len());
+    for op in batch {
+        let result = if batch.len() == 1 {
+            apply(conn, op)
+        } else {
+            in_savepoint(conn, op)
+        };
+        if conn.is_autocommit() {
+            // SQLite rolled the whole transaction back by itself (a full disk, an I/O error,
+            // no memory): nothing of the batch is stored, so every call fails.
+            let e = match result {
+                Err(e) => e,
+                Ok(_) => Error::Storage("SQLite rolled the transaction back".into()),
+            };
+            return (batch.iter().map(|_| Err(e.clone())).collect(), false);
+        }
+        results.push(result);
+    }
+    if results.iter().all(Result::is_err) {
+        let _ = conn.execute_batch("ROLLBACK");
+        return (results, false);
+    }
+    match conn.execute_batch("COMMIT") {
+        Ok(()) => (results, true),
+        Err(e) => {
+            let e = Error::from(e);
+            let _ = conn.execute_batch("ROLLBACK");
+            (results.into_iter().map(|_| Err(e.clone())).collect(), false)
+        }
+    }
+}
+
+fn in_savepoint(conn: &Connection, op: &Op) -> Result<u64> {
+    conn.execute_batch("SAVEPOINT job")?;
+    match apply(conn, op) {
+        Ok(n) => {
+            conn.execute_batch("RELEASE job")?;
+            Ok(n)
+        }
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK TO job; RELEASE job");
+            Err(e)
+        }
+    }
+}
+
+fn apply(conn: &Connection, op: &Op) -> Result<u64> {
+    match op {
+        Op::Put(cp) => put(conn, cp, Existing::Replace).map(|_| 0),
+        Op::PutWrites(w) => put_writes(conn, w).map(|()| 0),
+        Op::Many(cps, writes) => {
+            for cp in cps {
+                put(conn, cp, Existing::Replace)?;
+            }
+            for w in writes {
+                put_writes(conn, w)?;
+            }
+            Ok(0)
+        }
+        Op::Import(cps, writes) => {
+            let mut copied = 0;
+            let mut kept: std::collections::HashSet<(&str, &str, &str)> = std::collections::HashSet::new();
+            for cp in cps {
+                if put(conn, cp, Existing::Keep)? {
+                    copied += 1;
+                } else {
+                    kept.insert((&cp.thread_id, &cp.checkpoint_ns, &cp.checkpoint_id));
+                }
+            }
+            for w in writes {
+                // The writes of a checkpoint that was already here stay as they were.
+                if !kept.contains(&(w.thread_id.as_str(), w.checkpoint_ns.as_str(), w.checkpoint_id.as_str())) {
+                    put_writes(conn, w)?;
+                }
+            }
+            Ok(copied)
+        }
+        Op::DeleteThread(thread_id) => {
+            for table in ["flg_checkpoints", "flg_blobs", "flg_writes"] {
+                conn.prepare_cached(&format!("DELETE FROM {table} WHERE thread_id = ?1"))?
+                    .execute([thread_id])?;
+            }
+            Ok(0)
+        }
+        Op::DeleteForRuns(run_ids) => delete_for_runs(conn, run_ids).map(|()| 0),
+        Op::CopyThread(source, target) => copy_thread(conn, source, target).map(|()| 0),
+        Op::Prune(thread_ids, strategy) => prune(conn, thread_ids, *strategy).map(|()| 0),
+        #[cfg(test)]
+        Op::PanicAfter(cp) => {
+            put(conn, cp, Existing::Replace)?;
+            panic!("a bug in the middle of a commit")
+        }
+    }
+}
+
+/// What `put` does with a checkpoint (or blob) already stored under the same key.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Existing {
+    /// Replace it, as LangGraph's savers do.
+    Replace,
+    /// Keep it and store nothing of the new one (imports).
+    Keep,
+}
+
+/// Stores a checkpoint and its blobs; returns whether it was stored (with `Existing::Keep`, an
+/// existing checkpoint is not).
+fn put(conn: &Connection, cp: &NewCheckpoint, existing: Existing) -> Result<bool> {
+    let versions: serde_json::Map<String, serde_json::Value> = cp
+        .channel_versions
+        .iter()
+        .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+        .collect();
+    let versions = serde_json::Value::Object(versions).to_string();
+    let verb = match existing {
+        Existing::Replace => "INSERT OR REPLACE",
+        Existing::Keep => "INSERT OR IGNORE",
+    };
+    let stored = conn
+        .prepare_cached(&format!(
+            "{verb} INTO flg_checkpoints (thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, run_id, \
+             type, checkpoint, metadata, channel_versions) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+        ))?
+        .execute(params![
+            cp.thread_id,
+            cp.checkpoint_ns,
+            cp.checkpoint_id,
+            cp.parent_checkpoint_id,
+            cp.run_id,
+            cp.type_tag,
+            cp.checkpoint,
+            cp.metadata_json,
+            versions
+        ])?;
+    if stored == 0 {
+        return Ok(false); // kept as it was
+    }
+    let mut stmt = conn.prepare_cached(&format!(
+        "{verb} INTO flg_blobs (thread_id, checkpoint_ns, channel, version, type, blob, delta_base) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+    ))?;
+    let mut base_exists = conn.prepare_cached(
+        "SELECT 1 FROM flg_blobs WHERE thread_id = ?1 AND checkpoint_ns = ?2 AND channel = ?3 AND version = ?4",
+    )?;
+    for b in &cp.blobs {
+        // Checked in the same transaction as the insert, so a committed delta always has its
+        // base: a chain can never point at a missing version.
+        if let Some(base) = &b.delta_base {
+            if !base_exists.exists(params![cp.thread_id, cp.checkpoint_ns, b.channel, base])? {
+                return Err(Error::DeltaBaseMissing(format!(
+                    "the base version {base:?} of channel {:?} in thread {:?} is no longer stored",
+                    b.channel, cp.thread_id
+                )));
+            }
+        }
+        stmt.execute(params![
+            cp.thread_id,
+            cp.checkpoint_ns,
+            b.channel,
+            b.version,
+            b.type_tag,
+            b.data,
+            b.delta_base
+        ])?;
+    }
+    Ok(true)
+}
+
+fn put_writes(conn: &Connection, w: &NewWrites) -> Result<()> {
+    // LangGraph's rule: a regular write (idx >= 0) already stored is kept; a special write
+    // (negative idx: error, interrupt, resume, scheduled) replaces the stored one.
+    let mut keep = conn.prepare_cached(
+        "INSERT OR IGNORE INTO flg_writes (thread_id, checkpoint_ns, checkpoint_id, task_id, idx, channel, type, blob, \
+         task_path) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?;
+    let mut replace = conn.prepare_cached(
+        "INSERT OR REPLACE INTO flg_writes (thread_id, checkpoint_ns, checkpoint_id, task_id, idx, channel, type, \
+         blob, task_path) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?;
+    for item in &w.writes {
+        let stmt = if item.idx < 0 { &mut replace } else { &mut keep };
+        stmt.execute(params![
+            w.thread_id,
+            w.checkpoint_ns,
+            w.checkpoint_id,
+            w.task_id,
+            item.idx,
+            item.channel,
+            item.type_tag,
+            item.data,
+            w.task_path
+        ])?;
+    }
+    Ok(())
+}
+
+fn delete_for_runs(conn: &Connection, run_ids: &[String]) -> Result<()> {
+    let ids = serde_json::Value::from(run_ids.to_vec()).to_string();
+    conn.execute_batch(
+        "CREATE TEMP TABLE IF NOT EXISTS flg_doomed (thread_id TEXT, checkpoint_ns TEXT, checkpoint_id TEXT)",
+    )?;
+    conn.execute("DELETE FROM temp.flg_doomed", [])?;
+    conn.prepare_cached(
+        "INSERT INTO temp.flg_doomed SELECT thread_id, checkpoint_ns, checkpoint_id FROM flg_checkpoints \
+         WHERE run_id IN (SELECT value FROM json_each(?1))",
+    )?
+    .execute([&ids])?;
+    conn.execute_batch(
+        "DELETE FROM flg_writes WHERE (thread_id, checkpoint_ns, checkpoint_id) IN (SELECT * FROM temp.flg_doomed);
+         DELETE FROM flg_checkpoints WHERE (thread_id, checkpoint_ns, checkpoint_id) IN (SELECT * FROM temp.flg_doomed);",
+    )?;
+    delete_orphan_blobs(conn, "b.thread_id IN (SELECT thread_id FROM temp.flg_doomed)", None)?;
+    conn.execute("DELETE FROM temp.flg_doomed", [])?;
+    Ok(())
+}
+
+fn copy_thread(conn: &Connection, source: &str, target: &str) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT OR REPLACE INTO flg_checkpoints (thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, \
+         run_id, channel_versions, metadata, type, checkpoint) SELECT ?2, checkpoint_ns, checkpoint_id, \
+         parent_checkpoint_id, run_id, channel_versions, metadata, type, checkpoint FROM flg_checkpoints \
+         WHERE thread_id = ?1",
+    )?
+    .execute([source, target])?;
+    conn.prepare_cached(
+        "INSERT OR REPLACE INTO flg_blobs (thread_id, checkpoint_ns, channel, version, delta_base, type, blob) \
+         SELECT ?2, checkpoint_ns, channel, version, delta_base, type, blob FROM flg_blobs WHERE thread_id = ?1",
+    )?
+    .execute([source, target])?;
+    conn.prepare_cached(
+        "INSERT OR REPLACE INTO flg_writes (thread_id, checkpoint_ns, checkpoint_id, task_id, idx, channel, \
+         task_path, type, blob) SELECT ?2, checkpoint_ns, checkpoint_id, task_id, idx, channel, task_path, type, blob \
+         FROM flg_writes WHERE thread_id = ?1",
+    )?
+    .execute([source, target])?;
+    Ok(())
+}
+
+fn prune(conn: &Connection, thread_ids: &[String], strategy: PruneStrategy) -> Result<()> {
+    let ids = serde_json::Value::from(thread_ids.to_vec()).to_string();
+    match strategy {
+        PruneStrategy::Delete => {
+            for table in ["flg_checkpoints", "flg_blobs", "flg_writes"] {
+                conn.prepare_cached(&format!(
+                    "DELETE FROM {table} WHERE thread_id IN (SELECT value FROM json_each(?1))"
+                ))?
+                .execute([&ids])?;
+            }
+            Ok(())
+        }
+        PruneStrategy::KeepLatest => {
+            // The newest checkpoint of each (thread, namespace) stays, with its writes.
+            conn.prepare_cached(
+                "DELETE FROM flg_writes WHERE thread_id IN (SELECT value FROM json_each(?1)) AND checkpoint_id <> \
+                 (SELECT max(c.checkpoint_id) FROM flg_checkpoints c WHERE c.thread_id = flg_writes.thread_id \
+                  AND c.checkpoint_ns = flg_writes.checkpoint_ns)",
+            )?
+            .execute([&ids])?;
+            conn.prepare_cached(
+                "DELETE FROM flg_checkpoints WHERE thread_id IN (SELECT value FROM json_each(?1)) AND checkpoint_id <> \
+                 (SELECT max(c.checkpoint_id) FROM flg_checkpoints c WHERE c.thread_id = flg_checkpoints.thread_id \
+                  AND c.checkpoint_ns = flg_checkpoints.checkpoint_ns)",
+            )?
+            .execute([&ids])?;
+            delete_orphan_blobs(conn, "b.thread_id IN (SELECT value FROM json_each(?1))", Some(&ids))
+        }
+    }
+}
+
+/// Deletes the blobs, among those `scope` (an SQL condition on `b`) selects, that no remaining
+/// checkpoint needs: neither as its value nor as a link of a delta chain leading to one.
+/// `param` binds `?1` in `scope`.
+fn delete_orphan_blobs(conn: &Connection, scope: &str, param: Option<&str>) -> Result<()> {
+    let sql = format!(
+        "WITH RECURSIVE needed(thread_id, checkpoint_ns, channel, version) AS (
+            SELECT c.thread_id, c.checkpoint_ns, j.key, j.value
+              FROM flg_checkpoints AS c CROSS JOIN json_each(c.channel_versions) AS j
+             WHERE c.thread_id IN (SELECT DISTINCT b.thread_id FROM flg_blobs AS b WHERE {scope})
+            UNION
+            SELECT x.thread_id, x.checkpoint_ns, x.channel, x.delta_base
+              FROM needed AS n CROSS JOIN flg_blobs AS x ON x.thread_id = n.thread_id
+                   AND x.checkpoint_ns = n.checkpoint_ns AND x.channel = n.channel AND x.version = n.version
+             WHERE x.delta_base IS NOT NULL)
+         DELETE FROM flg_blobs AS b WHERE {scope} AND NOT EXISTS (SELECT 1 FROM needed AS n
+             WHERE n.thread_id = b.thread_id AND n.checkpoint_ns = b.checkpoint_ns AND n.channel = b.channel
+               AND n.version = b.version)"
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    match param {
+        Some(p) => stmt.execute([p])?,
+        None => stmt.execute([])?,
+    };
+    Ok(())
+}
