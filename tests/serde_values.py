@@ -10,7 +10,6 @@ import decimal
 import enum
 import math
 import pathlib
-import uuid
 from collections import deque
 from typing import Any, NamedTuple
 
