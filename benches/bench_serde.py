@@ -53,16 +53,26 @@ def history(n: int) -> list:
                     id=_id(len(out)),
                     tool_calls=[{"name": "search", "args": {"query": f"q{i}"}, "id": call_id}],
                     response_metadata={"model_name": "gpt-4o", "finish_reason": "tool_calls"},
-                    usage_metadata={"input_tokens": 100 + i, "output_tokens": 20, "total_tokens": 120 + i},
+                    usage_metadata={
+                        "input_tokens": 100 + i,
+                        "output_tokens": 20,
+                        "total_tokens": 120 + i,
+                    },
                 )
             )
-            out.append(ToolMessage(content=f"result {i}: {TEXT}", tool_call_id=call_id, id=_id(len(out))))
+            out.append(
+                ToolMessage(content=f"result {i}: {TEXT}", tool_call_id=call_id, id=_id(len(out)))
+            )
         out.append(
             AIMessage(
                 content=f"answer {i}: {TEXT}",
                 id=_id(len(out)),
                 response_metadata={"model_name": "gpt-4o", "finish_reason": "stop"},
-                usage_metadata={"input_tokens": 200 + i, "output_tokens": 50, "total_tokens": 250 + i},
+                usage_metadata={
+                    "input_tokens": 200 + i,
+                    "output_tokens": 50,
+                    "total_tokens": 250 + i,
+                },
             )
         )
         i += 1

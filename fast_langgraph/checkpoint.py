@@ -43,6 +43,7 @@ from langgraph.checkpoint.base import (
 )
 
 from fast_langgraph._native import CheckpointStore, DeltaBaseMissingError, SerializationError
+from fast_langgraph.serde import RustSerializer
 
 __all__ = ["RustSQLiteCheckpointer"]
 
@@ -120,7 +121,7 @@ class RustSQLiteCheckpointer(
                 f"RustSQLiteCheckpointer: snapshot_every must be an int >= 1, got {snapshot_every!r}"
             )
         # Not super(): the shim's SqliteSaver stand-in puts SqliteSaver next in the MRO.
-        BaseCheckpointSaver.__init__(self, serde=serde)
+        BaseCheckpointSaver.__init__(self, serde=serde or RustSerializer())
         self.path = os.fspath(path)
         self.durable = durable
         self.delta = bool(delta)

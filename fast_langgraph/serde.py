@@ -102,11 +102,7 @@ def _field_kind(tp: Any) -> tuple[str, list[str | None]] | None:
     if len(args) == 2 and args[0] is str and typing.get_origin(args[1]) is list:
         (item,) = typing.get_args(args[1])
         item_args = _union_args(item) or ()
-        if (
-            len(item_args) == 2
-            and item_args[0] is str
-            and typing.get_origin(item_args[1]) is dict
-        ):
+        if len(item_args) == 2 and item_args[0] is str and typing.get_origin(item_args[1]) is dict:
             return "content", []
     return None
 
@@ -190,3 +186,70 @@ class RustSerializer(JsonPlusSerializer):
                 )
             return value
         return JsonPlusSerializer.loads_typed(self, data)
+
+
+# --- the default serializer of LangGraph's savers and caches -------------------------------
+
+# (module, class) pairs whose `serde` class attribute is the default a saver or cache built
+# without a serializer takes (`serde or self.serde`). The base classes hold it for every saver
+# and cache LangGraph ships; a subclass listed here is patched too if it sets its own.
+_DEFAULT_SERDE_OWNERS = (
+    ("langgraph.checkpoint.base", "BaseCheckpointSaver"),
+    ("langgraph.cache.base", "BaseCache"),
+    ("langgraph.checkpoint.memory", "InMemorySaver"),
+    ("langgraph.checkpoint.sqlite", "SqliteSaver"),
+    ("langgraph.checkpoint.sqlite.aio", "AsyncSqliteSaver"),
+    ("langgraph.checkpoint.postgres", "PostgresSaver"),
+    ("langgraph.checkpoint.postgres.aio", "AsyncPostgresSaver"),
+    ("langgraph.cache.memory", "InMemoryCache"),
+    ("langgraph.cache.sqlite", "SqliteCache"),
+    ("langgraph.cache.redis", "RedisCache"),
+)
+# What install_default_serde replaced: (class, the original serializer).
+_installed: list[tuple[type, Any]] = []
+
+
+def install_default_serde() -> list[str]:
+    """Make LangGraph's savers and node caches built without a serializer use
+    ``RustSerializer``.
+
+    The default a saver or cache takes when ``serde`` is not given is the class attribute
+    ``serde`` (``BaseCheckpointSaver.serde``, ``BaseCache.serde``), shared by every subclass:
+    ``InMemorySaver``, ``SqliteSaver``, ``AsyncSqliteSaver``, ``PostgresSaver`` (if
+    installed) and LangGraph's caches. Each one that is still a stock ``JsonPlusSerializer`` is
+    replaced by a ``RustSerializer`` with the same ``pickle_fallback``; a serializer someone
+    else set is left alone. Savers and caches built before the call keep the serializer they
+    have. Checkpoints written either way are byte-identical.
+
+    Returns:
+        The patched attributes, as ``"module.Class.serde"``; empty when already installed.
+    """
+    if _installed:
+        return []
+    patched = []
+    for module_name, class_name in _DEFAULT_SERDE_OWNERS:
+        try:
+            cls = getattr(importlib.import_module(module_name), class_name)
+        except (ImportError, AttributeError):
+            continue
+        current = cls.__dict__.get("serde")
+        if type(current) is not JsonPlusSerializer:
+            continue
+        cls.serde = RustSerializer(pickle_fallback=current.pickle_fallback)
+        _installed.append((cls, current))
+        patched.append(f"{module_name}.{class_name}.serde")
+    return patched
+
+
+def uninstall_default_serde() -> None:
+    """Put back the serializers ``install_default_serde`` replaced (where they are still
+    ours)."""
+    while _installed:
+        cls, original = _installed.pop()
+        if isinstance(cls.__dict__.get("serde"), RustSerializer):
+            cls.serde = original
+
+
+def default_serde_installed() -> bool:
+    """True between ``install_default_serde()`` and ``uninstall_default_serde()``."""
+    return bool(_installed)

@@ -236,7 +236,11 @@ messages = st.one_of(
         content,
         tool_calls,
     ),
-    _msg(lc.ToolMessage, tool_call_id=st.text(max_size=8), status=st.sampled_from(["success", "error"])),
+    _msg(
+        lc.ToolMessage,
+        tool_call_id=st.text(max_size=8),
+        status=st.sampled_from(["success", "error"]),
+    ),
     _msg(lc.ToolMessageChunk, tool_call_id=st.text(max_size=8)),
     _msg(lc.ChatMessage, role=st.text(max_size=8)),
     _msg(lc.ChatMessageChunk, role=st.text(max_size=8)),
@@ -255,7 +259,12 @@ messages = st.one_of(
         st.text(max_size=5),
         st.sampled_from(['{"a": 1}', "not json", "{}"]),
     ),
-    st.builds(_make(lc.ToolMessage), content=content, tool_call_id=st.text(max_size=8), artifact=json_value),
+    st.builds(
+        _make(lc.ToolMessage),
+        content=content,
+        tool_call_id=st.text(max_size=8),
+        artifact=json_value,
+    ),
 )
 
 
