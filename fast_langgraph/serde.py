@@ -14,13 +14,16 @@ serializer use ``RustSerializer``; ``uninstall_default_serde()`` reverts it.
 
 from __future__ import annotations
 
+import datetime
 import importlib
 import types
 import typing
+import uuid
 from typing import Any, Literal
 
 import ormsgpack
 from langchain_core import messages as _lc_messages
+from langgraph.checkpoint.serde import _msgpack as _lg_msgpack
 from langgraph.checkpoint.serde import jsonplus as _jp
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
@@ -132,8 +135,31 @@ def _message_specs() -> list[tuple[type, list[tuple[str, str, list[str | None]]]
 
 
 _SPECS = _message_specs()
+_NATIVES = [
+    (uuid.UUID, "uuid"),
+    (datetime.datetime, "datetime"),
+    (datetime.date, "date"),
+    (datetime.timedelta, "timedelta"),
+]
+_SAFE = [list(k) for k in _lg_msgpack.SAFE_MSGPACK_TYPES]
+_SAFE_METHODS = [list(k) for k in _lg_msgpack.SAFE_MSGPACK_METHODS]
+
+
+def _new_codec(ext_hook: Any, native_ext: bool) -> Any:
+    return MsgpackCodec(
+        _jp._msgpack_enc,
+        ext_hook,
+        native_ext,
+        _FALLBACK,
+        _SPECS,
+        _NATIVES,
+        _SAFE,
+        _SAFE_METHODS,
+    )
+
+
 # Encoding depends on nothing per serializer; one codec serves them all.
-_ENCODER = MsgpackCodec(_jp._msgpack_enc, _jp._msgpack_ext_hook, False, _FALLBACK, _SPECS)
+_ENCODER = _new_codec(_jp._msgpack_ext_hook, False)
 
 
 class RustSerializer(JsonPlusSerializer):
@@ -159,9 +185,7 @@ class RustSerializer(JsonPlusSerializer):
         hook = self._unpack_ext_hook
         cached = self.__dict__.get("_fast_langgraph_codec")
         if cached is None or cached[0] is not hook:
-            codec = MsgpackCodec(
-                _jp._msgpack_enc, hook, not self._custom_unpack_ext_hook, _FALLBACK, _SPECS
-            )
+            codec = _new_codec(hook, not self._custom_unpack_ext_hook)
             cached = (hook, codec)
             self.__dict__["_fast_langgraph_codec"] = cached
         return cached[1]

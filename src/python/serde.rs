@@ -16,12 +16,13 @@
 //! current fields with the types validation would leave unchanged, through the class's
 //! validating constructor otherwise (the same calls as stock). Anything this pass does not
 //! read exactly returns the `fallback` sentinel and the caller runs `ormsgpack` instead.
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
 
 use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyFloat, PyFrozenSet, PyInt, PyList, PySet, PyString, PyTuple, PyType};
+use pyo3::types::{PyBytes, PyDict, PyFloat, PyFrozenSet, PyInt, PyList, PyString, PyTuple, PyType};
 
 use crate::serde::{Reader, Token, Writer};
 
@@ -88,10 +89,78 @@ pub struct PyMsgpackCodec {
     /// The serializer's `_unpack_ext_hook`.
     ext_hook: Py<PyAny>,
     /// False when the serializer was given its own ext hook: every extension value goes to it.
-    native_messages: bool,
+    native_ext: bool,
     fallback: Py<PyAny>,
     classes: Vec<MessageClass>,
     by_name: HashMap<(String, String), usize>,
+    /// Standard-library types written here rather than by the stock `default` hook.
+    natives: Vec<(Py<PyType>, Native)>,
+    /// LangGraph's `SAFE_MSGPACK_TYPES` (allowed with no check, no warning, no event).
+    safe: HashSet<(String, String)>,
+    /// LangGraph's `SAFE_MSGPACK_METHODS`.
+    safe_methods: HashSet<(String, String, String)>,
+    /// Classes (and methods) of safe types, looked up once per codec.
+    resolved: Mutex<HashMap<(String, String, String), Py<PyAny>>>,
+}
+
+/// Standard-library values written natively, as the stock `default` hook writes them.
+#[derive(Clone, Copy)]
+enum Native {
+    /// `Ext(0, ("uuid", "UUID", hex))`.
+    Uuid,
+    /// `Ext(3, ("datetime", "datetime", isoformat(), "fromisoformat"))`.
+    DateTime,
+    /// `Ext(1, ("datetime", "date", (year, month, day)))`.
+    Date,
+    /// `Ext(1, ("datetime", "timedelta", (days, seconds, microseconds)))`.
+    TimeDelta,
+}
+
+const EXT_CONSTRUCTOR_SINGLE_ARG: i8 = 0;
+const EXT_CONSTRUCTOR_POS_ARGS: i8 = 1;
+const EXT_CONSTRUCTOR_KW_ARGS: i8 = 2;
+const EXT_METHOD_SINGLE_ARG: i8 = 3;
+
+/// Map keys up to this many bytes are kept in a small per-thread cache of `str` objects, as
+/// `ormsgpack` caches keys: a message history repeats the same dozen keys thousands of times.
+const KEY_CACHE_MAX_LEN: usize = 24;
+const KEY_CACHE_SLOTS: usize = 1024;
+
+struct KeyCache {
+    slots: Vec<Option<(Box<[u8]>, Py<PyString>)>>,
+}
+
+thread_local! {
+    static KEY_CACHE: std::cell::RefCell<KeyCache> = std::cell::RefCell::new(KeyCache { slots: Vec::new() });
+}
+
+/// The `str` for a map key, from the cache when it holds these bytes.
+fn key_str<'py>(py: Python<'py>, s: &str) -> Bound<'py, PyString> {
+    if s.len() > KEY_CACHE_MAX_LEN {
+        return PyString::new(py, s);
+    }
+    // FNV-1a over the bytes.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in s.as_bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    #[allow(clippy::cast_possible_truncation)]
+    let slot = (h as usize) % KEY_CACHE_SLOTS;
+    KEY_CACHE.with(|cache| {
+        // No Python code runs while the cache is borrowed (creating a `str` runs none).
+        let mut cache = cache.borrow_mut();
+        if cache.slots.is_empty() {
+            cache.slots.resize_with(KEY_CACHE_SLOTS, || None);
+        }
+        if let Some((bytes, obj)) = &cache.slots[slot] {
+            if **bytes == *s.as_bytes() {
+                return obj.bind(py).clone();
+            }
+        }
+        let obj = PyString::new(py, s);
+        cache.slots[slot] = Some((s.as_bytes().into(), obj.clone().unbind()));
+        obj
+    })
 }
 
 fn is_type(obj: &Bound<'_, PyAny>, t: *mut ffi::PyTypeObject) -> bool {
@@ -245,6 +314,14 @@ impl PyMsgpackCodec {
             .find(|c| c.cls.as_ptr().cast::<ffi::PyTypeObject>() == t)
     }
 
+    fn native(&self, v: &Bound<'_, PyAny>) -> Option<Native> {
+        let t = v.get_type_ptr();
+        self.natives
+            .iter()
+            .find(|(c, _)| c.as_ptr().cast::<ffi::PyTypeObject>() == t)
+            .map(|(_, n)| *n)
+    }
+
     fn write_any(&self, w: &mut Writer, v: &Bound<'_, PyAny>, depth: usize) -> Walk {
         if depth > MAX_DEPTH {
             return Err(Stop::Bail);
@@ -274,6 +351,8 @@ impl PyMsgpackCodec {
         } else if let Ok(b) = v.cast_exact::<PyBytes>() {
             w.bin(b.as_bytes());
             Ok(())
+        } else if let Some(native) = self.native(v) {
+            write_native(w, native, v)
         } else if let Some(class) = self.message_class(v) {
             let start = w.len();
             match self.write_message(w, class, v, depth) {
@@ -348,6 +427,62 @@ impl PyMsgpackCodec {
     }
 }
 
+/// A standard-library value of exactly its type, as the stock `default` hook writes it.
+fn write_native(w: &mut Writer, native: Native, v: &Bound<'_, PyAny>) -> Walk {
+    let py = v.py();
+    let int = |name: &Bound<'_, PyString>| -> Result<i64, Stop> {
+        v.getattr(name).and_then(|x| x.extract::<i64>()).map_err(|_| Stop::Bail)
+    };
+    let start = w.len();
+    match native {
+        Native::Uuid => {
+            let n: u128 = v.getattr(intern!(py, "int")).and_then(|x| x.extract()).map_err(|_| Stop::Bail)?;
+            w.array_len(3);
+            w.str(b"uuid");
+            w.str(b"UUID");
+            w.str(format!("{n:032x}").as_bytes());
+            w.wrap_ext(start, EXT_CONSTRUCTOR_SINGLE_ARG);
+        }
+        Native::DateTime => {
+            let iso = v.call_method0(intern!(py, "isoformat")).map_err(|_| Stop::Bail)?;
+            let iso = iso.cast_exact::<PyString>().map_err(|_| Stop::Bail)?;
+            w.array_len(4);
+            w.str(b"datetime");
+            w.str(b"datetime");
+            w.str(iso.to_str().map_err(|_| Stop::Bail)?.as_bytes());
+            w.str(b"fromisoformat");
+            w.wrap_ext(start, EXT_METHOD_SINGLE_ARG);
+        }
+        Native::Date => {
+            let (y, m, d) = (int(intern!(py, "year"))?, int(intern!(py, "month"))?, int(intern!(py, "day"))?);
+            w.array_len(3);
+            w.str(b"datetime");
+            w.str(b"date");
+            w.array_len(3);
+            w.int(y);
+            w.int(m);
+            w.int(d);
+            w.wrap_ext(start, EXT_CONSTRUCTOR_POS_ARGS);
+        }
+        Native::TimeDelta => {
+            let (d, s, us) = (
+                int(intern!(py, "days"))?,
+                int(intern!(py, "seconds"))?,
+                int(intern!(py, "microseconds"))?,
+            );
+            w.array_len(3);
+            w.str(b"datetime");
+            w.str(b"timedelta");
+            w.array_len(3);
+            w.int(d);
+            w.int(s);
+            w.int(us);
+            w.wrap_ext(start, EXT_CONSTRUCTOR_POS_ARGS);
+        }
+    }
+    Ok(())
+}
+
 /// Checks one value's structure without building it: the keys are types this reader builds,
 /// the nesting is within [`MAX_DEPTH`], and nothing is truncated. Extension payloads are not
 /// entered (their own decoding decides).
@@ -398,7 +533,10 @@ impl PyMsgpackCodec {
             Token::Map(n) => {
                 let d = PyDict::new(py);
                 for _ in 0..n {
-                    let k = self.read_value(py, r)?;
+                    let k = match r.peek_str() {
+                        Some(s) => key_str(py, s).into_any(),
+                        None => self.read_value(py, r)?,
+                    };
                     let v = self.read_value(py, r)?;
                     d.set_item(k, v)?;
                 }
@@ -409,12 +547,84 @@ impl PyMsgpackCodec {
     }
 
     fn read_ext<'py>(&self, py: Python<'py>, code: i8, payload: &[u8]) -> PyResult<Bound<'py, PyAny>> {
-        if self.native_messages && code == EXT_PYDANTIC_V2 {
-            if let Some(v) = self.read_message(py, payload)? {
+        if self.native_ext {
+            let native = match code {
+                EXT_PYDANTIC_V2 => self.read_message(py, payload)?,
+                EXT_CONSTRUCTOR_SINGLE_ARG..=EXT_METHOD_SINGLE_ARG => self.read_safe(py, code, payload)?,
+                _ => None,
+            };
+            if let Some(v) = native {
                 return Ok(v);
             }
         }
         self.ext_hook.bind(py).call1((code, PyBytes::new(py, payload)))
+    }
+
+    /// The class (or, with a method name, the class's method) a safe type names, looked up once.
+    fn resolve<'py>(&self, py: Python<'py>, module: &str, name: &str, method: &str) -> Option<Bound<'py, PyAny>> {
+        let key = (module.to_owned(), name.to_owned(), method.to_owned());
+        {
+            // Short lock, no Python inside.
+            let cache = self.resolved.lock().ok()?;
+            if let Some(v) = cache.get(&key) {
+                return Some(v.bind(py).clone());
+            }
+        }
+        let cls = py.import(module).ok()?.getattr(name).ok()?;
+        let v = if method.is_empty() { cls } else { cls.getattr(method).ok()? };
+        if let Ok(mut cache) = self.resolved.lock() {
+            cache.insert(key, v.clone().unbind());
+        }
+        Some(v)
+    }
+
+    /// `Ext(0..=3)` of a type in `SAFE_MSGPACK_TYPES` (or `SAFE_MSGPACK_METHODS`): the stock
+    /// hook's steps, with the payload decoded here and the class looked up once. `None` hands
+    /// the payload to the ext hook, which then does all of it (including any failure).
+    fn read_safe<'py>(&self, py: Python<'py>, code: i8, payload: &[u8]) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let mut r = Reader::new(payload);
+        let want = if code == EXT_METHOD_SINGLE_ARG { 4 } else { 3 };
+        let (Ok(Token::Array(n)), Ok(Token::Str(module)), Ok(Token::Str(name))) = (r.next(), r.next(), r.next()) else {
+            return Ok(None);
+        };
+        if n != want || !self.safe.contains(&(module.to_owned(), name.to_owned())) {
+            return Ok(None);
+        }
+        if code == EXT_CONSTRUCTOR_POS_ARGS && module == "langgraph.types" && name == "Send" {
+            return Ok(None);
+        }
+        let mut probe = Reader::new(payload);
+        for _ in 0..3 {
+            let _ = probe.next();
+        }
+        if !check_value(&mut probe, 1) {
+            return Ok(None);
+        }
+        let method = if code == EXT_METHOD_SINGLE_ARG {
+            let Ok(Token::Str(m)) = probe.next() else { return Ok(None) };
+            if !self.safe_methods.contains(&(module.to_owned(), name.to_owned(), m.to_owned())) {
+                return Ok(None);
+            }
+            m
+        } else {
+            ""
+        };
+        let Some(target) = self.resolve(py, module, name, method) else {
+            return Ok(None);
+        };
+        let arg = self.read_value(py, &mut r)?;
+        let built = match code {
+            EXT_CONSTRUCTOR_POS_ARGS => match arg.cast_exact::<PyList>() {
+                Ok(l) => target.call1(l.to_tuple()),
+                Err(_) => return Ok(None),
+            },
+            EXT_CONSTRUCTOR_KW_ARGS => match arg.cast_exact::<PyDict>() {
+                Ok(d) => target.call((), Some(d)),
+                Err(_) => return Ok(None),
+            },
+            _ => target.call1((arg,)),
+        };
+        Ok(built.ok())
     }
 
     /// A message payload `(module, name, fields, method)` of a known class. `None` hands the
@@ -573,10 +783,8 @@ fn construct_unvalidated<'py>(
             }
         };
         set(intern!(py, "__dict__"), d.as_any())?;
-        set(
-            intern!(py, "__pydantic_fields_set__"),
-            PySet::new(py, class.field_names.bind(py).iter())?.as_any(),
-        )?;
+        let fields_set = Bound::from_owned_ptr_or_err(py, ffi::PySet_New(class.field_names.as_ptr()))?;
+        set(intern!(py, "__pydantic_fields_set__"), &fields_set)?;
         set(intern!(py, "__pydantic_extra__"), PyDict::new(py).as_any())?;
         set(intern!(py, "__pydantic_private__"), &py.None().into_bound(py))?;
         Ok(obj)
@@ -586,12 +794,13 @@ fn construct_unvalidated<'py>(
 #[pymethods]
 impl PyMsgpackCodec {
     /// `classes`: `(cls, fields, fast_decode, ai_rules)` per message class, `fields` a list of
-    /// `(name, kind, literals)`.
+    /// `(name, kind, literals)`; `natives`: `(type, kind)` of the standard-library types written
+    /// here; `safe`, `safe_methods`: LangGraph's `SAFE_MSGPACK_TYPES` and `SAFE_MSGPACK_METHODS`.
     #[new]
     fn new(
         enc: Bound<'_, PyAny>,
         ext_hook: Bound<'_, PyAny>,
-        native_messages: bool,
+        native_ext: bool,
         fallback: Bound<'_, PyAny>,
         classes: Vec<(
             Bound<'_, PyType>,
@@ -599,6 +808,9 @@ impl PyMsgpackCodec {
             bool,
             bool,
         )>,
+        natives: Vec<(Bound<'_, PyType>, String)>,
+        safe: Vec<Vec<String>>,
+        safe_methods: Vec<Vec<String>>,
     ) -> PyResult<Self> {
         let py = enc.py();
         let mut out = Vec::new();
@@ -642,10 +854,40 @@ impl PyMsgpackCodec {
         Ok(PyMsgpackCodec {
             enc: enc.unbind(),
             ext_hook: ext_hook.unbind(),
-            native_messages,
+            native_ext,
             fallback: fallback.unbind(),
             classes: out,
             by_name,
+            natives: natives
+                .into_iter()
+                .map(|(t, kind)| {
+                    let n = match kind.as_str() {
+                        "uuid" => Native::Uuid,
+                        "datetime" => Native::DateTime,
+                        "date" => Native::Date,
+                        "timedelta" => Native::TimeDelta,
+                        other => {
+                            return Err(pyo3::exceptions::PyValueError::new_err(format!("unknown native {other:?}")))
+                        }
+                    };
+                    Ok((t.unbind(), n))
+                })
+                .collect::<PyResult<_>>()?,
+            safe: safe
+                .into_iter()
+                .filter_map(|k| match k.as_slice() {
+                    [m, n] => Some((m.clone(), n.clone())),
+                    _ => None,
+                })
+                .collect(),
+            safe_methods: safe_methods
+                .into_iter()
+                .filter_map(|k| match k.as_slice() {
+                    [m, n, x] => Some((m.clone(), n.clone(), x.clone())),
+                    _ => None,
+                })
+                .collect(),
+            resolved: Mutex::new(HashMap::new()),
         })
     }
 

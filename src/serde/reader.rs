@@ -73,6 +73,18 @@ impl<'a> Reader<'a> {
         Ok(Token::Ext(code, self.take(n)?))
     }
 
+    /// When the next token is a `str`, reads and returns it; otherwise reads nothing.
+    pub fn peek_str(&mut self) -> Option<&'a str> {
+        let save = self.pos;
+        match self.next() {
+            Ok(Token::Str(s)) => Some(s),
+            _ => {
+                self.pos = save;
+                None
+            }
+        }
+    }
+
     /// The next token.
     ///
     /// # Errors
