@@ -16,6 +16,7 @@ from fast_langgraph._settings import configure
 from fast_langgraph.cache import FastLLMCache, FastNodeCache, RustLLMCache, cached
 from fast_langgraph.checkpoint import RustSQLiteCheckpointer
 from fast_langgraph.merge import add_messages, langgraph_state_update, merge_dicts
+from fast_langgraph.serde import RustSerializer
 
 __all__ = [
     "CacheCorruptError",
@@ -30,6 +31,7 @@ __all__ = [
     "ForeignDatabaseError",
     "RustLLMCache",
     "RustSQLiteCheckpointer",
+    "RustSerializer",
     "SerializationError",
     "__version__",
     "add_messages",

@@ -6,6 +6,7 @@ pub mod checkpoint;
 pub mod error;
 pub mod executor;
 pub mod merge;
+pub mod serde;
 pub mod sqlite_file;
 
 #[cfg(feature = "python")]

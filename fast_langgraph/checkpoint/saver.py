@@ -52,6 +52,7 @@ from fast_langgraph._native import (
 )
 from fast_langgraph.checkpoint._deltas import ListKey, ListVersions, Remembered
 from fast_langgraph.checkpoint.sqlite_saver import import_sqlite_saver
+from fast_langgraph.serde import RustSerializer
 
 __all__ = ["RustSQLiteCheckpointer"]
 
@@ -129,7 +130,7 @@ class RustSQLiteCheckpointer(
                 f"RustSQLiteCheckpointer: snapshot_every must be an int >= 1, got {snapshot_every!r}"
             )
         # Not super(): the shim's SqliteSaver stand-in puts SqliteSaver next in the MRO.
-        BaseCheckpointSaver.__init__(self, serde=serde)
+        BaseCheckpointSaver.__init__(self, serde=serde or RustSerializer())
         self.path = os.fspath(path)
         self.durable = durable
         self.delta = bool(delta)

@@ -5,6 +5,7 @@ mod checkpoint;
 mod exceptions;
 mod executor;
 mod merge;
+mod serde;
 
 use pyo3::prelude::*;
 
@@ -28,6 +29,8 @@ mod _native {
     use super::executor::{_mark_finalizing, PyTaskGroup, PyWorkerPool};
     #[pymodule_export]
     use super::merge::{langgraph_state_update, merge_dicts, PyMessageMerger};
+    #[pymodule_export]
+    use super::serde::PyMsgpackCodec;
 
     use pyo3::prelude::*;
 

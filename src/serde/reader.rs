@@ -1,0 +1,187 @@
+//! The MessagePack reader: a pull parser over a byte slice.
+use super::DecodeError;
+
+/// One MessagePack item. Arrays and maps give their length; their items follow.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Token<'a> {
+    Nil,
+    Bool(bool),
+    /// A negative integer, or any `int` form.
+    Int(i64),
+    /// A non-negative integer from a positive fixint or `uint` form.
+    UInt(u64),
+    /// `float 32` widened, or `float 64`.
+    Float(f64),
+    Str(&'a str),
+    Bin(&'a [u8]),
+    Array(usize),
+    Map(usize),
+    Ext(i8, &'a [u8]),
+}
+
+/// Reads tokens from the front of a byte slice.
+#[derive(Debug)]
+pub struct Reader<'a> {
+    data: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    /// A reader at the start of `data`.
+    #[must_use]
+    pub fn new(data: &'a [u8]) -> Self {
+        Reader { data, pos: 0 }
+    }
+
+    /// True once every byte has been read.
+    #[must_use]
+    pub fn at_end(&self) -> bool {
+        self.pos >= self.data.len()
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        let end = self.pos.checked_add(n).ok_or(DecodeError::Truncated)?;
+        let s = self.data.get(self.pos..end).ok_or(DecodeError::Truncated)?;
+        self.pos = end;
+        Ok(s)
+    }
+
+    fn arr<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
+        let s = self.take(N)?;
+        let mut a = [0u8; N];
+        a.copy_from_slice(s);
+        Ok(a)
+    }
+
+    fn len(&mut self, width: usize) -> Result<usize, DecodeError> {
+        Ok(match width {
+            1 => usize::from(self.arr::<1>()?[0]),
+            2 => usize::from(u16::from_be_bytes(self.arr()?)),
+            _ => u32::from_be_bytes(self.arr()?) as usize,
+        })
+    }
+
+    fn str(&mut self, n: usize) -> Result<Token<'a>, DecodeError> {
+        let b = self.take(n)?;
+        std::str::from_utf8(b)
+            .map(Token::Str)
+            .map_err(|_| DecodeError::InvalidUtf8)
+    }
+
+    fn ext(&mut self, n: usize) -> Result<Token<'a>, DecodeError> {
+        let code = self.arr::<1>()?[0] as i8;
+        Ok(Token::Ext(code, self.take(n)?))
+    }
+
+    /// When the next token is a `str`, reads and returns it; otherwise reads nothing.
+    pub fn peek_str(&mut self) -> Option<&'a str> {
+        let save = self.pos;
+        match self.next() {
+            Ok(Token::Str(s)) => Some(s),
+            _ => {
+                self.pos = save;
+                None
+            }
+        }
+    }
+
+    /// The next token.
+    ///
+    /// # Errors
+    /// [`DecodeError`] when the data ends early, holds the unused marker `0xc1`, or a `str`
+    /// is not UTF-8.
+    pub fn next(&mut self) -> Result<Token<'a>, DecodeError> {
+        let m = self.arr::<1>()?[0];
+        Ok(match m {
+            0x00..=0x7f => Token::UInt(u64::from(m)),
+            0x80..=0x8f => Token::Map(usize::from(m & 0x0f)),
+            0x90..=0x9f => Token::Array(usize::from(m & 0x0f)),
+            0xa0..=0xbf => self.str(usize::from(m & 0x1f))?,
+            0xc0 => Token::Nil,
+            0xc1 => return Err(DecodeError::InvalidMarker(m)),
+            0xc2 => Token::Bool(false),
+            0xc3 => Token::Bool(true),
+            0xc4..=0xc6 => {
+                let n = self.len(1 << (m - 0xc4))?;
+                Token::Bin(self.take(n)?)
+            }
+            0xc7..=0xc9 => {
+                let n = self.len(1 << (m - 0xc7))?;
+                self.ext(n)?
+            }
+            0xca => Token::Float(f64::from(f32::from_be_bytes(self.arr()?))),
+            0xcb => Token::Float(f64::from_be_bytes(self.arr()?)),
+            0xcc => Token::UInt(u64::from(self.arr::<1>()?[0])),
+            0xcd => Token::UInt(u64::from(u16::from_be_bytes(self.arr()?))),
+            0xce => Token::UInt(u64::from(u32::from_be_bytes(self.arr()?))),
+            0xcf => Token::UInt(u64::from_be_bytes(self.arr()?)),
+            0xd0 => Token::Int(i64::from(self.arr::<1>()?[0] as i8)),
+            0xd1 => Token::Int(i64::from(i16::from_be_bytes(self.arr()?))),
+            0xd2 => Token::Int(i64::from(i32::from_be_bytes(self.arr()?))),
+            0xd3 => Token::Int(i64::from_be_bytes(self.arr()?)),
+            0xd4..=0xd8 => self.ext(1 << (m - 0xd4))?,
+            0xd9..=0xdb => {
+                let n = self.len(1 << (m - 0xd9))?;
+                self.str(n)?
+            }
+            0xdc | 0xdd => Token::Array(self.len(if m == 0xdc { 2 } else { 4 })?),
+            0xde | 0xdf => Token::Map(self.len(if m == 0xde { 2 } else { 4 })?),
+            0xe0..=0xff => Token::Int(i64::from(m as i8)),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Writer;
+    use super::*;
+
+    #[test]
+    fn reads_back_what_the_writer_writes() {
+        let mut w = Writer::default();
+        w.map_len(1);
+        w.str(b"k");
+        w.array_len(8);
+        w.int(-5);
+        w.int(300);
+        w.uint(u64::MAX);
+        w.f64(2.5);
+        w.nil();
+        w.bool(true);
+        w.bin(b"xy");
+        w.ext(7, b"abc");
+        let bytes = w.into_bytes();
+        let mut r = Reader::new(&bytes);
+        let got: Vec<Token> = std::iter::from_fn(|| (!r.at_end()).then(|| r.next().unwrap())).collect();
+        assert_eq!(
+            got,
+            [
+                Token::Map(1),
+                Token::Str("k"),
+                Token::Array(8),
+                Token::Int(-5),
+                Token::UInt(300),
+                Token::UInt(u64::MAX),
+                Token::Float(2.5),
+                Token::Nil,
+                Token::Bool(true),
+                Token::Bin(b"xy"),
+                Token::Ext(7, b"abc"),
+            ]
+        );
+    }
+
+    #[test]
+    fn reports_bad_input() {
+        assert_eq!(Reader::new(&[0xc1]).next(), Err(DecodeError::InvalidMarker(0xc1)));
+        assert_eq!(Reader::new(&[0xa3, b'a']).next(), Err(DecodeError::Truncated));
+        assert_eq!(Reader::new(&[0xa1, 0xff]).next(), Err(DecodeError::InvalidUtf8));
+        assert_eq!(
+            Reader::new(&[0xc9, 0xff, 0xff, 0xff, 0xff, 1]).next(),
+            Err(DecodeError::Truncated)
+        );
+        assert_eq!(Reader::new(&[]).next(), Err(DecodeError::Truncated));
+        assert_eq!(Reader::new(&[0xca, 0x3f, 0x80, 0, 0]).next(), Ok(Token::Float(1.0)));
+        assert_eq!(Reader::new(&[0xd4, 0xff, 0]).next(), Ok(Token::Ext(-1, &[0][..])));
+    }
+}
