@@ -91,6 +91,7 @@ class _tuple:
     """
 
     __slots__ = ("items",)
+    items: list[Any]
 
     def __new__(cls, items: Iterable[Any] = ()) -> Any:  # type: ignore[misc]
         return tuple(items)
@@ -155,7 +156,9 @@ def _prepare(value: Any, types: set[tuple[str, str]], depth: int = 0) -> Any:
         if fields:
             value = copy.copy(value)
             for f in fields:
-                object.__setattr__(value, f.name, _prepare(getattr(value, f.name), types, depth + 1))
+                object.__setattr__(
+                    value, f.name, _prepare(getattr(value, f.name), types, depth + 1)
+                )
     return value
 
 
@@ -217,7 +220,9 @@ class _ValueCodec:
     ``(module, name)`` pairs).
     """
 
-    def __init__(self, serde: SerializerProtocol | None = None, allowed: Iterable[Any] = ()) -> None:
+    def __init__(
+        self, serde: SerializerProtocol | None = None, allowed: Iterable[Any] = ()
+    ) -> None:
         self.allowed: set[tuple[str, str]] = set(_BASE_ALLOWED)
         for a in allowed:
             self.allowed.add((a.__module__, a.__name__) if isinstance(a, type) else tuple(a))
@@ -313,9 +318,7 @@ class RustLLMCache(_native.RustLLMCache):
         if not isinstance(namespace, str):
             raise TypeError(f"namespace must be a str, got {type(namespace).__name__}")
         codec = (
-            _ValueCodec(serde, allowed_types)
-            if path is not None or redis_url is not None
-            else None
+            _ValueCodec(serde, allowed_types) if path is not None or redis_url is not None else None
         )
         self = super().__new__(
             cls,
@@ -456,7 +459,7 @@ def _async_wrapper(func: Callable[..., Any], cf: CachedFunction) -> Callable[...
     """The wrapper of an ``async def`` function: caches the awaited result, with single flight
     among the tasks of one event loop and, on Redis, across processes. File and server I/O
     runs in worker threads, never on the event loop."""
-    cache: RustLLMCache = cf.cache
+    cache = cf.cache
     calls: dict[tuple[int, bytes], asyncio.Future] = {}
     persistent = cache.persistent
     remote = cache.remote
@@ -564,7 +567,12 @@ def _signature_spec(f: Any) -> list[tuple[str, int, bool, Any]] | None:
     except (TypeError, ValueError):
         return None
     return [
-        (p.name, _KINDS[p.kind], p.default is not p.empty, None if p.default is p.empty else p.default)
+        (
+            p.name,
+            _KINDS[p.kind],
+            p.default is not p.empty,
+            None if p.default is p.empty else p.default,
+        )
         for p in sig.parameters.values()
     ]
 
@@ -845,9 +853,12 @@ class FastNodeCache(LangGraphBaseCache):
 
     def _space(self, ns: Sequence[str]) -> str:
         # One space per node namespace, so clear(namespaces) is a delete of whole spaces.
-        return self._scope_space() + hashlib.blake2b(
-            "\x00".join(ns).encode("utf-8", "surrogatepass"), digest_size=16
-        ).hexdigest()
+        return (
+            self._scope_space()
+            + hashlib.blake2b(
+                "\x00".join(ns).encode("utf-8", "surrogatepass"), digest_size=16
+            ).hexdigest()
+        )
 
     def get(self, keys: Sequence[FullKey]) -> dict[FullKey, Any]:
         out: dict[FullKey, Any] = {}
@@ -862,9 +873,7 @@ class FastNodeCache(LangGraphBaseCache):
     def set(self, pairs: Mapping[FullKey, tuple[Any, int | None]]) -> None:
         for (ns, key), (value, ttl) in pairs.items():
             k, _ = self.cache._key(self._key(ns, key))
-            self.cache._put_key(
-                k, tuple(self.serde.dumps_typed(value)), [], ttl, self._space(ns)
-            )
+            self.cache._put_key(k, tuple(self.serde.dumps_typed(value)), [], ttl, self._space(ns))
 
     def clear(self, namespaces: Sequence[Namespace] | None = None) -> None:
         # Memory keys are the encoding of (scope, ns, key); the encoding is self-delimiting, so
