@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 MATURIN := VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/maturin
 
-.PHONY: demo demo-checkpointer test test-rust test-py bench dev lint format clean
+.PHONY: demo demo-checkpointer test test-rust test-py test-servers bench dev lint format clean
 
 $(VENV)/bin/maturin:
 	python3 -m venv $(VENV)
@@ -26,12 +26,16 @@ demo-checkpointer: dev
 test-rust:
 	cargo test --no-default-features
 
-test-py: dev
+# The throwaway servers the tests start (redis-server), installed with apt-get when missing.
+test-servers:
+	bash scripts/install-test-servers.sh
+
+test-py: dev test-servers
 	$(PY) -m pytest -q
 
 test: test-rust test-py
 
-bench: dev
+bench: dev test-servers
 	$(PY) benches/bench_checkpoint.py
 	$(PY) benches/bench_merge.py
 	$(PY) benches/bench_cache.py

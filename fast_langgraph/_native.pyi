@@ -5,6 +5,8 @@ import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal
 
+from typing_extensions import Self
+
 __version__: str
 
 class FastLangGraphError(Exception):
@@ -389,61 +391,119 @@ class RustLLMCache:
     same types. Objects that compare by identity are keyed by identity and kept alive by
     their entry (memory caches only).
 
+    The native class takes the value codec and the key encoder's fallback as arguments; use
+    `fast_langgraph.RustLLMCache`, which passes them (and documents `serde=`,
+    `allowed_types=`).
+
     Args:
-        max_size: The most entries kept (least recently used go first); None for no bound.
+        max_size: The most entries kept in memory and, with `path`, per space in the file;
+            None for no bound.
         ttl: Default seconds an entry stays valid; None for ever.
-        path: An SQLite file to keep entries in across restarts. Values go through `serde`.
-        serde: The serializer for `path` (default: LangGraph's JsonPlusSerializer, no pickle).
+        path: An SQLite file to keep entries in across restarts.
+        redis_url: A Redis server (`redis://...`, `unix://...`) to share entries on.
+        namespace: The hash tag of this application's keys on the server.
+        local_max_size: With `redis_url`, the size of a memory tier in front of it (None: none).
+        strict: With `redis_url`, raise CacheError when the server fails instead of missing.
+        codec: An object with `dumps(value) -> (tag, bytes)` and `loads(tag, bytes) -> value`
+            (raising when the bytes do not decode); needed with `path` or `redis_url`.
+        key_fallback: A callable encoding key parts the encoder does not know natively
+            (bytes), or returning None for objects that compare by identity.
         clock: A callable returning seconds since the epoch, in place of the system clock.
+        space: The space of this cache's entries in the file or on the server.
+        space_prefix: Whether `space` is the prefix of the spaces this cache's calls name.
+        lock_timeout: Seconds a cross-process single-flight lock lasts (Redis).
+        connect_timeout: Seconds to connect to Redis.
+        io_timeout: Seconds to wait for each Redis reply.
 
     Raises:
-        ValueError: max_size below 1, or a negative ttl.
+        ValueError: max_size below 1, a negative ttl, a malformed or unsupported Redis URL, a
+            namespace with braces, or both path and redis_url.
         ForeignDatabaseError: `path` is not SQLite, or holds tables that are not a cache's.
     """
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         max_size: int | None = 1024,
         ttl: float | None = None,
         *,
         path: str | os.PathLike[str] | None = None,
-        serde: Any = None,
+        redis_url: str | None = None,
+        namespace: str = "default",
+        local_max_size: int | None = None,
+        strict: bool = False,
+        codec: Any = None,
+        key_fallback: Callable[[Any], bytes | None] | None = None,
         clock: Callable[[], float] | None = None,
-    ) -> None: ...
+        space: str = "",
+        space_prefix: bool = False,
+        lock_timeout: float = 30.0,
+        connect_timeout: float = 1.0,
+        io_timeout: float = 2.0,
+    ) -> Self: ...
     @property
     def max_size(self) -> int | None: ...
     @property
     def ttl(self) -> float | None: ...
     @property
     def path(self) -> str | None: ...
+    @property
+    def persistent(self) -> bool:
+        """Whether entries are kept in a file or on a server."""
+    @property
+    def remote(self) -> bool:
+        """Whether entries are kept on a Redis server."""
+    @property
+    def local(self) -> bool:
+        """Whether entries are kept in this process's memory."""
     def get(self, key: Any, default: Any = None) -> Any:
-        """The live value under `key`, or `default`. Counts a hit or a miss.
+        """The live value under `key`, or `default`. Counts a hit or a miss. A stored value
+        that does not decode (or decodes to other types) is a miss.
 
         Raises:
             CacheCorruptError: the entry on disk fails its integrity check.
+            CacheError: strict=True and the Redis server failed; or the cache was closed.
         """
     def put(self, key: Any, value: Any, ttl: float | None = None) -> None:
         """Store `value` for `ttl` seconds (None: the cache's default).
 
         Raises:
-            TypeError: with `path`, the value cannot be serialized.
+            TypeError: with `path` or `redis_url`, the value cannot be serialized.
         """
     def __contains__(self, key: Any) -> bool:
         """Whether a live entry is stored under `key` (not counted)."""
     def delete(self, key: Any) -> bool:
         """Remove the entry under `key`; returns whether there was one."""
-    def clear(self) -> None: ...
+    def clear(self) -> None:
+        """Remove every entry of this cache (in a file or on a server: of its space only;
+        on Redis with SCAN and UNLINK)."""
+    def close(self) -> None:
+        """Close the file or the server connections; later calls needing them raise
+        CacheError."""
     def __len__(self) -> int:
-        """The number of live entries."""
+        """The number of live entries (of this cache's space in a file or on a server)."""
     def stats(self) -> dict[str, Any]:
-        """hits, misses, evictions, expirations, size, max_size, ttl."""
+        """hits, misses, evictions, expirations, errors, size, max_size, ttl."""
     def _key(self, key: Any) -> tuple[bytes, list[Any]]: ...
-    def _get_key(self, key: bytes, count: bool = True) -> tuple[bool, Any]: ...
+    def _get_key(
+        self, key: bytes, count: bool = True, space: str | None = None
+    ) -> tuple[bool, Any]: ...
+    def _get_local(self, key: bytes) -> tuple[bool, Any]: ...
     def _put_key(
-        self, key: bytes, value: Any, pins: Sequence[Any] = (), ttl: float | None = None
+        self,
+        key: bytes,
+        value: Any,
+        pins: Sequence[Any] = (),
+        ttl: float | None = None,
+        space: str | None = None,
     ) -> None: ...
-    def _delete_key(self, key: bytes) -> bool: ...
-    def _delete_prefix(self, prefix: bytes) -> int: ...
+    def _delete_key(self, key: bytes, space: str | None = None) -> bool: ...
+    def _delete_prefix(
+        self, prefix: bytes, space: str | None = None, space_prefix: bool = False
+    ) -> int: ...
+    def _miss_was_hit(self) -> None: ...
+    def _lock(self, key: bytes) -> str | None: ...
+    def _unlock(self, key: bytes, token: str) -> None: ...
+    def _wait(self, key: bytes, timeout: float) -> tuple[bool, Any]: ...
 
 class CachedFunction:
     """What `@cached` returns for a sync function: call it as the function. Use `cached`."""
@@ -453,8 +513,9 @@ class CachedFunction:
         func: Callable[..., Any],
         cache: RustLLMCache,
         on_miss: Callable[..., Any],
-        prefix: bytes,
+        cache_info_type: Callable[..., Any],
         key: Callable[..., Any] | None = None,
+        signature: Sequence[tuple[str, int, bool, Any]] | None = None,
     ) -> None: ...
     def __call__(self, *args: Any, **kwargs: Any) -> Any: ...
     def __get__(self, obj: Any, owner: Any = None) -> Any: ...
@@ -462,13 +523,16 @@ class CachedFunction:
     def cache(self) -> RustLLMCache: ...
     def _make_key(
         self, args: tuple[Any, ...], kwargs: dict[str, Any] | None = None
-    ) -> tuple[bytes, list[Any]]: ...
+    ) -> tuple[bytes, list[Any]] | None: ...
     def cache_info(self) -> Any:
-        """CacheInfo(hits, misses, maxsize, currsize), as functools.lru_cache reports it."""
+        """CacheInfo(hits, misses, maxsize, currsize), as functools.lru_cache reports it;
+        currsize counts this function's entries only."""
     def cache_stats(self) -> dict[str, Any]:
-        """hits, misses, evictions, expirations, size, max_size, ttl."""
+        """hits, misses, evictions, expirations, errors, size, max_size, ttl."""
     def cache_clear(self) -> None:
         """Remove every cached result of this function."""
+    def cache_close(self) -> None:
+        """Close the cache's file or server connections."""
 
 class WorkerPool:
     """A persistent pool of Rust worker threads that run Python callables. Threads start on

@@ -20,6 +20,7 @@ that submits runs the task itself. A forked child gets a fresh pool.
 
 from __future__ import annotations
 
+import inspect
 import os
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -284,8 +285,18 @@ def parallel_map(
         Exception: Without ``return_exceptions``, the error of the lowest-index failed item,
             with ``item_index`` set and a note naming the index. Items not started yet are
             cancelled.
+        TypeError: ``fn`` is an ``async def`` function (its calls would only make coroutines
+            that nobody awaits).
     """
     _check_concurrency(max_concurrency)
+    if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None)  # noqa: B004
+    ):
+        raise TypeError(
+            f"parallel_map runs sync functions in threads; {getattr(fn, '__qualname__', fn)!r} is "
+            "an async function: await asyncio.gather(*(fn(item) for item in items)) instead, "
+            "with an asyncio.Semaphore to bound the concurrency"
+        )
     with PoolExecutor(max_workers=max_concurrency) as ex:
         futures = [ex.submit(fn, item) for item in items]
         try:

@@ -76,6 +76,8 @@ pub struct CacheStats {
     pub evictions: u64,
     /// Entries removed because their time to live had passed.
     pub expirations: u64,
+    /// Calls a shared tier (Redis) failed, served as misses instead.
+    pub errors: u64,
 }
 
 #[derive(Debug)]
@@ -361,6 +363,21 @@ impl<K: Hash + Eq, V> LruTtlCache<K, V> {
         self.stats.hits += 1;
     }
 
+    /// Counts a hit found outside this map (a shared tier with no memory tier in front).
+    pub fn record_hit(&mut self) {
+        self.stats.hits += 1;
+    }
+
+    /// Counts a miss outside this map.
+    pub fn record_miss(&mut self) {
+        self.stats.misses += 1;
+    }
+
+    /// Counts a failed call to a shared tier.
+    pub fn record_error(&mut self) {
+        self.stats.errors += 1;
+    }
+
     /// Takes the values that left the cache since the last call, for the caller to drop.
     pub fn take_dropped(&mut self) -> Vec<V> {
         std::mem::take(&mut self.dropped)
@@ -398,7 +415,8 @@ mod tests {
                 hits: 2,
                 misses: 1,
                 evictions: 0,
-                expirations: 0
+                expirations: 0,
+                errors: 0
             }
         );
         c.put("a".into(), 2);

@@ -1,40 +1,55 @@
-//! The persistent tier of the cache: serialized entries in an SQLite file, so they survive a
-//! restart with their expiry times.
+//! The persistent tiers of the cache, behind one trait ([`RemoteStore`]): serialized entries in
+//! an SQLite file ([`DiskStore`], here) or on a Redis server (`cache_redis`), so they outlive
+//! the process and are shared between processes.
 //!
-//! The Python layer serializes values with LangGraph's serializer and hands this module bytes;
-//! this module only does SQL. Each row carries a checksum over its key, type, value and expiry:
-//! a row that fails it is reported as corrupt (never returned), and a file that is not SQLite,
-//! or that holds other tables, is refused untouched. At most `max_size` rows are kept; when
-//! there are more, expired rows go first, then the oldest written.
+//! The Python layer serializes values and hands this module bytes; a store only keeps them.
+//! Entries live in *spaces* (one per cached function, or per cache): each space is bounded on
+//! its own, counted on its own and cleared on its own, so functions sharing one file never
+//! evict each other. Stored keys are [`stored_key`] digests (SHA-256 of the space and the exact
+//! key), never the key itself: arguments such as an API key never reach the disk or the server.
+//!
+//! In the SQLite file each row carries a checksum over its key, type, value and expiry: a row
+//! that fails it is reported as corrupt (never returned), and a file that is not SQLite, or that
+//! holds other tables, is refused untouched. A put is one statement (`INSERT OR REPLACE`), so
+//! two processes writing one key never collide and a kill never leaves a key without its
+//! entry. At most `max_size` rows are kept per space; when there are more, expired rows go
+//! first, then the oldest written.
+use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 
-/// Bumped when the layout changes; a file with another version is refused.
-pub const SCHEMA_VERSION: i64 = 1;
+/// Bumped when the layout changes. A version-1 file (exact keys in plaintext, one bound for the
+/// whole file) is rebuilt empty when opened: its keys cannot be turned into digests, and its
+/// rows may hold secrets that should not stay on disk.
+pub const SCHEMA_VERSION: i64 = 2;
 
-const CREATE: &str = "
-CREATE TABLE IF NOT EXISTS flg_cache_meta (
-    key TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS flg_cache (
-    seq INTEGER PRIMARY KEY,
-    key BLOB NOT NULL UNIQUE,
-    type TEXT NOT NULL,
-    value BLOB NOT NULL,
-    expires_at INTEGER,
-    checksum INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS flg_cache_expiry ON flg_cache (expires_at) WHERE expires_at IS NOT NULL;
-";
+/// The digest under which an entry is stored: SHA-256 over the space's length, the space and
+/// the exact key, so the key itself is never written anywhere.
+pub fn stored_key(space: &str, key: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update((space.len() as u64).to_le_bytes());
+    h.update(space.as_bytes());
+    h.update(key);
+    h.finalize().into()
+}
 
-/// A value read back from disk.
+/// Which entries of a store an operation covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Spaces<'a> {
+    /// The entries of exactly this space.
+    Exact(&'a str),
+    /// The entries of every space whose name starts with this.
+    Prefix(&'a str),
+}
+
+/// A value read back from a store.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DiskValue {
+pub struct StoredValue {
     /// The serializer's type tag.
     pub type_tag: String,
     /// The serialized value.
@@ -43,10 +58,70 @@ pub struct DiskValue {
     pub expires_at: Option<u64>,
 }
 
+/// The old name of [`StoredValue`].
+pub type DiskValue = StoredValue;
+
+/// A shared, persistent tier: an SQLite file or a Redis server. Keys are [`stored_key`]
+/// digests; `now_ms` is the caller's clock (a store with its own clock, as Redis, ignores it).
+pub trait RemoteStore: Send + Sync {
+    /// A short description for messages ("cache file \"x.db\"", "Redis at ...").
+    fn describe(&self) -> String;
+    /// The live entry under `key`, if any.
+    fn get(&self, space: &str, key: &[u8; 32], now_ms: u64) -> Result<Option<StoredValue>>;
+    /// Stores an entry, replacing any under the same key, in one atomic step.
+    fn put(&self, space: &str, key: &[u8; 32], value: &StoredValue, now_ms: u64) -> Result<()>;
+    /// Deletes the entry under `key`; returns whether there was one.
+    fn delete(&self, space: &str, key: &[u8; 32]) -> Result<bool>;
+    /// Deletes every entry of `spaces`; returns how many.
+    fn clear(&self, spaces: Spaces<'_>) -> Result<usize>;
+    /// The number of live entries of `spaces`.
+    fn len(&self, spaces: Spaces<'_>, now_ms: u64) -> Result<usize>;
+    /// Takes a short lock on `key` for `ttl` if nobody holds it (single flight across
+    /// processes); returns whether it was taken. Stores without such locks say `true`.
+    fn try_lock(&self, _space: &str, _key: &[u8; 32], _token: &str, _ttl: Duration) -> Result<bool> {
+        Ok(true)
+    }
+    /// Whether someone holds the lock on `key`.
+    fn is_locked(&self, _space: &str, _key: &[u8; 32]) -> Result<bool> {
+        Ok(false)
+    }
+    /// Releases the lock on `key` if `token` still holds it.
+    fn unlock(&self, _space: &str, _key: &[u8; 32], _token: &str) -> Result<()> {
+        Ok(())
+    }
+    /// Closes the connections; later calls fail with `Error::Closed`.
+    fn close(&self);
+}
+
+const CREATE: &str = "
+CREATE TABLE IF NOT EXISTS flg_cache_meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS flg_cache (
+    seq INTEGER PRIMARY KEY,
+    space TEXT NOT NULL,
+    key BLOB NOT NULL UNIQUE,
+    type TEXT NOT NULL,
+    value BLOB NOT NULL,
+    expires_at INTEGER,
+    checksum INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS flg_cache_space ON flg_cache (space, seq);
+CREATE INDEX IF NOT EXISTS flg_cache_expiry ON flg_cache (expires_at) WHERE expires_at IS NOT NULL;
+";
+
+/// One statement: SQLite deletes the row holding the same key and inserts the new one
+/// atomically, so no other process can slip in between and no kill can drop the entry.
+const PUT: &str =
+    "INSERT OR REPLACE INTO flg_cache (space, key, type, value, expires_at, checksum) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+
 struct Inner {
-    conn: Connection,
-    /// Rows in the table as far as this process knows; recounted before evicting.
-    approx_len: usize,
+    /// `None` after `close()`.
+    conn: Option<Connection>,
+    /// Rows per space as far as this process knows (replacements and other processes' writes
+    /// make it drift); recounted before trimming.
+    approx_len: HashMap<String, usize>,
 }
 
 /// A cache file. All methods take `&self` and are safe to call from many threads; several
@@ -57,9 +132,25 @@ pub struct DiskStore {
     inner: Mutex<Inner>,
 }
 
+fn i64_of(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// The `LIKE`-free prefix test: `substr(space, 1, len) = prefix`.
+fn space_filter(spaces: Spaces<'_>) -> (&'static str, String, i64) {
+    match spaces {
+        Spaces::Exact(s) => ("space = ?1", s.to_owned(), 0),
+        Spaces::Prefix(p) => (
+            "substr(space, 1, ?2) = ?1",
+            p.to_owned(),
+            i64::try_from(p.chars().count()).unwrap_or(i64::MAX),
+        ),
+    }
+}
+
 impl DiskStore {
     /// Opens (creating if needed) the cache file at `path`, or a private in-memory database
-    /// for `":memory:"`. It keeps at most `max_size` entries.
+    /// for `":memory:"`. It keeps at most `max_size` entries per space.
     pub fn open(path: &str, max_size: usize) -> Result<Self> {
         if max_size == 0 {
             return Err(Error::Invalid("max_size must be at least 1".into()));
@@ -75,11 +166,13 @@ impl DiskStore {
             conn
         };
         prepare(&conn, path)?;
-        let approx_len = count(&conn)?;
         Ok(Self {
             path: path.to_owned(),
             max_size,
-            inner: Mutex::new(Inner { conn, approx_len }),
+            inner: Mutex::new(Inner {
+                conn: Some(conn),
+                approx_len: HashMap::new(),
+            }),
         })
     }
 
@@ -94,25 +187,16 @@ impl DiskStore {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The live entry under `key`. An expired entry is deleted and reads as absent; a row that
-    /// fails its checksum is an `Error::Corrupt`.
-    pub fn get(&self, key: &[u8], now_ms: u64) -> Result<Option<DiskValue>> {
-        let mut inner = self.lock();
-        let row = inner
-            .conn
-            .prepare_cached("SELECT type, value, expires_at, checksum FROM flg_cache WHERE key = ?1")?
-            .query_row([key], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, Vec<u8>>(1)?,
-                    r.get::<_, Option<i64>>(2)?,
-                    r.get::<_, i64>(3)?,
-                ))
-            })
-            .optional()?;
-        let Some((type_tag, data, expires_at, sum)) = row else {
-            return Ok(None);
-        };
+    fn with_conn<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let inner = self.lock();
+        match &inner.conn {
+            Some(c) => f(c),
+            None => Err(Error::Closed(format!("the cache file {:?} was closed", self.path))),
+        }
+    }
+
+    fn checked(&self, key: &[u8], row: (String, Vec<u8>, Option<i64>, i64)) -> Result<StoredValue> {
+        let (type_tag, data, expires_at, sum) = row;
         let expires_at = expires_at.map(|t| u64::try_from(t).unwrap_or(0));
         if sum != checksum(key, &type_tag, &data, expires_at) {
             return Err(Error::Corrupt(format!(
@@ -121,106 +205,134 @@ impl DiskStore {
                 self.path
             )));
         }
-        if expires_at.is_some_and(|t| now_ms >= t) {
-            let n = inner
-                .conn
-                .prepare_cached("DELETE FROM flg_cache WHERE key = ?1")?
-                .execute([key])?;
-            inner.approx_len = inner.approx_len.saturating_sub(n);
-            return Ok(None);
-        }
-        Ok(Some(DiskValue {
+        Ok(StoredValue {
             type_tag,
             data,
             expires_at,
-        }))
+        })
+    }
+}
+
+impl RemoteStore for DiskStore {
+    fn describe(&self) -> String {
+        format!("cache file {:?}", self.path)
     }
 
-    /// Stores an entry, replacing any under the same key, then trims the file to `max_size`
-    /// entries.
-    pub fn put(&self, key: &[u8], type_tag: &str, data: &[u8], expires_at: Option<u64>, now_ms: u64) -> Result<()> {
+    /// An expired entry is deleted and reads as absent; a row that fails its checksum is an
+    /// `Error::Corrupt`.
+    fn get(&self, _space: &str, key: &[u8; 32], now_ms: u64) -> Result<Option<StoredValue>> {
+        let row = self.with_conn(|conn| {
+            Ok(conn
+                .prepare_cached("SELECT type, value, expires_at, checksum FROM flg_cache WHERE key = ?1")?
+                .query_row([&key[..]], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                .optional()?)
+        })?;
+        let Some(row) = row else { return Ok(None) };
+        let value = self.checked(key, row)?;
+        if value.expires_at.is_some_and(|t| now_ms >= t) {
+            self.with_conn(|conn| {
+                conn.prepare_cached("DELETE FROM flg_cache WHERE key = ?1")?
+                    .execute([&key[..]])?;
+                Ok(())
+            })?;
+            return Ok(None);
+        }
+        Ok(Some(value))
+    }
+
+    /// Then trims the space to `max_size` entries.
+    fn put(&self, space: &str, key: &[u8; 32], value: &StoredValue, now_ms: u64) -> Result<()> {
+        let sum = checksum(key, &value.type_tag, &value.data, value.expires_at);
+        let expires = value.expires_at.map(i64_of);
         let mut inner = self.lock();
-        let sum = checksum(key, type_tag, data, expires_at);
-        let expires = expires_at.map(|t| i64::try_from(t).unwrap_or(i64::MAX));
-        let replaced = inner
-            .conn
-            .prepare_cached("DELETE FROM flg_cache WHERE key = ?1")?
-            .execute([key])?;
-        inner
-            .conn
-            .prepare_cached(
-                "INSERT INTO flg_cache (key, type, value, expires_at, checksum) VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?
-            .execute(params![key, type_tag, data, expires, sum])?;
-        inner.approx_len = inner.approx_len.saturating_sub(replaced) + 1;
-        if inner.approx_len > self.max_size {
-            trim(&mut inner, self.max_size, now_ms)?;
+        let Inner { conn, approx_len } = &mut *inner;
+        let Some(conn) = conn else {
+            return Err(Error::Closed(format!("the cache file {:?} was closed", self.path)));
+        };
+        conn.prepare_cached(PUT)?
+            .execute(params![space, &key[..], value.type_tag, value.data, expires, sum])?;
+        if self.max_size == usize::MAX {
+            return Ok(());
+        }
+        let n = match approx_len.get_mut(space) {
+            Some(n) => {
+                *n += 1;
+                *n
+            }
+            None => {
+                let n = count(conn, space)?;
+                approx_len.insert(space.to_owned(), n);
+                n
+            }
+        };
+        if n > self.max_size {
+            let left = trim(conn, space, self.max_size, now_ms)?;
+            approx_len.insert(space.to_owned(), left);
         }
         Ok(())
     }
 
-    /// Deletes the entry under `key`; returns whether there was one.
-    pub fn delete(&self, key: &[u8]) -> Result<bool> {
-        let mut inner = self.lock();
-        let n = inner
-            .conn
-            .prepare_cached("DELETE FROM flg_cache WHERE key = ?1")?
-            .execute([key])?;
-        inner.approx_len = inner.approx_len.saturating_sub(n);
-        Ok(n > 0)
+    fn delete(&self, _space: &str, key: &[u8; 32]) -> Result<bool> {
+        self.with_conn(|conn| {
+            let n = conn
+                .prepare_cached("DELETE FROM flg_cache WHERE key = ?1")?
+                .execute([&key[..]])?;
+            Ok(n > 0)
+        })
     }
 
-    /// Deletes every entry whose key starts with `prefix`; returns how many.
-    pub fn delete_prefix(&self, prefix: &[u8]) -> Result<usize> {
-        let mut inner = self.lock();
-        let n = inner
-            .conn
-            .prepare_cached("DELETE FROM flg_cache WHERE substr(key, 1, ?1) = ?2")?
-            .execute(params![i64::try_from(prefix.len()).unwrap_or(i64::MAX), prefix])?;
-        inner.approx_len = inner.approx_len.saturating_sub(n);
-        Ok(n)
+    fn clear(&self, spaces: Spaces<'_>) -> Result<usize> {
+        let (filter, arg, len) = space_filter(spaces);
+        self.lock().approx_len.clear();
+        self.with_conn(|conn| {
+            let sql = format!("DELETE FROM flg_cache WHERE {filter}");
+            let mut stmt = conn.prepare_cached(&sql)?;
+            Ok(if len > 0 {
+                stmt.execute(params![arg, len])?
+            } else {
+                stmt.execute([arg])?
+            })
+        })
     }
 
-    /// Deletes every entry.
-    pub fn clear(&self) -> Result<()> {
-        let mut inner = self.lock();
-        inner.conn.execute("DELETE FROM flg_cache", [])?;
-        inner.approx_len = 0;
-        Ok(())
+    fn len(&self, spaces: Spaces<'_>, now_ms: u64) -> Result<usize> {
+        let (filter, arg, len) = space_filter(spaces);
+        self.with_conn(|conn| {
+            let sql =
+                format!("SELECT COUNT(*) FROM flg_cache WHERE {filter} AND (expires_at IS NULL OR expires_at > ?3)");
+            let n: i64 = conn
+                .prepare_cached(&sql)?
+                .query_row(params![arg, len, i64_of(now_ms)], |r| r.get(0))?;
+            Ok(usize::try_from(n).unwrap_or(0))
+        })
     }
 
-    /// The number of live entries.
-    pub fn len(&self, now_ms: u64) -> Result<usize> {
-        let inner = self.lock();
-        let n: i64 = inner.conn.query_row(
-            "SELECT COUNT(*) FROM flg_cache WHERE expires_at IS NULL OR expires_at > ?1",
-            [i64::try_from(now_ms).unwrap_or(i64::MAX)],
-            |r| r.get(0),
-        )?;
-        Ok(usize::try_from(n).unwrap_or(0))
+    fn close(&self) {
+        let conn = self.lock().conn.take();
+        drop(conn);
     }
 }
 
-/// Deletes expired rows, then the oldest written, until at most `max_size` remain.
-fn trim(inner: &mut Inner, max_size: usize, now_ms: u64) -> Result<()> {
-    inner
-        .conn
-        .prepare_cached("DELETE FROM flg_cache WHERE expires_at IS NOT NULL AND expires_at <= ?1")?
-        .execute([i64::try_from(now_ms).unwrap_or(i64::MAX)])?;
+/// Deletes the space's expired rows, then its oldest written, until at most `max_size`
+/// remain; returns how many remain.
+fn trim(conn: &Connection, space: &str, max_size: usize, now_ms: u64) -> Result<usize> {
+    conn.prepare_cached("DELETE FROM flg_cache WHERE space = ?1 AND expires_at IS NOT NULL AND expires_at <= ?2")?
+        .execute(params![space, i64_of(now_ms)])?;
     // Other processes may have written too: count for real before evicting.
-    let n = count(&inner.conn)?;
+    let n = count(conn, space)?;
     if n > max_size {
-        inner
-            .conn
-            .prepare_cached("DELETE FROM flg_cache WHERE seq IN (SELECT seq FROM flg_cache ORDER BY seq LIMIT ?1)")?
-            .execute([i64::try_from(n - max_size).unwrap_or(i64::MAX)])?;
+        conn.prepare_cached(
+            "DELETE FROM flg_cache WHERE seq IN (SELECT seq FROM flg_cache WHERE space = ?1 ORDER BY seq LIMIT ?2)",
+        )?
+        .execute(params![space, i64::try_from(n - max_size).unwrap_or(i64::MAX)])?;
     }
-    inner.approx_len = n.min(max_size);
-    Ok(())
+    Ok(n.min(max_size))
 }
 
-fn count(conn: &Connection) -> Result<usize> {
-    let n: i64 = conn.query_row("SELECT COUNT(*) FROM flg_cache", [], |r| r.get(0))?;
+fn count(conn: &Connection, space: &str) -> Result<usize> {
+    let n: i64 = conn
+        .prepare_cached("SELECT COUNT(*) FROM flg_cache WHERE space = ?1")?
+        .query_row([space], |r| r.get(0))?;
     Ok(usize::try_from(n).unwrap_or(0))
 }
 
@@ -276,6 +388,7 @@ fn prepare(conn: &Connection, path: &str) -> Result<()> {
             tables.join(", ")
         )));
     }
+    let mut rebuild = false;
     if ours {
         let version: Option<String> = conn
             .query_row(
@@ -284,12 +397,17 @@ fn prepare(conn: &Connection, path: &str) -> Result<()> {
                 |r| r.get(0),
             )
             .optional()?;
-        if version.as_deref() != Some(&SCHEMA_VERSION.to_string()) {
-            return Err(Error::ForeignSchema(format!(
-                "{path:?} has cache schema version {}, this build reads version {SCHEMA_VERSION}; it was not \
-                 modified",
-                version.unwrap_or_else(|| "(none)".into())
-            )));
+        match version.as_deref() {
+            Some(v) if v == SCHEMA_VERSION.to_string() => {}
+            // Version 1 kept exact keys in plaintext: its rows are dropped, not migrated.
+            Some("1") => rebuild = true,
+            _ => {
+                return Err(Error::ForeignSchema(format!(
+                    "{path:?} has cache schema version {}, this build reads version {SCHEMA_VERSION}; it was not \
+                     modified",
+                    version.unwrap_or_else(|| "(none)".into())
+                )))
+            }
         }
     }
     if path != ":memory:" {
@@ -297,6 +415,12 @@ fn prepare(conn: &Connection, path: &str) -> Result<()> {
         let _mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
     }
     conn.execute_batch("PRAGMA synchronous=NORMAL;")?;
+    if rebuild {
+        conn.execute_batch(&format!(
+            "BEGIN IMMEDIATE; DROP TABLE IF EXISTS flg_cache; {CREATE} UPDATE flg_cache_meta SET value = \
+             '{SCHEMA_VERSION}' WHERE key = 'schema_version'; COMMIT;"
+        ))?;
+    }
     if !ours {
         conn.execute_batch(&format!(
             "BEGIN IMMEDIATE; {CREATE} INSERT OR IGNORE INTO flg_cache_meta VALUES ('schema_version', \
@@ -314,62 +438,102 @@ mod tests {
         DiskStore::open(":memory:", max).unwrap()
     }
 
+    fn k(s: &str) -> [u8; 32] {
+        stored_key("sp", s.as_bytes())
+    }
+
+    fn val(data: &[u8], expires_at: Option<u64>) -> StoredValue {
+        StoredValue {
+            type_tag: "t".into(),
+            data: data.to_vec(),
+            expires_at,
+        }
+    }
+
+    fn rows(s: &DiskStore) -> usize {
+        s.with_conn(|c| Ok(c.query_row("SELECT COUNT(*) FROM flg_cache", [], |r| r.get::<_, i64>(0))?))
+            .unwrap() as usize
+    }
+
+    #[test]
+    fn stored_keys_are_digests_of_space_and_key() {
+        assert_ne!(stored_key("a", b"bc"), stored_key("ab", b"c"));
+        assert_ne!(stored_key("a", b"k"), stored_key("b", b"k"));
+        assert_eq!(stored_key("a", b"k"), stored_key("a", b"k"));
+    }
+
     #[test]
     fn put_get_replace_delete() {
         let s = store(10);
-        assert_eq!(s.get(b"k", 0).unwrap(), None);
-        s.put(b"k", "json", b"1", None, 0).unwrap();
-        s.put(b"k", "json", b"2", Some(50), 0).unwrap();
-        let v = s.get(b"k", 10).unwrap().unwrap();
+        assert_eq!(s.get("sp", &k("k"), 0).unwrap(), None);
+        s.put("sp", &k("k"), &val(b"1", None), 0).unwrap();
+        s.put("sp", &k("k"), &val(b"2", Some(50)), 0).unwrap();
+        let v = s.get("sp", &k("k"), 10).unwrap().unwrap();
         assert_eq!((v.data.as_slice(), v.expires_at), (&b"2"[..], Some(50)));
-        assert_eq!(s.len(10).unwrap(), 1);
-        assert!(s.delete(b"k").unwrap());
-        assert!(!s.delete(b"k").unwrap());
+        assert_eq!(s.len(Spaces::Exact("sp"), 10).unwrap(), 1);
+        assert!(s.delete("sp", &k("k")).unwrap());
+        assert!(!s.delete("sp", &k("k")).unwrap());
     }
 
     #[test]
     fn expired_rows_read_as_absent_and_are_deleted() {
         let s = store(10);
-        s.put(b"k", "json", b"1", Some(100), 0).unwrap();
-        assert!(s.get(b"k", 99).unwrap().is_some());
-        assert_eq!(s.get(b"k", 100).unwrap(), None);
-        assert_eq!(count(&s.lock().conn).unwrap(), 0);
+        s.put("sp", &k("k"), &val(b"1", Some(100)), 0).unwrap();
+        assert!(s.get("sp", &k("k"), 99).unwrap().is_some());
+        assert_eq!(s.get("sp", &k("k"), 100).unwrap(), None);
+        assert_eq!(rows(&s), 0);
     }
 
     #[test]
     fn trims_expired_first_then_oldest() {
         let s = store(2);
-        s.put(b"a", "t", b"1", None, 0).unwrap();
-        s.put(b"b", "t", b"2", Some(10), 0).unwrap();
-        s.put(b"c", "t", b"3", None, 20).unwrap();
-        assert!(s.get(b"a", 20).unwrap().is_some());
-        s.put(b"d", "t", b"4", None, 20).unwrap();
-        assert_eq!(s.get(b"a", 20).unwrap(), None);
-        assert!(s.get(b"c", 20).unwrap().is_some() && s.get(b"d", 20).unwrap().is_some());
+        s.put("sp", &k("a"), &val(b"1", None), 0).unwrap();
+        s.put("sp", &k("b"), &val(b"2", Some(10)), 0).unwrap();
+        s.put("sp", &k("c"), &val(b"3", None), 20).unwrap();
+        assert!(s.get("sp", &k("a"), 20).unwrap().is_some());
+        s.put("sp", &k("d"), &val(b"4", None), 20).unwrap();
+        assert_eq!(s.get("sp", &k("a"), 20).unwrap(), None);
+        assert!(s.get("sp", &k("c"), 20).unwrap().is_some() && s.get("sp", &k("d"), 20).unwrap().is_some());
     }
 
     #[test]
-    fn delete_prefix_and_clear() {
-        let s = store(10);
-        s.put(b"ns1:a", "t", b"1", None, 0).unwrap();
-        s.put(b"ns1:b", "t", b"1", None, 0).unwrap();
-        s.put(b"ns2:a", "t", b"1", None, 0).unwrap();
-        assert_eq!(s.delete_prefix(b"ns1:").unwrap(), 2);
-        assert_eq!(s.len(0).unwrap(), 1);
-        s.clear().unwrap();
-        assert_eq!(s.len(0).unwrap(), 0);
+    fn spaces_are_bounded_counted_and_cleared_apart() {
+        let s = store(2);
+        for i in 0..5 {
+            s.put("big", &stored_key("big", &[i]), &val(b"x", None), 0).unwrap();
+            s.put("small", &stored_key("small", &[i]), &val(b"x", None), 0).unwrap();
+        }
+        assert_eq!(s.len(Spaces::Exact("big"), 0).unwrap(), 2);
+        assert_eq!(s.len(Spaces::Exact("small"), 0).unwrap(), 2);
+        assert_eq!(s.len(Spaces::Prefix("b"), 0).unwrap(), 2);
+        assert_eq!(s.clear(Spaces::Exact("small")).unwrap(), 2);
+        assert_eq!(s.len(Spaces::Exact("big"), 0).unwrap(), 2);
+        assert_eq!(s.clear(Spaces::Prefix("bi")).unwrap(), 2);
+        assert_eq!(rows(&s), 0);
     }
 
     #[test]
     fn a_tampered_row_is_reported_not_returned() {
         let s = store(10);
-        s.put(b"k", "json", b"1", None, 0).unwrap();
-        s.lock().conn.execute("UPDATE flg_cache SET value = X'32'", []).unwrap();
-        assert!(matches!(s.get(b"k", 0), Err(Error::Corrupt(_))));
+        s.put("sp", &k("k"), &val(b"1", None), 0).unwrap();
+        s.with_conn(|c| Ok(c.execute("UPDATE flg_cache SET value = X'32'", [])?))
+            .unwrap();
+        assert!(matches!(s.get("sp", &k("k"), 0), Err(Error::Corrupt(_))));
     }
 
     #[test]
-    fn survives_reopen_and_refuses_foreign_files() {
+    fn closed_store_refuses_calls() {
+        let s = store(10);
+        s.close();
+        assert!(matches!(s.get("sp", &k("k"), 0), Err(Error::Closed(_))));
+        assert!(matches!(
+            s.put("sp", &k("k"), &val(b"1", None), 0),
+            Err(Error::Closed(_))
+        ));
+    }
+
+    #[test]
+    fn survives_reopen_rebuilds_version_1_and_refuses_foreign_files() {
         let dir = std::env::temp_dir().join(format!("flg-cache-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("c.db");
@@ -377,11 +541,29 @@ mod tests {
         let _ = std::fs::remove_file(path);
         {
             let s = DiskStore::open(path, 10).unwrap();
-            s.put(b"k", "json", b"1", Some(1_000), 0).unwrap();
+            s.put("sp", &k("k"), &val(b"1", Some(1_000)), 0).unwrap();
         }
         let s = DiskStore::open(path, 10).unwrap();
-        assert_eq!(s.get(b"k", 5).unwrap().unwrap().expires_at, Some(1_000));
-        assert_eq!(s.get(b"k", 1_000).unwrap(), None);
+        assert_eq!(s.get("sp", &k("k"), 5).unwrap().unwrap().expires_at, Some(1_000));
+        assert_eq!(s.get("sp", &k("k"), 1_000).unwrap(), None);
+        drop(s);
+
+        let v1 = dir.join("v1.db");
+        let _ = std::fs::remove_file(&v1);
+        Connection::open(&v1)
+            .unwrap()
+            .execute_batch(
+                "CREATE TABLE flg_cache_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+                 CREATE TABLE flg_cache (seq INTEGER PRIMARY KEY, key BLOB NOT NULL UNIQUE, type TEXT NOT NULL,
+                   value BLOB NOT NULL, expires_at INTEGER, checksum INTEGER NOT NULL);
+                 INSERT INTO flg_cache_meta VALUES ('schema_version', '1');
+                 INSERT INTO flg_cache (key, type, value, checksum) VALUES (X'00', 't', X'00', 0);",
+            )
+            .unwrap();
+        let s = DiskStore::open(v1.to_str().unwrap(), 10).unwrap();
+        assert_eq!(rows(&s), 0);
+        s.put("sp", &k("k"), &val(b"1", None), 0).unwrap();
+        drop(s);
 
         let junk = dir.join("junk.db");
         std::fs::write(

@@ -27,6 +27,8 @@ pub enum Error {
     Corrupt(String),
     /// The worker pool is shut down, or cannot start a thread.
     PoolClosed(String),
+    /// A Redis server could not be reached, or answered with an error.
+    Redis(String),
 }
 
 /// Result alias for the core.
@@ -44,7 +46,8 @@ impl fmt::Display for Error {
             | Error::DeltaBaseMissing(m)
             | Error::Corrupt(m)
             | Error::ForkedProcess(m)
-            | Error::PoolClosed(m) => f.write_str(m),
+            | Error::PoolClosed(m)
+            | Error::Redis(m) => f.write_str(m),
         }
     }
 }

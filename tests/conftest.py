@@ -2,9 +2,105 @@
 
 from __future__ import annotations
 
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
 from typing import Any
+
+import pytest
 
 
 def cfg(thread_id: str, **extra: Any) -> dict:
     """A LangGraph config for ``thread_id``, with any other ``configurable`` keys."""
     return {"configurable": {"thread_id": thread_id, **extra}}
+
+
+# ---- a throwaway Redis server ----
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    """A redis-server of this test session: 127.0.0.1 only, a free port, a temp directory, no
+    persistence; stopped at the end. Fails (never skips) the tests that need it when it
+    cannot start: ``make test`` installs it (scripts/install-test-servers.sh)."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail(
+            "redis-server is not installed: run `bash scripts/install-test-servers.sh` "
+            "(make test does), or `apt-get install redis-server`",
+            pytrace=False,
+        )
+    workdir = tempfile.mkdtemp(prefix="flg-redis-")
+    port = _free_port()
+    log = open(f"{workdir}/redis.log", "w+b")
+    proc = subprocess.Popen(
+        [
+            binary,
+            "--bind", "127.0.0.1",
+            "--port", str(port),
+            "--dir", workdir,
+            "--save", "",
+            "--appendonly", "no",
+            "--protected-mode", "yes",
+            "--daemonize", "no",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    url = f"redis://127.0.0.1:{port}/0"
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+                s.sendall(b"PING\r\n")
+                if s.recv(16).startswith(b"+PONG"):
+                    break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            log.seek(0)
+            pytest.fail(
+                f"redis-server did not start on port {port}: {log.read().decode(errors='replace')}",
+                pytrace=False,
+            )
+        time.sleep(0.05)
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture
+def redis_url(redis_server):
+    """The session's Redis server, emptied before the test."""
+    import redis
+
+    client = redis.Redis.from_url(redis_server)
+    client.flushall()
+    client.close()
+    return redis_server
+
+
+@pytest.fixture
+def redis_client(redis_url):
+    """A redis-py client of the session's server, to look at what the caches stored."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()

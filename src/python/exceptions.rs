@@ -69,6 +69,7 @@ impl From<Error> for PyErr {
             Error::DeltaBaseMissing(_) => DeltaBaseMissingError::new_err(msg),
             Error::Corrupt(_) => CacheCorruptError::new_err(msg),
             Error::PoolClosed(_) => PyRuntimeError::new_err(msg),
+            Error::Redis(_) => CacheError::new_err(msg),
         }
     }
 }

@@ -1,0 +1,447 @@
+//! The Redis tier of the cache: entries on a plain Redis server (6 or newer, no modules),
+//! shared by every process and replica that points at it.
+//!
+//! Key layout, under one hash tag per namespace so that every key of a namespace lands on
+//! one cluster slot (`{ns}` below):
+//!
+//! - `flg:{ns}:v:<len>:<space>:<hex digest>`: an entry, expiring with Redis's own `PX`;
+//! - `flg:{ns}:l:<len>:<space>:<hex digest>`: the short single-flight lock on a key.
+//!
+//! `<len>` is the space's length in bytes, so no space's keys match another space's pattern.
+//! The digest is [`crate::cache_store::stored_key`]: the exact key never reaches the server.
+//! A value is framed as `FLG1`, the type tag's length (u16 LE), the tag, the absolute expiry
+//! (u64 LE ms, `u64::MAX` for none) and the serialized data.
+//!
+//! Connections are blocking `redis` connections kept in a small pool; callers release the GIL
+//! around every call. After a connection failure the store reports `Error::Redis` at once for
+//! a short back-off instead of trying to connect on every call.
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use redis::{Client, Connection, RedisError};
+
+use crate::cache::{Clock, SystemClock};
+use crate::cache_store::{RemoteStore, Spaces, StoredValue};
+use crate::error::{Error, Result};
+
+const MAGIC: &[u8; 4] = b"FLG1";
+/// Connections kept idle in the pool.
+const POOL_MAX: usize = 16;
+/// How long calls fail at once after a connection failure.
+const BACKOFF_MS: u64 = 500;
+/// Keys asked for per `SCAN` step.
+const SCAN_COUNT: usize = 500;
+/// Deletes the lock only if it still holds the caller's token.
+const UNLOCK: &str =
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
+
+/// Options of a [`RedisStore`].
+#[derive(Debug, Clone)]
+pub struct RedisOptions {
+    /// Groups the keys of one application; it becomes the keys' hash tag.
+    pub namespace: String,
+    /// Bound on connecting.
+    pub connect_timeout: Duration,
+    /// Bound on each command's reply.
+    pub io_timeout: Duration,
+}
+
+/// A cache tier on a Redis server.
+pub struct RedisStore {
+    client: Client,
+    url: String,
+    prefix: String,
+    opts: RedisOptions,
+    pool: Mutex<Vec<Connection>>,
+    closed: AtomicBool,
+    down_until: AtomicU64,
+}
+
+/// The URL with any password replaced, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://***@{}", &url[..s], &url[at + 1..]),
+        _ => url.to_owned(),
+    }
+}
+
+fn glob_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Frames a value for the server.
+pub fn encode_value(v: &StoredValue) -> Vec<u8> {
+    let tag = v.type_tag.as_bytes();
+    let mut out = Vec::with_capacity(4 + 2 + tag.len() + 8 + v.data.len());
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&u16::try_from(tag.len()).unwrap_or(u16::MAX).to_le_bytes());
+    out.extend_from_slice(&tag[..tag.len().min(usize::from(u16::MAX))]);
+    out.extend_from_slice(&v.expires_at.unwrap_or(u64::MAX).to_le_bytes());
+    out.extend_from_slice(&v.data);
+    out
+}
+
+/// Reads a framed value; `None` if it is not one (the caller treats that as a miss).
+pub fn decode_value(b: &[u8]) -> Option<StoredValue> {
+    let rest = b.strip_prefix(MAGIC)?;
+    let (n, rest) = rest.split_at_checked(2)?;
+    let n = usize::from(u16::from_le_bytes([n[0], n[1]]));
+    let (tag, rest) = rest.split_at_checked(n)?;
+    let (exp, data) = rest.split_at_checked(8)?;
+    let exp = u64::from_le_bytes(exp.try_into().ok()?);
+    Some(StoredValue {
+        type_tag: String::from_utf8(tag.to_vec()).ok()?,
+        data: data.to_vec(),
+        expires_at: (exp != u64::MAX).then_some(exp),
+    })
+}
+
+impl RedisStore {
+    /// Checks the URL and the namespace; connects lazily, so a server that is down now does
+    /// not fail the construction. A malformed URL, or one this build cannot serve (TLS), is an
+    /// `Error::Invalid` naming it.
+    pub fn open(url: &str, opts: RedisOptions) -> Result<Self> {
+        if opts.namespace.contains(['{', '}']) {
+            return Err(Error::Invalid(format!(
+                "namespace must not contain '{{' or '}}' (it becomes the keys' hash tag), got {:?}",
+                opts.namespace
+            )));
+        }
+        let shown = redact(url);
+        let scheme = url.split("://").next().unwrap_or("");
+        if !matches!(scheme, "redis" | "redis+unix" | "unix") || !url.contains("://") {
+            let why = if scheme == "rediss" {
+                "TLS (rediss://) is not supported by this build; reach the server through a TLS tunnel".to_owned()
+            } else {
+                "expected redis://[user:password@]host[:port][/db] or unix:///path/to/socket".to_owned()
+            };
+            return Err(Error::Invalid(format!("invalid Redis URL {shown:?}: {why}")));
+        }
+        let client = Client::open(url).map_err(|e| Error::Invalid(format!("invalid Redis URL {shown:?}: {e}")))?;
+        let prefix = format!("flg:{{{}}}:", opts.namespace);
+        Ok(Self {
+            client,
+            url: shown,
+            prefix,
+            opts,
+            pool: Mutex::new(Vec::new()),
+            closed: AtomicBool::new(false),
+            down_until: AtomicU64::new(0),
+        })
+    }
+
+    /// The URL, password hidden.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The namespace.
+    pub fn namespace(&self) -> &str {
+        &self.opts.namespace
+    }
+
+    fn key(&self, kind: char, space: &str, key: &[u8; 32]) -> String {
+        let mut s = String::with_capacity(self.prefix.len() + space.len() + 80);
+        s.push_str(&self.prefix);
+        let _ = write!(s, "{kind}:{}:{space}:", space.len());
+        for b in key {
+            let _ = write!(s, "{b:02x}");
+        }
+        s
+    }
+
+    fn pattern(&self, spaces: Spaces<'_>) -> String {
+        match spaces {
+            Spaces::Exact(space) => format!(
+                "{}v:{}:{}:*",
+                glob_escape(&self.prefix),
+                space.len(),
+                glob_escape(space)
+            ),
+            // A prefix of a space does not fix its length: match any length, then check.
+            Spaces::Prefix(p) => format!("{}v:*:{}*", glob_escape(&self.prefix), glob_escape(p)),
+        }
+    }
+
+    fn fail(&self, e: &RedisError) -> Error {
+        Error::Redis(format!("Redis at {}: {e}", self.url))
+    }
+
+    fn conn(&self) -> Result<Connection> {
+        if self.closed.load(Ordering::Relaxed) {
+            return Err(Error::Closed(format!("the Redis cache at {} was closed", self.url)));
+        }
+        if let Some(c) = self.pool.lock().unwrap_or_else(PoisonError::into_inner).pop() {
+            return Ok(c);
+        }
+        let now = SystemClock.now_ms();
+        if now < self.down_until.load(Ordering::Relaxed) {
+            return Err(Error::Redis(format!(
+                "Redis at {} is unreachable (retrying shortly)",
+                self.url
+            )));
+        }
+        let connected = self
+            .client
+            .get_connection_with_timeout(self.opts.connect_timeout)
+            .and_then(|c| {
+                c.set_read_timeout(Some(self.opts.io_timeout))?;
+                c.set_write_timeout(Some(self.opts.io_timeout))?;
+                Ok(c)
+            });
+        connected.map_err(|e| {
+            self.down_until.store(now + BACKOFF_MS, Ordering::Relaxed);
+            self.fail(&e)
+        })
+    }
+
+    /// Runs `f` on a pooled connection; a connection that saw an I/O error is dropped.
+    fn with<T>(&self, f: impl FnOnce(&mut Connection) -> redis::RedisResult<T>) -> Result<T> {
+        let mut c = self.conn()?;
+        match f(&mut c) {
+            Ok(v) => {
+                if !self.closed.load(Ordering::Relaxed) {
+                    let mut pool = self.pool.lock().unwrap_or_else(PoisonError::into_inner);
+                    if pool.len() < POOL_MAX {
+                        pool.push(c);
+                    }
+                }
+                Ok(v)
+            }
+            Err(e) => {
+                if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
+                    self.down_until
+                        .store(SystemClock.now_ms() + BACKOFF_MS, Ordering::Relaxed);
+                } else if e.kind() != redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError) {
+                    // Keep the connection unless the protocol state may be off.
+                    drop(c);
+                    return Err(self.fail(&e));
+                }
+                Err(self.fail(&e))
+            }
+        }
+    }
+
+    /// Every key matching `pattern` (SCAN, never KEYS).
+    fn scan(
+        &self,
+        pattern: &str,
+        mut each: impl FnMut(&mut Connection, Vec<String>) -> redis::RedisResult<()>,
+    ) -> Result<()> {
+        self.with(|c| {
+            let mut cursor: u64 = 0;
+            loop {
+                let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(pattern)
+                    .arg("COUNT")
+                    .arg(SCAN_COUNT)
+                    .query(c)?;
+                if !keys.is_empty() {
+                    each(c, keys)?;
+                }
+                if next == 0 {
+                    return Ok(());
+                }
+                cursor = next;
+            }
+        })
+    }
+
+    fn matching(&self, spaces: Spaces<'_>, keys: Vec<String>) -> Vec<String> {
+        match spaces {
+            Spaces::Exact(_) => keys,
+            Spaces::Prefix(p) => keys
+                .into_iter()
+                .filter(|k| {
+                    // v:<len>:<space>:<hex>: check that the space really starts with p.
+                    let rest = &k[self.prefix.len() + 2..];
+                    let Some((len, tail)) = rest.split_once(':') else {
+                        return false;
+                    };
+                    let Ok(len) = len.parse::<usize>() else { return false };
+                    tail.get(..len).is_some_and(|space| space.starts_with(p))
+                })
+                .collect(),
+        }
+    }
+}
+
+fn px(expires_at: Option<u64>, now_ms: u64) -> Option<u64> {
+    expires_at.map(|t| t.saturating_sub(now_ms).max(1))
+}
+
+impl RemoteStore for RedisStore {
+    fn describe(&self) -> String {
+        format!("Redis at {}", self.url)
+    }
+
+    fn get(&self, space: &str, key: &[u8; 32], now_ms: u64) -> Result<Option<StoredValue>> {
+        let k = self.key('v', space, key);
+        let raw: Option<Vec<u8>> = self.with(|c| redis::cmd("GET").arg(&k).query(c))?;
+        Ok(raw.and_then(|b| match decode_value(&b) {
+            // The caller's clock may run ahead of the server's (an injected clock in tests).
+            Some(v) if v.expires_at.is_some_and(|t| now_ms >= t) => None,
+            Some(v) => Some(v),
+            // Not ours, or damaged: an empty tag makes the caller treat it as a miss.
+            None => Some(StoredValue {
+                type_tag: String::new(),
+                data: Vec::new(),
+                expires_at: None,
+            }),
+        }))
+    }
+
+    fn put(&self, space: &str, key: &[u8; 32], value: &StoredValue, now_ms: u64) -> Result<()> {
+        let k = self.key('v', space, key);
+        let framed = encode_value(value);
+        self.with(|c| {
+            let mut cmd = redis::cmd("SET");
+            cmd.arg(&k).arg(framed);
+            if let Some(ms) = px(value.expires_at, now_ms) {
+                cmd.arg("PX").arg(ms);
+            }
+            cmd.query::<()>(c)
+        })
+    }
+
+    fn delete(&self, space: &str, key: &[u8; 32]) -> Result<bool> {
+        let k = self.key('v', space, key);
+        let n: i64 = self.with(|c| redis::cmd("UNLINK").arg(&k).query(c))?;
+        Ok(n > 0)
+    }
+
+    fn clear(&self, spaces: Spaces<'_>) -> Result<usize> {
+        let mut n = 0usize;
+        let pattern = self.pattern(spaces);
+        self.scan(&pattern, |c, keys| {
+            let keys = self.matching(spaces, keys);
+            if !keys.is_empty() {
+                let removed: usize = redis::cmd("UNLINK").arg(&keys).query(c)?;
+                n += removed;
+            }
+            Ok(())
+        })?;
+        Ok(n)
+    }
+
+    fn len(&self, spaces: Spaces<'_>, _now_ms: u64) -> Result<usize> {
+        let mut n = 0usize;
+        let pattern = self.pattern(spaces);
+        self.scan(&pattern, |_, keys| {
+            n += self.matching(spaces, keys).len();
+            Ok(())
+        })?;
+        Ok(n)
+    }
+
+    fn try_lock(&self, space: &str, key: &[u8; 32], token: &str, ttl: Duration) -> Result<bool> {
+        let k = self.key('l', space, key);
+        let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let r: Option<String> = self.with(|c| {
+            redis::cmd("SET")
+                .arg(&k)
+                .arg(token)
+                .arg("NX")
+                .arg("PX")
+                .arg(ms)
+                .query(c)
+        })?;
+        Ok(r.is_some())
+    }
+
+    fn is_locked(&self, space: &str, key: &[u8; 32]) -> Result<bool> {
+        let k = self.key('l', space, key);
+        let n: i64 = self.with(|c| redis::cmd("EXISTS").arg(&k).query(c))?;
+        Ok(n > 0)
+    }
+
+    fn unlock(&self, space: &str, key: &[u8; 32], token: &str) -> Result<()> {
+        let k = self.key('l', space, key);
+        self.with(|c| redis::cmd("EVAL").arg(UNLOCK).arg(1).arg(&k).arg(token).query::<i64>(c))?;
+        Ok(())
+    }
+
+    fn close(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+        let conns = std::mem::take(&mut *self.pool.lock().unwrap_or_else(PoisonError::into_inner));
+        drop(conns);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(ns: &str) -> RedisOptions {
+        RedisOptions {
+            namespace: ns.into(),
+            connect_timeout: Duration::from_millis(200),
+            io_timeout: Duration::from_millis(200),
+        }
+    }
+
+    #[test]
+    fn values_round_trip_through_their_frame() {
+        for exp in [None, Some(0), Some(123_456)] {
+            let v = StoredValue {
+                type_tag: "msgpack".into(),
+                data: b"\x00\x01data".to_vec(),
+                expires_at: exp,
+            };
+            assert_eq!(decode_value(&encode_value(&v)), Some(v));
+        }
+        assert_eq!(decode_value(b"garbage"), None);
+        assert_eq!(decode_value(b"FLG1\xff\xff"), None);
+    }
+
+    #[test]
+    fn keys_carry_one_hash_tag_and_an_unambiguous_space() {
+        let s = RedisStore::open("redis://127.0.0.1:1/", opts("app")).unwrap();
+        let k = s.key('v', "a:b", &[0xab; 32]);
+        assert!(k.starts_with("flg:{app}:v:3:a:b:abab"));
+        assert_eq!(k.matches('{').count(), 1);
+        assert_eq!(s.pattern(Spaces::Exact("f*")), "flg:{app}:v:2:f\\*:*");
+        let keys = vec![s.key('v', "node:x", &[0; 32]), s.key('v', "nodes", &[0; 32])];
+        assert_eq!(s.matching(Spaces::Prefix("node:"), keys).len(), 1);
+    }
+
+    #[test]
+    fn bad_urls_and_namespaces_fail_fast() {
+        for url in [
+            "http://localhost",
+            "localhost:6379",
+            "rediss://localhost",
+            "redis://host:notaport",
+        ] {
+            match RedisStore::open(url, opts("x")) {
+                Err(Error::Invalid(m)) => assert!(m.contains("Redis URL"), "{m}"),
+                _ => panic!("{url} accepted"),
+            }
+        }
+        assert!(matches!(
+            RedisStore::open("redis://localhost", opts("a{b")),
+            Err(Error::Invalid(_))
+        ));
+        let m = RedisStore::open("redis://user:secret@localhost:1/", opts("x")).unwrap();
+        assert!(!m.url().contains("secret"));
+    }
+
+    #[test]
+    fn an_unreachable_server_is_an_error_not_a_hang() {
+        let s = RedisStore::open("redis://127.0.0.1:1/", opts("x")).unwrap();
+        assert!(matches!(s.get("sp", &[0; 32], 0), Err(Error::Redis(_))));
+        // Within the back-off, the next call fails without connecting.
+        assert!(matches!(s.get("sp", &[0; 32], 0), Err(Error::Redis(_))));
+    }
+}
