@@ -5,6 +5,7 @@ mod checkpoint;
 mod exceptions;
 mod executor;
 mod merge;
+mod sqlite_saver;
 
 use pyo3::prelude::*;
 
@@ -25,6 +26,8 @@ mod _native {
     use super::executor::{_mark_finalizing, PyTaskGroup, PyWorkerPool};
     #[pymodule_export]
     use super::merge::{langgraph_state_update, merge_dicts, PyMessageMerger};
+    #[pymodule_export]
+    use super::sqlite_saver::{PySqliteSaverRow, PySqliteSaverStore};
 
     use pyo3::prelude::*;
 
