@@ -83,5 +83,49 @@ def main() -> None:
         print(type(saver).__name__)
 
 
+def fork_main() -> None:
+    """``python shim_sqlite_app.py fork DB``: a module-level graph on the shim, used in the
+    parent, then in children made by ``os.fork()`` and by a multiprocessing fork pool."""
+    import multiprocessing
+    import os
+
+    import fast_langgraph.shim
+
+    fast_langgraph.shim.patch_langgraph()
+    from langgraph.checkpoint.sqlite import SqliteSaver
+
+    db = sys.argv[2]
+    saver_cm = SqliteSaver.from_conn_string(db)
+    global GRAPH
+    GRAPH = build().compile(checkpointer=saver_cm.__enter__())
+    turn(GRAPH, "parent", 0)  # opens the store and starts the worker pool in the parent
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            for n in range(3):
+                turn(GRAPH, "os-fork", n)
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, status
+    with multiprocessing.get_context("fork").Pool(2) as pool:
+        pool.map(_pool_turns, ["pool-a", "pool-b", "pool-c"])
+    turn(GRAPH, "parent", 1)  # the parent's store still works
+    print("ok")
+
+
+def _pool_turns(thread: str) -> None:
+    for n in range(3):
+        turn(GRAPH, thread, n)
+
+
+GRAPH: Any = None
+
+if __name__ == "__main__" and sys.argv[1] == "fork":
+    fork_main()
+    sys.exit(0)
+
 if __name__ == "__main__":
     main()

@@ -391,3 +391,29 @@ def test_metadata_is_stored_as_stock_stores_it(tmp_path: Path) -> None:
             (md,) = cur.execute("SELECT metadata FROM checkpoints").fetchone()
     assert isinstance(md, bytes)
     assert json.loads(md) == {"source": "input", "step": -1, "note": "é"}
+
+
+# -- fork -------------------------------------------------------------------------------------
+
+
+def test_forked_children_checkpoint_with_a_module_level_graph(tmp_path: Path) -> None:
+    db = tmp_path / "app.db"
+    p = subprocess.run(
+        [sys.executable, APP, "fork", str(db)],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == "ok"
+    for thread in ("os-fork", "pool-a", "pool-b", "pool-c"):
+        view = _stock_view(db, thread)
+        # Three turns: start, answer, start again (stopped at the question).
+        assert view["values"]["log"].count("plan") == 2, thread
+        assert "answer-r1" in view["values"]["log"]
+        assert view["next"] == ("ask",)
+    assert _stock_view(db, "parent")["values"]["log"][-1] == "answer-r1"
+    with sqlite3.connect(str(db)) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    assert _extra_files(tmp_path, db) == []
