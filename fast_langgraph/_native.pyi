@@ -588,3 +588,110 @@ class TaskGroup:
 
 def _mark_finalizing() -> None:
     """Tell workers the interpreter is shutting down: they stop calling into Python."""
+
+# (task_id, task_path, idx, channel, type, value): one row of a put_writes call.
+_SaverWriteArg = tuple[str, str, int, str, str | None, bytes | None]
+
+class SqliteSaverRow:
+    """A row of `langgraph-checkpoint-sqlite`'s `checkpoints` table, with the pending writes of
+    that checkpoint."""
+
+    @property
+    def thread_id(self) -> str: ...
+    @property
+    def checkpoint_ns(self) -> str: ...
+    @property
+    def checkpoint_id(self) -> str: ...
+    @property
+    def parent_checkpoint_id(self) -> str | None: ...
+    @property
+    def type_tag(self) -> str | None:
+        """The `type` column: the serializer's type tag."""
+    @property
+    def checkpoint(self) -> bytes | None: ...
+    @property
+    def metadata(self) -> bytes | None:
+        """The metadata JSON, as stored."""
+    @property
+    def writes(self) -> list[tuple[str, str, str | None, bytes | None, str, int]]:
+        """`(task_id, channel, type, value, task_path, idx)` per pending write: the row shape of
+        `langgraph.checkpoint.sqlite.utils.pending_writes_sql`, in stored order."""
+
+class SqliteSaverStore:
+    """The SQL side of the shim's `SqliteSaver`: the user's own file, in
+    `langgraph-checkpoint-sqlite`'s schema, with group commit, one-statement `list` and a pool
+    of read connections. Every method releases the GIL while it talks to SQLite and is safe to
+    call from many threads.
+
+    Args:
+        path: The database file (not ":memory:", which no other connection can see).
+        synchronous: `PRAGMA synchronous` for commits: 0 off, 1 normal, 2 full, 3 extra.
+        busy_timeout: Seconds to wait for another connection's lock.
+        max_batch: The most calls one commit may carry.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        synchronous: int = 2,
+        busy_timeout: float = 30.0,
+        max_batch: int = 256,
+    ) -> None: ...
+    @property
+    def path(self) -> str: ...
+    @property
+    def synchronous(self) -> int: ...
+    @property
+    def closed(self) -> bool: ...
+    @property
+    def forked(self) -> bool:
+        """Whether this process is a fork of the one that opened the store."""
+    def put(
+        self,
+        *,
+        thread_id: str,
+        checkpoint_ns: str,
+        checkpoint_id: str,
+        parent_checkpoint_id: str | None,
+        type_tag: str | None,
+        checkpoint: bytes | None,
+        metadata: bytes | None,
+    ) -> None:
+        """Store one checkpoint row (`INSERT OR REPLACE`); returns once committed."""
+    def put_writes(
+        self,
+        *,
+        thread_id: str,
+        checkpoint_ns: str,
+        checkpoint_id: str,
+        replace: bool,
+        writes: Sequence[_SaverWriteArg],
+    ) -> None:
+        """Store one task's writes, `INSERT OR REPLACE` if `replace` else `INSERT OR IGNORE`."""
+    def delete_thread(self, thread_id: str) -> None: ...
+    def has_checkpoint(self, thread_id: str, checkpoint_ns: str, checkpoint_id: str) -> bool: ...
+    def merge(
+        self,
+        checkpoints: Sequence[
+            tuple[str, str, str, str | None, str | None, bytes | None, bytes | None]
+        ],
+        writes: Sequence[tuple[str, str, str, Sequence[_SaverWriteArg]]],
+    ) -> tuple[int, int]:
+        """Add the rows the file lacks, replacing none; returns (checkpoints, writes) added."""
+    def list(
+        self,
+        *,
+        thread_id: str | int | float | None = None,
+        checkpoint_ns: str | None = None,
+        checkpoint_id: str | None = None,
+        filter: Sequence[tuple[str, Any]] = ...,
+        before: Any = None,
+        limit: int | None = None,
+    ) -> list[SqliteSaverRow]:
+        """The checkpoints stock `SqliteSaver.list` selects, newest first, with their pending
+        writes, in one statement."""
+    def writer_stats(self) -> dict[str, int]:
+        """{"calls", "commits"}: write calls and the transactions that carried them."""
+    def close(self) -> None:
+        """Close the connections (in a forked child, let go of the parent's unclosed)."""

@@ -9,6 +9,7 @@ pub mod executor;
 pub mod merge;
 pub mod serde;
 pub mod sqlite_file;
+pub mod sqlite_saver;
 
 #[cfg(feature = "python")]
 mod python;

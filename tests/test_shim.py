@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import operator
 import os
@@ -308,12 +307,10 @@ def _counter_graph(checkpointer):
     return g.compile(checkpointer=checkpointer)
 
 
-def _sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def test_sqlite_saver_becomes_the_rust_checkpointer_and_resumes_existing_threads(tmp_path) -> None:
+def test_sqlite_saver_is_accelerated_in_place_and_resumes_existing_threads(tmp_path) -> None:
     from langgraph.checkpoint.sqlite import SqliteSaver
+
+    from fast_langgraph._swap import AcceleratedSqliteSaver
 
     db = tmp_path / "state.db"
     cfg = {"configurable": {"thread_id": "t"}}
@@ -322,7 +319,6 @@ def test_sqlite_saver_becomes_the_rust_checkpointer_and_resumes_existing_threads
         _counter_graph(stock).invoke({"log": []}, cfg)
         _counter_graph(stock).invoke({"log": []}, cfg)
         stock_history = [s.values for s in _counter_graph(stock).get_state_history(cfg)]
-    before = _sha(db)
 
     report = shim.patch_langgraph(executor=False)
     assert report.applied["checkpointer"] == [
@@ -331,33 +327,28 @@ def test_sqlite_saver_becomes_the_rust_checkpointer_and_resumes_existing_threads
     ]
     conn = sqlite3.connect(str(db), check_same_thread=False)
     saver = SqliteSaver(conn)
-    assert isinstance(saver, SqliteSaver) and isinstance(saver, RustSQLiteCheckpointer)
-    assert saver.path == str(db) + ".flg"
+    assert isinstance(saver, SqliteSaver) and isinstance(saver, AcceleratedSqliteSaver)
+    assert not isinstance(saver, RustSQLiteCheckpointer)
     graph = _counter_graph(saver)
     assert [s.values for s in graph.get_state_history(cfg)] == stock_history
     assert graph.invoke({"log": []}, cfg)["log"] == [0, 1, 2]
-    saver.close()
+    saver.close_store()
     conn.close()
-    assert _sha(db) == before, "the SqliteSaver file is never written"
-
-    with SqliteSaver.from_conn_string(str(db)) as again:
-        assert isinstance(again, RustSQLiteCheckpointer)
-        assert _counter_graph(again).get_state(cfg).values["log"] == [0, 1, 2]
-        with pytest.raises(NotImplementedError, match="checkpointer=False"):
-            again.cursor()
 
     shim.unpatch_langgraph()
     with SqliteSaver.from_conn_string(str(db)) as restored:
         assert type(restored) is SqliteSaver
-        assert _counter_graph(restored).get_state(cfg).values["log"] == [0, 1]
+        # The turn written under the shim is in the user's file.
+        assert _counter_graph(restored).get_state(cfg).values["log"] == [0, 1, 2]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["state.db"]
 
 
-def test_memory_connections_stay_in_memory_and_the_swap_can_be_left_out() -> None:
+def test_memory_connections_stay_on_stock_code_and_the_swap_can_be_left_out() -> None:
     from langgraph.checkpoint.sqlite import SqliteSaver
 
     shim.patch_langgraph()
     saver = SqliteSaver(sqlite3.connect(":memory:", check_same_thread=False))
-    assert isinstance(saver, RustSQLiteCheckpointer) and saver.path == ":memory:"
+    assert not saver.accelerated
     assert _counter_graph(saver).invoke({"log": []}, {"configurable": {"thread_id": "m"}})[
         "log"
     ] == [0]
@@ -366,9 +357,11 @@ def test_memory_connections_stay_in_memory_and_the_swap_can_be_left_out() -> Non
     assert type(SqliteSaver(sqlite3.connect(":memory:", check_same_thread=False))) is SqliteSaver
 
 
-def test_async_sqlite_saver_is_swapped_too(tmp_path) -> None:
+def test_async_sqlite_saver_is_accelerated_too(tmp_path) -> None:
     import aiosqlite
     from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+    from fast_langgraph._swap import AcceleratedAsyncSqliteSaver
 
     db = tmp_path / "a.db"
     cfg = {"configurable": {"thread_id": "t"}}
@@ -378,17 +371,21 @@ def test_async_sqlite_saver_is_swapped_too(tmp_path) -> None:
             await _counter_graph(stock).ainvoke({"log": []}, cfg)
         shim.patch_langgraph(executor=False)
         async with AsyncSqliteSaver.from_conn_string(str(db)) as s1:
-            assert isinstance(s1, AsyncSqliteSaver) and isinstance(s1, RustSQLiteCheckpointer)
+            assert isinstance(s1, AcceleratedAsyncSqliteSaver)
             first = (await _counter_graph(s1).ainvoke({"log": []}, cfg))["log"]
+            s1.close_store()
         async with aiosqlite.connect(str(db)) as conn:
             s2 = AsyncSqliteSaver(conn)
-            assert isinstance(s2, RustSQLiteCheckpointer) and s2.path == str(db) + ".flg"
+            assert isinstance(s2, AcceleratedAsyncSqliteSaver)
             second = (await _counter_graph(s2).aget_state(cfg)).values["log"]
-            s2.close()
-        return first, second
+            s2.close_store()
+        shim.unpatch_langgraph()
+        async with AsyncSqliteSaver.from_conn_string(str(db)) as stock:
+            third = (await _counter_graph(stock).aget_state(cfg)).values["log"]
+        return first, second, third
 
-    first, second = asyncio.run(run())
-    assert first == [0, 1] and second == [0, 1]
+    first, second, third = asyncio.run(run())
+    assert first == [0, 1] and second == [0, 1] and third == [0, 1]
 
 
 from langgraph.graph.message import add_messages as _lg_add_messages  # noqa: E402
@@ -441,34 +438,3 @@ def test_add_messages_patch_reaches_graphs_compiled_before_and_unpatch_restores(
     report = shim.patch_langgraph(executor=False, checkpointer=False, add_messages=False)
     assert report.skipped["add_messages"] == "turned off by settings"
     assert shim.status()["add_messages"]["active"] is False
-
-
-def test_an_interrupted_import_leaves_nothing_and_the_next_start_imports_again(
-    tmp_path, monkeypatch
-) -> None:
-    from langgraph.checkpoint.sqlite import SqliteSaver
-
-    db = tmp_path / "state.db"
-    cfg = {"configurable": {"thread_id": "t"}}
-    with SqliteSaver.from_conn_string(str(db)) as stock:
-        _counter_graph(stock).invoke({"log": []}, cfg)
-        stock_history = [s.values for s in _counter_graph(stock).get_state_history(cfg)]
-    shim.patch_langgraph(executor=False)
-    real_import = RustSQLiteCheckpointer.import_sqlite_saver
-
-    def import_then_fail(self, source, **kwargs):
-        real_import(self, source, **kwargs)
-        raise KeyboardInterrupt  # as if the user pressed Ctrl-C just before the end
-
-    monkeypatch.setattr(RustSQLiteCheckpointer, "import_sqlite_saver", import_then_fail)
-    with pytest.raises(KeyboardInterrupt):
-        SqliteSaver.from_conn_string(str(db)).__enter__()
-    assert not (tmp_path / "state.db.flg").exists(), (
-        "no half-imported file takes the place of the copy"
-    )
-    assert not any(p.name.startswith("state.db.flg.importing") for p in tmp_path.iterdir())
-    monkeypatch.setattr(RustSQLiteCheckpointer, "import_sqlite_saver", real_import)
-    with SqliteSaver.from_conn_string(str(db)) as saver:
-        assert [s.values for s in _counter_graph(saver).get_state_history(cfg)] == stock_history
-    assert (tmp_path / "state.db.flg").exists()
-    assert not any(p.name.startswith("state.db.flg.importing") for p in tmp_path.iterdir())

@@ -6,6 +6,7 @@ mod exceptions;
 mod executor;
 mod merge;
 mod serde;
+mod sqlite_saver;
 
 use pyo3::prelude::*;
 
@@ -31,6 +32,7 @@ mod _native {
     use super::merge::{langgraph_state_update, merge_dicts, PyMessageMerger};
     #[pymodule_export]
     use super::serde::PyMsgpackCodec;
+    use super::sqlite_saver::{PySqliteSaverRow, PySqliteSaverStore};
 
     use pyo3::prelude::*;
 

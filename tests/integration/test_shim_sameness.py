@@ -12,7 +12,8 @@ import operator
 import re
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Annotated, Any, TypedDict
 
 import pytest
@@ -20,7 +21,9 @@ from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, HumanMessage
 from langchain_core.tools import tool
 from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.checkpoint.serde.encrypted import EncryptedSerializer
 from langgraph.checkpoint.sqlite import SqliteSaver
+from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.prebuilt import ToolNode, tools_condition
 from langgraph.types import Command, RetryPolicy, Send, interrupt
@@ -234,8 +237,8 @@ GRAPHS: dict[str, tuple[Callable[[], StateGraph], Any]] = {
 }
 
 
-def _run_all_modes(builder, inp, tag: str) -> dict[str, Any]:
-    graph = builder().compile(checkpointer=InMemorySaver())
+def _run_all_modes(builder, inp, tag: str, checkpointer: Any = None) -> dict[str, Any]:
+    graph = builder().compile(checkpointer=checkpointer or InMemorySaver())
     out: dict[str, Any] = {}
 
     def cfg(mode: str) -> dict:
@@ -362,4 +365,75 @@ def test_sqlite_checkpoints_are_the_same_with_the_swap(tmp_path) -> None:
     assert "checkpointer" in report.applied
     patched = run(tmp_path / "patched.db")
     assert patched == stock
-    assert (tmp_path / "patched.db.flg").exists()
+    assert not (tmp_path / "patched.db.flg").exists()
+
+
+# -- LangGraph's own SqliteSaver fixtures (sqlite, sqlite_aes, sqlite_aio), under the shim ----
+#
+# LangGraph's test suite builds them as below, on ":memory:"; each is used here on ":memory:"
+# (which stays on stock code under the shim) and on a file (which the shim accelerates).
+
+
+@contextmanager
+def _sqlite(path: str) -> Iterator[Any]:
+    with SqliteSaver.from_conn_string(path) as checkpointer:
+        yield checkpointer
+
+
+@contextmanager
+def _sqlite_aes(path: str) -> Iterator[Any]:
+    with SqliteSaver.from_conn_string(path) as checkpointer:
+        checkpointer.serde = EncryptedSerializer.from_pycryptodome_aes(key=b"1234567890123456")
+        yield checkpointer
+
+
+@asynccontextmanager
+async def _sqlite_aio(path: str) -> AsyncIterator[Any]:
+    async with AsyncSqliteSaver.from_conn_string(path) as checkpointer:
+        yield checkpointer
+
+
+def _with_fixture(kind: str, path: str, builder, inp, tag: str) -> dict[str, Any]:
+    if kind == "sqlite_aio":
+
+        async def run() -> dict[str, Any]:
+            async with _sqlite_aio(path) as saver:
+                graph = builder().compile(checkpointer=saver)
+                config = {"configurable": {"thread_id": f"{tag}-ainvoke"}}
+                start = inp if inp is not None else {"log": [f"{tag}-ainvoke"]}
+                return {
+                    "ainvoke": norm(await graph.ainvoke(start, config)),
+                    "history": [norm(s) async for s in graph.aget_state_history(config)],
+                    "accelerated": bool(getattr(saver, "accelerated", False)),
+                }
+
+        return asyncio.run(run())
+    fixture = _sqlite if kind == "sqlite" else _sqlite_aes
+    with fixture(path) as saver:
+        out = _run_all_modes(builder, inp, tag, saver)
+        out["accelerated"] = bool(getattr(saver, "accelerated", False))
+        return out
+
+
+@pytest.mark.parametrize("where", ["file", "memory"])
+@pytest.mark.parametrize("kind", ["sqlite", "sqlite_aes", "sqlite_aio"])
+@pytest.mark.parametrize("name", ["send_fanout", "subgraph", "agent", "retry"])
+def test_langgraph_sqlite_fixtures_are_the_same_under_the_shim(
+    name: str, kind: str, where: str, tmp_path
+) -> None:
+    builder, inp = GRAPHS[name]
+
+    def path(side: str) -> str:
+        return ":memory:" if where == "memory" else str(tmp_path / f"{side}.db")
+
+    stock = _with_fixture(kind, path("stock"), builder, inp, f"stock-{name}")
+    report = shim.patch_langgraph()
+    assert "checkpointer" in report.applied
+    patched = _with_fixture(kind, path("patched"), builder, inp, f"patched-{name}")
+    assert stock.pop("accelerated") is False
+    assert patched.pop("accelerated") is (where == "file")
+    stock = _replace(stock, f"stock-{name}")
+    patched = _replace(patched, f"patched-{name}")
+    for key in stock:
+        assert patched[key] == stock[key], f"{name}/{kind}/{where}: {key} differs"
+    assert sorted(p.name for p in tmp_path.iterdir() if ".flg" in p.name) == []
