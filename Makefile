@@ -26,7 +26,9 @@ demo-checkpointer: dev
 test-rust:
 	cargo test --no-default-features
 
+# The tests start their own throwaway servers; this installs them when missing.
 test-py: dev
+	bash scripts/install-test-servers.sh
 	$(PY) -m pytest -q
 
 test: test-rust test-py

@@ -4,6 +4,7 @@ from fast_langgraph._native import (
     CacheCorruptError,
     CacheError,
     CheckpointClosedError,
+    CheckpointConflictError,
     CheckpointError,
     DatabaseLockedError,
     DeltaBaseMissingError,
@@ -15,12 +16,14 @@ from fast_langgraph._native import (
 from fast_langgraph._settings import configure
 from fast_langgraph.cache import FastLLMCache, FastNodeCache, RustLLMCache, cached
 from fast_langgraph.checkpoint import RustSQLiteCheckpointer
+from fast_langgraph.postgres import RustPostgresCheckpointer
 from fast_langgraph.merge import add_messages, langgraph_state_update, merge_dicts
 
 __all__ = [
     "CacheCorruptError",
     "CacheError",
     "CheckpointClosedError",
+    "CheckpointConflictError",
     "CheckpointError",
     "DatabaseLockedError",
     "DeltaBaseMissingError",
@@ -29,6 +32,7 @@ __all__ = [
     "FastNodeCache",
     "ForeignDatabaseError",
     "RustLLMCache",
+    "RustPostgresCheckpointer",
     "RustSQLiteCheckpointer",
     "SerializationError",
     "__version__",

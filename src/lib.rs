@@ -6,6 +6,7 @@ pub mod checkpoint;
 pub mod error;
 pub mod executor;
 pub mod merge;
+pub mod postgres;
 
 #[cfg(feature = "python")]
 mod python;

@@ -5,6 +5,7 @@ mod checkpoint;
 mod exceptions;
 mod executor;
 mod merge;
+mod postgres;
 
 use pyo3::prelude::*;
 
@@ -18,13 +19,15 @@ mod _native {
     use super::exceptions::{CacheCorruptError, CacheError};
     #[pymodule_export]
     use super::exceptions::{
-        CheckpointClosedError, CheckpointError, DatabaseLockedError, DeltaBaseMissingError, FastLangGraphError,
-        ForeignDatabaseError, SerializationError,
+        CheckpointClosedError, CheckpointConflictError, CheckpointError, DatabaseLockedError, DeltaBaseMissingError,
+        FastLangGraphError, ForeignDatabaseError, SerializationError,
     };
     #[pymodule_export]
     use super::executor::{_mark_finalizing, PyTaskGroup, PyWorkerPool};
     #[pymodule_export]
     use super::merge::{langgraph_state_update, merge_dicts, PyMessageMerger};
+    #[pymodule_export]
+    use super::postgres::PyPgCheckpointStore;
 
     use pyo3::prelude::*;
 
