@@ -766,8 +766,6 @@ class _Heads:
             self._keys.pop(key, None)
 
     def continues(self, key: tuple[str, str, str | None]) -> bool:
-        if key[2] is None:
-            return True  # the first checkpoint of a thread continues "nothing yet"
         with self._lock:
             return key in self._keys
 

@@ -69,7 +69,9 @@ def _server_user() -> str | None:
         )
     except (OSError, subprocess.CalledProcessError) as e:
         detail = getattr(e, "stderr", "") or str(e)
-        raise PgServerError(f"cannot create the system user flg_pg to run PostgreSQL: {detail}")
+        raise PgServerError(
+            f"cannot create the system user flg_pg to run PostgreSQL: {detail}"
+        ) from e
     return "flg_pg"
 
 
