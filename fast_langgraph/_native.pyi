@@ -408,7 +408,9 @@ class PgCheckpointStore:
     def put_writes(
         self, writes: tuple[str, str, str, str, str, list[tuple[int, str, str, bytes]]]
     ) -> None: ...
-    def put_many(self, checkpoints: list[tuple[Any, ...]], writes: list[tuple[Any, ...]]) -> None: ...
+    def put_many(
+        self, checkpoints: list[tuple[Any, ...]], writes: list[tuple[Any, ...]]
+    ) -> None: ...
     def list(
         self,
         *,

@@ -44,8 +44,12 @@ def interrupt_script(saver):
     paused = Normalizer.for_thread(saver, "t1")(graph.get_state(cfg("t1")))
     final = graph.invoke(Command(resume="yes"), cfg("t1"))
     norm = Normalizer.for_thread(saver, "t1")
-    return norm(first), paused, norm(final), norm(graph.get_state(cfg("t1"))), history_dump(
-        graph, cfg("t1")
+    return (
+        norm(first),
+        paused,
+        norm(final),
+        norm(graph.get_state(cfg("t1"))),
+        history_dump(graph, cfg("t1")),
     )
 
 

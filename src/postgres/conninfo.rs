@@ -39,8 +39,12 @@ pub fn parse(conninfo: &str) -> Result<ConnInfo> {
     } else {
         take_kv_params(trimmed)?
     };
-    let mut config = postgres::Config::from_str(&rest)
-        .map_err(|e| Error::Invalid(format!("invalid PostgreSQL connection string: {e}")))?;
+    let mut config = postgres::Config::from_str(&rest).map_err(|e| {
+        Error::Invalid(format!(
+            "invalid PostgreSQL connection string: {}",
+            super::pool::describe(&e)
+        ))
+    })?;
     let mode = match ssl_mode.as_deref() {
         None | Some("prefer") | Some("allow") => SslMode::Prefer,
         Some("disable") => SslMode::Disable,

@@ -187,14 +187,16 @@ impl PgStore {
             })?;
             return Err(Error::Conflict(format!(
                 "thread {:?} (namespace {:?}) was written by another run meanwhile: checkpoint {:?} continues \
-                 checkpoint {:?}, but the thread's latest checkpoint is now {:?}. Two runs on one thread at once \
+                 checkpoint {}, but the thread's latest checkpoint is now {}. Two runs on one thread at once \
                  would fork its history; this one was refused and nothing was stored. Retry after the other run \
                  finishes, or fork explicitly from a checkpoint id.",
-                cp.checkpoint_id,
+                cp.thread_id,
                 cp.checkpoint_ns,
                 cp.checkpoint_id,
-                cp.parent_checkpoint_id,
-                head.unwrap_or_else(|| "(none)".into())
+                cp.parent_checkpoint_id
+                    .as_deref()
+                    .map_or_else(|| "(none: a new thread)".to_owned(), |p| format!("{p:?}")),
+                head.map_or_else(|| "(none)".to_owned(), |h| format!("{h:?}"))
             )));
         }
         Ok(())

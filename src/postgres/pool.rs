@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use postgres::{Client, Statement};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use super::conninfo::ConnInfo;
+use super::conninfo::{ConnInfo, SslMode};
 use super::{tls, PgOptions};
 use crate::error::{Error, Result};
 
@@ -50,7 +50,8 @@ pub struct PoolStats {
 
 pub struct Pool {
     info: ConnInfo,
-    tls: MakeRustlsConnect,
+    /// None: no TLS (sslmode=disable, or only unix sockets, which never use TLS).
+    tls: Option<MakeRustlsConnect>,
     max: usize,
     pool_timeout: Duration,
     statement_timeout: Option<Duration>,
@@ -71,7 +72,16 @@ impl Pool {
         if info.config.get_application_name().is_none() {
             info.config.application_name("fast-langgraph");
         }
-        let tls = tls::connector(info.ssl_mode, info.ssl_root_cert.as_deref())?;
+        let only_sockets = info
+            .config
+            .get_hosts()
+            .iter()
+            .all(|h| matches!(h, postgres::config::Host::Unix(_)));
+        let tls = if info.ssl_mode == SslMode::Disable || only_sockets {
+            None
+        } else {
+            Some(tls::connector(info.ssl_mode, info.ssl_root_cert.as_deref())?)
+        };
         let pool = Pool {
             info,
             tls,
@@ -118,19 +128,19 @@ impl Pool {
 
     fn connect(&self) -> Result<Conn> {
         let started = Instant::now();
-        let mut client = self
-            .info
-            .config
-            .connect(self.tls.clone())
-            .map_err(|e| Error::Postgres {
-                message: format!(
-                    "cannot connect to {} after {:.1} s: {}",
-                    self.where_(),
-                    started.elapsed().as_secs_f64(),
-                    describe(&e)
-                ),
-                connection: true,
-            })?;
+        let connected = match &self.tls {
+            Some(tls) => self.info.config.connect(tls.clone()),
+            None => self.info.config.connect(postgres::NoTls),
+        };
+        let mut client = connected.map_err(|e| Error::Postgres {
+            message: format!(
+                "cannot connect to {} after {:.1} s: {}",
+                self.where_(),
+                started.elapsed().as_secs_f64(),
+                describe(&e)
+            ),
+            connection: true,
+        })?;
         if let Some(t) = self.statement_timeout {
             client
                 .batch_execute(&format!("SET statement_timeout = {}", t.as_millis()))
@@ -321,6 +331,9 @@ pub fn describe(e: &postgres::Error) -> String {
         let mut s = format!("{} {}: {}", db.severity(), db.code().code(), db.message());
         if let Some(d) = db.detail() {
             s.push_str(&format!(" ({d})"));
+        }
+        if db.code().code() == "42P01" && db.message().contains("flg_") {
+            s.push_str(" (the checkpointer's tables are missing: call setup() once on this database)");
         }
         return s;
     }
