@@ -26,7 +26,8 @@ demo-checkpointer: dev
 test-rust:
 	cargo test --no-default-features
 
-# The throwaway servers the tests start (redis-server), installed with apt-get when missing.
+# The servers the tests start for themselves (redis-server, PostgreSQL), installed with apt-get
+# when missing; each test session starts its own throwaway instances on loopback and stops them.
 test-servers:
 	bash scripts/install-test-servers.sh
 

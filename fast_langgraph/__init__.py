@@ -4,6 +4,7 @@ from fast_langgraph._native import (
     CacheCorruptError,
     CacheError,
     CheckpointClosedError,
+    CheckpointConflictError,
     CheckpointError,
     DatabaseLockedError,
     DeltaBaseMissingError,
@@ -15,6 +16,7 @@ from fast_langgraph._native import (
 from fast_langgraph._settings import configure
 from fast_langgraph.cache import FastLLMCache, FastNodeCache, RustLLMCache, cached
 from fast_langgraph.checkpoint import RustSQLiteCheckpointer
+from fast_langgraph.postgres import RustPostgresCheckpointer
 from fast_langgraph.merge import add_messages, langgraph_state_update, merge_dicts
 from fast_langgraph.serde import RustSerializer
 
@@ -22,6 +24,7 @@ __all__ = [
     "CacheCorruptError",
     "CacheError",
     "CheckpointClosedError",
+    "CheckpointConflictError",
     "CheckpointError",
     "DatabaseLockedError",
     "DeltaBaseMissingError",
@@ -30,6 +33,7 @@ __all__ = [
     "FastNodeCache",
     "ForeignDatabaseError",
     "RustLLMCache",
+    "RustPostgresCheckpointer",
     "RustSQLiteCheckpointer",
     "RustSerializer",
     "SerializationError",

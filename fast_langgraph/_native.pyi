@@ -212,6 +212,24 @@ class ChannelHistory:
     @property
     def seed(self) -> ChannelValueRow | None:
         """The value stored at that ancestor; None when the walk reached the root first."""
+class CheckpointConflictError(CheckpointError):
+    """Another run wrote the same thread meanwhile; with the single-writer guard on, this
+    write was refused (nothing was stored) instead of forking the thread's history."""
+
+_Row = tuple[
+    str,  # thread_id
+    str,  # checkpoint_ns
+    str,  # checkpoint_id
+    str | None,  # parent_checkpoint_id
+    str,  # type tag of the checkpoint
+    bytes,  # the checkpoint; for msgpack, with its msgpack channel values as "channel_values"
+    str,  # metadata, JSON
+    # (channel, [(type, data), ...] oldest first, deltas in the stored chain); segments that
+    # are all msgpack arrays come joined into one, and no segments means the value is inside
+    # the checkpoint
+    list[tuple[str, list[tuple[str, bytes]], int]],
+    list[tuple[str, str, str, bytes]],  # (task_id, channel, type, data), in writes_sort_key order
+]
 
 class CheckpointStore:
     """The SQL side of `RustSQLiteCheckpointer`: one SQLite file, a group commit that
@@ -628,6 +646,21 @@ class SqliteSaverStore:
         synchronous: `PRAGMA synchronous` for commits: 0 off, 1 normal, 2 full, 3 extra.
         busy_timeout: Seconds to wait for another connection's lock.
         max_batch: The most calls one commit may carry.
+# --- PostgreSQL checkpoint store (RustPostgresCheckpointer) --------------------------------
+
+class PgCheckpointStore:
+    """The SQL side of `fast_langgraph.RustPostgresCheckpointer`: checkpoints on PostgreSQL
+    over a connection pool of its own. Takes `CheckpointStore`'s argument tuples and returns
+    its rows. Every method releases the GIL during network I/O.
+
+    Args:
+        conninfo: A libpq key/value string or a `postgresql://` URL (`sslmode` and
+            `sslrootcert` included).
+        pool_size: The most connections open at once.
+        connect_timeout: Seconds opening a connection may take.
+        statement_timeout: Seconds a statement may run, or None for the server's setting.
+        pool_timeout: Seconds a call waits for a free connection.
+        guard: The single-writer guard (see `put`).
     """
 
     def __init__(
@@ -695,3 +728,64 @@ class SqliteSaverStore:
         """{"calls", "commits"}: write calls and the transactions that carried them."""
     def close(self) -> None:
         """Close the connections (in a forked child, let go of the parent's unclosed)."""
+        conninfo: str,
+        *,
+        pool_size: int = 10,
+        connect_timeout: float = 10.0,
+        statement_timeout: float | None = None,
+        pool_timeout: float = 30.0,
+        guard: bool = False,
+    ) -> None: ...
+    @property
+    def closed(self) -> bool: ...
+    def setup(self) -> int:
+        """Applies the migrations not yet applied; returns the schema version."""
+    def schema_version(self) -> int | None:
+        """The schema version, or None when the tables do not exist."""
+    def table_exists(self, name: str) -> bool: ...
+    def put(
+        self,
+        checkpoint: tuple[
+            str,
+            str,
+            str,
+            str | None,
+            str,
+            bytes,
+            str,
+            str | None,
+            list[tuple[str, str]],
+            list[tuple[str, str, str, bytes, str | None]],
+        ],
+        *,
+        continue_head: bool = False,
+    ) -> None:
+        """Stores a checkpoint in one statement. With the guard on and `continue_head`, raises
+        `CheckpointConflictError` unless its parent is still its thread's latest checkpoint."""
+    def put_writes(
+        self, writes: tuple[str, str, str, str, str, list[tuple[int, str, str, bytes]]]
+    ) -> None: ...
+    def put_many(
+        self, checkpoints: list[tuple[Any, ...]], writes: list[tuple[Any, ...]]
+    ) -> None: ...
+    def list(
+        self,
+        *,
+        thread_id: str | None = None,
+        checkpoint_ns: str | None = None,
+        checkpoint_id: str | None = None,
+        before: str | None = None,
+        filter: Sequence[tuple[str, Any]] = ...,
+        limit: int | None = None,
+    ) -> list[_Row]: ...
+    def delta_history(
+        self, thread_id: str, checkpoint_ns: str, checkpoint_id: str, channels: list[str]
+    ) -> list[tuple[str, list[tuple[str, str, str, bytes]], list[tuple[str, bytes]] | None]]:
+        """Per channel: (channel, writes oldest first, the seed value's segments or None)."""
+    def storage_stats(self) -> dict[str, int]: ...
+    def pool_stats(self) -> dict[str, int]: ...
+    def delete_thread(self, thread_id: str) -> None: ...
+    def delete_for_runs(self, run_ids: Sequence[str]) -> None: ...
+    def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None: ...
+    def prune(self, thread_ids: Sequence[str], strategy: str) -> None: ...
+    def close(self) -> None: ...

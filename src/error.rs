@@ -7,6 +7,11 @@ use std::fmt;
 pub enum Error {
     /// SQLite reported an error; `busy` is true for "database is locked" (after the busy timeout).
     Sqlite { message: String, busy: bool },
+    /// PostgreSQL (or the connection to it) reported an error; `connection` is true when the
+    /// connection failed or was lost rather than a statement.
+    Postgres { message: String, connection: bool },
+    /// A guarded write was refused: another run wrote the same thread meanwhile.
+    Conflict(String),
     /// The file exists but is not an SQLite database.
     NotADatabase(String),
     /// The file is an SQLite database whose tables belong to something else.
@@ -38,6 +43,7 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::Sqlite { message, .. } => write!(f, "SQLite error: {message}"),
+            Error::Postgres { message, .. } => write!(f, "PostgreSQL: {message}"),
             Error::NotADatabase(m)
             | Error::ForeignSchema(m)
             | Error::Closed(m)
@@ -47,7 +53,8 @@ impl fmt::Display for Error {
             | Error::Corrupt(m)
             | Error::ForkedProcess(m)
             | Error::PoolClosed(m)
-            | Error::Redis(m) => f.write_str(m),
+            | Error::Redis(m)
+            | Error::Conflict(m) => f.write_str(m),
         }
     }
 }

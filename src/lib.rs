@@ -10,6 +10,7 @@ pub mod merge;
 pub mod serde;
 pub mod sqlite_file;
 pub mod sqlite_saver;
+pub mod postgres;
 
 #[cfg(feature = "python")]
 mod python;

@@ -48,6 +48,14 @@ create_exception!(
     "A value could not be serialized; the message names the channel or key."
 );
 
+create_exception!(
+    fast_langgraph,
+    CheckpointConflictError,
+    CheckpointError,
+    "Another run wrote the same thread meanwhile; with the single-writer guard on, this write was refused \
+     (nothing was stored) instead of forking the thread's history."
+);
+
 create_exception!(fast_langgraph, CacheError, FastLangGraphError, "A cache failed.");
 create_exception!(
     fast_langgraph,
@@ -62,7 +70,10 @@ impl From<Error> for PyErr {
         let msg = e.to_string();
         match e {
             Error::Sqlite { busy: true, .. } => DatabaseLockedError::new_err(msg),
-            Error::Sqlite { .. } | Error::ForkedProcess(_) | Error::Storage(_) => CheckpointError::new_err(msg),
+            Error::Sqlite { .. } | Error::ForkedProcess(_) | Error::Storage(_) | Error::Postgres { .. } => {
+                CheckpointError::new_err(msg)
+            }
+            Error::Conflict(_) => CheckpointConflictError::new_err(msg),
             Error::NotADatabase(_) | Error::ForeignSchema(_) => ForeignDatabaseError::new_err(msg),
             Error::Closed(_) => CheckpointClosedError::new_err(msg),
             Error::Invalid(_) => PyValueError::new_err(msg),

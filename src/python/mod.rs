@@ -7,6 +7,7 @@ mod executor;
 mod merge;
 mod serde;
 mod sqlite_saver;
+mod postgres;
 
 use pyo3::prelude::*;
 
@@ -23,8 +24,8 @@ mod _native {
     use super::exceptions::{CacheCorruptError, CacheError};
     #[pymodule_export]
     use super::exceptions::{
-        CheckpointClosedError, CheckpointError, DatabaseLockedError, DeltaBaseMissingError, FastLangGraphError,
-        ForeignDatabaseError, SerializationError,
+        CheckpointClosedError, CheckpointConflictError, CheckpointError, DatabaseLockedError, DeltaBaseMissingError,
+        FastLangGraphError, ForeignDatabaseError, SerializationError,
     };
     #[pymodule_export]
     use super::executor::{_mark_finalizing, PyTaskGroup, PyWorkerPool};
@@ -32,7 +33,10 @@ mod _native {
     use super::merge::{langgraph_state_update, merge_dicts, PyMessageMerger};
     #[pymodule_export]
     use super::serde::PyMsgpackCodec;
+    #[pymodule_export]
     use super::sqlite_saver::{PySqliteSaverRow, PySqliteSaverStore};
+    #[pymodule_export]
+    use super::postgres::PyPgCheckpointStore;
 
     use pyo3::prelude::*;
 

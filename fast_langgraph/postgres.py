@@ -1,0 +1,878 @@
+"""`RustPostgresCheckpointer`: a LangGraph checkpointer on PostgreSQL, with its storage engine
+in Rust (``fast_langgraph._native.PgCheckpointStore``).
+
+The same design as ``RustSQLiteCheckpointer`` on a server many replicas share: channel values
+stored once per version, append-only deltas for growing lists, ``list`` as one statement with
+its pending writes, every put one atomic statement, the GIL released during all network I/O.
+Python runs the saver's ``serde`` and builds ``CheckpointTuple``; Rust does the SQL over its
+own connection pool (rust-postgres, TLS through rustls).
+
+Its tables are prefixed ``flg_``; ``langgraph-checkpoint-postgres``'s tables in the same
+database are never read or written, except by ``import_postgres_saver``, which only reads them.
+See docs/postgres.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import operator
+import random
+import threading
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
+from functools import partial
+from typing import Any, TypeVar
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import (
+    WRITES_IDX_MAP,
+    BaseCheckpointSaver,
+    ChannelVersions,
+    Checkpoint,
+    CheckpointMetadata,
+    CheckpointTuple,
+    SerializerProtocol,
+    get_checkpoint_id,
+    get_checkpoint_metadata,
+)
+
+from fast_langgraph._native import (
+    DeltaBaseMissingError,
+    PgCheckpointStore,
+    SerializationError,
+)
+
+__all__ = ["RustPostgresCheckpointer"]
+
+T = TypeVar("T")
+
+_SCALARS = (str, int, float, bool, type(None))
+
+
+class RustPostgresCheckpointer(
+    BaseCheckpointSaver[str], AbstractContextManager, AbstractAsyncContextManager
+):
+    """A LangGraph checkpointer that stores checkpoints in PostgreSQL (13 or newer), through Rust.
+
+    Use it wherever LangGraph takes a checkpointer::
+
+        with RustPostgresCheckpointer.from_conn_string("postgresql://app@db/app") as saver:
+            saver.setup()  # once per database (safe to run from every replica)
+            graph = builder.compile(checkpointer=saver)
+
+    It has the whole ``BaseCheckpointSaver`` interface, sync and async, like
+    ``RustSQLiteCheckpointer``: ``get_tuple``, ``list``, ``put``, ``put_writes``,
+    ``delete_thread``, ``delete_for_runs``, ``copy_thread``, ``prune``,
+    ``get_delta_channel_history`` and every ``a*`` form. The async methods run the blocking
+    work on a worker thread, so they never block the event loop.
+
+    Args:
+        conninfo: A libpq key/value string (``"host=db user=app dbname=app sslmode=require"``)
+            or a ``postgresql://`` URL. ``sslmode`` is ``disable``, ``allow``/``prefer``
+            (default), ``require``, ``verify-ca`` or ``verify-full`` (the last two need
+            ``sslrootcert``).
+        serde: The serializer. Defaults to LangGraph's ``JsonPlusSerializer``.
+        pool_size: The most connections this saver opens at once (per process).
+        connect_timeout: Seconds opening a connection may take (a ``connect_timeout`` in
+            ``conninfo`` wins).
+        statement_timeout: Seconds any statement may run (PostgreSQL's
+            ``statement_timeout``); ``None`` keeps the server's setting.
+        pool_timeout: Seconds a call waits for a free connection when all are busy.
+        guard: The single-writer guard: a run that continues a thread which another run
+            extended meanwhile is refused with ``CheckpointConflictError`` instead of forking
+            the thread's history. See docs/postgres.md, "The single-writer guard".
+        delta: Store a growing list channel (a chat history) as the items appended since its
+            previous version. ``False`` always stores full values.
+        snapshot_every: With ``delta``, a full value after this many deltas in a row.
+
+    Raises:
+        CheckpointError: The server cannot be reached, or refused the credentials; the
+            message says which, and where.
+        ValueError: ``conninfo`` is malformed.
+        TypeError: An argument has the wrong type.
+    """
+
+    def __init__(
+        self,
+        conninfo: str,
+        *,
+        serde: SerializerProtocol | None = None,
+        pool_size: int = 10,
+        connect_timeout: float = 10.0,
+        statement_timeout: float | None = None,
+        pool_timeout: float = 30.0,
+        guard: bool = False,
+        delta: bool = True,
+        snapshot_every: int = 64,
+    ) -> None:
+        if not isinstance(conninfo, str):
+            raise TypeError(
+                f"RustPostgresCheckpointer: conninfo must be a str, got {type(conninfo).__name__}"
+            )
+        if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 1:
+            raise ValueError(
+                f"RustPostgresCheckpointer: pool_size must be an int >= 1, got {pool_size!r}"
+            )
+        if not isinstance(guard, bool):
+            raise TypeError(
+                f"RustPostgresCheckpointer: guard must be a bool, got {type(guard).__name__}"
+            )
+        if (
+            not isinstance(snapshot_every, int)
+            or isinstance(snapshot_every, bool)
+            or snapshot_every < 1
+        ):
+            raise ValueError(
+                f"RustPostgresCheckpointer: snapshot_every must be an int >= 1, got {snapshot_every!r}"
+            )
+        for name, value in (("connect_timeout", connect_timeout), ("pool_timeout", pool_timeout)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise TypeError(f"RustPostgresCheckpointer: {name} must be a number of seconds")
+        BaseCheckpointSaver.__init__(self, serde=serde)
+        self.guard = guard
+        self.delta = bool(delta)
+        self.snapshot_every = snapshot_every
+        self._lists = _ListVersions()
+        self._heads = _Heads()
+        self._store = PgCheckpointStore(
+            conninfo,
+            pool_size=pool_size,
+            connect_timeout=float(connect_timeout),
+            statement_timeout=None if statement_timeout is None else float(statement_timeout),
+            pool_timeout=float(pool_timeout),
+            guard=guard,
+        )
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    @classmethod
+    def from_conn_string(cls, conn_string: str, **kwargs: Any) -> _Opener:
+        """Open a checkpointer on ``conn_string``, closing it on exit. Works as a sync and as
+        an async context manager, like ``PostgresSaver.from_conn_string`` and
+        ``AsyncPostgresSaver.from_conn_string``::
+
+            with RustPostgresCheckpointer.from_conn_string(url) as saver: ...
+            async with RustPostgresCheckpointer.from_conn_string(url) as saver: ...
+        """
+        return _Opener(cls, conn_string, kwargs)
+
+    def setup(self) -> None:
+        """Create the tables, or bring them to this version's schema (the migrations not yet
+        applied, in order, in one transaction). Safe to call from several replicas at once."""
+        self._store.setup()
+
+    async def asetup(self) -> None:
+        await _in_thread(self.setup)
+
+    def close(self) -> None:
+        """Close every connection. Later calls raise ``CheckpointClosedError``. Idempotent."""
+        self._store.close()
+
+    @property
+    def closed(self) -> bool:
+        """Whether ``close()`` was called."""
+        return self._store.closed
+
+    def storage_stats(self) -> dict[str, int]:
+        """Row counts and sizes: ``checkpoints``, ``blobs``, ``delta_blobs``, ``writes``,
+        ``payload_bytes``, ``table_bytes`` (the tables and their indexes on disk)."""
+        return self._store.storage_stats()
+
+    def pool_stats(self) -> dict[str, int]:
+        """``{"open": n, "idle": m, "reconnects": k}``: connections open and idle, and calls
+        that found their connection dead and ran again on a new one."""
+        return self._store.pool_stats()
+
+    def __enter__(self) -> RustPostgresCheckpointer:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    async def __aenter__(self) -> RustPostgresCheckpointer:
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await _in_thread(self.close)
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "open"
+        return f"RustPostgresCheckpointer(guard={self.guard}, {state})"
+
+    # -- reads -----------------------------------------------------------------------------
+
+    def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        """The checkpoint named by ``config`` (or the thread's latest), with its pending
+        writes, or ``None``."""
+        conf = _configurable(config)
+        checkpoint_id = get_checkpoint_id(config)
+        thread_id = str(conf["thread_id"])
+        ns = conf.get("checkpoint_ns", "")
+        rows = self._store.list(
+            thread_id=thread_id, checkpoint_ns=ns, checkpoint_id=checkpoint_id, limit=1
+        )
+        if self.guard:
+            # What the caller read as the thread's latest is what its next put continues;
+            # a checkpoint read by id is a deliberate fork point (time travel, update_state).
+            if checkpoint_id:
+                self._heads.forget((thread_id, ns, checkpoint_id))
+            else:
+                self._heads.remember((thread_id, ns, rows[0][2] if rows else None))
+        if not rows:
+            return None
+        tup = self._to_tuple(rows[0], config if checkpoint_id else None)
+        if self.delta:
+            # The graph builds its next state from these very objects: remember them, so the
+            # next put can store only what is appended to them.
+            versions = tup.checkpoint["channel_versions"]
+            for channel, _segments, deltas in rows[0][7]:
+                value = tup.checkpoint["channel_values"].get(channel)
+                if type(value) is list and channel in versions:
+                    self._lists.remember(
+                        (rows[0][0], rows[0][1], channel),
+                        str(versions[channel]),
+                        tuple(value),
+                        deltas,
+                        "read",
+                    )
+        return tup
+
+    def list(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> Iterator[CheckpointTuple]:
+        """Checkpoints newest first, each with its pending writes, from one SQL statement.
+
+        ``filter`` matches metadata keys by containment (``metadata @> filter``, as
+        PostgresSaver does); keys and values are bound as parameters, never spliced into SQL.
+        """
+        kwargs: dict[str, Any] = {}
+        if config is not None:
+            conf = _configurable(config)
+            kwargs["thread_id"] = str(conf["thread_id"])
+            if conf.get("checkpoint_ns") is not None:
+                kwargs["checkpoint_ns"] = conf["checkpoint_ns"]
+            if checkpoint_id := get_checkpoint_id(config):
+                kwargs["checkpoint_id"] = checkpoint_id
+        if before is not None:
+            if before_id := get_checkpoint_id(before):
+                kwargs["before"] = before_id
+        if limit is not None:
+            if isinstance(limit, bool) or not isinstance(limit, int):
+                raise TypeError(f"list(): limit must be an int or None, got {type(limit).__name__}")
+        sql_filter, py_filter = _split_filter(filter)
+        kwargs["filter"] = sql_filter
+        if limit is not None and not py_filter:
+            kwargs["limit"] = limit
+        rows = self._store.list(**kwargs)
+        return self._iter_tuples(rows, py_filter, limit)
+
+    def _iter_tuples(
+        self, rows: list[tuple], py_filter: dict[str, Any], limit: int | None
+    ) -> Iterator[CheckpointTuple]:
+        remaining = limit
+        for row in rows:
+            if remaining is not None and remaining <= 0:
+                return
+            tup = self._to_tuple(row, None)
+            if py_filter and not all(tup.metadata.get(k) == v for k, v in py_filter.items()):
+                continue
+            if remaining is not None:
+                remaining -= 1
+            yield tup
+
+    def _to_tuple(self, row: tuple, config: RunnableConfig | None) -> CheckpointTuple:
+        thread_id, ns, checkpoint_id, parent_id, type_, data, metadata_json, blobs, writes = row
+        loads = self.serde.loads_typed
+        checkpoint = loads((type_, data))
+        # The store puts msgpack channel values inside the checkpoint (one decode for all of
+        # them) and leaves their segments empty; the others are decoded here.
+        values = checkpoint.setdefault("channel_values", {})
+        for ch, segs, _ in blobs:
+            if segs:
+                values[ch] = self._load_value(ch, segs)
+        return CheckpointTuple(
+            config=config
+            or {
+                "configurable": {
+                    "thread_id": thread_id,
+                    "checkpoint_ns": ns,
+                    "checkpoint_id": checkpoint_id,
+                }
+            },
+            checkpoint=checkpoint,
+            metadata=json.loads(metadata_json),
+            parent_config=(
+                {
+                    "configurable": {
+                        "thread_id": thread_id,
+                        "checkpoint_ns": ns,
+                        "checkpoint_id": parent_id,
+                    }
+                }
+                if parent_id
+                else None
+            ),
+            pending_writes=[(task_id, ch, loads((t, b))) for task_id, ch, t, b in writes],
+        )
+
+    def _load_value(self, channel: str, segments: list[tuple[str, bytes]]) -> Any:
+        loads = self.serde.loads_typed
+        value = loads(segments[0])
+        if len(segments) > 1:
+            if type(value) is not list:
+                raise SerializationError(
+                    f"channel {channel!r}: stored as an append-only delta over a value of type "
+                    f"{type(value).__name__}, not a list; the database is damaged"
+                )
+            for segment in segments[1:]:
+                value.extend(loads(segment))
+        return value
+
+    def get_delta_channel_history(
+        self, *, config: RunnableConfig, channels: Sequence[str]
+    ) -> Mapping[str, Any]:
+        """For each channel, the writes to it from the ancestors of the checkpoint named by
+        ``config`` (following parent pointers, oldest first) up to the nearest ancestor that
+        holds a value of it, returned as ``seed`` (LangGraph's ``DeltaChannelHistory``).
+        Native: a few bounded statements, not a ``get_tuple`` per ancestor."""
+        if not channels:
+            return {}
+        channels = [str(c) for c in channels]
+        conf = _configurable(config)
+        thread_id = str(conf["thread_id"])
+        ns = conf.get("checkpoint_ns", "")
+        checkpoint_id = get_checkpoint_id(config)
+        if not checkpoint_id:
+            rows = self._store.list(thread_id=thread_id, checkpoint_ns=ns, limit=1)
+            if not rows:
+                return {ch: {"writes": []} for ch in channels}
+            checkpoint_id = rows[0][2]
+        loads = self.serde.loads_typed
+        result: dict[str, Any] = {}
+        for ch, writes, seed in self._store.delta_history(thread_id, ns, checkpoint_id, channels):
+            entry: dict[str, Any] = {
+                "writes": [(task_id, c, loads((t, b))) for task_id, c, t, b in writes]
+            }
+            if seed is not None:
+                entry["seed"] = self._load_value(ch, seed)
+            result[ch] = entry
+        return result
+
+    # -- writes ----------------------------------------------------------------------------
+
+    def put(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        """Store a checkpoint. Only the channels in ``new_versions`` are serialized and
+        written; the others keep their stored versions. Returns once committed.
+
+        Raises:
+            SerializationError: a channel value or metadata value cannot be serialized; the
+                message names the channel or key. Nothing is written.
+            CheckpointConflictError: with ``guard=True``, another run extended this thread
+                since this run read it. Nothing is written.
+            CheckpointError: the database refused the write or could not be reached; the
+                message names the thread and checkpoint. Nothing is written.
+        """
+        conf = _configurable(config)
+        thread_id = str(conf["thread_id"])
+        ns = conf.get("checkpoint_ns", "")
+        parent_id = conf.get("checkpoint_id")
+        continue_head = self.guard and self._heads.continues((thread_id, ns, parent_id))
+        remembered: list[tuple] = []
+        args = self._checkpoint_args(
+            thread_id,
+            ns,
+            parent_id,
+            checkpoint,
+            metadata,
+            new_versions,
+            config,
+            remembered if self.delta else None,
+        )
+        try:
+            self._store.put(args, continue_head=continue_head)
+        except DeltaBaseMissingError:
+            # A base was pruned or deleted since we saw it: store full values.
+            self._lists.forget_thread(thread_id)
+            remembered.clear()
+            args = self._checkpoint_args(
+                thread_id,
+                ns,
+                parent_id,
+                checkpoint,
+                metadata,
+                new_versions,
+                config,
+                remembered,
+                use_deltas=False,
+            )
+            self._store.put(args, continue_head=continue_head)
+        for entry in remembered:
+            self._lists.remember(*entry)
+        if self.guard:
+            # This run's next put continues this checkpoint.
+            self._heads.remember((thread_id, ns, checkpoint["id"]))
+        return {
+            "configurable": {
+                "thread_id": conf["thread_id"],
+                "checkpoint_ns": ns,
+                "checkpoint_id": checkpoint["id"],
+            }
+        }
+
+    def _checkpoint_args(
+        self,
+        thread_id: str,
+        ns: str,
+        parent_id: str | None,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+        config: RunnableConfig | None,
+        remembered: list[tuple] | None = None,
+        *,
+        use_deltas: bool = True,
+    ) -> tuple:
+        """Serialize a checkpoint into the argument tuple of ``PgCheckpointStore.put``."""
+        c = dict(checkpoint)
+        values = c.pop("channel_values", None) or {}
+        blobs = []
+        for channel, version in new_versions.items():
+            base = None
+            if channel in values:
+                value = values[channel]
+                what = f"channel {channel!r} of checkpoint {checkpoint['id']!r} in thread {thread_id!r}"
+                if remembered is not None and type(value) is list:
+                    key = (thread_id, ns, channel)
+                    prev = self._lists.base_for(key, value) if use_deltas else None
+                    # Short chains: at most one delta per 8 items, never more than
+                    # snapshot_every in a row (see RustSQLiteCheckpointer).
+                    if prev is not None and prev[2] < min(self.snapshot_every, len(value) // 8):
+                        base = prev[0]
+                        type_, data = self._dumps(value[len(prev[1]) :], what)
+                        chain = prev[2] + 1
+                    else:
+                        type_, data = self._dumps(value, what)
+                        chain = 0
+                    remembered.append((key, str(version), tuple(value), chain))
+                else:
+                    type_, data = self._dumps(value, what)
+            else:
+                type_, data = "empty", b""
+            blobs.append((channel, str(version), type_, data, base))
+        type_, data = self._dumps(c, f"checkpoint {checkpoint['id']!r} in thread {thread_id!r}")
+        md = get_checkpoint_metadata(config, metadata) if config is not None else dict(metadata)
+        metadata_json = _metadata_json(md, checkpoint["id"])
+        run_id = md.get("run_id")
+        versions = [(ch, str(v)) for ch, v in c["channel_versions"].items()]
+        return (
+            thread_id,
+            ns,
+            checkpoint["id"],
+            parent_id,
+            type_,
+            data,
+            metadata_json,
+            None if run_id is None else str(run_id),
+            versions,
+            blobs,
+        )
+
+    def put_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        """Store a task's pending writes against a checkpoint. Returns once committed.
+
+        Raises:
+            SerializationError: a value cannot be serialized; the message names the channel.
+                Nothing is written.
+        """
+        conf = _configurable(config)
+        thread_id = str(conf["thread_id"])
+        rows = [
+            (
+                WRITES_IDX_MAP.get(channel, idx),
+                channel,
+                *self._dumps(value, f"write to channel {channel!r} by task {task_id!r}"),
+            )
+            for idx, (channel, value) in enumerate(writes)
+        ]
+        self._store.put_writes(
+            (
+                thread_id,
+                conf.get("checkpoint_ns", ""),
+                conf["checkpoint_id"],
+                task_id,
+                task_path,
+                rows,
+            )
+        )
+
+    def _dumps(self, value: Any, what: str) -> tuple[str, bytes]:
+        try:
+            return self.serde.dumps_typed(value)
+        except Exception as e:
+            raise SerializationError(
+                f"cannot serialize {what}: a value of type {type(value).__name__}: {e}"
+            ) from e
+
+    def delete_thread(self, thread_id: str) -> None:
+        """Delete every checkpoint and write of a thread."""
+        self._lists.forget_thread(str(thread_id))
+        self._store.delete_thread(str(thread_id))
+
+    def delete_for_runs(self, run_ids: Sequence[str]) -> None:
+        """Delete the checkpoints (and their writes) whose metadata ``run_id`` is in
+        ``run_ids``."""
+        run_ids = [str(r) for r in _sequence(run_ids, "run_ids")]
+        self._lists.clear()
+        self._store.delete_for_runs(run_ids)
+
+    def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        """Copy every checkpoint, channel value and write of one thread to another."""
+        self._store.copy_thread(str(source_thread_id), str(target_thread_id))
+
+    def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        """Prune threads: ``"keep_latest"`` keeps the newest checkpoint of each namespace
+        (with its writes and the channel values it needs, delta chains included);
+        ``"delete"`` removes all. Do not prune threads of graphs that use LangGraph's beta
+        ``DeltaChannel``, which rebuilds values from the writes of the ancestors this
+        deletes."""
+        thread_ids = [str(t) for t in _sequence(thread_ids, "thread_ids")]
+        for thread_id in thread_ids:
+            self._lists.forget_thread(thread_id)
+        self._store.prune(thread_ids, strategy)
+
+    def get_next_version(self, current: str | int | None, channel: None) -> str:
+        """The next channel version: a zero-padded counter plus a random fraction, as
+        PostgresSaver makes them."""
+        if current is None:
+            current_v = 0
+        elif isinstance(current, int):
+            current_v = current
+        else:
+            current_v = int(str(current).split(".")[0])
+        return f"{current_v + 1:032}.{random.random():016}"
+
+    # -- async: the same work on a worker thread --------------------------------------------
+
+    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        return await _in_thread(self.get_tuple, config)
+
+    async def alist(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> AsyncIterator[CheckpointTuple]:
+        items = await _in_thread(
+            lambda: list(self.list(config, filter=filter, before=before, limit=limit))
+        )
+        for item in items:
+            yield item
+
+    async def aput(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        return await _in_thread(self.put, config, checkpoint, metadata, new_versions)
+
+    async def aput_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        await _in_thread(self.put_writes, config, writes, task_id, task_path)
+
+    async def adelete_thread(self, thread_id: str) -> None:
+        await _in_thread(self.delete_thread, thread_id)
+
+    async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
+        await _in_thread(self.delete_for_runs, run_ids)
+
+    async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        await _in_thread(self.copy_thread, source_thread_id, target_thread_id)
+
+    async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        await _in_thread(partial(self.prune, strategy=strategy), thread_ids)
+
+    async def aget_delta_channel_history(
+        self, *, config: RunnableConfig, channels: Sequence[str]
+    ) -> Mapping[str, Any]:
+        return await _in_thread(
+            partial(self.get_delta_channel_history, config=config, channels=channels)
+        )
+
+    # -- moving in from PostgresSaver --------------------------------------------------------
+
+    def import_postgres_saver(self, source: Any, *, batch_size: int = 200) -> int:
+        """Copy every thread, checkpoint and pending write that ``langgraph-checkpoint-postgres``
+        (``PostgresSaver``/``AsyncPostgresSaver``) stored into this checkpointer's tables.
+
+        ``source`` is a ``PostgresSaver`` or a connection string for one (needs
+        ``langgraph-checkpoint-postgres`` and ``psycopg``, which a PostgresSaver user has). Its
+        tables are only read. Checkpoint ids, parents, metadata and writes (with their task
+        paths and indexes) are kept, so ``get_state_history`` and time travel work as before.
+        The source must use the same serializer as this checkpointer.
+
+        Returns:
+            The number of checkpoints imported.
+        """
+        from langgraph.checkpoint.postgres import PostgresSaver
+
+        if isinstance(source, str):
+            with PostgresSaver.from_conn_string(source) as saver:
+                return self._import_from(saver, batch_size)
+        if not isinstance(source, PostgresSaver):
+            raise TypeError(
+                "import_postgres_saver: source must be a PostgresSaver or its connection string, "
+                f"got {type(source).__name__}"
+            )
+        return self._import_from(source, batch_size)
+
+    def _import_from(self, saver: Any, batch_size: int) -> int:
+        writes_by_cp: dict[tuple[str, str, str], list[tuple]] = {}
+        with saver._cursor() as cur:
+            cur.execute(
+                "SELECT thread_id, checkpoint_ns, checkpoint_id, task_id, task_path, idx, channel, "
+                "type, blob FROM checkpoint_writes"
+            )
+            for r in cur.fetchall():
+                writes_by_cp.setdefault(
+                    (r["thread_id"], r["checkpoint_ns"], r["checkpoint_id"]), []
+                ).append(
+                    (
+                        r["task_id"],
+                        r["task_path"],
+                        r["idx"],
+                        r["channel"],
+                        r["type"],
+                        bytes(r["blob"]) if r["blob"] is not None else b"",
+                    )
+                )
+        seen_blobs: set[tuple[str, str, str, str]] = set()
+        checkpoints: list[tuple] = []
+        write_args: list[tuple] = []
+        count = 0
+        for tup in saver.list(None):
+            conf = tup.config["configurable"]
+            thread_id, ns, cid = (
+                str(conf["thread_id"]),
+                conf.get("checkpoint_ns", ""),
+                conf["checkpoint_id"],
+            )
+            checkpoint = tup.checkpoint
+            values = checkpoint.get("channel_values", {})
+            new_versions = {}
+            for ch, ver in checkpoint["channel_versions"].items():
+                key = (thread_id, ns, ch, str(ver))
+                if ch in values and key not in seen_blobs:
+                    seen_blobs.add(key)
+                    new_versions[ch] = ver
+            parent_id = (
+                tup.parent_config["configurable"]["checkpoint_id"] if tup.parent_config else None
+            )
+            checkpoints.append(
+                self._checkpoint_args(
+                    thread_id, ns, parent_id, checkpoint, dict(tup.metadata), new_versions, None
+                )
+            )
+            by_task: dict[tuple[str, str], list[tuple]] = {}
+            for task_id, path, idx, channel, wtype, value in writes_by_cp.get(
+                (thread_id, ns, cid), []
+            ):
+                by_task.setdefault((task_id, path), []).append((idx, channel, wtype, value))
+            for (task_id, path), items in by_task.items():
+                write_args.append((thread_id, ns, cid, task_id, path, items))
+            count += 1
+            if len(checkpoints) >= batch_size:
+                self._store.put_many(checkpoints, write_args)
+                checkpoints, write_args = [], []
+        if checkpoints or write_args:
+            self._store.put_many(checkpoints, write_args)
+        return count
+
+
+class _Opener(AbstractContextManager, AbstractAsyncContextManager):
+    """``from_conn_string``'s result: a sync and an async context manager."""
+
+    def __init__(self, cls: type[RustPostgresCheckpointer], conninfo: str, kwargs: dict) -> None:
+        self._make = partial(cls, conninfo, **kwargs)
+        self._saver: RustPostgresCheckpointer | None = None
+
+    def __enter__(self) -> RustPostgresCheckpointer:
+        self._saver = self._make()
+        return self._saver
+
+    def __exit__(self, *exc_info: Any) -> None:
+        if self._saver is not None:
+            self._saver.close()
+
+    async def __aenter__(self) -> RustPostgresCheckpointer:
+        # Connecting is network I/O: off the event loop.
+        self._saver = await _in_thread(self._make)
+        return self._saver
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        if self._saver is not None:
+            await _in_thread(self._saver.close)
+
+
+class _Heads:
+    """For the single-writer guard: the checkpoints this process read as a thread's latest or
+    just stored, keyed (thread, namespace, checkpoint id; None for "the thread had none").
+    A put whose parent is one of them continues the thread's head; any other put is a
+    deliberate fork. Bounded: the least recently used are dropped (their continuations are
+    then treated as forks, which are never refused)."""
+
+    MAX_ENTRIES = 65536
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._keys: OrderedDict[tuple[str, str, str | None], None] = OrderedDict()
+
+    def remember(self, key: tuple[str, str, str | None]) -> None:
+        with self._lock:
+            self._keys[key] = None
+            self._keys.move_to_end(key)
+            while len(self._keys) > self.MAX_ENTRIES:
+                self._keys.popitem(last=False)
+
+    def forget(self, key: tuple[str, str, str | None]) -> None:
+        with self._lock:
+            self._keys.pop(key, None)
+
+    def continues(self, key: tuple[str, str, str | None]) -> bool:
+        with self._lock:
+            return key in self._keys
+
+
+class _ListVersions:
+    """For each (thread, namespace, channel), the list value this process last stored and the
+    one it last read, each as a tuple of its items with its version and the number of deltas
+    since its last full value. Bounded: the least recently used keys are dropped (their next
+    put is full). The same bookkeeping as RustSQLiteCheckpointer's."""
+
+    MAX_ENTRIES = 1024
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[tuple[str, str, str], dict[str, tuple[str, tuple, int]]] = (
+            OrderedDict()
+        )
+
+    def base_for(self, key: tuple[str, str, str], value: list) -> tuple[str, tuple, int] | None:
+        with self._lock:
+            slots = self._entries.get(key)
+            if slots is None:
+                return None
+            self._entries.move_to_end(key)
+            candidates = sorted(slots.values(), key=lambda e: len(e[1]), reverse=True)
+        for entry in candidates:
+            items = entry[1]
+            if len(value) >= len(items) and all(map(operator.is_, items, value)):
+                return entry
+        return None
+
+    def remember(
+        self, key: tuple[str, str, str], version: str, items: tuple, chain: int, slot: str = "put"
+    ) -> None:
+        entry = (version, items, chain)
+        with self._lock:
+            self._entries.setdefault(key, {})[slot] = entry
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.MAX_ENTRIES:
+                self._entries.popitem(last=False)
+
+    def forget_thread(self, thread_id: str) -> None:
+        with self._lock:
+            for key in [k for k in self._entries if k[0] == thread_id]:
+                del self._entries[key]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+def _configurable(config: Any) -> dict[str, Any]:
+    if not isinstance(config, dict):
+        raise TypeError(f"config must be a dict (a RunnableConfig), got {type(config).__name__}")
+    conf = config.get("configurable")
+    if not isinstance(conf, dict) or "thread_id" not in conf:
+        raise ValueError(
+            f"config must have config['configurable']['thread_id'], got configurable={conf!r}"
+        )
+    return conf
+
+
+def _sequence(value: Any, name: str) -> Sequence[Any]:
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple, set, frozenset)):
+        raise TypeError(f"{name} must be a list of ids, got {type(value).__name__}")
+    return list(value)
+
+
+def _split_filter(filter: Any) -> tuple[list[tuple[str, Any]], dict[str, Any]]:
+    """Scalar conditions go to SQL; others (lists, dicts) are checked in Python."""
+    if not filter:
+        return [], {}
+    if not isinstance(filter, dict):
+        raise TypeError(f"list(): filter must be a dict, got {type(filter).__name__}")
+    sql: list[tuple[str, Any]] = []
+    py: dict[str, Any] = {}
+    for key, value in filter.items():
+        if not isinstance(key, str):
+            raise TypeError(f"list(): filter keys must be str, got {key!r}")
+        if isinstance(value, _SCALARS):
+            sql.append((key, value))
+        else:
+            py[key] = value
+    return sql, py
+
+
+def _metadata_json(metadata: dict[str, Any], checkpoint_id: str) -> str:
+    try:
+        text = json.dumps(metadata, ensure_ascii=False)
+    except (TypeError, ValueError) as e:
+        bad = next((k for k, v in metadata.items() if not _json_ok(v)), "?")
+        raise SerializationError(
+            f"cannot serialize metadata key {bad!r} of checkpoint {checkpoint_id!r} "
+            f"(value of type {type(metadata.get(bad)).__name__}): {e}"
+        ) from e
+    # PostgreSQL's jsonb cannot hold U+0000; PostgresSaver drops it the same way.
+    return text.replace("\\u0000", "")
+
+
+def _json_ok(value: Any) -> bool:
+    try:
+        json.dumps(value)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+async def _in_thread(fn: Callable[..., T], *args: Any) -> T:
+    # Blocking network and serializer work runs on the loop's default executor.
+    return await asyncio.get_running_loop().run_in_executor(None, partial(fn, *args))

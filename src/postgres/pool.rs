@@ -1,0 +1,350 @@
+//! A small connection pool of our own: idle connections on a stack, at most `pool_size`
+//! open, callers waiting on a condition variable when all are busy. A call that finds its
+//! connection dead (server restart, `pg_terminate_backend`, a pooler's idle timeout) drops
+//! it and every idle one (they are likely dead too) and retries once on a new connection.
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use postgres::{Client, Statement};
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+use super::conninfo::{ConnInfo, SslMode};
+use super::{tls, PgOptions};
+use crate::error::{Error, Result};
+
+/// One connection and its prepared statements.
+pub struct Conn {
+    pub client: Client,
+    statements: HashMap<String, Statement>,
+}
+
+impl Conn {
+    /// The statement for `sql`, prepared once per connection.
+    pub fn prepare(&mut self, sql: &str) -> std::result::Result<Statement, postgres::Error> {
+        if let Some(s) = self.statements.get(sql) {
+            return Ok(s.clone());
+        }
+        let s = self.client.prepare(sql)?;
+        self.statements.insert(sql.to_owned(), s.clone());
+        Ok(s)
+    }
+}
+
+struct State {
+    idle: Vec<Conn>,
+    open: usize,
+    closed: bool,
+    /// The process that opened the connections: a forked child must not use its parent's.
+    pid: u32,
+}
+
+/// Pool counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStats {
+    pub open: usize,
+    pub idle: usize,
+    pub reconnects: u64,
+}
+
+pub struct Pool {
+    info: ConnInfo,
+    /// None: no TLS (sslmode=disable, or only unix sockets, which never use TLS).
+    tls: Option<MakeRustlsConnect>,
+    max: usize,
+    pool_timeout: Duration,
+    statement_timeout: Option<Duration>,
+    state: Mutex<State>,
+    freed: Condvar,
+    reconnects: AtomicU64,
+}
+
+impl Pool {
+    /// Opens the first connection now, so that a bad address or password fails at once.
+    pub fn new(mut info: ConnInfo, options: &PgOptions) -> Result<Pool> {
+        if options.pool_size == 0 {
+            return Err(Error::Invalid("pool_size must be at least 1".into()));
+        }
+        if info.config.get_connect_timeout().is_none() {
+            info.config.connect_timeout(options.connect_timeout);
+        }
+        if info.config.get_application_name().is_none() {
+            info.config.application_name("fast-langgraph");
+        }
+        let only_sockets = info
+            .config
+            .get_hosts()
+            .iter()
+            .all(|h| matches!(h, postgres::config::Host::Unix(_)));
+        let tls = if info.ssl_mode == SslMode::Disable || only_sockets {
+            None
+        } else {
+            Some(tls::connector(info.ssl_mode, info.ssl_root_cert.as_deref())?)
+        };
+        let pool = Pool {
+            info,
+            tls,
+            max: options.pool_size,
+            pool_timeout: options.pool_timeout,
+            statement_timeout: options.statement_timeout,
+            state: Mutex::new(State {
+                idle: Vec::new(),
+                open: 0,
+                closed: false,
+                pid: std::process::id(),
+            }),
+            freed: Condvar::new(),
+            reconnects: AtomicU64::new(0),
+        };
+        let first = pool.get()?;
+        pool.put_back(first);
+        Ok(pool)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn where_(&self) -> String {
+        let c = &self.info.config;
+        let host = c
+            .get_hosts()
+            .iter()
+            .map(|h| match h {
+                postgres::config::Host::Tcp(name) => name.clone(),
+                postgres::config::Host::Unix(path) => path.display().to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join(",");
+        let ports = c.get_ports().iter().map(u16::to_string).collect::<Vec<_>>().join(",");
+        format!(
+            "PostgreSQL at {host}{}{ports} (user {:?}, database {:?})",
+            if ports.is_empty() { "" } else { ":" },
+            c.get_user().unwrap_or(""),
+            c.get_dbname().unwrap_or(c.get_user().unwrap_or(""))
+        )
+    }
+
+    fn connect(&self) -> Result<Conn> {
+        let started = Instant::now();
+        let connected = match &self.tls {
+            Some(tls) => self.info.config.connect(tls.clone()),
+            None => self.info.config.connect(postgres::NoTls),
+        };
+        let mut client = connected.map_err(|e| Error::Postgres {
+            message: format!(
+                "cannot connect to {} after {:.1} s: {}",
+                self.where_(),
+                started.elapsed().as_secs_f64(),
+                describe(&e)
+            ),
+            connection: true,
+        })?;
+        if let Some(t) = self.statement_timeout {
+            client
+                .batch_execute(&format!("SET statement_timeout = {}", t.as_millis()))
+                .map_err(|e| Error::Postgres {
+                    message: format!("setting statement_timeout on {}: {}", self.where_(), describe(&e)),
+                    connection: true,
+                })?;
+        }
+        Ok(Conn {
+            client,
+            statements: HashMap::new(),
+        })
+    }
+
+    /// An idle connection, or a new one, or the next one freed.
+    fn get(&self) -> Result<Conn> {
+        let deadline = Instant::now() + self.pool_timeout;
+        let mut st = self.lock();
+        loop {
+            if st.closed {
+                return Err(Error::Closed(
+                    "the Postgres checkpointer is closed (close() was called)".into(),
+                ));
+            }
+            if st.pid != std::process::id() {
+                // Forked: the copied connections share sockets with the parent's. Leave them
+                // unclosed (closing would end the parent's sessions) and open our own.
+                for conn in st.idle.drain(..) {
+                    std::mem::forget(conn);
+                }
+                st.open = 0;
+                st.pid = std::process::id();
+            }
+            if let Some(conn) = st.idle.pop() {
+                return Ok(conn);
+            }
+            if st.open < self.max {
+                st.open += 1;
+                drop(st);
+                return self.connect().inspect_err(|_| {
+                    self.lock().open -= 1;
+                    self.freed.notify_one();
+                });
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(Error::Postgres {
+                    message: format!(
+                        "all {} connections of the pool to {} stayed busy for {:.1} s (raise pool_size)",
+                        self.max,
+                        self.where_(),
+                        self.pool_timeout.as_secs_f64()
+                    ),
+                    connection: false,
+                });
+            }
+            st = self
+                .freed
+                .wait_timeout(st, deadline - now)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+
+    fn put_back(&self, conn: Conn) {
+        let mut st = self.lock();
+        if st.closed || st.pid != std::process::id() {
+            st.open = st.open.saturating_sub(1);
+            drop(st);
+            drop(conn);
+        } else {
+            st.idle.push(conn);
+            drop(st);
+        }
+        self.freed.notify_one();
+    }
+
+    /// Drops a dead connection and every idle one.
+    fn discard(&self, conn: Conn) {
+        let mut st = self.lock();
+        let idle: Vec<Conn> = st.idle.drain(..).collect();
+        st.open = st.open.saturating_sub(1 + idle.len());
+        drop(st);
+        self.freed.notify_all();
+        drop(conn);
+        drop(idle);
+    }
+
+    /// Runs `f` on a connection; see [`Pool::run_with`].
+    pub fn run<T>(&self, what: &str, f: impl FnMut(&mut Conn) -> std::result::Result<T, postgres::Error>) -> Result<T> {
+        self.run_with(|| what.to_owned(), f)
+    }
+
+    /// Runs `f` on a pooled connection. If the connection turns out dead, `f` runs once more
+    /// on a new one: every statement here is idempotent, and a transaction the server did not
+    /// commit was rolled back whole. Errors name `what()`.
+    pub fn run_with<T>(
+        &self,
+        what: impl Fn() -> String,
+        mut f: impl FnMut(&mut Conn) -> std::result::Result<T, postgres::Error>,
+    ) -> Result<T> {
+        let mut retried = false;
+        loop {
+            let mut conn = self.get().map_err(|e| match e {
+                Error::Postgres { message, connection } => Error::Postgres {
+                    message: format!("{}: {message}", what()),
+                    connection,
+                },
+                other => other,
+            })?;
+            match f(&mut conn) {
+                Ok(v) => {
+                    self.put_back(conn);
+                    return Ok(v);
+                }
+                Err(e) => {
+                    let dead = is_connection_error(&e, &conn.client);
+                    if dead {
+                        self.discard(conn);
+                        self.reconnects.fetch_add(1, Ordering::Relaxed);
+                        if !retried && !self.is_closed() {
+                            retried = true;
+                            continue;
+                        }
+                    } else {
+                        self.put_back(conn);
+                    }
+                    return Err(Error::Postgres {
+                        message: format!("{} failed: {}", what(), describe(&e)),
+                        connection: dead,
+                    });
+                }
+            }
+        }
+    }
+
+    pub fn stats(&self) -> PoolStats {
+        let st = self.lock();
+        PoolStats {
+            open: st.open,
+            idle: st.idle.len(),
+            reconnects: self.reconnects.load(Ordering::Relaxed),
+        }
+    }
+
+    pub fn close(&self) {
+        let mut st = self.lock();
+        st.closed = true;
+        let idle: Vec<Conn> = st.idle.drain(..).collect();
+        st.open = st.open.saturating_sub(idle.len());
+        let forked = st.pid != std::process::id();
+        drop(st);
+        self.freed.notify_all();
+        if forked {
+            idle.into_iter().for_each(std::mem::forget);
+        } else {
+            drop(idle);
+        }
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+}
+
+/// Whether `e` means the connection is gone (as opposed to a statement that failed on a
+/// working connection).
+fn is_connection_error(e: &postgres::Error, client: &Client) -> bool {
+    if client.is_closed() || e.is_closed() {
+        return true;
+    }
+    match e.as_db_error() {
+        // 08: connection exception; 57P01-57P03: admin shutdown, crash shutdown, cannot
+        // connect now (a restarting server).
+        Some(db) => {
+            let code = db.code().code();
+            code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03")
+        }
+        // The client's own errors: a broken socket is an I/O error.
+        None => std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>()),
+    }
+}
+
+/// A readable account of a client error: the server's message with its SQLSTATE and detail,
+/// or the client's error with its cause.
+pub fn describe(e: &postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        let mut s = format!("{} {}: {}", db.severity(), db.code().code(), db.message());
+        if let Some(d) = db.detail() {
+            s.push_str(&format!(" ({d})"));
+        }
+        if db.code().code() == "42P01" && db.message().contains("flg_") {
+            s.push_str(" (the checkpointer's tables are missing: call setup() once on this database)");
+        }
+        return s;
+    }
+    let mut s = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !s.contains(&text) {
+            s.push_str(&format!(": {text}"));
+        }
+        source = cause.source();
+    }
+    s
+}

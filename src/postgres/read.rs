@@ -1,0 +1,447 @@
+//! Reads: `list` (and `get_tuple`) as one statement returning the checkpoints with every
+//! blob they need and their pending writes; `get_delta_channel_history` by walking parent
+//! pointers in bounded statements.
+use std::collections::{HashMap, HashSet};
+
+use postgres::types::ToSql;
+
+use super::pool::Pool;
+use super::sql;
+use crate::checkpoint::{ChannelValue, ListQuery, MetaValue, StoredCheckpoint, StoredWrite};
+use crate::error::{Error, Result};
+
+// The msgpack splicing of the SQLite store, shared as it is.
+#[path = "../checkpoint/msgpack.rs"]
+#[allow(dead_code)]
+mod msgpack;
+
+/// One stored blob on the way from a channel version to its value.
+struct Segment {
+    type_tag: String,
+    data: Vec<u8>,
+    base: Option<String>,
+}
+
+type BlobKey = (String, String, String, String);
+
+/// The `list` statement for `q`: only the conditions it has, every value a parameter.
+fn list_sql(q: &ListQuery) -> Result<(String, Vec<Box<dyn ToSql + Sync>>)> {
+    let mut conds: Vec<String> = Vec::new();
+    let mut params: Vec<Box<dyn ToSql + Sync>> = Vec::new();
+    let mut push = |cond: &str, value: Box<dyn ToSql + Sync>, params: &mut Vec<Box<dyn ToSql + Sync>>| {
+        params.push(value);
+        conds.push(cond.replace('?', &format!("${}", params.len())));
+    };
+    if let Some(v) = &q.thread_id {
+        push("thread_id = ?", Box::new(v.clone()), &mut params);
+    }
+    if let Some(v) = &q.checkpoint_ns {
+        push("checkpoint_ns = ?", Box::new(v.clone()), &mut params);
+    }
+    if let Some(v) = &q.checkpoint_id {
+        push("checkpoint_id = ?", Box::new(v.clone()), &mut params);
+    }
+    if let Some(v) = &q.before {
+        push("checkpoint_id < ?", Box::new(v.clone()), &mut params);
+    }
+    if !q.filter.is_empty() {
+        let mut obj = serde_json::Map::new();
+        for f in &q.filter {
+            let value = match &f.value {
+                MetaValue::Null => serde_json::Value::Null,
+                MetaValue::Bool(b) => serde_json::Value::Bool(*b),
+                MetaValue::Int(i) => serde_json::Value::from(*i),
+                MetaValue::Float(x) => serde_json::Number::from_f64(*x)
+                    .map(serde_json::Value::Number)
+                    .ok_or_else(|| {
+                        Error::Invalid(format!("list(): filter value for {:?} must be a finite number", f.key))
+                    })?,
+                MetaValue::Text(s) => serde_json::Value::String(s.clone()),
+            };
+            obj.insert(f.key.clone(), value);
+        }
+        // Containment, as PostgresSaver filters: metadata has every key with that value.
+        push(
+            "metadata @> (?::text)::jsonb",
+            Box::new(serde_json::Value::Object(obj).to_string()),
+            &mut params,
+        );
+    }
+    let limit = match q.limit {
+        Some(n) => {
+            params.push(Box::new(n.max(0)));
+            format!(" LIMIT ${}", params.len())
+        }
+        None => String::new(),
+    };
+    let conds = if conds.is_empty() {
+        "TRUE".to_owned()
+    } else {
+        conds.join(" AND ")
+    };
+    Ok((
+        format!(
+            "WITH RECURSIVE cp AS (SELECT {} FROM flg_checkpoints WHERE {conds} ORDER BY checkpoint_id DESC{limit}){}",
+            sql::CP_COLUMNS,
+            sql::LIST_TAIL
+        ),
+        params,
+    ))
+}
+
+pub fn list(pool: &Pool, q: &ListQuery) -> Result<Vec<StoredCheckpoint>> {
+    let (text, params) = list_sql(q)?;
+    let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect();
+    let what = || match &q.thread_id {
+        Some(t) => format!("reading checkpoints of thread {t:?}"),
+        None => "listing checkpoints".to_owned(),
+    };
+    let rows = pool.run_with(what, |c| {
+        let stmt = c.prepare(&text)?;
+        c.client.query(&stmt, &refs)
+    })?;
+    let mut cps: Vec<(StoredCheckpoint, Vec<String>, Vec<String>)> = Vec::new();
+    let mut blobs: HashMap<BlobKey, Segment> = HashMap::new();
+    let mut writes: HashMap<(String, String, String), Vec<StoredWrite>> = HashMap::new();
+    for row in rows {
+        let kind: i32 = row.get(0);
+        let thread_id: String = row.get(1);
+        let ns: String = row.get(2);
+        match kind {
+            0 => cps.push((
+                StoredCheckpoint {
+                    thread_id,
+                    checkpoint_ns: ns,
+                    checkpoint_id: row.get(3),
+                    parent_checkpoint_id: row.get(4),
+                    type_tag: row.get(5),
+                    metadata_json: row.get(6),
+                    checkpoint: row.get(7),
+                    blobs: Vec::new(),
+                    writes: Vec::new(),
+                },
+                row.get(9),
+                row.get(10),
+            )),
+            1 => {
+                blobs.insert(
+                    (thread_id, ns, row.get(3), row.get(4)),
+                    Segment {
+                        type_tag: row.get(5),
+                        base: row.get(6),
+                        data: row.get::<_, Option<Vec<u8>>>(7).unwrap_or_default(),
+                    },
+                );
+            }
+            _ => {
+                let path: Vec<String> = row.get(9);
+                writes
+                    .entry((thread_id, ns, row.get(3)))
+                    .or_default()
+                    .push(StoredWrite {
+                        task_id: row.get(4),
+                        type_tag: row.get(5),
+                        channel: row.get(6),
+                        data: row.get::<_, Option<Vec<u8>>>(7).unwrap_or_default(),
+                        idx: i64::from(row.get::<_, i32>(8)),
+                        task_path: path.into_iter().next().unwrap_or_default(),
+                    });
+            }
+        }
+    }
+    cps.sort_by(|a, b| {
+        b.0.checkpoint_id
+            .cmp(&a.0.checkpoint_id)
+            .then_with(|| a.0.thread_id.cmp(&b.0.thread_id))
+            .then_with(|| a.0.checkpoint_ns.cmp(&b.0.checkpoint_ns))
+    });
+    let mut out = Vec::with_capacity(cps.len());
+    for (mut cp, channels, versions) in cps {
+        cp.blobs = channel_values(&cp, channels.iter().zip(versions.iter()), &blobs)?;
+        if let Some(mut w) = writes.remove(&(cp.thread_id.clone(), cp.checkpoint_ns.clone(), cp.checkpoint_id.clone()))
+        {
+            // LangGraph's writes_sort_key: (task_path, task_id, idx).
+            w.sort_by(|a, b| {
+                (a.task_path.as_str(), a.task_id.as_str(), a.idx).cmp(&(
+                    b.task_path.as_str(),
+                    b.task_id.as_str(),
+                    b.idx,
+                ))
+            });
+            cp.writes = w;
+        }
+        merge_values_into_checkpoint(&mut cp);
+        out.push(cp);
+    }
+    Ok(out)
+}
+
+/// The value of each channel version that has a non-empty blob, its delta chain resolved.
+fn channel_values<'a>(
+    cp: &StoredCheckpoint,
+    versions: impl Iterator<Item = (&'a String, &'a String)>,
+    blobs: &HashMap<BlobKey, Segment>,
+) -> Result<Vec<ChannelValue>> {
+    let key = |channel: &str, version: &str| {
+        (
+            cp.thread_id.clone(),
+            cp.checkpoint_ns.clone(),
+            channel.to_owned(),
+            version.to_owned(),
+        )
+    };
+    let mut values = Vec::new();
+    for (channel, version) in versions {
+        let Some(mut seg) = blobs.get(&key(channel, version)).filter(|s| s.type_tag != "empty") else {
+            continue;
+        };
+        let mut chain = vec![seg];
+        while let Some(base) = &seg.base {
+            match blobs.get(&key(channel, base)) {
+                Some(next) if chain.len() <= blobs.len() => {
+                    chain.push(next);
+                    seg = next;
+                }
+                _ => {
+                    return Err(Error::Storage(format!(
+                        "checkpoint {:?} of thread {:?}: the value of channel {channel:?} extends version {base:?}, \
+                         which is not stored; the database was modified outside fast-langgraph",
+                        cp.checkpoint_id, cp.thread_id
+                    )))
+                }
+            }
+        }
+        values.push(resolve(channel, chain));
+    }
+    values.sort_by(|a, b| a.channel.cmp(&b.channel));
+    Ok(values)
+}
+
+/// A chain, newest first, as one value: msgpack arrays joined into one, else the segments.
+fn resolve(channel: &str, mut chain: Vec<&Segment>) -> ChannelValue {
+    chain.reverse();
+    let deltas = chain.len() - 1;
+    let joined = if deltas > 0 && chain.iter().all(|s| s.type_tag == msgpack::MSGPACK) {
+        msgpack::join_arrays(chain.iter().map(|s| s.data.as_slice()))
+    } else {
+        None
+    };
+    let segments = match joined {
+        Some(data) => vec![(msgpack::MSGPACK.to_owned(), data)],
+        None => chain.iter().map(|s| (s.type_tag.clone(), s.data.clone())).collect(),
+    };
+    ChannelValue {
+        channel: channel.to_owned(),
+        segments,
+        deltas,
+    }
+}
+
+/// Puts the msgpack values of a msgpack checkpoint inside it as its `channel_values` entry,
+/// so that the reader decodes it all in one call; their segments are left empty.
+fn merge_values_into_checkpoint(cp: &mut StoredCheckpoint) {
+    if cp.type_tag != msgpack::MSGPACK {
+        return;
+    }
+    let mergeable = |v: &ChannelValue| v.segments.len() == 1 && v.segments[0].0 == msgpack::MSGPACK;
+    let entries: Vec<(&str, &[u8])> = cp
+        .blobs
+        .iter()
+        .filter(|v| mergeable(v))
+        .map(|v| (v.channel.as_str(), v.segments[0].1.as_slice()))
+        .collect();
+    if entries.is_empty() {
+        return;
+    }
+    if let Some(merged) = msgpack::insert_map(&cp.checkpoint, "channel_values", &entries) {
+        cp.checkpoint = merged;
+        for v in cp.blobs.iter_mut().filter(|v| mergeable(v)) {
+            v.segments.clear();
+        }
+    }
+}
+
+/// A pending write in a delta history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryWrite {
+    pub task_id: String,
+    pub channel: String,
+    pub type_tag: String,
+    pub data: Vec<u8>,
+}
+
+/// LangGraph's `DeltaChannelHistory` for one channel: the writes oldest first, and the
+/// nearest stored value (`None`: the walk reached the root without one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeltaHistory {
+    pub channel: String,
+    pub writes: Vec<HistoryWrite>,
+    pub seed: Option<ChannelValue>,
+}
+
+/// Ancestors read per statement.
+const HISTORY_PAGE: i32 = 512;
+
+pub fn delta_history(
+    pool: &Pool,
+    thread_id: &str,
+    ns: &str,
+    checkpoint_id: &str,
+    channels: &[String],
+) -> Result<Vec<DeltaHistory>> {
+    let what = || format!("reading the delta history of checkpoint {checkpoint_id:?} of thread {thread_id:?}");
+    // Per channel: the ancestors whose writes count (nearest first), and the seed's version.
+    let mut chain_by_ch: Vec<Vec<String>> = vec![Vec::new(); channels.len()];
+    let mut seed_version: Vec<Option<String>> = vec![None; channels.len()];
+    let mut remaining: HashSet<usize> = (0..channels.len()).collect();
+    let mut visited: HashSet<String> = HashSet::new();
+    let mut cursor = checkpoint_id.to_owned();
+    // The first page starts at the target itself, whose own writes do not count.
+    let mut skip_first = true;
+    'walk: while !remaining.is_empty() {
+        let rows = pool.run_with(what, |c| {
+            let stmt = c.prepare(sql::ANCESTORS)?;
+            c.client
+                .query(&stmt, &[&thread_id, &ns, &cursor, &HISTORY_PAGE, &channels])
+        })?;
+        let mut last_parent: Option<String> = None;
+        for (i, row) in rows.iter().enumerate() {
+            last_parent = row.get(1);
+            if i == 0 && skip_first {
+                continue;
+            }
+            let cid: String = row.get(0);
+            if !visited.insert(cid.clone()) {
+                break 'walk; // a cycle: the database was edited by hand
+            }
+            let found: Vec<Option<String>> = row.get(3);
+            let mut idx: Vec<usize> = remaining.iter().copied().collect();
+            idx.sort_unstable();
+            for i in idx {
+                chain_by_ch[i].push(cid.clone());
+                if let Some(Some(v)) = found.get(i) {
+                    seed_version[i] = Some(v.clone());
+                    remaining.remove(&i);
+                }
+            }
+            if remaining.is_empty() {
+                break 'walk;
+            }
+        }
+        // A page one longer than HISTORY_PAGE ends before the walk does: go on from the
+        // parent of its last row.
+        if rows.len() <= usize::try_from(HISTORY_PAGE).unwrap_or(usize::MAX) {
+            break;
+        }
+        match last_parent {
+            Some(p) => {
+                cursor = p;
+                skip_first = false;
+            }
+            None => break,
+        }
+    }
+    // The writes of every ancestor in any chain, to any of the channels.
+    let all: Vec<String> = chain_by_ch
+        .iter()
+        .flatten()
+        .cloned()
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    let mut writes_by: HashMap<(String, String), Vec<(String, i64, HistoryWrite)>> = HashMap::new();
+    if !all.is_empty() {
+        let rows = pool.run_with(what, |c| {
+            let stmt = c.prepare(sql::HISTORY_WRITES)?;
+            c.client.query(&stmt, &[&thread_id, &ns, &all, &channels])
+        })?;
+        for row in rows {
+            let cid: String = row.get(0);
+            let w = HistoryWrite {
+                task_id: row.get(1),
+                channel: row.get(2),
+                type_tag: row.get(3),
+                data: row.get::<_, Option<Vec<u8>>>(4).unwrap_or_default(),
+            };
+            let path: String = row.get(5);
+            let idx = i64::from(row.get::<_, i32>(6));
+            writes_by
+                .entry((cid, w.channel.clone()))
+                .or_default()
+                .push((path, idx, w));
+        }
+        for list in writes_by.values_mut() {
+            list.sort_by(|a, b| {
+                (a.0.as_str(), a.2.task_id.as_str(), a.1).cmp(&(b.0.as_str(), b.2.task_id.as_str(), b.1))
+            });
+        }
+    }
+    // The seeds, delta chains resolved.
+    let wanted: Vec<(String, String)> = channels
+        .iter()
+        .zip(&seed_version)
+        .filter_map(|(c, v)| v.as_ref().map(|v| (c.clone(), v.clone())))
+        .collect();
+    let mut blobs: HashMap<BlobKey, Segment> = HashMap::new();
+    if !wanted.is_empty() {
+        let chs: Vec<&str> = wanted.iter().map(|(c, _)| c.as_str()).collect();
+        let vs: Vec<&str> = wanted.iter().map(|(_, v)| v.as_str()).collect();
+        let rows = pool.run_with(what, |c| {
+            let stmt = c.prepare(SEED_BLOBS)?;
+            c.client.query(&stmt, &[&thread_id, &ns, &chs, &vs])
+        })?;
+        for row in rows {
+            blobs.insert(
+                (thread_id.to_owned(), ns.to_owned(), row.get(0), row.get(1)),
+                Segment {
+                    base: row.get(2),
+                    type_tag: row.get(3),
+                    data: row.get::<_, Option<Vec<u8>>>(4).unwrap_or_default(),
+                },
+            );
+        }
+    }
+    let probe = StoredCheckpoint {
+        thread_id: thread_id.to_owned(),
+        checkpoint_ns: ns.to_owned(),
+        checkpoint_id: checkpoint_id.to_owned(),
+        parent_checkpoint_id: None,
+        type_tag: String::new(),
+        checkpoint: Vec::new(),
+        metadata_json: String::new(),
+        blobs: Vec::new(),
+        writes: Vec::new(),
+    };
+    let mut out = Vec::with_capacity(channels.len());
+    for (i, channel) in channels.iter().enumerate() {
+        let mut writes = Vec::new();
+        // Oldest ancestor first; each checkpoint's writes in writes_sort_key order.
+        for cid in chain_by_ch[i].iter().rev() {
+            if let Some(list) = writes_by.get(&(cid.clone(), channel.clone())) {
+                writes.extend(list.iter().map(|(_, _, w)| w.clone()));
+            }
+        }
+        let seed = match &seed_version[i] {
+            Some(v) => channel_values(&probe, std::iter::once((channel, v)), &blobs)?.pop(),
+            None => None,
+        };
+        out.push(DeltaHistory {
+            channel: channel.clone(),
+            writes,
+            seed,
+        });
+    }
+    Ok(out)
+}
+
+/// The blobs of the listed (channel, version) pairs and every delta base they extend.
+const SEED_BLOBS: &str = "WITH RECURSIVE chain AS (
+    SELECT b.channel, b.version, b.delta_base FROM flg_blobs b
+    JOIN unnest($3::text[], $4::text[]) AS q(channel, version) ON b.channel = q.channel AND b.version = q.version
+    WHERE b.thread_id = $1 AND b.checkpoint_ns = $2
+    UNION
+    SELECT b.channel, b.version, b.delta_base FROM flg_blobs b JOIN chain c
+        ON b.thread_id = $1 AND b.checkpoint_ns = $2 AND b.channel = c.channel AND b.version = c.delta_base
+)
+SELECT b.channel, b.version, b.delta_base, b.type, b.blob FROM chain c JOIN flg_blobs b
+    ON b.thread_id = $1 AND b.checkpoint_ns = $2 AND b.channel = c.channel AND b.version = c.version";

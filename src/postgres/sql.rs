@@ -1,0 +1,280 @@
+//! The SQL of the Postgres backend: the schema as an ordered list of migrations, and every
+//! statement as a named constant. Table names carry the `flg_` prefix, so they live beside
+//! `langgraph-checkpoint-postgres`'s tables (`checkpoints`, `checkpoint_blobs`, ...) without
+//! touching them.
+use std::sync::OnceLock;
+
+/// The schema, one migration per entry. Entry `i` brings the schema to version `i`; the
+/// version reached is kept in `flg_pg_migrations` (one row per applied version), as
+/// `langgraph-checkpoint-postgres` keeps its `MIGRATIONS`. Never edit an entry: append one.
+pub const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS flg_pg_migrations (v INTEGER PRIMARY KEY)",
+    // Checkpoints without their channel values: which version each channel has is in
+    // `channels`/`versions` (parallel arrays), the values are in flg_blobs.
+    "CREATE TABLE IF NOT EXISTS flg_checkpoints (
+        thread_id TEXT NOT NULL,
+        checkpoint_ns TEXT NOT NULL DEFAULT '',
+        checkpoint_id TEXT NOT NULL,
+        parent_checkpoint_id TEXT,
+        run_id TEXT,
+        channels TEXT[] NOT NULL,
+        versions TEXT[] NOT NULL,
+        metadata JSONB NOT NULL DEFAULT '{}',
+        type TEXT NOT NULL,
+        checkpoint BYTEA NOT NULL,
+        PRIMARY KEY (thread_id, checkpoint_ns, checkpoint_id)
+    )",
+    // One row per channel version; `delta_base` names the version whose list this row's
+    // items extend (an append-only delta), NULL for a full value.
+    "CREATE TABLE IF NOT EXISTS flg_blobs (
+        thread_id TEXT NOT NULL,
+        checkpoint_ns TEXT NOT NULL DEFAULT '',
+        channel TEXT NOT NULL,
+        version TEXT NOT NULL,
+        delta_base TEXT,
+        type TEXT NOT NULL,
+        blob BYTEA,
+        PRIMARY KEY (thread_id, checkpoint_ns, channel, version)
+    )",
+    "CREATE TABLE IF NOT EXISTS flg_writes (
+        thread_id TEXT NOT NULL,
+        checkpoint_ns TEXT NOT NULL DEFAULT '',
+        checkpoint_id TEXT NOT NULL,
+        task_id TEXT NOT NULL,
+        idx INTEGER NOT NULL,
+        channel TEXT NOT NULL,
+        task_path TEXT NOT NULL DEFAULT '',
+        type TEXT NOT NULL,
+        blob BYTEA,
+        PRIMARY KEY (thread_id, checkpoint_ns, checkpoint_id, task_id, idx)
+    )",
+    "CREATE INDEX IF NOT EXISTS flg_checkpoints_run_id ON flg_checkpoints (run_id) WHERE run_id IS NOT NULL",
+    // The single-writer guard: the checkpoint each (thread, namespace) was last extended to.
+    "CREATE TABLE IF NOT EXISTS flg_heads (
+        thread_id TEXT NOT NULL,
+        checkpoint_ns TEXT NOT NULL,
+        checkpoint_id TEXT NOT NULL,
+        PRIMARY KEY (thread_id, checkpoint_ns)
+    )",
+];
+
+/// Serializes concurrent `setup()` calls of several replicas (an arbitrary constant key).
+pub const SETUP_LOCK: &str = "SELECT pg_advisory_xact_lock(7346193514072315501)";
+
+pub const SELECT_VERSION: &str = "SELECT coalesce(max(v), -1) FROM flg_pg_migrations";
+
+pub const INSERT_VERSION: &str = "INSERT INTO flg_pg_migrations (v) VALUES ($1) ON CONFLICT DO NOTHING";
+
+/// Tables of `langgraph-checkpoint-postgres`, looked for to give `import_postgres_saver` a
+/// clear error.
+pub const TABLE_EXISTS: &str = "SELECT to_regclass($1) IS NOT NULL";
+
+/// The parts of the put statement: the new blobs, a check that every delta's base is stored
+/// (or arrives in the same put), the blob insert, and the checkpoint upsert. Parameters:
+/// $1 thread, $2 ns, $3 id, $4 parent, $5 run_id, $6 channels, $7 versions, $8 metadata JSON,
+/// $9..$13 blob columns, $14 type, $15 checkpoint bytes.
+const PUT_HEAD: &str = "WITH nb AS (
+    SELECT * FROM unnest($9::text[], $10::text[], $11::text[], $12::text[], $13::bytea[])
+        AS u(channel, version, delta_base, type, blob)
+), missing AS (
+    SELECT 1 FROM nb WHERE nb.delta_base IS NOT NULL
+      AND NOT EXISTS (SELECT 1 FROM flg_blobs b WHERE b.thread_id = $1 AND b.checkpoint_ns = $2
+                      AND b.channel = nb.channel AND b.version = nb.delta_base)
+      AND NOT EXISTS (SELECT 1 FROM nb n2 WHERE n2.channel = nb.channel AND n2.version = nb.delta_base)
+)";
+
+const PUT_BODY: &str = ", ib AS (
+    INSERT INTO flg_blobs (thread_id, checkpoint_ns, channel, version, delta_base, type, blob)
+    SELECT $1, $2, channel, version, delta_base, type, blob FROM nb WHERE {ok}
+    ON CONFLICT (thread_id, checkpoint_ns, channel, version) DO UPDATE
+        SET delta_base = EXCLUDED.delta_base, type = EXCLUDED.type, blob = EXCLUDED.blob
+), ic AS (
+    INSERT INTO flg_checkpoints (thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, run_id,
+                                 channels, versions, metadata, type, checkpoint)
+    SELECT $1, $2, $3, $4, $5, $6, $7, ($8::text)::jsonb, $14, $15 WHERE {ok}
+    ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id) DO UPDATE
+        SET parent_checkpoint_id = EXCLUDED.parent_checkpoint_id, run_id = EXCLUDED.run_id,
+            channels = EXCLUDED.channels, versions = EXCLUDED.versions, metadata = EXCLUDED.metadata,
+            type = EXCLUDED.type, checkpoint = EXCLUDED.checkpoint
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM missing), (SELECT count(*) FROM ic)";
+
+/// With the guard on, the head row moves to the new checkpoint in the same statement: a put
+/// that continues the head ($16 true) moves it only if it is still at the parent ($4) or
+/// already at this checkpoint (a retried put); a fork ($16 false) moves it unconditionally.
+/// `ON CONFLICT DO UPDATE ... WHERE` waits for a concurrent put of the same thread and
+/// re-checks against the row it committed, so of two continuations of one head exactly one
+/// moves it.
+const PUT_GUARD: &str = ", head AS (
+    INSERT INTO flg_heads AS h (thread_id, checkpoint_ns, checkpoint_id)
+    SELECT $1, $2, $3 WHERE NOT EXISTS (SELECT 1 FROM missing)
+    ON CONFLICT (thread_id, checkpoint_ns) DO UPDATE SET checkpoint_id = EXCLUDED.checkpoint_id
+        WHERE NOT $16::bool OR h.checkpoint_id IS NOT DISTINCT FROM $4 OR h.checkpoint_id = EXCLUDED.checkpoint_id
+    RETURNING 1
+)";
+
+/// The put statement without the guard.
+pub fn put_sql() -> &'static str {
+    static SQL: OnceLock<String> = OnceLock::new();
+    SQL.get_or_init(|| {
+        format!(
+            "{PUT_HEAD}{}",
+            PUT_BODY.replace("{ok}", "NOT EXISTS (SELECT 1 FROM missing)")
+        )
+    })
+}
+
+/// The put statement with the guard.
+pub fn put_guarded_sql() -> &'static str {
+    static SQL: OnceLock<String> = OnceLock::new();
+    SQL.get_or_init(|| {
+        format!(
+            "{PUT_HEAD}{PUT_GUARD}{}",
+            PUT_BODY.replace("{ok}", "EXISTS (SELECT 1 FROM head)")
+        )
+    })
+}
+
+pub const SELECT_HEAD: &str = "SELECT checkpoint_id FROM flg_heads WHERE thread_id = $1 AND checkpoint_ns = $2";
+
+/// LangGraph's rule: a regular write (idx >= 0) already stored is kept; a special write
+/// (negative idx: error, interrupt, resume, scheduled) replaces the stored one.
+pub const PUT_WRITES: &str = "INSERT INTO flg_writes AS w
+    (thread_id, checkpoint_ns, checkpoint_id, task_id, task_path, idx, channel, type, blob)
+    SELECT $1, $2, $3, $4, $5, idx, channel, type, blob
+    FROM unnest($6::int[], $7::text[], $8::text[], $9::bytea[]) AS u(idx, channel, type, blob)
+    ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id, task_id, idx) DO UPDATE
+        SET channel = EXCLUDED.channel, type = EXCLUDED.type, blob = EXCLUDED.blob, task_path = EXCLUDED.task_path
+        WHERE EXCLUDED.idx < 0";
+
+/// The tail of the list statement, after a `cp` CTE selecting the checkpoints: every blob
+/// they need, delta bases included (keys found by a recursive walk, each blob read once), and
+/// their pending writes, as one result of three row kinds.
+pub const LIST_TAIL: &str = ", need AS (
+    SELECT DISTINCT cp.thread_id, cp.checkpoint_ns, u.channel, u.version
+    FROM cp CROSS JOIN LATERAL unnest(cp.channels, cp.versions) AS u(channel, version)
+), chain AS (
+    SELECT b.thread_id, b.checkpoint_ns, b.channel, b.version, b.delta_base FROM flg_blobs b JOIN need n
+        ON b.thread_id = n.thread_id AND b.checkpoint_ns = n.checkpoint_ns AND b.channel = n.channel
+       AND b.version = n.version
+    UNION
+    SELECT b.thread_id, b.checkpoint_ns, b.channel, b.version, b.delta_base FROM flg_blobs b JOIN chain c
+        ON b.thread_id = c.thread_id AND b.checkpoint_ns = c.checkpoint_ns AND b.channel = c.channel
+       AND b.version = c.delta_base
+)
+SELECT 0 AS kind, thread_id, checkpoint_ns, checkpoint_id AS a, parent_checkpoint_id AS b, type AS c,
+       metadata::text AS d, checkpoint AS data, NULL::int AS idx, channels, versions
+FROM cp
+UNION ALL
+SELECT 1, b.thread_id, b.checkpoint_ns, b.channel, b.version, b.type, b.delta_base, b.blob, NULL, NULL, NULL
+FROM chain c JOIN flg_blobs b ON b.thread_id = c.thread_id AND b.checkpoint_ns = c.checkpoint_ns
+    AND b.channel = c.channel AND b.version = c.version
+UNION ALL
+SELECT 2, w.thread_id, w.checkpoint_ns, w.checkpoint_id, w.task_id, w.type, w.channel, w.blob, w.idx,
+       ARRAY[w.task_path], NULL
+FROM flg_writes w JOIN cp ON w.thread_id = cp.thread_id AND w.checkpoint_ns = cp.checkpoint_ns
+    AND w.checkpoint_id = cp.checkpoint_id";
+
+pub const CP_COLUMNS: &str =
+    "thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, type, checkpoint, metadata, channels, versions";
+
+pub const DELETE_THREAD: &[&str] = &[
+    "DELETE FROM flg_writes WHERE thread_id = $1",
+    "DELETE FROM flg_blobs WHERE thread_id = $1",
+    "DELETE FROM flg_checkpoints WHERE thread_id = $1",
+    "DELETE FROM flg_heads WHERE thread_id = $1",
+];
+
+/// The threads a `delete_for_runs` touches, locked before anything is deleted.
+pub const RUN_THREADS: &str = "SELECT DISTINCT thread_id FROM flg_checkpoints WHERE run_id = ANY($1)";
+
+pub const DELETE_RUNS: &[&str] = &[
+    "DELETE FROM flg_writes w USING flg_checkpoints c WHERE c.run_id = ANY($1)
+        AND w.thread_id = c.thread_id AND w.checkpoint_ns = c.checkpoint_ns AND w.checkpoint_id = c.checkpoint_id",
+    "DELETE FROM flg_checkpoints WHERE run_id = ANY($1)",
+];
+
+/// Deletes the blobs of the threads in $1 that no remaining checkpoint needs, directly or as
+/// the base of a delta it needs.
+pub const COLLECT_BLOBS: &str = "WITH RECURSIVE live AS (
+    SELECT DISTINCT c.thread_id, c.checkpoint_ns, u.channel, u.version
+    FROM flg_checkpoints c CROSS JOIN LATERAL unnest(c.channels, c.versions) AS u(channel, version)
+    WHERE c.thread_id = ANY($1)
+    UNION
+    SELECT b.thread_id, b.checkpoint_ns, b.channel, b.delta_base FROM flg_blobs b JOIN live l
+        ON b.thread_id = l.thread_id AND b.checkpoint_ns = l.checkpoint_ns AND b.channel = l.channel
+       AND b.version = l.version
+    WHERE b.delta_base IS NOT NULL
+)
+DELETE FROM flg_blobs b WHERE b.thread_id = ANY($1) AND NOT EXISTS (
+    SELECT 1 FROM live l WHERE l.thread_id = b.thread_id AND l.checkpoint_ns = b.checkpoint_ns
+        AND l.channel = b.channel AND l.version = b.version)";
+
+pub const DELETE_HEADS: &str = "DELETE FROM flg_heads WHERE thread_id = ANY($1)";
+
+/// Serializes maintenance of one thread against another replica's maintenance of it.
+pub const THREAD_LOCK: &str =
+    "SELECT pg_advisory_xact_lock(hashtextextended('flg:' || t, 0)) FROM unnest($1::text[]) AS t ORDER BY t";
+
+pub const PRUNE_KEEP_LATEST: &[&str] = &[
+    "DELETE FROM flg_checkpoints c WHERE c.thread_id = ANY($1) AND c.checkpoint_id <> (
+        SELECT max(c2.checkpoint_id) FROM flg_checkpoints c2
+        WHERE c2.thread_id = c.thread_id AND c2.checkpoint_ns = c.checkpoint_ns)",
+    "DELETE FROM flg_writes w WHERE w.thread_id = ANY($1) AND NOT EXISTS (
+        SELECT 1 FROM flg_checkpoints c WHERE c.thread_id = w.thread_id AND c.checkpoint_ns = w.checkpoint_ns
+            AND c.checkpoint_id = w.checkpoint_id)",
+];
+
+pub const PRUNE_DELETE: &[&str] = &[
+    "DELETE FROM flg_writes WHERE thread_id = ANY($1)",
+    "DELETE FROM flg_blobs WHERE thread_id = ANY($1)",
+    "DELETE FROM flg_checkpoints WHERE thread_id = ANY($1)",
+];
+
+pub const COPY_THREAD: &[&str] = &[
+    "INSERT INTO flg_checkpoints (thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, run_id, channels,
+        versions, metadata, type, checkpoint)
+     SELECT $2, checkpoint_ns, checkpoint_id, parent_checkpoint_id, run_id, channels, versions, metadata, type, checkpoint
+     FROM flg_checkpoints WHERE thread_id = $1 ON CONFLICT DO NOTHING",
+    "INSERT INTO flg_blobs (thread_id, checkpoint_ns, channel, version, delta_base, type, blob)
+     SELECT $2, checkpoint_ns, channel, version, delta_base, type, blob FROM flg_blobs WHERE thread_id = $1
+     ON CONFLICT DO NOTHING",
+    "INSERT INTO flg_writes (thread_id, checkpoint_ns, checkpoint_id, task_id, idx, channel, task_path, type, blob)
+     SELECT $2, checkpoint_ns, checkpoint_id, task_id, idx, channel, task_path, type, blob FROM flg_writes
+     WHERE thread_id = $1 ON CONFLICT DO NOTHING",
+];
+
+pub const STORAGE_STATS: &str = "SELECT
+    (SELECT count(*) FROM flg_checkpoints),
+    (SELECT count(*) FROM flg_blobs),
+    (SELECT count(*) FROM flg_blobs WHERE delta_base IS NOT NULL),
+    (SELECT count(*) FROM flg_writes),
+    (SELECT coalesce(sum(octet_length(checkpoint)), 0) FROM flg_checkpoints)
+      + (SELECT coalesce(sum(octet_length(blob)), 0) FROM flg_blobs)
+      + (SELECT coalesce(sum(octet_length(blob)), 0) FROM flg_writes),
+    pg_total_relation_size('flg_checkpoints') + pg_total_relation_size('flg_blobs')
+      + pg_total_relation_size('flg_writes') + pg_total_relation_size('flg_heads')";
+
+/// The ancestors of a checkpoint, nearest first, walking parent pointers, at most $4 of them
+/// (the caller pages on from the last one): for each, whether it holds a stored value of each
+/// channel in $5 (the value's version, or NULL).
+pub const ANCESTORS: &str = "WITH RECURSIVE walk AS (
+    SELECT c.checkpoint_id, c.parent_checkpoint_id, c.channels, c.versions, 0 AS depth
+    FROM flg_checkpoints c WHERE c.thread_id = $1 AND c.checkpoint_ns = $2 AND c.checkpoint_id = $3
+    UNION ALL
+    SELECT c.checkpoint_id, c.parent_checkpoint_id, c.channels, c.versions, w.depth + 1
+    FROM walk w JOIN flg_checkpoints c ON c.thread_id = $1 AND c.checkpoint_ns = $2
+        AND c.checkpoint_id = w.parent_checkpoint_id
+    WHERE w.depth < $4
+)
+SELECT w.checkpoint_id, w.parent_checkpoint_id, w.depth,
+    ARRAY(SELECT (SELECT b.version FROM flg_blobs b
+                  WHERE b.thread_id = $1 AND b.checkpoint_ns = $2 AND b.channel = ch
+                    AND b.version = w.versions[array_position(w.channels, ch)] AND b.type <> 'empty')
+          FROM unnest($5::text[]) WITH ORDINALITY AS q(ch, i) ORDER BY i)
+FROM walk w ORDER BY w.depth";
+
+/// The writes to channels $4 of checkpoints $3, and the listed blob versions.
+pub const HISTORY_WRITES: &str = "SELECT checkpoint_id, task_id, channel, type, blob, task_path, idx FROM flg_writes
+    WHERE thread_id = $1 AND checkpoint_ns = $2 AND checkpoint_id = ANY($3) AND channel = ANY($4)";

@@ -1,0 +1,239 @@
+"""RustPostgresCheckpointer when things go wrong: dropped connections and a server restart
+(recovered on the next call, never a half-written checkpoint), bad connection strings,
+credentials and hosts (a fast, clear failure), TLS, hostile and wrong input, use after close."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+from conftest import cfg
+from graph_apps import chat_app
+from langchain_core.messages import HumanMessage
+from langgraph.checkpoint.base import empty_checkpoint
+
+from fast_langgraph import (
+    CheckpointClosedError,
+    CheckpointError,
+    RustPostgresCheckpointer,
+    SerializationError,
+)
+
+
+@pytest.fixture
+def saver(pg_db):
+    s = RustPostgresCheckpointer(pg_db, pool_size=4)
+    s.setup()
+    yield s
+    s.close()
+
+
+def _put(saver, thread_id, values, parent=None, metadata=None):
+    cp = empty_checkpoint()
+    cp["channel_values"] = values
+    cp["channel_versions"] = {k: saver.get_next_version(None, None) for k in values}
+    conf = cfg(thread_id, checkpoint_ns="")
+    if parent:
+        conf["configurable"]["checkpoint_id"] = parent
+    return saver.put(conf, cp, metadata or {"source": "input", "step": -1}, cp["channel_versions"])
+
+
+def _terminate_ours(pg_server, dbname):
+    return pg_server.psql(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+        f"WHERE datname = '{dbname}' AND application_name = 'fast-langgraph'"
+    )
+
+
+def test_dropped_connections_recovered_on_next_call(pg_server, saver, pg_db):
+    graph = chat_app(["a", "b", "c"]).compile(checkpointer=saver)
+    graph.invoke({"messages": [HumanMessage("1")]}, cfg("t"))
+    dbname = pg_db.rsplit("/", 1)[1]
+    assert int(_terminate_ours(pg_server, dbname)) >= 1
+    # Every pooled connection is dead now; the next calls reconnect by themselves.
+    graph.invoke({"messages": [HumanMessage("2")]}, cfg("t"))
+    assert saver.pool_stats()["reconnects"] >= 1
+    msgs = graph.get_state(cfg("t")).values["messages"]
+    assert [m.content for m in msgs] == ["1", "a", "2", "b"]
+
+
+def test_server_restart_recovered_and_nothing_half_written(pg_server, saver):
+    graph = chat_app(["a", "b"]).compile(checkpointer=saver)
+    graph.invoke({"messages": [HumanMessage("1")]}, cfg("r"))
+    before = len(list(saver.list(cfg("r"))))
+    pg_server.restart()
+    graph.invoke({"messages": [HumanMessage("2")]}, cfg("r"))
+    after = list(saver.list(cfg("r")))
+    assert len(after) == before * 2
+    # Every stored checkpoint is whole: its values load and its parent exists.
+    ids = {t.checkpoint["id"] for t in after}
+    for t in after:
+        assert set(t.checkpoint["channel_values"]) <= set(t.checkpoint["channel_versions"])
+        if t.parent_config:
+            assert t.parent_config["configurable"]["checkpoint_id"] in ids
+
+
+def test_failed_write_names_thread_and_checkpoint(pg_server, saver, pg_db):
+    cfg1 = _put(saver, "thr-1", {"x": 1})
+    # A statement timeout makes the server refuse the next write: the error says which.
+    dbname = pg_db.rsplit("/", 1)[1]
+    pg_server.psql(f'ALTER DATABASE "{dbname}" SET default_transaction_read_only = on')
+    try:
+        with RustPostgresCheckpointer(pg_db) as ro:
+            with pytest.raises(CheckpointError) as e:
+                _put(ro, "thr-1", {"x": 2}, parent=cfg1["configurable"]["checkpoint_id"])
+        msg = str(e.value)
+        assert "thr-1" in msg and "checkpoint" in msg and "read-only" in msg
+    finally:
+        pg_server.psql(f'ALTER DATABASE "{dbname}" SET default_transaction_read_only = off')
+    assert len(list(saver.list(cfg("thr-1")))) == 1
+
+
+def test_wrong_conninfo_fails_clearly():
+    with pytest.raises(ValueError, match="sslmode"):
+        RustPostgresCheckpointer("host=127.0.0.1 sslmode=sometimes")
+    with pytest.raises(ValueError, match="expected `=`"):
+        RustPostgresCheckpointer("not a connection string")
+    with pytest.raises(ValueError, match="unknown option `colour`"):
+        RustPostgresCheckpointer("host=127.0.0.1 colour=blue")
+    with pytest.raises(ValueError, match="sslrootcert"):
+        RustPostgresCheckpointer("host=127.0.0.1 sslmode=verify-full")
+    with pytest.raises(TypeError, match="conninfo must be a str"):
+        RustPostgresCheckpointer(5432)  # type: ignore[arg-type]
+
+
+def test_bad_credentials_fail_fast(pg_server):
+    started = time.monotonic()
+    bad = pg_server.url().replace(pg_server.password, "wrong-password")
+    with pytest.raises(CheckpointError, match="password authentication failed"):
+        RustPostgresCheckpointer(bad)
+    with pytest.raises(CheckpointError, match='database "no_such_db" does not exist'):
+        RustPostgresCheckpointer(pg_server.url("no_such_db"))
+    assert time.monotonic() - started < 30  # bounded, not a timing claim: no hang
+
+
+def test_unreachable_host_fails_fast():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    # Nothing listens on that port.
+    with pytest.raises(CheckpointError) as e:
+        RustPostgresCheckpointer(f"host=127.0.0.1 port={port} user=x dbname=x", connect_timeout=2)
+    msg = str(e.value)
+    assert "cannot connect" in msg and f"127.0.0.1:{port}" in msg
+
+
+def test_tls_sslmode_require(pg_server):
+    db = pg_server.create_database("tls")
+    for conninfo in (
+        pg_server.url(db, sslmode="require"),
+        pg_server.conninfo(db, sslmode="require"),
+    ):
+        with RustPostgresCheckpointer(conninfo) as saver:
+            saver.setup()
+            _put(saver, "tls", {"x": [1, 2]})
+            assert saver.get_tuple(cfg("tls")).checkpoint["channel_values"] == {"x": [1, 2]}
+            used = pg_server.psql(
+                "SELECT bool_and(ssl) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) "
+                f"WHERE datname = '{db}' AND application_name = 'fast-langgraph'"
+            )
+            assert used == "t"
+    # verify-full against the test certificate (issued for localhost and 127.0.0.1).
+    url = pg_server.url(db, sslmode="verify-full", sslrootcert=str(pg_server.cert))
+    with RustPostgresCheckpointer(url) as saver:
+        assert saver.get_tuple(cfg("tls")) is not None
+    # The unix socket with sslmode=disable.
+    with RustPostgresCheckpointer(pg_server.socket_conninfo(db) + " sslmode=disable") as saver:
+        assert saver.get_tuple(cfg("tls")) is not None
+
+
+def test_sql_injection_is_data(saver):
+    evil = "x'); DROP TABLE flg_checkpoints; --"
+    c = _put(saver, evil, {"v": evil}, metadata={"source": "input", "step": -1, evil: evil})
+    saver.put_writes(c, [(evil, evil)], evil, evil)
+    got = saver.get_tuple(cfg(evil))
+    assert got.checkpoint["channel_values"] == {"v": evil}
+    assert got.pending_writes == [(evil, evil, evil)]
+    assert [t.metadata[evil] for t in saver.list(None, filter={evil: evil})] == [evil]
+    saver.copy_thread(evil, evil + "2")
+    saver.delete_for_runs([evil])
+    saver.prune([evil], strategy="keep_latest")
+    assert saver.get_tuple(cfg(evil + "2")) is not None
+
+
+def test_unserializable_value_loses_nothing(saver):
+    c = _put(saver, "u", {"ok": 1})
+    with pytest.raises(SerializationError, match="channel 'bad'"):
+        _put(saver, "u", {"bad": object()}, parent=c["configurable"]["checkpoint_id"])
+    with pytest.raises(SerializationError, match="metadata key 'm'"):
+        _put(saver, "u", {"ok": 2}, metadata={"m": object()})
+    with pytest.raises(SerializationError, match="channel 'w'"):
+        saver.put_writes(c, [("w", object())], "task")
+    assert len(list(saver.list(cfg("u")))) == 1
+    assert saver.get_tuple(cfg("u")).pending_writes == []
+
+
+def test_use_after_close(pg_db):
+    s = RustPostgresCheckpointer(pg_db)
+    s.setup()
+    s.close()
+    s.close()
+    assert s.closed
+    with pytest.raises(CheckpointClosedError):
+        s.get_tuple(cfg("t"))
+    with pytest.raises(CheckpointClosedError):
+        _put(s, "t", {"x": 1})
+
+
+async def test_async_use_after_close(pg_db):
+    async with RustPostgresCheckpointer.from_conn_string(pg_db) as s:
+        await s.asetup()
+    with pytest.raises(CheckpointClosedError):
+        await s.aget_tuple(cfg("t"))
+
+
+def test_wrong_types(saver):
+    with pytest.raises(TypeError):
+        saver.get_tuple("t")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="thread_id"):
+        saver.get_tuple({"configurable": {}})
+    with pytest.raises(TypeError, match="limit"):
+        list(saver.list(None, limit="3"))  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="run_ids"):
+        saver.delete_for_runs("run")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="strategy"):
+        saver.prune(["t"], strategy="everything")
+    with pytest.raises(ValueError, match="pool_size"):
+        RustPostgresCheckpointer("host=x", pool_size=0)
+
+
+def test_missing_tables_say_setup(pg_db):
+    with RustPostgresCheckpointer(pg_db) as s:
+        with pytest.raises(CheckpointError, match="setup"):
+            s.get_tuple(cfg("t"))
+
+
+def test_statement_timeout(pg_db):
+    with RustPostgresCheckpointer(pg_db) as s:
+        s.setup()
+    with RustPostgresCheckpointer(pg_db, statement_timeout=0.001) as s:
+        with pytest.raises(CheckpointError, match="statement timeout"):
+            for _ in range(200):
+                list(s.list(None))
+                _put(s, "t", {"x": list(range(20000))})
+
+
+def test_setup_is_versioned_and_idempotent(pg_server, pg_db):
+    with RustPostgresCheckpointer(pg_db) as s:
+        s.setup()
+        s.setup()
+    dbname = pg_db.rsplit("/", 1)[1]
+    versions = pg_server.psql(
+        "SELECT string_agg(v::text, ',' ORDER BY v) FROM flg_pg_migrations", dbname
+    )
+    assert versions.split(",")[0] == "0" and len(versions.split(",")) >= 5
+    # A database from a newer release is refused, untouched.
+    pg_server.psql("INSERT INTO flg_pg_migrations VALUES (999)", dbname)
+    with RustPostgresCheckpointer(pg_db) as s, pytest.raises(Exception, match="999"):
+        s.setup()
