@@ -45,27 +45,31 @@ fn list_sql(q: &ListQuery) -> Result<(String, Vec<Box<dyn ToSql + Sync>>)> {
         push("checkpoint_id < ?", Box::new(v.clone()), &mut params);
     }
     if !q.filter.is_empty() {
-        let mut obj = serde_json::Map::new();
-        for f in &q.filter {
+        // The filter as one JSON object, written by hand so that an integer beyond 64 bits keeps
+        // its digits (serde_json would round it through f64).
+        let mut obj = String::from("{");
+        for (i, f) in q.filter.iter().enumerate() {
             let value = match &f.value {
-                MetaValue::Null => serde_json::Value::Null,
-                MetaValue::Bool(b) => serde_json::Value::Bool(*b),
-                MetaValue::Int(i) => serde_json::Value::from(*i),
-                MetaValue::Float(x) => serde_json::Number::from_f64(*x)
-                    .map(serde_json::Value::Number)
-                    .ok_or_else(|| {
-                        Error::Invalid(format!("list(): filter value for {:?} must be a finite number", f.key))
-                    })?,
-                MetaValue::Text(s) => serde_json::Value::String(s.clone()),
+                MetaValue::Null => "null".to_owned(),
+                MetaValue::Bool(b) => b.to_string(),
+                MetaValue::Int(i) => i.to_string(),
+                MetaValue::BigInt(digits) => digits.clone(),
+                MetaValue::Float(x) => serde_json::Number::from_f64(*x).map(|n| n.to_string()).ok_or_else(|| {
+                    Error::Invalid(format!("list(): filter value for {:?} must be a finite number", f.key))
+                })?,
+                MetaValue::Text(s) => serde_json::Value::String(s.clone()).to_string(),
+                MetaValue::Json(v) => v.to_string(),
             };
-            obj.insert(f.key.clone(), value);
+            if i > 0 {
+                obj.push(',');
+            }
+            obj.push_str(&serde_json::Value::String(f.key.clone()).to_string());
+            obj.push(':');
+            obj.push_str(&value);
         }
+        obj.push('}');
         // Containment, as PostgresSaver filters: metadata has every key with that value.
-        push(
-            "metadata @> (?::text)::jsonb",
-            Box::new(serde_json::Value::Object(obj).to_string()),
-            &mut params,
-        );
+        push("metadata @> (?::text)::jsonb", Box::new(obj), &mut params);
     }
     let limit = match q.limit {
         Some(n) => {

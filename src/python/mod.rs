@@ -5,9 +5,9 @@ mod checkpoint;
 mod exceptions;
 mod executor;
 mod merge;
+mod postgres;
 mod serde;
 mod sqlite_saver;
-mod postgres;
 
 use pyo3::prelude::*;
 
@@ -32,11 +32,11 @@ mod _native {
     #[pymodule_export]
     use super::merge::{langgraph_state_update, merge_dicts, PyMessageMerger};
     #[pymodule_export]
+    use super::postgres::PyPgCheckpointStore;
+    #[pymodule_export]
     use super::serde::PyMsgpackCodec;
     #[pymodule_export]
     use super::sqlite_saver::{PySqliteSaverRow, PySqliteSaverStore};
-    #[pymodule_export]
-    use super::postgres::PyPgCheckpointStore;
 
     use pyo3::prelude::*;
 

@@ -436,7 +436,10 @@ fn write_native(w: &mut Writer, native: Native, v: &Bound<'_, PyAny>) -> Walk {
     let start = w.len();
     match native {
         Native::Uuid => {
-            let n: u128 = v.getattr(intern!(py, "int")).and_then(|x| x.extract()).map_err(|_| Stop::Bail)?;
+            let n: u128 = v
+                .getattr(intern!(py, "int"))
+                .and_then(|x| x.extract())
+                .map_err(|_| Stop::Bail)?;
             w.array_len(3);
             w.str(b"uuid");
             w.str(b"UUID");
@@ -454,7 +457,11 @@ fn write_native(w: &mut Writer, native: Native, v: &Bound<'_, PyAny>) -> Walk {
             w.wrap_ext(start, EXT_METHOD_SINGLE_ARG);
         }
         Native::Date => {
-            let (y, m, d) = (int(intern!(py, "year"))?, int(intern!(py, "month"))?, int(intern!(py, "day"))?);
+            let (y, m, d) = (
+                int(intern!(py, "year"))?,
+                int(intern!(py, "month"))?,
+                int(intern!(py, "day"))?,
+            );
             w.array_len(3);
             w.str(b"datetime");
             w.str(b"date");
@@ -571,7 +578,11 @@ impl PyMsgpackCodec {
             }
         }
         let cls = py.import(module).ok()?.getattr(name).ok()?;
-        let v = if method.is_empty() { cls } else { cls.getattr(method).ok()? };
+        let v = if method.is_empty() {
+            cls
+        } else {
+            cls.getattr(method).ok()?
+        };
         if let Ok(mut cache) = self.resolved.lock() {
             cache.insert(key, v.clone().unbind());
         }
@@ -601,8 +612,13 @@ impl PyMsgpackCodec {
             return Ok(None);
         }
         let method = if code == EXT_METHOD_SINGLE_ARG {
-            let Ok(Token::Str(m)) = probe.next() else { return Ok(None) };
-            if !self.safe_methods.contains(&(module.to_owned(), name.to_owned(), m.to_owned())) {
+            let Ok(Token::Str(m)) = probe.next() else {
+                return Ok(None);
+            };
+            if !self
+                .safe_methods
+                .contains(&(module.to_owned(), name.to_owned(), m.to_owned()))
+            {
                 return Ok(None);
             }
             m
@@ -867,7 +883,9 @@ impl PyMsgpackCodec {
                         "date" => Native::Date,
                         "timedelta" => Native::TimeDelta,
                         other => {
-                            return Err(pyo3::exceptions::PyValueError::new_err(format!("unknown native {other:?}")))
+                            return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                                "unknown native {other:?}"
+                            )))
                         }
                     };
                     Ok((t.unbind(), n))
