@@ -31,6 +31,10 @@ class DeltaBaseMissingError(CheckpointError):
 class SerializationError(CheckpointError):
     """A value could not be serialized; the message names the channel or key."""
 
+class CheckpointConflictError(CheckpointError):
+    """Another run wrote the same thread meanwhile; with the single-writer guard on, this
+    write was refused (nothing was stored) instead of forking the thread's history."""
+
 Synchronous = Literal["normal", "full"]
 """`PRAGMA synchronous`: "normal" (commits survive a killed process) or "full" (they also
 survive a power loss)."""
@@ -212,24 +216,6 @@ class ChannelHistory:
     @property
     def seed(self) -> ChannelValueRow | None:
         """The value stored at that ancestor; None when the walk reached the root first."""
-class CheckpointConflictError(CheckpointError):
-    """Another run wrote the same thread meanwhile; with the single-writer guard on, this
-    write was refused (nothing was stored) instead of forking the thread's history."""
-
-_Row = tuple[
-    str,  # thread_id
-    str,  # checkpoint_ns
-    str,  # checkpoint_id
-    str | None,  # parent_checkpoint_id
-    str,  # type tag of the checkpoint
-    bytes,  # the checkpoint; for msgpack, with its msgpack channel values as "channel_values"
-    str,  # metadata, JSON
-    # (channel, [(type, data), ...] oldest first, deltas in the stored chain); segments that
-    # are all msgpack arrays come joined into one, and no segments means the value is inside
-    # the checkpoint
-    list[tuple[str, list[tuple[str, bytes]], int]],
-    list[tuple[str, str, str, bytes]],  # (task_id, channel, type, data), in writes_sort_key order
-]
 
 class CheckpointStore:
     """The SQL side of `RustSQLiteCheckpointer`: one SQLite file, a group commit that
@@ -646,21 +632,6 @@ class SqliteSaverStore:
         synchronous: `PRAGMA synchronous` for commits: 0 off, 1 normal, 2 full, 3 extra.
         busy_timeout: Seconds to wait for another connection's lock.
         max_batch: The most calls one commit may carry.
-# --- PostgreSQL checkpoint store (RustPostgresCheckpointer) --------------------------------
-
-class PgCheckpointStore:
-    """The SQL side of `fast_langgraph.RustPostgresCheckpointer`: checkpoints on PostgreSQL
-    over a connection pool of its own. Takes `CheckpointStore`'s argument tuples and returns
-    its rows. Every method releases the GIL during network I/O.
-
-    Args:
-        conninfo: A libpq key/value string or a `postgresql://` URL (`sslmode` and
-            `sslrootcert` included).
-        pool_size: The most connections open at once.
-        connect_timeout: Seconds opening a connection may take.
-        statement_timeout: Seconds a statement may run, or None for the server's setting.
-        pool_timeout: Seconds a call waits for a free connection.
-        guard: The single-writer guard (see `put`).
     """
 
     def __init__(
@@ -728,6 +699,26 @@ class PgCheckpointStore:
         """{"calls", "commits"}: write calls and the transactions that carried them."""
     def close(self) -> None:
         """Close the connections (in a forked child, let go of the parent's unclosed)."""
+
+# --- PostgreSQL checkpoint store (RustPostgresCheckpointer) --------------------------------
+
+class PgCheckpointStore:
+    """The SQL side of `fast_langgraph.RustPostgresCheckpointer`: checkpoints on PostgreSQL
+    over a connection pool of its own. Takes `CheckpointStore`'s argument tuples and returns
+    its rows. Every method releases the GIL during network I/O.
+
+    Args:
+        conninfo: A libpq key/value string or a `postgresql://` URL (`sslmode` and
+            `sslrootcert` included).
+        pool_size: The most connections open at once.
+        connect_timeout: Seconds opening a connection may take.
+        statement_timeout: Seconds a statement may run, or None for the server's setting.
+        pool_timeout: Seconds a call waits for a free connection.
+        guard: The single-writer guard (see `put`).
+    """
+
+    def __init__(
+        self,
         conninfo: str,
         *,
         pool_size: int = 10,
@@ -784,6 +775,8 @@ class PgCheckpointStore:
         """Per channel: (channel, writes oldest first, the seed value's segments or None)."""
     def storage_stats(self) -> dict[str, int]: ...
     def pool_stats(self) -> dict[str, int]: ...
+    def writer_stats(self) -> dict[str, int]:
+        """`{"calls": n, "commits": m}`: write calls and the transactions that carried them."""
     def delete_thread(self, thread_id: str) -> None: ...
     def delete_for_runs(self, run_ids: Sequence[str]) -> None: ...
     def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None: ...
