@@ -302,6 +302,9 @@ class CheckpointStore:
     def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None: ...
     def prune(self, thread_ids: Sequence[str], strategy: PruneStrategy = "keep_latest") -> None:
         """Prune the threads (see `RustSQLiteCheckpointer.prune`)."""
+    def prune_idle(self, cutoff_ms: int, strategy: PruneStrategy = "delete") -> int:
+        """Prune, in one transaction, every thread whose newest checkpoint was made before
+        `cutoff_ms` (milliseconds since the Unix epoch); returns how many threads."""
     def close(self) -> None:
         """Commit what is queued and stop the writer; later calls raise CheckpointClosedError."""
 

@@ -21,8 +21,9 @@ import os
 import random
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AbstractContextManager, contextmanager
+from datetime import datetime, timedelta, timezone
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
@@ -562,24 +563,77 @@ class RustSQLiteCheckpointer(
 
     def delete_for_runs(self, run_ids: Sequence[str]) -> None:
         """Delete the checkpoints (and their writes) whose metadata ``run_id`` is in
-        ``run_ids``."""
+        ``run_ids``, except those that a checkpoint kept needs to rebuild a ``DeltaChannel``
+        (see docs/checkpointer.md, "Retention")."""
         run_ids = [str(r) for r in _sequence(run_ids, "run_ids")]
         self._lists.clear()
         self._store.delete_for_runs(run_ids)
 
     def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
-        """Copy every checkpoint, channel value and write of one thread to another."""
+        """Copy every checkpoint, channel value and write of one thread to another: its whole
+        history, so ``DeltaChannel`` values rebuild in the copy as in the source."""
         self._store.copy_thread(str(source_thread_id), str(target_thread_id))
 
-    def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
-        """Prune threads: ``"keep_latest"`` keeps the newest checkpoint of each namespace
-        (with its writes and the channel values it needs, delta chains included); ``"delete"``
-        removes all. Do not prune threads of graphs that use LangGraph's beta ``DeltaChannel``,
-        which rebuilds values from the writes of the ancestors this deletes."""
+    def prune(
+        self,
+        thread_ids: Sequence[str],
+        *,
+        strategy: Literal["keep_latest", "delete"] = "keep_latest",
+    ) -> None:
+        """Prune threads. ``"keep_latest"`` keeps the newest checkpoint of each namespace with
+        its writes and the channel values it needs (delta chains included), and every ancestor
+        (with its writes) that it needs to rebuild a ``DeltaChannel``: back to the nearest one
+        holding a snapshot of each such channel. ``"delete"`` removes the threads.
+
+        Raises:
+            ValueError: an unknown ``strategy``.
+        """
         thread_ids = [str(t) for t in _sequence(thread_ids, "thread_ids")]
         for thread_id in thread_ids:
             self._lists.forget_thread(thread_id)
         self._store.prune(thread_ids, strategy)
+
+    def prune_older_than(
+        self,
+        max_idle: timedelta,
+        *,
+        strategy: Literal["delete", "keep_latest"] = "delete",
+        now: datetime | None = None,
+    ) -> int:
+        """Prune every thread idle for longer than ``max_idle``: whose newest checkpoint was
+        made before ``now - max_idle``. ``"delete"`` (default) deletes those threads;
+        ``"keep_latest"`` prunes them as ``prune`` does, with the same ``DeltaChannel``
+        safety. The threads are chosen and pruned in one transaction, so a thread that gets a
+        new checkpoint meanwhile is not touched. Safe to run from a cron job or a periodic
+        task while graphs use the database.
+
+        A checkpoint's time is the one in its id (LangGraph's checkpoint ids are UUIDv6,
+        which carry the time they were made), or the time it was stored.
+
+        Args:
+            max_idle: How long a thread may go without a new checkpoint.
+            strategy: ``"delete"`` or ``"keep_latest"``.
+            now: The current time (a timezone-aware ``datetime``, or a naive one in UTC);
+                defaults to the clock.
+
+        Returns:
+            The number of threads pruned.
+        """
+        if not isinstance(max_idle, timedelta):
+            raise TypeError(
+                f"prune_older_than(): max_idle must be a datetime.timedelta, got {type(max_idle).__name__}"
+            )
+        if max_idle < timedelta(0):
+            raise ValueError(f"prune_older_than(): max_idle must not be negative, got {max_idle}")
+        if now is None:
+            now = datetime.now(timezone.utc)
+        elif not isinstance(now, datetime):
+            raise TypeError(f"prune_older_than(): now must be a datetime, got {type(now).__name__}")
+        elif now.tzinfo is None:
+            now = now.replace(tzinfo=timezone.utc)
+        cutoff_ms = int((now - max_idle).timestamp() * 1000)
+        self._lists.clear()
+        return self._store.prune_idle(cutoff_ms, strategy)
 
     def get_next_version(self, current: str | int | None, channel: None) -> str:
         """The next channel version: a zero-padded counter plus a random fraction, as
@@ -638,8 +692,24 @@ class RustSQLiteCheckpointer(
     async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
         await _in_thread(self.copy_thread, source_thread_id, target_thread_id)
 
-    async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+    async def aprune(
+        self,
+        thread_ids: Sequence[str],
+        *,
+        strategy: Literal["keep_latest", "delete"] = "keep_latest",
+    ) -> None:
         await _in_thread(partial(self.prune, strategy=strategy), thread_ids)
+
+    async def aprune_older_than(
+        self,
+        max_idle: timedelta,
+        *,
+        strategy: Literal["delete", "keep_latest"] = "delete",
+        now: datetime | None = None,
+    ) -> int:
+        return await _in_thread(
+            partial(self.prune_older_than, strategy=strategy, now=now), max_idle
+        )
 
     async def aget_delta_channel_history(
         self, *, config: RunnableConfig, channels: Sequence[str]

@@ -13,6 +13,7 @@
 pub mod backend;
 mod chain;
 mod msgpack;
+pub mod retention;
 pub mod sqlite;
 mod types;
 mod writer;
@@ -114,6 +115,13 @@ impl<B: Backend> Store<B> {
             return Ok(());
         }
         self.writer.submit(Op::Prune(thread_ids, strategy)).map(drop)
+    }
+
+    /// Prunes, with `strategy`, every thread whose newest checkpoint was made before
+    /// `cutoff_ms` (milliseconds since the Unix epoch), in one transaction; returns how many
+    /// threads it pruned. The retention rules of [`retention`] apply.
+    pub fn prune_idle(&self, cutoff_ms: i64, strategy: PruneStrategy) -> Result<u64> {
+        self.writer.submit(Op::PruneIdle(cutoff_ms, strategy))
     }
 
     /// One checkpoint, with its values and pending writes: the one with `checkpoint_id`, or

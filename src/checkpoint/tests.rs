@@ -454,6 +454,7 @@ fn downgrade_to_v1(path: &str) {
                  task_path, type, blob FROM flg_writes;
              DROP TABLE flg_writes;
              ALTER TABLE flg_writes_v1 RENAME TO flg_writes;
+             ALTER TABLE flg_checkpoints DROP COLUMN ts_ms;
              UPDATE flg_meta SET value = '1' WHERE key = 'schema_version';
              COMMIT;",
         )
@@ -511,7 +512,7 @@ fn a_version_1_file_is_migrated_with_every_value_and_chain() {
             r.get(0)
         })
         .unwrap();
-    assert_eq!(version, "2");
+    assert_eq!(version, "3");
 }
 
 #[test]

@@ -408,16 +408,16 @@ impl PyCheckpointStore {
 
     #[pyo3(signature = (thread_ids, strategy = "keep_latest"))]
     fn prune(&self, py: Python<'_>, thread_ids: Vec<String>, strategy: &str) -> PyResult<()> {
-        let strategy = match strategy {
-            "keep_latest" => PruneStrategy::KeepLatest,
-            "delete" | "delete_all" => PruneStrategy::Delete,
-            other => {
-                return Err(PyValueError::new_err(format!(
-                    "strategy must be \"keep_latest\" or \"delete\", got {other:?}"
-                )))
-            }
-        };
+        let strategy = prune_strategy(strategy)?;
         Ok(py.detach(|| self.store.prune(thread_ids, strategy))?)
+    }
+
+    /// Prunes, with `strategy`, every thread whose newest checkpoint was made before
+    /// `cutoff_ms` (milliseconds since the Unix epoch), in one transaction; returns how many.
+    #[pyo3(signature = (cutoff_ms, strategy = "delete"))]
+    fn prune_idle(&self, py: Python<'_>, cutoff_ms: i64, strategy: &str) -> PyResult<u64> {
+        let strategy = prune_strategy(strategy)?;
+        Ok(py.detach(|| self.store.prune_idle(cutoff_ms, strategy))?)
     }
 
     /// Stores many checkpoints and writes in one transaction.
@@ -457,6 +457,16 @@ impl PyCheckpointStore {
     fn close(&self, py: Python<'_>) {
         // Waits for the commit in progress and the calls already queued.
         py.detach(|| self.store.close());
+    }
+}
+
+fn prune_strategy(strategy: &str) -> PyResult<PruneStrategy> {
+    match strategy {
+        "keep_latest" => Ok(PruneStrategy::KeepLatest),
+        "delete" | "delete_all" => Ok(PruneStrategy::Delete),
+        other => Err(PyValueError::new_err(format!(
+            "strategy must be \"keep_latest\" or \"delete\", got {other:?}"
+        ))),
     }
 }
 
