@@ -23,7 +23,7 @@ pub use sqlite::Sqlite;
 pub use types::*;
 use writer::{Op, Writer};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// A checkpoint database. All methods take `&self` and are safe to call from many threads.
 pub struct Store<B: Backend = Sqlite> {
@@ -158,9 +158,15 @@ impl<B: Backend> Store<B> {
         self.read(Backend::storage_stats)
     }
 
-    /// The problems found in the stored data; empty when it is sound.
+    /// The problems found in the stored data; empty when it is sound. A database too damaged
+    /// to read is a problem reported, not an error; only a closed store (or a forked child)
+    /// is an error.
     pub fn check(&self) -> Result<Vec<String>> {
-        self.read(Backend::check)
+        match self.read(Backend::check) {
+            Err(e @ (Error::Closed(_) | Error::ForkedProcess(_))) => Err(e),
+            Err(e) => Ok(vec![format!("the database cannot be read: {e}")]),
+            ok => ok,
+        }
     }
 
     /// Every thread id in the database.

@@ -485,33 +485,42 @@ pub fn storage_stats(conn: &Connection) -> Result<StorageStats> {
 
 /// Problems found by SQLite's `quick_check` and by a walk of every delta chain; empty when
 /// the database is sound.
+///
+/// Damage is reported, not raised: a check SQLite cannot finish (a page it cannot read) adds
+/// what SQLite said to the problems, and the next check still runs.
 pub fn check(conn: &Connection) -> Result<Vec<String>> {
     let mut problems = Vec::new();
-    let mut stmt = conn.prepare("PRAGMA quick_check")?;
-    for row in stmt.query_map([], |r| r.get::<_, String>(0))? {
-        let row = row?;
-        if row != "ok" {
-            problems.push(format!("sqlite: {row}"));
-        }
+    let quick = (|| -> rusqlite::Result<Vec<String>> {
+        let mut stmt = conn.prepare("PRAGMA quick_check")?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        rows.collect()
+    })();
+    match quick {
+        Ok(rows) => problems.extend(rows.into_iter().filter(|r| r != "ok").map(|r| format!("sqlite: {r}"))),
+        Err(e) => problems.push(format!("sqlite: the integrity check could not finish: {e}")),
     }
-    let mut stmt = conn.prepare(
-        "SELECT b.thread_id, b.checkpoint_ns, b.channel, b.version, b.delta_base FROM flg_blobs AS b
-          WHERE b.delta_base IS NOT NULL AND NOT EXISTS (SELECT 1 FROM flg_blobs AS x
-                WHERE x.thread_id = b.thread_id AND x.checkpoint_ns = b.checkpoint_ns AND x.channel = b.channel
-                  AND x.version = b.delta_base)",
-    )?;
-    let rows = stmt.query_map([], |r| {
-        Ok(format!(
-            "thread {:?} namespace {:?}: channel {:?} version {:?} extends missing version {:?}",
-            r.get::<_, String>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, String>(2)?,
-            r.get::<_, String>(3)?,
-            r.get::<_, String>(4)?
-        ))
-    })?;
-    for row in rows {
-        problems.push(row?);
+    let chains = (|| -> rusqlite::Result<Vec<String>> {
+        let mut stmt = conn.prepare(
+            "SELECT b.thread_id, b.checkpoint_ns, b.channel, b.version, b.delta_base FROM flg_blobs AS b
+              WHERE b.delta_base IS NOT NULL AND NOT EXISTS (SELECT 1 FROM flg_blobs AS x
+                    WHERE x.thread_id = b.thread_id AND x.checkpoint_ns = b.checkpoint_ns AND x.channel = b.channel
+                      AND x.version = b.delta_base)",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(format!(
+                "thread {:?} namespace {:?}: channel {:?} version {:?} extends missing version {:?}",
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?
+            ))
+        })?;
+        rows.collect()
+    })();
+    match chains {
+        Ok(rows) => problems.extend(rows),
+        Err(e) => problems.push(format!("delta chains: the walk could not finish: {e}")),
     }
     Ok(problems)
 }

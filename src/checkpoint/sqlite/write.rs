@@ -110,6 +110,9 @@ fn apply(conn: &Connection, op: &Op) -> Result<u64> {
     }
 }
 
+/// The serializer's type tag of a channel with no value at a version.
+const EMPTY: &str = "empty";
+
 /// What `put` does with a checkpoint (or blob) already stored under the same key.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Existing {
@@ -159,7 +162,19 @@ fn put(conn: &Connection, cp: &NewCheckpoint, existing: Existing) -> Result<bool
     let mut base_exists = conn.prepare_cached(
         "SELECT 1 FROM flg_blobs WHERE thread_id = ?1 AND checkpoint_ns = ?2 AND channel = ?3 AND version = ?4",
     )?;
+    let mut clear = conn.prepare_cached(
+        "DELETE FROM flg_blobs WHERE thread_id = ?1 AND checkpoint_ns = ?2 AND version = ?3 AND channel = ?4",
+    )?;
     for b in &cp.blobs {
+        if b.type_tag == EMPTY {
+            // No value at this version: no row (a missing row reads as no value), which keeps
+            // a DeltaChannel's many valueless versions out of the file. A row a previous put
+            // stored under the same version goes, as a stored "empty" would replace it.
+            if existing == Existing::Replace {
+                clear.execute(params![cp.thread_id, cp.checkpoint_ns, b.version, b.channel])?;
+            }
+            continue;
+        }
         // Checked in the same transaction as the insert, so a committed delta always has its
         // base: a chain can never point at a missing version.
         if let Some(base) = &b.delta_base {
