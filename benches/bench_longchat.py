@@ -157,7 +157,7 @@ def run_kind(kind: str, turns: int, tmp: str) -> dict[str, Any]:
     assert len(reference) == 2 * turns
     for name, msgs in finals.items():
         assert [(m.type, m.content) for m in msgs] == reference, f"{name} ended elsewhere"
-    for name, (saver, conn) in opened.items():
+    for saver, conn in opened.values():
         close(saver, conn)
     sizes = {name: file_size(p) for name, p in paths.items()}
 
@@ -171,7 +171,7 @@ def run_kind(kind: str, turns: int, tmp: str) -> dict[str, Any]:
             state = graph.get_state(config)
             loads[name].append(time.perf_counter() - t0)
             assert len(state.values["messages"]) == 2 * turns
-    for name, (saver, conn) in fresh.items():
+    for saver, conn in fresh.values():
         close(saver, conn)
     return {"per_turn": per_turn, "sizes": sizes, "loads": loads}
 
