@@ -209,7 +209,11 @@ class ChannelHistory:
         target's own writes are not among them."""
     @property
     def seed(self) -> ChannelValueRow | None:
-        """The value stored at that ancestor; None when the walk reached the root first."""
+        """The value stored at that ancestor; None when the walk reached the root first. Its
+        segments are empty when its version was among `cached`."""
+    @property
+    def seed_version(self) -> str | None:
+        """The channel version of `seed`."""
 
 class CheckpointStore:
     """The SQL side of `RustSQLiteCheckpointer`: one SQLite file, a group commit that
@@ -283,11 +287,13 @@ class CheckpointStore:
         checkpoint_ns: str,
         checkpoint_id: str | None,
         channels: Sequence[str],
+        cached: Sequence[tuple[str, str]] = (),
     ) -> builtins.list[ChannelHistory]:
         """For each of `channels` (in order), its history behind the checkpoint with
         `checkpoint_id` (or the newest of the namespace), walking parent pointers in one read
         transaction and a fixed number of statements. A missing checkpoint gives empty
-        histories."""
+        histories. The values of the (channel, version) pairs in `cached`, which the caller
+        holds, are not read."""
     def writer_stats(self) -> dict[str, int]:
         """{"calls": n, "commits": m}: write calls and the transactions that carried them."""
     def storage_stats(self) -> dict[str, int]:

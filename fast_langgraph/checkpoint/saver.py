@@ -51,7 +51,7 @@ from fast_langgraph._native import (
     NewWrites,
     SerializationError,
 )
-from fast_langgraph.checkpoint._deltas import ListKey, ListVersions, Remembered
+from fast_langgraph.checkpoint._deltas import ListKey, ListVersions, Remembered, SeedCache
 from fast_langgraph.checkpoint.sqlite_saver import import_sqlite_saver
 
 __all__ = ["RustSQLiteCheckpointer"]
@@ -136,6 +136,7 @@ class RustSQLiteCheckpointer(
         self.delta = bool(delta)
         self.snapshot_every = snapshot_every
         self._lists = ListVersions()
+        self._seeds = SeedCache()
         self._store = CheckpointStore(
             self.path,
             synchronous="full" if durable else "normal",
@@ -362,11 +363,12 @@ class RustSQLiteCheckpointer(
         if ns is None:
             # As get_tuple: a checkpoint_ns of None names no checkpoint.
             return {ch: {"writes": []} for ch in channels}
+        thread_id, ns = str(conf["thread_id"]), _text(ns, "checkpoint_ns")
+        # With deltas on, decoded seeds are kept (see SeedCache): the store skips reading the
+        # ones this process holds.
+        cached = self._seeds.versions(thread_id, ns, channels) if self.delta and self._seeds else []
         histories = self._store.delta_history(
-            str(conf["thread_id"]),
-            _text(ns, "checkpoint_ns"),
-            get_checkpoint_id(config),
-            channels,
+            thread_id, ns, get_checkpoint_id(config), channels, cached
         )
         loads = self.serde.loads_typed
         result: dict[str, DeltaChannelHistory] = {}
@@ -376,10 +378,26 @@ class RustSQLiteCheckpointer(
                     (w.task_id, w.channel, loads((w.type_tag, w.data))) for w in history.writes
                 ]
             }
-            if history.seed is not None:
-                entry["seed"] = self._load_value(history.seed)
+            seed = history.seed
+            if seed is not None:
+                key = (thread_id, ns, history.channel, history.seed_version or "")
+                value = self._seeds.get(key) if not seed.segments else None
+                if value is None:
+                    if not seed.segments:
+                        # Dropped from the cache since the call: read it again, uncached.
+                        return self._uncached_history(config, channels)
+                    value = self._load_value(seed)
+                    if self.delta:
+                        value = self._seeds.put(key, value)
+                entry["seed"] = value
             result[history.channel] = entry
         return result
+
+    def _uncached_history(
+        self, config: RunnableConfig, channels: list[str]
+    ) -> Mapping[str, DeltaChannelHistory]:
+        self._seeds.clear()
+        return self.get_delta_channel_history(config=config, channels=channels)
 
     def _load_value(self, stored: ChannelValueRow) -> Any:
         loads = self.serde.loads_typed
@@ -445,6 +463,10 @@ class RustSQLiteCheckpointer(
             self._store.put(new)
         for key, entry in remembered:
             self._lists.remember(key, entry)
+        if self._seeds:
+            # A version stored again may hold another value.
+            tid = str(thread_id)
+            self._seeds.discard([(tid, ns, ch, str(v)) for ch, v in new_versions.items()])
         return {
             "configurable": {
                 "thread_id": thread_id,
@@ -559,6 +581,7 @@ class RustSQLiteCheckpointer(
     def delete_thread(self, thread_id: str) -> None:
         """Delete every checkpoint and write of a thread."""
         self._lists.forget_thread(str(thread_id))
+        self._seeds.forget_thread(str(thread_id))
         self._store.delete_thread(str(thread_id))
 
     def delete_for_runs(self, run_ids: Sequence[str]) -> None:
@@ -567,6 +590,7 @@ class RustSQLiteCheckpointer(
         (see docs/checkpointer.md, "Retention")."""
         run_ids = [str(r) for r in _sequence(run_ids, "run_ids")]
         self._lists.clear()
+        self._seeds.clear()
         self._store.delete_for_runs(run_ids)
 
     def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
@@ -591,6 +615,7 @@ class RustSQLiteCheckpointer(
         thread_ids = [str(t) for t in _sequence(thread_ids, "thread_ids")]
         for thread_id in thread_ids:
             self._lists.forget_thread(thread_id)
+            self._seeds.forget_thread(thread_id)
         self._store.prune(thread_ids, strategy)
 
     def prune_older_than(
@@ -633,6 +658,7 @@ class RustSQLiteCheckpointer(
             now = now.replace(tzinfo=timezone.utc)
         cutoff_ms = int((now - max_idle).timestamp() * 1000)
         self._lists.clear()
+        self._seeds.clear()
         return self._store.prune_idle(cutoff_ms, strategy)
 
     def get_next_version(self, current: str | int | None, channel: None) -> str:

@@ -142,15 +142,17 @@ impl<B: Backend> Store<B> {
 
     /// For each of `channels`, the pending writes of the checkpoint's ancestors back to the
     /// nearest one holding a stored value of the channel, and that value (LangGraph's
-    /// `get_delta_channel_history`).
+    /// `get_delta_channel_history`). The values of the `(channel, version)` pairs in `cached`,
+    /// which the caller holds already, are not read.
     pub fn delta_history(
         &self,
         thread_id: &str,
         checkpoint_ns: &str,
         checkpoint_id: Option<&str>,
         channels: &[String],
+        cached: &[(String, String)],
     ) -> Result<Vec<ChannelHistory>> {
-        self.read(|b| b.delta_history(thread_id, checkpoint_ns, checkpoint_id, channels))
+        self.read(|b| b.delta_history(thread_id, checkpoint_ns, checkpoint_id, channels, cached))
     }
 
     /// Row counts and payload bytes.

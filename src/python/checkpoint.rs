@@ -221,6 +221,7 @@ pub struct PyChannelHistory {
     channel: String,
     writes: Py<PyTuple>,
     seed: Option<Py<PyChannelValueRow>>,
+    seed_version: Option<String>,
 }
 
 #[pymethods]
@@ -339,7 +340,7 @@ impl PyCheckpointStore {
     /// For each of `channels`, the pending writes of the checkpoint's ancestors back to the
     /// nearest one holding a stored value of the channel, and that value: one read
     /// transaction, a bounded number of statements however long the chain.
-    #[pyo3(signature = (thread_id, checkpoint_ns, checkpoint_id, channels))]
+    #[pyo3(signature = (thread_id, checkpoint_ns, checkpoint_id, channels, cached = Vec::new()))]
     fn delta_history(
         &self,
         py: Python<'_>,
@@ -347,11 +348,12 @@ impl PyCheckpointStore {
         checkpoint_ns: &str,
         checkpoint_id: Option<&str>,
         channels: Vec<String>,
+        cached: Vec<(String, String)>,
     ) -> PyResult<Vec<PyChannelHistory>> {
         // The walk and the reads of writes and values run without the GIL.
         let histories = py.detach(|| {
             self.store
-                .delta_history(thread_id, checkpoint_ns, checkpoint_id, &channels)
+                .delta_history(thread_id, checkpoint_ns, checkpoint_id, &channels, &cached)
         })?;
         histories.into_iter().map(|h| channel_history(py, h)).collect()
     }
@@ -612,5 +614,6 @@ fn channel_history(py: Python<'_>, h: ChannelHistory) -> PyResult<PyChannelHisto
         channel: h.channel,
         writes: PyTuple::new(py, writes)?.unbind(),
         seed: h.seed.map(|v| Py::new(py, value_row(py, v)?)).transpose()?,
+        seed_version: h.seed_version,
     })
 }

@@ -536,9 +536,10 @@ pub fn delta_history(
     checkpoint_ns: &str,
     checkpoint_id: Option<&str>,
     channels: &[String],
+    cached: &[(String, String)],
 ) -> Result<Vec<ChannelHistory>> {
     conn.execute_batch("BEGIN")?;
-    let result = delta_history_in_transaction(conn, thread_id, checkpoint_ns, checkpoint_id, channels);
+    let result = delta_history_in_transaction(conn, thread_id, checkpoint_ns, checkpoint_id, channels, cached);
     // A read transaction has nothing to keep: ending it either way releases its snapshot.
     let end = conn.execute_batch(if result.is_ok() { "COMMIT" } else { "ROLLBACK" });
     let found = result?;
@@ -552,6 +553,7 @@ fn delta_history_in_transaction(
     checkpoint_ns: &str,
     checkpoint_id: Option<&str>,
     channels: &[String],
+    cached: &[(String, String)],
 ) -> Result<Vec<ChannelHistory>> {
     let empty = || {
         channels
@@ -560,6 +562,7 @@ fn delta_history_in_transaction(
                 channel: ch.clone(),
                 writes: Vec::new(),
                 seed: None,
+                seed_version: None,
             })
             .collect()
     };
@@ -681,8 +684,10 @@ fn delta_history_in_transaction(
     for ws in by_checkpoint.values_mut() {
         ws.sort_by(|a, b| (&a.task_path, &a.task_id, a.idx).cmp(&(&b.task_path, &b.task_id, b.idx)));
     }
-    // The stored values that end the histories, with their delta chains.
-    let seed_values = values_of(conn, thread_id, checkpoint_ns, &target, &seeds)?;
+    // The stored values that end the histories, with their delta chains, but those the
+    // caller holds.
+    let to_read: Vec<(String, String)> = seeds.iter().filter(|s| !cached.contains(s)).cloned().collect();
+    let seed_values = values_of(conn, thread_id, checkpoint_ns, &target, &to_read)?;
     Ok(channels
         .iter()
         .map(|ch| {
@@ -694,10 +699,20 @@ fn delta_history_in_transaction(
                     writes.extend(ws.iter().cloned());
                 }
             }
+            let seed_version = seeds.iter().find(|(c, _)| c == ch).map(|(_, v)| v.clone());
+            let seed = match &seed_version {
+                Some(v) if cached.iter().any(|(c, cv)| c == ch && cv == v) => Some(ChannelValue {
+                    channel: ch.clone(),
+                    segments: Vec::new(),
+                    deltas: 0,
+                }),
+                _ => seed_values.iter().find(|v| &v.channel == ch).cloned(),
+            };
             ChannelHistory {
                 channel: ch.clone(),
                 writes,
-                seed: seed_values.iter().find(|v| &v.channel == ch).cloned(),
+                seed_version: seed.as_ref().and(seed_version),
+                seed,
             }
         })
         .collect())
