@@ -73,7 +73,9 @@ class RustSQLiteCheckpointer(
 
     It implements the whole ``BaseCheckpointSaver`` interface, sync and async: ``get_tuple``,
     ``list``, ``put``, ``put_writes``, ``delete_thread``, ``delete_for_runs``, ``copy_thread``,
-    ``prune`` and every ``a*`` form. The async methods run the blocking work on a worker
+    ``prune``, ``get_delta_channel_history`` (LangGraph's ``DeltaChannel``) and every ``a*``
+    form, plus ``prune_older_than`` (time-based retention). Retention keeps what a kept
+    checkpoint needs to read back, ``DeltaChannel`` ancestors included. The async methods run the blocking work on a worker
     thread, so they never block the event loop.
 
     Args:
@@ -97,9 +99,10 @@ class RustSQLiteCheckpointer(
             most n // 8 deltas in a row, so short lists are stored whole.
 
     Raises:
-        ForeignDatabaseError: The file is not SQLite, or holds tables that are not ours
-            (a SqliteSaver database is one: see ``import_sqlite_saver``). The file is not
-            modified.
+        ForeignDatabaseError: The file is not SQLite, holds anything that is not ours (a
+            SqliteSaver database is one: see ``import_sqlite_saver``), or is an empty file
+            another program claimed (``user_version`` or ``application_id`` set). The file is
+            not modified.
         TypeError: ``path`` is not a string or path.
     """
 
