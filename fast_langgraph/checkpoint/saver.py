@@ -16,6 +16,7 @@ Python does what LangGraph's interface needs: it runs the saver's ``serde`` (Lan
 from __future__ import annotations
 
 import asyncio
+import builtins
 import json
 import os
 import random
@@ -23,7 +24,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AbstractContextManager, contextmanager
 from datetime import datetime, timedelta, timezone
 from functools import partial
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, cast
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
@@ -292,7 +293,7 @@ class RustSQLiteCheckpointer(
         return self._iter_tuples(rows, py_filter, limit)
 
     def _iter_tuples(
-        self, rows: list[CheckpointRow], py_filter: dict[str, Any], limit: int | None
+        self, rows: builtins.list[CheckpointRow], py_filter: dict[str, Any], limit: int | None
     ) -> Iterator[CheckpointTuple]:
         remaining = limit
         for row in rows:
@@ -397,7 +398,7 @@ class RustSQLiteCheckpointer(
         return result
 
     def _uncached_history(
-        self, config: RunnableConfig, channels: list[str]
+        self, config: RunnableConfig, channels: builtins.list[str]
     ) -> Mapping[str, DeltaChannelHistory]:
         self._seeds.clear()
         return self.get_delta_channel_history(config=config, channels=channels)
@@ -435,7 +436,7 @@ class RustSQLiteCheckpointer(
         conf = _configurable(config)
         thread_id = conf["thread_id"]
         ns = conf.get("checkpoint_ns", "")
-        remembered: list[tuple[ListKey, Remembered]] = []
+        remembered: builtins.list[tuple[ListKey, Remembered]] = []
         new = self._new_checkpoint(
             str(thread_id),
             ns,
@@ -487,7 +488,7 @@ class RustSQLiteCheckpointer(
         metadata: CheckpointMetadata,
         new_versions: ChannelVersions,
         config: RunnableConfig | None,
-        remembered: list[tuple[ListKey, Remembered]] | None = None,
+        remembered: builtins.list[tuple[ListKey, Remembered]] | None = None,
         *,
         use_deltas: bool = True,
     ) -> NewCheckpoint:
@@ -498,7 +499,7 @@ class RustSQLiteCheckpointer(
         appended to it.
         """
         ns = _text(ns, "checkpoint_ns")
-        c = dict(checkpoint)
+        c: dict[str, Any] = dict(checkpoint)
         values = c.pop("channel_values", None) or {}
         blobs = []
         for channel, version in new_versions.items():
@@ -524,7 +525,9 @@ class RustSQLiteCheckpointer(
                 type_, data = "empty", b""
             blobs.append(NewBlob(channel, str(version), type_, data, base))
         type_, data = self._dumps(c, f"checkpoint {checkpoint['id']!r} in thread {thread_id!r}")
-        md = get_checkpoint_metadata(config, metadata) if config is not None else dict(metadata)
+        md: dict[str, Any] = dict(
+            get_checkpoint_metadata(config, metadata) if config is not None else metadata
+        )
         metadata_json = _metadata_json(md, checkpoint["id"])
         run_id = md.get("run_id")
         return NewCheckpoint(
@@ -605,7 +608,7 @@ class RustSQLiteCheckpointer(
         self,
         thread_ids: Sequence[str],
         *,
-        strategy: Literal["keep_latest", "delete"] = "keep_latest",
+        strategy: str = "keep_latest",
     ) -> None:
         """Prune threads. ``"keep_latest"`` keeps the newest checkpoint of each namespace with
         its writes and the channel values it needs (delta chains included), and every ancestor
@@ -619,7 +622,8 @@ class RustSQLiteCheckpointer(
         for thread_id in thread_ids:
             self._lists.forget_thread(thread_id)
             self._seeds.forget_thread(thread_id)
-        self._store.prune(thread_ids, strategy)
+        # The store checks the strategy and names it in its ValueError.
+        self._store.prune(thread_ids, cast(Literal["keep_latest", "delete"], strategy))
 
     def prune_older_than(
         self,
@@ -725,7 +729,7 @@ class RustSQLiteCheckpointer(
         self,
         thread_ids: Sequence[str],
         *,
-        strategy: Literal["keep_latest", "delete"] = "keep_latest",
+        strategy: str = "keep_latest",
     ) -> None:
         await _in_thread(partial(self.prune, strategy=strategy), thread_ids)
 
