@@ -133,3 +133,43 @@ def test_mixed_graph_reads_back_after_reopening(tmp_path) -> None:
         assert history_dump(graph, cfg("t")) == history
         out = graph.invoke({"messages": [HumanMessage("more", id="h-more")]}, cfg("t"))
         assert out["notes"][-3:] == ["note 14", "worker 0", "worker 1"]
+
+
+class Notes(TypedDict):
+    notes: Annotated[list, DeltaChannel(extend, snapshot_frequency=4)]
+
+
+def snapshot_graph(saver):
+    def add(state: dict) -> dict:
+        return {"notes": [f"note {len(state['notes'])}"]}
+
+    b = StateGraph(Notes)
+    b.add_node("add", add)
+    b.add_edge(START, "add")
+    b.add_edge("add", END)
+    return b.compile(checkpointer=saver)
+
+
+@pytest.mark.parametrize("restart", [False, True], ids=["one-process", "reopened"])
+def test_delta_channel_snapshots_are_stored_as_deltas(tmp_path, restart: bool) -> None:
+    """Each snapshot holds the whole list; ours stores what it appended since the previous
+    snapshot, also after a restart (the seed read back is remembered)."""
+    path = tmp_path / "ours.db"
+    stock = sqlite_saver(tmp_path / "stock.db")
+    expected_graph = snapshot_graph(stock)
+    saver = RustSQLiteCheckpointer(path)
+    graph = snapshot_graph(saver)
+    for i in range(40):
+        if restart and i == 20:
+            saver.close()
+            saver = RustSQLiteCheckpointer(path)
+            graph = snapshot_graph(saver)
+        for g in (graph, expected_graph):
+            g.invoke({"notes": [f"in {i}"]}, cfg("t"))
+    try:
+        assert saver.storage_stats()["delta_blobs"] >= 5
+        assert history_dump(graph, cfg("t")) == history_dump(expected_graph, cfg("t"))
+        assert saver.check() == []
+    finally:
+        saver.close()
+        stock.conn.close()

@@ -19,6 +19,16 @@ from langgraph.checkpoint.serde.types import _DeltaSnapshot
 ListKey = tuple[str, str, str]
 
 
+def list_items(value: Any) -> list[Any] | None:
+    """The list a value stores as deltas: a ``list`` itself, or the list inside a
+    ``DeltaChannel`` snapshot (``_DeltaSnapshot``); ``None`` for anything else."""
+    if type(value) is list:
+        return value
+    if type(value) is _DeltaSnapshot and type(value.value) is list:
+        return value.value
+    return None
+
+
 class Remembered(NamedTuple):
     """A list version this process stored or read."""
 

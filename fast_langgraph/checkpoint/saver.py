@@ -52,7 +52,13 @@ from fast_langgraph._native import (
     NewWrites,
     SerializationError,
 )
-from fast_langgraph.checkpoint._deltas import ListKey, ListVersions, Remembered, SeedCache
+from fast_langgraph.checkpoint._deltas import (
+    ListKey,
+    ListVersions,
+    Remembered,
+    SeedCache,
+    list_items,
+)
 from fast_langgraph.checkpoint.sqlite_saver import import_sqlite_saver
 
 __all__ = ["RustSQLiteCheckpointer"]
@@ -234,11 +240,11 @@ class RustSQLiteCheckpointer(
             versions = tup.checkpoint["channel_versions"]
             for stored in row.values:
                 channel = stored.channel
-                value = tup.checkpoint["channel_values"].get(channel)
-                if type(value) is list and channel in versions:
+                items = list_items(tup.checkpoint["channel_values"].get(channel))
+                if items is not None and channel in versions:
                     self._lists.remember(
                         (row.thread_id, row.checkpoint_ns, channel),
-                        Remembered(str(versions[channel]), tuple(value), stored.deltas),
+                        Remembered(str(versions[channel]), tuple(items), stored.deltas),
                         "read",
                     )
         return tup
@@ -393,6 +399,14 @@ class RustSQLiteCheckpointer(
                     value = self._load_value(seed)
                     if self.delta:
                         value = self._seeds.put(key, value)
+                        # The next snapshot of this channel extends these very items.
+                        items = list_items(value)
+                        if items is not None and history.seed_version is not None:
+                            self._lists.remember(
+                                (thread_id, ns, history.channel),
+                                Remembered(history.seed_version, tuple(items), seed.deltas),
+                                "read",
+                            )
                 entry["seed"] = value
             result[history.channel] = entry
         return result
@@ -408,13 +422,14 @@ class RustSQLiteCheckpointer(
         segments = stored.segments
         value = loads(segments[0])
         if len(segments) > 1:
-            if type(value) is not list:
+            items = list_items(value)
+            if items is None:
                 raise SerializationError(
                     f"channel {stored.channel!r}: stored as an append-only delta over a value of "
                     f"type {type(value).__name__}, not a list; the database is damaged"
                 )
             for segment in segments[1:]:
-                value.extend(loads(segment))
+                items.extend(loads(segment))
         return value
 
     # -- writes ----------------------------------------------------------------------------
@@ -507,10 +522,13 @@ class RustSQLiteCheckpointer(
             if channel in values:
                 value = values[channel]
                 what = f"channel {channel!r} of checkpoint {checkpoint['id']!r} in thread {thread_id!r}"
-                if remembered is not None and type(value) is list:
+                items = list_items(value)
+                if remembered is not None and items is not None:
+                    # A list, or a DeltaChannel snapshot of one: each snapshot holds the whole
+                    # list, so a delta stores only what it appended since the previous one.
                     key = (thread_id, ns, channel)
-                    if use_deltas:
-                        plan = self._lists.plan(key, value, self.snapshot_every)
+                    plan = self._lists.plan(key, items, self.snapshot_every) if use_deltas else None
+                    if plan is not None and plan.base is not None:
                         base, chain = plan.base, plan.chain
                         type_, data = self._dumps(plan.items, what)
                     else:
@@ -518,7 +536,7 @@ class RustSQLiteCheckpointer(
                         chain = 0
                     # The items as serialized now: the list may grow in place before the
                     # commit returns, and the next delta must start after what was stored.
-                    remembered.append((key, Remembered(str(version), tuple(value), chain)))
+                    remembered.append((key, Remembered(str(version), tuple(items), chain)))
                 else:
                     type_, data = self._dumps(value, what)
             else:
