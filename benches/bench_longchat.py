@@ -1,18 +1,30 @@
-"""A 300-turn conversation on one thread: checkpoint cost per step, database size and load
-time, for InMemorySaver, SqliteSaver and RustSQLiteCheckpointer (with and without deltas).
+"""A long conversation on one thread (500 turns by default): checkpoint write time per turn,
+`get_state` time and database size, stock SqliteSaver against RustSQLiteCheckpointer, for two
+ways of keeping a chat history:
+
+- `add_messages`: `Annotated[list, add_messages]`, a channel stored whole at every step by
+  stock savers; ours stores the appended messages only (append-only deltas).
+- `delta_channel`: `Annotated[list, DeltaChannel(...)]`, LangGraph's own answer: a snapshot
+  every `snapshot_frequency` updates (LangGraph's default, 100) and the writes in between,
+  which a read replays through the saver's `get_delta_channel_history`.
+
+Savers, side by side: SqliteSaver at its default (`synchronous=FULL`) and at
+`synchronous=NORMAL`; ours at its default (`durable=False`, NORMAL) and `durable=True` (FULL).
+Equal durability is NORMAL against NORMAL (and FULL against FULL); the user-facing default
+comparison is SqliteSaver's FULL against our NORMAL.
 
 The savers take turns: turn i runs on each saver before turn i+1 runs on any, so machine noise
-hits all alike. The time spent writing checkpoints (`put`, called from the graph loop with
-`durability="sync"`) is measured per turn; `put_writes` is left out: it stores the node's new
-message only, the same size at every turn, and runs on LangGraph's background threads, where
-its wall time mostly measures waiting for the GIL.
-the table shows medians over turns 1-10, 91-100 and 291-300 ("turn 10", "turn 100",
-"turn 300"), and the mean over the same windows (a full snapshot every `snapshot_every`
-deltas shows up in the mean, not the median). The time LangGraph spends loading the thread
-at the start of each turn (get_tuple, which deserializes the whole history with every saver)
-is shown apart.
+hits all alike. The write time is the time in `put` per turn (called from the graph loop with
+`durability="sync"`); `put_writes` (one message, constant size, on LangGraph's background
+threads) is left out. The table shows medians and means over turns 1-10, 241-250 and 491-500.
+`get_state` is measured at the end with savers opened on the finished files, interleaved: for
+the latest checkpoint, the first call (a new process loading the thread) and the median of 14
+more (a process serving the thread: with DeltaChannel our saver keeps the decoded snapshot,
+stock SqliteSaver decodes it again); and the median over the last 30 checkpoints (with
+DeltaChannel they sit at every distance from the last snapshot, while the latest may be a
+snapshot itself: at 500 turns, the 1,000th update is one). Every saver must end with the same history.
 
-Run: `.venv/bin/python benches/bench_longchat.py [--turns N]`.
+Run: `.venv/bin/python benches/bench_longchat.py [--turns N] [--kind add_messages|delta_channel|both]`.
 """
 
 from __future__ import annotations
@@ -24,10 +36,11 @@ import sqlite3
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from langchain_core.messages import AIMessage, HumanMessage
-from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.channels.delta import DeltaChannel
 from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
@@ -38,16 +51,29 @@ from fast_langgraph import RustSQLiteCheckpointer
 TEXT = "The quick brown fox jumps over the lazy dog. " * 5
 
 
-class Chat(TypedDict):
+def add_messages_batch(state: list, writes: list) -> list:
+    """`add_messages` over a batch of writes, as `DeltaChannel` calls its reducer (one merge
+    for the batch: `add_messages` is batching-invariant)."""
+    return add_messages(state, [m for w in writes for m in (w if isinstance(w, list) else [w])])
+
+
+class AddMessagesChat(TypedDict):
     messages: Annotated[list, add_messages]
 
 
-def build(saver: Any):
-    def bot(state: Chat) -> dict:
-        n = len(state["messages"])
-        return {"messages": [AIMessage(content=f"answer {n}: {TEXT}")]}
+class DeltaChannelChat(TypedDict):
+    messages: Annotated[list, DeltaChannel(add_messages_batch)]
 
-    g = StateGraph(Chat)
+
+SCHEMAS = {"add_messages": AddMessagesChat, "delta_channel": DeltaChannelChat}
+
+
+def build(saver: Any, kind: str):
+    def bot(state: dict) -> dict:
+        n = len(state["messages"])
+        return {"messages": [AIMessage(content=f"answer {n}: {TEXT}", id=f"ai-{n}")]}
+
+    g = StateGraph(SCHEMAS[kind])
     g.add_node("bot", bot)
     g.add_edge(START, "bot")
     g.add_edge("bot", END)
@@ -55,23 +81,20 @@ def build(saver: Any):
 
 
 class Timer:
-    """Wraps a saver's methods on the instance and adds up the time spent in checkpoint writes
-    (put) and in reads (get_tuple)."""
+    """Wraps a saver's `put` on the instance and adds up the time spent in it."""
 
     def __init__(self, saver: Any) -> None:
         self.write = 0.0
-        self.read = 0.0
-        saver.put = self._wrap(saver.put, "write")
-        saver.get_tuple = self._wrap(saver.get_tuple, "read")
+        saver.put = self._wrap(saver.put)
 
-    def _wrap(self, fn, kind: str):
+    def _wrap(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(fn)
         def timed(*args: Any, **kwargs: Any) -> Any:
             t0 = time.perf_counter()
             try:
                 return fn(*args, **kwargs)
             finally:
-                setattr(self, kind, getattr(self, kind) + time.perf_counter() - t0)
+                self.write += time.perf_counter() - t0
 
         return timed
 
@@ -80,112 +103,164 @@ def file_size(path: str) -> int:
     return sum(os.path.getsize(p) for p in (path, path + "-wal") if os.path.exists(p))
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--turns", type=int, default=300)
-    args = ap.parse_args()
-    turns = args.turns
-    tmp = tempfile.mkdtemp()
-    paths = {
-        "SqliteSaver": os.path.join(tmp, "stock.db"),
-        "RustSQLiteCheckpointer": os.path.join(tmp, "rust.db"),
-        "RustSQLiteCheckpointer(delta=False)": os.path.join(tmp, "rust-full.db"),
-    }
-    stock_conn = sqlite3.connect(paths["SqliteSaver"], check_same_thread=False)
-    savers: dict[str, Any] = {
-        "InMemorySaver": InMemorySaver(),
-        "SqliteSaver": SqliteSaver(stock_conn),
-        "RustSQLiteCheckpointer": RustSQLiteCheckpointer(paths["RustSQLiteCheckpointer"]),
-        "RustSQLiteCheckpointer(delta=False)": RustSQLiteCheckpointer(
-            paths["RustSQLiteCheckpointer(delta=False)"], delta=False
-        ),
-    }
-    timers = {name: Timer(s) for name, s in savers.items()}
-    graphs = {name: build(s) for name, s in savers.items()}
+def stock_saver(path: str, synchronous: str | None) -> tuple[SqliteSaver, sqlite3.Connection]:
+    conn = sqlite3.connect(path, check_same_thread=False)
+    saver = SqliteSaver(conn)
+    saver.setup()
+    if synchronous is not None:
+        conn.execute(f"PRAGMA synchronous={synchronous}")
+    return saver, conn
+
+
+SAVERS: dict[str, tuple[str, Callable[[str], Any]]] = {
+    # name: (file name, opener returning (saver, connection to close or None))
+    "SqliteSaver (default, FULL)": ("stock-full.db", lambda p: stock_saver(p, None)),
+    "SqliteSaver (synchronous=NORMAL)": ("stock-normal.db", lambda p: stock_saver(p, "NORMAL")),
+    "RustSQLiteCheckpointer (default, NORMAL)": (
+        "rust.db",
+        lambda p: (RustSQLiteCheckpointer(p), None),
+    ),
+    "RustSQLiteCheckpointer (durable=True, FULL)": (
+        "rust-durable.db",
+        lambda p: (RustSQLiteCheckpointer(p, durable=True), None),
+    ),
+}
+STOCK_DEFAULT = "SqliteSaver (default, FULL)"
+STOCK_NORMAL = "SqliteSaver (synchronous=NORMAL)"
+OURS = "RustSQLiteCheckpointer (default, NORMAL)"
+OURS_FULL = "RustSQLiteCheckpointer (durable=True, FULL)"
+
+
+def close(saver: Any, conn: sqlite3.Connection | None) -> None:
+    if conn is not None:
+        conn.close()
+    else:
+        saver.close()
+
+
+def run_kind(kind: str, turns: int, tmp: str) -> dict[str, Any]:
+    paths = {name: os.path.join(tmp, f"{kind}-{file}") for name, (file, _) in SAVERS.items()}
+    opened = {name: opener(paths[name]) for name, (_, opener) in SAVERS.items()}
+    timers = {name: Timer(saver) for name, (saver, _) in opened.items()}
+    graphs = {name: build(saver, kind) for name, (saver, _) in opened.items()}
     config = {"configurable": {"thread_id": "long-chat"}}
-    per_turn: dict[str, list[float]] = {name: [] for name in savers}
-    read_per_turn: dict[str, list[float]] = {name: [] for name in savers}
+    per_turn: dict[str, list[float]] = {name: [] for name in SAVERS}
     for turn in range(1, turns + 1):
         for name, graph in graphs.items():
-            before, before_read = timers[name].write, timers[name].read
-            # durability="sync": every put runs in the graph loop, so its time is the step's.
+            before = timers[name].write
             graph.invoke(
-                {"messages": [HumanMessage(content=f"question {turn}: {TEXT}")]},
+                {"messages": [HumanMessage(content=f"question {turn}: {TEXT}", id=f"h-{turn}")]},
                 config,
                 durability="sync",
             )
             per_turn[name].append(timers[name].write - before)
-            read_per_turn[name].append(timers[name].read - before_read)
-        if turn % 50 == 0:
-            print(f"  ... turn {turn}", flush=True)
+        if turn % 100 == 0:
+            print(f"  ... {kind}: turn {turn}", flush=True)
     finals = {name: g.get_state(config).values["messages"] for name, g in graphs.items()}
-    reference = [(m.type, m.content) for m in finals["InMemorySaver"]]
+    reference = [(m.type, m.content) for m in finals[STOCK_DEFAULT]]
+    assert len(reference) == 2 * turns
     for name, msgs in finals.items():
-        assert [(m.type, m.content) for m in msgs] == reference, (
-            f"{name} ended with another history"
-        )
-
-    def window(name: str, end: int, data: dict[str, list[float]] = per_turn) -> list[float]:
-        end = min(end, turns)
-        return data[name][max(0, end - 10) : end]
-
-    marks = [m for m in (10, 100, 300) if m <= turns] or [turns]
-    print(
-        f"\ncheckpoint write time per turn (ms): put; {turns} turns, "
-        f"{len(reference)} messages at the end"
-    )
-    header = "".join(f"{'turn ' + str(m) + ' med/mean':>22}" for m in marks)
-    print(f"  {'saver':<38}{header}{'last/first (med)':>18}")
-    for name in savers:
-        cells = ""
-        meds = []
-        for m in marks:
-            w = window(name, m)
-            meds.append(statistics.median(w))
-            cells += f"{statistics.median(w) * 1e3:>12.2f} /{statistics.mean(w) * 1e3:>7.2f}  "
-        print(f"  {name:<38}{cells}{meds[-1] / meds[0]:>16.1f}x")
-    print(
-        "\nloading the thread at the start of a turn (get_tuple), ms, median over the same windows:"
-    )
-    for name in savers:
-        cells = "".join(
-            f"{statistics.median(window(name, m, read_per_turn)) * 1e3:>12.2f}" for m in marks
-        )
-        print(f"  {name:<38}{cells}")
-
-    stats = savers["RustSQLiteCheckpointer"].storage_stats()
-    for name in ("RustSQLiteCheckpointer", "RustSQLiteCheckpointer(delta=False)"):
-        savers[name].close()
-    stock_conn.close()
-    print("\ndatabase size after the conversation (file + WAL, after closing):")
+        assert [(m.type, m.content) for m in msgs] == reference, f"{name} ended elsewhere"
+    for saver, conn in opened.values():
+        close(saver, conn)
     sizes = {name: file_size(p) for name, p in paths.items()}
-    for name, size in sizes.items():
-        print(
-            f"  {name:<38}{size / 1e6:>10.2f} MB{sizes['SqliteSaver'] / size:>10.1f}x smaller than SqliteSaver"
-        )
-    print(f"  ({stats['blobs']} channel blobs, {stats['delta_blobs']} of them deltas)")
 
-    # Load the latest state with fresh savers, as a new process would.
-    stock_conn = sqlite3.connect(paths["SqliteSaver"], check_same_thread=False)
-    fresh = {
-        "SqliteSaver": build(SqliteSaver(stock_conn)),
-        "RustSQLiteCheckpointer": build(RustSQLiteCheckpointer(paths["RustSQLiteCheckpointer"])),
-        "RustSQLiteCheckpointer(delta=False)": build(
-            RustSQLiteCheckpointer(paths["RustSQLiteCheckpointer(delta=False)"], delta=False)
-        ),
+    # get_state with fresh savers on the finished files, interleaved: the latest checkpoint,
+    # and each of the last 30 (LangGraph's time travel; with DeltaChannel they sit at every
+    # distance from the last snapshot, where the latest may be a snapshot itself).
+    fresh = {name: SAVERS[name][1](paths[name]) for name in SAVERS}
+    fresh_graphs = {name: build(saver, kind) for name, (saver, _) in fresh.items()}
+    recent = {
+        name: [s.config for s in graph.get_state_history(config, limit=30)]
+        for name, graph in fresh_graphs.items()
     }
     loads: dict[str, list[float]] = {name: [] for name in fresh}
+    back: dict[str, list[float]] = {name: [] for name in fresh}
     for _ in range(15):
-        for name, graph in fresh.items():
+        for name, graph in fresh_graphs.items():
             t0 = time.perf_counter()
             state = graph.get_state(config)
             loads[name].append(time.perf_counter() - t0)
-            assert len(state.values["messages"]) == len(reference)
-    print("\nloading the latest state (graph.get_state), median of 15:")
-    base = statistics.median(loads["SqliteSaver"])
+            assert len(state.values["messages"]) == 2 * turns
+    for i in range(30):
+        for name, graph in fresh_graphs.items():
+            t0 = time.perf_counter()
+            graph.get_state(recent[name][i])
+            back[name].append(time.perf_counter() - t0)
+    for saver, conn in fresh.values():
+        close(saver, conn)
+    return {"per_turn": per_turn, "sizes": sizes, "loads": loads, "back": back}
+
+
+def report(kind: str, turns: int, r: dict[str, Any]) -> None:
+    per_turn, sizes, loads, back = r["per_turn"], r["sizes"], r["loads"], r["back"]
+
+    def window(name: str, end: int) -> list[float]:
+        end = min(end, turns)
+        return per_turn[name][max(0, end - 10) : end]
+
+    marks = sorted({m for m in (10, turns // 2, turns) if m >= 1})
+    print(f"\n== {kind}: {turns} turns, {2 * turns} messages at the end ==")
+    print("checkpoint write time per turn (ms): put, median / mean of 10 turns")
+    header = "".join(f"{'turn ' + str(m):>20}" for m in marks)
+    print(f"  {'saver':<44}{header}{'all turns (mean)':>18}")
+    for name in SAVERS:
+        cells = "".join(
+            f"{statistics.median(window(name, m)) * 1e3:>10.2f} /{statistics.mean(window(name, m)) * 1e3:>7.2f}"
+            for m in marks
+        )
+        print(f"  {name:<44}{cells}{statistics.mean(per_turn[name]) * 1e3:>16.2f}")
+    print("database size (file + WAL, after closing):")
+    for name, size in sizes.items():
+        print(
+            f"  {name:<44}{size / 1e6:>10.2f} MB   {sizes[STOCK_DEFAULT] / size:>6.1f}x smaller than "
+            f"SqliteSaver (FULL), {sizes[STOCK_NORMAL] / size:>6.1f}x than (NORMAL)"
+        )
+    print(
+        "graph.get_state of the latest checkpoint, saver opened on the finished file: the first "
+        "call, then the median of 14 more (ms):"
+    )
     for name, ts in loads.items():
+        first, med = ts[0], statistics.median(ts[1:])
+        print(
+            f"  {name:<44}first {first * 1e3:>8.2f} ({loads[STOCK_NORMAL][0] / first:>5.2f}x vs "
+            f"SqliteSaver NORMAL)   then {med * 1e3:>8.2f} "
+            f"({statistics.median(loads[STOCK_DEFAULT][1:]) / med:>5.2f}x vs FULL, "
+            f"{statistics.median(loads[STOCK_NORMAL][1:]) / med:>5.2f}x vs NORMAL)"
+        )
+    print("graph.get_state of each of the last 30 checkpoints, median (ms):")
+    for name, ts in back.items():
         med = statistics.median(ts)
-        print(f"  {name:<38}{med * 1e3:>10.2f} ms{base / med:>10.2f}x vs SqliteSaver")
+        print(
+            f"  {name:<44}{med * 1e3:>10.2f}   {statistics.median(back[STOCK_DEFAULT]) / med:>5.2f}x "
+            f"vs SqliteSaver FULL, {statistics.median(back[STOCK_NORMAL]) / med:>5.2f}x vs NORMAL"
+        )
+    stock_write = statistics.mean(per_turn[STOCK_NORMAL])
+    ours_write = statistics.mean(per_turn[OURS])
+    print(
+        f"equal durability (NORMAL): write per turn {stock_write / ours_write:.1f}x faster, "
+        f"get_state {statistics.median(loads[STOCK_NORMAL][1:]) / statistics.median(loads[OURS][1:]):.2f}x "
+        f"(last 30: {statistics.median(back[STOCK_NORMAL]) / statistics.median(back[OURS]):.2f}x), "
+        f"database {sizes[STOCK_NORMAL] / sizes[OURS]:.1f}x smaller"
+    )
+    print(
+        f"equal durability (FULL):   write per turn "
+        f"{statistics.mean(per_turn[STOCK_DEFAULT]) / statistics.mean(per_turn[OURS_FULL]):.1f}x faster, "
+        f"get_state {statistics.median(loads[STOCK_DEFAULT][1:]) / statistics.median(loads[OURS_FULL][1:]):.2f}x, "
+        f"database {sizes[STOCK_DEFAULT] / sizes[OURS_FULL]:.1f}x smaller"
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--turns", type=int, default=500)
+    ap.add_argument("--kind", choices=["add_messages", "delta_channel", "both"], default="both")
+    args = ap.parse_args()
+    kinds = ["add_messages", "delta_channel"] if args.kind == "both" else [args.kind]
+    tmp = tempfile.mkdtemp()
+    results = {kind: run_kind(kind, args.turns, tmp) for kind in kinds}
+    for kind in kinds:
+        report(kind, args.turns, results[kind])
 
 
 if __name__ == "__main__":

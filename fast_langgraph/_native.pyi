@@ -215,7 +215,11 @@ class ChannelHistory:
         target's own writes are not among them."""
     @property
     def seed(self) -> ChannelValueRow | None:
-        """The value stored at that ancestor; None when the walk reached the root first."""
+        """The value stored at that ancestor; None when the walk reached the root first. Its
+        segments are empty when its version was among `cached`."""
+    @property
+    def seed_version(self) -> str | None:
+        """The channel version of `seed`."""
 
 class CheckpointStore:
     """The SQL side of `RustSQLiteCheckpointer`: one SQLite file, a group commit that
@@ -289,11 +293,13 @@ class CheckpointStore:
         checkpoint_ns: str,
         checkpoint_id: str | None,
         channels: Sequence[str],
+        cached: Sequence[tuple[str, str]] = (),
     ) -> builtins.list[ChannelHistory]:
         """For each of `channels` (in order), its history behind the checkpoint with
         `checkpoint_id` (or the newest of the namespace), walking parent pointers in one read
         transaction and a fixed number of statements. A missing checkpoint gives empty
-        histories."""
+        histories. The values of the (channel, version) pairs in `cached`, which the caller
+        holds, are not read."""
     def writer_stats(self) -> dict[str, int]:
         """{"calls": n, "commits": m}: write calls and the transactions that carried them."""
     def storage_stats(self) -> dict[str, int]:
@@ -308,6 +314,9 @@ class CheckpointStore:
     def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None: ...
     def prune(self, thread_ids: Sequence[str], strategy: PruneStrategy = "keep_latest") -> None:
         """Prune the threads (see `RustSQLiteCheckpointer.prune`)."""
+    def prune_idle(self, cutoff_ms: int, strategy: PruneStrategy = "delete") -> int:
+        """Prune, in one transaction, every thread whose newest checkpoint was made before
+        `cutoff_ms` (milliseconds since the Unix epoch); returns how many threads."""
     def close(self) -> None:
         """Commit what is queued and stop the writer; later calls raise CheckpointClosedError."""
 

@@ -254,6 +254,9 @@ class Normalizer:
             }
         if isinstance(x, dict):
             return {self(k): self(v) for k, v in x.items()}
+        if isinstance(x, tuple) and hasattr(x, "_fields"):
+            # A named tuple (LangGraph's _DeltaSnapshot): by type name and fields.
+            return (type(x).__name__, tuple(self(v) for v in x))
         if isinstance(x, (list, tuple)):
             return type(x)(self(v) for v in x)
         if dataclasses.is_dataclass(x) and not isinstance(x, type):

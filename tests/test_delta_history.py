@@ -242,3 +242,52 @@ def test_missing_target_namespace_and_empty_channels(tmp_path) -> None:
         assert saver.get_delta_channel_history(
             config=cfg("t", checkpoint_ns=None), channels=["a"]
         ) == {"a": {"writes": []}}
+
+
+# -- decoded seeds kept between reads (delta=True) ----------------------------------------------
+
+
+def test_kept_seeds_read_back_as_fresh_containers(tmp_path) -> None:
+    with RustSQLiteCheckpointer(tmp_path / "a.db") as saver:
+        configs = _build(
+            saver, "t", [(0, ["snap", "none"], [("", "t1", ["a"])]), (0, ["none", "none"], [])]
+        )
+        first = saver.get_delta_channel_history(config=configs[-1], channels=["a"])
+        second = saver.get_delta_channel_history(config=configs[-1], channels=["a"])
+        assert _norm(first) == _norm(second)
+        assert first["a"]["seed"].value is not second["a"]["seed"].value
+        # Changing the list a read returned does not change the next read.
+        first["a"]["seed"].value.append("changed")
+        third = saver.get_delta_channel_history(config=configs[-1], channels=["a"])
+        assert _norm(third) == _norm(second)
+
+
+def test_a_version_stored_again_is_read_again(tmp_path) -> None:
+    with RustSQLiteCheckpointer(tmp_path / "a.db") as saver:
+        root = _put(saver, "t", None, {"a": _DeltaSnapshot(["old"])}, {"a": "1"})
+        child = _put(saver, "t", root["configurable"]["checkpoint_id"], {}, {})
+        assert saver.get_delta_channel_history(config=child, channels=["a"])["a"]["seed"].value == [
+            "old"
+        ]
+        # The same checkpoint and version stored again with another value.
+        cp = saver.get_tuple(root).checkpoint
+        cp["channel_values"] = {"a": _DeltaSnapshot(["new"])}
+        saver.put(
+            cfg("t", checkpoint_ns=""), cp, {"source": "loop", "step": 0, "parents": {}}, {"a": "1"}
+        )
+        assert saver.get_delta_channel_history(config=child, channels=["a"])["a"]["seed"].value == [
+            "new"
+        ]
+
+
+def test_another_saver_on_the_file_sees_deletes(tmp_path) -> None:
+    path = tmp_path / "a.db"
+    with RustSQLiteCheckpointer(path) as reader, RustSQLiteCheckpointer(path) as writer:
+        configs = _build(
+            writer, "t", [(0, ["snap", "none"], [("", "t1", ["a"])]), (0, ["none", "none"], [])]
+        )
+        assert "seed" in reader.get_delta_channel_history(config=configs[-1], channels=["a"])["a"]
+        writer.delete_thread("t")
+        assert reader.get_delta_channel_history(config=configs[-1], channels=["a"]) == {
+            "a": {"writes": []}
+        }

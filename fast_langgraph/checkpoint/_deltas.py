@@ -13,8 +13,20 @@ import threading
 from collections import OrderedDict
 from typing import Any, NamedTuple
 
+from langgraph.checkpoint.serde.types import _DeltaSnapshot
+
 # (thread_id, checkpoint_ns, channel)
 ListKey = tuple[str, str, str]
+
+
+def list_items(value: Any) -> list[Any] | None:
+    """The list a value stores as deltas: a ``list`` itself, or the list inside a
+    ``DeltaChannel`` snapshot (``_DeltaSnapshot``); ``None`` for anything else."""
+    if type(value) is list:
+        return value
+    if type(value) is _DeltaSnapshot and type(value.value) is list:
+        return value.value
+    return None
 
 
 class Remembered(NamedTuple):
@@ -95,3 +107,99 @@ class ListVersions:
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
+
+
+# (thread_id, checkpoint_ns, channel, version)
+SeedKey = tuple[str, str, str, str]
+
+
+class SeedCache:
+    """Decoded ``DeltaChannel`` seeds (the stored value a history starts from, usually a
+    ``_DeltaSnapshot``), by thread, namespace, channel and version, so that loading a thread
+    again does not decode the same snapshot again: a snapshot is written every
+    ``snapshot_frequency`` updates, and every read in between starts from it.
+
+    A version's stored value does not change (a ``put`` that stores the same version again
+    drops the entry). What is handed out is a new container holding the same items, the
+    assumption append-only deltas already make: the items are not changed in place.
+    Bounded: at most ``MAX_ENTRIES`` seeds and ``MAX_ITEMS`` items in all; the least recently
+    used go first. Safe to use from many threads."""
+
+    MAX_ENTRIES = 64
+    MAX_ITEMS = 200_000
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[SeedKey, tuple[Any, int]] = OrderedDict()
+        self._items = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def versions(self, thread_id: str, ns: str, channels: list[str]) -> list[tuple[str, str]]:
+        """The (channel, version) pairs held for these channels of the thread's namespace."""
+        wanted = set(channels)
+        with self._lock:
+            return [
+                (k[2], k[3])
+                for k in self._entries
+                if k[0] == thread_id and k[1] == ns and k[2] in wanted
+            ]
+
+    def get(self, key: SeedKey) -> Any | None:
+        """A fresh copy of the seed under ``key``, or ``None``."""
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return None
+            self._entries.move_to_end(key)
+        return _fresh(entry[0])
+
+    def put(self, key: SeedKey, value: Any) -> Any:
+        """Keep ``value`` (if it is a container this cache can copy); returns what the caller
+        may hand out: a fresh copy, so that the cached one is never handed out itself."""
+        size = _size(value)
+        if size is None or size > self.MAX_ITEMS:
+            return value
+        with self._lock:
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self._items -= old[1]
+            self._entries[key] = (value, size)
+            self._items += size
+            while len(self._entries) > self.MAX_ENTRIES or self._items > self.MAX_ITEMS:
+                _, (_, dropped) = self._entries.popitem(last=False)
+                self._items -= dropped
+        return _fresh(value)
+
+    def discard(self, keys: list[SeedKey]) -> None:
+        with self._lock:
+            for key in keys:
+                old = self._entries.pop(key, None)
+                if old is not None:
+                    self._items -= old[1]
+
+    def forget_thread(self, thread_id: str) -> None:
+        with self._lock:
+            for key in [k for k in self._entries if k[0] == thread_id]:
+                self._items -= self._entries.pop(key)[1]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self._items = 0
+
+
+def _size(value: Any) -> int | None:
+    """How many items a cacheable seed holds; ``None`` if it is not one."""
+    inner = value.value if isinstance(value, _DeltaSnapshot) else value
+    if type(inner) in (list, dict, set):
+        return len(inner) + 1
+    return None
+
+
+def _fresh(value: Any) -> Any:
+    """A new container (of the same type) holding the same items."""
+    if isinstance(value, _DeltaSnapshot):
+        return _DeltaSnapshot(_fresh(value.value))
+    return type(value)(value)

@@ -16,13 +16,15 @@ Python does what LangGraph's interface needs: it runs the saver's ``serde`` (Lan
 from __future__ import annotations
 
 import asyncio
+import builtins
 import json
 import os
 import random
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AbstractContextManager, contextmanager
+from datetime import datetime, timedelta, timezone
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, cast
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
@@ -50,7 +52,13 @@ from fast_langgraph._native import (
     NewWrites,
     SerializationError,
 )
-from fast_langgraph.checkpoint._deltas import ListKey, ListVersions, Remembered
+from fast_langgraph.checkpoint._deltas import (
+    ListKey,
+    ListVersions,
+    Remembered,
+    SeedCache,
+    list_items,
+)
 from fast_langgraph.checkpoint.sqlite_saver import import_sqlite_saver
 from fast_langgraph.serde import RustSerializer
 
@@ -73,7 +81,9 @@ class RustSQLiteCheckpointer(
 
     It implements the whole ``BaseCheckpointSaver`` interface, sync and async: ``get_tuple``,
     ``list``, ``put``, ``put_writes``, ``delete_thread``, ``delete_for_runs``, ``copy_thread``,
-    ``prune`` and every ``a*`` form. The async methods run the blocking work on a worker
+    ``prune``, ``get_delta_channel_history`` (LangGraph's ``DeltaChannel``) and every ``a*``
+    form, plus ``prune_older_than`` (time-based retention). Retention keeps what a kept
+    checkpoint needs to read back, ``DeltaChannel`` ancestors included. The async methods run the blocking work on a worker
     thread, so they never block the event loop.
 
     Args:
@@ -97,9 +107,10 @@ class RustSQLiteCheckpointer(
             most n // 8 deltas in a row, so short lists are stored whole.
 
     Raises:
-        ForeignDatabaseError: The file is not SQLite, or holds tables that are not ours
-            (a SqliteSaver database is one: see ``import_sqlite_saver``). The file is not
-            modified.
+        ForeignDatabaseError: The file is not SQLite, holds anything that is not ours (a
+            SqliteSaver database is one: see ``import_sqlite_saver``), or is an empty file
+            another program claimed (``user_version`` or ``application_id`` set). The file is
+            not modified.
         TypeError: ``path`` is not a string or path.
     """
 
@@ -136,6 +147,7 @@ class RustSQLiteCheckpointer(
         self.delta = bool(delta)
         self.snapshot_every = snapshot_every
         self._lists = ListVersions()
+        self._seeds = SeedCache()
         self._store = CheckpointStore(
             self.path,
             synchronous="full" if durable else "normal",
@@ -229,11 +241,11 @@ class RustSQLiteCheckpointer(
             versions = tup.checkpoint["channel_versions"]
             for stored in row.values:
                 channel = stored.channel
-                value = tup.checkpoint["channel_values"].get(channel)
-                if type(value) is list and channel in versions:
+                items = list_items(tup.checkpoint["channel_values"].get(channel))
+                if items is not None and channel in versions:
                     self._lists.remember(
                         (row.thread_id, row.checkpoint_ns, channel),
-                        Remembered(str(versions[channel]), tuple(value), stored.deltas),
+                        Remembered(str(versions[channel]), tuple(items), stored.deltas),
                         "read",
                     )
         return tup
@@ -288,7 +300,7 @@ class RustSQLiteCheckpointer(
         return self._iter_tuples(rows, py_filter, limit)
 
     def _iter_tuples(
-        self, rows: list[CheckpointRow], py_filter: dict[str, Any], limit: int | None
+        self, rows: builtins.list[CheckpointRow], py_filter: dict[str, Any], limit: int | None
     ) -> Iterator[CheckpointTuple]:
         remaining = limit
         for row in rows:
@@ -362,11 +374,12 @@ class RustSQLiteCheckpointer(
         if ns is None:
             # As get_tuple: a checkpoint_ns of None names no checkpoint.
             return {ch: {"writes": []} for ch in channels}
+        thread_id, ns = str(conf["thread_id"]), _text(ns, "checkpoint_ns")
+        # With deltas on, decoded seeds are kept (see SeedCache): the store skips reading the
+        # ones this process holds.
+        cached = self._seeds.versions(thread_id, ns, channels) if self.delta and self._seeds else []
         histories = self._store.delta_history(
-            str(conf["thread_id"]),
-            _text(ns, "checkpoint_ns"),
-            get_checkpoint_id(config),
-            channels,
+            thread_id, ns, get_checkpoint_id(config), channels, cached
         )
         loads = self.serde.loads_typed
         result: dict[str, DeltaChannelHistory] = {}
@@ -376,23 +389,48 @@ class RustSQLiteCheckpointer(
                     (w.task_id, w.channel, loads((w.type_tag, w.data))) for w in history.writes
                 ]
             }
-            if history.seed is not None:
-                entry["seed"] = self._load_value(history.seed)
+            seed = history.seed
+            if seed is not None:
+                key = (thread_id, ns, history.channel, history.seed_version or "")
+                value = self._seeds.get(key) if not seed.segments else None
+                if value is None:
+                    if not seed.segments:
+                        # Dropped from the cache since the call: read it again, uncached.
+                        return self._uncached_history(config, channels)
+                    value = self._load_value(seed)
+                    if self.delta:
+                        value = self._seeds.put(key, value)
+                        # The next snapshot of this channel extends these very items.
+                        items = list_items(value)
+                        if items is not None and history.seed_version is not None:
+                            self._lists.remember(
+                                (thread_id, ns, history.channel),
+                                Remembered(history.seed_version, tuple(items), seed.deltas),
+                                "read",
+                            )
+                entry["seed"] = value
             result[history.channel] = entry
         return result
+
+    def _uncached_history(
+        self, config: RunnableConfig, channels: builtins.list[str]
+    ) -> Mapping[str, DeltaChannelHistory]:
+        self._seeds.clear()
+        return self.get_delta_channel_history(config=config, channels=channels)
 
     def _load_value(self, stored: ChannelValueRow) -> Any:
         loads = self.serde.loads_typed
         segments = stored.segments
         value = loads(segments[0])
         if len(segments) > 1:
-            if type(value) is not list:
+            items = list_items(value)
+            if items is None:
                 raise SerializationError(
                     f"channel {stored.channel!r}: stored as an append-only delta over a value of "
                     f"type {type(value).__name__}, not a list; the database is damaged"
                 )
             for segment in segments[1:]:
-                value.extend(loads(segment))
+                items.extend(loads(segment))
         return value
 
     # -- writes ----------------------------------------------------------------------------
@@ -414,7 +452,7 @@ class RustSQLiteCheckpointer(
         conf = _configurable(config)
         thread_id = conf["thread_id"]
         ns = conf.get("checkpoint_ns", "")
-        remembered: list[tuple[ListKey, Remembered]] = []
+        remembered: builtins.list[tuple[ListKey, Remembered]] = []
         new = self._new_checkpoint(
             str(thread_id),
             ns,
@@ -445,6 +483,10 @@ class RustSQLiteCheckpointer(
             self._store.put(new)
         for key, entry in remembered:
             self._lists.remember(key, entry)
+        if self._seeds:
+            # A version stored again may hold another value.
+            tid = str(thread_id)
+            self._seeds.discard([(tid, ns, ch, str(v)) for ch, v in new_versions.items()])
         return {
             "configurable": {
                 "thread_id": thread_id,
@@ -462,7 +504,7 @@ class RustSQLiteCheckpointer(
         metadata: CheckpointMetadata,
         new_versions: ChannelVersions,
         config: RunnableConfig | None,
-        remembered: list[tuple[ListKey, Remembered]] | None = None,
+        remembered: builtins.list[tuple[ListKey, Remembered]] | None = None,
         *,
         use_deltas: bool = True,
     ) -> NewCheckpoint:
@@ -473,7 +515,7 @@ class RustSQLiteCheckpointer(
         appended to it.
         """
         ns = _text(ns, "checkpoint_ns")
-        c = dict(checkpoint)
+        c: dict[str, Any] = dict(checkpoint)
         values = c.pop("channel_values", None) or {}
         blobs = []
         for channel, version in new_versions.items():
@@ -481,10 +523,13 @@ class RustSQLiteCheckpointer(
             if channel in values:
                 value = values[channel]
                 what = f"channel {channel!r} of checkpoint {checkpoint['id']!r} in thread {thread_id!r}"
-                if remembered is not None and type(value) is list:
+                items = list_items(value)
+                if remembered is not None and items is not None:
+                    # A list, or a DeltaChannel snapshot of one: each snapshot holds the whole
+                    # list, so a delta stores only what it appended since the previous one.
                     key = (thread_id, ns, channel)
-                    if use_deltas:
-                        plan = self._lists.plan(key, value, self.snapshot_every)
+                    plan = self._lists.plan(key, items, self.snapshot_every) if use_deltas else None
+                    if plan is not None and plan.base is not None:
                         base, chain = plan.base, plan.chain
                         type_, data = self._dumps(plan.items, what)
                     else:
@@ -492,14 +537,16 @@ class RustSQLiteCheckpointer(
                         chain = 0
                     # The items as serialized now: the list may grow in place before the
                     # commit returns, and the next delta must start after what was stored.
-                    remembered.append((key, Remembered(str(version), tuple(value), chain)))
+                    remembered.append((key, Remembered(str(version), tuple(items), chain)))
                 else:
                     type_, data = self._dumps(value, what)
             else:
                 type_, data = "empty", b""
             blobs.append(NewBlob(channel, str(version), type_, data, base))
         type_, data = self._dumps(c, f"checkpoint {checkpoint['id']!r} in thread {thread_id!r}")
-        md = get_checkpoint_metadata(config, metadata) if config is not None else dict(metadata)
+        md: dict[str, Any] = dict(
+            get_checkpoint_metadata(config, metadata) if config is not None else metadata
+        )
         metadata_json = _metadata_json(md, checkpoint["id"])
         run_id = md.get("run_id")
         return NewCheckpoint(
@@ -559,28 +606,86 @@ class RustSQLiteCheckpointer(
     def delete_thread(self, thread_id: str) -> None:
         """Delete every checkpoint and write of a thread."""
         self._lists.forget_thread(str(thread_id))
+        self._seeds.forget_thread(str(thread_id))
         self._store.delete_thread(str(thread_id))
 
     def delete_for_runs(self, run_ids: Sequence[str]) -> None:
         """Delete the checkpoints (and their writes) whose metadata ``run_id`` is in
-        ``run_ids``."""
+        ``run_ids``, except those that a checkpoint kept needs to rebuild a ``DeltaChannel``
+        (see docs/checkpointer.md, "Retention")."""
         run_ids = [str(r) for r in _sequence(run_ids, "run_ids")]
         self._lists.clear()
+        self._seeds.clear()
         self._store.delete_for_runs(run_ids)
 
     def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
-        """Copy every checkpoint, channel value and write of one thread to another."""
+        """Copy every checkpoint, channel value and write of one thread to another: its whole
+        history, so ``DeltaChannel`` values rebuild in the copy as in the source."""
         self._store.copy_thread(str(source_thread_id), str(target_thread_id))
 
-    def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
-        """Prune threads: ``"keep_latest"`` keeps the newest checkpoint of each namespace
-        (with its writes and the channel values it needs, delta chains included); ``"delete"``
-        removes all. Do not prune threads of graphs that use LangGraph's beta ``DeltaChannel``,
-        which rebuilds values from the writes of the ancestors this deletes."""
+    def prune(
+        self,
+        thread_ids: Sequence[str],
+        *,
+        strategy: str = "keep_latest",
+    ) -> None:
+        """Prune threads. ``"keep_latest"`` keeps the newest checkpoint of each namespace with
+        its writes and the channel values it needs (delta chains included), and every ancestor
+        (with its writes) that it needs to rebuild a ``DeltaChannel``: back to the nearest one
+        holding a snapshot of each such channel. ``"delete"`` removes the threads.
+
+        Raises:
+            ValueError: an unknown ``strategy``.
+        """
         thread_ids = [str(t) for t in _sequence(thread_ids, "thread_ids")]
         for thread_id in thread_ids:
             self._lists.forget_thread(thread_id)
-        self._store.prune(thread_ids, strategy)
+            self._seeds.forget_thread(thread_id)
+        # The store checks the strategy and names it in its ValueError.
+        self._store.prune(thread_ids, cast(Literal["keep_latest", "delete"], strategy))
+
+    def prune_older_than(
+        self,
+        max_idle: timedelta,
+        *,
+        strategy: Literal["delete", "keep_latest"] = "delete",
+        now: datetime | None = None,
+    ) -> int:
+        """Prune every thread idle for longer than ``max_idle``: whose newest checkpoint was
+        made before ``now - max_idle``. ``"delete"`` (default) deletes those threads;
+        ``"keep_latest"`` prunes them as ``prune`` does, with the same ``DeltaChannel``
+        safety. The threads are chosen and pruned in one transaction, so a thread that gets a
+        new checkpoint meanwhile is not touched. Safe to run from a cron job or a periodic
+        task while graphs use the database.
+
+        A checkpoint's time is the one in its id (LangGraph's checkpoint ids are UUIDv6,
+        which carry the time they were made), or the time it was stored.
+
+        Args:
+            max_idle: How long a thread may go without a new checkpoint.
+            strategy: ``"delete"`` or ``"keep_latest"``.
+            now: The current time (a timezone-aware ``datetime``, or a naive one in UTC);
+                defaults to the clock.
+
+        Returns:
+            The number of threads pruned.
+        """
+        if not isinstance(max_idle, timedelta):
+            raise TypeError(
+                f"prune_older_than(): max_idle must be a datetime.timedelta, got {type(max_idle).__name__}"
+            )
+        if max_idle < timedelta(0):
+            raise ValueError(f"prune_older_than(): max_idle must not be negative, got {max_idle}")
+        if now is None:
+            now = datetime.now(timezone.utc)
+        elif not isinstance(now, datetime):
+            raise TypeError(f"prune_older_than(): now must be a datetime, got {type(now).__name__}")
+        elif now.tzinfo is None:
+            now = now.replace(tzinfo=timezone.utc)
+        cutoff_ms = int((now - max_idle).timestamp() * 1000)
+        self._lists.clear()
+        self._seeds.clear()
+        return self._store.prune_idle(cutoff_ms, strategy)
 
     def get_next_version(self, current: str | int | None, channel: None) -> str:
         """The next channel version: a zero-padded counter plus a random fraction, as
@@ -639,8 +744,24 @@ class RustSQLiteCheckpointer(
     async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
         await _in_thread(self.copy_thread, source_thread_id, target_thread_id)
 
-    async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+    async def aprune(
+        self,
+        thread_ids: Sequence[str],
+        *,
+        strategy: str = "keep_latest",
+    ) -> None:
         await _in_thread(partial(self.prune, strategy=strategy), thread_ids)
+
+    async def aprune_older_than(
+        self,
+        max_idle: timedelta,
+        *,
+        strategy: Literal["delete", "keep_latest"] = "delete",
+        now: datetime | None = None,
+    ) -> int:
+        return await _in_thread(
+            partial(self.prune_older_than, strategy=strategy, now=now), max_idle
+        )
 
     async def aget_delta_channel_history(
         self, *, config: RunnableConfig, channels: Sequence[str]

@@ -102,7 +102,7 @@ def _import_rows(saver: RustSQLiteCheckpointer, src: sqlite3.Connection, batch_s
             if ch in values and key not in seen_blobs:
                 seen_blobs.add(key)
                 new_versions[ch] = ver
-        md = json.loads(metadata) if metadata is not None else {}
+        md: Any = json.loads(metadata) if metadata is not None else {}
         checkpoints.append(
             saver._new_checkpoint(str(thread_id), ns, parent_id, checkpoint, md, new_versions, None)
         )

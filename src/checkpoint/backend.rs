@@ -34,13 +34,15 @@ pub trait Backend: Send + Sync + Sized + 'static {
     fn list(&self, query: &ListQuery) -> Result<Vec<StoredCheckpoint>>;
 
     /// For each channel, the pending writes of the target's ancestors back to the nearest one
-    /// holding a stored value of the channel, and that value (see [`ChannelHistory`]).
+    /// holding a stored value of the channel, and that value (see [`ChannelHistory`]). The
+    /// values of the `(channel, version)` pairs in `cached` are not read.
     fn delta_history(
         &self,
         thread_id: &str,
         checkpoint_ns: &str,
         checkpoint_id: Option<&str>,
         channels: &[String],
+        cached: &[(String, String)],
     ) -> Result<Vec<ChannelHistory>>;
 
     /// Every thread id.

@@ -13,6 +13,7 @@
 pub mod backend;
 mod chain;
 mod msgpack;
+pub mod retention;
 pub mod sqlite;
 mod types;
 mod writer;
@@ -22,7 +23,7 @@ pub use sqlite::Sqlite;
 pub use types::*;
 use writer::{Op, Writer};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// A checkpoint database. All methods take `&self` and are safe to call from many threads.
 pub struct Store<B: Backend = Sqlite> {
@@ -116,6 +117,13 @@ impl<B: Backend> Store<B> {
         self.writer.submit(Op::Prune(thread_ids, strategy)).map(drop)
     }
 
+    /// Prunes, with `strategy`, every thread whose newest checkpoint was made before
+    /// `cutoff_ms` (milliseconds since the Unix epoch), in one transaction; returns how many
+    /// threads it pruned. The retention rules of [`retention`] apply.
+    pub fn prune_idle(&self, cutoff_ms: i64, strategy: PruneStrategy) -> Result<u64> {
+        self.writer.submit(Op::PruneIdle(cutoff_ms, strategy))
+    }
+
     /// One checkpoint, with its values and pending writes: the one with `checkpoint_id`, or
     /// the newest of the thread's namespace.
     pub fn get(
@@ -134,15 +142,17 @@ impl<B: Backend> Store<B> {
 
     /// For each of `channels`, the pending writes of the checkpoint's ancestors back to the
     /// nearest one holding a stored value of the channel, and that value (LangGraph's
-    /// `get_delta_channel_history`).
+    /// `get_delta_channel_history`). The values of the `(channel, version)` pairs in `cached`,
+    /// which the caller holds already, are not read.
     pub fn delta_history(
         &self,
         thread_id: &str,
         checkpoint_ns: &str,
         checkpoint_id: Option<&str>,
         channels: &[String],
+        cached: &[(String, String)],
     ) -> Result<Vec<ChannelHistory>> {
-        self.read(|b| b.delta_history(thread_id, checkpoint_ns, checkpoint_id, channels))
+        self.read(|b| b.delta_history(thread_id, checkpoint_ns, checkpoint_id, channels, cached))
     }
 
     /// Row counts and payload bytes.
@@ -150,9 +160,15 @@ impl<B: Backend> Store<B> {
         self.read(Backend::storage_stats)
     }
 
-    /// The problems found in the stored data; empty when it is sound.
+    /// The problems found in the stored data; empty when it is sound. A database too damaged
+    /// to read is a problem reported, not an error; only a closed store (or a forked child)
+    /// is an error.
     pub fn check(&self) -> Result<Vec<String>> {
-        self.read(Backend::check)
+        match self.read(Backend::check) {
+            Err(e @ (Error::Closed(_) | Error::ForkedProcess(_))) => Err(e),
+            Err(e) => Ok(vec![format!("the database cannot be read: {e}")]),
+            ok => ok,
+        }
     }
 
     /// Every thread id in the database.

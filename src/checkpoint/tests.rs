@@ -454,6 +454,7 @@ fn downgrade_to_v1(path: &str) {
                  task_path, type, blob FROM flg_writes;
              DROP TABLE flg_writes;
              ALTER TABLE flg_writes_v1 RENAME TO flg_writes;
+             ALTER TABLE flg_checkpoints DROP COLUMN ts_ms;
              UPDATE flg_meta SET value = '1' WHERE key = 'schema_version';
              COMMIT;",
         )
@@ -511,7 +512,7 @@ fn a_version_1_file_is_migrated_with_every_value_and_chain() {
             r.get(0)
         })
         .unwrap();
-    assert_eq!(version, "2");
+    assert_eq!(version, "3");
 }
 
 #[test]
@@ -616,4 +617,125 @@ fn a_panic_inside_a_commit_fails_that_call_and_leaves_the_file_writable() {
     assert_eq!(ids(&other), ["3", "1"]);
     other.close();
     store.close();
+}
+
+fn meta_cp(
+    thread: &str,
+    id: &str,
+    parent: Option<&str>,
+    metadata: &str,
+    versions: &[(&str, &str)],
+    values: &[&str],
+) -> NewCheckpoint {
+    let mut c = cp(thread, id, parent, "r", versions);
+    c.metadata_json = metadata.into();
+    c.blobs.retain(|b| values.contains(&b.channel.as_str()));
+    c
+}
+
+fn write(thread: &str, id: &str, channel: &str, data: &str) -> NewWrites {
+    NewWrites {
+        thread_id: thread.into(),
+        checkpoint_ns: String::new(),
+        checkpoint_id: id.into(),
+        task_id: format!("task-{data}"),
+        task_path: String::new(),
+        writes: vec![NewWrite {
+            idx: 0,
+            channel: channel.into(),
+            type_tag: "bytes".into(),
+            data: data.as_bytes().to_vec(),
+        }],
+    }
+}
+
+/// A chain 1 <- 2 <- 3 <- 4 where channel `d` holds a value at 1 only, the others list it as a
+/// delta channel, and each checkpoint has one write to it.
+fn delta_chain(store: &Store) {
+    let counters = r#"{"counters_since_delta_snapshot": {"d": [1, 1]}}"#;
+    store.put(meta_cp("t", "1", None, "{}", &[("d", "1")], &["d"])).unwrap();
+    for (id, parent, version) in [("2", "1", "2"), ("3", "2", "3"), ("4", "3", "4")] {
+        store
+            .put(meta_cp("t", id, Some(parent), counters, &[("d", version)], &[]))
+            .unwrap();
+    }
+    for id in ["1", "2", "3", "4"] {
+        store.put_writes(write("t", id, "d", &format!("w{id}"))).unwrap();
+    }
+}
+
+#[test]
+fn delta_history_walks_parents_to_the_nearest_value() {
+    let store = Store::open(":memory:", &StoreOptions::default()).unwrap();
+    delta_chain(&store);
+    let h = store
+        .delta_history("t", "", Some("4"), &["d".into(), "x".into()], &[])
+        .unwrap();
+    let data = |h: &ChannelHistory| {
+        h.writes
+            .iter()
+            .map(|w| String::from_utf8(w.data.clone()).unwrap())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(data(&h[0]), ["w1", "w2", "w3"]);
+    assert_eq!(h[0].seed.as_ref().unwrap().segments[0].1, b"d@1");
+    assert_eq!(h[0].seed_version.as_deref(), Some("1"));
+    assert!(data(&h[1]).is_empty() && h[1].seed.is_none());
+    // The caller holds version 1: its value is not read.
+    let h = store
+        .delta_history("t", "", None, &["d".into()], &[("d".into(), "1".into())])
+        .unwrap();
+    assert!(h[0].seed.as_ref().unwrap().segments.is_empty());
+}
+
+#[test]
+fn prune_keeps_the_ancestors_a_delta_channel_needs() {
+    let store = Store::open(":memory:", &StoreOptions::default()).unwrap();
+    delta_chain(&store);
+    store.put(meta_cp("u", "1", None, "{}", &[], &[])).unwrap();
+    store.put(meta_cp("u", "2", Some("1"), "{}", &[], &[])).unwrap();
+    store
+        .prune(vec!["t".into(), "u".into()], PruneStrategy::KeepLatest)
+        .unwrap();
+    assert_eq!(all(&store, "t").len(), 4, "every ancestor back to the value of d");
+    assert_eq!(all(&store, "u").len(), 1, "no delta channel: the newest only");
+    let h = store.delta_history("t", "", Some("4"), &["d".into()], &[]).unwrap();
+    assert_eq!(h[0].writes.len(), 3);
+}
+
+#[test]
+fn prune_idle_goes_by_the_time_in_the_ids() {
+    let store = Store::open(":memory:", &StoreOptions::default()).unwrap();
+    // UUIDv6 ids made on 2024-07-31 and a non-UUID id (stored now).
+    store
+        .put(cp("old", "1ef4f797-8335-6428-8001-8a1503f9b875", None, "r", &[]))
+        .unwrap();
+    store.put(cp("new", "1", None, "r", &[])).unwrap();
+    let july_2025 = 1_751_328_000_000;
+    assert_eq!(store.prune_idle(july_2025, PruneStrategy::Delete).unwrap(), 1);
+    assert!(all(&store, "old").is_empty());
+    assert_eq!(all(&store, "new").len(), 1);
+}
+
+#[test]
+fn an_import_keeps_what_is_there_and_counts_what_it_copied() {
+    let store = Store::open(":memory:", &StoreOptions::default()).unwrap();
+    store.put(cp("t", "1", None, "r", &[("a", "1")])).unwrap();
+    let mut changed = cp("t", "1", None, "r", &[("a", "1")]);
+    changed.metadata_json = r#"{"imported": true}"#.into();
+    let copied = store
+        .import_many(
+            vec![changed, cp("t", "2", Some("1"), "r", &[("a", "1")])],
+            vec![write("t", "1", "a", "x")],
+        )
+        .unwrap();
+    assert_eq!(copied, 1);
+    let rows = all(&store, "t");
+    assert_eq!(rows.len(), 2);
+    let first = rows.iter().find(|r| r.checkpoint_id == "1").unwrap();
+    assert!(!first.metadata_json.contains("imported"));
+    assert!(
+        first.writes.is_empty(),
+        "the writes of a kept checkpoint are not imported"
+    );
 }

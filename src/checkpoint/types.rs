@@ -218,6 +218,9 @@ pub struct ChannelHistory {
     /// among them.
     pub writes: Vec<StoredWrite>,
     /// The value stored at that nearest ancestor; `None` when the walk reached the root (or a
-    /// missing parent, or a cycle) without finding one.
+    /// missing parent, or a cycle) without finding one. Its segments are left empty when the
+    /// caller said it holds that version's value already.
     pub seed: Option<ChannelValue>,
+    /// The channel version of `seed`.
+    pub seed_version: Option<String>,
 }

@@ -20,8 +20,8 @@ use super::backend::Backend;
 use super::{NewCheckpoint, NewWrites, PruneStrategy};
 use crate::error::{Error, Result};
 
-/// One write operation. Each succeeds with a count: the checkpoints copied for `Import`, 0
-/// for the others.
+/// One write operation. Each succeeds with a count: the checkpoints copied for `Import`, the
+/// threads pruned for `PruneIdle`, 0 for the others.
 pub enum Op {
     Put(Box<NewCheckpoint>),
     PutWrites(Box<NewWrites>),
@@ -32,6 +32,9 @@ pub enum Op {
     DeleteForRuns(Vec<String>),
     CopyThread(String, String),
     Prune(Vec<String>, PruneStrategy),
+    /// Prunes, with the strategy, the threads whose newest checkpoint was made before the
+    /// time (milliseconds since the Unix epoch); counts the threads.
+    PruneIdle(i64, PruneStrategy),
     /// Writes a checkpoint, then panics: for tests of the commit's unwinding.
     #[cfg(test)]
     PanicAfter(Box<NewCheckpoint>),

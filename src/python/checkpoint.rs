@@ -221,6 +221,7 @@ pub struct PyChannelHistory {
     channel: String,
     writes: Py<PyTuple>,
     seed: Option<Py<PyChannelValueRow>>,
+    seed_version: Option<String>,
 }
 
 #[pymethods]
@@ -339,7 +340,7 @@ impl PyCheckpointStore {
     /// For each of `channels`, the pending writes of the checkpoint's ancestors back to the
     /// nearest one holding a stored value of the channel, and that value: one read
     /// transaction, a bounded number of statements however long the chain.
-    #[pyo3(signature = (thread_id, checkpoint_ns, checkpoint_id, channels))]
+    #[pyo3(signature = (thread_id, checkpoint_ns, checkpoint_id, channels, cached = Vec::new()))]
     fn delta_history(
         &self,
         py: Python<'_>,
@@ -347,11 +348,12 @@ impl PyCheckpointStore {
         checkpoint_ns: &str,
         checkpoint_id: Option<&str>,
         channels: Vec<String>,
+        cached: Vec<(String, String)>,
     ) -> PyResult<Vec<PyChannelHistory>> {
         // The walk and the reads of writes and values run without the GIL.
         let histories = py.detach(|| {
             self.store
-                .delta_history(thread_id, checkpoint_ns, checkpoint_id, &channels)
+                .delta_history(thread_id, checkpoint_ns, checkpoint_id, &channels, &cached)
         })?;
         histories.into_iter().map(|h| channel_history(py, h)).collect()
     }
@@ -408,16 +410,16 @@ impl PyCheckpointStore {
 
     #[pyo3(signature = (thread_ids, strategy = "keep_latest"))]
     fn prune(&self, py: Python<'_>, thread_ids: Vec<String>, strategy: &str) -> PyResult<()> {
-        let strategy = match strategy {
-            "keep_latest" => PruneStrategy::KeepLatest,
-            "delete" | "delete_all" => PruneStrategy::Delete,
-            other => {
-                return Err(PyValueError::new_err(format!(
-                    "strategy must be \"keep_latest\" or \"delete\", got {other:?}"
-                )))
-            }
-        };
+        let strategy = prune_strategy(strategy)?;
         Ok(py.detach(|| self.store.prune(thread_ids, strategy))?)
+    }
+
+    /// Prunes, with `strategy`, every thread whose newest checkpoint was made before
+    /// `cutoff_ms` (milliseconds since the Unix epoch), in one transaction; returns how many.
+    #[pyo3(signature = (cutoff_ms, strategy = "delete"))]
+    fn prune_idle(&self, py: Python<'_>, cutoff_ms: i64, strategy: &str) -> PyResult<u64> {
+        let strategy = prune_strategy(strategy)?;
+        Ok(py.detach(|| self.store.prune_idle(cutoff_ms, strategy))?)
     }
 
     /// Stores many checkpoints and writes in one transaction.
@@ -457,6 +459,16 @@ impl PyCheckpointStore {
     fn close(&self, py: Python<'_>) {
         // Waits for the commit in progress and the calls already queued.
         py.detach(|| self.store.close());
+    }
+}
+
+fn prune_strategy(strategy: &str) -> PyResult<PruneStrategy> {
+    match strategy {
+        "keep_latest" => Ok(PruneStrategy::KeepLatest),
+        "delete" | "delete_all" => Ok(PruneStrategy::Delete),
+        other => Err(PyValueError::new_err(format!(
+            "strategy must be \"keep_latest\" or \"delete\", got {other:?}"
+        ))),
     }
 }
 
@@ -602,5 +614,6 @@ fn channel_history(py: Python<'_>, h: ChannelHistory) -> PyResult<PyChannelHisto
         channel: h.channel,
         writes: PyTuple::new(py, writes)?.unbind(),
         seed: h.seed.map(|v| Py::new(py, value_row(py, v)?)).transpose()?,
+        seed_version: h.seed_version,
     })
 }

@@ -152,8 +152,9 @@ impl Backend for Sqlite {
         checkpoint_ns: &str,
         checkpoint_id: Option<&str>,
         channels: &[String],
+        cached: &[(String, String)],
     ) -> Result<Vec<ChannelHistory>> {
-        self.with_reader(|conn| read::delta_history(conn, thread_id, checkpoint_ns, checkpoint_id, channels))
+        self.with_reader(|conn| read::delta_history(conn, thread_id, checkpoint_ns, checkpoint_id, channels, cached))
     }
 
     fn thread_ids(&self) -> Result<Vec<String>> {

@@ -485,33 +485,42 @@ pub fn storage_stats(conn: &Connection) -> Result<StorageStats> {
 
 /// Problems found by SQLite's `quick_check` and by a walk of every delta chain; empty when
 /// the database is sound.
+///
+/// Damage is reported, not raised: a check SQLite cannot finish (a page it cannot read) adds
+/// what SQLite said to the problems, and the next check still runs.
 pub fn check(conn: &Connection) -> Result<Vec<String>> {
     let mut problems = Vec::new();
-    let mut stmt = conn.prepare("PRAGMA quick_check")?;
-    for row in stmt.query_map([], |r| r.get::<_, String>(0))? {
-        let row = row?;
-        if row != "ok" {
-            problems.push(format!("sqlite: {row}"));
-        }
+    let quick = (|| -> rusqlite::Result<Vec<String>> {
+        let mut stmt = conn.prepare("PRAGMA quick_check")?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        rows.collect()
+    })();
+    match quick {
+        Ok(rows) => problems.extend(rows.into_iter().filter(|r| r != "ok").map(|r| format!("sqlite: {r}"))),
+        Err(e) => problems.push(format!("sqlite: the integrity check could not finish: {e}")),
     }
-    let mut stmt = conn.prepare(
-        "SELECT b.thread_id, b.checkpoint_ns, b.channel, b.version, b.delta_base FROM flg_blobs AS b
-          WHERE b.delta_base IS NOT NULL AND NOT EXISTS (SELECT 1 FROM flg_blobs AS x
-                WHERE x.thread_id = b.thread_id AND x.checkpoint_ns = b.checkpoint_ns AND x.channel = b.channel
-                  AND x.version = b.delta_base)",
-    )?;
-    let rows = stmt.query_map([], |r| {
-        Ok(format!(
-            "thread {:?} namespace {:?}: channel {:?} version {:?} extends missing version {:?}",
-            r.get::<_, String>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, String>(2)?,
-            r.get::<_, String>(3)?,
-            r.get::<_, String>(4)?
-        ))
-    })?;
-    for row in rows {
-        problems.push(row?);
+    let chains = (|| -> rusqlite::Result<Vec<String>> {
+        let mut stmt = conn.prepare(
+            "SELECT b.thread_id, b.checkpoint_ns, b.channel, b.version, b.delta_base FROM flg_blobs AS b
+              WHERE b.delta_base IS NOT NULL AND NOT EXISTS (SELECT 1 FROM flg_blobs AS x
+                    WHERE x.thread_id = b.thread_id AND x.checkpoint_ns = b.checkpoint_ns AND x.channel = b.channel
+                      AND x.version = b.delta_base)",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(format!(
+                "thread {:?} namespace {:?}: channel {:?} version {:?} extends missing version {:?}",
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?
+            ))
+        })?;
+        rows.collect()
+    })();
+    match chains {
+        Ok(rows) => problems.extend(rows),
+        Err(e) => problems.push(format!("delta chains: the walk could not finish: {e}")),
     }
     Ok(problems)
 }
@@ -527,9 +536,10 @@ pub fn delta_history(
     checkpoint_ns: &str,
     checkpoint_id: Option<&str>,
     channels: &[String],
+    cached: &[(String, String)],
 ) -> Result<Vec<ChannelHistory>> {
     conn.execute_batch("BEGIN")?;
-    let result = delta_history_in_transaction(conn, thread_id, checkpoint_ns, checkpoint_id, channels);
+    let result = delta_history_in_transaction(conn, thread_id, checkpoint_ns, checkpoint_id, channels, cached);
     // A read transaction has nothing to keep: ending it either way releases its snapshot.
     let end = conn.execute_batch(if result.is_ok() { "COMMIT" } else { "ROLLBACK" });
     let found = result?;
@@ -543,6 +553,7 @@ fn delta_history_in_transaction(
     checkpoint_ns: &str,
     checkpoint_id: Option<&str>,
     channels: &[String],
+    cached: &[(String, String)],
 ) -> Result<Vec<ChannelHistory>> {
     let empty = || {
         channels
@@ -551,6 +562,7 @@ fn delta_history_in_transaction(
                 channel: ch.clone(),
                 writes: Vec::new(),
                 seed: None,
+                seed_version: None,
             })
             .collect()
     };
@@ -672,8 +684,10 @@ fn delta_history_in_transaction(
     for ws in by_checkpoint.values_mut() {
         ws.sort_by(|a, b| (&a.task_path, &a.task_id, a.idx).cmp(&(&b.task_path, &b.task_id, b.idx)));
     }
-    // The stored values that end the histories, with their delta chains.
-    let seed_values = values_of(conn, thread_id, checkpoint_ns, &target, &seeds)?;
+    // The stored values that end the histories, with their delta chains, but those the
+    // caller holds.
+    let to_read: Vec<(String, String)> = seeds.iter().filter(|s| !cached.contains(s)).cloned().collect();
+    let seed_values = values_of(conn, thread_id, checkpoint_ns, &target, &to_read)?;
     Ok(channels
         .iter()
         .map(|ch| {
@@ -685,10 +699,20 @@ fn delta_history_in_transaction(
                     writes.extend(ws.iter().cloned());
                 }
             }
+            let seed_version = seeds.iter().find(|(c, _)| c == ch).map(|(_, v)| v.clone());
+            let seed = match &seed_version {
+                Some(v) if cached.iter().any(|(c, cv)| c == ch && cv == v) => Some(ChannelValue {
+                    channel: ch.clone(),
+                    segments: Vec::new(),
+                    deltas: 0,
+                }),
+                _ => seed_values.iter().find(|v| &v.channel == ch).cloned(),
+            };
             ChannelHistory {
                 channel: ch.clone(),
                 writes,
-                seed: seed_values.iter().find(|v| &v.channel == ch).cloned(),
+                seed_version: seed.as_ref().and(seed_version),
+                seed,
             }
         })
         .collect())

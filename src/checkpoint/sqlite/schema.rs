@@ -38,7 +38,7 @@ const WAL_AUTOCHECKPOINT_PAGES: u32 = 4000;
 
 /// Bumped when the layout changes. Older versions are migrated in place when opened; newer
 /// ones are refused.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// The columns and key of `flg_blobs` (schema 2): rows in commit order, keyed version first.
 const BLOBS: &str = "(
@@ -82,6 +82,7 @@ fn create_sql() -> String {
             metadata TEXT NOT NULL,
             type TEXT NOT NULL,
             checkpoint BLOB NOT NULL,
+            ts_ms INTEGER,
             PRIMARY KEY (thread_id, checkpoint_ns, checkpoint_id)
         );
         CREATE INDEX IF NOT EXISTS flg_checkpoints_run ON flg_checkpoints (run_id) WHERE run_id IS NOT NULL;
@@ -110,6 +111,27 @@ fn migrate_1_to_2_sql() -> String {
     )
 }
 
+/// Version 3 adds `flg_checkpoints.ts_ms`: when the checkpoint was made, in milliseconds since
+/// the Unix epoch, for time-based retention. Existing rows get the time in their id (LangGraph's
+/// ids are UUIDv6, which carry it), or the time of the upgrade.
+fn migrate_2_to_3(conn: &Connection) -> Result<()> {
+    conn.execute_batch("ALTER TABLE flg_checkpoints ADD COLUMN ts_ms INTEGER")?;
+    let now = crate::checkpoint::retention::now_ms();
+    let rows: Vec<(i64, String)> = conn
+        .prepare("SELECT rowid, checkpoint_id FROM flg_checkpoints")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut update = conn.prepare("UPDATE flg_checkpoints SET ts_ms = ?2 WHERE rowid = ?1")?;
+    for (rowid, id) in rows {
+        update.execute(rusqlite::params![
+            rowid,
+            crate::checkpoint::retention::id_time_ms(&id).unwrap_or(now)
+        ])?;
+    }
+    conn.execute_batch("UPDATE flg_meta SET value = '3' WHERE key = 'schema_version'")?;
+    Ok(())
+}
+
 /// Makes `conn` ready: vets the file ([`sqlite_file::vet`]: SQLite, and either empty or ours),
 /// creates the tables in a new file, and sets the pragmas. A foreign file is left exactly as
 /// it was.
@@ -119,7 +141,7 @@ pub fn prepare(conn: &Connection, path: &str, memory: bool, synchronous: Synchro
         let version = schema_version(conn)?;
         if version != Some(SCHEMA_VERSION) {
             match version {
-                Some(1) => migrate(conn, path)?,
+                Some(1 | 2) => migrate(conn, path)?,
                 _ => {
                     return Err(Error::ForeignSchema(format!(
                         "{path:?} has fast-langgraph schema version {}, this build reads versions 1 to \
@@ -167,12 +189,12 @@ fn schema_version(conn: &Connection) -> Result<Option<i64>> {
     Ok(value.and_then(|v| v.parse().ok()))
 }
 
-/// Brings a version-1 file to the current layout in one transaction. Another process may be
+/// Brings a version-1 or version-2 file to the current layout in one transaction. Another process may be
 /// doing the same: the version is read again under the write lock, and only one migrates.
 fn migrate(conn: &Connection, path: &str) -> Result<()> {
     let context = |e: Error| match e {
         Error::Sqlite { message, busy } => Error::Sqlite {
-            message: format!("{path:?}: upgrading the schema from version 1 failed, nothing changed: {message}"),
+            message: format!("{path:?}: upgrading the schema failed, nothing changed: {message}"),
             busy,
         },
         other => other,
@@ -180,7 +202,11 @@ fn migrate(conn: &Connection, path: &str) -> Result<()> {
     conn.execute_batch("BEGIN IMMEDIATE").map_err(|e| context(e.into()))?;
     let result = (|| {
         match schema_version(conn)? {
-            Some(1) => conn.execute_batch(&migrate_1_to_2_sql())?,
+            Some(1) => {
+                conn.execute_batch(&migrate_1_to_2_sql())?;
+                migrate_2_to_3(conn)?;
+            }
+            Some(2) => migrate_2_to_3(conn)?,
             Some(SCHEMA_VERSION) => {} // another process upgraded it first
             other => {
                 return Err(Error::ForeignSchema(format!(

@@ -2,6 +2,7 @@
 //! its own savepoint, and the SQL of every op.
 use rusqlite::{params, Connection};
 
+use crate::checkpoint::retention;
 use crate::checkpoint::writer::Op;
 use crate::checkpoint::{NewCheckpoint, NewWrites, PruneStrategy};
 use crate::error::{Error, Result};
@@ -100,6 +101,7 @@ fn apply(conn: &Connection, op: &Op) -> Result<u64> {
         Op::DeleteForRuns(run_ids) => delete_for_runs(conn, run_ids).map(|()| 0),
         Op::CopyThread(source, target) => copy_thread(conn, source, target).map(|()| 0),
         Op::Prune(thread_ids, strategy) => prune(conn, thread_ids, *strategy).map(|()| 0),
+        Op::PruneIdle(cutoff_ms, strategy) => prune_idle(conn, *cutoff_ms, *strategy),
         #[cfg(test)]
         Op::PanicAfter(cp) => {
             put(conn, cp, Existing::Replace)?;
@@ -107,6 +109,9 @@ fn apply(conn: &Connection, op: &Op) -> Result<u64> {
         }
     }
 }
+
+/// The serializer's type tag of a channel with no value at a version.
+const EMPTY: &str = "empty";
 
 /// What `put` does with a checkpoint (or blob) already stored under the same key.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -133,7 +138,7 @@ fn put(conn: &Connection, cp: &NewCheckpoint, existing: Existing) -> Result<bool
     let stored = conn
         .prepare_cached(&format!(
             "{verb} INTO flg_checkpoints (thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, run_id, \
-             type, checkpoint, metadata, channel_versions) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+             type, checkpoint, metadata, channel_versions, ts_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
         ))?
         .execute(params![
             cp.thread_id,
@@ -144,7 +149,8 @@ fn put(conn: &Connection, cp: &NewCheckpoint, existing: Existing) -> Result<bool
             cp.type_tag,
             cp.checkpoint,
             cp.metadata_json,
-            versions
+            versions,
+            retention::id_time_ms(&cp.checkpoint_id).unwrap_or_else(retention::now_ms)
         ])?;
     if stored == 0 {
         return Ok(false); // kept as it was
@@ -156,7 +162,19 @@ fn put(conn: &Connection, cp: &NewCheckpoint, existing: Existing) -> Result<bool
     let mut base_exists = conn.prepare_cached(
         "SELECT 1 FROM flg_blobs WHERE thread_id = ?1 AND checkpoint_ns = ?2 AND channel = ?3 AND version = ?4",
     )?;
+    let mut clear = conn.prepare_cached(
+        "DELETE FROM flg_blobs WHERE thread_id = ?1 AND checkpoint_ns = ?2 AND version = ?3 AND channel = ?4",
+    )?;
     for b in &cp.blobs {
+        if b.type_tag == EMPTY {
+            // No value at this version: no row (a missing row reads as no value), which keeps
+            // a DeltaChannel's many valueless versions out of the file. A row a previous put
+            // stored under the same version goes, as a stored "empty" would replace it.
+            if existing == Existing::Replace {
+                clear.execute(params![cp.thread_id, cp.checkpoint_ns, b.version, b.channel])?;
+            }
+            continue;
+        }
         // Checked in the same transaction as the insert, so a committed delta always has its
         // base: a chain can never point at a missing version.
         if let Some(base) = &b.delta_base {
@@ -208,31 +226,90 @@ fn put_writes(conn: &Connection, w: &NewWrites) -> Result<()> {
     Ok(())
 }
 
+/// Fills `temp.flg_keep` out with every ancestor a checkpoint already in it needs to rebuild
+/// its delta channels (see [`crate::checkpoint::retention`]): for each channel its metadata
+/// lists that has a version but no stored value at it, the ancestors along parent pointers up
+/// to and including the nearest one holding a value of the channel. `UNION` drops a step met twice, so a chain
+/// that loops still ends.
+fn keep_delta_ancestors(conn: &Connection) -> Result<()> {
+    const HOLDS_NO_VALUE: &str =
+        "NOT EXISTS (SELECT 1 FROM json_each(c.channel_versions) AS v CROSS JOIN flg_blobs AS b
+            ON b.thread_id = c.thread_id AND b.checkpoint_ns = c.checkpoint_ns AND b.version = v.value
+               AND b.channel = v.key
+         WHERE v.key = {channel} AND b.type <> 'empty')";
+    let start = HOLDS_NO_VALUE.replace("{channel}", "j.key");
+    let step = HOLDS_NO_VALUE.replace("{channel}", "n.channel");
+    let sql = format!(
+        "WITH RECURSIVE need(thread_id, checkpoint_ns, checkpoint_id, channel) AS (
+            SELECT c.thread_id, c.checkpoint_ns, c.parent_checkpoint_id, j.key
+              FROM temp.flg_keep AS k CROSS JOIN flg_checkpoints AS c
+                ON c.thread_id = k.thread_id AND c.checkpoint_ns = k.checkpoint_ns AND c.checkpoint_id = k.checkpoint_id
+              CROSS JOIN json_each(c.metadata, '$.{key}') AS j
+             WHERE c.parent_checkpoint_id IS NOT NULL
+               AND EXISTS (SELECT 1 FROM json_each(c.channel_versions) AS v WHERE v.key = j.key) AND {start}
+            UNION
+            SELECT c.thread_id, c.checkpoint_ns, c.parent_checkpoint_id, n.channel
+              FROM need AS n CROSS JOIN flg_checkpoints AS c
+                ON c.thread_id = n.thread_id AND c.checkpoint_ns = n.checkpoint_ns AND c.checkpoint_id = n.checkpoint_id
+             WHERE c.parent_checkpoint_id IS NOT NULL AND {step})
+         INSERT OR IGNORE INTO temp.flg_keep SELECT DISTINCT thread_id, checkpoint_ns, checkpoint_id FROM need",
+        key = crate::checkpoint::retention::DELTA_COUNTERS_KEY,
+    );
+    conn.execute_batch(&sql)?;
+    Ok(())
+}
+
+/// Makes the temporary key tables retention works with, empty.
+fn temp_tables(conn: &Connection) -> Result<()> {
+    conn.execute_batch(
+        "CREATE TEMP TABLE IF NOT EXISTS flg_keep (thread_id TEXT, checkpoint_ns TEXT, checkpoint_id TEXT,
+             PRIMARY KEY (thread_id, checkpoint_ns, checkpoint_id)) WITHOUT ROWID;
+         CREATE TEMP TABLE IF NOT EXISTS flg_doomed (thread_id TEXT, checkpoint_ns TEXT, checkpoint_id TEXT,
+             PRIMARY KEY (thread_id, checkpoint_ns, checkpoint_id)) WITHOUT ROWID;
+         DELETE FROM temp.flg_keep;
+         DELETE FROM temp.flg_doomed;",
+    )?;
+    Ok(())
+}
+
+/// Deletes the checkpoints in `temp.flg_doomed` that are not in `temp.flg_keep`, with their
+/// writes, and then the blobs of their threads that no remaining checkpoint needs.
+fn delete_doomed(conn: &Connection) -> Result<()> {
+    conn.execute_batch(
+        "DELETE FROM temp.flg_doomed WHERE (thread_id, checkpoint_ns, checkpoint_id) IN (SELECT * FROM temp.flg_keep);
+         DELETE FROM flg_writes WHERE (thread_id, checkpoint_ns, checkpoint_id) IN (SELECT * FROM temp.flg_doomed);
+         DELETE FROM flg_checkpoints WHERE (thread_id, checkpoint_ns, checkpoint_id) IN (SELECT * FROM temp.flg_doomed);",
+    )?;
+    delete_orphan_blobs(conn, "b.thread_id IN (SELECT thread_id FROM temp.flg_doomed)", None)?;
+    conn.execute_batch("DELETE FROM temp.flg_keep; DELETE FROM temp.flg_doomed;")?;
+    Ok(())
+}
+
 fn delete_for_runs(conn: &Connection, run_ids: &[String]) -> Result<()> {
     let ids = serde_json::Value::from(run_ids.to_vec()).to_string();
-    conn.execute_batch(
-        "CREATE TEMP TABLE IF NOT EXISTS flg_doomed (thread_id TEXT, checkpoint_ns TEXT, checkpoint_id TEXT)",
-    )?;
-    conn.execute("DELETE FROM temp.flg_doomed", [])?;
+    temp_tables(conn)?;
     conn.prepare_cached(
         "INSERT INTO temp.flg_doomed SELECT thread_id, checkpoint_ns, checkpoint_id FROM flg_checkpoints \
          WHERE run_id IN (SELECT value FROM json_each(?1))",
     )?
     .execute([&ids])?;
+    // Every other checkpoint of those threads stays, with the ancestors its delta channels need,
+    // even when a deleted run made them.
     conn.execute_batch(
-        "DELETE FROM flg_writes WHERE (thread_id, checkpoint_ns, checkpoint_id) IN (SELECT * FROM temp.flg_doomed);
-         DELETE FROM flg_checkpoints WHERE (thread_id, checkpoint_ns, checkpoint_id) IN (SELECT * FROM temp.flg_doomed);",
+        "INSERT INTO temp.flg_keep SELECT c.thread_id, c.checkpoint_ns, c.checkpoint_id FROM flg_checkpoints AS c
+          WHERE c.thread_id IN (SELECT DISTINCT thread_id FROM temp.flg_doomed)
+            AND (c.thread_id, c.checkpoint_ns, c.checkpoint_id) NOT IN (SELECT * FROM temp.flg_doomed)",
     )?;
-    delete_orphan_blobs(conn, "b.thread_id IN (SELECT thread_id FROM temp.flg_doomed)", None)?;
-    conn.execute("DELETE FROM temp.flg_doomed", [])?;
-    Ok(())
+    keep_delta_ancestors(conn)?;
+    delete_doomed(conn)
 }
 
 fn copy_thread(conn: &Connection, source: &str, target: &str) -> Result<()> {
+    // The whole history is copied, so every delta channel can be rebuilt in the copy.
     conn.prepare_cached(
         "INSERT OR REPLACE INTO flg_checkpoints (thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, \
-         run_id, channel_versions, metadata, type, checkpoint) SELECT ?2, checkpoint_ns, checkpoint_id, \
-         parent_checkpoint_id, run_id, channel_versions, metadata, type, checkpoint FROM flg_checkpoints \
+         run_id, channel_versions, metadata, type, checkpoint, ts_ms) SELECT ?2, checkpoint_ns, checkpoint_id, \
+         parent_checkpoint_id, run_id, channel_versions, metadata, type, checkpoint, ts_ms FROM flg_checkpoints \
          WHERE thread_id = ?1",
     )?
     .execute([source, target])?;
@@ -263,22 +340,42 @@ fn prune(conn: &Connection, thread_ids: &[String], strategy: PruneStrategy) -> R
             Ok(())
         }
         PruneStrategy::KeepLatest => {
-            // The newest checkpoint of each (thread, namespace) stays, with its writes.
+            temp_tables(conn)?;
+            // The newest checkpoint of each (thread, namespace) stays, with its writes and the
+            // ancestors its delta channels need.
             conn.prepare_cached(
-                "DELETE FROM flg_writes WHERE thread_id IN (SELECT value FROM json_each(?1)) AND checkpoint_id <> \
-                 (SELECT max(c.checkpoint_id) FROM flg_checkpoints c WHERE c.thread_id = flg_writes.thread_id \
-                  AND c.checkpoint_ns = flg_writes.checkpoint_ns)",
+                "INSERT INTO temp.flg_keep SELECT thread_id, checkpoint_ns, max(checkpoint_id) FROM flg_checkpoints \
+                 WHERE thread_id IN (SELECT value FROM json_each(?1)) GROUP BY thread_id, checkpoint_ns",
             )?
             .execute([&ids])?;
+            keep_delta_ancestors(conn)?;
             conn.prepare_cached(
-                "DELETE FROM flg_checkpoints WHERE thread_id IN (SELECT value FROM json_each(?1)) AND checkpoint_id <> \
-                 (SELECT max(c.checkpoint_id) FROM flg_checkpoints c WHERE c.thread_id = flg_checkpoints.thread_id \
-                  AND c.checkpoint_ns = flg_checkpoints.checkpoint_ns)",
+                "INSERT INTO temp.flg_doomed SELECT thread_id, checkpoint_ns, checkpoint_id FROM flg_checkpoints \
+                 WHERE thread_id IN (SELECT value FROM json_each(?1))",
             )?
             .execute([&ids])?;
-            delete_orphan_blobs(conn, "b.thread_id IN (SELECT value FROM json_each(?1))", Some(&ids))
+            // Writes stored against a checkpoint id that has no checkpoint row go too, as before.
+            conn.prepare_cached(
+                "DELETE FROM flg_writes WHERE thread_id IN (SELECT value FROM json_each(?1)) AND \
+                 (thread_id, checkpoint_ns, checkpoint_id) NOT IN (SELECT * FROM temp.flg_keep)",
+            )?
+            .execute([&ids])?;
+            delete_doomed(conn)
         }
     }
+}
+
+/// The threads whose newest checkpoint was made before `cutoff_ms`, pruned with `strategy`
+/// in the same transaction; returns how many.
+fn prune_idle(conn: &Connection, cutoff_ms: i64, strategy: PruneStrategy) -> Result<u64> {
+    let idle: Vec<String> = conn
+        .prepare_cached("SELECT thread_id FROM flg_checkpoints GROUP BY thread_id HAVING max(ts_ms) < ?1")?
+        .query_map([cutoff_ms], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    if !idle.is_empty() {
+        prune(conn, &idle, strategy)?;
+    }
+    Ok(idle.len() as u64)
 }
 
 /// Deletes the blobs, among those `scope` (an SQL condition on `b`) selects, that no remaining
