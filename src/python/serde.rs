@@ -65,6 +65,8 @@ enum Kind {
 
 struct Field {
     name: String,
+    /// The interned name: instance dict keys are usually this very object.
+    key: Py<PyString>,
     kind: Kind,
 }
 
@@ -409,20 +411,20 @@ impl PyMsgpackCodec {
         if dict.len() != class.fields.len() {
             return Err(Stop::NotPlain);
         }
-        let start = w.len();
+        let start = w.begin_ext();
         w.array_len(4);
         w.str(class.module.as_bytes());
         w.str(class.name.as_bytes());
         w.map_len(class.fields.len());
         for ((k, x), f) in dict.iter().zip(&class.fields) {
-            if !str_eq(&k, &f.name) || !kind_matches(&f.kind, &x) {
+            if !(k.as_ptr() == f.key.as_ptr() || str_eq(&k, &f.name)) || !kind_matches(&f.kind, &x) {
                 return Err(Stop::NotPlain);
             }
             w.str(f.name.as_bytes());
             write_plain(w, &x, depth + 1)?;
         }
         w.str(b"model_validate_json");
-        w.wrap_ext(start, EXT_PYDANTIC_V2);
+        w.end_ext(start, EXT_PYDANTIC_V2);
         Ok(())
     }
 }
@@ -433,15 +435,18 @@ fn write_native(w: &mut Writer, native: Native, v: &Bound<'_, PyAny>) -> Walk {
     let int = |name: &Bound<'_, PyString>| -> Result<i64, Stop> {
         v.getattr(name).and_then(|x| x.extract::<i64>()).map_err(|_| Stop::Bail)
     };
-    let start = w.len();
+    let start = w.begin_ext();
     match native {
         Native::Uuid => {
-            let n: u128 = v.getattr(intern!(py, "int")).and_then(|x| x.extract()).map_err(|_| Stop::Bail)?;
+            let n: u128 = v
+                .getattr(intern!(py, "int"))
+                .and_then(|x| x.extract())
+                .map_err(|_| Stop::Bail)?;
             w.array_len(3);
             w.str(b"uuid");
             w.str(b"UUID");
             w.str(format!("{n:032x}").as_bytes());
-            w.wrap_ext(start, EXT_CONSTRUCTOR_SINGLE_ARG);
+            w.end_ext(start, EXT_CONSTRUCTOR_SINGLE_ARG);
         }
         Native::DateTime => {
             let iso = v.call_method0(intern!(py, "isoformat")).map_err(|_| Stop::Bail)?;
@@ -451,10 +456,14 @@ fn write_native(w: &mut Writer, native: Native, v: &Bound<'_, PyAny>) -> Walk {
             w.str(b"datetime");
             w.str(iso.to_str().map_err(|_| Stop::Bail)?.as_bytes());
             w.str(b"fromisoformat");
-            w.wrap_ext(start, EXT_METHOD_SINGLE_ARG);
+            w.end_ext(start, EXT_METHOD_SINGLE_ARG);
         }
         Native::Date => {
-            let (y, m, d) = (int(intern!(py, "year"))?, int(intern!(py, "month"))?, int(intern!(py, "day"))?);
+            let (y, m, d) = (
+                int(intern!(py, "year"))?,
+                int(intern!(py, "month"))?,
+                int(intern!(py, "day"))?,
+            );
             w.array_len(3);
             w.str(b"datetime");
             w.str(b"date");
@@ -462,7 +471,7 @@ fn write_native(w: &mut Writer, native: Native, v: &Bound<'_, PyAny>) -> Walk {
             w.int(y);
             w.int(m);
             w.int(d);
-            w.wrap_ext(start, EXT_CONSTRUCTOR_POS_ARGS);
+            w.end_ext(start, EXT_CONSTRUCTOR_POS_ARGS);
         }
         Native::TimeDelta => {
             let (d, s, us) = (
@@ -477,7 +486,7 @@ fn write_native(w: &mut Writer, native: Native, v: &Bound<'_, PyAny>) -> Walk {
             w.int(d);
             w.int(s);
             w.int(us);
-            w.wrap_ext(start, EXT_CONSTRUCTOR_POS_ARGS);
+            w.end_ext(start, EXT_CONSTRUCTOR_POS_ARGS);
         }
     }
     Ok(())
@@ -571,7 +580,11 @@ impl PyMsgpackCodec {
             }
         }
         let cls = py.import(module).ok()?.getattr(name).ok()?;
-        let v = if method.is_empty() { cls } else { cls.getattr(method).ok()? };
+        let v = if method.is_empty() {
+            cls
+        } else {
+            cls.getattr(method).ok()?
+        };
         if let Ok(mut cache) = self.resolved.lock() {
             cache.insert(key, v.clone().unbind());
         }
@@ -601,8 +614,13 @@ impl PyMsgpackCodec {
             return Ok(None);
         }
         let method = if code == EXT_METHOD_SINGLE_ARG {
-            let Ok(Token::Str(m)) = probe.next() else { return Ok(None) };
-            if !self.safe_methods.contains(&(module.to_owned(), name.to_owned(), m.to_owned())) {
+            let Ok(Token::Str(m)) = probe.next() else {
+                return Ok(None);
+            };
+            if !self
+                .safe_methods
+                .contains(&(module.to_owned(), name.to_owned(), m.to_owned()))
+            {
                 return Ok(None);
             }
             m
@@ -612,6 +630,8 @@ impl PyMsgpackCodec {
         let Some(target) = self.resolve(py, module, name, method) else {
             return Ok(None);
         };
+        // SAFETY: `check_value` has read the argument.
+        unsafe { r.assume_valid_utf8() };
         let arg = self.read_value(py, &mut r)?;
         let built = match code {
             EXT_CONSTRUCTOR_POS_ARGS => match arg.cast_exact::<PyList>() {
@@ -648,6 +668,8 @@ impl PyMsgpackCodec {
             return Ok(None);
         }
         let class = &self.classes[i];
+        // SAFETY: `check_value` has read the rest of this payload.
+        unsafe { r.assume_valid_utf8() };
         let kwargs = self.read_value(py, &mut r)?;
         let _method = self.read_value(py, &mut r)?;
         Ok(Some(self.build_message(py, class, kwargs)?))
@@ -836,7 +858,8 @@ impl PyMsgpackCodec {
                             )))
                         }
                     };
-                    Ok(Field { name, kind })
+                    let key = PyString::intern(py, &name).unbind();
+                    Ok(Field { name, key, kind })
                 })
                 .collect::<PyResult<Vec<_>>>()?;
             let field_names = PyFrozenSet::new(py, fields.iter().map(|f| f.name.as_str()))?.unbind();
@@ -867,7 +890,9 @@ impl PyMsgpackCodec {
                         "date" => Native::Date,
                         "timedelta" => Native::TimeDelta,
                         other => {
-                            return Err(pyo3::exceptions::PyValueError::new_err(format!("unknown native {other:?}")))
+                            return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                                "unknown native {other:?}"
+                            )))
                         }
                     };
                     Ok((t.unbind(), n))
@@ -911,7 +936,10 @@ impl PyMsgpackCodec {
         if !check_value(&mut Reader::new(data), 0) {
             return self.fallback.bind(py).clone();
         }
-        match self.read_value(py, &mut Reader::new(data)) {
+        let mut r = Reader::new(data);
+        // SAFETY: `check_value` has just read the same value from the same bytes.
+        unsafe { r.assume_valid_utf8() };
+        match self.read_value(py, &mut r) {
             Ok(v) => v,
             Err(_) => self.fallback.bind(py).clone(),
         }

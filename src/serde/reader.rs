@@ -24,13 +24,19 @@ pub enum Token<'a> {
 pub struct Reader<'a> {
     data: &'a [u8],
     pos: usize,
+    /// Every `str` still to be read is known to be UTF-8.
+    trusted: bool,
 }
 
 impl<'a> Reader<'a> {
     /// A reader at the start of `data`.
     #[must_use]
     pub fn new(data: &'a [u8]) -> Self {
-        Reader { data, pos: 0 }
+        Reader {
+            data,
+            pos: 0,
+            trusted: false,
+        }
     }
 
     /// True once every byte has been read.
@@ -63,9 +69,23 @@ impl<'a> Reader<'a> {
 
     fn str(&mut self, n: usize) -> Result<Token<'a>, DecodeError> {
         let b = self.take(n)?;
+        if self.trusted {
+            // SAFETY: `assume_valid_utf8`'s caller guarantees every `str` from here on is UTF-8.
+            return Ok(Token::Str(unsafe { std::str::from_utf8_unchecked(b) }));
+        }
         std::str::from_utf8(b)
             .map(Token::Str)
             .map_err(|_| DecodeError::InvalidUtf8)
+    }
+
+    /// Skips UTF-8 validation of the `str` values read from here on: for a second pass over
+    /// bytes a first pass has read in full.
+    ///
+    /// # Safety
+    /// Every `str` value still to be read must be valid UTF-8 (a reader over the same bytes
+    /// from this position has returned them all without [`DecodeError::InvalidUtf8`]).
+    pub unsafe fn assume_valid_utf8(&mut self) {
+        self.trusted = true;
     }
 
     fn ext(&mut self, n: usize) -> Result<Token<'a>, DecodeError> {
