@@ -347,3 +347,40 @@ class TaskGroup:
 
 def _mark_finalizing() -> None:
     """Tell workers the interpreter is shutting down: they stop calling into Python."""
+
+# --- serializer (fast_langgraph.serde.RustSerializer) ----------------------------------------
+
+class MsgpackCodec:
+    """The msgpack walk behind ``RustSerializer``; built by ``fast_langgraph/serde.py``.
+
+    Args:
+        enc: LangGraph's ``_msgpack_enc`` (packs values the walk does not write itself).
+        ext_hook: The serializer's ``_unpack_ext_hook``.
+        native_ext: False when the serializer has a custom ext hook: every extension value
+            then goes to it.
+        fallback: The sentinel ``decode`` returns when only ``ormsgpack`` can decode the bytes.
+        classes: ``(cls, fields, fast_decode, ai_rules)`` per LangChain message class, with
+            ``fields`` as ``(name, kind, literal_values)``.
+        natives: ``(type, kind)`` of the standard-library types written natively
+            (``"uuid"``, ``"datetime"``, ``"date"``, ``"timedelta"``).
+        safe: LangGraph's ``SAFE_MSGPACK_TYPES``.
+        safe_methods: LangGraph's ``SAFE_MSGPACK_METHODS``.
+    """
+
+    def __init__(
+        self,
+        enc: Callable[[Any], bytes],
+        ext_hook: Callable[[int, bytes], Any],
+        native_ext: bool,
+        fallback: object,
+        classes: Sequence[tuple[type, Sequence[tuple[str, str, Sequence[str | None]]], bool, bool]],
+        natives: Sequence[tuple[type, str]],
+        safe: Iterable[Sequence[str]],
+        safe_methods: Iterable[Sequence[str]],
+    ) -> None: ...
+    def encode(self, obj: Any) -> bytes | None:
+        """The msgpack bytes ``JsonPlusSerializer`` writes for ``obj``, or None when only the
+        stock serializer can say (it then raises, pickles or packs)."""
+    def decode(self, data: Any) -> Any:
+        """The value ``ormsgpack.unpackb`` with the ext hook returns for ``data``, or the
+        ``fallback`` sentinel when only ``ormsgpack`` can say."""

@@ -96,7 +96,7 @@ impl<'a> Reader<'a> {
     /// When the next token is a `str`, reads and returns it; otherwise reads nothing.
     pub fn peek_str(&mut self) -> Option<&'a str> {
         let save = self.pos;
-        match self.next() {
+        match self.read_token() {
             Ok(Token::Str(s)) => Some(s),
             _ => {
                 self.pos = save;
@@ -110,7 +110,7 @@ impl<'a> Reader<'a> {
     /// # Errors
     /// [`DecodeError`] when the data ends early, holds the unused marker `0xc1`, or a `str`
     /// is not UTF-8.
-    pub fn next(&mut self) -> Result<Token<'a>, DecodeError> {
+    pub fn read_token(&mut self) -> Result<Token<'a>, DecodeError> {
         let m = self.arr::<1>()?[0];
         Ok(match m {
             0x00..=0x7f => Token::UInt(u64::from(m)),
@@ -172,7 +172,7 @@ mod tests {
         w.ext(7, b"abc");
         let bytes = w.into_bytes();
         let mut r = Reader::new(&bytes);
-        let got: Vec<Token> = std::iter::from_fn(|| (!r.at_end()).then(|| r.next().unwrap())).collect();
+        let got: Vec<Token> = std::iter::from_fn(|| (!r.at_end()).then(|| r.read_token().unwrap())).collect();
         assert_eq!(
             got,
             [
@@ -193,15 +193,18 @@ mod tests {
 
     #[test]
     fn reports_bad_input() {
-        assert_eq!(Reader::new(&[0xc1]).next(), Err(DecodeError::InvalidMarker(0xc1)));
-        assert_eq!(Reader::new(&[0xa3, b'a']).next(), Err(DecodeError::Truncated));
-        assert_eq!(Reader::new(&[0xa1, 0xff]).next(), Err(DecodeError::InvalidUtf8));
+        assert_eq!(Reader::new(&[0xc1]).read_token(), Err(DecodeError::InvalidMarker(0xc1)));
+        assert_eq!(Reader::new(&[0xa3, b'a']).read_token(), Err(DecodeError::Truncated));
+        assert_eq!(Reader::new(&[0xa1, 0xff]).read_token(), Err(DecodeError::InvalidUtf8));
         assert_eq!(
-            Reader::new(&[0xc9, 0xff, 0xff, 0xff, 0xff, 1]).next(),
+            Reader::new(&[0xc9, 0xff, 0xff, 0xff, 0xff, 1]).read_token(),
             Err(DecodeError::Truncated)
         );
-        assert_eq!(Reader::new(&[]).next(), Err(DecodeError::Truncated));
-        assert_eq!(Reader::new(&[0xca, 0x3f, 0x80, 0, 0]).next(), Ok(Token::Float(1.0)));
-        assert_eq!(Reader::new(&[0xd4, 0xff, 0]).next(), Ok(Token::Ext(-1, &[0][..])));
+        assert_eq!(Reader::new(&[]).read_token(), Err(DecodeError::Truncated));
+        assert_eq!(
+            Reader::new(&[0xca, 0x3f, 0x80, 0, 0]).read_token(),
+            Ok(Token::Float(1.0))
+        );
+        assert_eq!(Reader::new(&[0xd4, 0xff, 0]).read_token(), Ok(Token::Ext(-1, &[0][..])));
     }
 }
