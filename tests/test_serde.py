@@ -36,11 +36,13 @@ from serde_values import (
 import fast_langgraph
 from fast_langgraph.serde import RustSerializer
 
+# Example counts that keep the file to about half a minute on a busy two-core machine.
 FAST = settings(
-    max_examples=300,
+    max_examples=250,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
+MESSAGES = settings(FAST, max_examples=80)
 
 
 @pytest.fixture(autouse=True)
@@ -83,14 +85,14 @@ def test_any_value_is_byte_identical_and_reads_back_equal(value: Any) -> None:
     check_identity(value)
 
 
-@FAST
+@MESSAGES
 @given(st.lists(messages, max_size=4))
 def test_messages_are_byte_identical_and_read_back_equal(msgs: list) -> None:
     check_identity(msgs)
     check_identity({"messages": msgs, "step": 1})
 
 
-@FAST
+@MESSAGES
 @given(messages, st.data())
 def test_messages_mutated_after_construction(msg: Any, data: st.DataObject) -> None:
     # Fields set to other types, or extra attributes, after construction: model_dump's output.
@@ -152,7 +154,7 @@ def _stored_variants(msg: Any) -> list[dict]:
     return out
 
 
-@FAST
+@MESSAGES
 @given(messages)
 def test_stored_message_fields_decode_as_stock(msg: Any) -> None:
     stock, rust = JsonPlusSerializer(), RustSerializer()
@@ -388,7 +390,7 @@ def test_message_fast_path_builds_without_the_constructor(monkeypatch: pytest.Mo
         assert m.model_fields_set == set(type(m).model_fields)
 
 
-@FAST
+@settings(FAST, max_examples=60)
 @given(json_dict)
 def test_dict_keys_of_every_kind(d: dict) -> None:
     check_identity({1: d, None: 2, False: 3, 1.5: 4, "s": 5, -7: d})
