@@ -4,6 +4,7 @@ loads_typed (same types, same model_fields_set), the same options, warnings and 
 from __future__ import annotations
 
 import logging
+import os
 import pickle
 import sys
 from pathlib import Path
@@ -36,13 +37,15 @@ from serde_values import (
 import fast_langgraph
 from fast_langgraph.serde import RustSerializer
 
-# Example counts that keep the file to about half a minute on a busy two-core machine.
+# Example counts that keep the file to about half a minute on a busy two-core machine;
+# SERDE_EXAMPLES_SCALE=20 runs twenty times as many.
+SCALE = float(os.environ.get("SERDE_EXAMPLES_SCALE", "1"))
 FAST = settings(
-    max_examples=250,
+    max_examples=int(250 * SCALE),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-MESSAGES = settings(FAST, max_examples=80)
+MESSAGES = settings(FAST, max_examples=int(80 * SCALE))
 
 
 @pytest.fixture(autouse=True)
@@ -390,7 +393,7 @@ def test_message_fast_path_builds_without_the_constructor(monkeypatch: pytest.Mo
         assert m.model_fields_set == set(type(m).model_fields)
 
 
-@settings(FAST, max_examples=60)
+@settings(FAST, max_examples=int(60 * SCALE))
 @given(json_dict)
 def test_dict_keys_of_every_kind(d: dict) -> None:
     check_identity({1: d, None: 2, False: 3, 1.5: 4, "s": 5, -7: d})
