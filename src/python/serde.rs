@@ -726,7 +726,7 @@ fn fast_decode_ok(class: &MessageClass, d: &Bound<'_, PyDict>) -> bool {
     !class.ai_rules || ai_rules_ok(d)
 }
 
-fn get<'py>(d: &Bound<'py, PyDict>, k: &str) -> Option<Bound<'py, PyAny>> {
+fn get<'py>(d: &Bound<'py, PyDict>, k: &Bound<'py, PyString>) -> Option<Bound<'py, PyAny>> {
     d.get_item(k).ok().flatten()
 }
 
@@ -734,11 +734,12 @@ fn get<'py>(d: &Bound<'py, PyDict>, k: &str) -> Option<Bound<'py, PyAny>> {
 /// and parses `additional_kwargs["tool_calls"]` when there are none; `usage_metadata` is a
 /// `TypedDict`. Only the shapes those leave unchanged qualify.
 fn ai_rules_ok(d: &Bound<'_, PyDict>) -> bool {
+    let py = d.py();
     let (Some(tc), Some(itc), Some(ak), Some(um)) = (
-        get(d, "tool_calls"),
-        get(d, "invalid_tool_calls"),
-        get(d, "additional_kwargs"),
-        get(d, "usage_metadata"),
+        get(d, intern!(py, "tool_calls")),
+        get(d, intern!(py, "invalid_tool_calls")),
+        get(d, intern!(py, "additional_kwargs")),
+        get(d, intern!(py, "usage_metadata")),
     ) else {
         return false;
     };
@@ -751,7 +752,7 @@ fn ai_rules_ok(d: &Bound<'_, PyDict>) -> bool {
     if tc.is_empty()
         && ak
             .cast::<PyDict>()
-            .map_or(true, |ak| ak.contains("tool_calls").unwrap_or(true))
+            .map_or(true, |ak| ak.contains(intern!(py, "tool_calls")).unwrap_or(true))
     {
         return false;
     }
@@ -761,9 +762,12 @@ fn ai_rules_ok(d: &Bound<'_, PyDict>) -> bool {
         if c.len() != 4 || !c.keys().iter().zip(keys).all(|(k, want)| str_eq(&k, want)) {
             return false;
         }
-        let (Some(name), Some(args), Some(id), Some(ty)) =
-            (get(c, "name"), get(c, "args"), get(c, "id"), get(c, "type"))
-        else {
+        let (Some(name), Some(args), Some(id), Some(ty)) = (
+            get(c, intern!(py, "name")),
+            get(c, intern!(py, "args")),
+            get(c, intern!(py, "id")),
+            get(c, intern!(py, "type")),
+        ) else {
             return false;
         };
         str_eq(&ty, "tool_call")
