@@ -7,20 +7,30 @@ Same process, interleaved rounds, medians (benches/_common.py). Three values:
   ``messages`` channel holds it;
 - 1 KB state: a mixed channel-values dict (a few messages, strings, numbers, a list, a nested
   dict, a UUID and a datetime), about 1 KB packed;
-- 35 KB state: a dict of 100 messages plus the same mixed fields, about 35 KB packed.
+- 35 KB state: a dict of 112 messages plus the same mixed fields, about 35 KB packed.
 
 Before timing, each value's bytes are checked to be identical between the two serializers.
 
-Run: .venv/bin/python benches/bench_serde.py [--rounds N]
+With ``--graph``, also the 8-node graph of bench_checkpoint.py end to end (invocations per
+second over 20 threads) on stock InMemorySaver and SqliteSaver, unpatched against built while
+``install_default_serde()`` is in place (the only difference: their default serializer).
+
+Run: .venv/bin/python benches/bench_serde.py [--rounds N] [--graph]
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import sqlite3
+import statistics
 import sys
+import tempfile
+import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
@@ -28,12 +38,9 @@ from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import interleaved, table
 
-from fast_langgraph.serde import RustSerializer
+from fast_langgraph.serde import RustSerializer, install_default_serde, uninstall_default_serde
 
-TEXT = (
-    "The quick brown fox jumps over the lazy dog while the assistant explains, "
-    "step by step, how the graph's checkpoints are written and read back. "
-)
+TEXT = "The quick brown fox jumps over the lazy dog, step by step. "
 
 
 def _id(i: int) -> str:
@@ -92,15 +99,67 @@ def mixed(n_messages: int) -> dict:
     }
 
 
+def bench_graph(rounds: int, threads: int = 20, per_thread: int = 10) -> None:
+    from bench_checkpoint import build_graph
+    from langgraph.checkpoint.memory import InMemorySaver
+    from langgraph.checkpoint.sqlite import SqliteSaver
+
+    tmp = tempfile.mkdtemp()
+
+    def sqlite(tag: str) -> SqliteSaver:
+        saver = SqliteSaver(sqlite3.connect(f"{tmp}/{tag}.db", check_same_thread=False))
+        saver.setup()
+        return saver
+
+    savers: dict[str, Any] = {"InMemorySaver": InMemorySaver(), "SqliteSaver": sqlite("stock")}
+    install_default_serde()
+    try:
+        savers["InMemorySaver + serde patch"] = InMemorySaver()
+        savers["SqliteSaver + serde patch"] = sqlite("patched")
+    finally:
+        uninstall_default_serde()
+    assert isinstance(savers["SqliteSaver + serde patch"].serde, RustSerializer)
+    graphs = {name: build_graph(saver) for name, saver in savers.items()}
+
+    def run(name: str) -> float:
+        graph, prefix = graphs[name], uuid.uuid4().hex
+
+        def conversation(t: int) -> None:
+            cfg = {"configurable": {"thread_id": f"{prefix}-{t}"}}
+            for i in range(per_thread):
+                graph.invoke(
+                    {"messages": [HumanMessage(content=f"question {i}")], "results": []}, cfg
+                )
+
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(conversation, range(threads)))
+        return threads * per_thread / (time.perf_counter() - t0)
+
+    for name in graphs:
+        run(name)
+    samples: dict[str, list[float]] = {name: [] for name in graphs}
+    for _ in range(rounds):
+        for name in graphs:
+            samples[name].append(run(name))
+    res = {name: statistics.median(v) for name, v in samples.items()}
+    print(f"\nend to end: 8-node graph, {threads * per_thread} invocations over {threads} threads")
+    print(f"  {'contender':<34} {'invokes/s':>12} {'vs unpatched':>14}")
+    for name, v in res.items():
+        base = res[name.replace(" + serde patch", "")]
+        print(f"  {name:<34} {v:>12.1f} {v / base:>13.2f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--graph", action="store_true", help="also the 8-node graph end to end")
     args = parser.parse_args()
     stock, rust = JsonPlusSerializer(), RustSerializer()
     cases = {
         "1,000-message history": (history(1000), 2),
         "1 KB state": (mixed(2), 400),
-        "35 KB state": (mixed(100), 20),
+        "35 KB state": (mixed(112), 20),
     }
     for label, (value, reps) in cases.items():
         typed = stock.dumps_typed(value)
@@ -125,6 +184,8 @@ def main() -> None:
             reps=reps,
         )
         print(table(f"loads_typed, {label} ({size:,} bytes)", loads, baseline="JsonPlusSerializer"))
+    if args.graph:
+        bench_graph(max(3, args.rounds // 3))
 
 
 if __name__ == "__main__":

@@ -602,6 +602,43 @@ class TaskGroup:
 def _mark_finalizing() -> None:
     """Tell workers the interpreter is shutting down: they stop calling into Python."""
 
+# --- serializer (fast_langgraph.serde.RustSerializer) ----------------------------------------
+
+class MsgpackCodec:
+    """The msgpack walk behind ``RustSerializer``; built by ``fast_langgraph/serde.py``.
+
+    Args:
+        enc: LangGraph's ``_msgpack_enc`` (packs values the walk does not write itself).
+        ext_hook: The serializer's ``_unpack_ext_hook``.
+        native_ext: False when the serializer has a custom ext hook: every extension value
+            then goes to it.
+        fallback: The sentinel ``decode`` returns when only ``ormsgpack`` can decode the bytes.
+        classes: ``(cls, fields, fast_decode, ai_rules)`` per LangChain message class, with
+            ``fields`` as ``(name, kind, literal_values)``.
+        natives: ``(type, kind)`` of the standard-library types written natively
+            (``"uuid"``, ``"datetime"``, ``"date"``, ``"timedelta"``).
+        safe: LangGraph's ``SAFE_MSGPACK_TYPES``.
+        safe_methods: LangGraph's ``SAFE_MSGPACK_METHODS``.
+    """
+
+    def __init__(
+        self,
+        enc: Callable[[Any], bytes],
+        ext_hook: Callable[[int, bytes], Any],
+        native_ext: bool,
+        fallback: object,
+        classes: Sequence[tuple[type, Sequence[tuple[str, str, Sequence[str | None]]], bool, bool]],
+        natives: Sequence[tuple[type, str]],
+        safe: Iterable[Sequence[str]],
+        safe_methods: Iterable[Sequence[str]],
+    ) -> None: ...
+    def encode(self, obj: Any) -> bytes | None:
+        """The msgpack bytes ``JsonPlusSerializer`` writes for ``obj``, or None when only the
+        stock serializer can say (it then raises, pickles or packs)."""
+    def decode(self, data: Any) -> Any:
+        """The value ``ormsgpack.unpackb`` with the ext hook returns for ``data``, or the
+        ``fallback`` sentinel when only ``ormsgpack`` can say."""
+
 # (task_id, task_path, idx, channel, type, value): one row of a put_writes call.
 _SaverWriteArg = tuple[str, str, int, str, str | None, bytes | None]
 
@@ -638,6 +675,9 @@ class SqliteSaverStore:
 
     Args:
         path: The database file (not ":memory:", which no other connection can see).
+        sqlite_library: A `dlopen` handle of the SQLite library Python's `sqlite3` module
+            uses (`ctypes.CDLL(_sqlite3.__file__)._handle`): the store calls that library, so
+            that it and the user's own connection share SQLite's locks on the file.
         synchronous: `PRAGMA synchronous` for commits: 0 off, 1 normal, 2 full, 3 extra.
         busy_timeout: Seconds to wait for another connection's lock.
         max_batch: The most calls one commit may carry.
@@ -647,6 +687,7 @@ class SqliteSaverStore:
         self,
         path: str,
         *,
+        sqlite_library: int,
         synchronous: int = 2,
         busy_timeout: float = 30.0,
         max_batch: int = 256,

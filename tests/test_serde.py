@@ -4,6 +4,7 @@ loads_typed (same types, same model_fields_set), the same options, warnings and 
 from __future__ import annotations
 
 import logging
+import os
 import pickle
 import sys
 from pathlib import Path
@@ -36,11 +37,15 @@ from serde_values import (
 import fast_langgraph
 from fast_langgraph.serde import RustSerializer
 
+# Example counts that keep the file to about half a minute on a busy two-core machine;
+# SERDE_EXAMPLES_SCALE=20 runs twenty times as many.
+SCALE = float(os.environ.get("SERDE_EXAMPLES_SCALE", "1"))
 FAST = settings(
-    max_examples=300,
+    max_examples=int(250 * SCALE),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
+MESSAGES = settings(FAST, max_examples=int(80 * SCALE))
 
 
 @pytest.fixture(autouse=True)
@@ -83,14 +88,14 @@ def test_any_value_is_byte_identical_and_reads_back_equal(value: Any) -> None:
     check_identity(value)
 
 
-@FAST
+@MESSAGES
 @given(st.lists(messages, max_size=4))
 def test_messages_are_byte_identical_and_read_back_equal(msgs: list) -> None:
     check_identity(msgs)
     check_identity({"messages": msgs, "step": 1})
 
 
-@FAST
+@MESSAGES
 @given(messages, st.data())
 def test_messages_mutated_after_construction(msg: Any, data: st.DataObject) -> None:
     # Fields set to other types, or extra attributes, after construction: model_dump's output.
@@ -152,7 +157,7 @@ def _stored_variants(msg: Any) -> list[dict]:
     return out
 
 
-@FAST
+@MESSAGES
 @given(messages)
 def test_stored_message_fields_decode_as_stock(msg: Any) -> None:
     stock, rust = JsonPlusSerializer(), RustSerializer()
@@ -388,7 +393,7 @@ def test_message_fast_path_builds_without_the_constructor(monkeypatch: pytest.Mo
         assert m.model_fields_set == set(type(m).model_fields)
 
 
-@FAST
+@settings(FAST, max_examples=int(60 * SCALE))
 @given(json_dict)
 def test_dict_keys_of_every_kind(d: dict) -> None:
     check_identity({1: d, None: 2, False: 3, 1.5: 4, "s": 5, -7: d})

@@ -65,6 +65,8 @@ enum Kind {
 
 struct Field {
     name: String,
+    /// The interned name: instance dict keys are usually this very object.
+    key: Py<PyString>,
     kind: Kind,
 }
 
@@ -92,7 +94,6 @@ pub struct PyMsgpackCodec {
     native_ext: bool,
     fallback: Py<PyAny>,
     classes: Vec<MessageClass>,
-    by_name: HashMap<(String, String), usize>,
     /// Standard-library types written here rather than by the stock `default` hook.
     natives: Vec<(Py<PyType>, Native)>,
     /// LangGraph's `SAFE_MSGPACK_TYPES` (allowed with no check, no warning, no event).
@@ -125,13 +126,18 @@ const EXT_METHOD_SINGLE_ARG: i8 = 3;
 /// `ormsgpack` caches keys: a message history repeats the same dozen keys thousands of times.
 const KEY_CACHE_MAX_LEN: usize = 24;
 const KEY_CACHE_SLOTS: usize = 1024;
+/// String values up to this many bytes go through the same cache.
+const SHORT_VALUE_LEN: usize = 12;
+
+/// A cached key: its UTF-8 bytes and its `str`.
+type KeySlot = Option<(Box<[u8]>, Py<PyString>)>;
 
 struct KeyCache {
-    slots: Vec<Option<(Box<[u8]>, Py<PyString>)>>,
+    slots: Vec<KeySlot>,
 }
 
 thread_local! {
-    static KEY_CACHE: std::cell::RefCell<KeyCache> = std::cell::RefCell::new(KeyCache { slots: Vec::new() });
+    static KEY_CACHE: std::cell::RefCell<KeyCache> = const { std::cell::RefCell::new(KeyCache { slots: Vec::new() }) };
 }
 
 /// The `str` for a map key, from the cache when it holds these bytes.
@@ -157,7 +163,9 @@ fn key_str<'py>(py: Python<'py>, s: &str) -> Bound<'py, PyString> {
                 return obj.bind(py).clone();
             }
         }
-        let obj = PyString::new(py, s);
+        // Interned, so a key that names a message field is the very object the class uses,
+        // and attribute lookups on the built objects take the identity fast path.
+        let obj = PyString::intern(py, s);
         cache.slots[slot] = Some((s.as_bytes().into(), obj.clone().unbind()));
         obj
     })
@@ -409,20 +417,20 @@ impl PyMsgpackCodec {
         if dict.len() != class.fields.len() {
             return Err(Stop::NotPlain);
         }
-        let start = w.len();
+        let start = w.begin_ext();
         w.array_len(4);
         w.str(class.module.as_bytes());
         w.str(class.name.as_bytes());
         w.map_len(class.fields.len());
         for ((k, x), f) in dict.iter().zip(&class.fields) {
-            if !str_eq(&k, &f.name) || !kind_matches(&f.kind, &x) {
+            if !(k.as_ptr() == f.key.as_ptr() || str_eq(&k, &f.name)) || !kind_matches(&f.kind, &x) {
                 return Err(Stop::NotPlain);
             }
             w.str(f.name.as_bytes());
             write_plain(w, &x, depth + 1)?;
         }
         w.str(b"model_validate_json");
-        w.wrap_ext(start, EXT_PYDANTIC_V2);
+        w.end_ext(start, EXT_PYDANTIC_V2);
         Ok(())
     }
 }
@@ -433,7 +441,7 @@ fn write_native(w: &mut Writer, native: Native, v: &Bound<'_, PyAny>) -> Walk {
     let int = |name: &Bound<'_, PyString>| -> Result<i64, Stop> {
         v.getattr(name).and_then(|x| x.extract::<i64>()).map_err(|_| Stop::Bail)
     };
-    let start = w.len();
+    let start = w.begin_ext();
     match native {
         Native::Uuid => {
             let n: u128 = v
@@ -444,7 +452,7 @@ fn write_native(w: &mut Writer, native: Native, v: &Bound<'_, PyAny>) -> Walk {
             w.str(b"uuid");
             w.str(b"UUID");
             w.str(format!("{n:032x}").as_bytes());
-            w.wrap_ext(start, EXT_CONSTRUCTOR_SINGLE_ARG);
+            w.end_ext(start, EXT_CONSTRUCTOR_SINGLE_ARG);
         }
         Native::DateTime => {
             let iso = v.call_method0(intern!(py, "isoformat")).map_err(|_| Stop::Bail)?;
@@ -454,7 +462,7 @@ fn write_native(w: &mut Writer, native: Native, v: &Bound<'_, PyAny>) -> Walk {
             w.str(b"datetime");
             w.str(iso.to_str().map_err(|_| Stop::Bail)?.as_bytes());
             w.str(b"fromisoformat");
-            w.wrap_ext(start, EXT_METHOD_SINGLE_ARG);
+            w.end_ext(start, EXT_METHOD_SINGLE_ARG);
         }
         Native::Date => {
             let (y, m, d) = (
@@ -469,7 +477,7 @@ fn write_native(w: &mut Writer, native: Native, v: &Bound<'_, PyAny>) -> Walk {
             w.int(y);
             w.int(m);
             w.int(d);
-            w.wrap_ext(start, EXT_CONSTRUCTOR_POS_ARGS);
+            w.end_ext(start, EXT_CONSTRUCTOR_POS_ARGS);
         }
         Native::TimeDelta => {
             let (d, s, us) = (
@@ -484,7 +492,7 @@ fn write_native(w: &mut Writer, native: Native, v: &Bound<'_, PyAny>) -> Walk {
             w.int(d);
             w.int(s);
             w.int(us);
-            w.wrap_ext(start, EXT_CONSTRUCTOR_POS_ARGS);
+            w.end_ext(start, EXT_CONSTRUCTOR_POS_ARGS);
         }
     }
     Ok(())
@@ -497,12 +505,12 @@ fn check_value(r: &mut Reader<'_>, depth: usize) -> bool {
     if depth > MAX_DEPTH {
         return false;
     }
-    match r.next() {
+    match r.read_token() {
         Err(_) => false,
         Ok(Token::Array(n)) => (0..n).all(|_| check_value(r, depth + 1)),
         Ok(Token::Map(n)) => (0..n).all(|_| {
             matches!(
-                r.next(),
+                r.read_token(),
                 Ok(Token::Nil
                     | Token::Bool(_)
                     | Token::Int(_)
@@ -520,7 +528,7 @@ impl PyMsgpackCodec {
     fn read_value<'py>(&self, py: Python<'py>, r: &mut Reader<'_>) -> PyResult<Bound<'py, PyAny>> {
         // `check_value` has accepted these bytes, so the reader cannot fail here.
         let tok = r
-            .next()
+            .read_token()
             .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
         Ok(match tok {
             Token::Nil => py.None().into_bound(py),
@@ -528,6 +536,8 @@ impl PyMsgpackCodec {
             Token::Int(i) => PyInt::new(py, i).into_any(),
             Token::UInt(u) => PyInt::new(py, u).into_any(),
             Token::Float(f) => PyFloat::new(py, f).into_any(),
+            // Short values (message types, roles, finish reasons) repeat as much as keys do.
+            Token::Str(s) if s.len() <= SHORT_VALUE_LEN => key_str(py, s).into_any(),
             Token::Str(s) => PyString::new(py, s).into_any(),
             Token::Bin(b) => PyBytes::new(py, b).into_any(),
             Token::Array(n) => {
@@ -595,7 +605,9 @@ impl PyMsgpackCodec {
     fn read_safe<'py>(&self, py: Python<'py>, code: i8, payload: &[u8]) -> PyResult<Option<Bound<'py, PyAny>>> {
         let mut r = Reader::new(payload);
         let want = if code == EXT_METHOD_SINGLE_ARG { 4 } else { 3 };
-        let (Ok(Token::Array(n)), Ok(Token::Str(module)), Ok(Token::Str(name))) = (r.next(), r.next(), r.next()) else {
+        let (Ok(Token::Array(n)), Ok(Token::Str(module)), Ok(Token::Str(name))) =
+            (r.read_token(), r.read_token(), r.read_token())
+        else {
             return Ok(None);
         };
         if n != want || !self.safe.contains(&(module.to_owned(), name.to_owned())) {
@@ -606,13 +618,13 @@ impl PyMsgpackCodec {
         }
         let mut probe = Reader::new(payload);
         for _ in 0..3 {
-            let _ = probe.next();
+            let _ = probe.read_token();
         }
         if !check_value(&mut probe, 1) {
             return Ok(None);
         }
         let method = if code == EXT_METHOD_SINGLE_ARG {
-            let Ok(Token::Str(m)) = probe.next() else {
+            let Ok(Token::Str(m)) = probe.read_token() else {
                 return Ok(None);
             };
             if !self
@@ -628,6 +640,8 @@ impl PyMsgpackCodec {
         let Some(target) = self.resolve(py, module, name, method) else {
             return Ok(None);
         };
+        // SAFETY: `check_value` has read the argument.
+        unsafe { r.assume_valid_utf8() };
         let arg = self.read_value(py, &mut r)?;
         let built = match code {
             EXT_CONSTRUCTOR_POS_ARGS => match arg.cast_exact::<PyList>() {
@@ -647,16 +661,18 @@ impl PyMsgpackCodec {
     /// payload to the ext hook.
     fn read_message<'py>(&self, py: Python<'py>, payload: &[u8]) -> PyResult<Option<Bound<'py, PyAny>>> {
         let mut r = Reader::new(payload);
-        let (Ok(Token::Array(4)), Ok(Token::Str(module)), Ok(Token::Str(name))) = (r.next(), r.next(), r.next()) else {
+        let (Ok(Token::Array(4)), Ok(Token::Str(module)), Ok(Token::Str(name))) =
+            (r.read_token(), r.read_token(), r.read_token())
+        else {
             return Ok(None);
         };
-        let Some(&i) = self.by_name.get(&(module.to_owned(), name.to_owned())) else {
+        let Some(i) = self.classes.iter().position(|c| c.name == name && c.module == module) else {
             return Ok(None);
         };
         let rest = {
             let mut probe = Reader::new(payload);
             for _ in 0..3 {
-                let _ = probe.next();
+                let _ = probe.read_token();
             }
             check_value(&mut probe, 1) && check_value(&mut probe, 1)
         };
@@ -664,6 +680,8 @@ impl PyMsgpackCodec {
             return Ok(None);
         }
         let class = &self.classes[i];
+        // SAFETY: `check_value` has read the rest of this payload.
+        unsafe { r.assume_valid_utf8() };
         let kwargs = self.read_value(py, &mut r)?;
         let _method = self.read_value(py, &mut r)?;
         Ok(Some(self.build_message(py, class, kwargs)?))
@@ -701,14 +719,14 @@ fn fast_decode_ok(class: &MessageClass, d: &Bound<'_, PyDict>) -> bool {
         return false;
     }
     for ((k, v), f) in d.iter().zip(&class.fields) {
-        if !str_eq(&k, &f.name) || !kind_matches(&f.kind, &v) {
+        if !(k.as_ptr() == f.key.as_ptr() || str_eq(&k, &f.name)) || !kind_matches(&f.kind, &v) {
             return false;
         }
     }
     !class.ai_rules || ai_rules_ok(d)
 }
 
-fn get<'py>(d: &Bound<'py, PyDict>, k: &str) -> Option<Bound<'py, PyAny>> {
+fn get<'py>(d: &Bound<'py, PyDict>, k: &Bound<'py, PyString>) -> Option<Bound<'py, PyAny>> {
     d.get_item(k).ok().flatten()
 }
 
@@ -716,11 +734,12 @@ fn get<'py>(d: &Bound<'py, PyDict>, k: &str) -> Option<Bound<'py, PyAny>> {
 /// and parses `additional_kwargs["tool_calls"]` when there are none; `usage_metadata` is a
 /// `TypedDict`. Only the shapes those leave unchanged qualify.
 fn ai_rules_ok(d: &Bound<'_, PyDict>) -> bool {
+    let py = d.py();
     let (Some(tc), Some(itc), Some(ak), Some(um)) = (
-        get(d, "tool_calls"),
-        get(d, "invalid_tool_calls"),
-        get(d, "additional_kwargs"),
-        get(d, "usage_metadata"),
+        get(d, intern!(py, "tool_calls")),
+        get(d, intern!(py, "invalid_tool_calls")),
+        get(d, intern!(py, "additional_kwargs")),
+        get(d, intern!(py, "usage_metadata")),
     ) else {
         return false;
     };
@@ -733,7 +752,7 @@ fn ai_rules_ok(d: &Bound<'_, PyDict>) -> bool {
     if tc.is_empty()
         && ak
             .cast::<PyDict>()
-            .map_or(true, |ak| ak.contains("tool_calls").unwrap_or(true))
+            .map_or(true, |ak| ak.contains(intern!(py, "tool_calls")).unwrap_or(true))
     {
         return false;
     }
@@ -743,9 +762,12 @@ fn ai_rules_ok(d: &Bound<'_, PyDict>) -> bool {
         if c.len() != 4 || !c.keys().iter().zip(keys).all(|(k, want)| str_eq(&k, want)) {
             return false;
         }
-        let (Some(name), Some(args), Some(id), Some(ty)) =
-            (get(c, "name"), get(c, "args"), get(c, "id"), get(c, "type"))
-        else {
+        let (Some(name), Some(args), Some(id), Some(ty)) = (
+            get(c, intern!(py, "name")),
+            get(c, intern!(py, "args")),
+            get(c, intern!(py, "id")),
+            get(c, intern!(py, "type")),
+        ) else {
             return false;
         };
         str_eq(&ty, "tool_call")
@@ -807,30 +829,35 @@ fn construct_unvalidated<'py>(
     }
 }
 
+/// A message class as `fast_langgraph/serde.py` describes it: the class, its fields as
+/// `(name, kind, literal values)`, whether it may be built without re-validation, and whether
+/// `AIMessage`'s rules apply.
+type ClassSpec<'py> = (
+    Bound<'py, PyType>,
+    Vec<(String, String, Vec<Option<String>>)>,
+    bool,
+    bool,
+);
+
 #[pymethods]
 impl PyMsgpackCodec {
     /// `classes`: `(cls, fields, fast_decode, ai_rules)` per message class, `fields` a list of
     /// `(name, kind, literals)`; `natives`: `(type, kind)` of the standard-library types written
     /// here; `safe`, `safe_methods`: LangGraph's `SAFE_MSGPACK_TYPES` and `SAFE_MSGPACK_METHODS`.
     #[new]
+    #[allow(clippy::too_many_arguments)] // One private constructor, called from serde.py only.
     fn new(
         enc: Bound<'_, PyAny>,
         ext_hook: Bound<'_, PyAny>,
         native_ext: bool,
         fallback: Bound<'_, PyAny>,
-        classes: Vec<(
-            Bound<'_, PyType>,
-            Vec<(String, String, Vec<Option<String>>)>,
-            bool,
-            bool,
-        )>,
+        classes: Vec<ClassSpec<'_>>,
         natives: Vec<(Bound<'_, PyType>, String)>,
         safe: Vec<Vec<String>>,
         safe_methods: Vec<Vec<String>>,
     ) -> PyResult<Self> {
         let py = enc.py();
         let mut out = Vec::new();
-        let mut by_name = HashMap::new();
         for (cls, fields, fast_decode, ai_rules) in classes {
             let module: String = cls.getattr(intern!(py, "__module__"))?.extract()?;
             let name: String = cls.getattr(intern!(py, "__name__"))?.extract()?;
@@ -852,11 +879,11 @@ impl PyMsgpackCodec {
                             )))
                         }
                     };
-                    Ok(Field { name, kind })
+                    let key = PyString::intern(py, &name).unbind();
+                    Ok(Field { name, key, kind })
                 })
                 .collect::<PyResult<Vec<_>>>()?;
             let field_names = PyFrozenSet::new(py, fields.iter().map(|f| f.name.as_str()))?.unbind();
-            by_name.insert((module.clone(), name.clone()), out.len());
             out.push(MessageClass {
                 cls: cls.unbind(),
                 module,
@@ -873,7 +900,6 @@ impl PyMsgpackCodec {
             native_ext,
             fallback: fallback.unbind(),
             classes: out,
-            by_name,
             natives: natives
                 .into_iter()
                 .map(|(t, kind)| {
@@ -929,7 +955,10 @@ impl PyMsgpackCodec {
         if !check_value(&mut Reader::new(data), 0) {
             return self.fallback.bind(py).clone();
         }
-        match self.read_value(py, &mut Reader::new(data)) {
+        let mut r = Reader::new(data);
+        // SAFETY: `check_value` has just read the same value from the same bytes.
+        unsafe { r.assume_valid_utf8() };
+        match self.read_value(py, &mut r) {
             Ok(v) => v,
             Err(_) => self.fallback.bind(py).clone(),
         }

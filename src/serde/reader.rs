@@ -24,13 +24,19 @@ pub enum Token<'a> {
 pub struct Reader<'a> {
     data: &'a [u8],
     pos: usize,
+    /// Every `str` still to be read is known to be UTF-8.
+    trusted: bool,
 }
 
 impl<'a> Reader<'a> {
     /// A reader at the start of `data`.
     #[must_use]
     pub fn new(data: &'a [u8]) -> Self {
-        Reader { data, pos: 0 }
+        Reader {
+            data,
+            pos: 0,
+            trusted: false,
+        }
     }
 
     /// True once every byte has been read.
@@ -63,9 +69,23 @@ impl<'a> Reader<'a> {
 
     fn str(&mut self, n: usize) -> Result<Token<'a>, DecodeError> {
         let b = self.take(n)?;
+        if self.trusted {
+            // SAFETY: `assume_valid_utf8`'s caller guarantees every `str` from here on is UTF-8.
+            return Ok(Token::Str(unsafe { std::str::from_utf8_unchecked(b) }));
+        }
         std::str::from_utf8(b)
             .map(Token::Str)
             .map_err(|_| DecodeError::InvalidUtf8)
+    }
+
+    /// Skips UTF-8 validation of the `str` values read from here on: for a second pass over
+    /// bytes a first pass has read in full.
+    ///
+    /// # Safety
+    /// Every `str` value still to be read must be valid UTF-8 (a reader over the same bytes
+    /// from this position has returned them all without [`DecodeError::InvalidUtf8`]).
+    pub unsafe fn assume_valid_utf8(&mut self) {
+        self.trusted = true;
     }
 
     fn ext(&mut self, n: usize) -> Result<Token<'a>, DecodeError> {
@@ -76,7 +96,7 @@ impl<'a> Reader<'a> {
     /// When the next token is a `str`, reads and returns it; otherwise reads nothing.
     pub fn peek_str(&mut self) -> Option<&'a str> {
         let save = self.pos;
-        match self.next() {
+        match self.read_token() {
             Ok(Token::Str(s)) => Some(s),
             _ => {
                 self.pos = save;
@@ -90,7 +110,7 @@ impl<'a> Reader<'a> {
     /// # Errors
     /// [`DecodeError`] when the data ends early, holds the unused marker `0xc1`, or a `str`
     /// is not UTF-8.
-    pub fn next(&mut self) -> Result<Token<'a>, DecodeError> {
+    pub fn read_token(&mut self) -> Result<Token<'a>, DecodeError> {
         let m = self.arr::<1>()?[0];
         Ok(match m {
             0x00..=0x7f => Token::UInt(u64::from(m)),
@@ -152,7 +172,7 @@ mod tests {
         w.ext(7, b"abc");
         let bytes = w.into_bytes();
         let mut r = Reader::new(&bytes);
-        let got: Vec<Token> = std::iter::from_fn(|| (!r.at_end()).then(|| r.next().unwrap())).collect();
+        let got: Vec<Token> = std::iter::from_fn(|| (!r.at_end()).then(|| r.read_token().unwrap())).collect();
         assert_eq!(
             got,
             [
@@ -173,15 +193,18 @@ mod tests {
 
     #[test]
     fn reports_bad_input() {
-        assert_eq!(Reader::new(&[0xc1]).next(), Err(DecodeError::InvalidMarker(0xc1)));
-        assert_eq!(Reader::new(&[0xa3, b'a']).next(), Err(DecodeError::Truncated));
-        assert_eq!(Reader::new(&[0xa1, 0xff]).next(), Err(DecodeError::InvalidUtf8));
+        assert_eq!(Reader::new(&[0xc1]).read_token(), Err(DecodeError::InvalidMarker(0xc1)));
+        assert_eq!(Reader::new(&[0xa3, b'a']).read_token(), Err(DecodeError::Truncated));
+        assert_eq!(Reader::new(&[0xa1, 0xff]).read_token(), Err(DecodeError::InvalidUtf8));
         assert_eq!(
-            Reader::new(&[0xc9, 0xff, 0xff, 0xff, 0xff, 1]).next(),
+            Reader::new(&[0xc9, 0xff, 0xff, 0xff, 0xff, 1]).read_token(),
             Err(DecodeError::Truncated)
         );
-        assert_eq!(Reader::new(&[]).next(), Err(DecodeError::Truncated));
-        assert_eq!(Reader::new(&[0xca, 0x3f, 0x80, 0, 0]).next(), Ok(Token::Float(1.0)));
-        assert_eq!(Reader::new(&[0xd4, 0xff, 0]).next(), Ok(Token::Ext(-1, &[0][..])));
+        assert_eq!(Reader::new(&[]).read_token(), Err(DecodeError::Truncated));
+        assert_eq!(
+            Reader::new(&[0xca, 0x3f, 0x80, 0, 0]).read_token(),
+            Ok(Token::Float(1.0))
+        );
+        assert_eq!(Reader::new(&[0xd4, 0xff, 0]).read_token(), Ok(Token::Ext(-1, &[0][..])));
     }
 }

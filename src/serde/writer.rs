@@ -1,5 +1,8 @@
 //! The MessagePack writer.
 
+/// The longest extension header (`ext 32`: marker, 4-byte length, type).
+const MAX_EXT_HEADER: usize = 6;
+
 /// Appends MessagePack values to a byte buffer.
 #[derive(Debug, Default)]
 pub struct Writer {
@@ -191,11 +194,25 @@ impl Writer {
         self.buf.extend_from_slice(payload);
     }
 
-    /// Wraps everything written from `start` on as the payload of an extension value of type
-    /// `code`, moving it up to make room for the header.
-    pub fn wrap_ext(&mut self, start: usize, code: i8) {
-        let payload = self.buf.split_off(start);
-        self.ext(code, &payload);
+    /// Starts an extension value whose payload is written next: reserves room for the largest
+    /// header. Returns the position to hand to [`Writer::end_ext`].
+    pub fn begin_ext(&mut self) -> usize {
+        let start = self.buf.len();
+        self.buf.extend_from_slice(&[0; MAX_EXT_HEADER]);
+        start
+    }
+
+    /// Ends the extension value begun at `start`: writes its header and moves the payload
+    /// down to follow it.
+    pub fn end_ext(&mut self, start: usize, code: i8) {
+        let payload_start = start + MAX_EXT_HEADER;
+        let n = self.buf.len() - payload_start;
+        let mut header = Writer::with_capacity(MAX_EXT_HEADER);
+        header.ext_header(code, n);
+        let h = header.buf.len();
+        self.buf[start..start + h].copy_from_slice(&header.buf);
+        self.buf.copy_within(payload_start.., start + h);
+        self.buf.truncate(start + h + n);
     }
 }
 
@@ -248,10 +265,19 @@ mod tests {
         assert_eq!(w(|w| w.ext(1, &[0; 16]))[..2], [0xd8, 1]);
         let mut out = Writer::default();
         out.array_len(1);
-        let start = out.len();
+        let start = out.begin_ext();
         out.str(b"abc");
-        out.wrap_ext(start, 2);
+        out.end_ext(start, 2);
         assert_eq!(out.as_bytes(), [0x91, 0xd6, 2, 0xa3, b'a', b'b', b'c']);
+        for n in [0usize, 1, 3, 255, 256, 70000] {
+            let mut a = Writer::default();
+            let s = a.begin_ext();
+            a.raw(&vec![7; n]);
+            a.end_ext(s, 5);
+            let mut b = Writer::default();
+            b.ext(5, &vec![7; n]);
+            assert_eq!(a.as_bytes(), b.as_bytes());
+        }
     }
 
     #[test]
