@@ -218,13 +218,10 @@ impl RedisStore {
                 Ok(v)
             }
             Err(e) => {
+                // The connection is dropped: after a failure its protocol state is unknown.
                 if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
                     self.down_until
                         .store(SystemClock.now_ms() + BACKOFF_MS, Ordering::Relaxed);
-                } else if e.kind() != redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError) {
-                    // Keep the connection unless the protocol state may be off.
-                    drop(c);
-                    return Err(self.fail(&e));
                 }
                 Err(self.fail(&e))
             }
