@@ -306,6 +306,8 @@ class RustLLMCache(_native.RustLLMCache):
         clock: A callable returning seconds since the epoch, in place of the system clock.
         lock_timeout: Seconds a cross-process single-flight lock lasts, and the longest
             other processes wait for its holder's value before running the function themselves.
+        connect_timeout: Seconds to wait for a connection to the Redis server.
+        io_timeout: Seconds to wait for each reply of the Redis server.
     """
 
     def __new__(
@@ -322,6 +324,8 @@ class RustLLMCache(_native.RustLLMCache):
         allowed_types: Iterable[Any] = (),
         clock: Callable[[], float] | None = None,
         lock_timeout: float = 30.0,
+        connect_timeout: float = 1.0,
+        io_timeout: float = 2.0,
         _space: str = "",
         _space_prefix: bool = False,
         _codec: Any = None,
@@ -348,6 +352,8 @@ class RustLLMCache(_native.RustLLMCache):
             space=_space,
             space_prefix=_space_prefix,
             lock_timeout=lock_timeout,
+            connect_timeout=connect_timeout,
+            io_timeout=io_timeout,
         )
         self._codec = codec  # type: ignore[attr-defined]
         self._lock_timeout = lock_timeout  # type: ignore[attr-defined]

@@ -178,7 +178,7 @@ impl RedisStore {
 
     fn conn(&self) -> Result<Connection> {
         if self.closed.load(Ordering::Relaxed) {
-            return Err(Error::Closed(format!("the Redis cache at {} was closed", self.url)));
+            return Err(Error::Cache(format!("the Redis cache at {} was closed", self.url)));
         }
         if let Some(c) = self.pool.lock().unwrap_or_else(PoisonError::into_inner).pop() {
             return Ok(c);

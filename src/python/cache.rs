@@ -24,7 +24,6 @@ use crate::cache::{expiry_after, Clock, LruTtlCache, ManualClock, SystemClock};
 use crate::cache_redis::{RedisOptions, RedisStore};
 use crate::cache_store::{stored_key, DiskStore, RemoteStore, Spaces, StoredValue};
 use crate::error::Error;
-use crate::python::exceptions::cache_error;
 
 /// A cached value, with the objects its key refers to by identity (kept alive so that their
 /// ids are not reused while the entry exists).
@@ -168,7 +167,7 @@ impl PyRustLLMCache {
     fn fault(&self, py: Python<'_>, e: Error) -> PyResult<()> {
         let soft = self.shared.as_ref().is_some_and(|s| s.soft) && matches!(e, Error::Redis(_));
         if !soft {
-            return Err(cache_error(e));
+            return Err(e.into());
         }
         self.with_map(py, Map::record_error);
         if !self.warned.swap(true, Ordering::Relaxed) {
@@ -539,7 +538,7 @@ impl PyRustLLMCache {
                     .to_owned();
                 let codec = need_codec()?;
                 // Opening reads the file and may wait on another process's lock.
-                let disk = py.detach(move || DiskStore::open(&path, size)).map_err(cache_error)?;
+                let disk = py.detach(move || DiskStore::open(&path, size)).map_err(PyErr::from)?;
                 let shared = Shared {
                     store: Box::new(disk),
                     codec,
@@ -554,7 +553,7 @@ impl PyRustLLMCache {
                     connect_timeout: seconds("connect_timeout", connect_timeout)?,
                     io_timeout: seconds("io_timeout", io_timeout)?,
                 };
-                let store = RedisStore::open(&url, opts).map_err(cache_error)?;
+                let store = RedisStore::open(&url, opts).map_err(PyErr::from)?;
                 let shared = Shared {
                     store: Box::new(store),
                     codec,
