@@ -269,6 +269,18 @@ class _ValueCodec:
         return value
 
 
+class _RawCodec:
+    """The codec of a cache whose values are already ``(tag, bytes)`` pairs of a serializer
+    (``FastNodeCache``): stored as they are, read back as they were."""
+
+    def dumps(self, value: tuple[str, bytes]) -> tuple[str, bytes]:
+        tag, data = value
+        return tag, data
+
+    def loads(self, tag: str, data: bytes) -> tuple[str, bytes]:
+        return tag, data
+
+
 class RustLLMCache(_native.RustLLMCache):
     """An LRU cache with a time to live per entry, holding Python objects; safe to share
     between threads. With ``path=`` entries are also kept in an SQLite file, with
@@ -294,6 +306,8 @@ class RustLLMCache(_native.RustLLMCache):
         clock: A callable returning seconds since the epoch, in place of the system clock.
         lock_timeout: Seconds a cross-process single-flight lock lasts, and the longest
             other processes wait for its holder's value before running the function themselves.
+        connect_timeout: Seconds to wait for a connection to the Redis server.
+        io_timeout: Seconds to wait for each reply of the Redis server.
     """
 
     def __new__(
@@ -310,8 +324,11 @@ class RustLLMCache(_native.RustLLMCache):
         allowed_types: Iterable[Any] = (),
         clock: Callable[[], float] | None = None,
         lock_timeout: float = 30.0,
+        connect_timeout: float = 1.0,
+        io_timeout: float = 2.0,
         _space: str = "",
         _space_prefix: bool = False,
+        _codec: Any = None,
     ) -> RustLLMCache:
         if redis_url is not None and not isinstance(redis_url, str):
             raise TypeError(f"redis_url must be a str, got {type(redis_url).__name__}")
@@ -335,6 +352,8 @@ class RustLLMCache(_native.RustLLMCache):
             space=_space,
             space_prefix=_space_prefix,
             lock_timeout=lock_timeout,
+            connect_timeout=connect_timeout,
+            io_timeout=io_timeout,
         )
         self._codec = codec  # type: ignore[attr-defined]
         self._lock_timeout = lock_timeout  # type: ignore[attr-defined]
@@ -449,6 +468,51 @@ class _SyncFlights:
         return value
 
 
+def _resolve(fut: asyncio.Future, ok: bool, value: Any) -> None:
+    if not fut.done():
+        if ok:
+            fut.set_result(value)
+        else:
+            fut.set_exception(value)
+
+
+async def _aget_key(
+    cache: Any, key: bytes, count: bool = True, space: str | None = None
+) -> tuple[bool, Any]:
+    """A lookup that never blocks the event loop: a memory hit is answered at once, a file or
+    server read runs on the cache's I/O threads, which wake the loop with the result."""
+    loop = asyncio.get_running_loop()
+    fut = loop.create_future()
+    now = cache._submit_get(
+        key, count, space, functools.partial(loop.call_soon_threadsafe, _resolve, fut)
+    )
+    if now is not None:
+        return now
+    return await fut
+
+
+async def _aput_key(
+    cache: Any,
+    key: bytes,
+    value: Any,
+    pins: Sequence[Any] = (),
+    ttl: float | None = None,
+    space: str | None = None,
+) -> None:
+    """A store that never blocks the event loop (the write runs on the cache's I/O threads)."""
+    loop = asyncio.get_running_loop()
+    fut = loop.create_future()
+    if not cache._submit_put(
+        key,
+        value,
+        list(pins),
+        ttl,
+        space,
+        functools.partial(loop.call_soon_threadsafe, _resolve, fut),
+    ):
+        await fut
+
+
 def _cancelling() -> bool:
     task = asyncio.current_task()
     cancelling = getattr(task, "cancelling", None)
@@ -468,10 +532,7 @@ def _async_wrapper(func: Callable[..., Any], cf: CachedFunction) -> Callable[...
     async def get(key: bytes, count: bool = True) -> tuple[bool, Any]:
         if not persistent:
             return cache._get_key(key, count)
-        found, value = cache._get_local(key)
-        if found:
-            return found, value
-        return await asyncio.to_thread(cache._get_key, key, count)
+        return await _aget_key(cache, key, count)
 
     @functools.wraps(func)
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -514,14 +575,14 @@ def _async_wrapper(func: Callable[..., Any], cf: CachedFunction) -> Callable[...
                     if not found:
                         token = await asyncio.to_thread(cache._lock, key)
                 else:
-                    found, value = await asyncio.to_thread(cache._get_key, key, False)
+                    found, value = await _aget_key(cache, key, False)
                 if found:
                     cache._miss_was_hit()
                     fut.set_result(value)
                     return value
             value = await func(*args, **kwargs)
             if persistent:
-                await asyncio.to_thread(cache._put_key, key, value, pins)
+                await _aput_key(cache, key, value, pins)
             else:
                 cache._put_key(key, value, pins)
         except asyncio.CancelledError:
@@ -750,10 +811,17 @@ class FastLLMCache(LangChainBaseCache):
         self.cache.clear()
 
     async def alookup(self, prompt: str, llm_string: str) -> RETURN_VAL_TYPE | None:
-        return await _off_loop(self.cache, self.lookup, prompt, llm_string)
+        if not self.cache.persistent:
+            return self.lookup(prompt, llm_string)
+        k, _ = self.cache._key((prompt, llm_string))
+        _, value = await _aget_key(self.cache, k)
+        return value
 
     async def aupdate(self, prompt: str, llm_string: str, return_val: RETURN_VAL_TYPE) -> None:
-        await _off_loop(self.cache, self.update, prompt, llm_string, return_val)
+        if not self.cache.persistent:
+            return self.update(prompt, llm_string, return_val)
+        k, pins = self.cache._key((prompt, llm_string))
+        await _aput_key(self.cache, k, return_val, pins)
 
     async def aclear(self, **kwargs: Any) -> None:
         await _off_loop(self.cache, self.clear)
@@ -819,8 +887,10 @@ class FastNodeCache(LangGraphBaseCache):
             clock=clock,
             _space="node" + _SEP,
             _space_prefix=True,
+            _codec=_RawCodec(),
         )
         self.scope: str | None = None
+        self._spaces: dict[tuple[str, ...], str] = {}
 
     def scoped(self, scope: str) -> FastNodeCache:
         """A view of this cache whose entries are apart from those of every other scope.
@@ -839,6 +909,7 @@ class FastNodeCache(LangGraphBaseCache):
         view.serde = self.serde
         view.cache = self.cache
         view.scope = scope
+        view._spaces = {}
         return view
 
     def _key(self, ns: Sequence[str], key: str) -> tuple:
@@ -853,12 +924,16 @@ class FastNodeCache(LangGraphBaseCache):
 
     def _space(self, ns: Sequence[str]) -> str:
         # One space per node namespace, so clear(namespaces) is a delete of whole spaces.
-        return (
-            self._scope_space()
-            + hashlib.blake2b(
+        ns = tuple(ns)
+        space = self._spaces.get(ns)
+        if space is None:
+            if len(self._spaces) > 4096:
+                self._spaces.clear()
+            digest = hashlib.blake2b(
                 "\x00".join(ns).encode("utf-8", "surrogatepass"), digest_size=16
             ).hexdigest()
-        )
+            space = self._spaces[ns] = self._scope_space() + digest
+        return space
 
     def get(self, keys: Sequence[FullKey]) -> dict[FullKey, Any]:
         out: dict[FullKey, Any] = {}
@@ -894,10 +969,24 @@ class FastNodeCache(LangGraphBaseCache):
             self.cache._delete_prefix(full[:-_EMPTY_STR_LEN], self._space(ns), False)
 
     async def aget(self, keys: Sequence[FullKey]) -> dict[FullKey, Any]:
-        return await _off_loop(self.cache, self.get, keys)
+        if not self.cache.persistent:
+            return self.get(keys)
+        out: dict[FullKey, Any] = {}
+        for full in keys:
+            k, _ = self.cache._key(self._key(*full))
+            found, value = await _aget_key(self.cache, k, True, self._space(full[0]))
+            if found and value is not None:
+                out[full] = self.serde.loads_typed(value)
+        return out
 
     async def aset(self, pairs: Mapping[FullKey, tuple[Any, int | None]]) -> None:
-        await _off_loop(self.cache, self.set, pairs)
+        if not self.cache.persistent:
+            return self.set(pairs)
+        for (ns, key), (value, ttl) in pairs.items():
+            k, _ = self.cache._key(self._key(ns, key))
+            await _aput_key(
+                self.cache, k, tuple(self.serde.dumps_typed(value)), (), ttl, self._space(ns)
+            )
 
     async def aclear(self, namespaces: Sequence[Namespace] | None = None) -> None:
         await _off_loop(self.cache, self.clear, namespaces)

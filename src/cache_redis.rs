@@ -178,7 +178,7 @@ impl RedisStore {
 
     fn conn(&self) -> Result<Connection> {
         if self.closed.load(Ordering::Relaxed) {
-            return Err(Error::Closed(format!("the Redis cache at {} was closed", self.url)));
+            return Err(Error::Cache(format!("the Redis cache at {} was closed", self.url)));
         }
         if let Some(c) = self.pool.lock().unwrap_or_else(PoisonError::into_inner).pop() {
             return Ok(c);
@@ -218,13 +218,10 @@ impl RedisStore {
                 Ok(v)
             }
             Err(e) => {
+                // The connection is dropped: after a failure its protocol state is unknown.
                 if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
                     self.down_until
                         .store(SystemClock.now_ms() + BACKOFF_MS, Ordering::Relaxed);
-                } else if e.kind() != redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError) {
-                    // Keep the connection unless the protocol state may be off.
-                    drop(c);
-                    return Err(self.fail(&e));
                 }
                 Err(self.fail(&e))
             }

@@ -89,7 +89,7 @@ pub trait RemoteStore: Send + Sync {
     fn unlock(&self, _space: &str, _key: &[u8; 32], _token: &str) -> Result<()> {
         Ok(())
     }
-    /// Closes the connections; later calls fail with `Error::Closed`.
+    /// Closes the connections; later calls fail with `Error::Cache`.
     fn close(&self);
 }
 
@@ -152,6 +152,10 @@ impl DiskStore {
     /// Opens (creating if needed) the cache file at `path`, or a private in-memory database
     /// for `":memory:"`. It keeps at most `max_size` entries per space.
     pub fn open(path: &str, max_size: usize) -> Result<Self> {
+        Self::open_inner(path, max_size).map_err(Error::in_cache)
+    }
+
+    fn open_inner(path: &str, max_size: usize) -> Result<Self> {
         if max_size == 0 {
             return Err(Error::Invalid("max_size must be at least 1".into()));
         }
@@ -190,8 +194,8 @@ impl DiskStore {
     fn with_conn<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
         let inner = self.lock();
         match &inner.conn {
-            Some(c) => f(c),
-            None => Err(Error::Closed(format!("the cache file {:?} was closed", self.path))),
+            Some(c) => f(c).map_err(Error::in_cache),
+            None => Err(Error::Cache(format!("the cache file {:?} was closed", self.path))),
         }
     }
 
@@ -247,10 +251,14 @@ impl RemoteStore for DiskStore {
         let mut inner = self.lock();
         let Inner { conn, approx_len } = &mut *inner;
         let Some(conn) = conn else {
-            return Err(Error::Closed(format!("the cache file {:?} was closed", self.path)));
+            return Err(Error::Cache(format!("the cache file {:?} was closed", self.path)));
         };
-        conn.prepare_cached(PUT)?
-            .execute(params![space, &key[..], value.type_tag, value.data, expires, sum])?;
+        let put = || -> Result<()> {
+            conn.prepare_cached(PUT)?
+                .execute(params![space, &key[..], value.type_tag, value.data, expires, sum])?;
+            Ok(())
+        };
+        put().map_err(Error::in_cache)?;
         if self.max_size == usize::MAX {
             return Ok(());
         }
@@ -260,13 +268,13 @@ impl RemoteStore for DiskStore {
                 *n
             }
             None => {
-                let n = count(conn, space)?;
+                let n = count(conn, space).map_err(Error::in_cache)?;
                 approx_len.insert(space.to_owned(), n);
                 n
             }
         };
         if n > self.max_size {
-            let left = trim(conn, space, self.max_size, now_ms)?;
+            let left = trim(conn, space, self.max_size, now_ms).map_err(Error::in_cache)?;
             approx_len.insert(space.to_owned(), left);
         }
         Ok(())
@@ -525,10 +533,10 @@ mod tests {
     fn closed_store_refuses_calls() {
         let s = store(10);
         s.close();
-        assert!(matches!(s.get("sp", &k("k"), 0), Err(Error::Closed(_))));
+        assert!(matches!(s.get("sp", &k("k"), 0), Err(Error::Cache(_))));
         assert!(matches!(
             s.put("sp", &k("k"), &val(b"1", None), 0),
-            Err(Error::Closed(_))
+            Err(Error::Cache(_))
         ));
     }
 

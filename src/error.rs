@@ -34,6 +34,28 @@ pub enum Error {
     PoolClosed(String),
     /// A Redis server could not be reached, or answered with an error.
     Redis(String),
+    /// A cache file or server failed otherwise (an SQLite error, use after `close()`): the
+    /// cache's own variant, so the one mapping to Python exceptions tells it from a
+    /// checkpointer's failure.
+    Cache(String),
+}
+
+impl Error {
+    /// The same failure told as the cache subsystem's: generic storage failures and use after
+    /// close become `Error::Cache`; failures with a meaning of their own (a foreign file, a
+    /// lock timeout, a corrupt entry, bad input, Redis) keep their variant.
+    #[must_use]
+    pub fn in_cache(self) -> Self {
+        match self {
+            Error::Sqlite { busy: false, message } => Error::Cache(format!("SQLite error: {message}")),
+            Error::Closed(m)
+            | Error::Storage(m)
+            | Error::ForkedProcess(m)
+            | Error::PoolClosed(m)
+            | Error::DeltaBaseMissing(m) => Error::Cache(m),
+            e => e,
+        }
+    }
 }
 
 /// Result alias for the core.
@@ -54,7 +76,8 @@ impl fmt::Display for Error {
             | Error::ForkedProcess(m)
             | Error::PoolClosed(m)
             | Error::Redis(m)
-            | Error::Conflict(m) => f.write_str(m),
+            | Error::Conflict(m)
+            | Error::Cache(m) => f.write_str(m),
         }
     }
 }

@@ -24,7 +24,6 @@ use crate::cache::{expiry_after, Clock, LruTtlCache, ManualClock, SystemClock};
 use crate::cache_redis::{RedisOptions, RedisStore};
 use crate::cache_store::{stored_key, DiskStore, RemoteStore, Spaces, StoredValue};
 use crate::error::Error;
-use crate::python::exceptions::cache_error;
 
 /// A cached value, with the objects its key refers to by identity (kept alive so that their
 /// ids are not reused while the entry exists).
@@ -168,7 +167,7 @@ impl PyRustLLMCache {
     fn fault(&self, py: Python<'_>, e: Error) -> PyResult<()> {
         let soft = self.shared.as_ref().is_some_and(|s| s.soft) && matches!(e, Error::Redis(_));
         if !soft {
-            return Err(cache_error(e));
+            return Err(e.into());
         }
         self.with_map(py, Map::record_error);
         if !self.warned.swap(true, Ordering::Relaxed) {
@@ -236,7 +235,20 @@ impl PyRustLLMCache {
         let space = self.space(space);
         let digest = stored_key(space, key);
         // SQLite or network I/O.
-        let row = match py.detach(|| shared.store.get(space, &digest, now)) {
+        let row = py.detach(|| shared.store.get(space, &digest, now));
+        self.finish_get(py, key, count, row)
+    }
+
+    /// The rest of a lookup once the shared tier has answered: decode, keep in memory, count.
+    fn finish_get(
+        &self,
+        py: Python<'_>,
+        key: &[u8],
+        count: bool,
+        row: crate::error::Result<Option<StoredValue>>,
+    ) -> PyResult<Option<Py<PyAny>>> {
+        let Some(shared) = &self.shared else { return Ok(None) };
+        let row = match row {
             Ok(Some(row)) => row,
             Ok(None) => {
                 self.count_miss(py, count);
@@ -289,33 +301,55 @@ impl PyRustLLMCache {
         let now = self.now_ms(py)?;
         let expires_at = ttl.map(|t| expiry_after(now, t));
         if let Some(shared) = &self.shared {
-            let (type_tag, data): (String, Vec<u8>) = shared
-                .codec
-                .bind(py)
-                .call_method1("dumps", (value,))
-                .and_then(|r| r.extract())
-                .map_err(|e| {
-                    PyTypeError::new_err(format!(
-                        "cannot store a value of type {} in the {}: {e}",
-                        value
-                            .get_type()
-                            .name()
-                            .map_or_else(|_| "?".to_owned(), |n| n.to_string()),
-                        shared.store.describe()
-                    ))
-                })?;
+            let row = self.encode_value(py, shared, value, expires_at)?;
             let space = self.space(space);
             let digest = stored_key(space, key);
-            let row = StoredValue {
-                type_tag,
-                data,
-                expires_at,
-            };
             // SQLite or network I/O.
             if let Err(e) = py.detach(|| shared.store.put(space, &digest, &row, now)) {
                 self.fault(py, e)?;
             }
         }
+        self.put_local(py, key, value, pins, expires_at);
+        Ok(())
+    }
+
+    fn encode_value(
+        &self,
+        py: Python<'_>,
+        shared: &Shared,
+        value: &Bound<'_, PyAny>,
+        expires_at: Option<u64>,
+    ) -> PyResult<StoredValue> {
+        let (type_tag, data): (String, Vec<u8>) = shared
+            .codec
+            .bind(py)
+            .call_method1("dumps", (value,))
+            .and_then(|r| r.extract())
+            .map_err(|e| {
+                PyTypeError::new_err(format!(
+                    "cannot store a value of type {} in the {}: {e}",
+                    value
+                        .get_type()
+                        .name()
+                        .map_or_else(|_| "?".to_owned(), |n| n.to_string()),
+                    shared.store.describe()
+                ))
+            })?;
+        Ok(StoredValue {
+            type_tag,
+            data,
+            expires_at,
+        })
+    }
+
+    fn put_local(
+        &self,
+        py: Python<'_>,
+        key: &[u8],
+        value: &Bound<'_, PyAny>,
+        pins: Vec<Py<PyAny>>,
+        expires_at: Option<u64>,
+    ) {
         if self.local {
             let pins = if pins.is_empty() {
                 None
@@ -328,7 +362,6 @@ impl PyRustLLMCache {
             };
             self.with_map(py, |g| g.put_until(key.into(), slot, expires_at));
         }
-        Ok(())
     }
 
     fn key_of(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<(Vec<u8>, Vec<Py<PyAny>>)> {
@@ -368,6 +401,64 @@ impl PyRustLLMCache {
     fn new_token(&self) -> String {
         let n = self.tokens.fetch_add(1, Ordering::Relaxed);
         format!("{}:{}:{n}", std::process::id(), SystemClock.now_ms())
+    }
+}
+
+/// A job for the cache's I/O threads.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Threads serving the async faces' file and server calls.
+const IO_THREADS: usize = 4;
+
+/// The I/O threads' queue, with the process that started them (a forked child starts its own).
+static IO: Mutex<Option<(u32, std::sync::mpsc::Sender<Job>)>> = Mutex::new(None);
+
+/// Runs `job` on an I/O thread. The async faces use this instead of `asyncio.to_thread`: the
+/// thread answers through `loop.call_soon_threadsafe`, with no executor or context copy.
+fn submit(job: Job) -> PyResult<()> {
+    let mut g = IO.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let pid = std::process::id();
+    #[allow(clippy::nonminimal_bool)] // is_none_or needs Rust 1.82
+    let stale = !g.as_ref().is_some_and(|(p, _)| *p == pid);
+    if stale {
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        let rx = Arc::new(Mutex::new(rx));
+        for i in 0..IO_THREADS {
+            let rx = Arc::clone(&rx);
+            std::thread::Builder::new()
+                .name(format!("flg-cache-io-{i}"))
+                .spawn(move || loop {
+                    // The lock is held only to take one job.
+                    let job = rx.lock().unwrap_or_else(std::sync::PoisonError::into_inner).recv();
+                    match job {
+                        Ok(job) => job(),
+                        Err(_) => return,
+                    }
+                })
+                .map_err(|e| {
+                    crate::python::exceptions::CacheError::new_err(format!("cannot start a cache I/O thread: {e}"))
+                })?;
+        }
+        *g = Some((pid, tx));
+    }
+    let sent = g.as_ref().map(|(_, tx)| tx.send(job));
+    match sent {
+        Some(Ok(())) => Ok(()),
+        _ => Err(crate::python::exceptions::CacheError::new_err(
+            "the cache I/O threads are gone",
+        )),
+    }
+}
+
+/// Hands a result to an async caller's `done(ok, value)` callback.
+fn answer(py: Python<'_>, done: &Py<PyAny>, result: PyResult<Py<PyAny>>) {
+    let r = match result {
+        Ok(v) => done.call1(py, (true, v)),
+        Err(e) => done.call1(py, (false, e.into_value(py))),
+    };
+    if let Err(e) = r {
+        // The event loop is closed: nobody is waiting any more.
+        drop(e);
     }
 }
 
@@ -447,7 +538,7 @@ impl PyRustLLMCache {
                     .to_owned();
                 let codec = need_codec()?;
                 // Opening reads the file and may wait on another process's lock.
-                let disk = py.detach(move || DiskStore::open(&path, size)).map_err(cache_error)?;
+                let disk = py.detach(move || DiskStore::open(&path, size)).map_err(PyErr::from)?;
                 let shared = Shared {
                     store: Box::new(disk),
                     codec,
@@ -462,7 +553,7 @@ impl PyRustLLMCache {
                     connect_timeout: seconds("connect_timeout", connect_timeout)?,
                     io_timeout: seconds("io_timeout", io_timeout)?,
                 };
-                let store = RedisStore::open(&url, opts).map_err(cache_error)?;
+                let store = RedisStore::open(&url, opts).map_err(PyErr::from)?;
                 let shared = Shared {
                     store: Box::new(store),
                     codec,
@@ -670,6 +761,124 @@ impl PyRustLLMCache {
             }
         }
         Ok(n)
+    }
+
+    /// The async lookup: a memory hit returns `(True, value)` at once; otherwise the shared
+    /// tier is asked on an I/O thread, which calls `done(ok, result)` with `(found, value)`
+    /// (or the exception), and this returns None.
+    #[pyo3(signature = (key, count, space, done))]
+    fn _submit_get(
+        slf: Bound<'_, Self>,
+        key: &[u8],
+        count: bool,
+        space: Option<String>,
+        done: Py<PyAny>,
+    ) -> PyResult<Option<(bool, Py<PyAny>)>> {
+        let py = slf.py();
+        let me = slf.get();
+        me.tick(py)?;
+        if me.local {
+            let found = me.with_map(py, |g| {
+                if count {
+                    g.get_with(key, |s| s.value.clone_ref(py))
+                } else {
+                    g.peek(key).map(|s| s.value.clone_ref(py))
+                }
+            });
+            if let Some(v) = found {
+                return Ok(Some((true, v)));
+            }
+        }
+        if me.shared.is_none() {
+            if count && !me.local {
+                me.with_map(py, Map::record_miss);
+            }
+            return Ok(Some((false, py.None())));
+        }
+        let now = me.now_ms(py)?;
+        let this: Py<Self> = slf.clone().unbind();
+        let key = key.to_vec();
+        submit(Box::new(move || {
+            let row = {
+                let cache = this.get();
+                let space = cache.space(space.as_deref());
+                let digest = stored_key(space, &key);
+                match &cache.shared {
+                    Some(sh) => sh.store.get(space, &digest, now),
+                    None => Ok(None),
+                }
+            };
+            Python::attach(move |py| {
+                let cache = this.get();
+                let result = cache.finish_get(py, &key, count, row).map(|found| {
+                    let found = match found {
+                        Some(v) => (true, v),
+                        None => (false, py.None()),
+                    };
+                    found
+                        .into_pyobject(py)
+                        .map_or_else(|_| py.None(), |t| t.into_any().unbind())
+                });
+                answer(py, &done, result);
+                drop(this);
+                drop(done);
+            });
+        }))?;
+        Ok(None)
+    }
+
+    /// The async store: serializes here, writes on an I/O thread, then calls `done(ok, None)`
+    /// (or `done(False, exception)`). Memory caches store at once and return True.
+    #[pyo3(signature = (key, value, pins, ttl, space, done))]
+    #[allow(clippy::too_many_arguments)]
+    fn _submit_put(
+        slf: Bound<'_, Self>,
+        key: &[u8],
+        value: &Bound<'_, PyAny>,
+        pins: Vec<Py<PyAny>>,
+        ttl: Option<f64>,
+        space: Option<String>,
+        done: Py<PyAny>,
+    ) -> PyResult<bool> {
+        let py = slf.py();
+        let me = slf.get();
+        let ttl = match ttl {
+            Some(t) => Some(seconds("ttl", t)?),
+            None => me.ttl.map(Duration::from_secs_f64),
+        };
+        let now = me.now_ms(py)?;
+        let expires_at = ttl.map(|t| expiry_after(now, t));
+        let Some(shared) = &me.shared else {
+            me.put_local(py, key, value, pins, expires_at);
+            return Ok(true);
+        };
+        let row = me.encode_value(py, shared, value, expires_at)?;
+        // The memory tier first: the value is this process's own result.
+        me.put_local(py, key, value, pins, expires_at);
+        let this: Py<Self> = slf.clone().unbind();
+        let key = key.to_vec();
+        submit(Box::new(move || {
+            let r = {
+                let cache = this.get();
+                let space = cache.space(space.as_deref());
+                let digest = stored_key(space, &key);
+                match &cache.shared {
+                    Some(sh) => sh.store.put(space, &digest, &row, now),
+                    None => Ok(()),
+                }
+            };
+            Python::attach(move |py| {
+                let cache = this.get();
+                let result = match r {
+                    Ok(()) => Ok(py.None()),
+                    Err(e) => cache.fault(py, e).map(|()| py.None()),
+                };
+                answer(py, &done, result);
+                drop(this);
+                drop(done);
+            });
+        }))?;
+        Ok(false)
     }
 
     /// Turns the last counted miss into a hit: the caller got the value from another caller

@@ -80,20 +80,7 @@ impl From<Error> for PyErr {
             Error::DeltaBaseMissing(_) => DeltaBaseMissingError::new_err(msg),
             Error::Corrupt(_) => CacheCorruptError::new_err(msg),
             Error::PoolClosed(_) => PyRuntimeError::new_err(msg),
-            Error::Redis(_) => CacheError::new_err(msg),
+            Error::Redis(_) | Error::Cache(_) => CacheError::new_err(msg),
         }
-    }
-}
-
-/// The mapping for errors of a cache file: the same file-level errors as a checkpoint
-/// database (foreign file, lock timeout), a damaged entry as `CacheCorruptError`, any other
-/// storage failure as `CacheError`.
-pub fn cache_error(e: Error) -> PyErr {
-    match e {
-        Error::NotADatabase(_) | Error::ForeignSchema(_) | Error::Sqlite { busy: true, .. } | Error::Corrupt(_) => {
-            e.into()
-        }
-        Error::Invalid(_) => e.into(),
-        other => CacheError::new_err(other.to_string()),
     }
 }
