@@ -384,6 +384,9 @@ class SqliteSaverStore:
 
     Args:
         path: The database file (not ":memory:", which no other connection can see).
+        sqlite_library: A `dlopen` handle of the SQLite library Python's `sqlite3` module
+            uses (`ctypes.CDLL(_sqlite3.__file__)._handle`): the store calls that library, so
+            that it and the user's own connection share SQLite's locks on the file.
         synchronous: `PRAGMA synchronous` for commits: 0 off, 1 normal, 2 full, 3 extra.
         busy_timeout: Seconds to wait for another connection's lock.
         max_batch: The most calls one commit may carry.
@@ -393,6 +396,7 @@ class SqliteSaverStore:
         self,
         path: str,
         *,
+        sqlite_library: int,
         synchronous: int = 2,
         busy_timeout: float = 30.0,
         max_batch: int = 256,
