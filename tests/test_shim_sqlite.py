@@ -24,7 +24,7 @@ from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from shim_sqlite_app import build, norm
 
 from fast_langgraph import RustSQLiteCheckpointer, shim
-from fast_langgraph._swap import AcceleratedSqliteSaver
+from fast_langgraph.shim._sqlite import AcceleratedSqliteSaver
 
 APP = str(Path(__file__).with_name("shim_sqlite_app.py"))
 SQLITE_FILES = {"-wal", "-shm", "-journal"}

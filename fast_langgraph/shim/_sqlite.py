@@ -701,8 +701,8 @@ def _sibling_writes(
 # -- installing -------------------------------------------------------------------------------
 
 
-def install() -> tuple[dict[type, dict[str, Any]], list[str], str]:
-    """Patch the classes; returns (saved originals per class, targets, reason if none)."""
+def install() -> tuple[dict[type, dict[str, Any]], list[str]]:
+    """Patch the classes; returns (saved originals per class, targets)."""
     saved: dict[type, dict[str, Any]] = {}
     targets: list[str] = []
     _patch_class(SqliteSaver, AcceleratedSqliteSaver, saved)
@@ -712,7 +712,7 @@ def install() -> tuple[dict[type, dict[str, Any]], list[str], str]:
 
         _patch_class(AsyncSqliteSaver, AcceleratedAsyncSqliteSaver, saved)
         targets.append("langgraph.checkpoint.sqlite.aio.AsyncSqliteSaver")
-    return saved, targets, ""
+    return saved, targets
 
 
 def stock_instances() -> list[Any]:
