@@ -362,15 +362,16 @@ def bench_sqlite(rounds: int, threads: int, per_thread: int, history_n: int) -> 
             graphs = {name: _sqlite_graph(s) for name, s in savers.items()}
             threads_of: dict[str, list[str]] = {name: [] for name in graphs}
 
-            def run(name: str) -> float:
+            def run(name: str, graphs: dict = graphs, threads_of: dict = threads_of) -> float:
                 prefix = uuid.uuid4().hex
                 ids = [f"{prefix}-{t}" for t in range(threads)]
                 threads_of[name] = ids
+                graph = graphs[name]
 
                 def conversation(thread_id: str) -> None:
                     cfg = {"configurable": {"thread_id": thread_id}}
                     for i in range(per_thread):
-                        graphs[name].invoke(
+                        graph.invoke(
                             {
                                 "messages": [HumanMessage(content=f"q {i}", id=f"h{i}")],
                                 "results": [],
