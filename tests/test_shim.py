@@ -17,8 +17,8 @@ import pytest
 
 import fast_langgraph
 from fast_langgraph import RustSQLiteCheckpointer, shim
-from fast_langgraph.shim import executor as shim_executor
 from fast_langgraph import executor as fx
+from fast_langgraph.shim import executor as shim_executor
 
 ROOT = Path(__file__).resolve().parent.parent
 KNOWN = (
