@@ -694,8 +694,12 @@ fn setup(conn: &Conn) -> Result<()> {
 mod tests {
     use super::*;
 
+    /// The system's SQLite, which Python's `sqlite3` links to on the platforms this runs on.
     fn lib() -> Arc<Library> {
-        Library::open("libsqlite3.so.0").expect("the system's libsqlite3.so.0")
+        ["libsqlite3.so.0", "libsqlite3.dylib"]
+            .iter()
+            .find_map(|name| Library::open(name).ok())
+            .expect("a shared SQLite library (libsqlite3.so.0), as Python's sqlite3 module uses")
     }
 
     fn temp_path(name: &str) -> (std::path::PathBuf, String) {
