@@ -1,11 +1,15 @@
-"""Stock LangGraph against LangGraph patched by ``fast_langgraph.shim``, in separate processes.
+"""Stock LangGraph against LangGraph patched by ``fast_langgraph.shim``.
+
+Two suites. ``executor``: separate processes, stock against patched (below). ``sqlite``: in
+one process, stock SqliteSaver against the shim's SqliteSaver on the same schema, at the same
+``synchronous`` setting (``bench_sqlite``).
 
 Three long-lived worker processes, one per mode: ``stock``, ``patched-before`` (patched before
 LangGraph is imported) and ``patched-after`` (patched after the graphs are built). The parent
 sends every case to each worker in turn, for several rounds, so machine noise hits all modes
 alike, and prints the median time per call and the speed-up over stock.
 
-Run: ``.venv/bin/python benches/bench_shim.py [--quick]``.
+Run: ``.venv/bin/python benches/bench_shim.py [--quick] [--suite executor|sqlite|all]``.
 """
 
 import argparse
@@ -15,6 +19,7 @@ import statistics
 import subprocess
 import sys
 import time
+from typing import Any
 
 MODES = ("stock", "patched-before", "patched-after")
 
@@ -113,6 +118,7 @@ def _worker(mode: str) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="fewer rounds")
+    ap.add_argument("--suite", choices=("executor", "sqlite", "all"), default="all")
     ap.add_argument("--rounds", type=int, default=None)
     ap.add_argument(
         "--cases", default=",".join(CASES), help="comma-separated subset of: " + ", ".join(CASES)
@@ -122,6 +128,15 @@ def main() -> None:
     if args.worker:
         _worker(args.worker)
         return
+    if args.suite in ("sqlite", "all"):
+        bench_sqlite(
+            args.rounds or (2 if args.quick else 5),
+            threads=20,
+            per_thread=10,
+            history_n=200 if args.quick else 1000,
+        )
+        if args.suite == "sqlite":
+            return
     rounds = args.rounds or (3 if args.quick else 9)
     cases = {c: CASES[c] for c in args.cases.split(",")}
     env = {k: v for k, v in os.environ.items() if not k.startswith("FAST_LANGGRAPH_")}
@@ -176,6 +191,279 @@ def main() -> None:
         f"\n  io_fanout16 patched / io_single patched: {med[('io_fanout16', 'patched-before')] / single:.2f}"
         " (target <= 1.2)"
     )
+
+
+# -- stock SqliteSaver against the shim's SqliteSaver, in one process -------------------------
+#
+# Both savers are SqliteSaver on a file, at the same `synchronous` setting; only the class
+# differs (stock, or the shim's AcceleratedSqliteSaver on the same schema). The executor is
+# LangGraph's own for both, so the figures are the checkpointer's.
+
+
+def _sqlite_graph(checkpointer: Any) -> Any:
+    """The 8-node graph of bench_checkpoint.py: a conditional edge, a 3-way fan-out that
+    joins, a growing ``messages`` list."""
+    import operator
+    from typing import Annotated
+
+    from langchain_core.messages import AIMessage
+    from langgraph.graph import END, START, StateGraph
+    from langgraph.graph.message import add_messages
+    from typing_extensions import TypedDict
+
+    class State(TypedDict):
+        messages: Annotated[list, add_messages]
+        route: str
+        results: Annotated[list, operator.add]
+
+    def router(state: State) -> dict:
+        n = len(state["messages"])
+        return {
+            "route": "a" if n % 2 else "b",
+            "messages": [AIMessage(content=f"routing {n}", id=f"r{n}")],
+        }
+
+    # Messages carry ids: add_messages gives an id to a message without one by changing the
+    # object, which a pending write may be serialized before or after, stock or not.
+    def branch(name: str) -> Any:
+        return lambda s: {
+            "messages": [AIMessage(content=f"{name} handled", id=f"{name}{len(s['messages'])}")]
+        }
+
+    def worker(name: str) -> Any:
+        return lambda state: {"results": [f"{name}:{len(state['messages'])}"]}
+
+    g = StateGraph(State)
+    g.add_node("router", router)
+    g.add_node("a", branch("a"))
+    g.add_node("b", branch("b"))
+    for w in ("x", "y", "z"):
+        g.add_node(w, worker(w))
+    g.add_node(
+        "join",
+        lambda s: {
+            "messages": [
+                AIMessage(content=f"joined {len(s['results'])}", id=f"j{len(s['messages'])}")
+            ]
+        },
+    )
+    g.add_node(
+        "summarize",
+        lambda s: {
+            "messages": [AIMessage(content="summary", id=f"s{len(s['messages'])}")],
+            "results": [],
+        },
+    )
+    g.add_edge(START, "router")
+    g.add_conditional_edges("router", lambda s: s["route"], {"a": "a", "b": "b"})
+    for src in ("a", "b"):
+        for w in ("x", "y", "z"):
+            g.add_edge(src, w)
+    g.add_edge(["x", "y", "z"], "join")
+    g.add_edge("join", "summarize")
+    g.add_edge("summarize", END)
+    return g.compile(checkpointer=checkpointer)
+
+
+def _savers(tmp: str, tag: str, synchronous: str) -> dict[str, Any]:
+    import sqlite3
+
+    from langgraph.checkpoint.sqlite import SqliteSaver
+
+    from fast_langgraph.shim._sqlite import AcceleratedSqliteSaver
+
+    out = {}
+    for name, cls in (
+        ("stock SqliteSaver", SqliteSaver),
+        ("shim SqliteSaver", AcceleratedSqliteSaver),
+    ):
+        conn = sqlite3.connect(
+            os.path.join(tmp, f"{tag}-{cls.__name__}.db"), check_same_thread=False
+        )
+        conn.execute(f"PRAGMA synchronous={synchronous}")
+        out[name] = cls(conn)
+    return out
+
+
+_UUID = __import__("re").compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def _thread_states(saver: Any, thread_ids: list[str]) -> list[Any]:
+    """Every checkpoint of the threads as stock SqliteSaver reads them, ids left out."""
+    import sqlite3
+
+    from langgraph.checkpoint.sqlite import SqliteSaver
+
+    path = saver.conn.execute("PRAGMA database_list").fetchone()[2]
+    reader = SqliteSaver(sqlite3.connect(path, check_same_thread=False))
+    out = []
+    for t in thread_ids:
+        for tup in reader.list({"configurable": {"thread_id": t}}):
+            cp = dict(tup.checkpoint)
+            values = {
+                k: [(type(m).__name__, getattr(m, "content", m)) for m in v]
+                if isinstance(v, list)
+                else v
+                for k, v in cp["channel_values"].items()
+            }
+            md = {k: v for k, v in tup.metadata.items() if k != "run_id"}
+            writes = [(ch, _UUID.sub("<id>", repr(v))) for _task, ch, v in tup.pending_writes]
+            out.append((values, sorted(cp["channel_versions"]), md, writes))
+    reader.conn.close()
+    return out
+
+
+def _finals(saver: Any, thread_ids: list[str]) -> list[Any]:
+    return [
+        _UUID.sub(
+            "<id>",
+            repr(saver.get_tuple({"configurable": {"thread_id": t}}).checkpoint["channel_values"]),
+        )
+        for t in thread_ids
+    ]
+
+
+def _exact_run(graphs: dict[str, Any]) -> int:
+    """Runs 3 turns on one thread with each graph at durability="sync" and checks that every
+    checkpoint and pending write the shim wrote equals stock's; returns how many."""
+    import uuid
+
+    from langchain_core.messages import HumanMessage
+
+    ids = {}
+    for name, graph in graphs.items():
+        ids[name] = f"exact-{uuid.uuid4().hex}"
+        cfg = {"configurable": {"thread_id": ids[name]}}
+        for i in range(3):
+            graph.invoke(
+                {"messages": [HumanMessage(content=f"q {i}", id=f"h{i}")], "results": []},
+                cfg,
+                durability="sync",
+            )
+    names = list(graphs)
+    got = _thread_states(graphs[names[1]].checkpointer, [ids[names[1]]])
+    want = _thread_states(graphs[names[0]].checkpointer, [ids[names[0]]])
+    assert got == want, "the shim's checkpoints differ from stock's"
+    return len(got)
+
+
+def bench_sqlite(rounds: int, threads: int, per_thread: int, history_n: int) -> None:
+    import statistics
+    import tempfile
+    import uuid
+    from concurrent.futures import ThreadPoolExecutor
+
+    from langchain_core.messages import HumanMessage
+
+    results: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="flg-bench-shim-") as tmp:
+        for synchronous in ("FULL", "NORMAL"):
+            savers = _savers(tmp, f"e2e-{synchronous}", synchronous)
+            graphs = {name: _sqlite_graph(s) for name, s in savers.items()}
+            threads_of: dict[str, list[str]] = {name: [] for name in graphs}
+
+            def run(name: str, graphs: dict = graphs, threads_of: dict = threads_of) -> float:
+                prefix = uuid.uuid4().hex
+                ids = [f"{prefix}-{t}" for t in range(threads)]
+                threads_of[name] = ids
+                graph = graphs[name]
+
+                def conversation(thread_id: str) -> None:
+                    cfg = {"configurable": {"thread_id": thread_id}}
+                    for i in range(per_thread):
+                        graph.invoke(
+                            {
+                                "messages": [HumanMessage(content=f"q {i}", id=f"h{i}")],
+                                "results": [],
+                            },
+                            cfg,
+                        )
+
+                t0 = time.perf_counter()
+                with ThreadPoolExecutor(threads) as pool:
+                    list(pool.map(conversation, ids))
+                return (threads * per_thread) / (time.perf_counter() - t0)
+
+            for name in graphs:
+                run(name)  # warm-up
+            samples: dict[str, list[float]] = {name: [] for name in graphs}
+            for r in range(rounds):
+                for name in graphs if r % 2 == 0 else list(graphs)[::-1]:
+                    samples[name].append(run(name))
+            # Every checkpoint the shim wrote is readable by stock, and each thread ends in the
+            # state stock's thread ends in, with as many checkpoints.
+            names = list(graphs)
+            got = _thread_states(savers[names[1]], threads_of[names[1]])
+            want = _thread_states(savers[names[0]], threads_of[names[0]])
+            assert len(got) == len(want), (len(got), len(want))
+            assert _finals(savers[names[1]], threads_of[names[1]]) == _finals(
+                savers[names[0]], threads_of[names[0]]
+            )
+            # Checkpoint by checkpoint, pending writes included, on a run without LangGraph's
+            # own timing races: durability="sync", one thread.
+            exact = _exact_run(graphs)
+            med = {n: statistics.median(s) for n, s in samples.items()}
+            base = med[names[0]]
+            results.append(
+                f"\nend to end: 8-node graph, {threads * per_thread} invokes over {threads} threads, "
+                f"synchronous={synchronous} for both ({len(got)} checkpoints read back by stock; "
+                f"{exact} checkpoints of a durability='sync' run equal to stock's)"
+            )
+            results.append(f"  {'contender':<22} {'invokes/s':>10} {'vs stock':>9}")
+            for n, v in med.items():
+                results.append(f"  {n:<22} {v:>10.1f} {v / base:>8.2f}x")
+            print("\n".join(results[-4:]), flush=True)
+            for s in savers.values():
+                s.conn.close()
+
+        # get_state_history over one thread of `history_n` checkpoints, the same rows in both
+        # files (written by stock, then copied).
+        import shutil
+        import sqlite3
+
+        from langgraph.checkpoint.sqlite import SqliteSaver
+
+        from fast_langgraph.shim._sqlite import AcceleratedSqliteSaver
+
+        src = os.path.join(tmp, "history.db")
+        writer = SqliteSaver(sqlite3.connect(src, check_same_thread=False))
+        graph = _sqlite_graph(writer)
+        cfg = {"configurable": {"thread_id": "long"}}
+        n = turn = 0
+        while n < history_n:
+            graph.invoke(
+                {"messages": [HumanMessage(content=f"q {turn}", id=f"h{turn}")], "results": []}, cfg
+            )
+            turn += 1
+            n = writer.conn.execute(
+                "SELECT count(*) FROM checkpoints WHERE thread_id = 'long'"
+            ).fetchone()[0]
+        writer.conn.close()
+        dst = os.path.join(tmp, "history-shim.db")
+        shutil.copyfile(src, dst)
+        hist = {
+            "stock SqliteSaver": _sqlite_graph(
+                SqliteSaver(sqlite3.connect(src, check_same_thread=False))
+            ),
+            "shim SqliteSaver": _sqlite_graph(
+                AcceleratedSqliteSaver(sqlite3.connect(dst, check_same_thread=False))
+            ),
+        }
+        sizes = {name: len(list(g.get_state_history(cfg))) for name, g in hist.items()}
+        assert len(set(sizes.values())) == 1, sizes
+        samples = {name: [] for name in hist}
+        for r in range(rounds):
+            for name in hist if r % 2 == 0 else list(hist)[::-1]:
+                t0 = time.perf_counter()
+                list(hist[name].get_state_history(cfg))
+                samples[name].append(time.perf_counter() - t0)
+        med = {k: statistics.median(v) for k, v in samples.items()}
+        base = med["stock SqliteSaver"]
+        results.append(f"\nget_state_history over a thread of {n} checkpoints (synchronous=FULL)")
+        results.append(f"  {'contender':<22} {'ms':>10} {'vs stock':>9}")
+        for k, v in med.items():
+            results.append(f"  {k:<22} {v * 1e3:>10.1f} {base / v:>8.2f}x")
+        print("\n".join(results[-4:]), flush=True)
 
 
 if __name__ == "__main__":

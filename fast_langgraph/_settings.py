@@ -5,9 +5,16 @@ from __future__ import annotations
 
 import os
 import threading
+import warnings
 from typing import Any
 
-__all__ = ["configure", "get_setting", "reset_configuration"]
+__all__ = [
+    "configure",
+    "get_setting",
+    "invalid_environment",
+    "on_configure",
+    "reset_configuration",
+]
 
 # name -> (environment variable, parser, default)
 _BOOL_TRUE = {"1", "true", "yes", "on"}
@@ -47,6 +54,22 @@ _SPECS: dict[str, tuple[str, Any, Any]] = {
 
 _lock = threading.Lock()
 _configured: dict[str, Any] = {}
+# Environment variables whose value does not parse: variable -> what is wrong and what is used.
+_invalid_env: dict[str, str] = {}
+_warned: set[tuple[str, str]] = set()
+_hooks: list[Any] = []
+
+
+def on_configure(hook: Any) -> None:
+    """Call ``hook(updates)`` after every ``configure()`` (the shim reports what a change after
+    patching does)."""
+    _hooks.append(hook)
+
+
+def invalid_environment() -> dict[str, str]:
+    """``FAST_LANGGRAPH_*`` variables that did not parse: variable -> the problem."""
+    with _lock:
+        return {var: problem for var, problem in _invalid_env.items() if var in os.environ}
 
 
 def _validate(name: str, value: Any) -> Any:
@@ -91,6 +114,8 @@ def configure(
     updates = {k: _validate(k, v) for k, v in given.items() if v is not None}
     with _lock:
         _configured.update(updates)
+    for hook in list(_hooks):
+        hook(updates)
 
 
 def reset_configuration() -> None:
@@ -101,7 +126,9 @@ def reset_configuration() -> None:
 
 def get_setting(name: str, argument: Any = None) -> Any:
     """The value of setting ``name``: ``argument`` if not None, else the configured value, else
-    the environment variable, else the default."""
+    the environment variable, else the default. An environment value that does not parse is
+    skipped with a ``RuntimeWarning`` (once per value) and the default is used; see
+    ``invalid_environment()``."""
     if argument is not None:
         return _validate(name, argument)
     env_var, parse, default = _SPECS[name]
@@ -110,5 +137,14 @@ def get_setting(name: str, argument: Any = None) -> Any:
             return _configured[name]
     raw = os.environ.get(env_var)
     if raw is not None:
-        return parse(raw, env_var)
+        try:
+            return parse(raw, env_var)
+        except ValueError as e:
+            problem = f"{e}; ignored, using the default {default!r}"
+            with _lock:
+                _invalid_env[env_var] = problem
+                first = (env_var, raw) not in _warned
+                _warned.add((env_var, raw))
+            if first:
+                warnings.warn(f"fast_langgraph: {problem}", RuntimeWarning, stacklevel=3)
     return default

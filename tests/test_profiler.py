@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import operator
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -18,6 +19,7 @@ import pytest
 from graph_apps import sqlite_saver
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, HumanMessage
+from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
 from langgraph.types import CachePolicy, Send
@@ -296,13 +298,15 @@ def test_compare_reports_speedup_phases_and_what_was_applied(tmp_path: Path) -> 
     assert set(r.gain_share) == {"nodes", "checkpointing", "other"}
     assert r.profiles["stock"].invokes == r.profiles["accelerated"].invokes == 3
     applied = " | ".join(r.applied)
-    assert "RustSQLiteCheckpointer on a new file" in applied
-    # The shim is part of the package, so it installs the Rust reducer.
+    # The shim's in-place SqliteSaver, on a copy of the app's database.
+    assert "AcceleratedSqliteSaver on a copy of the app's database" in applied
+    # What the shim applied, from its own report.
     assert "fast_langgraph.shim.patch_langgraph()" in applied
-    assert "the Rust add_messages reducer" in applied
+    assert "shim: add_messages" in applied and "shim: executor" in applied
     assert "@cached lookup" in applied
     stock = " | ".join(r.stock_setup)
-    assert "SqliteSaver" in stock and "@cached lookup: disabled" in stock
+    assert "fast_langgraph.shim: not patched" in stock
+    assert "checkpointer: SqliteSaver on a copy" in stock and "@cached lookup: disabled" in stock
     # The accelerated process served repeated sub-queries from the cache; stock did not.
     acc_cache = r.profiles["accelerated"].caches
     assert any(c["hits"] > 0 for c in acc_cache.values())
@@ -411,7 +415,7 @@ def test_cli_compare(tmp_path: Path) -> None:
         cwd=tmp_path,
     )
     assert p.returncode == 0, p.stderr
-    assert "speedup" in p.stdout and "RustSQLiteCheckpointer" in p.stdout
+    assert "speedup" in p.stdout and "AcceleratedSqliteSaver" in p.stdout
     assert "[compare] round 1/1" in p.stderr
     assert (tmp_path / "c.html").exists()
 
@@ -466,31 +470,141 @@ def test_agent_demo_profiles_in_process() -> None:
     assert hits["hits"] > 0 and hits["misses"] > 0
 
 
-def test_accelerated_run_uses_the_shim_when_present(
+def _app_with_database(tmp_path: Path) -> tuple[Path, Path]:
+    """An app whose SqliteSaver file sits beside it and already holds a thread."""
+    app = tmp_path / "dbapp.py"
+    app.write_text(
+        textwrap.dedent(APP)
+        .replace("MARK", "'same'")
+        .replace(
+            'db = tempfile.mkdtemp() + "/app.db"',
+            'db = __import__("os").path.join(__import__("os").path.dirname(__file__), "app.db")',
+        )
+    )
+    db = tmp_path / "app.db"
+    conn = sqlite3.connect(str(db))
+    saver = SqliteSaver(conn)
+    saver.setup()
+    conn.execute(
+        "INSERT INTO checkpoints VALUES ('mine', '', '1', NULL, 'msgpack', x'80', x'7b7d')"
+    )
+    conn.commit()
+    conn.close()
+    return app, db
+
+
+def _snapshot(directory: Path) -> dict[str, bytes]:
+    """The files of the directory, but SQLite's -shm index and an empty -wal, which any
+    reader of a WAL database may leave."""
+    return {
+        p.name: p.read_bytes()
+        for p in directory.iterdir()
+        if p.is_file()
+        and not p.name.endswith((".html", ".json", ".py", "-shm"))
+        and not (p.name.endswith("-wal") and p.stat().st_size == 0)
+    }
+
+
+def test_compare_never_touches_the_apps_database(tmp_path: Path) -> None:
+    app, _db = _app_with_database(tmp_path)
+    before = _snapshot(tmp_path)
+    r = compare(f"{app}:build_graph", [_hello()], runs=1, progress=False)
+    assert "copy of the app's database" in " | ".join(r.applied)
+    assert _snapshot(tmp_path) == before  # no new file, no changed byte
+
+
+def test_cli_profile_runs_on_a_copy_unless_asked(tmp_path: Path) -> None:
+    _app_path, db = _app_with_database(tmp_path)
+    before = _snapshot(tmp_path)
+    msg = json.dumps({"messages": [{"role": "user", "content": "hi"}]})
+    p = _cli("profile", "dbapp.py:graph", "--input", msg, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert _snapshot(tmp_path) == before
+    p = _cli("profile", "dbapp.py:graph", "--input", msg, "--use-app-database", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    with sqlite3.connect(str(db)) as conn:
+        threads = {r[0] for r in conn.execute("SELECT thread_id FROM checkpoints")}
+    assert threads == {"mine", "fast-langgraph-profile"}
+
+
+def test_the_stock_side_is_stock_under_auto_patch(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import importlib.machinery
-    import pickle
-    import types
+    monkeypatch.setenv("FAST_LANGGRAPH_AUTO_PATCH", "1")
+    r = compare(f"{_app(tmp_path)}:build_graph", [_hello()], runs=1, progress=False)
+    stock = " | ".join(r.stock_setup)
+    assert "fast_langgraph.shim: not patched" in stock
+    assert "checkpointer: SqliteSaver on" in stock
+    assert "AcceleratedSqliteSaver" in " | ".join(r.applied)
 
-    from fast_langgraph.profiler._runner import Runner
 
-    calls: list[int] = []
-    shim = types.ModuleType("fast_langgraph.shim")
-    shim.__spec__ = importlib.machinery.ModuleSpec("fast_langgraph.shim", None)
-    shim.patch_langgraph = lambda: calls.append(1)  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "fast_langgraph.shim", shim)
-    spec = {
-        "target": f"{_app(tmp_path, name='shim_app.py')}:build_graph",
-        "workdir": str(tmp_path),
-        "inputs": pickle.dumps([_hello()]),
-    }
-    runner = Runner("accelerated", spec)
-    runner.load()
-    assert calls == [1]
-    assert runner.setup[0] == "fast_langgraph.shim.patch_langgraph()"
-    # The shim did not swap the saver here, so the runner did; it did not install the
-    # reducer itself, since that is the shim's job.
-    assert any("RustSQLiteCheckpointer" in s for s in runner.setup)
-    assert not any("install_rust_add_messages" in s for s in runner.setup)
-    runner.graph.checkpointer.close()
+def test_cli_config_is_passed_to_the_graph(tmp_path: Path) -> None:
+    (tmp_path / "cfgapp.py").write_text(
+        textwrap.dedent(
+            """
+            from langgraph.graph import START, StateGraph
+            from typing_extensions import TypedDict
+
+            class S(TypedDict):
+                seen: str
+
+            def node(state, config):
+                return {"seen": config["configurable"]["user"]}
+
+            b = StateGraph(S)
+            b.add_node("node", node)
+            b.add_edge(START, "node")
+            graph = b.compile()
+            """
+        )
+    )
+    ok = _cli(
+        "profile",
+        "cfgapp.py:graph",
+        "--input",
+        "{}",
+        "--config",
+        '{"configurable": {"user": "u1"}}',
+        cwd=tmp_path,
+    )
+    assert ok.returncode == 0, ok.stderr
+    bad = _cli("profile", "cfgapp.py:graph", "--input", "{}", "--config", "[1]", cwd=tmp_path)
+    assert bad.returncode == 2 and "--config must be a JSON object" in bad.stderr
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["profile", "app.py:graph"], "the following arguments are required: --input"),
+        (["profile", "app.py:graph", "--input", "{}", "--runs", "x"], "invalid int value"),
+        (["nope"], "invalid choice"),
+        (["profile", "boom.py:graph", "--input", "{}"], "ValueError: the app failed"),
+    ],
+)
+def test_cli_errors_are_one_line_with_status_2(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    _app(tmp_path)
+    (tmp_path / "boom.py").write_text(
+        textwrap.dedent(
+            """
+            from langgraph.graph import START, StateGraph
+            from typing_extensions import TypedDict
+
+            class S(TypedDict):
+                x: int
+
+            def node(state):
+                raise ValueError("the app failed")
+
+            b = StateGraph(S)
+            b.add_node("node", node)
+            b.add_edge(START, "node")
+            graph = b.compile()
+            """
+        )
+    )
+    p = _cli(*args, cwd=tmp_path)
+    assert p.returncode == 2
+    assert message in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1, p.stderr

@@ -18,6 +18,7 @@ import pytest
 import fast_langgraph
 from fast_langgraph import RustSQLiteCheckpointer, shim
 from fast_langgraph import executor as fx
+from fast_langgraph.shim import executor as shim_executor
 
 ROOT = Path(__file__).resolve().parent.parent
 KNOWN = (
@@ -186,7 +187,7 @@ def test_untested_langgraph_version_warns_and_skips(monkeypatch) -> None:
 
 
 def test_a_binding_that_cannot_be_replaced_is_not_reported_applied(monkeypatch) -> None:
-    monkeypatch.setattr(shim, "_EXECUTOR_PROOF", "no.such.module")
+    monkeypatch.setattr(shim_executor, "PROOF", "no.such.module")
     report = shim.patch_langgraph(checkpointer=False)
     assert "executor" not in report.applied
     assert "no.such.module" in report.skipped["executor"]
@@ -206,12 +207,9 @@ def test_settings_resolve_arguments_then_configure_then_env_then_default(monkeyp
     assert get("checkpointer") is False
     report = shim.patch_langgraph()
     assert "checkpointer" in report.skipped and "executor" in report.applied
-    fast_langgraph.configure(checkpointer=True)
+    with pytest.warns(RuntimeWarning, match="already patched"):
+        fast_langgraph.configure(checkpointer=True)
     assert "checkpointer" in shim.patch_langgraph().applied
-    monkeypatch.setenv("FAST_LANGGRAPH_WORKERS", "many")
-    fast_langgraph._settings.reset_configuration()
-    with pytest.raises(ValueError, match="FAST_LANGGRAPH_WORKERS"):
-        get("workers")
     with pytest.raises(TypeError):
         fast_langgraph.configure(executor="yes")  # type: ignore[arg-type]
 
@@ -310,7 +308,7 @@ def _counter_graph(checkpointer):
 def test_sqlite_saver_is_accelerated_in_place_and_resumes_existing_threads(tmp_path) -> None:
     from langgraph.checkpoint.sqlite import SqliteSaver
 
-    from fast_langgraph._swap import AcceleratedSqliteSaver
+    from fast_langgraph.shim._sqlite import AcceleratedSqliteSaver
 
     db = tmp_path / "state.db"
     cfg = {"configurable": {"thread_id": "t"}}
@@ -361,7 +359,7 @@ def test_async_sqlite_saver_is_accelerated_too(tmp_path) -> None:
     import aiosqlite
     from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
-    from fast_langgraph._swap import AcceleratedAsyncSqliteSaver
+    from fast_langgraph.shim._sqlite import AcceleratedAsyncSqliteSaver
 
     db = tmp_path / "a.db"
     cfg = {"configurable": {"thread_id": "t"}}
@@ -430,7 +428,7 @@ def test_add_messages_patch_reaches_graphs_compiled_before_and_unpatch_restores(
     assert len(calls) == 2  # the input's write and the node's; operator.add is untouched
 
     shim.unpatch_langgraph()
-    assert shim.status()["add_messages"] == {"active": False, "targets": []}
+    assert shim.status()["add_messages"] == {"active": False, "targets": [], "notes": []}
     assert BinaryOperatorAggregate.__dict__["operator"] is original_slot
     graph.invoke({"messages": [HumanMessage(content="q", id="h")], "log": []})
     assert len(calls) == 2
@@ -438,3 +436,79 @@ def test_add_messages_patch_reaches_graphs_compiled_before_and_unpatch_restores(
     report = shim.patch_langgraph(executor=False, checkpointer=False, add_messages=False)
     assert report.skipped["add_messages"] == "turned off by settings"
     assert shim.status()["add_messages"]["active"] is False
+
+
+# -- honest reports -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("raw", ["abc", "0", "-3"])
+def test_a_bad_workers_variable_is_reported_and_skipped_at_patch_time(monkeypatch, raw) -> None:
+    monkeypatch.setenv("FAST_LANGGRAPH_WORKERS", raw)
+    with pytest.warns(RuntimeWarning, match="FAST_LANGGRAPH_WORKERS"):
+        report = shim.patch_langgraph()
+    assert "FAST_LANGGRAPH_WORKERS" in report.notes
+    assert "using the default 64" in report.notes["FAST_LANGGRAPH_WORKERS"]
+    assert "note FAST_LANGGRAPH_WORKERS" in str(report)
+    assert "executor" in report.applied
+    # Graphs still run, on a pool of the default size.
+    from langgraph.graph import START, StateGraph
+
+    g = StateGraph(State)
+    g.add_node("n", lambda s: {"log": ["ok"]})
+    g.add_edge(START, "n")
+    assert g.compile().invoke({"log": []}) == {"log": ["ok"]}
+    assert shim.status()["pool"]["max_threads"] == 64
+    assert "FAST_LANGGRAPH_WORKERS" in shim.status()["settings"]["invalid"]
+
+
+def test_a_bad_switch_variable_is_reported_and_skipped(monkeypatch) -> None:
+    monkeypatch.setenv("FAST_LANGGRAPH_PATCH_EXECUTOR", "maybe")
+    with pytest.warns(RuntimeWarning, match="FAST_LANGGRAPH_PATCH_EXECUTOR"):
+        report = shim.patch_langgraph()
+    assert "executor" in report.applied  # the default, on
+    assert "FAST_LANGGRAPH_PATCH_EXECUTOR" in report.notes
+
+
+def test_a_second_patch_with_other_options_applies_them() -> None:
+    first = shim.patch_langgraph()
+    assert {"executor", "checkpointer", "add_messages"} <= set(first.applied)
+    second = shim.patch_langgraph(executor=False, add_messages=False, workers=8)
+    assert second.skipped["executor"] == "turned off by settings (was applied: reverted)"
+    assert not shim.status()["executor"]["active"]
+    assert not shim.status()["add_messages"]["active"]
+    assert shim.status()["checkpointer"]["active"]
+    assert "64 -> 8" in second.notes["workers"]
+    third = shim.patch_langgraph(executor=True, add_messages=True)
+    assert "executor" in third.applied and shim.status()["executor"]["active"]
+
+
+def test_configure_after_patching_says_it_changes_nothing_live() -> None:
+    shim.patch_langgraph()
+    with pytest.warns(RuntimeWarning, match="patch_langgraph\\(\\) again"):
+        fast_langgraph.configure(executor=False)
+    assert shim.status()["executor"]["active"]  # unchanged, as the warning says
+    assert "executor" in shim.patch_langgraph().skipped  # applied by the next call
+    assert not shim.status()["executor"]["active"]
+    fast_langgraph.configure(workers=5)  # applies to executors made from now on: no warning
+    assert shim.status()["pool"]["max_threads"] in (5, 64)
+
+
+def test_savers_built_before_the_patch_are_named(tmp_path) -> None:
+    import gc
+
+    from langgraph.checkpoint.sqlite import SqliteSaver
+
+    conn = sqlite3.connect(str(tmp_path / "early.db"), check_same_thread=False)
+    early = SqliteSaver(conn)
+    graph = _counter_graph(early)  # compiled before the patch: keeps the stock saver
+    report = shim.patch_langgraph()
+    assert "checkpointer" in report.applied
+    assert "early.db" in report.notes["checkpointer"]
+    assert "built before the patch" in report.notes["checkpointer"]
+    unreached = shim.status()["checkpointer"]["unreached"]
+    assert any("early.db" in u for u in unreached)
+    assert type(graph.checkpointer) is SqliteSaver
+    del graph, early
+    conn.close()
+    gc.collect()
+    assert not any("early.db" in u for u in shim.status()["checkpointer"]["unreached"])

@@ -24,7 +24,7 @@ from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from shim_sqlite_app import build, norm
 
 from fast_langgraph import RustSQLiteCheckpointer, shim
-from fast_langgraph._swap import AcceleratedSqliteSaver
+from fast_langgraph.shim._sqlite import AcceleratedSqliteSaver
 
 APP = str(Path(__file__).with_name("shim_sqlite_app.py"))
 SQLITE_FILES = {"-wal", "-shm", "-journal"}
@@ -417,3 +417,25 @@ def test_forked_children_checkpoint_with_a_module_level_graph(tmp_path: Path) ->
     with sqlite3.connect(str(db)) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     assert _extra_files(tmp_path, db) == []
+
+
+def test_the_users_connection_closing_in_this_process_loses_nothing(tmp_path: Path) -> None:
+    # The user's own sqlite3 connections open and close beside the shim's store in this
+    # process. With two copies of SQLite in one process, each close folded and deleted the WAL
+    # under the store, and its later commits were invisible to every new connection.
+    db = str(tmp_path / "app.db")
+    shim.patch_langgraph()
+    conn = sqlite3.connect(db, check_same_thread=False)
+    saver = SqliteSaver(conn)
+    graph = build().compile(checkpointer=saver)
+    for n in range(4):
+        graph.invoke({"log": [f"in{n}"]}, {"configurable": {"thread_id": f"t{n}"}})
+        other = sqlite3.connect(db)
+        other.execute("SELECT count(*) FROM checkpoints").fetchone()
+        other.close()
+    expected = len(list(saver.list(None)))
+    fresh = sqlite3.connect(db)
+    assert fresh.execute("SELECT count(*) FROM checkpoints").fetchone() == (expected,)
+    fresh.close()
+    saver.close_store()
+    conn.close()

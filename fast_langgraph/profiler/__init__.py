@@ -5,6 +5,7 @@
 - :func:`compare`: the same graph stock and with fast-langgraph, in separate processes.
 """
 
+from fast_langgraph.profiler import _html  # noqa: F401  (registers the HTML renderer)
 from fast_langgraph.profiler._compare import CompareError, CompareResult, OutputsDiffer, compare
 from fast_langgraph.profiler._core import GraphProfiler
 from fast_langgraph.profiler._load import TargetError

@@ -62,9 +62,9 @@ class CompareResult:
         if path.suffix.lower() == ".json":
             path.write_text(json.dumps(self.to_dict(), indent=2))
         else:
-            from fast_langgraph.profiler._html import render_compare
+            from fast_langgraph.profiler import _report
 
-            path.write_text(render_compare(self))
+            path.write_text(_report.compare_html_renderer(self))
 
 
 class _Child:
@@ -73,6 +73,9 @@ class _Child:
         self.err_path = workdir / f"{mode}.stderr"
         self._err = open(self.err_path, "wb")
         env = dict(os.environ)
+        if mode == "stock":
+            # The stock side must be stock: an auto-patching environment would patch it too.
+            env.pop("FAST_LANGGRAPH_AUTO_PATCH", None)
         paths = [p or os.getcwd() for p in sys.path]
         if env.get("PYTHONPATH"):
             paths.append(env["PYTHONPATH"])

@@ -7,6 +7,7 @@ import html
 import zlib
 from typing import Any
 
+from fast_langgraph.profiler import _report
 from fast_langgraph.profiler._report import ProfileReport, ms
 
 _CSS = """
@@ -307,3 +308,8 @@ def render_compare(c: Any) -> str:
         "separate processes.",
         "".join(body),
     )
+
+
+# The report model calls these for HTML exports (it does not import this module).
+_report.html_renderer = render_profile
+_report.compare_html_renderer = render_compare

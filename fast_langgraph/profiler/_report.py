@@ -130,13 +130,22 @@ class ProfileReport:
         return format_report(self)
 
     def export(self, path: Any) -> None:
+        """JSON for a ``.json`` path, else a self-contained HTML page."""
         path = Path(path)
         if path.suffix.lower() == ".json":
             path.write_text(json.dumps(self.to_dict(), indent=2))
         else:
-            from fast_langgraph.profiler._html import render_profile
+            path.write_text(html_renderer(self))
 
-            path.write_text(render_profile(self))
+
+def _no_renderer(report: Any) -> str:  # pragma: no cover - _html registers itself on import
+    raise RuntimeError("import fast_langgraph.profiler to render HTML reports")
+
+
+# The HTML renderer, registered by ``_html`` (which imports this module, not the reverse): the
+# report model does not depend on its renderer. ``fast_langgraph.profiler`` imports both.
+html_renderer: Any = _no_renderer
+compare_html_renderer: Any = _no_renderer
 
 
 def build_report(

@@ -94,6 +94,31 @@ def _stock_cached(func: Any = None, /, **_: Any) -> Any:
     return decorate(func) if func is not None else decorate
 
 
+def _copy_sqlite_saver_file(saver: Any, target: Path) -> bool:
+    """Copy the database of a SqliteSaver to ``target`` with SQLite's backup API, reading it
+    through a read-only connection; False if there is no file to copy."""
+    import sqlite3
+
+    conn = getattr(saver, "conn", None)
+    if not isinstance(conn, sqlite3.Connection):
+        return False
+    try:
+        rows = conn.execute("PRAGMA database_list").fetchall()
+    except sqlite3.Error:
+        return False
+    path = next((file for _seq, name, file in rows if name == "main"), "")
+    if not path or not os.path.isfile(path):
+        return False
+    src = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True)
+    dst = sqlite3.connect(str(target))
+    try:
+        src.backup(dst)
+    finally:
+        dst.close()
+        src.close()
+    return True
+
+
 class Runner:
     def __init__(self, mode: str, spec: dict[str, Any]) -> None:
         self.mode = mode
@@ -109,32 +134,30 @@ class Runner:
         import fast_langgraph.cache
         from fast_langgraph.profiler._load import resolve
 
-        shim = None
         if self.mode == "stock":
             fast_langgraph.cached = _stock_cached
             fast_langgraph.cache.cached = _stock_cached
+            shim = sys.modules.get("fast_langgraph.shim")
+            if shim is not None and any(
+                v.get("active")
+                for k, v in shim.status().items()
+                if isinstance(v, dict) and "active" in v
+            ):
+                raise RuntimeError(
+                    "the stock process is patched (is FAST_LANGGRAPH_AUTO_PATCH set?)"
+                )
+            self.setup.append("fast_langgraph.shim: not patched")
         else:
-            # The shim is optional: use it when the installed package has it. An error
-            # inside it is reported, not taken for its absence.
-            if importlib.util.find_spec("fast_langgraph.shim") is not None:
-                shim = importlib.import_module("fast_langgraph.shim")
-                shim.patch_langgraph()
-                self.setup.append("fast_langgraph.shim.patch_langgraph()")
+            # The shim's own table of what it accelerates: every patch it applied is listed.
+            shim = importlib.import_module("fast_langgraph.shim")
+            report = shim.patch_langgraph()
+            self.setup.append("fast_langgraph.shim.patch_langgraph()")
+            for name in report.applied:
+                self.setup.append(f"shim: {name}")
 
         self.module, self.graph = resolve(self.spec["target"])
         self._swap_checkpointer()
         self._swap_caches()
-        if self.mode == "accelerated":
-            from fast_langgraph.merge import (
-                install_rust_add_messages,
-                is_rust_add_messages_installed,
-            )
-
-            if shim is None:
-                install_rust_add_messages()
-                self.setup.append("install_rust_add_messages(): the Rust add_messages reducer")
-            elif is_rust_add_messages_installed():
-                self.setup.append("the Rust add_messages reducer (installed by the shim)")
         for name, obj in sorted(vars(self.module).items()):
             if getattr(obj, "__flg_stock_cached__", False):
                 self.setup.append(f"@cached {name}: disabled, runs on every call (stock)")
@@ -148,6 +171,11 @@ class Runner:
                 self.cached_functions.append(obj)
 
     def _swap_checkpointer(self) -> None:
+        """Both sides run on copies in the work directory, never on the app's own database:
+        a SqliteSaver file is copied (SQLite's backup, from a read-only connection); a
+        RustSQLiteCheckpointer gets a new file. The stock side gets stock SqliteSaver, the
+        accelerated side what the shim makes of SqliteSaver (or RustSQLiteCheckpointer when the
+        app chose it)."""
         from langgraph.checkpoint.sqlite import SqliteSaver
 
         from fast_langgraph import RustSQLiteCheckpointer
@@ -157,22 +185,23 @@ class Runner:
             if saver is not None and saver is not False:
                 self.setup.append(f"checkpointer: {type(saver).__name__}, as the app built it")
             return
-        before = type(saver).__name__
-        if isinstance(saver, SqliteSaver) and isinstance(saver, RustSQLiteCheckpointer):
-            before = "SqliteSaver, which the shim made a RustSQLiteCheckpointer"
-        if self.mode == "stock":
-            import sqlite3
+        built = (
+            "RustSQLiteCheckpointer" if isinstance(saver, RustSQLiteCheckpointer) else "SqliteSaver"
+        )
+        target = self.workdir / f"{self.mode}.db"
+        copied = _copy_sqlite_saver_file(saver, target)
+        where = "a copy of the app's database" if copied else "a new file"
+        if self.mode == "accelerated" and isinstance(saver, RustSQLiteCheckpointer):
+            self.graph.checkpointer = RustSQLiteCheckpointer(target, serde=saver.serde)
+            self.setup.append(f"checkpointer: RustSQLiteCheckpointer on {where}")
+            return
+        import sqlite3
 
-            conn = sqlite3.connect(str(self.workdir / "stock.db"), check_same_thread=False)
-            self.graph.checkpointer = SqliteSaver(conn, serde=saver.serde)
-            self.setup.append(f"checkpointer: SqliteSaver on a new file (the app built {before})")
-        else:
-            self.graph.checkpointer = RustSQLiteCheckpointer(
-                self.workdir / "accelerated.db", serde=saver.serde
-            )
-            self.setup.append(
-                f"checkpointer: RustSQLiteCheckpointer on a new file (the app built {before})"
-            )
+        conn = sqlite3.connect(str(target), check_same_thread=False)
+        # In the accelerated process the shim is patched: this is its in-place SqliteSaver.
+        self.graph.checkpointer = SqliteSaver(conn, serde=saver.serde)
+        kind = type(self.graph.checkpointer).__name__
+        self.setup.append(f"checkpointer: {kind} on {where} (the app built {built})")
 
     def _swap_caches(self) -> None:
         from langchain_core.caches import InMemoryCache as LCInMemoryCache

@@ -7,7 +7,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyFloat, PyInt, PyString};
 
 use crate::sqlite_saver::{
-    CheckpointRow, Listed, SaverOptions, SaverQuery, SaverStore, SqlValue, SyncLevel, WriteRow, WritesBatch,
+    CheckpointRow, Library, Listed, SaverOptions, SaverQuery, SaverStore, SqlValue, SyncLevel, WriteRow, WritesBatch,
 };
 
 /// A SqliteSaver database file, opened by the shim beside the user's own connection.
@@ -49,8 +49,15 @@ type CheckpointArg<'py> = (
 #[pymethods]
 impl PySqliteSaverStore {
     #[new]
-    #[pyo3(signature = (path, *, synchronous = 2, busy_timeout = 30.0, max_batch = 256))]
-    fn new(py: Python<'_>, path: &str, synchronous: i64, busy_timeout: f64, max_batch: usize) -> PyResult<Self> {
+    #[pyo3(signature = (path, *, sqlite_library, synchronous = 2, busy_timeout = 30.0, max_batch = 256))]
+    fn new(
+        py: Python<'_>,
+        path: &str,
+        sqlite_library: usize,
+        synchronous: i64,
+        busy_timeout: f64,
+        max_batch: usize,
+    ) -> PyResult<Self> {
         if !busy_timeout.is_finite() || busy_timeout < 0.0 {
             return Err(PyValueError::new_err(format!(
                 "busy_timeout must be a non-negative number of seconds, got {busy_timeout}"
@@ -61,9 +68,10 @@ impl PySqliteSaverStore {
             busy_timeout: Duration::from_secs_f64(busy_timeout),
             max_batch,
         };
+        let lib = Library::from_handle(sqlite_library)?;
         let path = path.to_owned();
         // Opening may wait on another connection's lock.
-        let store = py.detach(move || SaverStore::open(&path, options))?;
+        let store = py.detach(move || SaverStore::open(&lib, &path, options))?;
         Ok(Self { store })
     }
 

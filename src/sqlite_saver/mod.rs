@@ -10,16 +10,21 @@
 //!
 //! The durability is the caller's: the writer connection runs at the `synchronous` level it is
 //! given, which the shim reads from the user's own connection.
+//!
+//! SQLite itself is the process's own library, the one Python's `sqlite3` module uses ([`ffi`]),
+//! never the crate's bundled copy: the user's connection and the store's share the file, and
+//! two copies of SQLite in one process would break each other's locks.
+mod ffi;
+
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Duration;
 
-use rusqlite::types::{ToSqlOutput, Value, ValueRef};
-use rusqlite::{params_from_iter, Connection, OpenFlags, ToSql};
-
 use crate::error::{Error, Result};
+pub use ffi::Library;
+use ffi::{Conn, Param};
 
 /// The DDL `SqliteSaver.setup()` runs, verbatim in effect: the same tables, columns and keys.
 const SETUP_SQL: &str = "
@@ -115,16 +120,24 @@ pub enum SqlValue {
     Blob(Vec<u8>),
 }
 
-impl ToSql for SqlValue {
-    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
-        Ok(match self {
-            SqlValue::Null => ToSqlOutput::Owned(Value::Null),
-            SqlValue::Int(i) => ToSqlOutput::Owned(Value::Integer(*i)),
-            SqlValue::Real(f) => ToSqlOutput::Owned(Value::Real(*f)),
-            SqlValue::Text(s) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
-            SqlValue::Blob(b) => ToSqlOutput::Borrowed(ValueRef::Blob(b)),
-        })
+impl SqlValue {
+    fn param(&self) -> Param<'_> {
+        match self {
+            SqlValue::Null => Param::Null,
+            SqlValue::Int(i) => Param::Int(*i),
+            SqlValue::Real(f) => Param::Real(*f),
+            SqlValue::Text(s) => Param::Text(s),
+            SqlValue::Blob(b) => Param::Blob(b),
+        }
     }
+}
+
+fn opt_text(v: Option<&str>) -> Param<'_> {
+    v.map_or(Param::Null, Param::Text)
+}
+
+fn opt_blob(v: Option<&[u8]>) -> Param<'_> {
+    v.map_or(Param::Null, Param::Blob)
 }
 
 /// One row of the `checkpoints` table.
@@ -218,14 +231,15 @@ struct Queue {
 
 /// A SqliteSaver-schema database, safe to use from many threads at once.
 pub struct SaverStore {
+    lib: Arc<Library>,
     path: String,
     options: SaverOptions,
     /// The one writer connection; only the thread leading a group commit locks it.
-    writer: Mutex<Option<Connection>>,
+    writer: Mutex<Option<Conn>>,
     queue: Mutex<Queue>,
     done: Condvar,
     /// Idle read connections; the lock is held only to take or return one.
-    readers: Mutex<Vec<Connection>>,
+    readers: Mutex<Vec<Conn>>,
     closed: AtomicBool,
     /// The process that opened the connections: a forked child must not use or close them.
     pid: u32,
@@ -238,16 +252,17 @@ const MAX_IDLE_READERS: usize = 8;
 impl SaverStore {
     /// Opens the file at `path` (creating it if needed), switches it to WAL and creates
     /// SqliteSaver's tables if they are missing, exactly as `SqliteSaver.setup()` does.
-    pub fn open(path: &str, options: SaverOptions) -> Result<SaverStore> {
+    pub fn open(lib: &Arc<Library>, path: &str, options: SaverOptions) -> Result<SaverStore> {
         if path.is_empty() || path == ":memory:" {
             return Err(Error::Invalid(
                 "an in-memory SQLite database cannot be shared with another connection".to_owned(),
             ));
         }
-        let conn = open_conn(path, options.busy_timeout)?;
+        let conn = open_conn(lib, path, options.busy_timeout)?;
         setup(&conn)?;
-        conn.pragma_update(None, "synchronous", options.synchronous as i64)?;
+        conn.exec(&format!("PRAGMA synchronous={}", options.synchronous as i64))?;
         Ok(SaverStore {
+            lib: Arc::clone(lib),
             path: path.to_owned(),
             options,
             writer: Mutex::new(Some(conn)),
@@ -300,8 +315,13 @@ impl SaverStore {
     /// Whether the file holds this checkpoint.
     pub fn has_checkpoint(&self, thread_id: &str, checkpoint_ns: &str, checkpoint_id: &str) -> Result<bool> {
         self.with_reader(|conn| {
-            let mut stmt = conn.prepare_cached(HAS_CHECKPOINT_SQL)?;
-            Ok(stmt.exists((thread_id, checkpoint_ns, checkpoint_id))?)
+            let mut stmt = conn.prepare(HAS_CHECKPOINT_SQL)?;
+            stmt.bind(&[
+                Param::Text(thread_id),
+                Param::Text(checkpoint_ns),
+                Param::Text(checkpoint_id),
+            ])?;
+            stmt.step()
         })
     }
 
@@ -310,43 +330,23 @@ impl SaverStore {
     pub fn list(&self, query: &SaverQuery) -> Result<Vec<Listed>> {
         let (sql, params) = list_sql(query)?;
         self.with_reader(|conn| {
-            let mut stmt = conn.prepare_cached(&sql)?;
-            let mut rows = stmt.query(params_from_iter(params.iter()))?;
+            let mut stmt = conn.prepare(&sql)?;
+            let bound: Vec<Param<'_>> = params.iter().map(SqlValue::param).collect();
+            stmt.bind(&bound)?;
             let mut out: Vec<Listed> = Vec::new();
-            while let Some(r) = rows.next()? {
-                let thread_id: String = r.get(0)?;
-                let checkpoint_ns: String = r.get(1)?;
-                let checkpoint_id: String = r.get(2)?;
-                let same = out.last().is_some_and(|l| {
-                    l.row.checkpoint_id == checkpoint_id
-                        && l.row.thread_id == thread_id
-                        && l.row.checkpoint_ns == checkpoint_ns
+            while stmt.step()? {
+                out.push(Listed {
+                    row: CheckpointRow {
+                        thread_id: stmt.text(0).unwrap_or_default(),
+                        checkpoint_ns: stmt.text(1).unwrap_or_default(),
+                        checkpoint_id: stmt.text(2).unwrap_or_default(),
+                        parent_checkpoint_id: stmt.text(3),
+                        type_tag: stmt.text(4),
+                        checkpoint: stmt.bytes(5),
+                        metadata: stmt.bytes(6),
+                    },
+                    writes: parse_writes(&stmt.bytes(7).unwrap_or_default())?,
                 });
-                if !same {
-                    out.push(Listed {
-                        row: CheckpointRow {
-                            thread_id,
-                            checkpoint_ns,
-                            checkpoint_id,
-                            parent_checkpoint_id: r.get(3)?,
-                            type_tag: r.get(4)?,
-                            checkpoint: blob_or_text(r.get_ref(5)?),
-                            metadata: blob_or_text(r.get_ref(6)?),
-                        },
-                        writes: Vec::new(),
-                    });
-                }
-                let task_id: Option<String> = r.get(7)?;
-                if let (Some(task_id), Some(last)) = (task_id, out.last_mut()) {
-                    last.writes.push(WriteRow {
-                        task_id,
-                        channel: r.get(8)?,
-                        type_tag: r.get(9)?,
-                        value: blob_or_text(r.get_ref(10)?),
-                        task_path: r.get::<_, Option<String>>(11)?.unwrap_or_default(),
-                        idx: r.get(12)?,
-                    });
-                }
             }
             Ok(out)
         })
@@ -444,31 +444,29 @@ impl SaverStore {
             let err = Error::Closed(format!("the store for {:?} is closed", self.path));
             return batch.iter().map(|_| Err(err.clone())).collect();
         };
-        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
-            let err = Error::from(e);
+        if let Err(err) = conn.exec("BEGIN IMMEDIATE") {
             return batch.iter().map(|_| Err(err.clone())).collect();
         }
         let mut results = Vec::with_capacity(batch.len());
         for (_, op) in batch {
             let one = (|| {
-                conn.execute_batch("SAVEPOINT op")?;
+                conn.exec("SAVEPOINT op")?;
                 match apply(conn, op) {
                     Ok(outcome) => {
-                        conn.execute_batch("RELEASE op")?;
+                        conn.exec("RELEASE op")?;
                         Ok(outcome)
                     }
                     Err(e) => {
-                        conn.execute_batch("ROLLBACK TO op; RELEASE op")?;
+                        conn.exec("ROLLBACK TO op; RELEASE op")?;
                         Err(e)
                     }
                 }
             })();
             results.push(one);
         }
-        if let Err(e) = conn.execute_batch("COMMIT") {
-            let err = Error::from(e);
+        if let Err(err) = conn.exec("COMMIT") {
             if !conn.is_autocommit() {
-                let _ = conn.execute_batch("ROLLBACK");
+                let _ = conn.exec("ROLLBACK");
             }
             return batch.iter().map(|_| Err(err.clone())).collect();
         }
@@ -476,12 +474,12 @@ impl SaverStore {
         results
     }
 
-    fn with_reader<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+    fn with_reader<T>(&self, f: impl FnOnce(&Conn) -> Result<T>) -> Result<T> {
         self.check_usable()?;
         let taken = self.readers.lock().unwrap_or_else(PoisonError::into_inner).pop();
         let conn = match taken {
             Some(c) => c,
-            None => open_conn(&self.path, self.options.busy_timeout)?,
+            None => open_conn(&self.lib, &self.path, self.options.busy_timeout)?,
         };
         let out = f(&conn);
         let mut idle = self.readers.lock().unwrap_or_else(PoisonError::into_inner);
@@ -498,7 +496,7 @@ impl Drop for SaverStore {
     }
 }
 
-fn apply(conn: &Connection, op: &Op) -> Result<Outcome> {
+fn apply(conn: &Conn, op: &Op) -> Result<Outcome> {
     match op {
         Op::Put(row) => {
             insert_checkpoint(conn, INSERT_CHECKPOINT_SQL, row)?;
@@ -509,8 +507,9 @@ fn apply(conn: &Connection, op: &Op) -> Result<Outcome> {
             Ok(Outcome::Done)
         }
         Op::DeleteThread(thread_id) => {
-            conn.prepare_cached(DELETE_CHECKPOINTS_SQL)?.execute([thread_id])?;
-            conn.prepare_cached(DELETE_WRITES_SQL)?.execute([thread_id])?;
+            conn.prepare(DELETE_CHECKPOINTS_SQL)?
+                .execute(&[Param::Text(thread_id)])?;
+            conn.prepare(DELETE_WRITES_SQL)?.execute(&[Param::Text(thread_id)])?;
             Ok(Outcome::Done)
         }
         Op::Merge(checkpoints, writes) => {
@@ -528,47 +527,78 @@ fn apply(conn: &Connection, op: &Op) -> Result<Outcome> {
     }
 }
 
-fn insert_checkpoint(conn: &Connection, sql: &str, row: &CheckpointRow) -> Result<usize> {
-    Ok(conn.prepare_cached(sql)?.execute(rusqlite::params![
-        row.thread_id,
-        row.checkpoint_ns,
-        row.checkpoint_id,
-        row.parent_checkpoint_id,
-        row.type_tag,
-        row.checkpoint,
-        row.metadata,
-    ])?)
+fn insert_checkpoint(conn: &Conn, sql: &str, row: &CheckpointRow) -> Result<usize> {
+    conn.prepare(sql)?.execute(&[
+        Param::Text(&row.thread_id),
+        Param::Text(&row.checkpoint_ns),
+        Param::Text(&row.checkpoint_id),
+        opt_text(row.parent_checkpoint_id.as_deref()),
+        opt_text(row.type_tag.as_deref()),
+        opt_blob(row.checkpoint.as_deref()),
+        opt_blob(row.metadata.as_deref()),
+    ])
 }
 
-fn insert_writes(conn: &Connection, batch: &WritesBatch) -> Result<usize> {
-    let mut stmt = conn.prepare_cached(if batch.replace {
+fn insert_writes(conn: &Conn, batch: &WritesBatch) -> Result<usize> {
+    let mut stmt = conn.prepare(if batch.replace {
         REPLACE_WRITE_SQL
     } else {
         IGNORE_WRITE_SQL
     })?;
     let mut n = 0;
     for w in &batch.writes {
-        n += stmt.execute(rusqlite::params![
-            batch.thread_id,
-            batch.checkpoint_ns,
-            batch.checkpoint_id,
-            w.task_id,
-            w.task_path,
-            w.idx,
-            w.channel,
-            w.type_tag,
-            w.value,
+        n += stmt.execute(&[
+            Param::Text(&batch.thread_id),
+            Param::Text(&batch.checkpoint_ns),
+            Param::Text(&batch.checkpoint_id),
+            Param::Text(&w.task_id),
+            Param::Text(&w.task_path),
+            Param::Int(w.idx),
+            Param::Text(&w.channel),
+            opt_text(w.type_tag.as_deref()),
+            opt_blob(w.value.as_deref()),
         ])?;
     }
     Ok(n)
 }
 
-/// Stock stores bytes; a row written by other code may hold text instead: read either.
-fn blob_or_text(v: ValueRef<'_>) -> Option<Vec<u8>> {
-    match v {
-        ValueRef::Blob(b) | ValueRef::Text(b) => Some(b.to_vec()),
-        _ => None,
+/// One element of the writes column: (task_id, channel, type, hex value, task_path, idx).
+type JsonWrite = (String, String, Option<String>, Option<String>, Option<String>, i64);
+
+/// The writes column of `list`: `[[task_id, channel, type, hex value, task_path, idx], ...]`.
+fn parse_writes(json: &[u8]) -> Result<Vec<WriteRow>> {
+    let bad = |what: &str| Error::Storage(format!("unreadable pending writes from the list query: {what}"));
+    let rows: Vec<JsonWrite> = serde_json::from_slice(json).map_err(|e| bad(&e.to_string()))?;
+    rows.into_iter()
+        .map(|(task_id, channel, type_tag, hex, task_path, idx)| {
+            Ok(WriteRow {
+                task_id,
+                channel,
+                type_tag,
+                value: hex.map(|h| from_hex(&h)).transpose().map_err(|()| bad("bad hex"))?,
+                task_path: task_path.unwrap_or_default(),
+                idx,
+            })
+        })
+        .collect()
+}
+
+fn from_hex(h: &str) -> std::result::Result<Vec<u8>, ()> {
+    fn nibble(c: u8) -> std::result::Result<u8, ()> {
+        match c {
+            b'0'..=b'9' => Ok(c - b'0'),
+            b'A'..=b'F' => Ok(c - b'A' + 10),
+            b'a'..=b'f' => Ok(c - b'a' + 10),
+            _ => Err(()),
+        }
     }
+    let b = h.as_bytes();
+    if b.len() % 2 != 0 {
+        return Err(());
+    }
+    b.chunks_exact(2)
+        .map(|p| Ok((nibble(p[0])? << 4) | nibble(p[1])?))
+        .collect()
 }
 
 /// Whether a metadata filter key is one stock accepts (`^[a-zA-Z0-9_.-]+$`).
@@ -579,8 +609,9 @@ fn valid_filter_key(key: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
-/// The one statement of `list`: stock's checkpoint query, unchanged, as a materialized CTE
-/// (so its order and `LIMIT` are stock's), joined to the writes of each listed checkpoint.
+/// The one statement of `list`: stock's checkpoint query, with the same predicates, order and
+/// `LIMIT` (so the same rows in the same order), plus one column that gathers each listed
+/// checkpoint's pending writes as a JSON array (values in hex, since JSON holds no blobs).
 fn list_sql(q: &SaverQuery) -> Result<(String, Vec<SqlValue>)> {
     let mut wheres: Vec<String> = Vec::new();
     let mut params: Vec<SqlValue> = Vec::new();
@@ -612,8 +643,11 @@ fn list_sql(q: &SaverQuery) -> Result<(String, Vec<SqlValue>)> {
         params.push(b.clone());
     }
     let mut sql = String::from(
-        "WITH c AS MATERIALIZED (SELECT thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, type, \
-         checkpoint, metadata FROM checkpoints",
+        "SELECT thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, type, checkpoint, metadata, \
+         (SELECT json_group_array(json_array(w.task_id, w.channel, w.type, \
+         CASE WHEN w.value IS NULL THEN NULL ELSE hex(w.value) END, w.task_path, w.idx)) FROM writes AS w \
+         WHERE w.thread_id = checkpoints.thread_id AND w.checkpoint_ns = checkpoints.checkpoint_ns \
+         AND w.checkpoint_id = checkpoints.checkpoint_id) FROM checkpoints",
     );
     if !wheres.is_empty() {
         let _ = write!(sql, " WHERE {}", wheres.join(" AND "));
@@ -623,43 +657,50 @@ fn list_sql(q: &SaverQuery) -> Result<(String, Vec<SqlValue>)> {
         sql.push_str(" LIMIT ?");
         params.push(SqlValue::Int(limit));
     }
-    sql.push_str(
-        ") SELECT c.thread_id, c.checkpoint_ns, c.checkpoint_id, c.parent_checkpoint_id, c.type, c.checkpoint, \
-         c.metadata, w.task_id, w.channel, w.type, w.value, w.task_path, w.idx FROM c LEFT JOIN writes AS w \
-         ON w.thread_id = c.thread_id AND w.checkpoint_ns = c.checkpoint_ns AND w.checkpoint_id = c.checkpoint_id",
-    );
     Ok((sql, params))
 }
 
-fn open_conn(path: &str, busy_timeout: Duration) -> Result<Connection> {
-    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
-        | OpenFlags::SQLITE_OPEN_CREATE
-        | OpenFlags::SQLITE_OPEN_NO_MUTEX
-        | OpenFlags::SQLITE_OPEN_URI;
-    let conn = Connection::open_with_flags(path, flags)?;
-    conn.busy_timeout(busy_timeout)?;
-    Ok(conn)
+fn open_conn(lib: &Arc<Library>, path: &str, busy_timeout: Duration) -> Result<Conn> {
+    let ms = i32::try_from(busy_timeout.as_millis()).unwrap_or(i32::MAX);
+    Conn::open(lib, path, ms)
 }
 
 /// `SqliteSaver.setup()`: WAL, the two tables, and the `task_path` migration.
-fn setup(conn: &Connection) -> Result<()> {
-    let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+fn setup(conn: &Conn) -> Result<()> {
+    let mode = {
+        let mut stmt = conn.prepare("PRAGMA journal_mode=WAL")?;
+        stmt.bind(&[])?;
+        if stmt.step()? {
+            stmt.text(0).unwrap_or_default()
+        } else {
+            String::new()
+        }
+    };
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(Error::Storage(format!(
             "SQLite kept journal_mode={mode} instead of WAL, which concurrent use needs"
         )));
     }
-    conn.execute_batch(SETUP_SQL)?;
-    match conn.execute_batch(ADD_TASK_PATH_SQL) {
-        Ok(()) => Ok(()),
-        Err(e) if e.to_string().contains("duplicate column name") => Ok(()),
-        Err(e) => Err(e.into()),
+    conn.exec(SETUP_SQL)?;
+    match conn.exec(ADD_TASK_PATH_SQL) {
+        Err(Error::Sqlite { message, .. }) if !message.contains("duplicate column name") => {
+            Err(Error::Sqlite { message, busy: false })
+        }
+        _ => Ok(()),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The system's SQLite, which Python's `sqlite3` links to on the platforms this runs on.
+    fn lib() -> Arc<Library> {
+        ["libsqlite3.so.0", "libsqlite3.dylib"]
+            .iter()
+            .find_map(|name| Library::open(name).ok())
+            .expect("a shared SQLite library (libsqlite3.so.0), as Python's sqlite3 module uses")
+    }
 
     fn temp_path(name: &str) -> (std::path::PathBuf, String) {
         let dir = std::env::temp_dir().join(format!("flg-saver-{}-{name}", std::process::id()));
@@ -703,7 +744,7 @@ mod tests {
     #[test]
     fn rows_round_trip_with_their_writes_newest_first() {
         let (dir, path) = temp_path("roundtrip");
-        let s = SaverStore::open(&path, SaverOptions::default()).unwrap();
+        let s = SaverStore::open(&lib(), &path, SaverOptions::default()).unwrap();
         s.put(row("t", "1", None)).unwrap();
         s.put(row("t", "2", Some("1"))).unwrap();
         s.put_writes(writes("t", "1", "task", 3, false)).unwrap();
@@ -732,7 +773,7 @@ mod tests {
     #[test]
     fn ignore_keeps_the_first_write_and_replace_overwrites() {
         let (dir, path) = temp_path("ignore");
-        let s = SaverStore::open(&path, SaverOptions::default()).unwrap();
+        let s = SaverStore::open(&lib(), &path, SaverOptions::default()).unwrap();
         s.put(row("t", "1", None)).unwrap();
         s.put_writes(writes("t", "1", "task", 1, false)).unwrap();
         let mut again = writes("t", "1", "task", 1, false);
@@ -752,7 +793,7 @@ mod tests {
     #[test]
     fn merge_adds_only_what_is_missing() {
         let (dir, path) = temp_path("merge");
-        let s = SaverStore::open(&path, SaverOptions::default()).unwrap();
+        let s = SaverStore::open(&lib(), &path, SaverOptions::default()).unwrap();
         s.put(row("t", "1", None)).unwrap();
         let mut changed = row("t", "1", None);
         changed.checkpoint = Some(b"other".to_vec());
@@ -780,7 +821,7 @@ mod tests {
     #[test]
     fn concurrent_writers_share_commits() {
         let (dir, path) = temp_path("group");
-        let s = std::sync::Arc::new(SaverStore::open(&path, SaverOptions::default()).unwrap());
+        let s = std::sync::Arc::new(SaverStore::open(&lib(), &path, SaverOptions::default()).unwrap());
         let handles: Vec<_> = (0..8)
             .map(|t| {
                 let s = std::sync::Arc::clone(&s);
@@ -804,6 +845,31 @@ mod tests {
     }
 
     #[test]
+    fn another_connection_closing_in_this_process_loses_nothing() {
+        // The user's own connection, through the same SQLite, opens and closes while the store
+        // writes: with two copies of SQLite in one process this close would fold and delete
+        // the WAL under the store, and its later commits would be invisible.
+        let (dir, path) = temp_path("close");
+        let lib = lib();
+        let s = SaverStore::open(&lib, &path, SaverOptions::default()).unwrap();
+        for i in 0..5 {
+            s.put(row("t", &format!("{i}"), None)).unwrap();
+            let other = ffi::Conn::open(&lib, &path, 1000).unwrap();
+            other.exec("SELECT count(*) FROM checkpoints").unwrap();
+            drop(other);
+        }
+        let fresh = ffi::Conn::open(&lib, &path, 1000).unwrap();
+        let mut stmt = fresh.prepare("SELECT count(*) FROM checkpoints").unwrap();
+        stmt.bind(&[]).unwrap();
+        assert!(stmt.step().unwrap());
+        assert_eq!(stmt.text(0).as_deref(), Some("5"));
+        drop(stmt);
+        drop(fresh);
+        s.close();
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
     fn bad_filter_keys_and_memory_paths_are_refused() {
         let q = SaverQuery {
             filter: vec![("a') OR 1=1 --".to_owned(), SqlValue::Int(1))],
@@ -811,7 +877,7 @@ mod tests {
         };
         assert!(matches!(list_sql(&q), Err(Error::Invalid(_))));
         assert!(matches!(
-            SaverStore::open(":memory:", SaverOptions::default()),
+            SaverStore::open(&lib(), ":memory:", SaverOptions::default()),
             Err(Error::Invalid(_))
         ));
     }

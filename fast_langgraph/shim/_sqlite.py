@@ -103,9 +103,52 @@ def _target_from_rows(database_list: Sequence[Any], synchronous: Any) -> _Target
     return _Target(path, level)
 
 
+def _sqlite_library() -> int:
+    """A ``dlopen`` handle through which the store finds the SQLite that Python's ``sqlite3``
+    module runs on. The store must use that one library: the user's connection has the same
+    file open in this process, and two copies of SQLite in one process break each other's
+    locks (a connection closing in one copy deletes the WAL under the other)."""
+    global _LIBRARY
+    if _LIBRARY is None:
+        import _sqlite3
+        import ctypes
+
+        _LIBRARY = ctypes.CDLL(_sqlite3.__file__)._handle
+    return _LIBRARY
+
+
+_LIBRARY: int | None = None
+
+
+class Unshareable(Exception):
+    """The store cannot use the SQLite library Python's ``sqlite3`` uses (for example a Python
+    build that links SQLite in statically without exporting it): the saver stays on stock
+    code."""
+
+
+_unshareable_reason: str | None = None
+
+
+def unshareable_reason() -> str | None:
+    """Why savers stay on stock code in this process, or None."""
+    return _unshareable_reason
+
+
 def _open_store(path: str, synchronous: int, serde: Any) -> SqliteSaverStore:
+    global _unshareable_reason
     with _open_lock:
-        store = SqliteSaverStore(path, synchronous=synchronous)
+        try:
+            library = _sqlite_library()
+            store = SqliteSaverStore(path, sqlite_library=library, synchronous=synchronous)
+        except (OSError, ValueError, AttributeError) as e:
+            # ctypes could not load the library, or it lacks SQLite's functions or is too old.
+            if _unshareable_reason is None:
+                _unshareable_reason = f"Python's SQLite cannot be shared: {e}"
+                _log.warning(
+                    "fast_langgraph: SqliteSaver stays on stock code in this process: %s",
+                    _unshareable_reason,
+                )
+            raise Unshareable(_unshareable_reason) from e
         _open_stores.add(store)
         try:
             _merge_sibling(store, path, serde)
@@ -311,7 +354,11 @@ class AcceleratedSqliteSaver(SqliteSaver):
             return store
         # First use, or first use in a forked child: the parent's connections are let go of
         # without closing them, and the child opens its own.
-        store = _open_store(target.path, target.synchronous, self.serde)
+        try:
+            store = _open_store(target.path, target.synchronous, self.serde)
+        except Unshareable:
+            self._flg_target = _Target(None, target.synchronous)
+            return None
         self._flg_store, self._flg_pid = store, pid
         return store
 
@@ -654,8 +701,8 @@ def _sibling_writes(
 # -- installing -------------------------------------------------------------------------------
 
 
-def install() -> tuple[dict[type, dict[str, Any]], list[str], str]:
-    """Patch the classes; returns (saved originals per class, targets, reason if none)."""
+def install() -> tuple[dict[type, dict[str, Any]], list[str]]:
+    """Patch the classes; returns (saved originals per class, targets)."""
     saved: dict[type, dict[str, Any]] = {}
     targets: list[str] = []
     _patch_class(SqliteSaver, AcceleratedSqliteSaver, saved)
@@ -665,7 +712,7 @@ def install() -> tuple[dict[type, dict[str, Any]], list[str], str]:
 
         _patch_class(AsyncSqliteSaver, AcceleratedAsyncSqliteSaver, saved)
         targets.append("langgraph.checkpoint.sqlite.aio.AsyncSqliteSaver")
-    return saved, targets, ""
+    return saved, targets
 
 
 def stock_instances() -> list[Any]:
