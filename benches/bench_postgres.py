@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import os
+import random
 import statistics
 import sys
 import time
@@ -148,6 +149,17 @@ def writes_per_second(kind: str, url: str, seconds: float = 5.0) -> float:
     return total / seconds
 
 
+_VOCABULARY = [
+    f"{a}{b}{c}" for a in "bcdfgklmnprst" for b in "aeiou" for c in ("n", "r", "s", "", "l")
+]
+
+
+def _words(seed: int, n: int) -> str:
+    """Text that compresses about as well as prose (PostgreSQL compresses large values)."""
+    rng = random.Random(seed)
+    return " ".join(rng.choice(_VOCABULARY) for _ in range(n))
+
+
 class Chat(TypedDict):
     messages: Annotated[list, add_messages]
 
@@ -158,7 +170,7 @@ def chat_300(saver) -> tuple[float, float]:
 
     def bot(state: Chat) -> dict:
         n = len(state["messages"])
-        return {"messages": [AIMessage(f"answer {n} " + "y" * 400, id=f"a{n}")]}
+        return {"messages": [AIMessage(f"answer {n} " + _words(n, 60), id=f"a{n}")]}
 
     b = StateGraph(Chat)
     b.add_node("bot", bot)
@@ -180,7 +192,7 @@ def chat_300(saver) -> tuple[float, float]:
         for t in range(1, 301):
             turn[0] = t
             graph.invoke(
-                {"messages": [HumanMessage(f"q{t} " + "x" * 200, id=f"h{t}")]},
+                {"messages": [HumanMessage(f"q{t} " + _words(-t, 30), id=f"h{t}")]},
                 {"configurable": {"thread_id": "chat300"}},
             )
     finally:
