@@ -16,9 +16,9 @@ from fast_langgraph._native import (
 from fast_langgraph._settings import configure
 from fast_langgraph.cache import FastLLMCache, FastNodeCache, RustLLMCache, cached
 from fast_langgraph.checkpoint import RustSQLiteCheckpointer
-from fast_langgraph.postgres import RustPostgresCheckpointer
 from fast_langgraph.merge import add_messages, langgraph_state_update, merge_dicts
 from fast_langgraph.serde import RustSerializer
+from fast_langgraph.postgres import RustPostgresCheckpointer
 
 __all__ = [
     "CacheCorruptError",

@@ -180,6 +180,12 @@ class RustPostgresCheckpointer(
         ``payload_bytes``, ``table_bytes`` (the tables and their indexes on disk)."""
         return self._store.storage_stats()
 
+    def writer_stats(self) -> dict[str, int]:
+        """``{"calls": n, "commits": m}``: write calls since open, and the transactions that
+        carried them (concurrent writes of this process share one). ``calls / commits`` is
+        the mean group-commit size."""
+        return self._store.writer_stats()
+
     def pool_stats(self) -> dict[str, int]:
         """``{"open": n, "idle": m, "reconnects": k}``: connections open and idle, and calls
         that found their connection dead and ran again on a new one."""

@@ -180,3 +180,40 @@ def test_guard_between_threads_of_one_process(pg_server):
         release.set()
         t.join(60)
         assert len(errors) == 1 and isinstance(errors[0], CheckpointConflictError)
+
+
+def test_concurrent_writes_of_one_process_share_commits_and_all_land(pg_db):
+    """16 threads writing at once: every checkpoint and write is stored, and the write
+    calls were carried by at most as many transactions."""
+    from langgraph.checkpoint.base import empty_checkpoint
+
+    with RustPostgresCheckpointer(pg_db, pool_size=4) as saver:
+        saver.setup()
+
+        def worker(t: int) -> None:
+            parent = None
+            for i in range(20):
+                cp = empty_checkpoint()
+                cp["channel_values"] = {"x": [t, i]}
+                cp["channel_versions"] = {"x": saver.get_next_version(None, None)}
+                conf = cfg(f"w{t}", checkpoint_ns="")
+                if parent:
+                    conf["configurable"]["checkpoint_id"] = parent
+                saved = saver.put(conf, cp, {"source": "loop", "step": i}, cp["channel_versions"])
+                saver.put_writes(saved, [("x", i)], f"task-{i}")
+                parent = saved["configurable"]["checkpoint_id"]
+
+        threads = [threading.Thread(target=worker, args=(t,)) for t in range(16)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        stats = saver.writer_stats()
+        assert stats["calls"] == 16 * 20 * 2
+        assert 1 <= stats["commits"] <= stats["calls"]
+        for t in range(16):
+            items = list(saver.list(cfg(f"w{t}")))
+            assert [tup.checkpoint["channel_values"]["x"] for tup in items] == [
+                [t, i] for i in reversed(range(20))
+            ]
+            assert all(len(tup.pending_writes) == 1 for tup in items)

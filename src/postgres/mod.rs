@@ -8,6 +8,7 @@
 //! is one statement: blobs, checkpoint and, with the guard, the head move, atomically), so a
 //! dropped connection never leaves half a checkpoint, and a call that finds its connection
 //! dead retries once on a new one (every statement here is idempotent).
+mod batch;
 pub mod conninfo;
 mod pool;
 mod read;
@@ -16,10 +17,9 @@ mod tls;
 
 use std::time::Duration;
 
-use postgres::types::ToSql;
-
 use crate::checkpoint::{ListQuery, NewCheckpoint, NewWrites, PruneStrategy, StoredCheckpoint};
 use crate::error::{Error, Result};
+use batch::{Batcher, Outcome, WriteOp};
 use pool::Pool;
 pub use pool::PoolStats;
 pub use read::{DeltaHistory, HistoryWrite};
@@ -65,6 +65,7 @@ pub enum PutMode {
 /// call from many threads; each runs on its own pooled connection.
 pub struct PgStore {
     pool: Pool,
+    batcher: Batcher,
     guard: bool,
 }
 
@@ -76,6 +77,8 @@ impl PgStore {
         let pool = Pool::new(info, options)?;
         Ok(PgStore {
             pool,
+            // Half the pool commits at once, so the other half stays free for reads.
+            batcher: Batcher::new((options.pool_size / 2).max(1), 64),
             guard: options.guard,
         })
     }
@@ -124,78 +127,39 @@ impl PgStore {
     }
 
     /// Stores a checkpoint and its new blobs in one statement; returns once committed.
+    /// Concurrent writes of this process share a transaction ([`batch`]).
     ///
     /// With the guard on and `mode` [`PutMode::Continue`], the put is refused with
     /// [`Error::Conflict`] unless its parent is still the newest checkpoint written to its
     /// thread and namespace: of two runs continuing the same checkpoint, the later is refused.
-    pub fn put(&self, cp: &NewCheckpoint, mode: PutMode) -> Result<()> {
-        let guarded = self.guard;
-        let what = || {
-            format!(
-                "storing checkpoint {:?} of thread {:?} (namespace {:?})",
-                cp.checkpoint_id, cp.thread_id, cp.checkpoint_ns
-            )
+    pub fn put(&self, cp: NewCheckpoint, mode: PutMode) -> Result<()> {
+        let (thread_id, ns, id, parent) = (
+            cp.thread_id.clone(),
+            cp.checkpoint_ns.clone(),
+            cp.checkpoint_id.clone(),
+            cp.parent_checkpoint_id.clone(),
+        );
+        let outcome = self.batcher.submit(&self.pool, self.guard, WriteOp::Put(cp, mode))?;
+        let Outcome::Put { missing, stored } = outcome else {
+            return Err(Error::Storage("a put was answered as a write".into()));
         };
-        let (missing, stored) = self.pool.run_with(what, |c| {
-            let channels: Vec<&str> = cp.channel_versions.iter().map(|(c, _)| c.as_str()).collect();
-            let versions: Vec<&str> = cp.channel_versions.iter().map(|(_, v)| v.as_str()).collect();
-            let b_channel: Vec<&str> = cp.blobs.iter().map(|b| b.channel.as_str()).collect();
-            let b_version: Vec<&str> = cp.blobs.iter().map(|b| b.version.as_str()).collect();
-            let b_base: Vec<Option<&str>> = cp.blobs.iter().map(|b| b.delta_base.as_deref()).collect();
-            let b_type: Vec<&str> = cp.blobs.iter().map(|b| b.type_tag.as_str()).collect();
-            let b_data: Vec<&[u8]> = cp.blobs.iter().map(|b| b.data.as_slice()).collect();
-            let cont = mode == PutMode::Continue;
-            let mut params: Vec<&(dyn ToSql + Sync)> = vec![
-                &cp.thread_id,
-                &cp.checkpoint_ns,
-                &cp.checkpoint_id,
-                &cp.parent_checkpoint_id,
-                &cp.run_id,
-                &channels,
-                &versions,
-                &cp.metadata_json,
-                &b_channel,
-                &b_version,
-                &b_base,
-                &b_type,
-                &b_data,
-                &cp.type_tag,
-                &cp.checkpoint,
-            ];
-            if guarded {
-                params.push(&cont);
-            }
-            let stmt = if guarded {
-                c.prepare(sql::put_guarded_sql())?
-            } else {
-                c.prepare(sql::put_sql())?
-            };
-            let row = c.client.query_one(&stmt, &params)?;
-            Ok((row.get::<_, i64>(0), row.get::<_, i64>(1)))
-        })?;
         if missing > 0 {
             return Err(Error::DeltaBaseMissing(format!(
-                "checkpoint {:?} of thread {:?}: a delta's base version is no longer stored",
-                cp.checkpoint_id, cp.thread_id
+                "checkpoint {id:?} of thread {thread_id:?}: a delta's base version is no longer stored"
             )));
         }
         if stored == 0 {
             let head: Option<String> = self.pool.run("reading the thread's head", |c| {
                 Ok(c.client
-                    .query_opt(sql::SELECT_HEAD, &[&cp.thread_id, &cp.checkpoint_ns])?
+                    .query_opt(sql::SELECT_HEAD, &[&thread_id, &ns])?
                     .map(|r| r.get(0)))
             })?;
             return Err(Error::Conflict(format!(
-                "thread {:?} (namespace {:?}) was written by another run meanwhile: checkpoint {:?} continues \
-                 checkpoint {}, but the thread's latest checkpoint is now {}. Two runs on one thread at once \
-                 would fork its history; this one was refused and nothing was stored. Retry after the other run \
-                 finishes, or fork explicitly from a checkpoint id.",
-                cp.thread_id,
-                cp.checkpoint_ns,
-                cp.checkpoint_id,
-                cp.parent_checkpoint_id
-                    .as_deref()
-                    .map_or_else(|| "(none: a new thread)".to_owned(), |p| format!("{p:?}")),
+                "thread {thread_id:?} (namespace {ns:?}) was written by another run meanwhile: checkpoint {id:?} \
+                 continues checkpoint {}, but the thread's latest checkpoint is now {}. Two runs on one thread at \
+                 once would fork its history; this one was refused and nothing was stored. Retry after the other \
+                 run finishes, or fork explicitly from a checkpoint id.",
+                parent.map_or_else(|| "(none: a new thread)".to_owned(), |p| format!("{p:?}")),
                 head.map_or_else(|| "(none)".to_owned(), |h| format!("{h:?}"))
             )));
         }
@@ -203,39 +167,16 @@ impl PgStore {
     }
 
     /// Stores one task's writes in one statement; returns once committed.
-    pub fn put_writes(&self, w: &NewWrites) -> Result<()> {
-        let what = || {
-            format!(
-                "storing the writes of task {:?} for checkpoint {:?} of thread {:?}",
-                w.task_id, w.checkpoint_id, w.thread_id
-            )
-        };
-        self.pool.run_with(what, |c| {
-            let idx: Vec<i32> = w
-                .writes
-                .iter()
-                .map(|x| i32::try_from(x.idx).unwrap_or(i32::MAX))
-                .collect();
-            let channel: Vec<&str> = w.writes.iter().map(|x| x.channel.as_str()).collect();
-            let type_: Vec<&str> = w.writes.iter().map(|x| x.type_tag.as_str()).collect();
-            let data: Vec<&[u8]> = w.writes.iter().map(|x| x.data.as_slice()).collect();
-            let stmt = c.prepare(sql::PUT_WRITES)?;
-            c.client.execute(
-                &stmt,
-                &[
-                    &w.thread_id,
-                    &w.checkpoint_ns,
-                    &w.checkpoint_id,
-                    &w.task_id,
-                    &w.task_path,
-                    &idx,
-                    &channel,
-                    &type_,
-                    &data,
-                ],
-            )?;
-            Ok(())
-        })
+    pub fn put_writes(&self, w: NewWrites) -> Result<()> {
+        self.batcher
+            .submit(&self.pool, self.guard, WriteOp::Writes(w))
+            .map(|_| ())
+    }
+
+    /// (write calls, transactions that carried them) since open; their ratio is the mean
+    /// group-commit size.
+    pub fn writer_stats(&self) -> (u64, u64) {
+        self.batcher.stats()
     }
 
     /// Stores several checkpoints and writes in one transaction (imports).

@@ -10,9 +10,9 @@ use super::sql;
 use crate::checkpoint::{ChannelValue, ListQuery, MetaValue, StoredCheckpoint, StoredWrite};
 use crate::error::{Error, Result};
 
-// The msgpack splicing of the SQLite store, shared as it is.
+// The msgpack splicing of the SQLite store, shared as it is (its module is private there).
 #[path = "../checkpoint/msgpack.rs"]
-#[allow(dead_code)]
+#[allow(dead_code, clippy::duplicate_mod)]
 mod msgpack;
 
 /// One stored blob on the way from a channel version to its value.
@@ -283,6 +283,9 @@ pub struct DeltaHistory {
     pub seed: Option<ChannelValue>,
 }
 
+/// A history write with its sort key: (task_path, idx, write).
+type SortedWrite = (String, i64, HistoryWrite);
+
 /// Ancestors read per statement.
 const HISTORY_PAGE: i32 = 512;
 
@@ -353,7 +356,7 @@ pub fn delta_history(
         .collect::<HashSet<_>>()
         .into_iter()
         .collect();
-    let mut writes_by: HashMap<(String, String), Vec<(String, i64, HistoryWrite)>> = HashMap::new();
+    let mut writes_by: HashMap<(String, String), Vec<SortedWrite>> = HashMap::new();
     if !all.is_empty() {
         let rows = pool.run_with(what, |c| {
             let stmt = c.prepare(sql::HISTORY_WRITES)?;

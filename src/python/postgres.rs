@@ -85,12 +85,12 @@ impl PyPgCheckpointStore {
         } else {
             PutMode::Free
         };
-        Ok(py.detach(|| self.store.put(&cp, mode))?)
+        Ok(py.detach(|| self.store.put(cp, mode))?)
     }
 
     fn put_writes(&self, py: Python<'_>, writes: &Bound<'_, PyTuple>) -> PyResult<()> {
         let w = new_writes(writes)?;
-        Ok(py.detach(|| self.store.put_writes(&w))?)
+        Ok(py.detach(|| self.store.put_writes(w))?)
     }
 
     fn put_many(
@@ -193,6 +193,12 @@ impl PyPgCheckpointStore {
         ]
         .into_iter()
         .collect())
+    }
+
+    /// `{"calls": n, "commits": m}`: write calls and the transactions that carried them.
+    fn writer_stats(&self) -> std::collections::HashMap<&'static str, u64> {
+        let (calls, commits) = self.store.writer_stats();
+        [("calls", calls), ("commits", commits)].into_iter().collect()
     }
 
     /// `{"open": n, "idle": m, "reconnects": k}`.

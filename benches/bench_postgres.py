@@ -1,0 +1,319 @@
+"""RustPostgresCheckpointer against LangGraph's PostgresSaver (on a psycopg ConnectionPool, as
+its docs recommend for servers), side by side on one throwaway local server started here
+(durable settings: fsync on, synchronous_commit on). Interleaved rounds, medians.
+
+Run: `.venv/bin/python benches/bench_postgres.py [--quick]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import random
+import statistics
+import sys
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from typing import Annotated, Any
+
+from langchain_core.messages import AIMessage, HumanMessage
+from langgraph.checkpoint.base import empty_checkpoint
+from langgraph.checkpoint.postgres import PostgresSaver
+from langgraph.graph import START, StateGraph
+from langgraph.graph.message import add_messages
+from psycopg import Connection
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool
+from typing_extensions import TypedDict
+
+sys.path.insert(0, os.path.dirname(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
+from _common import interleaved, table
+from bench_checkpoint import build_graph, state_of_size
+from pg_server import PgServer
+
+from fast_langgraph import RustPostgresCheckpointer
+
+
+def stock(url: str, pool_size: int = 10, setup: bool = True) -> PostgresSaver:
+    if setup:
+        with Connection.connect(url, autocommit=True) as conn:
+            PostgresSaver(conn).setup()
+    pool = ConnectionPool(
+        url,
+        min_size=1,
+        max_size=pool_size,
+        kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row},
+        open=True,
+    )
+    return PostgresSaver(pool)
+
+
+def ours(url: str, pool_size: int = 10, setup: bool = True) -> RustPostgresCheckpointer:
+    saver = RustPostgresCheckpointer(url, pool_size=pool_size)
+    if setup:
+        saver.setup()
+    return saver
+
+
+def put_get(saver, size: int):
+    values = state_of_size(size)
+    counter = [0]
+
+    def step():
+        counter[0] += 1
+        cp = empty_checkpoint()
+        cp["channel_values"] = values
+        versions = {k: saver.get_next_version(None, None) for k in values}
+        cp["channel_versions"] = versions
+        conf = {"configurable": {"thread_id": f"pg-{size}-{counter[0] % 50}", "checkpoint_ns": ""}}
+        saver.put(conf, cp, {"source": "loop", "step": counter[0]}, versions)
+        saver.get_tuple(conf)
+
+    return step
+
+
+def fill_list(saver, n: int) -> dict:
+    """A thread of n checkpoints, as bench_checkpoint.bench_list builds it: every step bumps
+    `counter`, every tenth changes all channels, each checkpoint has 2 pending writes."""
+    values = state_of_size(1024)
+    thread = str(uuid.uuid4())
+    parent = None
+    versions: dict[str, Any] = {}
+    for i in range(n):
+        cp = empty_checkpoint()
+        changed = list(values) if i % 10 == 0 else ["counter"]
+        versions = {
+            **versions,
+            **{k: saver.get_next_version(versions.get(k), None) for k in changed},
+        }
+        cp["channel_values"] = dict(values)
+        cp["channel_versions"] = versions
+        conf = {"configurable": {"thread_id": thread, "checkpoint_ns": ""}}
+        if parent:
+            conf["configurable"]["checkpoint_id"] = parent
+        saved = saver.put(
+            conf,
+            cp,
+            {"source": "loop", "step": i, "parents": {}},
+            {k: versions[k] for k in changed},
+        )
+        parent = saved["configurable"]["checkpoint_id"]
+        saver.put_writes(
+            saved,
+            [("messages", [AIMessage(content="hi", id=f"w{i}")]), ("route", "b")],
+            f"task-{i}",
+            "~x",
+        )
+    return {"configurable": {"thread_id": thread}}
+
+
+def _writer_proc(kind: str, url: str, proc: int, seconds: float, out) -> None:
+    saver = stock(url, 8, setup=False) if kind == "stock" else ours(url, 8, setup=False)
+    values = state_of_size(1_000)
+    stop = time.perf_counter() + seconds
+    counts = [0] * 8
+
+    def worker(t: int) -> None:
+        parent = None
+        while time.perf_counter() < stop:
+            cp = empty_checkpoint()
+            cp["channel_values"] = values
+            versions = {k: saver.get_next_version(None, None) for k in values}
+            cp["channel_versions"] = versions
+            conf = {"configurable": {"thread_id": f"mp-{proc}-{t}", "checkpoint_ns": ""}}
+            if parent:
+                conf["configurable"]["checkpoint_id"] = parent
+            parent = saver.put(conf, cp, {"source": "loop", "step": counts[t]}, versions)[
+                "configurable"
+            ]["checkpoint_id"]
+            counts[t] += 1
+
+    with ThreadPoolExecutor(8) as ex:
+        list(ex.map(worker, range(8)))
+    out.put(sum(counts))
+
+
+def writes_per_second(kind: str, url: str, seconds: float = 5.0) -> float:
+    """4 processes x 8 threads putting 1 KB checkpoints for `seconds`: puts per second."""
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=_writer_proc, args=(kind, url, p, seconds, out)) for p in range(4)]
+    for p in procs:
+        p.start()
+    total = sum(out.get(timeout=300) for _ in procs)
+    for p in procs:
+        p.join()
+    return total / seconds
+
+
+_VOCABULARY = [
+    f"{a}{b}{c}" for a in "bcdfgklmnprst" for b in "aeiou" for c in ("n", "r", "s", "", "l")
+]
+
+
+def _words(seed: int, n: int) -> str:
+    """Text that compresses about as well as prose (PostgreSQL compresses large values)."""
+    rng = random.Random(seed)
+    return " ".join(rng.choice(_VOCABULARY) for _ in range(n))
+
+
+class Chat(TypedDict):
+    messages: Annotated[list, add_messages]
+
+
+def chat_300(saver) -> tuple[float, float]:
+    """A 300-turn chat through a real graph (add_messages): the median put at turns 5-15 and
+    290-300, in seconds."""
+
+    def bot(state: Chat) -> dict:
+        n = len(state["messages"])
+        return {"messages": [AIMessage(f"answer {n} " + _words(n, 60), id=f"a{n}")]}
+
+    b = StateGraph(Chat)
+    b.add_node("bot", bot)
+    b.add_edge(START, "bot")
+    graph = b.compile(checkpointer=saver)
+    times: dict[int, list[float]] = {}
+    turn = [0]
+    real_put = saver.put
+
+    def timed_put(*a, **k):
+        t0 = time.perf_counter()
+        try:
+            return real_put(*a, **k)
+        finally:
+            times.setdefault(turn[0], []).append(time.perf_counter() - t0)
+
+    saver.put = timed_put
+    try:
+        for t in range(1, 301):
+            turn[0] = t
+            graph.invoke(
+                {"messages": [HumanMessage(f"q{t} " + _words(-t, 30), id=f"h{t}")]},
+                {"configurable": {"thread_id": "chat300"}},
+            )
+    finally:
+        del saver.put
+    early = statistics.median(x for t in range(5, 16) for x in times[t])
+    late = statistics.median(x for t in range(290, 301) for x in times[t])
+    return early, late
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument(
+        "--no-fsync",
+        action="store_true",
+        help="a server with fsync and synchronous_commit off (the CPU side, without the disk)",
+    )
+    args = ap.parse_args()
+    rounds = 3 if args.quick else 7
+    server = PgServer(durable=not args.no_fsync).start()
+    try:
+        s_url, o_url = (server.url(server.create_database(n)) for n in ("stock", "ours"))
+        savers = {"PostgresSaver(pool)": stock(s_url), "RustPostgresCheckpointer": ours(o_url)}
+        print(
+            f"server: PostgreSQL in {server.bindir}, fsync {'off' if args.no_fsync else 'on'}, 127.0.0.1"
+        )
+        for size in (1_000, 35_000):
+            res = interleaved(
+                {n: put_get(s, size) for n, s in savers.items()}, rounds=rounds, reps=20
+            )
+            print(
+                table(
+                    f"put + get_tuple, {size // 1000} KB state", res, baseline="PostgresSaver(pool)"
+                )
+            )
+        lists = {n: fill_list(s, 1000) for n, s in savers.items()}
+        res = interleaved(
+            {n: (lambda s=s, c=lists[n]: list(s.list(c))) for n, s in savers.items()},
+            rounds=rounds,
+            reps=1,
+        )
+        print(
+            table(
+                "list over 1,000 checkpoints (2 writes each)",
+                res,
+                baseline="PostgresSaver(pool)",
+                unit="ms",
+            )
+        )
+
+        # End to end: the 8-node graph, 200 invokes over 20 threads.
+        def e2e(saver):
+            graph = build_graph(saver)
+
+            def run():
+                tag = uuid.uuid4().hex[:6]
+
+                def conversation(t: int) -> None:
+                    for i in range(10):
+                        graph.invoke(
+                            {"messages": [HumanMessage(f"question {i}")], "results": []},
+                            {"configurable": {"thread_id": f"e2e-{tag}-{t}"}},
+                        )
+
+                with ThreadPoolExecutor(20) as ex:
+                    list(ex.map(conversation, range(20)))
+
+            return run
+
+        res = interleaved(
+            {n: e2e(s) for n, s in savers.items()}, rounds=max(3, rounds // 2), reps=1
+        )
+        print(
+            table(
+                "8-node graph, 200 invokes over 20 threads",
+                res,
+                baseline="PostgresSaver(pool)",
+                unit="ms",
+            )
+        )
+
+        # 4 processes x 8 threads, each on its own database pair.
+        wps: dict[str, list[float]] = {"PostgresSaver(pool)": [], "RustPostgresCheckpointer": []}
+        urls = {n: server.url(server.create_database("mp")) for n in wps}
+        for n, u in urls.items():
+            if n.startswith("Postgres"):
+                stock(u, 1).conn.close()
+            else:
+                ours(u, 1).close()
+        for _ in range(max(2, rounds // 2)):
+            for n, u in urls.items():
+                wps[n].append(writes_per_second("stock" if n.startswith("Postgres") else "ours", u))
+        med = {n: statistics.median(v) for n, v in wps.items()}
+        print("\n4 processes x 8 threads, 1 KB puts per second (median of rounds)")
+        for n, v in med.items():
+            print(f"  {n:<34} {v:>10.0f} /s {v / med['PostgresSaver(pool)']:>8.2f}x")
+
+        # 300-turn chat through a real graph, each saver on a fresh database.
+        sizes = {}
+        for n, make in (("PostgresSaver(pool)", stock), ("RustPostgresCheckpointer", ours)):
+            db = server.create_database("chat")
+            saver = make(server.url(db))
+            early, late = chat_300(saver)
+            sizes[n] = int(
+                server.psql(
+                    "SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c "
+                    "JOIN pg_namespace s ON s.oid = c.relnamespace "
+                    "WHERE s.nspname = 'public' AND c.relkind = 'r'",
+                    db,
+                )
+            )
+            print(
+                f"\n300-turn chat, {n}: put at turns 5-15 {early * 1e3:.2f} ms, at turns 290-300 "
+                f"{late * 1e3:.2f} ms ({late / early:.2f}x); tables {sizes[n] / 1e6:.2f} MB"
+            )
+        print(
+            f"tables after the 300-turn chat: ours {sizes['PostgresSaver(pool)'] / sizes['RustPostgresCheckpointer']:.1f}x smaller"
+        )
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()
