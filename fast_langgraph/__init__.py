@@ -17,8 +17,8 @@ from fast_langgraph._settings import configure
 from fast_langgraph.cache import FastLLMCache, FastNodeCache, RustLLMCache, cached
 from fast_langgraph.checkpoint import RustSQLiteCheckpointer
 from fast_langgraph.merge import add_messages, langgraph_state_update, merge_dicts
-from fast_langgraph.serde import RustSerializer
 from fast_langgraph.postgres import RustPostgresCheckpointer
+from fast_langgraph.serde import RustSerializer
 
 __all__ = [
     "CacheCorruptError",

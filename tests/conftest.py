@@ -104,5 +104,7 @@ def redis_client(redis_url):
     client = redis.Redis.from_url(redis_url)
     yield client
     client.close()
+
+
 # The throwaway PostgreSQL server of the Postgres tests (tests/pg_server.py).
 from pg_server import pg_db, pg_server  # noqa: E402, F401
