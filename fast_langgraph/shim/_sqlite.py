@@ -464,10 +464,10 @@ def _async_class() -> type | None:
             if self._flg_target is None:
                 await _ensure_connected(self.conn)
                 async with self.conn.execute("PRAGMA database_list") as cur:
-                    rows = await cur.fetchall()
+                    rows = list(await cur.fetchall())
                 async with self.conn.execute("PRAGMA synchronous") as cur:
-                    sync = (await cur.fetchone())[0]
-                self._flg_target = _target_from_rows(rows, sync)
+                    row = await cur.fetchone()
+                self._flg_target = _target_from_rows(rows, row[0] if row else 2)
             target = self._flg_target
             if target.path is None:
                 return None
@@ -810,7 +810,7 @@ def is_installed(cls: type) -> bool:
 
 def _plain_new(owner: type) -> Any:
     def __new__(cls: type, *args: Any, **kwargs: Any) -> Any:
-        parent_new = super(owner, cls).__new__
+        parent_new = super(owner, cls).__new__  # type: ignore[arg-type]
         if parent_new is object.__new__:
             return object.__new__(cls)
         return parent_new(cls, *args, **kwargs)  # pragma: no cover - no such base in LangGraph
