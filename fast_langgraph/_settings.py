@@ -46,7 +46,7 @@ _SPECS: dict[str, tuple[str, Any, Any]] = {
     "workers": ("FAST_LANGGRAPH_WORKERS", _parse_workers, 64),
     # Whether patch_langgraph() replaces LangGraph's executor factory.
     "executor": ("FAST_LANGGRAPH_PATCH_EXECUTOR", _parse_bool, True),
-    # Whether patch_langgraph() swaps SqliteSaver for RustSQLiteCheckpointer.
+    # Whether patch_langgraph() runs SqliteSaver/AsyncSqliteSaver on the Rust store, in place.
     "checkpointer": ("FAST_LANGGRAPH_PATCH_CHECKPOINTER", _parse_bool, True),
     # Whether patch_langgraph() routes LangGraph's add_messages reducer to the Rust one.
     "add_messages": ("FAST_LANGGRAPH_PATCH_ADD_MESSAGES", _parse_bool, True),
@@ -98,8 +98,8 @@ def configure(
             (``FAST_LANGGRAPH_WORKERS``, default 64). Applies to executors made afterwards.
         executor: Whether ``patch_langgraph()`` replaces LangGraph's executor factory
             (``FAST_LANGGRAPH_PATCH_EXECUTOR``, default on).
-        checkpointer: Whether ``patch_langgraph()`` swaps ``SqliteSaver`` and
-            ``AsyncSqliteSaver`` for ``RustSQLiteCheckpointer``
+        checkpointer: Whether ``patch_langgraph()`` runs ``SqliteSaver`` and
+            ``AsyncSqliteSaver`` on the Rust store, on the user's own file
             (``FAST_LANGGRAPH_PATCH_CHECKPOINTER``, default on).
         add_messages: Whether ``patch_langgraph()`` makes graphs that use LangGraph's
             ``add_messages`` reducer use the Rust one

@@ -439,3 +439,31 @@ def test_the_users_connection_closing_in_this_process_loses_nothing(tmp_path: Pa
     fresh.close()
     saver.close_store()
     conn.close()
+
+
+def test_two_processes_opening_at_once_merge_a_sibling_once(tmp_path: Path) -> None:
+    db = tmp_path / "app.db"
+    with SqliteSaver.from_conn_string(str(db)) as saver:
+        saver.setup()
+    old = RustSQLiteCheckpointer(str(db) + ".flg")
+    build().compile(checkpointer=old).invoke({"log": ["x"]}, {"configurable": {"thread_id": "t"}})
+    want = len(list(old.list(None)))
+    old.close()
+    code = (
+        "import sys, fast_langgraph.shim as s; s.patch_langgraph()\n"
+        "from langgraph.checkpoint.sqlite import SqliteSaver\n"
+        "with SqliteSaver.from_conn_string(sys.argv[1]) as saver:\n"
+        "    print(len(list(saver.list(None))))\n"
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(db)], env=_env(), stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
+    outs = [p.communicate(timeout=120)[0].strip() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0]
+    assert outs == [str(want), str(want)]
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert "app.db.flg" not in names and "app.db.flg.merged" in names
+    assert not any(n.startswith("app.db.flg.merged-2") for n in names), names

@@ -374,9 +374,9 @@ class GraphProfiler:
             runs = {k: dict(v) for k, v in self._runs.items()}
             roots = list(self._roots)
             ckpt = list(self._ckpt)
-            caches = {
-                "node cache": tuple(self._node_cache),
-                **{k: tuple(v) for k, v in self._watched.items()},
+            caches: dict[str, tuple[int, int]] = {
+                "node cache": (self._node_cache[0], self._node_cache[1]),
+                **{k: (v[0], v[1]) for k, v in self._watched.items()},
             }
             nbytes = self._bytes
         return build_report(

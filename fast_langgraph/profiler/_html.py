@@ -209,10 +209,10 @@ def profile_body(
         "<h2>Checkpointer, caches, LLM</h2><table><tr><th>checkpoint call</th>"
         "<th>count</th><th>total ms</th><th>mean ms</th></tr>"
     )
-    for op, v in r.checkpoint.items():
+    for op, call in r.checkpoint.items():
         out.append(
-            f"<tr><td>{op}</td><td>{int(v['count'])}</td><td>{ms(v['total_s'])}</td>"
-            f"<td>{ms(v['mean_s'])}</td></tr>"
+            f"<tr><td>{op}</td><td>{int(call['count'])}</td><td>{ms(call['total_s'])}</td>"
+            f"<td>{ms(call['mean_s'])}</td></tr>"
         )
     out.append(f"<tr><td>bytes serialized</td><td colspan=3>{r.checkpoint_bytes:,}</td></tr>")
     out.append("</table>")

@@ -464,10 +464,10 @@ def _async_class() -> type | None:
             if self._flg_target is None:
                 await _ensure_connected(self.conn)
                 async with self.conn.execute("PRAGMA database_list") as cur:
-                    rows = await cur.fetchall()
+                    rows = list(await cur.fetchall())
                 async with self.conn.execute("PRAGMA synchronous") as cur:
-                    sync = (await cur.fetchone())[0]
-                self._flg_target = _target_from_rows(rows, sync)
+                    row = await cur.fetchone()
+                self._flg_target = _target_from_rows(rows, row[0] if row else 2)
             target = self._flg_target
             if target.path is None:
                 return None
@@ -624,6 +624,32 @@ def _merge_sibling(store: SqliteSaverStore, path: str, serde: Any) -> None:
     sibling = path + SIBLING_SUFFIX
     if not os.path.isfile(sibling):
         return
+    # Another process may be merging the same sibling: hold an exclusive flock on it (flock,
+    # which does not touch SQLite's fcntl locks) and go on only if the file is still there, so
+    # that no process opens (and so creates) a sibling another one has just renamed.
+    try:
+        fd = os.open(sibling, os.O_RDONLY)
+    except FileNotFoundError:
+        return
+    try:
+        try:
+            import fcntl
+
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except ImportError:  # pragma: no cover - not on POSIX
+            pass
+        try:
+            if os.stat(sibling).st_ino != os.fstat(fd).st_ino:
+                return
+        except FileNotFoundError:
+            return
+        _merge_locked_sibling(store, path, sibling, serde)
+    finally:
+        # Closed last: the sibling's SQLite connections are closed by then.
+        os.close(fd)
+
+
+def _merge_locked_sibling(store: SqliteSaverStore, path: str, sibling: str, serde: Any) -> None:
     from fast_langgraph.checkpoint import RustSQLiteCheckpointer
 
     old = RustSQLiteCheckpointer(sibling, serde=serde)
@@ -651,9 +677,14 @@ def _merge_sibling(store: SqliteSaverStore, path: str, serde: Any) -> None:
         old.close()
     writes = _sibling_writes(sibling, keys, fallback_writes)
     added, added_writes = store.merge(checkpoints, writes)
+    merged = path + MERGED_SUFFIX
+    n = 1
+    while os.path.exists(merged):  # never replace an earlier merged file
+        n += 1
+        merged = f"{path}{MERGED_SUFFIX}-{n}"
     for suffix in ("", "-wal", "-shm"):
         try:
-            os.replace(sibling + suffix, path + MERGED_SUFFIX + suffix)
+            os.replace(sibling + suffix, merged + suffix)
         except FileNotFoundError:
             pass
     _log.warning(
@@ -663,7 +694,7 @@ def _merge_sibling(store: SqliteSaverStore, path: str, serde: Any) -> None:
         added_writes,
         sibling,
         path,
-        path + MERGED_SUFFIX,
+        merged,
     )
 
 
@@ -779,7 +810,7 @@ def is_installed(cls: type) -> bool:
 
 def _plain_new(owner: type) -> Any:
     def __new__(cls: type, *args: Any, **kwargs: Any) -> Any:
-        parent_new = super(owner, cls).__new__
+        parent_new = super(owner, cls).__new__  # type: ignore[arg-type]
         if parent_new is object.__new__:
             return object.__new__(cls)
         return parent_new(cls, *args, **kwargs)  # pragma: no cover - no such base in LangGraph
