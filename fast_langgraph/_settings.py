@@ -50,6 +50,9 @@ _SPECS: dict[str, tuple[str, Any, Any]] = {
     "checkpointer": ("FAST_LANGGRAPH_PATCH_CHECKPOINTER", _parse_bool, True),
     # Whether patch_langgraph() routes LangGraph's add_messages reducer to the Rust one.
     "add_messages": ("FAST_LANGGRAPH_PATCH_ADD_MESSAGES", _parse_bool, True),
+    # Whether patch_langgraph() makes savers and caches built without a serializer use
+    # RustSerializer.
+    "serde": ("FAST_LANGGRAPH_PATCH_SERDE", _parse_bool, True),
 }
 
 _lock = threading.Lock()
@@ -89,6 +92,7 @@ def configure(
     executor: bool | None = None,
     checkpointer: bool | None = None,
     add_messages: bool | None = None,
+    serde: bool | None = None,
 ) -> None:
     """Set process-wide defaults. Arguments given to ``patch_langgraph()`` still win, and
     these win over ``FAST_LANGGRAPH_*`` environment variables. ``None`` leaves a setting as is.
@@ -104,12 +108,16 @@ def configure(
         add_messages: Whether ``patch_langgraph()`` makes graphs that use LangGraph's
             ``add_messages`` reducer use the Rust one
             (``FAST_LANGGRAPH_PATCH_ADD_MESSAGES``, default on).
+        serde: Whether ``patch_langgraph()`` makes LangGraph's savers and node caches built
+            without a serializer use ``RustSerializer`` (``FAST_LANGGRAPH_PATCH_SERDE``,
+            default on).
     """
     given = {
         "workers": workers,
         "executor": executor,
         "checkpointer": checkpointer,
         "add_messages": add_messages,
+        "serde": serde,
     }
     updates = {k: _validate(k, v) for k, v in given.items() if v is not None}
     with _lock:

@@ -512,3 +512,50 @@ def test_savers_built_before_the_patch_are_named(tmp_path) -> None:
     conn.close()
     gc.collect()
     assert not any("early.db" in u for u in shim.status()["checkpointer"]["unreached"])
+
+
+# -- the serializer patch -------------------------------------------------------------------
+
+
+def test_serde_patch_reaches_savers_built_after_it_and_keeps_results() -> None:
+    from graph_apps import chat_app
+    from langchain_core.messages import HumanMessage
+    from langgraph.checkpoint.memory import InMemorySaver
+    from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+
+    from fast_langgraph import RustSerializer
+
+    def run() -> tuple[type, list]:
+        saver = InMemorySaver()
+        graph = chat_app(["one", "two"]).compile(checkpointer=saver)
+        config = {"configurable": {"thread_id": "t"}}
+        for text in ("hi", "again"):
+            graph.invoke({"messages": [HumanMessage(content=text, id=text)]}, config)
+        history = [
+            [(type(m).__name__, m.content) for m in s.values["messages"]]
+            for s in graph.get_state_history(config)
+        ]
+        return type(saver.serde), history
+
+    built_before = InMemorySaver()
+    stock_type, stock_history = run()
+    report = shim.patch_langgraph(executor=False, checkpointer=False, add_messages=False)
+    assert "langgraph.checkpoint.base.BaseCheckpointSaver.serde" in report.applied["serde"]
+    assert "langgraph.cache.base.BaseCache.serde" in report.applied["serde"]
+    assert shim.status()["serde"]["active"]
+    patched_type, patched_history = run()
+    assert stock_type is JsonPlusSerializer and patched_type is RustSerializer
+    assert patched_history == stock_history and len(stock_history) > 4
+    assert type(built_before.serde) is JsonPlusSerializer  # built before: keeps its serializer
+
+    shim.unpatch_langgraph()
+    assert shim.status()["serde"] == {"active": False, "targets": [], "notes": []}
+    assert type(InMemorySaver().serde) is JsonPlusSerializer
+
+
+def test_serde_patch_can_be_turned_off() -> None:
+    report = shim.patch_langgraph(serde=False, executor=False)
+    assert report.skipped["serde"] == "turned off by settings"
+    assert not shim.status()["serde"]["active"]
+    fast_langgraph.configure(serde=False)  # the autouse fixture forgets it afterwards
+    assert "serde" not in shim.patch_langgraph().applied

@@ -5,7 +5,11 @@
     import fast_langgraph.shim
     fast_langgraph.shim.patch_langgraph()   # or FAST_LANGGRAPH_AUTO_PATCH=1
 
-Three patches, each of which can be left out, one module each:
+Four patches, each of which can be left out, one module each:
+
+``serde`` (``fast_langgraph/shim/serde.py``)
+    LangGraph's savers and node caches built without a serializer use ``RustSerializer``
+    (the same bytes as ``JsonPlusSerializer``, faster).
 
 ``executor`` (``fast_langgraph/shim/executor.py``)
     LangGraph's per-invoke thread pool replaced by one persistent pool of Rust worker threads.
@@ -37,6 +41,7 @@ from fast_langgraph.shim._patch import Outcome, Patch
 from fast_langgraph.shim.add_messages import AddMessagesPatch
 from fast_langgraph.shim.checkpointer import CheckpointerPatch
 from fast_langgraph.shim.executor import ExecutorPatch
+from fast_langgraph.shim.serde import SerdePatch
 
 __all__ = ["PatchReport", "patch_langgraph", "status", "unpatch_langgraph"]
 
@@ -45,7 +50,8 @@ TESTED_LANGGRAPH = ((1, 2), (1, 3))
 
 _CHECKPOINTER = CheckpointerPatch()
 # Every patch, in the order they are applied. A new patch is one more entry here.
-PATCHES: tuple[Patch, ...] = (ExecutorPatch(), _CHECKPOINTER, AddMessagesPatch())
+# The serializer goes first, so that savers the checkpointer patch builds get it too.
+PATCHES: tuple[Patch, ...] = (SerdePatch(), ExecutorPatch(), _CHECKPOINTER, AddMessagesPatch())
 
 _lock = threading.RLock()
 _applied: set[str] = set()  # names of the patches this module applied and has not reverted
@@ -92,6 +98,7 @@ def patch_langgraph(
     executor: bool | None = None,
     checkpointer: bool | None = None,
     add_messages: bool | None = None,
+    serde: bool | None = None,
     workers: int | None = None,
     verbose: bool = False,
 ) -> PatchReport:
@@ -103,12 +110,14 @@ def patch_langgraph(
         executor: Replace LangGraph's per-invoke thread pool with the shared Rust pool.
         checkpointer: Run ``SqliteSaver``/``AsyncSqliteSaver`` on the Rust store, in place.
         add_messages: Make graphs that use LangGraph's ``add_messages`` use the Rust reducer.
+        serde: Make LangGraph's savers and node caches built without a serializer use
+            ``RustSerializer`` (``fast_langgraph.serde``); savers built before keep theirs.
         workers: The most worker threads of the shared pool; kept for later executors as if
             passed to ``fast_langgraph.configure``.
         verbose: Print the report.
 
     Each ``None`` falls back to ``fast_langgraph.configure(...)``, then to the
-    ``FAST_LANGGRAPH_*`` environment variables, then to the default (on, on, on, 64). An
+    ``FAST_LANGGRAPH_*`` environment variables, then to the default (on, on, on, on, 64). An
     environment variable that does not parse is reported in ``notes``, warned about, and
     skipped (its default is used).
 
@@ -117,7 +126,12 @@ def patch_langgraph(
         patches cannot reach. A patch that would not take effect is reported as skipped,
         never as applied.
     """
-    arguments = {"executor": executor, "checkpointer": checkpointer, "add_messages": add_messages}
+    arguments = {
+        "executor": executor,
+        "checkpointer": checkpointer,
+        "add_messages": add_messages,
+        "serde": serde,
+    }
     wanted = {p.name: _settings.get_setting(p.setting, arguments.get(p.setting)) for p in PATCHES}
     report = PatchReport()
     if workers is not None:

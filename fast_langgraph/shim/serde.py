@@ -1,11 +1,8 @@
-"""A slot for the serializer patch: LangGraph's default serializer replaced by the Rust one.
-
-It follows the same protocol as the other patches, over three functions that
-``fast_langgraph/serde.py`` is to provide: ``install_default_serde() -> list[str]`` (the
-targets changed), ``uninstall_default_serde()`` and ``default_serde_installed() -> bool``.
-It is not wired yet: to wire it, add ``SerdePatch()`` to ``PATCHES`` in
-``fast_langgraph/shim/__init__.py``, a ``serde`` setting (``FAST_LANGGRAPH_PATCH_SERDE``) to
-``fast_langgraph/_settings.py``, and a ``serde`` argument to ``patch_langgraph``.
+"""The serializer patch: savers and node caches that LangGraph builds without a serializer use
+``RustSerializer`` (``fast_langgraph.serde``), which writes the same bytes as LangGraph's
+``JsonPlusSerializer``. The change is to the class attribute ``serde`` that every saver and
+cache takes its default from (``fast_langgraph.serde.install_default_serde``); savers and caches
+built before the patch keep the serializer they have.
 """
 
 from __future__ import annotations
