@@ -474,3 +474,23 @@ def test_binding_matches_pythons_own(calls):
         seen.add(repr(expected))
         # One entry per distinct set of bound arguments, defaults applied.
         assert f.cache_info().currsize == len(seen)
+
+
+def test_a_forked_child_opens_the_file_anew(tmp_path):
+    c = RustLLMCache(max_size=None, path=str(tmp_path / "fork.db"))
+    c.put("before", 1)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 1
+        try:
+            for i in range(200):
+                c.put(f"child{i}", i)
+            code = 0 if c.get("before") == 1 else 1
+        finally:
+            os._exit(code)
+    for i in range(200):
+        c.put(f"parent{i}", i)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    fresh = RustLLMCache(max_size=None, path=str(tmp_path / "fork.db"))
+    assert len(fresh) == 401 and fresh.get("child199") == 199
