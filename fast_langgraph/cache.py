@@ -476,6 +476,15 @@ def _resolve(fut: asyncio.Future, ok: bool, value: Any) -> None:
             fut.set_exception(value)
 
 
+def _answer_to(loop: asyncio.AbstractEventLoop, fut: asyncio.Future) -> Callable[[bool, Any], None]:
+    """The ``done(ok, value)`` callback an I/O thread calls: resolves ``fut`` on its loop."""
+
+    def done(ok: bool, value: Any) -> None:
+        loop.call_soon_threadsafe(_resolve, fut, ok, value)
+
+    return done
+
+
 async def _aget_key(
     cache: Any, key: bytes, count: bool = True, space: str | None = None
 ) -> tuple[bool, Any]:
@@ -483,9 +492,7 @@ async def _aget_key(
     server read runs on the cache's I/O threads, which wake the loop with the result."""
     loop = asyncio.get_running_loop()
     fut = loop.create_future()
-    now = cache._submit_get(
-        key, count, space, functools.partial(loop.call_soon_threadsafe, _resolve, fut)
-    )
+    now = cache._submit_get(key, count, space, _answer_to(loop, fut))
     if now is not None:
         return now
     return await fut
@@ -508,7 +515,7 @@ async def _aput_key(
         list(pins),
         ttl,
         space,
-        functools.partial(loop.call_soon_threadsafe, _resolve, fut),
+        _answer_to(loop, fut),
     ):
         await fut
 

@@ -16,7 +16,7 @@
 //! around every call. After a connection failure the store reports `Error::Redis` at once for
 //! a short back-off instead of trying to connect on every call.
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
@@ -55,6 +55,8 @@ pub struct RedisStore {
     prefix: String,
     opts: RedisOptions,
     pool: Mutex<Vec<Connection>>,
+    /// The process whose connections the pool holds: a forked child must not share them.
+    pid: AtomicU32,
     closed: AtomicBool,
     down_until: AtomicU64,
 }
@@ -134,6 +136,7 @@ impl RedisStore {
             prefix,
             opts,
             pool: Mutex::new(Vec::new()),
+            pid: AtomicU32::new(std::process::id()),
             closed: AtomicBool::new(false),
             down_until: AtomicU64::new(0),
         })
@@ -180,8 +183,18 @@ impl RedisStore {
         if self.closed.load(Ordering::Relaxed) {
             return Err(Error::Cache(format!("the Redis cache at {} was closed", self.url)));
         }
-        if let Some(c) = self.pool.lock().unwrap_or_else(PoisonError::into_inner).pop() {
-            return Ok(c);
+        {
+            let mut pool = self.pool.lock().unwrap_or_else(PoisonError::into_inner);
+            let pid = std::process::id();
+            if self.pid.load(Ordering::Relaxed) != pid {
+                // Forked: the pooled sockets are the parent's too. Leave them to the parent
+                // (closing our copies of the descriptors does not disturb it) and start anew.
+                pool.clear();
+                self.pid.store(pid, Ordering::Relaxed);
+            }
+            if let Some(c) = pool.pop() {
+                return Ok(c);
+            }
         }
         let now = SystemClock.now_ms();
         if now < self.down_until.load(Ordering::Relaxed) {
@@ -209,7 +222,7 @@ impl RedisStore {
         let mut c = self.conn()?;
         match f(&mut c) {
             Ok(v) => {
-                if !self.closed.load(Ordering::Relaxed) {
+                if !self.closed.load(Ordering::Relaxed) && self.pid.load(Ordering::Relaxed) == std::process::id() {
                     let mut pool = self.pool.lock().unwrap_or_else(PoisonError::into_inner);
                     if pool.len() < POOL_MAX {
                         pool.push(c);

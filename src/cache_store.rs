@@ -119,6 +119,8 @@ const PUT: &str =
 struct Inner {
     /// `None` after `close()`.
     conn: Option<Connection>,
+    /// The process that opened `conn`: a forked child opens its own.
+    pid: u32,
     /// Rows per space as far as this process knows (replacements and other processes' writes
     /// make it drift); recounted before trimming.
     approx_len: HashMap<String, usize>,
@@ -159,22 +161,14 @@ impl DiskStore {
         if max_size == 0 {
             return Err(Error::Invalid("max_size must be at least 1".into()));
         }
-        let conn = if path == ":memory:" {
-            Connection::open_in_memory()?
-        } else {
-            let flags =
-                OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-            let conn = Connection::open_with_flags(path, flags)
-                .map_err(|e| Error::Invalid(format!("cannot open cache file {path:?}: {e}")))?;
-            conn.busy_timeout(Duration::from_secs(30))?;
-            conn
-        };
+        let conn = Self::connect(path)?;
         prepare(&conn, path)?;
         Ok(Self {
             path: path.to_owned(),
             max_size,
             inner: Mutex::new(Inner {
                 conn: Some(conn),
+                pid: std::process::id(),
                 approx_len: HashMap::new(),
             }),
         })
@@ -188,7 +182,32 @@ impl DiskStore {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding the lock leaves no half-done SQL behind (statements are
         // atomic), so the connection is still usable.
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+        let mut g = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        let pid = std::process::id();
+        if g.pid != pid {
+            // Forked: an SQLite connection must not cross a fork. The inherited one is leaked
+            // (closing it could drop locks the parent holds) and the file opened anew.
+            if let Some(old) = g.conn.take() {
+                std::mem::forget(old);
+                g.conn = Self::connect(&self.path)
+                    .and_then(|c| prepare(&c, &self.path).map(|()| c))
+                    .ok();
+            }
+            g.pid = pid;
+            g.approx_len.clear();
+        }
+        g
+    }
+
+    fn connect(path: &str) -> Result<Connection> {
+        if path == ":memory:" {
+            return Ok(Connection::open_in_memory()?);
+        }
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags)
+            .map_err(|e| Error::Invalid(format!("cannot open cache file {path:?}: {e}")))?;
+        conn.busy_timeout(Duration::from_secs(30))?;
+        Ok(conn)
     }
 
     fn with_conn<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
@@ -249,7 +268,7 @@ impl RemoteStore for DiskStore {
         let sum = checksum(key, &value.type_tag, &value.data, value.expires_at);
         let expires = value.expires_at.map(i64_of);
         let mut inner = self.lock();
-        let Inner { conn, approx_len } = &mut *inner;
+        let Inner { conn, approx_len, .. } = &mut *inner;
         let Some(conn) = conn else {
             return Err(Error::Cache(format!("the cache file {:?} was closed", self.path)));
         };

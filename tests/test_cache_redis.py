@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import operator
+import os
 import signal
 import subprocess
 import sys
@@ -433,3 +434,32 @@ def test_node_cache_scopes_on_redis(redis_url):
     ga.invoke({"text": "q", "log": []})
     gb.invoke({"text": "q", "log": []})
     assert (len(calls_a), len(calls_b)) == (4, 2)
+
+
+def _forked(work) -> int:
+    """Runs work() in a forked child while the parent runs it too; the child's exit code."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 1
+        try:
+            work("child")
+            code = 0
+        finally:
+            os._exit(code)
+    work("parent")
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+def test_a_forked_child_uses_its_own_connections(redis_url):
+    c = RustLLMCache(redis_url=redis_url, strict=True)
+    c.put("before", 1)
+    assert c.get("before") == 1  # the pool now holds a connection
+
+    def work(who: str) -> None:
+        for i in range(300):
+            c.put(f"{who}{i}", [who, i])
+            assert c.get(f"{who}{i}") == [who, i]
+
+    assert _forked(work) == 0
+    assert c.get("child299") == ["child", 299] and c.get("parent299") == ["parent", 299]

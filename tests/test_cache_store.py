@@ -17,6 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
 from pydantic import BaseModel, SecretStr
 
@@ -434,3 +436,61 @@ def test_parallel_map_refuses_async_functions():
 
     with pytest.raises(TypeError, match=r"asyncio\.gather"):
         parallel_map(fetch, [1, 2, 3])
+
+
+# ---- binding agrees with Python's own (hypothesis) ----
+
+
+def _target(a, b=2, /, c=3, *rest, d, e=5, **extra):
+    return (a, b, c, rest, d, e, sorted(extra.items()))
+
+
+_NAMES = ["a", "b", "c", "d", "e", "f", "g"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    calls=st.lists(
+        st.tuples(
+            st.lists(st.integers(0, 2), max_size=5),
+            st.dictionaries(st.sampled_from(_NAMES), st.integers(0, 2), max_size=4),
+        ),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_binding_matches_pythons_own(calls):
+    f = cached(max_size=None)(_target)
+    seen: set = set()
+    for args, kwargs in calls:
+        try:
+            # The function itself is the reference: it returns its bound arguments.
+            expected = _target(*args, **kwargs)
+        except TypeError:
+            with pytest.raises(TypeError):
+                f(*args, **kwargs)
+            continue
+        assert f(*args, **kwargs) == expected
+        seen.add(repr(expected))
+        # One entry per distinct set of bound arguments, defaults applied.
+        assert f.cache_info().currsize == len(seen)
+
+
+def test_a_forked_child_opens_the_file_anew(tmp_path):
+    c = RustLLMCache(max_size=None, path=str(tmp_path / "fork.db"))
+    c.put("before", 1)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 1
+        try:
+            for i in range(200):
+                c.put(f"child{i}", i)
+            code = 0 if c.get("before") == 1 else 1
+        finally:
+            os._exit(code)
+    for i in range(200):
+        c.put(f"parent{i}", i)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    fresh = RustLLMCache(max_size=None, path=str(tmp_path / "fork.db"))
+    assert len(fresh) == 401 and fresh.get("child199") == 199
