@@ -11,7 +11,7 @@ from typing import Any
 class _Parser(argparse.ArgumentParser):
     """Usage errors as one line and exit status 2, as every other error."""
 
-    def error(self, message: str) -> Any:  # type: ignore[override]
+    def error(self, message: str) -> Any:
         self.exit(2, f"error: {message} (see python -m fast_langgraph profile --help)\n")
 
 

@@ -2,7 +2,15 @@
 ``FAST_LANGGRAPH_AUTO_PATCH=1``: patches LangGraph with the configured settings. A failure warns
 and leaves the interpreter running unpatched."""
 
+from __future__ import annotations
+
 import warnings
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fast_langgraph.shim import PatchReport
+
+REPORT: PatchReport | None
 
 try:
     from fast_langgraph.shim import patch_langgraph

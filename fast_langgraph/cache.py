@@ -93,7 +93,7 @@ class _tuple:
     __slots__ = ("items",)
     items: list[Any]
 
-    def __new__(cls, items: Iterable[Any] = ()) -> Any:  # type: ignore[misc]
+    def __new__(cls, items: Iterable[Any] = ()) -> Any:
         return tuple(items)
 
     def _asdict(self) -> dict[str, Any]:
@@ -480,7 +480,7 @@ def _answer_to(loop: asyncio.AbstractEventLoop, fut: asyncio.Future) -> Callable
     """The ``done(ok, value)`` callback an I/O thread calls: resolves ``fut`` on its loop."""
 
     def done(ok: bool, value: Any) -> None:
-        loop.call_soon_threadsafe(_resolve, fut, ok, value)
+        loop.call_soon_threadsafe(functools.partial(_resolve, fut, ok, value))
 
     return done
 

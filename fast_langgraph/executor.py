@@ -183,7 +183,7 @@ class PoolExecutor(Executor):
     def max_workers(self) -> int | None:
         return self._group.max_concurrency
 
-    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:  # type: ignore[override]
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
         """Run ``fn(*args, **kwargs)`` on a worker in a copy of the current context."""
         if self._shutdown:
             raise RuntimeError("cannot schedule new futures after shutdown")

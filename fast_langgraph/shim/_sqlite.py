@@ -796,7 +796,7 @@ def uninstall(saved: dict[type, dict[str, Any]]) -> None:
                 # CPython cannot give a class back its C-level object.__new__ once replaced:
                 # deleting ours leaves a slot that passes the constructor arguments to
                 # object.__new__, which refuses them. Install the equivalent instead.
-                cls.__new__ = staticmethod(_plain_new(cls))  # type: ignore[assignment]
+                cls.__new__ = staticmethod(_plain_new(cls))  # type: ignore[method-assign]
             elif value is _MISSING:
                 if attr in cls.__dict__:
                     delattr(cls, attr)

@@ -8,6 +8,7 @@ built before the patch keep the serializer they have.
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
 from fast_langgraph.shim._patch import Outcome, Patch
 
@@ -21,7 +22,7 @@ class SerdePatch(Patch):
     def __init__(self) -> None:
         self.installed: list[str] = []
 
-    def _module(self):  # type: ignore[no-untyped-def]
+    def _module(self) -> Any:
         return importlib.import_module(MODULE)
 
     def apply(self) -> Outcome:
