@@ -354,6 +354,9 @@ def _mark_finalizing() -> None:
 
 # --- PostgreSQL checkpoint store (RustPostgresCheckpointer) --------------------------------
 
+# `list` is a method of the class below: its annotations use this alias of the builtin.
+_PgList = list
+
 class PgCheckpointStore:
     """The SQL side of `fast_langgraph.RustPostgresCheckpointer`: checkpoints on PostgreSQL
     over a connection pool of its own. Takes `CheckpointStore`'s argument tuples and returns
@@ -397,8 +400,8 @@ class PgCheckpointStore:
             bytes,
             str,
             str | None,
-            list[tuple[str, str]],
-            list[tuple[str, str, str, bytes, str | None]],
+            _PgList[tuple[str, str]],
+            _PgList[tuple[str, str, str, bytes, str | None]],
         ],
         *,
         continue_head: bool = False,
@@ -406,10 +409,10 @@ class PgCheckpointStore:
         """Stores a checkpoint in one statement. With the guard on and `continue_head`, raises
         `CheckpointConflictError` unless its parent is still its thread's latest checkpoint."""
     def put_writes(
-        self, writes: tuple[str, str, str, str, str, list[tuple[int, str, str, bytes]]]
+        self, writes: tuple[str, str, str, str, str, _PgList[tuple[int, str, str, bytes]]]
     ) -> None: ...
     def put_many(
-        self, checkpoints: list[tuple[Any, ...]], writes: list[tuple[Any, ...]]
+        self, checkpoints: _PgList[tuple[Any, ...]], writes: _PgList[tuple[Any, ...]]
     ) -> None: ...
     def list(
         self,
@@ -420,10 +423,10 @@ class PgCheckpointStore:
         before: str | None = None,
         filter: Sequence[tuple[str, Any]] = ...,
         limit: int | None = None,
-    ) -> list[_Row]: ...
+    ) -> _PgList[_Row]: ...
     def delta_history(
-        self, thread_id: str, checkpoint_ns: str, checkpoint_id: str, channels: list[str]
-    ) -> list[tuple[str, list[tuple[str, str, str, bytes]], list[tuple[str, bytes]] | None]]:
+        self, thread_id: str, checkpoint_ns: str, checkpoint_id: str, channels: _PgList[str]
+    ) -> _PgList[tuple[str, _PgList[tuple[str, str, str, bytes]], _PgList[tuple[str, bytes]] | None]]:
         """Per channel: (channel, writes oldest first, the seed value's segments or None)."""
     def storage_stats(self) -> dict[str, int]: ...
     def pool_stats(self) -> dict[str, int]: ...
