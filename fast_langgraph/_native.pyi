@@ -268,10 +268,15 @@ class CheckpointStore:
         checkpoint already stored is left as it is, with its writes. Returns the number of
         checkpoints copied."""
     def get(
-        self, thread_id: str, checkpoint_ns: str, checkpoint_id: str | None = None
+        self,
+        thread_id: str,
+        checkpoint_ns: str,
+        checkpoint_id: str | None = None,
+        cached: Sequence[tuple[str, str]] = (),
     ) -> CheckpointRow | None:
         """The checkpoint with `checkpoint_id`, or the newest of the thread's namespace, with
-        its values and pending writes; None if there is none."""
+        its values and pending writes; None if there is none. The values of the (channel,
+        version) pairs in `cached`, which the caller holds, are left out."""
     def list(
         self,
         *,
@@ -752,21 +757,8 @@ class SqliteSaverStore:
 
 # --- PostgreSQL checkpoint store (RustPostgresCheckpointer) --------------------------------
 
-# The row `PgCheckpointStore` returns, by position.
-_Row = tuple[
-    str,  # thread_id
-    str,  # checkpoint_ns
-    str,  # checkpoint_id
-    str | None,  # parent_checkpoint_id
-    str,  # type tag of the checkpoint
-    bytes,  # the checkpoint; for msgpack, with its msgpack channel values as "channel_values"
-    str,  # metadata, JSON
-    # (channel, [(type, data), ...] oldest first, deltas in the stored chain); segments that
-    # are all msgpack arrays come joined into one, and no segments means the value is inside
-    # the checkpoint
-    list[tuple[str, list[tuple[str, bytes]], int]],
-    list[tuple[str, str, str, bytes]],  # (task_id, channel, type, data), in writes_sort_key order
-]
+# `list` is a method of the class below: its annotations use this alias of the builtin.
+_PgList = list
 
 class PgCheckpointStore:
     """The SQL side of `fast_langgraph.RustPostgresCheckpointer`: checkpoints on PostgreSQL
@@ -811,8 +803,8 @@ class PgCheckpointStore:
             bytes,
             str,
             str | None,
-            list[tuple[str, str]],
-            list[tuple[str, str, str, bytes, str | None]],
+            _PgList[tuple[str, str]],
+            _PgList[tuple[str, str, str, bytes, str | None]],
         ],
         *,
         continue_head: bool = False,
@@ -820,10 +812,10 @@ class PgCheckpointStore:
         """Stores a checkpoint in one statement. With the guard on and `continue_head`, raises
         `CheckpointConflictError` unless its parent is still its thread's latest checkpoint."""
     def put_writes(
-        self, writes: tuple[str, str, str, str, str, list[tuple[int, str, str, bytes]]]
+        self, writes: tuple[str, str, str, str, str, _PgList[tuple[int, str, str, bytes]]]
     ) -> None: ...
     def put_many(
-        self, checkpoints: list[tuple[Any, ...]], writes: list[tuple[Any, ...]]
+        self, checkpoints: _PgList[tuple[Any, ...]], writes: _PgList[tuple[Any, ...]]
     ) -> None: ...
     def list(
         self,
@@ -834,10 +826,10 @@ class PgCheckpointStore:
         before: str | None = None,
         filter: Sequence[tuple[str, Any]] = ...,
         limit: int | None = None,
-    ) -> list[_Row]: ...
+    ) -> _PgList[_Row]: ...
     def delta_history(
-        self, thread_id: str, checkpoint_ns: str, checkpoint_id: str, channels: list[str]
-    ) -> list[tuple[str, list[tuple[str, str, str, bytes]], list[tuple[str, bytes]] | None]]:
+        self, thread_id: str, checkpoint_ns: str, checkpoint_id: str, channels: _PgList[str]
+    ) -> _PgList[tuple[str, _PgList[tuple[str, str, str, bytes]], _PgList[tuple[str, bytes]] | None]]:
         """Per channel: (channel, writes oldest first, the seed value's segments or None)."""
     def storage_stats(self) -> dict[str, int]: ...
     def pool_stats(self) -> dict[str, int]: ...

@@ -128,10 +128,12 @@ def test_guard_refuses_a_second_concurrent_run_across_processes(pg_server):
     release.set()
     a.join(120)
     second_result = out.get(timeout=60)
-    # B extended the head first; A's next checkpoint continues the old head: refused.
-    assert first_result == "ok"
-    assert second_result.startswith("conflict:"), second_result
-    assert "shared" in second_result
+    # Both continued the same head; whichever wrote second was refused (usually A, whose
+    # next checkpoint continues the head B moved; B, if A's in-flight checkpoint committed
+    # after B read the head).
+    results = sorted([first_result, second_result])
+    assert results[0].startswith("conflict:") and results[1] == "ok", results
+    assert '"shared"' in results[0]
     with RustPostgresCheckpointer(url, guard=True) as saver:
         graph = counter_app().compile(checkpointer=saver)
         history = list(graph.get_state_history(cfg("shared")))
@@ -162,58 +164,27 @@ def test_guard_between_threads_of_one_process(pg_server):
         graph = _slow_app(started, release).compile(checkpointer=saver)
         errors: list = []
 
-        def run():
+        def run(app) -> None:
             try:
-                graph.invoke({"log": ["a"]}, cfg("s"))
+                app.invoke({"log": ["a"]}, cfg("s"))
             except Exception as e:
                 errors.append(e)
 
         release.set()
-        run()  # the thread exists now
+        run(graph)  # the thread exists now
         release.clear()
         started.clear()
-        t = threading.Thread(target=run)
+        t = threading.Thread(target=run, args=(graph,))
         t.start()
         assert started.wait(60)
         other = _slow_app(threading.Event(), _set_event()).compile(checkpointer=saver)
-        other.invoke({"log": ["b"]}, cfg("s"))
+        run(other)
         release.set()
         t.join(60)
-        assert len(errors) == 1 and isinstance(errors[0], CheckpointConflictError)
-
-
-def test_concurrent_writes_of_one_process_share_commits_and_all_land(pg_db):
-    """16 threads writing at once: every checkpoint and write is stored, and the write
-    calls were carried by at most as many transactions."""
-    from langgraph.checkpoint.base import empty_checkpoint
-
-    with RustPostgresCheckpointer(pg_db, pool_size=4) as saver:
-        saver.setup()
-
-        def worker(t: int) -> None:
-            parent = None
-            for i in range(20):
-                cp = empty_checkpoint()
-                cp["channel_values"] = {"x": [t, i]}
-                cp["channel_versions"] = {"x": saver.get_next_version(None, None)}
-                conf = cfg(f"w{t}", checkpoint_ns="")
-                if parent:
-                    conf["configurable"]["checkpoint_id"] = parent
-                saved = saver.put(conf, cp, {"source": "loop", "step": i}, cp["channel_versions"])
-                saver.put_writes(saved, [("x", i)], f"task-{i}")
-                parent = saved["configurable"]["checkpoint_id"]
-
-        threads = [threading.Thread(target=worker, args=(t,)) for t in range(16)]
-        for th in threads:
-            th.start()
-        for th in threads:
-            th.join()
-        stats = saver.writer_stats()
-        assert stats["calls"] == 16 * 20 * 2
-        assert 1 <= stats["commits"] <= stats["calls"]
-        for t in range(16):
-            items = list(saver.list(cfg(f"w{t}")))
-            assert [tup.checkpoint["channel_values"]["x"] for tup in items] == [
-                [t, i] for i in reversed(range(20))
-            ]
-            assert all(len(tup.pending_writes) == 1 for tup in items)
+        # Both continued the same head: exactly one was refused, whichever wrote second.
+        assert len(errors) == 1 and isinstance(errors[0], CheckpointConflictError), errors
+        history = list(other.get_state_history(cfg("s")))
+        parents = [
+            h.parent_config["configurable"]["checkpoint_id"] for h in history if h.parent_config
+        ]
+        assert len(parents) == len(set(parents))
