@@ -262,10 +262,15 @@ class CheckpointStore:
         checkpoint already stored is left as it is, with its writes. Returns the number of
         checkpoints copied."""
     def get(
-        self, thread_id: str, checkpoint_ns: str, checkpoint_id: str | None = None
+        self,
+        thread_id: str,
+        checkpoint_ns: str,
+        checkpoint_id: str | None = None,
+        cached: Sequence[tuple[str, str]] = (),
     ) -> CheckpointRow | None:
         """The checkpoint with `checkpoint_id`, or the newest of the thread's namespace, with
-        its values and pending writes; None if there is none."""
+        its values and pending writes; None if there is none. The values of the (channel,
+        version) pairs in `cached`, which the caller holds, are left out."""
     def list(
         self,
         *,
