@@ -309,3 +309,18 @@ def test_a_kept_snapshot_in_the_checkpoint_itself_reads_back_fresh(tmp_path) -> 
         assert plain.get_tuple(configs[0]).checkpoint["channel_values"]["a"] == _DeltaSnapshot(
             ["a-snap-0"]
         )
+
+
+def test_a_snapshot_in_the_checkpoint_is_kept_beside_an_older_one(tmp_path) -> None:
+    with RustSQLiteCheckpointer(tmp_path / "a.db") as saver:
+        configs = _build(saver, "t", [(0, ["snap", "none"], []), (0, ["snap", "none"], [])])
+        # The older snapshot is kept first (a history read), then the newer one is read.
+        saver.get_delta_channel_history(
+            config=cfg("t", checkpoint_ns="", checkpoint_id="x"), channels=["a"]
+        )
+        saver.get_tuple(configs[0])
+        saver.get_tuple(configs[1])
+        assert len(saver._seeds) == 2
+        assert saver.get_tuple(configs[1]).checkpoint["channel_values"]["a"] == _DeltaSnapshot(
+            ["a-snap-1"]
+        )

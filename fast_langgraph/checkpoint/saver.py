@@ -267,13 +267,14 @@ class RustSQLiteCheckpointer(
         the snapshots it read; ``False`` if a kept one is gone."""
         versions = tup.checkpoint["channel_versions"]
         values = tup.checkpoint["channel_values"]
+        left_out = set()
         for channel, version in cached:
             if channel in versions and str(versions[channel]) == version:
                 value = self._seeds.get((thread_id, ns, channel, version))
                 if value is None:
                     return False
                 values[channel] = value
-        left_out = {channel for channel, _ in cached}
+                left_out.add(channel)
         for channel, value in values.items():
             if type(value) is _DeltaSnapshot and channel not in left_out and channel in versions:
                 key = (thread_id, ns, channel, str(versions[channel]))
