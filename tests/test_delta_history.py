@@ -291,3 +291,36 @@ def test_another_saver_on_the_file_sees_deletes(tmp_path) -> None:
         assert reader.get_delta_channel_history(config=configs[-1], channels=["a"]) == {
             "a": {"writes": []}
         }
+
+
+def test_a_kept_snapshot_in_the_checkpoint_itself_reads_back_fresh(tmp_path) -> None:
+    with RustSQLiteCheckpointer(tmp_path / "a.db") as saver:
+        configs = _build(saver, "t", [(0, ["snap", "plain"], [])])
+        first = saver.get_tuple(configs[0]).checkpoint["channel_values"]
+        second = saver.get_tuple(configs[0]).checkpoint["channel_values"]
+        assert first == second == {"a": _DeltaSnapshot(["a-snap-0"]), "b": ["b-plain-0", 0]}
+        assert first["a"].value is not second["a"].value
+        first["a"].value.append("changed")
+        assert saver.get_tuple(configs[0]).checkpoint["channel_values"]["a"] == _DeltaSnapshot(
+            ["a-snap-0"]
+        )
+        # With deltas off nothing is kept.
+    with RustSQLiteCheckpointer(tmp_path / "a.db", delta=False) as plain:
+        assert plain.get_tuple(configs[0]).checkpoint["channel_values"]["a"] == _DeltaSnapshot(
+            ["a-snap-0"]
+        )
+
+
+def test_a_snapshot_in_the_checkpoint_is_kept_beside_an_older_one(tmp_path) -> None:
+    with RustSQLiteCheckpointer(tmp_path / "a.db") as saver:
+        configs = _build(saver, "t", [(0, ["snap", "none"], []), (0, ["snap", "none"], [])])
+        # The older snapshot is kept first (a history read), then the newer one is read.
+        saver.get_delta_channel_history(
+            config=cfg("t", checkpoint_ns="", checkpoint_id="x"), channels=["a"]
+        )
+        saver.get_tuple(configs[0])
+        saver.get_tuple(configs[1])
+        assert len(saver._seeds) == 2
+        assert saver.get_tuple(configs[1]).checkpoint["channel_values"]["a"] == _DeltaSnapshot(
+            ["a-snap-1"]
+        )

@@ -136,14 +136,17 @@ class SeedCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def versions(self, thread_id: str, ns: str, channels: list[str]) -> list[tuple[str, str]]:
-        """The (channel, version) pairs held for these channels of the thread's namespace."""
-        wanted = set(channels)
+    def versions(
+        self, thread_id: str, ns: str, channels: list[str] | None = None
+    ) -> list[tuple[str, str]]:
+        """The (channel, version) pairs held for the thread's namespace (for ``channels``
+        only, if given)."""
+        wanted = None if channels is None else set(channels)
         with self._lock:
             return [
                 (k[2], k[3])
                 for k in self._entries
-                if k[0] == thread_id and k[1] == ns and k[2] in wanted
+                if k[0] == thread_id and k[1] == ns and (wanted is None or k[2] in wanted)
             ]
 
     def get(self, key: SeedKey) -> Any | None:

@@ -22,12 +22,14 @@ pub trait Backend: Send + Sync + Sized + 'static {
     fn abort(conn: &Self::WriteConn);
 
     /// One checkpoint with its values and pending writes: the one with `checkpoint_id`, or the
-    /// newest of the thread's namespace.
+    /// newest of the thread's namespace. The values of the `(channel, version)` pairs in
+    /// `cached`, which the caller holds, are left out.
     fn get(
         &self,
         thread_id: &str,
         checkpoint_ns: &str,
         checkpoint_id: Option<&str>,
+        cached: &[(String, String)],
     ) -> Result<Option<StoredCheckpoint>>;
 
     /// Checkpoints newest first, with their values and pending writes.

@@ -281,17 +281,19 @@ impl PyCheckpointStore {
     }
 
     /// One checkpoint with its values and pending writes (the one with `checkpoint_id`, or the
-    /// newest of the thread's namespace), or `None`.
-    #[pyo3(signature = (thread_id, checkpoint_ns, checkpoint_id = None))]
+    /// newest of the thread's namespace), or `None`. The values of the `(channel, version)`
+    /// pairs in `cached` are left out.
+    #[pyo3(signature = (thread_id, checkpoint_ns, checkpoint_id = None, cached = Vec::new()))]
     fn get(
         &self,
         py: Python<'_>,
         thread_id: &str,
         checkpoint_ns: &str,
         checkpoint_id: Option<&str>,
+        cached: Vec<(String, String)>,
     ) -> PyResult<Option<PyCheckpointRow>> {
         // A few key lookups in one read transaction, without the GIL.
-        let row = py.detach(|| self.store.get(thread_id, checkpoint_ns, checkpoint_id))?;
+        let row = py.detach(|| self.store.get(thread_id, checkpoint_ns, checkpoint_id, &cached))?;
         row.map(|r| checkpoint_row(py, r)).transpose()
     }
 

@@ -138,8 +138,9 @@ impl Backend for Sqlite {
         thread_id: &str,
         checkpoint_ns: &str,
         checkpoint_id: Option<&str>,
+        cached: &[(String, String)],
     ) -> Result<Option<StoredCheckpoint>> {
-        self.with_reader(|conn| read::get(conn, thread_id, checkpoint_ns, checkpoint_id))
+        self.with_reader(|conn| read::get(conn, thread_id, checkpoint_ns, checkpoint_id, cached))
     }
 
     fn list(&self, query: &ListQuery) -> Result<Vec<StoredCheckpoint>> {

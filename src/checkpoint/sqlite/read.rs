@@ -23,9 +23,10 @@ pub fn get(
     thread_id: &str,
     checkpoint_ns: &str,
     checkpoint_id: Option<&str>,
+    cached: &[(String, String)],
 ) -> Result<Option<StoredCheckpoint>> {
     conn.execute_batch("BEGIN")?;
-    let result = get_in_transaction(conn, thread_id, checkpoint_ns, checkpoint_id);
+    let result = get_in_transaction(conn, thread_id, checkpoint_ns, checkpoint_id, cached);
     // A read transaction has nothing to keep: ending it either way releases its snapshot.
     let end = conn.execute_batch(if result.is_ok() { "COMMIT" } else { "ROLLBACK" });
     let found = result?;
@@ -38,6 +39,7 @@ fn get_in_transaction(
     thread_id: &str,
     checkpoint_ns: &str,
     checkpoint_id: Option<&str>,
+    cached: &[(String, String)],
 ) -> Result<Option<StoredCheckpoint>> {
     const COLUMNS: &str = "checkpoint_id, parent_checkpoint_id, type, checkpoint, metadata, channel_versions";
     let read = |r: &rusqlite::Row<'_>| -> rusqlite::Result<(StoredCheckpoint, String)> {
@@ -82,6 +84,8 @@ fn get_in_transaction(
          AND version = ?3 AND channel = ?4",
     )?;
     let versions = parse_versions(cp.at(), &versions_json)?;
+    // Values the caller holds are left out (it puts them in itself).
+    let versions: Vec<(String, String)> = versions.into_iter().filter(|v| !cached.contains(v)).collect();
     for (channel, version) in &versions {
         let mut version = version.clone();
         loop {
