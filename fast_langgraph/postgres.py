@@ -15,6 +15,7 @@ See docs/postgres.md.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import json
 import operator
 import random
@@ -280,7 +281,7 @@ class RustPostgresCheckpointer(
         return self._iter_tuples(rows, py_filter, limit)
 
     def _iter_tuples(
-        self, rows: list[tuple], py_filter: dict[str, Any], limit: int | None
+        self, rows: builtins.list[tuple], py_filter: dict[str, Any], limit: int | None
     ) -> Iterator[CheckpointTuple]:
         remaining = limit
         for row in rows:
@@ -328,7 +329,7 @@ class RustPostgresCheckpointer(
             pending_writes=[(task_id, ch, loads((t, b))) for task_id, ch, t, b in writes],
         )
 
-    def _load_value(self, channel: str, segments: list[tuple[str, bytes]]) -> Any:
+    def _load_value(self, channel: str, segments: builtins.list[tuple[str, bytes]]) -> Any:
         loads = self.serde.loads_typed
         value = loads(segments[0])
         if len(segments) > 1:
@@ -447,12 +448,12 @@ class RustPostgresCheckpointer(
         metadata: CheckpointMetadata,
         new_versions: ChannelVersions,
         config: RunnableConfig | None,
-        remembered: list[tuple] | None = None,
+        remembered: builtins.list[tuple] | None = None,
         *,
         use_deltas: bool = True,
     ) -> tuple:
         """Serialize a checkpoint into the argument tuple of ``PgCheckpointStore.put``."""
-        c = dict(checkpoint)
+        c: dict[str, Any] = dict(checkpoint)
         values = c.pop("channel_values", None) or {}
         blobs = []
         for channel, version in new_versions.items():
@@ -479,7 +480,9 @@ class RustPostgresCheckpointer(
                 type_, data = "empty", b""
             blobs.append((channel, str(version), type_, data, base))
         type_, data = self._dumps(c, f"checkpoint {checkpoint['id']!r} in thread {thread_id!r}")
-        md = get_checkpoint_metadata(config, metadata) if config is not None else dict(metadata)
+        md: dict[str, Any] = dict(
+            get_checkpoint_metadata(config, metadata) if config is not None else metadata
+        )
         metadata_json = _metadata_json(md, checkpoint["id"])
         run_id = md.get("run_id")
         versions = [(ch, str(v)) for ch, v in c["channel_versions"].items()]
@@ -703,7 +706,7 @@ class RustPostgresCheckpointer(
             )
             checkpoints.append(
                 self._checkpoint_args(
-                    thread_id, ns, parent_id, checkpoint, dict(tup.metadata), new_versions, None
+                    thread_id, ns, parent_id, checkpoint, tup.metadata, new_versions, None
                 )
             )
             by_task: dict[tuple[str, str], list[tuple]] = {}
