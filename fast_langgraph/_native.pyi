@@ -760,6 +760,22 @@ class SqliteSaverStore:
 # `list` is a method of the class below: its annotations use this alias of the builtin.
 _PgList = list
 
+# The row `PgCheckpointStore` returns, by position.
+_Row = tuple[
+    str,  # thread_id
+    str,  # checkpoint_ns
+    str,  # checkpoint_id
+    str | None,  # parent_checkpoint_id
+    str,  # type tag of the checkpoint
+    bytes,  # the checkpoint; for msgpack, with its msgpack channel values as "channel_values"
+    str,  # metadata, JSON
+    # (channel, [(type, data), ...] oldest first, deltas in the stored chain); segments that
+    # are all msgpack arrays come joined into one, and no segments means the value is inside
+    # the checkpoint
+    list[tuple[str, list[tuple[str, bytes]], int]],
+    list[tuple[str, str, str, bytes]],  # (task_id, channel, type, data), in writes_sort_key order
+]
+
 class PgCheckpointStore:
     """The SQL side of `fast_langgraph.RustPostgresCheckpointer`: checkpoints on PostgreSQL
     over a connection pool of its own. Takes `CheckpointStore`'s argument tuples and returns
@@ -829,7 +845,9 @@ class PgCheckpointStore:
     ) -> _PgList[_Row]: ...
     def delta_history(
         self, thread_id: str, checkpoint_ns: str, checkpoint_id: str, channels: _PgList[str]
-    ) -> _PgList[tuple[str, _PgList[tuple[str, str, str, bytes]], _PgList[tuple[str, bytes]] | None]]:
+    ) -> _PgList[
+        tuple[str, _PgList[tuple[str, str, str, bytes]], _PgList[tuple[str, bytes]] | None]
+    ]:
         """Per channel: (channel, writes oldest first, the seed value's segments or None)."""
     def storage_stats(self) -> dict[str, int]: ...
     def pool_stats(self) -> dict[str, int]: ...
