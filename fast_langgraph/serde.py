@@ -179,6 +179,12 @@ class RustSerializer(JsonPlusSerializer):
       otherwise.
     """
 
+    def __getstate__(self) -> dict[str, Any]:
+        # copy, deepcopy and pickle leave the codec behind; the copy builds its own.
+        state = self.__dict__.copy()
+        state.pop("_fast_langgraph_codec", None)
+        return state
+
     def _codec(self) -> Any:
         # One codec per serializer configuration; a copy made by with_msgpack_allowlist has
         # another ext hook and builds its own.

@@ -397,3 +397,36 @@ def test_message_fast_path_builds_without_the_constructor(monkeypatch: pytest.Mo
 @given(json_dict)
 def test_dict_keys_of_every_kind(d: dict) -> None:
     check_identity({1: d, None: 2, False: 3, 1.5: 4, "s": 5, -7: d})
+
+
+def test_copies_build_their_own_codec() -> None:
+    import copy
+
+    data = JsonPlusSerializer().dumps_typed(STATE)
+    ser = RustSerializer()
+    ser.loads_typed(data)
+    for clone in (copy.copy(ser), copy.deepcopy(ser)):
+        assert isinstance(clone, RustSerializer)
+        assert same(clone.loads_typed(data), ser.loads_typed(data))
+
+
+def test_threads_share_a_serializer() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    ser, stock = RustSerializer(), JsonPlusSerializer()
+    values = [
+        {"messages": [lc.AIMessage(content=f"m{i}-{j}", id=f"{i}-{j}") for j in range(20)], "i": i}
+        for i in range(16)
+    ]
+
+    def roundtrip(v: Any) -> bool:
+        out = True
+        for _ in range(20):
+            typed = ser.dumps_typed(v)
+            out &= typed == stock.dumps_typed(v) and same(
+                ser.loads_typed(typed), stock.loads_typed(typed)
+            )
+        return out
+
+    with ThreadPoolExecutor(8) as pool:
+        assert all(pool.map(roundtrip, values))

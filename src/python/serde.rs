@@ -498,6 +498,50 @@ fn write_native(w: &mut Writer, native: Native, v: &Bound<'_, PyAny>) -> Walk {
     Ok(())
 }
 
+/// Builds one value that holds no extension value, with no Python hook called; `None` at an
+/// extension value, a key of a type `check_value` refuses, bad bytes or too deep a nesting.
+fn read_plain<'py>(py: Python<'py>, r: &mut Reader<'_>, depth: usize) -> Option<Bound<'py, PyAny>> {
+    if depth > MAX_DEPTH {
+        return None;
+    }
+    Some(match r.read_token().ok()? {
+        Token::Nil => py.None().into_bound(py),
+        Token::Bool(b) => pyo3::types::PyBool::new(py, b).to_owned().into_any(),
+        Token::Int(i) => PyInt::new(py, i).into_any(),
+        Token::UInt(u) => PyInt::new(py, u).into_any(),
+        Token::Float(f) => PyFloat::new(py, f).into_any(),
+        Token::Str(s) if s.len() <= SHORT_VALUE_LEN => key_str(py, s).into_any(),
+        Token::Str(s) => PyString::new(py, s).into_any(),
+        Token::Bin(b) => PyBytes::new(py, b).into_any(),
+        Token::Array(n) => {
+            let mut items = Vec::with_capacity(n.min(1024));
+            for _ in 0..n {
+                items.push(read_plain(py, r, depth + 1)?);
+            }
+            PyList::new(py, items).ok()?.into_any()
+        }
+        Token::Map(n) => {
+            let d = PyDict::new(py);
+            for _ in 0..n {
+                let k = match r.read_token().ok()? {
+                    Token::Str(s) => key_str(py, s).into_any(),
+                    Token::Nil => py.None().into_bound(py),
+                    Token::Bool(b) => pyo3::types::PyBool::new(py, b).to_owned().into_any(),
+                    Token::Int(i) => PyInt::new(py, i).into_any(),
+                    Token::UInt(u) => PyInt::new(py, u).into_any(),
+                    Token::Float(f) => PyFloat::new(py, f).into_any(),
+                    Token::Bin(b) => PyBytes::new(py, b).into_any(),
+                    _ => return None,
+                };
+                let v = read_plain(py, r, depth + 1)?;
+                d.set_item(k, v).ok()?;
+            }
+            d.into_any()
+        }
+        Token::Ext(..) => return None,
+    })
+}
+
 /// Checks one value's structure without building it: the keys are types this reader builds,
 /// the nesting is within [`MAX_DEPTH`], and nothing is truncated. Extension payloads are not
 /// entered (their own decoding decides).
@@ -669,17 +713,23 @@ impl PyMsgpackCodec {
         let Some(i) = self.classes.iter().position(|c| c.name == name && c.module == module) else {
             return Ok(None);
         };
+        let class = &self.classes[i];
+        // Most payloads hold plain data: read them in one pass that calls no Python hook, so
+        // stopping half way (an extension value inside, or bad bytes) has no side effect.
+        let after_header = r.position();
+        if let (Some(kwargs), Some(_method)) = (read_plain(py, &mut r, 1), read_plain(py, &mut r, 1)) {
+            return Ok(Some(self.build_message(py, class, kwargs)?));
+        }
+        let mut r = Reader::new(payload);
+        r.seek(after_header);
         let rest = {
             let mut probe = Reader::new(payload);
-            for _ in 0..3 {
-                let _ = probe.read_token();
-            }
+            probe.seek(after_header);
             check_value(&mut probe, 1) && check_value(&mut probe, 1)
         };
         if !rest {
             return Ok(None);
         }
-        let class = &self.classes[i];
         // SAFETY: `check_value` has read the rest of this payload.
         unsafe { r.assume_valid_utf8() };
         let kwargs = self.read_value(py, &mut r)?;

@@ -39,6 +39,17 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// The number of bytes read so far.
+    #[must_use]
+    pub fn position(&self) -> usize {
+        self.pos
+    }
+
+    /// Moves to byte `pos` (a position [`Reader::position`] returned).
+    pub fn seek(&mut self, pos: usize) {
+        self.pos = pos;
+    }
+
     /// True once every byte has been read.
     #[must_use]
     pub fn at_end(&self) -> bool {
@@ -189,6 +200,17 @@ mod tests {
                 Token::Ext(7, b"abc"),
             ]
         );
+    }
+
+    #[test]
+    fn seeks_back_to_a_position() {
+        let mut r = Reader::new(&[0x01, 0xa1, b'x']);
+        assert_eq!(r.read_token(), Ok(Token::UInt(1)));
+        let at = r.position();
+        assert_eq!(r.read_token(), Ok(Token::Str("x")));
+        assert!(r.at_end());
+        r.seek(at);
+        assert_eq!(r.peek_str(), Some("x"));
     }
 
     #[test]
