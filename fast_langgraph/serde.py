@@ -110,16 +110,21 @@ def _field_kind(tp: Any) -> tuple[str, list[str | None]] | None:
     return None
 
 
+def _resolves_to_itself(cls: type) -> bool:
+    """Whether a stored (module, name) of ``cls`` resolves to ``cls``, as the stock ext hook
+    resolves it."""
+    return getattr(importlib.import_module(cls.__module__), cls.__name__, None) is cls
+
+
 def _message_specs() -> list[tuple[type, list[tuple[str, str, list[str | None]]], bool, bool]]:
     """Each message class with its fields' kinds; a class with a field of another shape, a
     custom ``__new__`` or private attributes is left to the stock path."""
-    specs = []
+    specs: list[tuple[type, list[tuple[str, str, list[str | None]]], bool, bool]] = []
     for name, fast_decode in _MESSAGE_CLASSES:
         cls = getattr(_lc_messages, name, None)
         if cls is None:
             continue
-        # The class a stored (module, name) resolves to, as the stock ext hook resolves it.
-        if getattr(importlib.import_module(cls.__module__), cls.__name__, None) is not cls:
+        if not _resolves_to_itself(cls):
             continue
         if cls.__new__ is not object.__new__ or getattr(cls, "__private_attributes__", None):
             continue
@@ -236,7 +241,8 @@ _DEFAULT_SERDE_OWNERS = (
     ("langgraph.cache.redis", "RedisCache"),
 )
 # What install_default_serde replaced: (class, the original serializer).
-_installed: list[tuple[type, Any]] = []
+# (class, the serializer it had): the class is a saver or cache class with a ``serde`` attribute.
+_installed: list[tuple[Any, Any]] = []
 
 
 def install_default_serde() -> list[str]:
