@@ -1,7 +1,7 @@
 """`RustSQLiteCheckpointer`: a LangGraph checkpointer on SQLite, with its storage engine in Rust.
 
-Python does what LangGraph's interface needs: it runs the saver's ``serde`` (LangGraph's
-``JsonPlusSerializer`` by default) and turns rows back into ``CheckpointTuple``. The Rust core
+Python does what LangGraph's interface needs: it runs the saver's ``serde`` (``RustSerializer`` by
+default: LangGraph's ``JsonPlusSerializer`` format, byte for byte, encoded in Rust) and turns rows back into ``CheckpointTuple``. The Rust core
 (``fast_langgraph._native.CheckpointStore``) does all the SQL, with the GIL released:
 
 - channel values are stored once per channel version, so a step that changes one channel
@@ -91,7 +91,9 @@ class RustSQLiteCheckpointer(
         path: The database file, created if missing, or ``":memory:"`` for a private
             in-memory database.
         serde: The serializer for checkpoints, channel values and writes. Defaults to
-            LangGraph's ``JsonPlusSerializer``; ``EncryptedSerializer`` works too.
+            ``fast_langgraph.RustSerializer``, which writes the same bytes as LangGraph's
+            ``JsonPlusSerializer`` (so either reads the other's files);
+            ``EncryptedSerializer`` works too.
         durable: ``False`` (default): a committed checkpoint survives the process being
             killed at any moment, and a power loss or OS crash may lose the last commits
             (SQLite ``synchronous=NORMAL`` in WAL mode). ``True``: SQLite syncs every commit
@@ -813,7 +815,7 @@ class RustSQLiteCheckpointer(
         is, with its writes: importing the same file twice copies nothing the second time.
 
         The source must have been written with the same serializer as this checkpointer's
-        ``serde`` (the default ``JsonPlusSerializer`` unless you passed one).
+        ``serde`` (the default ``RustSerializer`` reads what ``JsonPlusSerializer`` wrote).
 
         Returns:
             The number of checkpoints copied.
