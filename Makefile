@@ -48,6 +48,8 @@ lint: dev
 	cargo fmt --check
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/python -m mypy.stubtest fast_langgraph._native --allowlist stubtest-allowlist.txt
 
 format: dev
 	cargo fmt

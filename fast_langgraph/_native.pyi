@@ -3,9 +3,9 @@
 import builtins
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, final
 
-from typing_extensions import Self
+from typing_extensions import Self, disjoint_base
 
 __version__: str
 
@@ -35,21 +35,22 @@ class CheckpointConflictError(CheckpointError):
     """Another run wrote the same thread meanwhile; with the single-writer guard on, this
     write was refused (nothing was stored) instead of forking the thread's history."""
 
-Synchronous = Literal["normal", "full"]
+_Synchronous = Literal["normal", "full"]
 """`PRAGMA synchronous`: "normal" (commits survive a killed process) or "full" (they also
 survive a power loss)."""
 
-PruneStrategy = Literal["keep_latest", "delete"]
+_PruneStrategy = Literal["keep_latest", "delete"]
 """What `prune` keeps: the newest checkpoint of each namespace (with what it needs), or
 nothing."""
 
-TypedValue = tuple[str, bytes]
+_TypedValue = tuple[str, bytes]
 """A serialized value as LangGraph's serializers make it: (type tag, data)."""
 
+@final
 class CheckpointKey:
     """A checkpoint's key: thread, namespace and id. Frozen, hashable."""
 
-    def __init__(self, thread_id: str, checkpoint_ns: str, checkpoint_id: str) -> None: ...
+    def __new__(cls, thread_id: str, checkpoint_ns: str, checkpoint_id: str) -> Self: ...
     @property
     def thread_id(self) -> str: ...
     @property
@@ -57,18 +58,19 @@ class CheckpointKey:
     @property
     def checkpoint_id(self) -> str: ...
 
+@final
 class NewBlob:
     """A channel value to store under its channel version. With `delta_base`, `data` holds
     only the items appended to the list stored under that version of the same channel."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         channel: str,
         version: str,
         type_tag: str,
         data: bytes,
         delta_base: str | None = None,
-    ) -> None: ...
+    ) -> Self: ...
     @property
     def channel(self) -> str: ...
     @property
@@ -80,13 +82,14 @@ class NewBlob:
     @property
     def delta_base(self) -> str | None: ...
 
+@final
 class NewCheckpoint:
     """A checkpoint to store: the checkpoint without its channel values (serialized), its
     metadata as JSON, every channel's version, and the values of the channels whose version is
     new in it."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         key: CheckpointKey,
         *,
         parent_checkpoint_id: str | None,
@@ -96,7 +99,7 @@ class NewCheckpoint:
         run_id: str | None,
         channel_versions: Sequence[tuple[str, str]],
         blobs: Sequence[NewBlob],
-    ) -> None: ...
+    ) -> Self: ...
     @property
     def key(self) -> CheckpointKey: ...
     @property
@@ -114,11 +117,12 @@ class NewCheckpoint:
     @property
     def blobs(self) -> tuple[NewBlob, ...]: ...
 
+@final
 class NewWrite:
     """One pending write: its index in the task's list (or LangGraph's negative index for a
     special channel), channel and serialized value."""
 
-    def __init__(self, idx: int, channel: str, type_tag: str, data: bytes) -> None: ...
+    def __new__(cls, idx: int, channel: str, type_tag: str, data: bytes) -> Self: ...
     @property
     def idx(self) -> int: ...
     @property
@@ -128,12 +132,13 @@ class NewWrite:
     @property
     def data(self) -> bytes: ...
 
+@final
 class NewWrites:
     """The pending writes of one task against one checkpoint."""
 
-    def __init__(
-        self, key: CheckpointKey, task_id: str, task_path: str, writes: Sequence[NewWrite]
-    ) -> None: ...
+    def __new__(
+        cls, key: CheckpointKey, task_id: str, task_path: str, writes: Sequence[NewWrite]
+    ) -> Self: ...
     @property
     def key(self) -> CheckpointKey: ...
     @property
@@ -143,13 +148,14 @@ class NewWrites:
     @property
     def writes(self) -> tuple[NewWrite, ...]: ...
 
+@final
 class ChannelValueRow:
     """A channel value as read back."""
 
     @property
     def channel(self) -> str: ...
     @property
-    def segments(self) -> tuple[TypedValue, ...]:
+    def segments(self) -> tuple[_TypedValue, ...]:
         """The serialized pieces whose concatenation is the value, oldest first: a full
         value, then the items each later version appended (pieces that are all msgpack arrays
         come joined into one). Empty when the value was put inside its msgpack checkpoint, as
@@ -158,6 +164,7 @@ class ChannelValueRow:
     def deltas(self) -> int:
         """How many deltas the stored chain has after its full value."""
 
+@final
 class WriteRow:
     """A pending write as read back."""
 
@@ -174,6 +181,7 @@ class WriteRow:
     @property
     def idx(self) -> int: ...
 
+@final
 class CheckpointRow:
     """A checkpoint as read back, with its channel values and pending writes."""
 
@@ -203,6 +211,7 @@ class CheckpointRow:
     def writes(self) -> tuple[WriteRow, ...]:
         """Pending writes in LangGraph's writes_sort_key order (task_path, task_id, idx)."""
 
+@final
 class ChannelHistory:
     """What one channel contributed along a checkpoint's ancestors (for `DeltaChannel`)."""
 
@@ -221,6 +230,7 @@ class ChannelHistory:
     def seed_version(self) -> str | None:
         """The channel version of `seed`."""
 
+@final
 class CheckpointStore:
     """The SQL side of `RustSQLiteCheckpointer`: one SQLite file, a group commit that
     commits concurrent write calls together, and a pool of read connections. Every method releases
@@ -239,14 +249,14 @@ class CheckpointStore:
         ValueError: a bad option.
     """
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         path: str,
         *,
-        synchronous: Synchronous = "normal",
+        synchronous: _Synchronous = "normal",
         busy_timeout: float = 30.0,
         max_batch: int = 256,
-    ) -> None: ...
+    ) -> Self: ...
     @property
     def path(self) -> str: ...
     @property
@@ -272,7 +282,7 @@ class CheckpointStore:
         thread_id: str,
         checkpoint_ns: str,
         checkpoint_id: str | None = None,
-        cached: Sequence[tuple[str, str]] = (),
+        cached: Sequence[tuple[str, str]] = ...,
     ) -> CheckpointRow | None:
         """The checkpoint with `checkpoint_id`, or the newest of the thread's namespace, with
         its values and pending writes; None if there is none. The values of the (channel,
@@ -284,8 +294,8 @@ class CheckpointStore:
         checkpoint_ns: str | None = None,
         checkpoint_id: str | None = None,
         before: str | None = None,
-        filter: Sequence[tuple[str, None | bool | int | float | str]] = (),
-        json_filter: Sequence[tuple[str, str]] = (),
+        filter: Sequence[tuple[str, None | bool | int | float | str]] = ...,
+        json_filter: Sequence[tuple[str, str]] = ...,
         limit: int | None = None,
     ) -> builtins.list[CheckpointRow]:
         """Checkpoints newest first, with values and pending writes. `filter` holds scalar
@@ -298,7 +308,7 @@ class CheckpointStore:
         checkpoint_ns: str,
         checkpoint_id: str | None,
         channels: Sequence[str],
-        cached: Sequence[tuple[str, str]] = (),
+        cached: Sequence[tuple[str, str]] = ...,
     ) -> builtins.list[ChannelHistory]:
         """For each of `channels` (in order), its history behind the checkpoint with
         `checkpoint_id` (or the newest of the namespace), walking parent pointers in one read
@@ -317,14 +327,15 @@ class CheckpointStore:
     def delete_thread(self, thread_id: str) -> None: ...
     def delete_for_runs(self, run_ids: Sequence[str]) -> None: ...
     def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None: ...
-    def prune(self, thread_ids: Sequence[str], strategy: PruneStrategy = "keep_latest") -> None:
+    def prune(self, thread_ids: Sequence[str], strategy: _PruneStrategy = "keep_latest") -> None:
         """Prune the threads (see `RustSQLiteCheckpointer.prune`)."""
-    def prune_idle(self, cutoff_ms: int, strategy: PruneStrategy = "delete") -> int:
+    def prune_idle(self, cutoff_ms: int, strategy: _PruneStrategy = "delete") -> int:
         """Prune, in one transaction, every thread whose newest checkpoint was made before
         `cutoff_ms` (milliseconds since the Unix epoch); returns how many threads."""
     def close(self) -> None:
         """Commit what is queued and stop the writer; later calls raise CheckpointClosedError."""
 
+@final
 class MessageMerger:
     """The `add_messages` reducer over Python messages. `fast_langgraph.merge` builds the one
     instance; use `fast_langgraph.add_messages`.
@@ -340,8 +351,8 @@ class MessageMerger:
         fallback: `(left, right, format)` -> the result, used when some id is not a `str`.
     """
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         base_message: type,
         chunk: type,
         remove_message: type,
@@ -349,7 +360,7 @@ class MessageMerger:
         new_id: Callable[[], object],
         finish: Callable[[list[Any], Any], list[Any]],
         fallback: Callable[[list[Any], list[Any], Any], list[Any]],
-    ) -> None: ...
+    ) -> Self: ...
     def merge(self, left: Any, right: Any, format: Any = None) -> list[Any]:
         """Merge `right` into `left` exactly as LangGraph's `add_messages(left, right, format=...)`:
         missing ids are assigned in place, a message whose id is present replaces it, removals drop
@@ -401,6 +412,7 @@ class CacheCorruptError(CacheError):
     """A cache file holds an entry that fails its integrity check; it was not returned. Delete
     the file, or call clear(), to rebuild it."""
 
+@disjoint_base
 class RustLLMCache:
     """An LRU cache with a time to live per entry, holding Python objects. Safe to use from
     many threads at once. Keys may be any mix of str, bytes, int, float, bool, None, tuples,
@@ -415,7 +427,7 @@ class RustLLMCache:
 
     Args:
         max_size: The most entries kept in memory and, with `path`, per space in the file;
-            None for no bound.
+            None for no bound (default 1024).
         ttl: Default seconds an entry stays valid; None for ever.
         path: An SQLite file to keep entries in across restarts.
         redis_url: A Redis server (`redis://...`, `unix://...`) to share entries on.
@@ -441,7 +453,7 @@ class RustLLMCache:
 
     def __new__(
         cls,
-        max_size: int | None = 1024,
+        max_size: int | None = ...,
         ttl: float | None = None,
         *,
         path: str | os.PathLike[str] | None = None,
@@ -487,7 +499,7 @@ class RustLLMCache:
         Raises:
             TypeError: with `path` or `redis_url`, the value cannot be serialized.
         """
-    def __contains__(self, key: Any) -> bool:
+    def __contains__(self, key: Any, /) -> bool:
         """Whether a live entry is stored under `key` (not counted)."""
     def delete(self, key: Any) -> bool:
         """Remove the entry under `key`; returns whether there was one."""
@@ -510,7 +522,7 @@ class RustLLMCache:
         self,
         key: bytes,
         value: Any,
-        pins: Sequence[Any] = (),
+        pins: Sequence[Any] = ...,
         ttl: float | None = None,
         space: str | None = None,
     ) -> None: ...
@@ -523,20 +535,21 @@ class RustLLMCache:
     def _unlock(self, key: bytes, token: str) -> None: ...
     def _wait(self, key: bytes, timeout: float) -> tuple[bool, Any]: ...
 
+@final
 class CachedFunction:
     """What `@cached` returns for a sync function: call it as the function. Use `cached`."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         func: Callable[..., Any],
         cache: RustLLMCache,
         on_miss: Callable[..., Any],
         cache_info_type: Callable[..., Any],
         key: Callable[..., Any] | None = None,
         signature: Sequence[tuple[str, int, bool, Any]] | None = None,
-    ) -> None: ...
+    ) -> Self: ...
     def __call__(self, *args: Any, **kwargs: Any) -> Any: ...
-    def __get__(self, obj: Any, owner: Any = None) -> Any: ...
+    def __get__(self, obj: Any, owner: Any = None, /) -> Any: ...
     @property
     def cache(self) -> RustLLMCache: ...
     def _make_key(
@@ -552,6 +565,7 @@ class CachedFunction:
     def cache_close(self) -> None:
         """Close the cache's file or server connections."""
 
+@final
 class WorkerPool:
     """A persistent pool of Rust worker threads that run Python callables. Threads start on
     demand (a job that finds no idle worker gets a new thread, up to `max_threads`) and stay;
@@ -562,9 +576,9 @@ class WorkerPool:
         ValueError: `max_threads` is 0, `min_threads > max_threads`, or a bad `keep_alive`.
     """
 
-    def __init__(
-        self, max_threads: int, *, min_threads: int = 0, keep_alive: float = 60.0
-    ) -> None: ...
+    def __new__(
+        cls, max_threads: int, *, min_threads: int = 0, keep_alive: float = 60.0
+    ) -> Self: ...
     @property
     def max_threads(self) -> int: ...
     def group(self, max_concurrency: int | None = None) -> TaskGroup:
@@ -583,6 +597,7 @@ class WorkerPool:
         """Stop taking jobs. With `wait`, block (GIL released) until queued jobs have run and
         the workers have exited, or `timeout` seconds pass; returns whether they did."""
 
+@final
 class TaskGroup:
     """The tasks of one executor handle on a `WorkerPool`."""
 
@@ -609,6 +624,7 @@ def _mark_finalizing() -> None:
 
 # --- serializer (fast_langgraph.serde.RustSerializer) ----------------------------------------
 
+@final
 class MsgpackCodec:
     """The msgpack walk behind ``RustSerializer``; built by ``fast_langgraph/serde.py``.
 
@@ -626,8 +642,8 @@ class MsgpackCodec:
         safe_methods: LangGraph's ``SAFE_MSGPACK_METHODS``.
     """
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         enc: Callable[[Any], bytes],
         ext_hook: Callable[[int, bytes], Any],
         native_ext: bool,
@@ -636,7 +652,7 @@ class MsgpackCodec:
         natives: Sequence[tuple[type, str]],
         safe: Iterable[Sequence[str]],
         safe_methods: Iterable[Sequence[str]],
-    ) -> None: ...
+    ) -> Self: ...
     def encode(self, obj: Any) -> bytes | None:
         """The msgpack bytes ``JsonPlusSerializer`` writes for ``obj``, or None when only the
         stock serializer can say (it then raises, pickles or packs)."""
@@ -647,6 +663,7 @@ class MsgpackCodec:
 # (task_id, task_path, idx, channel, type, value): one row of a put_writes call.
 _SaverWriteArg = tuple[str, str, int, str, str | None, bytes | None]
 
+@final
 class SqliteSaverRow:
     """A row of `langgraph-checkpoint-sqlite`'s `checkpoints` table, with the pending writes of
     that checkpoint."""
@@ -672,6 +689,7 @@ class SqliteSaverRow:
         """`(task_id, channel, type, value, task_path, idx)` per pending write: the row shape of
         `langgraph.checkpoint.sqlite.utils.pending_writes_sql`, in stored order."""
 
+@final
 class SqliteSaverStore:
     """The SQL side of the shim's `SqliteSaver`: the user's own file, in
     `langgraph-checkpoint-sqlite`'s schema, with group commit, one-statement `list` and a pool
@@ -688,15 +706,15 @@ class SqliteSaverStore:
         max_batch: The most calls one commit may carry.
     """
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         path: str,
         *,
         sqlite_library: int,
         synchronous: int = 2,
         busy_timeout: float = 30.0,
         max_batch: int = 256,
-    ) -> None: ...
+    ) -> Self: ...
     @property
     def path(self) -> str: ...
     @property
@@ -776,6 +794,7 @@ _Row = tuple[
     list[tuple[str, str, str, bytes]],  # (task_id, channel, type, data), in writes_sort_key order
 ]
 
+@final
 class PgCheckpointStore:
     """The SQL side of `fast_langgraph.RustPostgresCheckpointer`: checkpoints on PostgreSQL
     over a connection pool of its own. Takes `CheckpointStore`'s argument tuples and returns
@@ -791,8 +810,8 @@ class PgCheckpointStore:
         guard: The single-writer guard (see `put`).
     """
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         conninfo: str,
         *,
         pool_size: int = 10,
@@ -800,7 +819,7 @@ class PgCheckpointStore:
         statement_timeout: float | None = None,
         pool_timeout: float = 30.0,
         guard: bool = False,
-    ) -> None: ...
+    ) -> Self: ...
     @property
     def closed(self) -> bool: ...
     def setup(self) -> int:
