@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.conformance import checkpointer_test, validate
 from langgraph.checkpoint.conformance.capabilities import ALL_CAPABILITIES
 
@@ -83,3 +84,42 @@ def test_conformance(cls, delta: bool, pg_server) -> None:
 
 def test_conformance_with_the_guard(pg_server) -> None:
     _run_suite(RustPostgresCheckpointer, pg_server, guard=True)
+
+
+class SyncDeltaHistoryThroughThread(SyncThroughThread):
+    """Also routes the delta-history reads through the sync method."""
+
+    async def aget_delta_channel_history(self, *, config, channels):
+        return await asyncio.to_thread(
+            lambda: self.get_delta_channel_history(config=config, channels=channels)
+        )
+
+
+@pytest.mark.parametrize("delta", [True, False], ids=["delta", "no-delta"])
+@pytest.mark.parametrize("cls", [RustPostgresCheckpointer, SyncDeltaHistoryThroughThread])
+def test_delta_channel_history_spec(cls, delta: bool, pg_server) -> None:
+    """LangGraph's delta-channel-history spec (vendored in tests/vendor/, 8 tests), through the
+    async API and through the sync API from a worker thread."""
+    from vendor.langgraph_conformance.test_delta_channel_history import (
+        ALL_DELTA_CHANNEL_HISTORY_TESTS,
+        run_delta_channel_history_tests,
+    )
+
+    for name in ("get_delta_channel_history", "aget_delta_channel_history"):
+        assert getattr(cls, name) is not getattr(BaseCheckpointSaver, name)
+    ran: list[tuple[str, bool]] = []
+
+    async def run() -> tuple[int, int, list[str]]:
+        saver = cls(pg_server.url(pg_server.create_database("delta_spec")), delta=delta)
+        saver.setup()
+        try:
+            return await run_delta_channel_history_tests(
+                saver, on_test_result=lambda _cap, name, ok, _err: ran.append((name, ok))
+            )
+        finally:
+            saver.close()
+
+    passed, failed, failures = asyncio.run(run())
+    assert failures == [] and failed == 0, "\n".join(failures)
+    assert passed == len(ALL_DELTA_CHANNEL_HISTORY_TESTS) == 8
+    assert [name for name, ok in ran if ok] == [t.__name__ for t in ALL_DELTA_CHANNEL_HISTORY_TESTS]
