@@ -22,6 +22,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
+use crate::sqlite_file::{self, Contents, FileSpec};
 
 /// Bumped when the layout changes. A version-1 file (exact keys in plaintext, one bound for the
 /// whole file) is rebuilt empty when opened: its keys cannot be turned into digests, and its
@@ -382,39 +383,19 @@ fn checksum(key: &[u8], type_tag: &str, data: &[u8], expires_at: Option<u64>) ->
     i64::from_le_bytes(h.to_le_bytes())
 }
 
+/// What the cache accepts as its own file (see `sqlite_file`): `flg_cache*` objects, marked by
+/// `flg_cache_meta`.
+const CACHE_FILE: FileSpec = FileSpec {
+    what: "cache file",
+    marker_table: "flg_cache_meta",
+    owns: |name| name.starts_with("flg_cache"),
+    foreign_hint: |_| "",
+};
+
 /// Checks that the file is SQLite and either empty or a cache file of this version, creates
 /// the tables in a new file, and sets the pragmas. A foreign file is left as it was.
 fn prepare(conn: &Connection, path: &str) -> Result<()> {
-    let tables: Vec<String> = (|| -> rusqlite::Result<Vec<String>> {
-        let mut stmt =
-            conn.prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")?;
-        let names = stmt
-            .query_map([], |r| r.get(0))?
-            .collect::<rusqlite::Result<Vec<String>>>()?;
-        Ok(names)
-    })()
-    .map_err(|e| {
-        let code = e.sqlite_error_code();
-        if matches!(
-            code,
-            Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt)
-        ) {
-            Error::NotADatabase(format!(
-                "{path:?} is not a readable SQLite database (SQLite: {e}); it was not modified. \
-                 Delete it to start an empty cache."
-            ))
-        } else {
-            Error::from(e)
-        }
-    })?;
-    let ours = tables.iter().any(|t| t == "flg_cache_meta");
-    let foreign: Vec<&String> = tables.iter().filter(|t| !t.starts_with("flg_cache")).collect();
-    if !foreign.is_empty() || (!ours && !tables.is_empty()) {
-        return Err(Error::ForeignSchema(format!(
-            "{path:?} holds tables that are not a fast-langgraph cache's ({}); it was not modified",
-            tables.join(", ")
-        )));
-    }
+    let ours = sqlite_file::vet(conn, path, &CACHE_FILE)? == Contents::Ours;
     let mut rebuild = false;
     if ours {
         let version: Option<String> = conn

@@ -615,9 +615,31 @@ def test_identity_key_with_path_is_refused(tmp_path):
 def test_not_a_database_file_is_refused_untouched(tmp_path):
     p = tmp_path / "junk.db"
     p.write_bytes(b"definitely not an sqlite database " * 100)
-    with pytest.raises(ForeignDatabaseError, match="not a readable SQLite database"):
+    with pytest.raises(ForeignDatabaseError, match="is not an SQLite database"):
         RustLLMCache(path=str(p))
     assert p.read_bytes().startswith(b"definitely")
+
+
+@pytest.mark.parametrize(
+    "setup",
+    [
+        "CREATE VIEW v AS SELECT 1",
+        "PRAGMA user_version = 7",
+        "PRAGMA application_id = 42",
+        "CREATE TABLE flg_cache_meta (key TEXT PRIMARY KEY, value TEXT); CREATE TABLE users (id)",
+    ],
+    ids=["only-a-view", "user-version", "application-id", "ours-plus-users"],
+)
+def test_a_file_another_program_claimed_is_refused_untouched(tmp_path, setup):
+    # The same vetting as the checkpoint database (src/sqlite_file.rs).
+    p = tmp_path / "claimed.db"
+    with sqlite3.connect(p) as conn:
+        conn.executescript(setup)
+    conn.close()
+    before = p.read_bytes()
+    with pytest.raises(ForeignDatabaseError, match="it was not modified"):
+        RustLLMCache(path=str(p))
+    assert p.read_bytes() == before
 
 
 def test_foreign_sqlite_file_is_refused(tmp_path):
