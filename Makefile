@@ -41,6 +41,9 @@ bench: dev test-servers
 	$(PY) benches/bench_merge.py
 	$(PY) benches/bench_cache.py
 	$(PY) benches/bench_shim.py
+	$(PY) benches/bench_serde.py
+	$(PY) benches/bench_longchat.py
+	$(PY) benches/bench_postgres.py
 	$(PY) -m pytest benches -q --benchmark-enable
 
 lint: dev
