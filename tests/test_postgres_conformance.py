@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from conftest import SyncThroughThreadMixin
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.conformance import checkpointer_test, validate
 from langgraph.checkpoint.conformance.capabilities import ALL_CAPABILITIES
@@ -19,37 +20,9 @@ from fast_langgraph import RustPostgresCheckpointer
 EXPECTED_TOTAL = 81
 
 
-class SyncThroughThread(RustPostgresCheckpointer):
-    """Routes every a* call to the sync method on a worker thread, so the suite exercises
-    the sync API."""
-
-    async def aget_tuple(self, config):
-        return await asyncio.to_thread(self.get_tuple, config)
-
-    async def alist(self, config, *, filter=None, before=None, limit=None):
-        items = await asyncio.to_thread(
-            lambda: list(self.list(config, filter=filter, before=before, limit=limit))
-        )
-        for item in items:
-            yield item
-
-    async def aput(self, config, checkpoint, metadata, new_versions):
-        return await asyncio.to_thread(self.put, config, checkpoint, metadata, new_versions)
-
-    async def aput_writes(self, config, writes, task_id, task_path=""):
-        return await asyncio.to_thread(self.put_writes, config, writes, task_id, task_path)
-
-    async def adelete_thread(self, thread_id):
-        return await asyncio.to_thread(self.delete_thread, thread_id)
-
-    async def adelete_for_runs(self, run_ids):
-        return await asyncio.to_thread(self.delete_for_runs, run_ids)
-
-    async def acopy_thread(self, source_thread_id, target_thread_id):
-        return await asyncio.to_thread(self.copy_thread, source_thread_id, target_thread_id)
-
-    async def aprune(self, thread_ids, *, strategy="keep_latest"):
-        return await asyncio.to_thread(lambda: self.prune(thread_ids, strategy=strategy))
+class SyncThroughThread(SyncThroughThreadMixin, RustPostgresCheckpointer):
+    """RustPostgresCheckpointer with every a* call routed to the sync method on a worker
+    thread."""
 
 
 def _run_suite(factory_cls, pg_server, **kwargs) -> None:
@@ -86,17 +59,8 @@ def test_conformance_with_the_guard(pg_server) -> None:
     _run_suite(RustPostgresCheckpointer, pg_server, guard=True)
 
 
-class SyncDeltaHistoryThroughThread(SyncThroughThread):
-    """Also routes the delta-history reads through the sync method."""
-
-    async def aget_delta_channel_history(self, *, config, channels):
-        return await asyncio.to_thread(
-            lambda: self.get_delta_channel_history(config=config, channels=channels)
-        )
-
-
 @pytest.mark.parametrize("delta", [True, False], ids=["delta", "no-delta"])
-@pytest.mark.parametrize("cls", [RustPostgresCheckpointer, SyncDeltaHistoryThroughThread])
+@pytest.mark.parametrize("cls", [RustPostgresCheckpointer, SyncThroughThread])
 def test_delta_channel_history_spec(cls, delta: bool, pg_server) -> None:
     """LangGraph's delta-channel-history spec (vendored in tests/vendor/, 8 tests), through the
     async API and through the sync API from a worker thread."""
