@@ -467,3 +467,27 @@ def test_two_processes_opening_at_once_merge_a_sibling_once(tmp_path: Path) -> N
     names = sorted(p.name for p in tmp_path.iterdir())
     assert "app.db.flg" not in names and "app.db.flg.merged" in names
     assert not any(n.startswith("app.db.flg.merged-2") for n in names), names
+
+
+def test_bytes_and_bytearray_values_are_stored_as_stock_stores_them(tmp_path: Path) -> None:
+    # LangGraph's serializer returns a bytearray write value as itself ("bytearray", data).
+    stock_conn = sqlite3.connect(str(tmp_path / "stock.db"), check_same_thread=False)
+    fast_conn = sqlite3.connect(str(tmp_path / "fast.db"), check_same_thread=False)
+    stock, fast = SqliteSaver(stock_conn), AcceleratedSqliteSaver(fast_conn)
+    try:
+        for saver in (stock, fast):
+            _apply(saver, ("put", "t", "", 0, {}, "v"))
+            _apply(
+                saver,
+                ("writes", "t", "", 0, "task", [("a", bytearray(b"x\x00y")), ("b", b"z")], ""),
+            )
+        assert fast.accelerated
+        assert _rows(fast_conn) == _rows(stock_conn)
+        config = {"configurable": {"thread_id": "t", "checkpoint_ns": ""}}
+        got = fast.get_tuple(config)
+        assert got == stock.get_tuple(config)
+        assert got is not None and [type(w[2]) for w in got.pending_writes] == [bytearray, bytes]
+    finally:
+        fast.close_store()
+        stock_conn.close()
+        fast_conn.close()

@@ -49,7 +49,7 @@ from langgraph.checkpoint.base import (
 from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.checkpoint.sqlite.utils import _metadata_predicate, load_pending_writes
 
-from fast_langgraph._native import SqliteSaverStore
+from fast_langgraph._native import FastLangGraphError, SqliteSaverStore
 
 __all__ = ["AcceleratedSqliteSaver", "install", "stock_instances", "uninstall"]
 
@@ -140,6 +140,17 @@ def _open_store(path: str, synchronous: int, serde: Any) -> SqliteSaverStore:
         try:
             library = _sqlite_library()
             store = SqliteSaverStore(path, sqlite_library=library, synchronous=synchronous)
+        except FastLangGraphError as e:
+            # This file cannot run on the store (SQLite would not switch it to WAL, another
+            # connection holds it exclusively, ...): this saver stays on stock code, which
+            # reports whatever stock reports for the file.
+            _log.warning(
+                "fast_langgraph: SqliteSaver on %s stays on stock code: the Rust store could "
+                "not open it (%s)",
+                path,
+                e,
+            )
+            raise Unshareable(str(e)) from e
         except (OSError, ValueError, AttributeError) as e:
             # ctypes could not load the library, or it lacks SQLite's functions or is too old.
             if _unshareable_reason is None:
@@ -162,13 +173,20 @@ def _open_store(path: str, synchronous: int, serde: Any) -> SqliteSaverStore:
         return store
 
 
+def _typed_blob(typed: tuple[str, Any]) -> tuple[str, bytes]:
+    """A serializer's (type, data) with the data as ``bytes``: LangGraph's serializer returns a
+    ``bytearray`` value as itself (type "bytearray"), which stock binds as the same BLOB."""
+    type_, data = typed
+    return type_, data if type(data) is bytes else bytes(data)
+
+
 def _checkpoint_args(
     saver: Any,
     config: RunnableConfig,
     checkpoint: Checkpoint,
     metadata: CheckpointMetadata,
 ) -> dict[str, Any]:
-    type_, data = saver.serde.dumps_typed(checkpoint)
+    type_, data = _typed_blob(saver.serde.dumps_typed(checkpoint))
     md = json.dumps(get_checkpoint_metadata(config, metadata), ensure_ascii=False).encode(
         "utf-8", "ignore"
     )
@@ -211,7 +229,7 @@ def _writes_args(
                 task_path,
                 WRITES_IDX_MAP.get(channel, idx),
                 channel,
-                *saver.serde.dumps_typed(value),
+                *_typed_blob(saver.serde.dumps_typed(value)),
             )
             for idx, (channel, value) in enumerate(writes)
         ],
