@@ -182,9 +182,15 @@ def test_prune_older_than_deletes_idle_threads_only(tmp_path) -> None:
         assert states_by_id(graph, "busy") == busy
         # Nothing is idle for more than 31 days.
         assert saver.prune_older_than(timedelta(days=31), now=now) == 0
-        # A naive `now` is read as UTC, and the async form does the same.
+        # A naive `now` is refused (local or UTC would be a guess), and nothing is deleted.
         naive = now.replace(tzinfo=None) + timedelta(days=1)
-        assert asyncio.run(saver.aprune_older_than(timedelta(days=1), now=naive)) == 1
+        with pytest.raises(ValueError, match="timezone-aware"):
+            asyncio.run(saver.aprune_older_than(timedelta(days=1), now=naive))
+        assert count(saver, "busy") > 0
+        assert (
+            asyncio.run(saver.aprune_older_than(timedelta(days=1), now=now + timedelta(days=1)))
+            == 1
+        )
         assert count(saver, "busy") == 0
 
 

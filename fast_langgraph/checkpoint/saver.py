@@ -698,8 +698,8 @@ class RustSQLiteCheckpointer(
         Args:
             max_idle: How long a thread may go without a new checkpoint.
             strategy: ``"delete"`` or ``"keep_latest"``.
-            now: The current time (a timezone-aware ``datetime``, or a naive one in UTC);
-                defaults to the clock.
+            now: The current time, a timezone-aware ``datetime`` (a naive one raises
+                ``ValueError``: local or UTC would be a guess); defaults to the clock.
 
         Returns:
             The number of threads pruned.
@@ -715,7 +715,12 @@ class RustSQLiteCheckpointer(
         elif not isinstance(now, datetime):
             raise TypeError(f"prune_older_than(): now must be a datetime, got {type(now).__name__}")
         elif now.tzinfo is None:
-            now = now.replace(tzinfo=timezone.utc)
+            # A naive datetime is local time to Python and UTC to others: guessing wrong would
+            # delete threads hours early, so ask for the zone.
+            raise ValueError(
+                "prune_older_than(): now must be timezone-aware (e.g. datetime.now(timezone.utc)), "
+                f"got the naive {now.isoformat()}"
+            )
         cutoff_ms = int((now - max_idle).timestamp() * 1000)
         self._lists.clear()
         self._seeds.clear()
