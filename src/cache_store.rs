@@ -424,10 +424,18 @@ fn prepare(conn: &Connection, path: &str) -> Result<()> {
     }
     conn.execute_batch("PRAGMA synchronous=NORMAL;")?;
     if rebuild {
+        // Version 1's rows hold exact keys in plaintext: overwrite the freed pages
+        // (secure_delete), then rewrite the file and empty the WAL so no copy is left behind.
         conn.execute_batch(&format!(
-            "BEGIN IMMEDIATE; DROP TABLE IF EXISTS flg_cache; {CREATE} UPDATE flg_cache_meta SET value = \
-             '{SCHEMA_VERSION}' WHERE key = 'schema_version'; COMMIT;"
+            "PRAGMA secure_delete=ON; BEGIN IMMEDIATE; DROP TABLE IF EXISTS flg_cache; {CREATE} UPDATE \
+             flg_cache_meta SET value = '{SCHEMA_VERSION}' WHERE key = 'schema_version'; COMMIT; PRAGMA \
+             secure_delete=OFF; VACUUM;"
         ))?;
+        if path != ":memory:" {
+            let _: (i64, i64, i64) = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?;
+        }
     }
     if !ours {
         conn.execute_batch(&format!(
@@ -565,11 +573,18 @@ mod tests {
                  CREATE TABLE flg_cache (seq INTEGER PRIMARY KEY, key BLOB NOT NULL UNIQUE, type TEXT NOT NULL,
                    value BLOB NOT NULL, expires_at INTEGER, checksum INTEGER NOT NULL);
                  INSERT INTO flg_cache_meta VALUES ('schema_version', '1');
-                 INSERT INTO flg_cache (key, type, value, checksum) VALUES (X'00', 't', X'00', 0);",
+                 INSERT INTO flg_cache (key, type, value, checksum) VALUES (X'00', 't', X'00', 0);
+                 INSERT INTO flg_cache (key, type, value, checksum)
+                   VALUES (CAST('api_key=SECRET-KEY-0123456789' AS BLOB), 't', X'00', 0);",
             )
             .unwrap();
         let s = DiskStore::open(v1.to_str().unwrap(), 10).unwrap();
         assert_eq!(rows(&s), 0);
+        // Version 1's plaintext keys are gone from the file and its WAL, not only unlinked.
+        for file in [v1.clone(), dir.join("v1.db-wal")] {
+            let bytes = std::fs::read(&file).unwrap_or_default();
+            assert!(!bytes.windows(10).any(|w| w == b"SECRET-KEY"), "{file:?}");
+        }
         s.put("sp", &k("k"), &val(b"1", None), 0).unwrap();
         drop(s);
 
