@@ -39,6 +39,7 @@ from typing import Any
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
     WRITES_IDX_MAP,
+    BaseCheckpointSaver,
     ChannelVersions,
     Checkpoint,
     CheckpointMetadata,
@@ -325,7 +326,77 @@ def _listed_tuple(saver: Any, row: Any) -> CheckpointTuple:
 # -- SqliteSaver ------------------------------------------------------------------------------
 
 
-class AcceleratedSqliteSaver(SqliteSaver):
+class _SyncStoreMethods(BaseCheckpointSaver[str]):
+    """The sync methods both accelerated savers share: each runs on the Rust store that
+    ``_sync_flg()`` gives, or on stock code (the next class in the MRO) when it gives None."""
+
+    _flg_store: SqliteSaverStore | None
+
+    def _sync_flg(self) -> SqliteSaverStore | None:  # pragma: no cover - each saver defines it
+        raise NotImplementedError
+
+    def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        store = self._sync_flg()
+        if store is None:
+            return super().get_tuple(config)
+        return _get_tuple(self, store, config)
+
+    def list(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> Iterator[CheckpointTuple]:
+        store = self._sync_flg()
+        if store is None:
+            yield from super().list(config, filter=filter, before=before, limit=limit)
+            return
+        for row in _list_rows(store, config, filter, before, limit):
+            yield _listed_tuple(self, row)
+
+    def put(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        store = self._sync_flg()
+        if store is None:
+            return super().put(config, checkpoint, metadata, new_versions)
+        store.put(**_checkpoint_args(self, config, checkpoint, metadata))
+        return _saved_config(config, checkpoint)
+
+    def put_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        store = self._sync_flg()
+        if store is None:
+            return super().put_writes(config, writes, task_id, task_path)
+        store.put_writes(**_writes_args(self, config, writes, task_id, task_path))
+        return None
+
+    def delete_thread(self, thread_id: str) -> None:
+        store = self._sync_flg()
+        if store is None:
+            return super().delete_thread(thread_id)
+        store.delete_thread(str(thread_id))
+        return None
+
+    def close_store(self) -> None:
+        """Close the Rust store's connections (the user's ``conn`` is theirs to close)."""
+        store, self._flg_store = self._flg_store, None
+        if store is not None:
+            store.close()
+
+
+class AcceleratedSqliteSaver(_SyncStoreMethods, SqliteSaver):
     """``SqliteSaver`` with its reads and writes on the Rust store, on the same file.
 
     Everything stock has stays: ``conn``, ``lock``, ``setup()``, ``cursor()``,
@@ -380,65 +451,8 @@ class AcceleratedSqliteSaver(SqliteSaver):
         self._flg_store, self._flg_pid = store, pid
         return store
 
-    def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-        store = self._flg()
-        if store is None:
-            return super().get_tuple(config)
-        return _get_tuple(self, store, config)
-
-    def list(
-        self,
-        config: RunnableConfig | None,
-        *,
-        filter: dict[str, Any] | None = None,
-        before: RunnableConfig | None = None,
-        limit: int | None = None,
-    ) -> Iterator[CheckpointTuple]:
-        store = self._flg()
-        if store is None:
-            yield from super().list(config, filter=filter, before=before, limit=limit)
-            return
-        for row in _list_rows(store, config, filter, before, limit):
-            yield _listed_tuple(self, row)
-
-    def put(
-        self,
-        config: RunnableConfig,
-        checkpoint: Checkpoint,
-        metadata: CheckpointMetadata,
-        new_versions: ChannelVersions,
-    ) -> RunnableConfig:
-        store = self._flg()
-        if store is None:
-            return super().put(config, checkpoint, metadata, new_versions)
-        store.put(**_checkpoint_args(self, config, checkpoint, metadata))
-        return _saved_config(config, checkpoint)
-
-    def put_writes(
-        self,
-        config: RunnableConfig,
-        writes: Sequence[tuple[str, Any]],
-        task_id: str,
-        task_path: str = "",
-    ) -> None:
-        store = self._flg()
-        if store is None:
-            return super().put_writes(config, writes, task_id, task_path)
-        store.put_writes(**_writes_args(self, config, writes, task_id, task_path))
-        return None
-
-    def delete_thread(self, thread_id: str) -> None:
-        store = self._flg()
-        if store is None:
-            return super().delete_thread(thread_id)
-        store.delete_thread(str(thread_id))
-        return None
-
-    def close_store(self) -> None:
-        """Close the Rust store's connections (the user's ``conn`` is theirs to close)."""
-        store, self._flg_store = self._flg_store, None
-        if store is not None:
-            store.close()
+    # The shared sync methods (_SyncStoreMethods) ask for the store through this name.
+    _sync_flg = _flg
 
 
 # -- AsyncSqliteSaver -------------------------------------------------------------------------
@@ -456,7 +470,7 @@ def _async_class() -> type | None:
         "or `await graph.ainvoke(...)`."
     )
 
-    class AcceleratedAsyncSqliteSaver(AsyncSqliteSaver):
+    class AcceleratedAsyncSqliteSaver(_SyncStoreMethods, AsyncSqliteSaver):
         """``AsyncSqliteSaver`` with its reads and writes on the Rust store, on the same file.
 
         The ``a*`` methods run the store's calls on a worker thread; the sync methods, called
@@ -563,66 +577,6 @@ def _async_class() -> type | None:
                 return await super().adelete_thread(thread_id)
             await asyncio.to_thread(store.delete_thread, str(thread_id))
             return None
-
-        def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-            store = self._sync_flg()
-            if store is None:
-                return super().get_tuple(config)
-            return _get_tuple(self, store, config)
-
-        def list(
-            self,
-            config: RunnableConfig | None,
-            *,
-            filter: dict[str, Any] | None = None,
-            before: RunnableConfig | None = None,
-            limit: int | None = None,
-        ) -> Iterator[CheckpointTuple]:
-            store = self._sync_flg()
-            if store is None:
-                yield from super().list(config, filter=filter, before=before, limit=limit)
-                return
-            for row in _list_rows(store, config, filter, before, limit):
-                yield _listed_tuple(self, row)
-
-        def put(
-            self,
-            config: RunnableConfig,
-            checkpoint: Checkpoint,
-            metadata: CheckpointMetadata,
-            new_versions: ChannelVersions,
-        ) -> RunnableConfig:
-            store = self._sync_flg()
-            if store is None:
-                return super().put(config, checkpoint, metadata, new_versions)
-            store.put(**_checkpoint_args(self, config, checkpoint, metadata))
-            return _saved_config(config, checkpoint)
-
-        def put_writes(
-            self,
-            config: RunnableConfig,
-            writes: Sequence[tuple[str, Any]],
-            task_id: str,
-            task_path: str = "",
-        ) -> None:
-            store = self._sync_flg()
-            if store is None:
-                return super().put_writes(config, writes, task_id, task_path)
-            store.put_writes(**_writes_args(self, config, writes, task_id, task_path))
-            return None
-
-        def delete_thread(self, thread_id: str) -> None:
-            store = self._sync_flg()
-            if store is None:
-                return super().delete_thread(thread_id)
-            store.delete_thread(str(thread_id))
-            return None
-
-        def close_store(self) -> None:
-            """Close the Rust store's connections (the user's ``conn`` is theirs to close)."""
-            store, self._flg_store = self._flg_store, None
-            if store is not None:
-                store.close()
 
     AcceleratedAsyncSqliteSaver.__module__ = __name__
     return AcceleratedAsyncSqliteSaver
