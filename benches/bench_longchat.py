@@ -31,9 +31,13 @@ from __future__ import annotations
 
 import argparse
 import functools
+import gc
+import json
 import os
 import sqlite3
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -138,8 +142,12 @@ def close(saver: Any, conn: sqlite3.Connection | None) -> None:
         saver.close()
 
 
-def run_kind(kind: str, turns: int, tmp: str) -> dict[str, Any]:
-    paths = {name: os.path.join(tmp, f"{kind}-{file}") for name, (file, _) in SAVERS.items()}
+def write_turns(kind: str, turns: int, paths: dict[str, str]) -> dict[str, list[float]]:
+    """Runs the conversation on every saver, turn by turn; the time in `put` per turn."""
+    for p in paths.values():
+        for f in (p, p + "-wal", p + "-shm"):
+            if os.path.exists(f):
+                os.remove(f)
     opened = {name: opener(paths[name]) for name, (_, opener) in SAVERS.items()}
     timers = {name: Timer(saver) for name, (saver, _) in opened.items()}
     graphs = {name: build(saver, kind) for name, (saver, _) in opened.items()}
@@ -163,11 +171,47 @@ def run_kind(kind: str, turns: int, tmp: str) -> dict[str, Any]:
         assert [(m.type, m.content) for m in msgs] == reference, f"{name} ended elsewhere"
     for saver, conn in opened.values():
         close(saver, conn)
+    return per_turn
+
+
+def run_kind(kind: str, turns: int, tmp: str, rounds: int, reads_only: bool) -> dict[str, Any]:
+    paths = {name: os.path.join(tmp, f"{kind}-{file}") for name, (file, _) in SAVERS.items()}
+    config = {"configurable": {"thread_id": "long-chat"}}
+    per_turn: dict[str, list[float]] | None = None
+    if not reads_only:
+        per_turn = write_turns(kind, turns, paths)
     sizes = {name: file_size(p) for name, p in paths.items()}
 
-    # get_state with fresh savers on the finished files, interleaved: the latest checkpoint,
-    # and each of the last 30 (LangGraph's time travel; with DeltaChannel they sit at every
-    # distance from the last snapshot, where the latest may be a snapshot itself).
+    # get_state of the latest checkpoint on the finished files, each saver's turn interleaved
+    # with the others' in every round: the first read in a new process (a child process per
+    # read), and the first read on a newly opened saver in this process.
+    fresh_process: dict[str, list[tuple[float, float]]] = {name: [] for name in SAVERS}
+    new_saver: dict[str, list[float]] = {name: [] for name in SAVERS}
+    names = list(SAVERS)
+    seen: dict[str, Any] = {}
+    for rnd in range(rounds):
+        order = names[rnd % len(names) :] + names[: rnd % len(names)]
+        for name in order:
+            out = first_read_in_new_process(kind, name, paths[name])
+            fresh_process[name].append((out["wall"], out["cpu"]))
+            seen.setdefault(name, out["state"])
+        for name in order:
+            saver, conn = SAVERS[name][1](paths[name])
+            graph = build(saver, kind)
+            gc.collect()
+            t0 = time.perf_counter()
+            state = graph.get_state(config)
+            new_saver[name].append(time.perf_counter() - t0)
+            seen.setdefault(name + " (in process)", state_digest(state))
+            close(saver, conn)
+    for name, digest in seen.items():
+        assert digest == seen[STOCK_DEFAULT], f"{name}: get_state differs from SqliteSaver's"
+
+    # Then, savers kept open: the latest checkpoint read again and again (a process serving
+    # the thread: with DeltaChannel our saver keeps the decoded snapshot, stock SqliteSaver
+    # decodes it again), and each of the last 30 checkpoints (LangGraph's time travel; with
+    # DeltaChannel they sit at every distance from the last snapshot, where the latest may
+    # be a snapshot itself).
     fresh = {name: SAVERS[name][1](paths[name]) for name in SAVERS}
     fresh_graphs = {name: build(saver, kind) for name, (saver, _) in fresh.items()}
     recent = {
@@ -189,65 +233,129 @@ def run_kind(kind: str, turns: int, tmp: str) -> dict[str, Any]:
             back[name].append(time.perf_counter() - t0)
     for saver, conn in fresh.values():
         close(saver, conn)
-    return {"per_turn": per_turn, "sizes": sizes, "loads": loads, "back": back}
+    return {
+        "per_turn": per_turn,
+        "sizes": sizes,
+        "loads": loads,
+        "back": back,
+        "fresh_process": fresh_process,
+        "new_saver": new_saver,
+    }
+
+
+def state_digest(state: Any) -> list[Any]:
+    """What two savers' `get_state` must agree on: the messages (type, content, id), the next
+    nodes, the step and the number of pending tasks."""
+    return [
+        [[m.type, m.content, m.id] for m in state.values["messages"]],
+        list(state.next),
+        state.metadata.get("step") if state.metadata else None,
+        len(state.tasks),
+    ]
+
+
+def first_read_in_new_process(kind: str, name: str, path: str) -> dict[str, Any]:
+    """Runs `first_read` in a new Python process; its times (s) and state digest."""
+    out = subprocess.run(
+        [sys.executable, os.path.abspath(__file__), "--first-read", name, path, "--kind", kind],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def first_read(kind: str, name: str, path: str) -> None:
+    """In a new process (everything imported already): open the saver on the finished file,
+    build the graph and time its first `get_state` of the thread, wall-clock and CPU time.
+    Prints one JSON line."""
+    saver, conn = SAVERS[name][1](path)
+    graph = build(saver, kind)
+    config = {"configurable": {"thread_id": "long-chat"}}
+    c0, t0 = time.process_time(), time.perf_counter()
+    state = graph.get_state(config)
+    t1, c1 = time.perf_counter(), time.process_time()
+    close(saver, conn)
+    print(json.dumps({"wall": t1 - t0, "cpu": c1 - c0, "state": state_digest(state)}))
 
 
 def report(kind: str, turns: int, r: dict[str, Any]) -> None:
     per_turn, sizes, loads, back = r["per_turn"], r["sizes"], r["loads"], r["back"]
+    med = statistics.median
 
     def window(name: str, end: int) -> list[float]:
         end = min(end, turns)
         return per_turn[name][max(0, end - 10) : end]
 
-    marks = sorted({m for m in (10, turns // 2, turns) if m >= 1})
-    print(f"\n== {kind}: {turns} turns, {2 * turns} messages at the end ==")
-    print("checkpoint write time per turn (ms): put, median / mean of 10 turns")
-    header = "".join(f"{'turn ' + str(m):>20}" for m in marks)
-    print(f"  {'saver':<44}{header}{'all turns (mean)':>18}")
-    for name in SAVERS:
-        cells = "".join(
-            f"{statistics.median(window(name, m)) * 1e3:>10.2f} /{statistics.mean(window(name, m)) * 1e3:>7.2f}"
-            for m in marks
+    def vs(figures: dict[str, float], name: str) -> str:
+        return (
+            f"{figures[STOCK_DEFAULT] / figures[name]:>6.2f}x vs SqliteSaver FULL, "
+            f"{figures[STOCK_NORMAL] / figures[name]:>6.2f}x vs NORMAL"
         )
-        print(f"  {name:<44}{cells}{statistics.mean(per_turn[name]) * 1e3:>16.2f}")
+
+    print(f"\n== {kind}: {turns} turns, {2 * turns} messages at the end ==")
+    if per_turn is not None:
+        marks = sorted({m for m in (10, turns // 2, turns) if m >= 1})
+        print("checkpoint write time per turn (ms): put, median / mean of 10 turns")
+        header = "".join(f"{'turn ' + str(m):>20}" for m in marks)
+        print(f"  {'saver':<44}{header}{'all turns (mean)':>18}")
+        for name in SAVERS:
+            cells = "".join(
+                f"{med(window(name, m)) * 1e3:>10.2f} /{statistics.mean(window(name, m)) * 1e3:>7.2f}"
+                for m in marks
+            )
+            print(f"  {name:<44}{cells}{statistics.mean(per_turn[name]) * 1e3:>16.2f}")
     print("database size (file + WAL, after closing):")
     for name, size in sizes.items():
         print(
             f"  {name:<44}{size / 1e6:>10.2f} MB   {sizes[STOCK_DEFAULT] / size:>6.1f}x smaller than "
             f"SqliteSaver (FULL), {sizes[STOCK_NORMAL] / size:>6.1f}x than (NORMAL)"
         )
+    rounds = len(r["fresh_process"][STOCK_DEFAULT])
+    fp_wall = {n: med(t[0] for t in ts) for n, ts in r["fresh_process"].items()}
+    fp_cpu = {n: med(t[1] for t in ts) for n, ts in r["fresh_process"].items()}
     print(
-        "graph.get_state of the latest checkpoint, saver opened on the finished file: the first "
-        "call, then the median of 14 more (ms):"
+        f"graph.get_state of the latest checkpoint, the first read in a new process "
+        f"(a child process per read, {rounds} rounds), median wall-clock (CPU) ms:"
     )
-    for name, ts in loads.items():
-        first, med = ts[0], statistics.median(ts[1:])
+    for name in SAVERS:
         print(
-            f"  {name:<44}first {first * 1e3:>8.2f} ({loads[STOCK_NORMAL][0] / first:>5.2f}x vs "
-            f"SqliteSaver NORMAL)   then {med * 1e3:>8.2f} "
-            f"({statistics.median(loads[STOCK_DEFAULT][1:]) / med:>5.2f}x vs FULL, "
-            f"{statistics.median(loads[STOCK_NORMAL][1:]) / med:>5.2f}x vs NORMAL)"
+            f"  {name:<44}{fp_wall[name] * 1e3:>8.2f} ({fp_cpu[name] * 1e3:>6.2f})  "
+            f"{vs(fp_wall, name)}   (CPU: {vs(fp_cpu, name)})"
         )
-    print("graph.get_state of each of the last 30 checkpoints, median (ms):")
-    for name, ts in back.items():
-        med = statistics.median(ts)
-        print(
-            f"  {name:<44}{med * 1e3:>10.2f}   {statistics.median(back[STOCK_DEFAULT]) / med:>5.2f}x "
-            f"vs SqliteSaver FULL, {statistics.median(back[STOCK_NORMAL]) / med:>5.2f}x vs NORMAL"
-        )
-    stock_write = statistics.mean(per_turn[STOCK_NORMAL])
-    ours_write = statistics.mean(per_turn[OURS])
+    ns = {n: med(ts) for n, ts in r["new_saver"].items()}
     print(
-        f"equal durability (NORMAL): write per turn {stock_write / ours_write:.1f}x faster, "
-        f"get_state {statistics.median(loads[STOCK_NORMAL][1:]) / statistics.median(loads[OURS][1:]):.2f}x "
-        f"(last 30: {statistics.median(back[STOCK_NORMAL]) / statistics.median(back[OURS]):.2f}x), "
-        f"database {sizes[STOCK_NORMAL] / sizes[OURS]:.1f}x smaller"
+        f"graph.get_state of the latest checkpoint, the first read on a newly opened saver in "
+        f"this process ({rounds} rounds), median ms:"
     )
+    for name in SAVERS:
+        print(f"  {name:<44}{ns[name] * 1e3:>8.2f}  {vs(ns, name)}")
+    then = {n: med(ts[1:]) for n, ts in loads.items()}
+    print("graph.get_state of the latest checkpoint again, one saver kept open: median of 14 (ms):")
+    for name in SAVERS:
+        print(f"  {name:<44}{then[name] * 1e3:>8.2f}  {vs(then, name)}")
+    last30 = {n: med(ts) for n, ts in back.items()}
+    print("graph.get_state of each of the last 30 checkpoints, one saver kept open, median (ms):")
+    for name in SAVERS:
+        print(f"  {name:<44}{last30[name] * 1e3:>8.2f}  {vs(last30, name)}")
+    for label, stock, ours in (("NORMAL", STOCK_NORMAL, OURS), ("FULL", STOCK_DEFAULT, OURS_FULL)):
+        write = (
+            f"write per turn {statistics.mean(per_turn[stock]) / statistics.mean(per_turn[ours]):.1f}x "
+            "faster, "
+            if per_turn is not None
+            else ""
+        )
+        print(
+            f"equal durability ({label}): {write}get_state first read "
+            f"{fp_wall[stock] / fp_wall[ours]:.2f}x in a new process, "
+            f"{ns[stock] / ns[ours]:.2f}x on a new saver, then {then[stock] / then[ours]:.2f}x "
+            f"(last 30: {last30[stock] / last30[ours]:.2f}x), "
+            f"database {sizes[stock] / sizes[ours]:.1f}x smaller"
+        )
     print(
-        f"equal durability (FULL):   write per turn "
-        f"{statistics.mean(per_turn[STOCK_DEFAULT]) / statistics.mean(per_turn[OURS_FULL]):.1f}x faster, "
-        f"get_state {statistics.median(loads[STOCK_DEFAULT][1:]) / statistics.median(loads[OURS_FULL][1:]):.2f}x, "
-        f"database {sizes[STOCK_DEFAULT] / sizes[OURS_FULL]:.1f}x smaller"
+        f"default against default (SqliteSaver FULL, ours NORMAL): get_state first read "
+        f"{fp_wall[STOCK_DEFAULT] / fp_wall[OURS]:.2f}x in a new process, "
+        f"{ns[STOCK_DEFAULT] / ns[OURS]:.2f}x on a new saver"
     )
 
 
@@ -255,10 +363,28 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--turns", type=int, default=500)
     ap.add_argument("--kind", choices=["add_messages", "delta_channel", "both"], default="both")
+    ap.add_argument("--rounds", type=int, default=7, help="rounds of first reads (default 7)")
+    ap.add_argument(
+        "--dir", help="where the database files go (default: a new temporary directory)"
+    )
+    ap.add_argument(
+        "--reads-only",
+        action="store_true",
+        help="measure the reads only, on the files an earlier run left in --dir",
+    )
+    ap.add_argument("--first-read", nargs=2, metavar=("SAVER", "PATH"), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.first_read:
+        first_read("delta_channel" if args.kind == "both" else args.kind, *args.first_read)
+        return
+    if args.reads_only and not args.dir:
+        ap.error("--reads-only needs --dir")
     kinds = ["add_messages", "delta_channel"] if args.kind == "both" else [args.kind]
-    tmp = tempfile.mkdtemp()
-    results = {kind: run_kind(kind, args.turns, tmp) for kind in kinds}
+    tmp = args.dir or tempfile.mkdtemp()
+    os.makedirs(tmp, exist_ok=True)
+    results = {
+        kind: run_kind(kind, args.turns, tmp, args.rounds, args.reads_only) for kind in kinds
+    }
     for kind in kinds:
         report(kind, args.turns, results[kind])
 

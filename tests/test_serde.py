@@ -393,6 +393,53 @@ def test_message_fast_path_builds_without_the_constructor(monkeypatch: pytest.Mo
         assert m.model_fields_set == set(type(m).model_fields)
 
 
+def test_delta_snapshot_messages_take_the_fast_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A DeltaChannel snapshot (`_DeltaSnapshot`, ext code 7) holding a chat history: its
+    # messages are built as a bare list's are, not by the stock hook's constructors.
+    snap = _DeltaSnapshot([lc.HumanMessage(content="h", id="1"), lc.AIMessage(content="a", id="2")])
+    data = JsonPlusSerializer().dumps_typed(snap)
+    expected = JsonPlusSerializer().loads_typed(data)
+    calls: list[str] = []
+    for cls in (lc.HumanMessage, lc.AIMessage):
+        original = cls.__init__
+
+        def spy(self: Any, *a: Any, _o: Any = original, **k: Any) -> None:
+            calls.append(type(self).__name__)
+            _o(self, *a, **k)
+
+        monkeypatch.setattr(cls, "__init__", spy)
+    got = RustSerializer().loads_typed(data)
+    assert calls == []
+    assert type(got) is _DeltaSnapshot
+    assert same(got, expected)
+    # A serializer with its own ext hook still sees the snapshot.
+    seen: list[int] = []
+
+    def hook(code: int, payload: bytes) -> Any:
+        seen.append(code)
+        return ("ext", code)
+
+    got = RustSerializer(__unpack_ext_hook__=hook).loads_typed(data)
+    assert same(got, JsonPlusSerializer(__unpack_ext_hook__=hook).loads_typed(data))
+    assert seen == [jsonplus.EXT_DELTA_SNAPSHOT] * 2
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [b"", b"\x91", b"\x90\x90", b"\xc1", b"\x92\x01\xa5ab"],
+    ids=["empty", "truncated", "trailing", "invalid", "short-string"],
+)
+def test_bad_delta_snapshot_payload_reads_as_stock(payload: bytes) -> None:
+    data = ("msgpack", ormsgpack.packb(ormsgpack.Ext(jsonplus.EXT_DELTA_SNAPSHOT, payload)))
+    out = []
+    for ser in (JsonPlusSerializer(), RustSerializer()):
+        try:
+            out.append(("ok", ser.loads_typed(data)))
+        except Exception as exc:
+            out.append(("raised", type(exc), str(exc)))
+    assert same(out[1], out[0])
+
+
 @settings(FAST, max_examples=int(60 * SCALE))
 @given(json_dict)
 def test_dict_keys_of_every_kind(d: dict) -> None:

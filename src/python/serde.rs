@@ -121,6 +121,8 @@ const EXT_CONSTRUCTOR_SINGLE_ARG: i8 = 0;
 const EXT_CONSTRUCTOR_POS_ARGS: i8 = 1;
 const EXT_CONSTRUCTOR_KW_ARGS: i8 = 2;
 const EXT_METHOD_SINGLE_ARG: i8 = 3;
+/// LangGraph's `EXT_DELTA_SNAPSHOT`: a `DeltaChannel` snapshot, `_DeltaSnapshot(value)`.
+const EXT_DELTA_SNAPSHOT: i8 = 7;
 
 /// Map keys up to this many bytes are kept in a small per-thread cache of `str` objects, as
 /// `ormsgpack` caches keys: a message history repeats the same dozen keys thousands of times.
@@ -612,6 +614,7 @@ impl PyMsgpackCodec {
             let native = match code {
                 EXT_PYDANTIC_V2 => self.read_message(py, payload)?,
                 EXT_CONSTRUCTOR_SINGLE_ARG..=EXT_METHOD_SINGLE_ARG => self.read_safe(py, code, payload)?,
+                EXT_DELTA_SNAPSHOT => self.read_delta_snapshot(py, payload)?,
                 _ => None,
             };
             if let Some(v) = native {
@@ -699,6 +702,24 @@ impl PyMsgpackCodec {
             _ => target.call1((arg,)),
         };
         Ok(built.ok())
+    }
+
+    /// A `DeltaChannel` snapshot: the stock hook's `_DeltaSnapshot(unpackb(payload))`, with the
+    /// payload decoded here (its messages on the fast path). `None` hands the payload to the
+    /// ext hook.
+    fn read_delta_snapshot<'py>(&self, py: Python<'py>, payload: &[u8]) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let mut probe = Reader::new(payload);
+        if !check_value(&mut probe, 1) || probe.position() != payload.len() {
+            return Ok(None);
+        }
+        let Some(cls) = self.resolve(py, "langgraph.checkpoint.serde.types", "_DeltaSnapshot", "") else {
+            return Ok(None);
+        };
+        let mut r = Reader::new(payload);
+        // SAFETY: `check_value` has just read the same value from the same bytes.
+        unsafe { r.assume_valid_utf8() };
+        let value = self.read_value(py, &mut r)?;
+        Ok(Some(cls.call1((value,))?))
     }
 
     /// A message payload `(module, name, fields, method)` of a known class. `None` hands the
