@@ -7,11 +7,15 @@ DeltaChannel as snapshots plus writes)."""
 from __future__ import annotations
 
 import operator
+import os
+import pickle
+import subprocess
+import sys
 from typing import Annotated
 
 import pytest
 from conftest import cfg
-from graph_apps import history_dump, sqlite_saver, thread_dump
+from graph_apps import Normalizer, history_dump, sqlite_saver, thread_dump
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from langchain_core.messages import AIMessage, HumanMessage
@@ -173,3 +177,80 @@ def test_delta_channel_snapshots_are_stored_as_deltas(tmp_path, restart: bool) -
     finally:
         saver.close()
         stock.conn.close()
+
+
+# -- the first read of a thread in a new process ---------------------------------------------
+
+
+def chat_messages(state: list, writes: list) -> list:
+    """`add_messages` over a batch of writes, as `DeltaChannel` calls its reducer."""
+    return add_messages(state, [m for w in writes for m in (w if isinstance(w, list) else [w])])
+
+
+def delta_chat_graph(saver):
+    class Chat(TypedDict):
+        messages: Annotated[list, DeltaChannel(chat_messages, snapshot_frequency=4)]
+
+    def bot(state: dict) -> dict:
+        n = len(state["messages"])
+        return {"messages": [AIMessage(f"answer {n}", id=f"ai-{n}")]}
+
+    b = StateGraph(Chat)
+    b.add_node("bot", bot)
+    b.add_edge(START, "bot")
+    b.add_edge("bot", END)
+    return b.compile(checkpointer=saver)
+
+
+APPS = {"mixed": mixed_graph, "chat": delta_chat_graph}
+
+
+def first_read(app: str, saver_kind: str, path: str, out: str) -> None:
+    """In a new process: open the saver on ``path``, read the thread's state (the process's
+    first read of it), then its history; pickles both, normalized, to ``out``."""
+    if saver_kind == "stock":
+        saver = sqlite_saver(path)
+    else:
+        saver = RustSQLiteCheckpointer(path, delta=saver_kind == "ours")
+    graph = APPS[app](saver)
+    state = graph.get_state(cfg("t"))
+    norm = Normalizer.for_thread(saver, "t")
+    with open(out, "wb") as f:
+        pickle.dump((norm(state), history_dump(graph, cfg("t"))), f)
+
+
+def read_in_new_process(tmp_path, app: str, saver_kind: str, path) -> tuple:
+    out = tmp_path / f"{saver_kind}.pickle"
+    tests = os.path.dirname(os.path.abspath(__file__))
+    code = (
+        f"import sys; sys.path.insert(0, {tests!r}); import test_delta_channel_graphs as t; "
+        f"t.first_read({app!r}, {saver_kind!r}, {str(path)!r}, {str(out)!r})"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=tests, timeout=120)
+    with open(out, "rb") as f:
+        return pickle.load(f)
+
+
+@pytest.mark.parametrize("app", ["mixed", "chat"])
+def test_first_read_in_a_new_process_matches_sqlite_saver(tmp_path, app: str) -> None:
+    """The first get_state of a thread in a process that has read nothing yet (no decoded
+    snapshot kept), then its history: the same as stock SqliteSaver's in a process of its own,
+    with our deltas on and off."""
+    paths = {kind: tmp_path / f"{kind}.db" for kind in ("stock", "ours", "ours-no-delta")}
+    stock = sqlite_saver(paths["stock"])
+    savers = {
+        "stock": stock,
+        "ours": RustSQLiteCheckpointer(paths["ours"]),
+        "ours-no-delta": RustSQLiteCheckpointer(paths["ours-no-delta"], delta=False),
+    }
+    graphs = {kind: APPS[app](s) for kind, s in savers.items()}
+    for i in range(14):
+        for graph in graphs.values():
+            graph.invoke({"messages": [HumanMessage(f"q{i}", id=f"h-{i}")]}, cfg("t"))
+    stock.conn.close()
+    savers["ours"].close()
+    savers["ours-no-delta"].close()
+    expected = read_in_new_process(tmp_path, app, "stock", paths["stock"])
+    assert len(expected[1]) > 14
+    for kind in ("ours", "ours-no-delta"):
+        assert read_in_new_process(tmp_path, app, kind, paths[kind]) == expected, kind
