@@ -178,10 +178,10 @@ class RustSerializer(JsonPlusSerializer):
       ``pickle_fallback`` path) go through the stock code.
     - ``loads_typed(data)`` returns objects equal to, and of the same types as, the stock
       result. Extension values go through the serializer's own ext hook (allowlist, warnings,
-      blocked types as raw data, ``_DeltaSnapshot``), except LangChain messages, which are
-      built here: without re-validation when the stored fields are exactly the class's current
-      fields with the types validation leaves unchanged, through the class's constructor
-      otherwise.
+      blocked types as raw data), except LangGraph's always-allowed types, ``DeltaChannel``
+      snapshots (``_DeltaSnapshot``) and LangChain messages, which are built here; a message
+      without re-validation when the stored fields are exactly the class's current fields
+      with the types validation leaves unchanged, through the class's constructor otherwise.
     """
 
     def __getstate__(self) -> dict[str, Any]:

@@ -11,7 +11,9 @@
 //! so errors and `pickle_fallback` behave exactly as stock.
 //!
 //! Decoding builds the objects in one pass over the bytes. Extension values go to the
-//! serializer's own ext hook, except a LangChain message's payload, which is decoded here and
+//! serializer's own ext hook, except LangGraph's always-allowed types, a `DeltaChannel`
+//! snapshot (whose payload is decoded here and wrapped in `_DeltaSnapshot`, as the stock hook
+//! does) and a LangChain message's payload, which is decoded here and
 //! built from a cached class: without re-validation when its fields are exactly the class's
 //! current fields with the types validation would leave unchanged, through the class's
 //! validating constructor otherwise (the same calls as stock). Anything this pass does not
