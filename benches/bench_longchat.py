@@ -17,14 +17,22 @@ The savers take turns: turn i runs on each saver before turn i+1 runs on any, so
 hits all alike. The write time is the time in `put` per turn (called from the graph loop with
 `durability="sync"`); `put_writes` (one message, constant size, on LangGraph's background
 threads) is left out. The table shows medians and means over turns 1-10, 241-250 and 491-500.
-`get_state` is measured at the end with savers opened on the finished files, interleaved: for
-the latest checkpoint, the first call (a new process loading the thread) and the median of 14
-more (a process serving the thread: with DeltaChannel our saver keeps the decoded snapshot,
-stock SqliteSaver decodes it again); and the median over the last 30 checkpoints (with
-DeltaChannel they sit at every distance from the last snapshot, while the latest may be a
-snapshot itself: at 500 turns, the 1,000th update is one). Every saver must end with the same history.
 
-Run: `.venv/bin/python benches/bench_longchat.py [--turns N] [--kind add_messages|delta_channel|both]`.
+`get_state` of the latest checkpoint is measured on the finished files, the savers interleaved
+in every round (their order rotated from round to round), medians over `--rounds` rounds:
+- the first read in a new process: a child process per saver and round (this script with
+  `--first-read`) imports everything, opens the saver, builds the graph and times its first
+  `get_state`, wall clock and CPU time; every child's state must equal SqliteSaver's;
+- the first read on a newly opened saver in this process (after `gc.collect()`);
+then, with savers kept open, the median of 14 more reads (a process serving the thread: with
+DeltaChannel our saver keeps the decoded snapshot, stock SqliteSaver decodes it again), and the
+median over the last 30 checkpoints (with DeltaChannel they sit at every distance from the last
+snapshot, while the latest may be a snapshot itself: at 500 turns, the 1,000th update is one).
+Every saver must end with the same history.
+
+Run: `.venv/bin/python benches/bench_longchat.py [--turns N] [--kind add_messages|delta_channel|both]
+[--rounds N] [--dir D [--reads-only]]` (`--dir` keeps the files; `--reads-only` measures the
+reads again on the files an earlier run left there).
 """
 
 from __future__ import annotations
