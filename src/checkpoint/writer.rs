@@ -24,6 +24,10 @@ use crate::error::{Error, Result};
 /// threads pruned for `PruneIdle`, 0 for the others.
 pub enum Op {
     Put(Box<NewCheckpoint>),
+    /// A put that continues its thread's newest checkpoint (its parent): a backend with the
+    /// single-writer guard on refuses it if another put moved the thread on meanwhile; any
+    /// other backend stores it as a `Put`.
+    PutContinuing(Box<NewCheckpoint>),
     PutWrites(Box<NewWrites>),
     Many(Vec<NewCheckpoint>, Vec<NewWrites>),
     /// Like `Many`, but a checkpoint already stored is left as it is, with its writes.
@@ -236,7 +240,7 @@ impl<B: Backend> Writer<B> {
 
     /// Whether this is a process forked from the one that opened the store.
     pub fn in_forked_child(&self) -> bool {
-        self.pid.load(Ordering::Relaxed) != std::process::id()
+        !B::SURVIVES_FORK && self.pid.load(Ordering::Relaxed) != std::process::id()
     }
 
     /// The error for a call in a forked child process.
