@@ -1,7 +1,8 @@
 """`RustPostgresCheckpointer`: a LangGraph checkpointer on PostgreSQL, with its storage engine
 in Rust (``fast_langgraph._native.PgCheckpointStore``).
 
-The same design as ``RustSQLiteCheckpointer`` on a server many replicas share: channel values
+The same Rust checkpoint engine as ``RustSQLiteCheckpointer``, with its PostgreSQL backend, on
+a server many replicas share: the same named row and input types, channel values
 stored once per version, append-only deltas for growing lists, ``list`` as one statement with
 its pending writes, every put one atomic statement, the GIL released during all network I/O.
 Python runs the saver's ``serde`` and builds ``CheckpointTuple``; Rust does the SQL over its
@@ -73,7 +74,7 @@ class RustPostgresCheckpointer(
 
     It has the whole ``BaseCheckpointSaver`` interface, sync and async, like
     ``RustSQLiteCheckpointer``: ``get_tuple``, ``list``, ``put``, ``put_writes``,
-    ``delete_thread``, ``delete_for_runs``, ``copy_thread``, ``prune``,
+    ``delete_thread``, ``delete_for_runs``, ``copy_thread``, ``prune``, ``prune_older_than``,
     ``get_delta_channel_history`` and every ``a*`` form. The async methods run the blocking
     work on a worker thread, so they never block the event loop.
 
