@@ -9,12 +9,16 @@
 //! goes; a lone caller commits its own job on its own thread, with no handoff to another
 //! thread and back. Callers wait, and commit, with the GIL released (the bindings see to it).
 //!
+//! A writer may have several lanes, each with its own connection (a server database, where
+//! several transactions commit at once): then up to that many callers commit at once, each
+//! taking what is queued when it starts. SQLite has one lane.
+//!
 //! The queue knows nothing of SQL: a batch is applied by the backend's
 //! [`Backend::commit_batch`], on the backend's write connection.
 use std::collections::{HashMap, VecDeque};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, TryLockError};
 
 use super::backend::Backend;
 use super::{NewCheckpoint, NewWrites, PruneStrategy};
@@ -61,10 +65,10 @@ struct Queue<C> {
     /// Results of committed jobs whose callers have not picked them up yet.
     done: HashMap<u64, Result<u64>>,
     next_ticket: u64,
-    /// Whether a caller is committing a batch right now.
-    committing: bool,
-    /// The writer connection; `None` once closed.
-    conn: Option<Arc<Mutex<C>>>,
+    /// How many callers are committing a batch right now (at most one per lane).
+    committing: usize,
+    /// The writer connection of each lane; `None` once closed.
+    conn: Option<Arc<[Arc<Mutex<C>>]>>,
 }
 
 /// The handle callers submit jobs through.
@@ -105,7 +109,7 @@ impl<B: Backend> Drop for CommitGuard<'_, B> {
             q.done.insert(ticket, result);
             cv.notify_one();
         }
-        q.committing = false;
+        q.committing = q.committing.saturating_sub(1);
         if let Some((_, _, next)) = q.jobs.front() {
             next.notify_one();
         }
@@ -117,14 +121,22 @@ impl<B: Backend> Drop for CommitGuard<'_, B> {
 impl<B: Backend> Writer<B> {
     /// A writer that commits on `conn`.
     pub fn start(conn: Arc<Mutex<B::WriteConn>>, max_batch: usize, path: &str) -> Result<Self> {
+        Self::start_lanes(vec![conn], max_batch, path)
+    }
+
+    /// A writer with one lane per connection of `conns`: up to that many batches commit at once.
+    pub fn start_lanes(conns: Vec<Arc<Mutex<B::WriteConn>>>, max_batch: usize, path: &str) -> Result<Self> {
+        if conns.is_empty() {
+            return Err(Error::Invalid("a writer needs at least one connection".into()));
+        }
         Ok(Writer {
             stats: WriterStats::default(),
             queue: Mutex::new(Queue {
                 jobs: VecDeque::new(),
                 done: HashMap::new(),
                 next_ticket: 0,
-                committing: false,
-                conn: Some(conn),
+                committing: 0,
+                conn: Some(conns.into()),
             }),
             idle: Condvar::new(),
             max_batch: max_batch.max(1),
@@ -148,7 +160,7 @@ impl<B: Backend> Writer<B> {
         }
         let mut q = self.lock();
         // Once close() has begun, new calls are refused; the queued ones still commit.
-        let Some(conn) = q.conn.clone().filter(|_| !self.is_closed()) else {
+        let Some(lanes) = q.conn.clone().filter(|_| !self.is_closed()) else {
             return Err(self.closed_error());
         };
         let ticket = q.next_ticket;
@@ -159,15 +171,15 @@ impl<B: Backend> Writer<B> {
             if let Some(result) = q.done.remove(&ticket) {
                 return result;
             }
-            if q.committing {
+            if q.committing >= lanes.len() {
                 // Woken when the commit carrying this job ends, or when this job is the
-                // oldest queued one and the committer's place is free.
+                // oldest queued one and a committer's place is free.
                 q = wake.wait(q).unwrap_or_else(PoisonError::into_inner);
                 continue;
             }
             // This caller commits the next batch (which holds its own job, unless more than
             // `max_batch` jobs were ahead of it).
-            q.committing = true;
+            q.committing += 1;
             let take = q.jobs.len().min(self.max_batch);
             let mut ops = Vec::with_capacity(take);
             let mut guard = CommitGuard {
@@ -181,7 +193,16 @@ impl<B: Backend> Writer<B> {
             }
             drop(q);
             let (results, committed) = {
-                let conn = conn.lock().unwrap_or_else(PoisonError::into_inner);
+                // A free lane: fewer committers than lanes, so one is unlocked unless a reader
+                // borrowed it (SQLite's idle writer connection); then wait for the first.
+                let conn = lanes
+                    .iter()
+                    .find_map(|c| match c.try_lock() {
+                        Ok(g) => Some(g),
+                        Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),
+                        Err(TryLockError::WouldBlock) => None,
+                    })
+                    .unwrap_or_else(|| lanes[0].lock().unwrap_or_else(PoisonError::into_inner));
                 // A panic must not unwind through the handoff (it would strand queued jobs)
                 // nor leave the transaction open: it fails the batch, rolled back.
                 std::panic::catch_unwind(AssertUnwindSafe(|| B::commit_batch(&conn, &ops))).unwrap_or_else(|_| {
@@ -213,8 +234,9 @@ impl<B: Backend> Writer<B> {
             return;
         }
         let mut q = self.lock();
-        while q.committing || !q.jobs.is_empty() {
-            if !q.committing {
+        let lanes = q.conn.as_ref().map_or(1, |l| l.len());
+        while q.committing > 0 || !q.jobs.is_empty() {
+            if q.committing < lanes {
                 // Queued jobs whose callers are still waiting for their turn: let them run.
                 if let Some((_, _, next)) = q.jobs.front() {
                     next.notify_one();

@@ -152,7 +152,17 @@ impl Store<Postgres> {
     pub fn open_postgres(conninfo: &str, options: &PgOptions) -> Result<Self> {
         let (backend, conn) = Postgres::open(conninfo, options)?;
         let name = backend.describe();
-        let writer = Writer::start(Arc::new(Mutex::new(conn)), options.max_batch, &name)?;
+        // Half the pool commits at once (one batch per lane), so the other half stays free
+        // for reads.
+        let lanes = (0..(options.pool_size / 2).max(1))
+            .map(|_| {
+                Arc::new(Mutex::new(PgWriter {
+                    pool: Arc::clone(&conn.pool),
+                    guard: conn.guard,
+                }))
+            })
+            .collect();
+        let writer = Writer::start_lanes(lanes, options.max_batch, &name)?;
         Ok(Store {
             path: name,
             writer,
