@@ -287,3 +287,104 @@ impl<B: Backend> Writer<B> {
         Error::Closed(format!("the checkpointer for {:?} is closed", self.path))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::checkpoint::{ChannelHistory, ListQuery, StorageStats, StoredCheckpoint};
+
+    /// How many commits are in progress, shared by the lanes of [`Meeting`].
+    #[derive(Default)]
+    struct Room {
+        inside: Mutex<usize>,
+        changed: Condvar,
+    }
+
+    /// A backend whose commit succeeds only if another commit is in progress at the same time
+    /// (it waits up to 10 s for one), so two calls both succeed only on two lanes.
+    struct Meeting;
+
+    impl Backend for Meeting {
+        type WriteConn = Arc<Room>;
+
+        fn commit_batch(room: &Arc<Room>, batch: &[Op]) -> (Vec<Result<u64>>, bool) {
+            let mut inside = room.inside.lock().unwrap();
+            *inside += 1;
+            room.changed.notify_all();
+            let (inside, timeout) = room
+                .changed
+                .wait_timeout_while(inside, Duration::from_secs(10), |n| *n < 2)
+                .unwrap();
+            drop(inside);
+            let result = if timeout.timed_out() {
+                Err(Error::Storage("no other commit ran at the same time".into()))
+            } else {
+                Ok(7)
+            };
+            (batch.iter().map(|_| result.clone()).collect(), true)
+        }
+
+        fn abort(_: &Arc<Room>) {}
+
+        fn get(&self, _: &str, _: &str, _: Option<&str>, _: &[(String, String)]) -> Result<Option<StoredCheckpoint>> {
+            Ok(None)
+        }
+
+        fn list(&self, _: &ListQuery) -> Result<Vec<StoredCheckpoint>> {
+            Ok(Vec::new())
+        }
+
+        fn delta_history(
+            &self,
+            _: &str,
+            _: &str,
+            _: Option<&str>,
+            _: &[String],
+            _: &[(String, String)],
+        ) -> Result<Vec<ChannelHistory>> {
+            Ok(Vec::new())
+        }
+
+        fn thread_ids(&self) -> Result<Vec<String>> {
+            Ok(Vec::new())
+        }
+
+        fn storage_stats(&self) -> Result<StorageStats> {
+            Ok(StorageStats::default())
+        }
+
+        fn check(&self) -> Result<Vec<String>> {
+            Ok(Vec::new())
+        }
+
+        fn close(&self, _: bool) {}
+    }
+
+    #[test]
+    fn two_lanes_commit_two_batches_at_once() {
+        let room = Arc::new(Room::default());
+        let lanes = (0..2).map(|_| Arc::new(Mutex::new(Arc::clone(&room)))).collect();
+        let writer = Writer::<Meeting>::start_lanes(lanes, 8, "two lanes").unwrap();
+        let results: Vec<Result<u64>> = std::thread::scope(|s| {
+            let calls: Vec<_> = ["a", "b"]
+                .into_iter()
+                .map(|t| s.spawn(|| writer.submit(Op::DeleteThread(t.to_owned()))))
+                .collect();
+            calls.into_iter().map(|c| c.join().unwrap()).collect()
+        });
+        assert_eq!(results, vec![Ok(7), Ok(7)]);
+        assert_eq!(writer.stats(), (2, 2));
+        writer.close();
+        assert!(matches!(
+            writer.submit(Op::DeleteThread("c".into())),
+            Err(Error::Closed(_))
+        ));
+    }
+
+    #[test]
+    fn a_writer_needs_a_lane() {
+        assert!(Writer::<Meeting>::start_lanes(Vec::new(), 8, "none").is_err());
+    }
+}
