@@ -775,30 +775,13 @@ class SqliteSaverStore:
 
 # --- PostgreSQL checkpoint store (RustPostgresCheckpointer) --------------------------------
 
-# `list` is a method of the class below: its annotations use this alias of the builtin.
-_PgList = list
-
-# The row `PgCheckpointStore` returns, by position.
-_Row = tuple[
-    str,  # thread_id
-    str,  # checkpoint_ns
-    str,  # checkpoint_id
-    str | None,  # parent_checkpoint_id
-    str,  # type tag of the checkpoint
-    bytes,  # the checkpoint; for msgpack, with its msgpack channel values as "channel_values"
-    str,  # metadata, JSON
-    # (channel, [(type, data), ...] oldest first, deltas in the stored chain); segments that
-    # are all msgpack arrays come joined into one, and no segments means the value is inside
-    # the checkpoint
-    list[tuple[str, list[tuple[str, bytes]], int]],
-    list[tuple[str, str, str, bytes]],  # (task_id, channel, type, data), in writes_sort_key order
-]
-
 @final
 class PgCheckpointStore:
     """The SQL side of `fast_langgraph.RustPostgresCheckpointer`: checkpoints on PostgreSQL
-    over a connection pool of its own. Takes `CheckpointStore`'s argument tuples and returns
-    its rows. Every method releases the GIL during network I/O.
+    over a connection pool of its own, under the same engine as `CheckpointStore` (the same
+    group commit, delta chains and retention rules). Takes and returns the same named types
+    as `CheckpointStore`. Every method releases the GIL during network I/O and is safe to call
+    from many threads.
 
     Args:
         conninfo: A libpq key/value string or a `postgresql://` URL (`sslmode` and
@@ -808,6 +791,10 @@ class PgCheckpointStore:
         statement_timeout: Seconds a statement may run, or None for the server's setting.
         pool_timeout: Seconds a call waits for a free connection.
         guard: The single-writer guard (see `put`).
+
+    Raises:
+        CheckpointError: the server cannot be reached, or refused the credentials.
+        ValueError: a malformed `conninfo` or a bad option.
     """
 
     def __new__(
@@ -827,31 +814,21 @@ class PgCheckpointStore:
     def schema_version(self) -> int | None:
         """The schema version, or None when the tables do not exist."""
     def table_exists(self, name: str) -> bool: ...
-    def put(
-        self,
-        checkpoint: tuple[
-            str,
-            str,
-            str,
-            str | None,
-            str,
-            bytes,
-            str,
-            str | None,
-            _PgList[tuple[str, str]],
-            _PgList[tuple[str, str, str, bytes, str | None]],
-        ],
-        *,
-        continue_head: bool = False,
-    ) -> None:
-        """Stores a checkpoint in one statement. With the guard on and `continue_head`, raises
-        `CheckpointConflictError` unless its parent is still its thread's latest checkpoint."""
-    def put_writes(
-        self, writes: tuple[str, str, str, str, str, _PgList[tuple[int, str, str, bytes]]]
-    ) -> None: ...
-    def put_many(
-        self, checkpoints: _PgList[tuple[Any, ...]], writes: _PgList[tuple[Any, ...]]
-    ) -> None: ...
+    def put(self, checkpoint: NewCheckpoint, *, continue_head: bool = False) -> None:
+        """Store a checkpoint in one statement; returns once committed. A blob with a
+        delta_base is refused with DeltaBaseMissingError if that version is not stored. With
+        the guard on and `continue_head`, raises `CheckpointConflictError` unless its parent
+        is still its thread's latest checkpoint."""
+    def put_writes(self, writes: NewWrites) -> None:
+        """Store a task's writes; returns once committed. A regular write (idx >= 0) already
+        stored is kept; a special one (idx < 0) replaces it."""
+    def put_many(self, checkpoints: Sequence[NewCheckpoint], writes: Sequence[NewWrites]) -> None:
+        """Store many checkpoints and writes in one transaction."""
+    def get(
+        self, thread_id: str, checkpoint_ns: str, checkpoint_id: str | None = None
+    ) -> CheckpointRow | None:
+        """The checkpoint with `checkpoint_id`, or the newest of the thread's namespace, with
+        its values and pending writes; None if there is none."""
     def list(
         self,
         *,
@@ -859,21 +836,42 @@ class PgCheckpointStore:
         checkpoint_ns: str | None = None,
         checkpoint_id: str | None = None,
         before: str | None = None,
-        filter: Sequence[tuple[str, Any]] = ...,
+        filter: Sequence[tuple[str, None | bool | int | float | str]] = ...,
         limit: int | None = None,
-    ) -> _PgList[_Row]: ...
+    ) -> builtins.list[CheckpointRow]:
+        """Checkpoints newest first, with values and pending writes, from one statement.
+        `filter` holds scalar metadata conditions, matched by containment (`metadata @>`)."""
     def delta_history(
-        self, thread_id: str, checkpoint_ns: str, checkpoint_id: str, channels: _PgList[str]
-    ) -> _PgList[
-        tuple[str, _PgList[tuple[str, str, str, bytes]], _PgList[tuple[str, bytes]] | None]
-    ]:
-        """Per channel: (channel, writes oldest first, the seed value's segments or None)."""
-    def storage_stats(self) -> dict[str, int]: ...
-    def pool_stats(self) -> dict[str, int]: ...
+        self,
+        thread_id: str,
+        checkpoint_ns: str,
+        checkpoint_id: str | None,
+        channels: Sequence[str],
+    ) -> builtins.list[ChannelHistory]:
+        """For each of `channels` (in order), its history behind the checkpoint with
+        `checkpoint_id` (or the newest of the namespace), walking parent pointers in bounded
+        statements. A missing checkpoint gives empty histories."""
+    def storage_stats(self) -> dict[str, int]:
+        """Row counts and sizes: checkpoints, blobs, delta_blobs, writes, payload_bytes,
+        table_bytes (the tables and their indexes on disk)."""
+    def check(self) -> builtins.list[str]:
+        """Delta chains whose base version is not stored; [] if sound."""
+    def thread_ids(self) -> builtins.list[str]:
+        """Every thread id in the database."""
+    def pool_stats(self) -> dict[str, int]:
+        """{"open": n, "idle": m, "reconnects": k}."""
     def writer_stats(self) -> dict[str, int]:
-        """`{"calls": n, "commits": m}`: write calls and the transactions that carried them."""
+        """{"calls": n, "commits": m}: write calls and the transactions that carried them."""
     def delete_thread(self, thread_id: str) -> None: ...
-    def delete_for_runs(self, run_ids: Sequence[str]) -> None: ...
+    def delete_for_runs(self, run_ids: Sequence[str]) -> None:
+        """Delete the runs' checkpoints and writes, except the ancestors a remaining
+        checkpoint needs to rebuild a DeltaChannel."""
     def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None: ...
-    def prune(self, thread_ids: Sequence[str], strategy: str) -> None: ...
-    def close(self) -> None: ...
+    def prune(self, thread_ids: Sequence[str], strategy: _PruneStrategy = "keep_latest") -> None:
+        """Prune the threads (see `RustPostgresCheckpointer.prune`)."""
+    def prune_idle(self, cutoff_ms: int, strategy: _PruneStrategy = "delete") -> int:
+        """Prune, in one transaction, every thread whose newest checkpoint was made before
+        `cutoff_ms` (milliseconds since the Unix epoch); returns how many threads."""
+    def close(self) -> None:
+        """Commit what is queued and close every connection; later calls raise
+        CheckpointClosedError."""

@@ -1,7 +1,8 @@
 """`RustPostgresCheckpointer`: a LangGraph checkpointer on PostgreSQL, with its storage engine
 in Rust (``fast_langgraph._native.PgCheckpointStore``).
 
-The same design as ``RustSQLiteCheckpointer`` on a server many replicas share: channel values
+The same Rust checkpoint engine as ``RustSQLiteCheckpointer``, with its PostgreSQL backend, on
+a server many replicas share: the same named row and input types, channel values
 stored once per version, append-only deltas for growing lists, ``list`` as one statement with
 its pending writes, every put one atomic statement, the GIL released during all network I/O.
 Python runs the saver's ``serde`` and builds ``CheckpointTuple``; Rust does the SQL over its
@@ -23,8 +24,9 @@ import threading
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
+from datetime import datetime, timedelta, timezone
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, cast
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
@@ -40,7 +42,14 @@ from langgraph.checkpoint.base import (
 )
 
 from fast_langgraph._native import (
+    ChannelValueRow,
+    CheckpointKey,
+    CheckpointRow,
     DeltaBaseMissingError,
+    NewBlob,
+    NewCheckpoint,
+    NewWrite,
+    NewWrites,
     PgCheckpointStore,
     SerializationError,
 )
@@ -65,7 +74,7 @@ class RustPostgresCheckpointer(
 
     It has the whole ``BaseCheckpointSaver`` interface, sync and async, like
     ``RustSQLiteCheckpointer``: ``get_tuple``, ``list``, ``put``, ``put_writes``,
-    ``delete_thread``, ``delete_for_runs``, ``copy_thread``, ``prune``,
+    ``delete_thread``, ``delete_for_runs``, ``copy_thread``, ``prune``, ``prune_older_than``,
     ``get_delta_channel_history`` and every ``a*`` form. The async methods run the blocking
     work on a worker thread, so they never block the event loop.
 
@@ -217,31 +226,29 @@ class RustPostgresCheckpointer(
         checkpoint_id = get_checkpoint_id(config)
         thread_id = str(conf["thread_id"])
         ns = conf.get("checkpoint_ns", "")
-        rows = self._store.list(
-            thread_id=thread_id, checkpoint_ns=ns, checkpoint_id=checkpoint_id, limit=1
-        )
+        row = self._store.get(thread_id, ns, checkpoint_id)
         if self.guard:
             # What the caller read as the thread's latest is what its next put continues;
             # a checkpoint read by id is a deliberate fork point (time travel, update_state).
             if checkpoint_id:
                 self._heads.forget((thread_id, ns, checkpoint_id))
             else:
-                self._heads.remember((thread_id, ns, rows[0][2] if rows else None))
-        if not rows:
+                self._heads.remember((thread_id, ns, row.checkpoint_id if row else None))
+        if row is None:
             return None
-        tup = self._to_tuple(rows[0], config if checkpoint_id else None)
+        tup = self._to_tuple(row, config if checkpoint_id else None)
         if self.delta:
             # The graph builds its next state from these very objects: remember them, so the
             # next put can store only what is appended to them.
             versions = tup.checkpoint["channel_versions"]
-            for channel, _segments, deltas in rows[0][7]:
-                value = tup.checkpoint["channel_values"].get(channel)
-                if type(value) is list and channel in versions:
+            for stored in row.values:
+                value = tup.checkpoint["channel_values"].get(stored.channel)
+                if type(value) is list and stored.channel in versions:
                     self._lists.remember(
-                        (rows[0][0], rows[0][1], channel),
-                        str(versions[channel]),
+                        (row.thread_id, row.checkpoint_ns, stored.channel),
+                        str(versions[stored.channel]),
                         tuple(value),
-                        deltas,
+                        stored.deltas,
                         "read",
                     )
         return tup
@@ -281,7 +288,7 @@ class RustPostgresCheckpointer(
         return self._iter_tuples(rows, py_filter, limit)
 
     def _iter_tuples(
-        self, rows: builtins.list[tuple], py_filter: dict[str, Any], limit: int | None
+        self, rows: builtins.list[CheckpointRow], py_filter: dict[str, Any], limit: int | None
     ) -> Iterator[CheckpointTuple]:
         remaining = limit
         for row in rows:
@@ -294,16 +301,17 @@ class RustPostgresCheckpointer(
                 remaining -= 1
             yield tup
 
-    def _to_tuple(self, row: tuple, config: RunnableConfig | None) -> CheckpointTuple:
-        thread_id, ns, checkpoint_id, parent_id, type_, data, metadata_json, blobs, writes = row
+    def _to_tuple(self, row: CheckpointRow, config: RunnableConfig | None) -> CheckpointTuple:
+        thread_id, ns, checkpoint_id = row.thread_id, row.checkpoint_ns, row.checkpoint_id
+        parent_id = row.parent_checkpoint_id
         loads = self.serde.loads_typed
-        checkpoint = loads((type_, data))
+        checkpoint = loads((row.type_tag, row.checkpoint))
         # The store puts msgpack channel values inside the checkpoint (one decode for all of
         # them) and leaves their segments empty; the others are decoded here.
         values = checkpoint.setdefault("channel_values", {})
-        for ch, segs, _ in blobs:
-            if segs:
-                values[ch] = self._load_value(ch, segs)
+        for stored in row.values:
+            if stored.segments:
+                values[stored.channel] = self._load_value(stored)
         return CheckpointTuple(
             config=config
             or {
@@ -314,7 +322,7 @@ class RustPostgresCheckpointer(
                 }
             },
             checkpoint=checkpoint,
-            metadata=json.loads(metadata_json),
+            metadata=json.loads(row.metadata_json),
             parent_config=(
                 {
                     "configurable": {
@@ -326,16 +334,19 @@ class RustPostgresCheckpointer(
                 if parent_id
                 else None
             ),
-            pending_writes=[(task_id, ch, loads((t, b))) for task_id, ch, t, b in writes],
+            pending_writes=[
+                (w.task_id, w.channel, loads((w.type_tag, w.data))) for w in row.writes
+            ],
         )
 
-    def _load_value(self, channel: str, segments: builtins.list[tuple[str, bytes]]) -> Any:
+    def _load_value(self, stored: ChannelValueRow) -> Any:
         loads = self.serde.loads_typed
+        segments = stored.segments
         value = loads(segments[0])
         if len(segments) > 1:
             if type(value) is not list:
                 raise SerializationError(
-                    f"channel {channel!r}: stored as an append-only delta over a value of type "
+                    f"channel {stored.channel!r}: stored as an append-only delta over a value of type "
                     f"{type(value).__name__}, not a list; the database is damaged"
                 )
             for segment in segments[1:]:
@@ -355,21 +366,18 @@ class RustPostgresCheckpointer(
         conf = _configurable(config)
         thread_id = str(conf["thread_id"])
         ns = conf.get("checkpoint_ns", "")
-        checkpoint_id = get_checkpoint_id(config)
-        if not checkpoint_id:
-            rows = self._store.list(thread_id=thread_id, checkpoint_ns=ns, limit=1)
-            if not rows:
-                return {ch: {"writes": []} for ch in channels}
-            checkpoint_id = rows[0][2]
+        checkpoint_id = get_checkpoint_id(config) or None
         loads = self.serde.loads_typed
         result: dict[str, Any] = {}
-        for ch, writes, seed in self._store.delta_history(thread_id, ns, checkpoint_id, channels):
+        for history in self._store.delta_history(thread_id, ns, checkpoint_id, channels):
             entry: dict[str, Any] = {
-                "writes": [(task_id, c, loads((t, b))) for task_id, c, t, b in writes]
+                "writes": [
+                    (w.task_id, w.channel, loads((w.type_tag, w.data))) for w in history.writes
+                ]
             }
-            if seed is not None:
-                entry["seed"] = self._load_value(ch, seed)
-            result[ch] = entry
+            if history.seed is not None:
+                entry["seed"] = self._load_value(history.seed)
+            result[history.channel] = entry
         return result
 
     # -- writes ----------------------------------------------------------------------------
@@ -451,8 +459,9 @@ class RustPostgresCheckpointer(
         remembered: builtins.list[tuple] | None = None,
         *,
         use_deltas: bool = True,
-    ) -> tuple:
-        """Serialize a checkpoint into the argument tuple of ``PgCheckpointStore.put``."""
+    ) -> NewCheckpoint:
+        """Serialize a checkpoint into the ``NewCheckpoint`` that ``PgCheckpointStore.put``
+        takes."""
         c: dict[str, Any] = dict(checkpoint)
         values = c.pop("channel_values", None) or {}
         blobs = []
@@ -478,7 +487,7 @@ class RustPostgresCheckpointer(
                     type_, data = self._dumps(value, what)
             else:
                 type_, data = "empty", b""
-            blobs.append((channel, str(version), type_, data, base))
+            blobs.append(NewBlob(channel, str(version), type_, data, base))
         type_, data = self._dumps(c, f"checkpoint {checkpoint['id']!r} in thread {thread_id!r}")
         md: dict[str, Any] = dict(
             get_checkpoint_metadata(config, metadata) if config is not None else metadata
@@ -486,17 +495,15 @@ class RustPostgresCheckpointer(
         metadata_json = _metadata_json(md, checkpoint["id"])
         run_id = md.get("run_id")
         versions = [(ch, str(v)) for ch, v in c["channel_versions"].items()]
-        return (
-            thread_id,
-            ns,
-            checkpoint["id"],
-            parent_id,
-            type_,
-            data,
-            metadata_json,
-            None if run_id is None else str(run_id),
-            versions,
-            blobs,
+        return NewCheckpoint(
+            CheckpointKey(thread_id, ns, checkpoint["id"]),
+            parent_checkpoint_id=parent_id,
+            type_tag=type_,
+            checkpoint=data,
+            metadata_json=metadata_json,
+            run_id=None if run_id is None else str(run_id),
+            channel_versions=versions,
+            blobs=blobs,
         )
 
     def put_writes(
@@ -514,24 +521,16 @@ class RustPostgresCheckpointer(
         """
         conf = _configurable(config)
         thread_id = str(conf["thread_id"])
-        rows = [
-            (
+        items = [
+            NewWrite(
                 WRITES_IDX_MAP.get(channel, idx),
                 channel,
                 *self._dumps(value, f"write to channel {channel!r} by task {task_id!r}"),
             )
             for idx, (channel, value) in enumerate(writes)
         ]
-        self._store.put_writes(
-            (
-                thread_id,
-                conf.get("checkpoint_ns", ""),
-                conf["checkpoint_id"],
-                task_id,
-                task_path,
-                rows,
-            )
-        )
+        key = CheckpointKey(thread_id, conf.get("checkpoint_ns", ""), conf["checkpoint_id"])
+        self._store.put_writes(NewWrites(key, task_id, task_path, items))
 
     def _dumps(self, value: Any, what: str) -> tuple[str, bytes]:
         try:
@@ -548,7 +547,8 @@ class RustPostgresCheckpointer(
 
     def delete_for_runs(self, run_ids: Sequence[str]) -> None:
         """Delete the checkpoints (and their writes) whose metadata ``run_id`` is in
-        ``run_ids``."""
+        ``run_ids``, except those another checkpoint still needs: an ancestor from which a
+        later checkpoint rebuilds a LangGraph ``DeltaChannel`` stays, with its writes."""
         run_ids = [str(r) for r in _sequence(run_ids, "run_ids")]
         self._lists.clear()
         self._store.delete_for_runs(run_ids)
@@ -559,14 +559,61 @@ class RustPostgresCheckpointer(
 
     def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
         """Prune threads: ``"keep_latest"`` keeps the newest checkpoint of each namespace
-        (with its writes and the channel values it needs, delta chains included);
-        ``"delete"`` removes all. Do not prune threads of graphs that use LangGraph's beta
-        ``DeltaChannel``, which rebuilds values from the writes of the ancestors this
-        deletes."""
+        (with its writes and the channel values it needs, delta chains included), and the
+        ancestors (with their writes) from which it rebuilds a LangGraph ``DeltaChannel``,
+        back to the nearest one holding a snapshot of it; ``"delete"`` removes all."""
         thread_ids = [str(t) for t in _sequence(thread_ids, "thread_ids")]
         for thread_id in thread_ids:
             self._lists.forget_thread(thread_id)
-        self._store.prune(thread_ids, strategy)
+        # The store checks the strategy and names it in its ValueError.
+        self._store.prune(thread_ids, cast(Literal["keep_latest", "delete"], strategy))
+
+    def prune_older_than(
+        self,
+        max_idle: timedelta,
+        *,
+        strategy: Literal["delete", "keep_latest"] = "delete",
+        now: datetime | None = None,
+    ) -> int:
+        """Prune every thread idle for longer than ``max_idle``: whose newest checkpoint was
+        made before ``now - max_idle``. ``"delete"`` (default) deletes those threads;
+        ``"keep_latest"`` prunes them as ``prune`` does, with the same ``DeltaChannel``
+        safety. The threads are chosen and pruned in one transaction.
+
+        A checkpoint's time is the one in its id (LangGraph's checkpoint ids are UUIDv6,
+        which carry the time they were made), or the time it was stored.
+
+        Args:
+            max_idle: How long a thread may go without a new checkpoint.
+            strategy: ``"delete"`` or ``"keep_latest"``.
+            now: The current time, a timezone-aware ``datetime`` (a naive one raises
+                ``ValueError``: local or UTC would be a guess); defaults to the clock.
+
+        Returns:
+            The number of threads pruned.
+        """
+        if not isinstance(max_idle, timedelta):
+            raise TypeError(
+                f"prune_older_than(): max_idle must be a datetime.timedelta, got {type(max_idle).__name__}"
+            )
+        if max_idle < timedelta(0):
+            raise ValueError(f"prune_older_than(): max_idle must not be negative, got {max_idle}")
+        if now is None:
+            now = datetime.now(timezone.utc)
+        elif not isinstance(now, datetime):
+            raise TypeError(f"prune_older_than(): now must be a datetime, got {type(now).__name__}")
+        elif now.tzinfo is None:
+            raise ValueError(
+                "prune_older_than(): now must be timezone-aware (e.g. datetime.now(timezone.utc)), "
+                f"got the naive {now.isoformat()}"
+            )
+        if strategy not in ("delete", "keep_latest"):
+            raise ValueError(
+                f"prune_older_than(): strategy must be 'delete' or 'keep_latest', got {strategy!r}"
+            )
+        cutoff_ms = int((now - max_idle).timestamp() * 1000)
+        self._lists.clear()
+        return self._store.prune_idle(cutoff_ms, strategy)
 
     def get_next_version(self, current: str | int | None, channel: None) -> str:
         """The next channel version: a zero-padded counter plus a random fraction, as
@@ -628,6 +675,17 @@ class RustPostgresCheckpointer(
     async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
         await _in_thread(partial(self.prune, strategy=strategy), thread_ids)
 
+    async def aprune_older_than(
+        self,
+        max_idle: timedelta,
+        *,
+        strategy: Literal["delete", "keep_latest"] = "delete",
+        now: datetime | None = None,
+    ) -> int:
+        return await _in_thread(
+            partial(self.prune_older_than, strategy=strategy, now=now), max_idle
+        )
+
     async def aget_delta_channel_history(
         self, *, config: RunnableConfig, channels: Sequence[str]
     ) -> Mapping[str, Any]:
@@ -683,8 +741,8 @@ class RustPostgresCheckpointer(
                     )
                 )
         seen_blobs: set[tuple[str, str, str, str]] = set()
-        checkpoints: list[tuple] = []
-        write_args: list[tuple] = []
+        checkpoints: list[NewCheckpoint] = []
+        write_args: list[NewWrites] = []
         count = 0
         for tup in saver.list(None):
             conf = tup.config["configurable"]
@@ -709,13 +767,14 @@ class RustPostgresCheckpointer(
                     thread_id, ns, parent_id, checkpoint, tup.metadata, new_versions, None
                 )
             )
-            by_task: dict[tuple[str, str], list[tuple]] = {}
+            by_task: dict[tuple[str, str], list[NewWrite]] = {}
             for task_id, path, idx, channel, wtype, value in writes_by_cp.get(
                 (thread_id, ns, cid), []
             ):
-                by_task.setdefault((task_id, path), []).append((idx, channel, wtype, value))
+                by_task.setdefault((task_id, path), []).append(NewWrite(idx, channel, wtype, value))
+            cp_key = CheckpointKey(thread_id, ns, cid)
             for (task_id, path), items in by_task.items():
-                write_args.append((thread_id, ns, cid, task_id, path, items))
+                write_args.append(NewWrites(cp_key, task_id, path, items))
             count += 1
             if len(checkpoints) >= batch_size:
                 self._store.put_many(checkpoints, write_args)

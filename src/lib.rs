@@ -7,7 +7,6 @@ pub mod checkpoint;
 pub mod error;
 pub mod executor;
 pub mod merge;
-pub mod postgres;
 pub mod serde;
 pub mod sqlite_file;
 pub mod sqlite_saver;

@@ -5,8 +5,10 @@ credentials and hosts (a fast, clear failure), TLS, hostile and wrong input, use
 from __future__ import annotations
 
 import socket
+import threading
 import time
 
+import psycopg
 import pytest
 from conftest import cfg
 from graph_apps import chat_app
@@ -237,3 +239,45 @@ def test_setup_is_versioned_and_idempotent(pg_server, pg_db):
     pg_server.psql("INSERT INTO flg_pg_migrations VALUES (999)", dbname)
     with RustPostgresCheckpointer(pg_db) as s, pytest.raises(Exception, match="999"):
         s.setup()
+
+
+def test_pool_timeout_names_itself_and_loses_nothing(pg_db):
+    """pool_size=1 with its one connection held by a write that waits on a lock: the next
+    call fails after pool_timeout with an error saying so, and the held write still commits."""
+    with RustPostgresCheckpointer(pg_db, pool_size=1, pool_timeout=0.5) as s:
+        s.setup()
+        first = _put(s, "t", {"x": 1})
+        errors: list[BaseException] = []
+        with psycopg.connect(pg_db, autocommit=False) as locker:
+            locker.execute("LOCK TABLE flg_checkpoints IN ACCESS EXCLUSIVE MODE")
+
+            def held_write() -> None:
+                try:
+                    _put(s, "t", {"x": 2}, parent=first["configurable"]["checkpoint_id"])
+                except BaseException as e:
+                    errors.append(e)
+
+            writer = threading.Thread(target=held_write)
+            writer.start()
+            # Wait until the write holds the pool's one connection, blocked on the lock.
+            with psycopg.connect(pg_db, autocommit=True) as watcher:
+                for _ in range(600):
+                    row = watcher.execute(
+                        "SELECT count(*) FROM pg_stat_activity WHERE application_name = "
+                        "'fast-langgraph' AND wait_event_type = 'Lock'"
+                    ).fetchone()
+                    if row and row[0] >= 1:
+                        break
+                    time.sleep(0.05)
+                else:
+                    pytest.fail("the held write never reached the lock")
+            with pytest.raises(CheckpointError, match=r"pool_timeout of 0\.5 s.*pool_size"):
+                s.get_tuple(cfg("t"))
+            locker.rollback()
+        writer.join()
+        assert errors == []
+        # Nothing was lost: both checkpoints are stored, the held one is the latest.
+        ids = [t.config["configurable"]["checkpoint_id"] for t in s.list(cfg("t"))]
+        assert len(ids) == 2
+        assert ids[1] == first["configurable"]["checkpoint_id"]
+        assert s.get_tuple(cfg("t")).checkpoint["channel_values"] == {"x": 2}

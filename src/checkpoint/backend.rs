@@ -3,8 +3,8 @@
 //! The engine (this module's parent) owns the storage design: checkpoint keys, rows without
 //! channel values, one blob per channel version, append-only delta chains, the group commit,
 //! the retention rules. A backend owns its SQL dialect and its connections: it applies a batch
-//! of [`Op`]s in one transaction and answers the reads. SQLite is the one backend today
-//! ([`super::sqlite::Sqlite`]); another database is a second implementation of this trait.
+//! of [`Op`]s in one transaction and answers the reads. Two databases implement it: SQLite
+//! ([`super::sqlite::Sqlite`]) and PostgreSQL ([`super::postgres::Postgres`]).
 use super::writer::Op;
 use super::{ChannelHistory, ListQuery, StorageStats, StoredCheckpoint};
 use crate::error::Result;
@@ -13,6 +13,11 @@ use crate::error::Result;
 pub trait Backend: Send + Sync + Sized + 'static {
     /// The connection the group commit writes on, one at a time.
     type WriteConn: Send + 'static;
+
+    /// Whether the store goes on working in a process forked from the one that opened it (the
+    /// backend then opens its own connections in the child). A backend whose connections cannot
+    /// be reopened there leaves it `false`, and every call in the child fails.
+    const SURVIVES_FORK: bool = false;
 
     /// Applies every op of the batch in one transaction, each on its own (a failing op does
     /// not undo the others); returns one result per op, and whether a transaction committed.

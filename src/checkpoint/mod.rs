@@ -9,16 +9,19 @@
 //! - [`backend`]: the [`Backend`] trait a database implements (its dialect and connections);
 //! - [`Store`]: the engine's face, a writer and a backend.
 //!
-//! [`sqlite`] is the one backend today.
+//! Two backends implement [`Backend`]: [`sqlite`] (one file, one writer connection) and
+//! [`postgres`] (a server shared by many processes, over a connection pool).
 pub mod backend;
 mod chain;
 mod msgpack;
+pub mod postgres;
 pub mod retention;
 pub mod sqlite;
 mod types;
 mod writer;
 
 pub use backend::Backend;
+pub use postgres::Postgres;
 pub use sqlite::Sqlite;
 pub use types::*;
 use writer::{Op, Writer};

@@ -9,12 +9,16 @@
 //! goes; a lone caller commits its own job on its own thread, with no handoff to another
 //! thread and back. Callers wait, and commit, with the GIL released (the bindings see to it).
 //!
+//! A writer may have several lanes, each with its own connection (a server database, where
+//! several transactions commit at once): then up to that many callers commit at once, each
+//! taking what is queued when it starts. SQLite has one lane.
+//!
 //! The queue knows nothing of SQL: a batch is applied by the backend's
 //! [`Backend::commit_batch`], on the backend's write connection.
 use std::collections::{HashMap, VecDeque};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, TryLockError};
 
 use super::backend::Backend;
 use super::{NewCheckpoint, NewWrites, PruneStrategy};
@@ -24,6 +28,10 @@ use crate::error::{Error, Result};
 /// threads pruned for `PruneIdle`, 0 for the others.
 pub enum Op {
     Put(Box<NewCheckpoint>),
+    /// A put that continues its thread's newest checkpoint (its parent): a backend with the
+    /// single-writer guard on refuses it if another put moved the thread on meanwhile; any
+    /// other backend stores it as a `Put`.
+    PutContinuing(Box<NewCheckpoint>),
     PutWrites(Box<NewWrites>),
     Many(Vec<NewCheckpoint>, Vec<NewWrites>),
     /// Like `Many`, but a checkpoint already stored is left as it is, with its writes.
@@ -57,10 +65,10 @@ struct Queue<C> {
     /// Results of committed jobs whose callers have not picked them up yet.
     done: HashMap<u64, Result<u64>>,
     next_ticket: u64,
-    /// Whether a caller is committing a batch right now.
-    committing: bool,
-    /// The writer connection; `None` once closed.
-    conn: Option<Arc<Mutex<C>>>,
+    /// How many callers are committing a batch right now (at most one per lane).
+    committing: usize,
+    /// The writer connection of each lane; `None` once closed.
+    conn: Option<Arc<[Arc<Mutex<C>>]>>,
 }
 
 /// The handle callers submit jobs through.
@@ -101,7 +109,7 @@ impl<B: Backend> Drop for CommitGuard<'_, B> {
             q.done.insert(ticket, result);
             cv.notify_one();
         }
-        q.committing = false;
+        q.committing = q.committing.saturating_sub(1);
         if let Some((_, _, next)) = q.jobs.front() {
             next.notify_one();
         }
@@ -113,14 +121,22 @@ impl<B: Backend> Drop for CommitGuard<'_, B> {
 impl<B: Backend> Writer<B> {
     /// A writer that commits on `conn`.
     pub fn start(conn: Arc<Mutex<B::WriteConn>>, max_batch: usize, path: &str) -> Result<Self> {
+        Self::start_lanes(vec![conn], max_batch, path)
+    }
+
+    /// A writer with one lane per connection of `conns`: up to that many batches commit at once.
+    pub fn start_lanes(conns: Vec<Arc<Mutex<B::WriteConn>>>, max_batch: usize, path: &str) -> Result<Self> {
+        if conns.is_empty() {
+            return Err(Error::Invalid("a writer needs at least one connection".into()));
+        }
         Ok(Writer {
             stats: WriterStats::default(),
             queue: Mutex::new(Queue {
                 jobs: VecDeque::new(),
                 done: HashMap::new(),
                 next_ticket: 0,
-                committing: false,
-                conn: Some(conn),
+                committing: 0,
+                conn: Some(conns.into()),
             }),
             idle: Condvar::new(),
             max_batch: max_batch.max(1),
@@ -144,7 +160,7 @@ impl<B: Backend> Writer<B> {
         }
         let mut q = self.lock();
         // Once close() has begun, new calls are refused; the queued ones still commit.
-        let Some(conn) = q.conn.clone().filter(|_| !self.is_closed()) else {
+        let Some(lanes) = q.conn.clone().filter(|_| !self.is_closed()) else {
             return Err(self.closed_error());
         };
         let ticket = q.next_ticket;
@@ -155,15 +171,15 @@ impl<B: Backend> Writer<B> {
             if let Some(result) = q.done.remove(&ticket) {
                 return result;
             }
-            if q.committing {
+            if q.committing >= lanes.len() {
                 // Woken when the commit carrying this job ends, or when this job is the
-                // oldest queued one and the committer's place is free.
+                // oldest queued one and a committer's place is free.
                 q = wake.wait(q).unwrap_or_else(PoisonError::into_inner);
                 continue;
             }
             // This caller commits the next batch (which holds its own job, unless more than
             // `max_batch` jobs were ahead of it).
-            q.committing = true;
+            q.committing += 1;
             let take = q.jobs.len().min(self.max_batch);
             let mut ops = Vec::with_capacity(take);
             let mut guard = CommitGuard {
@@ -177,7 +193,16 @@ impl<B: Backend> Writer<B> {
             }
             drop(q);
             let (results, committed) = {
-                let conn = conn.lock().unwrap_or_else(PoisonError::into_inner);
+                // A free lane: fewer committers than lanes, so one is unlocked unless a reader
+                // borrowed it (SQLite's idle writer connection); then wait for the first.
+                let conn = lanes
+                    .iter()
+                    .find_map(|c| match c.try_lock() {
+                        Ok(g) => Some(g),
+                        Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),
+                        Err(TryLockError::WouldBlock) => None,
+                    })
+                    .unwrap_or_else(|| lanes[0].lock().unwrap_or_else(PoisonError::into_inner));
                 // A panic must not unwind through the handoff (it would strand queued jobs)
                 // nor leave the transaction open: it fails the batch, rolled back.
                 std::panic::catch_unwind(AssertUnwindSafe(|| B::commit_batch(&conn, &ops))).unwrap_or_else(|_| {
@@ -209,8 +234,9 @@ impl<B: Backend> Writer<B> {
             return;
         }
         let mut q = self.lock();
-        while q.committing || !q.jobs.is_empty() {
-            if !q.committing {
+        let lanes = q.conn.as_ref().map_or(1, |l| l.len());
+        while q.committing > 0 || !q.jobs.is_empty() {
+            if q.committing < lanes {
                 // Queued jobs whose callers are still waiting for their turn: let them run.
                 if let Some((_, _, next)) = q.jobs.front() {
                     next.notify_one();
@@ -236,7 +262,7 @@ impl<B: Backend> Writer<B> {
 
     /// Whether this is a process forked from the one that opened the store.
     pub fn in_forked_child(&self) -> bool {
-        self.pid.load(Ordering::Relaxed) != std::process::id()
+        !B::SURVIVES_FORK && self.pid.load(Ordering::Relaxed) != std::process::id()
     }
 
     /// The error for a call in a forked child process.
@@ -259,5 +285,106 @@ impl<B: Backend> Writer<B> {
     /// The error for a call on a closed store.
     pub fn closed_error(&self) -> Error {
         Error::Closed(format!("the checkpointer for {:?} is closed", self.path))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::checkpoint::{ChannelHistory, ListQuery, StorageStats, StoredCheckpoint};
+
+    /// How many commits are in progress, shared by the lanes of [`Meeting`].
+    #[derive(Default)]
+    struct Room {
+        inside: Mutex<usize>,
+        changed: Condvar,
+    }
+
+    /// A backend whose commit succeeds only if another commit is in progress at the same time
+    /// (it waits up to 10 s for one), so two calls both succeed only on two lanes.
+    struct Meeting;
+
+    impl Backend for Meeting {
+        type WriteConn = Arc<Room>;
+
+        fn commit_batch(room: &Arc<Room>, batch: &[Op]) -> (Vec<Result<u64>>, bool) {
+            let mut inside = room.inside.lock().unwrap();
+            *inside += 1;
+            room.changed.notify_all();
+            let (inside, timeout) = room
+                .changed
+                .wait_timeout_while(inside, Duration::from_secs(10), |n| *n < 2)
+                .unwrap();
+            drop(inside);
+            let result = if timeout.timed_out() {
+                Err(Error::Storage("no other commit ran at the same time".into()))
+            } else {
+                Ok(7)
+            };
+            (batch.iter().map(|_| result.clone()).collect(), true)
+        }
+
+        fn abort(_: &Arc<Room>) {}
+
+        fn get(&self, _: &str, _: &str, _: Option<&str>, _: &[(String, String)]) -> Result<Option<StoredCheckpoint>> {
+            Ok(None)
+        }
+
+        fn list(&self, _: &ListQuery) -> Result<Vec<StoredCheckpoint>> {
+            Ok(Vec::new())
+        }
+
+        fn delta_history(
+            &self,
+            _: &str,
+            _: &str,
+            _: Option<&str>,
+            _: &[String],
+            _: &[(String, String)],
+        ) -> Result<Vec<ChannelHistory>> {
+            Ok(Vec::new())
+        }
+
+        fn thread_ids(&self) -> Result<Vec<String>> {
+            Ok(Vec::new())
+        }
+
+        fn storage_stats(&self) -> Result<StorageStats> {
+            Ok(StorageStats::default())
+        }
+
+        fn check(&self) -> Result<Vec<String>> {
+            Ok(Vec::new())
+        }
+
+        fn close(&self, _: bool) {}
+    }
+
+    #[test]
+    fn two_lanes_commit_two_batches_at_once() {
+        let room = Arc::new(Room::default());
+        let lanes = (0..2).map(|_| Arc::new(Mutex::new(Arc::clone(&room)))).collect();
+        let writer = Writer::<Meeting>::start_lanes(lanes, 8, "two lanes").unwrap();
+        let results: Vec<Result<u64>> = std::thread::scope(|s| {
+            let calls: Vec<_> = ["a", "b"]
+                .into_iter()
+                .map(|t| s.spawn(|| writer.submit(Op::DeleteThread(t.to_owned()))))
+                .collect();
+            calls.into_iter().map(|c| c.join().unwrap()).collect()
+        });
+        assert_eq!(results, vec![Ok(7), Ok(7)]);
+        assert_eq!(writer.stats(), (2, 2));
+        writer.close();
+        assert!(matches!(
+            writer.submit(Op::DeleteThread("c".into())),
+            Err(Error::Closed(_))
+        ));
+    }
+
+    #[test]
+    fn a_writer_needs_a_lane() {
+        assert!(Writer::<Meeting>::start_lanes(Vec::new(), 8, "none").is_err());
     }
 }

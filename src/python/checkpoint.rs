@@ -464,7 +464,7 @@ impl PyCheckpointStore {
     }
 }
 
-fn prune_strategy(strategy: &str) -> PyResult<PruneStrategy> {
+pub(super) fn prune_strategy(strategy: &str) -> PyResult<PruneStrategy> {
     match strategy {
         "keep_latest" => Ok(PruneStrategy::KeepLatest),
         "delete" | "delete_all" => Ok(PruneStrategy::Delete),
@@ -474,7 +474,7 @@ fn prune_strategy(strategy: &str) -> PyResult<PruneStrategy> {
     }
 }
 
-fn new_checkpoint(py: Python<'_>, c: &PyNewCheckpoint) -> PyResult<NewCheckpoint> {
+pub(super) fn new_checkpoint(py: Python<'_>, c: &PyNewCheckpoint) -> PyResult<NewCheckpoint> {
     let key = c.key.get();
     let blobs = c
         .blobs
@@ -506,7 +506,7 @@ fn new_checkpoint(py: Python<'_>, c: &PyNewCheckpoint) -> PyResult<NewCheckpoint
     })
 }
 
-fn new_writes(py: Python<'_>, w: &PyNewWrites) -> PyResult<NewWrites> {
+pub(super) fn new_writes(py: Python<'_>, w: &PyNewWrites) -> PyResult<NewWrites> {
     let key = w.key.get();
     let writes = w
         .writes
@@ -534,7 +534,7 @@ fn new_writes(py: Python<'_>, w: &PyNewWrites) -> PyResult<NewWrites> {
 }
 
 /// A metadata filter value; `key` names the filter in the error.
-fn meta_value(key: &str, v: &Bound<'_, PyAny>) -> PyResult<MetaValue> {
+pub(super) fn meta_value(key: &str, v: &Bound<'_, PyAny>) -> PyResult<MetaValue> {
     if v.is_none() {
         Ok(MetaValue::Null)
     } else if let Ok(b) = v.cast::<PyBool>() {
@@ -582,7 +582,7 @@ fn write_row(py: Python<'_>, w: StoredWrite) -> PyWriteRow {
     }
 }
 
-fn checkpoint_row(py: Python<'_>, row: StoredCheckpoint) -> PyResult<PyCheckpointRow> {
+pub(super) fn checkpoint_row(py: Python<'_>, row: StoredCheckpoint) -> PyResult<PyCheckpointRow> {
     let values = row
         .blobs
         .into_iter()
@@ -606,7 +606,7 @@ fn checkpoint_row(py: Python<'_>, row: StoredCheckpoint) -> PyResult<PyCheckpoin
     })
 }
 
-fn channel_history(py: Python<'_>, h: ChannelHistory) -> PyResult<PyChannelHistory> {
+pub(super) fn channel_history(py: Python<'_>, h: ChannelHistory) -> PyResult<PyChannelHistory> {
     let writes = h
         .writes
         .into_iter()

@@ -1,27 +1,25 @@
-//! `PgCheckpointStore`: the SQL side of `fast_langgraph.RustPostgresCheckpointer`. Takes and
-//! returns the same argument and row tuples as `CheckpointStore`, so one Python layer can
-//! drive either backend.
+//! `PgCheckpointStore`: the SQL side of `fast_langgraph.RustPostgresCheckpointer`. It takes and
+//! returns the same named types as `CheckpointStore` (`NewCheckpoint`, `NewWrites` in;
+//! `CheckpointRow`, `ChannelHistory` out), converted by the same functions, so one Python layer
+//! can drive either backend.
+use std::collections::HashMap;
 use std::time::Duration;
 
-use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyBytes, PyFloat, PyInt, PyList, PyString, PyTuple};
 
-use crate::checkpoint::{
-    Blob, ChannelValue, ListQuery, MetaFilter, MetaValue, NewCheckpoint, NewWrite, NewWrites, PruneStrategy,
-    StoredCheckpoint,
+use super::checkpoint::{
+    channel_history, checkpoint_row, meta_value, new_checkpoint, new_writes, prune_strategy, PyChannelHistory,
+    PyCheckpointRow, PyNewCheckpoint, PyNewWrites,
 };
-use crate::postgres::{PgOptions, PgStore, PutMode};
+use crate::checkpoint::postgres::{PgOptions, Postgres};
+use crate::checkpoint::{ListQuery, MetaFilter, Store};
 
 /// A checkpoint database on PostgreSQL, with its own connection pool.
 #[pyclass(frozen, name = "PgCheckpointStore", module = "fast_langgraph._native")]
 pub struct PyPgCheckpointStore {
-    store: PgStore,
+    store: Store<Postgres>,
 }
-
-/// (channel, version, type tag, data, delta base version or None).
-type BlobArg<'py> = (String, String, String, Bound<'py, PyBytes>, Option<String>);
-type WriteArg<'py> = (i64, String, String, Bound<'py, PyBytes>);
 
 fn seconds(name: &str, value: f64) -> PyResult<Duration> {
     Duration::try_from_secs_f64(value)
@@ -49,25 +47,27 @@ impl PyPgCheckpointStore {
             statement_timeout: statement_timeout.map(|t| seconds("statement_timeout", t)).transpose()?,
             pool_timeout: seconds("pool_timeout", pool_timeout)?,
             guard,
+            ..PgOptions::default()
         };
         // Connecting is network I/O.
-        let store = py.detach(|| PgStore::open(conninfo, &options))?;
+        let store = py.detach(|| Store::open_postgres(conninfo, &options))?;
         Ok(Self { store })
     }
 
     /// Applies the migrations not yet applied; returns the schema version.
     fn setup(&self, py: Python<'_>) -> PyResult<i32> {
-        Ok(py.detach(|| self.store.setup())?)
+        // Network I/O, and a wait for another replica's setup.
+        Ok(py.detach(|| self.store.postgres().setup())?)
     }
 
     /// The schema version, or None when the tables do not exist.
     fn schema_version(&self, py: Python<'_>) -> PyResult<Option<i32>> {
-        Ok(py.detach(|| self.store.schema_version())?)
+        Ok(py.detach(|| self.store.postgres().schema_version())?)
     }
 
     /// Whether a table of this name exists on the search path.
     fn table_exists(&self, py: Python<'_>, name: &str) -> PyResult<bool> {
-        Ok(py.detach(|| self.store.table_exists(name))?)
+        Ok(py.detach(|| self.store.postgres().table_exists(name))?)
     }
 
     #[getter]
@@ -75,36 +75,60 @@ impl PyPgCheckpointStore {
         self.store.is_closed()
     }
 
-    /// Stores a checkpoint (the argument tuple of `CheckpointStore.put`). `continue_head`:
-    /// with the guard on, refuse it unless its parent is still the thread's head.
+    /// Stores a checkpoint; returns once committed. `continue_head`: with the guard on,
+    /// refuse it unless its parent is still the thread's head.
     #[pyo3(signature = (checkpoint, *, continue_head = false))]
-    fn put(&self, py: Python<'_>, checkpoint: &Bound<'_, PyTuple>, continue_head: bool) -> PyResult<()> {
-        let cp = new_checkpoint(checkpoint)?;
-        let mode = if continue_head {
-            PutMode::Continue
-        } else {
-            PutMode::Free
-        };
-        Ok(py.detach(|| self.store.put(cp, mode))?)
+    fn put(&self, py: Python<'_>, checkpoint: PyRef<'_, PyNewCheckpoint>, continue_head: bool) -> PyResult<()> {
+        let cp = new_checkpoint(py, &checkpoint)?;
+        // Waits for the group commit that carries this checkpoint.
+        Ok(py.detach(|| {
+            if continue_head {
+                self.store.put_continuing(cp)
+            } else {
+                self.store.put(cp)
+            }
+        })?)
     }
 
-    fn put_writes(&self, py: Python<'_>, writes: &Bound<'_, PyTuple>) -> PyResult<()> {
-        let w = new_writes(writes)?;
+    /// Stores a task's writes; returns once committed.
+    fn put_writes(&self, py: Python<'_>, writes: PyRef<'_, PyNewWrites>) -> PyResult<()> {
+        let w = new_writes(py, &writes)?;
+        // Waits for the group commit that carries these writes.
         Ok(py.detach(|| self.store.put_writes(w))?)
     }
 
+    /// Stores many checkpoints and writes in one transaction.
     fn put_many(
         &self,
         py: Python<'_>,
-        checkpoints: Vec<Bound<'_, PyTuple>>,
-        writes: Vec<Bound<'_, PyTuple>>,
+        checkpoints: Vec<PyRef<'_, PyNewCheckpoint>>,
+        writes: Vec<PyRef<'_, PyNewWrites>>,
     ) -> PyResult<()> {
-        let cps = checkpoints.iter().map(new_checkpoint).collect::<PyResult<Vec<_>>>()?;
-        let ws = writes.iter().map(new_writes).collect::<PyResult<Vec<_>>>()?;
-        Ok(py.detach(|| self.store.put_many(&cps, &ws))?)
+        let cps = checkpoints
+            .iter()
+            .map(|c| new_checkpoint(py, c))
+            .collect::<PyResult<Vec<_>>>()?;
+        let ws = writes.iter().map(|w| new_writes(py, w)).collect::<PyResult<Vec<_>>>()?;
+        // One transaction for the lot.
+        Ok(py.detach(|| self.store.put_many(cps, ws))?)
     }
 
-    /// Checkpoints newest first, as `CheckpointStore.list` returns them.
+    /// One checkpoint with its values and pending writes (the one with `checkpoint_id`, or the
+    /// newest of the thread's namespace), or `None`.
+    #[pyo3(signature = (thread_id, checkpoint_ns, checkpoint_id = None))]
+    fn get(
+        &self,
+        py: Python<'_>,
+        thread_id: &str,
+        checkpoint_ns: &str,
+        checkpoint_id: Option<&str>,
+    ) -> PyResult<Option<PyCheckpointRow>> {
+        // One statement, without the GIL.
+        let row = py.detach(|| self.store.get(thread_id, checkpoint_ns, checkpoint_id, &[]))?;
+        row.map(|r| checkpoint_row(py, r)).transpose()
+    }
+
+    /// Checkpoints newest first, with their values and pending writes, from one statement.
     #[pyo3(signature = (*, thread_id = None, checkpoint_ns = None, checkpoint_id = None, before = None, filter = Vec::new(), limit = None))]
     #[allow(clippy::too_many_arguments)]
     fn list<'py>(
@@ -116,14 +140,12 @@ impl PyPgCheckpointStore {
         before: Option<String>,
         filter: Vec<(String, Bound<'py, PyAny>)>,
         limit: Option<i64>,
-    ) -> PyResult<Bound<'py, PyList>> {
+    ) -> PyResult<Vec<PyCheckpointRow>> {
         let filter = filter
             .into_iter()
             .map(|(key, value)| {
-                Ok(MetaFilter {
-                    key,
-                    value: meta_value(&value)?,
-                })
+                let value = meta_value(&key, &value)?;
+                Ok(MetaFilter { key, value })
             })
             .collect::<PyResult<Vec<_>>>()?;
         let query = ListQuery {
@@ -136,74 +158,66 @@ impl PyPgCheckpointStore {
         };
         // The round trip and the assembly of the rows run without the GIL.
         let rows = py.detach(|| self.store.list(&query))?;
-        let items = rows
-            .into_iter()
-            .map(|row| stored_to_py(py, row))
-            .collect::<PyResult<Vec<_>>>()?;
-        PyList::new(py, items)
+        rows.into_iter().map(|row| checkpoint_row(py, row)).collect()
     }
 
-    /// `[(channel, [(task_id, channel, type, bytes)], seed)]` with `seed` the value's
-    /// segments `[(type, bytes)]`, or None.
-    fn delta_history<'py>(
+    /// For each of `channels`, the pending writes of the checkpoint's ancestors back to the
+    /// nearest one holding a stored value of the channel, and that value.
+    #[pyo3(signature = (thread_id, checkpoint_ns, checkpoint_id, channels))]
+    fn delta_history(
         &self,
-        py: Python<'py>,
+        py: Python<'_>,
         thread_id: &str,
         checkpoint_ns: &str,
-        checkpoint_id: &str,
+        checkpoint_id: Option<&str>,
         channels: Vec<String>,
-    ) -> PyResult<Bound<'py, PyList>> {
-        let out = py.detach(|| {
+    ) -> PyResult<Vec<PyChannelHistory>> {
+        // The walk and the reads of writes and values run without the GIL.
+        let histories = py.detach(|| {
             self.store
-                .delta_history(thread_id, checkpoint_ns, checkpoint_id, &channels)
+                .delta_history(thread_id, checkpoint_ns, checkpoint_id, &channels, &[])
         })?;
-        let items = out
-            .into_iter()
-            .map(|h| {
-                let writes = h
-                    .writes
-                    .iter()
-                    .map(|w| {
-                        (
-                            w.task_id.as_str(),
-                            w.channel.as_str(),
-                            w.type_tag.as_str(),
-                            PyBytes::new(py, &w.data),
-                        )
-                    })
-                    .collect::<Vec<_>>();
-                let seed = h.seed.as_ref().map(|v| segments_to_py(py, v));
-                (h.channel.as_str(), writes, seed).into_pyobject(py)
-            })
-            .collect::<PyResult<Vec<_>>>()?;
-        PyList::new(py, items)
+        histories.into_iter().map(|h| channel_history(py, h)).collect()
     }
 
     /// Row counts and sizes: `checkpoints`, `blobs`, `delta_blobs`, `writes`,
     /// `payload_bytes`, and `table_bytes` (the tables and indexes on disk).
-    fn storage_stats(&self, py: Python<'_>) -> PyResult<std::collections::HashMap<&'static str, i64>> {
-        let s = py.detach(|| self.store.storage_stats())?;
+    fn storage_stats(&self, py: Python<'_>) -> PyResult<HashMap<&'static str, i64>> {
+        let (s, table_bytes) = py.detach(|| {
+            let s = self.store.storage_stats()?;
+            Ok::<_, crate::Error>((s, self.store.postgres().table_bytes()?))
+        })?;
         Ok([
-            ("checkpoints", s[0]),
-            ("blobs", s[1]),
-            ("delta_blobs", s[2]),
-            ("writes", s[3]),
-            ("payload_bytes", s[4]),
-            ("table_bytes", s[5]),
+            ("checkpoints", s.checkpoints),
+            ("blobs", s.blobs),
+            ("delta_blobs", s.delta_blobs),
+            ("writes", s.writes),
+            ("payload_bytes", s.payload_bytes),
+            ("table_bytes", table_bytes),
         ]
         .into_iter()
         .collect())
     }
 
+    /// Delta chains whose base is not stored; `[]` when the database is sound.
+    fn check(&self, py: Python<'_>) -> PyResult<Vec<String>> {
+        Ok(py.detach(|| self.store.check())?)
+    }
+
+    /// Every thread id in the database.
+    fn thread_ids(&self, py: Python<'_>) -> PyResult<Vec<String>> {
+        Ok(py.detach(|| self.store.thread_ids())?)
+    }
+
     /// `{"calls": n, "commits": m}`: write calls and the transactions that carried them.
-    fn writer_stats(&self) -> std::collections::HashMap<&'static str, u64> {
+    fn writer_stats(&self) -> HashMap<&'static str, u64> {
         let (calls, commits) = self.store.writer_stats();
         [("calls", calls), ("commits", commits)].into_iter().collect()
     }
 
     /// `{"open": n, "idle": m, "reconnects": k}`.
-    fn pool_stats(&self) -> std::collections::HashMap<&'static str, u64> {
-        let s = self.store.pool_stats();
+    fn pool_stats(&self) -> HashMap<&'static str, u64> {
+        let s = self.store.postgres().pool_stats();
         [
             ("open", s.open as u64),
             ("idle", s.idle as u64),
@@ -218,162 +232,31 @@ impl PyPgCheckpointStore {
     }
 
     fn delete_for_runs(&self, py: Python<'_>, run_ids: Vec<String>) -> PyResult<()> {
-        Ok(py.detach(|| self.store.delete_for_runs(&run_ids))?)
+        Ok(py.detach(|| self.store.delete_for_runs(run_ids))?)
     }
 
     fn copy_thread(&self, py: Python<'_>, source_thread_id: String, target_thread_id: String) -> PyResult<()> {
         Ok(py.detach(|| self.store.copy_thread(&source_thread_id, &target_thread_id))?)
     }
 
+    #[pyo3(signature = (thread_ids, strategy = "keep_latest"))]
     fn prune(&self, py: Python<'_>, thread_ids: Vec<String>, strategy: &str) -> PyResult<()> {
-        let strategy = match strategy {
-            "keep_latest" => PruneStrategy::KeepLatest,
-            "delete" => PruneStrategy::Delete,
-            other => {
-                return Err(PyValueError::new_err(format!(
-                    "prune(): strategy must be 'keep_latest' or 'delete', got {other:?}"
-                )))
-            }
-        };
-        Ok(py.detach(|| self.store.prune(&thread_ids, strategy))?)
+        let strategy = prune_strategy(strategy)?;
+        Ok(py.detach(|| self.store.prune(thread_ids, strategy))?)
     }
 
-    /// Closes every connection. Later calls raise `CheckpointClosedError`.
+    /// Prunes, with `strategy`, every thread whose newest checkpoint was made before
+    /// `cutoff_ms` (milliseconds since the Unix epoch), in one transaction; returns how many.
+    #[pyo3(signature = (cutoff_ms, strategy = "delete"))]
+    fn prune_idle(&self, py: Python<'_>, cutoff_ms: i64, strategy: &str) -> PyResult<u64> {
+        let strategy = prune_strategy(strategy)?;
+        Ok(py.detach(|| self.store.prune_idle(cutoff_ms, strategy))?)
+    }
+
+    /// Commits what is queued and closes every connection. Later calls raise
+    /// `CheckpointClosedError`.
     fn close(&self, py: Python<'_>) {
-        // Closing sends each connection's Terminate message.
+        // Waits for the commit in progress; closing sends each connection's Terminate message.
         py.detach(|| self.store.close());
     }
-}
-
-fn new_checkpoint(t: &Bound<'_, PyTuple>) -> PyResult<NewCheckpoint> {
-    #[allow(clippy::type_complexity)]
-    let (
-        thread_id,
-        checkpoint_ns,
-        checkpoint_id,
-        parent_checkpoint_id,
-        type_tag,
-        checkpoint,
-        metadata_json,
-        run_id,
-        channel_versions,
-        blobs,
-    ): (
-        String,
-        String,
-        String,
-        Option<String>,
-        String,
-        Bound<'_, PyBytes>,
-        String,
-        Option<String>,
-        Vec<(String, String)>,
-        Vec<BlobArg<'_>>,
-    ) = t.extract()?;
-    Ok(NewCheckpoint {
-        thread_id,
-        checkpoint_ns,
-        checkpoint_id,
-        parent_checkpoint_id,
-        type_tag,
-        checkpoint: checkpoint.as_bytes().to_vec(),
-        metadata_json,
-        run_id,
-        channel_versions,
-        blobs: blobs
-            .into_iter()
-            .map(|(channel, version, type_tag, data, delta_base)| Blob {
-                channel,
-                version,
-                type_tag,
-                data: data.as_bytes().to_vec(),
-                delta_base,
-            })
-            .collect(),
-    })
-}
-
-fn new_writes(t: &Bound<'_, PyTuple>) -> PyResult<NewWrites> {
-    let (thread_id, checkpoint_ns, checkpoint_id, task_id, task_path, writes): (
-        String,
-        String,
-        String,
-        String,
-        String,
-        Vec<WriteArg<'_>>,
-    ) = t.extract()?;
-    Ok(NewWrites {
-        thread_id,
-        checkpoint_ns,
-        checkpoint_id,
-        task_id,
-        task_path,
-        writes: writes
-            .into_iter()
-            .map(|(idx, channel, type_tag, data)| NewWrite {
-                idx,
-                channel,
-                type_tag,
-                data: data.as_bytes().to_vec(),
-            })
-            .collect(),
-    })
-}
-
-fn meta_value(v: &Bound<'_, PyAny>) -> PyResult<MetaValue> {
-    if v.is_none() {
-        Ok(MetaValue::Null)
-    } else if let Ok(b) = v.cast::<PyBool>() {
-        Ok(MetaValue::Bool(b.is_true()))
-    } else if v.is_instance_of::<PyInt>() {
-        Ok(MetaValue::Int(v.extract()?))
-    } else if v.is_instance_of::<PyFloat>() {
-        Ok(MetaValue::Float(v.extract()?))
-    } else if let Ok(s) = v.cast::<PyString>() {
-        Ok(MetaValue::Text(s.to_str()?.to_owned()))
-    } else {
-        Err(PyTypeError::new_err(format!(
-            "a metadata filter value must be None, bool, int, float or str, got {}",
-            v.get_type().name()?
-        )))
-    }
-}
-
-fn segments_to_py<'py>(py: Python<'py>, v: &ChannelValue) -> Vec<(String, Bound<'py, PyBytes>)> {
-    v.segments
-        .iter()
-        .map(|(type_tag, data)| (type_tag.clone(), PyBytes::new(py, data)))
-        .collect()
-}
-
-fn stored_to_py(py: Python<'_>, row: StoredCheckpoint) -> PyResult<Bound<'_, PyTuple>> {
-    let blobs = row
-        .blobs
-        .iter()
-        .map(|v| (v.channel.as_str(), segments_to_py(py, v), v.deltas))
-        .collect::<Vec<_>>();
-    let writes = row
-        .writes
-        .iter()
-        .map(|w| {
-            (
-                w.task_id.as_str(),
-                w.channel.as_str(),
-                w.type_tag.as_str(),
-                PyBytes::new(py, &w.data),
-            )
-        })
-        .collect::<Vec<_>>();
-    (
-        row.thread_id,
-        row.checkpoint_ns,
-        row.checkpoint_id,
-        row.parent_checkpoint_id,
-        row.type_tag,
-        PyBytes::new(py, &row.checkpoint),
-        row.metadata_json,
-        blobs,
-        writes,
-    )
-        .into_pyobject(py)
 }

@@ -62,7 +62,7 @@ fn in_savepoint(conn: &Connection, op: &Op) -> Result<u64> {
 
 fn apply(conn: &Connection, op: &Op) -> Result<u64> {
     match op {
-        Op::Put(cp) => put(conn, cp, Existing::Replace).map(|_| 0),
+        Op::Put(cp) | Op::PutContinuing(cp) => put(conn, cp, Existing::Replace).map(|_| 0),
         Op::PutWrites(w) => put_writes(conn, w).map(|()| 0),
         Op::Many(cps, writes) => {
             for cp in cps {

@@ -1,5 +1,6 @@
 //! The SQL of the Postgres backend: the schema as an ordered list of migrations, and every
-//! statement as a named constant. Table names carry the `flg_` prefix, so they live beside
+//! statement as a named constant (or, where a statement has variants, a function that builds
+//! it once). Table names carry the `flg_` prefix, so they live beside
 //! `langgraph-checkpoint-postgres`'s tables (`checkpoints`, `checkpoint_blobs`, ...) without
 //! touching them.
 use std::sync::OnceLock;
@@ -56,6 +57,9 @@ pub const MIGRATIONS: &[&str] = &[
         checkpoint_id TEXT NOT NULL,
         PRIMARY KEY (thread_id, checkpoint_ns)
     )",
+    // When each checkpoint was stored, for time-based retention of checkpoints whose id is not
+    // a UUIDv6 (rows stored before this migration get the time it ran).
+    "ALTER TABLE flg_checkpoints ADD COLUMN IF NOT EXISTS stored_at TIMESTAMPTZ NOT NULL DEFAULT now()",
 ];
 
 /// Serializes concurrent `setup()` calls of several replicas (an arbitrary constant key).
@@ -136,6 +140,14 @@ pub fn put_guarded_sql() -> &'static str {
     })
 }
 
+/// Whether a checkpoint is stored (imports keep one already here).
+pub const CHECKPOINT_EXISTS: &str =
+    "SELECT 1 FROM flg_checkpoints WHERE thread_id = $1 AND checkpoint_ns = $2 AND checkpoint_id = $3";
+
+/// A thread's newest checkpoint id in a namespace.
+pub const LATEST_ID: &str = "SELECT checkpoint_id FROM flg_checkpoints WHERE thread_id = $1 AND checkpoint_ns = $2
+    ORDER BY checkpoint_id DESC LIMIT 1";
+
 pub const SELECT_HEAD: &str = "SELECT checkpoint_id FROM flg_heads WHERE thread_id = $1 AND checkpoint_ns = $2";
 
 /// LangGraph's rule: a regular write (idx >= 0) already stored is kept; a special write
@@ -189,12 +201,6 @@ pub const DELETE_THREAD: &[&str] = &[
 /// The threads a `delete_for_runs` touches, locked before anything is deleted.
 pub const RUN_THREADS: &str = "SELECT DISTINCT thread_id FROM flg_checkpoints WHERE run_id = ANY($1)";
 
-pub const DELETE_RUNS: &[&str] = &[
-    "DELETE FROM flg_writes w USING flg_checkpoints c WHERE c.run_id = ANY($1)
-        AND w.thread_id = c.thread_id AND w.checkpoint_ns = c.checkpoint_ns AND w.checkpoint_id = c.checkpoint_id",
-    "DELETE FROM flg_checkpoints WHERE run_id = ANY($1)",
-];
-
 /// Deletes the blobs of the threads in $1 that no remaining checkpoint needs, directly or as
 /// the base of a delta it needs.
 pub const COLLECT_BLOBS: &str = "WITH RECURSIVE live AS (
@@ -217,14 +223,118 @@ pub const DELETE_HEADS: &str = "DELETE FROM flg_heads WHERE thread_id = ANY($1)"
 pub const THREAD_LOCK: &str =
     "SELECT pg_advisory_xact_lock(hashtextextended('flg:' || t, 0)) FROM unnest($1::text[]) AS t ORDER BY t";
 
-pub const PRUNE_KEEP_LATEST: &[&str] = &[
-    "DELETE FROM flg_checkpoints c WHERE c.thread_id = ANY($1) AND c.checkpoint_id <> (
-        SELECT max(c2.checkpoint_id) FROM flg_checkpoints c2
-        WHERE c2.thread_id = c.thread_id AND c2.checkpoint_ns = c.checkpoint_ns)",
-    "DELETE FROM flg_writes w WHERE w.thread_id = ANY($1) AND NOT EXISTS (
-        SELECT 1 FROM flg_checkpoints c WHERE c.thread_id = w.thread_id AND c.checkpoint_ns = w.checkpoint_ns
-            AND c.checkpoint_id = w.checkpoint_id)",
-];
+/// The checkpoints a `keep` set needs besides itself, for LangGraph's `DeltaChannel` (the rule
+/// is [`crate::checkpoint::retention`]'s): for each channel a kept checkpoint's metadata lists
+/// under `counters_since_delta_snapshot` that has a version but no stored value at it, every
+/// ancestor along parent pointers up to and including the nearest one holding a value of it.
+/// `{seed}` selects the kept checkpoints (thread, namespace, id); the statement returns them
+/// with those ancestors. `UNION` drops a step met twice, so a chain that loops still ends.
+fn keep_with_delta_ancestors(seed: &str) -> String {
+    const HOLDS_NO_VALUE: &str = "NOT EXISTS (SELECT 1 FROM flg_blobs b WHERE b.thread_id = c.thread_id
+        AND b.checkpoint_ns = c.checkpoint_ns AND b.channel = {channel}
+        AND b.version = c.versions[array_position(c.channels, {channel})] AND b.type <> 'empty')";
+    format!(
+        "WITH RECURSIVE keep0 (thread_id, checkpoint_ns, checkpoint_id) AS ({seed}),
+        need (thread_id, checkpoint_ns, checkpoint_id, channel) AS (
+            SELECT c.thread_id, c.checkpoint_ns, c.parent_checkpoint_id, j.key
+            FROM keep0 k JOIN flg_checkpoints c ON c.thread_id = k.thread_id AND c.checkpoint_ns = k.checkpoint_ns
+                AND c.checkpoint_id = k.checkpoint_id
+            CROSS JOIN LATERAL jsonb_object_keys(CASE WHEN jsonb_typeof(c.metadata -> '{key}') = 'object'
+                THEN c.metadata -> '{key}' ELSE '{{}}'::jsonb END) AS j(key)
+            WHERE c.parent_checkpoint_id IS NOT NULL AND j.key = ANY(c.channels) AND {start}
+            UNION
+            SELECT c.thread_id, c.checkpoint_ns, c.parent_checkpoint_id, n.channel
+            FROM need n JOIN flg_checkpoints c ON c.thread_id = n.thread_id AND c.checkpoint_ns = n.checkpoint_ns
+                AND c.checkpoint_id = n.checkpoint_id
+            WHERE c.parent_checkpoint_id IS NOT NULL AND {step}
+        )
+        SELECT thread_id, checkpoint_ns, checkpoint_id FROM keep0
+        UNION SELECT thread_id, checkpoint_ns, checkpoint_id FROM need",
+        key = crate::checkpoint::retention::DELTA_COUNTERS_KEY,
+        start = HOLDS_NO_VALUE.replace("{channel}", "j.key"),
+        step = HOLDS_NO_VALUE.replace("{channel}", "n.channel"),
+    )
+}
+
+/// `prune(keep_latest)`: the newest checkpoint of each namespace of the threads in $1, with
+/// the ancestors their delta channels need.
+pub fn keep_latest_sql() -> &'static str {
+    static SQL: OnceLock<String> = OnceLock::new();
+    SQL.get_or_init(|| {
+        keep_with_delta_ancestors(
+            "SELECT DISTINCT ON (thread_id, checkpoint_ns) thread_id, checkpoint_ns, checkpoint_id
+             FROM flg_checkpoints WHERE thread_id = ANY($1) ORDER BY thread_id, checkpoint_ns, checkpoint_id DESC",
+        )
+    })
+}
+
+/// `delete_for_runs`: every checkpoint of the threads in $2 not made by the runs in $1, with
+/// the ancestors their delta channels need (which a deleted run may have made).
+pub fn keep_other_runs_sql() -> &'static str {
+    static SQL: OnceLock<String> = OnceLock::new();
+    SQL.get_or_init(|| {
+        keep_with_delta_ancestors(
+            "SELECT thread_id, checkpoint_ns, checkpoint_id FROM flg_checkpoints
+             WHERE thread_id = ANY($2) AND (run_id IS NULL OR NOT run_id = ANY($1))",
+        )
+    })
+}
+
+/// A key in the kept set passed as $2, $3, $4 (parallel arrays of thread, namespace, id).
+const IN_KEPT: &str = "EXISTS (SELECT 1 FROM unnest($2::text[], $3::text[], $4::text[]) AS k(t, n, i)
+    WHERE k.t = {a}.thread_id AND k.n = {a}.checkpoint_ns AND k.i = {a}.checkpoint_id)";
+
+/// `prune(keep_latest)` of the threads in $1: deletes the checkpoints outside the kept set and
+/// every write not against a kept checkpoint.
+pub fn prune_keep_sql() -> &'static [String] {
+    static SQL: OnceLock<Vec<String>> = OnceLock::new();
+    SQL.get_or_init(|| {
+        vec![
+            format!(
+                "DELETE FROM flg_writes w WHERE w.thread_id = ANY($1) AND NOT {}",
+                IN_KEPT.replace("{a}", "w")
+            ),
+            format!(
+                "DELETE FROM flg_checkpoints c WHERE c.thread_id = ANY($1) AND NOT {}",
+                IN_KEPT.replace("{a}", "c")
+            ),
+        ]
+    })
+}
+
+/// `delete_for_runs` of the runs in $1: deletes their checkpoints outside the kept set, with
+/// their writes.
+pub fn delete_runs_sql() -> &'static [String] {
+    static SQL: OnceLock<Vec<String>> = OnceLock::new();
+    SQL.get_or_init(|| {
+        vec![
+            format!(
+                "DELETE FROM flg_writes w USING flg_checkpoints c WHERE c.run_id = ANY($1)
+                    AND w.thread_id = c.thread_id AND w.checkpoint_ns = c.checkpoint_ns
+                    AND w.checkpoint_id = c.checkpoint_id AND NOT {}",
+                IN_KEPT.replace("{a}", "c")
+            ),
+            format!(
+                "DELETE FROM flg_checkpoints c WHERE c.run_id = ANY($1) AND NOT {}",
+                IN_KEPT.replace("{a}", "c")
+            ),
+        ]
+    })
+}
+
+/// For time-based retention: each thread's newest checkpoint id, and the newest time one of
+/// its checkpoints was stored (milliseconds since the Unix epoch).
+pub const THREAD_TIMES: &str = "SELECT thread_id, max(checkpoint_id),
+    (extract(epoch FROM max(stored_at)) * 1000)::bigint FROM flg_checkpoints GROUP BY thread_id";
+
+pub const THREAD_IDS: &str = "SELECT DISTINCT thread_id FROM flg_checkpoints ORDER BY thread_id";
+
+/// Delta blobs whose base version is not stored (the database was modified by hand).
+pub const BROKEN_CHAINS: &str = "SELECT b.thread_id, b.checkpoint_ns, b.channel, b.version, b.delta_base
+    FROM flg_blobs b WHERE b.delta_base IS NOT NULL AND NOT EXISTS (SELECT 1 FROM flg_blobs x
+        WHERE x.thread_id = b.thread_id AND x.checkpoint_ns = b.checkpoint_ns AND x.channel = b.channel
+          AND x.version = b.delta_base)
+    ORDER BY 1, 2, 3, 4 LIMIT 100";
 
 pub const PRUNE_DELETE: &[&str] = &[
     "DELETE FROM flg_writes WHERE thread_id = ANY($1)",
@@ -234,8 +344,9 @@ pub const PRUNE_DELETE: &[&str] = &[
 
 pub const COPY_THREAD: &[&str] = &[
     "INSERT INTO flg_checkpoints (thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, run_id, channels,
-        versions, metadata, type, checkpoint)
-     SELECT $2, checkpoint_ns, checkpoint_id, parent_checkpoint_id, run_id, channels, versions, metadata, type, checkpoint
+        versions, metadata, type, checkpoint, stored_at)
+     SELECT $2, checkpoint_ns, checkpoint_id, parent_checkpoint_id, run_id, channels, versions, metadata, type, checkpoint,
+        stored_at
      FROM flg_checkpoints WHERE thread_id = $1 ON CONFLICT DO NOTHING",
     "INSERT INTO flg_blobs (thread_id, checkpoint_ns, channel, version, delta_base, type, blob)
      SELECT $2, checkpoint_ns, channel, version, delta_base, type, blob FROM flg_blobs WHERE thread_id = $1
@@ -252,9 +363,11 @@ pub const STORAGE_STATS: &str = "SELECT
     (SELECT count(*) FROM flg_writes),
     (SELECT coalesce(sum(octet_length(checkpoint)), 0) FROM flg_checkpoints)
       + (SELECT coalesce(sum(octet_length(blob)), 0) FROM flg_blobs)
-      + (SELECT coalesce(sum(octet_length(blob)), 0) FROM flg_writes),
-    pg_total_relation_size('flg_checkpoints') + pg_total_relation_size('flg_blobs')
-      + pg_total_relation_size('flg_writes') + pg_total_relation_size('flg_heads')";
+      + (SELECT coalesce(sum(octet_length(blob)), 0) FROM flg_writes)";
+
+/// Bytes on disk of the tables and their indexes.
+pub const TABLE_BYTES: &str = "SELECT pg_total_relation_size('flg_checkpoints') + pg_total_relation_size('flg_blobs')
+    + pg_total_relation_size('flg_writes') + pg_total_relation_size('flg_heads')";
 
 /// The ancestors of a checkpoint, nearest first, walking parent pointers, at most $4 of them
 /// (the caller pages on from the last one): for each, whether it holds a stored value of each
@@ -278,3 +391,15 @@ FROM walk w ORDER BY w.depth";
 /// The writes to channels $4 of checkpoints $3, and the listed blob versions.
 pub const HISTORY_WRITES: &str = "SELECT checkpoint_id, task_id, channel, type, blob, task_path, idx FROM flg_writes
     WHERE thread_id = $1 AND checkpoint_ns = $2 AND checkpoint_id = ANY($3) AND channel = ANY($4)";
+
+/// The blobs of the listed (channel, version) pairs and every delta base they extend.
+pub const SEED_BLOBS: &str = "WITH RECURSIVE chain AS (
+    SELECT b.channel, b.version, b.delta_base FROM flg_blobs b
+    JOIN unnest($3::text[], $4::text[]) AS q(channel, version) ON b.channel = q.channel AND b.version = q.version
+    WHERE b.thread_id = $1 AND b.checkpoint_ns = $2
+    UNION
+    SELECT b.channel, b.version, b.delta_base FROM flg_blobs b JOIN chain c
+        ON b.thread_id = $1 AND b.checkpoint_ns = $2 AND b.channel = c.channel AND b.version = c.delta_base
+)
+SELECT b.channel, b.version, b.delta_base, b.type, b.blob FROM chain c JOIN flg_blobs b
+    ON b.thread_id = $1 AND b.checkpoint_ns = $2 AND b.channel = c.channel AND b.version = c.version";

@@ -106,7 +106,8 @@ impl Pool {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn where_(&self) -> String {
+    /// Where the server is: host, port, user and database (never the password).
+    pub fn where_(&self) -> String {
         let c = &self.info.config;
         let host = c
             .get_hosts()
@@ -189,7 +190,8 @@ impl Pool {
             if now >= deadline {
                 return Err(Error::Postgres {
                     message: format!(
-                        "all {} connections of the pool to {} stayed busy for {:.1} s (raise pool_size)",
+                        "all {} connections of the pool to {} stayed busy for the pool_timeout of {:.1} s (raise \
+                         pool_size or pool_timeout)",
                         self.max,
                         self.where_(),
                         self.pool_timeout.as_secs_f64()

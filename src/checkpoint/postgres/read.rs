@@ -7,22 +7,9 @@ use postgres::types::ToSql;
 
 use super::pool::Pool;
 use super::sql;
-use crate::checkpoint::{ChannelValue, ListQuery, MetaValue, StoredCheckpoint, StoredWrite};
+use crate::checkpoint::chain::{self, blob_key, BlobKey, Segment};
+use crate::checkpoint::{ChannelHistory, ListQuery, MetaValue, StoredCheckpoint, StoredWrite};
 use crate::error::{Error, Result};
-
-// The msgpack splicing of the SQLite store, shared as it is (its module is private there).
-#[path = "../checkpoint/msgpack.rs"]
-#[allow(dead_code, clippy::duplicate_mod)]
-mod msgpack;
-
-/// One stored blob on the way from a channel version to its value.
-struct Segment {
-    type_tag: String,
-    data: Vec<u8>,
-    base: Option<String>,
-}
-
-type BlobKey = (String, String, String, String);
 
 /// The `list` statement for `q`: only the conditions it has, every value a parameter.
 fn list_sql(q: &ListQuery) -> Result<(String, Vec<Box<dyn ToSql + Sync>>)> {
@@ -104,7 +91,7 @@ pub fn list(pool: &Pool, q: &ListQuery) -> Result<Vec<StoredCheckpoint>> {
         let stmt = c.prepare(&text)?;
         c.client.query(&stmt, &refs)
     })?;
-    let mut cps: Vec<(StoredCheckpoint, Vec<String>, Vec<String>)> = Vec::new();
+    let mut cps: Vec<(StoredCheckpoint, Vec<(String, String)>)> = Vec::new();
     let mut blobs: HashMap<BlobKey, Segment> = HashMap::new();
     let mut writes: HashMap<(String, String, String), Vec<StoredWrite>> = HashMap::new();
     for row in rows {
@@ -124,12 +111,15 @@ pub fn list(pool: &Pool, q: &ListQuery) -> Result<Vec<StoredCheckpoint>> {
                     blobs: Vec::new(),
                     writes: Vec::new(),
                 },
-                row.get(9),
-                row.get(10),
+                {
+                    let channels: Vec<String> = row.get(9);
+                    let versions: Vec<String> = row.get(10);
+                    channels.into_iter().zip(versions).collect()
+                },
             )),
             1 => {
                 blobs.insert(
-                    (thread_id, ns, row.get(3), row.get(4)),
+                    blob_key(&thread_id, &ns, row.get::<_, &str>(3), row.get::<_, &str>(4)),
                     Segment {
                         type_tag: row.get(5),
                         base: row.get(6),
@@ -160,8 +150,8 @@ pub fn list(pool: &Pool, q: &ListQuery) -> Result<Vec<StoredCheckpoint>> {
             .then_with(|| a.0.checkpoint_ns.cmp(&b.0.checkpoint_ns))
     });
     let mut out = Vec::with_capacity(cps.len());
-    for (mut cp, channels, versions) in cps {
-        cp.blobs = channel_values(&cp, channels.iter().zip(versions.iter()), &blobs)?;
+    for (mut cp, versions) in cps {
+        cp.blobs = chain::channel_values(cp.at(), &versions, &blobs)?;
         if let Some(mut w) = writes.remove(&(cp.thread_id.clone(), cp.checkpoint_ns.clone(), cp.checkpoint_id.clone()))
         {
             // LangGraph's writes_sort_key: (task_path, task_id, idx).
@@ -174,117 +164,11 @@ pub fn list(pool: &Pool, q: &ListQuery) -> Result<Vec<StoredCheckpoint>> {
             });
             cp.writes = w;
         }
-        merge_values_into_checkpoint(&mut cp);
+        chain::merge_values_into_checkpoint(&mut cp);
         out.push(cp);
     }
     Ok(out)
 }
-
-/// The value of each channel version that has a non-empty blob, its delta chain resolved.
-fn channel_values<'a>(
-    cp: &StoredCheckpoint,
-    versions: impl Iterator<Item = (&'a String, &'a String)>,
-    blobs: &HashMap<BlobKey, Segment>,
-) -> Result<Vec<ChannelValue>> {
-    let key = |channel: &str, version: &str| {
-        (
-            cp.thread_id.clone(),
-            cp.checkpoint_ns.clone(),
-            channel.to_owned(),
-            version.to_owned(),
-        )
-    };
-    let mut values = Vec::new();
-    for (channel, version) in versions {
-        let Some(mut seg) = blobs.get(&key(channel, version)).filter(|s| s.type_tag != "empty") else {
-            continue;
-        };
-        let mut chain = vec![seg];
-        while let Some(base) = &seg.base {
-            match blobs.get(&key(channel, base)) {
-                Some(next) if chain.len() <= blobs.len() => {
-                    chain.push(next);
-                    seg = next;
-                }
-                _ => {
-                    return Err(Error::Storage(format!(
-                        "checkpoint {:?} of thread {:?}: the value of channel {channel:?} extends version {base:?}, \
-                         which is not stored; the database was modified outside fast-langgraph",
-                        cp.checkpoint_id, cp.thread_id
-                    )))
-                }
-            }
-        }
-        values.push(resolve(channel, chain));
-    }
-    values.sort_by(|a, b| a.channel.cmp(&b.channel));
-    Ok(values)
-}
-
-/// A chain, newest first, as one value: msgpack arrays joined into one, else the segments.
-fn resolve(channel: &str, mut chain: Vec<&Segment>) -> ChannelValue {
-    chain.reverse();
-    let deltas = chain.len() - 1;
-    let joined = if deltas > 0 && chain.iter().all(|s| s.type_tag == msgpack::MSGPACK) {
-        msgpack::join_arrays(chain.iter().map(|s| s.data.as_slice()))
-    } else {
-        None
-    };
-    let segments = match joined {
-        Some(data) => vec![(msgpack::MSGPACK.to_owned(), data)],
-        None => chain.iter().map(|s| (s.type_tag.clone(), s.data.clone())).collect(),
-    };
-    ChannelValue {
-        channel: channel.to_owned(),
-        segments,
-        deltas,
-    }
-}
-
-/// Puts the msgpack values of a msgpack checkpoint inside it as its `channel_values` entry,
-/// so that the reader decodes it all in one call; their segments are left empty.
-fn merge_values_into_checkpoint(cp: &mut StoredCheckpoint) {
-    if cp.type_tag != msgpack::MSGPACK {
-        return;
-    }
-    let mergeable = |v: &ChannelValue| v.segments.len() == 1 && v.segments[0].0 == msgpack::MSGPACK;
-    let entries: Vec<(&str, &[u8])> = cp
-        .blobs
-        .iter()
-        .filter(|v| mergeable(v))
-        .map(|v| (v.channel.as_str(), v.segments[0].1.as_slice()))
-        .collect();
-    if entries.is_empty() {
-        return;
-    }
-    if let Some(merged) = msgpack::insert_map(&cp.checkpoint, "channel_values", &entries) {
-        cp.checkpoint = merged;
-        for v in cp.blobs.iter_mut().filter(|v| mergeable(v)) {
-            v.segments.clear();
-        }
-    }
-}
-
-/// A pending write in a delta history.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HistoryWrite {
-    pub task_id: String,
-    pub channel: String,
-    pub type_tag: String,
-    pub data: Vec<u8>,
-}
-
-/// LangGraph's `DeltaChannelHistory` for one channel: the writes oldest first, and the
-/// nearest stored value (`None`: the walk reached the root without one).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeltaHistory {
-    pub channel: String,
-    pub writes: Vec<HistoryWrite>,
-    pub seed: Option<ChannelValue>,
-}
-
-/// A history write with its sort key: (task_path, idx, write).
-type SortedWrite = (String, i64, HistoryWrite);
 
 /// Ancestors read per statement.
 const HISTORY_PAGE: i32 = 512;
@@ -293,9 +177,38 @@ pub fn delta_history(
     pool: &Pool,
     thread_id: &str,
     ns: &str,
-    checkpoint_id: &str,
+    checkpoint_id: Option<&str>,
     channels: &[String],
-) -> Result<Vec<DeltaHistory>> {
+) -> Result<Vec<ChannelHistory>> {
+    let checkpoint_id = match checkpoint_id {
+        Some(id) => id.to_owned(),
+        None => {
+            let latest: Option<String> = pool.run_with(
+                || format!("reading the latest checkpoint of thread {thread_id:?}"),
+                |c| {
+                    Ok(c.client
+                        .query_opt(sql::LATEST_ID, &[&thread_id, &ns])?
+                        .map(|r| r.get(0)))
+                },
+            )?;
+            match latest {
+                Some(id) => id,
+                // No checkpoint: no history.
+                None => {
+                    return Ok(channels
+                        .iter()
+                        .map(|ch| ChannelHistory {
+                            channel: ch.clone(),
+                            writes: Vec::new(),
+                            seed: None,
+                            seed_version: None,
+                        })
+                        .collect())
+                }
+            }
+        }
+    };
+    let checkpoint_id = checkpoint_id.as_str();
     let what = || format!("reading the delta history of checkpoint {checkpoint_id:?} of thread {thread_id:?}");
     // Per channel: the ancestors whose writes count (nearest first), and the seed's version.
     let mut chain_by_ch: Vec<Vec<String>> = vec![Vec::new(); channels.len()];
@@ -356,7 +269,7 @@ pub fn delta_history(
         .collect::<HashSet<_>>()
         .into_iter()
         .collect();
-    let mut writes_by: HashMap<(String, String), Vec<SortedWrite>> = HashMap::new();
+    let mut writes_by: HashMap<(String, String), Vec<StoredWrite>> = HashMap::new();
     if !all.is_empty() {
         let rows = pool.run_with(what, |c| {
             let stmt = c.prepare(sql::HISTORY_WRITES)?;
@@ -364,22 +277,24 @@ pub fn delta_history(
         })?;
         for row in rows {
             let cid: String = row.get(0);
-            let w = HistoryWrite {
+            let w = StoredWrite {
                 task_id: row.get(1),
                 channel: row.get(2),
                 type_tag: row.get(3),
                 data: row.get::<_, Option<Vec<u8>>>(4).unwrap_or_default(),
+                task_path: row.get(5),
+                idx: i64::from(row.get::<_, i32>(6)),
             };
-            let path: String = row.get(5);
-            let idx = i64::from(row.get::<_, i32>(6));
-            writes_by
-                .entry((cid, w.channel.clone()))
-                .or_default()
-                .push((path, idx, w));
+            writes_by.entry((cid, w.channel.clone())).or_default().push(w);
         }
         for list in writes_by.values_mut() {
+            // LangGraph's writes_sort_key: (task_path, task_id, idx).
             list.sort_by(|a, b| {
-                (a.0.as_str(), a.2.task_id.as_str(), a.1).cmp(&(b.0.as_str(), b.2.task_id.as_str(), b.1))
+                (a.task_path.as_str(), a.task_id.as_str(), a.idx).cmp(&(
+                    b.task_path.as_str(),
+                    b.task_id.as_str(),
+                    b.idx,
+                ))
             });
         }
     }
@@ -394,12 +309,12 @@ pub fn delta_history(
         let chs: Vec<&str> = wanted.iter().map(|(c, _)| c.as_str()).collect();
         let vs: Vec<&str> = wanted.iter().map(|(_, v)| v.as_str()).collect();
         let rows = pool.run_with(what, |c| {
-            let stmt = c.prepare(SEED_BLOBS)?;
+            let stmt = c.prepare(sql::SEED_BLOBS)?;
             c.client.query(&stmt, &[&thread_id, &ns, &chs, &vs])
         })?;
         for row in rows {
             blobs.insert(
-                (thread_id.to_owned(), ns.to_owned(), row.get(0), row.get(1)),
+                blob_key(thread_id, ns, row.get::<_, &str>(0), row.get::<_, &str>(1)),
                 Segment {
                     base: row.get(2),
                     type_tag: row.get(3),
@@ -408,16 +323,10 @@ pub fn delta_history(
             );
         }
     }
-    let probe = StoredCheckpoint {
-        thread_id: thread_id.to_owned(),
-        checkpoint_ns: ns.to_owned(),
-        checkpoint_id: checkpoint_id.to_owned(),
-        parent_checkpoint_id: None,
-        type_tag: String::new(),
-        checkpoint: Vec::new(),
-        metadata_json: String::new(),
-        blobs: Vec::new(),
-        writes: Vec::new(),
+    let at = chain::At {
+        thread_id,
+        checkpoint_ns: ns,
+        checkpoint_id,
     };
     let mut out = Vec::with_capacity(channels.len());
     for (i, channel) in channels.iter().enumerate() {
@@ -425,30 +334,19 @@ pub fn delta_history(
         // Oldest ancestor first; each checkpoint's writes in writes_sort_key order.
         for cid in chain_by_ch[i].iter().rev() {
             if let Some(list) = writes_by.get(&(cid.clone(), channel.clone())) {
-                writes.extend(list.iter().map(|(_, _, w)| w.clone()));
+                writes.extend(list.iter().cloned());
             }
         }
         let seed = match &seed_version[i] {
-            Some(v) => channel_values(&probe, std::iter::once((channel, v)), &blobs)?.pop(),
+            Some(v) => chain::channel_values(at, &[(channel.clone(), v.clone())], &blobs)?.pop(),
             None => None,
         };
-        out.push(DeltaHistory {
+        out.push(ChannelHistory {
             channel: channel.clone(),
             writes,
             seed,
+            seed_version: seed_version[i].clone(),
         });
     }
     Ok(out)
 }
-
-/// The blobs of the listed (channel, version) pairs and every delta base they extend.
-const SEED_BLOBS: &str = "WITH RECURSIVE chain AS (
-    SELECT b.channel, b.version, b.delta_base FROM flg_blobs b
-    JOIN unnest($3::text[], $4::text[]) AS q(channel, version) ON b.channel = q.channel AND b.version = q.version
-    WHERE b.thread_id = $1 AND b.checkpoint_ns = $2
-    UNION
-    SELECT b.channel, b.version, b.delta_base FROM flg_blobs b JOIN chain c
-        ON b.thread_id = $1 AND b.checkpoint_ns = $2 AND b.channel = c.channel AND b.version = c.delta_base
-)
-SELECT b.channel, b.version, b.delta_base, b.type, b.blob FROM chain c JOIN flg_blobs b
-    ON b.thread_id = $1 AND b.checkpoint_ns = $2 AND b.channel = c.channel AND b.version = c.version";

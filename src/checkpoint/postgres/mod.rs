@@ -1,0 +1,278 @@
+//! The PostgreSQL backend: its connections and its SQL. The storage design it stores is the
+//! engine's (see [`crate::checkpoint`]): checkpoints without their values, channel values
+//! stored once per version, append-only deltas for growing lists (resolved by the engine's
+//! [`super::chain`]), concurrent writes of a process committed together by the engine's group
+//! commit, the retention rules of [`super::retention`]. This module only speaks PostgreSQL:
+//! [`sql`] holds every statement, [`pool`] the connections, [`read`] and [`write`] run them.
+//!
+//! The client is rust-postgres's blocking `postgres` crate, with TLS through rustls. Each call
+//! takes a connection from a small pool of our own; a put is one statement (blobs, checkpoint
+//! and, with the guard, the head move, atomically), and a batch of the group commit is one
+//! transaction, so a dropped connection never leaves half a checkpoint. A call that finds its
+//! connection dead retries once on a new one (every statement here is idempotent).
+pub mod conninfo;
+mod pool;
+mod read;
+pub mod sql;
+mod tls;
+mod write;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::backend::Backend;
+use super::writer::{Op, Writer};
+use super::{ChannelHistory, ListQuery, NewCheckpoint, StorageStats, Store, StoredCheckpoint};
+use crate::error::{Error, Result};
+use pool::Pool;
+pub use pool::PoolStats;
+
+/// Options for [`Store::open_postgres`].
+#[derive(Debug, Clone)]
+pub struct PgOptions {
+    /// The most connections open at once.
+    pub pool_size: usize,
+    /// How long opening a connection may take (libpq's `connect_timeout`, which a
+    /// `connect_timeout` in the connection string overrides).
+    pub connect_timeout: Duration,
+    /// `statement_timeout` for every statement; `None` leaves the server's.
+    pub statement_timeout: Option<Duration>,
+    /// How long a call waits for a free connection when all are busy.
+    pub pool_timeout: Duration,
+    /// The single-writer guard (see [`Store::put_continuing`]).
+    pub guard: bool,
+    /// The most calls one commit may carry.
+    pub max_batch: usize,
+}
+
+impl Default for PgOptions {
+    fn default() -> Self {
+        Self {
+            pool_size: 10,
+            connect_timeout: Duration::from_secs(10),
+            statement_timeout: None,
+            pool_timeout: Duration::from_secs(30),
+            guard: false,
+            max_batch: 64,
+        }
+    }
+}
+
+/// A checkpoint database on a PostgreSQL server, reached through a connection pool. Reads run
+/// on any pooled connection; the group commit takes one for each batch.
+pub struct Postgres {
+    pool: Arc<Pool>,
+}
+
+/// What the group commit writes with: the pool (a batch takes a connection from it) and
+/// whether the single-writer guard is on.
+pub struct PgWriter {
+    pool: Arc<Pool>,
+    guard: bool,
+}
+
+impl Postgres {
+    /// Connects (one connection, opened now so that a wrong address or password fails here).
+    /// Does not create tables: see [`Postgres::setup`].
+    pub fn open(conninfo: &str, options: &PgOptions) -> Result<(Self, PgWriter)> {
+        let info = conninfo::parse(conninfo)?;
+        let pool = Arc::new(Pool::new(info, options)?);
+        let writer = PgWriter {
+            pool: Arc::clone(&pool),
+            guard: options.guard,
+        };
+        Ok((Postgres { pool }, writer))
+    }
+
+    /// Where the server is (host, port, user, database; never the password).
+    pub fn describe(&self) -> String {
+        self.pool.where_()
+    }
+
+    /// Creates or upgrades the tables: the migrations not yet applied, in order, in one
+    /// transaction under an advisory lock, so replicas may all call it at once.
+    pub fn setup(&self) -> Result<i32> {
+        self.pool.run("setup", |c| {
+            let mut tx = c.client.transaction()?;
+            tx.batch_execute(sql::SETUP_LOCK)?;
+            tx.batch_execute(sql::MIGRATIONS[0])?;
+            let current: i32 = tx.query_one(sql::SELECT_VERSION, &[])?.get(0);
+            let latest = i32::try_from(sql::MIGRATIONS.len() - 1).unwrap_or(i32::MAX);
+            if current > latest {
+                return Ok(Err(Error::ForeignSchema(format!(
+                    "the database has fast-langgraph Postgres schema version {current}, this build knows versions up to \
+                     {latest}; upgrade fast-langgraph (nothing was changed)"
+                ))));
+            }
+            for v in (current + 1)..=latest {
+                let idx = usize::try_from(v).unwrap_or_default();
+                tx.batch_execute(sql::MIGRATIONS[idx])?;
+                tx.execute(sql::INSERT_VERSION, &[&v])?;
+            }
+            tx.commit()?;
+            Ok(Ok(latest))
+        })?
+    }
+
+    /// The schema version, or `None` when the tables do not exist.
+    pub fn schema_version(&self) -> Result<Option<i32>> {
+        self.pool.run("schema check", |c| {
+            let exists: bool = c.client.query_one(sql::TABLE_EXISTS, &[&"flg_pg_migrations"])?.get(0);
+            if !exists {
+                return Ok(None);
+            }
+            Ok(Some(c.client.query_one(sql::SELECT_VERSION, &[])?.get(0)))
+        })
+    }
+
+    /// Whether a table (or view) of this name exists on the search path.
+    pub fn table_exists(&self, name: &str) -> Result<bool> {
+        self.pool.run("table check", |c| {
+            Ok(c.client.query_one(sql::TABLE_EXISTS, &[&name])?.get(0))
+        })
+    }
+
+    /// Bytes on disk of the tables and their indexes.
+    pub fn table_bytes(&self) -> Result<i64> {
+        self.pool.run("reading table sizes", |c| {
+            Ok(c.client.query_one(sql::TABLE_BYTES, &[])?.get(0))
+        })
+    }
+
+    /// Connections open and idle, and calls that found a dead connection and reconnected.
+    pub fn pool_stats(&self) -> PoolStats {
+        self.pool.stats()
+    }
+}
+
+impl Store<Postgres> {
+    /// Connects to the PostgreSQL server `conninfo` names (a libpq key/value string or a
+    /// `postgresql://` URL); one connection is opened now, so that a wrong address or password
+    /// fails here. Does not create tables: see [`Postgres::setup`].
+    pub fn open_postgres(conninfo: &str, options: &PgOptions) -> Result<Self> {
+        let (backend, conn) = Postgres::open(conninfo, options)?;
+        let name = backend.describe();
+        // Half the pool commits at once (one batch per lane), so the other half stays free
+        // for reads.
+        let lanes = (0..(options.pool_size / 2).max(1))
+            .map(|_| {
+                Arc::new(Mutex::new(PgWriter {
+                    pool: Arc::clone(&conn.pool),
+                    guard: conn.guard,
+                }))
+            })
+            .collect();
+        let writer = Writer::start_lanes(lanes, options.max_batch, &name)?;
+        Ok(Store {
+            path: name,
+            writer,
+            backend,
+        })
+    }
+
+    /// Stores a checkpoint that continues its thread's newest checkpoint (its parent). With
+    /// the single-writer guard on, it is refused with [`Error::Conflict`] unless its parent is
+    /// still the newest checkpoint written to its thread and namespace: of two runs continuing
+    /// the same checkpoint, the later is refused. Without the guard, the same as `put`.
+    pub fn put_continuing(&self, checkpoint: NewCheckpoint) -> Result<()> {
+        self.writer.submit(Op::PutContinuing(Box::new(checkpoint))).map(drop)
+    }
+
+    /// The backend, for what only PostgreSQL has (migrations, the pool, table sizes).
+    pub fn postgres(&self) -> &Postgres {
+        &self.backend
+    }
+}
+
+impl Backend for Postgres {
+    type WriteConn = PgWriter;
+
+    // After fork() the pool leaves the parent's connections alone and opens its own.
+    const SURVIVES_FORK: bool = true;
+
+    fn commit_batch(conn: &PgWriter, batch: &[Op]) -> (Vec<Result<u64>>, bool) {
+        write::commit_batch(&conn.pool, conn.guard, batch)
+    }
+
+    fn abort(_conn: &PgWriter) {
+        // A transaction lives only inside `commit_batch`: a panic drops its connection, and
+        // the server rolls back what that connection had not committed.
+    }
+
+    fn get(
+        &self,
+        thread_id: &str,
+        checkpoint_ns: &str,
+        checkpoint_id: Option<&str>,
+        _cached: &[(String, String)],
+    ) -> Result<Option<StoredCheckpoint>> {
+        // Every value is read: a round trip costs more here than the bytes `cached` would save.
+        let query = ListQuery {
+            thread_id: Some(thread_id.to_owned()),
+            checkpoint_ns: Some(checkpoint_ns.to_owned()),
+            checkpoint_id: checkpoint_id.map(str::to_owned),
+            limit: Some(1),
+            ..ListQuery::default()
+        };
+        Ok(read::list(&self.pool, &query)?.pop())
+    }
+
+    fn list(&self, query: &ListQuery) -> Result<Vec<StoredCheckpoint>> {
+        read::list(&self.pool, query)
+    }
+
+    fn delta_history(
+        &self,
+        thread_id: &str,
+        checkpoint_ns: &str,
+        checkpoint_id: Option<&str>,
+        channels: &[String],
+        _cached: &[(String, String)],
+    ) -> Result<Vec<ChannelHistory>> {
+        read::delta_history(&self.pool, thread_id, checkpoint_ns, checkpoint_id, channels)
+    }
+
+    fn thread_ids(&self) -> Result<Vec<String>> {
+        self.pool.run("listing threads", |c| {
+            Ok(c.client.query(sql::THREAD_IDS, &[])?.iter().map(|r| r.get(0)).collect())
+        })
+    }
+
+    fn storage_stats(&self) -> Result<StorageStats> {
+        self.pool.run("reading storage stats", |c| {
+            let r = c.client.query_one(sql::STORAGE_STATS, &[])?;
+            Ok(StorageStats {
+                checkpoints: r.get(0),
+                blobs: r.get(1),
+                delta_blobs: r.get(2),
+                writes: r.get(3),
+                payload_bytes: r.get(4),
+            })
+        })
+    }
+
+    fn check(&self) -> Result<Vec<String>> {
+        self.pool.run("checking delta chains", |c| {
+            Ok(c.client
+                .query(sql::BROKEN_CHAINS, &[])?
+                .iter()
+                .map(|r| {
+                    format!(
+                        "thread {:?} (namespace {:?}): the value of channel {:?} at version {:?} extends version \
+                         {:?}, which is not stored",
+                        r.get::<_, String>(0),
+                        r.get::<_, String>(1),
+                        r.get::<_, String>(2),
+                        r.get::<_, String>(3),
+                        r.get::<_, String>(4)
+                    )
+                })
+                .collect())
+        })
+    }
+
+    fn close(&self, _forked: bool) {
+        // The pool knows which process opened its connections, and leaves a parent's alone.
+        self.pool.close();
+    }
+}
