@@ -35,25 +35,6 @@ pub fn get(
     Ok(found)
 }
 
-/// The blobs of the (channel, version) pairs in `?3` (a JSON array of pairs) in thread `?1`,
-/// namespace `?2`, and every link of their delta chains: each blob once. The chain is walked on
-/// keys only (`UNION` drops a step met twice, so a chain that loops still ends); the values
-/// are read once, at the end. A missing link is simply not returned (`channel_values` reports
-/// it).
-const GET_BLOBS: &str = "WITH RECURSIVE seg(channel, version, base) AS (
-        SELECT b.channel, b.version, b.delta_base
-          FROM json_each(?3) AS j CROSS JOIN flg_blobs AS b
-               ON b.thread_id = ?1 AND b.checkpoint_ns = ?2 AND b.version = j.value ->> 1
-                  AND b.channel = j.value ->> 0
-        UNION
-        SELECT b.channel, b.version, b.delta_base
-          FROM seg CROSS JOIN flg_blobs AS b
-               ON b.thread_id = ?1 AND b.checkpoint_ns = ?2 AND b.version = seg.base AND b.channel = seg.channel
-         WHERE seg.base IS NOT NULL)
-    SELECT seg.channel, seg.version, b.type, b.blob, seg.base
-      FROM seg CROSS JOIN flg_blobs AS b
-           ON b.thread_id = ?1 AND b.checkpoint_ns = ?2 AND b.version = seg.version AND b.channel = seg.channel";
-
 fn get_in_transaction(
     conn: &Connection,
     thread_id: &str,
@@ -97,27 +78,41 @@ fn get_in_transaction(
         Err(rusqlite::Error::QueryReturnedNoRows) => return Ok(None),
         Err(e) => return Err(e.into()),
     };
+    // Every blob the checkpoint's versions name, and every link of their delta chains.
+    let mut blobs: HashMap<BlobKey, Segment> = HashMap::new();
+    let mut lookup = conn.prepare_cached(
+        "SELECT type, blob, delta_base FROM flg_blobs WHERE thread_id = ?1 AND checkpoint_ns = ?2 \
+         AND version = ?3 AND channel = ?4",
+    )?;
     let versions = parse_versions(cp.at(), &versions_json)?;
     // Values the caller holds are left out (it puts them in itself).
     let versions: Vec<(String, String)> = versions.into_iter().filter(|v| !cached.contains(v)).collect();
-    // Every blob the checkpoint's versions name, and every link of their delta chains, from
-    // one statement: a lookup per channel (and per link) costs a statement each.
-    let mut blobs: HashMap<BlobKey, Segment> = HashMap::new();
-    if !versions.is_empty() {
-        let wanted = serde_json::to_string(&versions).map_err(|e| Error::Storage(e.to_string()))?;
-        let mut stmt = conn.prepare_cached(GET_BLOBS)?;
-        let mut rows = stmt.query(rusqlite::params![thread_id, checkpoint_ns, wanted])?;
-        while let Some(r) = rows.next()? {
-            let channel: String = r.get(0)?;
-            let version: String = r.get(1)?;
-            blobs.insert(
-                blob_key(thread_id, checkpoint_ns, &channel, &version),
-                Segment {
-                    type_tag: r.get(2)?,
-                    data: r.get::<_, Option<Vec<u8>>>(3)?.unwrap_or_default(),
-                    base: r.get(4)?,
-                },
-            );
+    for (channel, version) in &versions {
+        let mut version = version.clone();
+        loop {
+            let key = blob_key(thread_id, checkpoint_ns, channel, &version);
+            if blobs.contains_key(&key) {
+                break; // a cycle: channel_values reports it
+            }
+            let seg = lookup.query_row(rusqlite::params![thread_id, checkpoint_ns, version, channel], |r| {
+                Ok(Segment {
+                    type_tag: r.get(0)?,
+                    data: r.get::<_, Option<Vec<u8>>>(1)?.unwrap_or_default(),
+                    base: r.get(2)?,
+                })
+            });
+            let seg = match seg {
+                Ok(seg) => seg,
+                // A missing link is reported by channel_values; a missing value is no value.
+                Err(rusqlite::Error::QueryReturnedNoRows) => break,
+                Err(e) => return Err(e.into()),
+            };
+            let base = seg.base.clone();
+            blobs.insert(key, seg);
+            match base {
+                Some(base) => version = base,
+                None => break,
+            }
         }
     }
     cp.blobs = channel_values(cp.at(), &versions, &blobs)?;
