@@ -69,6 +69,10 @@ T = TypeVar("T")
 
 _SCALARS = (str, int, float, bool, type(None))
 
+# Built once: ``json.dumps(..., ensure_ascii=False)`` builds a new encoder on every call.
+_METADATA_ENCODER = json.JSONEncoder(ensure_ascii=False)
+_METADATA_DECODER = json.JSONDecoder()
+
 
 class RustSQLiteCheckpointer(
     BaseCheckpointSaver[str], AbstractContextManager, AbstractAsyncContextManager
@@ -357,8 +361,10 @@ class RustSQLiteCheckpointer(
             if stored.segments:
                 values[stored.channel] = self._load_value(stored)
         thread_id, ns = row.thread_id, row.checkpoint_ns
+        parent_id = row.parent_checkpoint_id
+        writes = row.writes
         return CheckpointTuple(
-            config=config
+            config
             or {
                 "configurable": {
                     "thread_id": thread_id,
@@ -366,22 +372,20 @@ class RustSQLiteCheckpointer(
                     "checkpoint_id": row.checkpoint_id,
                 }
             },
-            checkpoint=checkpoint,
-            metadata=json.loads(row.metadata_json),
-            parent_config=(
+            checkpoint,
+            _load_metadata(row.metadata_json),
+            (
                 {
                     "configurable": {
                         "thread_id": thread_id,
                         "checkpoint_ns": ns,
-                        "checkpoint_id": row.parent_checkpoint_id,
+                        "checkpoint_id": parent_id,
                     }
                 }
-                if row.parent_checkpoint_id
+                if parent_id
                 else None
             ),
-            pending_writes=[
-                (w.task_id, w.channel, loads((w.type_tag, w.data))) for w in row.writes
-            ],
+            [(w.task_id, w.channel, loads((w.type_tag, w.data))) for w in writes] if writes else [],
         )
 
     def get_delta_channel_history(
@@ -551,33 +555,39 @@ class RustSQLiteCheckpointer(
         ns = _text(ns, "checkpoint_ns")
         c: dict[str, Any] = dict(checkpoint)
         values = c.pop("channel_values", None) or {}
+        dumps = self.serde.dumps_typed
         blobs = []
+        # The error texts are built only when serialization fails: a put is on the hot path.
         for channel, version in new_versions.items():
             base = None
             if channel in values:
-                value = values[channel]
-                what = f"channel {channel!r} of checkpoint {checkpoint['id']!r} in thread {thread_id!r}"
-                items = list_items(value)
-                if remembered is not None and items is not None:
+                value = to_dump = values[channel]
+                items = list_items(value) if remembered is not None else None
+                chain = 0
+                if items is not None:
                     # A list, or a DeltaChannel snapshot of one: each snapshot holds the whole
                     # list, so a delta stores only what it appended since the previous one.
                     key = (thread_id, ns, channel)
                     plan = self._lists.plan(key, items, self.snapshot_every) if use_deltas else None
                     if plan is not None and plan.base is not None:
-                        base, chain = plan.base, plan.chain
-                        type_, data = self._dumps(plan.items, what)
-                    else:
-                        type_, data = self._dumps(value, what)
-                        chain = 0
+                        base, chain, to_dump = plan.base, plan.chain, plan.items
+                try:
+                    type_, data = dumps(to_dump)
+                except Exception as e:
+                    what = f"channel {channel!r} of checkpoint {checkpoint['id']!r} in thread {thread_id!r}"
+                    raise _serialization_error(what, to_dump, e) from e
+                if items is not None and remembered is not None:
                     # The items as serialized now: the list may grow in place before the
                     # commit returns, and the next delta must start after what was stored.
                     remembered.append((key, Remembered(str(version), tuple(items), chain)))
-                else:
-                    type_, data = self._dumps(value, what)
             else:
                 type_, data = "empty", b""
             blobs.append(NewBlob(channel, str(version), type_, data, base))
-        type_, data = self._dumps(c, f"checkpoint {checkpoint['id']!r} in thread {thread_id!r}")
+        try:
+            type_, data = dumps(c)
+        except Exception as e:
+            what = f"checkpoint {checkpoint['id']!r} in thread {thread_id!r}"
+            raise _serialization_error(what, c, e) from e
         md: dict[str, Any] = dict(
             get_checkpoint_metadata(config, metadata) if config is not None else metadata
         )
@@ -616,26 +626,19 @@ class RustSQLiteCheckpointer(
                 "put_writes(): config must name the checkpoint the writes belong to, in "
                 f"config['configurable']['checkpoint_id']; got configurable={conf!r}"
             )
-        items = [
-            NewWrite(
-                WRITES_IDX_MAP.get(channel, idx),
-                channel,
-                *self._dumps(value, f"write to channel {channel!r} by task {task_id!r}"),
-            )
-            for idx, (channel, value) in enumerate(writes)
-        ]
+        dumps = self.serde.dumps_typed
+        items = []
+        for idx, (channel, value) in enumerate(writes):
+            try:
+                type_, data = dumps(value)
+            except Exception as e:
+                what = f"write to channel {channel!r} by task {task_id!r}"
+                raise _serialization_error(what, value, e) from e
+            items.append(NewWrite(WRITES_IDX_MAP.get(channel, idx), channel, type_, data))
         key = CheckpointKey(
             thread_id, _text(conf.get("checkpoint_ns", ""), "checkpoint_ns"), str(checkpoint_id)
         )
         self._store.put_writes(NewWrites(key, task_id, task_path or "", items))
-
-    def _dumps(self, value: Any, what: str) -> tuple[str, bytes]:
-        try:
-            return self.serde.dumps_typed(value)
-        except Exception as e:
-            raise SerializationError(
-                f"cannot serialize {what}: a value of type {type(value).__name__}: {e}"
-            ) from e
 
     def delete_thread(self, thread_id: str) -> None:
         """Delete every checkpoint and write of a thread."""
@@ -894,9 +897,16 @@ def _text(value: Any, name: str) -> str:
     return value
 
 
+def _serialization_error(what: str, value: Any, e: Exception) -> SerializationError:
+    return SerializationError(
+        f"cannot serialize {what}: a value of type {type(value).__name__}: {e}"
+    )
+
+
 def _metadata_json(metadata: dict[str, Any], checkpoint_id: str) -> str:
     try:
-        return json.dumps(metadata, ensure_ascii=False)
+        # The same text as json.dumps(metadata, ensure_ascii=False).
+        return _METADATA_ENCODER.encode(metadata)
     except (TypeError, ValueError) as e:
         bad = next(
             (k for k, v in metadata.items() if not _json_ok(v)),
@@ -906,6 +916,18 @@ def _metadata_json(metadata: dict[str, Any], checkpoint_id: str) -> str:
             f"cannot serialize metadata key {bad!r} of checkpoint {checkpoint_id!r} "
             f"(value of type {type(metadata.get(bad)).__name__}): {e}"
         ) from e
+
+
+def _load_metadata(text: str) -> Any:
+    """``json.loads(text)``, without its two whitespace scans when the text is exactly one
+    JSON value (as the metadata this saver writes always is)."""
+    try:
+        value, end = _METADATA_DECODER.raw_decode(text)
+    except ValueError:
+        return json.loads(text)  # raises as json.loads does, or skips leading whitespace
+    if end != len(text):
+        return json.loads(text)
+    return value
 
 
 def _json_ok(value: Any) -> bool:

@@ -23,6 +23,24 @@ use crate::sqlite_file;
 /// Read connections kept open for reuse; more may be open at a time, but not kept.
 const MAX_IDLE_READERS: usize = 8;
 
+/// Prepared statements kept per connection. The writer's connection also serves reads, and
+/// the statements of a `put`, a `put_writes`, a `get` and their transactions are about twenty:
+/// rusqlite's default of 16 would prepare some of them again on every call.
+const STATEMENT_CACHE: usize = 64;
+
+/// Opens a connection to the checkpoint database, with room for its prepared statements.
+fn connect(path: &str, busy_timeout: Duration) -> Result<Connection> {
+    let conn = sqlite_file::open(path, busy_timeout, "checkpoint database")?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    Ok(conn)
+}
+
+/// Runs a statement without parameters or rows (`BEGIN`, `COMMIT`, ...) from the statement
+/// cache: `execute_batch` would parse it again on every call.
+pub(crate) fn exec(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(drop)
+}
+
 /// Where the read connections come from.
 enum Readers {
     /// A file: the writer's connection when it is idle, else a pool of read connections, used
@@ -55,7 +73,7 @@ impl Sqlite {
         busy_timeout: Duration,
     ) -> Result<(Self, Arc<Mutex<Connection>>)> {
         let memory = path == ":memory:";
-        let conn = sqlite_file::open(path, busy_timeout, "checkpoint database")?;
+        let conn = connect(path, busy_timeout)?;
         schema::prepare(&conn, path, memory, synchronous)?;
         let conn = Arc::new(Mutex::new(conn));
         let readers = if memory {
@@ -107,7 +125,7 @@ impl Sqlite {
                 let taken = pool.lock().unwrap_or_else(PoisonError::into_inner).pop();
                 let conn = match taken {
                     Some(c) => c,
-                    None => sqlite_file::open(path, *busy_timeout, "checkpoint database")?,
+                    None => connect(path, *busy_timeout)?,
                 };
                 let out = f(&conn);
                 let mut idle = pool.lock().unwrap_or_else(PoisonError::into_inner);
@@ -129,7 +147,7 @@ impl Backend for Sqlite {
 
     fn abort(conn: &Connection) {
         if !conn.is_autocommit() {
-            let _ = conn.execute_batch("ROLLBACK");
+            let _ = exec(conn, "ROLLBACK");
         }
     }
 

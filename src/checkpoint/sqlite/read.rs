@@ -7,6 +7,7 @@ use std::collections::{HashMap, HashSet};
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension};
 
+use super::exec;
 use crate::checkpoint::chain::{
     blob_key, channel_values, merge_values_into_checkpoint, parse_versions, At, BlobKey, Segment,
 };
@@ -25,10 +26,10 @@ pub fn get(
     checkpoint_id: Option<&str>,
     cached: &[(String, String)],
 ) -> Result<Option<StoredCheckpoint>> {
-    conn.execute_batch("BEGIN")?;
+    exec(conn, "BEGIN")?;
     let result = get_in_transaction(conn, thread_id, checkpoint_ns, checkpoint_id, cached);
     // A read transaction has nothing to keep: ending it either way releases its snapshot.
-    let end = conn.execute_batch(if result.is_ok() { "COMMIT" } else { "ROLLBACK" });
+    let end = exec(conn, if result.is_ok() { "COMMIT" } else { "ROLLBACK" });
     let found = result?;
     end?;
     Ok(found)
@@ -147,7 +148,7 @@ pub fn list(conn: &Connection, q: &ListQuery) -> Result<Vec<StoredCheckpoint>> {
     if json.is_empty() {
         return list_rows(conn, q, None);
     }
-    conn.execute_batch("BEGIN")?;
+    exec(conn, "BEGIN")?;
     let result = (|| {
         let scan = ListQuery {
             filter: sql.into_iter().cloned().collect(),
@@ -195,7 +196,7 @@ pub fn list(conn: &Connection, q: &ListQuery) -> Result<Vec<StoredCheckpoint>> {
         list_rows(conn, &kept, Some(&serde_json::Value::Array(keys).to_string()))
     })();
     // A read transaction has nothing to keep: ending it either way releases its snapshot.
-    let end = conn.execute_batch(if result.is_ok() { "COMMIT" } else { "ROLLBACK" });
+    let end = exec(conn, if result.is_ok() { "COMMIT" } else { "ROLLBACK" });
     let found = result?;
     end?;
     Ok(found)
@@ -542,10 +543,10 @@ pub fn delta_history(
     channels: &[String],
     cached: &[(String, String)],
 ) -> Result<Vec<ChannelHistory>> {
-    conn.execute_batch("BEGIN")?;
+    exec(conn, "BEGIN")?;
     let result = delta_history_in_transaction(conn, thread_id, checkpoint_ns, checkpoint_id, channels, cached);
     // A read transaction has nothing to keep: ending it either way releases its snapshot.
-    let end = conn.execute_batch(if result.is_ok() { "COMMIT" } else { "ROLLBACK" });
+    let end = exec(conn, if result.is_ok() { "COMMIT" } else { "ROLLBACK" });
     let found = result?;
     end?;
     Ok(found)

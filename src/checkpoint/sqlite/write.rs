@@ -2,6 +2,7 @@
 //! its own savepoint, and the SQL of every op.
 use rusqlite::{params, Connection};
 
+use super::exec;
 use crate::checkpoint::retention;
 use crate::checkpoint::writer::Op;
 use crate::checkpoint::{NewCheckpoint, NewWrites, PruneStrategy};
@@ -10,7 +11,7 @@ use crate::error::{Error, Result};
 /// Applies every job of the batch in one transaction; returns one result per job, and
 /// whether a transaction was committed.
 pub fn commit_batch(conn: &Connection, batch: &[Op]) -> (Vec<Result<u64>>, bool) {
-    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+    if let Err(e) = exec(conn, "BEGIN IMMEDIATE") {
         let e = Error::from(e);
         return (batch.iter().map(|_| Err(e.clone())).collect(), false);
     }
@@ -33,24 +34,24 @@ pub fn commit_batch(conn: &Connection, batch: &[Op]) -> (Vec<Result<u64>>, bool)
         results.push(result);
     }
     if results.iter().all(Result::is_err) {
-        let _ = conn.execute_batch("ROLLBACK");
+        let _ = exec(conn, "ROLLBACK");
         return (results, false);
     }
-    match conn.execute_batch("COMMIT") {
+    match exec(conn, "COMMIT") {
         Ok(()) => (results, true),
         Err(e) => {
             let e = Error::from(e);
-            let _ = conn.execute_batch("ROLLBACK");
+            let _ = exec(conn, "ROLLBACK");
             (results.into_iter().map(|_| Err(e.clone())).collect(), false)
         }
     }
 }
 
 fn in_savepoint(conn: &Connection, op: &Op) -> Result<u64> {
-    conn.execute_batch("SAVEPOINT job")?;
+    exec(conn, "SAVEPOINT job")?;
     match apply(conn, op) {
         Ok(n) => {
-            conn.execute_batch("RELEASE job")?;
+            exec(conn, "RELEASE job")?;
             Ok(n)
         }
         Err(e) => {
@@ -122,6 +123,20 @@ enum Existing {
     Keep,
 }
 
+/// The statements `put` stores a checkpoint and its blobs with: replacing what is stored under
+/// the same key, or keeping it (imports). Constants, so the statement cache finds them without
+/// formatting the text on every call.
+const REPLACE_CHECKPOINT: &str = "INSERT OR REPLACE INTO flg_checkpoints (thread_id, checkpoint_ns, checkpoint_id, \
+     parent_checkpoint_id, run_id, type, checkpoint, metadata, channel_versions, ts_ms) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
+const KEEP_CHECKPOINT: &str = "INSERT OR IGNORE INTO flg_checkpoints (thread_id, checkpoint_ns, checkpoint_id, \
+     parent_checkpoint_id, run_id, type, checkpoint, metadata, channel_versions, ts_ms) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
+const REPLACE_BLOB: &str = "INSERT OR REPLACE INTO flg_blobs (thread_id, checkpoint_ns, channel, version, type, blob, \
+     delta_base) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+const KEEP_BLOB: &str = "INSERT OR IGNORE INTO flg_blobs (thread_id, checkpoint_ns, channel, version, type, blob, \
+     delta_base) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+
 /// Stores a checkpoint and its blobs; returns whether it was stored (with `Existing::Keep`, an
 /// existing checkpoint is not).
 fn put(conn: &Connection, cp: &NewCheckpoint, existing: Existing) -> Result<bool> {
@@ -131,34 +146,26 @@ fn put(conn: &Connection, cp: &NewCheckpoint, existing: Existing) -> Result<bool
         .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
         .collect();
     let versions = serde_json::Value::Object(versions).to_string();
-    let verb = match existing {
-        Existing::Replace => "INSERT OR REPLACE",
-        Existing::Keep => "INSERT OR IGNORE",
+    let (insert_checkpoint, insert_blob) = match existing {
+        Existing::Replace => (REPLACE_CHECKPOINT, REPLACE_BLOB),
+        Existing::Keep => (KEEP_CHECKPOINT, KEEP_BLOB),
     };
-    let stored = conn
-        .prepare_cached(&format!(
-            "{verb} INTO flg_checkpoints (thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, run_id, \
-             type, checkpoint, metadata, channel_versions, ts_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
-        ))?
-        .execute(params![
-            cp.thread_id,
-            cp.checkpoint_ns,
-            cp.checkpoint_id,
-            cp.parent_checkpoint_id,
-            cp.run_id,
-            cp.type_tag,
-            cp.checkpoint,
-            cp.metadata_json,
-            versions,
-            retention::id_time_ms(&cp.checkpoint_id).unwrap_or_else(retention::now_ms)
-        ])?;
+    let stored = conn.prepare_cached(insert_checkpoint)?.execute(params![
+        cp.thread_id,
+        cp.checkpoint_ns,
+        cp.checkpoint_id,
+        cp.parent_checkpoint_id,
+        cp.run_id,
+        cp.type_tag,
+        cp.checkpoint,
+        cp.metadata_json,
+        versions,
+        retention::id_time_ms(&cp.checkpoint_id).unwrap_or_else(retention::now_ms)
+    ])?;
     if stored == 0 {
         return Ok(false); // kept as it was
     }
-    let mut stmt = conn.prepare_cached(&format!(
-        "{verb} INTO flg_blobs (thread_id, checkpoint_ns, channel, version, type, blob, delta_base) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
-    ))?;
+    let mut stmt = conn.prepare_cached(insert_blob)?;
     let mut base_exists = conn.prepare_cached(
         "SELECT 1 FROM flg_blobs WHERE thread_id = ?1 AND checkpoint_ns = ?2 AND channel = ?3 AND version = ?4",
     )?;
