@@ -517,6 +517,11 @@ class RustLLMCache:
     def _get_key(
         self, key: bytes, count: bool = True, space: str | None = None
     ) -> tuple[bool, Any]: ...
+    def _get_keys(
+        self, keys: Sequence[tuple[bytes, str | None]], count: bool = True
+    ) -> list[tuple[bool, Any]]:
+        """Several lookups in one batch read of the file or server (one MGET, one SQL
+        statement); (found, value) per key, in order."""
     def _get_local(self, key: bytes) -> tuple[bool, Any]: ...
     def _put_key(
         self,
@@ -526,6 +531,11 @@ class RustLLMCache:
         ttl: float | None = None,
         space: str | None = None,
     ) -> None: ...
+    def _put_keys(
+        self, entries: Sequence[tuple[bytes, Any, float | None, str | None]]
+    ) -> None:
+        """Several stores, (key, value, ttl, space) each, in one batch write of the file or
+        server (one transaction, one pipeline)."""
     def _delete_key(self, key: bytes, space: str | None = None) -> bool: ...
     def _delete_prefix(
         self, prefix: bytes, space: str | None = None, space_prefix: bool = False

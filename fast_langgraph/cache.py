@@ -520,6 +520,28 @@ async def _aput_key(
         await fut
 
 
+async def _aget_keys(
+    cache: Any, keys: list[tuple[bytes, str | None]], count: bool = True
+) -> list[tuple[bool, Any]]:
+    """Several lookups that never block the event loop: memory hits at once, the rest in one
+    batch read (one MGET, one SQL statement) on one of the cache's I/O threads."""
+    loop = asyncio.get_running_loop()
+    fut = loop.create_future()
+    now = cache._submit_get_keys(keys, count, _answer_to(loop, fut))
+    if now is not None:
+        return now
+    return await fut
+
+
+async def _aput_keys(cache: Any, entries: list[tuple[bytes, Any, Any, str | None]]) -> None:
+    """Several stores that never block the event loop: one batch write (one transaction, one
+    pipeline) on one of the cache's I/O threads."""
+    loop = asyncio.get_running_loop()
+    fut = loop.create_future()
+    if not cache._submit_put_keys(entries, _answer_to(loop, fut)):
+        await fut
+
+
 def _cancelling() -> bool:
     task = asyncio.current_task()
     cancelling = getattr(task, "cancelling", None)
@@ -942,20 +964,40 @@ class FastNodeCache(LangGraphBaseCache):
             space = self._spaces[ns] = self._scope_space() + digest
         return space
 
-    def get(self, keys: Sequence[FullKey]) -> dict[FullKey, Any]:
+    def _batch(self, keys: Sequence[FullKey]) -> list[tuple[bytes, str]]:
+        return [(self.cache._key(self._key(*full))[0], self._space(full[0])) for full in keys]
+
+    def _entries(
+        self, pairs: Mapping[FullKey, tuple[Any, int | None]]
+    ) -> list[tuple[bytes, tuple[str, bytes], int | None, str]]:
+        out = []
+        for (ns, key), (value, ttl) in pairs.items():
+            k, _ = self.cache._key(self._key(ns, key))
+            out.append((k, tuple(self.serde.dumps_typed(value)), ttl, self._space(ns)))
+        return out
+
+    def _loaded(
+        self, keys: Sequence[FullKey], found: Sequence[tuple[bool, Any]]
+    ) -> dict[FullKey, Any]:
         out: dict[FullKey, Any] = {}
-        for full in keys:
-            k, _ = self.cache._key(self._key(*full))
-            found, value = self.cache._get_key(k, True, self._space(full[0]))
-            if found and value is not None:
+        for full, (hit, value) in zip(keys, found):
+            if hit and value is not None:
                 tag, data = value
                 out[full] = self.serde.loads_typed((tag, data))
         return out
 
+    def get(self, keys: Sequence[FullKey]) -> dict[FullKey, Any]:
+        # One batch: memory hits, then one read of the file or server for the rest.
+        keys = list(keys)
+        if not keys:
+            return {}
+        return self._loaded(keys, self.cache._get_keys(self._batch(keys), True))
+
     def set(self, pairs: Mapping[FullKey, tuple[Any, int | None]]) -> None:
-        for (ns, key), (value, ttl) in pairs.items():
-            k, _ = self.cache._key(self._key(ns, key))
-            self.cache._put_key(k, tuple(self.serde.dumps_typed(value)), [], ttl, self._space(ns))
+        # One batch write (one transaction, one pipeline), then the memory tier.
+        entries = self._entries(pairs)
+        if entries:
+            self.cache._put_keys(entries)
 
     def clear(self, namespaces: Sequence[Namespace] | None = None) -> None:
         # Memory keys are the encoding of (scope, ns, key); the encoding is self-delimiting, so
@@ -978,22 +1020,17 @@ class FastNodeCache(LangGraphBaseCache):
     async def aget(self, keys: Sequence[FullKey]) -> dict[FullKey, Any]:
         if not self.cache.persistent:
             return self.get(keys)
-        out: dict[FullKey, Any] = {}
-        for full in keys:
-            k, _ = self.cache._key(self._key(*full))
-            found, value = await _aget_key(self.cache, k, True, self._space(full[0]))
-            if found and value is not None:
-                out[full] = self.serde.loads_typed(value)
-        return out
+        keys = list(keys)
+        if not keys:
+            return {}
+        return self._loaded(keys, await _aget_keys(self.cache, self._batch(keys)))
 
     async def aset(self, pairs: Mapping[FullKey, tuple[Any, int | None]]) -> None:
         if not self.cache.persistent:
             return self.set(pairs)
-        for (ns, key), (value, ttl) in pairs.items():
-            k, _ = self.cache._key(self._key(ns, key))
-            await _aput_key(
-                self.cache, k, tuple(self.serde.dumps_typed(value)), (), ttl, self._space(ns)
-            )
+        entries = self._entries(pairs)
+        if entries:
+            await _aput_keys(self.cache, entries)
 
     async def aclear(self, namespaces: Sequence[Namespace] | None = None) -> None:
         await _off_loop(self.cache, self.clear, namespaces)
