@@ -350,8 +350,10 @@ impl Store for RedisStore {
 
     /// One pipeline in `MULTI`/`EXEC`: one round trip, and other clients see all or none.
     fn put_many(&self, entries: &[(StoreKey<'_>, StoredValue)], now_ms: u64) -> Result<()> {
-        if entries.is_empty() {
-            return Ok(());
+        match entries {
+            [] => return Ok(()),
+            [(k, v)] => return self.put(k.space, k.digest, v, now_ms),
+            _ => {}
         }
         let mut pipe = redis::pipe();
         pipe.atomic();

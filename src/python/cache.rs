@@ -125,6 +125,8 @@ fn found(py: Python<'_>, v: Option<Py<PyAny>>) -> (bool, Py<PyAny>) {
     }
 }
 
+/// `(found, value)` per key of a batch read.
+type FoundList = Vec<(bool, Py<PyAny>)>;
 /// A batch read's keys as the Python layer passes them: `(encoded key, space or None)`.
 type KeyList = Vec<(Vec<u8>, Option<String>)>;
 /// A batch write's entries: `(encoded key, value, ttl or None, space or None)`.
@@ -517,7 +519,7 @@ impl PyRustLLMCache {
     /// Several lookups at once: memory hits, then one batch read of the persistent tier (one
     /// `MGET`, one SQL statement). Returns `(found, value)` per key, in order.
     #[pyo3(signature = (keys, count = true))]
-    fn _get_keys(&self, py: Python<'_>, keys: KeyList, count: bool) -> PyResult<Vec<(bool, Py<PyAny>)>> {
+    fn _get_keys(&self, py: Python<'_>, keys: KeyList, count: bool) -> PyResult<FoundList> {
         self.tick(py)?;
         let batch = batch_keys(&keys);
         let got = self
@@ -621,14 +623,14 @@ impl PyRustLLMCache {
         keys: KeyList,
         count: bool,
         done: Py<PyAny>,
-    ) -> PyResult<Option<Vec<(bool, Py<PyAny>)>>> {
+    ) -> PyResult<Option<FoundList>> {
         let py = slf.py();
         let me = slf.get();
         me.tick(py)?;
         let h = me.host(py);
         let batch = batch_keys(&keys);
         let (got, missing) = me.core.get_many_local(&h, &batch, count, |s| s.value.clone_ref(py));
-        let got: Vec<(bool, Py<PyAny>)> = got.into_iter().map(|v| found(py, v)).collect();
+        let got: FoundList = got.into_iter().map(|v| found(py, v)).collect();
         if missing.is_empty() {
             return Ok(Some(got));
         }
