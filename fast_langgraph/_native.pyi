@@ -444,6 +444,8 @@ class RustLLMCache:
         lock_timeout: Seconds a cross-process single-flight lock lasts (Redis).
         connect_timeout: Seconds to connect to Redis.
         io_timeout: Seconds to wait for each Redis reply.
+        raw_values: Values are a serializer's `(tag, bytes)` pairs, stored as they are
+            (no codec); a stored value of another kind reads back as a miss.
 
     Raises:
         ValueError: max_size below 1, a negative ttl, a malformed or unsupported Redis URL, a
@@ -469,6 +471,7 @@ class RustLLMCache:
         lock_timeout: float = 30.0,
         connect_timeout: float = 1.0,
         io_timeout: float = 2.0,
+        raw_values: bool = False,
     ) -> Self: ...
     @property
     def max_size(self) -> int | None: ...

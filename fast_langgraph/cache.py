@@ -269,18 +269,6 @@ class _ValueCodec:
         return value
 
 
-class _RawCodec:
-    """The codec of a cache whose values are already ``(tag, bytes)`` pairs of a serializer
-    (``FastNodeCache``): stored as they are, read back as they were."""
-
-    def dumps(self, value: tuple[str, bytes]) -> tuple[str, bytes]:
-        tag, data = value
-        return tag, data
-
-    def loads(self, tag: str, data: bytes) -> tuple[str, bytes]:
-        return tag, data
-
-
 class RustLLMCache(_native.RustLLMCache):
     """An LRU cache with a time to live per entry, holding Python objects; safe to share
     between threads. With ``path=`` entries are also kept in an SQLite file, with
@@ -328,15 +316,14 @@ class RustLLMCache(_native.RustLLMCache):
         io_timeout: float = 2.0,
         _space: str = "",
         _space_prefix: bool = False,
-        _codec: Any = None,
+        _raw_values: bool = False,
     ) -> RustLLMCache:
         if redis_url is not None and not isinstance(redis_url, str):
             raise TypeError(f"redis_url must be a str, got {type(redis_url).__name__}")
         if not isinstance(namespace, str):
             raise TypeError(f"namespace must be a str, got {type(namespace).__name__}")
-        codec = (
-            _ValueCodec(serde, allowed_types) if path is not None or redis_url is not None else None
-        )
+        persistent = path is not None or redis_url is not None
+        codec = _ValueCodec(serde, allowed_types) if persistent and not _raw_values else None
         self = super().__new__(
             cls,
             max_size,
@@ -354,6 +341,7 @@ class RustLLMCache(_native.RustLLMCache):
             lock_timeout=lock_timeout,
             connect_timeout=connect_timeout,
             io_timeout=io_timeout,
+            raw_values=_raw_values,
         )
         self._codec = codec  # type: ignore[attr-defined]
         self._lock_timeout = lock_timeout  # type: ignore[attr-defined]
@@ -476,13 +464,10 @@ def _resolve(fut: asyncio.Future, ok: bool, value: Any) -> None:
             fut.set_exception(value)
 
 
-def _answer_to(loop: asyncio.AbstractEventLoop, fut: asyncio.Future) -> Callable[[bool, Any], None]:
-    """The ``done(ok, value)`` callback an I/O thread calls: resolves ``fut`` on its loop."""
-
-    def done(ok: bool, value: Any) -> None:
-        loop.call_soon_threadsafe(functools.partial(_resolve, fut, ok, value))
-
-    return done
+def _answer_to(loop: asyncio.AbstractEventLoop, fut: asyncio.Future) -> tuple[Any, Any, Any]:
+    """Where an I/O thread answers: it calls ``loop.call_soon_threadsafe(_resolve, fut, ok,
+    value)``, so ``fut`` is resolved on its own loop."""
+    return (loop.call_soon_threadsafe, _resolve, fut)
 
 
 async def _aget_key(
@@ -916,7 +901,8 @@ class FastNodeCache(LangGraphBaseCache):
             clock=clock,
             _space="node" + _SEP,
             _space_prefix=True,
-            _codec=_RawCodec(),
+            # Values are serde's (tag, bytes): stored as they are, read back as they were.
+            _raw_values=True,
         )
         self.scope: str | None = None
         self._spaces: dict[tuple[str, ...], str] = {}

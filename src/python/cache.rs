@@ -12,7 +12,7 @@ use std::time::Duration;
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::{MutexExt, PyOnceLock};
-use pyo3::types::{PyBytes, PyDict, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyString, PyTuple};
 
 use super::cache_key::{Encoder, ParamSpec, Signature};
 use crate::cache::io::submit;
@@ -46,7 +46,13 @@ struct PyHost<'a, 'py> {
     /// Turns values into `(tag, bytes)` (`dumps`) and back (`loads`, raising when the bytes do
     /// not decode to what was stored).
     codec: Option<&'a Py<PyAny>>,
+    /// Values are already a serializer's `(tag, bytes)` (`FastNodeCache`): kept as they are.
+    raw: bool,
 }
+
+/// The tag prefix of raw values in the persistent tier: a value stored otherwise (by an
+/// earlier version, or by a cache with a codec) does not decode as raw, and is a miss.
+const RAW_TAG: &str = "raw|";
 
 impl Host<Slot> for PyHost<'_, '_> {
     fn lock<'a, T>(&self, m: &'a Mutex<T>) -> LockResult<MutexGuard<'a, T>> {
@@ -69,6 +75,14 @@ impl Host<Slot> for PyHost<'_, '_> {
 
     fn decode(&self, row: &StoredValue) -> Option<Slot> {
         let py = self.py;
+        if self.raw {
+            let tag = row.type_tag.strip_prefix(RAW_TAG)?;
+            let pair = (PyString::new(py, tag), PyBytes::new(py, &row.data));
+            return pair
+                .into_pyobject(py)
+                .ok()
+                .map(|t| Slot::new(t.into_any().unbind(), Vec::new()));
+        }
         self.codec?
             .bind(py)
             .call_method1("loads", (row.type_tag.as_str(), PyBytes::new(py, &row.data)))
@@ -90,6 +104,8 @@ struct PyClock {
 pub struct PyRustLLMCache {
     core: TieredCache<Slot>,
     codec: Option<Py<PyAny>>,
+    /// Values are a serializer's `(tag, bytes)`, stored as they are (no codec).
+    raw: bool,
     key_fallback: Option<Py<PyAny>>,
     clock: Option<PyClock>,
     max_size: Option<usize>,
@@ -146,6 +162,7 @@ impl PyRustLLMCache {
         PyHost {
             py,
             codec: self.codec.as_ref(),
+            raw: self.raw,
         }
     }
 
@@ -209,23 +226,30 @@ impl PyRustLLMCache {
         value: &Bound<'_, PyAny>,
         expires_at: Option<u64>,
     ) -> PyResult<Option<StoredValue>> {
-        let Some(codec) = self.codec.as_ref().filter(|_| self.core.persistent()) else {
+        if !self.core.persistent() {
             return Ok(None);
+        }
+        let pair: PyResult<(String, Vec<u8>)> = if self.raw {
+            value
+                .extract::<(String, Vec<u8>)>()
+                .map(|(tag, data)| (format!("{RAW_TAG}{tag}"), data))
+                .map_err(|_| PyTypeError::new_err("expected a (tag, bytes) pair from a serializer's dumps_typed"))
+        } else {
+            match self.codec.as_ref() {
+                Some(codec) => codec.bind(py).call_method1("dumps", (value,)).and_then(|r| r.extract()),
+                None => return Ok(None),
+            }
         };
-        let (type_tag, data): (String, Vec<u8>) = codec
-            .bind(py)
-            .call_method1("dumps", (value,))
-            .and_then(|r| r.extract())
-            .map_err(|e| {
-                PyTypeError::new_err(format!(
-                    "cannot store a value of type {} in the {}: {e}",
-                    value
-                        .get_type()
-                        .name()
-                        .map_or_else(|_| "?".to_owned(), |n| n.to_string()),
-                    self.core.describe_store().unwrap_or_default()
-                ))
-            })?;
+        let (type_tag, data) = pair.map_err(|e| {
+            PyTypeError::new_err(format!(
+                "cannot store a value of type {} in the {}: {e}",
+                value
+                    .get_type()
+                    .name()
+                    .map_or_else(|_| "?".to_owned(), |n| n.to_string()),
+                self.core.describe_store().unwrap_or_default()
+            ))
+        })?;
         Ok(Some(StoredValue {
             type_tag,
             data,
@@ -274,13 +298,20 @@ impl PyRustLLMCache {
     }
 }
 
-/// Hands a result to an async caller's `done(ok, value)` callback.
-fn answer(py: Python<'_>, done: &Py<PyAny>, result: PyResult<Py<PyAny>>) {
-    let r = match result {
-        Ok(v) => done.call1(py, (true, v)),
-        Err(e) => done.call1(py, (false, e.into_value(py))),
+/// Where an async caller waits: `(loop.call_soon_threadsafe, resolve, future)`. The I/O thread
+/// schedules `resolve(future, ok, value)` on the caller's event loop itself, with no Python
+/// frame of its own in between.
+#[derive(FromPyObject)]
+struct Answer(Py<PyAny>, Py<PyAny>, Py<PyAny>);
+
+/// Hands a result to an async caller.
+fn answer(py: Python<'_>, done: &Answer, result: PyResult<Py<PyAny>>) {
+    let Answer(call_soon_threadsafe, resolve, fut) = done;
+    let (ok, value) = match result {
+        Ok(v) => (true, v),
+        Err(e) => (false, e.into_value(py).into_any()),
     };
-    if let Err(e) = r {
+    if let Err(e) = call_soon_threadsafe.call1(py, (resolve, fut, ok, value)) {
         // The event loop is closed: nobody is waiting any more.
         drop(e);
     }
@@ -289,7 +320,7 @@ fn answer(py: Python<'_>, done: &Py<PyAny>, result: PyResult<Py<PyAny>>) {
 /// Runs `io` on an I/O thread, then `finish` with its result, attached, and answers `done`.
 fn submit_io<T: Send + 'static>(
     cache: Py<PyRustLLMCache>,
-    done: Py<PyAny>,
+    done: Answer,
     io: impl FnOnce(&PyRustLLMCache) -> CoreResult<T> + Send + 'static,
     finish: impl FnOnce(Python<'_>, &PyRustLLMCache, CoreResult<T>) -> PyResult<Py<PyAny>> + Send + 'static,
 ) -> PyResult<()> {
@@ -311,7 +342,8 @@ impl PyRustLLMCache {
     #[pyo3(signature = (
         max_size = Some(1024), ttl = None, *, path = None, redis_url = None, namespace = "default",
         local_max_size = None, strict = false, codec = None, key_fallback = None, clock = None,
-        space = "", space_prefix = false, lock_timeout = 30.0, connect_timeout = 1.0, io_timeout = 2.0
+        space = "", space_prefix = false, lock_timeout = 30.0, connect_timeout = 1.0, io_timeout = 2.0,
+        raw_values = false
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -331,6 +363,7 @@ impl PyRustLLMCache {
         lock_timeout: f64,
         connect_timeout: f64,
         io_timeout: f64,
+        raw_values: bool,
     ) -> PyResult<Self> {
         let size = positive("max_size", max_size)?;
         let local_size = positive("local_max_size", local_max_size)?;
@@ -365,7 +398,7 @@ impl PyRustLLMCache {
                     .ok_or_else(|| PyValueError::new_err("path must be valid UTF-8"))
             })
             .transpose()?;
-        if (file.is_some() || redis_url.is_some()) && codec.is_none() {
+        if (file.is_some() || redis_url.is_some()) && codec.is_none() && !raw_values {
             return Err(PyTypeError::new_err(
                 "a cache with path= or redis_url= needs codec=; use fast_langgraph.RustLLMCache, which passes it",
             ));
@@ -403,7 +436,8 @@ impl PyRustLLMCache {
         let persistent = store.is_some();
         let me = Self {
             core: TieredCache::with_clock(opts, store, core_clock)?,
-            codec: codec.filter(|_| persistent),
+            codec: codec.filter(|_| persistent && !raw_values),
+            raw: raw_values,
             key_fallback,
             clock: py_clock,
             max_size: max_size.map(|_| size),
@@ -585,7 +619,7 @@ impl PyRustLLMCache {
         key: &[u8],
         count: bool,
         space: Option<String>,
-        done: Py<PyAny>,
+        done: Answer,
     ) -> PyResult<Option<(bool, Py<PyAny>)>> {
         let py = slf.py();
         let me = slf.get();
@@ -618,12 +652,7 @@ impl PyRustLLMCache {
     /// The async batch lookup: memory hits at once; when every key was found there (or there
     /// is no persistent tier) returns the list of `(found, value)`. Otherwise one I/O job reads
     /// the rest in one batch and calls `done(ok, list)`, and this returns None.
-    fn _submit_get_keys(
-        slf: Bound<'_, Self>,
-        keys: KeyList,
-        count: bool,
-        done: Py<PyAny>,
-    ) -> PyResult<Option<FoundList>> {
+    fn _submit_get_keys(slf: Bound<'_, Self>, keys: KeyList, count: bool, done: Answer) -> PyResult<Option<FoundList>> {
         let py = slf.py();
         let me = slf.get();
         me.tick(py)?;
@@ -668,7 +697,7 @@ impl PyRustLLMCache {
         pins: Vec<Py<PyAny>>,
         ttl: Option<f64>,
         space: Option<String>,
-        done: Py<PyAny>,
+        done: Answer,
     ) -> PyResult<bool> {
         let py = slf.py();
         let me = slf.get();
@@ -698,7 +727,7 @@ impl PyRustLLMCache {
     /// The async batch store: serializes here, stores in memory, writes the batch on an I/O
     /// thread (one pipeline, one transaction), then calls `done(ok, None)`. Memory caches
     /// store at once and return True.
-    fn _submit_put_keys(slf: Bound<'_, Self>, entries: PutList<'_>, done: Py<PyAny>) -> PyResult<bool> {
+    fn _submit_put_keys(slf: Bound<'_, Self>, entries: PutList<'_>, done: Answer) -> PyResult<bool> {
         let py = slf.py();
         let me = slf.get();
         let (now, batch) = me.batch_puts(py, &entries)?;
