@@ -217,3 +217,21 @@ def test_batches_behave_as_inmemorycache(backend, request, tmp_path_factory):
         ours.close()
 
     check()
+
+
+def test_node_values_are_stored_as_the_serializer_wrote_them(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "raw.db"
+    cache = FastNodeCache(path=str(path))
+    value = {"log": ["x"], "n": (1, 2)}
+    cache.set({(("n",), "k"): (value, None)})
+    cache.close()
+    tag, data = cache.serde.dumps_typed(value)
+    with sqlite3.connect(path) as conn:
+        rows = conn.execute("SELECT type, value FROM flg_cache").fetchall()
+    assert rows == [(f"raw|{tag}", data)]
+    # Read back as InMemoryCache reads it: through the serializer, once.
+    assert FastNodeCache(path=str(path)).get([(("n",), "k")]) == {
+        (("n",), "k"): cache.serde.loads_typed((tag, data))
+    }
