@@ -534,9 +534,7 @@ class RustLLMCache:
         ttl: float | None = None,
         space: str | None = None,
     ) -> None: ...
-    def _put_keys(
-        self, entries: Sequence[tuple[bytes, Any, float | None, str | None]]
-    ) -> None:
+    def _put_keys(self, entries: Sequence[tuple[bytes, Any, float | None, str | None]]) -> None:
         """Several stores, (key, value, ttl, space) each, in one batch write of the file or
         server (one transaction, one pipeline)."""
     def _delete_key(self, key: bytes, space: str | None = None) -> bool: ...

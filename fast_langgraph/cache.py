@@ -506,7 +506,7 @@ async def _aput_key(
 
 
 async def _aget_keys(
-    cache: Any, keys: list[tuple[bytes, str | None]], count: bool = True
+    cache: Any, keys: Sequence[tuple[bytes, str | None]], count: bool = True
 ) -> list[tuple[bool, Any]]:
     """Several lookups that never block the event loop: memory hits at once, the rest in one
     batch read (one MGET, one SQL statement) on one of the cache's I/O threads."""
@@ -518,7 +518,7 @@ async def _aget_keys(
     return await fut
 
 
-async def _aput_keys(cache: Any, entries: list[tuple[bytes, Any, Any, str | None]]) -> None:
+async def _aput_keys(cache: Any, entries: Sequence[tuple[bytes, Any, Any, str | None]]) -> None:
     """Several stores that never block the event loop: one batch write (one transaction, one
     pipeline) on one of the cache's I/O threads."""
     loop = asyncio.get_running_loop()
@@ -959,7 +959,8 @@ class FastNodeCache(LangGraphBaseCache):
         out = []
         for (ns, key), (value, ttl) in pairs.items():
             k, _ = self.cache._key(self._key(ns, key))
-            out.append((k, tuple(self.serde.dumps_typed(value)), ttl, self._space(ns)))
+            tag, data = self.serde.dumps_typed(value)
+            out.append((k, (tag, data), ttl, self._space(ns)))
         return out
 
     def _loaded(
