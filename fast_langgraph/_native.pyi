@@ -444,6 +444,8 @@ class RustLLMCache:
         lock_timeout: Seconds a cross-process single-flight lock lasts (Redis).
         connect_timeout: Seconds to connect to Redis.
         io_timeout: Seconds to wait for each Redis reply.
+        raw_values: Values are a serializer's `(tag, bytes)` pairs, stored as they are
+            (no codec); a stored value of another kind reads back as a miss.
 
     Raises:
         ValueError: max_size below 1, a negative ttl, a malformed or unsupported Redis URL, a
@@ -469,6 +471,7 @@ class RustLLMCache:
         lock_timeout: float = 30.0,
         connect_timeout: float = 1.0,
         io_timeout: float = 2.0,
+        raw_values: bool = False,
     ) -> Self: ...
     @property
     def max_size(self) -> int | None: ...
@@ -517,6 +520,11 @@ class RustLLMCache:
     def _get_key(
         self, key: bytes, count: bool = True, space: str | None = None
     ) -> tuple[bool, Any]: ...
+    def _get_keys(
+        self, keys: Sequence[tuple[bytes, str | None]], count: bool = True
+    ) -> list[tuple[bool, Any]]:
+        """Several lookups in one batch read of the file or server (one MGET, one SQL
+        statement); (found, value) per key, in order."""
     def _get_local(self, key: bytes) -> tuple[bool, Any]: ...
     def _put_key(
         self,
@@ -526,6 +534,9 @@ class RustLLMCache:
         ttl: float | None = None,
         space: str | None = None,
     ) -> None: ...
+    def _put_keys(self, entries: Sequence[tuple[bytes, Any, float | None, str | None]]) -> None:
+        """Several stores, (key, value, ttl, space) each, in one batch write of the file or
+        server (one transaction, one pipeline)."""
     def _delete_key(self, key: bytes, space: str | None = None) -> bool: ...
     def _delete_prefix(
         self, prefix: bytes, space: str | None = None, space_prefix: bool = False

@@ -269,18 +269,6 @@ class _ValueCodec:
         return value
 
 
-class _RawCodec:
-    """The codec of a cache whose values are already ``(tag, bytes)`` pairs of a serializer
-    (``FastNodeCache``): stored as they are, read back as they were."""
-
-    def dumps(self, value: tuple[str, bytes]) -> tuple[str, bytes]:
-        tag, data = value
-        return tag, data
-
-    def loads(self, tag: str, data: bytes) -> tuple[str, bytes]:
-        return tag, data
-
-
 class RustLLMCache(_native.RustLLMCache):
     """An LRU cache with a time to live per entry, holding Python objects; safe to share
     between threads. With ``path=`` entries are also kept in an SQLite file, with
@@ -328,15 +316,14 @@ class RustLLMCache(_native.RustLLMCache):
         io_timeout: float = 2.0,
         _space: str = "",
         _space_prefix: bool = False,
-        _codec: Any = None,
+        _raw_values: bool = False,
     ) -> RustLLMCache:
         if redis_url is not None and not isinstance(redis_url, str):
             raise TypeError(f"redis_url must be a str, got {type(redis_url).__name__}")
         if not isinstance(namespace, str):
             raise TypeError(f"namespace must be a str, got {type(namespace).__name__}")
-        codec = (
-            _ValueCodec(serde, allowed_types) if path is not None or redis_url is not None else None
-        )
+        persistent = path is not None or redis_url is not None
+        codec = _ValueCodec(serde, allowed_types) if persistent and not _raw_values else None
         self = super().__new__(
             cls,
             max_size,
@@ -354,6 +341,7 @@ class RustLLMCache(_native.RustLLMCache):
             lock_timeout=lock_timeout,
             connect_timeout=connect_timeout,
             io_timeout=io_timeout,
+            raw_values=_raw_values,
         )
         self._codec = codec  # type: ignore[attr-defined]
         self._lock_timeout = lock_timeout  # type: ignore[attr-defined]
@@ -476,13 +464,10 @@ def _resolve(fut: asyncio.Future, ok: bool, value: Any) -> None:
             fut.set_exception(value)
 
 
-def _answer_to(loop: asyncio.AbstractEventLoop, fut: asyncio.Future) -> Callable[[bool, Any], None]:
-    """The ``done(ok, value)`` callback an I/O thread calls: resolves ``fut`` on its loop."""
-
-    def done(ok: bool, value: Any) -> None:
-        loop.call_soon_threadsafe(functools.partial(_resolve, fut, ok, value))
-
-    return done
+def _answer_to(loop: asyncio.AbstractEventLoop, fut: asyncio.Future) -> tuple[Any, Any, Any]:
+    """Where an I/O thread answers: it calls ``loop.call_soon_threadsafe(_resolve, fut, ok,
+    value)``, so ``fut`` is resolved on its own loop."""
+    return (loop.call_soon_threadsafe, _resolve, fut)
 
 
 async def _aget_key(
@@ -517,6 +502,28 @@ async def _aput_key(
         space,
         _answer_to(loop, fut),
     ):
+        await fut
+
+
+async def _aget_keys(
+    cache: Any, keys: Sequence[tuple[bytes, str | None]], count: bool = True
+) -> list[tuple[bool, Any]]:
+    """Several lookups that never block the event loop: memory hits at once, the rest in one
+    batch read (one MGET, one SQL statement) on one of the cache's I/O threads."""
+    loop = asyncio.get_running_loop()
+    fut = loop.create_future()
+    now = cache._submit_get_keys(keys, count, _answer_to(loop, fut))
+    if now is not None:
+        return now
+    return await fut
+
+
+async def _aput_keys(cache: Any, entries: Sequence[tuple[bytes, Any, Any, str | None]]) -> None:
+    """Several stores that never block the event loop: one batch write (one transaction, one
+    pipeline) on one of the cache's I/O threads."""
+    loop = asyncio.get_running_loop()
+    fut = loop.create_future()
+    if not cache._submit_put_keys(entries, _answer_to(loop, fut)):
         await fut
 
 
@@ -894,7 +901,8 @@ class FastNodeCache(LangGraphBaseCache):
             clock=clock,
             _space="node" + _SEP,
             _space_prefix=True,
-            _codec=_RawCodec(),
+            # Values are serde's (tag, bytes): stored as they are, read back as they were.
+            _raw_values=True,
         )
         self.scope: str | None = None
         self._spaces: dict[tuple[str, ...], str] = {}
@@ -942,20 +950,41 @@ class FastNodeCache(LangGraphBaseCache):
             space = self._spaces[ns] = self._scope_space() + digest
         return space
 
-    def get(self, keys: Sequence[FullKey]) -> dict[FullKey, Any]:
+    def _batch(self, keys: Sequence[FullKey]) -> list[tuple[bytes, str]]:
+        return [(self.cache._key(self._key(*full))[0], self._space(full[0])) for full in keys]
+
+    def _entries(
+        self, pairs: Mapping[FullKey, tuple[Any, int | None]]
+    ) -> list[tuple[bytes, tuple[str, bytes], int | None, str]]:
+        out = []
+        for (ns, key), (value, ttl) in pairs.items():
+            k, _ = self.cache._key(self._key(ns, key))
+            tag, data = self.serde.dumps_typed(value)
+            out.append((k, (tag, data), ttl, self._space(ns)))
+        return out
+
+    def _loaded(
+        self, keys: Sequence[FullKey], found: Sequence[tuple[bool, Any]]
+    ) -> dict[FullKey, Any]:
         out: dict[FullKey, Any] = {}
-        for full in keys:
-            k, _ = self.cache._key(self._key(*full))
-            found, value = self.cache._get_key(k, True, self._space(full[0]))
-            if found and value is not None:
+        for full, (hit, value) in zip(keys, found):
+            if hit and value is not None:
                 tag, data = value
                 out[full] = self.serde.loads_typed((tag, data))
         return out
 
+    def get(self, keys: Sequence[FullKey]) -> dict[FullKey, Any]:
+        # One batch: memory hits, then one read of the file or server for the rest.
+        keys = list(keys)
+        if not keys:
+            return {}
+        return self._loaded(keys, self.cache._get_keys(self._batch(keys), True))
+
     def set(self, pairs: Mapping[FullKey, tuple[Any, int | None]]) -> None:
-        for (ns, key), (value, ttl) in pairs.items():
-            k, _ = self.cache._key(self._key(ns, key))
-            self.cache._put_key(k, tuple(self.serde.dumps_typed(value)), [], ttl, self._space(ns))
+        # One batch write (one transaction, one pipeline), then the memory tier.
+        entries = self._entries(pairs)
+        if entries:
+            self.cache._put_keys(entries)
 
     def clear(self, namespaces: Sequence[Namespace] | None = None) -> None:
         # Memory keys are the encoding of (scope, ns, key); the encoding is self-delimiting, so
@@ -978,22 +1007,17 @@ class FastNodeCache(LangGraphBaseCache):
     async def aget(self, keys: Sequence[FullKey]) -> dict[FullKey, Any]:
         if not self.cache.persistent:
             return self.get(keys)
-        out: dict[FullKey, Any] = {}
-        for full in keys:
-            k, _ = self.cache._key(self._key(*full))
-            found, value = await _aget_key(self.cache, k, True, self._space(full[0]))
-            if found and value is not None:
-                out[full] = self.serde.loads_typed(value)
-        return out
+        keys = list(keys)
+        if not keys:
+            return {}
+        return self._loaded(keys, await _aget_keys(self.cache, self._batch(keys)))
 
     async def aset(self, pairs: Mapping[FullKey, tuple[Any, int | None]]) -> None:
         if not self.cache.persistent:
             return self.set(pairs)
-        for (ns, key), (value, ttl) in pairs.items():
-            k, _ = self.cache._key(self._key(ns, key))
-            await _aput_key(
-                self.cache, k, tuple(self.serde.dumps_typed(value)), (), ttl, self._space(ns)
-            )
+        entries = self._entries(pairs)
+        if entries:
+            await _aput_keys(self.cache, entries)
 
     async def aclear(self, namespaces: Sequence[Namespace] | None = None) -> None:
         await _off_loop(self.cache, self.clear, namespaces)

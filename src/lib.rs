@@ -1,8 +1,6 @@
 //! fast-langgraph's Rust core. Every module below `python` is plain Rust with no PyO3,
 //! testable with `cargo test --no-default-features`; `python` is the one bindings layer.
 pub mod cache;
-pub mod cache_redis;
-pub mod cache_store;
 pub mod checkpoint;
 pub mod error;
 pub mod executor;

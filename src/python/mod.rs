@@ -1,6 +1,7 @@
 //! The Python bindings: the only module that uses PyO3. Each submodule converts Python
 //! arguments into owned Rust values, calls the core with the GIL released, and converts back.
 mod cache;
+mod cache_key;
 mod checkpoint;
 mod exceptions;
 mod executor;

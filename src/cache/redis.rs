@@ -8,9 +8,12 @@
 //! - `flg:{ns}:l:<len>:<space>:<hex digest>`: the short single-flight lock on a key.
 //!
 //! `<len>` is the space's length in bytes, so no space's keys match another space's pattern.
-//! The digest is [`crate::cache_store::stored_key`]: the exact key never reaches the server.
+//! The digest is [`super::store::stored_key`]: the exact key never reaches the server.
 //! A value is framed as `FLG1`, the type tag's length (u16 LE), the tag, the absolute expiry
 //! (u64 LE ms, `u64::MAX` for none) and the serialized data.
+//!
+//! A batch is one round trip: every key of a store shares its namespace's hash tag, hence one
+//! cluster slot, so a batch read is one `MGET` and a batch write one pipeline (`MULTI`/`EXEC`).
 //!
 //! Connections are blocking `redis` connections kept in a small pool; callers release the GIL
 //! around every call. After a connection failure the store reports `Error::Redis` at once for
@@ -20,10 +23,10 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use redis::{Client, Connection, RedisError};
+use ::redis::{Client, Connection, RedisError};
 
-use crate::cache::{Clock, SystemClock};
-use crate::cache_store::{RemoteStore, Spaces, StoredValue};
+use super::memory::{Clock, SystemClock};
+use super::store::{Spaces, Store, StoreKey, StoredValue};
 use crate::error::{Error, Result};
 
 const MAGIC: &[u8; 4] = b"FLG1";
@@ -291,7 +294,32 @@ fn px(expires_at: Option<u64>, now_ms: u64) -> Option<u64> {
     expires_at.map(|t| t.saturating_sub(now_ms).max(1))
 }
 
-impl RemoteStore for RedisStore {
+/// `SET key value [PX ms]`.
+fn set_cmd(key: &str, value: &StoredValue, now_ms: u64) -> redis::Cmd {
+    let mut cmd = redis::cmd("SET");
+    cmd.arg(key).arg(encode_value(value));
+    if let Some(ms) = px(value.expires_at, now_ms) {
+        cmd.arg("PX").arg(ms);
+    }
+    cmd
+}
+
+/// A value read from the server: `None` when the caller's clock says it expired (the caller's
+/// clock may run ahead of the server's, an injected clock in tests); a value that is not ours,
+/// or damaged, comes back with an empty tag, which the caller treats as a miss.
+fn read_value(b: &[u8], now_ms: u64) -> Option<StoredValue> {
+    match decode_value(b) {
+        Some(v) if v.expires_at.is_some_and(|t| now_ms >= t) => None,
+        Some(v) => Some(v),
+        None => Some(StoredValue {
+            type_tag: String::new(),
+            data: Vec::new(),
+            expires_at: None,
+        }),
+    }
+}
+
+impl Store for RedisStore {
     fn describe(&self) -> String {
         format!("Redis at {}", self.url)
     }
@@ -299,30 +327,41 @@ impl RemoteStore for RedisStore {
     fn get(&self, space: &str, key: &[u8; 32], now_ms: u64) -> Result<Option<StoredValue>> {
         let k = self.key('v', space, key);
         let raw: Option<Vec<u8>> = self.with(|c| redis::cmd("GET").arg(&k).query(c))?;
-        Ok(raw.and_then(|b| match decode_value(&b) {
-            // The caller's clock may run ahead of the server's (an injected clock in tests).
-            Some(v) if v.expires_at.is_some_and(|t| now_ms >= t) => None,
-            Some(v) => Some(v),
-            // Not ours, or damaged: an empty tag makes the caller treat it as a miss.
-            None => Some(StoredValue {
-                type_tag: String::new(),
-                data: Vec::new(),
-                expires_at: None,
-            }),
-        }))
+        Ok(raw.and_then(|b| read_value(&b, now_ms)))
+    }
+
+    /// One `MGET`: the keys share the namespace's hash tag, so one slot.
+    fn get_many(&self, keys: &[StoreKey<'_>], now_ms: u64) -> Result<Vec<Option<StoredValue>>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let names: Vec<String> = keys.iter().map(|k| self.key('v', k.space, k.digest)).collect();
+        let raw: Vec<Option<Vec<u8>>> = self.with(|c| redis::cmd("MGET").arg(&names).query(c))?;
+        Ok(raw
+            .into_iter()
+            .map(|b| b.and_then(|b| read_value(&b, now_ms)))
+            .collect())
     }
 
     fn put(&self, space: &str, key: &[u8; 32], value: &StoredValue, now_ms: u64) -> Result<()> {
         let k = self.key('v', space, key);
-        let framed = encode_value(value);
-        self.with(|c| {
-            let mut cmd = redis::cmd("SET");
-            cmd.arg(&k).arg(framed);
-            if let Some(ms) = px(value.expires_at, now_ms) {
-                cmd.arg("PX").arg(ms);
-            }
-            cmd.query::<()>(c)
-        })
+        self.with(|c| set_cmd(&k, value, now_ms).query::<()>(c))
+    }
+
+    /// One pipeline in `MULTI`/`EXEC`: one round trip, and other clients see all or none.
+    fn put_many(&self, entries: &[(StoreKey<'_>, StoredValue)], now_ms: u64) -> Result<()> {
+        match entries {
+            [] => return Ok(()),
+            [(k, v)] => return self.put(k.space, k.digest, v, now_ms),
+            _ => {}
+        }
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for (k, v) in entries {
+            pipe.add_command(set_cmd(&self.key('v', k.space, k.digest), v, now_ms))
+                .ignore();
+        }
+        self.with(|c| pipe.query::<()>(c))
     }
 
     fn delete(&self, space: &str, key: &[u8; 32]) -> Result<bool> {

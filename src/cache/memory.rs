@@ -1,4 +1,4 @@
-//! A bounded LRU cache with a time to live per entry, and an injected clock.
+//! The memory tier: a bounded LRU cache with a time to live per entry, and an injected clock.
 //!
 //! Expired entries are never returned: `get` checks the expiry of the entry it finds, and
 //! `put` sweeps expired entries before it evicts a live one to make room. Time comes from a
@@ -376,6 +376,11 @@ impl<K: Hash + Eq, V> LruTtlCache<K, V> {
     /// Counts a failed call to a shared tier.
     pub fn record_error(&mut self) {
         self.stats.errors += 1;
+    }
+
+    /// Keeps `value` with the values that left the cache, for the caller to drop with them.
+    pub fn drop_later(&mut self, value: V) {
+        self.dropped.push(value);
     }
 
     /// Takes the values that left the cache since the last call, for the caller to drop.

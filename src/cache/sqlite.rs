@@ -1,26 +1,21 @@
-//! The persistent tiers of the cache, behind one trait ([`RemoteStore`]): serialized entries in
-//! an SQLite file ([`DiskStore`], here) or on a Redis server (`cache_redis`), so they outlive
-//! the process and are shared between processes.
+//! The SQLite tier of a cache ([`DiskStore`]): serialized entries in one file, shared by the
+//! processes of one machine.
 //!
-//! The Python layer serializes values and hands this module bytes; a store only keeps them.
-//! Entries live in *spaces* (one per cached function, or per cache): each space is bounded on
-//! its own, counted on its own and cleared on its own, so functions sharing one file never
-//! evict each other. Stored keys are [`stored_key`] digests (SHA-256 of the space and the exact
-//! key), never the key itself: arguments such as an API key never reach the disk or the server.
-//!
-//! In the SQLite file each row carries a checksum over its key, type, value and expiry: a row
-//! that fails it is reported as corrupt (never returned), and a file that is not SQLite, or that
-//! holds other tables, is refused untouched. A put is one statement (`INSERT OR REPLACE`), so
-//! two processes writing one key never collide and a kill never leaves a key without its
-//! entry. At most `max_size` rows are kept per space; when there are more, expired rows go
-//! first, then the oldest written.
+//! Each row carries a checksum over its key, type, value and expiry: a row that fails it is
+//! reported as corrupt (never returned), and a file that is not SQLite, or that holds other
+//! tables, is refused untouched. A put is one statement (`INSERT OR REPLACE`), so two processes
+//! writing one key never collide and a kill never leaves a key without its entry. At most
+//! `max_size` rows are kept per space; when there are more, expired rows go first, then the
+//! oldest written. A batch read is one statement; a batch write is one transaction.
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
-use sha2::{Digest, Sha256};
 
+#[cfg(test)]
+use super::store::stored_key;
+use super::store::{Spaces, Store, StoreKey, StoredValue};
 use crate::error::{Error, Result};
 use crate::sqlite_file::{self, Contents, FileSpec};
 
@@ -28,71 +23,6 @@ use crate::sqlite_file::{self, Contents, FileSpec};
 /// whole file) is rebuilt empty when opened: its keys cannot be turned into digests, and its
 /// rows may hold secrets that should not stay on disk.
 pub const SCHEMA_VERSION: i64 = 2;
-
-/// The digest under which an entry is stored: SHA-256 over the space's length, the space and
-/// the exact key, so the key itself is never written anywhere.
-pub fn stored_key(space: &str, key: &[u8]) -> [u8; 32] {
-    let mut h = Sha256::new();
-    h.update((space.len() as u64).to_le_bytes());
-    h.update(space.as_bytes());
-    h.update(key);
-    h.finalize().into()
-}
-
-/// Which entries of a store an operation covers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Spaces<'a> {
-    /// The entries of exactly this space.
-    Exact(&'a str),
-    /// The entries of every space whose name starts with this.
-    Prefix(&'a str),
-}
-
-/// A value read back from a store.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredValue {
-    /// The serializer's type tag.
-    pub type_tag: String,
-    /// The serialized value.
-    pub data: Vec<u8>,
-    /// Milliseconds since the epoch after which the entry is dead.
-    pub expires_at: Option<u64>,
-}
-
-/// The old name of [`StoredValue`].
-pub type DiskValue = StoredValue;
-
-/// A shared, persistent tier: an SQLite file or a Redis server. Keys are [`stored_key`]
-/// digests; `now_ms` is the caller's clock (a store with its own clock, as Redis, ignores it).
-pub trait RemoteStore: Send + Sync {
-    /// A short description for messages ("cache file \"x.db\"", "Redis at ...").
-    fn describe(&self) -> String;
-    /// The live entry under `key`, if any.
-    fn get(&self, space: &str, key: &[u8; 32], now_ms: u64) -> Result<Option<StoredValue>>;
-    /// Stores an entry, replacing any under the same key, in one atomic step.
-    fn put(&self, space: &str, key: &[u8; 32], value: &StoredValue, now_ms: u64) -> Result<()>;
-    /// Deletes the entry under `key`; returns whether there was one.
-    fn delete(&self, space: &str, key: &[u8; 32]) -> Result<bool>;
-    /// Deletes every entry of `spaces`; returns how many.
-    fn clear(&self, spaces: Spaces<'_>) -> Result<usize>;
-    /// The number of live entries of `spaces`.
-    fn len(&self, spaces: Spaces<'_>, now_ms: u64) -> Result<usize>;
-    /// Takes a short lock on `key` for `ttl` if nobody holds it (single flight across
-    /// processes); returns whether it was taken. Stores without such locks say `true`.
-    fn try_lock(&self, _space: &str, _key: &[u8; 32], _token: &str, _ttl: Duration) -> Result<bool> {
-        Ok(true)
-    }
-    /// Whether someone holds the lock on `key`.
-    fn is_locked(&self, _space: &str, _key: &[u8; 32]) -> Result<bool> {
-        Ok(false)
-    }
-    /// Releases the lock on `key` if `token` still holds it.
-    fn unlock(&self, _space: &str, _key: &[u8; 32], _token: &str) -> Result<()> {
-        Ok(())
-    }
-    /// Closes the connections; later calls fail with `Error::Cache`.
-    fn close(&self);
-}
 
 const CREATE: &str = "
 CREATE TABLE IF NOT EXISTS flg_cache_meta (
@@ -116,6 +46,12 @@ CREATE INDEX IF NOT EXISTS flg_cache_expiry ON flg_cache (expires_at) WHERE expi
 /// atomically, so no other process can slip in between and no kill can drop the entry.
 const PUT: &str =
     "INSERT OR REPLACE INTO flg_cache (space, key, type, value, expires_at, checksum) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+
+/// Keys per statement of a batch read (SQLite allows 32,766 parameters).
+const GET_MANY_CHUNK: usize = 500;
+
+/// A row as read: type, value, expiry, checksum.
+type Row = (String, Vec<u8>, Option<i64>, i64);
 
 struct Inner {
     /// `None` after `close()`.
@@ -219,7 +155,42 @@ impl DiskStore {
         }
     }
 
-    fn checked(&self, key: &[u8], row: (String, Vec<u8>, Option<i64>, i64)) -> Result<StoredValue> {
+    /// Stores one row on `conn`, then trims its space to `max_size` entries.
+    fn put_in(
+        &self,
+        conn: &Connection,
+        approx_len: &mut HashMap<String, usize>,
+        space: &str,
+        key: &[u8; 32],
+        value: &StoredValue,
+        now_ms: u64,
+    ) -> Result<()> {
+        let sum = checksum(key, &value.type_tag, &value.data, value.expires_at);
+        let expires = value.expires_at.map(i64_of);
+        conn.prepare_cached(PUT)?
+            .execute(params![space, &key[..], value.type_tag, value.data, expires, sum])?;
+        if self.max_size == usize::MAX {
+            return Ok(());
+        }
+        let n = match approx_len.get_mut(space) {
+            Some(n) => {
+                *n += 1;
+                *n
+            }
+            None => {
+                let n = count(conn, space)?;
+                approx_len.insert(space.to_owned(), n);
+                n
+            }
+        };
+        if n > self.max_size {
+            let left = trim(conn, space, self.max_size, now_ms)?;
+            approx_len.insert(space.to_owned(), left);
+        }
+        Ok(())
+    }
+
+    fn checked(&self, key: &[u8], row: Row) -> Result<StoredValue> {
         let (type_tag, data, expires_at, sum) = row;
         let expires_at = expires_at.map(|t| u64::try_from(t).unwrap_or(0));
         if sum != checksum(key, &type_tag, &data, expires_at) {
@@ -237,7 +208,7 @@ impl DiskStore {
     }
 }
 
-impl RemoteStore for DiskStore {
+impl Store for DiskStore {
     fn describe(&self) -> String {
         format!("cache file {:?}", self.path)
     }
@@ -264,40 +235,89 @@ impl RemoteStore for DiskStore {
         Ok(Some(value))
     }
 
+    /// Reads every row in one statement (in chunks of [`GET_MANY_CHUNK`] keys); expired rows
+    /// are deleted and read as absent, as in `get`.
+    fn get_many(&self, keys: &[StoreKey<'_>], now_ms: u64) -> Result<Vec<Option<StoredValue>>> {
+        let mut found: HashMap<[u8; 32], Row> = HashMap::with_capacity(keys.len());
+        self.with_conn(|conn| {
+            for chunk in keys.chunks(GET_MANY_CHUNK) {
+                let marks = vec!["?"; chunk.len()].join(", ");
+                let sql =
+                    format!("SELECT key, type, value, expires_at, checksum FROM flg_cache WHERE key IN ({marks})");
+                let mut stmt = conn.prepare_cached(&sql)?;
+                let rows = stmt.query_map(rusqlite::params_from_iter(chunk.iter().map(|k| &k.digest[..])), |r| {
+                    Ok((r.get::<_, Vec<u8>>(0)?, (r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+                })?;
+                for row in rows {
+                    let (key, row) = row?;
+                    if let Ok(key) = <[u8; 32]>::try_from(key.as_slice()) {
+                        found.insert(key, row);
+                    }
+                }
+            }
+            Ok(())
+        })?;
+        let mut out = Vec::with_capacity(keys.len());
+        let mut expired: Vec<[u8; 32]> = Vec::new();
+        for k in keys {
+            let value = match found.get(k.digest) {
+                Some(row) => self.checked(k.digest, row.clone())?,
+                None => {
+                    out.push(None);
+                    continue;
+                }
+            };
+            if value.expires_at.is_some_and(|t| now_ms >= t) {
+                expired.push(*k.digest);
+                out.push(None);
+            } else {
+                out.push(Some(value));
+            }
+        }
+        if !expired.is_empty() {
+            self.with_conn(|conn| {
+                let mut stmt = conn.prepare_cached("DELETE FROM flg_cache WHERE key = ?1")?;
+                for k in &expired {
+                    stmt.execute([&k[..]])?;
+                }
+                Ok(())
+            })?;
+        }
+        Ok(out)
+    }
+
     /// Then trims the space to `max_size` entries.
     fn put(&self, space: &str, key: &[u8; 32], value: &StoredValue, now_ms: u64) -> Result<()> {
-        let sum = checksum(key, &value.type_tag, &value.data, value.expires_at);
-        let expires = value.expires_at.map(i64_of);
         let mut inner = self.lock();
         let Inner { conn, approx_len, .. } = &mut *inner;
         let Some(conn) = conn else {
             return Err(Error::Cache(format!("the cache file {:?} was closed", self.path)));
         };
-        let put = || -> Result<()> {
-            conn.prepare_cached(PUT)?
-                .execute(params![space, &key[..], value.type_tag, value.data, expires, sum])?;
+        self.put_in(conn, approx_len, space, key, value, now_ms)
+            .map_err(Error::in_cache)
+    }
+
+    /// Every entry in one transaction: all of them are stored, or none.
+    fn put_many(&self, entries: &[(StoreKey<'_>, StoredValue)], now_ms: u64) -> Result<()> {
+        let mut inner = self.lock();
+        let Inner { conn, approx_len, .. } = &mut *inner;
+        let Some(conn) = conn else {
+            return Err(Error::Cache(format!("the cache file {:?} was closed", self.path)));
+        };
+        let run = |conn: &mut Connection, approx_len: &mut HashMap<String, usize>| -> Result<()> {
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            for (k, v) in entries {
+                self.put_in(&tx, approx_len, k.space, k.digest, v, now_ms)?;
+            }
+            tx.commit()?;
             Ok(())
         };
-        put().map_err(Error::in_cache)?;
-        if self.max_size == usize::MAX {
-            return Ok(());
+        let r = run(conn, approx_len);
+        if r.is_err() {
+            // The counts may include rows the rollback took back: recount when next needed.
+            approx_len.clear();
         }
-        let n = match approx_len.get_mut(space) {
-            Some(n) => {
-                *n += 1;
-                *n
-            }
-            None => {
-                let n = count(conn, space).map_err(Error::in_cache)?;
-                approx_len.insert(space.to_owned(), n);
-                n
-            }
-        };
-        if n > self.max_size {
-            let left = trim(conn, space, self.max_size, now_ms).map_err(Error::in_cache)?;
-            approx_len.insert(space.to_owned(), left);
-        }
-        Ok(())
+        r.map_err(Error::in_cache)
     }
 
     fn delete(&self, _space: &str, key: &[u8; 32]) -> Result<bool> {
@@ -469,13 +489,6 @@ mod tests {
     fn rows(s: &DiskStore) -> usize {
         s.with_conn(|c| Ok(c.query_row("SELECT COUNT(*) FROM flg_cache", [], |r| r.get::<_, i64>(0))?))
             .unwrap() as usize
-    }
-
-    #[test]
-    fn stored_keys_are_digests_of_space_and_key() {
-        assert_ne!(stored_key("a", b"bc"), stored_key("ab", b"c"));
-        assert_ne!(stored_key("a", b"k"), stored_key("b", b"k"));
-        assert_eq!(stored_key("a", b"k"), stored_key("a", b"k"));
     }
 
     #[test]

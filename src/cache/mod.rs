@@ -1,0 +1,27 @@
+//! The caches' core, with no PyO3 in it:
+//! - [`memory`]: the memory tier, an LRU map with a time to live per entry and an injected
+//!   clock;
+//! - [`store`]: the [`Store`] trait of the persistent tier, its keys and values;
+//! - [`sqlite`]: the SQLite file store ([`DiskStore`]);
+//! - [`redis`](self::redis): the Redis server store ([`RedisStore`]);
+//! - [`tiered`]: [`TieredCache`], the memory tier composed with an optional persistent tier,
+//!   with counters, TTL, fault handling, batches and single flight across processes;
+//! - [`io`]: the I/O threads of the async faces.
+//!
+//! The bindings (`src/python/cache.rs`) convert Python arguments, encode keys and values, and
+//! call [`TieredCache`].
+pub mod io;
+pub mod memory;
+pub mod redis;
+pub mod sqlite;
+pub mod store;
+pub mod tiered;
+
+pub use self::redis::{RedisOptions, RedisStore};
+pub use memory::{expiry_after, CacheStats, Clock, LruTtlCache, ManualClock, SystemClock};
+pub use sqlite::DiskStore;
+pub use store::{stored_key, RemoteStore, Spaces, Store, StoreKey, StoredValue};
+pub use tiered::{BatchKey, BatchPut, Host, TieredCache, TieredOptions};
+
+#[cfg(test)]
+mod tests;
