@@ -1,15 +1,18 @@
 """Stock LangGraph against LangGraph patched by ``fast_langgraph.shim``.
 
-Two suites. ``executor``: separate processes, stock against patched (below). ``sqlite``: in
-one process, stock SqliteSaver against the shim's SqliteSaver on the same schema, at the same
-``synchronous`` setting (``bench_sqlite``).
+Two suites. ``executor``: separate processes, stock against patched (below). ``sqlite``:
+``bench_sqlite``, in one process, stock SqliteSaver against the shim's SqliteSaver on the same
+schema at the same ``synchronous`` setting (with the serializer the shim gives it, and with
+stock's), end to end and ``get_state_history``; then ``bench_whole_shim``, the same app in a
+stock process and in one under ``patch_langgraph()``.
 
 Three long-lived worker processes, one per mode: ``stock``, ``patched-before`` (patched before
 LangGraph is imported) and ``patched-after`` (patched after the graphs are built). The parent
 sends every case to each worker in turn, for several rounds, so machine noise hits all modes
 alike, and prints the median time per call and the speed-up over stock.
 
-Run: ``.venv/bin/python benches/bench_shim.py [--quick] [--suite executor|sqlite|all]``.
+Run: ``.venv/bin/python benches/bench_shim.py [--quick] [--suite executor|sqlite|all]
+[--rounds N] [--no-history]``.
 """
 
 import argparse
@@ -124,17 +127,26 @@ def main() -> None:
         "--cases", default=",".join(CASES), help="comma-separated subset of: " + ", ".join(CASES)
     )
     ap.add_argument("--worker", choices=MODES, help=argparse.SUPPRESS)
+    ap.add_argument("--sqlite-worker", nargs=2, metavar=("MODE", "SYNC"), help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--no-history", action="store_true", help="sqlite suite: leave out get_state_history"
+    )
     args = ap.parse_args()
     if args.worker:
         _worker(args.worker)
         return
+    if args.sqlite_worker:
+        _sqlite_worker(*args.sqlite_worker)
+        return
     if args.suite in ("sqlite", "all"):
+        rounds = args.rounds or (2 if args.quick else 5)
         bench_sqlite(
-            args.rounds or (2 if args.quick else 5),
+            rounds,
             threads=20,
             per_thread=10,
-            history_n=200 if args.quick else 1000,
+            history_n=0 if args.no_history else 200 if args.quick else 1000,
         )
+        bench_whole_shim(rounds)
         if args.suite == "sqlite":
             return
     rounds = args.rounds or (3 if args.quick else 9)
@@ -265,23 +277,34 @@ def _sqlite_graph(checkpointer: Any) -> Any:
     return g.compile(checkpointer=checkpointer)
 
 
+# The contenders. "shim SqliteSaver" is the saver patch_langgraph() builds for SqliteSaver(conn):
+# the Rust store, and the RustSerializer that its serde patch makes every saver's default.
+# "shim, stock serde" is the Rust store alone, with LangGraph's JsonPlusSerializer as stock has.
+STOCK, SHIM, SHIM_STOCK_SERDE = "stock SqliteSaver", "shim SqliteSaver", "shim, stock serde"
+
+
+def _saver(kind: str, conn: Any) -> Any:
+    from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+    from langgraph.checkpoint.sqlite import SqliteSaver
+
+    from fast_langgraph import RustSerializer
+    from fast_langgraph.shim._sqlite import AcceleratedSqliteSaver
+
+    if kind == STOCK:
+        return SqliteSaver(conn, serde=JsonPlusSerializer())
+    if kind == SHIM:
+        return AcceleratedSqliteSaver(conn, serde=RustSerializer())
+    return AcceleratedSqliteSaver(conn, serde=JsonPlusSerializer())
+
+
 def _savers(tmp: str, tag: str, synchronous: str) -> dict[str, Any]:
     import sqlite3
 
-    from langgraph.checkpoint.sqlite import SqliteSaver
-
-    from fast_langgraph.shim._sqlite import AcceleratedSqliteSaver
-
     out = {}
-    for name, cls in (
-        ("stock SqliteSaver", SqliteSaver),
-        ("shim SqliteSaver", AcceleratedSqliteSaver),
-    ):
-        conn = sqlite3.connect(
-            os.path.join(tmp, f"{tag}-{cls.__name__}.db"), check_same_thread=False
-        )
+    for i, name in enumerate((STOCK, SHIM, SHIM_STOCK_SERDE)):
+        conn = sqlite3.connect(os.path.join(tmp, f"{tag}-{i}.db"), check_same_thread=False)
         conn.execute(f"PRAGMA synchronous={synchronous}")
-        out[name] = cls(conn)
+        out[name] = _saver(name, conn)
     return out
 
 
@@ -341,10 +364,99 @@ def _exact_run(graphs: dict[str, Any]) -> int:
                 durability="sync",
             )
     names = list(graphs)
-    got = _thread_states(graphs[names[1]].checkpointer, [ids[names[1]]])
     want = _thread_states(graphs[names[0]].checkpointer, [ids[names[0]]])
-    assert got == want, "the shim's checkpoints differ from stock's"
-    return len(got)
+    for name in names[1:]:
+        got = _thread_states(graphs[name].checkpointer, [ids[name]])
+        assert got == want, f"{name}: the checkpoints differ from stock's"
+    return len(want)
+
+
+def _e2e_rate(graph: Any, threads: int = 20, per_thread: int = 10) -> float:
+    """Invokes per second of `threads` conversations of `per_thread` turns each, at once."""
+    import uuid
+    from concurrent.futures import ThreadPoolExecutor
+
+    from langchain_core.messages import HumanMessage
+
+    prefix = uuid.uuid4().hex
+
+    def conversation(t: int) -> None:
+        cfg = {"configurable": {"thread_id": f"{prefix}-{t}"}}
+        for i in range(per_thread):
+            graph.invoke(
+                {"messages": [HumanMessage(content=f"q {i}", id=f"h{i}")], "results": []}, cfg
+            )
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(conversation, range(threads)))
+    return (threads * per_thread) / (time.perf_counter() - t0)
+
+
+def _sqlite_worker(mode: str, synchronous: str) -> None:
+    """One process of `bench_whole_shim`: stock LangGraph, or LangGraph under
+    `patch_langgraph()` with its defaults; then `SqliteSaver(conn)` as a user writes it."""
+    import sqlite3
+    import tempfile
+
+    if mode == "patched":
+        import fast_langgraph.shim
+
+        fast_langgraph.shim.patch_langgraph()
+    from langgraph.checkpoint.sqlite import SqliteSaver
+
+    with tempfile.TemporaryDirectory(prefix="flg-bench-shim-") as tmp:
+        conn = sqlite3.connect(os.path.join(tmp, "app.db"), check_same_thread=False)
+        conn.execute(f"PRAGMA synchronous={synchronous}")
+        saver = SqliteSaver(conn)
+        assert getattr(saver, "accelerated", False) == (mode == "patched"), mode
+        graph = _sqlite_graph(saver)
+        _e2e_rate(graph)  # warm-up
+        print("ready", flush=True)
+        for _line in sys.stdin:
+            print(json.dumps(_e2e_rate(graph)), flush=True)
+        conn.close()
+
+
+def bench_whole_shim(rounds: int) -> None:
+    """The user-facing comparison: the same app in two processes, one stock, one under
+    `patch_langgraph()` (executor, serializer, add_messages and the in-place SqliteSaver), at
+    the same `synchronous` setting; rounds interleaved."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FAST_LANGGRAPH_")}
+    for synchronous in ("FULL", "NORMAL"):
+        procs = {
+            m: subprocess.Popen(
+                [sys.executable, __file__, "--sqlite-worker", m, synchronous],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+                env=env,
+            )
+            for m in ("stock", "patched")
+        }
+        for p in procs.values():
+            assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+        samples: dict[str, list[float]] = {m: [] for m in procs}
+        for r in range(rounds):
+            for m in procs if r % 2 == 0 else list(procs)[::-1]:
+                p = procs[m]
+                assert p.stdin is not None and p.stdout is not None
+                p.stdin.write("run\n")
+                p.stdin.flush()
+                samples[m].append(json.loads(p.stdout.readline()))
+        for p in procs.values():
+            assert p.stdin is not None
+            p.stdin.close()
+            p.wait(timeout=60)
+        med = {m: statistics.median(v) for m, v in samples.items()}
+        print(
+            f"\nwhole shim, end to end: the same 8-node graph, 200 invokes over 20 threads, "
+            f"synchronous={synchronous} for both; stock LangGraph against patch_langgraph() "
+            "(separate processes)"
+        )
+        print(f"  {'process':<22} {'invokes/s':>10} {'vs stock':>9}")
+        for m, v in med.items():
+            print(f"  {m:<22} {v:>10.1f} {v / med['stock']:>8.2f}x")
 
 
 def bench_sqlite(rounds: int, threads: int, per_thread: int, history_n: int) -> None:
@@ -393,12 +505,13 @@ def bench_sqlite(rounds: int, threads: int, per_thread: int, history_n: int) -> 
             # Every checkpoint the shim wrote is readable by stock, and each thread ends in the
             # state stock's thread ends in, with as many checkpoints.
             names = list(graphs)
-            got = _thread_states(savers[names[1]], threads_of[names[1]])
             want = _thread_states(savers[names[0]], threads_of[names[0]])
-            assert len(got) == len(want), (len(got), len(want))
-            assert _finals(savers[names[1]], threads_of[names[1]]) == _finals(
-                savers[names[0]], threads_of[names[0]]
-            )
+            for name in names[1:]:
+                got = _thread_states(savers[name], threads_of[name])
+                assert len(got) == len(want), (name, len(got), len(want))
+                assert _finals(savers[name], threads_of[name]) == _finals(
+                    savers[names[0]], threads_of[names[0]]
+                ), name
             # Checkpoint by checkpoint, pending writes included, on a run without LangGraph's
             # own timing races: durability="sync", one thread.
             exact = _exact_run(graphs)
@@ -412,18 +525,18 @@ def bench_sqlite(rounds: int, threads: int, per_thread: int, history_n: int) -> 
             results.append(f"  {'contender':<22} {'invokes/s':>10} {'vs stock':>9}")
             for n, v in med.items():
                 results.append(f"  {n:<22} {v:>10.1f} {v / base:>8.2f}x")
-            print("\n".join(results[-4:]), flush=True)
+            print("\n".join(results[-(2 + len(med)) :]), flush=True)
             for s in savers.values():
                 s.conn.close()
 
+        if not history_n:
+            return
         # get_state_history over one thread of `history_n` checkpoints, the same rows in both
         # files (written by stock, then copied).
         import shutil
         import sqlite3
 
         from langgraph.checkpoint.sqlite import SqliteSaver
-
-        from fast_langgraph.shim._sqlite import AcceleratedSqliteSaver
 
         src = os.path.join(tmp, "history.db")
         writer = SqliteSaver(sqlite3.connect(src, check_same_thread=False))
@@ -439,18 +552,16 @@ def bench_sqlite(rounds: int, threads: int, per_thread: int, history_n: int) -> 
                 "SELECT count(*) FROM checkpoints WHERE thread_id = 'long'"
             ).fetchone()[0]
         writer.conn.close()
-        dst = os.path.join(tmp, "history-shim.db")
-        shutil.copyfile(src, dst)
-        hist = {
-            "stock SqliteSaver": _sqlite_graph(
-                SqliteSaver(sqlite3.connect(src, check_same_thread=False))
-            ),
-            "shim SqliteSaver": _sqlite_graph(
-                AcceleratedSqliteSaver(sqlite3.connect(dst, check_same_thread=False))
-            ),
-        }
-        sizes = {name: len(list(g.get_state_history(cfg))) for name, g in hist.items()}
-        assert len(set(sizes.values())) == 1, sizes
+        hist = {}
+        for i, name in enumerate((STOCK, SHIM, SHIM_STOCK_SERDE)):
+            dst = os.path.join(tmp, f"history-{i}.db")
+            shutil.copyfile(src, dst)
+            hist[name] = _sqlite_graph(_saver(name, sqlite3.connect(dst, check_same_thread=False)))
+        # The same history, snapshot by snapshot, from each.
+        first = {name: list(g.get_state_history(cfg)) for name, g in hist.items()}
+        for name in list(hist)[1:]:
+            assert first[name] == first[STOCK], name
+        first.clear()
         samples = {name: [] for name in hist}
         for r in range(rounds):
             for name in hist if r % 2 == 0 else list(hist)[::-1]:
@@ -458,12 +569,15 @@ def bench_sqlite(rounds: int, threads: int, per_thread: int, history_n: int) -> 
                 list(hist[name].get_state_history(cfg))
                 samples[name].append(time.perf_counter() - t0)
         med = {k: statistics.median(v) for k, v in samples.items()}
-        base = med["stock SqliteSaver"]
-        results.append(f"\nget_state_history over a thread of {n} checkpoints (synchronous=FULL)")
+        base = med[STOCK]
+        results.append(
+            f"\nget_state_history over a thread of {n} checkpoints (synchronous=FULL; "
+            "every snapshot equal to stock's)"
+        )
         results.append(f"  {'contender':<22} {'ms':>10} {'vs stock':>9}")
         for k, v in med.items():
             results.append(f"  {k:<22} {v * 1e3:>10.1f} {base / v:>8.2f}x")
-        print("\n".join(results[-4:]), flush=True)
+        print("\n".join(results[-(2 + len(med)) :]), flush=True)
 
 
 if __name__ == "__main__":

@@ -494,3 +494,51 @@ def test_a_forked_child_opens_the_file_anew(tmp_path):
     assert os.waitstatus_to_exitcode(status) == 0
     fresh = RustLLMCache(max_size=None, path=str(tmp_path / "fork.db"))
     assert len(fresh) == 401 and fresh.get("child199") == 199
+
+
+@pytest.mark.filterwarnings("ignore:.*fork.*:DeprecationWarning")
+def test_a_fork_while_another_thread_writes_does_not_wait_on_its_lock(tmp_path):
+    """The child never takes the lock the parent's writing thread held at the fork: closing
+    the cache there returns at once. (It makes no SQLite call: a child forked while a parent
+    thread is inside SQLite inherits SQLite's own mutexes as they were.)"""
+    c = RustLLMCache(max_size=None, path=str(tmp_path / "fork.db"))
+    c.put("before", 1)
+    stop = threading.Event()
+
+    def writer():
+        i = 0
+        while not stop.is_set():
+            c.put(f"w{i % 50}", i)
+            i += 1
+
+    t = threading.Thread(target=writer)
+    t.start()
+    codes = []
+    try:
+        for _ in range(10):
+            time.sleep(0.005)
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - the child
+                code = 1
+                try:
+                    c.close()
+                    code = 0
+                finally:
+                    os._exit(code)
+            deadline = time.monotonic() + 30
+            while True:
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    codes.append(os.waitstatus_to_exitcode(status))
+                    break
+                if time.monotonic() > deadline:
+                    os.kill(pid, signal.SIGKILL)
+                    os.waitpid(pid, 0)
+                    codes.append(None)  # hung
+                    break
+                time.sleep(0.01)
+    finally:
+        stop.set()
+        t.join()
+    assert codes == [0] * 10
+    assert c.get("before") == 1

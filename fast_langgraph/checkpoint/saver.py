@@ -60,7 +60,7 @@ from fast_langgraph.checkpoint._deltas import (
     SeedCache,
     list_items,
 )
-from fast_langgraph.checkpoint.sqlite_saver import import_sqlite_saver
+from fast_langgraph.checkpoint.sqlite_saver import export_sqlite_saver, import_sqlite_saver
 from fast_langgraph.serde import RustSerializer
 
 __all__ = ["RustSQLiteCheckpointer"]
@@ -812,7 +812,7 @@ class RustSQLiteCheckpointer(
             partial(self.get_delta_channel_history, config=config, channels=channels)
         )
 
-    # -- moving in from SqliteSaver -----------------------------------------------------------
+    # -- moving in from SqliteSaver, and back -----------------------------------------------
 
     def import_sqlite_saver(self, source: str | os.PathLike[str], *, batch_size: int = 200) -> int:
         """Copy every thread, checkpoint and pending write of a database written by
@@ -829,6 +829,27 @@ class RustSQLiteCheckpointer(
             The number of checkpoints copied.
         """
         return import_sqlite_saver(self, source, batch_size)
+
+    def export_sqlite_saver(self, target: str | os.PathLike[str], *, batch_size: int = 200) -> int:
+        """Write every thread, checkpoint and pending write of this checkpointer into
+        ``target``, a file in ``langgraph-checkpoint-sqlite``'s own schema, which stock
+        ``SqliteSaver`` and ``AsyncSqliteSaver`` (and the shim) read as their own: the way back
+        from this layout. Checkpoint ids, parents, metadata and writes are kept, so
+        ``get_state`` and ``get_state_history`` on the file give what they give here. Each
+        checkpoint is serialized with this checkpointer's ``serde``, values included, as stock
+        ``put`` does; open the file with the same serializer. This database is only read.
+
+        ``target`` must be a new file, an empty one, or an earlier export of this checkpointer:
+        exporting again copies only the checkpoints (and pending writes) the file lacks, and
+        never replaces a row, so a repeated or interrupted export can simply be run again.
+        Anything else is refused with ``ValueError`` naming the file, before a byte is written:
+        a file that is not SQLite, other tables, or a checkpoint this checkpointer does not
+        hold (another database, or a thread deleted here since the earlier export).
+
+        Returns:
+            The number of checkpoints copied (0 when ``target`` already held them all).
+        """
+        return export_sqlite_saver(self, target, batch_size)
 
 
 def _configurable(config: Any) -> dict[str, Any]:

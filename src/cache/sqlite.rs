@@ -8,6 +8,7 @@
 //! `max_size` rows are kept per space; when there are more, expired rows go first, then the
 //! oldest written. A batch read is one statement; a batch write is one transaction.
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -56,19 +57,30 @@ type Row = (String, Vec<u8>, Option<i64>, i64);
 struct Inner {
     /// `None` after `close()`.
     conn: Option<Connection>,
-    /// The process that opened `conn`: a forked child opens its own.
-    pid: u32,
     /// Rows per space as far as this process knows (replacements and other processes' writes
     /// make it drift); recounted before trimming.
     approx_len: HashMap<String, usize>,
 }
 
+/// One process's connection and its lock. A forked child makes its own slot and never touches
+/// the parent's: a thread of the parent may have held that lock at the fork, and it does not
+/// exist in the child to release it.
+struct Slot {
+    /// The process that made the slot.
+    pid: u32,
+    inner: Mutex<Inner>,
+}
+
 /// A cache file. All methods take `&self` and are safe to call from many threads; several
-/// processes may share one file.
+/// processes may share one file, and a forked child opens the file anew.
 pub struct DiskStore {
     path: String,
     max_size: usize,
-    inner: Mutex<Inner>,
+    /// The slot of the process using the store: a `Box` turned into a pointer, replaced (never
+    /// freed) in a forked child, freed on drop.
+    slot: AtomicPtr<Slot>,
+    /// `close()` was called (in this process or in the parent before the fork).
+    closed: AtomicBool,
 }
 
 fn i64_of(n: u64) -> i64 {
@@ -103,11 +115,8 @@ impl DiskStore {
         Ok(Self {
             path: path.to_owned(),
             max_size,
-            inner: Mutex::new(Inner {
-                conn: Some(conn),
-                pid: std::process::id(),
-                approx_len: HashMap::new(),
-            }),
+            slot: AtomicPtr::new(Box::into_raw(Box::new(Slot::new(Some(conn))))),
+            closed: AtomicBool::new(false),
         })
     }
 
@@ -116,24 +125,47 @@ impl DiskStore {
         &self.path
     }
 
+    /// This process's slot: the pid is checked before any lock is taken, and a forked child
+    /// replaces the inherited slot with its own, opening the file anew.
+    fn slot(&self) -> &Slot {
+        let pid = std::process::id();
+        loop {
+            let current = self.slot.load(Ordering::Acquire);
+            // SAFETY: `current` came from `Box::into_raw` and a slot is freed only in `drop`,
+            // which has `&mut self`, so it outlives this `&self` borrow.
+            let slot = unsafe { &*current };
+            if slot.pid == pid {
+                return slot;
+            }
+            // Forked: an SQLite connection must not cross a fork. The inherited slot is leaked
+            // untouched (closing its connection could drop locks the parent holds; its lock
+            // may be held by a thread that is not here) and the file opened anew, unless the
+            // store was closed.
+            let conn = if self.closed.load(Ordering::Acquire) {
+                None
+            } else {
+                Self::connect(&self.path)
+                    .and_then(|c| prepare(&c, &self.path).map(|()| c))
+                    .ok()
+            };
+            let fresh = Box::into_raw(Box::new(Slot::new(conn)));
+            match self
+                .slot
+                .compare_exchange(current, fresh, Ordering::AcqRel, Ordering::Acquire)
+            {
+                // SAFETY: as above; `fresh` is now the store's slot.
+                Ok(_) => return unsafe { &*fresh },
+                // Another thread of this child installed its slot first: use that one.
+                // SAFETY: `fresh` was never shared.
+                Err(_) => drop(unsafe { Box::from_raw(fresh) }),
+            }
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding the lock leaves no half-done SQL behind (statements are
         // atomic), so the connection is still usable.
-        let mut g = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        let pid = std::process::id();
-        if g.pid != pid {
-            // Forked: an SQLite connection must not cross a fork. The inherited one is leaked
-            // (closing it could drop locks the parent holds) and the file opened anew.
-            if let Some(old) = g.conn.take() {
-                std::mem::forget(old);
-                g.conn = Self::connect(&self.path)
-                    .and_then(|c| prepare(&c, &self.path).map(|()| c))
-                    .ok();
-            }
-            g.pid = pid;
-            g.approx_len.clear();
-        }
-        g
+        self.slot().inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn connect(path: &str) -> Result<Connection> {
@@ -356,8 +388,34 @@ impl Store for DiskStore {
     }
 
     fn close(&self) {
+        self.closed.store(true, Ordering::Release);
         let conn = self.lock().conn.take();
         drop(conn);
+    }
+}
+
+impl Slot {
+    fn new(conn: Option<Connection>) -> Self {
+        Slot {
+            pid: std::process::id(),
+            inner: Mutex::new(Inner {
+                conn,
+                approx_len: HashMap::new(),
+            }),
+        }
+    }
+}
+
+impl Drop for DiskStore {
+    fn drop(&mut self) {
+        let ptr = *self.slot.get_mut();
+        // SAFETY: the slot came from `Box::into_raw` and no borrow of it outlives `&mut self`.
+        let slot = unsafe { Box::from_raw(ptr) };
+        if slot.pid != std::process::id() {
+            // The parent's connection, in a forked child: let go of it without closing it
+            // (and without taking its lock, which a thread of the parent may have held).
+            std::mem::forget(slot);
+        }
     }
 }
 

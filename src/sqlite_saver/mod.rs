@@ -367,12 +367,18 @@ impl SaverStore {
         self.closed.load(Ordering::Acquire)
     }
 
-    /// Waits for queued commits, then closes the connections. In a forked child the
-    /// connections (the parent's) are let go of without closing them.
+    /// Waits for queued commits, then closes the connections. In a forked child it only
+    /// marks the store closed: the connections are the parent's, and so are the locks.
     pub fn close(&self) {
         self.closed.store(true, Ordering::Release);
-        let forked = self.in_forked_child();
-        if !forked {
+        if self.in_forked_child() {
+            // The pid check comes before any lock: a thread of the parent that was committing
+            // or reading at the fork held `queue`, `writer` or `readers`, and it does not exist
+            // here to release them, so locking any of them would never return. The connections
+            // are let go of when the store is dropped, without closing them.
+            return;
+        }
+        {
             // Let a group commit in progress finish.
             let mut q = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
             while q.committing {
@@ -381,11 +387,8 @@ impl SaverStore {
         }
         let readers = std::mem::take(&mut *self.readers.lock().unwrap_or_else(PoisonError::into_inner));
         let writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner).take();
-        if forked {
-            // Closing the parent's connections here could release its locks or fold its WAL.
-            std::mem::forget(readers);
-            std::mem::forget(writer);
-        }
+        drop(readers);
+        drop(writer);
     }
 
     fn check_usable(&self) -> Result<()> {
@@ -492,6 +495,16 @@ impl SaverStore {
 
 impl Drop for SaverStore {
     fn drop(&mut self) {
+        if self.in_forked_child() {
+            // The parent's connections: closing them here could fold and delete the WAL the
+            // parent still uses. `get_mut` takes no lock (this is the only reference), so a
+            // lock the parent held at the fork does not matter.
+            let readers = std::mem::take(self.readers.get_mut().unwrap_or_else(PoisonError::into_inner));
+            let writer = self.writer.get_mut().unwrap_or_else(PoisonError::into_inner).take();
+            std::mem::forget(readers);
+            std::mem::forget(writer);
+            return;
+        }
         self.close();
     }
 }
