@@ -249,6 +249,40 @@ def test_bad_or_odd_input_reads_as_stock(data: tuple[str, Any]) -> None:
     assert same(out[1], out[0])
 
 
+@pytest.mark.parametrize(
+    "bad",
+    [b"\xff", b"\xc0\x80", b"\xed\xa0\x80", b"\xf4\x90\x80\x80", b"\xe2\x82"],
+    ids=repr,
+)
+@pytest.mark.parametrize("where", ["short value", "long value", "key", "snapshot"])
+def test_message_str_not_utf8_reads_as_stock(bad: bytes, where: str) -> None:
+    # Message payloads are read without a Rust UTF-8 check (CPython's decoder checks each
+    # str): every kind of invalid UTF-8, anywhere in a message, must still read as stock.
+    msg = lc.AIMessage(
+        content="content marker, then more than twelve bytes",
+        id="idmark",
+        additional_kwargs={"keymark": 1},
+        response_metadata={"model_name": "m"},
+    )
+    value: Any = [msg, lc.HumanMessage(content="after", id="2")]
+    if where == "snapshot":
+        value = _DeltaSnapshot(value)
+    kind, data = JsonPlusSerializer().dumps_typed(value)
+    assert kind == "msgpack"
+    marker = {"short value": b"idmark", "key": b"keymark", "snapshot": b"idmark"}.get(
+        where, b"content marker"
+    )
+    assert data.count(marker) == 1
+    data = data.replace(marker, bad + marker[len(bad) :])
+    out = []
+    for ser in (JsonPlusSerializer(), RustSerializer()):
+        try:
+            out.append(("ok", ser.loads_typed((kind, data))))
+        except Exception as exc:
+            out.append(("raised", type(exc), str(exc)))
+    assert same(out[1], out[0])
+
+
 def test_json_revival_with_allowed_modules() -> None:
     msg = lc.HumanMessage(content="hi", id="1")
     data = ("json", pickle.dumps(None)[:0] + _lc2_json(msg))

@@ -146,33 +146,71 @@ thread_local! {
 
 /// The `str` for a map key, from the cache when it holds these bytes.
 fn key_str<'py>(py: Python<'py>, s: &str) -> Bound<'py, PyString> {
-    if s.len() > KEY_CACHE_MAX_LEN {
-        return PyString::new(py, s);
+    cached_str(py, s.as_bytes()).unwrap_or_else(|| PyString::new(py, s))
+}
+
+/// A `str` from bytes not checked to be UTF-8: CPython's strict UTF-8 decoder checks them (by
+/// the same rules as Rust's `str::from_utf8`), so they are read once, not twice. `None` when
+/// they are not UTF-8.
+fn str_from_utf8<'py>(py: Python<'py>, b: &[u8]) -> Option<Bound<'py, PyString>> {
+    let n = ffi::Py_ssize_t::try_from(b.len()).ok()?;
+    // SAFETY: the pointer and length describe a live slice; the result is a new reference or
+    // null with an exception set.
+    unsafe {
+        let p = ffi::PyUnicode_DecodeUTF8(b.as_ptr().cast(), n, std::ptr::null());
+        if p.is_null() {
+            let _ = PyErr::take(py);
+            return None;
+        }
+        Some(Bound::from_owned_ptr(py, p).cast_into_unchecked())
+    }
+}
+
+/// [`key_str`] over bytes not checked to be UTF-8 (a cached entry's bytes are): `None` when
+/// they are not UTF-8.
+fn cached_str<'py>(py: Python<'py>, b: &[u8]) -> Option<Bound<'py, PyString>> {
+    if b.len() > KEY_CACHE_MAX_LEN {
+        return str_from_utf8(py, b);
     }
     // FNV-1a over the bytes.
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in s.as_bytes() {
-        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    for &x in b {
+        h = (h ^ u64::from(x)).wrapping_mul(0x0100_0000_01b3);
     }
     #[allow(clippy::cast_possible_truncation)]
     let slot = (h as usize) % KEY_CACHE_SLOTS;
-    KEY_CACHE.with(|cache| {
-        // No Python code runs while the cache is borrowed (creating a `str` runs none).
+    let hit = KEY_CACHE.with(|cache| {
+        // No Python code runs while the cache is borrowed.
         let mut cache = cache.borrow_mut();
         if cache.slots.is_empty() {
             cache.slots.resize_with(KEY_CACHE_SLOTS, || None);
         }
-        if let Some((bytes, obj)) = &cache.slots[slot] {
-            if **bytes == *s.as_bytes() {
-                return obj.bind(py).clone();
+        match &cache.slots[slot] {
+            Some((bytes, obj)) if **bytes == *b => Some(obj.bind(py).clone()),
+            _ => None,
+        }
+    });
+    if hit.is_some() {
+        return hit;
+    }
+    // Interned, so a key that names a message field is the very object the class uses,
+    // and attribute lookups on the built objects take the identity fast path.
+    let obj = str_from_utf8(py, b)?;
+    // SAFETY: `p` is a new reference to an exact `str`; interning replaces it with a new
+    // reference to the interned equal `str`.
+    let obj: Bound<'py, PyString> = unsafe {
+        let mut p = obj.into_ptr();
+        ffi::PyUnicode_InternInPlace(&mut p);
+        Bound::from_owned_ptr(py, p).cast_into_unchecked()
+    };
+    KEY_CACHE.with(|cache| {
+        if let Ok(mut cache) = cache.try_borrow_mut() {
+            if !cache.slots.is_empty() {
+                cache.slots[slot] = Some((b.into(), obj.clone().unbind()));
             }
         }
-        // Interned, so a key that names a message field is the very object the class uses,
-        // and attribute lookups on the built objects take the identity fast path.
-        let obj = PyString::intern(py, s);
-        cache.slots[slot] = Some((s.as_bytes().into(), obj.clone().unbind()));
-        obj
-    })
+    });
+    Some(obj)
 }
 
 fn is_type(obj: &Bound<'_, PyAny>, t: *mut ffi::PyTypeObject) -> bool {
@@ -503,10 +541,20 @@ fn write_native(w: &mut Writer, native: Native, v: &Bound<'_, PyAny>) -> Walk {
 }
 
 /// Builds one value that holds no extension value, with no Python hook called; `None` at an
-/// extension value, a key of a type `check_value` refuses, bad bytes or too deep a nesting.
+/// extension value, a `str` that is not UTF-8, a key of a type `check_value` refuses, bad
+/// bytes or too deep a nesting. Strings are checked to be UTF-8 by CPython's decoder alone.
 fn read_plain<'py>(py: Python<'py>, r: &mut Reader<'_>, depth: usize) -> Option<Bound<'py, PyAny>> {
     if depth > MAX_DEPTH {
         return None;
+    }
+    if let Some(b) = r.read_str_bytes() {
+        // Short values (message types, roles, finish reasons) repeat as much as keys do.
+        let s = if b.len() <= SHORT_VALUE_LEN {
+            cached_str(py, b)
+        } else {
+            str_from_utf8(py, b)
+        };
+        return s.map(Bound::into_any);
     }
     Some(match r.read_token().ok()? {
         Token::Nil => py.None().into_bound(py),
@@ -514,8 +562,8 @@ fn read_plain<'py>(py: Python<'py>, r: &mut Reader<'_>, depth: usize) -> Option<
         Token::Int(i) => PyInt::new(py, i).into_any(),
         Token::UInt(u) => PyInt::new(py, u).into_any(),
         Token::Float(f) => PyFloat::new(py, f).into_any(),
-        Token::Str(s) if s.len() <= SHORT_VALUE_LEN => key_str(py, s).into_any(),
-        Token::Str(s) => PyString::new(py, s).into_any(),
+        // `read_str_bytes` has taken every `str`.
+        Token::Str(_) => return None,
         Token::Bin(b) => PyBytes::new(py, b).into_any(),
         Token::Array(n) => {
             let mut items = Vec::with_capacity(n.min(1024));
@@ -527,15 +575,18 @@ fn read_plain<'py>(py: Python<'py>, r: &mut Reader<'_>, depth: usize) -> Option<
         Token::Map(n) => {
             let d = PyDict::new(py);
             for _ in 0..n {
-                let k = match r.read_token().ok()? {
-                    Token::Str(s) => key_str(py, s).into_any(),
-                    Token::Nil => py.None().into_bound(py),
-                    Token::Bool(b) => pyo3::types::PyBool::new(py, b).to_owned().into_any(),
-                    Token::Int(i) => PyInt::new(py, i).into_any(),
-                    Token::UInt(u) => PyInt::new(py, u).into_any(),
-                    Token::Float(f) => PyFloat::new(py, f).into_any(),
-                    Token::Bin(b) => PyBytes::new(py, b).into_any(),
-                    _ => return None,
+                let k = if let Some(b) = r.read_str_bytes() {
+                    cached_str(py, b)?.into_any()
+                } else {
+                    match r.read_token().ok()? {
+                        Token::Nil => py.None().into_bound(py),
+                        Token::Bool(b) => pyo3::types::PyBool::new(py, b).to_owned().into_any(),
+                        Token::Int(i) => PyInt::new(py, i).into_any(),
+                        Token::UInt(u) => PyInt::new(py, u).into_any(),
+                        Token::Float(f) => PyFloat::new(py, f).into_any(),
+                        Token::Bin(b) => PyBytes::new(py, b).into_any(),
+                        _ => return None,
+                    }
                 };
                 let v = read_plain(py, r, depth + 1)?;
                 d.set_item(k, v).ok()?;

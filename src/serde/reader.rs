@@ -104,6 +104,28 @@ impl<'a> Reader<'a> {
         Ok(Token::Ext(code, self.take(n)?))
     }
 
+    /// When the next token is a `str`, reads it and returns its bytes without checking that
+    /// they are UTF-8 (for a caller whose string constructor checks them itself); otherwise,
+    /// or when the data ends early, reads nothing.
+    pub fn read_str_bytes(&mut self) -> Option<&'a [u8]> {
+        let m = *self.data.get(self.pos)?;
+        let (header, n) = match m {
+            0xa0..=0xbf => (1, usize::from(m & 0x1f)),
+            0xd9..=0xdb => {
+                let width = 1usize << (m - 0xd9);
+                let at = self.pos + 1;
+                let b = self.data.get(at..at + width)?;
+                let n = b.iter().fold(0usize, |n, &x| (n << 8) | usize::from(x));
+                (1 + width, n)
+            }
+            _ => return None,
+        };
+        let start = self.pos + header;
+        let b = self.data.get(start..start.checked_add(n)?)?;
+        self.pos = start + n;
+        Some(b)
+    }
+
     /// When the next token is a `str`, reads and returns it; otherwise reads nothing.
     pub fn peek_str(&mut self) -> Option<&'a str> {
         let save = self.pos;
@@ -211,6 +233,27 @@ mod tests {
         assert!(r.at_end());
         r.seek(at);
         assert_eq!(r.peek_str(), Some("x"));
+    }
+
+    #[test]
+    fn reads_str_bytes_unchecked_and_nothing_else() {
+        let mut long = vec![0xd9, 40];
+        long.extend([b'y'; 40]);
+        long.extend([0xda, 0, 2, 0xff, 0xfe, 0xdb, 0, 0, 0, 1, b'z', 0x01]);
+        let mut r = Reader::new(&long);
+        assert_eq!(r.read_str_bytes(), Some(&[b'y'; 40][..]));
+        assert_eq!(r.read_str_bytes(), Some(&[0xff, 0xfe][..]));
+        assert_eq!(r.read_str_bytes(), Some(&b"z"[..]));
+        assert_eq!(r.read_str_bytes(), None);
+        assert_eq!(r.read_token(), Ok(Token::UInt(1)));
+        assert_eq!(r.read_str_bytes(), None);
+        let mut r = Reader::new(&[0xa1, 0xff, 0xa3, b'a']);
+        assert_eq!(r.read_str_bytes(), Some(&[0xff][..]));
+        assert_eq!(r.read_str_bytes(), None);
+        assert_eq!(r.position(), 2);
+        let mut r = Reader::new(&[0xda, 0]);
+        assert_eq!(r.read_str_bytes(), None);
+        assert_eq!(r.position(), 0);
     }
 
     #[test]
