@@ -15,18 +15,16 @@ See docs/postgres.md.
 
 from __future__ import annotations
 
-import asyncio
 import builtins
 import json
 import operator
-import random
 import threading
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from datetime import datetime, timedelta, timezone
 from functools import partial
-from typing import Any, Literal, TypeVar, cast
+from typing import Any, Literal, cast
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
@@ -53,17 +51,21 @@ from fast_langgraph._native import (
     PgCheckpointStore,
     SerializationError,
 )
+from fast_langgraph.checkpoint._engine_saver import (
+    EngineSaver,
+    configurable,
+    id_list,
+    in_thread,
+    json_ok,
+)
 
 __all__ = ["RustPostgresCheckpointer"]
 
-T = TypeVar("T")
 
 _SCALARS = (str, int, float, bool, type(None))
 
 
-class RustPostgresCheckpointer(
-    BaseCheckpointSaver[str], AbstractContextManager, AbstractAsyncContextManager
-):
+class RustPostgresCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncContextManager):
     """A LangGraph checkpointer that stores checkpoints in PostgreSQL (13 or newer), through Rust.
 
     Use it wherever LangGraph takes a checkpointer::
@@ -174,7 +176,7 @@ class RustPostgresCheckpointer(
         self._store.setup()
 
     async def asetup(self) -> None:
-        await _in_thread(self.setup)
+        await in_thread(self.setup)
 
     def close(self) -> None:
         """Close every connection. Later calls raise ``CheckpointClosedError``. Idempotent."""
@@ -211,7 +213,7 @@ class RustPostgresCheckpointer(
         return self
 
     async def __aexit__(self, *exc_info: Any) -> None:
-        await _in_thread(self.close)
+        await in_thread(self.close)
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"
@@ -222,7 +224,7 @@ class RustPostgresCheckpointer(
     def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         """The checkpoint named by ``config`` (or the thread's latest), with its pending
         writes, or ``None``."""
-        conf = _configurable(config)
+        conf = configurable(config)
         checkpoint_id = get_checkpoint_id(config)
         thread_id = str(conf["thread_id"])
         ns = conf.get("checkpoint_ns", "")
@@ -268,7 +270,7 @@ class RustPostgresCheckpointer(
         """
         kwargs: dict[str, Any] = {}
         if config is not None:
-            conf = _configurable(config)
+            conf = configurable(config)
             kwargs["thread_id"] = str(conf["thread_id"])
             if conf.get("checkpoint_ns") is not None:
                 kwargs["checkpoint_ns"] = conf["checkpoint_ns"]
@@ -363,7 +365,7 @@ class RustPostgresCheckpointer(
         if not channels:
             return {}
         channels = [str(c) for c in channels]
-        conf = _configurable(config)
+        conf = configurable(config)
         thread_id = str(conf["thread_id"])
         ns = conf.get("checkpoint_ns", "")
         checkpoint_id = get_checkpoint_id(config) or None
@@ -400,7 +402,7 @@ class RustPostgresCheckpointer(
             CheckpointError: the database refused the write or could not be reached; the
                 message names the thread and checkpoint. Nothing is written.
         """
-        conf = _configurable(config)
+        conf = configurable(config)
         thread_id = str(conf["thread_id"])
         ns = conf.get("checkpoint_ns", "")
         parent_id = conf.get("checkpoint_id")
@@ -519,7 +521,7 @@ class RustPostgresCheckpointer(
             SerializationError: a value cannot be serialized; the message names the channel.
                 Nothing is written.
         """
-        conf = _configurable(config)
+        conf = configurable(config)
         thread_id = str(conf["thread_id"])
         items = [
             NewWrite(
@@ -549,7 +551,7 @@ class RustPostgresCheckpointer(
         """Delete the checkpoints (and their writes) whose metadata ``run_id`` is in
         ``run_ids``, except those another checkpoint still needs: an ancestor from which a
         later checkpoint rebuilds a LangGraph ``DeltaChannel`` stays, with its writes."""
-        run_ids = [str(r) for r in _sequence(run_ids, "run_ids")]
+        run_ids = [str(r) for r in id_list(run_ids, "run_ids")]
         self._lists.clear()
         self._store.delete_for_runs(run_ids)
 
@@ -562,7 +564,7 @@ class RustPostgresCheckpointer(
         (with its writes and the channel values it needs, delta chains included), and the
         ancestors (with their writes) from which it rebuilds a LangGraph ``DeltaChannel``,
         back to the nearest one holding a snapshot of it; ``"delete"`` removes all."""
-        thread_ids = [str(t) for t in _sequence(thread_ids, "thread_ids")]
+        thread_ids = [str(t) for t in id_list(thread_ids, "thread_ids")]
         for thread_id in thread_ids:
             self._lists.forget_thread(thread_id)
         # The store checks the strategy and names it in its ValueError.
@@ -614,84 +616,6 @@ class RustPostgresCheckpointer(
         cutoff_ms = int((now - max_idle).timestamp() * 1000)
         self._lists.clear()
         return self._store.prune_idle(cutoff_ms, strategy)
-
-    def get_next_version(self, current: str | int | None, channel: None) -> str:
-        """The next channel version: a zero-padded counter plus a random fraction, as
-        PostgresSaver makes them."""
-        if current is None:
-            current_v = 0
-        elif isinstance(current, int):
-            current_v = current
-        else:
-            current_v = int(str(current).split(".")[0])
-        return f"{current_v + 1:032}.{random.random():016}"
-
-    # -- async: the same work on a worker thread --------------------------------------------
-
-    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-        return await _in_thread(self.get_tuple, config)
-
-    async def alist(
-        self,
-        config: RunnableConfig | None,
-        *,
-        filter: dict[str, Any] | None = None,
-        before: RunnableConfig | None = None,
-        limit: int | None = None,
-    ) -> AsyncIterator[CheckpointTuple]:
-        items = await _in_thread(
-            lambda: list(self.list(config, filter=filter, before=before, limit=limit))
-        )
-        for item in items:
-            yield item
-
-    async def aput(
-        self,
-        config: RunnableConfig,
-        checkpoint: Checkpoint,
-        metadata: CheckpointMetadata,
-        new_versions: ChannelVersions,
-    ) -> RunnableConfig:
-        return await _in_thread(self.put, config, checkpoint, metadata, new_versions)
-
-    async def aput_writes(
-        self,
-        config: RunnableConfig,
-        writes: Sequence[tuple[str, Any]],
-        task_id: str,
-        task_path: str = "",
-    ) -> None:
-        await _in_thread(self.put_writes, config, writes, task_id, task_path)
-
-    async def adelete_thread(self, thread_id: str) -> None:
-        await _in_thread(self.delete_thread, thread_id)
-
-    async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
-        await _in_thread(self.delete_for_runs, run_ids)
-
-    async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
-        await _in_thread(self.copy_thread, source_thread_id, target_thread_id)
-
-    async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
-        await _in_thread(partial(self.prune, strategy=strategy), thread_ids)
-
-    async def aprune_older_than(
-        self,
-        max_idle: timedelta,
-        *,
-        strategy: Literal["delete", "keep_latest"] = "delete",
-        now: datetime | None = None,
-    ) -> int:
-        return await _in_thread(
-            partial(self.prune_older_than, strategy=strategy, now=now), max_idle
-        )
-
-    async def aget_delta_channel_history(
-        self, *, config: RunnableConfig, channels: Sequence[str]
-    ) -> Mapping[str, Any]:
-        return await _in_thread(
-            partial(self.get_delta_channel_history, config=config, channels=channels)
-        )
 
     # -- moving in from PostgresSaver --------------------------------------------------------
 
@@ -801,12 +725,12 @@ class _Opener(AbstractContextManager, AbstractAsyncContextManager):
 
     async def __aenter__(self) -> RustPostgresCheckpointer:
         # Connecting is network I/O: off the event loop.
-        self._saver = await _in_thread(self._make)
+        self._saver = await in_thread(self._make)
         return self._saver
 
     async def __aexit__(self, *exc_info: Any) -> None:
         if self._saver is not None:
-            await _in_thread(self._saver.close)
+            await in_thread(self._saver.close)
 
 
 class _Heads:
@@ -885,23 +809,6 @@ class _ListVersions:
             self._entries.clear()
 
 
-def _configurable(config: Any) -> dict[str, Any]:
-    if not isinstance(config, dict):
-        raise TypeError(f"config must be a dict (a RunnableConfig), got {type(config).__name__}")
-    conf = config.get("configurable")
-    if not isinstance(conf, dict) or "thread_id" not in conf:
-        raise ValueError(
-            f"config must have config['configurable']['thread_id'], got configurable={conf!r}"
-        )
-    return conf
-
-
-def _sequence(value: Any, name: str) -> Sequence[Any]:
-    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple, set, frozenset)):
-        raise TypeError(f"{name} must be a list of ids, got {type(value).__name__}")
-    return list(value)
-
-
 def _split_filter(filter: Any) -> tuple[list[tuple[str, Any]], dict[str, Any]]:
     """Scalar conditions go to SQL; others (lists, dicts) are checked in Python."""
     if not filter:
@@ -924,23 +831,10 @@ def _metadata_json(metadata: dict[str, Any], checkpoint_id: str) -> str:
     try:
         text = json.dumps(metadata, ensure_ascii=False)
     except (TypeError, ValueError) as e:
-        bad = next((k for k, v in metadata.items() if not _json_ok(v)), "?")
+        bad = next((k for k, v in metadata.items() if not json_ok(v)), "?")
         raise SerializationError(
             f"cannot serialize metadata key {bad!r} of checkpoint {checkpoint_id!r} "
             f"(value of type {type(metadata.get(bad)).__name__}): {e}"
         ) from e
     # PostgreSQL's jsonb cannot hold U+0000; PostgresSaver drops it the same way.
     return text.replace("\\u0000", "")
-
-
-def _json_ok(value: Any) -> bool:
-    try:
-        json.dumps(value)
-        return True
-    except (TypeError, ValueError):
-        return False
-
-
-async def _in_thread(fn: Callable[..., T], *args: Any) -> T:
-    # Blocking network and serializer work runs on the loop's default executor.
-    return await asyncio.get_running_loop().run_in_executor(None, partial(fn, *args))

@@ -15,16 +15,13 @@ default: LangGraph's ``JsonPlusSerializer`` format, byte for byte, encoded in Ru
 
 from __future__ import annotations
 
-import asyncio
 import builtins
 import json
 import os
-import random
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AbstractContextManager, contextmanager
 from datetime import datetime, timedelta, timezone
-from functools import partial
-from typing import Any, Literal, TypeVar, cast
+from typing import Any, Literal, cast
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
@@ -60,12 +57,18 @@ from fast_langgraph.checkpoint._deltas import (
     SeedCache,
     list_items,
 )
+from fast_langgraph.checkpoint._engine_saver import (
+    EngineSaver,
+    configurable,
+    id_list,
+    in_thread,
+    json_ok,
+)
 from fast_langgraph.checkpoint.sqlite_saver import export_sqlite_saver, import_sqlite_saver
 from fast_langgraph.serde import RustSerializer
 
 __all__ = ["RustSQLiteCheckpointer"]
 
-T = TypeVar("T")
 
 _SCALARS = (str, int, float, bool, type(None))
 
@@ -74,9 +77,7 @@ _METADATA_ENCODER = json.JSONEncoder(ensure_ascii=False)
 _METADATA_DECODER = json.JSONDecoder()
 
 
-class RustSQLiteCheckpointer(
-    BaseCheckpointSaver[str], AbstractContextManager, AbstractAsyncContextManager
-):
+class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncContextManager):
     """A LangGraph checkpointer that stores checkpoints in an SQLite file, through Rust.
 
     Use it wherever LangGraph takes a checkpointer::
@@ -218,7 +219,7 @@ class RustSQLiteCheckpointer(
         return self
 
     async def __aexit__(self, *exc_info: Any) -> None:
-        await _in_thread(self.close)
+        await in_thread(self.close)
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"
@@ -233,7 +234,7 @@ class RustSQLiteCheckpointer(
         """The checkpoint named by ``config`` (or the thread's latest), with its pending
         writes, or ``None``. A ``checkpoint_ns`` of ``None`` names no namespace, so the result
         is ``None``, as with SqliteSaver."""
-        conf = _configurable(config)
+        conf = configurable(config)
         ns = conf.get("checkpoint_ns", "")
         if ns is None:
             return None
@@ -311,7 +312,7 @@ class RustSQLiteCheckpointer(
         """
         kwargs: dict[str, Any] = {}
         if config is not None:
-            conf = _configurable(config)
+            conf = configurable(config)
             kwargs["thread_id"] = str(conf["thread_id"])
             if conf.get("checkpoint_ns") is not None:
                 kwargs["checkpoint_ns"] = _text(conf["checkpoint_ns"], "checkpoint_ns")
@@ -407,7 +408,7 @@ class RustSQLiteCheckpointer(
         if not channels:
             return {}
         channels = [str(c) for c in channels]
-        conf = _configurable(config)
+        conf = configurable(config)
         ns = conf.get("checkpoint_ns", "")
         if ns is None:
             # As get_tuple: a checkpoint_ns of None names no checkpoint.
@@ -487,7 +488,7 @@ class RustSQLiteCheckpointer(
             SerializationError: a channel value or metadata value cannot be serialized; the
                 message names the channel or key. Nothing is written.
         """
-        conf = _configurable(config)
+        conf = configurable(config)
         thread_id = conf["thread_id"]
         ns = conf.get("checkpoint_ns", "")
         remembered: builtins.list[tuple[ListKey, Remembered]] = []
@@ -618,7 +619,7 @@ class RustSQLiteCheckpointer(
             SerializationError: a value cannot be serialized; the message names the channel.
                 Nothing is written.
         """
-        conf = _configurable(config)
+        conf = configurable(config)
         thread_id = str(conf["thread_id"])
         checkpoint_id = conf.get("checkpoint_id")
         if not checkpoint_id:
@@ -650,7 +651,7 @@ class RustSQLiteCheckpointer(
         """Delete the checkpoints (and their writes) whose metadata ``run_id`` is in
         ``run_ids``, except those that a checkpoint kept needs to rebuild a ``DeltaChannel``
         (see docs/checkpointer.md, "Retention")."""
-        run_ids = [str(r) for r in _sequence(run_ids, "run_ids")]
+        run_ids = [str(r) for r in id_list(run_ids, "run_ids")]
         self._lists.clear()
         self._seeds.clear()
         self._store.delete_for_runs(run_ids)
@@ -674,7 +675,7 @@ class RustSQLiteCheckpointer(
         Raises:
             ValueError: an unknown ``strategy``.
         """
-        thread_ids = [str(t) for t in _sequence(thread_ids, "thread_ids")]
+        thread_ids = [str(t) for t in id_list(thread_ids, "thread_ids")]
         for thread_id in thread_ids:
             self._lists.forget_thread(thread_id)
             self._seeds.forget_thread(thread_id)
@@ -729,89 +730,6 @@ class RustSQLiteCheckpointer(
         self._seeds.clear()
         return self._store.prune_idle(cutoff_ms, strategy)
 
-    def get_next_version(self, current: str | int | None, channel: None) -> str:
-        """The next channel version: a zero-padded counter plus a random fraction, as
-        SqliteSaver and PostgresSaver make them."""
-        if current is None:
-            current_v = 0
-        elif isinstance(current, int):
-            current_v = current
-        else:
-            current_v = int(str(current).split(".")[0])
-        return f"{current_v + 1:032}.{random.random():016}"
-
-    # -- async: the same work on a worker thread --------------------------------------------
-
-    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-        return await _in_thread(self.get_tuple, config)
-
-    async def alist(
-        self,
-        config: RunnableConfig | None,
-        *,
-        filter: dict[str, Any] | None = None,
-        before: RunnableConfig | None = None,
-        limit: int | None = None,
-    ) -> AsyncIterator[CheckpointTuple]:
-        items = await _in_thread(
-            lambda: list(self.list(config, filter=filter, before=before, limit=limit))
-        )
-        for item in items:
-            yield item
-
-    async def aput(
-        self,
-        config: RunnableConfig,
-        checkpoint: Checkpoint,
-        metadata: CheckpointMetadata,
-        new_versions: ChannelVersions,
-    ) -> RunnableConfig:
-        return await _in_thread(self.put, config, checkpoint, metadata, new_versions)
-
-    async def aput_writes(
-        self,
-        config: RunnableConfig,
-        writes: Sequence[tuple[str, Any]],
-        task_id: str,
-        task_path: str = "",
-    ) -> None:
-        await _in_thread(self.put_writes, config, writes, task_id, task_path)
-
-    async def adelete_thread(self, thread_id: str) -> None:
-        await _in_thread(self.delete_thread, thread_id)
-
-    async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
-        await _in_thread(self.delete_for_runs, run_ids)
-
-    async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
-        await _in_thread(self.copy_thread, source_thread_id, target_thread_id)
-
-    async def aprune(
-        self,
-        thread_ids: Sequence[str],
-        *,
-        strategy: str = "keep_latest",
-    ) -> None:
-        await _in_thread(partial(self.prune, strategy=strategy), thread_ids)
-
-    async def aprune_older_than(
-        self,
-        max_idle: timedelta,
-        *,
-        strategy: Literal["delete", "keep_latest"] = "delete",
-        now: datetime | None = None,
-    ) -> int:
-        return await _in_thread(
-            partial(self.prune_older_than, strategy=strategy, now=now), max_idle
-        )
-
-    async def aget_delta_channel_history(
-        self, *, config: RunnableConfig, channels: Sequence[str]
-    ) -> Mapping[str, DeltaChannelHistory]:
-        return await _in_thread(
-            partial(self.get_delta_channel_history, config=config, channels=channels)
-        )
-
     # -- moving in from SqliteSaver, and back -----------------------------------------------
 
     def import_sqlite_saver(self, source: str | os.PathLike[str], *, batch_size: int = 200) -> int:
@@ -850,23 +768,6 @@ class RustSQLiteCheckpointer(
             The number of checkpoints copied (0 when ``target`` already held them all).
         """
         return export_sqlite_saver(self, target, batch_size)
-
-
-def _configurable(config: Any) -> dict[str, Any]:
-    if not isinstance(config, dict):
-        raise TypeError(f"config must be a dict (a RunnableConfig), got {type(config).__name__}")
-    conf = config.get("configurable")
-    if not isinstance(conf, dict) or "thread_id" not in conf:
-        raise ValueError(
-            f"config must have config['configurable']['thread_id'], got configurable={conf!r}"
-        )
-    return conf
-
-
-def _sequence(value: Any, name: str) -> Sequence[Any]:
-    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple, set, frozenset)):
-        raise TypeError(f"{name} must be a list of ids, got {type(value).__name__}")
-    return list(value)
 
 
 def _split_filter(
@@ -930,7 +831,7 @@ def _metadata_json(metadata: dict[str, Any], checkpoint_id: str) -> str:
         return _METADATA_ENCODER.encode(metadata)
     except (TypeError, ValueError) as e:
         bad = next(
-            (k for k, v in metadata.items() if not _json_ok(v)),
+            (k for k, v in metadata.items() if not json_ok(v)),
             "?",
         )
         raise SerializationError(
@@ -949,16 +850,3 @@ def _load_metadata(text: str) -> Any:
     if end != len(text):
         return json.loads(text)
     return value
-
-
-def _json_ok(value: Any) -> bool:
-    try:
-        json.dumps(value)
-        return True
-    except (TypeError, ValueError):
-        return False
-
-
-async def _in_thread(fn: Callable[..., T], *args: Any) -> T:
-    # Blocking SQLite and serializer work runs on the loop's default executor.
-    return await asyncio.get_running_loop().run_in_executor(None, partial(fn, *args))

@@ -1,0 +1,148 @@
+"""What the savers on the Rust checkpoint engine share, whatever their backend
+(``RustSQLiteCheckpointer``, ``RustPostgresCheckpointer``): the async forms of LangGraph's
+interface, each its sync method on a worker thread so that the event loop never waits on
+storage; the channel version scheme; and the checks of a call's arguments."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from datetime import datetime, timedelta
+from functools import partial
+from typing import Any, Literal, TypeVar
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import (
+    BaseCheckpointSaver,
+    ChannelVersions,
+    Checkpoint,
+    CheckpointMetadata,
+    CheckpointTuple,
+    DeltaChannelHistory,
+)
+
+T = TypeVar("T")
+
+
+class EngineSaver(BaseCheckpointSaver[str]):
+    """The part of a ``BaseCheckpointSaver`` that is the same for every backend of the engine."""
+
+    def prune_older_than(
+        self,
+        max_idle: timedelta,
+        *,
+        strategy: Literal["delete", "keep_latest"] = "delete",
+        now: datetime | None = None,
+    ) -> int:
+        raise NotImplementedError
+
+    def get_next_version(self, current: str | int | None, channel: None) -> str:
+        """The next channel version: a zero-padded counter plus a random fraction, as
+        SqliteSaver and PostgresSaver make them."""
+        if current is None:
+            current_v = 0
+        elif isinstance(current, int):
+            current_v = current
+        else:
+            current_v = int(str(current).split(".")[0])
+        return f"{current_v + 1:032}.{random.random():016}"
+
+    # -- async: the same work on a worker thread --------------------------------------------
+
+    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        return await in_thread(self.get_tuple, config)
+
+    async def alist(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> AsyncIterator[CheckpointTuple]:
+        items = await in_thread(
+            lambda: list(self.list(config, filter=filter, before=before, limit=limit))
+        )
+        for item in items:
+            yield item
+
+    async def aput(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        return await in_thread(self.put, config, checkpoint, metadata, new_versions)
+
+    async def aput_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        await in_thread(self.put_writes, config, writes, task_id, task_path)
+
+    async def adelete_thread(self, thread_id: str) -> None:
+        await in_thread(self.delete_thread, thread_id)
+
+    async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
+        await in_thread(self.delete_for_runs, run_ids)
+
+    async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        await in_thread(self.copy_thread, source_thread_id, target_thread_id)
+
+    async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        await in_thread(partial(self.prune, strategy=strategy), thread_ids)
+
+    async def aprune_older_than(
+        self,
+        max_idle: timedelta,
+        *,
+        strategy: Literal["delete", "keep_latest"] = "delete",
+        now: datetime | None = None,
+    ) -> int:
+        return await in_thread(partial(self.prune_older_than, strategy=strategy, now=now), max_idle)
+
+    async def aget_delta_channel_history(
+        self, *, config: RunnableConfig, channels: Sequence[str]
+    ) -> Mapping[str, DeltaChannelHistory]:
+        return await in_thread(
+            partial(self.get_delta_channel_history, config=config, channels=channels)
+        )
+
+
+async def in_thread(fn: Callable[..., T], *args: Any) -> T:
+    """Runs blocking storage and serializer work on the loop's default executor."""
+    return await asyncio.get_running_loop().run_in_executor(None, partial(fn, *args))
+
+
+def configurable(config: Any) -> dict[str, Any]:
+    """``config["configurable"]``, checked to be a dict holding a ``thread_id``."""
+    if not isinstance(config, dict):
+        raise TypeError(f"config must be a dict (a RunnableConfig), got {type(config).__name__}")
+    conf = config.get("configurable")
+    if not isinstance(conf, dict) or "thread_id" not in conf:
+        raise ValueError(
+            f"config must have config['configurable']['thread_id'], got configurable={conf!r}"
+        )
+    return conf
+
+
+def id_list(value: Any, name: str) -> list[Any]:
+    """``value`` as a list of ids; a lone string (a common slip) is refused, naming ``name``."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple, set, frozenset)):
+        raise TypeError(f"{name} must be a list of ids, got {type(value).__name__}")
+    return list(value)
+
+
+def json_ok(value: Any) -> bool:
+    """Whether ``json.dumps`` takes ``value``."""
+    try:
+        json.dumps(value)
+        return True
+    except (TypeError, ValueError):
+        return False
