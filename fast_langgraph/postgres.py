@@ -156,6 +156,13 @@ class RustPostgresCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyn
             pool_timeout=float(pool_timeout),
             guard=guard,
         )
+        self._track_fork()
+
+    def _after_fork_in_child(self) -> None:
+        """In a forked child the pool opens the child's own connections by itself; the
+        in-process caches, whose locks a thread of the parent may have held, are renewed."""
+        self._lists = _ListVersions()
+        self._heads = _Heads()
 
     # -- lifecycle -------------------------------------------------------------------------
 

@@ -481,54 +481,113 @@ FORK_CHILD = textwrap.dedent(
     graph.invoke({"count": 0, "log": []}, {"configurable": {"thread_id": "parent"}})
     pid = os.fork()
     if pid == 0:
-        for name, call in [
-            ("invoke", lambda: graph.invoke({"count": 1, "log": []}, {"configurable": {"thread_id": "child"}})),
-            ("list", lambda: list(saver.list(None))),
-        ]:
-            try:
-                call()
-                print("child", name, "worked", flush=True)
-            except CheckpointError as e:
-                print("child", name, "refused:", e, flush=True)
+        out = graph.invoke({"count": 1, "log": []}, {"configurable": {"thread_id": "child"}})
+        print("child invoke", out["count"], flush=True)
+        print("child sees", sorted({t.config["configurable"]["thread_id"] for t in saver.list(None)}), flush=True)
+        grandchild = os.fork()  # a fork of the child, before and after its own first call
+        if grandchild == 0:
+            graph.invoke({"count": 5, "log": []}, {"configurable": {"thread_id": "grandchild"}})
+            saver.close()
+            os._exit(0)
+        _, status = os.waitpid(grandchild, 0)
+        print("grandchild exit", os.waitstatus_to_exitcode(status), flush=True)
         saver.close()
-        print("child closed", flush=True)
+        try:
+            saver.get_tuple({"configurable": {"thread_id": "child"}})
+        except CheckpointError as e:
+            print("child after close:", type(e).__name__, flush=True)
         sys.exit(0)  # a normal exit: finalizers run
     _, status = os.waitpid(pid, 0)
     print("child exit", os.waitstatus_to_exitcode(status), flush=True)
     graph.invoke({"count": 2, "log": []}, {"configurable": {"thread_id": "parent2"}})
     print("parent threads", sorted({t.config["configurable"]["thread_id"] for t in saver.list(None)}), flush=True)
+    print("child state", graph.get_state({"configurable": {"thread_id": "child"}}).values["count"], flush=True)
+    print("check", saver.check(), flush=True)
     saver.close()
+
+    memory = RustSQLiteCheckpointer(":memory:")
+    memory.put({"configurable": {"thread_id": "m", "checkpoint_ns": ""}}, {"v": 1, "id": "1f000000-0000-6000-8000-000000000000", "ts": "", "channel_values": {}, "channel_versions": {}, "versions_seen": {}}, {}, {})
+    pid = os.fork()
+    if pid == 0:
+        try:
+            memory.get_tuple({"configurable": {"thread_id": "m"}})
+            print("memory child worked", flush=True)
+        except CheckpointError as e:
+            print("memory child refused:", e, flush=True)
+        os._exit(0)
+    os.waitpid(pid, 0)
     """
 )
 
 
-def test_forked_child_gets_a_clear_error(tmp_path):
-    """A checkpointer inherited through fork() holds the parent's SQLite connections, which the
-    child must not use: its calls must fail at once, naming the problem, instead of waiting
-    or writing through a copied connection."""
+def _run_fork_script(script: str, *args: str) -> list[str]:
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-W",
-            "ignore::DeprecationWarning",
-            "-c",
-            FORK_CHILD,
-            str(tmp_path / "f.db"),
-        ],
+        [sys.executable, "-W", "ignore::DeprecationWarning", "-c", script, *args],
         capture_output=True,
         text=True,
         env=child_env(),
-        timeout=60,
+        timeout=120,
         check=False,
     )
     assert proc.returncode == 0, proc.stderr
-    lines = proc.stdout.splitlines()
-    invoke = next(line for line in lines if line.startswith("child invoke"))
-    assert "refused:" in invoke and "fork" in invoke and "open a new one" in invoke
-    assert any(line.startswith("child list refused:") for line in lines)
-    assert "child closed" in lines
+    return proc.stdout.splitlines()
+
+
+def test_forked_child_reopens_the_file(tmp_path):
+    """A checkpointer inherited through fork() (a module-level graph under gunicorn
+    --preload, a fork pool) works in the child: the child leaves the parent's connections
+    alone and opens the file anew on its first call; the parent and the child each see the
+    other's threads, a grandchild works too, and the file stays sound. An in-memory
+    database cannot be opened anew: the child's calls fail at once, naming the problem."""
+    lines = _run_fork_script(FORK_CHILD, str(tmp_path / "f.db"))
+    assert "child invoke 112" in lines
+    assert "child sees ['child', 'parent']" in lines
+    assert "grandchild exit 0" in lines
+    assert "child after close: CheckpointClosedError" in lines
     assert "child exit 0" in lines
-    assert "parent threads ['parent', 'parent2']" in lines
+    assert "parent threads ['child', 'grandchild', 'parent', 'parent2']" in lines
+    assert "child state 112" in lines
+    assert "check []" in lines
+    memory = next(line for line in lines if line.startswith("memory child"))
+    assert "refused:" in memory and "fork" in memory and "open a new one" in memory
+
+
+FORK_POOL = textwrap.dedent(
+    """
+    import multiprocessing, sys
+    from graph_apps import counter_app
+    from fast_langgraph import RustSQLiteCheckpointer
+
+    saver = RustSQLiteCheckpointer(sys.argv[1])
+    graph = counter_app().compile(checkpointer=saver)  # module level, built before the fork
+    graph.invoke({"count": 0, "log": []}, {"configurable": {"thread_id": "parent"}})
+
+
+    def turn(i):
+        cfg = {"configurable": {"thread_id": f"worker-{i % 6}"}}
+        return graph.invoke({"count": i, "log": []}, cfg)["count"]
+
+
+    if __name__ == "__main__":
+        with multiprocessing.get_context("fork").Pool(3) as pool:
+            print("results", sorted(pool.map(turn, range(30))), flush=True)
+        threads = sorted({t.config["configurable"]["thread_id"] for t in saver.list(None)})
+        print("threads", threads, flush=True)
+        per_invoke = sum(1 for _ in saver.list({"configurable": {"thread_id": "parent"}}))
+        print("checkpoints", sum(1 for _ in saver.list(None)) == 31 * per_invoke > 0, flush=True)
+        print("check", saver.check(), flush=True)
+    """
+)
+
+
+def test_fork_pool_workers_checkpoint(tmp_path):
+    """A multiprocessing pool with the fork start method: every worker checkpoints through
+    the checkpointer the parent built; nothing is lost."""
+    lines = _run_fork_script(FORK_POOL, str(tmp_path / "pool.db"))
+    assert f"results {sorted(i + 111 for i in range(30))}" in lines
+    assert f"threads {sorted(['parent', *(f'worker-{i}' for i in range(6))])}" in lines
+    assert "checkpoints True" in lines  # as many per invoke as the parent's one invoke wrote
+    assert "check []" in lines
 
 
 async def test_cancelled_ainvoke_leaves_a_resumable_thread(tmp_path):

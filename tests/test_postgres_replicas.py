@@ -5,7 +5,12 @@ one thread across processes, while time travel and update_state keep working."""
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
+import subprocess
+import sys
+import textwrap
 import threading
+from pathlib import Path
 
 from conftest import cfg
 from graph_apps import chat_app, counter_app
@@ -188,3 +193,59 @@ def test_guard_between_threads_of_one_process(pg_server):
             h.parent_config["configurable"]["checkpoint_id"] for h in history if h.parent_config
         ]
         assert len(parents) == len(set(parents))
+
+
+FORK_POOL = textwrap.dedent(
+    """
+    import multiprocessing, sys
+    from graph_apps import counter_app
+    from fast_langgraph import RustPostgresCheckpointer
+
+    saver = RustPostgresCheckpointer(sys.argv[1], pool_size=2)
+    saver.setup()
+    graph = counter_app().compile(checkpointer=saver)  # module level, built before the fork
+    graph.invoke({"count": 0, "log": []}, {"configurable": {"thread_id": "parent"}})
+
+
+    def turn(i):
+        cfg = {"configurable": {"thread_id": f"worker-{i % 6}"}}
+        return graph.invoke({"count": i, "log": []}, cfg)["count"]
+
+
+    if __name__ == "__main__":
+        with multiprocessing.get_context("fork").Pool(3) as pool:
+            print("results", sorted(pool.map(turn, range(30))), flush=True)
+        graph.invoke({"count": 1, "log": []}, {"configurable": {"thread_id": "parent"}})
+        threads = sorted({t.config["configurable"]["thread_id"] for t in saver.list(None)})
+        print("threads", threads, flush=True)
+        per_invoke = sum(1 for _ in saver.list({"configurable": {"thread_id": "parent"}})) // 2
+        print("checkpoints", sum(1 for _ in saver.list(None)) == 32 * per_invoke > 0, flush=True)
+        saver.close()
+    """
+)
+
+
+def test_fork_pool_workers_checkpoint(pg_server):
+    """A module-level graph on RustPostgresCheckpointer, used by the workers of a
+    multiprocessing pool with the fork start method: each child opens its own connections
+    (the parent's stay the parent's, which keeps using them afterwards); nothing is lost."""
+    url = pg_server.url(pg_server.create_database("forkpool"))
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(
+            [str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]
+        ),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", FORK_POOL, url],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=240,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert f"results {sorted(i + 111 for i in range(30))}" in lines
+    assert f"threads {sorted(['parent', *(f'worker-{i}' for i in range(6))])}" in lines
+    assert "checkpoints True" in lines

@@ -1,13 +1,16 @@
 """What the savers on the Rust checkpoint engine share, whatever their backend
 (``RustSQLiteCheckpointer``, ``RustPostgresCheckpointer``): the async forms of LangGraph's
 interface, each its sync method on a worker thread so that the event loop never waits on
-storage; the channel version scheme; and the checks of a call's arguments."""
+storage; the channel version scheme; what a forked child does with a saver it inherits; and
+the checks of a call's arguments."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
+import weakref
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from functools import partial
@@ -28,6 +31,15 @@ T = TypeVar("T")
 
 class EngineSaver(BaseCheckpointSaver[str]):
     """The part of a ``BaseCheckpointSaver`` that is the same for every backend of the engine."""
+
+    def _track_fork(self) -> None:
+        """Registers the saver for ``_after_fork_in_child`` in a process forked from this one
+        (gunicorn ``--preload``, a multiprocessing pool with the fork start method)."""
+        _LIVE_SAVERS.add(self)
+
+    def _after_fork_in_child(self) -> None:
+        """Runs in a forked child, before anything else there can use the saver: the saver's
+        in-process state that a thread of the parent may have held a lock on is renewed."""
 
     def prune_older_than(
         self,
@@ -113,6 +125,21 @@ class EngineSaver(BaseCheckpointSaver[str]):
         return await in_thread(
             partial(self.get_delta_channel_history, config=config, channels=channels)
         )
+
+
+_LIVE_SAVERS: weakref.WeakSet[EngineSaver] = weakref.WeakSet()
+
+
+def _after_fork() -> None:
+    for saver in list(_LIVE_SAVERS):
+        try:
+            saver._after_fork_in_child()
+        except Exception:  # pragma: no cover - a fork must never fail because of a saver
+            pass
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)
 
 
 async def in_thread(fn: Callable[..., T], *args: Any) -> T:

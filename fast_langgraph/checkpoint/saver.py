@@ -18,6 +18,7 @@ from __future__ import annotations
 import builtins
 import json
 import os
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AbstractContextManager, contextmanager
 from datetime import datetime, timedelta, timezone
@@ -154,13 +155,28 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
         self.durable = durable
         self.delta = bool(delta)
         self.snapshot_every = snapshot_every
+        self.busy_timeout = float(busy_timeout)
         self._lists = ListVersions()
         self._seeds = SeedCache()
-        self._store = CheckpointStore(
+        self._store: CheckpointStore | _StoreInChild = self._open_store()
+        self._track_fork()
+
+    def _open_store(self) -> CheckpointStore:
+        return CheckpointStore(
             self.path,
-            synchronous="full" if durable else "normal",
-            busy_timeout=float(busy_timeout),
+            synchronous="full" if self.durable else "normal",
+            busy_timeout=self.busy_timeout,
         )
+
+    def _after_fork_in_child(self) -> None:
+        """In a forked child the parent's connections are not used: the file is opened anew
+        on the child's first call (an in-memory database cannot be, and keeps refusing)."""
+        self._lists = ListVersions()
+        self._seeds = SeedCache()
+        store = self._store
+        inherited = store.inherited if isinstance(store, _StoreInChild) else store
+        if self.path != ":memory:" and not inherited.closed:
+            self._store = _StoreInChild(self, inherited)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -850,3 +866,33 @@ def _load_metadata(text: str) -> Any:
     if end != len(text):
         return json.loads(text)
     return value
+
+
+class _StoreInChild:
+    """The store of a saver in a process forked from the one that opened it, until the
+    child's first call: then the file is opened anew, in this process, and replaces this.
+    The inherited store is only let go of (its connections belong to the parent)."""
+
+    __slots__ = ("_lock", "_saver", "inherited")
+
+    def __init__(self, saver: RustSQLiteCheckpointer, inherited: CheckpointStore) -> None:
+        self._saver = saver
+        self.inherited = inherited
+        self._lock = threading.Lock()
+
+    @property
+    def closed(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        with self._lock:
+            if self._saver._store is self:
+                self._saver._store = self.inherited
+        self._saver._store.close()
+
+    def __getattr__(self, name: str) -> Any:
+        with self._lock:
+            if self._saver._store is self:
+                self._saver._store = self._saver._open_store()
+            store = self._saver._store
+        return getattr(store, name)
