@@ -50,6 +50,7 @@ from fast_langgraph._native import (
     NewWrites,
     SerializationError,
 )
+from fast_langgraph.checkpoint._batches import decoded
 from fast_langgraph.checkpoint._deltas import (
     ListKey,
     ListVersions,
@@ -57,7 +58,6 @@ from fast_langgraph.checkpoint._deltas import (
     SeedCache,
     list_items,
 )
-from fast_langgraph.checkpoint._batches import decoded
 from fast_langgraph.checkpoint._engine_saver import (
     EngineSaver,
     configurable,
