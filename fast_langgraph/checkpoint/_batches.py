@@ -1,10 +1,12 @@
 """Decoding the rows of a ``list()`` in batches, with Python's cyclic garbage collector paused.
 
-Decoding a checkpoint builds many new objects (a LangChain message is about 17), and every 700
-new container objects CPython runs a collection; every tenth of those scans the objects of the
-nine before, and every hundredth may scan the whole heap. None of those collections can free
-anything: the objects just decoded are alive (the caller is about to receive them) and hold no
-cycles. ``list()`` of 1,000 checkpoints spent over a third of its CPU time in them.
+Decoding a checkpoint builds many new container objects (a few LangChain messages make some
+fifty), and CPython runs a collection of its youngest objects every 700 new ones, one of the
+middle generation every tenth of those, and, as the survivors pile up, collections of the
+whole heap. None of those collections can free anything here: the objects just decoded are
+alive (the caller is about to receive them), and a tree decoded from bytes holds no cycles (a
+cycle that an ext hook makes is collected later, as usual). ``list()`` of 1,000
+checkpoints spent over a third of its CPU time in them (docs/benchmarks.md).
 
 So the rows are decoded in batches, each with the collector paused:
 
@@ -88,7 +90,9 @@ def collector_paused() -> Iterator[None]:
 
 
 def decoded(rows: Iterable[R], decode: Callable[[R], T]) -> Iterator[T]:
-    """``decode(row)`` for each row, in order, decoded in batches with the collector paused."""
+    """``decode(row)`` for each row, in order, decoded in batches with the collector paused.
+    After the caller has taken ``n`` values, at most ``min(2 * n + 1, n + MOST)`` rows are
+    decoded."""
     it = iter(rows)
     size = 1
     while True:
