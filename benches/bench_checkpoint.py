@@ -193,48 +193,57 @@ def _put_get_loop(saver: Any, values: dict[str, Any], reps: int = 0):
     return step
 
 
-def bench_list(tmp: str, n: int, rounds: int) -> dict[str, float]:
-    savers = make_savers(tmp, "list")
+def fill_thread(saver: Any, n: int) -> dict:
+    """A thread of `n` checkpoints: every step bumps `counter`, every tenth changes every
+    channel; each checkpoint has 2 pending writes. Returns the thread's config."""
     values = state_of_size(1024)
-    configs = {}
-    for name, saver in savers.items():
-        thread = str(uuid.uuid4())
-        parent = None
-        versions: dict[str, Any] = {}
-        for i in range(n):
-            cp = empty_checkpoint()
-            # Every step bumps `counter`; every tenth step changes all channels.
-            changed = list(values) if i % 10 == 0 else ["counter"]
-            versions = {
-                **versions,
-                **{k: saver.get_next_version(versions.get(k), None) for k in changed},
-            }
-            cp["channel_values"] = dict(values)
-            cp["channel_versions"] = versions
-            cfg = {"configurable": {"thread_id": thread, "checkpoint_ns": ""}}
-            if parent:
-                cfg["configurable"]["checkpoint_id"] = parent
-            new = {k: versions[k] for k in changed}
-            saved = saver.put(cfg, cp, {"source": "loop", "step": i, "parents": {}}, new)
-            parent = saved["configurable"]["checkpoint_id"]
-            saver.put_writes(
-                saved,
-                [("messages", [AIMessage(content="hi", id=f"w{i}")]), ("route", "b")],
-                f"task-{i}",
-                "~x",
-            )
-        configs[name] = {"configurable": {"thread_id": thread}}
+    thread = str(uuid.uuid4())
+    parent = None
+    versions: dict[str, Any] = {}
+    for i in range(n):
+        cp = empty_checkpoint()
+        changed = list(values) if i % 10 == 0 else ["counter"]
+        versions = {
+            **versions,
+            **{k: saver.get_next_version(versions.get(k), None) for k in changed},
+        }
+        cp["channel_values"] = dict(values)
+        cp["channel_versions"] = versions
+        cfg = {"configurable": {"thread_id": thread, "checkpoint_ns": ""}}
+        if parent:
+            cfg["configurable"]["checkpoint_id"] = parent
+        new = {k: versions[k] for k in changed}
+        saved = saver.put(cfg, cp, {"source": "loop", "step": i, "parents": {}}, new)
+        parent = saved["configurable"]["checkpoint_id"]
+        saver.put_writes(
+            saved,
+            [("messages", [AIMessage(content="hi", id=f"w{i}")]), ("route", "b")],
+            f"task-{i}",
+            "~x",
+        )
+    return {"configurable": {"thread_id": thread}}
 
-    def lister(saver: Any, cfg: dict) -> Any:
+
+def bench_list(tmp: str, n: int, rounds: int) -> dict[str, float]:
+    """Every saver in turn, `rounds` times: wall time per `list()` (the table) and the
+    thread's CPU time (`time.thread_time`, less sensitive to the machine's other load)."""
+    savers = make_savers(tmp, "list")
+    configs = {name: fill_thread(saver, n) for name, saver in savers.items()}
+    cpu: dict[str, list[float]] = {name: [] for name in savers}
+
+    def lister(name: str) -> Any:
+        saver, cfg = savers[name], configs[name]
+
         def run() -> None:
+            c0 = time.thread_time()
             items = list(saver.list(cfg))
             assert len(items) == n, (len(items), n)
+            del items  # freeing the checkpoints is part of the cost, for every saver
+            cpu[name].append(time.thread_time() - c0)
 
         return run
 
-    res = interleaved(
-        {name: lister(s, configs[name]) for name, s in savers.items()}, rounds=rounds, reps=1
-    )
+    res = interleaved({name: lister(name) for name in savers}, rounds=rounds, reps=1)
     print(
         table(
             f"list() over a thread of {n} checkpoints (each with 2 pending writes)",
@@ -242,7 +251,90 @@ def bench_list(tmp: str, n: int, rounds: int) -> dict[str, float]:
             unit="ms",
         )
     )
+    # The first sample of each is the warm-up.
+    cpu_med = {name: statistics.median(v[1:]) for name, v in cpu.items()}
+    print(table("  the same, CPU time of the listing thread", cpu_med, unit="ms"))
     return res
+
+
+def _list_alone_worker(name: str, n: int, lists: int) -> None:
+    """In a process of its own: one saver, `lists` lists of the same thread in a row, after 3
+    warm-up lists. Prints one line of JSON: CPU, wall and garbage-collector time per list."""
+    import gc
+    import json
+
+    gc_cpu = [0.0, 0.0]
+    counts = [0, 0, 0]
+
+    def on_gc(phase: str, info: dict) -> None:
+        if phase == "start":
+            gc_cpu[1] = time.thread_time()
+        else:
+            gc_cpu[0] += time.thread_time() - gc_cpu[1]
+            counts[info["generation"]] += 1
+
+    with tempfile.TemporaryDirectory() as tmp:
+        saver = make_savers(tmp, "alone")[name]
+        cfg = fill_thread(saver, n)
+        for _ in range(3):
+            list(saver.list(cfg))
+        gc.callbacks.append(on_gc)
+        gc_cpu[0], counts[:] = 0.0, [0, 0, 0]
+        c0, w0 = time.thread_time(), time.perf_counter()
+        for _ in range(lists):
+            items = list(saver.list(cfg))
+            del items
+        cpu, wall = time.thread_time() - c0, time.perf_counter() - w0
+        gc.callbacks.remove(on_gc)
+    print(
+        json.dumps(
+            {
+                "cpu": cpu / lists,
+                "wall": wall / lists,
+                "gc": gc_cpu[0] / lists,
+                "collections": [c / lists for c in counts],
+            }
+        )
+    )
+
+
+def bench_list_alone(n: int, lists: int, runs: int) -> None:
+    """Each saver in a process of its own, `lists` lists in a row: the steady state of a
+    process that lists, in which each saver pays the garbage collections its own objects
+    cause (in one shared process, a collection falls on whichever contender triggers it)."""
+    import json
+    import subprocess
+
+    names = [EQUAL, "RustSQLiteCheckpointer"]
+    samples: dict[str, list[dict]] = {name: [] for name in names}
+    for _ in range(runs):
+        for name in names:
+            out = subprocess.run(
+                [sys.executable, __file__, "--list-alone-worker", name, str(n), str(lists)],
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout
+            samples[name].append(json.loads(out.strip().splitlines()[-1]))
+    print(
+        f"\nlist() over {n} checkpoints, each saver alone in a process, {lists} lists in a row "
+        f"(median of {runs} processes each; per list)"
+    )
+    print(
+        f"  {'contender':<34} {'CPU ms':>8} {'wall ms':>8} {'GC ms':>7} {'collections (gen 0/1/2)':>26}"
+        f" {'CPU vs ' + EQUAL:>26}"
+    )
+    base = statistics.median(x["cpu"] for x in samples[EQUAL])
+    for name in names:
+        v = samples[name]
+        cpu = statistics.median(x["cpu"] for x in v)
+        gens = "/".join(
+            f"{statistics.median(x['collections'][g] for x in v):.2f}" for g in range(3)
+        )
+        print(
+            f"  {name:<34} {cpu * 1e3:>8.1f} {statistics.median(x['wall'] for x in v) * 1e3:>8.1f} "
+            f"{statistics.median(x['gc'] for x in v) * 1e3:>7.1f} {gens:>26} {base / cpu:>25.2f}x"
+        )
 
 
 class State(TypedDict):
@@ -349,14 +441,20 @@ def main() -> None:
     ap.add_argument(
         "--only",
         default="put,list,e2e",
-        help="comma-separated measures to run: put, list, e2e (default: all)",
+        help="comma-separated measures to run: put, list, list-alone, e2e (default: put, "
+        "list, e2e)",
     )
     ap.add_argument(
         "--sizes",
         default="1,35,250",
         help="state sizes in KB for put + get_tuple (default: 1,35,250)",
     )
+    ap.add_argument("--list-alone-worker", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.list_alone_worker:
+        name, n, lists = args.list_alone_worker
+        _list_alone_worker(name, int(n), int(lists))
+        return
     only = set(args.only.split(","))
     reps_of = {1: 200, 35: 40, 250: 8}
     rounds = 3 if args.quick else 9
@@ -374,6 +472,8 @@ def main() -> None:
                     )
         if "list" in only:
             bench_list(tmp, 1000, rounds)
+        if "list-alone" in only:
+            bench_list_alone(1000, 10 if args.quick else 30, 3)
         if "e2e" in only:
             bench_end_to_end(tmp, 3 if args.quick else 5, 20, 10)
 

@@ -2,7 +2,7 @@
 its docs recommend for servers), side by side on one throwaway local server started here
 (durable settings: fsync on, synchronous_commit on). Interleaved rounds, medians.
 
-Run: `.venv/bin/python benches/bench_postgres.py [--quick]`.
+Run: `.venv/bin/python benches/bench_postgres.py [--quick] [--only list,e2e]`.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from typing_extensions import TypedDict
 sys.path.insert(0, os.path.dirname(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 from _common import interleaved, table
-from bench_checkpoint import build_graph, state_of_size
+from bench_checkpoint import build_graph, fill_thread, state_of_size
 from pg_server import PgServer
 
 from fast_langgraph import RustPostgresCheckpointer
@@ -73,41 +73,6 @@ def put_get(saver, size: int):
         saver.get_tuple(conf)
 
     return step
-
-
-def fill_list(saver, n: int) -> dict:
-    """A thread of n checkpoints, as bench_checkpoint.bench_list builds it: every step bumps
-    `counter`, every tenth changes all channels, each checkpoint has 2 pending writes."""
-    values = state_of_size(1024)
-    thread = str(uuid.uuid4())
-    parent = None
-    versions: dict[str, Any] = {}
-    for i in range(n):
-        cp = empty_checkpoint()
-        changed = list(values) if i % 10 == 0 else ["counter"]
-        versions = {
-            **versions,
-            **{k: saver.get_next_version(versions.get(k), None) for k in changed},
-        }
-        cp["channel_values"] = dict(values)
-        cp["channel_versions"] = versions
-        conf = {"configurable": {"thread_id": thread, "checkpoint_ns": ""}}
-        if parent:
-            conf["configurable"]["checkpoint_id"] = parent
-        saved = saver.put(
-            conf,
-            cp,
-            {"source": "loop", "step": i, "parents": {}},
-            {k: versions[k] for k in changed},
-        )
-        parent = saved["configurable"]["checkpoint_id"]
-        saver.put_writes(
-            saved,
-            [("messages", [AIMessage(content="hi", id=f"w{i}")]), ("route", "b")],
-            f"task-{i}",
-            "~x",
-        )
-    return {"configurable": {"thread_id": thread}}
 
 
 def _writer_proc(kind: str, url: str, proc: int, seconds: float, out) -> None:
@@ -202,6 +167,115 @@ def chat_300(saver) -> tuple[float, float]:
     return early, late
 
 
+def bench_list(savers: dict[str, Any], rounds: int) -> None:
+    """Wall time per `list()` (the table), and the listing thread's CPU time (the client's
+    side only: the server's work runs in its own processes)."""
+    lists = {n: fill_thread(s, 1000) for n, s in savers.items()}
+    cpu: dict[str, list[float]] = {n: [] for n in savers}
+
+    def lister(n: str, s: Any) -> Any:
+        def run() -> None:
+            c0 = time.thread_time()
+            items = list(s.list(lists[n]))
+            del items  # freeing the checkpoints is part of the cost, for both savers
+            cpu[n].append(time.thread_time() - c0)
+
+        return run
+
+    res = interleaved({n: lister(n, s) for n, s in savers.items()}, rounds=rounds, reps=1)
+    print(
+        table(
+            "list over 1,000 checkpoints (2 writes each)",
+            res,
+            baseline="PostgresSaver(pool)",
+            unit="ms",
+        )
+    )
+    # The first sample of each is the warm-up.
+    cpu_med = {n: statistics.median(v[1:]) for n, v in cpu.items()}
+    print(
+        table(
+            "  the same, CPU time of the listing thread",
+            cpu_med,
+            baseline="PostgresSaver(pool)",
+            unit="ms",
+        )
+    )
+
+
+def bench_e2e(savers: dict[str, Any], rounds: int) -> None:
+    # End to end: the 8-node graph, 200 invokes over 20 threads.
+    def e2e(saver):
+        graph = build_graph(saver)
+
+        def run():
+            tag = uuid.uuid4().hex[:6]
+
+            def conversation(t: int) -> None:
+                for i in range(10):
+                    graph.invoke(
+                        {"messages": [HumanMessage(f"question {i}")], "results": []},
+                        {"configurable": {"thread_id": f"e2e-{tag}-{t}"}},
+                    )
+
+            with ThreadPoolExecutor(20) as ex:
+                list(ex.map(conversation, range(20)))
+
+        return run
+
+    res = interleaved({n: e2e(s) for n, s in savers.items()}, rounds=max(3, rounds // 2), reps=1)
+    print(
+        table(
+            "8-node graph, 200 invokes over 20 threads",
+            res,
+            baseline="PostgresSaver(pool)",
+            unit="ms",
+        )
+    )
+
+
+def bench_writes(server: PgServer, rounds: int) -> None:
+    # 4 processes x 8 threads, each on its own database pair.
+    wps: dict[str, list[float]] = {"PostgresSaver(pool)": [], "RustPostgresCheckpointer": []}
+    urls = {n: server.url(server.create_database("mp")) for n in wps}
+    for n, u in urls.items():
+        if n.startswith("Postgres"):
+            stock(u, 1).conn.close()
+        else:
+            ours(u, 1).close()
+    for _ in range(max(2, rounds // 2)):
+        for n, u in urls.items():
+            wps[n].append(writes_per_second("stock" if n.startswith("Postgres") else "ours", u))
+    med = {n: statistics.median(v) for n, v in wps.items()}
+    print("\n4 processes x 8 threads, 1 KB puts per second (median of rounds)")
+    for n, v in med.items():
+        print(f"  {n:<34} {v:>10.0f} /s {v / med['PostgresSaver(pool)']:>8.2f}x")
+
+
+def bench_chat(server: PgServer) -> None:
+    # 300-turn chat through a real graph, each saver on a fresh database.
+    sizes = {}
+    for n, make in (("PostgresSaver(pool)", stock), ("RustPostgresCheckpointer", ours)):
+        db = server.create_database("chat")
+        saver = make(server.url(db))
+        early, late = chat_300(saver)
+        sizes[n] = int(
+            server.psql(
+                "SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c "
+                "JOIN pg_namespace s ON s.oid = c.relnamespace "
+                "WHERE s.nspname = 'public' AND c.relkind = 'r'",
+                db,
+            )
+        )
+        print(
+            f"\n300-turn chat, {n}: put at turns 5-15 {early * 1e3:.2f} ms, at turns 290-300 "
+            f"{late * 1e3:.2f} ms ({late / early:.2f}x); tables {sizes[n] / 1e6:.2f} MB"
+        )
+    print(
+        f"tables after the 300-turn chat: ours {sizes['PostgresSaver(pool)'] / sizes['RustPostgresCheckpointer']:.1f}x smaller"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
@@ -210,7 +284,13 @@ def main() -> None:
         action="store_true",
         help="a server with fsync and synchronous_commit off (the CPU side, without the disk)",
     )
+    ap.add_argument(
+        "--only",
+        default="put,list,e2e,writes,chat",
+        help="comma-separated measures to run: put, list, e2e, writes, chat (default: all)",
+    )
     args = ap.parse_args()
+    only = set(args.only.split(","))
     rounds = 3 if args.quick else 7
     server = PgServer(durable=not args.no_fsync).start()
     try:
@@ -219,7 +299,7 @@ def main() -> None:
         print(
             f"server: PostgreSQL in {server.bindir}, fsync {'off' if args.no_fsync else 'on'}, 127.0.0.1"
         )
-        for size in (1_000, 35_000):
+        for size in (1_000, 35_000) if "put" in only else ():
             res = interleaved(
                 {n: put_get(s, size) for n, s in savers.items()}, rounds=rounds, reps=20
             )
@@ -228,89 +308,14 @@ def main() -> None:
                     f"put + get_tuple, {size // 1000} KB state", res, baseline="PostgresSaver(pool)"
                 )
             )
-        lists = {n: fill_list(s, 1000) for n, s in savers.items()}
-        res = interleaved(
-            {n: (lambda s=s, c=lists[n]: list(s.list(c))) for n, s in savers.items()},
-            rounds=rounds,
-            reps=1,
-        )
-        print(
-            table(
-                "list over 1,000 checkpoints (2 writes each)",
-                res,
-                baseline="PostgresSaver(pool)",
-                unit="ms",
-            )
-        )
-
-        # End to end: the 8-node graph, 200 invokes over 20 threads.
-        def e2e(saver):
-            graph = build_graph(saver)
-
-            def run():
-                tag = uuid.uuid4().hex[:6]
-
-                def conversation(t: int) -> None:
-                    for i in range(10):
-                        graph.invoke(
-                            {"messages": [HumanMessage(f"question {i}")], "results": []},
-                            {"configurable": {"thread_id": f"e2e-{tag}-{t}"}},
-                        )
-
-                with ThreadPoolExecutor(20) as ex:
-                    list(ex.map(conversation, range(20)))
-
-            return run
-
-        res = interleaved(
-            {n: e2e(s) for n, s in savers.items()}, rounds=max(3, rounds // 2), reps=1
-        )
-        print(
-            table(
-                "8-node graph, 200 invokes over 20 threads",
-                res,
-                baseline="PostgresSaver(pool)",
-                unit="ms",
-            )
-        )
-
-        # 4 processes x 8 threads, each on its own database pair.
-        wps: dict[str, list[float]] = {"PostgresSaver(pool)": [], "RustPostgresCheckpointer": []}
-        urls = {n: server.url(server.create_database("mp")) for n in wps}
-        for n, u in urls.items():
-            if n.startswith("Postgres"):
-                stock(u, 1).conn.close()
-            else:
-                ours(u, 1).close()
-        for _ in range(max(2, rounds // 2)):
-            for n, u in urls.items():
-                wps[n].append(writes_per_second("stock" if n.startswith("Postgres") else "ours", u))
-        med = {n: statistics.median(v) for n, v in wps.items()}
-        print("\n4 processes x 8 threads, 1 KB puts per second (median of rounds)")
-        for n, v in med.items():
-            print(f"  {n:<34} {v:>10.0f} /s {v / med['PostgresSaver(pool)']:>8.2f}x")
-
-        # 300-turn chat through a real graph, each saver on a fresh database.
-        sizes = {}
-        for n, make in (("PostgresSaver(pool)", stock), ("RustPostgresCheckpointer", ours)):
-            db = server.create_database("chat")
-            saver = make(server.url(db))
-            early, late = chat_300(saver)
-            sizes[n] = int(
-                server.psql(
-                    "SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c "
-                    "JOIN pg_namespace s ON s.oid = c.relnamespace "
-                    "WHERE s.nspname = 'public' AND c.relkind = 'r'",
-                    db,
-                )
-            )
-            print(
-                f"\n300-turn chat, {n}: put at turns 5-15 {early * 1e3:.2f} ms, at turns 290-300 "
-                f"{late * 1e3:.2f} ms ({late / early:.2f}x); tables {sizes[n] / 1e6:.2f} MB"
-            )
-        print(
-            f"tables after the 300-turn chat: ours {sizes['PostgresSaver(pool)'] / sizes['RustPostgresCheckpointer']:.1f}x smaller"
-        )
+        if "list" in only:
+            bench_list(savers, rounds)
+        if "e2e" in only:
+            bench_e2e(savers, rounds)
+        if "writes" in only:
+            bench_writes(server, rounds)
+        if "chat" in only:
+            bench_chat(server)
     finally:
         server.stop()
 

@@ -51,6 +51,7 @@ from fast_langgraph._native import (
     NewWrites,
     SerializationError,
 )
+from fast_langgraph.checkpoint._batches import decoded
 from fast_langgraph.checkpoint._deltas import (
     ListKey,
     ListVersions,
@@ -357,16 +358,22 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
     def _iter_tuples(
         self, rows: builtins.list[CheckpointRow], py_filter: dict[str, Any], limit: int | None
     ) -> Iterator[CheckpointTuple]:
+        if limit is not None and limit <= 0:
+            return
         remaining = limit
-        for row in rows:
-            if remaining is not None and remaining <= 0:
-                return
-            tup = self._to_tuple(row, None)
+        # Decoded in batches with the garbage collector paused (see _batches): the objects are
+        # new and acyclic, so its collections meanwhile would only scan them.
+        for tup in decoded(rows, self._listed):
             if py_filter and not all(tup.metadata.get(k) == v for k, v in py_filter.items()):
                 continue
+            yield tup
             if remaining is not None:
                 remaining -= 1
-            yield tup
+                if remaining <= 0:
+                    return
+
+    def _listed(self, row: CheckpointRow) -> CheckpointTuple:
+        return self._to_tuple(row, None)
 
     def _to_tuple(self, row: CheckpointRow, config: RunnableConfig | None) -> CheckpointTuple:
         loads = self.serde.loads_typed

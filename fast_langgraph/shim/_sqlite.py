@@ -33,6 +33,7 @@ import sqlite3
 import threading
 import weakref
 from collections.abc import AsyncIterator, Iterator, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,7 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.checkpoint.sqlite.utils import _metadata_predicate, load_pending_writes
 
 from fast_langgraph._native import FastLangGraphError, SqliteSaverStore
+from fast_langgraph.checkpoint._batches import decoded
 
 __all__ = ["AcceleratedSqliteSaver", "install", "stock_instances", "uninstall"]
 
@@ -353,8 +355,9 @@ class _SyncStoreMethods(BaseCheckpointSaver[str]):
         if store is None:
             yield from super().list(config, filter=filter, before=before, limit=limit)
             return
-        for row in _list_rows(store, config, filter, before, limit):
-            yield _listed_tuple(self, row)
+        # Decoded in batches with the garbage collector paused, as RustSQLiteCheckpointer.list.
+        rows = _list_rows(store, config, filter, before, limit)
+        yield from decoded(rows, partial(_listed_tuple, self))
 
     def put(
         self,

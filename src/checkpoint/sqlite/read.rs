@@ -334,8 +334,13 @@ fn list_rows(conn: &Connection, q: &ListQuery, keys: Option<&str>) -> Result<Vec
     let where_ = where_clause(&conds);
     // The limit is an integer formatted here, not user text. As a literal it lets SQLite walk
     // the primary key and stop; as a bound parameter the planner sorts the whole thread first.
-    let limit = q.limit.map_or(-1, |n| n.max(0));
-    let order = order_by(q);
+    // Without a limit, `c` holds every matching checkpoint in any order: the rows are sorted
+    // below, and sorting them in SQL too cost a temporary B-tree of the checkpoints (about a
+    // fifth of the statement for a thread of 1,000 when the namespace is not given).
+    let order_limit = match q.limit {
+        Some(n) => format!("ORDER BY {} LIMIT {}", order_by(q), n.max(0)),
+        None => String::new(),
+    };
     // Kind 0: a checkpoint, with its channel versions; 1: a stored blob that one of them
     // needs, as the value of a version it names or as a link of the delta chain leading to
     // one (each blob once, however many checkpoints share it); 2: a pending write.
@@ -347,7 +352,7 @@ fn list_rows(conn: &Connection, q: &ListQuery, keys: Option<&str>) -> Result<Vec
             SELECT thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, type, checkpoint, metadata,
                    channel_versions
             FROM flg_checkpoints {where_}
-            ORDER BY {order} LIMIT {limit}),
+            {order_limit}),
         wanted(thread_id, checkpoint_ns, channel, version) AS MATERIALIZED (
             SELECT DISTINCT c.thread_id, c.checkpoint_ns, j.key, j.value
               FROM c CROSS JOIN json_each(c.channel_versions) AS j),
