@@ -157,7 +157,10 @@ fn read_str(data: &[u8]) -> Option<(&[u8], usize)> {
         b @ 0xa0..=0xbf => (1, usize::from(b & 0x1f)),
         0xd9 => (2, usize::from(*data.get(1)?)),
         0xda => (3, usize::from(u16::from_be_bytes(data.get(1..3)?.try_into().ok()?))),
-        0xdb => (5, usize::try_from(u32::from_be_bytes(data.get(1..5)?.try_into().ok()?)).ok()?),
+        0xdb => (
+            5,
+            usize::try_from(u32::from_be_bytes(data.get(1..5)?.try_into().ok()?)).ok()?,
+        ),
         _ => return None,
     };
     Some((data.get(head..head + len)?, head + len))
@@ -179,6 +182,9 @@ fn map_entries(data: &[u8]) -> Option<Vec<(&[u8], &[u8])>> {
     (pos == data.len()).then_some(entries)
 }
 
+/// A map entry on its way out: its name, its key if already encoded, and its encoded value.
+type Named<'a> = (&'a [u8], Option<&'a [u8]>, &'a [u8]);
+
 /// The msgpack map `map` with `entries` (string keys to already-encoded values) added to the
 /// map under its string key `key`, which is created if `map` has none, and goes last. That map's
 /// entries come out in name order (the order of the store's values); one already there keeps
@@ -197,9 +203,8 @@ pub fn insert_map(map: &[u8], key: &str, entries: &[(&str, &[u8])]) -> Option<Ve
             others.push((k, v));
         }
     }
-    // (name, encoded key if already encoded, value), in name order; a name already there keeps
-    // its value.
-    let mut merged: Vec<(&[u8], Option<&[u8]>, &[u8])> = Vec::with_capacity(existing.len() + entries.len());
+    // In name order; a name already there keeps its value.
+    let mut merged: Vec<Named<'_>> = Vec::with_capacity(existing.len() + entries.len());
     for (k, v) in existing {
         merged.push((read_str(k).map_or(k, |(s, _)| s), Some(k), v));
     }
@@ -322,7 +327,12 @@ mod tests {
             data.push(0x07); // what follows the value is not part of it
             assert_eq!(value_len(&data), Some(value.len()), "{value:x?}");
         }
-        for bad in [&[0xc1][..], &[0x92, 0x01], &[0xd9, 0x05, b'a'], &[0xdd, 0xff, 0xff, 0xff, 0xff]] {
+        for bad in [
+            &[0xc1][..],
+            &[0x92, 0x01],
+            &[0xd9, 0x05, b'a'],
+            &[0xdd, 0xff, 0xff, 0xff, 0xff],
+        ] {
             assert_eq!(value_len(bad), None, "{bad:x?}");
         }
         // Deep nesting takes no stack.

@@ -535,7 +535,10 @@ fn a_version_3_file_is_marked_4_with_every_value() {
         })
         .unwrap()
     };
-    assert_eq!(meta("UPDATE flg_meta SET value = '3' WHERE key = 'schema_version'"), "3");
+    assert_eq!(
+        meta("UPDATE flg_meta SET value = '3' WHERE key = 'schema_version'"),
+        "3"
+    );
     let store = Store::open(&path, &StoreOptions::default()).unwrap();
     assert_eq!(all(&store, "u"), before);
     store.close();
