@@ -580,10 +580,17 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
         c: dict[str, Any] = dict(checkpoint)
         values = c.pop("channel_values", None) or {}
         dumps = self.serde.dumps_typed
+        # Small scalars travel inside the checkpoint, as PostgresSaver keeps them: a blob row
+        # and its key for a counter would cost more than the counter.
+        inline = {ch: v for ch, v in values.items() if _inlinable(v)}
+        if inline:
+            c["channel_values"] = inline
         blobs = []
         # The error texts are built only when serialization fails: a put is on the hot path.
         for channel, version in new_versions.items():
             base = None
+            if channel in inline:
+                continue
             if channel in values:
                 value = to_dump = values[channel]
                 items = list_items(value) if remembered is not None else None
@@ -592,7 +599,12 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
                     # A list, or a DeltaChannel snapshot of one: each snapshot holds the whole
                     # list, so a delta stores only what it appended since the previous one.
                     key = (thread_id, ns, channel)
-                    plan = self._lists.plan(key, items, self.snapshot_every) if use_deltas else None
+                    # A list of fewer than 8 items is always stored whole (see ListVersions.plan).
+                    plan = (
+                        self._lists.plan(key, items, self.snapshot_every)
+                        if use_deltas and len(items) >= 8
+                        else None
+                    )
                     if plan is not None and plan.base is not None:
                         base, chain, to_dump = plan.base, plan.chain, plan.items
                 try:
@@ -624,7 +636,10 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
             checkpoint=data,
             metadata_json=metadata_json,
             run_id=None if run_id is None else str(run_id),
-            channel_versions=[(ch, str(v)) for ch, v in c["channel_versions"].items()],
+            # The versions of the values stored apart, whose blobs a read looks up.
+            channel_versions=[
+                (ch, str(v)) for ch, v in c["channel_versions"].items() if ch not in inline
+            ],
             blobs=blobs,
         )
 
@@ -832,6 +847,24 @@ def _plain_json(value: Any, depth: int = 0) -> bool:
     if type(value) is dict:
         return all(type(k) is str and _plain_json(v, depth + 1) for k, v in value.items())
     return False
+
+
+# Longest str kept inline: every checkpoint row repeats the inline values, changed or not.
+_INLINE_STR_MAX = 256
+
+
+def _inlinable(value: Any) -> bool:
+    """Whether a channel value is stored inside its checkpoint rather than as a blob: bool,
+    int, float, and str of at most ``_INLINE_STR_MAX`` characters (exact types), the values
+    the serializer writes as msgpack, which the store reads back in the same place among the
+    others (name order). None is not one: the serializer gives it a type of its own."""
+    t = type(value)
+    if t is str:
+        return len(value) <= _INLINE_STR_MAX
+    if t is int:
+        # msgpack's own range: a larger int takes the serializer's other paths.
+        return -(2**63) <= value < 2**64
+    return t is float or t is bool
 
 
 def _text(value: Any, name: str) -> str:

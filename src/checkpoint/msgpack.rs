@@ -95,20 +95,139 @@ fn push_str(out: &mut Vec<u8>, s: &str) -> Option<()> {
     Some(())
 }
 
-/// The msgpack map `map` with one more entry, `key` (a string) to the already-encoded
-/// `values`, a map built from `entries` (string keys to already-encoded values). `None` if
-/// `map` is not a msgpack map.
+/// The length of the msgpack value at the start of `data` (containers with everything in them),
+/// or `None` if it is not one whole, well-formed value. Walks without recursing, so however
+/// deep the nesting it takes no stack.
+fn value_len(data: &[u8]) -> Option<usize> {
+    let be = |at: usize, n: usize| -> Option<usize> {
+        let bytes = data.get(at..at + n)?;
+        Some(bytes.iter().fold(0usize, |acc, b| (acc << 8) | usize::from(*b)))
+    };
+    let mut pos = 0usize;
+    // Values still to read: the first, then every element and map entry announced meanwhile.
+    let mut pending: u64 = 1;
+    while pending > 0 {
+        pending -= 1;
+        let b = *data.get(pos)?;
+        // (header bytes, payload bytes, values inside)
+        let (head, body, inner): (usize, usize, u64) = match b {
+            0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => (1, 0, 0),
+            0x80..=0x8f => (1, 0, 2 * u64::from(b & 0x0f)),
+            0x90..=0x9f => (1, 0, u64::from(b & 0x0f)),
+            0xa0..=0xbf => (1, usize::from(b & 0x1f), 0),
+            0xc4 | 0xd9 => (2, be(pos + 1, 1)?, 0),
+            0xc5 | 0xda => (3, be(pos + 1, 2)?, 0),
+            0xc6 | 0xdb => (5, be(pos + 1, 4)?, 0),
+            0xc7 => (3, be(pos + 1, 1)?, 0),
+            0xc8 => (4, be(pos + 1, 2)?, 0),
+            0xc9 => (6, be(pos + 1, 4)?, 0),
+            0xca => (5, 0, 0),
+            0xcb => (9, 0, 0),
+            0xcc | 0xd0 => (2, 0, 0),
+            0xcd | 0xd1 => (3, 0, 0),
+            0xce | 0xd2 => (5, 0, 0),
+            0xcf | 0xd3 => (9, 0, 0),
+            0xd4 => (3, 0, 0),
+            0xd5 => (4, 0, 0),
+            0xd6 => (6, 0, 0),
+            0xd7 => (10, 0, 0),
+            0xd8 => (18, 0, 0),
+            0xdc => (3, 0, be(pos + 1, 2)? as u64),
+            0xdd => (5, 0, be(pos + 1, 4)? as u64),
+            0xde => (3, 0, 2 * be(pos + 1, 2)? as u64),
+            0xdf => (5, 0, 2 * be(pos + 1, 4)? as u64),
+            0xc1 => return None, // never used
+        };
+        pos = pos.checked_add(head)?.checked_add(body)?;
+        if pos > data.len() {
+            return None;
+        }
+        pending = pending.checked_add(inner)?;
+        // Every value takes at least a byte: more announced than bytes left is malformed.
+        if pending > (data.len() - pos) as u64 {
+            return None;
+        }
+    }
+    Some(pos)
+}
+
+/// The string at the start of `data` and its encoded length, if it is a msgpack string.
+fn read_str(data: &[u8]) -> Option<(&[u8], usize)> {
+    let (head, len) = match *data.first()? {
+        b @ 0xa0..=0xbf => (1, usize::from(b & 0x1f)),
+        0xd9 => (2, usize::from(*data.get(1)?)),
+        0xda => (3, usize::from(u16::from_be_bytes(data.get(1..3)?.try_into().ok()?))),
+        0xdb => (
+            5,
+            usize::try_from(u32::from_be_bytes(data.get(1..5)?.try_into().ok()?)).ok()?,
+        ),
+        _ => return None,
+    };
+    Some((data.get(head..head + len)?, head + len))
+}
+
+/// The entries of the msgpack map at the start of `data`, as (encoded key, encoded value)
+/// pairs, or `None` if it is not one well-formed map.
+fn map_entries(data: &[u8]) -> Option<Vec<(&[u8], &[u8])>> {
+    let (count, mut pos) = read_header(MAP, data)?;
+    let mut entries = Vec::with_capacity(usize::try_from(count.min(1024)).ok()?);
+    for _ in 0..count {
+        let klen = value_len(&data[pos..])?;
+        let key = &data[pos..pos + klen];
+        pos += klen;
+        let vlen = value_len(&data[pos..])?;
+        entries.push((key, &data[pos..pos + vlen]));
+        pos += vlen;
+    }
+    (pos == data.len()).then_some(entries)
+}
+
+/// A map entry on its way out: its name, its key if already encoded, and its encoded value.
+type Named<'a> = (&'a [u8], Option<&'a [u8]>, &'a [u8]);
+
+/// The msgpack map `map` with `entries` (string keys to already-encoded values) added to the
+/// map under its string key `key`, which is created if `map` has none, and goes last. That map's
+/// entries come out in name order (the order of the store's values); one already there keeps
+/// its value over one of `entries` with the same name. `None` if `map` is not a
+/// well-formed msgpack map, or holds something other than a map under `key`.
 pub fn insert_map(map: &[u8], key: &str, entries: &[(&str, &[u8])]) -> Option<Vec<u8>> {
-    let (count, start) = read_header(MAP, map)?;
-    let count = u32::try_from(count + 1).ok()?;
-    let size: usize = entries.iter().map(|(k, v)| k.len() + v.len() + 5).sum();
-    let mut out = Vec::with_capacity(map.len() + key.len() + size + 15);
-    push_header(&mut out, MAP, count);
-    out.extend_from_slice(&map[start..]);
-    push_str(&mut out, key)?;
-    push_header(&mut out, MAP, u32::try_from(entries.len()).ok()?);
+    let top = map_entries(map)?;
+    let mut existing: Vec<(&[u8], &[u8])> = Vec::new();
+    let mut others = Vec::with_capacity(top.len());
+    let mut found = false;
+    for (k, v) in top {
+        if !found && read_str(k).is_some_and(|(s, _)| s == key.as_bytes()) {
+            existing = map_entries(v)?;
+            found = true;
+        } else {
+            others.push((k, v));
+        }
+    }
+    // In name order; a name already there keeps its value.
+    let mut merged: Vec<Named<'_>> = Vec::with_capacity(existing.len() + entries.len());
+    for (k, v) in existing {
+        merged.push((read_str(k).map_or(k, |(s, _)| s), Some(k), v));
+    }
     for (k, v) in entries {
-        push_str(&mut out, k)?;
+        if !merged.iter().any(|(name, _, _)| *name == k.as_bytes()) {
+            merged.push((k.as_bytes(), None, v));
+        }
+    }
+    merged.sort_by(|a, b| a.0.cmp(b.0));
+    let size: usize = merged.iter().map(|(k, _, v)| k.len() + v.len() + 5).sum();
+    let mut out = Vec::with_capacity(map.len() + key.len() + size + 15);
+    push_header(&mut out, MAP, u32::try_from(others.len() + 1).ok()?);
+    for (k, v) in others {
+        out.extend_from_slice(k);
+        out.extend_from_slice(v);
+    }
+    push_str(&mut out, key)?;
+    push_header(&mut out, MAP, u32::try_from(merged.len()).ok()?);
+    for (name, encoded, v) in merged {
+        match encoded {
+            Some(k) => out.extend_from_slice(k),
+            None => push_str(&mut out, std::str::from_utf8(name).ok()?)?,
+        }
         out.extend_from_slice(v);
     }
     Some(out)
@@ -154,14 +273,15 @@ mod tests {
 
     #[test]
     fn inserts_a_map_of_values_into_a_map() {
-        // {"a": 1} + "cv" -> {"x": 2, "long key of more than thirty-one bytes": [3]}
+        // {"a": 1} + "cv" -> {"long key of more than thirty-one bytes": [3], "x": 2}
         let base = [0x81, 0xa1, b'a', 0x01];
         let long = "long key of more than thirty-one bytes";
         let out = insert_map(&base, "cv", &[("x", &[0x02][..]), (long, &[0x91, 0x03][..])]).unwrap();
-        let mut want = vec![0x82, 0xa1, b'a', 0x01, 0xa2, b'c', b'v', 0x82, 0xa1, b'x', 0x02, 0xd9];
+        // The values come out in name order.
+        let mut want = vec![0x82, 0xa1, b'a', 0x01, 0xa2, b'c', b'v', 0x82, 0xd9];
         want.push(u8::try_from(long.len()).unwrap());
         want.extend_from_slice(long.as_bytes());
-        want.extend_from_slice(&[0x91, 0x03]);
+        want.extend_from_slice(&[0x91, 0x03, 0xa1, b'x', 0x02]);
         assert_eq!(out, want);
         // A fixmap of 15 entries grows into a map16 header.
         let mut full = vec![0x8f];
@@ -171,5 +291,52 @@ mod tests {
         let grown = insert_map(&full, "z", &[]).unwrap();
         assert_eq!(&grown[..3], &[0xde, 0x00, 0x10]);
         assert_eq!(insert_map(&[0x91, 0x01], "z", &[]), None, "an array is not a map");
+    }
+
+    #[test]
+    fn merges_into_a_map_already_there_keeping_its_entries() {
+        // {"cv": {"b": 1}, "b": 2} + cv {"b": 9, "a": [3]} -> {"b": 2, "cv": {"a": [3], "b": 1}}:
+        // in name order, and those already there keep their values
+        let base = [0x82, 0xa2, b'c', b'v', 0x81, 0xa1, b'b', 0x01, 0xa1, b'b', 0x02];
+        let out = insert_map(&base, "cv", &[("b", &[0x09][..]), ("a", &[0x91, 0x03][..])]).unwrap();
+        let want = [
+            0x82, 0xa1, b'b', 0x02, 0xa2, b'c', b'v', 0x82, 0xa1, b'a', 0x91, 0x03, 0xa1, b'b', 0x01,
+        ];
+        assert_eq!(out, want);
+        // Something other than a map under the key is left to the caller.
+        assert_eq!(insert_map(&[0x81, 0xa2, b'c', b'v', 0x01], "cv", &[]), None);
+    }
+
+    #[test]
+    fn measures_every_kind_of_value() {
+        let cases: &[&[u8]] = &[
+            &[0x05],
+            &[0xff],
+            &[0xc0],
+            &[0xcb, 0, 0, 0, 0, 0, 0, 0, 0],
+            &[0xd9, 0x02, b'h', b'i'],
+            &[0xc4, 0x01, 0xaa],
+            &[0xc7, 0x02, 0x05, 0x01, 0x02],
+            &[0xd6, 0x01, 1, 2, 3, 4],
+            &[0x92, 0x81, 0xa1, b'k', 0x93, 0x01, 0x02, 0x03, 0xc3],
+            &[0xdc, 0x00, 0x02, 0xa0, 0xd4, 0x01, 0x00],
+            &[0xde, 0x00, 0x01, 0xa1, b'x', 0xcd, 0x01, 0x00],
+        ];
+        for value in cases {
+            let mut data = value.to_vec();
+            data.push(0x07); // what follows the value is not part of it
+            assert_eq!(value_len(&data), Some(value.len()), "{value:x?}");
+        }
+        for bad in [
+            &[0xc1][..],
+            &[0x92, 0x01],
+            &[0xd9, 0x05, b'a'],
+            &[0xdd, 0xff, 0xff, 0xff, 0xff],
+        ] {
+            assert_eq!(value_len(bad), None, "{bad:x?}");
+        }
+        // Deep nesting takes no stack.
+        let deep = [vec![0x91; 100_000], vec![0x01]].concat();
+        assert_eq!(value_len(&deep), Some(deep.len()));
     }
 }

@@ -38,7 +38,7 @@ const WAL_AUTOCHECKPOINT_PAGES: u32 = 4000;
 
 /// Bumped when the layout changes. Older versions are migrated in place when opened; newer
 /// ones are refused.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// The columns and key of `flg_blobs` (schema 2): rows in commit order, keyed version first.
 const BLOBS: &str = "(
@@ -132,6 +132,13 @@ fn migrate_2_to_3(conn: &Connection) -> Result<()> {
     Ok(())
 }
 
+/// Version 4 lets a msgpack checkpoint carry small scalar channel values inside it (its
+/// `channel_values`, as PostgresSaver keeps them), with no blob row and no entry in the
+/// `channel_versions` column; the rows of version 3 read as they are. The version is bumped so
+/// that a build from before, which would add a second `channel_values` entry when reading such
+/// a checkpoint, refuses the file instead of losing those values.
+const MIGRATE_3_TO_4: &str = "UPDATE flg_meta SET value = '4' WHERE key = 'schema_version'";
+
 /// Makes `conn` ready: vets the file ([`sqlite_file::vet`]: SQLite, and either empty or ours),
 /// creates the tables in a new file, and sets the pragmas. A foreign file is left exactly as
 /// it was.
@@ -141,7 +148,7 @@ pub fn prepare(conn: &Connection, path: &str, memory: bool, synchronous: Synchro
         let version = schema_version(conn)?;
         if version != Some(SCHEMA_VERSION) {
             match version {
-                Some(1 | 2) => migrate(conn, path)?,
+                Some(1..=3) => migrate(conn, path)?,
                 _ => {
                     return Err(Error::ForeignSchema(format!(
                         "{path:?} has fast-langgraph schema version {}, this build reads versions 1 to \
@@ -189,7 +196,7 @@ fn schema_version(conn: &Connection) -> Result<Option<i64>> {
     Ok(value.and_then(|v| v.parse().ok()))
 }
 
-/// Brings a version-1 or version-2 file to the current layout in one transaction. Another process may be
+/// Brings a file of version 1, 2 or 3 to the current layout in one transaction. Another process may be
 /// doing the same: the version is read again under the write lock, and only one migrates.
 fn migrate(conn: &Connection, path: &str) -> Result<()> {
     let context = |e: Error| match e {
@@ -205,8 +212,13 @@ fn migrate(conn: &Connection, path: &str) -> Result<()> {
             Some(1) => {
                 conn.execute_batch(&migrate_1_to_2_sql())?;
                 migrate_2_to_3(conn)?;
+                conn.execute_batch(MIGRATE_3_TO_4)?;
             }
-            Some(2) => migrate_2_to_3(conn)?,
+            Some(2) => {
+                migrate_2_to_3(conn)?;
+                conn.execute_batch(MIGRATE_3_TO_4)?;
+            }
+            Some(3) => conn.execute_batch(MIGRATE_3_TO_4)?,
             Some(SCHEMA_VERSION) => {} // another process upgraded it first
             other => {
                 return Err(Error::ForeignSchema(format!(
