@@ -567,6 +567,9 @@ def _async_wrapper(func: Callable[..., Any], cf: CachedFunction) -> Callable[...
     async def get(key: bytes, count: bool = True) -> tuple[bool, Any]:
         if not persistent:
             return cache._get_key(key, count)
+        if remote:
+            r = cache._loop_get(asyncio.get_running_loop(), key, count, None)
+            return r if type(r) is tuple else await r
         return await _aget_key(cache, key, count)
 
     @functools.wraps(func)
@@ -1026,12 +1029,17 @@ class FastNodeCache(LangGraphBaseCache):
             self.cache._delete_prefix(full[:-_EMPTY_STR_LEN], self._space(ns), False)
 
     async def aget(self, keys: Sequence[FullKey]) -> dict[FullKey, Any]:
-        if not self.cache.persistent:
+        cache = self.cache
+        if not cache.persistent:
             return self.get(keys)
         keys = list(keys)
         if not keys:
             return {}
-        return self._loaded(keys, await _aget_keys(self.cache, self._batch(keys)))
+        if cache.remote:
+            # _aget_keys inlined: the hit path of a node cache on Redis.
+            r = cache._loop_get_keys(asyncio.get_running_loop(), self._batch(keys), True)
+            return self._loaded(keys, r if type(r) is list else await r)
+        return self._loaded(keys, await _aget_keys(cache, self._batch(keys)))
 
     async def aset(self, pairs: Mapping[FullKey, tuple[Any, int | None]]) -> None:
         if not self.cache.persistent:

@@ -390,7 +390,7 @@ impl PyRustLLMCache {
         let conn = slf.get().loop_conn(py, event_loop)?;
         let fut = Pending::future(py, event_loop)?;
         let p = Pending::new(fut.clone_ref(py), slf.clone().unbind(), work, now);
-        PyRedisLoop::request(&conn, event_loop, cmd, replies, p)?;
+        PyRedisLoop::request(&conn, event_loop, cmd, replies, p);
         Ok(fut.into_any())
     }
 

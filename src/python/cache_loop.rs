@@ -385,32 +385,38 @@ impl PyRedisLoop {
     }
 
     /// Sends an encoded request answered by `replies` replies; `p` is resolved when they
-    /// arrive, or with the error that broke the connection.
+    /// arrive, or with the error that broke the connection (at once when sending fails).
     pub(crate) fn request(
         slf: &Bound<'_, Self>,
         event_loop: &Bound<'_, PyAny>,
         cmd: &[u8],
         replies: usize,
         p: Pending,
-    ) -> PyResult<()> {
+    ) {
         let py = slf.py();
         let me = slf.get();
         let sent = lock(&me.conn).send(cmd, replies, p);
         match sent {
             Ok(Sent::Written | Sent::Queued) => {}
-            Ok(Sent::Blocked) => me.watch_writes(slf, event_loop)?,
+            Ok(Sent::Blocked) => {
+                if let Err(e) = me.watch_writes(slf, event_loop) {
+                    let err = Error::Cache(format!("cannot watch the Redis socket: {e}"));
+                    me.broken(py, Some(event_loop), &err);
+                }
+            }
             Ok(Sent::Connect) => Self::start_connect(slf, event_loop),
             Err(e) => me.broken(py, Some(event_loop), &me.store.error(&e.to_string())),
         }
         if !me.timer.swap(true, Ordering::Relaxed) {
             let secs = me.store.io_timeout().as_secs_f64();
-            let check = slf.getattr(intern!(py, "_check_timeout"))?;
-            if let Err(e) = event_loop.call_method1(intern!(py, "call_later"), (secs, check)) {
+            let armed = slf
+                .getattr(intern!(py, "_check_timeout"))
+                .and_then(|check| event_loop.call_method1(intern!(py, "call_later"), (secs, check)));
+            if armed.is_err() {
+                // Armed again by the next request.
                 me.timer.store(false, Ordering::Relaxed);
-                return Err(e);
             }
         }
-        Ok(())
     }
 
     fn watch_writes(&self, slf: &Bound<'_, Self>, event_loop: &Bound<'_, PyAny>) -> PyResult<()> {
