@@ -677,10 +677,82 @@ mod tests {
     }
 
     #[test]
+    fn event_loop_commands_and_replies() {
+        let s = RedisStore::open("redis://127.0.0.1:1/", opts("app")).unwrap();
+        let k = [7u8; 32];
+        let name = s.key('v', "sp", &k);
+        let mut want = Vec::new();
+        resp::encode(&mut want, &[b"GET", name.as_bytes()]);
+        assert_eq!(s.get_command("sp", &k), want);
+        let keys = [
+            StoreKey {
+                space: "sp",
+                digest: &k,
+            },
+            StoreKey {
+                space: "sq",
+                digest: &k,
+            },
+        ];
+        let mget = s.mget_command(&keys);
+        assert!(mget.starts_with(b"*3\r\n$4\r\nMGET\r\n"));
+        let v = StoredValue {
+            type_tag: "raw|msgpack".into(),
+            data: b"data".to_vec(),
+            expires_at: Some(5_000),
+        };
+        // One entry: one SET with its PX; several: MULTI, the SETs, EXEC.
+        let (one, n) = s.put_command(&[(keys[0], &v)], 1_000);
+        assert_eq!(n, 1);
+        assert!(one.windows(2).any(|w| w == b"PX") && one.ends_with(b"$4\r\n4000\r\n"));
+        let (many, n) = s.put_command(&[(keys[0], &v), (keys[1], &v)], 1_000);
+        assert_eq!(n, 4);
+        assert!(many.starts_with(b"*1\r\n$5\r\nMULTI\r\n") && many.ends_with(b"*1\r\n$4\r\nEXEC\r\n"));
+        // Replies read as the blocking client's.
+        let framed = Reply::Bulk(encode_value(&v));
+        assert_eq!(s.value_of(framed.clone(), 1_000).unwrap(), Some(v.clone()));
+        assert_eq!(
+            s.value_of(framed.clone(), 5_000).unwrap(),
+            None,
+            "expired by the caller's clock"
+        );
+        assert_eq!(s.value_of(Reply::Nil, 0).unwrap(), None);
+        let foreign = s.value_of(Reply::Bulk(b"not ours".to_vec()), 0).unwrap().unwrap();
+        assert!(foreign.type_tag.is_empty(), "a value not ours reads as a miss");
+        assert!(
+            matches!(s.value_of(Reply::Error("WRONGTYPE x".into()), 0), Err(Error::Redis(m)) if m.contains("WRONGTYPE"))
+        );
+        let arr = Reply::Array(vec![framed, Reply::Nil]);
+        assert_eq!(s.values_of(arr.clone(), 2, 1_000).unwrap(), vec![Some(v), None]);
+        assert!(s.values_of(arr, 3, 1_000).is_err(), "a reply of the wrong length");
+        let ok = vec![
+            Reply::Status("OK".into()),
+            Reply::Status("QUEUED".into()),
+            Reply::Array(vec![]),
+        ];
+        assert!(s.written(ok).is_ok());
+        assert!(s
+            .written(vec![Reply::Status("OK".into()), Reply::Error("EXECABORT".into())])
+            .is_err());
+        assert!(s.written(vec![Reply::Array(vec![Reply::Error("OOM".into())])]).is_err());
+        assert!(s.written(vec![Reply::Nil]).is_err());
+    }
+
+    #[test]
     fn an_unreachable_server_is_an_error_not_a_hang() {
         let s = RedisStore::open("redis://127.0.0.1:1/", opts("x")).unwrap();
         assert!(matches!(s.get("sp", &[0; 32], 0), Err(Error::Redis(_))));
         // Within the back-off, the next call fails without connecting.
         assert!(matches!(s.get("sp", &[0; 32], 0), Err(Error::Redis(_))));
+        assert!(matches!(s.ready(), Err(Error::Redis(_))));
+        assert!(matches!(s.connect_socket(), Err(Error::Redis(m)) if m.contains("127.0.0.1:1")));
+        let fresh = RedisStore::open("redis://127.0.0.1:1/", opts("x")).unwrap();
+        assert!(matches!(fresh.connect_socket(), Err(Error::Redis(_))));
+        assert!(
+            matches!(fresh.ready(), Err(Error::Redis(_))),
+            "a failed connect starts the back-off"
+        );
+        fresh.close();
+        assert!(matches!(fresh.ready(), Err(Error::Cache(m)) if m.contains("closed")));
     }
 }
