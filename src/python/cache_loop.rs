@@ -13,7 +13,8 @@
 //! A broken connection (server restart, dropped socket, timeout) fails its waiting requests
 //! (counted as errors and served as misses, or raised with `strict=True`) and is made anew by
 //! the next request, after the store's short back-off. A connection made by a parent process
-//! is never used by a forked child, and a closed or collected loop's connection is dropped.
+//! is never used by a forked child. A closed or collected loop's connection is closed when the
+//! cache next connects from another loop, is closed, or is collected.
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
