@@ -541,6 +541,32 @@ class RustLLMCache:
     def _delete_prefix(
         self, prefix: bytes, space: str | None = None, space_prefix: bool = False
     ) -> int: ...
+    def _loop_get(self, event_loop: Any, key: bytes, count: bool, space: str | None) -> Any:
+        """The async lookup on this event loop's Redis connection: (found, value) at once (a
+        memory hit, or a server known to be down), else an awaitable of it."""
+    def _loop_get_keys(
+        self, event_loop: Any, keys: Sequence[tuple[bytes, str | None]], count: bool
+    ) -> Any:
+        """The async batch lookup (one MGET) on this event loop's Redis connection: the list
+        of (found, value) at once, or an awaitable of it."""
+    def _loop_put(
+        self,
+        event_loop: Any,
+        key: bytes,
+        value: Any,
+        pins: Sequence[Any],
+        ttl: float | None,
+        space: str | None,
+    ) -> Any | None:
+        """The async store on this event loop's Redis connection: an awaitable of its reply,
+        or None when there is nothing to wait for."""
+    def _loop_put_keys(
+        self, event_loop: Any, entries: Sequence[tuple[bytes, Any, float | None, str | None]]
+    ) -> Any | None:
+        """The async batch store (one SET or MULTI/EXEC) on this event loop's Redis
+        connection: an awaitable of its replies, or None."""
+    def _loop_connected(self, event_loop: Any) -> bool:
+        """Whether this cache has a connected socket on `event_loop`."""
     def _miss_was_hit(self) -> None: ...
     def _lock(self, key: bytes) -> str | None: ...
     def _unlock(self, key: bytes, token: str) -> None: ...

@@ -473,9 +473,14 @@ def _answer_to(loop: asyncio.AbstractEventLoop, fut: asyncio.Future) -> tuple[An
 async def _aget_key(
     cache: Any, key: bytes, count: bool = True, space: str | None = None
 ) -> tuple[bool, Any]:
-    """A lookup that never blocks the event loop: a memory hit is answered at once, a file or
-    server read runs on the cache's I/O threads, which wake the loop with the result."""
+    """A lookup that never blocks the event loop: a memory hit is answered at once; a Redis
+    read is written on this loop's own connection to the server and its reply wakes the
+    awaiting task (no thread in between); a file read runs on the cache's I/O threads, which
+    wake the loop with the result."""
     loop = asyncio.get_running_loop()
+    if cache.remote:
+        r = cache._loop_get(loop, key, count, space)
+        return r if type(r) is tuple else await r
     fut = loop.create_future()
     now = cache._submit_get(key, count, space, _answer_to(loop, fut))
     if now is not None:
@@ -491,8 +496,14 @@ async def _aput_key(
     ttl: float | None = None,
     space: str | None = None,
 ) -> None:
-    """A store that never blocks the event loop (the write runs on the cache's I/O threads)."""
+    """A store that never blocks the event loop (a Redis write on this loop's connection, a
+    file write on the cache's I/O threads)."""
     loop = asyncio.get_running_loop()
+    if cache.remote:
+        r = cache._loop_put(loop, key, value, list(pins), ttl, space)
+        if r is not None:
+            await r
+        return
     fut = loop.create_future()
     if not cache._submit_put(
         key,
@@ -509,8 +520,12 @@ async def _aget_keys(
     cache: Any, keys: Sequence[tuple[bytes, str | None]], count: bool = True
 ) -> list[tuple[bool, Any]]:
     """Several lookups that never block the event loop: memory hits at once, the rest in one
-    batch read (one MGET, one SQL statement) on one of the cache's I/O threads."""
+    batch read (one MGET on this loop's Redis connection, or one SQL statement on one of the
+    cache's I/O threads)."""
     loop = asyncio.get_running_loop()
+    if cache.remote:
+        r = cache._loop_get_keys(loop, keys, count)
+        return r if type(r) is list else await r
     fut = loop.create_future()
     now = cache._submit_get_keys(keys, count, _answer_to(loop, fut))
     if now is not None:
@@ -519,9 +534,15 @@ async def _aget_keys(
 
 
 async def _aput_keys(cache: Any, entries: Sequence[tuple[bytes, Any, Any, str | None]]) -> None:
-    """Several stores that never block the event loop: one batch write (one transaction, one
-    pipeline) on one of the cache's I/O threads."""
+    """Several stores that never block the event loop: one batch write (one MULTI/EXEC
+    transaction on this loop's Redis connection, or one SQL transaction on one of the cache's
+    I/O threads)."""
     loop = asyncio.get_running_loop()
+    if cache.remote:
+        r = cache._loop_put_keys(loop, entries)
+        if r is not None:
+            await r
+        return
     fut = loop.create_future()
     if not cache._submit_put_keys(entries, _answer_to(loop, fut)):
         await fut
@@ -546,6 +567,9 @@ def _async_wrapper(func: Callable[..., Any], cf: CachedFunction) -> Callable[...
     async def get(key: bytes, count: bool = True) -> tuple[bool, Any]:
         if not persistent:
             return cache._get_key(key, count)
+        if remote:
+            r = cache._loop_get(asyncio.get_running_loop(), key, count, None)
+            return r if type(r) is tuple else await r
         return await _aget_key(cache, key, count)
 
     @functools.wraps(func)
@@ -1005,12 +1029,17 @@ class FastNodeCache(LangGraphBaseCache):
             self.cache._delete_prefix(full[:-_EMPTY_STR_LEN], self._space(ns), False)
 
     async def aget(self, keys: Sequence[FullKey]) -> dict[FullKey, Any]:
-        if not self.cache.persistent:
+        cache = self.cache
+        if not cache.persistent:
             return self.get(keys)
         keys = list(keys)
         if not keys:
             return {}
-        return self._loaded(keys, await _aget_keys(self.cache, self._batch(keys)))
+        if cache.remote:
+            # _aget_keys inlined: the hit path of a node cache on Redis.
+            r = cache._loop_get_keys(asyncio.get_running_loop(), self._batch(keys), True)
+            return self._loaded(keys, r if type(r) is list else await r)
+        return self._loaded(keys, await _aget_keys(cache, self._batch(keys)))
 
     async def aset(self, pairs: Mapping[FullKey, tuple[Any, int | None]]) -> None:
         if not self.cache.persistent:

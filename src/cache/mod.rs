@@ -4,6 +4,8 @@
 //! - [`store`]: the [`Store`] trait of the persistent tier, its keys and values;
 //! - [`sqlite`]: the SQLite file store ([`DiskStore`]);
 //! - [`redis`](self::redis): the Redis server store ([`RedisStore`]);
+//! - [`resp`] and [`redis_loop`]: the Redis protocol and the event-loop client of the async
+//!   faces (one non-blocking, pipelined connection per event loop);
 //! - [`tiered`]: [`TieredCache`], the memory tier composed with an optional persistent tier,
 //!   with counters, TTL, fault handling, batches and single flight across processes;
 //! - [`io`]: the I/O threads of the async faces.
@@ -13,12 +15,16 @@
 pub mod io;
 pub mod memory;
 pub mod redis;
+pub mod redis_loop;
+pub mod resp;
 pub mod sqlite;
 pub mod store;
 pub mod tiered;
 
 pub use self::redis::{RedisOptions, RedisStore};
 pub use memory::{expiry_after, CacheStats, Clock, LruTtlCache, ManualClock, SystemClock};
+pub use redis_loop::{LoopConn, Sent, Sock};
+pub use resp::Reply;
 pub use sqlite::DiskStore;
 pub use store::{stored_key, RemoteStore, Spaces, Store, StoreKey, StoredValue};
 pub use tiered::{BatchKey, BatchPut, Host, TieredCache, TieredOptions};

@@ -16,16 +16,21 @@
 //! cluster slot, so a batch read is one `MGET` and a batch write one pipeline (`MULTI`/`EXEC`).
 //!
 //! Connections are blocking `redis` connections kept in a small pool; callers release the GIL
-//! around every call. After a connection failure the store reports `Error::Redis` at once for
-//! a short back-off instead of trying to connect on every call.
+//! around every call. The async faces use the event-loop client instead
+//! ([`super::redis_loop`]): this store builds its commands ([`RedisStore::get_command`] and
+//! the like), reads its replies ([`RedisStore::value_of`] and the like) and makes its sockets
+//! ([`RedisStore::connect_socket`]). After a connection failure the store reports
+//! `Error::Redis` at once for a short back-off instead of trying to connect on every call.
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use ::redis::{Client, Connection, RedisError};
+use ::redis::{Client, Connection, ConnectionAddr, RedisError};
 
 use super::memory::{Clock, SystemClock};
+use super::redis_loop::Sock;
+use super::resp::{self, Reply};
 use super::store::{Spaces, Store, StoreKey, StoredValue};
 use crate::error::{Error, Result};
 
@@ -159,8 +164,11 @@ impl RedisStore {
         let mut s = String::with_capacity(self.prefix.len() + space.len() + 80);
         s.push_str(&self.prefix);
         let _ = write!(s, "{kind}:{}:{space}:", space.len());
+        // Hex by table: formatting 32 bytes one `write!` at a time costs more than the request.
+        const HEX: &[u8; 16] = b"0123456789abcdef";
         for b in key {
-            let _ = write!(s, "{b:02x}");
+            s.push(char::from(HEX[usize::from(b >> 4)]));
+            s.push(char::from(HEX[usize::from(b & 15)]));
         }
         s
     }
@@ -175,6 +183,180 @@ impl RedisStore {
             ),
             // A prefix of a space does not fix its length: match any length, then check.
             Spaces::Prefix(p) => format!("{}v:*:{}*", glob_escape(&self.prefix), glob_escape(p)),
+        }
+    }
+
+    /// The bound on each reply.
+    pub fn io_timeout(&self) -> Duration {
+        self.opts.io_timeout
+    }
+
+    /// An `Error::Redis` naming this server.
+    pub fn error(&self, what: &str) -> Error {
+        Error::Redis(format!("Redis at {}: {what}", self.url))
+    }
+
+    /// Whether a request may go to the server now: `Error::Cache` once closed, `Error::Redis`
+    /// during the back-off after a failure.
+    pub fn ready(&self) -> Result<()> {
+        if self.closed.load(Ordering::Relaxed) {
+            return Err(Error::Cache(format!("the Redis cache at {} was closed", self.url)));
+        }
+        if SystemClock.now_ms() < self.down_until.load(Ordering::Relaxed) {
+            return Err(Error::Redis(format!(
+                "Redis at {} is unreachable (retrying shortly)",
+                self.url
+            )));
+        }
+        Ok(())
+    }
+
+    /// Whether the store was closed.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Relaxed)
+    }
+
+    /// Starts the back-off after a failed connection or request.
+    pub fn mark_down(&self) {
+        self.down_until
+            .store(SystemClock.now_ms() + BACKOFF_MS, Ordering::Relaxed);
+    }
+
+    /// A new connection for the event-loop client: connects (bounded by the connect timeout),
+    /// authenticates and selects the database, each reply bounded by the I/O timeout. Blocking:
+    /// call it on an I/O thread. A failure starts the back-off.
+    pub fn connect_socket(&self) -> Result<Sock> {
+        self.ready()?;
+        self.handshake().map_err(|e| {
+            self.mark_down();
+            match e {
+                Error::Redis(m) => self.error(&m),
+                other => other,
+            }
+        })
+    }
+
+    fn handshake(&self) -> Result<Sock> {
+        let info = self.client.get_connection_info();
+        let io = |e: std::io::Error| Error::Redis(e.to_string());
+        let mut sock = match &info.addr {
+            ConnectionAddr::Tcp(host, port) => {
+                use std::net::ToSocketAddrs;
+                let mut last = None;
+                let mut found = None;
+                for addr in (host.as_str(), *port).to_socket_addrs().map_err(io)? {
+                    match std::net::TcpStream::connect_timeout(&addr, self.opts.connect_timeout) {
+                        Ok(s) => {
+                            found = Some(s);
+                            break;
+                        }
+                        Err(e) => last = Some(e),
+                    }
+                }
+                let s = match (found, last) {
+                    (Some(s), _) => s,
+                    (None, Some(e)) => return Err(io(e)),
+                    (None, None) => return Err(Error::Redis(format!("{host} has no address"))),
+                };
+                s.set_nodelay(true).map_err(io)?;
+                Sock::Tcp(s)
+            }
+            #[cfg(unix)]
+            ConnectionAddr::Unix(path) => Sock::Unix(std::os::unix::net::UnixStream::connect(path).map_err(io)?),
+            #[allow(unreachable_patterns)]
+            _ => return Err(Error::Invalid(format!("unsupported Redis address {}", self.url))),
+        };
+        sock.set_timeouts(self.opts.io_timeout).map_err(io)?;
+        let r = &info.redis;
+        if let Some(password) = &r.password {
+            let reply = match &r.username {
+                Some(user) => sock.call(&[b"AUTH", user.as_bytes(), password.as_bytes()])?,
+                None => sock.call(&[b"AUTH", password.as_bytes()])?,
+            };
+            expect_ok(reply, "AUTH")?;
+        }
+        if r.db != 0 {
+            expect_ok(sock.call(&[b"SELECT", r.db.to_string().as_bytes()])?, "SELECT")?;
+        }
+        Ok(sock)
+    }
+
+    /// `GET` of an entry, encoded (one reply: [`Self::value_of`]).
+    pub fn get_command(&self, space: &str, key: &[u8; 32]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(160);
+        resp::encode(&mut out, &[b"GET", self.key('v', space, key).as_bytes()]);
+        out
+    }
+
+    /// `MGET` of several entries, encoded (one reply: [`Self::values_of`]).
+    pub fn mget_command(&self, keys: &[StoreKey<'_>]) -> Vec<u8> {
+        let names: Vec<String> = keys.iter().map(|k| self.key('v', k.space, k.digest)).collect();
+        let mut args: Vec<&[u8]> = Vec::with_capacity(names.len() + 1);
+        args.push(b"MGET");
+        args.extend(names.iter().map(String::as_bytes));
+        let mut out = Vec::with_capacity(16 + names.len() * 140);
+        resp::encode(&mut out, &args);
+        out
+    }
+
+    /// The write of several entries, encoded, and the number of replies it gets (one `SET`,
+    /// or a `MULTI`/`EXEC` transaction as [`Store::put_many`] sends it); read the replies with
+    /// [`Self::written`].
+    pub fn put_command(&self, entries: &[(StoreKey<'_>, &StoredValue)], now_ms: u64) -> (Vec<u8>, usize) {
+        let mut out = Vec::new();
+        let one = |out: &mut Vec<u8>, k: &StoreKey<'_>, v: &StoredValue| {
+            set_cmd(&self.key('v', k.space, k.digest), v, now_ms).write_packed_command(out);
+        };
+        if let [(k, v)] = entries {
+            one(&mut out, k, v);
+            return (out, 1);
+        }
+        resp::encode(&mut out, &[b"MULTI"]);
+        for (k, v) in entries {
+            one(&mut out, k, v);
+        }
+        resp::encode(&mut out, &[b"EXEC"]);
+        (out, entries.len() + 2)
+    }
+
+    /// The value a `GET` answered, as [`Store::get`] returns it.
+    pub fn value_of(&self, reply: Reply, now_ms: u64) -> Result<Option<StoredValue>> {
+        match reply {
+            Reply::Nil => Ok(None),
+            Reply::Bulk(b) => Ok(read_value(&b, now_ms)),
+            other => Err(self.unexpected(other)),
+        }
+    }
+
+    /// The values an `MGET` of `n` keys answered, as [`Store::get_many`] returns them.
+    pub fn values_of(&self, reply: Reply, n: usize, now_ms: u64) -> Result<Vec<Option<StoredValue>>> {
+        match reply {
+            Reply::Array(items) if items.len() == n => items.into_iter().map(|r| self.value_of(r, now_ms)).collect(),
+            other => Err(self.unexpected(other)),
+        }
+    }
+
+    /// Whether the replies to a [`Self::put_command`] say the write was done.
+    pub fn written(&self, replies: Vec<Reply>) -> Result<()> {
+        for r in replies {
+            match r {
+                Reply::Error(e) => return Err(self.error(&e)),
+                Reply::Array(items) => {
+                    if let Some(Reply::Error(e)) = items.into_iter().find(|i| matches!(i, Reply::Error(_))) {
+                        return Err(self.error(&e));
+                    }
+                }
+                Reply::Nil => return Err(self.error("the transaction was aborted")),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn unexpected(&self, reply: Reply) -> Error {
+        match reply {
+            Reply::Error(e) => self.error(&e),
+            other => self.error(&format!("unexpected reply {other:?}")),
         }
     }
 
@@ -287,6 +469,14 @@ impl RedisStore {
                 })
                 .collect(),
         }
+    }
+}
+
+fn expect_ok(reply: Reply, what: &str) -> Result<()> {
+    match reply {
+        Reply::Status(_) => Ok(()),
+        Reply::Error(e) => Err(Error::Redis(format!("{what} failed: {e}"))),
+        other => Err(Error::Redis(format!("{what} failed: unexpected reply {other:?}"))),
     }
 }
 
@@ -487,10 +677,82 @@ mod tests {
     }
 
     #[test]
+    fn event_loop_commands_and_replies() {
+        let s = RedisStore::open("redis://127.0.0.1:1/", opts("app")).unwrap();
+        let k = [7u8; 32];
+        let name = s.key('v', "sp", &k);
+        let mut want = Vec::new();
+        resp::encode(&mut want, &[b"GET", name.as_bytes()]);
+        assert_eq!(s.get_command("sp", &k), want);
+        let keys = [
+            StoreKey {
+                space: "sp",
+                digest: &k,
+            },
+            StoreKey {
+                space: "sq",
+                digest: &k,
+            },
+        ];
+        let mget = s.mget_command(&keys);
+        assert!(mget.starts_with(b"*3\r\n$4\r\nMGET\r\n"));
+        let v = StoredValue {
+            type_tag: "raw|msgpack".into(),
+            data: b"data".to_vec(),
+            expires_at: Some(5_000),
+        };
+        // One entry: one SET with its PX; several: MULTI, the SETs, EXEC.
+        let (one, n) = s.put_command(&[(keys[0], &v)], 1_000);
+        assert_eq!(n, 1);
+        assert!(one.windows(2).any(|w| w == b"PX") && one.ends_with(b"$4\r\n4000\r\n"));
+        let (many, n) = s.put_command(&[(keys[0], &v), (keys[1], &v)], 1_000);
+        assert_eq!(n, 4);
+        assert!(many.starts_with(b"*1\r\n$5\r\nMULTI\r\n") && many.ends_with(b"*1\r\n$4\r\nEXEC\r\n"));
+        // Replies read as the blocking client's.
+        let framed = Reply::Bulk(encode_value(&v));
+        assert_eq!(s.value_of(framed.clone(), 1_000).unwrap(), Some(v.clone()));
+        assert_eq!(
+            s.value_of(framed.clone(), 5_000).unwrap(),
+            None,
+            "expired by the caller's clock"
+        );
+        assert_eq!(s.value_of(Reply::Nil, 0).unwrap(), None);
+        let foreign = s.value_of(Reply::Bulk(b"not ours".to_vec()), 0).unwrap().unwrap();
+        assert!(foreign.type_tag.is_empty(), "a value not ours reads as a miss");
+        assert!(
+            matches!(s.value_of(Reply::Error("WRONGTYPE x".into()), 0), Err(Error::Redis(m)) if m.contains("WRONGTYPE"))
+        );
+        let arr = Reply::Array(vec![framed, Reply::Nil]);
+        assert_eq!(s.values_of(arr.clone(), 2, 1_000).unwrap(), vec![Some(v), None]);
+        assert!(s.values_of(arr, 3, 1_000).is_err(), "a reply of the wrong length");
+        let ok = vec![
+            Reply::Status("OK".into()),
+            Reply::Status("QUEUED".into()),
+            Reply::Array(vec![]),
+        ];
+        assert!(s.written(ok).is_ok());
+        assert!(s
+            .written(vec![Reply::Status("OK".into()), Reply::Error("EXECABORT".into())])
+            .is_err());
+        assert!(s.written(vec![Reply::Array(vec![Reply::Error("OOM".into())])]).is_err());
+        assert!(s.written(vec![Reply::Nil]).is_err());
+    }
+
+    #[test]
     fn an_unreachable_server_is_an_error_not_a_hang() {
         let s = RedisStore::open("redis://127.0.0.1:1/", opts("x")).unwrap();
         assert!(matches!(s.get("sp", &[0; 32], 0), Err(Error::Redis(_))));
         // Within the back-off, the next call fails without connecting.
         assert!(matches!(s.get("sp", &[0; 32], 0), Err(Error::Redis(_))));
+        assert!(matches!(s.ready(), Err(Error::Redis(_))));
+        assert!(matches!(s.connect_socket(), Err(Error::Redis(m)) if m.contains("127.0.0.1:1")));
+        let fresh = RedisStore::open("redis://127.0.0.1:1/", opts("x")).unwrap();
+        assert!(matches!(fresh.connect_socket(), Err(Error::Redis(_))));
+        assert!(
+            matches!(fresh.ready(), Err(Error::Redis(_))),
+            "a failed connect starts the back-off"
+        );
+        fresh.close();
+        assert!(matches!(fresh.ready(), Err(Error::Cache(m)) if m.contains("closed")));
     }
 }

@@ -101,6 +101,46 @@ pub trait Store: Send + Sync {
     fn close(&self);
 }
 
+/// A store shared with its other users (the Redis store is also the event-loop client's).
+impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
+    fn describe(&self) -> String {
+        (**self).describe()
+    }
+    fn get(&self, space: &str, key: &[u8; 32], now_ms: u64) -> Result<Option<StoredValue>> {
+        (**self).get(space, key, now_ms)
+    }
+    fn get_many(&self, keys: &[StoreKey<'_>], now_ms: u64) -> Result<Vec<Option<StoredValue>>> {
+        (**self).get_many(keys, now_ms)
+    }
+    fn put(&self, space: &str, key: &[u8; 32], value: &StoredValue, now_ms: u64) -> Result<()> {
+        (**self).put(space, key, value, now_ms)
+    }
+    fn put_many(&self, entries: &[(StoreKey<'_>, StoredValue)], now_ms: u64) -> Result<()> {
+        (**self).put_many(entries, now_ms)
+    }
+    fn delete(&self, space: &str, key: &[u8; 32]) -> Result<bool> {
+        (**self).delete(space, key)
+    }
+    fn clear(&self, spaces: Spaces<'_>) -> Result<usize> {
+        (**self).clear(spaces)
+    }
+    fn len(&self, spaces: Spaces<'_>, now_ms: u64) -> Result<usize> {
+        (**self).len(spaces, now_ms)
+    }
+    fn try_lock(&self, space: &str, key: &[u8; 32], token: &str, ttl: Duration) -> Result<bool> {
+        (**self).try_lock(space, key, token, ttl)
+    }
+    fn is_locked(&self, space: &str, key: &[u8; 32]) -> Result<bool> {
+        (**self).is_locked(space, key)
+    }
+    fn unlock(&self, space: &str, key: &[u8; 32], token: &str) -> Result<()> {
+        (**self).unlock(space, key, token)
+    }
+    fn close(&self) {
+        (**self).close();
+    }
+}
+
 /// The old name of [`Store`].
 pub use Store as RemoteStore;
 

@@ -3,10 +3,11 @@
 //! The composition of the tiers, the counters, TTL, fault handling, batches and single flight
 //! live in the core ([`TieredCache`]). This layer converts arguments, encodes keys
 //! ([`super::cache_key`]) and values (the `codec` callable object the Python layer passes in),
-//! releases the interpreter around file and network I/O, and runs the async faces' I/O on the
-//! core's I/O threads. Values stay Python objects in memory; with a persistent tier (`path=`:
+//! releases the interpreter around file and network I/O, and runs the async faces' file I/O on
+//! the core's I/O threads and their Redis requests on the caller's event loop
+//! ([`super::cache_loop`]). Values stay Python objects in memory; with a persistent tier (`path=`:
 //! an SQLite file, `redis_url=`: a Redis server) each is also stored there as the codec's bytes.
-use std::sync::{LockResult, Mutex, MutexGuard};
+use std::sync::{Arc, LockResult, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
@@ -15,10 +16,11 @@ use pyo3::sync::{MutexExt, PyOnceLock};
 use pyo3::types::{PyBytes, PyDict, PyString, PyTuple};
 
 use super::cache_key::{Encoder, ParamSpec, Signature};
+use super::cache_loop::{Pending, PyRedisLoop, Work};
 use crate::cache::io::submit;
 use crate::cache::{
-    BatchKey, BatchPut, Clock, DiskStore, Host, ManualClock, RedisOptions, RedisStore, Store, StoredValue, SystemClock,
-    TieredCache, TieredOptions,
+    stored_key, BatchKey, BatchPut, Clock, DiskStore, Host, ManualClock, RedisOptions, RedisStore, Reply, Store,
+    StoreKey, StoredValue, SystemClock, TieredCache, TieredOptions,
 };
 use crate::error::Result as CoreResult;
 
@@ -112,6 +114,23 @@ pub struct PyRustLLMCache {
     ttl: Option<f64>,
     path: Option<String>,
     remote: bool,
+    /// The Redis store, shared with the core, for the event-loop client.
+    redis: Option<Arc<RedisStore>>,
+    /// The event-loop client's connections: one per event loop that used this cache.
+    loops: Mutex<Vec<Py<PyRedisLoop>>>,
+}
+
+impl Drop for PyRustLLMCache {
+    fn drop(&mut self) {
+        let conns = std::mem::take(self.loops.get_mut().unwrap_or_else(PoisonError::into_inner));
+        if !conns.is_empty() {
+            Python::attach(|py| {
+                for c in conns {
+                    PyRedisLoop::shutdown(c.bind(py));
+                }
+            });
+        }
+    }
 }
 
 fn seconds(what: &str, v: f64) -> PyResult<Duration> {
@@ -134,7 +153,7 @@ fn positive(what: &str, n: Option<i64>) -> PyResult<usize> {
 }
 
 /// `(found, value)` as the Python layer takes a lookup's answer.
-fn found(py: Python<'_>, v: Option<Py<PyAny>>) -> (bool, Py<PyAny>) {
+pub(crate) fn found(py: Python<'_>, v: Option<Py<PyAny>>) -> (bool, Py<PyAny>) {
     match v {
         Some(v) => (true, v),
         None => (false, py.None()),
@@ -142,9 +161,9 @@ fn found(py: Python<'_>, v: Option<Py<PyAny>>) -> (bool, Py<PyAny>) {
 }
 
 /// `(found, value)` per key of a batch read.
-type FoundList = Vec<(bool, Py<PyAny>)>;
+pub(crate) type FoundList = Vec<(bool, Py<PyAny>)>;
 /// A batch read's keys as the Python layer passes them: `(encoded key, space or None)`.
-type KeyList = Vec<(Vec<u8>, Option<String>)>;
+pub(crate) type KeyList = Vec<(Vec<u8>, Option<String>)>;
 /// A batch write's entries: `(encoded key, value, ttl or None, space or None)`.
 type PutList<'py> = Vec<(Vec<u8>, Bound<'py, PyAny>, Option<f64>, Option<String>)>;
 
@@ -276,6 +295,103 @@ impl PyRustLLMCache {
     fn hits_and_misses(&self, py: Python<'_>) -> (u64, u64) {
         let s = self.core.stats(&self.host(py));
         (s.hits, s.misses)
+    }
+
+    fn redis_store(&self) -> PyResult<&Arc<RedisStore>> {
+        self.redis
+            .as_ref()
+            .ok_or_else(|| PyTypeError::new_err("this cache has no Redis server (redis_url=)"))
+    }
+
+    /// This cache's connection on `event_loop`, made on first use. Connections of loops that
+    /// are gone or closed, and of the process this one was forked from, are dropped here.
+    fn loop_conn<'py>(&self, py: Python<'py>, event_loop: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyRedisLoop>> {
+        let store = self.redis_store()?;
+        let known: Vec<Py<PyRedisLoop>> = {
+            let g = self.loops.lock_py_attached(py).unwrap_or_else(PoisonError::into_inner);
+            for c in g.iter() {
+                if c.get().serves(py, event_loop) {
+                    return Ok(c.bind(py).clone());
+                }
+            }
+            g.iter().map(|c| c.clone_ref(py)).collect()
+        };
+        // A loop this cache has not seen: drop what can never serve again, then connect anew.
+        let stale: Vec<Py<PyRedisLoop>> = known.into_iter().filter(|c| c.get().stale(py)).collect();
+        let conn = Bound::new(py, PyRedisLoop::new(event_loop, Arc::clone(store))?)?;
+        let dropped = {
+            let mut g = self.loops.lock_py_attached(py).unwrap_or_else(PoisonError::into_inner);
+            let (gone, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut *g)
+                .into_iter()
+                .partition(|c| stale.iter().any(|s| s.is(c)));
+            *g = keep;
+            g.push(conn.clone().unbind());
+            gone
+        };
+        for c in dropped {
+            PyRedisLoop::shutdown(c.bind(py));
+        }
+        Ok(conn)
+    }
+
+    /// The outcome of an event-loop request once its replies (or the error that broke its
+    /// connection) are in: decoded and counted as the sync path does.
+    pub(crate) fn finish_loop_request(
+        &self,
+        py: Python<'_>,
+        work: Work,
+        replies: CoreResult<Vec<Reply>>,
+        now: u64,
+    ) -> PyResult<Py<PyAny>> {
+        let store = self.redis_store()?;
+        let h = self.host(py);
+        let first = |r: Vec<Reply>| r.into_iter().next().unwrap_or(Reply::Nil);
+        match work {
+            Work::Get { key, count } => {
+                let row = replies.and_then(|r| store.value_of(first(r), now));
+                let v = self.core.finish_get(&h, &key, count, row, |s| s.value.clone_ref(py))?;
+                Ok(found(py, v).into_pyobject(py)?.into_any().unbind())
+            }
+            Work::GetMany {
+                wanted,
+                missing,
+                mut got,
+                count,
+            } => {
+                let rows = replies.and_then(|r| store.values_of(first(r), wanted.len(), now));
+                let more = self
+                    .core
+                    .finish_many(&h, &batch_keys(&wanted), count, rows, |s| s.value.clone_ref(py))?;
+                for (i, v) in missing.into_iter().zip(more) {
+                    got[i] = found(py, v);
+                }
+                Ok(got.into_pyobject(py)?.into_any().unbind())
+            }
+            Work::Put => {
+                if let Err(e) = replies.and_then(|r| store.written(r)) {
+                    self.core.absorb(&h, e)?;
+                }
+                Ok(py.None())
+            }
+        }
+    }
+
+    /// Sends an encoded request on `event_loop`'s connection; returns the future its outcome
+    /// resolves.
+    fn loop_request(
+        slf: &Bound<'_, Self>,
+        event_loop: &Bound<'_, PyAny>,
+        cmd: &[u8],
+        replies: usize,
+        work: Work,
+        now: u64,
+    ) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let conn = slf.get().loop_conn(py, event_loop)?;
+        let fut = Pending::future(py, event_loop)?;
+        let p = Pending::new(fut.clone_ref(py), slf.clone().unbind(), work, now);
+        PyRedisLoop::request(&conn, event_loop, cmd, replies, p);
+        Ok(fut.into_any())
     }
 
     /// The serialized entries of a batch write, and their expiry.
@@ -413,6 +529,7 @@ impl PyRustLLMCache {
             lock_ttl,
             absorb_errors: false,
         };
+        let mut redis = None;
         let store: Option<Box<dyn Store>> = match (&file, redis_url) {
             (Some(path), None) => {
                 let path = path.clone();
@@ -429,7 +546,9 @@ impl PyRustLLMCache {
                 opts.local = local_max_size.is_some();
                 opts.max_size = local_size;
                 opts.absorb_errors = !strict;
-                Some(Box::new(RedisStore::open(&url, ropts)?))
+                let shared = Arc::new(RedisStore::open(&url, ropts)?);
+                redis = Some(Arc::clone(&shared));
+                Some(Box::new(shared))
             }
             _ => None,
         };
@@ -444,6 +563,8 @@ impl PyRustLLMCache {
             ttl,
             path: file,
             remote,
+            redis,
+            loops: Mutex::new(Vec::new()),
         };
         me.tick(py)?;
         Ok(me)
@@ -518,6 +639,10 @@ impl PyRustLLMCache {
     /// that need the shared tier raise `CacheError`.
     fn close(&self, py: Python<'_>) {
         self.core.close(&self.host(py));
+        let conns = std::mem::take(&mut *self.loops.lock_py_attached(py).unwrap_or_else(PoisonError::into_inner));
+        for c in conns {
+            PyRedisLoop::shutdown(c.bind(py));
+        }
     }
 
     fn __len__(&self, py: Python<'_>) -> PyResult<usize> {
@@ -758,6 +883,184 @@ impl PyRustLLMCache {
             },
         )?;
         Ok(false)
+    }
+
+    /// The async lookup of a Redis cache, on the caller's event loop: a memory hit (or a
+    /// server known to be down) answers `(found, value)` at once; otherwise the `GET` is written
+    /// now and this returns a future of the loop that its reply resolves with `(found, value)`.
+    #[pyo3(signature = (event_loop, key, count, space))]
+    fn _loop_get(
+        slf: &Bound<'_, Self>,
+        event_loop: &Bound<'_, PyAny>,
+        key: &[u8],
+        count: bool,
+        space: Option<&str>,
+    ) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let me = slf.get();
+        me.tick(py)?;
+        let h = me.host(py);
+        let share = |s: &Slot| s.value.clone_ref(py);
+        if let Some(v) = me.core.get_local(&h, key, count, share) {
+            return Ok((true, v).into_pyobject(py)?.into_any().unbind());
+        }
+        let store = me.redis_store()?;
+        let now = me.core.now_ms();
+        if let Err(e) = store.ready() {
+            let v = me.core.finish_get(&h, key, count, Err(e), share)?;
+            return Ok(found(py, v).into_pyobject(py)?.into_any().unbind());
+        }
+        let sp = me.core.space_of(space);
+        let cmd = store.get_command(sp, &stored_key(sp, key));
+        let work = Work::Get {
+            key: key.to_vec(),
+            count,
+        };
+        Self::loop_request(slf, event_loop, &cmd, 1, work, now)
+    }
+
+    /// The async batch lookup of a Redis cache, on the caller's event loop: memory hits at
+    /// once; when every key was found there (or the server is known to be down) returns the
+    /// list of `(found, value)`, otherwise a future that the one `MGET` of the rest
+    /// resolves with that list.
+    fn _loop_get_keys(
+        slf: &Bound<'_, Self>,
+        event_loop: &Bound<'_, PyAny>,
+        keys: KeyList,
+        count: bool,
+    ) -> PyResult<Py<PyAny>> {
+        let py = slf.py();
+        let me = slf.get();
+        me.tick(py)?;
+        let h = me.host(py);
+        let share = |s: &Slot| s.value.clone_ref(py);
+        let batch = batch_keys(&keys);
+        let (got, missing) = me.core.get_many_local(&h, &batch, count, share);
+        let mut got: FoundList = got.into_iter().map(|v| found(py, v)).collect();
+        if missing.is_empty() {
+            return Ok(got.into_pyobject(py)?.into_any().unbind());
+        }
+        let store = me.redis_store()?;
+        let now = me.core.now_ms();
+        let wanted: KeyList = missing.iter().map(|&i| keys[i].clone()).collect();
+        if let Err(e) = store.ready() {
+            let more = me.core.finish_many(&h, &batch_keys(&wanted), count, Err(e), share)?;
+            for (i, v) in missing.into_iter().zip(more) {
+                got[i] = found(py, v);
+            }
+            return Ok(got.into_pyobject(py)?.into_any().unbind());
+        }
+        let digests: Vec<(&str, [u8; 32])> = wanted
+            .iter()
+            .map(|(k, sp)| {
+                let sp = me.core.space_of(sp.as_deref());
+                (sp, stored_key(sp, k))
+            })
+            .collect();
+        // One MGET, as the sync path reads a batch.
+        let ks: Vec<StoreKey<'_>> = digests
+            .iter()
+            .map(|(space, digest)| StoreKey { space, digest })
+            .collect();
+        let cmd = store.mget_command(&ks);
+        drop(ks);
+        drop(digests);
+        let work = Work::GetMany {
+            wanted,
+            missing,
+            got,
+            count,
+        };
+        Self::loop_request(slf, event_loop, &cmd, 1, work, now)
+    }
+
+    /// The async store of a Redis cache, on the caller's event loop: serializes and stores in
+    /// memory here, writes the `SET` now, and returns a future its reply resolves with None
+    /// (None at once when there is nothing to wait for).
+    #[pyo3(signature = (event_loop, key, value, pins, ttl, space))]
+    #[allow(clippy::too_many_arguments)]
+    fn _loop_put(
+        slf: &Bound<'_, Self>,
+        event_loop: &Bound<'_, PyAny>,
+        key: &[u8],
+        value: &Bound<'_, PyAny>,
+        pins: Vec<Py<PyAny>>,
+        ttl: Option<f64>,
+        space: Option<&str>,
+    ) -> PyResult<Option<Py<PyAny>>> {
+        let py = slf.py();
+        let me = slf.get();
+        let ttl = Self::ttl_of(ttl)?;
+        me.tick(py)?;
+        let (now, expires_at) = me.core.expiry(ttl);
+        let stored = me.encode_value(py, value, expires_at)?;
+        let h = me.host(py);
+        me.core
+            .put_local_until(&h, key, Slot::new(value.clone().unbind(), pins), expires_at);
+        let Some(stored) = stored else { return Ok(None) };
+        let store = me.redis_store()?;
+        if let Err(e) = store.ready() {
+            me.core.absorb(&h, e)?;
+            return Ok(None);
+        }
+        let sp = me.core.space_of(space);
+        let digest = stored_key(sp, key);
+        let (cmd, n) = store.put_command(
+            &[(
+                StoreKey {
+                    space: sp,
+                    digest: &digest,
+                },
+                &stored,
+            )],
+            now,
+        );
+        Self::loop_request(slf, event_loop, &cmd, n, Work::Put, now).map(Some)
+    }
+
+    /// The async batch store of a Redis cache, on the caller's event loop: one `SET`, or one
+    /// `MULTI`/`EXEC` transaction, written now; returns the future its replies resolve with
+    /// None (None at once when there is nothing to wait for).
+    fn _loop_put_keys(
+        slf: &Bound<'_, Self>,
+        event_loop: &Bound<'_, PyAny>,
+        entries: PutList<'_>,
+    ) -> PyResult<Option<Py<PyAny>>> {
+        let py = slf.py();
+        let me = slf.get();
+        let (now, batch) = me.batch_puts(py, &entries)?;
+        let h = me.host(py);
+        let mut rows: Vec<(&str, [u8; 32], StoredValue)> = Vec::new();
+        for e in batch {
+            if let Some(stored) = e.stored {
+                let sp = me.core.space_of(e.space);
+                rows.push((sp, stored_key(sp, e.key), stored));
+            }
+            me.core.put_local_until(&h, e.key, e.value, e.expires_at);
+        }
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        let store = me.redis_store()?;
+        if let Err(e) = store.ready() {
+            me.core.absorb(&h, e)?;
+            return Ok(None);
+        }
+        let items: Vec<(StoreKey<'_>, &StoredValue)> = rows
+            .iter()
+            .map(|(space, digest, v)| (StoreKey { space, digest }, v))
+            .collect();
+        let (cmd, n) = store.put_command(&items, now);
+        drop(items);
+        Self::loop_request(slf, event_loop, &cmd, n, Work::Put, now).map(Some)
+    }
+
+    /// Whether this cache holds an event-loop connection to its server on `event_loop` with a
+    /// socket attached (for tests and diagnostics).
+    fn _loop_connected(&self, py: Python<'_>, event_loop: &Bound<'_, PyAny>) -> bool {
+        let g = self.loops.lock_py_attached(py).unwrap_or_else(PoisonError::into_inner);
+        g.iter()
+            .any(|c| c.get().serves(py, event_loop) && c.get().is_connected())
     }
 
     /// Turns the last counted miss into a hit: the caller got the value from another caller

@@ -2,6 +2,7 @@
 //! arguments into owned Rust values, calls the core with the GIL released, and converts back.
 mod cache;
 mod cache_key;
+mod cache_loop;
 mod checkpoint;
 mod exceptions;
 mod executor;
