@@ -862,10 +862,15 @@ class PgCheckpointStore:
     def put_many(self, checkpoints: Sequence[NewCheckpoint], writes: Sequence[NewWrites]) -> None:
         """Store many checkpoints and writes in one transaction."""
     def get(
-        self, thread_id: str, checkpoint_ns: str, checkpoint_id: str | None = None
+        self,
+        thread_id: str,
+        checkpoint_ns: str,
+        checkpoint_id: str | None = None,
+        cached: Sequence[tuple[str, str]] = ...,
     ) -> CheckpointRow | None:
         """The checkpoint with `checkpoint_id`, or the newest of the thread's namespace, with
-        its values and pending writes; None if there is none."""
+        its values and pending writes; None if there is none. The values of the
+        `(channel, version)` pairs in `cached` are not read (the caller holds them)."""
     def list(
         self,
         *,
@@ -884,10 +889,12 @@ class PgCheckpointStore:
         checkpoint_ns: str,
         checkpoint_id: str | None,
         channels: Sequence[str],
+        cached: Sequence[tuple[str, str]] = ...,
     ) -> builtins.list[ChannelHistory]:
         """For each of `channels` (in order), its history behind the checkpoint with
         `checkpoint_id` (or the newest of the namespace), walking parent pointers in bounded
-        statements. A missing checkpoint gives empty histories."""
+        statements. A missing checkpoint gives empty histories. A seed whose
+        `(channel, version)` is in `cached` is not read and comes back without segments."""
     def storage_stats(self) -> dict[str, int]:
         """Row counts and sizes: checkpoints, blobs, delta_blobs, writes, payload_bytes,
         table_bytes (the tables and their indexes on disk)."""

@@ -38,6 +38,7 @@ from langgraph.checkpoint.base import (
     get_checkpoint_id,
     get_checkpoint_metadata,
 )
+from langgraph.checkpoint.serde.types import _DeltaSnapshot
 
 from fast_langgraph._native import (
     ChannelValueRow,
@@ -52,6 +53,7 @@ from fast_langgraph._native import (
     SerializationError,
 )
 from fast_langgraph.checkpoint._batches import decoded
+from fast_langgraph.checkpoint._deltas import SeedCache
 from fast_langgraph.checkpoint._engine_saver import (
     EngineSaver,
     configurable,
@@ -152,6 +154,7 @@ class RustPostgresCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyn
         self.delta = bool(delta)
         self.snapshot_every = snapshot_every
         self._lists = _ListVersions()
+        self._seeds = SeedCache()
         self._heads = _Heads()
         self._store = PgCheckpointStore(
             conninfo,
@@ -167,6 +170,7 @@ class RustPostgresCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyn
         """In a forked child the pool opens the child's own connections by itself; the
         in-process caches, whose locks a thread of the parent may have held, are renewed."""
         self._lists = _ListVersions()
+        self._seeds = SeedCache()
         self._heads = _Heads()
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -240,7 +244,9 @@ class RustPostgresCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyn
         checkpoint_id = get_checkpoint_id(config)
         thread_id = str(conf["thread_id"])
         ns = conf.get("checkpoint_ns", "")
-        row = self._store.get(thread_id, ns, checkpoint_id)
+        # DeltaChannel snapshots this process decoded already are not read again.
+        cached = self._seeds.versions(thread_id, ns) if self.delta and self._seeds else []
+        row = self._store.get(thread_id, ns, checkpoint_id, cached)
         if self.guard:
             # What the caller read as the thread's latest is what its next put continues;
             # a checkpoint read by id is a deliberate fork point (time travel, update_state).
@@ -251,6 +257,13 @@ class RustPostgresCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyn
         if row is None:
             return None
         tup = self._to_tuple(row, config if checkpoint_id else None)
+        if self.delta and not self._with_seeds(tup, thread_id, ns, cached):
+            # A seed left the cache meanwhile: read the checkpoint whole.
+            row = self._store.get(thread_id, ns, checkpoint_id)
+            if row is None:
+                return None
+            tup = self._to_tuple(row, config if checkpoint_id else None)
+            self._with_seeds(tup, thread_id, ns, [])
         if self.delta:
             # The graph builds its next state from these very objects: remember them, so the
             # next put can store only what is appended to them.
@@ -266,6 +279,27 @@ class RustPostgresCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyn
                         "read",
                     )
         return tup
+
+    def _with_seeds(
+        self, tup: CheckpointTuple, thread_id: str, ns: str, cached: builtins.list[tuple[str, str]]
+    ) -> bool:
+        """Puts the kept snapshots the store left out into ``tup``'s channel values, and keeps
+        the snapshots it read; ``False`` if a kept one is gone."""
+        versions = tup.checkpoint["channel_versions"]
+        values = tup.checkpoint["channel_values"]
+        left_out = set()
+        for channel, version in cached:
+            if channel in versions and str(versions[channel]) == version:
+                value = self._seeds.get((thread_id, ns, channel, version))
+                if value is None:
+                    return False
+                values[channel] = value
+                left_out.add(channel)
+        for channel, value in values.items():
+            if type(value) is _DeltaSnapshot and channel not in left_out and channel in versions:
+                key = (thread_id, ns, channel, str(versions[channel]))
+                values[channel] = self._seeds.put(key, value)
+        return True
 
     def list(
         self,
@@ -387,16 +421,30 @@ class RustPostgresCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyn
         thread_id = str(conf["thread_id"])
         ns = conf.get("checkpoint_ns", "")
         checkpoint_id = get_checkpoint_id(config) or None
+        # With deltas on, decoded seeds are kept: the store skips reading the ones this
+        # process holds.
+        cached = self._seeds.versions(thread_id, ns, channels) if self.delta and self._seeds else []
         loads = self.serde.loads_typed
         result: dict[str, Any] = {}
-        for history in self._store.delta_history(thread_id, ns, checkpoint_id, channels):
+        for history in self._store.delta_history(thread_id, ns, checkpoint_id, channels, cached):
             entry: dict[str, Any] = {
                 "writes": [
                     (w.task_id, w.channel, loads((w.type_tag, w.data))) for w in history.writes
                 ]
             }
-            if history.seed is not None:
-                entry["seed"] = self._load_value(history.seed)
+            seed = history.seed
+            if seed is not None:
+                key = (thread_id, ns, history.channel, history.seed_version or "")
+                value = self._seeds.get(key) if not seed.segments else None
+                if value is None:
+                    if not seed.segments:
+                        # Dropped from the cache since the call: read again, uncached.
+                        self._seeds.clear()
+                        return self.get_delta_channel_history(config=config, channels=channels)
+                    value = self._load_value(seed)
+                    if self.delta:
+                        value = self._seeds.put(key, value)
+                entry["seed"] = value
             result[history.channel] = entry
         return result
 
@@ -456,6 +504,9 @@ class RustPostgresCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyn
             self._store.put(args, continue_head=continue_head)
         for entry in remembered:
             self._lists.remember(*entry)
+        if self._seeds:
+            # A version stored again may hold another value.
+            self._seeds.discard([(thread_id, ns, ch, str(v)) for ch, v in new_versions.items()])
         if self.guard:
             # This run's next put continues this checkpoint.
             self._heads.remember((thread_id, ns, checkpoint["id"]))
@@ -563,6 +614,7 @@ class RustPostgresCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyn
     def delete_thread(self, thread_id: str) -> None:
         """Delete every checkpoint and write of a thread."""
         self._lists.forget_thread(str(thread_id))
+        self._seeds.forget_thread(str(thread_id))
         self._store.delete_thread(str(thread_id))
 
     def delete_for_runs(self, run_ids: Sequence[str]) -> None:
@@ -571,6 +623,7 @@ class RustPostgresCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyn
         later checkpoint rebuilds a LangGraph ``DeltaChannel`` stays, with its writes."""
         run_ids = [str(r) for r in id_list(run_ids, "run_ids")]
         self._lists.clear()
+        self._seeds.clear()
         self._store.delete_for_runs(run_ids)
 
     def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
@@ -585,6 +638,7 @@ class RustPostgresCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyn
         thread_ids = [str(t) for t in id_list(thread_ids, "thread_ids")]
         for thread_id in thread_ids:
             self._lists.forget_thread(thread_id)
+            self._seeds.forget_thread(thread_id)
         # The store checks the strategy and names it in its ValueError.
         self._store.prune(thread_ids, cast(Literal["keep_latest", "delete"], strategy))
 
@@ -633,6 +687,7 @@ class RustPostgresCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyn
             )
         cutoff_ms = int((now - max_idle).timestamp() * 1000)
         self._lists.clear()
+        self._seeds.clear()
         return self._store.prune_idle(cutoff_ms, strategy)
 
     # -- moving in from PostgresSaver --------------------------------------------------------

@@ -127,3 +127,93 @@ def test_long_chain_pages(saver):
     assert got == BaseCheckpointSaver.get_delta_channel_history(
         saver, config=configs[-1], channels=["a"]
     )
+
+
+# -- values the caller holds are not read again (delta=True) ------------------------------------
+
+
+def _snap_then_plain_child(saver) -> tuple[list[dict], str]:
+    configs = _build(
+        saver,
+        [
+            {"values": {"a": "snap", "b": "plain"}, "writes": [("a", "")]},
+            {"values": {"a": None, "b": None}, "writes": []},
+        ],
+    )
+    version = str(saver.get_tuple(configs[0]).checkpoint["channel_versions"]["a"])
+    return configs, version
+
+
+def test_the_store_leaves_out_the_values_the_caller_holds(saver):
+    configs, version = _snap_then_plain_child(saver)
+    conf = configs[0]["configurable"]
+    tid, cid = conf["thread_id"], conf["checkpoint_id"]
+    whole = saver._store.get(tid, "", cid)
+    assert sorted(v.channel for v in whole.values) == ["a", "b"]
+    skipped = saver._store.get(tid, "", cid, [("a", version)])
+    assert [v.channel for v in skipped.values] == ["b"]
+    # A pair that names another version is read.
+    assert len(saver._store.get(tid, "", cid, [("a", "other")]).values) == 2
+    head = configs[-1]["configurable"]["checkpoint_id"]
+    (full,) = saver._store.delta_history(tid, "", head, ["a"])
+    (held,) = saver._store.delta_history(tid, "", head, ["a"], [("a", version)])
+    assert full.seed.segments and full.seed_version == version
+    assert held.seed is not None and not held.seed.segments and held.seed_version == version
+    assert [w.channel for w in held.writes] == [w.channel for w in full.writes] == ["a"]
+
+
+def test_kept_seeds_read_back_the_same_as_fresh_containers(saver):
+    configs, version = _snap_then_plain_child(saver)
+    first = saver.get_delta_channel_history(config=configs[-1], channels=["a"])
+    tid = configs[0]["configurable"]["thread_id"]
+    assert saver._seeds.versions(tid, "", ["a"]) == [("a", version)]
+    second = saver.get_delta_channel_history(config=configs[-1], channels=["a"])
+    assert first == second
+    assert first == BaseCheckpointSaver.get_delta_channel_history(
+        saver, config=configs[-1], channels=["a"]
+    )
+    assert first["a"]["seed"].value is not second["a"]["seed"].value
+    # Changing what a read returned does not change the next read.
+    first["a"]["seed"].value.append("changed")
+    assert saver.get_delta_channel_history(config=configs[-1], channels=["a"]) == second
+    # get_tuple takes the kept snapshot too, as a fresh container.
+    one = saver.get_tuple(configs[0]).checkpoint["channel_values"]
+    two = saver.get_tuple(configs[0]).checkpoint["channel_values"]
+    assert one == two == {"a": _DeltaSnapshot(["a0"]), "b": ["b0", 0]}
+    assert one["a"].value is not two["a"].value
+
+
+def test_a_seed_dropped_from_the_cache_is_read_again(saver):
+    configs, _ = _snap_then_plain_child(saver)
+    want = saver.get_delta_channel_history(config=configs[-1], channels=["a"])
+    # The store is asked to leave the seed out, but the cache loses it before it is taken
+    # (another thread's reads evicted it).
+    real_get = saver._seeds.get
+    saver._seeds.get = lambda key: None
+    try:
+        assert saver.get_delta_channel_history(config=configs[-1], channels=["a"]) == want
+        assert saver.get_tuple(configs[0]).checkpoint["channel_values"]["a"] == _DeltaSnapshot(
+            ["a0"]
+        )
+    finally:
+        saver._seeds.get = real_get
+
+
+def test_a_version_stored_again_is_read_again(saver):
+    configs, version = _snap_then_plain_child(saver)
+    assert saver.get_delta_channel_history(config=configs[-1], channels=["a"])["a"][
+        "seed"
+    ] == _DeltaSnapshot(["a0"])
+    # The same checkpoint and version stored again with another value.
+    root = saver.get_tuple(configs[0])
+    cp = root.checkpoint
+    cp["channel_values"] = {"a": _DeltaSnapshot(["new"])}
+    saver.put(
+        {"configurable": {"thread_id": root.config["configurable"]["thread_id"], "checkpoint_ns": ""}},
+        cp,
+        {"source": "loop", "step": 0},
+        {"a": version},
+    )
+    assert saver.get_delta_channel_history(config=configs[-1], channels=["a"])["a"][
+        "seed"
+    ] == _DeltaSnapshot(["new"])

@@ -114,17 +114,19 @@ impl PyPgCheckpointStore {
     }
 
     /// One checkpoint with its values and pending writes (the one with `checkpoint_id`, or the
-    /// newest of the thread's namespace), or `None`.
-    #[pyo3(signature = (thread_id, checkpoint_ns, checkpoint_id = None))]
+    /// newest of the thread's namespace), or `None`. The values of the `(channel, version)`
+    /// pairs in `cached` are not read (the caller holds them).
+    #[pyo3(signature = (thread_id, checkpoint_ns, checkpoint_id = None, cached = Vec::new()))]
     fn get(
         &self,
         py: Python<'_>,
         thread_id: &str,
         checkpoint_ns: &str,
         checkpoint_id: Option<&str>,
+        cached: Vec<(String, String)>,
     ) -> PyResult<Option<PyCheckpointRow>> {
         // One statement, without the GIL.
-        let row = py.detach(|| self.store.get(thread_id, checkpoint_ns, checkpoint_id, &[]))?;
+        let row = py.detach(|| self.store.get(thread_id, checkpoint_ns, checkpoint_id, &cached))?;
         row.map(|r| checkpoint_row(py, r)).transpose()
     }
 
@@ -162,8 +164,9 @@ impl PyPgCheckpointStore {
     }
 
     /// For each of `channels`, the pending writes of the checkpoint's ancestors back to the
-    /// nearest one holding a stored value of the channel, and that value.
-    #[pyo3(signature = (thread_id, checkpoint_ns, checkpoint_id, channels))]
+    /// nearest one holding a stored value of the channel, and that value. A value whose
+    /// `(channel, version)` is in `cached` is not read: its seed comes back without segments.
+    #[pyo3(signature = (thread_id, checkpoint_ns, checkpoint_id, channels, cached = Vec::new()))]
     fn delta_history(
         &self,
         py: Python<'_>,
@@ -171,11 +174,12 @@ impl PyPgCheckpointStore {
         checkpoint_ns: &str,
         checkpoint_id: Option<&str>,
         channels: Vec<String>,
+        cached: Vec<(String, String)>,
     ) -> PyResult<Vec<PyChannelHistory>> {
         // The walk and the reads of writes and values run without the GIL.
         let histories = py.detach(|| {
             self.store
-                .delta_history(thread_id, checkpoint_ns, checkpoint_id, &channels, &[])
+                .delta_history(thread_id, checkpoint_ns, checkpoint_id, &channels, &cached)
         })?;
         histories.into_iter().map(|h| channel_history(py, h)).collect()
     }

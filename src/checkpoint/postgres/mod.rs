@@ -204,9 +204,9 @@ impl Backend for Postgres {
         thread_id: &str,
         checkpoint_ns: &str,
         checkpoint_id: Option<&str>,
-        _cached: &[(String, String)],
+        cached: &[(String, String)],
     ) -> Result<Option<StoredCheckpoint>> {
-        // Every value is read: a round trip costs more here than the bytes `cached` would save.
+        // One statement; the values the caller holds are left out of it.
         let query = ListQuery {
             thread_id: Some(thread_id.to_owned()),
             checkpoint_ns: Some(checkpoint_ns.to_owned()),
@@ -214,7 +214,7 @@ impl Backend for Postgres {
             limit: Some(1),
             ..ListQuery::default()
         };
-        Ok(read::list(&self.pool, &query)?.pop())
+        Ok(read::list_skipping(&self.pool, &query, cached)?.pop())
     }
 
     fn list(&self, query: &ListQuery) -> Result<Vec<StoredCheckpoint>> {
@@ -227,9 +227,9 @@ impl Backend for Postgres {
         checkpoint_ns: &str,
         checkpoint_id: Option<&str>,
         channels: &[String],
-        _cached: &[(String, String)],
+        cached: &[(String, String)],
     ) -> Result<Vec<ChannelHistory>> {
-        read::delta_history(&self.pool, thread_id, checkpoint_ns, checkpoint_id, channels)
+        read::delta_history(&self.pool, thread_id, checkpoint_ns, checkpoint_id, channels, cached)
     }
 
     fn thread_ids(&self) -> Result<Vec<String>> {

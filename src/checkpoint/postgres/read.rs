@@ -8,11 +8,12 @@ use postgres::types::ToSql;
 use super::pool::Pool;
 use super::sql;
 use crate::checkpoint::chain::{self, blob_key, BlobKey, Segment};
-use crate::checkpoint::{ChannelHistory, ListQuery, MetaValue, StoredCheckpoint, StoredWrite};
+use crate::checkpoint::{ChannelHistory, ChannelValue, ListQuery, MetaValue, StoredCheckpoint, StoredWrite};
 use crate::error::{Error, Result};
 
-/// The `list` statement for `q`: only the conditions it has, every value a parameter.
-fn list_sql(q: &ListQuery) -> Result<(String, Vec<Box<dyn ToSql + Sync>>)> {
+/// The `list` statement for `q`: only the conditions it has, every value a parameter. The
+/// values of the `(channel, version)` pairs in `cached` are not read.
+fn list_sql(q: &ListQuery, cached: &[(String, String)]) -> Result<(String, Vec<Box<dyn ToSql + Sync>>)> {
     let mut conds: Vec<String> = Vec::new();
     let mut params: Vec<Box<dyn ToSql + Sync>> = Vec::new();
     let mut push = |cond: &str, value: Box<dyn ToSql + Sync>, params: &mut Vec<Box<dyn ToSql + Sync>>| {
@@ -70,18 +71,33 @@ fn list_sql(q: &ListQuery) -> Result<(String, Vec<Box<dyn ToSql + Sync>>)> {
     } else {
         conds.join(" AND ")
     };
+    let skip = if cached.is_empty() {
+        String::new()
+    } else {
+        params.push(Box::new(cached.iter().map(|(c, _)| c.clone()).collect::<Vec<_>>()));
+        params.push(Box::new(cached.iter().map(|(_, v)| v.clone()).collect::<Vec<_>>()));
+        sql::SKIP_CACHED
+            .replace("$A", &format!("${}", params.len() - 1))
+            .replace("$B", &format!("${}", params.len()))
+    };
     Ok((
         format!(
             "WITH RECURSIVE cp AS (SELECT {} FROM flg_checkpoints WHERE {conds} ORDER BY checkpoint_id DESC{limit}){}",
             sql::CP_COLUMNS,
-            sql::LIST_TAIL
+            sql::LIST_TAIL.replace("{skip}", &skip)
         ),
         params,
     ))
 }
 
 pub fn list(pool: &Pool, q: &ListQuery) -> Result<Vec<StoredCheckpoint>> {
-    let (text, params) = list_sql(q)?;
+    list_skipping(pool, q, &[])
+}
+
+/// `list`, leaving out the values of the `(channel, version)` pairs in `cached` (the caller
+/// holds them): one checkpoint's read for `get_tuple`.
+pub fn list_skipping(pool: &Pool, q: &ListQuery, cached: &[(String, String)]) -> Result<Vec<StoredCheckpoint>> {
+    let (text, params) = list_sql(q, cached)?;
     let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect();
     let what = || match &q.thread_id {
         Some(t) => format!("reading checkpoints of thread {t:?}"),
@@ -150,7 +166,10 @@ pub fn list(pool: &Pool, q: &ListQuery) -> Result<Vec<StoredCheckpoint>> {
             .then_with(|| a.0.checkpoint_ns.cmp(&b.0.checkpoint_ns))
     });
     let mut out = Vec::with_capacity(cps.len());
-    for (mut cp, versions) in cps {
+    for (mut cp, mut versions) in cps {
+        if !cached.is_empty() {
+            versions.retain(|v| !cached.contains(v));
+        }
         cp.blobs = chain::channel_values(cp.at(), &versions, &blobs)?;
         if let Some(mut w) = writes.remove(&(cp.thread_id.clone(), cp.checkpoint_ns.clone(), cp.checkpoint_id.clone()))
         {
@@ -179,6 +198,7 @@ pub fn delta_history(
     ns: &str,
     checkpoint_id: Option<&str>,
     channels: &[String],
+    cached: &[(String, String)],
 ) -> Result<Vec<ChannelHistory>> {
     let checkpoint_id = match checkpoint_id {
         Some(id) => id.to_owned(),
@@ -298,11 +318,12 @@ pub fn delta_history(
             });
         }
     }
-    // The seeds, delta chains resolved.
+    // The seeds, delta chains resolved, but those the caller holds.
     let wanted: Vec<(String, String)> = channels
         .iter()
         .zip(&seed_version)
         .filter_map(|(c, v)| v.as_ref().map(|v| (c.clone(), v.clone())))
+        .filter(|pair| !cached.contains(pair))
         .collect();
     let mut blobs: HashMap<BlobKey, Segment> = HashMap::new();
     if !wanted.is_empty() {
@@ -338,6 +359,12 @@ pub fn delta_history(
             }
         }
         let seed = match &seed_version[i] {
+            // Held by the caller: a seed without segments says so.
+            Some(v) if cached.iter().any(|(c, cv)| c == channel && cv == v) => Some(ChannelValue {
+                channel: channel.clone(),
+                segments: Vec::new(),
+                deltas: 0,
+            }),
             Some(v) => chain::channel_values(at, &[(channel.clone(), v.clone())], &blobs)?.pop(),
             None => None,
         };

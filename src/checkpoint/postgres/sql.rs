@@ -162,10 +162,11 @@ pub const PUT_WRITES: &str = "INSERT INTO flg_writes AS w
 
 /// The tail of the list statement, after a `cp` CTE selecting the checkpoints: every blob
 /// they need, delta bases included (keys found by a recursive walk, each blob read once), and
-/// their pending writes, as one result of three row kinds.
+/// their pending writes, as one result of three row kinds. `{skip}` is empty, or
+/// [`SKIP_CACHED`]: the values the caller holds are not read.
 pub const LIST_TAIL: &str = ", need AS (
     SELECT DISTINCT cp.thread_id, cp.checkpoint_ns, u.channel, u.version
-    FROM cp CROSS JOIN LATERAL unnest(cp.channels, cp.versions) AS u(channel, version)
+    FROM cp CROSS JOIN LATERAL unnest(cp.channels, cp.versions) AS u(channel, version){skip}
 ), chain AS (
     SELECT b.thread_id, b.checkpoint_ns, b.channel, b.version, b.delta_base FROM flg_blobs b JOIN need n
         ON b.thread_id = n.thread_id AND b.checkpoint_ns = n.checkpoint_ns AND b.channel = n.channel
@@ -187,6 +188,11 @@ SELECT 2, w.thread_id, w.checkpoint_ns, w.checkpoint_id, w.task_id, w.type, w.ch
        ARRAY[w.task_path], NULL
 FROM flg_writes w JOIN cp ON w.thread_id = cp.thread_id AND w.checkpoint_ns = cp.checkpoint_ns
     AND w.checkpoint_id = cp.checkpoint_id";
+
+/// Leaves out of `need` the (channel, version) pairs in the parallel arrays `$A` and `$B`.
+pub const SKIP_CACHED: &str = "
+    WHERE NOT EXISTS (SELECT 1 FROM unnest($A::text[], $B::text[]) AS s(channel, version)
+                      WHERE s.channel = u.channel AND s.version = u.version)";
 
 pub const CP_COLUMNS: &str =
     "thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, type, checkpoint, metadata, channels, versions";
@@ -219,9 +225,43 @@ DELETE FROM flg_blobs b WHERE b.thread_id = ANY($1) AND NOT EXISTS (
 
 pub const DELETE_HEADS: &str = "DELETE FROM flg_heads WHERE thread_id = ANY($1)";
 
-/// Serializes maintenance of one thread against another replica's maintenance of it.
-pub const THREAD_LOCK: &str =
-    "SELECT pg_advisory_xact_lock(hashtextextended('flg:' || t, 0)) FROM unnest($1::text[]) AS t ORDER BY t";
+/// Maintenance of the threads whose lock keys ([`thread_lock_key`]) are in $1 (sorted): the
+/// exclusive transaction-level advisory locks, which wait for every put in progress on those
+/// threads (each holds the shared lock, see [`begin_writing`]) and keep new ones out until the
+/// maintenance commits. Statements after it see every checkpoint committed before it.
+pub const THREAD_LOCK: &str = "SELECT pg_advisory_xact_lock(k) FROM unnest($1::int8[]) AS k ORDER BY k";
+
+/// The advisory lock key of a thread: FNV-1a (64 bits) of `flg:` and the thread id, the same in
+/// every process and every build. Two threads sharing a key only wait for each other.
+pub fn thread_lock_key(thread_id: &str) -> i64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in b"flg:".iter().chain(thread_id.as_bytes()) {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    i64::from_ne_bytes(h.to_ne_bytes())
+}
+
+/// The sorted, distinct lock keys of `threads`.
+pub fn thread_lock_keys<'a>(threads: impl IntoIterator<Item = &'a str>) -> Vec<i64> {
+    let mut keys: Vec<i64> = threads.into_iter().map(thread_lock_key).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    keys
+}
+
+/// Opens the transaction of a batch of puts and takes the shared advisory lock of each thread
+/// it writes (`keys` sorted), in one round trip: a prune, `delete_thread`, `delete_for_runs` or
+/// `copy_thread` of those threads (which takes the exclusive lock, [`THREAD_LOCK`]) waits for
+/// the batch to commit, and the batch waits for one in progress; a put and a prune of a thread
+/// never interleave. The keys are integers, written into the text.
+pub fn begin_writing(keys: &[i64]) -> String {
+    if keys.is_empty() {
+        return "BEGIN".to_owned();
+    }
+    let list = keys.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+    format!("BEGIN; SELECT pg_advisory_xact_lock_shared(k) FROM unnest(ARRAY[{list}]::int8[]) AS k ORDER BY k")
+}
 
 /// The checkpoints a `keep` set needs besides itself, for LangGraph's `DeltaChannel` (the rule
 /// is [`crate::checkpoint::retention`]'s): for each channel a kept checkpoint's metadata lists
@@ -326,6 +366,11 @@ pub fn delete_runs_sql() -> &'static [String] {
 /// its checkpoints was stored (milliseconds since the Unix epoch).
 pub const THREAD_TIMES: &str = "SELECT thread_id, max(checkpoint_id),
     (extract(epoch FROM max(stored_at)) * 1000)::bigint FROM flg_checkpoints GROUP BY thread_id";
+
+/// [`THREAD_TIMES`] of the threads in $1 only, read again once they are locked.
+pub const THREAD_TIMES_OF: &str = "SELECT thread_id, max(checkpoint_id),
+    (extract(epoch FROM max(stored_at)) * 1000)::bigint FROM flg_checkpoints WHERE thread_id = ANY($1)
+    GROUP BY thread_id";
 
 pub const THREAD_IDS: &str = "SELECT DISTINCT thread_id FROM flg_checkpoints ORDER BY thread_id";
 

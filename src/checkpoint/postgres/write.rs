@@ -63,53 +63,105 @@ fn describe(op: &Op) -> String {
     }
 }
 
-/// Whether `op` is a single statement, which needs no transaction of its own.
-fn one_statement(op: &Op) -> bool {
-    matches!(op, Op::Put(_) | Op::PutContinuing(_) | Op::PutWrites(_))
+/// Whether `op` writes checkpoints or writes (and so may share a transaction with others),
+/// rather than maintaining whole threads (which runs in a transaction of its own, holding the
+/// threads' exclusive locks).
+fn is_write(op: &Op) -> bool {
+    match op {
+        Op::Put(_) | Op::PutContinuing(_) | Op::PutWrites(_) | Op::Many(..) | Op::Import(..) => true,
+        #[cfg(test)]
+        Op::PanicAfter(_) => true,
+        _ => false,
+    }
 }
 
-/// Applies the batch in one transaction; returns one result per op, and whether a transaction
-/// committed.
+/// The threads whose checkpoints `op` stores: their shared locks are held while it commits.
+fn put_threads<'a>(op: &'a Op, out: &mut Vec<&'a str>) {
+    match op {
+        Op::Put(cp) | Op::PutContinuing(cp) => out.push(&cp.thread_id),
+        Op::Many(cps, _) | Op::Import(cps, _) => out.extend(cps.iter().map(|cp| cp.thread_id.as_str())),
+        #[cfg(test)]
+        Op::PanicAfter(cp) => out.push(&cp.thread_id),
+        _ => {}
+    }
+}
+
+/// Runs `f` in a transaction opened by `begin` (which may take locks), committing if it
+/// succeeds and rolling back if not.
+fn in_transaction<T>(
+    client: &mut postgres::Client,
+    begin: &str,
+    f: impl FnOnce(&mut postgres::Client) -> PgResult<T>,
+) -> PgResult<T> {
+    let out = client.batch_execute(begin).and_then(|()| f(client));
+    match out {
+        Ok(v) => {
+            client.batch_execute("COMMIT")?;
+            Ok(v)
+        }
+        Err(e) => {
+            // The error is the one to report; a failed rollback means a dead connection,
+            // which the pool finds out on its own.
+            let _ = client.batch_execute("ROLLBACK");
+            Err(e)
+        }
+    }
+}
+
+/// Applies the batch; returns one result per op, and whether a transaction committed.
+///
+/// The puts and writes commit together in one transaction, which first takes the shared
+/// advisory lock of every thread they store checkpoints of; each maintenance op (prune,
+/// deletes, copy) runs in a transaction of its own, which takes its threads' exclusive locks
+/// first. So a prune never runs between a put's check that the values it refers to are stored
+/// and its commit, and never misses a checkpoint committed while it decides what to keep.
 pub fn commit_batch(pool: &Pool, guard: bool, batch: &[Op]) -> (Vec<Result<u64>>, bool) {
-    if batch.len() > 1 {
-        let what = || format!("committing {} writes together", batch.len());
+    let mut results: Vec<Option<Result<u64>>> = batch.iter().map(|_| None).collect();
+    let mut committed = false;
+    let writes: Vec<usize> = (0..batch.len()).filter(|&i| is_write(&batch[i])).collect();
+    if writes.len() > 1 {
+        let mut threads = Vec::new();
+        for &i in &writes {
+            put_threads(&batch[i], &mut threads);
+        }
+        let begin = sql::begin_writing(&sql::thread_lock_keys(threads));
+        let what = || format!("committing {} writes together", writes.len());
         let together = pool.run_with(what, |c| {
             let p = Prepared::new(c, guard)?;
-            let mut tx = c.client.transaction()?;
-            let mut outs = Vec::with_capacity(batch.len());
-            for op in batch {
-                outs.push(apply(&mut tx, &p, guard, op)?);
-            }
-            tx.commit()?;
-            Ok(outs)
+            in_transaction(&mut c.client, &begin, |client| {
+                writes.iter().map(|&i| apply(client, &p, guard, &batch[i])).collect::<PgResult<Vec<_>>>()
+            })
         });
-        if let Ok(outs) = together {
-            return (outs, true);
-        }
         // Rolled back whole: each op again on its own, for its own result.
+        if let Ok(outs) = together {
+            committed = true;
+            for (&i, out) in writes.iter().zip(outs) {
+                results[i] = Some(out);
+            }
+        }
     }
-    let mut committed = false;
-    let results = batch
-        .iter()
-        .map(|op| {
-            let out = pool.run_with(
-                || describe(op),
-                |c| {
-                    let p = Prepared::new(c, guard)?;
-                    if one_statement(op) {
-                        return apply(&mut c.client, &p, guard, op);
-                    }
-                    let mut tx = c.client.transaction()?;
-                    let out = apply(&mut tx, &p, guard, op)?;
-                    tx.commit()?;
-                    Ok(out)
-                },
-            );
-            committed |= out.is_ok();
-            out.and_then(|r| r)
-        })
-        .collect();
-    (results, committed)
+    for (i, op) in batch.iter().enumerate() {
+        if results[i].is_some() {
+            continue;
+        }
+        let out = pool.run_with(
+            || describe(op),
+            |c| {
+                let p = Prepared::new(c, guard)?;
+                if matches!(op, Op::PutWrites(_)) {
+                    // One statement, which needs no transaction nor lock of its own.
+                    return apply(&mut c.client, &p, guard, op);
+                }
+                let mut threads = Vec::new();
+                put_threads(op, &mut threads);
+                let begin = sql::begin_writing(&sql::thread_lock_keys(threads));
+                in_transaction(&mut c.client, &begin, |client| apply(client, &p, guard, op))
+            },
+        );
+        committed |= out.is_ok();
+        results[i] = Some(out.and_then(|r| r));
+    }
+    (results.into_iter().map(|r| r.unwrap_or_else(|| Err(Error::Storage("not run".into())))).collect(), committed)
 }
 
 /// Runs one op on `client` (a connection or an open transaction). The outer error is the
@@ -149,6 +201,7 @@ fn apply(client: &mut impl GenericClient, p: &Prepared, guard: bool, op: &Op) ->
             Ok(Ok(copied))
         }
         Op::DeleteThread(thread_id) => {
+            lock_threads(client, [thread_id.as_str()])?;
             for stmt in sql::DELETE_THREAD {
                 client.execute(*stmt, &[thread_id])?;
             }
@@ -157,6 +210,7 @@ fn apply(client: &mut impl GenericClient, p: &Prepared, guard: bool, op: &Op) ->
         Op::DeleteForRuns(run_ids) => delete_for_runs(client, run_ids).map(|()| Ok(0)),
         Op::CopyThread(source, target) => {
             // The whole history is copied, so every delta channel can be rebuilt in the copy.
+            lock_threads(client, [source.as_str(), target.as_str()])?;
             for stmt in sql::COPY_THREAD {
                 client.execute(*stmt, &[source, target])?;
             }
@@ -289,7 +343,7 @@ fn delete_for_runs(client: &mut impl GenericClient, run_ids: &[String]) -> PgRes
         .into_iter()
         .map(|r| r.get(0))
         .collect();
-    client.execute(sql::THREAD_LOCK, &[&threads])?;
+    lock_threads(client, threads.iter().map(String::as_str))?;
     // Every other checkpoint of those threads stays, with the ancestors its delta channels
     // need, even when a deleted run made them.
     let [t, n, i] = kept(client, sql::keep_other_runs_sql(), &[&run_ids, &threads])?;
@@ -301,8 +355,14 @@ fn delete_for_runs(client: &mut impl GenericClient, run_ids: &[String]) -> PgRes
     Ok(())
 }
 
+/// Takes the exclusive advisory locks of `threads` (see [`sql::THREAD_LOCK`]).
+fn lock_threads<'a>(client: &mut impl GenericClient, threads: impl IntoIterator<Item = &'a str>) -> PgResult<()> {
+    client.execute(sql::THREAD_LOCK, &[&sql::thread_lock_keys(threads)])?;
+    Ok(())
+}
+
 fn prune(client: &mut impl GenericClient, thread_ids: &[String], strategy: PruneStrategy) -> PgResult<()> {
-    client.execute(sql::THREAD_LOCK, &[&thread_ids])?;
+    lock_threads(client, thread_ids.iter().map(String::as_str))?;
     match strategy {
         PruneStrategy::KeepLatest => {
             // The newest checkpoint of each (thread, namespace) stays, with its writes and the
@@ -325,18 +385,25 @@ fn prune(client: &mut impl GenericClient, thread_ids: &[String], strategy: Prune
 
 /// Prunes the threads whose newest checkpoint was made before `cutoff_ms`; returns how many.
 fn prune_idle(client: &mut impl GenericClient, cutoff_ms: i64, strategy: PruneStrategy) -> PgResult<u64> {
-    let idle: Vec<String> = client
-        .query(sql::THREAD_TIMES, &[])?
-        .into_iter()
-        .filter_map(|r| {
-            let newest_id: String = r.get(1);
-            let stored_ms: i64 = r.get(2);
-            let newest = retention::id_time_ms(&newest_id).unwrap_or(stored_ms);
-            (newest < cutoff_ms).then(|| r.get(0))
-        })
-        .collect();
-    if !idle.is_empty() {
-        prune(client, &idle, strategy)?;
+    let idle = |rows: Vec<postgres::Row>| -> Vec<String> {
+        rows.into_iter()
+            .filter_map(|r| {
+                let newest_id: String = r.get(1);
+                let stored_ms: i64 = r.get(2);
+                let newest = retention::id_time_ms(&newest_id).unwrap_or(stored_ms);
+                (newest < cutoff_ms).then(|| r.get(0))
+            })
+            .collect()
+    };
+    let candidates = idle(client.query(sql::THREAD_TIMES, &[])?);
+    if candidates.is_empty() {
+        return Ok(0);
     }
-    Ok(idle.len() as u64)
+    // Once locked, a thread written to meanwhile is no longer idle: read their times again.
+    lock_threads(client, candidates.iter().map(String::as_str))?;
+    let still_idle = idle(client.query(sql::THREAD_TIMES_OF, &[&candidates])?);
+    if !still_idle.is_empty() {
+        prune(client, &still_idle, strategy)?;
+    }
+    Ok(still_idle.len() as u64)
 }

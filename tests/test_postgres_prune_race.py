@@ -1,0 +1,101 @@
+"""Retention racing writes on Postgres: `prune` of a thread while a run keeps writing to it,
+from another thread of the same process and from another process. A prune must never delete
+a checkpoint committed while it runs, nor a stored value (or the base of an append-only
+delta) that such a checkpoint needs: the thread reads back whole, and `check()` finds no
+broken delta chain.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import threading
+import time
+
+import pytest
+from conftest import cfg
+from langchain_core.messages import AIMessage, HumanMessage
+from langgraph.graph import END, START, MessagesState, StateGraph
+
+from fast_langgraph import RustPostgresCheckpointer
+
+TURNS = 40
+
+
+def _echo_graph(saver):
+    def bot(state: MessagesState) -> dict:
+        return {"messages": [AIMessage(f"r{(len(state['messages']) - 1) // 2}")]}
+
+    b = StateGraph(MessagesState)
+    b.add_node("bot", bot)
+    b.add_edge(START, "bot")
+    b.add_edge("bot", END)
+    return b.compile(checkpointer=saver)
+
+
+def _prune_loop(url: str, strategy: str, stop, counter) -> None:
+    with RustPostgresCheckpointer(url) as saver:
+        while not stop.is_set():
+            saver.prune(["t"], strategy=strategy)
+            with counter.get_lock():
+                counter.value += 1
+
+
+def _run_with_pruner(url: str, strategy: str, where: str, check_turn) -> int:
+    """Runs TURNS turns on thread "t" while another thread or process prunes it in a loop;
+    `check_turn(graph, turn)` checks the state after each turn. Returns how many prunes ran."""
+    if where == "process":
+        ctx = mp.get_context("spawn")
+        stop, counter = ctx.Event(), ctx.Value("i", 0)
+        pruner = ctx.Process(target=_prune_loop, args=(url, strategy, stop, counter))
+    else:
+        stop, counter = threading.Event(), mp.Value("i", 0)
+        pruner = threading.Thread(target=_prune_loop, args=(url, strategy, stop, counter))
+    with RustPostgresCheckpointer(url) as saver:
+        graph = _echo_graph(saver)
+        pruner.start()
+        try:
+            # Wait for the pruner to be running before writing.
+            deadline = time.monotonic() + 120
+            while counter.value == 0 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert counter.value > 0, "the pruner did not start"
+            for turn in range(TURNS):
+                graph.invoke({"messages": [HumanMessage(f"q{turn}")]}, cfg("t"))
+                check_turn(graph, turn)
+        finally:
+            stop.set()
+            pruner.join(120)
+        assert saver._store.check() == []
+        # The thread goes on from what is stored, and reads back.
+        graph.invoke({"messages": [HumanMessage("last")]}, cfg("t"))
+        assert graph.get_state(cfg("t")).values["messages"][-1].content.startswith("r")
+        return counter.value
+
+
+@pytest.mark.parametrize("where", ["thread", "process"])
+def test_prune_keep_latest_never_deletes_a_checkpoint_written_meanwhile(pg_db, where) -> None:
+    with RustPostgresCheckpointer(pg_db) as saver:
+        saver.setup()
+
+    def check_turn(graph, turn: int) -> None:
+        # The run is the only writer: its newest checkpoint is the thread's, with every turn.
+        got = [m.content for m in graph.get_state(cfg("t")).values["messages"]]
+        want = [x for i in range(turn + 1) for x in (f"q{i}", f"r{i}")]
+        assert got == want, f"after turn {turn}"
+
+    # The pruner ran before the first turn and went on while the turns ran.
+    assert _run_with_pruner(pg_db, "keep_latest", where, check_turn) > 1
+
+
+@pytest.mark.parametrize("where", ["thread", "process"])
+def test_prune_delete_leaves_no_broken_delta_chain(pg_db, where) -> None:
+    with RustPostgresCheckpointer(pg_db) as saver:
+        saver.setup()
+
+    def check_turn(graph, turn: int) -> None:
+        # The thread may have been deleted meanwhile, but what is stored reads back: the
+        # newest turn's answer closes the history.
+        msgs = graph.get_state(cfg("t")).values.get("messages", [])
+        assert not msgs or msgs[-1].content.startswith("r"), f"after turn {turn}"
+
+    _run_with_pruner(pg_db, "delete", where, check_turn)
