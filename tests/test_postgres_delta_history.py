@@ -209,7 +209,12 @@ def test_a_version_stored_again_is_read_again(saver):
     cp = root.checkpoint
     cp["channel_values"] = {"a": _DeltaSnapshot(["new"])}
     saver.put(
-        {"configurable": {"thread_id": root.config["configurable"]["thread_id"], "checkpoint_ns": ""}},
+        {
+            "configurable": {
+                "thread_id": root.config["configurable"]["thread_id"],
+                "checkpoint_ns": "",
+            }
+        },
         cp,
         {"source": "loop", "step": 0},
         {"a": version},

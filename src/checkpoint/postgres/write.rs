@@ -129,7 +129,10 @@ pub fn commit_batch(pool: &Pool, guard: bool, batch: &[Op]) -> (Vec<Result<u64>>
         let together = pool.run_with(what, |c| {
             let p = Prepared::new(c, guard)?;
             in_transaction(&mut c.client, &begin, |client| {
-                writes.iter().map(|&i| apply(client, &p, guard, &batch[i])).collect::<PgResult<Vec<_>>>()
+                writes
+                    .iter()
+                    .map(|&i| apply(client, &p, guard, &batch[i]))
+                    .collect::<PgResult<Vec<_>>>()
             })
         });
         // Rolled back whole: each op again on its own, for its own result.
@@ -161,7 +164,13 @@ pub fn commit_batch(pool: &Pool, guard: bool, batch: &[Op]) -> (Vec<Result<u64>>
         committed |= out.is_ok();
         results[i] = Some(out.and_then(|r| r));
     }
-    (results.into_iter().map(|r| r.unwrap_or_else(|| Err(Error::Storage("not run".into())))).collect(), committed)
+    (
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(Error::Storage("not run".into()))))
+            .collect(),
+        committed,
+    )
 }
 
 /// Runs one op on `client` (a connection or an open transaction). The outer error is the
