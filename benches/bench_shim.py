@@ -127,7 +127,9 @@ def main() -> None:
         "--cases", default=",".join(CASES), help="comma-separated subset of: " + ", ".join(CASES)
     )
     ap.add_argument("--worker", choices=MODES, help=argparse.SUPPRESS)
-    ap.add_argument("--sqlite-worker", nargs=2, metavar=("MODE", "SYNC"), help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--sqlite-worker", nargs=3, metavar=("MODE", "SYNC", "DB"), help=argparse.SUPPRESS
+    )
     ap.add_argument(
         "--no-history", action="store_true", help="sqlite suite: leave out get_state_history"
     )
@@ -393,11 +395,11 @@ def _e2e_rate(graph: Any, threads: int = 20, per_thread: int = 10) -> float:
     return (threads * per_thread) / (time.perf_counter() - t0)
 
 
-def _sqlite_worker(mode: str, synchronous: str) -> None:
+def _sqlite_worker(mode: str, synchronous: str, db: str) -> None:
     """One process of `bench_whole_shim`: stock LangGraph, or LangGraph under
-    `patch_langgraph()` with its defaults; then `SqliteSaver(conn)` as a user writes it."""
+    `patch_langgraph()` with its defaults; then `SqliteSaver(conn)` as a user writes it, on
+    the file `db`, which the parent reads back with stock SqliteSaver afterwards."""
     import sqlite3
-    import tempfile
 
     if mode == "patched":
         import fast_langgraph.shim
@@ -405,54 +407,92 @@ def _sqlite_worker(mode: str, synchronous: str) -> None:
         fast_langgraph.shim.patch_langgraph()
     from langgraph.checkpoint.sqlite import SqliteSaver
 
-    with tempfile.TemporaryDirectory(prefix="flg-bench-shim-") as tmp:
-        conn = sqlite3.connect(os.path.join(tmp, "app.db"), check_same_thread=False)
-        conn.execute(f"PRAGMA synchronous={synchronous}")
+    conn = sqlite3.connect(db, check_same_thread=False)
+    conn.execute(f"PRAGMA synchronous={synchronous}")
+    saver = SqliteSaver(conn)
+    assert getattr(saver, "accelerated", False) == (mode == "patched"), mode
+    graph = _sqlite_graph(saver)
+    _e2e_rate(graph)  # warm-up
+    print("ready", flush=True)
+    for _line in sys.stdin:
+        print(json.dumps(_e2e_rate(graph)), flush=True)
+    conn.close()
+
+
+def _read_back(db: str) -> dict[str, Any]:
+    """What stock SqliteSaver reads from a `bench_whole_shim` file: per conversation (the
+    thread id without its per-round prefix), the number of checkpoints and the final state,
+    as plain data."""
+    import sqlite3
+
+    from langgraph.checkpoint.sqlite import SqliteSaver
+
+    conn = sqlite3.connect(db, check_same_thread=False)
+    try:
         saver = SqliteSaver(conn)
-        assert getattr(saver, "accelerated", False) == (mode == "patched"), mode
-        graph = _sqlite_graph(saver)
-        _e2e_rate(graph)  # warm-up
-        print("ready", flush=True)
-        for _line in sys.stdin:
-            print(json.dumps(_e2e_rate(graph)), flush=True)
+        assert not getattr(saver, "accelerated", False)
+        threads = sorted({r[0] for r in conn.execute("SELECT DISTINCT thread_id FROM checkpoints")})
+        out: dict[str, Any] = {}
+        for thread in threads:
+            tuples = list(saver.list({"configurable": {"thread_id": thread}}))
+            values = tuples[0].checkpoint["channel_values"]
+            state = {
+                "messages": [(type(m).__name__, m.id, m.content) for m in values["messages"]],
+                "results": values.get("results"),
+                "route": values.get("route"),
+            }
+            conversation = thread.rsplit("-", 1)[1]
+            out.setdefault(conversation, []).append((len(tuples), state))
+        return {k: sorted(v, key=repr) for k, v in out.items()}
+    finally:
         conn.close()
 
 
 def bench_whole_shim(rounds: int) -> None:
     """The user-facing comparison: the same app in two processes, one stock, one under
     `patch_langgraph()` (executor, serializer, add_messages and the in-place SqliteSaver), at
-    the same `synchronous` setting; rounds interleaved."""
+    the same `synchronous` setting; rounds interleaved. Afterwards stock SqliteSaver reads
+    both files back: every conversation must have as many checkpoints and the same final
+    state in both."""
+    import tempfile
+
     env = {k: v for k, v in os.environ.items() if not k.startswith("FAST_LANGGRAPH_")}
     for synchronous in ("FULL", "NORMAL"):
-        procs = {
-            m: subprocess.Popen(
-                [sys.executable, __file__, "--sqlite-worker", m, synchronous],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                text=True,
-                env=env,
-            )
-            for m in ("stock", "patched")
-        }
-        for p in procs.values():
-            assert p.stdout is not None and p.stdout.readline().strip() == "ready"
-        samples: dict[str, list[float]] = {m: [] for m in procs}
-        for r in range(rounds):
-            for m in procs if r % 2 == 0 else list(procs)[::-1]:
-                p = procs[m]
-                assert p.stdin is not None and p.stdout is not None
-                p.stdin.write("run\n")
-                p.stdin.flush()
-                samples[m].append(json.loads(p.stdout.readline()))
-        for p in procs.values():
-            assert p.stdin is not None
-            p.stdin.close()
-            p.wait(timeout=60)
+        with tempfile.TemporaryDirectory(prefix="flg-bench-shim-") as tmp:
+            dbs = {m: os.path.join(tmp, f"{m}.db") for m in ("stock", "patched")}
+            procs = {
+                m: subprocess.Popen(
+                    [sys.executable, __file__, "--sqlite-worker", m, synchronous, dbs[m]],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    text=True,
+                    env=env,
+                )
+                for m in dbs
+            }
+            for p in procs.values():
+                assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+            samples: dict[str, list[float]] = {m: [] for m in procs}
+            for r in range(rounds):
+                for m in procs if r % 2 == 0 else list(procs)[::-1]:
+                    p = procs[m]
+                    assert p.stdin is not None and p.stdout is not None
+                    p.stdin.write("run\n")
+                    p.stdin.flush()
+                    samples[m].append(json.loads(p.stdout.readline()))
+            for p in procs.values():
+                assert p.stdin is not None
+                p.stdin.close()
+                p.wait(timeout=60)
+            back = {m: _read_back(db) for m, db in dbs.items()}
+            assert back["patched"] == back["stock"], "the two processes stored different histories"
+            checkpoints = sum(n for runs in back["stock"].values() for n, _ in runs)
         med = {m: statistics.median(v) for m, v in samples.items()}
         print(
             f"\nwhole shim, end to end: the same 8-node graph, 200 invokes over 20 threads, "
             f"synchronous={synchronous} for both; stock LangGraph against patch_langgraph() "
-            "(separate processes)"
+            f"(separate processes; stock SqliteSaver read back {checkpoints} checkpoints from "
+            "each file: the same count and final state for every conversation)"
         )
         print(f"  {'process':<22} {'invokes/s':>10} {'vs stock':>9}")
         for m, v in med.items():
