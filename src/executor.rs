@@ -88,6 +88,9 @@ pub struct PoolStats {
 struct State {
     queue: VecDeque<Job>,
     threads: usize,
+    /// Workers that decided to exit for idleness and are still counted in `threads` (their
+    /// exit hook is running): the next idle worker does not count them as staying.
+    leaving: usize,
     idle: usize,
     spawned: usize,
     shutdown: bool,
@@ -144,6 +147,7 @@ impl WorkerPool {
                 state: Mutex::new(State {
                     queue: VecDeque::new(),
                     threads: 0,
+                    leaving: 0,
                     idle: 0,
                     spawned: 0,
                     shutdown: false,
@@ -187,15 +191,17 @@ impl WorkerPool {
                 job,
             ));
         }
-        // Every queued job needs its own idle worker; blocked workers are not idle.
+        // Every queued job needs its own idle worker; blocked workers are not idle. Workers
+        // leaving for idleness take no more jobs, so they do not count against the maximum.
         let need_thread = st.queue.len() + 1 > st.idle;
-        if need_thread && st.threads >= self.shared.config.max_threads && self.on_worker() {
+        let staying = st.threads - st.leaving;
+        if need_thread && staying >= self.shared.config.max_threads && self.on_worker() {
             drop(st);
             self.shared.inline_runs.fetch_add(1, Ordering::Relaxed);
             return Ok(Submitted::RunInline(job));
         }
         st.queue.push_back(job);
-        if need_thread && st.threads < self.shared.config.max_threads {
+        if need_thread && staying < self.shared.config.max_threads {
             st.threads += 1;
             st.spawned += 1;
             drop(st);
@@ -206,8 +212,8 @@ impl WorkerPool {
             if spawned.is_err() {
                 let mut st = lock(&self.shared.state);
                 st.threads -= 1;
-                if st.threads == 0 {
-                    // No worker exists and none can start: whatever is queued (this job, and
+                if st.threads == st.leaving {
+                    // No worker that takes jobs exists and none can start: whatever is queued (this job, and
                     // any that other callers queued meanwhile) would wait forever. The caller
                     // runs it all.
                     let stranded: Vec<Job> = st.queue.drain(..).collect();
@@ -257,6 +263,7 @@ impl WorkerPool {
 fn worker(shared: &Arc<Shared>) {
     WORKER_OF.with(|w| *w.borrow_mut() = shared.id);
     shared.hooks.on_start();
+    let mut leaving = false;
     loop {
         let job = {
             let mut st = lock(&shared.state);
@@ -275,7 +282,11 @@ fn worker(shared: &Arc<Shared>) {
                 st = guard;
                 st.idle -= 1;
                 let min = if st.retired { 0 } else { shared.config.min_threads };
-                if (timeout.timed_out() || st.retired) && st.queue.is_empty() && st.threads > min {
+                // Decided under the lock and counted at once: two workers timing out together
+                // must not both leave when only one may.
+                if (timeout.timed_out() || st.retired) && st.queue.is_empty() && st.threads - st.leaving > min {
+                    st.leaving += 1;
+                    leaving = true;
                     break None;
                 }
             }
@@ -289,7 +300,11 @@ fn worker(shared: &Arc<Shared>) {
     // The exit hook runs before the thread stops being counted, so that whoever waits for
     // `threads == 0` (interpreter shutdown) knows no hook is still running.
     shared.hooks.on_exit();
-    lock(&shared.state).threads -= 1;
+    let mut st = lock(&shared.state);
+    st.threads -= 1;
+    if leaving {
+        st.leaving -= 1;
+    }
 }
 
 struct GroupState {
