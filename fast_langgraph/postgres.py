@@ -38,7 +38,6 @@ from langgraph.checkpoint.base import (
     get_checkpoint_id,
     get_checkpoint_metadata,
 )
-from langgraph.checkpoint.serde.types import _DeltaSnapshot
 
 from fast_langgraph._native import (
     ChannelValueRow,
@@ -257,13 +256,13 @@ class RustPostgresCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyn
         if row is None:
             return None
         tup = self._to_tuple(row, config if checkpoint_id else None)
-        if self.delta and not self._with_seeds(tup, thread_id, ns, cached):
+        if self.delta and not self._seeds.fill(tup.checkpoint, thread_id, ns, cached):
             # A seed left the cache meanwhile: read the checkpoint whole.
             row = self._store.get(thread_id, ns, checkpoint_id)
             if row is None:
                 return None
             tup = self._to_tuple(row, config if checkpoint_id else None)
-            self._with_seeds(tup, thread_id, ns, [])
+            self._seeds.fill(tup.checkpoint, thread_id, ns, [])
         if self.delta:
             # The graph builds its next state from these very objects: remember them, so the
             # next put can store only what is appended to them.
@@ -279,27 +278,6 @@ class RustPostgresCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyn
                         "read",
                     )
         return tup
-
-    def _with_seeds(
-        self, tup: CheckpointTuple, thread_id: str, ns: str, cached: builtins.list[tuple[str, str]]
-    ) -> bool:
-        """Puts the kept snapshots the store left out into ``tup``'s channel values, and keeps
-        the snapshots it read; ``False`` if a kept one is gone."""
-        versions = tup.checkpoint["channel_versions"]
-        values = tup.checkpoint["channel_values"]
-        left_out = set()
-        for channel, version in cached:
-            if channel in versions and str(versions[channel]) == version:
-                value = self._seeds.get((thread_id, ns, channel, version))
-                if value is None:
-                    return False
-                values[channel] = value
-                left_out.add(channel)
-        for channel, value in values.items():
-            if type(value) is _DeltaSnapshot and channel not in left_out and channel in versions:
-                key = (thread_id, ns, channel, str(versions[channel]))
-                values[channel] = self._seeds.put(key, value)
-        return True
 
     def list(
         self,

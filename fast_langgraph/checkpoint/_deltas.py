@@ -13,6 +13,7 @@ import threading
 from collections import OrderedDict
 from typing import Any, NamedTuple
 
+from langgraph.checkpoint.base import Checkpoint
 from langgraph.checkpoint.serde.types import _DeltaSnapshot
 
 # (thread_id, checkpoint_ns, channel)
@@ -174,6 +175,32 @@ class SeedCache:
                 _, (_, dropped) = self._entries.popitem(last=False)
                 self._items -= dropped
         return _fresh(value)
+
+    def fill(
+        self,
+        checkpoint: Checkpoint,
+        thread_id: str,
+        ns: str,
+        cached: list[tuple[str, str]],
+    ) -> bool:
+        """Puts the kept seeds a store left out of ``checkpoint`` (the ``cached`` pairs it was
+        given) into its channel values, and keeps the snapshots it read; ``False`` if a kept
+        one is gone meanwhile (then read the checkpoint whole)."""
+        versions = checkpoint["channel_versions"]
+        values = checkpoint["channel_values"]
+        left_out = set()
+        for channel, version in cached:
+            if channel in versions and str(versions[channel]) == version:
+                value = self.get((thread_id, ns, channel, version))
+                if value is None:
+                    return False
+                values[channel] = value
+                left_out.add(channel)
+        for channel, value in values.items():
+            if type(value) is _DeltaSnapshot and channel not in left_out and channel in versions:
+                key = (thread_id, ns, channel, str(versions[channel]))
+                values[channel] = self.put(key, value)
+        return True
 
     def discard(self, keys: list[SeedKey]) -> None:
         with self._lock:
