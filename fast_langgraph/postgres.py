@@ -51,7 +51,6 @@ from fast_langgraph._native import (
     PgCheckpointStore,
     SerializationError,
 )
-from fast_langgraph.checkpoint._batches import decoded
 from fast_langgraph.checkpoint._deltas import SeedCache
 from fast_langgraph.checkpoint._engine_saver import (
     EngineSaver,
@@ -312,26 +311,6 @@ class RustPostgresCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyn
             kwargs["limit"] = limit
         rows = self._store.list(**kwargs)
         return self._iter_tuples(rows, py_filter, limit)
-
-    def _iter_tuples(
-        self, rows: builtins.list[CheckpointRow], py_filter: dict[str, Any], limit: int | None
-    ) -> Iterator[CheckpointTuple]:
-        if limit is not None and limit <= 0:
-            return
-        remaining = limit
-        # Decoded in batches with the garbage collector paused (see _batches): the objects are
-        # new and acyclic, so its collections meanwhile would only scan them.
-        for tup in decoded(rows, self._listed):
-            if py_filter and not all(tup.metadata.get(k) == v for k, v in py_filter.items()):
-                continue
-            yield tup
-            if remaining is not None:
-                remaining -= 1
-                if remaining <= 0:
-                    return
-
-    def _listed(self, row: CheckpointRow) -> CheckpointTuple:
-        return self._to_tuple(row, None)
 
     def _to_tuple(self, row: CheckpointRow, config: RunnableConfig | None) -> CheckpointTuple:
         thread_id, ns, checkpoint_id = row.thread_id, row.checkpoint_ns, row.checkpoint_id

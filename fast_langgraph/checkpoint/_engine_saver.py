@@ -11,7 +11,7 @@ import json
 import os
 import random
 import weakref
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, Literal, TypeVar
@@ -25,6 +25,9 @@ from langgraph.checkpoint.base import (
     CheckpointTuple,
     DeltaChannelHistory,
 )
+
+from fast_langgraph._native import CheckpointRow
+from fast_langgraph.checkpoint._batches import decoded
 
 T = TypeVar("T")
 
@@ -49,6 +52,34 @@ class EngineSaver(BaseCheckpointSaver[str]):
         now: datetime | None = None,
     ) -> int:
         raise NotImplementedError
+
+    # -- list: the rows of one statement, decoded as the caller takes them ------------------
+
+    def _to_tuple(self, row: CheckpointRow, config: RunnableConfig | None) -> CheckpointTuple:
+        """The ``CheckpointTuple`` of a stored row (each backend decodes its own)."""
+        raise NotImplementedError
+
+    def _iter_tuples(
+        self, rows: list[CheckpointRow], py_filter: dict[str, Any], limit: int | None
+    ) -> Iterator[CheckpointTuple]:
+        """The tuples of ``rows`` whose metadata matches ``py_filter`` (the part of a filter
+        the store could not apply), at most ``limit`` of them."""
+        if limit is not None and limit <= 0:
+            return
+        remaining = limit
+        # Decoded in batches with the garbage collector paused (see _batches): the objects are
+        # new and acyclic, so its collections meanwhile would only scan them.
+        for tup in decoded(rows, self._listed):
+            if py_filter and not all(tup.metadata.get(k) == v for k, v in py_filter.items()):
+                continue
+            yield tup
+            if remaining is not None:
+                remaining -= 1
+                if remaining <= 0:
+                    return
+
+    def _listed(self, row: CheckpointRow) -> CheckpointTuple:
+        return self._to_tuple(row, None)
 
     def get_next_version(self, current: str | int | None, channel: None) -> str:
         """The next channel version: a zero-padded counter plus a random fraction, as
