@@ -1,8 +1,8 @@
 """What the savers on the Rust checkpoint engine share, whatever their backend
 (``RustSQLiteCheckpointer``, ``RustPostgresCheckpointer``): the async forms of LangGraph's
 interface, each its sync method on a worker thread so that the event loop never waits on
-storage; the channel version scheme; what a forked child does with a saver it inherits; and
-the checks of a call's arguments."""
+storage; ``list``'s decoding of the rows its store returns; the channel version scheme; what a
+forked child does with a saver it inherits; and the checks of a call's arguments."""
 
 from __future__ import annotations
 
