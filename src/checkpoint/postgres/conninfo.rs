@@ -24,7 +24,7 @@ pub enum SslMode {
 /// A parsed connection string.
 #[derive(Debug, Clone)]
 pub struct ConnInfo {
-    pub config: postgres::Config,
+    pub config: tokio_postgres::Config,
     pub ssl_mode: SslMode,
     /// PEM file of the certificates to trust, for the verifying modes.
     pub ssl_root_cert: Option<String>,
@@ -39,7 +39,7 @@ pub fn parse(conninfo: &str) -> Result<ConnInfo> {
     } else {
         take_kv_params(trimmed)?
     };
-    let mut config = postgres::Config::from_str(&rest).map_err(|e| {
+    let mut config = tokio_postgres::Config::from_str(&rest).map_err(|e| {
         Error::Invalid(format!(
             "invalid PostgreSQL connection string: {}",
             super::pool::describe(&e)
@@ -65,9 +65,9 @@ pub fn parse(conninfo: &str) -> Result<ConnInfo> {
         )));
     }
     config.ssl_mode(match mode {
-        SslMode::Disable => postgres::config::SslMode::Disable,
-        SslMode::Prefer => postgres::config::SslMode::Prefer,
-        _ => postgres::config::SslMode::Require,
+        SslMode::Disable => tokio_postgres::config::SslMode::Disable,
+        SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
+        _ => tokio_postgres::config::SslMode::Require,
     });
     if config.get_hosts().is_empty() {
         // libpq's default: the local unix socket.

@@ -93,24 +93,34 @@ impl Postgres {
     /// transaction under an advisory lock, so replicas may all call it at once.
     pub fn setup(&self) -> Result<i32> {
         self.pool.run("setup", |c| {
-            let mut tx = c.client.transaction()?;
-            tx.batch_execute(sql::SETUP_LOCK)?;
-            tx.batch_execute(sql::MIGRATIONS[0])?;
-            let current: i32 = tx.query_one(sql::SELECT_VERSION, &[])?.get(0);
-            let latest = i32::try_from(sql::MIGRATIONS.len() - 1).unwrap_or(i32::MAX);
-            if current > latest {
-                return Ok(Err(Error::ForeignSchema(format!(
-                    "the database has fast-langgraph Postgres schema version {current}, this build knows versions up to \
-                     {latest}; upgrade fast-langgraph (nothing was changed)"
-                ))));
+            let tx = &mut c.client;
+            tx.batch_execute("BEGIN")?;
+            let out = (|| {
+                tx.batch_execute(sql::SETUP_LOCK)?;
+                tx.batch_execute(sql::MIGRATIONS[0])?;
+                let current: i32 = tx.query_one(sql::SELECT_VERSION, &[])?.get(0);
+                let latest = i32::try_from(sql::MIGRATIONS.len() - 1).unwrap_or(i32::MAX);
+                if current > latest {
+                    return Ok(Err(Error::ForeignSchema(format!(
+                        "the database has fast-langgraph Postgres schema version {current}, this build knows versions \
+                         up to {latest}; upgrade fast-langgraph (nothing was changed)"
+                    ))));
+                }
+                for v in (current + 1)..=latest {
+                    let idx = usize::try_from(v).unwrap_or_default();
+                    tx.batch_execute(sql::MIGRATIONS[idx])?;
+                    tx.execute(sql::INSERT_VERSION, &[&v])?;
+                }
+                Ok(Ok(latest))
+            })();
+            match out {
+                Ok(Ok(v)) => tx.batch_execute("COMMIT").map(|()| Ok(v)),
+                other => {
+                    // The error is the one to report; a failed rollback means a dead connection.
+                    let _ = tx.batch_execute("ROLLBACK");
+                    other
+                }
             }
-            for v in (current + 1)..=latest {
-                let idx = usize::try_from(v).unwrap_or_default();
-                tx.batch_execute(sql::MIGRATIONS[idx])?;
-                tx.execute(sql::INSERT_VERSION, &[&v])?;
-            }
-            tx.commit()?;
-            Ok(Ok(latest))
         })?
     }
 

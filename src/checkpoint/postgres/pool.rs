@@ -7,12 +7,144 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use postgres::{Client, Statement};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
+
+use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Row, Socket, Statement, ToStatement};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::conninfo::{ConnInfo, SslMode};
 use super::{tls, PgOptions};
 use crate::error::{Error, Result};
+
+type PgResult<T> = std::result::Result<T, tokio_postgres::Error>;
+
+/// One statement of a [`Client::pipeline`], borrowing the client and its parameters.
+pub type Step<'a, T> = Pin<Box<dyn Future<Output = PgResult<T>> + 'a>>;
+
+/// A connection: tokio-postgres's client, driven by a current-thread runtime of its own, so
+/// that each call blocks its caller as the blocking `postgres` crate does (the runtime runs the
+/// connection's task only while a call waits on it, on the caller's thread). Besides one
+/// statement at a time, it sends several at once ([`Client::pipeline`]).
+pub struct Client {
+    /// `None` only while dropping.
+    client: Option<tokio_postgres::Client>,
+    /// The task reading and writing the socket; awaited on drop so that the server gets its
+    /// `Terminate` message.
+    connection: Option<tokio::task::JoinHandle<()>>,
+    rt: tokio::runtime::Runtime,
+}
+
+impl Client {
+    /// Connects, driving the connection with `rt` from now on.
+    fn connect<T>(rt: tokio::runtime::Runtime, config: &tokio_postgres::Config, tls: T) -> PgResult<Client>
+    where
+        T: MakeTlsConnect<Socket> + 'static + Send,
+        T::TlsConnect: Send,
+        T::Stream: Send,
+        <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
+    {
+        let (client, connection) = rt.block_on(config.connect(tls))?;
+        // A connection error also fails the call waiting on it, which reports it.
+        let connection = rt.spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(Client {
+            client: Some(client),
+            connection: Some(connection),
+            rt,
+        })
+    }
+
+    /// The client, to build the steps of a [`Client::pipeline`].
+    pub fn inner(&self) -> &tokio_postgres::Client {
+        self.client.as_ref().expect("the client is only taken while dropping")
+    }
+
+    pub fn prepare(&mut self, query: &str) -> PgResult<Statement> {
+        self.rt.block_on(self.inner().prepare(query))
+    }
+
+    pub fn query<T: ?Sized + ToStatement>(&mut self, query: &T, params: &[&(dyn ToSql + Sync)]) -> PgResult<Vec<Row>> {
+        self.rt.block_on(self.inner().query(query, params))
+    }
+
+    pub fn query_one<T: ?Sized + ToStatement>(&mut self, query: &T, params: &[&(dyn ToSql + Sync)]) -> PgResult<Row> {
+        self.rt.block_on(self.inner().query_one(query, params))
+    }
+
+    pub fn query_opt<T: ?Sized + ToStatement>(
+        &mut self,
+        query: &T,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> PgResult<Option<Row>> {
+        self.rt.block_on(self.inner().query_opt(query, params))
+    }
+
+    pub fn execute<T: ?Sized + ToStatement>(&mut self, query: &T, params: &[&(dyn ToSql + Sync)]) -> PgResult<u64> {
+        self.rt.block_on(self.inner().execute(query, params))
+    }
+
+    /// Runs statements without parameters, as one simple query.
+    pub fn batch_execute(&mut self, query: &str) -> PgResult<()> {
+        self.rt.block_on(self.inner().batch_execute(query))
+    }
+
+    /// Runs `steps` in order, sent together (each statement is queued before any reply is read,
+    /// so the lot costs one round trip), and returns every step's own result. The server runs
+    /// them one after the other, as if sent one at a time: a step that fails does not stop the
+    /// later ones (inside a transaction they fail too, the transaction being aborted).
+    pub fn pipeline<'a, T>(rt: &tokio::runtime::Runtime, steps: Vec<Step<'a, T>>) -> Vec<PgResult<T>> {
+        let mut steps: Vec<Option<Step<'a, T>>> = steps.into_iter().map(Some).collect();
+        let mut out: Vec<Option<PgResult<T>>> = steps.iter().map(|_| None).collect();
+        rt.block_on(std::future::poll_fn(|cx| {
+            // Polled in order: the first poll of each step queues its messages.
+            let mut pending = false;
+            for (step, slot) in steps.iter_mut().zip(out.iter_mut()) {
+                if let Some(f) = step {
+                    match f.as_mut().poll(cx) {
+                        Poll::Ready(r) => {
+                            *slot = Some(r);
+                            *step = None;
+                        }
+                        Poll::Pending => pending = true,
+                    }
+                }
+            }
+            if pending {
+                Poll::Pending
+            } else {
+                Poll::Ready(())
+            }
+        }));
+        out.into_iter().map(|r| r.expect("every step finished")).collect()
+    }
+
+    /// The runtime, for [`Client::pipeline`].
+    pub fn runtime(&self) -> &tokio::runtime::Runtime {
+        &self.rt
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.inner().is_closed()
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        // Dropping the client ends the connection's task, which sends `Terminate`; wait a
+        // little for it (a dead network must not hold up the caller).
+        drop(self.client.take());
+        if let Some(task) = self.connection.take() {
+            let _ = self
+                .rt
+                .block_on(async { tokio::time::timeout(Duration::from_secs(1), task).await });
+        }
+    }
+}
 
 /// One connection and its prepared statements.
 pub struct Conn {
@@ -22,7 +154,7 @@ pub struct Conn {
 
 impl Conn {
     /// The statement for `sql`, prepared once per connection.
-    pub fn prepare(&mut self, sql: &str) -> std::result::Result<Statement, postgres::Error> {
+    pub fn prepare(&mut self, sql: &str) -> std::result::Result<Statement, tokio_postgres::Error> {
         if let Some(s) = self.statements.get(sql) {
             return Ok(s.clone());
         }
@@ -76,7 +208,7 @@ impl Pool {
             .config
             .get_hosts()
             .iter()
-            .all(|h| matches!(h, postgres::config::Host::Unix(_)));
+            .all(|h| matches!(h, tokio_postgres::config::Host::Unix(_)));
         let tls = if info.ssl_mode == SslMode::Disable || only_sockets {
             None
         } else {
@@ -113,8 +245,8 @@ impl Pool {
             .get_hosts()
             .iter()
             .map(|h| match h {
-                postgres::config::Host::Tcp(name) => name.clone(),
-                postgres::config::Host::Unix(path) => path.display().to_string(),
+                tokio_postgres::config::Host::Tcp(name) => name.clone(),
+                tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
             })
             .collect::<Vec<_>>()
             .join(",");
@@ -129,9 +261,16 @@ impl Pool {
 
     fn connect(&self) -> Result<Conn> {
         let started = Instant::now();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Postgres {
+                message: format!("cannot start the client's runtime for {}: {e}", self.where_()),
+                connection: true,
+            })?;
         let connected = match &self.tls {
-            Some(tls) => self.info.config.connect(tls.clone()),
-            None => self.info.config.connect(postgres::NoTls),
+            Some(tls) => Client::connect(rt, &self.info.config, tls.clone()),
+            None => Client::connect(rt, &self.info.config, tokio_postgres::NoTls),
         };
         let mut client = connected.map_err(|e| Error::Postgres {
             message: format!(
@@ -232,7 +371,11 @@ impl Pool {
     }
 
     /// Runs `f` on a connection; see [`Pool::run_with`].
-    pub fn run<T>(&self, what: &str, f: impl FnMut(&mut Conn) -> std::result::Result<T, postgres::Error>) -> Result<T> {
+    pub fn run<T>(
+        &self,
+        what: &str,
+        f: impl FnMut(&mut Conn) -> std::result::Result<T, tokio_postgres::Error>,
+    ) -> Result<T> {
         self.run_with(|| what.to_owned(), f)
     }
 
@@ -242,7 +385,7 @@ impl Pool {
     pub fn run_with<T>(
         &self,
         what: impl Fn() -> String,
-        mut f: impl FnMut(&mut Conn) -> std::result::Result<T, postgres::Error>,
+        mut f: impl FnMut(&mut Conn) -> std::result::Result<T, tokio_postgres::Error>,
     ) -> Result<T> {
         let mut retried = false;
         loop {
@@ -310,7 +453,7 @@ impl Pool {
 
 /// Whether `e` means the connection is gone (as opposed to a statement that failed on a
 /// working connection).
-fn is_connection_error(e: &postgres::Error, client: &Client) -> bool {
+fn is_connection_error(e: &tokio_postgres::Error, client: &Client) -> bool {
     if client.is_closed() || e.is_closed() {
         return true;
     }
@@ -328,7 +471,7 @@ fn is_connection_error(e: &postgres::Error, client: &Client) -> bool {
 
 /// A readable account of a client error: the server's message with its SQLSTATE and detail,
 /// or the client's error with its cause.
-pub fn describe(e: &postgres::Error) -> String {
+pub fn describe(e: &tokio_postgres::Error) -> String {
     if let Some(db) = e.as_db_error() {
         let mut s = format!("{} {}: {}", db.severity(), db.code().code(), db.message());
         if let Some(d) = db.detail() {

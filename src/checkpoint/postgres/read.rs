@@ -3,7 +3,7 @@
 //! pointers in bounded statements.
 use std::collections::{HashMap, HashSet};
 
-use postgres::types::ToSql;
+use tokio_postgres::types::ToSql;
 
 use super::pool::Pool;
 use super::sql;

@@ -263,6 +263,10 @@ pub fn begin_writing(keys: &[i64]) -> String {
     format!("BEGIN; SELECT pg_advisory_xact_lock_shared(k) FROM unnest(ARRAY[{list}]::int8[]) AS k ORDER BY k")
 }
 
+/// The shared advisory locks of the threads whose lock keys are in $1 (sorted), taken by a
+/// batch of puts after its `BEGIN` (the pipelined form of [`begin_writing`]).
+pub const SHARE_THREADS: &str = "SELECT pg_advisory_xact_lock_shared(k) FROM unnest($1::int8[]) AS k ORDER BY k";
+
 /// The checkpoints a `keep` set needs besides itself, for LangGraph's `DeltaChannel` (the rule
 /// is [`crate::checkpoint::retention`]'s): for each channel a kept checkpoint's metadata lists
 /// under `counters_since_delta_snapshot` that has a version but no stored value at it, every

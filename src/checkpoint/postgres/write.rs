@@ -6,16 +6,16 @@
 //! fails as a whole (a statement error aborts a PostgreSQL transaction) is rolled back and its
 //! ops run again one by one, so each caller gets its own result; a lost connection retries the
 //! batch once on a new one (every statement is idempotent).
-use postgres::types::ToSql;
-use postgres::{GenericClient, Statement};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::Statement;
 
-use super::pool::{Conn, Pool};
+use super::pool::{Client, Conn, Pool, Step};
 use super::sql;
 use crate::checkpoint::writer::Op;
 use crate::checkpoint::{retention, NewCheckpoint, NewWrites, PruneStrategy};
 use crate::error::{Error, Result};
 
-type PgResult<T> = std::result::Result<T, postgres::Error>;
+type PgResult<T> = std::result::Result<T, tokio_postgres::Error>;
 
 /// The statements a batch's puts and writes run, prepared once per connection.
 struct Prepared {
@@ -24,6 +24,8 @@ struct Prepared {
     /// The put with the guard, when it is on.
     guarded: Option<Statement>,
     writes: Statement,
+    /// The shared advisory locks of a batch's threads ([`sql::SHARE_THREADS`]).
+    share: Statement,
 }
 
 impl Prepared {
@@ -36,6 +38,7 @@ impl Prepared {
                 None
             },
             writes: c.prepare(sql::PUT_WRITES)?,
+            share: c.prepare(sql::SHARE_THREADS)?,
         })
     }
 }
@@ -88,11 +91,7 @@ fn put_threads<'a>(op: &'a Op, out: &mut Vec<&'a str>) {
 
 /// Runs `f` in a transaction opened by `begin` (which may take locks), committing if it
 /// succeeds and rolling back if not.
-fn in_transaction<T>(
-    client: &mut postgres::Client,
-    begin: &str,
-    f: impl FnOnce(&mut postgres::Client) -> PgResult<T>,
-) -> PgResult<T> {
+fn in_transaction<T>(client: &mut Client, begin: &str, f: impl FnOnce(&mut Client) -> PgResult<T>) -> PgResult<T> {
     let out = client.batch_execute(begin).and_then(|()| f(client));
     match out {
         Ok(v) => {
@@ -124,17 +123,10 @@ pub fn commit_batch(pool: &Pool, guard: bool, batch: &[Op]) -> (Vec<Result<u64>>
         for &i in &writes {
             put_threads(&batch[i], &mut threads);
         }
-        let begin = sql::begin_writing(&sql::thread_lock_keys(threads));
+        let keys = sql::thread_lock_keys(threads);
+        let ops: Vec<&Op> = writes.iter().map(|&i| &batch[i]).collect();
         let what = || format!("committing {} writes together", writes.len());
-        let together = pool.run_with(what, |c| {
-            let p = Prepared::new(c, guard)?;
-            in_transaction(&mut c.client, &begin, |client| {
-                writes
-                    .iter()
-                    .map(|&i| apply(client, &p, guard, &batch[i]))
-                    .collect::<PgResult<Vec<_>>>()
-            })
-        });
+        let together = pool.run_with(what, |c| write_ops(c, guard, &keys, &ops));
         // Rolled back whole: each op again on its own, for its own result.
         if let Ok(outs) = together {
             committed = true;
@@ -157,8 +149,8 @@ pub fn commit_batch(pool: &Pool, guard: bool, batch: &[Op]) -> (Vec<Result<u64>>
                 }
                 let mut threads = Vec::new();
                 put_threads(op, &mut threads);
-                let begin = sql::begin_writing(&sql::thread_lock_keys(threads));
-                in_transaction(&mut c.client, &begin, |client| apply(client, &p, guard, op))
+                write_ops(c, guard, &sql::thread_lock_keys(threads), &[op])
+                    .map(|mut out| out.pop().unwrap_or_else(|| Err(Error::Storage("not run".into()))))
             },
         );
         committed |= out.is_ok();
@@ -173,16 +165,225 @@ pub fn commit_batch(pool: &Pool, guard: bool, batch: &[Op]) -> (Vec<Result<u64>>
     )
 }
 
+/// Whether `op` is made only of statements whose parameters are known beforehand, so that it
+/// can be sent with the others of its batch before any reply is read.
+fn pipelines(op: &Op) -> bool {
+    matches!(op, Op::Put(_) | Op::PutContinuing(_) | Op::PutWrites(_) | Op::Many(..))
+}
+
+/// Commits `ops` (puts and writes) in one transaction that first takes the shared advisory
+/// locks `keys` (sorted). When every op [`pipelines`], the whole transaction (`BEGIN`, the
+/// locks, every statement, `COMMIT`) is sent at once, one round trip; otherwise its
+/// statements run one at a time. The outer error is the database's (nothing was committed);
+/// the inner results are the ops' own (a refused put stores nothing and fails alone).
+fn write_ops(c: &mut Conn, guard: bool, keys: &[i64], ops: &[&Op]) -> PgResult<Vec<Result<u64>>> {
+    let p = Prepared::new(c, guard)?;
+    if !ops.iter().all(|op| pipelines(op)) {
+        let begin = sql::begin_writing(keys);
+        return in_transaction(&mut c.client, &begin, |client| {
+            ops.iter().map(|op| apply(client, &p, guard, op)).collect()
+        });
+    }
+    // What each statement of the pipeline answers.
+    enum Reply {
+        Done,
+        /// The put statement's (deltas whose base is not stored, checkpoint rows stored).
+        Put(i64, i64),
+    }
+    // Every parameter is built before the first statement is sent, and outlives them all.
+    let mut puts: Vec<(&NewCheckpoint, bool)> = Vec::new();
+    let mut writes: Vec<&NewWrites> = Vec::new();
+    for op in ops {
+        match op {
+            Op::Put(cp) => puts.push((cp, false)),
+            Op::PutContinuing(cp) => puts.push((cp, true)),
+            Op::PutWrites(w) => writes.push(w),
+            Op::Many(cps, ws) => {
+                puts.extend(cps.iter().map(|cp| (cp, false)));
+                writes.extend(ws.iter());
+            }
+            _ => {}
+        }
+    }
+    let put_args: Vec<PutArgs> = puts
+        .iter()
+        .map(|(cp, continuing)| PutArgs::new(cp, *continuing))
+        .collect();
+    let write_args: Vec<WriteArgs> = writes.iter().map(|w| WriteArgs::new(w)).collect();
+    let client = c.client.inner();
+    let mut steps: Vec<Step<'_, Reply>> = Vec::with_capacity(put_args.len() + write_args.len() + 3);
+    steps.push(Box::pin(async move {
+        client.batch_execute("BEGIN").await.map(|()| Reply::Done)
+    }));
+    if !keys.is_empty() {
+        let share = &p.share;
+        steps.push(Box::pin(async move {
+            client.execute(share, &[&keys]).await.map(|_| Reply::Done)
+        }));
+    }
+    // The statements in the order of the ops (a `Many`'s puts before its writes, as `apply`
+    // runs them), each op's replies counted to hand them back.
+    let mut counts: Vec<(usize, usize)> = Vec::with_capacity(ops.len());
+    let (mut next_put, mut next_write) = (put_args.iter(), write_args.iter());
+    for op in ops {
+        let (n_puts, n_writes) = match op {
+            Op::Put(_) | Op::PutContinuing(_) => (1, 0),
+            Op::PutWrites(_) => (0, 1),
+            Op::Many(cps, ws) => (cps.len(), ws.len()),
+            _ => (0, 0),
+        };
+        counts.push((n_puts, n_writes));
+        for a in next_put.by_ref().take(n_puts) {
+            // `Many`'s puts take the statement without the guard, as `apply` runs them.
+            let (stmt, guarded) = match (op, &p.guarded) {
+                (Op::Put(_) | Op::PutContinuing(_), Some(g)) => (g, true),
+                _ => (&p.put, false),
+            };
+            steps.push(Box::pin(async move {
+                let params = a.params(guarded);
+                let row = client.query_one(stmt, &params).await?;
+                Ok(Reply::Put(row.get(0), row.get(1)))
+            }));
+        }
+        for a in next_write.by_ref().take(n_writes) {
+            let stmt = &p.writes;
+            steps.push(Box::pin(async move {
+                client.execute(stmt, &a.params()).await.map(|_| Reply::Done)
+            }));
+        }
+    }
+    steps.push(Box::pin(async move {
+        client.batch_execute("COMMIT").await.map(|()| Reply::Done)
+    }));
+    let replies = Client::pipeline(c.client.runtime(), steps);
+    // A failed statement aborted the transaction, and the `COMMIT` after it rolled it back:
+    // the first error is the one to report (the later statements only say it was aborted).
+    let mut put_replies = Vec::with_capacity(put_args.len());
+    for r in replies {
+        if let Reply::Put(missing, stored) = r? {
+            put_replies.push((missing, stored));
+        }
+    }
+    let mut put_replies = put_replies.into_iter().zip(&puts);
+    let mut out = Vec::with_capacity(ops.len());
+    for (op, (n_puts, _)) in ops.iter().zip(counts) {
+        let mut result = Ok(0);
+        for ((missing, stored), (cp, _)) in put_replies.by_ref().take(n_puts) {
+            // A `Many` stores what it is given, unchecked, as `apply` does.
+            if !matches!(op, Op::Many(..)) {
+                result = put_outcome(&mut c.client, guard, cp, missing, stored)?;
+            }
+        }
+        out.push(result);
+    }
+    Ok(out)
+}
+
+/// The put statement's parameters, owned.
+struct PutArgs<'a> {
+    cp: &'a NewCheckpoint,
+    continuing: bool,
+    channels: Vec<&'a str>,
+    versions: Vec<&'a str>,
+    b_channel: Vec<&'a str>,
+    b_version: Vec<&'a str>,
+    b_base: Vec<Option<&'a str>>,
+    b_type: Vec<&'a str>,
+    b_data: Vec<&'a [u8]>,
+}
+
+impl<'a> PutArgs<'a> {
+    fn new(cp: &'a NewCheckpoint, continuing: bool) -> Self {
+        PutArgs {
+            cp,
+            continuing,
+            channels: cp.channel_versions.iter().map(|(c, _)| c.as_str()).collect(),
+            versions: cp.channel_versions.iter().map(|(_, v)| v.as_str()).collect(),
+            b_channel: cp.blobs.iter().map(|b| b.channel.as_str()).collect(),
+            b_version: cp.blobs.iter().map(|b| b.version.as_str()).collect(),
+            b_base: cp.blobs.iter().map(|b| b.delta_base.as_deref()).collect(),
+            b_type: cp.blobs.iter().map(|b| b.type_tag.as_str()).collect(),
+            b_data: cp.blobs.iter().map(|b| b.data.as_slice()).collect(),
+        }
+    }
+
+    /// $1..$15, and $16 (whether the put continues its thread) for the guarded statement.
+    fn params(&self, guarded: bool) -> Vec<&(dyn ToSql + Sync)> {
+        let cp = self.cp;
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![
+            &cp.thread_id,
+            &cp.checkpoint_ns,
+            &cp.checkpoint_id,
+            &cp.parent_checkpoint_id,
+            &cp.run_id,
+            &self.channels,
+            &self.versions,
+            &cp.metadata_json,
+            &self.b_channel,
+            &self.b_version,
+            &self.b_base,
+            &self.b_type,
+            &self.b_data,
+            &cp.type_tag,
+            &cp.checkpoint,
+        ];
+        if guarded {
+            params.push(&self.continuing);
+        }
+        params
+    }
+}
+
+/// The writes statement's parameters, owned.
+struct WriteArgs<'a> {
+    w: &'a NewWrites,
+    idx: Vec<i32>,
+    channel: Vec<&'a str>,
+    type_: Vec<&'a str>,
+    data: Vec<&'a [u8]>,
+}
+
+impl<'a> WriteArgs<'a> {
+    fn new(w: &'a NewWrites) -> Self {
+        WriteArgs {
+            w,
+            idx: w
+                .writes
+                .iter()
+                .map(|x| i32::try_from(x.idx).unwrap_or(i32::MAX))
+                .collect(),
+            channel: w.writes.iter().map(|x| x.channel.as_str()).collect(),
+            type_: w.writes.iter().map(|x| x.type_tag.as_str()).collect(),
+            data: w.writes.iter().map(|x| x.data.as_slice()).collect(),
+        }
+    }
+
+    fn params(&self) -> [&(dyn ToSql + Sync); 9] {
+        let w = self.w;
+        [
+            &w.thread_id,
+            &w.checkpoint_ns,
+            &w.checkpoint_id,
+            &w.task_id,
+            &w.task_path,
+            &self.idx,
+            &self.channel,
+            &self.type_,
+            &self.data,
+        ]
+    }
+}
+
 /// Runs one op on `client` (a connection or an open transaction). The outer error is the
 /// database's (it aborts a transaction); the inner result is the op's own (a refused put).
-fn apply(client: &mut impl GenericClient, p: &Prepared, guard: bool, op: &Op) -> PgResult<Result<u64>> {
+fn apply(client: &mut Client, p: &Prepared, guard: bool, op: &Op) -> PgResult<Result<u64>> {
     match op {
         Op::Put(cp) => put(client, p.guarded.as_ref().unwrap_or(&p.put), guard, false, cp),
         Op::PutContinuing(cp) => put(client, p.guarded.as_ref().unwrap_or(&p.put), guard, true, cp),
         Op::PutWrites(w) => put_writes(client, &p.writes, w).map(|()| Ok(0)),
         Op::Many(cps, writes) => {
             for cp in cps {
-                put_row(client, &p.put, &[], cp)?;
+                put_row(client, &p.put, None, cp)?;
             }
             for w in writes {
                 put_writes(client, &p.writes, w)?;
@@ -197,7 +398,7 @@ fn apply(client: &mut impl GenericClient, p: &Prepared, guard: bool, op: &Op) ->
                 if client.query_opt(sql::CHECKPOINT_EXISTS, &key)?.is_some() {
                     kept.insert((&cp.thread_id, &cp.checkpoint_ns, &cp.checkpoint_id));
                 } else {
-                    put_row(client, &p.put, &[], cp)?;
+                    put_row(client, &p.put, None, cp)?;
                     copied += 1;
                 }
             }
@@ -229,66 +430,48 @@ fn apply(client: &mut impl GenericClient, p: &Prepared, guard: bool, op: &Op) ->
         Op::PruneIdle(cutoff_ms, strategy) => prune_idle(client, *cutoff_ms, *strategy).map(Ok),
         #[cfg(test)]
         Op::PanicAfter(cp) => {
-            put_row(client, &p.put, &[], cp)?;
+            put_row(client, &p.put, None, cp)?;
             panic!("a bug in the middle of a commit")
         }
     }
 }
 
 /// Runs the put statement; returns (deltas whose base is not stored, checkpoint rows stored).
-fn put_row(
-    client: &mut impl GenericClient,
-    stmt: &Statement,
-    extra: &[&(dyn ToSql + Sync)],
-    cp: &NewCheckpoint,
-) -> PgResult<(i64, i64)> {
-    let channels: Vec<&str> = cp.channel_versions.iter().map(|(c, _)| c.as_str()).collect();
-    let versions: Vec<&str> = cp.channel_versions.iter().map(|(_, v)| v.as_str()).collect();
-    let b_channel: Vec<&str> = cp.blobs.iter().map(|b| b.channel.as_str()).collect();
-    let b_version: Vec<&str> = cp.blobs.iter().map(|b| b.version.as_str()).collect();
-    let b_base: Vec<Option<&str>> = cp.blobs.iter().map(|b| b.delta_base.as_deref()).collect();
-    let b_type: Vec<&str> = cp.blobs.iter().map(|b| b.type_tag.as_str()).collect();
-    let b_data: Vec<&[u8]> = cp.blobs.iter().map(|b| b.data.as_slice()).collect();
-    let mut params: Vec<&(dyn ToSql + Sync)> = vec![
-        &cp.thread_id,
-        &cp.checkpoint_ns,
-        &cp.checkpoint_id,
-        &cp.parent_checkpoint_id,
-        &cp.run_id,
-        &channels,
-        &versions,
-        &cp.metadata_json,
-        &b_channel,
-        &b_version,
-        &b_base,
-        &b_type,
-        &b_data,
-        &cp.type_tag,
-        &cp.checkpoint,
-    ];
-    params.extend_from_slice(extra);
-    let row = client.query_one(stmt, &params)?;
+fn put_row(client: &mut Client, stmt: &Statement, guarded: Option<bool>, cp: &NewCheckpoint) -> PgResult<(i64, i64)> {
+    let args = PutArgs::new(cp, guarded.unwrap_or(false));
+    let row = client.query_one(stmt, &args.params(guarded.is_some()))?;
     Ok((row.get(0), row.get(1)))
 }
 
 /// A put. With the guard on, `continuing` puts are refused unless their parent is still the
 /// thread's head; a put whose delta base is no longer stored stores nothing.
 fn put(
-    client: &mut impl GenericClient,
+    client: &mut Client,
     stmt: &Statement,
     guard: bool,
     continuing: bool,
     cp: &NewCheckpoint,
 ) -> PgResult<Result<u64>> {
-    let extra: &[&(dyn ToSql + Sync)] = if guard { &[&continuing] } else { &[] };
-    let (missing, stored) = put_row(client, stmt, extra, cp)?;
+    let (missing, stored) = put_row(client, stmt, guard.then_some(continuing), cp)?;
+    put_outcome(client, guard, cp, missing, stored)
+}
+
+/// A put's result from its statement's reply: refused if a delta's base was gone or (with the
+/// guard) if its thread had moved on; then the thread's head is read, for the message.
+fn put_outcome(
+    client: &mut Client,
+    guard: bool,
+    cp: &NewCheckpoint,
+    missing: i64,
+    stored: i64,
+) -> PgResult<Result<u64>> {
     if missing > 0 {
         return Ok(Err(Error::DeltaBaseMissing(format!(
             "checkpoint {:?} of thread {:?}: a delta's base version is no longer stored",
             cp.checkpoint_id, cp.thread_id
         ))));
     }
-    if stored == 0 {
+    if stored == 0 && guard {
         let head: Option<String> = client
             .query_opt(sql::SELECT_HEAD, &[&cp.thread_id, &cp.checkpoint_ns])?
             .map(|r| r.get(0));
@@ -309,34 +492,13 @@ fn put(
     Ok(Ok(0))
 }
 
-fn put_writes(client: &mut impl GenericClient, stmt: &Statement, w: &NewWrites) -> PgResult<()> {
-    let idx: Vec<i32> = w
-        .writes
-        .iter()
-        .map(|x| i32::try_from(x.idx).unwrap_or(i32::MAX))
-        .collect();
-    let channel: Vec<&str> = w.writes.iter().map(|x| x.channel.as_str()).collect();
-    let type_: Vec<&str> = w.writes.iter().map(|x| x.type_tag.as_str()).collect();
-    let data: Vec<&[u8]> = w.writes.iter().map(|x| x.data.as_slice()).collect();
-    client.execute(
-        stmt,
-        &[
-            &w.thread_id,
-            &w.checkpoint_ns,
-            &w.checkpoint_id,
-            &w.task_id,
-            &w.task_path,
-            &idx,
-            &channel,
-            &type_,
-            &data,
-        ],
-    )?;
+fn put_writes(client: &mut Client, stmt: &Statement, w: &NewWrites) -> PgResult<()> {
+    client.execute(stmt, &WriteArgs::new(w).params())?;
     Ok(())
 }
 
 /// The kept set a retention statement returns, as the parallel arrays the deletes take.
-fn kept(client: &mut impl GenericClient, stmt: &str, params: &[&(dyn ToSql + Sync)]) -> PgResult<[Vec<String>; 3]> {
+fn kept(client: &mut Client, stmt: &str, params: &[&(dyn ToSql + Sync)]) -> PgResult<[Vec<String>; 3]> {
     let mut out: [Vec<String>; 3] = Default::default();
     for row in client.query(stmt, params)? {
         for (i, col) in out.iter_mut().enumerate() {
@@ -346,7 +508,7 @@ fn kept(client: &mut impl GenericClient, stmt: &str, params: &[&(dyn ToSql + Syn
     Ok(out)
 }
 
-fn delete_for_runs(client: &mut impl GenericClient, run_ids: &[String]) -> PgResult<()> {
+fn delete_for_runs(client: &mut Client, run_ids: &[String]) -> PgResult<()> {
     let threads: Vec<String> = client
         .query(sql::RUN_THREADS, &[&run_ids])?
         .into_iter()
@@ -365,12 +527,12 @@ fn delete_for_runs(client: &mut impl GenericClient, run_ids: &[String]) -> PgRes
 }
 
 /// Takes the exclusive advisory locks of `threads` (see [`sql::THREAD_LOCK`]).
-fn lock_threads<'a>(client: &mut impl GenericClient, threads: impl IntoIterator<Item = &'a str>) -> PgResult<()> {
+fn lock_threads<'a>(client: &mut Client, threads: impl IntoIterator<Item = &'a str>) -> PgResult<()> {
     client.execute(sql::THREAD_LOCK, &[&sql::thread_lock_keys(threads)])?;
     Ok(())
 }
 
-fn prune(client: &mut impl GenericClient, thread_ids: &[String], strategy: PruneStrategy) -> PgResult<()> {
+fn prune(client: &mut Client, thread_ids: &[String], strategy: PruneStrategy) -> PgResult<()> {
     lock_threads(client, thread_ids.iter().map(String::as_str))?;
     match strategy {
         PruneStrategy::KeepLatest => {
@@ -393,8 +555,8 @@ fn prune(client: &mut impl GenericClient, thread_ids: &[String], strategy: Prune
 }
 
 /// Prunes the threads whose newest checkpoint was made before `cutoff_ms`; returns how many.
-fn prune_idle(client: &mut impl GenericClient, cutoff_ms: i64, strategy: PruneStrategy) -> PgResult<u64> {
-    let idle = |rows: Vec<postgres::Row>| -> Vec<String> {
+fn prune_idle(client: &mut Client, cutoff_ms: i64, strategy: PruneStrategy) -> PgResult<u64> {
+    let idle = |rows: Vec<tokio_postgres::Row>| -> Vec<String> {
         rows.into_iter()
             .filter_map(|r| {
                 let newest_id: String = r.get(1);
