@@ -20,8 +20,10 @@ fn list_sql(q: &ListQuery, cached: &[(String, String)]) -> Result<(String, Vec<B
         params.push(value);
         conds.push(cond.replace('?', &format!("${}", params.len())));
     };
+    let mut thread = String::new();
     if let Some(v) = &q.thread_id {
         push("thread_id = ?", Box::new(v.clone()), &mut params);
+        thread = format!(" AND b.thread_id = ${}", params.len());
     }
     if let Some(v) = &q.checkpoint_ns {
         push("checkpoint_ns = ?", Box::new(v.clone()), &mut params);
@@ -84,7 +86,7 @@ fn list_sql(q: &ListQuery, cached: &[(String, String)]) -> Result<(String, Vec<B
         format!(
             "WITH RECURSIVE cp AS (SELECT {} FROM flg_checkpoints WHERE {conds} ORDER BY checkpoint_id DESC{limit}){}",
             sql::CP_COLUMNS,
-            sql::LIST_TAIL.replace("{skip}", &skip)
+            sql::LIST_TAIL.replace("{skip}", &skip).replace("{thread}", &thread)
         ),
         params,
     ))

@@ -163,18 +163,21 @@ pub const PUT_WRITES: &str = "INSERT INTO flg_writes AS w
 /// The tail of the list statement, after a `cp` CTE selecting the checkpoints: every blob
 /// they need, delta bases included (keys found by a recursive walk, each blob read once), and
 /// their pending writes, as one result of three row kinds. `{skip}` is empty, or
-/// [`SKIP_CACHED`]: the values the caller holds are not read.
+/// [`SKIP_CACHED`]: the values the caller holds are not read. `{thread}` is empty, or, when
+/// the checkpoints are of one thread, a condition naming it (`AND b.thread_id = $n`): the
+/// same rows, but the blobs are then found through the primary key's leading column, where
+/// the planner would otherwise scan the whole blob table for each step of the chain.
 pub const LIST_TAIL: &str = ", need AS (
     SELECT DISTINCT cp.thread_id, cp.checkpoint_ns, u.channel, u.version
     FROM cp CROSS JOIN LATERAL unnest(cp.channels, cp.versions) AS u(channel, version){skip}
 ), chain AS (
     SELECT b.thread_id, b.checkpoint_ns, b.channel, b.version, b.delta_base FROM flg_blobs b JOIN need n
         ON b.thread_id = n.thread_id AND b.checkpoint_ns = n.checkpoint_ns AND b.channel = n.channel
-       AND b.version = n.version
+       AND b.version = n.version{thread}
     UNION
     SELECT b.thread_id, b.checkpoint_ns, b.channel, b.version, b.delta_base FROM flg_blobs b JOIN chain c
         ON b.thread_id = c.thread_id AND b.checkpoint_ns = c.checkpoint_ns AND b.channel = c.channel
-       AND b.version = c.delta_base
+       AND b.version = c.delta_base{thread}
 )
 SELECT 0 AS kind, thread_id, checkpoint_ns, checkpoint_id AS a, parent_checkpoint_id AS b, type AS c,
        metadata::text AS d, checkpoint AS data, NULL::int AS idx, channels, versions
@@ -182,7 +185,7 @@ FROM cp
 UNION ALL
 SELECT 1, b.thread_id, b.checkpoint_ns, b.channel, b.version, b.type, b.delta_base, b.blob, NULL, NULL, NULL
 FROM chain c JOIN flg_blobs b ON b.thread_id = c.thread_id AND b.checkpoint_ns = c.checkpoint_ns
-    AND b.channel = c.channel AND b.version = c.version
+    AND b.channel = c.channel AND b.version = c.version{thread}
 UNION ALL
 SELECT 2, w.thread_id, w.checkpoint_ns, w.checkpoint_id, w.task_id, w.type, w.channel, w.blob, w.idx,
        ARRAY[w.task_path], NULL
