@@ -140,7 +140,7 @@ def test_connection_dropped_while_a_put_waits_on_its_lock(pg_server, pg_db, save
     assert saver.pool_stats()["reconnects"] >= 1
     history = list(saver.list(cfg("held")))
     assert [h.checkpoint["channel_values"]["x"] for h in history] == [2, 1]
-    assert history[0].parent_config["configurable"]["checkpoint_id"] == (
-        first["configurable"]["checkpoint_id"]
+    assert (
+        history[0].parent_config["configurable"]["checkpoint_id"]
+        == (first["configurable"]["checkpoint_id"])
     )
-

@@ -5,10 +5,11 @@
 //! commit, the retention rules of [`super::retention`]. This module only speaks PostgreSQL:
 //! [`sql`] holds every statement, [`pool`] the connections, [`read`] and [`write`] run them.
 //!
-//! The client is rust-postgres's blocking `postgres` crate, with TLS through rustls. Each call
-//! takes a connection from a small pool of our own; a put is one statement (blobs, checkpoint
-//! and, with the guard, the head move, atomically), and a batch of the group commit is one
-//! transaction, so a dropped connection never leaves half a checkpoint. A call that finds its
+//! The client is rust-postgres's `tokio-postgres`, each connection driven by a current-thread
+//! runtime of its own ([`pool::Client`]), with TLS through rustls. Each call takes a connection
+//! from a small pool of our own; a put is one statement (blobs, checkpoint and, with the guard,
+//! the head move, atomically), and a batch of the group commit is one transaction, sent in one
+//! network write, so a dropped connection never leaves half a checkpoint. A call that finds its
 //! connection dead retries once on a new one (every statement here is idempotent).
 pub mod conninfo;
 mod pool;

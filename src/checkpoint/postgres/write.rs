@@ -1,7 +1,9 @@
 //! Writes in PostgreSQL's dialect: one batch of the engine's group commit as one transaction on
 //! one pooled connection, and the SQL of every op.
 //!
-//! A put or a task's writes is one statement. A put the guard refuses, or whose delta base is
+//! A put or a task's writes is one statement; a batch's transaction (`BEGIN`, the threads'
+//! shared locks, its statements, `COMMIT`) is sent in one network write ([`Client::pipeline`]),
+//! one round trip however many calls it carries. A put the guard refuses, or whose delta base is
 //! gone, stores nothing and fails on its own without aborting the transaction. A batch that
 //! fails as a whole (a statement error aborts a PostgreSQL transaction) is rolled back and its
 //! ops run again one by one, so each caller gets its own result; a lost connection retries the
