@@ -3,13 +3,12 @@
 //! connection dead (server restart, `pg_terminate_backend`, a pooler's idle timeout) drops
 //! it and every idle one (they are likely dead too) and retries once on a new connection.
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
-
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::task::Poll;
+use std::time::{Duration, Instant};
 
 use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 use tokio_postgres::types::ToSql;
@@ -97,10 +96,10 @@ impl Client {
     /// so the lot costs one round trip), and returns every step's own result. The server runs
     /// them one after the other, as if sent one at a time: a step that fails does not stop the
     /// later ones (inside a transaction they fail too, the transaction being aborted).
-    pub fn pipeline<'a, T>(rt: &tokio::runtime::Runtime, steps: Vec<Step<'a, T>>) -> Vec<PgResult<T>> {
+    pub fn pipeline<'a, T>(&'a self, steps: Vec<Step<'a, T>>) -> Vec<PgResult<T>> {
         let mut steps: Vec<Option<Step<'a, T>>> = steps.into_iter().map(Some).collect();
         let mut out: Vec<Option<PgResult<T>>> = steps.iter().map(|_| None).collect();
-        rt.block_on(std::future::poll_fn(|cx| {
+        self.rt.block_on(std::future::poll_fn(|cx| {
             // Polled in order: the first poll of each step queues its messages.
             let mut pending = false;
             for (step, slot) in steps.iter_mut().zip(out.iter_mut()) {
@@ -121,11 +120,6 @@ impl Client {
             }
         }));
         out.into_iter().map(|r| r.expect("every step finished")).collect()
-    }
-
-    /// The runtime, for [`Client::pipeline`].
-    pub fn runtime(&self) -> &tokio::runtime::Runtime {
-        &self.rt
     }
 
     pub fn is_closed(&self) -> bool {

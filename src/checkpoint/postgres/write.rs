@@ -257,7 +257,7 @@ fn write_ops(c: &mut Conn, guard: bool, keys: &[i64], ops: &[&Op]) -> PgResult<V
     steps.push(Box::pin(async move {
         client.batch_execute("COMMIT").await.map(|()| Reply::Done)
     }));
-    let replies = Client::pipeline(c.client.runtime(), steps);
+    let replies = c.client.pipeline(steps);
     // A failed statement aborted the transaction, and the `COMMIT` after it rolled it back:
     // the first error is the one to report (the later statements only say it was aborted).
     let mut put_replies = Vec::with_capacity(put_args.len());
