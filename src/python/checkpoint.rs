@@ -75,15 +75,23 @@ impl PyNewBlob {
 
 /// A checkpoint to store: the checkpoint without its channel values, its metadata, every
 /// channel's version, and the values of the channels whose version is new.
-#[pyclass(frozen, get_all, name = "NewCheckpoint", module = "fast_langgraph._native")]
+#[pyclass(frozen, name = "NewCheckpoint", module = "fast_langgraph._native")]
 pub struct PyNewCheckpoint {
+    #[pyo3(get)]
     key: Py<PyCheckpointKey>,
+    #[pyo3(get)]
     parent_checkpoint_id: Option<String>,
+    #[pyo3(get)]
     type_tag: String,
+    #[pyo3(get)]
     checkpoint: Py<PyBytes>,
+    #[pyo3(get)]
     metadata_json: String,
+    #[pyo3(get)]
     run_id: Option<String>,
-    channel_versions: Py<PyTuple>,
+    /// Kept as Rust strings: `put` copies them as they are, and only the getter builds tuples.
+    channel_versions: Vec<(String, String)>,
+    #[pyo3(get)]
     blobs: Py<PyTuple>,
 }
 
@@ -110,9 +118,15 @@ impl PyNewCheckpoint {
             checkpoint,
             metadata_json,
             run_id,
-            channel_versions: PyTuple::new(py, channel_versions)?.unbind(),
+            channel_versions,
             blobs: PyTuple::new(py, blobs)?.unbind(),
         })
+    }
+
+    /// Every channel's `(channel, version)`, as given.
+    #[getter]
+    fn channel_versions<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        PyTuple::new(py, &self.channel_versions)
     }
 }
 
@@ -501,7 +515,7 @@ pub(super) fn new_checkpoint(py: Python<'_>, c: &PyNewCheckpoint) -> PyResult<Ne
         checkpoint: c.checkpoint.as_bytes(py).to_vec(),
         metadata_json: c.metadata_json.clone(),
         run_id: c.run_id.clone(),
-        channel_versions: c.channel_versions.bind(py).extract()?,
+        channel_versions: c.channel_versions.clone(),
         blobs,
     })
 }
