@@ -49,6 +49,7 @@ from fast_langgraph._native import (
     NewWrite,
     NewWrites,
     SerializationError,
+    metadata_json,
 )
 from fast_langgraph.checkpoint._deltas import (
     ListKey,
@@ -846,8 +847,12 @@ def _serialization_error(what: str, value: Any, e: Exception) -> SerializationEr
 
 
 def _metadata_json(metadata: dict[str, Any], checkpoint_id: str) -> str:
+    # The same text as json.dumps(metadata, ensure_ascii=False): written in Rust when the
+    # metadata holds only plain JSON types, by Python's encoder otherwise.
+    text = metadata_json(metadata)
+    if text is not None:
+        return text
     try:
-        # The same text as json.dumps(metadata, ensure_ascii=False).
         return _METADATA_ENCODER.encode(metadata)
     except (TypeError, ValueError) as e:
         bad = next(
