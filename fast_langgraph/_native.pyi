@@ -148,6 +148,16 @@ class NewWrites:
     @property
     def writes(self) -> tuple[NewWrite, ...]: ...
 
+def metadata_json(metadata: object) -> str | None:
+    """`json.dumps(metadata, ensure_ascii=False)`, the same text, when `metadata` is made of
+    values of exactly the types `dict` (with `str` keys), `list`, `tuple`, `str`, `int`,
+    `float`, `bool` and `None`.
+
+    Returns:
+        The JSON text, or `None` for anything else (a subclass of one of these types, another
+        key type, a string holding a lone surrogate, nesting deeper than 64), which the caller
+        encodes with Python's `json`.
+    """
 @final
 class ChannelValueRow:
     """A channel value as read back."""

@@ -327,3 +327,29 @@ def test_a_list_grown_in_place_during_the_commit_is_stored_whole(tmp_path: Path)
     # The last put stored the 42 items the list held then; the one appended after it is not.
     assert [m.content for m in stored] == [f"m{i}" for i in range(42)]
     assert saver.storage_stats()["delta_blobs"] == 2
+
+
+def test_remember_many_is_remember_for_each_under_one_lock() -> None:
+    """``remember_many`` leaves the same versions, in the same recency order, as ``remember``
+    called once per entry, and keeps the bound on the number of keys."""
+    from fast_langgraph.checkpoint._deltas import ListVersions, Remembered
+
+    items = [object() for _ in range(20)]
+    one, many = ListVersions(), ListVersions()
+    entries = [
+        (("t", "", f"c{i % 5}"), Remembered(str(i), tuple(items[: i + 1]), i % 3))
+        for i in range(12)
+    ]
+    for slot in ("put", "read"):
+        for key, entry in entries:
+            one.remember(key, entry, slot)
+        many.remember_many(entries, slot)
+    assert list(one._entries.items()) == list(many._entries.items())
+    # The newest version of each key is the one a delta extends.
+    assert many.base_for(("t", "", "c1"), items) == entries[11][1]
+    many.remember_many([])
+    assert list(one._entries.items()) == list(many._entries.items())
+    bound = ListVersions()
+    bound.MAX_ENTRIES = 3
+    bound.remember_many([(("t", "", f"k{i}"), Remembered("1", (), 0)) for i in range(5)])
+    assert list(bound._entries) == [("t", "", "k2"), ("t", "", "k3"), ("t", "", "k4")]

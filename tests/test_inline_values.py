@@ -137,3 +137,28 @@ def test_the_file_is_marked_so_older_builds_refuse_it(tmp_path: Path) -> None:
             "SELECT value FROM flg_meta WHERE key = 'schema_version'"
         ).fetchone()
     assert version == "4"
+
+
+def test_the_new_checkpoint_names_the_versions_of_the_values_stored_apart() -> None:
+    """What put hands the store: the versions of every channel stored as a blob (an empty
+    channel included), none of an inline one, each as (channel, version) text, and a blob
+    for each new version that is not inline."""
+    saver = RustSQLiteCheckpointer()
+    cp = empty_checkpoint()
+    values = {k: v for k, v in VALUES.items() if k not in ("nan",)}
+    cp["channel_values"] = dict(values)
+    versions: dict[str, Any] = {k: i + 1 for i, k in enumerate(values)}
+    versions["gone"] = 9  # a version with no value: an "empty" blob
+    cp["channel_versions"] = versions
+    new = saver._new_checkpoint("t", "", None, cp, {"step": 1}, versions, None)
+    apart = [k for k in versions if k not in INLINE]
+    assert new.channel_versions == tuple((k, str(versions[k])) for k in apart)
+    assert [(b.channel, b.version) for b in new.blobs] == [(k, str(versions[k])) for k in apart]
+    assert [b.type_tag for b in new.blobs if b.channel == "gone"] == ["empty"]
+    # The store takes it as it is: the inline values come back from the checkpoint itself.
+    saver._store.put(new)
+    got = saver.get_tuple({"configurable": {"thread_id": "t", "checkpoint_ns": ""}})
+    assert got is not None
+    assert same(got.checkpoint["channel_values"], values)
+    assert got.checkpoint["channel_versions"] == versions
+    saver.close()

@@ -94,11 +94,23 @@ class ListVersions:
         return DeltaPlan(None, value, 0)
 
     def remember(self, key: ListKey, entry: Remembered, slot: str = "put") -> None:
+        self.remember_many([(key, entry)], slot)
+
+    def remember_many(self, entries: list[tuple[ListKey, Remembered]], slot: str = "put") -> None:
+        """``remember`` for each of ``entries``, under one acquisition of the lock."""
+        if not entries:
+            return
         with self._lock:
-            self._entries.setdefault(key, {})[slot] = entry
-            self._entries.move_to_end(key)
-            while len(self._entries) > self.MAX_ENTRIES:
-                self._entries.popitem(last=False)
+            held = self._entries
+            for key, entry in entries:
+                slots = held.get(key)
+                if slots is None:
+                    held[key] = {slot: entry}
+                else:
+                    slots[slot] = entry
+                    held.move_to_end(key)
+            while len(held) > self.MAX_ENTRIES:
+                held.popitem(last=False)
 
     def forget_thread(self, thread_id: str) -> None:
         with self._lock:

@@ -49,6 +49,7 @@ from fast_langgraph._native import (
     NewWrite,
     NewWrites,
     SerializationError,
+    metadata_json,
 )
 from fast_langgraph.checkpoint._deltas import (
     ListKey,
@@ -271,16 +272,21 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
         if self.delta:
             # The graph builds its next state from these very objects: remember them, so the
             # next put can store only what is appended to them.
-            versions = tup.checkpoint["channel_versions"]
+            checkpoint = tup.checkpoint
+            versions = checkpoint["channel_versions"]
+            values = checkpoint["channel_values"]
+            read = []
             for stored in row.values:
                 channel = stored.channel
-                items = list_items(tup.checkpoint["channel_values"].get(channel))
+                items = list_items(values.get(channel))
                 if items is not None and channel in versions:
-                    self._lists.remember(
-                        (row.thread_id, row.checkpoint_ns, channel),
-                        Remembered(str(versions[channel]), tuple(items), stored.deltas),
-                        "read",
+                    read.append(
+                        (
+                            (thread_id, ns, channel),
+                            Remembered(str(versions[channel]), tuple(items), stored.deltas),
+                        )
                     )
+            self._lists.remember_many(read, "read")
         return tup
 
     def list(
@@ -500,8 +506,7 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
                 use_deltas=False,
             )
             self._store.put(new)
-        for key, entry in remembered:
-            self._lists.remember(key, entry)
+        self._lists.remember_many(remembered)
         if self._seeds:
             # A version stored again may hold another value.
             tid = str(thread_id)
@@ -539,43 +544,42 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
         dumps = self.serde.dumps_typed
         # Small scalars travel inside the checkpoint, as PostgresSaver keeps them: a blob row
         # and its key for a counter would cost more than the counter.
-        inline = {ch: v for ch, v in values.items() if _inlinable(v)}
+        inline = {ch: v for ch, v in values.items() if type(v) in _INLINE_TYPES and _inlinable(v)}
         if inline:
             c["channel_values"] = inline
         blobs = []
+        lists = self._lists if remembered is not None else None
         # The error texts are built only when serialization fails: a put is on the hot path.
         for channel, version in new_versions.items():
-            base = None
             if channel in inline:
                 continue
-            if channel in values:
-                value = to_dump = values[channel]
-                items = list_items(value) if remembered is not None else None
+            version = str(version)
+            if channel not in values:
+                blobs.append(NewBlob(channel, version, "empty", b""))
+                continue
+            value = to_dump = values[channel]
+            base = None
+            # A list, or a DeltaChannel snapshot of one: each snapshot holds the whole list, so
+            # a delta stores only what it appended since the previous one.
+            items = list_items(value) if lists is not None else None
+            if items is not None:
+                key = (thread_id, ns, channel)
                 chain = 0
-                if items is not None:
-                    # A list, or a DeltaChannel snapshot of one: each snapshot holds the whole
-                    # list, so a delta stores only what it appended since the previous one.
-                    key = (thread_id, ns, channel)
-                    # A list of fewer than 8 items is always stored whole (see ListVersions.plan).
-                    plan = (
-                        self._lists.plan(key, items, self.snapshot_every)
-                        if use_deltas and len(items) >= 8
-                        else None
-                    )
-                    if plan is not None and plan.base is not None:
+                # A list of fewer than 8 items is always stored whole (see ListVersions.plan).
+                if use_deltas and len(items) >= 8:
+                    plan = lists.plan(key, items, self.snapshot_every)  # type: ignore[union-attr]
+                    if plan.base is not None:
                         base, chain, to_dump = plan.base, plan.chain, plan.items
-                try:
-                    type_, data = dumps(to_dump)
-                except Exception as e:
-                    what = f"channel {channel!r} of checkpoint {checkpoint['id']!r} in thread {thread_id!r}"
-                    raise _serialization_error(what, to_dump, e) from e
-                if items is not None and remembered is not None:
-                    # The items as serialized now: the list may grow in place before the
-                    # commit returns, and the next delta must start after what was stored.
-                    remembered.append((key, Remembered(str(version), tuple(items), chain)))
-            else:
-                type_, data = "empty", b""
-            blobs.append(NewBlob(channel, str(version), type_, data, base))
+            try:
+                type_, data = dumps(to_dump)
+            except Exception as e:
+                what = f"channel {channel!r} of checkpoint {checkpoint['id']!r} in thread {thread_id!r}"
+                raise _serialization_error(what, to_dump, e) from e
+            if items is not None:
+                # The items as serialized now: the list may grow in place before the commit
+                # returns, and the next delta must start after what was stored.
+                remembered.append((key, Remembered(version, tuple(items), chain)))  # type: ignore[union-attr]
+            blobs.append(NewBlob(channel, version, type_, data, base))
         try:
             type_, data = dumps(c)
         except Exception as e:
@@ -586,6 +590,7 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
         )
         metadata_json = _metadata_json(md, checkpoint["id"])
         run_id = md.get("run_id")
+        versions = c["channel_versions"]
         return NewCheckpoint(
             CheckpointKey(thread_id, ns, checkpoint["id"]),
             parent_checkpoint_id=parent_id,
@@ -594,9 +599,9 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
             metadata_json=metadata_json,
             run_id=None if run_id is None else str(run_id),
             # The versions of the values stored apart, whose blobs a read looks up.
-            channel_versions=[
-                (ch, str(v)) for ch, v in c["channel_versions"].items() if ch not in inline
-            ],
+            channel_versions=[(ch, str(v)) for ch, v in versions.items() if ch not in inline]
+            if inline
+            else [(ch, str(v)) for ch, v in versions.items()],
             blobs=blobs,
         )
 
@@ -806,6 +811,9 @@ def _plain_json(value: Any, depth: int = 0) -> bool:
     return False
 
 
+# The exact types a value stored inline may have (see _inlinable): anything else is a blob.
+_INLINE_TYPES = frozenset({str, int, float, bool})
+
 # Longest str kept inline: every checkpoint row repeats the inline values, changed or not.
 _INLINE_STR_MAX = 256
 
@@ -839,8 +847,12 @@ def _serialization_error(what: str, value: Any, e: Exception) -> SerializationEr
 
 
 def _metadata_json(metadata: dict[str, Any], checkpoint_id: str) -> str:
+    # The same text as json.dumps(metadata, ensure_ascii=False): written in Rust when the
+    # metadata holds only plain JSON types, by Python's encoder otherwise.
+    text = metadata_json(metadata)
+    if text is not None:
+        return text
     try:
-        # The same text as json.dumps(metadata, ensure_ascii=False).
         return _METADATA_ENCODER.encode(metadata)
     except (TypeError, ValueError) as e:
         bad = next(

@@ -6,6 +6,7 @@
 //! - [`types`]: keys, the rows stored and read back, queries;
 //! - [`chain`] and [`msgpack`]: how delta chains become values;
 //! - [`writer`]: the group commit;
+//! - [`json_text`]: metadata JSON text written as Python's `json.dumps` writes it;
 //! - [`backend`]: the [`Backend`] trait a database implements (its dialect and connections);
 //! - [`Store`]: the engine's face, a writer and a backend.
 //!
@@ -13,6 +14,7 @@
 //! [`postgres`] (a server shared by many processes, over a connection pool).
 pub mod backend;
 mod chain;
+pub mod json_text;
 mod msgpack;
 pub mod postgres;
 pub mod retention;

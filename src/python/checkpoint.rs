@@ -75,15 +75,23 @@ impl PyNewBlob {
 
 /// A checkpoint to store: the checkpoint without its channel values, its metadata, every
 /// channel's version, and the values of the channels whose version is new.
-#[pyclass(frozen, get_all, name = "NewCheckpoint", module = "fast_langgraph._native")]
+#[pyclass(frozen, name = "NewCheckpoint", module = "fast_langgraph._native")]
 pub struct PyNewCheckpoint {
+    #[pyo3(get)]
     key: Py<PyCheckpointKey>,
+    #[pyo3(get)]
     parent_checkpoint_id: Option<String>,
+    #[pyo3(get)]
     type_tag: String,
+    #[pyo3(get)]
     checkpoint: Py<PyBytes>,
+    #[pyo3(get)]
     metadata_json: String,
+    #[pyo3(get)]
     run_id: Option<String>,
-    channel_versions: Py<PyTuple>,
+    /// Kept as Rust strings: `put` copies them as they are, and only the getter builds tuples.
+    channel_versions: Vec<(String, String)>,
+    #[pyo3(get)]
     blobs: Py<PyTuple>,
 }
 
@@ -110,9 +118,15 @@ impl PyNewCheckpoint {
             checkpoint,
             metadata_json,
             run_id,
-            channel_versions: PyTuple::new(py, channel_versions)?.unbind(),
+            channel_versions,
             blobs: PyTuple::new(py, blobs)?.unbind(),
         })
+    }
+
+    /// Every channel's `(channel, version)`, as given.
+    #[getter]
+    fn channel_versions<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        PyTuple::new(py, &self.channel_versions)
     }
 }
 
@@ -501,7 +515,7 @@ pub(super) fn new_checkpoint(py: Python<'_>, c: &PyNewCheckpoint) -> PyResult<Ne
         checkpoint: c.checkpoint.as_bytes(py).to_vec(),
         metadata_json: c.metadata_json.clone(),
         run_id: c.run_id.clone(),
-        channel_versions: c.channel_versions.bind(py).extract()?,
+        channel_versions: c.channel_versions.clone(),
         blobs,
     })
 }
@@ -618,4 +632,94 @@ pub(super) fn channel_history(py: Python<'_>, h: ChannelHistory) -> PyResult<PyC
         seed: h.seed.map(|v| Py::new(py, value_row(py, v)?)).transpose()?,
         seed_version: h.seed_version,
     })
+}
+
+/// How deep `metadata_json` follows nested dicts and lists before leaving the value to
+/// Python's encoder (which also reports a circular reference).
+const METADATA_JSON_DEPTH: usize = 64;
+
+/// `json.dumps(metadata, ensure_ascii=False)`, the same text, when `metadata` is made of
+/// values of exactly the types `dict` (with `str` keys), `list`, `tuple`, `str`, `int`,
+/// `float`, `bool` and `None`; `None` for anything else (a subclass, another key type, a
+/// string with a lone surrogate, nesting deeper than 64), which the caller encodes in Python.
+#[pyfunction]
+pub fn metadata_json(metadata: &Bound<'_, PyAny>) -> PyResult<Option<String>> {
+    let mut out = String::with_capacity(128);
+    Ok(json_value(&mut out, metadata, 0)?.then_some(out))
+}
+
+/// Appends `v` as JSON text; `false` (with `out` partly written) if a value is not one
+/// `metadata_json` writes itself.
+fn json_value(out: &mut String, v: &Bound<'_, PyAny>, depth: usize) -> PyResult<bool> {
+    use crate::checkpoint::json_text::{push_str, ITEM_SEPARATOR, KEY_SEPARATOR};
+    use pyo3::types::{PyDict, PyList};
+
+    if v.is_none() {
+        out.push_str("null");
+    } else if let Ok(s) = v.cast_exact::<PyString>() {
+        let Ok(text) = s.to_str() else {
+            return Ok(false); // a lone surrogate: Python's encoder writes it as it is
+        };
+        push_str(out, text);
+    } else if let Ok(b) = v.cast_exact::<PyBool>() {
+        out.push_str(if b.is_true() { "true" } else { "false" });
+    } else if v.is_exact_instance_of::<PyInt>() {
+        match v.extract::<i64>() {
+            Ok(i) => out.push_str(&i.to_string()),
+            // int.__repr__, as the encoder writes an int of any size.
+            Err(_) => out.push_str(v.repr()?.to_str()?),
+        }
+    } else if let Ok(f) = v.cast_exact::<PyFloat>() {
+        let x = f.value();
+        if x.is_nan() {
+            out.push_str("NaN");
+        } else if x.is_infinite() {
+            out.push_str(if x > 0.0 { "Infinity" } else { "-Infinity" });
+        } else {
+            // float.__repr__: the shortest text that reads back as the same float.
+            out.push_str(v.repr()?.to_str()?);
+        }
+    } else if depth >= METADATA_JSON_DEPTH {
+        return Ok(false);
+    } else if let Ok(d) = v.cast_exact::<PyDict>() {
+        out.push('{');
+        for (i, (key, value)) in d.iter().enumerate() {
+            let Ok(key) = key.cast_exact::<PyString>() else {
+                return Ok(false);
+            };
+            let Ok(key) = key.to_str() else {
+                return Ok(false);
+            };
+            if i > 0 {
+                out.push_str(ITEM_SEPARATOR);
+            }
+            push_str(out, key);
+            out.push_str(KEY_SEPARATOR);
+            if !json_value(out, &value, depth + 1)? {
+                return Ok(false);
+            }
+        }
+        out.push('}');
+    } else if let Ok(l) = v.cast_exact::<PyList>() {
+        return json_items(out, l.iter(), depth);
+    } else if let Ok(t) = v.cast_exact::<PyTuple>() {
+        return json_items(out, t.iter(), depth);
+    } else {
+        return Ok(false);
+    }
+    Ok(true)
+}
+
+fn json_items<'py>(out: &mut String, items: impl Iterator<Item = Bound<'py, PyAny>>, depth: usize) -> PyResult<bool> {
+    out.push('[');
+    for (i, item) in items.enumerate() {
+        if i > 0 {
+            out.push_str(crate::checkpoint::json_text::ITEM_SEPARATOR);
+        }
+        if !json_value(out, &item, depth + 1)? {
+            return Ok(false);
+        }
+    }
+    out.push(']');
+    Ok(true)
 }
