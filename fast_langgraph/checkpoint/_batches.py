@@ -32,7 +32,7 @@ from __future__ import annotations
 import gc
 import os
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from itertools import islice
 from typing import TypeVar
@@ -112,3 +112,24 @@ def decoded(rows: Iterable[R], decode: Callable[[R], T]) -> Iterator[T]:
             return
         del batch
         size = min(size * 2, MOST)
+
+
+def decoded_batches(batches: Iterable[Sequence[R]], decode: Callable[[R], T]) -> Iterator[T]:
+    """``decode(row)`` for each row of each batch, in order; each batch decoded with the
+    collector paused, when the caller asks for its first value. For batches that come sized
+    already (the store's ``list_batches`` reads them ahead as 1, 2, 4, ... up to 256 rows),
+    with the same guarantees as ``decoded``."""
+    for rows in batches:
+        batch: list[T] = []
+        error: Exception | None = None
+        with collector_paused():
+            for row in rows:
+                try:
+                    batch.append(decode(row))
+                except Exception as e:
+                    error = e
+                    break
+        yield from batch
+        if error is not None:
+            raise error
+        del batch

@@ -329,8 +329,10 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
         kwargs["json_filter"] = json_filter
         if limit is not None and not py_filter:
             kwargs["limit"] = limit
-        rows = self._store.list(**kwargs)
-        return self._iter_tuples(rows, py_filter, limit)
+        # The store reads the rows in batches on a thread of its own, in one read transaction,
+        # while this thread decodes the batch before.
+        batches = self._store.list_batches(**kwargs)
+        return self._iter_batches(batches, py_filter, limit)
 
     def _to_tuple(self, row: CheckpointRow, config: RunnableConfig | None) -> CheckpointTuple:
         loads = self.serde.loads_typed

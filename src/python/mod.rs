@@ -19,7 +19,7 @@ mod _native {
     use super::cache::{PyCachedFunction, PyRustLLMCache};
     #[pymodule_export]
     use super::checkpoint::{
-        PyChannelHistory, PyChannelValueRow, PyCheckpointKey, PyCheckpointRow, PyCheckpointStore, PyNewBlob,
+        PyChannelHistory, PyChannelValueRow, PyCheckpointBatches, PyCheckpointKey, PyCheckpointRow, PyCheckpointStore, PyNewBlob,
         PyNewCheckpoint, PyNewWrite, PyNewWrites, PyWriteRow,
     };
     #[pymodule_export]
