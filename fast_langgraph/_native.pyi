@@ -192,6 +192,9 @@ class CheckpointBatches:
         CheckpointError: the listing was begun in the process this one was forked from.
     """
 
+    def wait(self) -> None:
+        """Wait, without the GIL, until the next batch is read or the listing is over: the
+        next `__next__` then only builds the batch's rows."""
     def __iter__(self) -> CheckpointBatches: ...
     def __next__(self) -> builtins.list[CheckpointRow]: ...
 

@@ -11,7 +11,7 @@ import json
 import os
 import random
 import weakref
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, Literal, TypeVar
@@ -70,7 +70,7 @@ class EngineSaver(BaseCheckpointSaver[str]):
 
     def _iter_batches(
         self,
-        batches: Iterable[Sequence[CheckpointRow]],
+        batches: Iterator[Sequence[CheckpointRow]],
         py_filter: dict[str, Any],
         limit: int | None,
     ) -> Iterator[CheckpointTuple]:

@@ -171,6 +171,25 @@ impl ListStream {
     }
 }
 
+impl ListStream {
+    /// Waits until [`ListStream::next_batch`] would not wait: a batch is read, the listing is
+    /// over, or the store closed. Lets the caller wait before it starts work that cannot wait.
+    pub fn wait(&self) {
+        if self.pid != std::process::id() {
+            return;
+        }
+        let Some(shared) = self.shared.as_ref() else { return };
+        let mut state = shared.lock();
+        while state.ready.is_empty() && !state.done && !state.over && !shared.closed.load(Ordering::SeqCst) {
+            state = shared
+                .cond
+                .wait_timeout(state, POLL)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+}
+
 impl Drop for ListStream {
     fn drop(&mut self) {
         let Some(shared) = self.shared.take() else { return };

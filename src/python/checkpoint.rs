@@ -476,6 +476,12 @@ impl PyCheckpointBatches {
         slf
     }
 
+    /// Waits, without the GIL, until the next batch is read (or the listing is over): then
+    /// `__next__` does not wait.
+    fn wait(&self, py: Python<'_>) {
+        py.detach(|| self.stream.wait());
+    }
+
     fn __next__(&self, py: Python<'_>) -> PyResult<Option<Vec<PyCheckpointRow>>> {
         // Waits for the producer thread's batch, which needs no GIL.
         match py.detach(|| self.stream.next_batch()) {
