@@ -175,6 +175,8 @@ impl Backend for Sqlite {
     }
 
     fn list_stream(&self, query: &ListQuery, closed: Arc<AtomicBool>, closed_error: Error) -> Result<ListStream> {
+        // A refused argument fails the call itself, not its first batch.
+        read::check_list(query)?;
         let Readers::File {
             path,
             pool,
@@ -186,8 +188,6 @@ impl Backend for Sqlite {
             // long as a caller takes to go through a listing.
             return Ok(ListStream::finished(closed, closed_error, self.list(query)));
         };
-        // A refused argument fails the call itself, not its first batch.
-        read::check_list(query)?;
         // Not the writer's connection: the producer holds its connection until the caller has
         // taken the last batch, and the group commit must not wait for that.
         let taken = pool.lock().unwrap_or_else(PoisonError::into_inner).pop();
