@@ -60,7 +60,10 @@ def fill(saver: Any, n: int, *, thread: str | None = None, ns: str = "") -> dict
         saved = saver.put(conf, cp, metadata, versions)
         parent = saved["configurable"]["checkpoint_id"]
         saver.put_writes(
-            saved, [("messages", [AIMessage(f"w{i}", id=f"w{i}")]), ("route", f"r{i}")], f"t{i}", "~x"
+            saved,
+            [("messages", [AIMessage(f"w{i}", id=f"w{i}")]), ("route", f"r{i}")],
+            f"t{i}",
+            "~x",
         )
     return {"configurable": {"thread_id": thread}}
 
@@ -140,7 +143,15 @@ def test_list_equals_stock_sqlite_saver_with_limit_before_and_filters(tmp_path: 
             (None, {"filter": {"parents": {"": "p"}}, "limit": 11}),
             (a, {"filter": {"tags": ["odd"], "source": "loop"}}),
             (a, {"filter": {"missing": None}, "limit": 3}),
-            ({"configurable": {"thread_id": "a", "checkpoint_id": every[42].config["configurable"]["checkpoint_id"]}}, {}),
+            (
+                {
+                    "configurable": {
+                        "thread_id": "a",
+                        "checkpoint_id": every[42].config["configurable"]["checkpoint_id"],
+                    }
+                },
+                {},
+            ),
         ]
         for config, kwargs in calls:
             want = list(stock.list(config, **kwargs))

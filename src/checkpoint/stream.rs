@@ -91,7 +91,11 @@ impl ListStream {
     ) -> Result<Self> {
         let stream = Self::new(closed, closed_error);
         let producer = Producer {
-            shared: stream.shared.as_ref().map(Arc::clone).expect("a new stream has its state"),
+            shared: stream
+                .shared
+                .as_ref()
+                .map(Arc::clone)
+                .expect("a new stream has its state"),
         };
         std::thread::Builder::new()
             .name("flg-list".into())
@@ -324,7 +328,10 @@ mod tests {
         assert!(stream.next_batch().unwrap().is_ok());
         closed.store(true, Ordering::SeqCst);
         rx.recv_timeout(Duration::from_secs(5)).expect("the producer ended");
-        assert_eq!(stream.next_batch().unwrap().unwrap_err(), Error::Closed("it is closed".into()));
+        assert_eq!(
+            stream.next_batch().unwrap().unwrap_err(),
+            Error::Closed("it is closed".into())
+        );
         assert!(stream.next_batch().is_none());
     }
 
@@ -337,7 +344,10 @@ mod tests {
         })
         .unwrap();
         assert_eq!(stream.next_batch().unwrap().unwrap()[0].checkpoint_id, "a");
-        assert_eq!(stream.next_batch().unwrap().unwrap_err(), Error::Storage("broken".into()));
+        assert_eq!(
+            stream.next_batch().unwrap().unwrap_err(),
+            Error::Storage("broken".into())
+        );
         assert!(stream.next_batch().is_none());
     }
 

@@ -9,8 +9,8 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyFloat, PyInt, PyString, PyTuple};
 
 use crate::checkpoint::{
-    Blob, ChannelHistory, ChannelValue, ListQuery, ListStream, MetaFilter, MetaValue, NewCheckpoint, NewWrite, NewWrites,
-    PruneStrategy, Store, StoreOptions, StoredCheckpoint, StoredWrite, Synchronous,
+    Blob, ChannelHistory, ChannelValue, ListQuery, ListStream, MetaFilter, MetaValue, NewCheckpoint, NewWrite,
+    NewWrites, PruneStrategy, Store, StoreOptions, StoredCheckpoint, StoredWrite, Synchronous,
 };
 
 /// A checkpoint database whose concurrent writes are committed together (group commit).
@@ -311,7 +311,15 @@ impl PyCheckpointStore {
         json_filter: Vec<(String, String)>,
         limit: Option<i64>,
     ) -> PyResult<Vec<PyCheckpointRow>> {
-        let query = list_query(thread_id, checkpoint_ns, checkpoint_id, before, &filter, json_filter, limit)?;
+        let query = list_query(
+            thread_id,
+            checkpoint_ns,
+            checkpoint_id,
+            before,
+            &filter,
+            json_filter,
+            limit,
+        )?;
         // The query and the copy of its rows run without the GIL.
         let rows = py.detach(|| self.store.list(&query))?;
         rows.into_iter().map(|row| checkpoint_row(py, row)).collect()
@@ -332,7 +340,15 @@ impl PyCheckpointStore {
         json_filter: Vec<(String, String)>,
         limit: Option<i64>,
     ) -> PyResult<PyCheckpointBatches> {
-        let query = list_query(thread_id, checkpoint_ns, checkpoint_id, before, &filter, json_filter, limit)?;
+        let query = list_query(
+            thread_id,
+            checkpoint_ns,
+            checkpoint_id,
+            before,
+            &filter,
+            json_filter,
+            limit,
+        )?;
         // May open a connection, or (in memory) read every row.
         let stream = py.detach(|| self.store.list_stream(&query))?;
         Ok(PyCheckpointBatches { stream })
@@ -486,7 +502,11 @@ impl PyCheckpointBatches {
         // Waits for the producer thread's batch, which needs no GIL.
         match py.detach(|| self.stream.next_batch()) {
             None => Ok(None),
-            Some(batch) => batch?.into_iter().map(|row| checkpoint_row(py, row)).collect::<PyResult<_>>().map(Some),
+            Some(batch) => batch?
+                .into_iter()
+                .map(|row| checkpoint_row(py, row))
+                .collect::<PyResult<_>>()
+                .map(Some),
         }
     }
 }
@@ -506,7 +526,10 @@ pub(super) fn list_query(
         .iter()
         .map(|(key, value)| {
             let value = meta_value(key, value)?;
-            Ok(MetaFilter { key: key.clone(), value })
+            Ok(MetaFilter {
+                key: key.clone(),
+                value,
+            })
         })
         .collect::<PyResult<Vec<_>>>()?;
     for (key, text) in json_filter {

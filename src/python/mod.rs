@@ -19,8 +19,8 @@ mod _native {
     use super::cache::{PyCachedFunction, PyRustLLMCache};
     #[pymodule_export]
     use super::checkpoint::{
-        PyChannelHistory, PyChannelValueRow, PyCheckpointBatches, PyCheckpointKey, PyCheckpointRow, PyCheckpointStore, PyNewBlob,
-        PyNewCheckpoint, PyNewWrite, PyNewWrites, PyWriteRow,
+        PyChannelHistory, PyChannelValueRow, PyCheckpointBatches, PyCheckpointKey, PyCheckpointRow, PyCheckpointStore,
+        PyNewBlob, PyNewCheckpoint, PyNewWrite, PyNewWrites, PyWriteRow,
     };
     #[pymodule_export]
     use super::exceptions::{CacheCorruptError, CacheError};

@@ -16,8 +16,8 @@ use std::time::Duration;
 use rusqlite::Connection;
 
 use super::backend::Backend;
-use super::writer::Op;
 use super::stream::ListStream;
+use super::writer::Op;
 use super::{ChannelHistory, ListQuery, StorageStats, StoredCheckpoint, Synchronous};
 use crate::error::{Error, Result};
 use crate::sqlite_file;

@@ -268,10 +268,12 @@ fn list_batches_in_transaction(conn: &Connection, q: &ListQuery, out: &Producer)
             let matches = json.is_empty() || {
                 let metadata: String = row.get(3)?;
                 match serde_json::from_str::<serde_json::Value>(&metadata) {
-                    Ok(serde_json::Value::Object(metadata)) => json.iter().all(|f| match (&f.value, metadata.get(&f.key)) {
-                        (MetaValue::Json(want), Some(have)) => py_eq(have, want),
-                        _ => false,
-                    }),
+                    Ok(serde_json::Value::Object(metadata)) => {
+                        json.iter().all(|f| match (&f.value, metadata.get(&f.key)) {
+                            (MetaValue::Json(want), Some(have)) => py_eq(have, want),
+                            _ => false,
+                        })
+                    }
                     _ => false,
                 }
             };
