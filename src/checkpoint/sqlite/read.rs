@@ -3,6 +3,7 @@
 //! primary-key lookups in one read transaction. Delta chains are assembled by
 //! [`crate::checkpoint::chain`].
 use std::collections::{HashMap, HashSet};
+use std::fmt::Write as _;
 
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension};
@@ -147,7 +148,7 @@ pub fn list(conn: &Connection, q: &ListQuery) -> Result<Vec<StoredCheckpoint>> {
     let (json, sql): (Vec<&MetaFilter>, Vec<&MetaFilter>) =
         q.filter.iter().partition(|f| matches!(f.value, MetaValue::Json(_)));
     if json.is_empty() {
-        return list_rows(conn, q, None);
+        return list_rows(conn, Rows::Query(q));
     }
     exec(conn, "BEGIN")?;
     let result = (|| {
@@ -159,17 +160,17 @@ pub fn list(conn: &Connection, q: &ListQuery) -> Result<Vec<StoredCheckpoint>> {
         let mut args: Vec<Value> = Vec::new();
         let conds = conditions(&scan, &mut args)?;
         let sql = format!(
-            "SELECT thread_id, checkpoint_ns, checkpoint_id, metadata FROM flg_checkpoints {} ORDER BY {}",
+            "SELECT rowid, metadata FROM flg_checkpoints {} ORDER BY {}",
             where_clause(&conds),
             order_by(q)
         );
         let mut stmt = conn.prepare_cached(&sql)?;
         let mut rows = stmt.query(rusqlite::params_from_iter(args))?;
-        let mut keys: Vec<serde_json::Value> = Vec::new();
+        let mut keys: Vec<i64> = Vec::new();
         let limit = q.limit.map(|n| usize::try_from(n.max(0)).unwrap_or(0));
         while limit.map_or(true, |n| keys.len() < n) {
             let Some(row) = rows.next()? else { break };
-            let metadata: String = row.get(3)?;
+            let metadata: String = row.get(1)?;
             let Ok(serde_json::Value::Object(metadata)) = serde_json::from_str::<serde_json::Value>(&metadata) else {
                 continue;
             };
@@ -178,23 +179,11 @@ pub fn list(conn: &Connection, q: &ListQuery) -> Result<Vec<StoredCheckpoint>> {
                 _ => false,
             });
             if matches {
-                keys.push(serde_json::json!([
-                    row.get::<_, String>(0)?,
-                    row.get::<_, String>(1)?,
-                    row.get::<_, String>(2)?
-                ]));
+                keys.push(row.get(0)?);
             }
         }
         drop(rows);
-        let kept = ListQuery {
-            thread_id: None,
-            checkpoint_ns: None,
-            checkpoint_id: None,
-            before: None,
-            filter: Vec::new(),
-            limit: None,
-        };
-        list_rows(conn, &kept, Some(&serde_json::Value::Array(keys).to_string()))
+        list_rows(conn, Rows::Rowids(&keys))
     })();
     // A read transaction has nothing to keep: ending it either way releases its snapshot.
     let end = exec(conn, if result.is_ok() { "COMMIT" } else { "ROLLBACK" });
@@ -237,26 +226,19 @@ fn list_batches_in_transaction(conn: &Connection, q: &ListQuery, out: &Producer)
         Some(n) if json.is_empty() => format!(" LIMIT {}", n.max(0)),
         _ => String::new(),
     };
+    // The rowids stay those of the same rows for as long as the transaction lasts.
     let sql = format!(
-        "SELECT thread_id, checkpoint_ns, checkpoint_id, {} FROM flg_checkpoints {} ORDER BY {}{limit_clause}",
+        "SELECT rowid, {} FROM flg_checkpoints {} ORDER BY {}{limit_clause}",
         if json.is_empty() { "NULL" } else { "metadata" },
         where_clause(&conds),
         order_by(q)
     );
-    let kept = ListQuery {
-        thread_id: None,
-        checkpoint_ns: None,
-        checkpoint_id: None,
-        before: None,
-        filter: Vec::new(),
-        limit: None,
-    };
     let mut stmt = conn.prepare_cached(&sql)?;
     let mut rows = stmt.query(rusqlite::params_from_iter(args))?;
     let limit = q.limit.map(|n| usize::try_from(n.max(0)).unwrap_or(0));
     let mut taken = 0usize;
     let mut size = stream::FIRST;
-    let mut keys: Vec<serde_json::Value> = Vec::with_capacity(size);
+    let mut keys: Vec<i64> = Vec::with_capacity(size);
     loop {
         if !out.wanted() {
             return Ok(());
@@ -266,7 +248,7 @@ fn list_batches_in_transaction(conn: &Connection, q: &ListQuery, out: &Producer)
         let last = row.is_none();
         if let Some(row) = row {
             let matches = json.is_empty() || {
-                let metadata: String = row.get(3)?;
+                let metadata: String = row.get(1)?;
                 match serde_json::from_str::<serde_json::Value>(&metadata) {
                     Ok(serde_json::Value::Object(metadata)) => {
                         json.iter().all(|f| match (&f.value, metadata.get(&f.key)) {
@@ -278,17 +260,13 @@ fn list_batches_in_transaction(conn: &Connection, q: &ListQuery, out: &Producer)
                 }
             };
             if matches {
-                keys.push(serde_json::json!([
-                    row.get::<_, String>(0)?,
-                    row.get::<_, String>(1)?,
-                    row.get::<_, String>(2)?
-                ]));
+                keys.push(row.get(0)?);
                 taken += 1;
             }
         }
         if keys.len() >= size || (last && !keys.is_empty()) {
-            let batch = std::mem::take(&mut keys);
-            let batch = list_rows(conn, &kept, Some(&serde_json::Value::Array(batch).to_string()))?;
+            let batch = list_rows(conn, Rows::Rowids(&keys))?;
+            keys.clear();
             if !out.send(batch) {
                 return Ok(());
             }
@@ -415,38 +393,57 @@ fn conditions(q: &ListQuery, args: &mut Vec<Value>) -> Result<Vec<String>> {
     Ok(conds)
 }
 
-/// The checkpoints `q` selects (its dict and list filters aside), or, with `keys` (a JSON array
-/// of `[thread_id, checkpoint_ns, checkpoint_id]`, selected under `q` already), those
-/// checkpoints; newest first, with their values and writes, in one statement.
-fn list_rows(conn: &Connection, q: &ListQuery, keys: Option<&str>) -> Result<Vec<StoredCheckpoint>> {
+/// Which checkpoints [`list_rows`] reads.
+#[derive(Clone, Copy)]
+enum Rows<'a> {
+    /// Those the query selects (its dict and list filters aside).
+    Query(&'a ListQuery),
+    /// Those with these rowids in `flg_checkpoints`, selected earlier in the same transaction.
+    Rowids(&'a [i64]),
+}
+
+/// The checkpoints `rows` names, newest first, with their values and writes, in one
+/// statement.
+fn list_rows(conn: &Connection, rows: Rows<'_>) -> Result<Vec<StoredCheckpoint>> {
     let mut args: Vec<Value> = Vec::new();
-    let c_body = if let Some(keys) = keys {
-        args.push(Value::Text(keys.to_owned()));
-        // CROSS JOIN pins the keys as the outer loop: one primary-key lookup each.
-        "SELECT f.thread_id, f.checkpoint_ns, f.checkpoint_id, f.parent_checkpoint_id, f.type, f.checkpoint, \
+    let c_body = match rows {
+        Rows::Rowids(ids) => {
+            let mut list = String::with_capacity(ids.len() * 8 + 2);
+            list.push('[');
+            for (i, id) in ids.iter().enumerate() {
+                if i > 0 {
+                    list.push(',');
+                }
+                let _ = write!(list, "{id}");
+            }
+            list.push(']');
+            args.push(Value::Text(list));
+            // CROSS JOIN pins the ids as the outer loop: one lookup in the table's own B-tree each.
+            "SELECT f.thread_id, f.checkpoint_ns, f.checkpoint_id, f.parent_checkpoint_id, f.type, f.checkpoint, \
          f.metadata, f.channel_versions
-            FROM json_each(?1) AS j CROSS JOIN flg_checkpoints AS f ON f.thread_id = j.value ->> 0
-                 AND f.checkpoint_ns = j.value ->> 1 AND f.checkpoint_id = j.value ->> 2"
-            .to_owned()
-    } else {
-        let conds = conditions(q, &mut args)?;
-        let where_ = where_clause(&conds);
-        // The limit is an integer formatted here, not user text. As a literal it lets SQLite
-        // walk the primary key and stop; as a bound parameter the planner sorts the whole
-        // thread first. Without a limit, `c` holds every matching checkpoint in any order: the
-        // rows are sorted below, and sorting them in SQL too cost a temporary B-tree of the
-        // checkpoints (about a fifth of the statement for a thread of 1,000 when the namespace
-        // is not given).
-        let order_limit = match q.limit {
-            Some(n) => format!("ORDER BY {} LIMIT {}", order_by(q), n.max(0)),
-            None => String::new(),
-        };
-        format!(
-            "SELECT thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, type, checkpoint, metadata,
+            FROM json_each(?1) AS j CROSS JOIN flg_checkpoints AS f ON f.rowid = j.value"
+                .to_owned()
+        }
+        Rows::Query(q) => {
+            let conds = conditions(q, &mut args)?;
+            let where_ = where_clause(&conds);
+            // The limit is an integer formatted here, not user text. As a literal it lets SQLite
+            // walk the primary key and stop; as a bound parameter the planner sorts the whole
+            // thread first. Without a limit, `c` holds every matching checkpoint in any order: the
+            // rows are sorted below, and sorting them in SQL too cost a temporary B-tree of the
+            // checkpoints (about a fifth of the statement for a thread of 1,000 when the namespace
+            // is not given).
+            let order_limit = match q.limit {
+                Some(n) => format!("ORDER BY {} LIMIT {}", order_by(q), n.max(0)),
+                None => String::new(),
+            };
+            format!(
+                "SELECT thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, type, checkpoint, metadata,
                    channel_versions
             FROM flg_checkpoints {where_}
             {order_limit}"
-        )
+            )
+        }
     };
     // Kind 0: a checkpoint, with its channel versions; 1: a stored blob that one of them
     // needs, as the value of a version it names or as a link of the delta chain leading to
