@@ -76,7 +76,10 @@ class EngineSaver(BaseCheckpointSaver[str]):
     ) -> Iterator[CheckpointTuple]:
         """As ``_iter_tuples``, for rows that come in batches (a store's ``list_batches``,
         which reads the next batch on a thread of its own while this one decodes)."""
-        return _matching(decoded_batches(batches, self._listed), py_filter, limit)
+        tuples = decoded_batches(batches, self._listed)
+        if not py_filter and limit is None:
+            return tuples  # nothing to match or count: one generator less per checkpoint
+        return _matching(tuples, py_filter, limit)
 
     def _listed(self, row: CheckpointRow) -> CheckpointTuple:
         return self._to_tuple(row, None)
