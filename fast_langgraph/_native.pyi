@@ -331,7 +331,8 @@ class CheckpointStore:
         limit: int | None = None,
     ) -> CheckpointBatches:
         """The checkpoints of `list`, as batches of 1, 2, 4, ... up to 256 rows, read by a
-        thread of the store, in one read transaction, at most one batch ahead of the caller.
+        thread of the store, in one read transaction, at most four batches ahead of the caller
+        (three waiting, one being read).
         An argument the store refuses raises here; a failure reading the rows is raised by
         the batch it hits. In memory, every row is read here, as one batch."""
     def delta_history(

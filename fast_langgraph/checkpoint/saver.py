@@ -295,10 +295,11 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
         """Checkpoints newest first, each with its pending writes.
 
         The rows are read in batches (1, 2, 4, ... up to 256 checkpoints) by a thread of the
-        store, in one read transaction (one snapshot), at most one batch ahead of the caller,
-        while this thread decodes the batch before. Leaving the loop early, or letting the
-        iterator go, stops that thread and ends its transaction. After ``close()``, a listing
-        begun before raises ``CheckpointClosedError`` at its next batch.
+        store, in one read transaction (one snapshot), at most four batches ahead of the
+        caller (three waiting, one being read), while this thread decodes the batch before.
+        Leaving the loop early, or letting the iterator go, stops that thread and ends its
+        transaction. After ``close()``, a listing begun before raises
+        ``CheckpointClosedError`` at its next batch.
 
         ``filter`` matches metadata keys by Python equality (``True == 1 == 1.0``; ``None``
         also matches a missing key; dicts and lists compare as Python compares them). Scalars

@@ -3,7 +3,8 @@
 //! while the caller decodes the batch before.
 //!
 //! - Lazy: the producer keeps at most [`AHEAD`] batches waiting, so a caller that takes only
-//!   the first rows does not pay for reading the rest.
+//!   the first rows does not pay for reading the rest (the batches grow from one row: taking
+//!   the first row reads 1 + 2 + 4 + 8 + 16 rows at most).
 //! - Dropping the [`ListStream`] (the caller broke off, raised, or let it go) stops the producer
 //!   at its next row, which then ends its transaction and hands its connection back; nothing
 //!   waits for it.
@@ -19,8 +20,11 @@ use std::time::Duration;
 use super::StoredCheckpoint;
 use crate::error::{Error, Result};
 
-/// Batches read and not yet taken, at most; the producer reads the next one meanwhile.
-pub const AHEAD: usize = 1;
+/// Batches read and not yet taken, at most; the producer reads the next one meanwhile. With
+/// one, the caller waited for the reader about a fifth of a list's time on a busy machine (the
+/// reader, woken after each batch taken, had to be scheduled again); with three, the reader
+/// gets ahead early and the caller hardly waits (docs/benchmarks.md).
+pub const AHEAD: usize = 3;
 
 /// The first batch, in checkpoints; each next one is twice the one before, up to [`MOST`].
 pub const FIRST: usize = 1;
