@@ -192,6 +192,23 @@ class WriteRow:
     def idx(self) -> int: ...
 
 @final
+class CheckpointBatches:
+    """The batches of one `CheckpointStore.list_batches`. Iterating waits for the next batch
+    without holding the GIL. Letting go of the iterator (`break`, an exception, garbage
+    collection) stops the thread that reads them, which ends its read transaction.
+
+    Raises (while iterating):
+        CheckpointClosedError: the store was closed before the listing was over.
+        CheckpointError: the listing was begun in the process this one was forked from.
+    """
+
+    def wait(self) -> None:
+        """Wait, without the GIL, until the next batch is read or the listing is over: the
+        next `__next__` then only builds the batch's rows."""
+    def __iter__(self) -> CheckpointBatches: ...
+    def __next__(self) -> builtins.list[CheckpointRow]: ...
+
+@final
 class CheckpointRow:
     """A checkpoint as read back, with its channel values and pending writes."""
 
@@ -312,6 +329,22 @@ class CheckpointStore:
         metadata conditions, matched in SQL with Python's `==` (an int beyond 64 bits too);
         `json_filter` holds (key, JSON text of a dict or list), matched on each row's metadata
         with Python's `==` before the checkpoint is read, so `limit` stops the scan."""
+    def list_batches(
+        self,
+        *,
+        thread_id: str | None = None,
+        checkpoint_ns: str | None = None,
+        checkpoint_id: str | None = None,
+        before: str | None = None,
+        filter: Sequence[tuple[str, None | bool | int | float | str]] = ...,
+        json_filter: Sequence[tuple[str, str]] = ...,
+        limit: int | None = None,
+    ) -> CheckpointBatches:
+        """The checkpoints of `list`, as batches of 1, 2, 4, ... up to 256 rows, read by a
+        thread of the store, in one read transaction, at most four batches ahead of the caller
+        (three waiting, one being read).
+        An argument the store refuses raises here; a failure reading the rows is raised by
+        the batch it hits. In memory, every row is read here, as one batch."""
     def delta_history(
         self,
         thread_id: str,

@@ -32,7 +32,7 @@ from __future__ import annotations
 import gc
 import os
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from itertools import islice
 from typing import TypeVar
@@ -112,3 +112,34 @@ def decoded(rows: Iterable[R], decode: Callable[[R], T]) -> Iterator[T]:
             return
         del batch
         size = min(size * 2, MOST)
+
+
+def decoded_batches(batches: Iterator[Sequence[R]], decode: Callable[[R], T]) -> Iterator[T]:
+    """``decode(row)`` for each row of each batch, in order; each batch taken and decoded with
+    the collector paused, when the caller asks for its first value. For batches that come sized
+    already (the store's ``list_batches`` reads them ahead as 1, 2, 4, ... up to 256 rows),
+    with the same guarantees as ``decoded``. If ``batches`` has a ``wait()`` (blocking until
+    the next batch is there), it is called first, so that the collector is never paused while
+    this thread waits."""
+    wait = getattr(batches, "wait", None)
+    while True:
+        if wait is not None:
+            wait()
+        batch: list[T] = []
+        error: Exception | None = None
+        with collector_paused():
+            # The rows are new objects too: built with the collector paused.
+            rows = next(batches, None)
+            if rows is None:
+                return
+            for row in rows:
+                try:
+                    batch.append(decode(row))
+                except Exception as e:
+                    error = e
+                    break
+            del rows
+        yield from batch
+        if error is not None:
+            raise error
+        del batch

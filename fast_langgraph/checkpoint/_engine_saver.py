@@ -27,7 +27,7 @@ from langgraph.checkpoint.base import (
 )
 
 from fast_langgraph._native import CheckpointRow
-from fast_langgraph.checkpoint._batches import decoded
+from fast_langgraph.checkpoint._batches import decoded, decoded_batches
 
 T = TypeVar("T")
 
@@ -64,19 +64,22 @@ class EngineSaver(BaseCheckpointSaver[str]):
     ) -> Iterator[CheckpointTuple]:
         """The tuples of ``rows`` whose metadata matches ``py_filter`` (the part of a filter
         the store could not apply), at most ``limit`` of them."""
-        if limit is not None and limit <= 0:
-            return
-        remaining = limit
         # Decoded in batches with the garbage collector paused (see _batches): the objects are
         # new and acyclic, so its collections meanwhile would only scan them.
-        for tup in decoded(rows, self._listed):
-            if py_filter and not all(tup.metadata.get(k) == v for k, v in py_filter.items()):
-                continue
-            yield tup
-            if remaining is not None:
-                remaining -= 1
-                if remaining <= 0:
-                    return
+        return _matching(decoded(rows, self._listed), py_filter, limit)
+
+    def _iter_batches(
+        self,
+        batches: Iterator[Sequence[CheckpointRow]],
+        py_filter: dict[str, Any],
+        limit: int | None,
+    ) -> Iterator[CheckpointTuple]:
+        """As ``_iter_tuples``, for rows that come in batches (a store's ``list_batches``,
+        which reads the next batch on a thread of its own while this one decodes)."""
+        tuples = decoded_batches(batches, self._listed)
+        if not py_filter and limit is None:
+            return tuples  # nothing to match or count: one generator less per checkpoint
+        return _matching(tuples, py_filter, limit)
 
     def _listed(self, row: CheckpointRow) -> CheckpointTuple:
         return self._to_tuple(row, None)
@@ -156,6 +159,23 @@ class EngineSaver(BaseCheckpointSaver[str]):
         return await in_thread(
             partial(self.get_delta_channel_history, config=config, channels=channels)
         )
+
+
+def _matching(
+    tuples: Iterator[CheckpointTuple], py_filter: dict[str, Any], limit: int | None
+) -> Iterator[CheckpointTuple]:
+    """The tuples whose metadata matches ``py_filter``, at most ``limit`` of them."""
+    if limit is not None and limit <= 0:
+        return
+    remaining = limit
+    for tup in tuples:
+        if py_filter and not all(tup.metadata.get(k) == v for k, v in py_filter.items()):
+            continue
+        yield tup
+        if remaining is not None:
+            remaining -= 1
+            if remaining <= 0:
+                return
 
 
 _LIVE_SAVERS: weakref.WeakSet[EngineSaver] = weakref.WeakSet()

@@ -6,8 +6,9 @@ default: LangGraph's ``JsonPlusSerializer`` format, byte for byte, encoded in Ru
 
 - channel values are stored once per channel version, so a step that changes one channel
   serializes and writes one value, not the whole state;
-- ``list`` is one query, pending writes included; ``get_tuple`` a few key lookups in one read
-  transaction;
+- ``list`` reads its rows, pending writes included, in batches on a thread of the store (one
+  read transaction) while the caller decodes the batch before; ``get_tuple`` a few key lookups
+  in one read transaction;
 - concurrent writes are committed together (group commit): the first caller to find no commit
   in progress commits every queued call in one transaction, with the GIL released, and every
   ``put``/``put_writes`` returns only once its transaction has committed.
@@ -297,7 +298,14 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
         before: RunnableConfig | None = None,
         limit: int | None = None,
     ) -> Iterator[CheckpointTuple]:
-        """Checkpoints newest first, each with its pending writes, from one SQL query.
+        """Checkpoints newest first, each with its pending writes.
+
+        The rows are read in batches (1, 2, 4, ... up to 256 checkpoints) by a thread of the
+        store, in one read transaction (one snapshot), at most four batches ahead of the
+        caller (three waiting, one being read), while this thread decodes the batch before.
+        Leaving the loop early, or letting the iterator go, stops that thread and ends its
+        transaction. After ``close()``, a listing begun before raises
+        ``CheckpointClosedError`` at its next batch.
 
         ``filter`` matches metadata keys by Python equality (``True == 1 == 1.0``; ``None``
         also matches a missing key; dicts and lists compare as Python compares them). Scalars
@@ -309,6 +317,9 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
         Raises:
             TypeError: ``config``, ``filter``, ``before`` or ``limit`` is not of the right
                 type; the message names the argument.
+            CheckpointClosedError: while iterating, the saver was closed.
+            CheckpointError: while iterating, in a process forked from the one that began the
+                listing.
         """
         kwargs: dict[str, Any] = {}
         if config is not None:
@@ -335,8 +346,10 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
         kwargs["json_filter"] = json_filter
         if limit is not None and not py_filter:
             kwargs["limit"] = limit
-        rows = self._store.list(**kwargs)
-        return self._iter_tuples(rows, py_filter, limit)
+        # The store reads the rows in batches on a thread of its own, in one read transaction,
+        # while this thread decodes the batch before.
+        batches = self._store.list_batches(**kwargs)
+        return self._iter_batches(batches, py_filter, limit)
 
     def _to_tuple(self, row: CheckpointRow, config: RunnableConfig | None) -> CheckpointTuple:
         loads = self.serde.loads_typed

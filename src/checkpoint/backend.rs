@@ -5,9 +5,13 @@
 //! the retention rules. A backend owns its SQL dialect and its connections: it applies a batch
 //! of [`Op`]s in one transaction and answers the reads. Two databases implement it: SQLite
 //! ([`super::sqlite::Sqlite`]) and PostgreSQL ([`super::postgres::Postgres`]).
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use super::stream::ListStream;
 use super::writer::Op;
 use super::{ChannelHistory, ListQuery, StorageStats, StoredCheckpoint};
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// A database that stores checkpoints under the engine's storage design.
 pub trait Backend: Send + Sync + Sized + 'static {
@@ -39,6 +43,14 @@ pub trait Backend: Send + Sync + Sized + 'static {
 
     /// Checkpoints newest first, with their values and pending writes.
     fn list(&self, query: &ListQuery) -> Result<Vec<StoredCheckpoint>>;
+
+    /// The checkpoints of [`Backend::list`], in batches the caller takes one at a time (see
+    /// [`ListStream`]); `closed` is the store's closed flag, `closed_error` what a closed store
+    /// answers. A backend that cannot read ahead on a thread of its own reads them all now,
+    /// as one batch.
+    fn list_stream(&self, query: &ListQuery, closed: Arc<AtomicBool>, closed_error: Error) -> Result<ListStream> {
+        Ok(ListStream::finished(closed, closed_error, self.list(query)))
+    }
 
     /// For each channel, the pending writes of the target's ancestors back to the nearest one
     /// holding a stored value of the channel, and that value (see [`ChannelHistory`]). The

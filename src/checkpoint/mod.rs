@@ -8,6 +8,7 @@
 //! - [`writer`]: the group commit;
 //! - [`json_text`]: metadata JSON text written as Python's `json.dumps` writes it;
 //! - [`backend`]: the [`Backend`] trait a database implements (its dialect and connections);
+//! - [`stream`]: a listing handed over in batches while a thread reads the next;
 //! - [`Store`]: the engine's face, a writer and a backend.
 //!
 //! Two backends implement [`Backend`]: [`sqlite`] (one file, one writer connection) and
@@ -19,12 +20,14 @@ mod msgpack;
 pub mod postgres;
 pub mod retention;
 pub mod sqlite;
+pub mod stream;
 mod types;
 mod writer;
 
 pub use backend::Backend;
 pub use postgres::Postgres;
 pub use sqlite::Sqlite;
+pub use stream::ListStream;
 pub use types::*;
 use writer::{Op, Writer};
 
@@ -145,6 +148,14 @@ impl<B: Backend> Store<B> {
     /// Lists checkpoints, newest first, with their values and pending writes.
     pub fn list(&self, query: &ListQuery) -> Result<Vec<StoredCheckpoint>> {
         self.read(|b| b.list(query))
+    }
+
+    /// The checkpoints of [`Store::list`], in batches of 1, 2, 4, ... up to
+    /// [`stream::MOST`], read ahead by a thread while the caller takes the batch before (see
+    /// [`ListStream`]). An argument the backend refuses is an error now; a failure reading
+    /// the rows comes as the next batch.
+    pub fn list_stream(&self, query: &ListQuery) -> Result<ListStream> {
+        self.read(|b| b.list_stream(query, self.writer.closed_flag(), self.writer.closed_error()))
     }
 
     /// For each of `channels`, the pending writes of the checkpoint's ancestors back to the

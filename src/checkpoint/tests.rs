@@ -769,3 +769,137 @@ fn an_import_keeps_what_is_there_and_counts_what_it_copied() {
         "the writes of a kept checkpoint are not imported"
     );
 }
+
+/// Every batch of a listing, in order, concatenated.
+fn streamed(store: &Store, q: &ListQuery) -> Vec<StoredCheckpoint> {
+    let stream = store.list_stream(q).unwrap();
+    let mut out = Vec::new();
+    let mut sizes = Vec::new();
+    while let Some(batch) = stream.next_batch() {
+        let batch = batch.unwrap();
+        sizes.push(batch.len());
+        out.extend(batch);
+    }
+    // 1, 2, 4, ... up to the largest, then what is left.
+    for (i, pair) in sizes.windows(2).enumerate() {
+        assert!(pair[1] <= (pair[0] * 2).min(stream::MOST), "batch {i}: {sizes:?}");
+    }
+    out
+}
+
+#[test]
+fn list_stream_returns_what_list_returns_for_every_query() {
+    let path = temp_db("stream.db");
+    let store = Store::open(&path, &StoreOptions::default()).unwrap();
+    for thread in ["t", "u"] {
+        let mut parent: Option<String> = None;
+        for i in 0..300 {
+            let id = format!("{i:05}");
+            let version = format!("{}", i / 7);
+            let mut c = cp(
+                thread,
+                &id,
+                parent.as_deref(),
+                if i % 3 == 0 { "even" } else { "odd" },
+                &[("a", &version), ("b", "0")],
+            );
+            c.metadata_json = format!(r#"{{"step": {i}, "tags": ["{}"], "source": "loop"}}"#, i % 4);
+            if i % 7 != 0 {
+                c.blobs.retain(|b| b.channel != "a");
+            }
+            if i != 0 {
+                c.blobs.retain(|b| b.channel != "b");
+            }
+            store.put(c).unwrap();
+            parent = Some(id);
+        }
+    }
+    let json = |key: &str, v: serde_json::Value| MetaFilter {
+        key: key.into(),
+        value: MetaValue::Json(v),
+    };
+    let queries = [
+        ListQuery::default(),
+        ListQuery {
+            thread_id: Some("t".into()),
+            ..ListQuery::default()
+        },
+        ListQuery {
+            thread_id: Some("t".into()),
+            checkpoint_ns: Some(String::new()),
+            limit: Some(37),
+            ..ListQuery::default()
+        },
+        ListQuery {
+            before: Some("00150".into()),
+            limit: Some(100),
+            ..ListQuery::default()
+        },
+        ListQuery {
+            thread_id: Some("u".into()),
+            checkpoint_id: Some("00042".into()),
+            ..ListQuery::default()
+        },
+        ListQuery {
+            filter: vec![MetaFilter {
+                key: "step".into(),
+                value: MetaValue::Int(7),
+            }],
+            ..ListQuery::default()
+        },
+        ListQuery {
+            thread_id: Some("t".into()),
+            filter: vec![json("tags", serde_json::json!(["1"]))],
+            limit: Some(20),
+            ..ListQuery::default()
+        },
+        ListQuery {
+            filter: vec![json("tags", serde_json::json!(["3"]))],
+            ..ListQuery::default()
+        },
+        ListQuery {
+            limit: Some(0),
+            ..ListQuery::default()
+        },
+    ];
+    for q in &queries {
+        let want = store.list(q).unwrap();
+        assert_eq!(streamed(&store, q), want, "{q:?}");
+    }
+    assert_eq!(streamed(&store, &queries[0]).len(), 600);
+}
+
+#[test]
+fn a_list_stream_is_one_snapshot_and_a_closed_store_ends_it() {
+    let path = temp_db("stream-snapshot.db");
+    let store = Store::open(&path, &StoreOptions::default()).unwrap();
+    let mut parent: Option<String> = None;
+    for i in 0..100 {
+        let id = format!("{i:03}");
+        store.put(cp("t", &id, parent.as_deref(), "r", &[("a", &id)])).unwrap();
+        parent = Some(id);
+    }
+    let q = ListQuery {
+        thread_id: Some("t".into()),
+        ..ListQuery::default()
+    };
+    let stream = store.list_stream(&q).unwrap();
+    let first = stream.next_batch().unwrap().unwrap();
+    store.delete_thread("t").unwrap();
+    let mut ids: Vec<String> = first.into_iter().map(|c| c.checkpoint_id).collect();
+    while let Some(batch) = stream.next_batch() {
+        ids.extend(batch.unwrap().into_iter().map(|c| c.checkpoint_id));
+    }
+    assert_eq!(ids.len(), 100);
+    assert_eq!(ids[0], "099");
+    assert!(all(&store, "t").is_empty());
+
+    store.put(cp("t", "1", None, "r", &[("a", "1")])).unwrap();
+    store.put(cp("t", "2", Some("1"), "r", &[("a", "2")])).unwrap();
+    let stream = store.list_stream(&q).unwrap();
+    assert_eq!(stream.next_batch().unwrap().unwrap().len(), 1);
+    store.close();
+    assert!(matches!(stream.next_batch(), Some(Err(Error::Closed(_)))));
+    assert!(stream.next_batch().is_none());
+    assert!(matches!(store.list_stream(&q), Err(Error::Closed(_))));
+}

@@ -78,7 +78,7 @@ pub struct Writer<B: Backend> {
     /// Signalled, for `close()`, whenever a commit ends.
     idle: Condvar,
     max_batch: usize,
-    closed: AtomicBool,
+    closed: Arc<AtomicBool>,
     path: String,
     /// The process that opened the store. A forked child must not use its connections.
     pid: AtomicU32,
@@ -140,7 +140,7 @@ impl<B: Backend> Writer<B> {
             }),
             idle: Condvar::new(),
             max_batch: max_batch.max(1),
-            closed: AtomicBool::new(false),
+            closed: Arc::new(AtomicBool::new(false)),
             path: path.to_owned(),
             pid: AtomicU32::new(std::process::id()),
         })
@@ -258,6 +258,11 @@ impl<B: Backend> Writer<B> {
     /// Whether `close()` was called.
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::SeqCst)
+    }
+
+    /// The flag `close()` sets, for what outlives a call (a listing's producer).
+    pub fn closed_flag(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.closed)
     }
 
     /// Whether this is a process forked from the one that opened the store.

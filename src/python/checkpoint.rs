@@ -9,8 +9,8 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyFloat, PyInt, PyString, PyTuple};
 
 use crate::checkpoint::{
-    Blob, ChannelHistory, ChannelValue, ListQuery, MetaFilter, MetaValue, NewCheckpoint, NewWrite, NewWrites,
-    PruneStrategy, Store, StoreOptions, StoredCheckpoint, StoredWrite, Synchronous,
+    Blob, ChannelHistory, ChannelValue, ListQuery, ListStream, MetaFilter, MetaValue, NewCheckpoint, NewWrite,
+    NewWrites, PruneStrategy, Store, StoreOptions, StoredCheckpoint, StoredWrite, Synchronous,
 };
 
 /// A checkpoint database whose concurrent writes are committed together (group commit).
@@ -325,32 +325,47 @@ impl PyCheckpointStore {
         json_filter: Vec<(String, String)>,
         limit: Option<i64>,
     ) -> PyResult<Vec<PyCheckpointRow>> {
-        let mut filter = filter
-            .into_iter()
-            .map(|(key, value)| {
-                let value = meta_value(&key, &value)?;
-                Ok(MetaFilter { key, value })
-            })
-            .collect::<PyResult<Vec<_>>>()?;
-        for (key, text) in json_filter {
-            let value = serde_json::from_str(&text)
-                .map_err(|e| PyValueError::new_err(format!("list(): metadata filter {key:?}: not JSON text ({e})")))?;
-            filter.push(MetaFilter {
-                key,
-                value: MetaValue::Json(value),
-            });
-        }
-        let query = ListQuery {
+        let query = list_query(
             thread_id,
             checkpoint_ns,
             checkpoint_id,
             before,
-            filter,
+            &filter,
+            json_filter,
             limit,
-        };
+        )?;
         // The query and the copy of its rows run without the GIL.
         let rows = py.detach(|| self.store.list(&query))?;
         rows.into_iter().map(|row| checkpoint_row(py, row)).collect()
+    }
+
+    /// The checkpoints of `list`, as an iterator of batches (lists of rows) that a thread
+    /// reads ahead, in one read transaction, while the caller decodes the batch before.
+    #[pyo3(signature = (*, thread_id = None, checkpoint_ns = None, checkpoint_id = None, before = None, filter = Vec::new(), json_filter = Vec::new(), limit = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn list_batches<'py>(
+        &self,
+        py: Python<'py>,
+        thread_id: Option<String>,
+        checkpoint_ns: Option<String>,
+        checkpoint_id: Option<String>,
+        before: Option<String>,
+        filter: Vec<(String, Bound<'py, PyAny>)>,
+        json_filter: Vec<(String, String)>,
+        limit: Option<i64>,
+    ) -> PyResult<PyCheckpointBatches> {
+        let query = list_query(
+            thread_id,
+            checkpoint_ns,
+            checkpoint_id,
+            before,
+            &filter,
+            json_filter,
+            limit,
+        )?;
+        // May open a connection, or (in memory) read every row.
+        let stream = py.detach(|| self.store.list_stream(&query))?;
+        Ok(PyCheckpointBatches { stream })
     }
 
     /// For each of `channels`, the pending writes of the checkpoint's ancestors back to the
@@ -476,6 +491,77 @@ impl PyCheckpointStore {
         // Waits for the commit in progress and the calls already queued.
         py.detach(|| self.store.close());
     }
+}
+
+/// The batches of rows of one `list()`, read ahead by a thread of the store (see
+/// `CheckpointStore.list_batches`). Letting go of it stops that thread.
+#[pyclass(frozen, name = "CheckpointBatches", module = "fast_langgraph._native")]
+pub struct PyCheckpointBatches {
+    stream: ListStream,
+}
+
+#[pymethods]
+impl PyCheckpointBatches {
+    fn __iter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
+        slf
+    }
+
+    /// Waits, without the GIL, until the next batch is read (or the listing is over): then
+    /// `__next__` does not wait.
+    fn wait(&self, py: Python<'_>) {
+        py.detach(|| self.stream.wait());
+    }
+
+    fn __next__(&self, py: Python<'_>) -> PyResult<Option<Vec<PyCheckpointRow>>> {
+        // Waits for the producer thread's batch, which needs no GIL.
+        match py.detach(|| self.stream.next_batch()) {
+            None => Ok(None),
+            Some(batch) => batch?
+                .into_iter()
+                .map(|row| checkpoint_row(py, row))
+                .collect::<PyResult<_>>()
+                .map(Some),
+        }
+    }
+}
+
+/// A `list()` query from its arguments; `filter` holds scalar conditions, `json_filter` the
+/// JSON text of dict and list ones.
+pub(super) fn list_query(
+    thread_id: Option<String>,
+    checkpoint_ns: Option<String>,
+    checkpoint_id: Option<String>,
+    before: Option<String>,
+    filter: &[(String, Bound<'_, PyAny>)],
+    json_filter: Vec<(String, String)>,
+    limit: Option<i64>,
+) -> PyResult<ListQuery> {
+    let mut filter = filter
+        .iter()
+        .map(|(key, value)| {
+            let value = meta_value(key, value)?;
+            Ok(MetaFilter {
+                key: key.clone(),
+                value,
+            })
+        })
+        .collect::<PyResult<Vec<_>>>()?;
+    for (key, text) in json_filter {
+        let value = serde_json::from_str(&text)
+            .map_err(|e| PyValueError::new_err(format!("list(): metadata filter {key:?}: not JSON text ({e})")))?;
+        filter.push(MetaFilter {
+            key,
+            value: MetaValue::Json(value),
+        });
+    }
+    Ok(ListQuery {
+        thread_id,
+        checkpoint_ns,
+        checkpoint_id,
+        before,
+        filter,
+        limit,
+    })
 }
 
 pub(super) fn prune_strategy(strategy: &str) -> PyResult<PruneStrategy> {

@@ -19,7 +19,8 @@ mod _native {
     use super::cache::{PyCachedFunction, PyRustLLMCache};
     #[pymodule_export]
     use super::checkpoint::{
-        metadata_json, PyChannelHistory, PyChannelValueRow, PyCheckpointKey, PyCheckpointRow, PyCheckpointStore,
+        metadata_json, PyChannelHistory, PyChannelValueRow, PyCheckpointBatches, PyCheckpointKey, PyCheckpointRow,
+        PyCheckpointStore,
         PyNewBlob, PyNewCheckpoint, PyNewWrite, PyNewWrites, PyWriteRow,
     };
     #[pymodule_export]

@@ -9,15 +9,17 @@ mod read;
 pub(crate) mod schema;
 mod write;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use rusqlite::Connection;
 
 use super::backend::Backend;
+use super::stream::ListStream;
 use super::writer::Op;
 use super::{ChannelHistory, ListQuery, StorageStats, StoredCheckpoint, Synchronous};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::sqlite_file;
 
 /// Read connections kept open for reuse; more may be open at a time, but not kept.
@@ -49,7 +51,8 @@ enum Readers {
         path: String,
         /// Taken away by `close()`, so that the connection closes once the writer lets go.
         writer: Mutex<Option<Arc<Mutex<Connection>>>>,
-        pool: Mutex<Vec<Connection>>,
+        /// Shared with the listings' producer threads, which hand their connection back.
+        pool: Arc<Mutex<Vec<Connection>>>,
         busy_timeout: Duration,
     },
     /// `:memory:`: one database only one connection can see, shared with the writer.
@@ -60,7 +63,7 @@ enum Readers {
 pub struct Sqlite {
     readers: Readers,
     /// Set by `close()`: pooled connections are then closed instead of kept.
-    closed: std::sync::atomic::AtomicBool,
+    closed: Arc<AtomicBool>,
 }
 
 impl Sqlite {
@@ -82,14 +85,14 @@ impl Sqlite {
             Readers::File {
                 path: path.to_owned(),
                 writer: Mutex::new(Some(Arc::clone(&conn))),
-                pool: Mutex::new(Vec::new()),
+                pool: Arc::new(Mutex::new(Vec::new())),
                 busy_timeout,
             }
         };
         Ok((
             Sqlite {
                 readers,
-                closed: std::sync::atomic::AtomicBool::new(false),
+                closed: Arc::new(AtomicBool::new(false)),
             },
             conn,
         ))
@@ -128,13 +131,19 @@ impl Sqlite {
                     None => connect(path, *busy_timeout)?,
                 };
                 let out = f(&conn);
-                let mut idle = pool.lock().unwrap_or_else(PoisonError::into_inner);
-                if idle.len() < MAX_IDLE_READERS && !self.closed.load(std::sync::atomic::Ordering::SeqCst) {
-                    idle.push(conn);
-                }
+                give_back(pool, &self.closed, conn);
                 out
             }
         }
+    }
+}
+
+/// Puts a read connection back in the pool, or closes it (the pool is full, or the store
+/// closed).
+fn give_back(pool: &Mutex<Vec<Connection>>, closed: &AtomicBool, conn: Connection) {
+    let mut idle = pool.lock().unwrap_or_else(PoisonError::into_inner);
+    if idle.len() < MAX_IDLE_READERS && !closed.load(Ordering::SeqCst) {
+        idle.push(conn);
     }
 }
 
@@ -165,6 +174,37 @@ impl Backend for Sqlite {
         self.with_reader(|conn| read::list(conn, query))
     }
 
+    fn list_stream(&self, query: &ListQuery, closed: Arc<AtomicBool>, closed_error: Error) -> Result<ListStream> {
+        // A refused argument fails the call itself, not its first batch.
+        read::check_list(query)?;
+        let Readers::File {
+            path,
+            pool,
+            busy_timeout,
+            ..
+        } = &self.readers
+        else {
+            // The in-memory database has one connection, the writer's: it is not held for as
+            // long as a caller takes to go through a listing.
+            return Ok(ListStream::finished(closed, closed_error, self.list(query)));
+        };
+        // Not the writer's connection: the producer holds its connection until the caller has
+        // taken the last batch, and the group commit must not wait for that.
+        let taken = pool.lock().unwrap_or_else(PoisonError::into_inner).pop();
+        let (path, pool, busy_timeout) = (path.clone(), Arc::clone(pool), *busy_timeout);
+        let pool_closed = Arc::clone(&self.closed);
+        let query = query.clone();
+        ListStream::spawn(closed, closed_error, move |out| {
+            let conn = match taken {
+                Some(c) => c,
+                None => connect(&path, busy_timeout)?,
+            };
+            let result = read::list_batches(&conn, &query, out);
+            give_back(&pool, &pool_closed, conn);
+            result
+        })
+    }
+
     fn delta_history(
         &self,
         thread_id: &str,
@@ -189,7 +229,7 @@ impl Backend for Sqlite {
     }
 
     fn close(&self, forked: bool) {
-        self.closed.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.closed.store(true, Ordering::SeqCst);
         let Readers::File { pool, writer, .. } = &self.readers else {
             return;
         };

@@ -3,6 +3,7 @@
 //! primary-key lookups in one read transaction. Delta chains are assembled by
 //! [`crate::checkpoint::chain`].
 use std::collections::{HashMap, HashSet};
+use std::fmt::Write as _;
 
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension};
@@ -11,6 +12,7 @@ use super::exec;
 use crate::checkpoint::chain::{
     blob_key, channel_values, merge_values_into_checkpoint, parse_versions, At, BlobKey, Segment,
 };
+use crate::checkpoint::stream::{self, Producer};
 use crate::checkpoint::{
     ChannelHistory, ChannelValue, ListQuery, MetaFilter, MetaValue, StorageStats, StoredCheckpoint, StoredWrite,
 };
@@ -146,7 +148,7 @@ pub fn list(conn: &Connection, q: &ListQuery) -> Result<Vec<StoredCheckpoint>> {
     let (json, sql): (Vec<&MetaFilter>, Vec<&MetaFilter>) =
         q.filter.iter().partition(|f| matches!(f.value, MetaValue::Json(_)));
     if json.is_empty() {
-        return list_rows(conn, q, None);
+        return list_rows(conn, Rows::Query(q));
     }
     exec(conn, "BEGIN")?;
     let result = (|| {
@@ -158,17 +160,17 @@ pub fn list(conn: &Connection, q: &ListQuery) -> Result<Vec<StoredCheckpoint>> {
         let mut args: Vec<Value> = Vec::new();
         let conds = conditions(&scan, &mut args)?;
         let sql = format!(
-            "SELECT thread_id, checkpoint_ns, checkpoint_id, metadata FROM flg_checkpoints {} ORDER BY {}",
+            "SELECT rowid, metadata FROM flg_checkpoints {} ORDER BY {}",
             where_clause(&conds),
             order_by(q)
         );
         let mut stmt = conn.prepare_cached(&sql)?;
         let mut rows = stmt.query(rusqlite::params_from_iter(args))?;
-        let mut keys: Vec<serde_json::Value> = Vec::new();
+        let mut keys: Vec<i64> = Vec::new();
         let limit = q.limit.map(|n| usize::try_from(n.max(0)).unwrap_or(0));
         while limit.map_or(true, |n| keys.len() < n) {
             let Some(row) = rows.next()? else { break };
-            let metadata: String = row.get(3)?;
+            let metadata: String = row.get(1)?;
             let Ok(serde_json::Value::Object(metadata)) = serde_json::from_str::<serde_json::Value>(&metadata) else {
                 continue;
             };
@@ -177,29 +179,103 @@ pub fn list(conn: &Connection, q: &ListQuery) -> Result<Vec<StoredCheckpoint>> {
                 _ => false,
             });
             if matches {
-                keys.push(serde_json::json!([
-                    row.get::<_, String>(0)?,
-                    row.get::<_, String>(1)?,
-                    row.get::<_, String>(2)?
-                ]));
+                keys.push(row.get(0)?);
             }
         }
         drop(rows);
-        let kept = ListQuery {
-            thread_id: None,
-            checkpoint_ns: None,
-            checkpoint_id: None,
-            before: None,
-            filter: Vec::new(),
-            limit: None,
-        };
-        list_rows(conn, &kept, Some(&serde_json::Value::Array(keys).to_string()))
+        list_rows(conn, Rows::Rowids(&keys))
     })();
     // A read transaction has nothing to keep: ending it either way releases its snapshot.
     let end = exec(conn, if result.is_ok() { "COMMIT" } else { "ROLLBACK" });
     let found = result?;
     end?;
     Ok(found)
+}
+
+/// Fails as [`list_batches`] would on an argument it refuses, before any row is read.
+pub fn check_list(q: &ListQuery) -> Result<()> {
+    conditions(q, &mut Vec::new()).map(drop)
+}
+
+/// The checkpoints of [`list`], handed to `out` in batches of [`stream::FIRST`],
+/// twice that, ... up to [`stream::MOST`] checkpoints, all read in one read transaction (one
+/// snapshot). The keys are streamed by a first statement (which also matches dict and list
+/// filters on each row's metadata, and stops at `limit`); each batch of keys is then read, with
+/// values and writes, by one statement. Stops as soon as `out` no longer wants the rows.
+pub fn list_batches(conn: &Connection, q: &ListQuery, out: &Producer) -> Result<()> {
+    exec(conn, "BEGIN")?;
+    let result = list_batches_in_transaction(conn, q, out);
+    // A read transaction has nothing to keep: ending it either way releases its snapshot.
+    let end = exec(conn, if result.is_ok() { "COMMIT" } else { "ROLLBACK" });
+    result?;
+    end?;
+    Ok(())
+}
+
+fn list_batches_in_transaction(conn: &Connection, q: &ListQuery, out: &Producer) -> Result<()> {
+    let (json, sql): (Vec<&MetaFilter>, Vec<&MetaFilter>) =
+        q.filter.iter().partition(|f| matches!(f.value, MetaValue::Json(_)));
+    let scan = ListQuery {
+        filter: sql.into_iter().cloned().collect(),
+        ..q.clone()
+    };
+    let mut args: Vec<Value> = Vec::new();
+    let conds = conditions(&scan, &mut args)?;
+    // With dict or list filters the limit counts the rows that match them, below.
+    let limit_clause = match q.limit {
+        Some(n) if json.is_empty() => format!(" LIMIT {}", n.max(0)),
+        _ => String::new(),
+    };
+    // The rowids stay those of the same rows for as long as the transaction lasts.
+    let sql = format!(
+        "SELECT rowid, {} FROM flg_checkpoints {} ORDER BY {}{limit_clause}",
+        if json.is_empty() { "NULL" } else { "metadata" },
+        where_clause(&conds),
+        order_by(q)
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut rows = stmt.query(rusqlite::params_from_iter(args))?;
+    let limit = q.limit.map(|n| usize::try_from(n.max(0)).unwrap_or(0));
+    let mut taken = 0usize;
+    let mut size = stream::FIRST;
+    let mut keys: Vec<i64> = Vec::with_capacity(size);
+    loop {
+        if !out.wanted() {
+            return Ok(());
+        }
+        let more = limit.map_or(true, |n| taken < n);
+        let row = if more { rows.next()? } else { None };
+        let last = row.is_none();
+        if let Some(row) = row {
+            let matches = json.is_empty() || {
+                let metadata: String = row.get(1)?;
+                match serde_json::from_str::<serde_json::Value>(&metadata) {
+                    Ok(serde_json::Value::Object(metadata)) => {
+                        json.iter().all(|f| match (&f.value, metadata.get(&f.key)) {
+                            (MetaValue::Json(want), Some(have)) => py_eq(have, want),
+                            _ => false,
+                        })
+                    }
+                    _ => false,
+                }
+            };
+            if matches {
+                keys.push(row.get(0)?);
+                taken += 1;
+            }
+        }
+        if keys.len() >= size || (last && !keys.is_empty()) {
+            let batch = list_rows(conn, Rows::Rowids(&keys))?;
+            keys.clear();
+            if !out.send(batch) {
+                return Ok(());
+            }
+            size = stream::next_size(size);
+        }
+        if last {
+            return Ok(());
+        }
+    }
 }
 
 /// Python's `==` between two values decoded from JSON: numbers by value (`True == 1 == 1.0`),
@@ -317,29 +393,57 @@ fn conditions(q: &ListQuery, args: &mut Vec<Value>) -> Result<Vec<String>> {
     Ok(conds)
 }
 
-/// The checkpoints `q` selects (its dict and list filters aside), or, with `keys` (a JSON array
-/// of `[thread_id, checkpoint_ns, checkpoint_id]`), those checkpoints; newest first, with
-/// their values and writes, in one statement.
-fn list_rows(conn: &Connection, q: &ListQuery, keys: Option<&str>) -> Result<Vec<StoredCheckpoint>> {
+/// Which checkpoints [`list_rows`] reads.
+#[derive(Clone, Copy)]
+enum Rows<'a> {
+    /// Those the query selects (its dict and list filters aside).
+    Query(&'a ListQuery),
+    /// Those with these rowids in `flg_checkpoints`, selected earlier in the same transaction.
+    Rowids(&'a [i64]),
+}
+
+/// The checkpoints `rows` names, newest first, with their values and writes, in one
+/// statement.
+fn list_rows(conn: &Connection, rows: Rows<'_>) -> Result<Vec<StoredCheckpoint>> {
     let mut args: Vec<Value> = Vec::new();
-    let mut conds = conditions(q, &mut args)?;
-    if let Some(keys) = keys {
-        args.push(Value::Text(keys.to_owned()));
-        conds.push(format!(
-            "(thread_id, checkpoint_ns, checkpoint_id) IN (SELECT value ->> 0, value ->> 1, value ->> 2 FROM \
-             json_each(?{}))",
-            args.len()
-        ));
-    }
-    let where_ = where_clause(&conds);
-    // The limit is an integer formatted here, not user text. As a literal it lets SQLite walk
-    // the primary key and stop; as a bound parameter the planner sorts the whole thread first.
-    // Without a limit, `c` holds every matching checkpoint in any order: the rows are sorted
-    // below, and sorting them in SQL too cost a temporary B-tree of the checkpoints (about a
-    // fifth of the statement for a thread of 1,000 when the namespace is not given).
-    let order_limit = match q.limit {
-        Some(n) => format!("ORDER BY {} LIMIT {}", order_by(q), n.max(0)),
-        None => String::new(),
+    let c_body = match rows {
+        Rows::Rowids(ids) => {
+            let mut list = String::with_capacity(ids.len() * 8 + 2);
+            list.push('[');
+            for (i, id) in ids.iter().enumerate() {
+                if i > 0 {
+                    list.push(',');
+                }
+                let _ = write!(list, "{id}");
+            }
+            list.push(']');
+            args.push(Value::Text(list));
+            // CROSS JOIN pins the ids as the outer loop: one lookup in the table's own B-tree each.
+            "SELECT f.thread_id, f.checkpoint_ns, f.checkpoint_id, f.parent_checkpoint_id, f.type, f.checkpoint, \
+         f.metadata, f.channel_versions
+            FROM json_each(?1) AS j CROSS JOIN flg_checkpoints AS f ON f.rowid = j.value"
+                .to_owned()
+        }
+        Rows::Query(q) => {
+            let conds = conditions(q, &mut args)?;
+            let where_ = where_clause(&conds);
+            // The limit is an integer formatted here, not user text. As a literal it lets SQLite
+            // walk the primary key and stop; as a bound parameter the planner sorts the whole
+            // thread first. Without a limit, `c` holds every matching checkpoint in any order: the
+            // rows are sorted below, and sorting them in SQL too cost a temporary B-tree of the
+            // checkpoints (about a fifth of the statement for a thread of 1,000 when the namespace
+            // is not given).
+            let order_limit = match q.limit {
+                Some(n) => format!("ORDER BY {} LIMIT {}", order_by(q), n.max(0)),
+                None => String::new(),
+            };
+            format!(
+                "SELECT thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, type, checkpoint, metadata,
+                   channel_versions
+            FROM flg_checkpoints {where_}
+            {order_limit}"
+            )
+        }
     };
     // Kind 0: a checkpoint, with its channel versions; 1: a stored blob that one of them
     // needs, as the value of a version it names or as a link of the delta chain leading to
@@ -348,11 +452,7 @@ fn list_rows(conn: &Connection, q: &ListQuery, keys: Option<&str>) -> Result<Vec
     // of each blob or write); left to itself the planner scans every blob of the thread per
     // checkpoint, or every write in the file.
     let sql = format!(
-        "WITH RECURSIVE c AS MATERIALIZED (
-            SELECT thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, type, checkpoint, metadata,
-                   channel_versions
-            FROM flg_checkpoints {where_}
-            {order_limit}),
+        "WITH RECURSIVE c AS MATERIALIZED ({c_body}),
         wanted(thread_id, checkpoint_ns, channel, version) AS MATERIALIZED (
             SELECT DISTINCT c.thread_id, c.checkpoint_ns, j.key, j.value
               FROM c CROSS JOIN json_each(c.channel_versions) AS j),

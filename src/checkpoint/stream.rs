@@ -1,0 +1,365 @@
+//! A listing handed over in batches while the rest is still being read: a producer thread
+//! reads the checkpoints (one read transaction, so the listing is one consistent snapshot)
+//! while the caller decodes the batch before.
+//!
+//! - Lazy: the producer keeps at most [`AHEAD`] batches waiting, so a caller that takes only
+//!   the first rows does not pay for reading the rest (the batches grow from one row: taking
+//!   the first row reads 1 + 2 + 4 + 8 + 16 rows at most).
+//! - Dropping the [`ListStream`] (the caller broke off, raised, or let it go) stops the producer
+//!   at its next row, which then ends its transaction and hands its connection back; nothing
+//!   waits for it.
+//! - Once the store is closed, the next batch is an [`Error::Closed`], and the producer stops.
+//! - In a process forked while a listing was open the producer does not exist: the stream
+//!   answers an [`Error::ForkedProcess`] and never touches the lock the parent's thread may
+//!   have held at the fork.
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use super::StoredCheckpoint;
+use crate::error::{Error, Result};
+
+/// Batches read and not yet taken, at most; the producer reads the next one meanwhile. With
+/// one, the caller waited for the reader about a fifth of a list's time on a busy machine (the
+/// reader, woken after each batch taken, had to be scheduled again); with three, the reader
+/// gets ahead early and the caller hardly waits (docs/benchmarks.md).
+pub const AHEAD: usize = 3;
+
+/// The first batch, in checkpoints; each next one is twice the one before, up to [`MOST`].
+pub const FIRST: usize = 1;
+
+/// The largest batch, in checkpoints.
+pub const MOST: usize = 256;
+
+/// How often a wait looks whether the store was closed meanwhile.
+const POLL: Duration = Duration::from_millis(50);
+
+/// Checkpoints, newest first, as a part of a listing.
+pub type Batch = Vec<StoredCheckpoint>;
+
+struct State {
+    ready: VecDeque<Result<Batch>>,
+    /// The producer has handed over everything (or failed, its error queued).
+    done: bool,
+    /// The consumer was answered `None` or an error: the listing is over.
+    over: bool,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    cond: Condvar,
+    /// The consumer has gone: the producer stops.
+    stopped: AtomicBool,
+    /// The store's: set by its `close()`.
+    closed: Arc<AtomicBool>,
+    closed_error: Error,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The consumer's end of a listing: [`ListStream::next_batch`] until `None`.
+pub struct ListStream {
+    shared: Option<Arc<Shared>>,
+    pid: u32,
+}
+
+/// The producer's end: hands batches over, and tells when to stop.
+pub struct Producer {
+    shared: Arc<Shared>,
+}
+
+impl ListStream {
+    /// A listing already read: `result` as its one batch.
+    pub fn finished(closed: Arc<AtomicBool>, closed_error: Error, result: Result<Batch>) -> Self {
+        let stream = Self::new(closed, closed_error);
+        let shared = stream.shared.as_ref().map(Arc::clone);
+        if let Some(shared) = shared {
+            let mut state = shared.lock();
+            state.ready.push_back(result);
+            state.done = true;
+        }
+        stream
+    }
+
+    /// Starts `work` on a thread of its own, with the producer's end; returns the consumer's.
+    /// `closed` is the store's closed flag, `closed_error` what a closed store answers.
+    pub fn spawn(
+        closed: Arc<AtomicBool>,
+        closed_error: Error,
+        work: impl FnOnce(&Producer) -> Result<()> + Send + 'static,
+    ) -> Result<Self> {
+        let stream = Self::new(closed, closed_error);
+        let producer = Producer {
+            shared: stream
+                .shared
+                .as_ref()
+                .map(Arc::clone)
+                .expect("a new stream has its state"),
+        };
+        std::thread::Builder::new()
+            .name("flg-list".into())
+            .spawn(move || {
+                if let Err(e) = work(&producer) {
+                    producer.shared.lock().ready.push_back(Err(e));
+                }
+                // `producer` drops here: the listing is done.
+            })
+            .map_err(|e| Error::Storage(format!("list(): cannot start the thread that reads the rows: {e}")))?;
+        Ok(stream)
+    }
+
+    fn new(closed: Arc<AtomicBool>, closed_error: Error) -> Self {
+        Self {
+            shared: Some(Arc::new(Shared {
+                state: Mutex::new(State {
+                    ready: VecDeque::new(),
+                    done: false,
+                    over: false,
+                }),
+                cond: Condvar::new(),
+                stopped: AtomicBool::new(false),
+                closed,
+                closed_error,
+            })),
+            pid: std::process::id(),
+        }
+    }
+
+    /// The next batch, waiting for the producer if it is not read yet; `None` once every
+    /// batch was taken. After an error, `None`. Once the store is closed, a listing not over
+    /// yet answers [`Error::Closed`] (the producer may have stopped short).
+    pub fn next_batch(&self) -> Option<Result<Batch>> {
+        if self.pid != std::process::id() {
+            return Some(Err(Error::ForkedProcess(format!(
+                "this list() was begun in process {} and this process ({}) was forked from it; its rows \
+                 are read by a thread of that process: call list() again in this process",
+                self.pid,
+                std::process::id()
+            ))));
+        }
+        let shared = self.shared.as_ref()?;
+        let mut state = shared.lock();
+        loop {
+            if state.over {
+                return None;
+            }
+            if shared.closed.load(Ordering::SeqCst) {
+                // What is left of the listing is not handed over: the store is closed.
+                state.ready.clear();
+                state.over = true;
+                shared.stopped.store(true, Ordering::SeqCst);
+                shared.cond.notify_all();
+                return Some(Err(shared.closed_error.clone()));
+            }
+            if let Some(batch) = state.ready.pop_front() {
+                if batch.is_err() {
+                    // An error ends the listing.
+                    state.ready.clear();
+                    state.over = true;
+                }
+                shared.cond.notify_all();
+                return Some(batch);
+            }
+            if state.done {
+                state.over = true;
+                return None;
+            }
+            // Woken by a batch or the producer's end; now and then to look at `closed`.
+            state = shared
+                .cond
+                .wait_timeout(state, POLL)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+}
+
+impl ListStream {
+    /// Waits until [`ListStream::next_batch`] would not wait: a batch is read, the listing is
+    /// over, or the store closed. Lets the caller wait before it starts work that cannot wait.
+    pub fn wait(&self) {
+        if self.pid != std::process::id() {
+            return;
+        }
+        let Some(shared) = self.shared.as_ref() else { return };
+        let mut state = shared.lock();
+        while state.ready.is_empty() && !state.done && !state.over && !shared.closed.load(Ordering::SeqCst) {
+            state = shared
+                .cond
+                .wait_timeout(state, POLL)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+}
+
+impl Drop for ListStream {
+    fn drop(&mut self) {
+        let Some(shared) = self.shared.take() else { return };
+        if self.pid != std::process::id() {
+            // A forked child: the parent's producer may have held the lock at the fork, and
+            // does not run here to let go of it. The state is left as it is.
+            std::mem::forget(shared);
+            return;
+        }
+        shared.stopped.store(true, Ordering::SeqCst);
+        // Taking the lock orders this with a producer about to wait: it sees `stopped`.
+        let _state = shared.lock();
+        shared.cond.notify_all();
+    }
+}
+
+impl Producer {
+    /// Whether the listing is still wanted: the consumer has not gone, the store is open.
+    pub fn wanted(&self) -> bool {
+        !self.shared.stopped.load(Ordering::SeqCst) && !self.shared.closed.load(Ordering::SeqCst)
+    }
+
+    /// Hands `batch` over, first waiting while [`AHEAD`] batches wait to be taken. Returns
+    /// `false` when the listing is no longer wanted: the producer stops.
+    pub fn send(&self, batch: Batch) -> bool {
+        let shared = &self.shared;
+        let mut state = shared.lock();
+        loop {
+            if !self.wanted() {
+                return false;
+            }
+            if state.ready.len() < AHEAD {
+                state.ready.push_back(Ok(batch));
+                shared.cond.notify_all();
+                return true;
+            }
+            state = shared
+                .cond
+                .wait_timeout(state, POLL)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+}
+
+impl Drop for Producer {
+    fn drop(&mut self) {
+        let mut state = self.shared.lock();
+        state.done = true;
+        self.shared.cond.notify_all();
+    }
+}
+
+/// The sizes of a listing's batches: 1, 2, 4, ... up to [`MOST`].
+pub fn next_size(size: usize) -> usize {
+    (size * 2).min(MOST)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cp(id: &str) -> StoredCheckpoint {
+        StoredCheckpoint {
+            thread_id: "t".into(),
+            checkpoint_ns: String::new(),
+            checkpoint_id: id.into(),
+            parent_checkpoint_id: None,
+            type_tag: "msgpack".into(),
+            checkpoint: Vec::new(),
+            metadata_json: "{}".into(),
+            blobs: Vec::new(),
+            writes: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn batches_arrive_in_order_then_none() {
+        let closed = Arc::new(AtomicBool::new(false));
+        let stream = ListStream::spawn(closed, Error::Closed("closed".into()), |p| {
+            for i in 0..5 {
+                if !p.send(vec![cp(&i.to_string())]) {
+                    break;
+                }
+            }
+            Ok(())
+        })
+        .unwrap();
+        let ids: Vec<String> = std::iter::from_fn(|| stream.next_batch())
+            .map(|b| b.unwrap().remove(0).checkpoint_id)
+            .collect();
+        assert_eq!(ids, ["0", "1", "2", "3", "4"]);
+        assert!(stream.next_batch().is_none());
+    }
+
+    #[test]
+    fn the_producer_stays_at_most_ahead_and_stops_when_dropped() {
+        let closed = Arc::new(AtomicBool::new(false));
+        let sent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let counter = Arc::clone(&sent);
+        let stream = ListStream::spawn(closed, Error::Closed("closed".into()), move |p| {
+            for i in 0..1000 {
+                if !p.send(vec![cp(&i.to_string())]) {
+                    break;
+                }
+                counter.fetch_add(1, Ordering::SeqCst);
+            }
+            tx.send(()).unwrap();
+            Ok(())
+        })
+        .unwrap();
+        assert!(stream.next_batch().is_some());
+        std::thread::sleep(Duration::from_millis(100));
+        // One taken, AHEAD waiting, and the producer blocked handing over the next.
+        assert_eq!(sent.load(Ordering::SeqCst), 1 + AHEAD);
+        drop(stream);
+        rx.recv_timeout(Duration::from_secs(5)).expect("the producer ended");
+        assert_eq!(sent.load(Ordering::SeqCst), 1 + AHEAD);
+    }
+
+    #[test]
+    fn a_closed_store_answers_closed_and_the_producer_stops() {
+        let closed = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stream = ListStream::spawn(Arc::clone(&closed), Error::Closed("it is closed".into()), move |p| {
+            while p.send(vec![cp("x")]) {}
+            tx.send(()).unwrap();
+            Ok(())
+        })
+        .unwrap();
+        assert!(stream.next_batch().unwrap().is_ok());
+        closed.store(true, Ordering::SeqCst);
+        rx.recv_timeout(Duration::from_secs(5)).expect("the producer ended");
+        assert_eq!(
+            stream.next_batch().unwrap().unwrap_err(),
+            Error::Closed("it is closed".into())
+        );
+        assert!(stream.next_batch().is_none());
+    }
+
+    #[test]
+    fn an_error_ends_the_listing_after_the_batches_before_it() {
+        let closed = Arc::new(AtomicBool::new(false));
+        let stream = ListStream::spawn(closed, Error::Closed("closed".into()), |p| {
+            p.send(vec![cp("a")]);
+            Err(Error::Storage("broken".into()))
+        })
+        .unwrap();
+        assert_eq!(stream.next_batch().unwrap().unwrap()[0].checkpoint_id, "a");
+        assert_eq!(
+            stream.next_batch().unwrap().unwrap_err(),
+            Error::Storage("broken".into())
+        );
+        assert!(stream.next_batch().is_none());
+    }
+
+    #[test]
+    fn finished_hands_over_its_one_batch() {
+        let closed = Arc::new(AtomicBool::new(false));
+        let stream = ListStream::finished(closed, Error::Closed("closed".into()), Ok(vec![cp("a"), cp("b")]));
+        assert_eq!(stream.next_batch().unwrap().unwrap().len(), 2);
+        assert!(stream.next_batch().is_none());
+    }
+}
