@@ -20,8 +20,7 @@ mod _native {
     #[pymodule_export]
     use super::checkpoint::{
         metadata_json, PyChannelHistory, PyChannelValueRow, PyCheckpointBatches, PyCheckpointKey, PyCheckpointRow,
-        PyCheckpointStore,
-        PyNewBlob, PyNewCheckpoint, PyNewWrite, PyNewWrites, PyWriteRow,
+        PyCheckpointStore, PyNewBlob, PyNewCheckpoint, PyNewWrite, PyNewWrites, PyWriteRow,
     };
     #[pymodule_export]
     use super::exceptions::{CacheCorruptError, CacheError};
