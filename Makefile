@@ -38,6 +38,7 @@ test: test-rust test-py
 
 bench: dev test-servers
 	$(PY) benches/bench_checkpoint.py
+	$(PY) benches/bench_e2e_product.py
 	$(PY) benches/bench_merge.py
 	$(PY) benches/bench_cache.py
 	$(PY) benches/bench_shim.py

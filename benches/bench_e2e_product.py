@@ -1,0 +1,171 @@
+"""End to end, stock LangGraph against fast-langgraph as a user turns all of it on.
+
+`bench_checkpoint.py --only e2e` swaps the checkpointer alone, in one process, with LangGraph's
+own loop and executor around it. This script measures the other comparison a user makes: the
+same 8-node graph (200 invokes over 20 threads, `bench_checkpoint.py`'s graph) in separate,
+long-lived processes:
+
+- `stock SqliteSaver(NORMAL)`: stock LangGraph, stock `SqliteSaver` on a connection with
+  `PRAGMA synchronous=NORMAL` (the durability `RustSQLiteCheckpointer` has by default);
+- `stock InMemorySaver`: stock LangGraph, `InMemorySaver` with its stock serializer;
+- `RustSQLiteCheckpointer`: stock LangGraph, our checkpointer only;
+- `patch_langgraph() + RustSQLiteCheckpointer`: LangGraph under `patch_langgraph()` (its
+  defaults: executor, serializer, add_messages) with our checkpointer.
+
+The parent sends each round to every process in turn (the order reversed every other round),
+for several rounds, and prints the medians and ratios. Afterwards every process reports the
+final state and checkpoint count of each conversation, and the script fails unless they are
+all equal.
+
+Run: `.venv/bin/python benches/bench_e2e_product.py [--rounds N]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+MODES = (
+    "stock SqliteSaver(NORMAL)",
+    "stock InMemorySaver",
+    "RustSQLiteCheckpointer",
+    "patch_langgraph() + RustSQLiteCheckpointer",
+)
+THREADS, PER_THREAD = 20, 10
+
+
+def _worker(mode: str, tmp: str) -> None:
+    if mode.startswith("patch_langgraph()"):
+        import fast_langgraph.shim
+
+        report = fast_langgraph.shim.patch_langgraph()
+        assert report.applied, report
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import sqlite3
+
+    from bench_checkpoint import build_graph  # the 8-node graph
+    from langchain_core.messages import HumanMessage
+    from langgraph.checkpoint.memory import InMemorySaver
+    from langgraph.checkpoint.sqlite import SqliteSaver
+
+    from fast_langgraph import RustSQLiteCheckpointer
+
+    path = os.path.join(tmp, f"{MODES.index(mode)}.db")
+    saver: Any
+    if mode == "stock SqliteSaver(NORMAL)":
+        conn = sqlite3.connect(path, check_same_thread=False)
+        saver = SqliteSaver(conn)
+        saver.setup()
+        conn.execute("PRAGMA synchronous=NORMAL")
+    elif mode == "stock InMemorySaver":
+        saver = InMemorySaver()
+    else:
+        saver = RustSQLiteCheckpointer(path)
+    graph = build_graph(saver)
+    threads_run: list[str] = []
+
+    def rate() -> float:
+        prefix = uuid.uuid4().hex
+
+        def conversation(t: int) -> None:
+            cfg = {"configurable": {"thread_id": f"{prefix}-{t}"}}
+            for i in range(PER_THREAD):
+                graph.invoke(
+                    {"messages": [HumanMessage(content=f"question {i}")], "results": []}, cfg
+                )
+
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(THREADS) as pool:
+            list(pool.map(conversation, range(THREADS)))
+        threads_run.extend(f"{prefix}-{t}" for t in range(THREADS))
+        return THREADS * PER_THREAD / (time.perf_counter() - t0)
+
+    rate()  # warm-up
+    print("ready", flush=True)
+    for line in sys.stdin:
+        if line.strip() == "states":
+            break
+        print(json.dumps(rate()), flush=True)
+    states = []
+    for thread_id in threads_run:
+        cfg = {"configurable": {"thread_id": thread_id}}
+        values = graph.get_state(cfg).values
+        history = len(list(graph.get_state_history(cfg)))
+        states.append(
+            [
+                history,
+                [(type(m).__name__, m.content) for m in values["messages"]],
+                values.get("results"),
+                values.get("route"),
+            ]
+        )
+    print(json.dumps(sorted(states, key=repr)), flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--worker", choices=MODES, help=argparse.SUPPRESS)
+    ap.add_argument("--tmp", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        _worker(args.worker, args.tmp)
+        return
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FAST_LANGGRAPH_")}
+    with tempfile.TemporaryDirectory(prefix="flg-bench-e2e-") as tmp:
+        procs = {
+            m: subprocess.Popen(
+                [sys.executable, __file__, "--worker", m, "--tmp", tmp],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+                env=env,
+            )
+            for m in MODES
+        }
+        for p in procs.values():
+            assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+        samples: dict[str, list[float]] = {m: [] for m in MODES}
+        for r in range(args.rounds):
+            for m in MODES if r % 2 == 0 else MODES[::-1]:
+                p = procs[m]
+                assert p.stdin is not None and p.stdout is not None
+                p.stdin.write("run\n")
+                p.stdin.flush()
+                samples[m].append(json.loads(p.stdout.readline()))
+        states = {}
+        for m, p in procs.items():
+            assert p.stdin is not None and p.stdout is not None
+            p.stdin.write("states\n")
+            p.stdin.flush()
+            states[m] = json.loads(p.stdout.readline())
+            p.stdin.close()
+            p.wait(timeout=120)
+        first = states[MODES[0]]
+        for m in MODES[1:]:
+            assert states[m] == first, f"{m} stored other states or histories than {MODES[0]}"
+    med = {m: statistics.median(v) for m, v in samples.items()}
+    base, mem = med[MODES[0]], med[MODES[1]]
+    print(
+        f"end to end: 8-node graph, {THREADS * PER_THREAD} invokes over {THREADS} threads, "
+        f"{args.rounds} interleaved rounds, medians; every process's {len(first)} conversations "
+        "ended in the same states with as many checkpoints"
+    )
+    print(
+        f"  {'process':<44} {'invokes/s':>10} {'vs SqliteSaver(NORMAL)':>23} {'vs InMemorySaver':>17}"
+    )
+    for m, v in med.items():
+        print(f"  {m:<44} {v:>10.1f} {v / base:>22.2f}x {v / mem:>16.2f}x")
+
+
+if __name__ == "__main__":
+    main()
