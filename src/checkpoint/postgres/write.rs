@@ -12,7 +12,10 @@ use postgres::{GenericClient, Statement};
 use super::pool::{Conn, Pool};
 use super::sql;
 use crate::checkpoint::writer::Op;
-use crate::checkpoint::{retention, NewCheckpoint, NewWrites, PruneStrategy};
+use crate::checkpoint::{retention, Blob, NewCheckpoint, NewWrites, PruneStrategy};
+
+/// The serializer's type tag of a channel version that holds no value.
+const EMPTY: &str = "empty";
 use crate::error::{Error, Result};
 
 type PgResult<T> = std::result::Result<T, postgres::Error>;
@@ -244,11 +247,14 @@ fn put_row(
 ) -> PgResult<(i64, i64)> {
     let channels: Vec<&str> = cp.channel_versions.iter().map(|(c, _)| c.as_str()).collect();
     let versions: Vec<&str> = cp.channel_versions.iter().map(|(_, v)| v.as_str()).collect();
-    let b_channel: Vec<&str> = cp.blobs.iter().map(|b| b.channel.as_str()).collect();
-    let b_version: Vec<&str> = cp.blobs.iter().map(|b| b.version.as_str()).collect();
-    let b_base: Vec<Option<&str>> = cp.blobs.iter().map(|b| b.delta_base.as_deref()).collect();
-    let b_type: Vec<&str> = cp.blobs.iter().map(|b| b.type_tag.as_str()).collect();
-    let b_data: Vec<&[u8]> = cp.blobs.iter().map(|b| b.data.as_slice()).collect();
+    // A version without a value (LangGraph's "empty") gets no row: a version with no blob
+    // reads as no value, as it does for a row of type "empty" that older builds wrote.
+    let blobs: Vec<&Blob> = cp.blobs.iter().filter(|b| b.type_tag != EMPTY).collect();
+    let b_channel: Vec<&str> = blobs.iter().map(|b| b.channel.as_str()).collect();
+    let b_version: Vec<&str> = blobs.iter().map(|b| b.version.as_str()).collect();
+    let b_base: Vec<Option<&str>> = blobs.iter().map(|b| b.delta_base.as_deref()).collect();
+    let b_type: Vec<&str> = blobs.iter().map(|b| b.type_tag.as_str()).collect();
+    let b_data: Vec<&[u8]> = blobs.iter().map(|b| b.data.as_slice()).collect();
     let mut params: Vec<&(dyn ToSql + Sync)> = vec![
         &cp.thread_id,
         &cp.checkpoint_ns,
