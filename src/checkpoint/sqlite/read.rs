@@ -99,6 +99,7 @@ fn get_in_transaction(
                     type_tag: r.get(0)?,
                     data: r.get::<_, Option<Vec<u8>>>(1)?.unwrap_or_default(),
                     base: r.get(2)?,
+                    damaged: None,
                 })
             });
             let seg = match seg {
@@ -419,6 +420,7 @@ fn list_rows(conn: &Connection, q: &ListQuery, keys: Option<&str>) -> Result<Vec
                         type_tag: row.get(5)?,
                         data: row.get::<_, Option<Vec<u8>>>(6)?.unwrap_or_default(),
                         base: row.get(7)?,
+                        damaged: None,
                     },
                 );
             }
@@ -770,6 +772,7 @@ fn values_of(
                 type_tag: r.get(2)?,
                 data: r.get::<_, Option<Vec<u8>>>(3)?.unwrap_or_default(),
                 base: r.get(4)?,
+                damaged: None,
             },
         ))
     })?;
