@@ -1,6 +1,7 @@
 """RustPostgresCheckpointer's stored format: payloads of 2 KB and more are stored deflated
-(zlib, type tag ending in "+zlib") when that saves space, and a channel version without a value
-gets no blob row. Rows in the earlier format (every payload whole, "empty" blob rows) still
+(zlib, type tag ending in "+zlib") when that saves space, a channel version without a value
+gets no blob row, and a checkpoint's payload leaves out the channel versions that its row's
+versions column holds (reading puts them back). Rows in the earlier format (every payload whole, "empty" blob rows) still
 read; a damaged deflated payload fails only the reads that need it, with an error naming the
 thread and the checkpoint, and nothing is deleted."""
 
@@ -16,6 +17,7 @@ from conftest import cfg
 from graph_apps import chat_app, thread_dump
 from langchain_core.messages import HumanMessage
 from langgraph.checkpoint.base import empty_checkpoint
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
 from fast_langgraph import CheckpointError, RustPostgresCheckpointer
 
@@ -37,10 +39,12 @@ def _chat(saver, thread_id: str, turns: int = 3) -> None:
 
 
 def _put_wide(saver, thread_id: str, parent: str | None = None) -> str:
-    """A checkpoint of 40 small channels: its payload (their versions) is over 2 KB."""
+    """A checkpoint of 40 small channels, all seen by two nodes: its payload (the versions
+    seen) is over 2 KB."""
     cp = empty_checkpoint()
     cp["channel_values"] = {f"channel_{i}": i for i in range(40)}
     cp["channel_versions"] = {k: saver.get_next_version(None, None) for k in cp["channel_values"]}
+    cp["versions_seen"] = {n: dict(cp["channel_versions"]) for n in ("node_a", "node_b")}
     conf = cfg(thread_id, checkpoint_ns="")
     if parent:
         conf["configurable"]["checkpoint_id"] = parent
@@ -165,6 +169,97 @@ def test_rows_in_the_earlier_format_still_read(saver, pg_db):
         assert [
             m.content for m in old.get_tuple(cfg("old")).checkpoint["channel_values"]["messages"]
         ] == [m.content for m in out["messages"]]
+
+
+def _payload(tag: str, data: bytes) -> dict:
+    if tag.endswith("+zlib"):
+        tag, data = tag.removesuffix("+zlib"), zlib.decompress(data)
+    return JsonPlusSerializer().loads_typed((tag, data))
+
+
+def test_the_payload_leaves_the_channel_versions_to_the_row(saver, pg_db):
+    _chat(saver, "cv")
+    first = _put_wide(saver, "cv-wide")
+    _put_wide(saver, "cv-wide", parent=first)
+    rows = _rows(
+        pg_db, "SELECT type, checkpoint, channels, versions, checkpoint_id FROM flg_checkpoints"
+    )
+    assert len(rows) > 5
+    for tag, data, _, _, _ in rows:
+        assert tag.startswith("msgpack")
+        assert "channel_versions" not in _payload(tag, bytes(data))
+    # Every reader gets them back, every key and value, from a saver with nothing cached.
+    want = {cid: dict(zip(channels, versions)) for _, _, channels, versions, cid in rows}
+    with RustPostgresCheckpointer(pg_db) as fresh:
+        for thread in ("cv", "cv-wide"):
+            tuples = list(fresh.list(cfg(thread)))
+            assert tuples
+            for t in tuples:
+                cid = t.config["configurable"]["checkpoint_id"]
+                assert t.checkpoint["channel_versions"] == want[cid]
+                one = fresh.get_tuple(cfg(thread, checkpoint_id=cid))
+                assert one.checkpoint == t.checkpoint
+        assert fresh.get_tuple(cfg("cv")).checkpoint["channel_versions"].keys() >= {"messages"}
+        # Exactly as put: the whole checkpoint, values and versions.
+        cp = empty_checkpoint()
+        cp["channel_values"] = {"a": [1, 2], "b": "x"}
+        cp["channel_versions"] = {"a": fresh.get_next_version(None, None), "b": "7.5", "c": "1"}
+        conf = fresh.put(cfg("cv-put", checkpoint_ns=""), cp, {"step": 1}, cp["channel_versions"])
+        assert fresh.get_tuple(conf).checkpoint == cp
+        # copy_thread copies the rows: the copy reads the same.
+        fresh.copy_thread("cv", "cv-copy")
+        assert [t.checkpoint for t in fresh.list(cfg("cv-copy"))] == [
+            t.checkpoint for t in fresh.list(cfg("cv"))
+        ]
+
+
+def test_versions_that_are_not_strings_stay_in_the_payload(saver, pg_db):
+    cp = empty_checkpoint()
+    cp["channel_values"] = {"a": 1}
+    cp["channel_versions"] = {"a": 3, "b": 4}
+    conf = saver.put(cfg("ints", checkpoint_ns=""), cp, {"step": 1}, {"a": 3, "b": 4})
+    ((tag, data),) = _rows(pg_db, "SELECT type, checkpoint FROM flg_checkpoints")
+    assert _payload(tag, bytes(data))["channel_versions"] == {"a": 3, "b": 4}
+    with RustPostgresCheckpointer(pg_db) as fresh:
+        got = fresh.get_tuple(conf).checkpoint
+        assert got == cp
+        assert [type(v) for v in got["channel_versions"].values()] == [int, int]
+
+
+def test_payloads_with_their_own_channel_versions_still_read(saver, pg_db):
+    """Rows written before the payload left the versions out hold them in both places; a
+    payload's own channel_versions win over the column."""
+    _chat(saver, "own", turns=2)
+    first = _put_wide(saver, "own-wide")
+    _put_wide(saver, "own-wide", parent=first)
+    want = thread_dump(saver, "own")
+    wide = [t.checkpoint for t in saver.list(cfg("own-wide"))]
+    saver.close()
+    serde = JsonPlusSerializer()
+    update = (
+        "UPDATE flg_checkpoints SET type = %s, checkpoint = %s "
+        "WHERE thread_id = %s AND checkpoint_id = %s"
+    )
+    rows = _rows(
+        pg_db,
+        "SELECT thread_id, checkpoint_id, type, checkpoint, channels, versions FROM flg_checkpoints",
+    )
+    payloads = {}
+    for thread, cid, tag, data, channels, versions in rows:
+        payloads[thread, cid] = {
+            **_payload(tag, bytes(data)),
+            "channel_versions": dict(zip(channels, versions)),
+        }
+        _execute(pg_db, update, *serde.dumps_typed(payloads[thread, cid]), thread, cid)
+    with RustPostgresCheckpointer(pg_db) as old:
+        assert thread_dump(old, "own") == want
+        assert [t.checkpoint for t in old.list(cfg("own-wide"))] == wide
+        # A payload whose versions differ from its row's column: the payload's are read.
+        thread, cid = rows[0][:2]
+        odd = {**payloads[thread, cid], "channel_versions": {"only_in_payload": "9"}}
+        _execute(pg_db, update, *serde.dumps_typed(odd), thread, cid)
+        got = old.get_tuple(cfg(thread, checkpoint_id=cid)).checkpoint
+        assert got["channel_versions"] == {"only_in_payload": "9"}
 
 
 def _damage(url: str, table: str, column: str, where: str, *params) -> None:

@@ -14,7 +14,7 @@
 pub mod backend;
 mod chain;
 pub mod deflate;
-mod msgpack;
+pub(crate) mod msgpack;
 pub mod postgres;
 pub mod retention;
 pub mod sqlite;

@@ -8,7 +8,7 @@ use postgres::types::ToSql;
 use super::pool::Pool;
 use super::sql;
 use crate::checkpoint::chain::{self, blob_key, BlobKey, Segment};
-use crate::checkpoint::deflate;
+use crate::checkpoint::{deflate, msgpack};
 use crate::checkpoint::{ChannelHistory, ChannelValue, ListQuery, MetaValue, StoredCheckpoint, StoredWrite};
 use crate::error::{Error, Result};
 
@@ -116,34 +116,31 @@ pub fn list_skipping(pool: &Pool, q: &ListQuery, cached: &[(String, String)]) ->
         let thread_id: String = row.get(1);
         let ns: String = row.get(2);
         match kind {
-            0 => cps.push((
-                {
-                    let mut cp = StoredCheckpoint {
-                        thread_id,
-                        checkpoint_ns: ns,
-                        checkpoint_id: row.get(3),
-                        parent_checkpoint_id: row.get(4),
-                        type_tag: row.get(5),
-                        metadata_json: row.get(6),
-                        checkpoint: row.get(7),
-                        blobs: Vec::new(),
-                        writes: Vec::new(),
-                    };
-                    deflate::unpack(&mut cp.type_tag, &mut cp.checkpoint).map_err(|why| {
-                        Error::Storage(format!(
-                            "checkpoint {:?} of thread {:?} (namespace {:?}) is damaged: its stored payload {why}; \
+            0 => {
+                let mut cp = StoredCheckpoint {
+                    thread_id,
+                    checkpoint_ns: ns,
+                    checkpoint_id: row.get(3),
+                    parent_checkpoint_id: row.get(4),
+                    type_tag: row.get(5),
+                    metadata_json: row.get(6),
+                    checkpoint: row.get(7),
+                    blobs: Vec::new(),
+                    writes: Vec::new(),
+                };
+                deflate::unpack(&mut cp.type_tag, &mut cp.checkpoint).map_err(|why| {
+                    Error::Storage(format!(
+                        "checkpoint {:?} of thread {:?} (namespace {:?}) is damaged: its stored payload {why}; \
                              the rest of the database is unaffected",
-                            cp.checkpoint_id, cp.thread_id, cp.checkpoint_ns
-                        ))
-                    })?;
-                    cp
-                },
-                {
-                    let channels: Vec<String> = row.get(9);
-                    let versions: Vec<String> = row.get(10);
-                    channels.into_iter().zip(versions).collect()
-                },
-            )),
+                        cp.checkpoint_id, cp.thread_id, cp.checkpoint_ns
+                    ))
+                })?;
+                let channels: Vec<String> = row.get(9);
+                let versions: Vec<String> = row.get(10);
+                let versions: Vec<(String, String)> = channels.into_iter().zip(versions).collect();
+                restore_channel_versions(&mut cp, &versions);
+                cps.push((cp, versions));
+            }
             1 => {
                 blobs.insert(
                     blob_key(&thread_id, &ns, row.get::<_, &str>(3), row.get::<_, &str>(4)),
@@ -225,6 +222,19 @@ fn stored_write(mut w: StoredWrite, thread_id: &str, ns: &str, checkpoint_id: &s
         ))
     })?;
     Ok(w)
+}
+
+/// Puts the row's channel versions back into its msgpack checkpoint as `channel_versions`:
+/// the payload leaves them out since the row's `versions` column holds them. A payload that has
+/// its own `channel_versions` (written before they were left out, or by a serializer other than
+/// msgpack) keeps them.
+fn restore_channel_versions(cp: &mut StoredCheckpoint, versions: &[(String, String)]) {
+    if cp.type_tag != msgpack::MSGPACK {
+        return;
+    }
+    if let Some(whole) = msgpack::add_string_map(&cp.checkpoint, "channel_versions", versions) {
+        cp.checkpoint = whole;
+    }
 }
 
 /// Ancestors read per statement.
