@@ -66,10 +66,6 @@ __all__ = ["RustPostgresCheckpointer"]
 
 _SCALARS = (str, int, float, bool, type(None))
 
-# A list's delta chain: at most one delta per this many items (a longer chain stores less and
-# reads more segments).
-_ITEMS_PER_DELTA = 4
-
 
 class RustPostgresCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncContextManager):
     """A LangGraph checkpointer that stores checkpoints in PostgreSQL (13 or newer), through Rust.
@@ -505,10 +501,9 @@ class RustPostgresCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyn
                 if remembered is not None and type(value) is list:
                     key = (thread_id, ns, channel)
                     prev = self._lists.base_for(key, value) if use_deltas else None
-                    # Bounded chains: at most one delta per _ITEMS_PER_DELTA items, never
-                    # more than snapshot_every in a row (see RustSQLiteCheckpointer).
-                    limit = min(self.snapshot_every, len(value) // _ITEMS_PER_DELTA)
-                    if prev is not None and prev[2] < limit:
+                    # Short chains: at most one delta per 8 items, never more than
+                    # snapshot_every in a row (see RustSQLiteCheckpointer).
+                    if prev is not None and prev[2] < min(self.snapshot_every, len(value) // 8):
                         base = prev[0]
                         type_, data = self._dumps(value[len(prev[1]) :], what)
                         chain = prev[2] + 1
