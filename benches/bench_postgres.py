@@ -271,6 +271,16 @@ def bench_chat(server: PgServer) -> None:
             f"\n300-turn chat, {n}: put at turns 5-15 {early * 1e3:.2f} ms, at turns 290-300 "
             f"{late * 1e3:.2f} ms ({late / early:.2f}x); tables {sizes[n] / 1e6:.2f} MB"
         )
+        # Where the bytes are: each table with its TOAST data, and its indexes.
+        tables = server.psql(
+            "SELECT string_agg(format('%s: %s kB (indexes %s kB)', c.relname, "
+            "pg_total_relation_size(c.oid) / 1024, pg_indexes_size(c.oid) / 1024), "
+            "E'\\n' ORDER BY c.relname) FROM pg_class c "
+            "JOIN pg_namespace s ON s.oid = c.relnamespace "
+            "WHERE s.nspname = 'public' AND c.relkind = 'r'",
+            db,
+        )
+        print("\n".join("  " + line.strip() for line in tables.splitlines()))
     print(
         f"tables after the 300-turn chat: ours {sizes['PostgresSaver(pool)'] / sizes['RustPostgresCheckpointer']:.1f}x smaller"
     )

@@ -516,13 +516,25 @@ class RustPostgresCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyn
             else:
                 type_, data = "empty", b""
             blobs.append(NewBlob(channel, str(version), type_, data, base))
-        type_, data = self._dumps(c, f"checkpoint {checkpoint['id']!r} in thread {thread_id!r}")
+        # The row's versions column holds the channel versions: a msgpack payload leaves them
+        # out and reading puts them back from the column. Versions that are not strings (the
+        # column holds their str()), or a payload that is not msgpack, keep them inside.
+        what = f"checkpoint {checkpoint['id']!r} in thread {thread_id!r}"
+        channel_versions = c["channel_versions"]
+        if all(type(v) is str for v in channel_versions.values()):
+            del c["channel_versions"]
+            type_, data = self._dumps(c, what)
+            if type_ != "msgpack":
+                c["channel_versions"] = channel_versions
+                type_, data = self._dumps(c, what)
+        else:
+            type_, data = self._dumps(c, what)
         md: dict[str, Any] = dict(
             get_checkpoint_metadata(config, metadata) if config is not None else metadata
         )
         metadata_json = _metadata_json(md, checkpoint["id"])
         run_id = md.get("run_id")
-        versions = [(ch, str(v)) for ch, v in c["channel_versions"].items()]
+        versions = [(ch, str(v)) for ch, v in channel_versions.items()]
         return NewCheckpoint(
             CheckpointKey(thread_id, ns, checkpoint["id"]),
             parent_checkpoint_id=parent_id,

@@ -23,6 +23,10 @@ pub trait Backend: Send + Sync + Sized + 'static {
     /// be reopened there leaves it `false`, and every call in the child fails.
     const SURVIVES_FORK: bool = false;
 
+    /// Whether payloads are stored deflated ([`super::deflate`]); the backend's reads then
+    /// inflate them.
+    const COMPRESSES: bool = false;
+
     /// Applies every op of the batch in one transaction, each on its own (a failing op does
     /// not undo the others); returns one result per op, and whether a transaction committed.
     fn commit_batch(conn: &Self::WriteConn, batch: &[Op]) -> (Vec<Result<u64>>, bool);

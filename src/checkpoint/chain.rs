@@ -13,6 +13,9 @@ pub(crate) struct Segment {
     pub data: Vec<u8>,
     /// The version this blob extends, for a delta.
     pub base: Option<String>,
+    /// Why the stored blob cannot be read (a compressed payload that does not inflate): a
+    /// checkpoint whose value needs it fails with this reason.
+    pub damaged: Option<String>,
 }
 
 /// Which checkpoint a value belongs to, for error messages.
@@ -86,9 +89,11 @@ pub(crate) fn channel_values(
         };
         // Newest first, then reversed: the deepest segment is the full value the others extend.
         let mut chain = vec![seg];
+        damaged(cp, channel, version, seg)?;
         while let Some(base) = &seg.base {
             match blobs.get(&blob_key(cp.thread_id, cp.checkpoint_ns, channel, base)) {
                 Some(next) if chain.len() <= blobs.len() => {
+                    damaged(cp, channel, base, next)?;
                     chain.push(next);
                     seg = next;
                 }
@@ -120,6 +125,18 @@ pub(crate) fn channel_values(
     }
     values.sort_by(|a, b| a.channel.cmp(&b.channel));
     Ok(values)
+}
+
+/// Fails, naming the checkpoint and the stored value, when `seg` cannot be read.
+fn damaged(cp: At<'_>, channel: &str, version: &str, seg: &Segment) -> Result<()> {
+    match &seg.damaged {
+        None => Ok(()),
+        Some(why) => Err(Error::Storage(format!(
+            "checkpoint {:?} of thread {:?} (namespace {:?}): the stored value of channel {channel:?} at version \
+             {version:?} is damaged: {why}; the rest of the database is unaffected",
+            cp.checkpoint_id, cp.thread_id, cp.checkpoint_ns
+        ))),
+    }
 }
 
 /// Puts the msgpack channel values of a msgpack checkpoint inside it, as the entry

@@ -15,8 +15,9 @@
 //! [`postgres`] (a server shared by many processes, over a connection pool).
 pub mod backend;
 mod chain;
+pub mod deflate;
 pub mod json_text;
-mod msgpack;
+pub(crate) mod msgpack;
 pub mod postgres;
 pub mod retention;
 pub mod sqlite;
@@ -71,7 +72,7 @@ impl<B: Backend> Store<B> {
 
     /// Stores a checkpoint and its new blobs in one transaction; returns once committed.
     pub fn put(&self, checkpoint: NewCheckpoint) -> Result<()> {
-        self.writer.submit(Op::Put(Box::new(checkpoint))).map(drop)
+        self.writer.submit(Op::Put(Box::new(self.packed(checkpoint)))).map(drop)
     }
 
     /// Submits a write that panics halfway, as a bug would.
@@ -81,12 +82,16 @@ impl<B: Backend> Store<B> {
     }
 
     /// Stores one task's writes in one transaction; returns once committed.
-    pub fn put_writes(&self, writes: NewWrites) -> Result<()> {
+    pub fn put_writes(&self, mut writes: NewWrites) -> Result<()> {
+        if B::COMPRESSES {
+            deflate::pack_writes(&mut writes);
+        }
         self.writer.submit(Op::PutWrites(Box::new(writes))).map(drop)
     }
 
     /// Stores several checkpoints and writes in one transaction (used by imports).
     pub fn put_many(&self, checkpoints: Vec<NewCheckpoint>, writes: Vec<NewWrites>) -> Result<()> {
+        let (checkpoints, writes) = self.packed_many(checkpoints, writes);
         self.writer.submit(Op::Many(checkpoints, writes)).map(drop)
     }
 
@@ -94,6 +99,7 @@ impl<B: Backend> Store<B> {
     /// already stored is left as it is, with its writes. Returns the number of checkpoints
     /// copied.
     pub fn import_many(&self, checkpoints: Vec<NewCheckpoint>, writes: Vec<NewWrites>) -> Result<u64> {
+        let (checkpoints, writes) = self.packed_many(checkpoints, writes);
         self.writer.submit(Op::Import(checkpoints, writes))
     }
 
@@ -214,6 +220,27 @@ impl<B: Backend> Store<B> {
     /// Whether `close()` was called.
     pub fn is_closed(&self) -> bool {
         self.writer.is_closed()
+    }
+
+    /// `checkpoint` as the backend stores it: deflated, if it compresses (in the caller's
+    /// thread, so the group commit does not wait for it).
+    fn packed(&self, mut checkpoint: NewCheckpoint) -> NewCheckpoint {
+        if B::COMPRESSES {
+            deflate::pack_checkpoint(&mut checkpoint);
+        }
+        checkpoint
+    }
+
+    fn packed_many(
+        &self,
+        mut checkpoints: Vec<NewCheckpoint>,
+        mut writes: Vec<NewWrites>,
+    ) -> (Vec<NewCheckpoint>, Vec<NewWrites>) {
+        if B::COMPRESSES {
+            checkpoints.iter_mut().for_each(deflate::pack_checkpoint);
+            writes.iter_mut().for_each(deflate::pack_writes);
+        }
+        (checkpoints, writes)
     }
 
     fn read<T>(&self, f: impl FnOnce(&B) -> Result<T>) -> Result<T> {

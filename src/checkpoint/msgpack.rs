@@ -233,6 +233,31 @@ pub fn insert_map(map: &[u8], key: &str, entries: &[(&str, &[u8])]) -> Option<Ve
     Some(out)
 }
 
+/// The msgpack map `map` with a last entry `key` holding the map of `entries` (string keys to
+/// string values, in the order given), or `None` if `map` already has an entry `key` (that one
+/// wins: the caller keeps `map` as it is) or is not one well-formed msgpack map.
+pub fn add_string_map(map: &[u8], key: &str, entries: &[(String, String)]) -> Option<Vec<u8>> {
+    let top = map_entries(map)?;
+    if top
+        .iter()
+        .any(|(k, _)| read_str(k).is_some_and(|(s, _)| s == key.as_bytes()))
+    {
+        return None;
+    }
+    let size: usize = entries.iter().map(|(k, v)| k.len() + v.len() + 10).sum();
+    let mut out = Vec::with_capacity(map.len() + key.len() + size + 15);
+    push_header(&mut out, MAP, u32::try_from(top.len() + 1).ok()?);
+    let (_, body) = read_header(MAP, map)?;
+    out.extend_from_slice(&map[body..]);
+    push_str(&mut out, key)?;
+    push_header(&mut out, MAP, u32::try_from(entries.len()).ok()?);
+    for (k, v) in entries {
+        push_str(&mut out, k)?;
+        push_str(&mut out, v)?;
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -338,5 +363,33 @@ mod tests {
         // Deep nesting takes no stack.
         let deep = [vec![0x91; 100_000], vec![0x01]].concat();
         assert_eq!(value_len(&deep), Some(deep.len()));
+    }
+
+    #[test]
+    fn adds_a_map_of_strings_unless_one_is_there() {
+        // {"a": 1} + "cv" {"x": "1", "b": "2"} -> {"a": 1, "cv": {"x": "1", "b": "2"}}, in the order given
+        let base = [0x81, 0xa1, b'a', 0x01];
+        let entries = [("x".to_owned(), "1".to_owned()), ("b".to_owned(), "2".to_owned())];
+        let out = add_string_map(&base, "cv", &entries).unwrap();
+        let want = [
+            0x82, 0xa1, b'a', 0x01, 0xa2, b'c', b'v', 0x82, 0xa1, b'x', 0xa1, b'1', 0xa1, b'b', 0xa1, b'2',
+        ];
+        assert_eq!(out, want);
+        // No entries: an empty map all the same.
+        assert_eq!(
+            add_string_map(&base, "cv", &[]).unwrap(),
+            [0x82, 0xa1, b'a', 0x01, 0xa2, b'c', b'v', 0x80]
+        );
+        // One already there wins.
+        assert_eq!(add_string_map(&out, "cv", &entries), None);
+        // A map16 header stays a map16 (16 entries and more).
+        let mut full = vec![0xde, 0x00, 0x10];
+        for i in 0..16u8 {
+            full.extend_from_slice(&[0xa1, b'a' + i, i]);
+        }
+        let grown = add_string_map(&full, "z", &[]).unwrap();
+        assert_eq!(&grown[..3], &[0xde, 0x00, 0x11]);
+        assert_eq!(&grown[3..full.len()], &full[3..]);
+        assert_eq!(add_string_map(&[0x91, 0x01], "z", &[]), None, "an array is not a map");
     }
 }

@@ -186,7 +186,9 @@ impl Store<Postgres> {
     /// still the newest checkpoint written to its thread and namespace: of two runs continuing
     /// the same checkpoint, the later is refused. Without the guard, the same as `put`.
     pub fn put_continuing(&self, checkpoint: NewCheckpoint) -> Result<()> {
-        self.writer.submit(Op::PutContinuing(Box::new(checkpoint))).map(drop)
+        self.writer
+            .submit(Op::PutContinuing(Box::new(self.packed(checkpoint))))
+            .map(drop)
     }
 
     /// The backend, for what only PostgreSQL has (migrations, the pool, table sizes).
@@ -200,6 +202,9 @@ impl Backend for Postgres {
 
     // After fork() the pool leaves the parent's connections alone and opens its own.
     const SURVIVES_FORK: bool = true;
+
+    // Payloads are stored deflated; the reads in `read.rs` inflate them.
+    const COMPRESSES: bool = true;
 
     fn commit_batch(conn: &PgWriter, batch: &[Op]) -> (Vec<Result<u64>>, bool) {
         write::commit_batch(&conn.pool, conn.guard, batch)

@@ -8,6 +8,7 @@ use tokio_postgres::types::ToSql;
 use super::pool::Pool;
 use super::sql;
 use crate::checkpoint::chain::{self, blob_key, BlobKey, Segment};
+use crate::checkpoint::{deflate, msgpack};
 use crate::checkpoint::{ChannelHistory, ChannelValue, ListQuery, MetaValue, StoredCheckpoint, StoredWrite};
 use crate::error::{Error, Result};
 
@@ -117,8 +118,8 @@ pub fn list_skipping(pool: &Pool, q: &ListQuery, cached: &[(String, String)]) ->
         let thread_id: String = row.get(1);
         let ns: String = row.get(2);
         match kind {
-            0 => cps.push((
-                StoredCheckpoint {
+            0 => {
+                let mut cp = StoredCheckpoint {
                     thread_id,
                     checkpoint_ns: ns,
                     checkpoint_id: row.get(3),
@@ -128,36 +129,43 @@ pub fn list_skipping(pool: &Pool, q: &ListQuery, cached: &[(String, String)]) ->
                     checkpoint: row.get(7),
                     blobs: Vec::new(),
                     writes: Vec::new(),
-                },
-                {
-                    let channels: Vec<String> = row.get(9);
-                    let versions: Vec<String> = row.get(10);
-                    channels.into_iter().zip(versions).collect()
-                },
-            )),
+                };
+                deflate::unpack(&mut cp.type_tag, &mut cp.checkpoint).map_err(|why| {
+                    Error::Storage(format!(
+                        "checkpoint {:?} of thread {:?} (namespace {:?}) is damaged: its stored payload {why}; \
+                             the rest of the database is unaffected",
+                        cp.checkpoint_id, cp.thread_id, cp.checkpoint_ns
+                    ))
+                })?;
+                let channels: Vec<String> = row.get(9);
+                let versions: Vec<String> = row.get(10);
+                let versions: Vec<(String, String)> = channels.into_iter().zip(versions).collect();
+                restore_channel_versions(&mut cp, &versions);
+                cps.push((cp, versions));
+            }
             1 => {
                 blobs.insert(
                     blob_key(&thread_id, &ns, row.get::<_, &str>(3), row.get::<_, &str>(4)),
-                    Segment {
-                        type_tag: row.get(5),
-                        base: row.get(6),
-                        data: row.get::<_, Option<Vec<u8>>>(7).unwrap_or_default(),
-                    },
+                    segment(row.get(5), row.get::<_, Option<Vec<u8>>>(7), row.get(6)),
                 );
             }
             _ => {
                 let path: Vec<String> = row.get(9);
-                writes
-                    .entry((thread_id, ns, row.get(3)))
-                    .or_default()
-                    .push(StoredWrite {
+                let checkpoint_id: String = row.get(3);
+                let w = stored_write(
+                    StoredWrite {
                         task_id: row.get(4),
                         type_tag: row.get(5),
                         channel: row.get(6),
                         data: row.get::<_, Option<Vec<u8>>>(7).unwrap_or_default(),
                         idx: i64::from(row.get::<_, i32>(8)),
                         task_path: path.into_iter().next().unwrap_or_default(),
-                    });
+                    },
+                    &thread_id,
+                    &ns,
+                    &checkpoint_id,
+                )?;
+                writes.entry((thread_id, ns, checkpoint_id)).or_default().push(w);
             }
         }
     }
@@ -189,6 +197,46 @@ pub fn list_skipping(pool: &Pool, q: &ListQuery, cached: &[(String, String)]) ->
         out.push(cp);
     }
     Ok(out)
+}
+
+/// A stored blob, inflated if it was stored deflated; one that cannot be is kept as damaged,
+/// which fails only the reads that need its value.
+fn segment(mut type_tag: String, data: Option<Vec<u8>>, base: Option<String>) -> Segment {
+    let mut data = data.unwrap_or_default();
+    let damaged = deflate::unpack(&mut type_tag, &mut data)
+        .err()
+        .map(|why| format!("its stored payload {why}"));
+    Segment {
+        type_tag,
+        data,
+        base,
+        damaged,
+    }
+}
+
+/// A stored pending write, inflated if it was stored deflated.
+fn stored_write(mut w: StoredWrite, thread_id: &str, ns: &str, checkpoint_id: &str) -> Result<StoredWrite> {
+    deflate::unpack(&mut w.type_tag, &mut w.data).map_err(|why| {
+        Error::Storage(format!(
+            "checkpoint {checkpoint_id:?} of thread {thread_id:?} (namespace {ns:?}): the stored write {} of task {:?} \
+             to channel {:?} is damaged: its stored payload {why}; the rest of the database is unaffected",
+            w.idx, w.task_id, w.channel
+        ))
+    })?;
+    Ok(w)
+}
+
+/// Puts the row's channel versions back into its msgpack checkpoint as `channel_versions`:
+/// the payload leaves them out since the row's `versions` column holds them. A payload that has
+/// its own `channel_versions` (written before they were left out, or by a serializer other than
+/// msgpack) keeps them.
+fn restore_channel_versions(cp: &mut StoredCheckpoint, versions: &[(String, String)]) {
+    if cp.type_tag != msgpack::MSGPACK {
+        return;
+    }
+    if let Some(whole) = msgpack::add_string_map(&cp.checkpoint, "channel_versions", versions) {
+        cp.checkpoint = whole;
+    }
 }
 
 /// Ancestors read per statement.
@@ -299,14 +347,19 @@ pub fn delta_history(
         })?;
         for row in rows {
             let cid: String = row.get(0);
-            let w = StoredWrite {
-                task_id: row.get(1),
-                channel: row.get(2),
-                type_tag: row.get(3),
-                data: row.get::<_, Option<Vec<u8>>>(4).unwrap_or_default(),
-                task_path: row.get(5),
-                idx: i64::from(row.get::<_, i32>(6)),
-            };
+            let w = stored_write(
+                StoredWrite {
+                    task_id: row.get(1),
+                    channel: row.get(2),
+                    type_tag: row.get(3),
+                    data: row.get::<_, Option<Vec<u8>>>(4).unwrap_or_default(),
+                    task_path: row.get(5),
+                    idx: i64::from(row.get::<_, i32>(6)),
+                },
+                thread_id,
+                ns,
+                &cid,
+            )?;
             writes_by.entry((cid, w.channel.clone())).or_default().push(w);
         }
         for list in writes_by.values_mut() {
@@ -338,11 +391,7 @@ pub fn delta_history(
         for row in rows {
             blobs.insert(
                 blob_key(thread_id, ns, row.get::<_, &str>(0), row.get::<_, &str>(1)),
-                Segment {
-                    base: row.get(2),
-                    type_tag: row.get(3),
-                    data: row.get::<_, Option<Vec<u8>>>(4).unwrap_or_default(),
-                },
+                segment(row.get(3), row.get::<_, Option<Vec<u8>>>(4), row.get(2)),
             );
         }
     }

@@ -60,6 +60,13 @@ pub const MIGRATIONS: &[&str] = &[
     // When each checkpoint was stored, for time-based retention of checkpoints whose id is not
     // a UUIDv6 (rows stored before this migration get the time it ran).
     "ALTER TABLE flg_checkpoints ADD COLUMN IF NOT EXISTS stored_at TIMESTAMPTZ NOT NULL DEFAULT now()",
+    // Blob keys ordered by version before channel: versions grow with every checkpoint, so a
+    // thread's new rows go to one place in the index instead of one place per channel (where
+    // each page split left half a page empty). Every lookup gives all four columns. From this
+    // version on, payloads may be stored deflated (`deflate.rs`), which earlier builds cannot
+    // read: their setup() refuses the database.
+    "ALTER TABLE flg_blobs DROP CONSTRAINT flg_blobs_pkey,
+        ADD PRIMARY KEY (thread_id, checkpoint_ns, version, channel)",
 ];
 
 /// Serializes concurrent `setup()` calls of several replicas (an arbitrary constant key).

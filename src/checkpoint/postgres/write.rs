@@ -14,8 +14,11 @@ use tokio_postgres::Statement;
 use super::pool::{Client, Conn, Pool, Step};
 use super::sql;
 use crate::checkpoint::writer::Op;
-use crate::checkpoint::{retention, NewCheckpoint, NewWrites, PruneStrategy};
+use crate::checkpoint::{retention, Blob, NewCheckpoint, NewWrites, PruneStrategy};
 use crate::error::{Error, Result};
+
+/// The serializer's type tag of a channel version that holds no value.
+const EMPTY: &str = "empty";
 
 type PgResult<T> = std::result::Result<T, tokio_postgres::Error>;
 
@@ -296,16 +299,19 @@ struct PutArgs<'a> {
 
 impl<'a> PutArgs<'a> {
     fn new(cp: &'a NewCheckpoint, continuing: bool) -> Self {
+        // A version without a value (LangGraph's "empty") gets no row: a version with no blob
+        // reads as no value, as it does for a row of type "empty" that older builds wrote.
+        let blobs: Vec<&Blob> = cp.blobs.iter().filter(|b| b.type_tag != EMPTY).collect();
         PutArgs {
             cp,
             continuing,
             channels: cp.channel_versions.iter().map(|(c, _)| c.as_str()).collect(),
             versions: cp.channel_versions.iter().map(|(_, v)| v.as_str()).collect(),
-            b_channel: cp.blobs.iter().map(|b| b.channel.as_str()).collect(),
-            b_version: cp.blobs.iter().map(|b| b.version.as_str()).collect(),
-            b_base: cp.blobs.iter().map(|b| b.delta_base.as_deref()).collect(),
-            b_type: cp.blobs.iter().map(|b| b.type_tag.as_str()).collect(),
-            b_data: cp.blobs.iter().map(|b| b.data.as_slice()).collect(),
+            b_channel: blobs.iter().map(|b| b.channel.as_str()).collect(),
+            b_version: blobs.iter().map(|b| b.version.as_str()).collect(),
+            b_base: blobs.iter().map(|b| b.delta_base.as_deref()).collect(),
+            b_type: blobs.iter().map(|b| b.type_tag.as_str()).collect(),
+            b_data: blobs.iter().map(|b| b.data.as_slice()).collect(),
         }
     }
 

@@ -101,6 +101,7 @@ fn get_in_transaction(
                     type_tag: r.get(0)?,
                     data: r.get::<_, Option<Vec<u8>>>(1)?.unwrap_or_default(),
                     base: r.get(2)?,
+                    damaged: None,
                 })
             });
             let seg = match seg {
@@ -519,6 +520,7 @@ fn list_rows(conn: &Connection, rows: Rows<'_>) -> Result<Vec<StoredCheckpoint>>
                         type_tag: row.get(5)?,
                         data: row.get::<_, Option<Vec<u8>>>(6)?.unwrap_or_default(),
                         base: row.get(7)?,
+                        damaged: None,
                     },
                 );
             }
@@ -870,6 +872,7 @@ fn values_of(
                 type_tag: r.get(2)?,
                 data: r.get::<_, Option<Vec<u8>>>(3)?.unwrap_or_default(),
                 base: r.get(4)?,
+                damaged: None,
             },
         ))
     })?;

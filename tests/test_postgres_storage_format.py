@@ -1,0 +1,330 @@
+"""RustPostgresCheckpointer's stored format: payloads of 2 KB and more are stored deflated
+(zlib, type tag ending in "+zlib") when that saves space, a channel version without a value
+gets no blob row, and a checkpoint's payload leaves out the channel versions that its row's
+versions column holds (reading puts them back). Rows in the earlier format (every payload whole, "empty" blob rows) still
+read; a damaged deflated payload fails only the reads that need it, with an error naming the
+thread and the checkpoint, and nothing is deleted."""
+
+from __future__ import annotations
+
+import random
+import re
+import zlib
+
+import psycopg
+import pytest
+from conftest import cfg
+from graph_apps import chat_app, thread_dump
+from langchain_core.messages import HumanMessage
+from langgraph.checkpoint.base import empty_checkpoint
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+
+from fast_langgraph import CheckpointError, RustPostgresCheckpointer
+
+_WORDS = [a + b + c for a in "bcdfgklmnprst" for b in "aeiou" for c in ("n", "r", "s", "")]
+
+TABLES = {"flg_checkpoints": "checkpoint", "flg_blobs": "blob", "flg_writes": "blob"}
+
+
+def _text(seed: int, n: int = 500) -> str:
+    """About 2.3 KB of words: each message, and each write of one, is stored deflated."""
+    rng = random.Random(seed)
+    return " ".join(rng.choice(_WORDS) for _ in range(n))
+
+
+def _chat(saver, thread_id: str, turns: int = 3) -> None:
+    graph = chat_app([_text(1000 + i) for i in range(turns)]).compile(checkpointer=saver)
+    for i in range(turns):
+        graph.invoke({"messages": [HumanMessage(_text(i), id=f"h{i}")]}, cfg(thread_id))
+
+
+def _put_wide(saver, thread_id: str, parent: str | None = None) -> str:
+    """A checkpoint of 40 small channels, all seen by two nodes: its payload (the versions
+    seen) is over 2 KB."""
+    cp = empty_checkpoint()
+    cp["channel_values"] = {f"channel_{i}": i for i in range(40)}
+    cp["channel_versions"] = {k: saver.get_next_version(None, None) for k in cp["channel_values"]}
+    cp["versions_seen"] = {n: dict(cp["channel_versions"]) for n in ("node_a", "node_b")}
+    conf = cfg(thread_id, checkpoint_ns="")
+    if parent:
+        conf["configurable"]["checkpoint_id"] = parent
+    out = saver.put(conf, cp, {"source": "loop", "step": 1}, cp["channel_versions"])
+    return out["configurable"]["checkpoint_id"]
+
+
+def _thread(saver, thread_id: str) -> list[tuple]:
+    return [(t.checkpoint, t.metadata, t.pending_writes) for t in saver.list(cfg(thread_id))]
+
+
+def _rows(url: str, sql: str, *params) -> list[tuple]:
+    with psycopg.connect(url) as conn:
+        return conn.execute(sql, params or None).fetchall()
+
+
+def _execute(url: str, sql: str, *params) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(sql, params or None)
+
+
+def _counts(url: str) -> list[tuple]:
+    return _rows(
+        url,
+        "SELECT (SELECT count(*) FROM flg_checkpoints), (SELECT count(*) FROM flg_blobs), "
+        "(SELECT count(*) FROM flg_writes)",
+    )
+
+
+@pytest.fixture
+def saver(pg_db):
+    s = RustPostgresCheckpointer(pg_db, pool_size=4)
+    s.setup()
+    yield s
+    s.close()
+
+
+def test_large_payloads_are_stored_deflated_and_read_back(saver, pg_db):
+    _chat(saver, "z")
+    _put_wide(saver, "wide")
+    want = thread_dump(saver, "z")
+    wide = saver.get_tuple(cfg("wide")).checkpoint
+    for table, column in TABLES.items():
+        rows = _rows(pg_db, f"SELECT type, {column} FROM {table}")
+        packed = [(t, bytes(d)) for t, d in rows if t.endswith("+zlib")]
+        assert packed, f"nothing in {table} was stored deflated"
+        for _, data in packed:
+            # Standard zlib: any zlib reads it, and it saved at least an eighth.
+            raw = zlib.decompress(data)
+            assert len(raw) >= 2048
+            assert len(data) <= len(raw) - len(raw) // 8
+        for t, data in rows:
+            if not t.endswith("+zlib") and data is not None:
+                # Stored whole: small, or not worth compressing.
+                assert len(data) < 2048 or len(zlib.compress(data)) > len(data) * 7 // 8
+    # A saver with nothing cached reads every value back, as it was put.
+    with RustPostgresCheckpointer(pg_db) as fresh:
+        assert thread_dump(fresh, "z") == want
+        assert fresh.get_tuple(cfg("wide")).checkpoint == wide
+        messages = fresh.get_tuple(cfg("z")).checkpoint["channel_values"]["messages"]
+        assert [m.content for m in messages] == [
+            x for i in range(3) for x in (_text(i), _text(1000 + i))
+        ]
+
+
+def test_a_version_without_a_value_stores_no_row(saver, pg_db):
+    _chat(saver, "e")
+    assert _rows(pg_db, "SELECT count(*) FROM flg_blobs WHERE type = 'empty'") == [(0,)]
+    # The checkpoints still name versions of channels that hold no value, and read them as
+    # no value.
+    valueless = 0
+    for t in saver.list(cfg("e")):
+        cp = t.checkpoint
+        valueless += len(set(cp["channel_versions"]) - set(cp["channel_values"]))
+    assert valueless > 0
+
+
+def _to_earlier_format(url: str) -> None:
+    """Rewrites the rows as builds before compression stored them: every payload whole, and an
+    "empty" blob row for each version a checkpoint names without a stored value."""
+    with psycopg.connect(url) as conn:
+        for table, column in TABLES.items():
+            rows = conn.execute(
+                f"SELECT ctid::text, type, {column} FROM {table} WHERE type LIKE '%+zlib'"
+            ).fetchall()
+            assert rows, f"nothing in {table} was stored deflated"
+            for ctid, tag, data in rows:
+                conn.execute(
+                    f"UPDATE {table} SET type = %s, {column} = %s WHERE ctid = %s::tid",
+                    (tag.removesuffix("+zlib"), zlib.decompress(data), ctid),
+                )
+        added = conn.execute(
+            "INSERT INTO flg_blobs (thread_id, checkpoint_ns, channel, version, type, blob) "
+            "SELECT DISTINCT c.thread_id, c.checkpoint_ns, u.channel, u.version, 'empty', ''::bytea "
+            "FROM flg_checkpoints c CROSS JOIN LATERAL unnest(c.channels, c.versions) AS u(channel, version) "
+            "WHERE NOT EXISTS (SELECT 1 FROM flg_blobs b WHERE b.thread_id = c.thread_id "
+            "AND b.checkpoint_ns = c.checkpoint_ns AND b.channel = u.channel AND b.version = u.version)"
+        ).rowcount
+        assert added > 0
+
+
+def test_rows_in_the_earlier_format_still_read(saver, pg_db):
+    _chat(saver, "old", turns=2)
+    _put_wide(saver, "old-wide")
+    want = thread_dump(saver, "old")
+    wide = saver.get_tuple(cfg("old-wide")).checkpoint
+    saver.close()
+    _to_earlier_format(pg_db)
+    assert _rows(pg_db, "SELECT count(*) FROM flg_blobs WHERE type LIKE '%+zlib'") == [(0,)]
+    with RustPostgresCheckpointer(pg_db) as old:
+        old.setup()
+        assert thread_dump(old, "old") == want
+        assert old.get_tuple(cfg("old-wide")).checkpoint == wide
+        # The thread goes on; the new rows are deflated beside the old whole ones.
+        graph = chat_app([_text(77)]).compile(checkpointer=old)
+        out = graph.invoke({"messages": [HumanMessage(_text(76), id="h-next")]}, cfg("old"))
+        assert [m.content for m in out["messages"][-2:]] == [_text(76), _text(77)]
+        assert len(out["messages"]) == 6
+        assert _rows(pg_db, "SELECT count(*) FROM flg_blobs WHERE type LIKE '%+zlib'") != [(0,)]
+        # Retention reads both kinds: keeping the newest checkpoint keeps its whole value.
+        old.prune(["old"], strategy="keep_latest")
+        assert [
+            m.content for m in old.get_tuple(cfg("old")).checkpoint["channel_values"]["messages"]
+        ] == [m.content for m in out["messages"]]
+
+
+def _payload(tag: str, data: bytes) -> dict:
+    if tag.endswith("+zlib"):
+        tag, data = tag.removesuffix("+zlib"), zlib.decompress(data)
+    return JsonPlusSerializer().loads_typed((tag, data))
+
+
+def test_the_payload_leaves_the_channel_versions_to_the_row(saver, pg_db):
+    _chat(saver, "cv")
+    first = _put_wide(saver, "cv-wide")
+    _put_wide(saver, "cv-wide", parent=first)
+    rows = _rows(
+        pg_db, "SELECT type, checkpoint, channels, versions, checkpoint_id FROM flg_checkpoints"
+    )
+    assert len(rows) > 5
+    for tag, data, _, _, _ in rows:
+        assert tag.startswith("msgpack")
+        assert "channel_versions" not in _payload(tag, bytes(data))
+    # Every reader gets them back, every key and value, from a saver with nothing cached.
+    want = {cid: dict(zip(channels, versions)) for _, _, channels, versions, cid in rows}
+    with RustPostgresCheckpointer(pg_db) as fresh:
+        for thread in ("cv", "cv-wide"):
+            tuples = list(fresh.list(cfg(thread)))
+            assert tuples
+            for t in tuples:
+                cid = t.config["configurable"]["checkpoint_id"]
+                assert t.checkpoint["channel_versions"] == want[cid]
+                one = fresh.get_tuple(cfg(thread, checkpoint_id=cid))
+                assert one.checkpoint == t.checkpoint
+        assert fresh.get_tuple(cfg("cv")).checkpoint["channel_versions"].keys() >= {"messages"}
+        # Exactly as put: the whole checkpoint, values and versions.
+        cp = empty_checkpoint()
+        cp["channel_values"] = {"a": [1, 2], "b": "x"}
+        cp["channel_versions"] = {"a": fresh.get_next_version(None, None), "b": "7.5", "c": "1"}
+        conf = fresh.put(cfg("cv-put", checkpoint_ns=""), cp, {"step": 1}, cp["channel_versions"])
+        assert fresh.get_tuple(conf).checkpoint == cp
+        # copy_thread copies the rows: the copy reads the same.
+        fresh.copy_thread("cv", "cv-copy")
+        assert [t.checkpoint for t in fresh.list(cfg("cv-copy"))] == [
+            t.checkpoint for t in fresh.list(cfg("cv"))
+        ]
+
+
+def test_versions_that_are_not_strings_stay_in_the_payload(saver, pg_db):
+    cp = empty_checkpoint()
+    cp["channel_values"] = {"a": 1}
+    cp["channel_versions"] = {"a": 3, "b": 4}
+    conf = saver.put(cfg("ints", checkpoint_ns=""), cp, {"step": 1}, {"a": 3, "b": 4})
+    ((tag, data),) = _rows(pg_db, "SELECT type, checkpoint FROM flg_checkpoints")
+    assert _payload(tag, bytes(data))["channel_versions"] == {"a": 3, "b": 4}
+    with RustPostgresCheckpointer(pg_db) as fresh:
+        got = fresh.get_tuple(conf).checkpoint
+        assert got == cp
+        assert [type(v) for v in got["channel_versions"].values()] == [int, int]
+
+
+def test_payloads_with_their_own_channel_versions_still_read(saver, pg_db):
+    """Rows written before the payload left the versions out hold them in both places; a
+    payload's own channel_versions win over the column."""
+    _chat(saver, "own", turns=2)
+    first = _put_wide(saver, "own-wide")
+    _put_wide(saver, "own-wide", parent=first)
+    want = thread_dump(saver, "own")
+    wide = [t.checkpoint for t in saver.list(cfg("own-wide"))]
+    saver.close()
+    serde = JsonPlusSerializer()
+    update = (
+        "UPDATE flg_checkpoints SET type = %s, checkpoint = %s "
+        "WHERE thread_id = %s AND checkpoint_id = %s"
+    )
+    rows = _rows(
+        pg_db,
+        "SELECT thread_id, checkpoint_id, type, checkpoint, channels, versions FROM flg_checkpoints",
+    )
+    payloads = {}
+    for thread, cid, tag, data, channels, versions in rows:
+        payloads[thread, cid] = {
+            **_payload(tag, bytes(data)),
+            "channel_versions": dict(zip(channels, versions)),
+        }
+        _execute(pg_db, update, *serde.dumps_typed(payloads[thread, cid]), thread, cid)
+    with RustPostgresCheckpointer(pg_db) as old:
+        assert thread_dump(old, "own") == want
+        assert [t.checkpoint for t in old.list(cfg("own-wide"))] == wide
+        # A payload whose versions differ from its row's column: the payload's are read.
+        thread, cid = rows[0][:2]
+        odd = {**payloads[thread, cid], "channel_versions": {"only_in_payload": "9"}}
+        _execute(pg_db, update, *serde.dumps_typed(odd), thread, cid)
+        got = old.get_tuple(cfg(thread, checkpoint_id=cid)).checkpoint
+        assert got["channel_versions"] == {"only_in_payload": "9"}
+
+
+def _damage(url: str, table: str, column: str, where: str, *params) -> None:
+    """Flips a byte in the middle of one deflated payload."""
+    _execute(
+        url,
+        f"UPDATE {table} SET {column} = set_byte({column}, length({column}) / 2, "
+        f"get_byte({column}, length({column}) / 2) # 255) WHERE ctid = "
+        f"(SELECT ctid FROM {table} WHERE type LIKE '%%+zlib' AND {where} LIMIT 1)",
+        *params,
+    )
+
+
+def test_a_damaged_payload_fails_only_the_reads_that_need_it(saver, pg_db):
+    first = _put_wide(saver, "a")
+    bad = _put_wide(saver, "a", parent=first)
+    _chat(saver, "b")
+    b_before = _thread(saver, "b")
+    counts = _counts(pg_db)
+    assert _rows(pg_db, "SELECT type FROM flg_checkpoints WHERE checkpoint_id = %s", bad) == [
+        ("msgpack+zlib",)
+    ]
+    _damage(
+        pg_db, "flg_checkpoints", "checkpoint", "thread_id = %s AND checkpoint_id = %s", "a", bad
+    )
+    with RustPostgresCheckpointer(pg_db) as fresh:
+        message = re.escape(f'checkpoint "{bad}" of thread "a"') + ".*damaged"
+        with pytest.raises(CheckpointError, match=message):
+            fresh.get_tuple(cfg("a"))
+        with pytest.raises(CheckpointError, match=message):
+            list(fresh.list(cfg("a")))
+        # The thread's other checkpoint, and the other thread, still read.
+        assert fresh.get_tuple(cfg("a", checkpoint_id=first)).checkpoint["channel_values"] == {
+            f"channel_{i}": i for i in range(40)
+        }
+        assert _thread(fresh, "b") == b_before
+    assert _counts(pg_db) == counts
+
+    # A damaged channel value: the checkpoints that need it fail, naming the checkpoint and
+    # the channel.
+    _damage(pg_db, "flg_blobs", "blob", "thread_id = %s AND channel = 'messages'", "b")
+    with RustPostgresCheckpointer(pg_db) as fresh:
+        with pytest.raises(CheckpointError, match=r"thread \"b\".*channel \"messages\".*damaged"):
+            list(fresh.list(cfg("b")))
+        # The thread's first checkpoint holds no messages yet, and the other thread's do not
+        # share the damaged one.
+        (oldest,) = _rows(
+            pg_db, "SELECT min(checkpoint_id) FROM flg_checkpoints WHERE thread_id = 'b'"
+        )[0]
+        assert fresh.get_tuple(cfg("b", checkpoint_id=oldest)) is not None
+        assert fresh.get_tuple(cfg("a", checkpoint_id=first)) is not None
+    assert _counts(pg_db) == counts
+
+
+def test_a_damaged_write_names_its_task_and_checkpoint(saver, pg_db):
+    _chat(saver, "w")
+    task, cid = _rows(
+        pg_db,
+        "SELECT task_id, checkpoint_id FROM flg_writes WHERE thread_id = 'w' AND type LIKE '%+zlib' LIMIT 1",
+    )[0]
+    _damage(pg_db, "flg_writes", "blob", "thread_id = %s AND task_id = %s", "w", task)
+    with RustPostgresCheckpointer(pg_db) as fresh:
+        with pytest.raises(
+            CheckpointError, match=f'checkpoint "{cid}" of thread "w".*task "{task}"'
+        ):
+            fresh.get_tuple(cfg("w", checkpoint_id=cid))
+        # The newest checkpoint does not need that write.
+        assert fresh.get_tuple(cfg("w")) is not None
