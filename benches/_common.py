@@ -8,15 +8,22 @@ from collections.abc import Callable
 
 
 def interleaved(
-    contenders: dict[str, Callable[[], object]], *, rounds: int, reps: int
+    contenders: dict[str, Callable[[], object]],
+    *,
+    rounds: int,
+    reps: int,
+    before: Callable[[], object] | None = None,
 ) -> dict[str, float]:
     """Median seconds per call of each contender. Each round runs every contender `reps`
-    times, in turn, so machine noise hits all of them alike."""
+    times, in turn, so machine noise hits all of them alike. `before`, if given, runs before
+    each contender's sample, outside its timing."""
     samples: dict[str, list[float]] = {name: [] for name in contenders}
     for fn in contenders.values():  # warm-up
         fn()
     for _ in range(rounds):
         for name, fn in contenders.items():
+            if before is not None:
+                before()
             t0 = time.perf_counter()
             for _ in range(reps):
                 fn()
