@@ -52,6 +52,7 @@ from fast_langgraph._native import (
     SerializationError,
 )
 from fast_langgraph.checkpoint._deltas import SeedCache
+from fast_langgraph.checkpoint.saver import _INLINE_TYPES, _inlinable
 from fast_langgraph.checkpoint._engine_saver import (
     EngineSaver,
     configurable,
@@ -492,8 +493,15 @@ class RustPostgresCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyn
         takes."""
         c: dict[str, Any] = dict(checkpoint)
         values = c.pop("channel_values", None) or {}
+        # Small scalars travel inside the checkpoint, as PostgresSaver keeps them: a blob row
+        # and its key for a counter would cost the server more than the counter.
+        inline = {ch: v for ch, v in values.items() if type(v) in _INLINE_TYPES and _inlinable(v)}
+        if inline:
+            c["channel_values"] = inline
         blobs = []
         for channel, version in new_versions.items():
+            if channel in inline:
+                continue
             base = None
             if channel in values:
                 value = values[channel]
@@ -516,13 +524,20 @@ class RustPostgresCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyn
             else:
                 type_, data = "empty", b""
             blobs.append(NewBlob(channel, str(version), type_, data, base))
-        # The row's versions column holds the channel versions: a msgpack payload leaves them
-        # out and reading puts them back from the column. Versions that are not strings (the
-        # column holds their str()), or a payload that is not msgpack, keep them inside.
+        # The row's versions column holds the versions of the values stored apart, whose blobs
+        # a read looks up; the inline values' versions stay in the payload. A msgpack payload
+        # leaves the column's versions out and reading puts them back. Versions that are not
+        # strings (the column holds their str()), or a payload that is not msgpack, keep them
+        # all inside.
         what = f"checkpoint {checkpoint['id']!r} in thread {thread_id!r}"
         channel_versions = c["channel_versions"]
         if all(type(v) is str for v in channel_versions.values()):
-            del c["channel_versions"]
+            if inline:
+                c["channel_versions"] = {
+                    ch: v for ch, v in channel_versions.items() if ch in inline
+                }
+            else:
+                del c["channel_versions"]
             type_, data = self._dumps(c, what)
             if type_ != "msgpack":
                 c["channel_versions"] = channel_versions
@@ -534,7 +549,7 @@ class RustPostgresCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyn
         )
         metadata_json = _metadata_json(md, checkpoint["id"])
         run_id = md.get("run_id")
-        versions = [(ch, str(v)) for ch, v in channel_versions.items()]
+        versions = [(ch, str(v)) for ch, v in channel_versions.items() if ch not in inline]
         return NewCheckpoint(
             CheckpointKey(thread_id, ns, checkpoint["id"]),
             parent_checkpoint_id=parent_id,

@@ -1,7 +1,9 @@
 """RustPostgresCheckpointer's stored format: payloads of 2 KB and more are stored deflated
 (zlib, type tag ending in "+zlib") when that saves space, a channel version without a value
-gets no blob row, and a checkpoint's payload leaves out the channel versions that its row's
-versions column holds (reading puts them back). Rows in the earlier format (every payload whole, "empty" blob rows) still
+gets no blob row, small scalar values (bool, int, float, short str) are kept inside the
+checkpoint's payload with their versions instead of in blob rows, and a checkpoint's payload
+leaves out the channel versions that its row's versions column holds (reading puts them back).
+Rows in the earlier formats (every payload whole, "empty" blob rows, every value a blob) still
 read; a damaged deflated payload fails only the reads that need it, with an error naming the
 thread and the checkpoint, and nothing is deleted."""
 
@@ -185,11 +187,17 @@ def test_the_payload_leaves_the_channel_versions_to_the_row(saver, pg_db):
         pg_db, "SELECT type, checkpoint, channels, versions, checkpoint_id FROM flg_checkpoints"
     )
     assert len(rows) > 5
-    for tag, data, _, _, _ in rows:
+    want = {}
+    for tag, data, channels, versions, cid in rows:
         assert tag.startswith("msgpack")
-        assert "channel_versions" not in _payload(tag, bytes(data))
+        # Only the versions of the values kept inline stay in the payload.
+        payload = _payload(tag, bytes(data))
+        own = payload.get("channel_versions", {})
+        assert own.keys() == payload.get("channel_values", {}).keys()
+        assert not own.keys() & set(channels)
+        want[cid] = {**dict(zip(channels, versions)), **own}
+    assert any(len(w) > 20 for w in want.values())
     # Every reader gets them back, every key and value, from a saver with nothing cached.
-    want = {cid: dict(zip(channels, versions)) for _, _, channels, versions, cid in rows}
     with RustPostgresCheckpointer(pg_db) as fresh:
         for thread in ("cv", "cv-wide"):
             tuples = list(fresh.list(cfg(thread)))
@@ -246,20 +254,33 @@ def test_payloads_with_their_own_channel_versions_still_read(saver, pg_db):
     )
     payloads = {}
     for thread, cid, tag, data, channels, versions in rows:
+        payload = _payload(tag, bytes(data))
         payloads[thread, cid] = {
-            **_payload(tag, bytes(data)),
-            "channel_versions": dict(zip(channels, versions)),
+            **payload,
+            "channel_versions": {
+                **dict(zip(channels, versions)),
+                **payload.get("channel_versions", {}),
+            },
         }
         _execute(pg_db, update, *serde.dumps_typed(payloads[thread, cid]), thread, cid)
     with RustPostgresCheckpointer(pg_db) as old:
         assert thread_dump(old, "own") == want
         assert [t.checkpoint for t in old.list(cfg("own-wide"))] == wide
-        # A payload whose versions differ from its row's column: the payload's are read.
-        thread, cid = rows[0][:2]
-        odd = {**payloads[thread, cid], "channel_versions": {"only_in_payload": "9"}}
+        # A payload whose versions differ from its row's column: the payload's win, and the
+        # column adds those the payload lacks.
+        thread, cid, _, _, channels, versions = rows[0]
+        assert channels
+        odd = {
+            **payloads[thread, cid],
+            "channel_versions": {"only_in_payload": "9", channels[0]: "other"},
+        }
         _execute(pg_db, update, *serde.dumps_typed(odd), thread, cid)
         got = old.get_tuple(cfg(thread, checkpoint_id=cid)).checkpoint
-        assert got["channel_versions"] == {"only_in_payload": "9"}
+        assert got["channel_versions"] == {
+            **dict(zip(channels, versions)),
+            "only_in_payload": "9",
+            channels[0]: "other",
+        }
 
 
 def _damage(url: str, table: str, column: str, where: str, *params) -> None:
@@ -328,3 +349,131 @@ def test_a_damaged_write_names_its_task_and_checkpoint(saver, pg_db):
             fresh.get_tuple(cfg("w", checkpoint_id=cid))
         # The newest checkpoint does not need that write.
         assert fresh.get_tuple(cfg("w")) is not None
+
+
+def _scalar_checkpoint(saver) -> tuple[dict, dict]:
+    """A checkpoint with a value of every kind kept inline, and of the kinds that are not."""
+    cp = empty_checkpoint()
+    cp["channel_values"] = {
+        "count": 3,
+        "ratio": 1.5,
+        "flag": True,
+        "off": False,
+        "name": "short",
+        "edge": "y" * 256,
+        "long": "x" * 257,
+        "none": None,
+        "items": [1, 2, 3],
+    }
+    versions = {k: saver.get_next_version(None, None) for k in cp["channel_values"]}
+    versions["valueless"] = saver.get_next_version(None, None)
+    cp["channel_versions"] = versions
+    return cp, versions
+
+
+INLINE = {"count", "ratio", "flag", "off", "name", "edge"}
+
+
+def test_small_scalars_are_kept_in_the_checkpoint_row(saver, pg_db):
+    """bool, int, float and str of at most 256 characters are stored in the checkpoint's
+    payload, with their versions, and get no blob row; a longer str, None and a list still go
+    to blobs. Every value reads back equal, with the same
+    type, from a saver with nothing cached."""
+    cp, versions = _scalar_checkpoint(saver)
+    conf = saver.put(cfg("inline", checkpoint_ns=""), cp, {"step": 1}, versions)
+    blobs = {ch for (ch,) in _rows(pg_db, "SELECT channel FROM flg_blobs")}
+    assert blobs == {"long", "none", "items"}
+    ((tag, data, channels),) = _rows(pg_db, "SELECT type, checkpoint, channels FROM flg_checkpoints")
+    assert set(channels) == {"long", "none", "items", "valueless"}
+    payload = _payload(tag, bytes(data))
+    assert payload["channel_values"] == {ch: cp["channel_values"][ch] for ch in INLINE}
+    assert payload["channel_versions"] == {ch: versions[ch] for ch in INLINE}
+    with RustPostgresCheckpointer(pg_db) as fresh:
+        for got in (
+            fresh.get_tuple(conf).checkpoint,
+            next(iter(fresh.list(cfg("inline")))).checkpoint,
+        ):
+            assert got == cp
+            for ch, value in cp["channel_values"].items():
+                assert type(got["channel_values"][ch]) is type(value), ch
+    # The next checkpoint writes only what changed; the inline values come along in its row.
+    nxt = {
+        **cp,
+        "id": empty_checkpoint()["id"],
+        "channel_values": {**cp["channel_values"], "items": [1, 2, 3, 4], "count": 4},
+    }
+    new_versions = {"items": saver.get_next_version(None, None), "count": "9.0"}
+    nxt["channel_versions"] = {**versions, **new_versions}
+    conf2 = saver.put(conf, nxt, {"step": 2}, new_versions)
+    assert len(_rows(pg_db, "SELECT 1 FROM flg_blobs")) == 4
+    with RustPostgresCheckpointer(pg_db) as fresh:
+        assert fresh.get_tuple(conf2).checkpoint == nxt
+        assert fresh.get_tuple(conf).checkpoint == cp
+        assert [t.checkpoint for t in fresh.list(cfg("inline"))] == [nxt, cp]
+        # Keeping the latest keeps its values; the blobs only the older one needed go.
+        fresh.prune(["inline"], strategy="keep_latest")
+        assert fresh.get_tuple(cfg("inline")).checkpoint == nxt
+        assert len(_rows(pg_db, "SELECT 1 FROM flg_blobs")) == 3
+        fresh.copy_thread("inline", "inline-copy")
+        assert fresh.get_tuple(cfg("inline-copy")).checkpoint == nxt
+
+
+def test_rows_without_inline_values_read_as_before(saver, pg_db):
+    """Checkpoints stored before values were kept inline have every value in a blob row and
+    every version in the row's columns: they read the same."""
+    cp, versions = _scalar_checkpoint(saver)
+    conf = saver.put(cfg("before", checkpoint_ns=""), cp, {"step": 1}, versions)
+    _chat(saver, "before-chat", turns=2)
+    want_chat = thread_dump(saver, "before-chat")
+    saver.close()
+    serde = JsonPlusSerializer()
+    rows = _rows(
+        pg_db,
+        "SELECT thread_id, checkpoint_id, type, checkpoint, channels, versions FROM flg_checkpoints",
+    )
+    moved = 0
+    with psycopg.connect(pg_db) as conn:
+        for thread, cid, tag, data, channels, col_versions in rows:
+            payload = _payload(tag, bytes(data))
+            inline = payload.pop("channel_values", {})
+            inline_versions = payload.pop("channel_versions", {})
+            for ch, value in inline.items():
+                conn.execute(
+                    "INSERT INTO flg_blobs (thread_id, checkpoint_ns, channel, version, type, blob) "
+                    "VALUES (%s, '', %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                    (thread, ch, inline_versions[ch], *serde.dumps_typed(value)),
+                )
+                moved += 1
+            conn.execute(
+                "UPDATE flg_checkpoints SET type = %s, checkpoint = %s, channels = %s, versions = %s "
+                "WHERE thread_id = %s AND checkpoint_id = %s",
+                (
+                    *serde.dumps_typed(payload),
+                    [*channels, *inline_versions],
+                    [*col_versions, *inline_versions.values()],
+                    thread,
+                    cid,
+                ),
+            )
+    assert moved >= len(INLINE)
+    with RustPostgresCheckpointer(pg_db) as old:
+        old.setup()
+        got = old.get_tuple(conf).checkpoint
+        assert got == cp
+        for ch, value in cp["channel_values"].items():
+            assert type(got["channel_values"][ch]) is type(value), ch
+        assert thread_dump(old, "before-chat") == want_chat
+        # The thread goes on in the new format beside the old rows.
+        graph = chat_app(["three"]).compile(checkpointer=old)
+        out = graph.invoke({"messages": [HumanMessage("c", id="h-c")]}, cfg("before-chat"))
+        assert [m.content for m in out["messages"]][-2:] == ["c", "three"]
+        assert thread_dump(old, "before-chat")[: len(want_chat)] == want_chat
+
+
+def test_older_builds_refuse_a_database_with_inline_values(saver, pg_db):
+    """The format is marked by a schema version: a build that knows only the versions before
+    it refuses the database (see test_setup_is_versioned_and_idempotent)."""
+    (latest,) = _rows(pg_db, "SELECT max(v) FROM flg_pg_migrations")[0]
+    assert latest >= 8
+    ((comment,),) = _rows(pg_db, "SELECT obj_description('flg_checkpoints'::regclass)")
+    assert "inline" in comment

@@ -258,6 +258,49 @@ pub fn add_string_map(map: &[u8], key: &str, entries: &[(String, String)]) -> Op
     Some(out)
 }
 
+/// The msgpack map `map` whose map under `key` also holds the entries of `entries` (string keys
+/// to string values) it lacks, after its own, in the order given; its own entries keep their
+/// values and order. `None` if it lacks none of them (the caller keeps `map` as it is), has no
+/// map under `key`, or is not one well-formed msgpack map.
+pub fn extend_string_map(map: &[u8], key: &str, entries: &[(String, String)]) -> Option<Vec<u8>> {
+    let top = map_entries(map)?;
+    let at = top
+        .iter()
+        .position(|(k, _)| read_str(k).is_some_and(|(s, _)| s == key.as_bytes()))?;
+    let inner = map_entries(top[at].1)?;
+    let missing: Vec<&(String, String)> = entries
+        .iter()
+        .filter(|(name, _)| {
+            !inner
+                .iter()
+                .any(|(k, _)| read_str(k).is_some_and(|(s, _)| s == name.as_bytes()))
+        })
+        .collect();
+    if missing.is_empty() {
+        return None;
+    }
+    let size: usize = missing.iter().map(|(k, v)| k.len() + v.len() + 10).sum();
+    let mut out = Vec::with_capacity(map.len() + size + 10);
+    push_header(&mut out, MAP, u32::try_from(top.len()).ok()?);
+    for (i, (k, v)) in top.iter().enumerate() {
+        out.extend_from_slice(k);
+        if i != at {
+            out.extend_from_slice(v);
+            continue;
+        }
+        push_header(&mut out, MAP, u32::try_from(inner.len() + missing.len()).ok()?);
+        for (k, v) in &inner {
+            out.extend_from_slice(k);
+            out.extend_from_slice(v);
+        }
+        for (k, v) in &missing {
+            push_str(&mut out, k)?;
+            push_str(&mut out, v)?;
+        }
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -391,5 +434,22 @@ mod tests {
         assert_eq!(&grown[..3], &[0xde, 0x00, 0x11]);
         assert_eq!(&grown[3..full.len()], &full[3..]);
         assert_eq!(add_string_map(&[0x91, 0x01], "z", &[]), None, "an array is not a map");
+    }
+
+    #[test]
+    fn extends_a_map_of_strings_with_the_entries_it_lacks() {
+        // {"cv": {"b": 1}, "a": 2} + {"x": "1", "b": "2"} -> {"cv": {"b": 1, "x": "1"}, "a": 2}
+        let base = [0x82, 0xa2, b'c', b'v', 0x81, 0xa1, b'b', 0x01, 0xa1, b'a', 0x02];
+        let entries = [("x".to_owned(), "1".to_owned()), ("b".to_owned(), "2".to_owned())];
+        let out = extend_string_map(&base, "cv", &entries).unwrap();
+        let want = [
+            0x82, 0xa2, b'c', b'v', 0x82, 0xa1, b'b', 0x01, 0xa1, b'x', 0xa1, b'1', 0xa1, b'a', 0x02,
+        ];
+        assert_eq!(out, want);
+        // Nothing lacking, no map under the key, or not a map: nothing to change.
+        assert_eq!(extend_string_map(&out, "cv", &entries), None);
+        assert_eq!(extend_string_map(&base, "zz", &entries), None);
+        assert_eq!(extend_string_map(&base, "a", &entries), None);
+        assert_eq!(extend_string_map(&[0x91, 0x01], "cv", &entries), None);
     }
 }

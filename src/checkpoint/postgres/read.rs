@@ -228,13 +228,17 @@ fn stored_write(mut w: StoredWrite, thread_id: &str, ns: &str, checkpoint_id: &s
 
 /// Puts the row's channel versions back into its msgpack checkpoint as `channel_versions`:
 /// the payload leaves them out since the row's `versions` column holds them. A payload that has
-/// its own `channel_versions` (written before they were left out, or by a serializer other than
-/// msgpack) keeps them.
+/// its own `channel_versions` keeps them, and gains those of the column it lacks: the versions
+/// of the channels whose values it holds inline (schema 8 on) are only in the payload, the
+/// others only in the column; a payload written before versions were left out, or whose
+/// versions are not strings, holds all of them and is kept as it is.
 fn restore_channel_versions(cp: &mut StoredCheckpoint, versions: &[(String, String)]) {
     if cp.type_tag != msgpack::MSGPACK {
         return;
     }
-    if let Some(whole) = msgpack::add_string_map(&cp.checkpoint, "channel_versions", versions) {
+    if let Some(whole) = msgpack::add_string_map(&cp.checkpoint, "channel_versions", versions)
+        .or_else(|| msgpack::extend_string_map(&cp.checkpoint, "channel_versions", versions))
+    {
         cp.checkpoint = whole;
     }
 }

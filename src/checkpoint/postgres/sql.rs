@@ -67,6 +67,11 @@ pub const MIGRATIONS: &[&str] = &[
     // read: their setup() refuses the database.
     "ALTER TABLE flg_blobs DROP CONSTRAINT flg_blobs_pkey,
         ADD PRIMARY KEY (thread_id, checkpoint_ns, version, channel)",
+    // From this version on, small scalar channel values (bool, int, float, short str) are
+    // stored inside the checkpoint payload with their versions, and left out of `channels` /
+    // `versions` (no blob row): earlier builds would read such a checkpoint without them, so
+    // their setup() refuses the database. Nothing to change in the tables.
+    "COMMENT ON TABLE flg_checkpoints IS 'fast-langgraph checkpoints; from schema 8, small scalar channel values are inline in the checkpoint payload'",
 ];
 
 /// Serializes concurrent `setup()` calls of several replicas (an arbitrary constant key).
