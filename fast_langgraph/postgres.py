@@ -52,7 +52,6 @@ from fast_langgraph._native import (
     SerializationError,
 )
 from fast_langgraph.checkpoint._deltas import SeedCache
-from fast_langgraph.checkpoint.saver import _INLINE_TYPES, _inlinable
 from fast_langgraph.checkpoint._engine_saver import (
     EngineSaver,
     configurable,
@@ -60,6 +59,7 @@ from fast_langgraph.checkpoint._engine_saver import (
     in_thread,
     json_ok,
 )
+from fast_langgraph.checkpoint.saver import _INLINE_TYPES, _inlinable
 from fast_langgraph.serde import RustSerializer
 
 __all__ = ["RustPostgresCheckpointer"]

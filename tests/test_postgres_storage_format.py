@@ -383,7 +383,9 @@ def test_small_scalars_are_kept_in_the_checkpoint_row(saver, pg_db):
     conf = saver.put(cfg("inline", checkpoint_ns=""), cp, {"step": 1}, versions)
     blobs = {ch for (ch,) in _rows(pg_db, "SELECT channel FROM flg_blobs")}
     assert blobs == {"long", "none", "items"}
-    ((tag, data, channels),) = _rows(pg_db, "SELECT type, checkpoint, channels FROM flg_checkpoints")
+    ((tag, data, channels),) = _rows(
+        pg_db, "SELECT type, checkpoint, channels FROM flg_checkpoints"
+    )
     assert set(channels) == {"long", "none", "items", "valueless"}
     payload = _payload(tag, bytes(data))
     assert payload["channel_values"] == {ch: cp["channel_values"][ch] for ch in INLINE}
