@@ -1,0 +1,103 @@
+"""Two builds of RustPostgresCheckpointer (and PostgresSaver beside them) on one throwaway
+server: each contender runs in a fresh process of its own interpreter, every round runs each
+once, interleaved; medians. For a change to the store, against the build it started from.
+
+Run: `.venv/bin/python benches/ab_postgres.py --base ../other/.venv/bin/python [--rounds 5]
+[--only putget,writes] [--no-fsync]` (from any directory: each interpreter imports its own
+fast_langgraph). `putget`: put + get_tuple of a 1 KB state, us (median of 15 batches of 20);
+`writes`: 4 processes x 8 threads putting 1 KB checkpoints for 5 s, puts per second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TESTS = os.path.join(HERE, "..", "tests")
+
+
+def worker(what: str, kind: str, url: str) -> float:
+    sys.path.insert(0, HERE)
+    sys.path.insert(0, TESTS)
+    import bench_postgres as bp
+
+    if what == "setup":
+        (bp.stock(url, 1).conn.close() if kind == "stock" else bp.ours(url, 1).close())
+        return 0.0
+    if what == "writes":
+        return bp.writes_per_second(kind, url)
+    saver = bp.stock(url, setup=False) if kind == "stock" else bp.ours(url, setup=False)
+    step = bp.put_get(saver, 1_000)
+    for _ in range(50):
+        step()
+    samples = []
+    for _ in range(15):
+        t = time.perf_counter()
+        for _ in range(20):
+            step()
+        samples.append((time.perf_counter() - t) / 20 * 1e6)
+    return statistics.median(samples)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--base", required=True, help="the python of the build to compare against")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--only", default="putget,writes")
+    ap.add_argument("--no-fsync", action="store_true")
+    args = ap.parse_args()
+    sys.path.insert(0, TESTS)
+    from pg_server import PgServer
+
+    pythons = {"stock": sys.executable, "base": args.base, "new": sys.executable}
+    server = PgServer(durable=not args.no_fsync).start()
+
+    def run(name: str, what: str, url: str) -> float:
+        kind = "stock" if name == "stock" else "ours"
+        out = subprocess.run(
+            [pythons[name], os.path.abspath(__file__), "--worker", what, kind, url],
+            check=True,
+            cwd="/",
+            capture_output=True,
+            text=True,
+        ).stdout
+        return float(out.strip().splitlines()[-1])
+
+    try:
+        for what in args.only.split(","):
+            urls = {n: server.url(server.create_database(what)) for n in pythons}
+            for n, u in urls.items():
+                run(n, "setup", u)
+            res: dict[str, list[float]] = {n: [] for n in pythons}
+            loads = []
+            for _ in range(args.rounds):
+                loads.append(os.getloadavg()[0])
+                for n, u in urls.items():
+                    res[n].append(run(n, what, u))
+            med = {n: statistics.median(v) for n, v in res.items()}
+            unit = "puts/s" if what == "writes" else "us per put + get_tuple"
+            print(
+                f"\n{what} ({unit}), median of {args.rounds} rounds, fsync "
+                f"{'off' if args.no_fsync else 'on'}, 1-min load at each round's start "
+                f"{[round(x, 1) for x in loads]}"
+            )
+            for n, v in med.items():
+                ratio = v / med["stock"] if what == "writes" else med["stock"] / v
+                print(
+                    f"  {n:<6} {v:10.1f}  {ratio:5.2f}x PostgresSaver  "
+                    f"rounds {[round(x, 1) for x in res[n]]}"
+                )
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 5 and sys.argv[1] == "--worker":
+        print(worker(*sys.argv[2:5]))
+    else:
+        main()
