@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
-use pyo3::prelude::*;
 use pyo3::intern;
+use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 
 use super::serde::PyMsgpackCodec;
@@ -531,7 +531,7 @@ impl PyCheckpointBatches {
         load_metadata: &Bound<'py, PyAny>,
         load_value: &Bound<'py, PyAny>,
         tuple_cls: &Bound<'py, PyAny>,
-    ) -> PyResult<Option<(Bound<'py, PyList>, Option<Bound<'py, PyAny>>)>> {
+    ) -> PyResult<Option<BuiltBatch<'py>>> {
         let batch = match py.detach(|| self.stream.next_batch()) {
             None => return Ok(None),
             Some(batch) => batch?,
@@ -565,6 +565,9 @@ impl PyCheckpointBatches {
         }
     }
 }
+
+/// A batch's tuples, and the error of the row after the last of them (if one failed).
+type BuiltBatch<'py> = (Bound<'py, PyList>, Option<Bound<'py, PyAny>>);
 
 /// What `CheckpointBatches.next_tuples` builds a batch's `CheckpointTuple`s with: the
 /// serializer's codec and the Python callables for what it does not decode itself.
