@@ -209,15 +209,18 @@ class CheckpointBatches:
         self,
         codec: MsgpackCodec,
         loads: Callable[[tuple[str, bytes]], Any],
+        scan_metadata: Callable[[str, int], tuple[Any, int]],
         load_metadata: Callable[[str], Any],
         load_value: Callable[[ChannelValueRow], Any],
-        tuple_cls: Callable[..., Any],
+        tuple_cls: type[tuple[Any, ...]],
     ) -> tuple[builtins.list[Any], BaseException | None] | None:
         """The next batch as `CheckpointTuple`s (`None` when the listing is over), built here
         rather than as rows: checkpoints and writes in msgpack that `codec` reads exactly are
         decoded by it, everything else by `loads` (the serializer's `loads_typed`); stored
-        channel values by `load_value`, metadata by `load_metadata(text)`, each tuple by
-        `tuple_cls(config, checkpoint, metadata, parent_config, writes)`.
+        channel values by `load_value`; metadata by `scan_metadata(text, 0)` (a JSON scanner's
+        `scan_once`) when that reads the whole text, by `load_metadata(text)` otherwise; each
+        tuple is `tuple.__new__(tuple_cls, (config, checkpoint, metadata, parent_config,
+        writes))`, as a named tuple's `__new__` builds it.
 
         Returns `(tuples, error)`: when a row fails to decode, the tuples of the rows before it
         and the exception, which the caller raises after them; `error` is `None` otherwise."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import fractions
+import json
 import sqlite3
 import sys
 import uuid
@@ -195,3 +196,40 @@ def test_a_write_that_cannot_be_decoded_is_raised_at_its_row(tmp_path: Path) -> 
                 got.append(tup.metadata["step"])
         # Every row before it, in order, then the error.
         assert got == list(range(N - 1, bad_step, -1))
+
+
+def test_metadata_is_read_as_json_loads_reads_it(tmp_path: Path) -> None:
+    """Text this saver never writes (whitespace around the value, or no JSON at all) is read
+    as ``json.loads`` reads it, or fails as it fails."""
+    path = str(tmp_path / "ours.db")
+    with RustSQLiteCheckpointer(path) as ours:
+        fill(ours, "t")
+    config = {"configurable": {"thread_id": "t", "checkpoint_ns": ""}}
+    with RustSQLiteCheckpointer(path) as ours:
+        ids = [t.config["configurable"]["checkpoint_id"] for t in ours.list(config)]
+    spaced = ' \n{"step": 3, "é": [1.5, null]}\t'
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "UPDATE flg_checkpoints SET metadata = ? WHERE checkpoint_id = ?", (spaced, ids[2])
+        )
+    with RustSQLiteCheckpointer(path) as ours:
+        got = [t.metadata for t in ours.list(config)]
+    assert got[2] == json.loads(spaced) == {"step": 3, "é": [1.5, None]}
+    assert got[1] == {
+        "source": "loop",
+        "step": N - 2,
+        "parents": {},
+        "note": f"é {N - 2}",
+        "x": None,
+    }
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "UPDATE flg_checkpoints SET metadata = '{\"step\": 3} trailing' WHERE checkpoint_id = ?",
+            (ids[5],),
+        )
+    with RustSQLiteCheckpointer(path) as ours:
+        steps = []
+        with pytest.raises(json.JSONDecodeError, match="Extra data"):
+            for tup in ours.list(config):
+                steps.append(tup.metadata["step"])
+    assert len(steps) == 5

@@ -359,6 +359,7 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
             batches.next_tuples,
             serde._codec(),
             serde.loads_typed,
+            _METADATA_DECODER.scan_once,
             _load_metadata,
             self._load_value,
             CheckpointTuple,

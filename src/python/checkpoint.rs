@@ -518,8 +518,10 @@ impl PyCheckpointBatches {
     /// The next batch as `CheckpointTuple`s (`None` when the listing is over), built here
     /// rather than as rows: checkpoints and writes in msgpack that `codec` reads exactly are
     /// decoded by it, everything else by `loads` (the serializer's `loads_typed`); stored
-    /// channel values by `load_value(ChannelValueRow)`, metadata by `load_metadata(text)`,
-    /// each tuple by `tuple_cls(config, checkpoint, metadata, parent_config, writes)`.
+    /// channel values by `load_value(ChannelValueRow)`; metadata by `scan_metadata(text, 0)`
+    /// (a JSON scanner's `scan_once`) when that reads the whole text, by `load_metadata(text)`
+    /// otherwise; each tuple is `tuple.__new__(tuple_cls, (config, checkpoint, metadata,
+    /// parent_config, writes))`, as a named tuple's `__new__` builds it.
     ///
     /// Returns `(tuples, error)`: when a row fails to decode, the tuples of the rows before
     /// it and the exception, which the caller raises after them; `error` is `None` otherwise.
@@ -528,6 +530,7 @@ impl PyCheckpointBatches {
         py: Python<'py>,
         codec: &Bound<'py, PyMsgpackCodec>,
         loads: &Bound<'py, PyAny>,
+        scan_metadata: &Bound<'py, PyAny>,
         load_metadata: &Bound<'py, PyAny>,
         load_value: &Bound<'py, PyAny>,
         tuple_cls: &Bound<'py, PyAny>,
@@ -539,9 +542,11 @@ impl PyCheckpointBatches {
         let builder = TupleBuilder {
             codec: codec.get(),
             loads,
+            scan_metadata,
             load_metadata,
             load_value,
             tuple_cls,
+            tuple_new: py.get_type::<PyTuple>().getattr(intern!(py, "__new__"))?,
         };
         let tuples = PyList::empty(py);
         for row in batch {
@@ -571,13 +576,15 @@ type BuiltBatch<'py> = (Bound<'py, PyList>, Option<Bound<'py, PyAny>>);
 
 /// What `CheckpointBatches.next_tuples` builds a batch's `CheckpointTuple`s with: the
 /// serializer's codec and the Python callables for what it does not decode itself.
-#[derive(Clone, Copy)]
 struct TupleBuilder<'a, 'py> {
     codec: &'a PyMsgpackCodec,
     loads: &'a Bound<'py, PyAny>,
+    scan_metadata: &'a Bound<'py, PyAny>,
     load_metadata: &'a Bound<'py, PyAny>,
     load_value: &'a Bound<'py, PyAny>,
     tuple_cls: &'a Bound<'py, PyAny>,
+    /// `tuple.__new__`.
+    tuple_new: Bound<'py, PyAny>,
 }
 
 impl<'py> TupleBuilder<'_, 'py> {
@@ -626,7 +633,7 @@ impl<'py> TupleBuilder<'_, 'py> {
             Ok(config)
         };
         let own = config(&row.checkpoint_id)?;
-        let metadata = self.load_metadata.call1((row.metadata_json,))?;
+        let metadata = self.metadata(py, &row.metadata_json)?;
         let parent = match row.parent_checkpoint_id.as_deref() {
             Some(id) if !id.is_empty() => config(id)?.into_any(),
             _ => py.None().into_bound(py),
@@ -636,7 +643,24 @@ impl<'py> TupleBuilder<'_, 'py> {
             let value = self.decode(py, &w.type_tag, &w.data)?;
             writes.append((w.task_id, w.channel, value))?;
         }
-        self.tuple_cls.call1((own, checkpoint, metadata, parent, writes))
+        // What a named tuple's own `__new__` does, without its Python frame.
+        let fields = PyTuple::new(py, [own.into_any(), checkpoint, metadata, parent, writes.into_any()])?;
+        self.tuple_new.call1((self.tuple_cls, fields))
+    }
+
+    /// `load_metadata(text)`: the value `scan_metadata(text, 0)` reads when it reads the
+    /// whole text (a JSON scanner's `scan_once`, as `JSONDecoder.raw_decode` calls it), what
+    /// `load_metadata` gives (or raises) otherwise.
+    fn metadata(&self, py: Python<'py>, text: &str) -> PyResult<Bound<'py, PyAny>> {
+        let text = PyString::new(py, text);
+        if let Ok(scanned) = self.scan_metadata.call1((&text, 0)) {
+            if let Ok((value, end)) = scanned.extract::<(Bound<'py, PyAny>, usize)>() {
+                if end == text.len()? {
+                    return Ok(value);
+                }
+            }
+        }
+        self.load_metadata.call1((text,))
     }
 }
 
