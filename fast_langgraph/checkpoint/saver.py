@@ -78,6 +78,8 @@ _SCALARS = (str, int, float, bool, type(None))
 # Built once: ``json.dumps(..., ensure_ascii=False)`` builds a new encoder on every call.
 _METADATA_ENCODER = json.JSONEncoder(ensure_ascii=False)
 _METADATA_DECODER = json.JSONDecoder()
+# What JSONDecoder.raw_decode calls: (value, end), or StopIteration.
+_METADATA_SCAN = cast(Any, _METADATA_DECODER).scan_once
 
 
 class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncContextManager):
@@ -359,7 +361,7 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
             batches.next_tuples,
             serde._codec(),
             serde.loads_typed,
-            _METADATA_DECODER.scan_once,
+            _METADATA_SCAN,
             _load_metadata,
             self._load_value,
             CheckpointTuple,

@@ -525,6 +525,7 @@ impl PyCheckpointBatches {
     ///
     /// Returns `(tuples, error)`: when a row fails to decode, the tuples of the rows before
     /// it and the exception, which the caller raises after them; `error` is `None` otherwise.
+    #[allow(clippy::too_many_arguments)] // the callables a batch is built with, given once per batch
     fn next_tuples<'py>(
         &self,
         py: Python<'py>,
