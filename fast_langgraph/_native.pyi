@@ -205,6 +205,25 @@ class CheckpointBatches:
     def wait(self) -> None:
         """Wait, without the GIL, until the next batch is read or the listing is over: the
         next `__next__` then only builds the batch's rows."""
+    def next_tuples(
+        self,
+        codec: MsgpackCodec,
+        loads: Callable[[tuple[str, bytes]], Any],
+        scan_metadata: Callable[[str, int], tuple[Any, int]],
+        load_metadata: Callable[[str], Any],
+        load_value: Callable[[ChannelValueRow], Any],
+        tuple_cls: type[tuple[Any, ...]],
+    ) -> tuple[builtins.list[Any], BaseException | None] | None:
+        """The next batch as `CheckpointTuple`s (`None` when the listing is over), built here
+        rather than as rows: checkpoints and writes in msgpack that `codec` reads exactly are
+        decoded by it, everything else by `loads` (the serializer's `loads_typed`); stored
+        channel values by `load_value`; metadata by `scan_metadata(text, 0)` (a JSON scanner's
+        `scan_once`) when that reads the whole text, by `load_metadata(text)` otherwise; each
+        tuple is `tuple.__new__(tuple_cls, (config, checkpoint, metadata, parent_config,
+        writes))`, as a named tuple's `__new__` builds it.
+
+        Returns `(tuples, error)`: when a row fails to decode, the tuples of the rows before it
+        and the exception, which the caller raises after them; `error` is `None` otherwise."""
     def __iter__(self) -> CheckpointBatches: ...
     def __next__(self) -> builtins.list[CheckpointRow]: ...
 

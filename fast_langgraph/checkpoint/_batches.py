@@ -143,3 +143,26 @@ def decoded_batches(batches: Iterator[Sequence[R]], decode: Callable[[R], T]) ->
         if error is not None:
             raise error
         del batch
+
+
+def built_batches(
+    batches: object, build: Callable[[], tuple[list[T], BaseException | None] | None]
+) -> Iterator[T]:
+    """The values of batches that ``build()`` takes and decodes whole (``None`` when there are
+    no more; with the values of the rows before a row that failed and its error otherwise),
+    each built with the collector paused, when the caller asks for its first value; with the
+    guarantees of ``decoded_batches``, whose ``wait()`` it calls on ``batches`` likewise."""
+    wait = getattr(batches, "wait", None)
+    while True:
+        if wait is not None:
+            wait()
+        with collector_paused():
+            built = build()
+        if built is None:
+            return
+        batch, error = built
+        del built
+        yield from batch
+        if error is not None:
+            raise error
+        del batch

@@ -27,7 +27,7 @@ from langgraph.checkpoint.base import (
 )
 
 from fast_langgraph._native import CheckpointRow
-from fast_langgraph.checkpoint._batches import decoded, decoded_batches
+from fast_langgraph.checkpoint._batches import built_batches, decoded, decoded_batches
 
 T = TypeVar("T")
 
@@ -79,6 +79,20 @@ class EngineSaver(BaseCheckpointSaver[str]):
         tuples = decoded_batches(batches, self._listed)
         if not py_filter and limit is None:
             return tuples  # nothing to match or count: one generator less per checkpoint
+        return _matching(tuples, py_filter, limit)
+
+    def _iter_built(
+        self,
+        batches: object,
+        build: Callable[[], tuple[list[CheckpointTuple], BaseException | None] | None],
+        py_filter: dict[str, Any],
+        limit: int | None,
+    ) -> Iterator[CheckpointTuple]:
+        """As ``_iter_batches``, for batches the store builds the tuples of itself
+        (``build()`` takes the next one, see ``_batches.built_batches``)."""
+        tuples = built_batches(batches, build)
+        if not py_filter and limit is None:
+            return tuples
         return _matching(tuples, py_filter, limit)
 
     def _listed(self, row: CheckpointRow) -> CheckpointTuple:

@@ -23,6 +23,7 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AbstractContextManager, contextmanager
 from datetime import datetime, timedelta, timezone
+from functools import partial
 from typing import Any, Literal, cast
 
 from langchain_core.runnables import RunnableConfig
@@ -77,6 +78,8 @@ _SCALARS = (str, int, float, bool, type(None))
 # Built once: ``json.dumps(..., ensure_ascii=False)`` builds a new encoder on every call.
 _METADATA_ENCODER = json.JSONEncoder(ensure_ascii=False)
 _METADATA_DECODER = json.JSONDecoder()
+# What JSONDecoder.raw_decode calls: (value, end), or StopIteration.
+_METADATA_SCAN = cast(Any, _METADATA_DECODER).scan_once
 
 
 class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncContextManager):
@@ -349,7 +352,21 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
         # The store reads the rows in batches on a thread of its own, in one read transaction,
         # while this thread decodes the batch before.
         batches = self._store.list_batches(**kwargs)
-        return self._iter_batches(batches, py_filter, limit)
+        serde = self.serde
+        if type(serde) is not RustSerializer:
+            return self._iter_batches(batches, py_filter, limit)
+        # The default serializer: the store builds each batch's CheckpointTuples itself,
+        # decoding through the serializer's codec (the same values _to_tuple gives).
+        build = partial(
+            batches.next_tuples,
+            serde._codec(),
+            serde.loads_typed,
+            _METADATA_SCAN,
+            _load_metadata,
+            self._load_value,
+            CheckpointTuple,
+        )
+        return self._iter_built(batches, build, py_filter, limit)
 
     def _to_tuple(self, row: CheckpointRow, config: RunnableConfig | None) -> CheckpointTuple:
         loads = self.serde.loads_typed

@@ -5,8 +5,11 @@
 use std::time::Duration;
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyBytes, PyFloat, PyInt, PyString, PyTuple};
+use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
+
+use super::serde::PyMsgpackCodec;
 
 use crate::checkpoint::{
     Blob, ChannelHistory, ChannelValue, ListQuery, ListStream, MetaFilter, MetaValue, NewCheckpoint, NewWrite,
@@ -512,6 +515,50 @@ impl PyCheckpointBatches {
         py.detach(|| self.stream.wait());
     }
 
+    /// The next batch as `CheckpointTuple`s (`None` when the listing is over), built here
+    /// rather than as rows: checkpoints and writes in msgpack that `codec` reads exactly are
+    /// decoded by it, everything else by `loads` (the serializer's `loads_typed`); stored
+    /// channel values by `load_value(ChannelValueRow)`; metadata by `scan_metadata(text, 0)`
+    /// (a JSON scanner's `scan_once`) when that reads the whole text, by `load_metadata(text)`
+    /// otherwise; each tuple is `tuple.__new__(tuple_cls, (config, checkpoint, metadata,
+    /// parent_config, writes))`, as a named tuple's `__new__` builds it.
+    ///
+    /// Returns `(tuples, error)`: when a row fails to decode, the tuples of the rows before
+    /// it and the exception, which the caller raises after them; `error` is `None` otherwise.
+    #[allow(clippy::too_many_arguments)] // the callables a batch is built with, given once per batch
+    fn next_tuples<'py>(
+        &self,
+        py: Python<'py>,
+        codec: &Bound<'py, PyMsgpackCodec>,
+        loads: &Bound<'py, PyAny>,
+        scan_metadata: &Bound<'py, PyAny>,
+        load_metadata: &Bound<'py, PyAny>,
+        load_value: &Bound<'py, PyAny>,
+        tuple_cls: &Bound<'py, PyAny>,
+    ) -> PyResult<Option<BuiltBatch<'py>>> {
+        let batch = match py.detach(|| self.stream.next_batch()) {
+            None => return Ok(None),
+            Some(batch) => batch?,
+        };
+        let builder = TupleBuilder {
+            codec: codec.get(),
+            loads,
+            scan_metadata,
+            load_metadata,
+            load_value,
+            tuple_cls,
+            tuple_new: py.get_type::<PyTuple>().getattr(intern!(py, "__new__"))?,
+        };
+        let tuples = PyList::empty(py);
+        for row in batch {
+            match builder.build(py, row) {
+                Ok(tuple) => tuples.append(tuple)?,
+                Err(e) => return Ok(Some((tuples, Some(e.into_value(py).into_bound(py).into_any())))),
+            }
+        }
+        Ok(Some((tuples, None)))
+    }
+
     fn __next__(&self, py: Python<'_>) -> PyResult<Option<Vec<PyCheckpointRow>>> {
         // Waits for the producer thread's batch, which needs no GIL.
         match py.detach(|| self.stream.next_batch()) {
@@ -522,6 +569,99 @@ impl PyCheckpointBatches {
                 .collect::<PyResult<_>>()
                 .map(Some),
         }
+    }
+}
+
+/// A batch's tuples, and the error of the row after the last of them (if one failed).
+type BuiltBatch<'py> = (Bound<'py, PyList>, Option<Bound<'py, PyAny>>);
+
+/// What `CheckpointBatches.next_tuples` builds a batch's `CheckpointTuple`s with: the
+/// serializer's codec and the Python callables for what it does not decode itself.
+struct TupleBuilder<'a, 'py> {
+    codec: &'a PyMsgpackCodec,
+    loads: &'a Bound<'py, PyAny>,
+    scan_metadata: &'a Bound<'py, PyAny>,
+    load_metadata: &'a Bound<'py, PyAny>,
+    load_value: &'a Bound<'py, PyAny>,
+    tuple_cls: &'a Bound<'py, PyAny>,
+    /// `tuple.__new__`.
+    tuple_new: Bound<'py, PyAny>,
+}
+
+impl<'py> TupleBuilder<'_, 'py> {
+    /// `loads((type_tag, data))`, with msgpack the codec reads exactly decoded here.
+    fn decode(&self, py: Python<'py>, type_tag: &str, data: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+        if type_tag == "msgpack" {
+            if let Some(value) = self.codec.decode_bytes(py, data) {
+                return Ok(value);
+            }
+        }
+        self.loads.call1(((type_tag, PyBytes::new(py, data)),))
+    }
+
+    /// The `CheckpointTuple` of a listed row, as `RustSQLiteCheckpointer._to_tuple(row, None)`
+    /// builds it, value for value and key for key.
+    fn build(&self, py: Python<'py>, row: StoredCheckpoint) -> PyResult<Bound<'py, PyAny>> {
+        let checkpoint = self.decode(py, &row.type_tag, &row.checkpoint)?;
+        let key = intern!(py, "channel_values");
+        let values = match checkpoint.cast_exact::<PyDict>() {
+            Ok(dict) => match dict.get_item(key)? {
+                Some(values) => values,
+                None => {
+                    let values = PyDict::new(py).into_any();
+                    dict.set_item(key, &values)?;
+                    values
+                }
+            },
+            Err(_) => checkpoint.call_method1(intern!(py, "setdefault"), (key, PyDict::new(py)))?,
+        };
+        for stored in row.blobs {
+            if !stored.segments.is_empty() {
+                let channel = PyString::new(py, &stored.channel);
+                let stored = Py::new(py, value_row(py, stored)?)?;
+                values.set_item(channel, self.load_value.call1((stored,))?)?;
+            }
+        }
+        let thread_id = PyString::new(py, &row.thread_id);
+        let ns = PyString::new(py, &row.checkpoint_ns);
+        let config = |checkpoint_id: &str| -> PyResult<Bound<'py, PyDict>> {
+            let conf = PyDict::new(py);
+            conf.set_item(intern!(py, "thread_id"), &thread_id)?;
+            conf.set_item(intern!(py, "checkpoint_ns"), &ns)?;
+            conf.set_item(intern!(py, "checkpoint_id"), checkpoint_id)?;
+            let config = PyDict::new(py);
+            config.set_item(intern!(py, "configurable"), conf)?;
+            Ok(config)
+        };
+        let own = config(&row.checkpoint_id)?;
+        let metadata = self.metadata(py, &row.metadata_json)?;
+        let parent = match row.parent_checkpoint_id.as_deref() {
+            Some(id) if !id.is_empty() => config(id)?.into_any(),
+            _ => py.None().into_bound(py),
+        };
+        let writes = PyList::empty(py);
+        for w in row.writes {
+            let value = self.decode(py, &w.type_tag, &w.data)?;
+            writes.append((w.task_id, w.channel, value))?;
+        }
+        // What a named tuple's own `__new__` does, without its Python frame.
+        let fields = PyTuple::new(py, [own.into_any(), checkpoint, metadata, parent, writes.into_any()])?;
+        self.tuple_new.call1((self.tuple_cls, fields))
+    }
+
+    /// `load_metadata(text)`: the value `scan_metadata(text, 0)` reads when it reads the
+    /// whole text (a JSON scanner's `scan_once`, as `JSONDecoder.raw_decode` calls it), what
+    /// `load_metadata` gives (or raises) otherwise.
+    fn metadata(&self, py: Python<'py>, text: &str) -> PyResult<Bound<'py, PyAny>> {
+        let text = PyString::new(py, text);
+        if let Ok(scanned) = self.scan_metadata.call1((&text, 0)) {
+            if let Ok((value, end)) = scanned.extract::<(Bound<'py, PyAny>, usize)>() {
+                if end == text.len()? {
+                    return Ok(value);
+                }
+            }
+        }
+        self.load_metadata.call1((text,))
     }
 }
 

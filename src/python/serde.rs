@@ -1075,16 +1075,22 @@ impl PyMsgpackCodec {
         let Ok(data) = data.cast_exact::<PyBytes>() else {
             return self.fallback.bind(py).clone();
         };
-        let data = data.as_bytes();
+        match self.decode_bytes(py, data.as_bytes()) {
+            Some(v) => v,
+            None => self.fallback.bind(py).clone(),
+        }
+    }
+}
+
+impl PyMsgpackCodec {
+    /// As `decode`, for bytes held in Rust: `None` when only `ormsgpack` can say.
+    pub(super) fn decode_bytes<'py>(&self, py: Python<'py>, data: &[u8]) -> Option<Bound<'py, PyAny>> {
         if !check_value(&mut Reader::new(data), 0) {
-            return self.fallback.bind(py).clone();
+            return None;
         }
         let mut r = Reader::new(data);
         // SAFETY: `check_value` has just read the same value from the same bytes.
         unsafe { r.assume_valid_utf8() };
-        match self.read_value(py, &mut r) {
-            Ok(v) => v,
-            Err(_) => self.fallback.bind(py).clone(),
-        }
+        self.read_value(py, &mut r).ok()
     }
 }
