@@ -148,6 +148,17 @@ class NewWrites:
     @property
     def writes(self) -> tuple[NewWrite, ...]: ...
 
+def list_readers_pause() -> bool:
+    """Just before `fork()`: keeps `list()`'s reading threads out of SQLite until
+    `list_readers_resume`, waiting (at most a few seconds) for those inside to leave it.
+
+    Returns:
+        Whether no reading thread was left inside SQLite.
+    """
+
+def list_readers_resume(child: bool) -> None:
+    """Just after `fork()`, in the parent (`child=False`) and in the child."""
+
 def metadata_json(metadata: object) -> str | None:
     """`json.dumps(metadata, ensure_ascii=False)`, the same text, when `metadata` is made of
     values of exactly the types `dict` (with `str` keys), `list`, `tuple`, `str`, `int`,

@@ -51,6 +51,8 @@ from fast_langgraph._native import (
     NewWrite,
     NewWrites,
     SerializationError,
+    list_readers_pause,
+    list_readers_resume,
     metadata_json,
 )
 from fast_langgraph.checkpoint._deltas import (
@@ -80,6 +82,17 @@ _METADATA_ENCODER = json.JSONEncoder(ensure_ascii=False)
 _METADATA_DECODER = json.JSONDecoder()
 # What JSONDecoder.raw_decode calls: (value, end), or StopIteration.
 _METADATA_SCAN = cast(Any, _METADATA_DECODER).scan_once
+
+
+# list() reads its rows on threads of the store. A fork must not land while one of them is
+# inside SQLite: the child would inherit SQLite's process-wide mutexes held, and its first
+# connection would wait forever. The store keeps them out of SQLite around every fork.
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(
+        before=list_readers_pause,
+        after_in_parent=lambda: list_readers_resume(False),
+        after_in_child=lambda: list_readers_resume(True),
+    )
 
 
 class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncContextManager):

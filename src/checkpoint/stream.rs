@@ -12,6 +12,11 @@
 //! - In a process forked while a listing was open the producer does not exist: the stream
 //!   answers an [`Error::ForkedProcess`] and never touches the lock the parent's thread may
 //!   have held at the fork.
+//! - A fork never lands while a producer is inside SQLite: SQLite's process-wide mutexes (its
+//!   memory statistics, its page cache) would be copied into the child held by a thread the
+//!   child does not have, and the child's first connection would wait forever. Producers do
+//!   their SQLite work inside [`FORK_GATE`], which [`pause_for_fork`] closes (waiting for the
+//!   work in progress) just before a fork and [`resume_after_fork`] opens again after it.
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
@@ -37,6 +42,88 @@ const POLL: Duration = Duration::from_millis(50);
 
 /// Checkpoints, newest first, as a part of a listing.
 pub type Batch = Vec<StoredCheckpoint>;
+
+/// The longest [`pause_for_fork`] waits for producers to leave SQLite before letting the fork
+/// go on anyway: a bound, so that a stuck reader cannot stop a process from forking.
+const FORK_WAIT: Duration = Duration::from_secs(5);
+
+/// Producers in SQLite, and whether a fork is under way.
+struct GateState {
+    inside: usize,
+    closed: bool,
+}
+
+/// Where producers do their SQLite work; see the module's documentation.
+struct ForkGate {
+    state: Mutex<GateState>,
+    cond: Condvar,
+}
+
+static FORK_GATE: ForkGate = ForkGate {
+    state: Mutex::new(GateState {
+        inside: 0,
+        closed: false,
+    }),
+    cond: Condvar::new(),
+};
+
+impl ForkGate {
+    fn lock(&self) -> MutexGuard<'_, GateState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Enters, waiting while a fork is under way.
+    fn enter(&'static self) -> Inside {
+        let mut state = self.lock();
+        while state.closed {
+            state = self.cond.wait(state).unwrap_or_else(PoisonError::into_inner);
+        }
+        state.inside += 1;
+        Inside
+    }
+}
+
+/// A producer's stay in SQLite: leaves the gate when dropped.
+struct Inside;
+
+impl Drop for Inside {
+    fn drop(&mut self) {
+        let mut state = FORK_GATE.lock();
+        state.inside = state.inside.saturating_sub(1);
+        FORK_GATE.cond.notify_all();
+    }
+}
+
+/// Just before `fork()`: keeps producers from entering SQLite and waits (at most
+/// [`FORK_WAIT`]) for those inside to leave it. Returns whether none was left inside.
+pub fn pause_for_fork() -> bool {
+    let mut state = FORK_GATE.lock();
+    state.closed = true;
+    let deadline = std::time::Instant::now() + FORK_WAIT;
+    while state.inside > 0 {
+        let now = std::time::Instant::now();
+        if now >= deadline {
+            return false;
+        }
+        state = FORK_GATE
+            .cond
+            .wait_timeout(state, deadline - now)
+            .unwrap_or_else(PoisonError::into_inner)
+            .0;
+    }
+    true
+}
+
+/// Just after `fork()`, in the parent and in the child: producers may enter SQLite again. The
+/// child has no producer thread, so none is inside there.
+pub fn resume_after_fork(child: bool) {
+    let mut state = FORK_GATE.lock();
+    state.closed = false;
+    if child {
+        state.inside = 0;
+    }
+    FORK_GATE.cond.notify_all();
+}
 
 struct State {
     ready: VecDeque<Result<Batch>>,
@@ -71,6 +158,9 @@ pub struct ListStream {
 /// The producer's end: hands batches over, and tells when to stop.
 pub struct Producer {
     shared: Arc<Shared>,
+    /// The producer's stay in SQLite ([`FORK_GATE`]), given up while it waits in
+    /// [`Producer::send`].
+    inside: Mutex<Option<Inside>>,
 }
 
 impl ListStream {
@@ -100,11 +190,17 @@ impl ListStream {
                 .as_ref()
                 .map(Arc::clone)
                 .expect("a new stream has its state"),
+            inside: Mutex::new(None),
         };
         std::thread::Builder::new()
             .name("flg-list".into())
             .spawn(move || {
-                if let Err(e) = work(&producer) {
+                let inside = FORK_GATE.enter();
+                *producer.inside.lock().unwrap_or_else(PoisonError::into_inner) = Some(inside);
+                let result = work(&producer);
+                // Out of SQLite (the connection is handed back or closed by now).
+                producer.inside.lock().unwrap_or_else(PoisonError::into_inner).take();
+                if let Err(e) = result {
                     producer.shared.lock().ready.push_back(Err(e));
                 }
                 // `producer` drops here: the listing is done.
@@ -223,6 +319,23 @@ impl Producer {
     /// Hands `batch` over, first waiting while [`AHEAD`] batches wait to be taken. Returns
     /// `false` when the listing is no longer wanted: the producer stops.
     pub fn send(&self, batch: Batch) -> bool {
+        // Out of SQLite while it waits: a fork may go on meanwhile.
+        let was_inside = self
+            .inside
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+            .is_some();
+        let sent = self.hand_over(batch);
+        // Back in: whether it goes on reading or ends its transaction, it works in SQLite.
+        if was_inside {
+            let inside = FORK_GATE.enter();
+            *self.inside.lock().unwrap_or_else(PoisonError::into_inner) = Some(inside);
+        }
+        sent
+    }
+
+    fn hand_over(&self, batch: Batch) -> bool {
         let shared = &self.shared;
         let mut state = shared.lock();
         loop {
@@ -275,6 +388,46 @@ mod tests {
     }
 
     #[test]
+    fn a_fork_pause_waits_for_producers_in_sqlite_and_keeps_new_ones_out() {
+        let closed = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let worked = Arc::new(AtomicBool::new(false));
+        let w = Arc::clone(&worked);
+        let stream = ListStream::spawn(Arc::clone(&closed), Error::Closed("closed".into()), move |p| {
+            tx.send(()).unwrap();
+            // Work "in SQLite" that the pause must wait for.
+            std::thread::sleep(Duration::from_millis(100));
+            w.store(true, Ordering::SeqCst);
+            p.send(vec![cp("a")]);
+            Ok(())
+        })
+        .unwrap();
+        rx.recv().unwrap();
+        assert!(pause_for_fork());
+        assert!(
+            worked.load(Ordering::SeqCst),
+            "the pause returned while a producer was inside"
+        );
+        // While paused, a new producer does not start its work.
+        let entered = Arc::new(AtomicBool::new(false));
+        let e = Arc::clone(&entered);
+        let second = ListStream::spawn(closed, Error::Closed("closed".into()), move |_| {
+            e.store(true, Ordering::SeqCst);
+            Ok(())
+        })
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(!entered.load(Ordering::SeqCst), "a producer entered during the pause");
+        resume_after_fork(false);
+        assert!(second.next_batch().is_none());
+        assert!(entered.load(Ordering::SeqCst));
+        let ids: Vec<String> = std::iter::from_fn(|| stream.next_batch())
+            .map(|b| b.unwrap().remove(0).checkpoint_id)
+            .collect();
+        assert_eq!(ids, ["a"]);
+    }
+
+    #[test]
     fn batches_arrive_in_order_then_none() {
         let closed = Arc::new(AtomicBool::new(false));
         let stream = ListStream::spawn(closed, Error::Closed("closed".into()), |p| {
@@ -311,8 +464,14 @@ mod tests {
         })
         .unwrap();
         assert!(stream.next_batch().is_some());
+        // One taken, AHEAD waiting, and the producer blocked handing over the next (another
+        // test's fork pause may hold it up for a moment: wait for it, then make sure it
+        // goes no further).
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while sent.load(Ordering::SeqCst) < 1 + AHEAD && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         std::thread::sleep(Duration::from_millis(100));
-        // One taken, AHEAD waiting, and the producer blocked handing over the next.
         assert_eq!(sent.load(Ordering::SeqCst), 1 + AHEAD);
         drop(stream);
         rx.recv_timeout(Duration::from_secs(5)).expect("the producer ended");

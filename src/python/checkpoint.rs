@@ -868,6 +868,22 @@ const METADATA_JSON_DEPTH: usize = 64;
 /// values of exactly the types `dict` (with `str` keys), `list`, `tuple`, `str`, `int`,
 /// `float`, `bool` and `None`; `None` for anything else (a subclass, another key type, a
 /// string with a lone surrogate, nesting deeper than 64), which the caller encodes in Python.
+/// Just before `fork()`: keeps `list()`'s reading threads out of SQLite until
+/// [`list_readers_resume`], waiting (without the GIL, at most a few seconds) for those inside
+/// to leave it, so that the child does not inherit SQLite's process-wide mutexes held.
+/// Registered with `os.register_at_fork` by `fast_langgraph.checkpoint`.
+#[pyfunction]
+pub fn list_readers_pause(py: Python<'_>) -> bool {
+    py.detach(crate::checkpoint::stream::pause_for_fork)
+}
+
+/// Just after `fork()`, in the parent (`child=False`) and in the child: `list()`'s reading
+/// threads may enter SQLite again.
+#[pyfunction]
+pub fn list_readers_resume(child: bool) {
+    crate::checkpoint::stream::resume_after_fork(child);
+}
+
 #[pyfunction]
 pub fn metadata_json(metadata: &Bound<'_, PyAny>) -> PyResult<Option<String>> {
     let mut out = String::with_capacity(128);
