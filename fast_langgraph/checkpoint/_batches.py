@@ -121,28 +121,21 @@ def decoded_batches(batches: Iterator[Sequence[R]], decode: Callable[[R], T]) ->
     with the same guarantees as ``decoded``. If ``batches`` has a ``wait()`` (blocking until
     the next batch is there), it is called first, so that the collector is never paused while
     this thread waits."""
-    wait = getattr(batches, "wait", None)
-    while True:
-        if wait is not None:
-            wait()
+
+    def build() -> tuple[list[T], BaseException | None] | None:
+        # The rows are new objects too: taken (built) with the collector paused.
+        rows = next(batches, None)
+        if rows is None:
+            return None
         batch: list[T] = []
-        error: Exception | None = None
-        with collector_paused():
-            # The rows are new objects too: built with the collector paused.
-            rows = next(batches, None)
-            if rows is None:
-                return
-            for row in rows:
-                try:
-                    batch.append(decode(row))
-                except Exception as e:
-                    error = e
-                    break
-            del rows
-        yield from batch
-        if error is not None:
-            raise error
-        del batch
+        for row in rows:
+            try:
+                batch.append(decode(row))
+            except Exception as e:
+                return batch, e
+        return batch, None
+
+    return built_batches(batches, build)
 
 
 def built_batches(

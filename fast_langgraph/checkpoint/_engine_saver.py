@@ -66,7 +66,7 @@ class EngineSaver(BaseCheckpointSaver[str]):
         the store could not apply), at most ``limit`` of them."""
         # Decoded in batches with the garbage collector paused (see _batches): the objects are
         # new and acyclic, so its collections meanwhile would only scan them.
-        return _matching(decoded(rows, self._listed), py_filter, limit)
+        return _selected(decoded(rows, self._listed), py_filter, limit)
 
     def _iter_batches(
         self,
@@ -76,10 +76,7 @@ class EngineSaver(BaseCheckpointSaver[str]):
     ) -> Iterator[CheckpointTuple]:
         """As ``_iter_tuples``, for rows that come in batches (a store's ``list_batches``,
         which reads the next batch on a thread of its own while this one decodes)."""
-        tuples = decoded_batches(batches, self._listed)
-        if not py_filter and limit is None:
-            return tuples  # nothing to match or count: one generator less per checkpoint
-        return _matching(tuples, py_filter, limit)
+        return _selected(decoded_batches(batches, self._listed), py_filter, limit)
 
     def _iter_built(
         self,
@@ -90,10 +87,7 @@ class EngineSaver(BaseCheckpointSaver[str]):
     ) -> Iterator[CheckpointTuple]:
         """As ``_iter_batches``, for batches the store builds the tuples of itself
         (``build()`` takes the next one, see ``_batches.built_batches``)."""
-        tuples = built_batches(batches, build)
-        if not py_filter and limit is None:
-            return tuples
-        return _matching(tuples, py_filter, limit)
+        return _selected(built_batches(batches, build), py_filter, limit)
 
     def _listed(self, row: CheckpointRow) -> CheckpointTuple:
         return self._to_tuple(row, None)
@@ -173,6 +167,16 @@ class EngineSaver(BaseCheckpointSaver[str]):
         return await in_thread(
             partial(self.get_delta_channel_history, config=config, channels=channels)
         )
+
+
+def _selected(
+    tuples: Iterator[CheckpointTuple], py_filter: dict[str, Any], limit: int | None
+) -> Iterator[CheckpointTuple]:
+    """``tuples`` themselves when there is nothing to match or count (one generator less per
+    checkpoint), else ``_matching``'s."""
+    if not py_filter and limit is None:
+        return tuples
+    return _matching(tuples, py_filter, limit)
 
 
 def _matching(
