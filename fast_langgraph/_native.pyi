@@ -505,7 +505,8 @@ class RustLLMCache:
         path: An SQLite file to keep entries in across restarts.
         redis_url: A Redis server (`redis://...`, `unix://...`) to share entries on.
         namespace: The hash tag of this application's keys on the server.
-        local_max_size: With `redis_url`, the size of a memory tier in front of it (None: none).
+        local_max_size: With `redis_url`, the size of a memory tier in front of it (None: none);
+            with `near_cache`, the near cache's bound (None: 1024).
         strict: With `redis_url`, raise CacheError when the server fails instead of missing.
         codec: An object with `dumps(value) -> (tag, bytes)` and `loads(tag, bytes) -> value`
             (raising when the bytes do not decode); needed with `path` or `redis_url`.
@@ -519,10 +520,12 @@ class RustLLMCache:
         io_timeout: Seconds to wait for each Redis reply.
         raw_values: Values are a serializer's `(tag, bytes)` pairs, stored as they are
             (no codec); a stored value of another kind reads back as a miss.
+        near_cache: With `redis_url`, keep entries read from the server in memory as a near
+            cache kept coherent by the server's invalidations (Redis client-side caching).
 
     Raises:
         ValueError: max_size below 1, a negative ttl, a malformed or unsupported Redis URL, a
-            namespace with braces, or both path and redis_url.
+            namespace with braces, both path and redis_url, or near_cache without redis_url.
         ForeignDatabaseError: `path` is not SQLite, or holds tables that are not a cache's.
     """
 
@@ -545,6 +548,7 @@ class RustLLMCache:
         connect_timeout: float = 1.0,
         io_timeout: float = 2.0,
         raw_values: bool = False,
+        near_cache: bool = False,
     ) -> Self: ...
     @property
     def max_size(self) -> int | None: ...
@@ -561,6 +565,13 @@ class RustLLMCache:
     @property
     def local(self) -> bool:
         """Whether entries are kept in this process's memory."""
+    @property
+    def near_cache(self) -> bool:
+        """Whether entries read from the Redis server are kept in memory as a near cache
+        that the server's invalidations keep coherent."""
+    def _near_ready(self) -> bool:
+        """Whether the near cache follows the server's invalidations now (hits can be
+        served from it)."""
     def get(self, key: Any, default: Any = None) -> Any:
         """The live value under `key`, or `default`. Counts a hit or a miss. A stored value
         that does not decode (or decodes to other types) is a miss.
@@ -588,7 +599,8 @@ class RustLLMCache:
     def __len__(self) -> int:
         """The number of live entries (of this cache's space in a file or on a server)."""
     def stats(self) -> dict[str, Any]:
-        """hits, misses, evictions, expirations, errors, size, max_size, ttl."""
+        """hits, misses, evictions, expirations, errors, size, max_size, ttl; with the near
+        cache also near_hits, near_invalidations, near_flushes, near_size."""
     def _key(self, key: Any) -> tuple[bytes, list[Any]]: ...
     def _get_key(
         self, key: bytes, count: bool = True, space: str | None = None

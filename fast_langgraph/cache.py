@@ -283,7 +283,12 @@ class RustLLMCache(_native.RustLLMCache):
         namespace: Groups this application's keys on the server (the keys' hash tag).
         local_max_size: With ``redis_url=``, keep up to this many entries in this process's
             memory too (faster hits, but they do not see another process's delete or clear
-            until they expire or are evicted); ``None``: every read asks the server.
+            until they expire or are evicted); ``None``: every read asks the server. With
+            ``near_cache=True``, the bound of the near cache (default 1024).
+        near_cache: With ``redis_url=``, keep entries read from the server in this process's
+            memory as a near cache that the server keeps coherent (Redis client-side caching:
+            every change, delete or expiry of a key by any client invalidates it here; see
+            docs/cache.md for how stale a hit can be).
         strict: With ``redis_url=``, raise ``CacheError`` when the server fails instead of
             counting an error and serving a miss.
         serde: The serializer of values in a file or on a server (default: LangGraph's
@@ -307,6 +312,7 @@ class RustLLMCache(_native.RustLLMCache):
         redis_url: str | None = None,
         namespace: str = "default",
         local_max_size: int | None = None,
+        near_cache: bool = False,
         strict: bool = False,
         serde: SerializerProtocol | None = None,
         allowed_types: Iterable[Any] = (),
@@ -342,6 +348,7 @@ class RustLLMCache(_native.RustLLMCache):
             connect_timeout=connect_timeout,
             io_timeout=io_timeout,
             raw_values=_raw_values,
+            near_cache=near_cache,
         )
         self._codec = codec  # type: ignore[attr-defined]
         self._lock_timeout = lock_timeout  # type: ignore[attr-defined]
@@ -690,6 +697,7 @@ def cached(
     redis_url: str | None = None,
     namespace: str = "default",
     local_max_size: int | None = None,
+    near_cache: bool = False,
     strict: bool = False,
     serde: SerializerProtocol | None = None,
     allowed_types: Iterable[Any] = (),
@@ -707,6 +715,7 @@ def cached(
     redis_url: str | None = None,
     namespace: str = "default",
     local_max_size: int | None = None,
+    near_cache: bool = False,
     strict: bool = False,
     serde: SerializerProtocol | None = None,
     allowed_types: Iterable[Any] = (),
@@ -732,7 +741,10 @@ def cached(
             bounded space in it).
         redis_url: A Redis server to share results between processes and replicas.
         namespace: Groups an application's keys on the server.
-        local_max_size: With ``redis_url=``, a memory tier of this size in front of Redis.
+        local_max_size: With ``redis_url=``, a memory tier of this size in front of Redis (the
+            near cache's bound with ``near_cache=True``).
+        near_cache: With ``redis_url=``, keep results read from the server in memory, kept
+            coherent by the server's invalidations (see ``RustLLMCache``).
         strict: With ``redis_url=``, raise when the server fails instead of calling through.
         serde: The serializer of values in a file or on a server.
         allowed_types: Classes results may be rebuilt as when read back, beyond those the
@@ -764,6 +776,7 @@ def cached(
             redis_url=redis_url,
             namespace=namespace,
             local_max_size=local_max_size,
+            near_cache=near_cache,
             strict=strict,
             serde=serde,
             allowed_types=allowed_types,
@@ -807,7 +820,10 @@ class FastLLMCache(LangChainBaseCache):
         path: An SQLite file to keep entries in across restarts.
         redis_url: A Redis server to share entries between processes and replicas.
         namespace: Groups an application's keys on the server.
-        local_max_size: With ``redis_url=``, a memory tier of this size in front of Redis.
+        local_max_size: With ``redis_url=``, a memory tier of this size in front of Redis (the
+            near cache's bound with ``near_cache=True``).
+        near_cache: With ``redis_url=``, keep entries read from the server in memory, kept
+            coherent by the server's invalidations (see ``RustLLMCache``).
         strict: With ``redis_url=``, raise when the server fails instead of missing.
         serde: The serializer for ``path=`` / ``redis_url=``.
         clock: A callable returning seconds since the epoch, in place of the system clock.
@@ -822,6 +838,7 @@ class FastLLMCache(LangChainBaseCache):
         redis_url: str | None = None,
         namespace: str = "default",
         local_max_size: int | None = None,
+        near_cache: bool = False,
         strict: bool = False,
         serde: SerializerProtocol | None = None,
         clock: Callable[[], float] | None = None,
@@ -833,6 +850,7 @@ class FastLLMCache(LangChainBaseCache):
             redis_url=redis_url,
             namespace=namespace,
             local_max_size=local_max_size,
+            near_cache=near_cache,
             strict=strict,
             serde=serde,
             clock=clock,
@@ -895,7 +913,10 @@ class FastNodeCache(LangGraphBaseCache):
         path: An SQLite file to keep entries in across restarts.
         redis_url: A Redis server to share entries between processes and replicas.
         namespace: Groups an application's keys on the server.
-        local_max_size: With ``redis_url=``, a memory tier of this size in front of Redis.
+        local_max_size: With ``redis_url=``, a memory tier of this size in front of Redis (the
+            near cache's bound with ``near_cache=True``).
+        near_cache: With ``redis_url=``, keep entries read from the server in memory, kept
+            coherent by the server's invalidations (see ``RustLLMCache``).
         strict: With ``redis_url=``, raise when the server fails instead of missing.
         serde: The serializer for values (default: LangGraph's, without pickle).
         clock: A callable returning seconds since the epoch, in place of the system clock.
@@ -909,6 +930,7 @@ class FastNodeCache(LangGraphBaseCache):
         redis_url: str | None = None,
         namespace: str = "default",
         local_max_size: int | None = None,
+        near_cache: bool = False,
         strict: bool = False,
         serde: SerializerProtocol | None = None,
         clock: Callable[[], float] | None = None,
@@ -921,6 +943,7 @@ class FastNodeCache(LangGraphBaseCache):
             redis_url=redis_url,
             namespace=namespace,
             local_max_size=local_max_size,
+            near_cache=near_cache,
             strict=strict,
             clock=clock,
             _space="node" + _SEP,

@@ -23,12 +23,13 @@
 //! `Error::Redis` at once for a short back-off instead of trying to connect on every call.
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use ::redis::{Client, Connection, ConnectionAddr, RedisError};
 
 use super::memory::{Clock, SystemClock};
+use super::near::Tracking;
 use super::redis_loop::Sock;
 use super::resp::{self, Reply};
 use super::store::{Spaces, Store, StoreKey, StoredValue};
@@ -54,6 +55,8 @@ pub struct RedisOptions {
     pub connect_timeout: Duration,
     /// Bound on each command's reply.
     pub io_timeout: Duration,
+    /// Whether near caches may follow this server's invalidations ([`RedisStore::tracking`]).
+    pub near: bool,
 }
 
 /// A cache tier on a Redis server.
@@ -67,6 +70,8 @@ pub struct RedisStore {
     pid: AtomicU32,
     closed: AtomicBool,
     down_until: AtomicU64,
+    /// This process's invalidation stream of the server and namespace, once asked for.
+    tracking: Mutex<Option<Arc<Tracking>>>,
 }
 
 /// The URL with any password replaced, for messages.
@@ -147,6 +152,7 @@ impl RedisStore {
             pid: AtomicU32::new(std::process::id()),
             closed: AtomicBool::new(false),
             down_until: AtomicU64::new(0),
+            tracking: Mutex::new(None),
         })
     }
 
@@ -216,6 +222,35 @@ impl RedisStore {
         self.closed.load(Ordering::Relaxed)
     }
 
+    /// This process's invalidation stream of the server and namespace, shared with every cache
+    /// of this process on them; `None` when near caches are off or the store is closed. A
+    /// forked child gets its own (never its parent's connection).
+    pub fn near_tracking(&self) -> Option<Arc<Tracking>> {
+        if !self.opts.near || self.closed.load(Ordering::Relaxed) {
+            return None;
+        }
+        let mut g = self.tracking.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(t) = g.as_ref().filter(|t| t.is_own()) {
+            return Some(Arc::clone(t));
+        }
+        let key = format!(
+            "{:?}\n{}\n{:?}\n{:?}",
+            self.client.get_connection_info().addr,
+            self.prefix,
+            self.client.get_connection_info().redis,
+            (self.opts.connect_timeout, self.opts.io_timeout)
+        );
+        let t = Tracking::shared(&key, || {
+            let client = self.client.clone();
+            let url = self.url.clone();
+            let (ct, it) = (self.opts.connect_timeout, self.opts.io_timeout);
+            let connect: super::near::Connect = Box::new(move || handshake(&client, &url, ct, it));
+            (format!("{}v:", self.prefix), connect, it)
+        });
+        *g = Some(Arc::clone(&t));
+        Some(t)
+    }
+
     /// Starts the back-off after a failed connection or request.
     pub fn mark_down(&self) {
         self.down_until
@@ -237,48 +272,7 @@ impl RedisStore {
     }
 
     fn handshake(&self) -> Result<Sock> {
-        let info = self.client.get_connection_info();
-        let io = |e: std::io::Error| Error::Redis(e.to_string());
-        let mut sock = match &info.addr {
-            ConnectionAddr::Tcp(host, port) => {
-                use std::net::ToSocketAddrs;
-                let mut last = None;
-                let mut found = None;
-                for addr in (host.as_str(), *port).to_socket_addrs().map_err(io)? {
-                    match std::net::TcpStream::connect_timeout(&addr, self.opts.connect_timeout) {
-                        Ok(s) => {
-                            found = Some(s);
-                            break;
-                        }
-                        Err(e) => last = Some(e),
-                    }
-                }
-                let s = match (found, last) {
-                    (Some(s), _) => s,
-                    (None, Some(e)) => return Err(io(e)),
-                    (None, None) => return Err(Error::Redis(format!("{host} has no address"))),
-                };
-                s.set_nodelay(true).map_err(io)?;
-                Sock::Tcp(s)
-            }
-            #[cfg(unix)]
-            ConnectionAddr::Unix(path) => Sock::Unix(std::os::unix::net::UnixStream::connect(path).map_err(io)?),
-            #[allow(unreachable_patterns)]
-            _ => return Err(Error::Invalid(format!("unsupported Redis address {}", self.url))),
-        };
-        sock.set_timeouts(self.opts.io_timeout).map_err(io)?;
-        let r = &info.redis;
-        if let Some(password) = &r.password {
-            let reply = match &r.username {
-                Some(user) => sock.call(&[b"AUTH", user.as_bytes(), password.as_bytes()])?,
-                None => sock.call(&[b"AUTH", password.as_bytes()])?,
-            };
-            expect_ok(reply, "AUTH")?;
-        }
-        if r.db != 0 {
-            expect_ok(sock.call(&[b"SELECT", r.db.to_string().as_bytes()])?, "SELECT")?;
-        }
-        Ok(sock)
+        handshake(&self.client, &self.url, self.opts.connect_timeout, self.opts.io_timeout)
     }
 
     /// `GET` of an entry, encoded (one reply: [`Self::value_of`]).
@@ -472,6 +466,53 @@ impl RedisStore {
     }
 }
 
+/// Connects (bounded by `connect_timeout`), authenticates and selects the database, each reply
+/// bounded by `io_timeout`; the socket is left blocking, with those timeouts.
+fn handshake(client: &Client, url: &str, connect_timeout: Duration, io_timeout: Duration) -> Result<Sock> {
+    let info = client.get_connection_info();
+    let io = |e: std::io::Error| Error::Redis(e.to_string());
+    let mut sock = match &info.addr {
+        ConnectionAddr::Tcp(host, port) => {
+            use std::net::ToSocketAddrs;
+            let mut last = None;
+            let mut found = None;
+            for addr in (host.as_str(), *port).to_socket_addrs().map_err(io)? {
+                match std::net::TcpStream::connect_timeout(&addr, connect_timeout) {
+                    Ok(s) => {
+                        found = Some(s);
+                        break;
+                    }
+                    Err(e) => last = Some(e),
+                }
+            }
+            let s = match (found, last) {
+                (Some(s), _) => s,
+                (None, Some(e)) => return Err(io(e)),
+                (None, None) => return Err(Error::Redis(format!("{host} has no address"))),
+            };
+            s.set_nodelay(true).map_err(io)?;
+            Sock::Tcp(s)
+        }
+        #[cfg(unix)]
+        ConnectionAddr::Unix(path) => Sock::Unix(std::os::unix::net::UnixStream::connect(path).map_err(io)?),
+        #[allow(unreachable_patterns)]
+        _ => return Err(Error::Invalid(format!("unsupported Redis address {}", url))),
+    };
+    sock.set_timeouts(io_timeout).map_err(io)?;
+    let r = &info.redis;
+    if let Some(password) = &r.password {
+        let reply = match &r.username {
+            Some(user) => sock.call(&[b"AUTH", user.as_bytes(), password.as_bytes()])?,
+            None => sock.call(&[b"AUTH", password.as_bytes()])?,
+        };
+        expect_ok(reply, "AUTH")?;
+    }
+    if r.db != 0 {
+        expect_ok(sock.call(&[b"SELECT", r.db.to_string().as_bytes()])?, "SELECT")?;
+    }
+    Ok(sock)
+}
+
 fn expect_ok(reply: Reply, what: &str) -> Result<()> {
     match reply {
         Reply::Status(_) => Ok(()),
@@ -611,8 +652,13 @@ impl Store for RedisStore {
         Ok(())
     }
 
+    fn tracking(&self) -> Option<Arc<Tracking>> {
+        self.near_tracking()
+    }
+
     fn close(&self) {
         self.closed.store(true, Ordering::Relaxed);
+        drop(self.tracking.lock().unwrap_or_else(PoisonError::into_inner).take());
         let conns = std::mem::take(&mut *self.pool.lock().unwrap_or_else(PoisonError::into_inner));
         drop(conns);
     }
@@ -627,6 +673,7 @@ mod tests {
             namespace: ns.into(),
             connect_timeout: Duration::from_millis(200),
             io_timeout: Duration::from_millis(200),
+            near: false,
         }
     }
 

@@ -77,7 +77,7 @@ impl Sock {
         }
     }
 
-    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+    pub(crate) fn write(&mut self, b: &[u8]) -> io::Result<usize> {
         match self {
             Self::Tcp(s) => s.write(b),
             #[cfg(unix)]
@@ -85,7 +85,7 @@ impl Sock {
         }
     }
 
-    fn read(&mut self, b: &mut [u8]) -> io::Result<usize> {
+    pub(crate) fn read(&mut self, b: &mut [u8]) -> io::Result<usize> {
         match self {
             Self::Tcp(s) => s.read(b),
             #[cfg(unix)]

@@ -1,6 +1,10 @@
-//! The Redis protocol (RESP2) for the event-loop client ([`super::redis_loop`]): commands are
-//! encoded as arrays of bulk strings, and replies are parsed incrementally from whatever bytes
-//! have arrived so far.
+//! The Redis protocol for the event-loop client ([`super::redis_loop`]) and the near cache's
+//! invalidation connection ([`super::near`]): commands are encoded as arrays of bulk strings,
+//! and replies are parsed incrementally from whatever bytes have arrived so far. The data
+//! connections speak RESP2; the invalidation connection speaks RESP3 (`HELLO 3`), whose extra
+//! types are read as the nearest RESP2 one (a map as the array of its keys and values, a
+//! boolean as an integer, a double or big number as its text), and whose push messages as
+//! [`Reply::Push`].
 use crate::error::{Error, Result};
 
 /// A reply of the server.
@@ -16,8 +20,10 @@ pub enum Reply {
     Int(i64),
     /// A bulk string.
     Bulk(Vec<u8>),
-    /// An array (`MGET`, `EXEC`).
+    /// An array (`MGET`, `EXEC`); also a RESP3 map (keys and values in turn) or set.
     Array(Vec<Reply>),
+    /// A RESP3 push message (`invalidate` of client-side caching), sent outside any request.
+    Push(Vec<Reply>),
 }
 
 /// Deepest nesting of arrays accepted (the cache's replies nest at most two deep).
@@ -74,7 +80,10 @@ fn parse_at(buf: &[u8], at: usize, depth: usize) -> Result<Option<(Reply, usize)
         b'+' => Ok(Some((Reply::Status(text(head)), next))),
         b'-' => Ok(Some((Reply::Error(text(head)), next))),
         b':' => Ok(Some((Reply::Int(number(head)?), next))),
-        b'$' => {
+        b'_' => Ok(Some((Reply::Nil, next))),
+        b'#' => Ok(Some((Reply::Int(i64::from(head == b"t")), next))),
+        b',' | b'(' => Ok(Some((Reply::Bulk(head.to_vec()), next))),
+        b'$' | b'=' | b'!' => {
             let n = number(head)?;
             if n < 0 {
                 return Ok(Some((Reply::Nil, next)));
@@ -87,9 +96,16 @@ fn parse_at(buf: &[u8], at: usize, depth: usize) -> Result<Option<(Reply, usize)
             if &buf[end..end + 2] != b"\r\n" {
                 return Err(bad("bulk string not terminated"));
             }
-            Ok(Some((Reply::Bulk(buf[next..end].to_vec()), end + 2)))
+            let body = &buf[next..end];
+            let reply = match kind {
+                b'!' => Reply::Error(text(body)),
+                // A verbatim string starts with its format ("txt:").
+                b'=' => Reply::Bulk(body.get(4..).unwrap_or_default().to_vec()),
+                _ => Reply::Bulk(body.to_vec()),
+            };
+            Ok(Some((reply, end + 2)))
         }
-        b'*' => {
+        b'*' | b'~' | b'>' | b'%' | b'|' => {
             let n = number(head)?;
             if n < 0 {
                 return Ok(Some((Reply::Nil, next)));
@@ -98,6 +114,12 @@ fn parse_at(buf: &[u8], at: usize, depth: usize) -> Result<Option<(Reply, usize)
                 return Err(bad("arrays nested too deep"));
             }
             let n = usize::try_from(n).map_err(|_| bad("array length"))?;
+            // A map or attribute has a key and a value per entry.
+            let n = if matches!(kind, b'%' | b'|') {
+                n.checked_mul(2).ok_or_else(|| bad("map length"))?
+            } else {
+                n
+            };
             // Each element takes at least 3 bytes: do not reserve for a length that cannot be.
             let mut items = Vec::with_capacity(n.min(buf.len() / 3 + 1));
             let mut pos = next;
@@ -108,7 +130,12 @@ fn parse_at(buf: &[u8], at: usize, depth: usize) -> Result<Option<(Reply, usize)
                 items.push(item);
                 pos = after;
             }
-            Ok(Some((Reply::Array(items), pos)))
+            match kind {
+                b'>' => Ok(Some((Reply::Push(items), pos))),
+                // An attribute describes the reply that follows it: skip it.
+                b'|' => parse_at(buf, pos, depth + 1),
+                _ => Ok(Some((Reply::Array(items), pos))),
+            }
         }
         other => Err(bad(&format!("unexpected type byte {other:#04x}"))),
     }
@@ -158,6 +185,37 @@ mod tests {
             let mut buf = bytes.to_vec();
             buf.extend_from_slice(b"+NEXT\r\n");
             assert_eq!(parse(&buf).unwrap(), Some((want, bytes.len())), "{bytes:?}");
+        }
+    }
+
+    #[test]
+    fn resp3_types_read_as_their_resp2_kin() {
+        let cases: Vec<(&[u8], Reply)> = vec![
+            (b"_\r\n", Reply::Nil),
+            (b"#t\r\n", Reply::Int(1)),
+            (b"#f\r\n", Reply::Int(0)),
+            (b",1.5\r\n", Reply::Bulk(b"1.5".to_vec())),
+            (b"!5\r\nERR x\r\n", Reply::Error("ERR x".into())),
+            (b"=7\r\ntxt:abc\r\n", Reply::Bulk(b"abc".to_vec())),
+            (
+                b"%1\r\n+proto\r\n:3\r\n",
+                Reply::Array(vec![Reply::Status("proto".into()), Reply::Int(3)]),
+            ),
+            (
+                b">2\r\n$10\r\ninvalidate\r\n*1\r\n$1\r\nk\r\n",
+                Reply::Push(vec![
+                    Reply::Bulk(b"invalidate".to_vec()),
+                    Reply::Array(vec![Reply::Bulk(b"k".to_vec())]),
+                ]),
+            ),
+            (
+                b">2\r\n$10\r\ninvalidate\r\n_\r\n",
+                Reply::Push(vec![Reply::Bulk(b"invalidate".to_vec()), Reply::Nil]),
+            ),
+            (b"|1\r\n+a\r\n+b\r\n:7\r\n", Reply::Int(7)),
+        ];
+        for (bytes, want) in cases {
+            assert_eq!(parse(bytes).unwrap(), Some((want, bytes.len())), "{bytes:?}");
         }
     }
 

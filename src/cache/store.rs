@@ -97,6 +97,11 @@ pub trait Store: Send + Sync {
     fn unlock(&self, _space: &str, _key: &[u8; 32], _token: &str) -> Result<()> {
         Ok(())
     }
+    /// The invalidation stream that keeps a near cache of this store coherent, when the store
+    /// has one (Redis with near caches on).
+    fn tracking(&self) -> Option<std::sync::Arc<super::near::Tracking>> {
+        None
+    }
     /// Closes the connections; later calls fail with `Error::Cache`.
     fn close(&self);
 }
@@ -135,6 +140,9 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
     }
     fn unlock(&self, space: &str, key: &[u8; 32], token: &str) -> Result<()> {
         (**self).unlock(space, key, token)
+    }
+    fn tracking(&self) -> Option<std::sync::Arc<super::near::Tracking>> {
+        (**self).tracking()
     }
     fn close(&self) {
         (**self).close();

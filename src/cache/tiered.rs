@@ -11,11 +11,18 @@
 //!
 //! Keys are the caller's exact encoded keys; the persistent tier stores them under
 //! [`stored_key`] digests of their space and key, so the exact key never leaves the process.
+//!
+//! In near mode ([`TieredOptions::near`], Redis only) the memory tier is a near cache of the
+//! server: keyed by the stored digests, filled only by reads, and kept coherent by the store's
+//! invalidation stream ([`super::near::Tracking`]): each lookup first applies the invalidations
+//! that have arrived, and a read keeps its value only if no invalidation of its key arrived
+//! since it was sent. Writes never fill it; they record themselves in the stream.
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, LockResult, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::memory::{expiry_after, CacheStats, Clock, LruTtlCache, SystemClock};
+use super::near::{Mark, Tracking, View};
 use super::store::{stored_key, Spaces, Store, StoreKey, StoredValue};
 use crate::error::{Error, Result};
 
@@ -53,6 +60,9 @@ pub struct TieredOptions {
     /// Whether failures of a shared server (`Error::Redis`) are counted and served as misses
     /// instead of being returned.
     pub absorb_errors: bool,
+    /// Whether the memory tier is a coherent near cache of the persistent tier (which must
+    /// have an invalidation stream, [`Store::tracking`]); `local` is then false.
+    pub near: bool,
 }
 
 impl Default for TieredOptions {
@@ -65,6 +75,7 @@ impl Default for TieredOptions {
             space_prefix: false,
             lock_ttl: Duration::from_secs(30),
             absorb_errors: false,
+            near: false,
         }
     }
 }
@@ -95,6 +106,27 @@ pub struct BatchPut<'a, V> {
 
 type Map<V> = LruTtlCache<Box<[u8]>, V>;
 
+/// A read of the server that may fill the near cache: where the invalidation stream stood when
+/// it was sent, and the entry's digest.
+#[derive(Debug, Clone, Copy)]
+pub struct NearRead {
+    mark: Mark,
+    digest: [u8; 32],
+}
+
+/// The near cache's own counters.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NearStats {
+    /// Hits served from the near cache.
+    pub hits: u64,
+    /// Entries dropped because the server (or this process) changed their key.
+    pub invalidations: u64,
+    /// Times the near cache was emptied (lost invalidation connection, flush, clear).
+    pub flushes: u64,
+    /// Entries held now.
+    pub size: usize,
+}
+
 /// A memory tier in front of an optional persistent tier.
 pub struct TieredCache<V> {
     mem: Mutex<Map<V>>,
@@ -103,6 +135,11 @@ pub struct TieredCache<V> {
     opts: TieredOptions,
     warned: AtomicBool,
     tokens: AtomicU64,
+    /// The near cache's place in the invalidation stream (locked inside `mem`'s lock).
+    view: Mutex<View>,
+    near_hits: AtomicU64,
+    near_invalidations: AtomicU64,
+    near_flushes: AtomicU64,
 }
 
 impl<V: Send> TieredCache<V> {
@@ -121,6 +158,10 @@ impl<V: Send> TieredCache<V> {
             opts,
             warned: AtomicBool::new(false),
             tokens: AtomicU64::new(0),
+            view: Mutex::new(View::default()),
+            near_hits: AtomicU64::new(0),
+            near_invalidations: AtomicU64::new(0),
+            near_flushes: AtomicU64::new(0),
         })
     }
 
@@ -198,6 +239,163 @@ impl<V: Send> TieredCache<V> {
         Ok(())
     }
 
+    // ---- the near cache ----
+
+    /// Whether the memory tier is a coherent near cache.
+    pub fn near(&self) -> bool {
+        self.opts.near
+    }
+
+    fn tracking(&self) -> Option<Arc<Tracking>> {
+        if !self.opts.near {
+            return None;
+        }
+        self.store.as_ref()?.tracking()
+    }
+
+    /// Whether the near cache follows a live invalidation stream now (hits can be served).
+    pub fn near_ready(&self) -> bool {
+        self.tracking().is_some_and(|t| t.is_active())
+    }
+
+    /// Applies the stream's events to the near cache; call it with `g` locked.
+    fn catch_up(&self, t: &Tracking, g: &mut Map<V>) {
+        let mut view = self.view.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut dropped = 0u64;
+        let mut flushed = false;
+        t.catch_up(&mut view, |d| match d {
+            Some(d) => dropped += u64::from(g.remove(&d[..])),
+            None => {
+                flushed = flushed || !g.is_empty();
+                g.clear();
+            }
+        });
+        if dropped > 0 {
+            self.near_invalidations.fetch_add(dropped, Ordering::Relaxed);
+        }
+        if flushed {
+            self.near_flushes.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Near-cache lookups of several entries: the values found (a hit counts), and the mark of
+    /// the server read of the rest (`None`: the near cache is off or cannot serve now, and what
+    /// is read is not kept).
+    fn near_lookup<H: Host<V>, R>(
+        &self,
+        h: &H,
+        keys: &[BatchKey<'_>],
+        count: bool,
+        share: impl Fn(&V) -> R,
+    ) -> (Vec<Option<R>>, Option<Mark>) {
+        let none = || keys.iter().map(|_| None).collect();
+        let Some(t) = self.tracking() else {
+            return (none(), None);
+        };
+        let Some(mark) = t.sync() else { return (none(), None) };
+        let digests: Vec<[u8; 32]> = keys.iter().map(|k| stored_key(self.space_of(k.space), k.key)).collect();
+        let mut hits = 0u64;
+        let out = self.with_map(h, |g| {
+            self.catch_up(&t, g);
+            digests
+                .iter()
+                .map(|d| {
+                    let r = g.peek(&d[..]).map(&share);
+                    if r.is_some() && count {
+                        // Counts the hit and marks the entry most recently used.
+                        let _ = g.get_with(&d[..], |_| ());
+                        hits += 1;
+                    }
+                    r
+                })
+                .collect()
+        });
+        if hits > 0 {
+            self.near_hits.fetch_add(hits, Ordering::Relaxed);
+        }
+        (out, Some(mark))
+    }
+
+    /// The near cache's value under `key`, or, on a miss, what the server read must carry to
+    /// fill it (`None` when it must not).
+    pub fn get_near<H: Host<V>, R>(
+        &self,
+        h: &H,
+        key: &[u8],
+        space: Option<&str>,
+        count: bool,
+        share: impl Fn(&V) -> R,
+    ) -> std::result::Result<R, Option<NearRead>> {
+        let (mut out, mark) = self.near_lookup(h, &[BatchKey { key, space }], count, share);
+        match out.pop().flatten() {
+            Some(r) => Ok(r),
+            None => Err(mark.map(|mark| NearRead {
+                mark,
+                digest: stored_key(self.space_of(space), key),
+            })),
+        }
+    }
+
+    /// Keeps a value the server read under `near` in the near cache, unless an invalidation of
+    /// its key arrived since; call it with `g` locked.
+    fn keep_near(&self, g: &mut Map<V>, near: NearRead, value: V, expires_at: Option<u64>) {
+        match self.tracking() {
+            Some(t) => {
+                self.catch_up(&t, g);
+                if t.may_keep(near.mark, &near.digest) {
+                    g.put_until(near.digest.to_vec().into_boxed_slice(), value, expires_at);
+                } else {
+                    g.drop_later(value);
+                }
+            }
+            None => g.drop_later(value),
+        }
+    }
+
+    /// Records this process's write of `key`: near caches drop it and reads in flight do not
+    /// keep it.
+    pub fn near_written(&self, key: &[u8], space: Option<&str>) {
+        if let Some(t) = self.tracking() {
+            t.written(&stored_key(self.space_of(space), key));
+        }
+    }
+
+    /// Records this process's write of the entries under these digests.
+    pub fn near_written_digests(&self, digests: &[[u8; 32]]) {
+        if let Some(t) = self.tracking() {
+            for d in digests {
+                t.written(d);
+            }
+        }
+    }
+
+    fn near_written_all(&self) {
+        if let Some(t) = self.tracking() {
+            t.written_all();
+        }
+    }
+
+    /// The near cache's counters.
+    pub fn near_stats<H: Host<V>>(&self, h: &H) -> NearStats {
+        let size = if self.opts.near {
+            match self.tracking() {
+                Some(t) => self.with_map(h, |g| {
+                    self.catch_up(&t, g);
+                    g.len()
+                }),
+                None => self.with_map(h, Map::len),
+            }
+        } else {
+            0
+        };
+        NearStats {
+            hits: self.near_hits.load(Ordering::Relaxed),
+            invalidations: self.near_invalidations.load(Ordering::Relaxed),
+            flushes: self.near_flushes.load(Ordering::Relaxed),
+            size,
+        }
+    }
+
     // ---- reads ----
 
     /// The value under `key` in the memory tier, handed to `share`. With `count`, a hit or a
@@ -231,6 +429,8 @@ impl<V: Send> TieredCache<V> {
     }
 
     fn count_miss<H: Host<V>>(&self, h: &H, count: bool) {
+        // Without a memory tier (or with a near cache, which counts its hits only), misses are
+        // counted once the persistent tier has answered.
         if count && !self.opts.local {
             self.with_map(h, Map::record_miss);
         }
@@ -246,7 +446,13 @@ impl<V: Send> TieredCache<V> {
         count: bool,
         share: impl Fn(&V) -> R,
     ) -> Result<Option<R>> {
-        if let Some(r) = self.get_local(h, key, count, &share) {
+        let mut near = None;
+        if self.opts.near {
+            match self.get_near(h, key, space, count, &share) {
+                Ok(r) => return Ok(Some(r)),
+                Err(n) => near = n,
+            }
+        } else if let Some(r) = self.get_local(h, key, count, &share) {
             return Ok(Some(r));
         }
         if self.store.is_none() {
@@ -255,7 +461,7 @@ impl<V: Send> TieredCache<V> {
         }
         let now = self.now_ms();
         let row = h.detach(|| self.fetch(key, space, now));
-        self.finish_get(h, key, count, row, share)
+        self.finish_get(h, key, count, row, near, share)
     }
 
     /// Reads `key` from the persistent tier (no memory tier, no counting); call it where I/O
@@ -266,13 +472,15 @@ impl<V: Send> TieredCache<V> {
         store.get(space, &stored_key(space, key), now_ms)
     }
 
-    /// The rest of a read once the persistent tier has answered: decode, keep in memory, count.
+    /// The rest of a read once the persistent tier has answered: decode, keep in memory (in
+    /// near mode: when `near` says the read may fill the near cache), count.
     pub fn finish_get<H: Host<V>, R>(
         &self,
         h: &H,
         key: &[u8],
         count: bool,
         row: Result<Option<StoredValue>>,
+        near: Option<NearRead>,
         share: impl Fn(&V) -> R,
     ) -> Result<Option<R>> {
         let row = match row {
@@ -300,6 +508,11 @@ impl<V: Send> TieredCache<V> {
                 if count {
                     g.miss_was_hit();
                 }
+            } else if let Some(near) = near {
+                if count {
+                    g.record_hit();
+                }
+                self.keep_near(g, near, value, row.expires_at);
             } else {
                 if count {
                     g.record_hit();
@@ -320,29 +533,39 @@ impl<V: Send> TieredCache<V> {
         count: bool,
         share: impl Fn(&V) -> R,
     ) -> Result<Vec<Option<R>>> {
-        let (mut out, missing) = self.get_many_local(h, keys, count, &share);
+        let (mut out, missing, mark) = self.get_many_local(h, keys, count, &share);
         if missing.is_empty() {
             return Ok(out);
         }
         let now = self.now_ms();
         let wanted: Vec<BatchKey<'_>> = missing.iter().map(|&i| keys[i]).collect();
         let rows = h.detach(|| self.fetch_many(&wanted, now));
-        let found = self.finish_many(h, &wanted, count, rows, share)?;
+        let found = self.finish_many(h, &wanted, count, rows, mark, share)?;
         for (i, r) in missing.into_iter().zip(found) {
             out[i] = r;
         }
         Ok(out)
     }
 
-    /// The memory-tier part of `get_many`: the hits, and the positions of the keys the
-    /// persistent tier must be asked for (none without one; their misses are counted here).
+    /// The memory-tier part of `get_many`: the hits, the positions of the keys the persistent
+    /// tier must be asked for (none without one; their misses are counted here), and in near
+    /// mode the mark the read of the rest carries to fill the near cache.
     pub fn get_many_local<H: Host<V>, R>(
         &self,
         h: &H,
         keys: &[BatchKey<'_>],
         count: bool,
         share: impl Fn(&V) -> R,
-    ) -> (Vec<Option<R>>, Vec<usize>) {
+    ) -> (Vec<Option<R>>, Vec<usize>, Option<Mark>) {
+        if self.opts.near {
+            let (out, mark) = self.near_lookup(h, keys, count, share);
+            let missing = out
+                .iter()
+                .enumerate()
+                .filter_map(|(i, r)| r.is_none().then_some(i))
+                .collect();
+            return (out, missing, mark);
+        }
         let mut out: Vec<Option<R>> = Vec::with_capacity(keys.len());
         let mut missing = Vec::new();
         let local = self.opts.local;
@@ -366,7 +589,7 @@ impl<V: Send> TieredCache<V> {
                 out.push(r);
             }
         });
-        (out, missing)
+        (out, missing, None)
     }
 
     /// Reads several keys from the persistent tier in one batch (no memory tier, no counting).
@@ -388,14 +611,16 @@ impl<V: Send> TieredCache<V> {
         store.get_many(&batch, now_ms)
     }
 
-    /// The rest of a batch read once the persistent tier has answered. A failed batch is one
-    /// fault, and every key of it a miss.
+    /// The rest of a batch read once the persistent tier has answered (`mark`: the near
+    /// cache's, from [`Self::get_many_local`]). A failed batch is one fault, and every key of
+    /// it a miss.
     pub fn finish_many<H: Host<V>, R>(
         &self,
         h: &H,
         keys: &[BatchKey<'_>],
         count: bool,
         rows: Result<Vec<Option<StoredValue>>>,
+        mark: Option<Mark>,
         share: impl Fn(&V) -> R,
     ) -> Result<Vec<Option<R>>> {
         let rows = match rows {
@@ -410,7 +635,13 @@ impl<V: Send> TieredCache<V> {
         };
         keys.iter()
             .zip(rows)
-            .map(|(k, row)| self.finish_get(h, k.key, count, Ok(row), &share))
+            .map(|(k, row)| {
+                let near = mark.map(|mark| NearRead {
+                    mark,
+                    digest: stored_key(self.space_of(k.space), k.key),
+                });
+                self.finish_get(h, k.key, count, Ok(row), near, &share)
+            })
             .collect()
     }
 
@@ -435,7 +666,9 @@ impl<V: Send> TieredCache<V> {
         (now_ms, expires_at): (u64, Option<u64>),
     ) -> Result<()> {
         if let Some(stored) = stored {
-            if let Err(e) = h.detach(|| self.persist(key, space, &stored, now_ms)) {
+            let written = h.detach(|| self.persist(key, space, &stored, now_ms));
+            self.near_written(key, space);
+            if let Err(e) = written {
                 self.absorb(h, e)?;
             }
         }
@@ -443,7 +676,8 @@ impl<V: Send> TieredCache<V> {
         Ok(())
     }
 
-    /// Stores `value` in the memory tier only, until `expires_at`.
+    /// Stores `value` in the memory tier only, until `expires_at` (in near mode, never: the near
+    /// cache holds only what the server answered to reads).
     pub fn put_local_until<H: Host<V>>(&self, h: &H, key: &[u8], value: V, expires_at: Option<u64>) {
         if self.opts.local {
             self.with_map(h, |g| g.put_until(key.into(), value, expires_at));
@@ -486,7 +720,11 @@ impl<V: Send> TieredCache<V> {
             .filter_map(|e| e.stored.as_ref().map(|s| (e.key, e.space, s)))
             .collect();
         if self.store.is_some() && !stored.is_empty() {
-            if let Err(e) = h.detach(|| self.persist_many(&stored, now_ms)) {
+            let written = h.detach(|| self.persist_many(&stored, now_ms));
+            for (key, space, _) in &stored {
+                self.near_written(key, *space);
+            }
+            if let Err(e) = written {
                 self.absorb(h, e)?;
             }
         }
@@ -503,7 +741,9 @@ impl<V: Send> TieredCache<V> {
         if let Some(store) = &self.store {
             let space = self.space_of(space);
             let digest = stored_key(space, key);
-            match h.detach(|| store.delete(space, &digest)) {
+            let deleted = h.detach(|| store.delete(space, &digest));
+            self.near_written_digests(&[digest]);
+            match deleted {
                 Ok(found) => return Ok(found || live),
                 Err(e) => self.absorb(h, e)?,
             }
@@ -529,7 +769,9 @@ impl<V: Send> TieredCache<V> {
             } else {
                 Spaces::Exact(space)
             };
-            match h.detach(|| store.clear(spaces)) {
+            let cleared = h.detach(|| store.clear(spaces));
+            self.near_written_all();
+            match cleared {
                 Ok(m) => return Ok(m),
                 Err(e) => self.absorb(h, e)?,
             }
@@ -542,7 +784,9 @@ impl<V: Send> TieredCache<V> {
         self.with_map(h, Map::clear);
         if let Some(store) = &self.store {
             let spaces = self.own_spaces();
-            if let Err(e) = h.detach(|| store.clear(spaces)) {
+            let cleared = h.detach(|| store.clear(spaces));
+            self.near_written_all();
+            if let Err(e) = cleared {
                 self.absorb(h, e)?;
             }
         }

@@ -52,6 +52,9 @@ struct PyHost<'a, 'py> {
     raw: bool,
 }
 
+/// The bound of a near cache when `local_max_size` does not give one.
+const NEAR_MAX_SIZE: usize = 1024;
+
 /// The tag prefix of raw values in the persistent tier: a value stored otherwise (by an
 /// earlier version, or by a cache with a codec) does not decode as raw, and is a miss.
 const RAW_TAG: &str = "raw|";
@@ -347,9 +350,11 @@ impl PyRustLLMCache {
         let h = self.host(py);
         let first = |r: Vec<Reply>| r.into_iter().next().unwrap_or(Reply::Nil);
         match work {
-            Work::Get { key, count } => {
+            Work::Get { key, count, near } => {
                 let row = replies.and_then(|r| store.value_of(first(r), now));
-                let v = self.core.finish_get(&h, &key, count, row, |s| s.value.clone_ref(py))?;
+                let v = self
+                    .core
+                    .finish_get(&h, &key, count, row, near, |s| s.value.clone_ref(py))?;
                 Ok(found(py, v).into_pyobject(py)?.into_any().unbind())
             }
             Work::GetMany {
@@ -357,17 +362,19 @@ impl PyRustLLMCache {
                 missing,
                 mut got,
                 count,
+                mark,
             } => {
                 let rows = replies.and_then(|r| store.values_of(first(r), wanted.len(), now));
                 let more = self
                     .core
-                    .finish_many(&h, &batch_keys(&wanted), count, rows, |s| s.value.clone_ref(py))?;
+                    .finish_many(&h, &batch_keys(&wanted), count, rows, mark, |s| s.value.clone_ref(py))?;
                 for (i, v) in missing.into_iter().zip(more) {
                     got[i] = found(py, v);
                 }
                 Ok(got.into_pyobject(py)?.into_any().unbind())
             }
-            Work::Put => {
+            Work::Put { written } => {
+                self.core.near_written_digests(&written);
                 if let Err(e) = replies.and_then(|r| store.written(r)) {
                     self.core.absorb(&h, e)?;
                 }
@@ -459,7 +466,7 @@ impl PyRustLLMCache {
         max_size = Some(1024), ttl = None, *, path = None, redis_url = None, namespace = "default",
         local_max_size = None, strict = false, codec = None, key_fallback = None, clock = None,
         space = "", space_prefix = false, lock_timeout = 30.0, connect_timeout = 1.0, io_timeout = 2.0,
-        raw_values = false
+        raw_values = false, near_cache = false
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -480,6 +487,7 @@ impl PyRustLLMCache {
         connect_timeout: f64,
         io_timeout: f64,
         raw_values: bool,
+        near_cache: bool,
     ) -> PyResult<Self> {
         let size = positive("max_size", max_size)?;
         let local_size = positive("local_max_size", local_max_size)?;
@@ -520,6 +528,11 @@ impl PyRustLLMCache {
             ));
         }
         let remote = redis_url.is_some();
+        if near_cache && !remote {
+            return Err(PyValueError::new_err(
+                "near_cache=True needs redis_url= (it follows the Redis server's invalidations)",
+            ));
+        }
         let mut opts = TieredOptions {
             max_size: size,
             default_ttl,
@@ -528,6 +541,7 @@ impl PyRustLLMCache {
             space_prefix,
             lock_ttl,
             absorb_errors: false,
+            near: false,
         };
         let mut redis = None;
         let store: Option<Box<dyn Store>> = match (&file, redis_url) {
@@ -542,9 +556,15 @@ impl PyRustLLMCache {
                     namespace: namespace.to_owned(),
                     connect_timeout: seconds("connect_timeout", connect_timeout)?,
                     io_timeout: seconds("io_timeout", io_timeout)?,
+                    near: near_cache,
                 };
-                opts.local = local_max_size.is_some();
-                opts.max_size = local_size;
+                opts.local = local_max_size.is_some() && !near_cache;
+                opts.near = near_cache;
+                opts.max_size = if near_cache && local_max_size.is_none() {
+                    NEAR_MAX_SIZE
+                } else {
+                    local_size
+                };
                 opts.absorb_errors = !strict;
                 let shared = Arc::new(RedisStore::open(&url, ropts)?);
                 redis = Some(Arc::clone(&shared));
@@ -603,7 +623,20 @@ impl PyRustLLMCache {
     /// Whether the cache keeps entries in this process's memory.
     #[getter]
     fn local(&self) -> bool {
-        self.core.local()
+        self.core.local() || self.core.near()
+    }
+
+    /// Whether entries read from the Redis server are kept in this process's memory as a near
+    /// cache that the server's invalidations keep coherent.
+    #[getter]
+    fn near_cache(&self) -> bool {
+        self.core.near()
+    }
+
+    /// Whether the near cache follows the server's invalidations now, so that hits can be
+    /// served from it (for tests and diagnostics).
+    fn _near_ready(&self) -> bool {
+        self.core.near_ready()
     }
 
     #[pyo3(signature = (key, default = None))]
@@ -658,6 +691,13 @@ impl PyRustLLMCache {
         d.set_item("evictions", s.evictions)?;
         d.set_item("expirations", s.expirations)?;
         d.set_item("errors", s.errors)?;
+        if self.core.near() {
+            let n = self.core.near_stats(&self.host(py));
+            d.set_item("near_hits", n.hits)?;
+            d.set_item("near_invalidations", n.invalidations)?;
+            d.set_item("near_flushes", n.flushes)?;
+            d.set_item("near_size", n.size)?;
+        }
         d.set_item("size", size)?;
         d.set_item("max_size", self.max_size)?;
         d.set_item("ttl", self.ttl)?;
@@ -767,7 +807,7 @@ impl PyRustLLMCache {
             move |py, c, row| {
                 let v = c
                     .core
-                    .finish_get(&c.host(py), &k2, count, row, |s| s.value.clone_ref(py))?;
+                    .finish_get(&c.host(py), &k2, count, row, None, |s| s.value.clone_ref(py))?;
                 Ok(found(py, v).into_pyobject(py)?.into_any().unbind())
             },
         )?;
@@ -783,7 +823,7 @@ impl PyRustLLMCache {
         me.tick(py)?;
         let h = me.host(py);
         let batch = batch_keys(&keys);
-        let (got, missing) = me.core.get_many_local(&h, &batch, count, |s| s.value.clone_ref(py));
+        let (got, missing, mark) = me.core.get_many_local(&h, &batch, count, |s| s.value.clone_ref(py));
         let got: FoundList = got.into_iter().map(|v| found(py, v)).collect();
         if missing.is_empty() {
             return Ok(Some(got));
@@ -798,7 +838,7 @@ impl PyRustLLMCache {
             move |py, c, rows| {
                 let more = c
                     .core
-                    .finish_many(&c.host(py), &batch_keys(&wanted2), count, rows, |s| {
+                    .finish_many(&c.host(py), &batch_keys(&wanted2), count, rows, mark, |s| {
                         s.value.clone_ref(py)
                     })?;
                 let mut got = got;
@@ -901,13 +941,19 @@ impl PyRustLLMCache {
         me.tick(py)?;
         let h = me.host(py);
         let share = |s: &Slot| s.value.clone_ref(py);
-        if let Some(v) = me.core.get_local(&h, key, count, share) {
+        let mut near = None;
+        if me.core.near() {
+            match me.core.get_near(&h, key, space, count, share) {
+                Ok(v) => return Ok((true, v).into_pyobject(py)?.into_any().unbind()),
+                Err(n) => near = n,
+            }
+        } else if let Some(v) = me.core.get_local(&h, key, count, share) {
             return Ok((true, v).into_pyobject(py)?.into_any().unbind());
         }
         let store = me.redis_store()?;
         let now = me.core.now_ms();
         if let Err(e) = store.ready() {
-            let v = me.core.finish_get(&h, key, count, Err(e), share)?;
+            let v = me.core.finish_get(&h, key, count, Err(e), None, share)?;
             return Ok(found(py, v).into_pyobject(py)?.into_any().unbind());
         }
         let sp = me.core.space_of(space);
@@ -915,6 +961,7 @@ impl PyRustLLMCache {
         let work = Work::Get {
             key: key.to_vec(),
             count,
+            near,
         };
         Self::loop_request(slf, event_loop, &cmd, 1, work, now)
     }
@@ -935,7 +982,7 @@ impl PyRustLLMCache {
         let h = me.host(py);
         let share = |s: &Slot| s.value.clone_ref(py);
         let batch = batch_keys(&keys);
-        let (got, missing) = me.core.get_many_local(&h, &batch, count, share);
+        let (got, missing, mark) = me.core.get_many_local(&h, &batch, count, share);
         let mut got: FoundList = got.into_iter().map(|v| found(py, v)).collect();
         if missing.is_empty() {
             return Ok(got.into_pyobject(py)?.into_any().unbind());
@@ -944,7 +991,9 @@ impl PyRustLLMCache {
         let now = me.core.now_ms();
         let wanted: KeyList = missing.iter().map(|&i| keys[i].clone()).collect();
         if let Err(e) = store.ready() {
-            let more = me.core.finish_many(&h, &batch_keys(&wanted), count, Err(e), share)?;
+            let more = me
+                .core
+                .finish_many(&h, &batch_keys(&wanted), count, Err(e), None, share)?;
             for (i, v) in missing.into_iter().zip(more) {
                 got[i] = found(py, v);
             }
@@ -970,6 +1019,7 @@ impl PyRustLLMCache {
             missing,
             got,
             count,
+            mark,
         };
         Self::loop_request(slf, event_loop, &cmd, 1, work, now)
     }
@@ -1015,7 +1065,8 @@ impl PyRustLLMCache {
             )],
             now,
         );
-        Self::loop_request(slf, event_loop, &cmd, n, Work::Put, now).map(Some)
+        let work = Work::Put { written: vec![digest] };
+        Self::loop_request(slf, event_loop, &cmd, n, work, now).map(Some)
     }
 
     /// The async batch store of a Redis cache, on the caller's event loop: one `SET`, or one
@@ -1052,7 +1103,8 @@ impl PyRustLLMCache {
             .collect();
         let (cmd, n) = store.put_command(&items, now);
         drop(items);
-        Self::loop_request(slf, event_loop, &cmd, n, Work::Put, now).map(Some)
+        let written = rows.iter().map(|(_, digest, _)| *digest).collect();
+        Self::loop_request(slf, event_loop, &cmd, n, Work::Put { written }, now).map(Some)
     }
 
     /// Whether this cache holds an event-loop connection to its server on `event_loop` with a

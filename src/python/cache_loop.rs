@@ -26,7 +26,7 @@ use pyo3::types::{PyDict, PyWeakrefMethods, PyWeakrefReference};
 
 use super::cache::{FoundList, KeyList, PyRustLLMCache};
 use crate::cache::io::submit;
-use crate::cache::{LoopConn, RedisStore, Reply, Sent, Sock};
+use crate::cache::{LoopConn, Mark, NearRead, RedisStore, Reply, Sent, Sock};
 use crate::error::{Error, Result as CoreResult};
 
 // ---- the future a request's caller awaits ----
@@ -274,8 +274,12 @@ impl PyReplyFuture {
 
 /// What to do with a request's replies.
 pub(crate) enum Work {
-    /// One lookup: resolve with `(found, value)`.
-    Get { key: Vec<u8>, count: bool },
+    /// One lookup: resolve with `(found, value)`; `near`: the read may fill the near cache.
+    Get {
+        key: Vec<u8>,
+        count: bool,
+        near: Option<NearRead>,
+    },
     /// A batch lookup of the keys the memory tier did not have: resolve with the list of
     /// `(found, value)` for every key asked (`got`, filled in at `missing`).
     GetMany {
@@ -283,9 +287,10 @@ pub(crate) enum Work {
         missing: Vec<usize>,
         got: FoundList,
         count: bool,
+        mark: Option<Mark>,
     },
-    /// A write: resolve with None.
-    Put,
+    /// A write of the entries under these digests: resolve with None.
+    Put { written: Vec<[u8; 32]> },
 }
 
 /// A request waiting for its replies.
