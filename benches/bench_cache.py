@@ -1,7 +1,7 @@
 """Hit and miss cost per call of @cached and the caches LangChain and LangGraph users use today,
 and the Redis tier against LangGraph's own RedisCache.
 
-Run: .venv/bin/python benches/bench_cache.py [--quick] [--no-redis]
+Run: .venv/bin/python benches/bench_cache.py [--quick] [--no-redis | --redis-only]
 
 Everything runs side by side in one process, interleaved (each round times every contender in
 turn), and figures are medians over the rounds. In-memory figures are nanoseconds per call;
@@ -77,6 +77,9 @@ def ident(x):
 
 
 def main() -> None:
+    if "--redis-only" in sys.argv:
+        redis_main()
+        return
     rows: list[tuple[str, float]] = []
     n = 200_000 if QUICK else 1_000_000
 
@@ -294,13 +297,25 @@ def make_cache(kind: str, url: str):
         return FastNodeCache(redis_url=url)
     if kind == "FastNodeCache(redis_url, local_max_size)":
         return FastNodeCache(redis_url=url, local_max_size=4096)
+    if kind == "FastNodeCache(redis_url, near_cache)":
+        return FastNodeCache(redis_url=url, near_cache=True)
     raise ValueError(kind)
+
+
+def near_ready(cache) -> None:
+    """Waits until a near cache follows the server's invalidations (hits come from memory)."""
+    inner = getattr(cache, "cache", cache)
+    if getattr(inner, "near_cache", False):
+        deadline = time.monotonic() + 10
+        while not inner._near_ready() and time.monotonic() < deadline:
+            time.sleep(0.01)
 
 
 KINDS = [
     "LangGraph RedisCache",
     "FastNodeCache(redis_url)",
     "FastNodeCache(redis_url, local_max_size)",
+    "FastNodeCache(redis_url, near_cache)",
 ]
 
 
@@ -354,12 +369,16 @@ def interleaved_async_us(contenders: dict, reps: int) -> dict[str, float]:
 def hot_worker(kind: str, url: str, threads: int, seconds: float, go, out) -> None:
     """One process of the hot-key run: `threads` threads reading 100 hot keys for `seconds`."""
     keys = [(NS, f"hot{i}") for i in range(100)]
-    if kind == "@cached(redis_url)":
-        f = cached(redis_url=url, local_max_size=None)(hot_function)
+    if kind.startswith("@cached"):
+        f = cached(redis_url=url, near_cache="near_cache" in kind)(hot_function)
         call = lambda i: f(i % 100)  # noqa: E731
+        f(0)
+        near_ready(f.cache)
     else:
         cache = make_cache(kind, url)
         call = lambda i: cache.get([keys[i % 100]])  # noqa: E731
+        call(0)
+        near_ready(cache)
     counts = [0] * threads
 
     def work(t: int) -> None:
@@ -414,6 +433,9 @@ def redis_main() -> None:
     try:
         client = redis.Redis.from_url(url)
         caches = {k: make_cache(k, url) for k in KINDS}
+        for c in caches.values():
+            c.get([(NS, "warm")])
+            near_ready(c)
         reps = 300 if QUICK else 1000
         print(
             f"\nRedis {client.info()['redis_version']} on 127.0.0.1, redis-py {redis.__version__}"
@@ -471,20 +493,33 @@ def redis_main() -> None:
         # @cached on Redis, no comparator in LangGraph.
         fc = cached(redis_url=url)(hot_function)
         fl = cached(redis_url=url, local_max_size=1024)(hot_function)
+        fn = cached(redis_url=url, near_cache=True)(hot_function)
 
         @cached(redis_url=url)
         async def afc(i: int) -> list:
             return WRITES
 
-        fc(1), fl(1)
+        @cached(redis_url=url, near_cache=True)
+        async def afn(i: int) -> list:
+            return WRITES
+
+        fc(1), fl(1), fn(1)
+        near_ready(fn.cache)
         own = interleaved_us(
             {
                 "@cached(redis_url) hit": lambda: fc(1),
                 "@cached(redis_url, local_max_size) hit": lambda: fl(1),
+                "@cached(redis_url, near_cache) hit": lambda: fn(1),
             },
             reps,
         )
-        aown = interleaved_async_us({"@cached(redis_url) async hit": lambda: afc(1)}, reps)
+        aown = interleaved_async_us(
+            {
+                "@cached(redis_url) async hit": lambda: afc(1),
+                "@cached(redis_url, near_cache) async hit": lambda: afn(1),
+            },
+            reps,
+        )
         print()
         for k, us in {**own, **aown}.items():
             print(f"  {k:<44} {us:>9.1f} us/call")
@@ -498,7 +533,7 @@ def redis_main() -> None:
             fc(i)
         rates: dict[str, list[float]] = {}
         for _ in range(1 if QUICK else 3):
-            for kind in [*KINDS, "@cached(redis_url)"]:
+            for kind in [*KINDS, "@cached(redis_url)", "@cached(redis_url, near_cache)"]:
                 go, out = ctx.Event(), ctx.Queue()
                 ps = [
                     ctx.Process(target=hot_worker, args=(kind, url, 8, seconds, go, out))
