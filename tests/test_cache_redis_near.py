@@ -102,7 +102,7 @@ def test_another_clients_change_delete_and_expiry_are_not_served(redis_url, redi
 
 
 async def test_async_hits_follow_invalidations(redis_url, redis_client):
-    c, k1, k2, n1, n2 = two_entries(redis_url, redis_client, "near-async")
+    c, k1, _, n1, n2 = two_entries(redis_url, redis_client, "near-async")
     ready(c)
     assert await c.aget([k1]) == {k1: "v1"}
     assert await c.aget([k1]) == {k1: "v1"}
@@ -135,7 +135,7 @@ def test_own_writes_deletes_and_clears_are_seen_at_once(redis_url):
 
 
 def test_losing_the_invalidation_connection_empties_the_near_cache(redis_url, redis_client):
-    c, k1, k2, n1, n2 = two_entries(redis_url, redis_client, "near-lost")
+    c, k1, _, n1, n2 = two_entries(redis_url, redis_client, "near-lost")
     ready(c)
     assert c.get([k1]) == {k1: "v1"} and c.get([k1]) == {k1: "v1"}
     ids = tracking_client_ids(redis_client)
@@ -157,7 +157,7 @@ def test_losing_the_invalidation_connection_empties_the_near_cache(redis_url, re
 
 
 def test_a_forked_child_follows_its_own_invalidations(redis_url, redis_client):
-    c, k1, k2, n1, n2 = two_entries(redis_url, redis_client, "near-fork")
+    c, k1, _, n1, n2 = two_entries(redis_url, redis_client, "near-fork")
     ready(c)
     assert c.get([k1]) == {k1: "v1"} and c.get([k1]) == {k1: "v1"}
     pid = os.fork()
@@ -226,7 +226,9 @@ def test_cached_functions_on_the_near_cache(redis_url):
 
 
 def test_a_server_that_refuses_tracking_serves_every_read_itself(redis_url, redis_client):
-    redis_client.execute_command("ACL", "SETUSER", "no-client", "on", ">pw", "~*", "+@all", "-client")
+    redis_client.execute_command(
+        "ACL", "SETUSER", "no-client", "on", ">pw", "~*", "+@all", "-client"
+    )
     try:
         url = redis_url.replace("redis://", "redis://no-client:pw@")
         c = RustLLMCache(redis_url=url, namespace="near-refused", near_cache=True)

@@ -295,6 +295,7 @@ fn unreachable_redis(absorb: bool, local: bool) -> TieredCache<String> {
             namespace: "t".into(),
             connect_timeout: Duration::from_millis(200),
             io_timeout: Duration::from_millis(200),
+            near: false,
         },
     )
     .unwrap();
@@ -356,4 +357,36 @@ fn without_a_server_single_flight_is_local() {
     assert_eq!(get(&c, &h, "k"), None);
     c.miss_was_hit(&h);
     assert_eq!(counts(&c, &h), (1, 0, 0, 0, 0));
+}
+
+#[test]
+fn a_near_cache_without_its_server_serves_nothing_and_counts_misses() {
+    let h = TestHost::default();
+    let store = RedisStore::open(
+        "redis://127.0.0.1:1/",
+        RedisOptions {
+            namespace: "t".into(),
+            connect_timeout: Duration::from_millis(200),
+            io_timeout: Duration::from_millis(200),
+            near: true,
+        },
+    )
+    .unwrap();
+    let c = TieredCache::new(
+        TieredOptions {
+            local: false,
+            near: true,
+            absorb_errors: true,
+            ..opts(10)
+        },
+        Some(Box::new(store)),
+    )
+    .unwrap();
+    assert!(c.near() && !c.near_ready());
+    put(&c, &h, "k", "v", None);
+    // Not kept by the write, and not served: tracking never came on.
+    assert_eq!(get(&c, &h, "k"), None);
+    assert_eq!(counts(&c, &h).1, 1);
+    let n = c.near_stats(&h);
+    assert_eq!((n.hits, n.size), (0, 0));
 }
