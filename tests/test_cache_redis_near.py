@@ -11,6 +11,7 @@ import os
 import time
 
 import pytest
+from test_cache_redis_loop import OwnServer
 
 from fast_langgraph import FastNodeCache, RustLLMCache, cached
 
@@ -154,6 +155,57 @@ def test_losing_the_invalidation_connection_empties_the_near_cache(redis_url, re
     hits = c.stats()["near_hits"]
     assert c.get([k1]) == {k1: "v2"}
     assert c.stats()["near_hits"] == hits + 1
+
+
+@pytest.fixture
+def own_server():
+    server = OwnServer()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def test_a_server_restart_empties_the_near_cache(own_server):
+    c = RustLLMCache(redis_url=own_server.url, namespace="near-restart", near_cache=True)
+    ready(c)
+    c.put("k", 1)
+    assert c.get("k") == 1 and c.get("k") == 1
+    assert c.stats()["near_hits"] == 1
+    # The new server (no persistence) has no entry, and sent no invalidation for it.
+    own_server.stop()
+    own_server.start()
+    until(lambda: c.get("k") is None, "the entry lost with the server is a miss")
+    assert c.stats()["near_flushes"] >= 1
+    ready(c)
+
+    def stored_and_read() -> bool:
+        c.put("k", 2)  # the first call on a pooled connection of the old server fails
+        return c.get("k") == 2
+
+    until(stored_and_read, "the new value is stored and read")
+    hits = c.stats()["near_hits"]
+    assert c.get("k") == 2 and c.stats()["near_hits"] == hits + 1
+
+
+def test_a_silent_server_serves_no_near_hits(own_server):
+    c = RustLLMCache(
+        redis_url=own_server.url, namespace="near-silent", near_cache=True, io_timeout=0.3
+    )
+    ready(c)
+    c.put("k", 1)
+    assert c.get("k") == 1 and c.get("k") == 1
+    own_server.pause()
+    try:
+        # Its invalidations could not arrive: once the lease of the last answered PING ran
+        # out, the near entry is not served (the read goes to the server, which fails).
+        until(lambda: not c._near_ready(), "near hits stop")
+        hits = c.stats()["near_hits"]
+        assert c.get("k") is None
+        assert c.stats()["near_hits"] == hits and c.stats()["errors"] >= 1
+    finally:
+        own_server.resume()
+    until(lambda: c.get("k") == 1, "the server answers again")
 
 
 def test_a_forked_child_follows_its_own_invalidations(redis_url, redis_client):
