@@ -103,7 +103,8 @@ struct Link {
     /// When each `PING` still unanswered was sent.
     pings: VecDeque<Instant>,
     next_ping: Instant,
-    /// Why the connection must be dropped (set by whoever found out; dropped by the thread).
+    /// The connection must be dropped (set by whoever found out; the thread drops it, so that
+    /// the descriptor it polls stays open until then).
     broken: bool,
 }
 
@@ -401,10 +402,13 @@ impl Inner {
                 let mut ping = Vec::new();
                 resp::encode(&mut ping, &[b"PING"]);
                 if let Some(sock) = link.sock.as_mut() {
-                    // A socket that does not take 14 bytes is not being read: the unanswered
-                    // heartbeats below end it.
-                    if matches!(sock.write(&ping), Ok(n) if n == ping.len()) {
-                        link.pings.push_back(now);
+                    match sock.write(&ping) {
+                        Ok(n) if n == ping.len() => link.pings.push_back(now),
+                        // Not taken at all: the server is not reading; hits stop when the
+                        // lease of the last answered heartbeat runs out.
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                        // A part of a command, or an error: the stream cannot be trusted.
+                        _ => failed = true,
                     }
                 }
                 link.next_ping = now + HEARTBEAT;
