@@ -21,6 +21,8 @@
 //! the like), reads its replies ([`RedisStore::value_of`] and the like) and makes its sockets
 //! ([`RedisStore::connect_socket`]). After a connection failure the store reports
 //! `Error::Redis` at once for a short back-off instead of trying to connect on every call.
+//! With near caches on, the store also hands out this process's invalidation stream of the
+//! server and namespace ([`RedisStore::near_tracking`], [`super::near`]).
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
