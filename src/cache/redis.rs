@@ -235,13 +235,9 @@ impl RedisStore {
         if let Some(t) = g.as_ref().filter(|t| t.is_own()) {
             return Some(Arc::clone(t));
         }
-        let key = format!(
-            "{:?}\n{}\n{:?}\n{:?}",
-            self.client.get_connection_info().addr,
-            self.prefix,
-            self.client.get_connection_info().redis,
-            (self.opts.connect_timeout, self.opts.io_timeout)
-        );
+        // One per server, database, credentials and namespace: the first cache's timeouts.
+        let info = self.client.get_connection_info();
+        let key = format!("{:?}\n{:?}\n{}", info.addr, info.redis, self.prefix);
         let t = Tracking::shared(&key, || {
             let client = self.client.clone();
             let url = self.url.clone();
