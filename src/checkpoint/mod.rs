@@ -7,6 +7,7 @@
 //! - [`chain`] and [`msgpack`]: how delta chains become values;
 //! - [`writer`]: the group commit;
 //! - [`json_text`]: metadata JSON text written as Python's `json.dumps` writes it;
+//! - [`versions`]: channel versions in a compact, lossless form for storage keys;
 //! - [`backend`]: the [`Backend`] trait a database implements (its dialect and connections);
 //! - [`stream`]: a listing handed over in batches while a thread reads the next;
 //! - [`Store`]: the engine's face, a writer and a backend.
@@ -23,6 +24,7 @@ pub mod retention;
 pub mod sqlite;
 pub mod stream;
 mod types;
+pub mod versions;
 mod writer;
 
 pub use backend::Backend;

@@ -273,14 +273,18 @@ impl Backend for Postgres {
                 .query(sql::BROKEN_CHAINS, &[])?
                 .iter()
                 .map(|r| {
+                    let version = |i: usize| {
+                        let stored: &[u8] = r.get(i);
+                        super::versions::decode(stored).unwrap_or_else(|why| why)
+                    };
                     format!(
                         "thread {:?} (namespace {:?}): the value of channel {:?} at version {:?} extends version \
                          {:?}, which is not stored",
                         r.get::<_, String>(0),
                         r.get::<_, String>(1),
                         r.get::<_, String>(2),
-                        r.get::<_, String>(3),
-                        r.get::<_, String>(4)
+                        version(3),
+                        version(4)
                     )
                 })
                 .collect())
