@@ -19,6 +19,8 @@
 //! and its new keys go to one end of an index. The PostgreSQL migration that converted stored
 //! versions computes the same bytes in SQL (`postgres/sql.rs`, schema 9).
 
+use super::msgpack;
+
 /// Tag of a string stored as it is.
 const RAW: u8 = 0x00;
 /// Tag (with the counter's byte count in its low bits) of a counter and a rest.
@@ -56,9 +58,7 @@ fn compact(version: &str) -> Option<Vec<u8>> {
     if b.len() < 33 || b[32] != b'.' || !b[..32].iter().all(u8::is_ascii_digit) {
         return None;
     }
-    let counter = b[..32]
-        .iter()
-        .fold(0u128, |acc, d| acc * 10 + u128::from(d - b'0'));
+    let counter = b[..32].iter().fold(0u128, |acc, d| acc * 10 + u128::from(d - b'0'));
     let counter = i64::try_from(counter).ok()?.unsigned_abs();
     let (tag, rest) = match b[33..].strip_prefix(b"0.") {
         Some(rest) => (COUNTER_ZERO_POINT, rest),
@@ -119,9 +119,136 @@ pub fn decode(stored: &[u8]) -> std::result::Result<String, String> {
     Ok(out)
 }
 
+/// Marks a checkpoint payload whose versions are compact ([`pack_payload`]): `"msgpack"` is
+/// stored as `"msgpack+v"`.
+pub const PAYLOAD_SUFFIX: &str = "+v";
+
+/// The entries of a serialized checkpoint that hold versions: `channel_versions` (channel to
+/// version) and `versions_seen` (node to channel to version).
+const VERSION_MAPS: &[(&str, u8)] = &[("channel_versions", 1), ("versions_seen", 2)];
+
+/// Stores the string versions of a msgpack checkpoint payload's `channel_versions` and
+/// `versions_seen` in their compact form, as msgpack bin values, and marks `type_tag` (see
+/// [`PAYLOAD_SUFFIX`]). Left as it is: a payload that is not msgpack, not of that shape, that
+/// holds a bin value among its versions (which reading would take for a compact one), or none
+/// with a compact form. Versions that are not strings, or strings without a compact form, stay
+/// as they are.
+pub fn pack_payload(type_tag: &mut String, data: &mut Vec<u8>) {
+    if type_tag != msgpack::MSGPACK {
+        return;
+    }
+    let mut f = |value: &[u8]| {
+        if msgpack::read_bin(value).is_some() {
+            return msgpack::Leaf::GiveUp;
+        }
+        match msgpack::read_whole_str(value).and_then(compact) {
+            Some(c) => msgpack::bin(&c).map_or(msgpack::Leaf::GiveUp, msgpack::Leaf::Replace),
+            None => msgpack::Leaf::Keep,
+        }
+    };
+    if let Some((packed, n)) = msgpack::rewrite_leaves(data, VERSION_MAPS, &mut f) {
+        if n > 0 {
+            *data = packed;
+            type_tag.push_str(PAYLOAD_SUFFIX);
+        }
+    }
+}
+
+/// Restores the versions [`pack_payload`] stored compact, in place, and the serializer's type
+/// tag; a payload without the mark is left as it is. On a damaged payload, returns why and
+/// changes nothing.
+pub fn unpack_payload(type_tag: &mut String, data: &mut Vec<u8>) -> std::result::Result<(), String> {
+    let Some(tag) = type_tag.strip_suffix(PAYLOAD_SUFFIX) else {
+        return Ok(());
+    };
+    let tag_len = tag.len();
+    let mut why = None;
+    let mut f = |value: &[u8]| match msgpack::read_bin(value) {
+        None => msgpack::Leaf::Keep,
+        Some(b) => match decode(b).ok().and_then(|v| msgpack::str_value(&v)) {
+            Some(v) => msgpack::Leaf::Replace(v),
+            None => {
+                why = Some(format!("holds {b:02x?} where a channel version belongs"));
+                msgpack::Leaf::GiveUp
+            }
+        },
+    };
+    let out = msgpack::rewrite_leaves(data, VERSION_MAPS, &mut f);
+    match out {
+        Some((whole, _)) => {
+            *data = whole;
+            type_tag.truncate(tag_len);
+            Ok(())
+        }
+        None => Err(why.unwrap_or_else(|| "is not a msgpack checkpoint".to_owned())),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn payload_versions_are_stored_compact_and_restored_exactly() {
+        // {"v": 4, "channel_versions": {"a": V1, "n": 3, "s": "7.5"},
+        //  "versions_seen": {"node": {"a": V1, "b": V2}, "empty": {}}}
+        let v1 = "00000000000000000000000000000012.0.7406084589418389";
+        let v2 = "00000000000000000000000000000013.0.5";
+        let s = |x: &str| msgpack::str_value(x).unwrap();
+        let mut data = vec![0x83];
+        data.extend(s("v"));
+        data.push(0x04);
+        data.extend(s("channel_versions"));
+        data.push(0x83);
+        for (k, v) in [("a", s(v1)), ("n", vec![0x03]), ("s", s("7.5"))] {
+            data.extend(s(k));
+            data.extend(v);
+        }
+        data.extend(s("versions_seen"));
+        data.push(0x82);
+        data.extend(s("node"));
+        data.push(0x82);
+        data.extend(s("a"));
+        data.extend(s(v1));
+        data.extend(s("b"));
+        data.extend(s(v2));
+        data.extend(s("empty"));
+        data.push(0x80);
+        let original = data.clone();
+        let mut tag = "msgpack".to_owned();
+        pack_payload(&mut tag, &mut data);
+        assert_eq!(tag, "msgpack+v");
+        assert!(
+            data.len() + 80 < original.len(),
+            "{} against {}",
+            data.len(),
+            original.len()
+        );
+        unpack_payload(&mut tag, &mut data).unwrap();
+        assert_eq!((tag.as_str(), &data), ("msgpack", &original));
+        // A bin value among the versions, another serializer, or nothing to compact: as it is.
+        let mut with_bin = original.clone();
+        let at = with_bin.windows(2).position(|w| w == [0xa1, b'n']).unwrap();
+        with_bin[at + 2] = 0xc4;
+        with_bin.insert(at + 3, 0x00);
+        let (mut tag, mut data) = ("msgpack".to_owned(), with_bin.clone());
+        pack_payload(&mut tag, &mut data);
+        assert_eq!((tag.as_str(), &data), ("msgpack", &with_bin));
+        let (mut tag, mut data) = ("json".to_owned(), original.clone());
+        pack_payload(&mut tag, &mut data);
+        assert_eq!((tag.as_str(), &data), ("json", &original));
+        let plain = [0x81, 0xa1, b'v', 0x04];
+        let (mut tag, mut data) = ("msgpack".to_owned(), plain.to_vec());
+        pack_payload(&mut tag, &mut data);
+        assert_eq!((tag.as_str(), data.as_slice()), ("msgpack", &plain[..]));
+        // A damaged one is refused, untouched.
+        let (mut tag, mut data) = ("msgpack+v".to_owned(), vec![0x81, 0xad]);
+        data.extend_from_slice(b"versions_seen");
+        data.extend_from_slice(&[0x81, 0xa1, b'n', 0x81, 0xa1, b'a', 0xc4, 0x01, 0x7f]);
+        let damaged = data.clone();
+        assert!(unpack_payload(&mut tag, &mut data).is_err());
+        assert_eq!((tag.as_str(), data), ("msgpack+v", damaged));
+    }
 
     #[test]
     fn langgraph_versions_take_a_quarter_of_their_length() {
@@ -189,7 +316,7 @@ mod tests {
         for i in 0..20_000u64 {
             let counter = match i % 4 {
                 0 => i,
-                1 => next() >> (next() % 64),
+                1 => (next() >> 1) >> (next() % 63),
                 2 => next() >> 1,
                 _ => i * 1000,
             };

@@ -206,6 +206,9 @@ impl Backend for Postgres {
     // Payloads are stored deflated; the reads in `read.rs` inflate them.
     const COMPRESSES: bool = true;
 
+    // Versions are stored compact, in the payloads too (schema 9); `read.rs` restores them.
+    const COMPACTS_VERSIONS: bool = true;
+
     fn commit_batch(conn: &PgWriter, batch: &[Op]) -> (Vec<Result<u64>>, bool) {
         write::commit_batch(&conn.pool, conn.guard, batch)
     }

@@ -78,7 +78,9 @@ fn list_sql(q: &ListQuery, cached: &[(String, String)]) -> Result<(String, Vec<B
         String::new()
     } else {
         params.push(Box::new(cached.iter().map(|(c, _)| c.clone()).collect::<Vec<_>>()));
-        params.push(Box::new(cached.iter().map(|(_, v)| versions::encode(v)).collect::<Vec<_>>()));
+        params.push(Box::new(
+            cached.iter().map(|(_, v)| versions::encode(v)).collect::<Vec<_>>(),
+        ));
         sql::SKIP_CACHED
             .replace("$A", &format!("${}", params.len() - 1))
             .replace("$B", &format!("${}", params.len()))
@@ -130,13 +132,15 @@ pub fn list_skipping(pool: &Pool, q: &ListQuery, cached: &[(String, String)]) ->
                     blobs: Vec::new(),
                     writes: Vec::new(),
                 };
-                deflate::unpack(&mut cp.type_tag, &mut cp.checkpoint).map_err(|why| {
-                    Error::Storage(format!(
-                        "checkpoint {:?} of thread {:?} (namespace {:?}) is damaged: its stored payload {why}; \
+                deflate::unpack(&mut cp.type_tag, &mut cp.checkpoint)
+                    .and_then(|()| versions::unpack_payload(&mut cp.type_tag, &mut cp.checkpoint))
+                    .map_err(|why| {
+                        Error::Storage(format!(
+                            "checkpoint {:?} of thread {:?} (namespace {:?}) is damaged: its stored payload {why}; \
                              the rest of the database is unaffected",
-                        cp.checkpoint_id, cp.thread_id, cp.checkpoint_ns
-                    ))
-                })?;
+                            cp.checkpoint_id, cp.thread_id, cp.checkpoint_ns
+                        ))
+                    })?;
                 let channels: Vec<String> = row.get(9);
                 let stored: Vec<&[u8]> = row.get(10);
                 let versions = channels

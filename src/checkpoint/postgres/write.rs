@@ -310,7 +310,10 @@ impl<'a> PutArgs<'a> {
             versions: cp.channel_versions.iter().map(|(_, v)| versions::encode(v)).collect(),
             b_channel: blobs.iter().map(|b| b.channel.as_str()).collect(),
             b_version: blobs.iter().map(|b| versions::encode(&b.version)).collect(),
-            b_base: blobs.iter().map(|b| b.delta_base.as_deref().map(versions::encode)).collect(),
+            b_base: blobs
+                .iter()
+                .map(|b| b.delta_base.as_deref().map(versions::encode))
+                .collect(),
             b_type: blobs.iter().map(|b| b.type_tag.as_str()).collect(),
             b_data: blobs.iter().map(|b| b.data.as_slice()).collect(),
         }
