@@ -1,6 +1,6 @@
 """RustPostgresCheckpointer's stored format: payloads of 2 KB and more are stored deflated
 (zlib, type tag ending in "+zlib") when that saves space, a channel version without a value
-gets no blob row, small scalar values (bool, int, float, short str) are kept inside the
+gets no blob row, small scalar values (bool, int, float, short str, None) are kept inside the
 checkpoint's payload with their versions instead of in blob rows, and a checkpoint's payload
 leaves out the channel versions that its row's versions column holds (reading puts them back).
 Rows in the earlier formats (every payload whole, "empty" blob rows, every value a blob) still
