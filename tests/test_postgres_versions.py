@@ -48,37 +48,41 @@ def _tuples(saver, thread_id: str) -> list[tuple]:
 
 
 def _put_shapes(saver, thread_id: str, shapes: list[str] = SHAPES) -> list[dict]:
-    """Two checkpoints whose every version has one of SHAPES: a list stored whole then as a
+    """One checkpoint per shape, each of whose versions has one of `shapes`: a list stored whole then as a
     delta over a version of another shape, inline values, a blob value kept from the first,
     and the nodes' versions_seen. Returns the checkpoints as put."""
-    SHAPES = shapes  # noqa: N806
-    n = len(SHAPES)
+    n = len(shapes)
     cp = empty_checkpoint()
     cp["channel_values"] = {"items": [1, 2, 3] * 4, "s": "x", "none": None, "obj": {"k": [1]}}
     cp["channel_versions"] = {
-        "items": SHAPES[0],
-        "s": SHAPES[1],
-        "none": SHAPES[2],
-        "obj": SHAPES[3],
-        **{f"valueless_{i}": v for i, v in enumerate(SHAPES)},
+        "items": shapes[0],
+        "s": shapes[1],
+        "none": shapes[2],
+        "obj": shapes[3],
+        **{f"valueless_{i}": v for i, v in enumerate(shapes)},
     }
     cp["versions_seen"] = {
-        "node": {f"seen_{i}": v for i, v in enumerate(SHAPES)},
+        "node": {f"seen_{i}": v for i, v in enumerate(shapes)},
         "ints": {"a": 3, "b": 4.5},
         "empty": {},
     }
-    conf = saver.put(cfg(thread_id, checkpoint_ns=""), cp, {"step": 1}, dict(cp["channel_versions"]))
+    conf = saver.put(
+        cfg(thread_id, checkpoint_ns=""), cp, {"step": 1}, dict(cp["channel_versions"])
+    )
     cps = [cp]
     # Every shape in turn as the list's next version, a delta over the one before.
     for i in range(1, n):
         nxt = {
             **cp,
             "id": empty_checkpoint()["id"],
-            "channel_values": {**cp["channel_values"], "items": cp["channel_values"]["items"] + [i]},
-            "channel_versions": {**cp["channel_versions"], "items": SHAPES[i]},
-            "versions_seen": {**cp["versions_seen"], "node": {"items": SHAPES[i - 1]}},
+            "channel_values": {
+                **cp["channel_values"],
+                "items": cp["channel_values"]["items"] + [i],
+            },
+            "channel_versions": {**cp["channel_versions"], "items": shapes[i]},
+            "versions_seen": {**cp["versions_seen"], "node": {"items": shapes[i - 1]}},
         }
-        conf = saver.put(conf, nxt, {"step": 1 + i}, {"items": SHAPES[i]})
+        conf = saver.put(conf, nxt, {"step": 1 + i}, {"items": shapes[i]})
         cp = nxt
         cps.append(cp)
     return cps
@@ -291,9 +295,10 @@ def test_setup_upgrades_a_schema_8_database_losing_nothing(pg_db):
             "channel_values": {**cps[-1]["channel_values"], "items": [0]},
         }
         upgraded.put(cfg("shapes", checkpoint_ns="", checkpoint_id=cps[-1]["id"]), nxt, {}, {})
-        assert upgraded.get_tuple(cfg("shapes")).checkpoint["channel_versions"] == nxt[
-            "channel_versions"
-        ]
+        assert (
+            upgraded.get_tuple(cfg("shapes")).checkpoint["channel_versions"]
+            == nxt["channel_versions"]
+        )
         assert _tuples(upgraded, "shapes")[1:] == want["shapes"]
         assert upgraded._store.schema_version() == applied[-1]
         after = {t: _tuples(upgraded, t) for t in ("shapes", "chat")}
