@@ -101,9 +101,19 @@ pub fn decode(stored: &[u8]) -> std::result::Result<String, String> {
     if !(tag & 0xe0 == COUNTER || tag & 0xe0 == COUNTER_ZERO_POINT) || k > 8 || body.len() < k {
         return Err(bad());
     }
-    let counter = body[..k].iter().fold(0u64, |acc, x| acc << 8 | u64::from(*x));
+    let mut counter = body[..k].iter().fold(0u64, |acc, x| acc << 8 | u64::from(*x));
+    // The counter's 32 digits, written by hand: `list` decodes a few versions per row.
+    let mut digits = [b'0'; 32];
+    for d in digits.iter_mut().rev() {
+        if counter == 0 {
+            break;
+        }
+        *d = b'0' + u8::try_from(counter % 10).unwrap_or_default();
+        counter /= 10;
+    }
     let mut out = String::with_capacity(36 + 2 * (body.len() - k));
-    out.push_str(&format!("{counter:032}."));
+    out.extend(digits.iter().map(|d| char::from(*d)));
+    out.push('.');
     if tag & 0xe0 == COUNTER_ZERO_POINT {
         out.push_str("0.");
     }
