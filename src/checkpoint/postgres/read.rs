@@ -215,7 +215,7 @@ pub fn list_skipping(pool: &Pool, q: &ListQuery, cached: &[(String, String)]) ->
 }
 
 /// A channel version read back from its stored form ([`versions::encode`]).
-pub(super) fn stored_version(thread_id: &str, stored: &[u8]) -> Result<String> {
+fn stored_version(thread_id: &str, stored: &[u8]) -> Result<String> {
     versions::decode(stored).map_err(|why| {
         Error::Storage(format!(
             "thread {thread_id:?}: {why}; the database was modified outside fast-langgraph"
