@@ -493,9 +493,13 @@ class RustPostgresCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyn
         takes."""
         c: dict[str, Any] = dict(checkpoint)
         values = c.pop("channel_values", None) or {}
-        # Small scalars travel inside the checkpoint, as PostgresSaver keeps them: a blob row
-        # and its key for a counter would cost the server more than the counter.
-        inline = {ch: v for ch, v in values.items() if type(v) in _INLINE_TYPES and _inlinable(v)}
+        # Small scalars and None travel inside the checkpoint, as PostgresSaver keeps them: a
+        # blob row and its key for a counter would cost the server more than the counter.
+        inline = {
+            ch: v
+            for ch, v in values.items()
+            if v is None or (type(v) in _INLINE_TYPES and _inlinable(v))
+        }
         if inline:
             c["channel_values"] = inline
         blobs = []

@@ -1,6 +1,6 @@
 """RustPostgresCheckpointer's stored format: payloads of 2 KB and more are stored deflated
 (zlib, type tag ending in "+zlib") when that saves space, a channel version without a value
-gets no blob row, small scalar values (bool, int, float, short str) are kept inside the
+gets no blob row, small scalar values (bool, int, float, short str, None) are kept inside the
 checkpoint's payload with their versions instead of in blob rows, and a checkpoint's payload
 leaves out the channel versions that its row's versions column holds (reading puts them back).
 Rows in the earlier formats (every payload whole, "empty" blob rows, every value a blob) still
@@ -13,6 +13,7 @@ import random
 import re
 import zlib
 
+import pg_storage
 import psycopg
 import pytest
 from conftest import cfg
@@ -174,9 +175,11 @@ def test_rows_in_the_earlier_format_still_read(saver, pg_db):
 
 
 def _payload(tag: str, data: bytes) -> dict:
-    if tag.endswith("+zlib"):
-        tag, data = tag.removesuffix("+zlib"), zlib.decompress(data)
-    return JsonPlusSerializer().loads_typed((tag, data))
+    return pg_storage.payload(tag, data)
+
+
+def _versions(stored: list[bytes]) -> list[str]:
+    return [pg_storage.decode(v) for v in stored]
 
 
 def test_the_payload_leaves_the_channel_versions_to_the_row(saver, pg_db):
@@ -195,7 +198,7 @@ def test_the_payload_leaves_the_channel_versions_to_the_row(saver, pg_db):
         own = payload.get("channel_versions", {})
         assert own.keys() == payload.get("channel_values", {}).keys()
         assert not own.keys() & set(channels)
-        want[cid] = {**dict(zip(channels, versions)), **own}
+        want[cid] = {**dict(zip(channels, _versions(versions))), **own}
     assert any(len(w) > 20 for w in want.values())
     # Every reader gets them back, every key and value, from a saver with nothing cached.
     with RustPostgresCheckpointer(pg_db) as fresh:
@@ -258,7 +261,7 @@ def test_payloads_with_their_own_channel_versions_still_read(saver, pg_db):
         payloads[thread, cid] = {
             **payload,
             "channel_versions": {
-                **dict(zip(channels, versions)),
+                **dict(zip(channels, _versions(versions))),
                 **payload.get("channel_versions", {}),
             },
         }
@@ -277,7 +280,7 @@ def test_payloads_with_their_own_channel_versions_still_read(saver, pg_db):
         _execute(pg_db, update, *serde.dumps_typed(odd), thread, cid)
         got = old.get_tuple(cfg(thread, checkpoint_id=cid)).checkpoint
         assert got["channel_versions"] == {
-            **dict(zip(channels, versions)),
+            **dict(zip(channels, _versions(versions))),
             "only_in_payload": "9",
             channels[0]: "other",
         }
@@ -301,7 +304,7 @@ def test_a_damaged_payload_fails_only_the_reads_that_need_it(saver, pg_db):
     b_before = _thread(saver, "b")
     counts = _counts(pg_db)
     assert _rows(pg_db, "SELECT type FROM flg_checkpoints WHERE checkpoint_id = %s", bad) == [
-        ("msgpack+zlib",)
+        ("msgpack+v+zlib",)
     ]
     _damage(
         pg_db, "flg_checkpoints", "checkpoint", "thread_id = %s AND checkpoint_id = %s", "a", bad
@@ -371,22 +374,22 @@ def _scalar_checkpoint(saver) -> tuple[dict, dict]:
     return cp, versions
 
 
-INLINE = {"count", "ratio", "flag", "off", "name", "edge"}
+INLINE = {"count", "ratio", "flag", "off", "name", "edge", "none"}
 
 
 def test_small_scalars_are_kept_in_the_checkpoint_row(saver, pg_db):
-    """bool, int, float and str of at most 256 characters are stored in the checkpoint's
-    payload, with their versions, and get no blob row; a longer str, None and a list still go
-    to blobs. Every value reads back equal, with the same
-    type, from a saver with nothing cached."""
+    """bool, int, float, str of at most 256 characters and None are stored in the checkpoint's
+    payload, with their versions, and get no blob row (as PostgresSaver keeps them); a longer
+    str and a list still go to blobs. Every value reads back equal, with the same type, from a
+    saver with nothing cached."""
     cp, versions = _scalar_checkpoint(saver)
     conf = saver.put(cfg("inline", checkpoint_ns=""), cp, {"step": 1}, versions)
     blobs = {ch for (ch,) in _rows(pg_db, "SELECT channel FROM flg_blobs")}
-    assert blobs == {"long", "none", "items"}
+    assert blobs == {"long", "items"}
     ((tag, data, channels),) = _rows(
         pg_db, "SELECT type, checkpoint, channels FROM flg_checkpoints"
     )
-    assert set(channels) == {"long", "none", "items", "valueless"}
+    assert set(channels) == {"long", "items", "valueless"}
     payload = _payload(tag, bytes(data))
     assert payload["channel_values"] == {ch: cp["channel_values"][ch] for ch in INLINE}
     assert payload["channel_versions"] == {ch: versions[ch] for ch in INLINE}
@@ -407,7 +410,7 @@ def test_small_scalars_are_kept_in_the_checkpoint_row(saver, pg_db):
     new_versions = {"items": saver.get_next_version(None, None), "count": "9.0"}
     nxt["channel_versions"] = {**versions, **new_versions}
     conf2 = saver.put(conf, nxt, {"step": 2}, new_versions)
-    assert len(_rows(pg_db, "SELECT 1 FROM flg_blobs")) == 4
+    assert len(_rows(pg_db, "SELECT 1 FROM flg_blobs")) == 3
     with RustPostgresCheckpointer(pg_db) as fresh:
         assert fresh.get_tuple(conf2).checkpoint == nxt
         assert fresh.get_tuple(conf).checkpoint == cp
@@ -415,7 +418,7 @@ def test_small_scalars_are_kept_in_the_checkpoint_row(saver, pg_db):
         # Keeping the latest keeps its values; the blobs only the older one needed go.
         fresh.prune(["inline"], strategy="keep_latest")
         assert fresh.get_tuple(cfg("inline")).checkpoint == nxt
-        assert len(_rows(pg_db, "SELECT 1 FROM flg_blobs")) == 3
+        assert len(_rows(pg_db, "SELECT 1 FROM flg_blobs")) == 2
         fresh.copy_thread("inline", "inline-copy")
         assert fresh.get_tuple(cfg("inline-copy")).checkpoint == nxt
 
@@ -443,7 +446,7 @@ def test_rows_without_inline_values_read_as_before(saver, pg_db):
                 conn.execute(
                     "INSERT INTO flg_blobs (thread_id, checkpoint_ns, channel, version, type, blob) "
                     "VALUES (%s, '', %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                    (thread, ch, inline_versions[ch], *serde.dumps_typed(value)),
+                    (thread, ch, pg_storage.encode(inline_versions[ch]), *serde.dumps_typed(value)),
                 )
                 moved += 1
             conn.execute(
@@ -452,7 +455,7 @@ def test_rows_without_inline_values_read_as_before(saver, pg_db):
                 (
                     *serde.dumps_typed(payload),
                     [*channels, *inline_versions],
-                    [*col_versions, *inline_versions.values()],
+                    [*col_versions, *map(pg_storage.encode, inline_versions.values())],
                     thread,
                     cid,
                 ),

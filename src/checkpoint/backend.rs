@@ -27,6 +27,10 @@ pub trait Backend: Send + Sync + Sized + 'static {
     /// inflate them.
     const COMPRESSES: bool = false;
 
+    /// Whether a checkpoint payload's versions are stored compact ([`super::versions`]); the
+    /// backend's reads then restore them.
+    const COMPACTS_VERSIONS: bool = false;
+
     /// Applies every op of the batch in one transaction, each on its own (a failing op does
     /// not undo the others); returns one result per op, and whether a transaction committed.
     fn commit_batch(conn: &Self::WriteConn, batch: &[Op]) -> (Vec<Result<u64>>, bool);

@@ -7,6 +7,7 @@
 //! - [`chain`] and [`msgpack`]: how delta chains become values;
 //! - [`writer`]: the group commit;
 //! - [`json_text`]: metadata JSON text written as Python's `json.dumps` writes it;
+//! - [`versions`]: channel versions in a compact, lossless form for storage keys;
 //! - [`backend`]: the [`Backend`] trait a database implements (its dialect and connections);
 //! - [`stream`]: a listing handed over in batches while a thread reads the next;
 //! - [`Store`]: the engine's face, a writer and a backend.
@@ -23,6 +24,7 @@ pub mod retention;
 pub mod sqlite;
 pub mod stream;
 mod types;
+pub mod versions;
 mod writer;
 
 pub use backend::Backend;
@@ -222,9 +224,12 @@ impl<B: Backend> Store<B> {
         self.writer.is_closed()
     }
 
-    /// `checkpoint` as the backend stores it: deflated, if it compresses (in the caller's
-    /// thread, so the group commit does not wait for it).
+    /// `checkpoint` as the backend stores it: its versions compact, and deflated, if the
+    /// backend does either (in the caller's thread, so the group commit does not wait for it).
     fn packed(&self, mut checkpoint: NewCheckpoint) -> NewCheckpoint {
+        if B::COMPACTS_VERSIONS {
+            versions::pack_payload(&mut checkpoint.type_tag, &mut checkpoint.checkpoint);
+        }
         if B::COMPRESSES {
             deflate::pack_checkpoint(&mut checkpoint);
         }
@@ -236,6 +241,11 @@ impl<B: Backend> Store<B> {
         mut checkpoints: Vec<NewCheckpoint>,
         mut writes: Vec<NewWrites>,
     ) -> (Vec<NewCheckpoint>, Vec<NewWrites>) {
+        if B::COMPACTS_VERSIONS {
+            for cp in &mut checkpoints {
+                versions::pack_payload(&mut cp.type_tag, &mut cp.checkpoint);
+            }
+        }
         if B::COMPRESSES {
             checkpoints.iter_mut().for_each(deflate::pack_checkpoint);
             writes.iter_mut().for_each(deflate::pack_writes);

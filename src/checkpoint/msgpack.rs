@@ -301,6 +301,105 @@ pub fn extend_string_map(map: &[u8], key: &str, entries: &[(String, String)]) ->
     Some(out)
 }
 
+/// The bytes of the msgpack bin value at the start of `data`, if it is one whole bin value.
+pub fn read_bin(data: &[u8]) -> Option<&[u8]> {
+    let (head, len) = match *data.first()? {
+        0xc4 => (2, usize::from(*data.get(1)?)),
+        0xc5 => (3, usize::from(u16::from_be_bytes(data.get(1..3)?.try_into().ok()?))),
+        0xc6 => (
+            5,
+            usize::try_from(u32::from_be_bytes(data.get(1..5)?.try_into().ok()?)).ok()?,
+        ),
+        _ => return None,
+    };
+    (data.len() == head + len).then(|| &data[head..])
+}
+
+/// The text of the msgpack str value at the start of `data`, if it is one whole str value.
+pub fn read_whole_str(data: &[u8]) -> Option<&str> {
+    let (s, len) = read_str(data)?;
+    (len == data.len()).then_some(())?;
+    std::str::from_utf8(s).ok()
+}
+
+/// `bytes` as a msgpack bin value.
+pub fn bin(bytes: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(bytes.len() + 5);
+    if let Ok(n) = u8::try_from(bytes.len()) {
+        out.extend_from_slice(&[0xc4, n]);
+    } else if let Ok(n) = u16::try_from(bytes.len()) {
+        out.push(0xc5);
+        out.extend_from_slice(&n.to_be_bytes());
+    } else {
+        out.push(0xc6);
+        out.extend_from_slice(&u32::try_from(bytes.len()).ok()?.to_be_bytes());
+    }
+    out.extend_from_slice(bytes);
+    Some(out)
+}
+
+/// `s` as a msgpack str value.
+pub fn str_value(s: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(s.len() + 5);
+    push_str(&mut out, s)?;
+    Some(out)
+}
+
+/// What [`rewrite_leaves`] does with one value: keeps it, replaces it (with an encoded value), or
+/// gives up the whole rewrite.
+pub enum Leaf {
+    Keep,
+    Replace(Vec<u8>),
+    GiveUp,
+}
+
+/// The msgpack map `map` with the values `f` replaces in the maps under some of its string keys:
+/// `(key, 1)` names a map of values, `(key, 2)` a map of maps of values. Everything else, keys
+/// and order included, is copied as it is. Returns the new map and how many values `f` replaced;
+/// `None` if `map` is not one well-formed msgpack map, a named entry is not of its shape, or `f`
+/// gave up.
+pub fn rewrite_leaves(map: &[u8], named: &[(&str, u8)], f: &mut dyn FnMut(&[u8]) -> Leaf) -> Option<(Vec<u8>, usize)> {
+    fn level(
+        value: &[u8],
+        depth: u8,
+        out: &mut Vec<u8>,
+        count: &mut usize,
+        f: &mut dyn FnMut(&[u8]) -> Leaf,
+    ) -> Option<()> {
+        if depth == 0 {
+            match f(value) {
+                Leaf::Keep => out.extend_from_slice(value),
+                Leaf::Replace(v) => {
+                    out.extend_from_slice(&v);
+                    *count += 1;
+                }
+                Leaf::GiveUp => return None,
+            }
+            return Some(());
+        }
+        let entries = map_entries(value)?;
+        push_header(out, MAP, u32::try_from(entries.len()).ok()?);
+        for (k, v) in entries {
+            out.extend_from_slice(k);
+            level(v, depth - 1, out, count, f)?;
+        }
+        Some(())
+    }
+    let top = map_entries(map)?;
+    let mut out = Vec::with_capacity(map.len());
+    let mut count = 0;
+    push_header(&mut out, MAP, u32::try_from(top.len()).ok()?);
+    for (k, v) in top {
+        out.extend_from_slice(k);
+        let depth = read_str(k).and_then(|(s, _)| named.iter().find(|(n, _)| n.as_bytes() == s).map(|(_, d)| *d));
+        match depth {
+            Some(d) => level(v, d, &mut out, &mut count, f)?,
+            None => out.extend_from_slice(v),
+        }
+    }
+    Some((out, count))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

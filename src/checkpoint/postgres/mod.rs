@@ -206,6 +206,9 @@ impl Backend for Postgres {
     // Payloads are stored deflated; the reads in `read.rs` inflate them.
     const COMPRESSES: bool = true;
 
+    // Versions are stored compact, in the payloads too (schema 9); `read.rs` restores them.
+    const COMPACTS_VERSIONS: bool = true;
+
     fn commit_batch(conn: &PgWriter, batch: &[Op]) -> (Vec<Result<u64>>, bool) {
         write::commit_batch(&conn.pool, conn.guard, batch)
     }
@@ -273,14 +276,18 @@ impl Backend for Postgres {
                 .query(sql::BROKEN_CHAINS, &[])?
                 .iter()
                 .map(|r| {
+                    let version = |i: usize| {
+                        let stored: &[u8] = r.get(i);
+                        super::versions::decode(stored).unwrap_or_else(|why| why)
+                    };
                     format!(
                         "thread {:?} (namespace {:?}): the value of channel {:?} at version {:?} extends version \
                          {:?}, which is not stored",
                         r.get::<_, String>(0),
                         r.get::<_, String>(1),
                         r.get::<_, String>(2),
-                        r.get::<_, String>(3),
-                        r.get::<_, String>(4)
+                        version(3),
+                        version(4)
                     )
                 })
                 .collect())

@@ -8,7 +8,7 @@ use tokio_postgres::types::ToSql;
 use super::pool::Pool;
 use super::sql;
 use crate::checkpoint::chain::{self, blob_key, BlobKey, Segment};
-use crate::checkpoint::{deflate, msgpack};
+use crate::checkpoint::{deflate, msgpack, versions};
 use crate::checkpoint::{ChannelHistory, ChannelValue, ListQuery, MetaValue, StoredCheckpoint, StoredWrite};
 use crate::error::{Error, Result};
 
@@ -78,7 +78,9 @@ fn list_sql(q: &ListQuery, cached: &[(String, String)]) -> Result<(String, Vec<B
         String::new()
     } else {
         params.push(Box::new(cached.iter().map(|(c, _)| c.clone()).collect::<Vec<_>>()));
-        params.push(Box::new(cached.iter().map(|(_, v)| v.clone()).collect::<Vec<_>>()));
+        params.push(Box::new(
+            cached.iter().map(|(_, v)| versions::encode(v)).collect::<Vec<_>>(),
+        ));
         sql::SKIP_CACHED
             .replace("$A", &format!("${}", params.len() - 1))
             .replace("$B", &format!("${}", params.len()))
@@ -130,23 +132,36 @@ pub fn list_skipping(pool: &Pool, q: &ListQuery, cached: &[(String, String)]) ->
                     blobs: Vec::new(),
                     writes: Vec::new(),
                 };
-                deflate::unpack(&mut cp.type_tag, &mut cp.checkpoint).map_err(|why| {
-                    Error::Storage(format!(
-                        "checkpoint {:?} of thread {:?} (namespace {:?}) is damaged: its stored payload {why}; \
+                deflate::unpack(&mut cp.type_tag, &mut cp.checkpoint)
+                    .and_then(|()| versions::unpack_payload(&mut cp.type_tag, &mut cp.checkpoint))
+                    .map_err(|why| {
+                        Error::Storage(format!(
+                            "checkpoint {:?} of thread {:?} (namespace {:?}) is damaged: its stored payload {why}; \
                              the rest of the database is unaffected",
-                        cp.checkpoint_id, cp.thread_id, cp.checkpoint_ns
-                    ))
-                })?;
+                            cp.checkpoint_id, cp.thread_id, cp.checkpoint_ns
+                        ))
+                    })?;
                 let channels: Vec<String> = row.get(9);
-                let versions: Vec<String> = row.get(10);
-                let versions: Vec<(String, String)> = channels.into_iter().zip(versions).collect();
+                let stored: Vec<&[u8]> = row.get(10);
+                let versions = channels
+                    .into_iter()
+                    .zip(stored)
+                    .map(|(channel, v)| Ok((channel, stored_version(&cp.thread_id, v)?)))
+                    .collect::<Result<Vec<(String, String)>>>()?;
                 restore_channel_versions(&mut cp, &versions);
                 cps.push((cp, versions));
             }
             1 => {
+                // [version, delta_base]
+                let key: Vec<Option<&[u8]>> = row.get(10);
+                let version = stored_version(&thread_id, key.first().copied().flatten().unwrap_or_default())?;
+                let base = match key.get(1).copied().flatten() {
+                    Some(b) => Some(stored_version(&thread_id, b)?),
+                    None => None,
+                };
                 blobs.insert(
-                    blob_key(&thread_id, &ns, row.get::<_, &str>(3), row.get::<_, &str>(4)),
-                    segment(row.get(5), row.get::<_, Option<Vec<u8>>>(7), row.get(6)),
+                    blob_key(&thread_id, &ns, row.get::<_, &str>(3), &version),
+                    segment(row.get(5), row.get::<_, Option<Vec<u8>>>(7), base),
                 );
             }
             _ => {
@@ -197,6 +212,15 @@ pub fn list_skipping(pool: &Pool, q: &ListQuery, cached: &[(String, String)]) ->
         out.push(cp);
     }
     Ok(out)
+}
+
+/// A channel version read back from its stored form ([`versions::encode`]).
+fn stored_version(thread_id: &str, stored: &[u8]) -> Result<String> {
+    versions::decode(stored).map_err(|why| {
+        Error::Storage(format!(
+            "thread {thread_id:?}: {why}; the database was modified outside fast-langgraph"
+        ))
+    })
 }
 
 /// A stored blob, inflated if it was stored deflated; one that cannot be is kept as damaged,
@@ -308,7 +332,11 @@ pub fn delta_history(
             if !visited.insert(cid.clone()) {
                 break 'walk; // a cycle: the database was edited by hand
             }
-            let found: Vec<Option<String>> = row.get(3);
+            let found = row
+                .get::<_, Vec<Option<&[u8]>>>(3)
+                .into_iter()
+                .map(|v| v.map(|v| stored_version(thread_id, v)).transpose())
+                .collect::<Result<Vec<Option<String>>>>()?;
             let mut idx: Vec<usize> = remaining.iter().copied().collect();
             idx.sort_unstable();
             for i in idx {
@@ -387,15 +415,20 @@ pub fn delta_history(
     let mut blobs: HashMap<BlobKey, Segment> = HashMap::new();
     if !wanted.is_empty() {
         let chs: Vec<&str> = wanted.iter().map(|(c, _)| c.as_str()).collect();
-        let vs: Vec<&str> = wanted.iter().map(|(_, v)| v.as_str()).collect();
+        let vs: Vec<Vec<u8>> = wanted.iter().map(|(_, v)| versions::encode(v)).collect();
         let rows = pool.run_with(what, |c| {
             let stmt = c.prepare(sql::SEED_BLOBS)?;
             c.client.query(&stmt, &[&thread_id, &ns, &chs, &vs])
         })?;
         for row in rows {
+            let version = stored_version(thread_id, row.get(1))?;
+            let base = match row.get::<_, Option<&[u8]>>(2) {
+                Some(b) => Some(stored_version(thread_id, b)?),
+                None => None,
+            };
             blobs.insert(
-                blob_key(thread_id, ns, row.get::<_, &str>(0), row.get::<_, &str>(1)),
-                segment(row.get(3), row.get::<_, Option<Vec<u8>>>(4), row.get(2)),
+                blob_key(thread_id, ns, row.get::<_, &str>(0), &version),
+                segment(row.get(3), row.get::<_, Option<Vec<u8>>>(4), base),
             );
         }
     }

@@ -72,6 +72,50 @@ pub const MIGRATIONS: &[&str] = &[
     // `versions` (no blob row): earlier builds would read such a checkpoint without them, so
     // their setup() refuses the database. Nothing to change in the tables.
     "COMMENT ON TABLE flg_checkpoints IS 'fast-langgraph checkpoints; from schema 8, small scalar channel values are inline in the checkpoint payload'",
+    // Channel versions as keys in their compact binary form (`crate::checkpoint::versions`):
+    // LangGraph's 51-character versions take 11-12 bytes in `flg_checkpoints.versions` and in
+    // `flg_blobs`' key and `delta_base`. The stored versions are converted here by a function
+    // computing the same bytes as `versions::encode` (dropped again once used); every string
+    // round-trips. The indexes, whose new keys go to their right end, fill their pages whole.
+    // Earlier builds' setup() refuses the database.
+    "CREATE FUNCTION flg_version_key(v text) RETURNS bytea LANGUAGE plpgsql IMMUTABLE STRICT AS $fn$
+    DECLARE
+        n bigint;
+        h text := '';
+        r text := substr(v, 34);
+        tag int := 64;
+    BEGIN
+        IF v !~ '^[0-9]{32}[.][-+.0-9e]*$' THEN
+            RETURN decode('00', 'hex') || convert_to(v, 'UTF8');
+        END IF;
+        IF left(v, 32)::numeric >= 9223372036854775808 THEN
+            RETURN decode('00', 'hex') || convert_to(v, 'UTF8');
+        END IF;
+        n := left(v, 32)::bigint;
+        IF n > 0 THEN
+            h := to_hex(n);
+            h := repeat('0', length(h) % 2) || h;
+        END IF;
+        IF left(r, 2) = '0.' THEN
+            tag := 96;
+            r := substr(r, 3);
+        END IF;
+        RETURN decode(to_hex(tag + length(h) / 2) || h || translate(r, '.e-+', 'abcd') || repeat('f', length(r) % 2),
+                      'hex');
+    END $fn$;
+    CREATE FUNCTION flg_version_keys(vs text[]) RETURNS bytea[] LANGUAGE sql IMMUTABLE STRICT AS $fn$
+        SELECT coalesce(array_agg(flg_version_key(x) ORDER BY i), '{}') FROM unnest(vs) WITH ORDINALITY AS u(x, i)
+    $fn$;
+    ALTER INDEX flg_checkpoints_pkey SET (fillfactor = 100);
+    ALTER INDEX flg_blobs_pkey SET (fillfactor = 100);
+    ALTER INDEX flg_writes_pkey SET (fillfactor = 100);
+    ALTER TABLE flg_checkpoints ALTER COLUMN versions TYPE bytea[] USING flg_version_keys(versions);
+    ALTER TABLE flg_blobs ALTER COLUMN version TYPE bytea USING flg_version_key(version),
+        ALTER COLUMN delta_base TYPE bytea USING flg_version_key(delta_base);
+    REINDEX TABLE flg_writes;
+    DROP FUNCTION flg_version_keys(text[]);
+    DROP FUNCTION flg_version_key(text);
+    COMMENT ON TABLE flg_checkpoints IS 'fast-langgraph checkpoints; from schema 8, small scalar channel values are inline in the checkpoint payload; from schema 9, channel versions are stored in their compact binary form'",
 ];
 
 /// Serializes concurrent `setup()` calls of several replicas (an arbitrary constant key).
@@ -87,10 +131,11 @@ pub const TABLE_EXISTS: &str = "SELECT to_regclass($1) IS NOT NULL";
 
 /// The parts of the put statement: the new blobs, a check that every delta's base is stored
 /// (or arrives in the same put), the blob insert, and the checkpoint upsert. Parameters:
-/// $1 thread, $2 ns, $3 id, $4 parent, $5 run_id, $6 channels, $7 versions, $8 metadata JSON,
+/// $1 thread, $2 ns, $3 id, $4 parent, $5 run_id, $6 channels, $7 versions (each in its stored
+/// form, `versions::encode`, as every version parameter and column is), $8 metadata JSON,
 /// $9..$13 blob columns, $14 type, $15 checkpoint bytes.
 const PUT_HEAD: &str = "WITH nb AS (
-    SELECT * FROM unnest($9::text[], $10::text[], $11::text[], $12::text[], $13::bytea[])
+    SELECT * FROM unnest($9::text[], $10::bytea[], $11::bytea[], $12::text[], $13::bytea[])
         AS u(channel, version, delta_base, type, blob)
 ), missing AS (
     SELECT 1 FROM nb WHERE nb.delta_base IS NOT NULL
@@ -178,7 +223,8 @@ pub const PUT_WRITES: &str = "INSERT INTO flg_writes AS w
 /// [`SKIP_CACHED`]: the values the caller holds are not read. `{thread}` is empty, or, when
 /// the checkpoints are of one thread, a condition naming it (`AND b.thread_id = $n`): the
 /// same rows, but the blobs are then found through the primary key's leading column, where
-/// the planner would otherwise scan the whole blob table for each step of the chain.
+/// the planner would otherwise scan the whole blob table for each step of the chain. A blob
+/// row (kind 1) has its version and delta base in the last column, `ARRAY[version, delta_base]`.
 pub const LIST_TAIL: &str = ", need AS (
     SELECT DISTINCT cp.thread_id, cp.checkpoint_ns, u.channel, u.version
     FROM cp CROSS JOIN LATERAL unnest(cp.channels, cp.versions) AS u(channel, version){skip}
@@ -195,7 +241,7 @@ SELECT 0 AS kind, thread_id, checkpoint_ns, checkpoint_id AS a, parent_checkpoin
        metadata::text AS d, checkpoint AS data, NULL::int AS idx, channels, versions
 FROM cp
 UNION ALL
-SELECT 1, b.thread_id, b.checkpoint_ns, b.channel, b.version, b.type, b.delta_base, b.blob, NULL, NULL, NULL
+SELECT 1, b.thread_id, b.checkpoint_ns, b.channel, NULL, b.type, NULL, b.blob, NULL, NULL, ARRAY[b.version, b.delta_base]
 FROM chain c JOIN flg_blobs b ON b.thread_id = c.thread_id AND b.checkpoint_ns = c.checkpoint_ns
     AND b.channel = c.channel AND b.version = c.version{thread}
 UNION ALL
@@ -206,7 +252,7 @@ FROM flg_writes w JOIN cp ON w.thread_id = cp.thread_id AND w.checkpoint_ns = cp
 
 /// Leaves out of `need` the (channel, version) pairs in the parallel arrays `$A` and `$B`.
 pub const SKIP_CACHED: &str = "
-    WHERE NOT EXISTS (SELECT 1 FROM unnest($A::text[], $B::text[]) AS s(channel, version)
+    WHERE NOT EXISTS (SELECT 1 FROM unnest($A::text[], $B::bytea[]) AS s(channel, version)
                       WHERE s.channel = u.channel AND s.version = u.version)";
 
 pub const CP_COLUMNS: &str =
@@ -459,7 +505,7 @@ pub const HISTORY_WRITES: &str = "SELECT checkpoint_id, task_id, channel, type, 
 /// The blobs of the listed (channel, version) pairs and every delta base they extend.
 pub const SEED_BLOBS: &str = "WITH RECURSIVE chain AS (
     SELECT b.channel, b.version, b.delta_base FROM flg_blobs b
-    JOIN unnest($3::text[], $4::text[]) AS q(channel, version) ON b.channel = q.channel AND b.version = q.version
+    JOIN unnest($3::text[], $4::bytea[]) AS q(channel, version) ON b.channel = q.channel AND b.version = q.version
     WHERE b.thread_id = $1 AND b.checkpoint_ns = $2
     UNION
     SELECT b.channel, b.version, b.delta_base FROM flg_blobs b JOIN chain c

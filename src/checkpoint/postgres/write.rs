@@ -14,7 +14,7 @@ use tokio_postgres::Statement;
 use super::pool::{Client, Conn, Pool, Step};
 use super::sql;
 use crate::checkpoint::writer::Op;
-use crate::checkpoint::{retention, Blob, NewCheckpoint, NewWrites, PruneStrategy};
+use crate::checkpoint::{retention, versions, Blob, NewCheckpoint, NewWrites, PruneStrategy};
 use crate::error::{Error, Result};
 
 /// The serializer's type tag of a channel version that holds no value.
@@ -289,10 +289,11 @@ struct PutArgs<'a> {
     cp: &'a NewCheckpoint,
     continuing: bool,
     channels: Vec<&'a str>,
-    versions: Vec<&'a str>,
+    /// Versions in their stored form ([`versions::encode`]).
+    versions: Vec<Vec<u8>>,
     b_channel: Vec<&'a str>,
-    b_version: Vec<&'a str>,
-    b_base: Vec<Option<&'a str>>,
+    b_version: Vec<Vec<u8>>,
+    b_base: Vec<Option<Vec<u8>>>,
     b_type: Vec<&'a str>,
     b_data: Vec<&'a [u8]>,
 }
@@ -306,10 +307,13 @@ impl<'a> PutArgs<'a> {
             cp,
             continuing,
             channels: cp.channel_versions.iter().map(|(c, _)| c.as_str()).collect(),
-            versions: cp.channel_versions.iter().map(|(_, v)| v.as_str()).collect(),
+            versions: cp.channel_versions.iter().map(|(_, v)| versions::encode(v)).collect(),
             b_channel: blobs.iter().map(|b| b.channel.as_str()).collect(),
-            b_version: blobs.iter().map(|b| b.version.as_str()).collect(),
-            b_base: blobs.iter().map(|b| b.delta_base.as_deref()).collect(),
+            b_version: blobs.iter().map(|b| versions::encode(&b.version)).collect(),
+            b_base: blobs
+                .iter()
+                .map(|b| b.delta_base.as_deref().map(versions::encode))
+                .collect(),
             b_type: blobs.iter().map(|b| b.type_tag.as_str()).collect(),
             b_data: blobs.iter().map(|b| b.data.as_slice()).collect(),
         }
