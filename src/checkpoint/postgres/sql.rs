@@ -152,6 +152,27 @@ pub fn put_guarded_sql() -> &'static str {
     })
 }
 
+/// A put on its own, without the guard, none of whose values is a delta: the whole put as one
+/// statement, which the server runs in a transaction of its own (no `BEGIN` nor `COMMIT` to
+/// send, and one reply). It takes its thread's shared advisory lock ($16, see
+/// [`begin_writing`]) before it inserts anything, so a prune of the thread that holds the
+/// exclusive lock finishes first, and one that comes later waits for this put to commit. A put
+/// with a delta needs the lock before its statement starts instead (the check that the delta's
+/// base is stored must see what a prune deleted), and takes [`put_sql`] in a transaction. Same
+/// parameters as [`put_sql`]; the first column is always 0.
+pub fn put_alone_sql() -> &'static str {
+    static SQL: OnceLock<String> = OnceLock::new();
+    SQL.get_or_init(|| {
+        format!(
+            "WITH lock AS (SELECT pg_advisory_xact_lock_shared($16::int8)), nb AS (
+    SELECT * FROM unnest($9::text[], $10::text[], $11::text[], $12::text[], $13::bytea[])
+        AS u(channel, version, delta_base, type, blob)
+), missing AS (SELECT 1 FROM lock WHERE FALSE){}",
+            PUT_BODY.replace("{ok}", "EXISTS (SELECT 1 FROM lock)")
+        )
+    })
+}
+
 /// Whether a checkpoint is stored (imports keep one already here).
 pub const CHECKPOINT_EXISTS: &str =
     "SELECT 1 FROM flg_checkpoints WHERE thread_id = $1 AND checkpoint_ns = $2 AND checkpoint_id = $3";
