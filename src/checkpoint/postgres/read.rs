@@ -508,3 +508,59 @@ pub fn delta_history(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::MetaFilter;
+
+    /// The highest `$n` in `text`.
+    fn highest_placeholder(text: &str) -> usize {
+        let b = text.as_bytes();
+        let mut best = 0;
+        for (i, _) in text.match_indices('$') {
+            let digits: String = b[i + 1..]
+                .iter()
+                .take_while(|c| c.is_ascii_digit())
+                .map(|&c| c as char)
+                .collect();
+            best = best.max(digits.parse().unwrap_or(0));
+        }
+        best
+    }
+
+    #[test]
+    fn every_shape_numbers_its_parameters_as_it_binds_them() {
+        let cached = vec![("messages".to_owned(), "1".to_owned())];
+        let mut seen = HashSet::new();
+        for bits in 0..(1u32 << 6) {
+            for limit in [None, Some(1), Some(5)] {
+                let on = |i: u32| bits & (1 << i) != 0;
+                let q = ListQuery {
+                    thread_id: on(0).then(|| "t".to_owned()),
+                    checkpoint_ns: on(1).then(String::new),
+                    checkpoint_id: on(2).then(|| "c".to_owned()),
+                    before: on(3).then(|| "b".to_owned()),
+                    filter: if on(4) {
+                        vec![MetaFilter {
+                            key: "k".into(),
+                            value: MetaValue::Int(1),
+                        }]
+                    } else {
+                        Vec::new()
+                    },
+                    limit,
+                };
+                let skip: &[(String, String)] = if on(5) { &cached } else { &[] };
+                let (text, params) = list_sql(&q, skip).unwrap();
+                assert_eq!(highest_placeholder(text), params.len(), "{q:?} {skip:?}: {text}");
+                // The same shape gives the same text, kept once.
+                assert!(std::ptr::eq(text, list_sql(&q, skip).unwrap().0));
+                assert_eq!(limit == Some(1), text.contains(" LIMIT 1)"), "{text}");
+                assert_eq!(limit == Some(1), text.contains("CROSS JOIN LATERAL (SELECT"), "{text}");
+                seen.insert(text.as_ptr() as usize);
+            }
+        }
+        assert_eq!(seen.len(), 64 * 3);
+    }
+}
