@@ -203,7 +203,9 @@ def test_a_delta_put_sees_what_a_prune_deleted_while_it_waited(pg_server, pg_db,
         out: list = []
         t = threading.Thread(
             target=lambda: out.append(
-                _put(saver, "delta", {"items": items}, parent=first["configurable"]["checkpoint_id"])
+                _put(
+                    saver, "delta", {"items": items}, parent=first["configurable"]["checkpoint_id"]
+                )
             )
         )
         t.start()
