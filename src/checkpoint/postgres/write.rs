@@ -3,7 +3,9 @@
 //!
 //! A put or a task's writes is one statement; a batch's transaction (`BEGIN`, the threads'
 //! shared locks, its statements, `COMMIT`) is sent in one network write ([`Client::pipeline`]),
-//! one round trip however many calls it carries. A put the guard refuses, or whose delta base is
+//! one round trip however many calls it carries. A put alone in its batch, without the guard
+//! and without deltas, needs no transaction of its own: its statement takes the lock itself
+//! ([`sql::put_alone_sql`]), and the server commits it when it ends. A put the guard refuses, or whose delta base is
 //! gone, stores nothing and fails on its own without aborting the transaction. A batch that
 //! fails as a whole (a statement error aborts a PostgreSQL transaction) is rolled back and its
 //! ops run again one by one, so each caller gets its own result; a lost connection retries the
