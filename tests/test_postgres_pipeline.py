@@ -144,3 +144,77 @@ def test_connection_dropped_while_a_put_waits_on_its_lock(pg_server, pg_db, save
         history[0].parent_config["configurable"]["checkpoint_id"]
         == (first["configurable"]["checkpoint_id"])
     )
+
+
+def _wait_for_lock_wait(pg_server, dbname: str) -> int:
+    """How many of the saver's connections wait on a lock, once one does (or after 30 s)."""
+    deadline = time.monotonic() + 30
+    waiting = 0
+    while waiting == 0 and time.monotonic() < deadline:
+        waiting = int(
+            pg_server.psql(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                f"AND datname = '{dbname}' AND application_name = 'fast-langgraph'"
+            )
+        )
+        time.sleep(0.05)
+    return waiting
+
+
+def test_a_lone_put_takes_its_lock_and_returns_committed(pg_server, pg_db, saver):
+    # A put without deltas on its own is one statement in a transaction of the server's: it
+    # waits for a prune's exclusive lock, stores nothing before, returns only once committed,
+    # and leaves no transaction open.
+    dbname = pg_db.rsplit("/", 1)[1]
+    with psycopg.connect(pg_db, autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(%s)", (_lock_key("alone"),))
+        out: list = []
+        t = threading.Thread(target=lambda: out.append(_put(saver, "alone", {"x": 1})))
+        t.start()
+        assert _wait_for_lock_wait(pg_server, dbname) == 1
+        assert not out
+        assert _count(pg_db, "SELECT count(*) FROM flg_checkpoints WHERE thread_id = 'alone'") == 0
+        holder.execute("SELECT pg_advisory_unlock(%s)", (_lock_key("alone"),))
+        t.join(60)
+    assert len(out) == 1
+    assert _count(pg_db, "SELECT count(*) FROM flg_checkpoints WHERE thread_id = 'alone'") == 1
+    assert (
+        _count(
+            pg_db,
+            "SELECT count(*) FROM pg_stat_activity WHERE state LIKE 'idle in transaction%%' "
+            "AND application_name = 'fast-langgraph'",
+        )
+        == 0
+    )
+    assert saver.get_tuple(cfg("alone")).checkpoint["channel_values"] == {"x": 1}
+
+
+def test_a_delta_put_sees_what_a_prune_deleted_while_it_waited(pg_server, pg_db, saver):
+    # A put whose list value is a delta takes its thread's lock before its statement: when a
+    # prune deletes the delta's base while the put waits, the put's check sees it, and the
+    # saver stores the full list instead. (Taking the lock inside the statement would check
+    # against what the statement saw before the prune, and store a delta over nothing.)
+    items = list(range(16))
+    first = _put(saver, "delta", {"items": items})
+    items.append(16)
+    dbname = pg_db.rsplit("/", 1)[1]
+    with psycopg.connect(pg_db) as pruner:
+        pruner.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_key("delta"),))
+        out: list = []
+        t = threading.Thread(
+            target=lambda: out.append(
+                _put(
+                    saver, "delta", {"items": items}, parent=first["configurable"]["checkpoint_id"]
+                )
+            )
+        )
+        t.start()
+        assert _wait_for_lock_wait(pg_server, dbname) == 1
+        pruner.execute("DELETE FROM flg_blobs WHERE thread_id = 'delta'")
+        pruner.commit()
+        t.join(60)
+    assert len(out) == 1
+    assert saver.get_tuple(cfg("delta")).checkpoint["channel_values"]["items"] == list(range(17))
+    assert saver._store.check() == []
+    # Stored whole: no delta row is left whose base is gone.
+    assert _count(pg_db, "SELECT count(*) FROM flg_blobs WHERE delta_base IS NOT NULL") == 0

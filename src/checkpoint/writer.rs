@@ -90,6 +90,9 @@ struct CommitGuard<'a, B: Backend> {
     writer: &'a Writer<B>,
     /// The batch's tickets, with the condition variables their callers wait on.
     waiters: Vec<(u64, Arc<Condvar>)>,
+    /// The committer's own ticket: its caller is not waiting, and is not woken (a wake-up is
+    /// a system call even when no one waits).
+    own: u64,
     /// One result per ticket, once the commit has returned.
     results: Option<Vec<Result<u64>>>,
 }
@@ -107,14 +110,19 @@ impl<B: Backend> Drop for CommitGuard<'_, B> {
                 ))
             });
             q.done.insert(ticket, result);
-            cv.notify_one();
+            if ticket != self.own {
+                cv.notify_one();
+            }
         }
         q.committing = q.committing.saturating_sub(1);
         if let Some((_, _, next)) = q.jobs.front() {
             next.notify_one();
         }
         drop(q);
-        self.writer.idle.notify_all();
+        // Only close() waits on `idle`, and it sets the flag before it looks at the queue.
+        if self.writer.is_closed() {
+            self.writer.idle.notify_all();
+        }
     }
 }
 
@@ -185,6 +193,7 @@ impl<B: Backend> Writer<B> {
             let mut guard = CommitGuard {
                 writer: self,
                 waiters: Vec::with_capacity(take),
+                own: ticket,
                 results: None,
             };
             for (t, op, cv) in q.jobs.drain(..take) {

@@ -143,17 +143,21 @@ impl Drop for Client {
 /// One connection and its prepared statements.
 pub struct Conn {
     pub client: Client,
-    statements: HashMap<String, Statement>,
+    /// Keyed by where the text is: every statement's text is built once per process and never
+    /// freed, so a lookup costs no hashing of a long text. (The same text at two addresses is
+    /// prepared twice, which is harmless.)
+    statements: HashMap<(usize, usize), Statement>,
 }
 
 impl Conn {
     /// The statement for `sql`, prepared once per connection.
-    pub fn prepare(&mut self, sql: &str) -> std::result::Result<Statement, tokio_postgres::Error> {
-        if let Some(s) = self.statements.get(sql) {
+    pub fn prepare(&mut self, sql: &'static str) -> std::result::Result<Statement, tokio_postgres::Error> {
+        let key = (sql.as_ptr() as usize, sql.len());
+        if let Some(s) = self.statements.get(&key) {
             return Ok(s.clone());
         }
         let s = self.client.prepare(sql)?;
-        self.statements.insert(sql.to_owned(), s.clone());
+        self.statements.insert(key, s.clone());
         Ok(s)
     }
 }

@@ -2,6 +2,7 @@
 //! blob they need and their pending writes; `get_delta_channel_history` by walking parent
 //! pointers in bounded statements.
 use std::collections::{HashMap, HashSet};
+use std::sync::{Mutex, OnceLock, PoisonError};
 
 use tokio_postgres::types::ToSql;
 
@@ -13,27 +14,26 @@ use crate::checkpoint::{ChannelHistory, ChannelValue, ListQuery, MetaValue, Stor
 use crate::error::{Error, Result};
 
 /// The `list` statement for `q`: only the conditions it has, every value a parameter. The
-/// values of the `(channel, version)` pairs in `cached` are not read.
-fn list_sql(q: &ListQuery, cached: &[(String, String)]) -> Result<(String, Vec<Box<dyn ToSql + Sync>>)> {
-    let mut conds: Vec<String> = Vec::new();
+/// values of the `(channel, version)` pairs in `cached` are not read. The text depends only on
+/// which conditions `q` has, so it is built once per shape ([`list_text`]).
+fn list_sql(q: &ListQuery, cached: &[(String, String)]) -> Result<(&'static str, Vec<Box<dyn ToSql + Sync>>)> {
     let mut params: Vec<Box<dyn ToSql + Sync>> = Vec::new();
-    let mut push = |cond: &str, value: Box<dyn ToSql + Sync>, params: &mut Vec<Box<dyn ToSql + Sync>>| {
-        params.push(value);
-        conds.push(cond.replace('?', &format!("${}", params.len())));
-    };
-    let mut thread = String::new();
+    let mut shape = Shape::default();
     if let Some(v) = &q.thread_id {
-        push("thread_id = ?", Box::new(v.clone()), &mut params);
-        thread = format!(" AND b.thread_id = ${}", params.len());
+        params.push(Box::new(v.clone()));
+        shape.thread = true;
     }
     if let Some(v) = &q.checkpoint_ns {
-        push("checkpoint_ns = ?", Box::new(v.clone()), &mut params);
+        params.push(Box::new(v.clone()));
+        shape.ns = true;
     }
     if let Some(v) = &q.checkpoint_id {
-        push("checkpoint_id = ?", Box::new(v.clone()), &mut params);
+        params.push(Box::new(v.clone()));
+        shape.id = true;
     }
     if let Some(v) = &q.before {
-        push("checkpoint_id < ?", Box::new(v.clone()), &mut params);
+        params.push(Box::new(v.clone()));
+        shape.before = true;
     }
     if !q.filter.is_empty() {
         // The filter as one JSON object, written by hand so that an integer beyond 64 bits keeps
@@ -59,40 +59,116 @@ fn list_sql(q: &ListQuery, cached: &[(String, String)]) -> Result<(String, Vec<B
             obj.push_str(&value);
         }
         obj.push('}');
-        // Containment, as PostgresSaver filters: metadata has every key with that value.
-        push("metadata @> (?::text)::jsonb", Box::new(obj), &mut params);
+        params.push(Box::new(obj));
+        shape.filter = true;
     }
-    let limit = match q.limit {
+    match q.limit {
+        // One checkpoint (`get_tuple`): the limit in the text, so that the server's generic
+        // plan, which it keeps for a prepared statement, knows it.
+        Some(1) => shape.limit = Limit::One,
         Some(n) => {
             params.push(Box::new(n.max(0)));
-            format!(" LIMIT ${}", params.len())
+            shape.limit = Limit::Param;
         }
-        None => String::new(),
+        None => {}
+    }
+    if !cached.is_empty() {
+        params.push(Box::new(cached.iter().map(|(c, _)| c.clone()).collect::<Vec<_>>()));
+        params.push(Box::new(
+            cached.iter().map(|(_, v)| versions::encode(v)).collect::<Vec<_>>(),
+        ));
+        shape.skip = true;
+    }
+    Ok((list_text(shape), params))
+}
+
+/// Which conditions a `list` statement has: its text is a function of them.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Hash)]
+struct Shape {
+    thread: bool,
+    ns: bool,
+    id: bool,
+    before: bool,
+    filter: bool,
+    limit: Limit,
+    skip: bool,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Hash)]
+enum Limit {
+    #[default]
+    None,
+    One,
+    Param,
+}
+
+/// The text of the `list` statement of a shape, built on first use and kept for the process
+/// (there are at most a few hundred shapes), so that a call neither builds nor hashes it anew.
+fn list_text(shape: Shape) -> &'static str {
+    static TEXTS: OnceLock<Mutex<HashMap<Shape, &'static str>>> = OnceLock::new();
+    let texts = TEXTS.get_or_init(Mutex::default);
+    let mut texts = texts.lock().unwrap_or_else(PoisonError::into_inner);
+    texts
+        .entry(shape)
+        .or_insert_with(|| Box::leak(build_list_text(shape).into_boxed_str()))
+}
+
+fn build_list_text(shape: Shape) -> String {
+    let mut n = 0;
+    let mut next = || {
+        n += 1;
+        format!("${n}")
+    };
+    let mut conds: Vec<String> = Vec::new();
+    let mut thread = String::new();
+    if shape.thread {
+        let p = next();
+        thread = format!(" AND b.thread_id = {p}");
+        conds.push(format!("thread_id = {p}"));
+    }
+    if shape.ns {
+        conds.push(format!("checkpoint_ns = {}", next()));
+    }
+    if shape.id {
+        conds.push(format!("checkpoint_id = {}", next()));
+    }
+    if shape.before {
+        conds.push(format!("checkpoint_id < {}", next()));
+    }
+    if shape.filter {
+        // Containment, as PostgresSaver filters: metadata has every key with that value.
+        conds.push(format!("metadata @> ({}::text)::jsonb", next()));
+    }
+    let limit = match shape.limit {
+        Limit::None => String::new(),
+        Limit::One => " LIMIT 1".to_owned(),
+        Limit::Param => format!(" LIMIT {}", next()),
     };
     let conds = if conds.is_empty() {
         "TRUE".to_owned()
     } else {
         conds.join(" AND ")
     };
-    let skip = if cached.is_empty() {
-        String::new()
+    let skip = if shape.skip {
+        let (a, b) = (next(), next());
+        sql::SKIP_CACHED.replace("$A", &a).replace("$B", &b)
     } else {
-        params.push(Box::new(cached.iter().map(|(c, _)| c.clone()).collect::<Vec<_>>()));
-        params.push(Box::new(
-            cached.iter().map(|(_, v)| versions::encode(v)).collect::<Vec<_>>(),
-        ));
-        sql::SKIP_CACHED
-            .replace("$A", &format!("${}", params.len() - 1))
-            .replace("$B", &format!("${}", params.len()))
+        String::new()
     };
-    Ok((
-        format!(
-            "WITH RECURSIVE cp AS (SELECT {} FROM flg_checkpoints WHERE {conds} ORDER BY checkpoint_id DESC{limit}){}",
-            sql::CP_COLUMNS,
-            sql::LIST_TAIL.replace("{skip}", &skip).replace("{thread}", &thread)
-        ),
-        params,
-    ))
+    // One checkpoint needs a few values: looked up one by one through the primary key.
+    let base = if shape.limit == Limit::One {
+        sql::CHAIN_LOOKUP
+    } else {
+        sql::CHAIN_JOIN
+    };
+    format!(
+        "WITH RECURSIVE cp AS (SELECT {} FROM flg_checkpoints WHERE {conds} ORDER BY checkpoint_id DESC{limit}){}",
+        sql::CP_COLUMNS,
+        sql::LIST_TAIL
+            .replace("{base}", base)
+            .replace("{skip}", &skip)
+            .replace("{thread}", &thread)
+    )
 }
 
 pub fn list(pool: &Pool, q: &ListQuery) -> Result<Vec<StoredCheckpoint>> {
@@ -109,7 +185,7 @@ pub fn list_skipping(pool: &Pool, q: &ListQuery, cached: &[(String, String)]) ->
         None => "listing checkpoints".to_owned(),
     };
     let rows = pool.run_with(what, |c| {
-        let stmt = c.prepare(&text)?;
+        let stmt = c.prepare(text)?;
         c.client.query(&stmt, &refs)
     })?;
     let mut cps: Vec<(StoredCheckpoint, Vec<(String, String)>)> = Vec::new();
@@ -464,4 +540,60 @@ pub fn delta_history(
         });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::MetaFilter;
+
+    /// The highest `$n` in `text`.
+    fn highest_placeholder(text: &str) -> usize {
+        let b = text.as_bytes();
+        let mut best = 0;
+        for (i, _) in text.match_indices('$') {
+            let digits: String = b[i + 1..]
+                .iter()
+                .take_while(|c| c.is_ascii_digit())
+                .map(|&c| c as char)
+                .collect();
+            best = best.max(digits.parse().unwrap_or(0));
+        }
+        best
+    }
+
+    #[test]
+    fn every_shape_numbers_its_parameters_as_it_binds_them() {
+        let cached = vec![("messages".to_owned(), "1".to_owned())];
+        let mut seen = HashSet::new();
+        for bits in 0..(1u32 << 6) {
+            for limit in [None, Some(1), Some(5)] {
+                let on = |i: u32| bits & (1 << i) != 0;
+                let q = ListQuery {
+                    thread_id: on(0).then(|| "t".to_owned()),
+                    checkpoint_ns: on(1).then(String::new),
+                    checkpoint_id: on(2).then(|| "c".to_owned()),
+                    before: on(3).then(|| "b".to_owned()),
+                    filter: if on(4) {
+                        vec![MetaFilter {
+                            key: "k".into(),
+                            value: MetaValue::Int(1),
+                        }]
+                    } else {
+                        Vec::new()
+                    },
+                    limit,
+                };
+                let skip: &[(String, String)] = if on(5) { &cached } else { &[] };
+                let (text, params) = list_sql(&q, skip).unwrap();
+                assert_eq!(highest_placeholder(text), params.len(), "{q:?} {skip:?}: {text}");
+                // The same shape gives the same text, kept once.
+                assert!(std::ptr::eq(text, list_sql(&q, skip).unwrap().0));
+                assert_eq!(limit == Some(1), text.contains(" LIMIT 1)"), "{text}");
+                assert_eq!(limit == Some(1), text.contains("CROSS JOIN LATERAL (SELECT"), "{text}");
+                seen.insert(text.as_ptr() as usize);
+            }
+        }
+        assert_eq!(seen.len(), 64 * 3);
+    }
 }

@@ -197,6 +197,27 @@ pub fn put_guarded_sql() -> &'static str {
     })
 }
 
+/// A put on its own, without the guard, none of whose values is a delta: the whole put as one
+/// statement, which the server runs in a transaction of its own (no `BEGIN` nor `COMMIT` to
+/// send, and one reply). It takes its thread's shared advisory lock ($16, see
+/// [`begin_writing`]) before it inserts anything, so a prune of the thread that holds the
+/// exclusive lock finishes first, and one that comes later waits for this put to commit. A put
+/// with a delta needs the lock before its statement starts instead (the check that the delta's
+/// base is stored must see what a prune deleted), and takes [`put_sql`] in a transaction. Same
+/// parameters as [`put_sql`]; the first column is always 0.
+pub fn put_alone_sql() -> &'static str {
+    static SQL: OnceLock<String> = OnceLock::new();
+    SQL.get_or_init(|| {
+        format!(
+            "WITH lock AS (SELECT pg_advisory_xact_lock_shared($16::int8)), nb AS (
+    SELECT * FROM unnest($9::text[], $10::text[], $11::text[], $12::text[], $13::bytea[])
+        AS u(channel, version, delta_base, type, blob)
+), missing AS (SELECT 1 FROM lock WHERE FALSE){}",
+            PUT_BODY.replace("{ok}", "EXISTS (SELECT 1 FROM lock)")
+        )
+    })
+}
+
 /// Whether a checkpoint is stored (imports keep one already here).
 pub const CHECKPOINT_EXISTS: &str =
     "SELECT 1 FROM flg_checkpoints WHERE thread_id = $1 AND checkpoint_ns = $2 AND checkpoint_id = $3";
@@ -219,7 +240,8 @@ pub const PUT_WRITES: &str = "INSERT INTO flg_writes AS w
 
 /// The tail of the list statement, after a `cp` CTE selecting the checkpoints: every blob
 /// they need, delta bases included (keys found by a recursive walk, each blob read once), and
-/// their pending writes, as one result of three row kinds. `{skip}` is empty, or
+/// their pending writes, as one result of three row kinds. `{base}` is [`CHAIN_JOIN`] or
+/// [`CHAIN_LOOKUP`]. `{skip}` is empty, or
 /// [`SKIP_CACHED`]: the values the caller holds are not read. `{thread}` is empty, or, when
 /// the checkpoints are of one thread, a condition naming it (`AND b.thread_id = $n`): the
 /// same rows, but the blobs are then found through the primary key's leading column, where
@@ -229,9 +251,7 @@ pub const LIST_TAIL: &str = ", need AS (
     SELECT DISTINCT cp.thread_id, cp.checkpoint_ns, u.channel, u.version
     FROM cp CROSS JOIN LATERAL unnest(cp.channels, cp.versions) AS u(channel, version){skip}
 ), chain AS (
-    SELECT b.thread_id, b.checkpoint_ns, b.channel, b.version, b.delta_base FROM flg_blobs b JOIN need n
-        ON b.thread_id = n.thread_id AND b.checkpoint_ns = n.checkpoint_ns AND b.channel = n.channel
-       AND b.version = n.version{thread}
+    {base}
     UNION
     SELECT b.thread_id, b.checkpoint_ns, b.channel, b.version, b.delta_base FROM flg_blobs b JOIN chain c
         ON b.thread_id = c.thread_id AND b.checkpoint_ns = c.checkpoint_ns AND b.channel = c.channel
@@ -249,6 +269,22 @@ SELECT 2, w.thread_id, w.checkpoint_ns, w.checkpoint_id, w.task_id, w.type, w.ch
        ARRAY[w.task_path], NULL
 FROM flg_writes w JOIN cp ON w.thread_id = cp.thread_id AND w.checkpoint_ns = cp.checkpoint_ns
     AND w.checkpoint_id = cp.checkpoint_id";
+
+/// The first step of [`LIST_TAIL`]'s `chain` for many checkpoints: one join of the blob table
+/// with every (channel, version) they need, which the planner may make a scan of the thread's
+/// blobs, the cheapest way to find thousands of them.
+pub const CHAIN_JOIN: &str =
+    "SELECT b.thread_id, b.checkpoint_ns, b.channel, b.version, b.delta_base FROM flg_blobs b JOIN need n
+        ON b.thread_id = n.thread_id AND b.checkpoint_ns = n.checkpoint_ns AND b.channel = n.channel
+       AND b.version = n.version{thread}";
+
+/// The first step of [`LIST_TAIL`]'s `chain` for one checkpoint (`get_tuple`): one primary-key
+/// lookup per value it needs (`OFFSET 0` keeps the planner from turning the lookups back into
+/// a join, which it may plan as a scan of all the thread's blobs, as long as the thread).
+pub const CHAIN_LOOKUP: &str = "SELECT b.thread_id, b.checkpoint_ns, b.channel, b.version, b.delta_base FROM need n
+        CROSS JOIN LATERAL (SELECT b.thread_id, b.checkpoint_ns, b.channel, b.version, b.delta_base
+            FROM flg_blobs b WHERE b.thread_id = n.thread_id AND b.checkpoint_ns = n.checkpoint_ns
+            AND b.version = n.version AND b.channel = n.channel OFFSET 0) b";
 
 /// Leaves out of `need` the (channel, version) pairs in the parallel arrays `$A` and `$B`.
 pub const SKIP_CACHED: &str = "

@@ -3,7 +3,9 @@
 //!
 //! A put or a task's writes is one statement; a batch's transaction (`BEGIN`, the threads'
 //! shared locks, its statements, `COMMIT`) is sent in one network write ([`Client::pipeline`]),
-//! one round trip however many calls it carries. A put the guard refuses, or whose delta base is
+//! one round trip however many calls it carries. A put alone in its batch, without the guard
+//! and without deltas, needs no transaction of its own: its statement takes the lock itself
+//! ([`sql::put_alone_sql`]), and the server commits it when it ends. A put the guard refuses, or whose delta base is
 //! gone, stores nothing and fails on its own without aborting the transaction. A batch that
 //! fails as a whole (a statement error aborts a PostgreSQL transaction) is rolled back and its
 //! ops run again one by one, so each caller gets its own result; a lost connection retries the
@@ -147,6 +149,9 @@ pub fn commit_batch(pool: &Pool, guard: bool, batch: &[Op]) -> (Vec<Result<u64>>
         let out = pool.run_with(
             || describe(op),
             |c| {
+                if let Some(cp) = alone(guard, op) {
+                    return put_alone(c, cp);
+                }
                 let p = Prepared::new(c, guard)?;
                 if matches!(op, Op::PutWrites(_)) {
                     // One statement, which needs no transaction nor lock of its own.
@@ -168,6 +173,27 @@ pub fn commit_batch(pool: &Pool, guard: bool, batch: &[Op]) -> (Vec<Result<u64>>
             .collect(),
         committed,
     )
+}
+
+/// The checkpoint of `op` if it is a put that may run as one statement on its own
+/// ([`sql::put_alone_sql`]): without the guard, and without deltas.
+fn alone(guard: bool, op: &Op) -> Option<&NewCheckpoint> {
+    match op {
+        Op::Put(cp) | Op::PutContinuing(cp) if !guard && cp.blobs.iter().all(|b| b.delta_base.is_none()) => Some(cp),
+        _ => None,
+    }
+}
+
+/// A put on its own: one statement, committed by the server when it ends.
+fn put_alone(c: &mut Conn, cp: &NewCheckpoint) -> PgResult<Result<u64>> {
+    let stmt = c.prepare(sql::put_alone_sql())?;
+    let args = PutArgs::new(cp, false);
+    let key = sql::thread_lock_key(&cp.thread_id);
+    let mut params = args.params(false);
+    params.push(&key);
+    let row = c.client.query_one(&stmt, &params)?;
+    let (missing, stored): (i64, i64) = (row.get(0), row.get(1));
+    put_outcome(&mut c.client, false, cp, missing, stored)
 }
 
 /// Whether `op` is made only of statements whose parameters are known beforehand, so that it
