@@ -210,7 +210,7 @@ pub fn put_alone_sql() -> &'static str {
     SQL.get_or_init(|| {
         format!(
             "WITH lock AS (SELECT pg_advisory_xact_lock_shared($16::int8)), nb AS (
-    SELECT * FROM unnest($9::text[], $10::text[], $11::text[], $12::text[], $13::bytea[])
+    SELECT * FROM unnest($9::text[], $10::bytea[], $11::bytea[], $12::text[], $13::bytea[])
         AS u(channel, version, delta_base, type, blob)
 ), missing AS (SELECT 1 FROM lock WHERE FALSE){}",
             PUT_BODY.replace("{ok}", "EXISTS (SELECT 1 FROM lock)")
