@@ -318,7 +318,7 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
         serde = self.serde
         if type(serde) is RustSerializer:
             # The default serializer: the store builds the tuple itself, as list() does.
-            return self._store.get_tuple(  # type: ignore[no-any-return]
+            return self._store.get_tuple(
                 thread_id,
                 ns,
                 checkpoint_id,

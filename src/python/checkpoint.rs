@@ -335,7 +335,7 @@ impl PyCheckpointStore {
         load_metadata: &Bound<'py, PyAny>,
         load_value: &Bound<'py, PyAny>,
         tuple_cls: &Bound<'py, PyAny>,
-    ) -> PyResult<Option<(Bound<'py, PyAny>, Vec<(String, usize)>)>> {
+    ) -> PyResult<Option<GotTuple<'py>>> {
         // A few key lookups in one read transaction, without the GIL.
         let Some(row) = py.detach(|| self.store.get(thread_id, checkpoint_ns, checkpoint_id, &cached))? else {
             return Ok(None);
@@ -610,6 +610,9 @@ impl PyCheckpointBatches {
         }
     }
 }
+
+/// `get_tuple`'s tuple, and `(channel, deltas)` for each value read from its row.
+type GotTuple<'py> = (Bound<'py, PyAny>, Vec<(String, usize)>);
 
 /// A batch's tuples, and the error of the row after the last of them (if one failed).
 type BuiltBatch<'py> = (Bound<'py, PyList>, Option<Bound<'py, PyAny>>);
