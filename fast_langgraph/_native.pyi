@@ -344,6 +344,25 @@ class CheckpointStore:
         """The checkpoint with `checkpoint_id`, or the newest of the thread's namespace, with
         its values and pending writes; None if there is none. The values of the (channel,
         version) pairs in `cached`, which the caller holds, are left out."""
+    def get_tuple(
+        self,
+        thread_id: str,
+        checkpoint_ns: str,
+        checkpoint_id: str | None,
+        cached: Sequence[tuple[str, str]],
+        config: Any,
+        codec: MsgpackCodec,
+        loads: Callable[[tuple[str, bytes]], Any],
+        scan_metadata: Callable[[str, int], tuple[Any, int]],
+        load_metadata: Callable[[str], Any],
+        load_value: Callable[[ChannelValueRow], Any],
+        tuple_cls: type[tuple[Any, ...]],
+    ) -> tuple[Any, builtins.list[tuple[str, int]]] | None:
+        """`get`, with the `CheckpointTuple` built here, as `CheckpointBatches.next_tuples`
+        builds those of `list()`, or None. The tuple's config is `config` when given, the
+        checkpoint's own otherwise. Also returns `(channel, deltas)` for each value read
+        from its own row: the channel, and how many deltas were applied to its last full
+        value."""
     def list(
         self,
         *,

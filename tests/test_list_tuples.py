@@ -178,6 +178,58 @@ def test_list_gives_stock_sqlite_savers_tuples(tmp_path: Path, serde_name: str) 
         conn.close()
 
 
+@pytest.mark.parametrize("serde_name", list(SERDES))
+def test_get_tuple_gives_stock_sqlite_savers_tuple(tmp_path: Path, serde_name: str) -> None:
+    """``get_tuple`` with the default serializer builds its tuple in the store's bindings
+    too (``CheckpointStore.get_tuple``): the same tuple as stock SqliteSaver's, and exactly
+    (types, key order) what the Python decoding of the same row gives, for the latest
+    checkpoint and for checkpoints named by id (whose tuple keeps the caller's config)."""
+    ours, stock, conn = both(tmp_path, serde_name)
+    pickles = serde_name == "rust-pickle"
+    slow = RustSQLiteCheckpointer(ours.path, serde=PythonPath(pickle_fallback=pickles))
+    try:
+        if serde_name.startswith("rust"):
+
+            def not_here(*_: Any) -> Any:
+                raise AssertionError("get_tuple() decoded a row in Python with RustSerializer")
+
+            ours._to_tuple = not_here  # type: ignore[method-assign]
+        if serde_name == "encrypted-rust":
+            slow = ours  # the Python decoding is the only one
+        listed = list(stock.list({"configurable": {"thread_id": "same", "checkpoint_ns": ""}}))
+        configs: list[dict[str, Any]] = [
+            {"configurable": {"thread_id": "same"}},
+            {"configurable": {"thread_id": "same", "checkpoint_ns": "inner:1"}},
+            {"configurable": {"thread_id": "other"}},
+        ]
+        configs += [
+            {"configurable": {**t.config["configurable"], "extra": i}}
+            for i, t in enumerate(listed[::9])
+        ]
+        configs.append({"configurable": {"thread_id": "same", "checkpoint_id": "missing"}})
+        for config in configs:
+            got = ours.get_tuple(config)
+            want = stock.get_tuple(config)
+            assert got == want, config
+            before = slow.get_tuple(config)
+            if got is None:
+                assert before is None
+                continue
+            assert type(got) is type(before)
+            assert same(tuple(got), tuple(before)), config
+            if "checkpoint_id" in config["configurable"]:
+                assert got.config is config
+        # Read twice, the latest gives the same tuple (the second read may reuse DeltaChannel
+        # seeds and lists remembered by the first).
+        latest = {"configurable": {"thread_id": "same", "checkpoint_ns": ""}}
+        assert same(tuple(ours.get_tuple(latest)), tuple(slow.get_tuple(latest)))
+        assert ours.get_tuple(latest) == stock.get_tuple(latest)
+    finally:
+        ours.close()
+        slow.close()
+        conn.close()
+
+
 def test_a_write_that_cannot_be_decoded_is_raised_at_its_row(tmp_path: Path) -> None:
     path = str(tmp_path / "ours.db")
     with RustSQLiteCheckpointer(path) as ours:

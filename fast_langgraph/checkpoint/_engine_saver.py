@@ -30,6 +30,8 @@ from fast_langgraph._native import CheckpointRow
 from fast_langgraph.checkpoint._batches import built_batches, decoded, decoded_batches
 
 T = TypeVar("T")
+# The random digits of a channel version (see ``get_next_version``).
+_random_bits = random.getrandbits
 
 
 class EngineSaver(BaseCheckpointSaver[str]):
@@ -93,15 +95,18 @@ class EngineSaver(BaseCheckpointSaver[str]):
         return self._to_tuple(row, None)
 
     def get_next_version(self, current: str | int | None, channel: None) -> str:
-        """The next channel version: a zero-padded counter plus a random fraction, as
-        SqliteSaver and PostgresSaver make them."""
+        """The next channel version: a 32-digit counter, a dot and 16 random digits. Versions
+        order by their counter, as SqliteSaver's and PostgresSaver's do (theirs end in a
+        random float; digits of random bits are as random and cost a third of formatting a
+        float, for every channel a step writes)."""
         if current is None:
             current_v = 0
         elif isinstance(current, int):
             current_v = current
         else:
-            current_v = int(str(current).split(".")[0])
-        return f"{current_v + 1:032}.{random.random():016}"
+            current_v = int(str(current).split(".", 1)[0])
+        # %-formatting: a third faster than the f-string's two format specs (timeit).
+        return "%032d.%016d" % (current_v + 1, _random_bits(53))  # noqa: UP031
 
     # -- async: the same work on a worker thread --------------------------------------------
 

@@ -275,16 +275,16 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
         thread_id, ns = str(conf["thread_id"]), _text(ns, "checkpoint_ns")
         # DeltaChannel snapshots this process decoded already are not read again.
         cached = self._seeds.versions(thread_id, ns) if self.delta and self._seeds else []
-        row = self._store.get(thread_id, ns, checkpoint_id, cached)
-        if row is None:
+        got = self._read(thread_id, ns, checkpoint_id, cached, config if checkpoint_id else None)
+        if got is None:
             return None
-        tup = self._to_tuple(row, config if checkpoint_id else None)
+        tup, stored = got
         if self.delta and not self._seeds.fill(tup.checkpoint, thread_id, ns, cached):
             # A seed left the cache meanwhile: read the checkpoint whole.
-            row = self._store.get(thread_id, ns, checkpoint_id)
-            if row is None:
+            got = self._read(thread_id, ns, checkpoint_id, [], config if checkpoint_id else None)
+            if got is None:
                 return None
-            tup = self._to_tuple(row, config if checkpoint_id else None)
+            tup, stored = got
             self._seeds.fill(tup.checkpoint, thread_id, ns, [])
         if self.delta:
             # The graph builds its next state from these very objects: remember them, so the
@@ -293,18 +293,48 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
             versions = checkpoint["channel_versions"]
             values = checkpoint["channel_values"]
             read = []
-            for stored in row.values:
-                channel = stored.channel
+            for channel, deltas in stored:
                 items = list_items(values.get(channel))
                 if items is not None and channel in versions:
                     read.append(
                         (
                             (thread_id, ns, channel),
-                            Remembered(str(versions[channel]), tuple(items), stored.deltas),
+                            Remembered(str(versions[channel]), tuple(items), deltas),
                         )
                     )
             self._lists.remember_many(read, "read")
         return tup
+
+    def _read(
+        self,
+        thread_id: str,
+        ns: str,
+        checkpoint_id: str | None,
+        cached: builtins.list[tuple[str, str]],
+        config: RunnableConfig | None,
+    ) -> tuple[CheckpointTuple, builtins.list[tuple[str, int]]] | None:
+        """The tuple of one checkpoint (see ``get_tuple``), and ``(channel, deltas)`` for each
+        value read from its row."""
+        serde = self.serde
+        if type(serde) is RustSerializer:
+            # The default serializer: the store builds the tuple itself, as list() does.
+            return self._store.get_tuple(
+                thread_id,
+                ns,
+                checkpoint_id,
+                cached,
+                config,
+                serde._codec(),
+                serde.loads_typed,
+                _METADATA_SCAN,
+                _load_metadata,
+                self._load_value,
+                CheckpointTuple,
+            )
+        row = self._store.get(thread_id, ns, checkpoint_id, cached)
+        if row is None:
+            return None
+        return self._to_tuple(row, config), [(v.channel, v.deltas) for v in row.values]
 
     def list(
         self,

@@ -314,6 +314,45 @@ impl PyCheckpointStore {
         row.map(|r| checkpoint_row(py, r)).transpose()
     }
 
+    /// `get`, with the `CheckpointTuple` built here, as `CheckpointBatches.next_tuples` builds
+    /// those of `list()` (see there for `codec` and the callables), or `None`. The tuple's
+    /// config is `config` when given, the checkpoint's own otherwise. Also returns, for each
+    /// value read from its own row, `(channel, deltas)`: the channel and how many deltas were
+    /// applied to its last full value.
+    #[pyo3(signature = (thread_id, checkpoint_ns, checkpoint_id, cached, config, codec, loads, scan_metadata, load_metadata, load_value, tuple_cls))]
+    #[allow(clippy::too_many_arguments)] // the callables a tuple is built with
+    fn get_tuple<'py>(
+        &self,
+        py: Python<'py>,
+        thread_id: &str,
+        checkpoint_ns: &str,
+        checkpoint_id: Option<&str>,
+        cached: Vec<(String, String)>,
+        config: Option<Bound<'py, PyAny>>,
+        codec: &Bound<'py, PyMsgpackCodec>,
+        loads: &Bound<'py, PyAny>,
+        scan_metadata: &Bound<'py, PyAny>,
+        load_metadata: &Bound<'py, PyAny>,
+        load_value: &Bound<'py, PyAny>,
+        tuple_cls: &Bound<'py, PyAny>,
+    ) -> PyResult<Option<GotTuple<'py>>> {
+        // A few key lookups in one read transaction, without the GIL.
+        let Some(row) = py.detach(|| self.store.get(thread_id, checkpoint_ns, checkpoint_id, &cached))? else {
+            return Ok(None);
+        };
+        let read: Vec<(String, usize)> = row.blobs.iter().map(|v| (v.channel.clone(), v.deltas)).collect();
+        let builder = TupleBuilder {
+            codec: codec.get(),
+            loads,
+            scan_metadata,
+            load_metadata,
+            load_value,
+            tuple_cls,
+            tuple_new: py.get_type::<PyTuple>().getattr(intern!(py, "__new__"))?,
+        };
+        Ok(Some((builder.build(py, row, config)?, read)))
+    }
+
     /// Checkpoints newest first, with their values and pending writes, from one SQL query.
     #[pyo3(signature = (*, thread_id = None, checkpoint_ns = None, checkpoint_id = None, before = None, filter = Vec::new(), json_filter = Vec::new(), limit = None))]
     #[allow(clippy::too_many_arguments)]
@@ -551,7 +590,7 @@ impl PyCheckpointBatches {
         };
         let tuples = PyList::empty(py);
         for row in batch {
-            match builder.build(py, row) {
+            match builder.build(py, row, None) {
                 Ok(tuple) => tuples.append(tuple)?,
                 Err(e) => return Ok(Some((tuples, Some(e.into_value(py).into_bound(py).into_any())))),
             }
@@ -571,6 +610,9 @@ impl PyCheckpointBatches {
         }
     }
 }
+
+/// `get_tuple`'s tuple, and `(channel, deltas)` for each value read from its row.
+type GotTuple<'py> = (Bound<'py, PyAny>, Vec<(String, usize)>);
 
 /// A batch's tuples, and the error of the row after the last of them (if one failed).
 type BuiltBatch<'py> = (Bound<'py, PyList>, Option<Bound<'py, PyAny>>);
@@ -599,9 +641,14 @@ impl<'py> TupleBuilder<'_, 'py> {
         self.loads.call1(((type_tag, PyBytes::new(py, data)),))
     }
 
-    /// The `CheckpointTuple` of a listed row, as `RustSQLiteCheckpointer._to_tuple(row, None)`
-    /// builds it, value for value and key for key.
-    fn build(&self, py: Python<'py>, row: StoredCheckpoint) -> PyResult<Bound<'py, PyAny>> {
+    /// The `CheckpointTuple` of a row, as `RustSQLiteCheckpointer._to_tuple(row, config)`
+    /// builds it, value for value and key for key: its config is `config` when given.
+    fn build(
+        &self,
+        py: Python<'py>,
+        row: StoredCheckpoint,
+        config: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let checkpoint = self.decode(py, &row.type_tag, &row.checkpoint)?;
         let key = intern!(py, "channel_values");
         let values = match checkpoint.cast_exact::<PyDict>() {
@@ -624,7 +671,7 @@ impl<'py> TupleBuilder<'_, 'py> {
         }
         let thread_id = PyString::new(py, &row.thread_id);
         let ns = PyString::new(py, &row.checkpoint_ns);
-        let config = |checkpoint_id: &str| -> PyResult<Bound<'py, PyDict>> {
+        let config_of = |checkpoint_id: &str| -> PyResult<Bound<'py, PyDict>> {
             let conf = PyDict::new(py);
             conf.set_item(intern!(py, "thread_id"), &thread_id)?;
             conf.set_item(intern!(py, "checkpoint_ns"), &ns)?;
@@ -633,10 +680,13 @@ impl<'py> TupleBuilder<'_, 'py> {
             config.set_item(intern!(py, "configurable"), conf)?;
             Ok(config)
         };
-        let own = config(&row.checkpoint_id)?;
+        let own = match config {
+            Some(given) => given,
+            None => config_of(&row.checkpoint_id)?.into_any(),
+        };
         let metadata = self.metadata(py, &row.metadata_json)?;
         let parent = match row.parent_checkpoint_id.as_deref() {
-            Some(id) if !id.is_empty() => config(id)?.into_any(),
+            Some(id) if !id.is_empty() => config_of(id)?.into_any(),
             _ => py.None().into_bound(py),
         };
         let writes = PyList::empty(py);
@@ -645,7 +695,7 @@ impl<'py> TupleBuilder<'_, 'py> {
             writes.append((w.task_id, w.channel, value))?;
         }
         // What a named tuple's own `__new__` does, without its Python frame.
-        let fields = PyTuple::new(py, [own.into_any(), checkpoint, metadata, parent, writes.into_any()])?;
+        let fields = PyTuple::new(py, [own, checkpoint, metadata, parent, writes.into_any()])?;
         self.tuple_new.call1((self.tuple_cls, fields))
     }
 

@@ -78,6 +78,14 @@ impl Sqlite {
         let memory = path == ":memory:";
         let conn = connect(path, busy_timeout)?;
         schema::prepare(&conn, path, memory, synchronous)?;
+        if !memory {
+            // The writer's connection does small reads of the pages it keeps writing, which its
+            // own page cache holds (its commits do not invalidate it). Memory-mapped, every
+            // page it touches would first be looked up in the WAL's index, whose chains for
+            // pages committed many times grow long; unmapped, a page in the cache is taken as
+            // it is. The read connections (listings, reads while a commit runs) stay mapped.
+            conn.execute_batch("PRAGMA mmap_size = 0")?;
+        }
         let conn = Arc::new(Mutex::new(conn));
         let readers = if memory {
             Readers::Memory(Arc::clone(&conn))

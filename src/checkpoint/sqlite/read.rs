@@ -44,7 +44,11 @@ fn get_in_transaction(
     checkpoint_id: Option<&str>,
     cached: &[(String, String)],
 ) -> Result<Option<StoredCheckpoint>> {
-    const COLUMNS: &str = "checkpoint_id, parent_checkpoint_id, type, checkpoint, metadata, channel_versions";
+    // Whole constants, so the statement cache finds them without formatting the text first.
+    const BY_ID: &str = "SELECT checkpoint_id, parent_checkpoint_id, type, checkpoint, metadata, channel_versions \
+         FROM flg_checkpoints WHERE thread_id = ?1 AND checkpoint_ns = ?2 AND checkpoint_id = ?3";
+    const LATEST: &str = "SELECT checkpoint_id, parent_checkpoint_id, type, checkpoint, metadata, channel_versions \
+         FROM flg_checkpoints WHERE thread_id = ?1 AND checkpoint_ns = ?2 ORDER BY checkpoint_id DESC LIMIT 1";
     let read = |r: &rusqlite::Row<'_>| -> rusqlite::Result<(StoredCheckpoint, String)> {
         Ok((
             StoredCheckpoint {
@@ -63,16 +67,10 @@ fn get_in_transaction(
     };
     let found = match checkpoint_id {
         Some(id) => conn
-            .prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM flg_checkpoints WHERE thread_id = ?1 AND checkpoint_ns = ?2 \
-                 AND checkpoint_id = ?3"
-            ))?
+            .prepare_cached(BY_ID)?
             .query_row(rusqlite::params![thread_id, checkpoint_ns, id], read),
         None => conn
-            .prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM flg_checkpoints WHERE thread_id = ?1 AND checkpoint_ns = ?2 \
-                 ORDER BY checkpoint_id DESC LIMIT 1"
-            ))?
+            .prepare_cached(LATEST)?
             .query_row(rusqlite::params![thread_id, checkpoint_ns], read),
     };
     let (mut cp, versions_json) = match found {
