@@ -234,6 +234,34 @@ def test_a_forked_child_follows_its_own_invalidations(redis_url, redis_client):
     assert c.stats()["near_flushes"] == 0
 
 
+def test_a_forked_child_does_not_keep_the_parents_connection(redis_url, redis_client):
+    # Without the fork hook the child's copy of the socket kept the connection (and its
+    # tracking) open on the server after the parent closed it, for the child's whole life.
+    others = set(tracking_client_ids(redis_client))
+    c = RustLLMCache(redis_url=redis_url, namespace="near-fork-close", near_cache=True)
+    ready(c)
+    ours = set(tracking_client_ids(redis_client)) - others
+    assert len(ours) == 1
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.close(w)
+        os.read(r, 1)  # lives until the parent has looked
+        os._exit(0)
+    os.close(r)
+    try:
+        c.close()
+        del c
+        until(
+            lambda: not ours & set(tracking_client_ids(redis_client)),
+            "the server drops the closed tracking connection while the child lives",
+        )
+    finally:
+        os.write(w, b"x")
+        os.close(w)
+        os.waitpid(pid, 0)
+
+
 def test_the_near_cache_is_bounded(redis_url):
     c = RustLLMCache(redis_url=redis_url, namespace="near-bound", near_cache=True, local_max_size=3)
     ready(c)

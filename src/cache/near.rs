@@ -23,7 +23,9 @@
 //! `CLIENT`) leaves near caches empty: every read goes to the server.
 //!
 //! A forked child never uses its parent's tracking: it makes its own (and its near caches,
-//! which name the tracking they follow, start empty).
+//! which name the tracking they follow, start empty), and its copy of the parent's connection
+//! is closed at the fork ([`fork_close`]), so that the server drops the connection when the
+//! parent does.
 use std::collections::VecDeque;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -98,6 +100,9 @@ impl Ring {
 }
 
 struct Link {
+    /// The socket's entry in [`fork_close`]'s table (dropped before the socket, so the entry
+    /// goes while the descriptor's number is still this socket's).
+    registered: Option<fork_close::Registration>,
     sock: Option<Sock>,
     inbuf: Vec<u8>,
     /// When each `PING` still unanswered was sent.
@@ -223,6 +228,7 @@ impl Tracking {
             lease_until: AtomicU64::new(0),
             seq: AtomicU64::new(0),
             link: Mutex::new(Link {
+                registered: None,
                 sock: None,
                 inbuf: Vec::new(),
                 pings: VecDeque::new(),
@@ -466,6 +472,8 @@ impl Inner {
     /// Connects, turns tracking on, and hands the socket to the loop; `Err(refused)` on failure.
     fn open(&self) -> std::result::Result<(), bool> {
         let mut sock = (self.connect)().map_err(|_| false)?;
+        // At once, so that a fork from now on closes the child's copy of the socket.
+        let registered = fork_close::register(sock.fd());
         let mut buf = Vec::new();
         let refused = |r: &Reply| matches!(r, Reply::Error(_));
         let hello = call(&mut sock, &[b"HELLO", b"3"], &mut buf).map_err(|_| false)?;
@@ -485,6 +493,7 @@ impl Inner {
         let now = Instant::now();
         {
             let mut link = lock(&self.link);
+            link.registered = Some(registered);
             link.sock = Some(sock);
             link.inbuf = buf;
             link.pings.clear();
@@ -503,6 +512,7 @@ impl Inner {
             let fd = {
                 let mut link = lock(&self.link);
                 if link.broken {
+                    link.registered = None;
                     link.sock = None;
                     link.inbuf = Vec::new();
                     link.pings.clear();
@@ -530,7 +540,92 @@ impl Inner {
         }
         let mut link = lock(&self.link);
         self.active.store(false, Ordering::Release);
+        link.registered = None;
         link.sock = None;
+    }
+}
+
+/// The descriptors of this process's tracking connections, closed in a forked child.
+///
+/// A child inherits its parent's sockets, but not the thread that owns a tracking connection,
+/// so its copy would stay open for the child's whole life: the server would then keep the
+/// connection, and its tracking, after the parent let it go, queueing invalidations for it that
+/// nobody reads. A `pthread_atfork` handler points each registered descriptor at `/dev/null` in
+/// the child (`dup2`: the child's copy of the socket is closed, the number stays taken, so
+/// nothing else of the child is ever closed in its place). The table is lock-free, as the
+/// handler must be (it runs in the child right after the fork, where another thread may have
+/// held any lock). A connection made while more than [`fork_close::SLOTS`] are open is not
+/// registered.
+#[cfg(unix)]
+mod fork_close {
+    use std::sync::atomic::{AtomicI32, Ordering};
+    use std::sync::Once;
+
+    pub const SLOTS: usize = 64;
+    static FDS: [AtomicI32; SLOTS] = [const { AtomicI32::new(-1) }; SLOTS];
+    static HOOK: Once = Once::new();
+
+    /// Runs in the child after a fork: only async-signal-safe calls (`open`, `dup2`, `close`).
+    extern "C" fn in_child() {
+        let mut null = -1;
+        for slot in &FDS {
+            let fd = slot.swap(-1, Ordering::AcqRel);
+            if fd < 0 {
+                continue;
+            }
+            if null < 0 {
+                // SAFETY: a NUL-terminated path; async-signal-safe.
+                null = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
+                if null < 0 {
+                    return;
+                }
+            }
+            // SAFETY: both are open descriptors of this process; async-signal-safe.
+            unsafe { libc::dup2(null, fd) };
+        }
+        if null >= 0 {
+            // SAFETY: the descriptor opened above.
+            unsafe { libc::close(null) };
+        }
+    }
+
+    /// A descriptor's entry in the table, removed when dropped.
+    pub struct Registration {
+        slot: Option<usize>,
+        fd: i32,
+    }
+
+    pub fn register(fd: i64) -> Registration {
+        HOOK.call_once(|| {
+            // SAFETY: a handler of the required signature, registered once per process.
+            unsafe { libc::pthread_atfork(None, None, Some(in_child)) };
+        });
+        let Ok(fd) = i32::try_from(fd) else {
+            return Registration { slot: None, fd: -1 };
+        };
+        let slot = FDS
+            .iter()
+            .position(|s| s.compare_exchange(-1, fd, Ordering::AcqRel, Ordering::Acquire).is_ok());
+        Registration { slot, fd }
+    }
+
+    impl Drop for Registration {
+        fn drop(&mut self) {
+            if let Some(i) = self.slot {
+                // A forked child emptied the table already: then this is not its entry.
+                let _ = FDS[i].compare_exchange(self.fd, -1, Ordering::AcqRel, Ordering::Acquire);
+            }
+        }
+    }
+}
+
+/// No `fork` to guard against.
+#[cfg(not(unix))]
+mod fork_close {
+    pub struct Registration;
+
+    pub fn register(_fd: i64) -> Registration {
+        Registration
     }
 }
 

@@ -15,9 +15,12 @@
 //! - `0x60 | k`: the same, for a rest starting with `0.` (left out).
 //!
 //! Nibbles: `0`-`9` are themselves, `.` is 0xA, `e` 0xB, `-` 0xC, `+` 0xD; an odd count ends
-//! with 0xF. A larger counter takes more bytes, so a thread's versions sort in counter order
-//! and its new keys go to one end of an index. The PostgreSQL migration that converted stored
-//! versions computes the same bytes in SQL (`postgres/sql.rs`, schema 9).
+//! with 0xF. Within one form (`0x40` or `0x60`) a larger counter sorts after a smaller one,
+//! which keeps a thread's newer keys together in an index; the two forms do not interleave by
+//! counter (LangGraph's float-style versions take `0x60`, ours with 16 random digits `0x40`),
+//! which costs nothing but locality: stored versions are only ever compared for equality. The
+//! PostgreSQL migration that converted stored versions computes the same bytes in SQL
+//! (`postgres/sql.rs`, schema 9).
 
 use super::msgpack;
 
@@ -165,10 +168,12 @@ pub fn pack_payload(type_tag: &mut String, data: &mut Vec<u8>) {
 }
 
 /// Restores the versions [`pack_payload`] stored compact, in place, and the serializer's type
-/// tag; a payload without the mark is left as it is. On a damaged payload, returns why and
+/// tag; a payload without the mark (`"msgpack+v"` exactly) is left as it is. On a damaged payload, returns why and
 /// changes nothing.
 pub fn unpack_payload(type_tag: &mut String, data: &mut Vec<u8>) -> std::result::Result<(), String> {
-    let Some(tag) = type_tag.strip_suffix(PAYLOAD_SUFFIX) else {
+    // Only msgpack payloads are packed: another serializer's tag that happens to end in the
+    // mark is its own.
+    let Some(tag) = type_tag.strip_suffix(PAYLOAD_SUFFIX).filter(|t| *t == msgpack::MSGPACK) else {
         return Ok(());
     };
     let tag_len = tag.len();
@@ -345,6 +350,17 @@ mod tests {
                 assert_eq!(counter.cmp(c), ef.cmp(prev), "{counter} against {c}");
             }
             last = Some((counter, ef));
+        }
+    }
+
+    #[test]
+    fn only_a_msgpack_payload_is_unpacked() {
+        // Another serializer's tag may end in the mark: it is left to that serializer.
+        for tag in ["custom+v", "json+v", "+v"] {
+            let mut t = tag.to_owned();
+            let mut d = vec![0xc1, 0x02, 0x03];
+            unpack_payload(&mut t, &mut d).unwrap();
+            assert_eq!((t.as_str(), d.as_slice()), (tag, &[0xc1, 0x02, 0x03][..]));
         }
     }
 
