@@ -17,6 +17,11 @@
 //!   child does not have, and the child's first connection would wait forever. Producers do
 //!   their SQLite work inside [`FORK_GATE`], which [`pause_for_fork`] closes (waiting for the
 //!   work in progress) just before a fork and [`resume_after_fork`] opens again after it.
+//! - The memory of a batch is freed by the producer's thread, which allocated it: the caller
+//!   hands each batch it has built its values from back ([`ListStream::give_back`]). Freed by
+//!   the caller, each of the batch's buffers took the lock of the allocator's arena the
+//!   producer was allocating from at the same time, and the caller slept on that lock some 150
+//!   times per 1,000 checkpoints (docs/benchmarks.md).
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
@@ -131,6 +136,8 @@ struct State {
     done: bool,
     /// The consumer was answered `None` or an error: the listing is over.
     over: bool,
+    /// Batches the consumer is done with, for the producer to free on its own thread.
+    spent: Vec<Batch>,
 }
 
 struct Shared {
@@ -216,6 +223,7 @@ impl ListStream {
                     ready: VecDeque::new(),
                     done: false,
                     over: false,
+                    spent: Vec::new(),
                 }),
                 cond: Condvar::new(),
                 stopped: AtomicBool::new(false),
@@ -294,6 +302,25 @@ impl ListStream {
     }
 }
 
+impl ListStream {
+    /// Hands a batch the caller is done with back to the producer, which frees it on its own
+    /// thread (see the module's documentation); once the producer has finished, or in a
+    /// forked child, the batch is freed here.
+    pub fn give_back(&self, batch: Batch) {
+        if self.pid != std::process::id() {
+            return;
+        }
+        let Some(shared) = self.shared.as_ref() else { return };
+        let mut state = shared.lock();
+        if !state.done {
+            state.spent.push(batch);
+            return;
+        }
+        drop(state);
+        drop(batch);
+    }
+}
+
 impl Drop for ListStream {
     fn drop(&mut self) {
         let Some(shared) = self.shared.take() else { return };
@@ -326,7 +353,9 @@ impl Producer {
             .unwrap_or_else(PoisonError::into_inner)
             .take()
             .is_some();
-        let sent = self.hand_over(batch);
+        let (sent, spent) = self.hand_over(batch);
+        // Freed here, the producer's lock released: the caller does not wait for it.
+        drop(spent);
         // Back in: whether it goes on reading or ends its transaction, it works in SQLite.
         if was_inside {
             let inside = FORK_GATE.enter();
@@ -335,17 +364,18 @@ impl Producer {
         sent
     }
 
-    fn hand_over(&self, batch: Batch) -> bool {
+    /// Whether `batch` was handed over, and the batches given back meanwhile.
+    fn hand_over(&self, batch: Batch) -> (bool, Vec<Batch>) {
         let shared = &self.shared;
         let mut state = shared.lock();
         loop {
             if !self.wanted() {
-                return false;
+                return (false, std::mem::take(&mut state.spent));
             }
             if state.ready.len() < AHEAD {
                 state.ready.push_back(Ok(batch));
                 shared.cond.notify_all();
-                return true;
+                return (true, std::mem::take(&mut state.spent));
             }
             state = shared
                 .cond
@@ -360,7 +390,10 @@ impl Drop for Producer {
     fn drop(&mut self) {
         let mut state = self.shared.lock();
         state.done = true;
+        let spent = std::mem::take(&mut state.spent);
         self.shared.cond.notify_all();
+        drop(state);
+        drop(spent);
     }
 }
 
@@ -512,6 +545,34 @@ mod tests {
             Error::Storage("broken".into())
         );
         assert!(stream.next_batch().is_none());
+    }
+
+    #[test]
+    fn batches_given_back_are_freed_by_the_producer_then_by_the_caller_once_it_ended() {
+        let closed = Arc::new(AtomicBool::new(false));
+        let (go, wait_go) = std::sync::mpsc::channel::<()>();
+        let stream = ListStream::spawn(closed, Error::Closed("closed".into()), move |p| {
+            p.send(vec![cp("a")]);
+            wait_go.recv_timeout(Duration::from_secs(10)).unwrap();
+            p.send(vec![cp("b")]);
+            Ok(())
+        })
+        .unwrap();
+        let spent = |s: &ListStream| s.shared.as_ref().unwrap().lock().spent.len();
+        let a = stream.next_batch().unwrap().unwrap();
+        stream.give_back(a);
+        assert_eq!(spent(&stream), 1, "held for the producer while it reads");
+        go.send(()).unwrap();
+        // The producer took what was given back when it handed the next batch over.
+        let b = stream.next_batch().unwrap().unwrap();
+        assert_eq!(b[0].checkpoint_id, "b");
+        assert_eq!(spent(&stream), 0);
+        stream.give_back(b);
+        assert!(stream.next_batch().is_none());
+        // The producer has ended: whatever it had not taken is freed, and no more is kept.
+        assert_eq!(spent(&stream), 0);
+        stream.give_back(vec![cp("c")]);
+        assert_eq!(spent(&stream), 0);
     }
 
     #[test]

@@ -350,7 +350,7 @@ impl PyCheckpointStore {
             tuple_cls,
             tuple_new: py.get_type::<PyTuple>().getattr(intern!(py, "__new__"))?,
         };
-        Ok(Some((builder.build(py, row, config)?, read)))
+        Ok(Some((builder.build(py, &row, config)?, read)))
     }
 
     /// Checkpoints newest first, with their values and pending writes, from one SQL query.
@@ -589,13 +589,19 @@ impl PyCheckpointBatches {
             tuple_new: py.get_type::<PyTuple>().getattr(intern!(py, "__new__"))?,
         };
         let tuples = PyList::empty(py);
-        for row in batch {
+        let mut error = None;
+        for row in &batch {
             match builder.build(py, row, None) {
                 Ok(tuple) => tuples.append(tuple)?,
-                Err(e) => return Ok(Some((tuples, Some(e.into_value(py).into_bound(py).into_any())))),
+                Err(e) => {
+                    error = Some(e.into_value(py).into_bound(py).into_any());
+                    break;
+                }
             }
         }
-        Ok(Some((tuples, None)))
+        // Freed by the thread that read it (see `ListStream::give_back`).
+        self.stream.give_back(batch);
+        Ok(Some((tuples, error)))
     }
 
     fn __next__(&self, py: Python<'_>) -> PyResult<Option<Vec<PyCheckpointRow>>> {
@@ -646,7 +652,7 @@ impl<'py> TupleBuilder<'_, 'py> {
     fn build(
         &self,
         py: Python<'py>,
-        row: StoredCheckpoint,
+        row: &StoredCheckpoint,
         config: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let checkpoint = self.decode(py, &row.type_tag, &row.checkpoint)?;
@@ -662,7 +668,7 @@ impl<'py> TupleBuilder<'_, 'py> {
             },
             Err(_) => checkpoint.call_method1(intern!(py, "setdefault"), (key, PyDict::new(py)))?,
         };
-        for stored in row.blobs {
+        for stored in &row.blobs {
             if !stored.segments.is_empty() {
                 let channel = PyString::new(py, &stored.channel);
                 let stored = Py::new(py, value_row(py, stored)?)?;
@@ -690,9 +696,9 @@ impl<'py> TupleBuilder<'_, 'py> {
             _ => py.None().into_bound(py),
         };
         let writes = PyList::empty(py);
-        for w in row.writes {
+        for w in &row.writes {
             let value = self.decode(py, &w.type_tag, &w.data)?;
-            writes.append((w.task_id, w.channel, value))?;
+            writes.append((w.task_id.as_str(), w.channel.as_str(), value))?;
         }
         // What a named tuple's own `__new__` does, without its Python frame.
         let fields = PyTuple::new(py, [own, checkpoint, metadata, parent, writes.into_any()])?;
@@ -848,14 +854,14 @@ pub(super) fn meta_value(key: &str, v: &Bound<'_, PyAny>) -> PyResult<MetaValue>
     }
 }
 
-fn value_row(py: Python<'_>, v: ChannelValue) -> PyResult<PyChannelValueRow> {
+fn value_row(py: Python<'_>, v: &ChannelValue) -> PyResult<PyChannelValueRow> {
     let segments = v
         .segments
         .iter()
         .map(|(type_tag, data)| (type_tag.as_str(), PyBytes::new(py, data)))
         .collect::<Vec<_>>();
     Ok(PyChannelValueRow {
-        channel: v.channel,
+        channel: v.channel.clone(),
         segments: PyTuple::new(py, segments)?.unbind(),
         deltas: v.deltas,
     })
@@ -876,7 +882,7 @@ pub(super) fn checkpoint_row(py: Python<'_>, row: StoredCheckpoint) -> PyResult<
     let values = row
         .blobs
         .into_iter()
-        .map(|v| Py::new(py, value_row(py, v)?))
+        .map(|v| Py::new(py, value_row(py, &v)?))
         .collect::<PyResult<Vec<_>>>()?;
     let writes = row
         .writes
@@ -905,7 +911,7 @@ pub(super) fn channel_history(py: Python<'_>, h: ChannelHistory) -> PyResult<PyC
     Ok(PyChannelHistory {
         channel: h.channel,
         writes: PyTuple::new(py, writes)?.unbind(),
-        seed: h.seed.map(|v| Py::new(py, value_row(py, v)?)).transpose()?,
+        seed: h.seed.map(|v| Py::new(py, value_row(py, &v)?)).transpose()?,
         seed_version: h.seed_version,
     })
 }
