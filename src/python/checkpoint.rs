@@ -341,15 +341,7 @@ impl PyCheckpointStore {
             return Ok(None);
         };
         let read: Vec<(String, usize)> = row.blobs.iter().map(|v| (v.channel.clone(), v.deltas)).collect();
-        let builder = TupleBuilder {
-            codec: codec.get(),
-            loads,
-            scan_metadata,
-            load_metadata,
-            load_value,
-            tuple_cls,
-            tuple_new: py.get_type::<PyTuple>().getattr(intern!(py, "__new__"))?,
-        };
+        let builder = TupleBuilder::new(py, codec, loads, scan_metadata, load_metadata, load_value, tuple_cls)?;
         Ok(Some((builder.build(py, &row, config)?, read)))
     }
 
@@ -579,15 +571,7 @@ impl PyCheckpointBatches {
             None => return Ok(None),
             Some(batch) => batch?,
         };
-        let builder = TupleBuilder {
-            codec: codec.get(),
-            loads,
-            scan_metadata,
-            load_metadata,
-            load_value,
-            tuple_cls,
-            tuple_new: py.get_type::<PyTuple>().getattr(intern!(py, "__new__"))?,
-        };
+        let builder = TupleBuilder::new(py, codec, loads, scan_metadata, load_metadata, load_value, tuple_cls)?;
         let tuples = PyList::empty(py);
         let mut error = None;
         for row in &batch {
@@ -636,7 +620,29 @@ struct TupleBuilder<'a, 'py> {
     tuple_new: Bound<'py, PyAny>,
 }
 
-impl<'py> TupleBuilder<'_, 'py> {
+impl<'a, 'py> TupleBuilder<'a, 'py> {
+    /// A builder over the saver's codec and hooks (the arguments of `get_tuple` and
+    /// `next_tuples`, in their order).
+    fn new(
+        py: Python<'py>,
+        codec: &'a Bound<'py, PyMsgpackCodec>,
+        loads: &'a Bound<'py, PyAny>,
+        scan_metadata: &'a Bound<'py, PyAny>,
+        load_metadata: &'a Bound<'py, PyAny>,
+        load_value: &'a Bound<'py, PyAny>,
+        tuple_cls: &'a Bound<'py, PyAny>,
+    ) -> PyResult<Self> {
+        Ok(Self {
+            codec: codec.get(),
+            loads,
+            scan_metadata,
+            load_metadata,
+            load_value,
+            tuple_cls,
+            tuple_new: py.get_type::<PyTuple>().getattr(intern!(py, "__new__"))?,
+        })
+    }
+
     /// `loads((type_tag, data))`, with msgpack the codec reads exactly decoded here.
     fn decode(&self, py: Python<'py>, type_tag: &str, data: &[u8]) -> PyResult<Bound<'py, PyAny>> {
         if type_tag == "msgpack" {
