@@ -309,3 +309,18 @@ def pg_server():
 def pg_db(pg_server):
     """A fresh database on the session server; yields its URL."""
     return pg_server.url(pg_server.create_database())
+
+
+def put_values(saver, thread_id, values, parent=None, metadata=None):
+    """Puts a checkpoint of ``values`` (every channel at a new version) on ``thread_id``'s
+    root namespace, after the checkpoint ``parent`` if given; returns the put's config."""
+    from conftest import cfg
+    from langgraph.checkpoint.base import empty_checkpoint
+
+    cp = empty_checkpoint()
+    cp["channel_values"] = values
+    cp["channel_versions"] = {k: saver.get_next_version(None, None) for k in values}
+    conf = cfg(thread_id, checkpoint_ns="")
+    if parent:
+        conf["configurable"]["checkpoint_id"] = parent
+    return saver.put(conf, cp, metadata or {"source": "input", "step": -1}, cp["channel_versions"])

@@ -110,6 +110,24 @@ class PythonPath(RustSerializer):
     the store built tuples itself."""
 
 
+def python_path(
+    ours: RustSQLiteCheckpointer, serde_name: str, method: str
+) -> RustSQLiteCheckpointer:
+    """A saver reading ours' file with the Python decoding of rows, to compare with (ours
+    itself with EncryptedSerializer, whose decoding is the only one). With RustSerializer the
+    store builds ours' tuples: ours is made to fail if ``method`` decodes a row in Python."""
+    if serde_name.startswith("rust"):
+
+        def not_here(*_: Any) -> Any:
+            raise AssertionError(f"{method}() decoded a row in Python with RustSerializer")
+
+        ours._to_tuple = not_here  # type: ignore[method-assign]
+    if serde_name == "encrypted-rust":
+        return ours
+    pickles = serde_name == "rust-pickle"
+    return RustSQLiteCheckpointer(ours.path, serde=PythonPath(pickle_fallback=pickles))
+
+
 def both(tmp_path: Path, serde_name: str) -> tuple[RustSQLiteCheckpointer, SqliteSaver, Any]:
     """Ours and stock SqliteSaver, each with its own serializer of the kind named, holding
     the same checkpoints (ids included)."""
@@ -141,23 +159,14 @@ def check(ours: Any, stock: Any, slow: Any, config: Any, **kwargs: Any) -> None:
 @pytest.mark.parametrize("serde_name", list(SERDES))
 def test_list_gives_stock_sqlite_savers_tuples(tmp_path: Path, serde_name: str) -> None:
     ours, stock, conn = both(tmp_path, serde_name)
-    pickles = serde_name == "rust-pickle"
-    slow = RustSQLiteCheckpointer(ours.path, serde=PythonPath(pickle_fallback=pickles))
+    slow = python_path(ours, serde_name, "list")
     try:
-        if serde_name.startswith("rust"):
-            # The tuples are built by the store: the per-row Python decoding is not used.
-            def not_here(*_: Any) -> Any:
-                raise AssertionError("list() decoded a row in Python with RustSerializer")
-
-            ours._to_tuple = not_here  # type: ignore[method-assign]
         # The database holds values stored apart from the checkpoint and, where they are
         # not msgpack (which the store puts inside the checkpoint), delta chains.
         rows = [r for batch in ours._store.list_batches(thread_id="same") for r in batch]
         assert any(len(v.segments) == 1 for r in rows for v in r.values)
         if serde_name in ("rust-pickle", "encrypted-rust"):
             assert any(len(v.segments) > 2 for r in rows for v in r.values)
-        if serde_name == "encrypted-rust":
-            slow = ours  # the Python decoding is the only one
         for config in (
             {"configurable": {"thread_id": "same"}},
             {"configurable": {"thread_id": "same", "checkpoint_ns": "inner:1"}},
@@ -185,17 +194,8 @@ def test_get_tuple_gives_stock_sqlite_savers_tuple(tmp_path: Path, serde_name: s
     (types, key order) what the Python decoding of the same row gives, for the latest
     checkpoint and for checkpoints named by id (whose tuple keeps the caller's config)."""
     ours, stock, conn = both(tmp_path, serde_name)
-    pickles = serde_name == "rust-pickle"
-    slow = RustSQLiteCheckpointer(ours.path, serde=PythonPath(pickle_fallback=pickles))
+    slow = python_path(ours, serde_name, "get_tuple")
     try:
-        if serde_name.startswith("rust"):
-
-            def not_here(*_: Any) -> Any:
-                raise AssertionError("get_tuple() decoded a row in Python with RustSerializer")
-
-            ours._to_tuple = not_here  # type: ignore[method-assign]
-        if serde_name == "encrypted-rust":
-            slow = ours  # the Python decoding is the only one
         listed = list(stock.list({"configurable": {"thread_id": "same", "checkpoint_ns": ""}}))
         configs: list[dict[str, Any]] = [
             {"configurable": {"thread_id": "same"}},

@@ -13,7 +13,7 @@ import pytest
 from conftest import cfg
 from graph_apps import chat_app
 from langchain_core.messages import HumanMessage
-from langgraph.checkpoint.base import empty_checkpoint
+from pg_server import put_values as _put
 
 from fast_langgraph import (
     CheckpointClosedError,
@@ -29,16 +29,6 @@ def saver(pg_db):
     s.setup()
     yield s
     s.close()
-
-
-def _put(saver, thread_id, values, parent=None, metadata=None):
-    cp = empty_checkpoint()
-    cp["channel_values"] = values
-    cp["channel_versions"] = {k: saver.get_next_version(None, None) for k in values}
-    conf = cfg(thread_id, checkpoint_ns="")
-    if parent:
-        conf["configurable"]["checkpoint_id"] = parent
-    return saver.put(conf, cp, metadata or {"source": "input", "step": -1}, cp["channel_versions"])
 
 
 def _terminate_ours(pg_server, dbname):

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import psycopg
 import pytest
 from conftest import cfg
-from langgraph.checkpoint.base import empty_checkpoint
+from pg_server import put_values as _put
 
 from fast_langgraph import CheckpointError, RustPostgresCheckpointer
 
@@ -26,16 +26,6 @@ def saver(pg_db):
     s.setup()
     yield s
     s.close()
-
-
-def _put(saver, thread_id, values, parent=None):
-    cp = empty_checkpoint()
-    cp["channel_values"] = values
-    cp["channel_versions"] = {k: saver.get_next_version(None, None) for k in values}
-    conf = cfg(thread_id, checkpoint_ns="")
-    if parent:
-        conf["configurable"]["checkpoint_id"] = parent
-    return saver.put(conf, cp, {"source": "input", "step": -1}, cp["channel_versions"])
 
 
 def _lock_key(thread_id: str) -> int:
@@ -116,17 +106,7 @@ def test_connection_dropped_while_a_put_waits_on_its_lock(pg_server, pg_db, save
             )
         )
         t.start()
-        deadline = time.monotonic() + 30
-        waiting = 0
-        while waiting == 0 and time.monotonic() < deadline:
-            waiting = int(
-                pg_server.psql(
-                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                    f"AND datname = '{dbname}' AND application_name = 'fast-langgraph'"
-                )
-            )
-            time.sleep(0.05)
-        assert waiting == 1
+        assert _wait_for_lock_wait(pg_server, dbname) == 1
         # The connection dies mid-transaction: the server rolls back what it had not committed.
         pg_server.psql(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
