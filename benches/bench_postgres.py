@@ -75,6 +75,24 @@ def put_get(saver, size: int):
     return step
 
 
+def put_chain(saver, values, thread_id: str, counts: list[int], t: int, stop: float) -> None:
+    """Puts checkpoints of ``values`` on one thread, each after the last, until ``stop`` (a
+    ``time.perf_counter()`` time); counts them in ``counts[t]``."""
+    parent = None
+    while time.perf_counter() < stop:
+        cp = empty_checkpoint()
+        cp["channel_values"] = values
+        versions = {k: saver.get_next_version(None, None) for k in values}
+        cp["channel_versions"] = versions
+        conf = {"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}}
+        if parent:
+            conf["configurable"]["checkpoint_id"] = parent
+        parent = saver.put(conf, cp, {"source": "loop", "step": counts[t]}, versions)[
+            "configurable"
+        ]["checkpoint_id"]
+        counts[t] += 1
+
+
 def _writer_proc(kind: str, url: str, proc: int, seconds: float, out) -> None:
     saver = stock(url, 8, setup=False) if kind == "stock" else ours(url, 8, setup=False)
     values = state_of_size(1_000)
@@ -82,19 +100,7 @@ def _writer_proc(kind: str, url: str, proc: int, seconds: float, out) -> None:
     counts = [0] * 8
 
     def worker(t: int) -> None:
-        parent = None
-        while time.perf_counter() < stop:
-            cp = empty_checkpoint()
-            cp["channel_values"] = values
-            versions = {k: saver.get_next_version(None, None) for k in values}
-            cp["channel_versions"] = versions
-            conf = {"configurable": {"thread_id": f"mp-{proc}-{t}", "checkpoint_ns": ""}}
-            if parent:
-                conf["configurable"]["checkpoint_id"] = parent
-            parent = saver.put(conf, cp, {"source": "loop", "step": counts[t]}, versions)[
-                "configurable"
-            ]["checkpoint_id"]
-            counts[t] += 1
+        put_chain(saver, values, f"mp-{proc}-{t}", counts, t, stop)
 
     with ThreadPoolExecutor(8) as ex:
         list(ex.map(worker, range(8)))

@@ -51,7 +51,6 @@ def server_cpu(data_dir) -> float:
 
 def _proc(kind: str, url: str, proc: int, seconds: float, out) -> None:
     from bench_checkpoint import state_of_size
-    from langgraph.checkpoint.base import empty_checkpoint
 
     saver = bp.stock(url, 8, setup=False) if kind == "stock" else bp.ours(url, 8, setup=False)
     values = state_of_size(1_000)
@@ -60,20 +59,8 @@ def _proc(kind: str, url: str, proc: int, seconds: float, out) -> None:
     stop = [0.0]
 
     def worker(t: int) -> None:
-        parent = None
         start.wait()
-        while time.perf_counter() < stop[0]:
-            cp = empty_checkpoint()
-            cp["channel_values"] = values
-            versions = {k: saver.get_next_version(None, None) for k in values}
-            cp["channel_versions"] = versions
-            conf = {"configurable": {"thread_id": f"mp-{proc}-{t}", "checkpoint_ns": ""}}
-            if parent:
-                conf["configurable"]["checkpoint_id"] = parent
-            parent = saver.put(conf, cp, {"source": "loop", "step": counts[t]}, versions)[
-                "configurable"
-            ]["checkpoint_id"]
-            counts[t] += 1
+        bp.put_chain(saver, values, f"mp-{proc}-{t}", counts, t, stop[0])
 
     cpu0 = time.process_time()
     stop[0] = time.perf_counter() + seconds
