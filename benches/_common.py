@@ -1,10 +1,15 @@
-"""Helpers shared by the benchmark scripts: interleaved rounds, medians, a table."""
+"""Helpers shared by the benchmark scripts: interleaved rounds, medians, a table, and
+contenders in processes of their own."""
 
 from __future__ import annotations
 
+import json
+import os
 import statistics
+import subprocess
 import time
 from collections.abc import Callable
+from typing import Any
 
 
 def interleaved(
@@ -38,3 +43,41 @@ def table(title: str, results: dict[str, float], *, baseline: str, unit: str = "
     for name, t in results.items():
         lines.append(f"  {name:<34} {t * scale:>12.1f} {base / t:>17.2f}x")
     return "\n".join(lines)
+
+
+class Workers:
+    """Contenders in processes of their own, one per name, each started as its command: a
+    worker prints ``ready`` once set up, then answers each line it reads with one line of
+    JSON, and ends when its input closes. The workers' environment has no
+    ``FAST_LANGGRAPH_*`` variable, so nothing is patched unless a worker patches it."""
+
+    def __init__(self, commands: dict[str, list[str]]) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FAST_LANGGRAPH_")}
+        self.procs = {
+            name: subprocess.Popen(
+                cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
+            )
+            for name, cmd in commands.items()
+        }
+        for p in self.procs.values():
+            assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+
+    def order(self, round_: int) -> list[str]:
+        """The workers in turn for a round: reversed every other round."""
+        names = list(self.procs)
+        return names if round_ % 2 == 0 else names[::-1]
+
+    def ask(self, name: str, line: str) -> Any:
+        """Sends ``line`` to the worker and returns its answer."""
+        p = self.procs[name]
+        assert p.stdin is not None and p.stdout is not None
+        p.stdin.write(line + "\n")
+        p.stdin.flush()
+        return json.loads(p.stdout.readline())
+
+    def close(self, timeout: float) -> None:
+        """Closes every worker's input and waits for it to end."""
+        for p in self.procs.values():
+            assert p.stdin is not None
+            p.stdin.close()
+            p.wait(timeout=timeout)

@@ -26,13 +26,14 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+
+from _common import Workers
 
 MODES = (
     "stock SqliteSaver(NORMAL)",
@@ -120,36 +121,16 @@ def main() -> None:
     if args.worker:
         _worker(args.worker, args.tmp)
         return
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FAST_LANGGRAPH_")}
     with tempfile.TemporaryDirectory(prefix="flg-bench-e2e-") as tmp:
-        procs = {
-            m: subprocess.Popen(
-                [sys.executable, __file__, "--worker", m, "--tmp", tmp],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                text=True,
-                env=env,
-            )
-            for m in MODES
-        }
-        for p in procs.values():
-            assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+        workers = Workers(
+            {m: [sys.executable, __file__, "--worker", m, "--tmp", tmp] for m in MODES}
+        )
         samples: dict[str, list[float]] = {m: [] for m in MODES}
         for r in range(args.rounds):
-            for m in MODES if r % 2 == 0 else MODES[::-1]:
-                p = procs[m]
-                assert p.stdin is not None and p.stdout is not None
-                p.stdin.write("run\n")
-                p.stdin.flush()
-                samples[m].append(json.loads(p.stdout.readline()))
-        states = {}
-        for m, p in procs.items():
-            assert p.stdin is not None and p.stdout is not None
-            p.stdin.write("states\n")
-            p.stdin.flush()
-            states[m] = json.loads(p.stdout.readline())
-            p.stdin.close()
-            p.wait(timeout=120)
+            for m in workers.order(r):
+                samples[m].append(workers.ask(m, "run"))
+        states = {m: workers.ask(m, "states") for m in MODES}
+        workers.close(timeout=120)
         first = states[MODES[0]]
         for m in MODES[1:]:
             assert states[m] == first, f"{m} stored other states or histories than {MODES[0]}"

@@ -19,10 +19,11 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from typing import Any
+
+from _common import Workers
 
 MODES = ("stock", "patched-before", "patched-after")
 
@@ -153,34 +154,15 @@ def main() -> None:
             return
     rounds = args.rounds or (3 if args.quick else 9)
     cases = {c: CASES[c] for c in args.cases.split(",")}
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FAST_LANGGRAPH_")}
-    procs = {
-        m: subprocess.Popen(
-            [sys.executable, __file__, "--worker", m],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
-        for m in MODES
-    }
-    for p in procs.values():
-        assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+    workers = Workers({m: [sys.executable, __file__, "--worker", m] for m in MODES})
     samples: dict[tuple[str, str], list[float]] = {(c, m): [] for c in cases for m in MODES}
     t_start = time.perf_counter()
     for r in range(rounds):
-        order = MODES if r % 2 == 0 else tuple(reversed(MODES))
+        order = workers.order(r)
         for case, reps in cases.items():
             for m in order:
-                p = procs[m]
-                assert p.stdin is not None and p.stdout is not None
-                p.stdin.write(f"{case} {reps}\n")
-                p.stdin.flush()
-                samples[(case, m)].append(json.loads(p.stdout.readline()))
-    for p in procs.values():
-        assert p.stdin is not None
-        p.stdin.close()
-        p.wait(timeout=60)
+                samples[(case, m)].append(workers.ask(m, f"{case} {reps}"))
+    workers.close(timeout=60)
     print(
         f"fast-langgraph shim benchmark: {rounds} rounds, {os.cpu_count()} CPUs, "
         f"{time.perf_counter() - t_start:.0f}s"
@@ -456,34 +438,20 @@ def bench_whole_shim(rounds: int) -> None:
     state in both."""
     import tempfile
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FAST_LANGGRAPH_")}
     for synchronous in ("FULL", "NORMAL"):
         with tempfile.TemporaryDirectory(prefix="flg-bench-shim-") as tmp:
             dbs = {m: os.path.join(tmp, f"{m}.db") for m in ("stock", "patched")}
-            procs = {
-                m: subprocess.Popen(
-                    [sys.executable, __file__, "--sqlite-worker", m, synchronous, dbs[m]],
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.PIPE,
-                    text=True,
-                    env=env,
-                )
-                for m in dbs
-            }
-            for p in procs.values():
-                assert p.stdout is not None and p.stdout.readline().strip() == "ready"
-            samples: dict[str, list[float]] = {m: [] for m in procs}
+            workers = Workers(
+                {
+                    m: [sys.executable, __file__, "--sqlite-worker", m, synchronous, dbs[m]]
+                    for m in dbs
+                }
+            )
+            samples: dict[str, list[float]] = {m: [] for m in dbs}
             for r in range(rounds):
-                for m in procs if r % 2 == 0 else list(procs)[::-1]:
-                    p = procs[m]
-                    assert p.stdin is not None and p.stdout is not None
-                    p.stdin.write("run\n")
-                    p.stdin.flush()
-                    samples[m].append(json.loads(p.stdout.readline()))
-            for p in procs.values():
-                assert p.stdin is not None
-                p.stdin.close()
-                p.wait(timeout=60)
+                for m in workers.order(r):
+                    samples[m].append(workers.ask(m, "run"))
+            workers.close(timeout=60)
             back = {m: _read_back(db) for m, db in dbs.items()}
             assert back["patched"] == back["stock"], "the two processes stored different histories"
             checkpoints = sum(n for runs in back["stock"].values() for n, _ in runs)
