@@ -9,6 +9,11 @@ prints the median per contender and its ratio to both stock SqliteSaver rows:
 - `SqliteSaver`: stock SqliteSaver on a plain `sqlite3.connect()` connection
   (`synchronous=FULL`, an fsync per commit), what a user gets by default.
 
+The end to end measure (`e2e`) adds two `InMemorySaver`s that bound what any checkpointer can
+reach there: one with `RustSerializer`, and one whose serializer stores references and does no
+serialization at all (`StoreReferences`): the ceiling for any checkpointer, LangGraph's own
+loop being all that is left.
+
 Run: `make bench`, or `.venv/bin/python benches/bench_checkpoint.py [--quick]`.
 """
 
@@ -43,6 +48,33 @@ from fast_langgraph import RustSQLiteCheckpointer
 # The two stock rows every ratio is given against.
 EQUAL = "SqliteSaver(NORMAL)"
 DEFAULT = "SqliteSaver"
+
+
+class StoreReferences:
+    """A serializer that serializes nothing: it stores each value itself, and gives it back.
+
+    `InMemorySaver(serde=StoreReferences())` keeps references to LangGraph's own objects and
+    does no serialization, no copying and no I/O: no checkpointer can cost LangGraph less, so
+    its rate end to end is the ceiling for any checkpointer (LangGraph's own loop is all the
+    rest). For measurement only: a stored value would change with the object it refers to.
+    """
+
+    def dumps_typed(self, obj: Any) -> tuple[str, Any]:
+        return ("ref", obj)
+
+    def loads_typed(self, data: tuple[str, Any]) -> Any:
+        return data[1]
+
+
+def ceiling_savers() -> dict[str, Any]:
+    """`InMemorySaver` with `RustSerializer`, and with no serialization at all (see
+    `StoreReferences`): a checkpointer that stores nothing anywhere is bounded by them."""
+    from fast_langgraph import RustSerializer
+
+    return {
+        "InMemorySaver(RustSerializer)": InMemorySaver(serde=RustSerializer()),
+        "InMemorySaver(no serialization)": InMemorySaver(serde=StoreReferences()),
+    }
 
 
 def make_savers(tmp: str, tag: str) -> dict[str, Any]:
@@ -394,7 +426,7 @@ def build_graph(checkpointer: Any):
 
 
 def bench_end_to_end(tmp: str, rounds: int, threads: int, per_thread: int) -> dict[str, float]:
-    savers = make_savers(tmp, "e2e")
+    savers = {**make_savers(tmp, "e2e"), **ceiling_savers()}
     graphs = {name: build_graph(saver) for name, saver in savers.items()}
 
     def run(name: str) -> float:

@@ -10,7 +10,12 @@ long-lived processes:
 - `stock InMemorySaver`: stock LangGraph, `InMemorySaver` with its stock serializer;
 - `RustSQLiteCheckpointer`: stock LangGraph, our checkpointer only;
 - `patch_langgraph() + RustSQLiteCheckpointer`: LangGraph under `patch_langgraph()` (its
-  defaults: executor, serializer, add_messages) with our checkpointer.
+  defaults: executor, serializer, add_messages) with our checkpointer;
+- `InMemorySaver(RustSerializer)`: stock LangGraph, `InMemorySaver` with our serializer;
+- `InMemorySaver(no serialization)`: stock LangGraph, `InMemorySaver` whose serializer stores
+  references to LangGraph's objects and serializes nothing (`bench_checkpoint.StoreReferences`):
+  no copying, no encoding, no I/O. No checkpointer can cost stock LangGraph less, so this is
+  the ceiling for any checkpointer: the rest of the time is LangGraph's own loop.
 
 The parent sends each round to every process in turn (the order reversed every other round),
 for several rounds, and prints the medians and ratios. Afterwards every process reports the
@@ -40,6 +45,8 @@ MODES = (
     "stock InMemorySaver",
     "RustSQLiteCheckpointer",
     "patch_langgraph() + RustSQLiteCheckpointer",
+    "InMemorySaver(RustSerializer)",
+    "InMemorySaver(no serialization)",
 )
 THREADS, PER_THREAD = 20, 10
 
@@ -53,7 +60,7 @@ def _worker(mode: str, tmp: str) -> None:
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import sqlite3
 
-    from bench_checkpoint import build_graph  # the 8-node graph
+    from bench_checkpoint import build_graph, ceiling_savers  # the 8-node graph
     from langchain_core.messages import HumanMessage
     from langgraph.checkpoint.memory import InMemorySaver
     from langgraph.checkpoint.sqlite import SqliteSaver
@@ -69,6 +76,8 @@ def _worker(mode: str, tmp: str) -> None:
         conn.execute("PRAGMA synchronous=NORMAL")
     elif mode == "stock InMemorySaver":
         saver = InMemorySaver()
+    elif mode.startswith("InMemorySaver("):
+        saver = ceiling_savers()[mode]
     else:
         saver = RustSQLiteCheckpointer(path)
     graph = build_graph(saver)
