@@ -1,0 +1,113 @@
+"""One end to end contender alone in this process, with what its time is made of.
+
+The graph and load of `bench_e2e_product.py` (the 8-node graph of `bench_checkpoint.py`, 200
+invokes over 20 threads, stock LangGraph with only the checkpointer swapped), one contender per
+process, so a profiler (`perf stat`, `perf record`, `strace -f -c`) sees that contender only.
+After one warm-up batch it times ROUNDS batches and prints their rates and median, the CPU time
+per invocation (user and system, `os.times`), the garbage collector's time per invocation
+(`gc.callbacks`) and, for ours, the writer's calls and commits (`writer_stats()`).
+
+Contenders: `mem` (InMemorySaver, stock serializer), `rust-serde` (InMemorySaver with
+RustSerializer), `refs` (InMemorySaver storing references, the ceiling: see
+`bench_checkpoint.StoreReferences`), `ours` (RustSQLiteCheckpointer), `stock-normal`
+(SqliteSaver with `PRAGMA synchronous=NORMAL`).
+
+Run: `.venv/bin/python benches/e2e_alone.py CONTENDER [ROUNDS]` (default 5 rounds).
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_checkpoint import build_graph, ceiling_savers
+from langchain_core.messages import HumanMessage
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.checkpoint.sqlite import SqliteSaver
+
+from fast_langgraph import RustSQLiteCheckpointer
+
+THREADS, PER_THREAD = 20, 10
+CONTENDERS = ("mem", "rust-serde", "refs", "ours", "stock-normal")
+
+
+def make_saver(name: str, tmp: str) -> Any:
+    if name == "mem":
+        return InMemorySaver()
+    if name == "rust-serde":
+        return ceiling_savers()["InMemorySaver(RustSerializer)"]
+    if name == "refs":
+        return ceiling_savers()["InMemorySaver(no serialization)"]
+    if name == "ours":
+        return RustSQLiteCheckpointer(os.path.join(tmp, "ours.db"))
+    if name == "stock-normal":
+        conn = sqlite3.connect(os.path.join(tmp, "stock.db"), check_same_thread=False)
+        saver = SqliteSaver(conn)
+        saver.setup()
+        conn.execute("PRAGMA synchronous=NORMAL")
+        return saver
+    raise SystemExit(f"unknown contender {name!r}; one of {', '.join(CONTENDERS)}")
+
+
+def main() -> None:
+    if len(sys.argv) < 2:
+        raise SystemExit(__doc__)
+    name = sys.argv[1]
+    rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 5
+    with tempfile.TemporaryDirectory(prefix="flg-e2e-alone-") as tmp:
+        saver = make_saver(name, tmp)
+        graph = build_graph(saver)
+
+        def rate() -> float:
+            prefix = uuid.uuid4().hex
+
+            def conversation(t: int) -> None:
+                cfg = {"configurable": {"thread_id": f"{prefix}-{t}"}}
+                for i in range(PER_THREAD):
+                    graph.invoke(
+                        {"messages": [HumanMessage(content=f"question {i}")], "results": []}, cfg
+                    )
+
+            t0 = time.perf_counter()
+            with ThreadPoolExecutor(THREADS) as pool:
+                list(pool.map(conversation, range(THREADS)))
+            return THREADS * PER_THREAD / (time.perf_counter() - t0)
+
+        rate()  # warm-up
+        gc_time = [0.0, 0.0]  # total, start of the collection in progress
+
+        def on_gc(phase: str, _info: dict) -> None:
+            if phase == "start":
+                gc_time[1] = time.perf_counter()
+            else:
+                gc_time[0] += time.perf_counter() - gc_time[1]
+
+        gc.callbacks.append(on_gc)
+        t0 = os.times()
+        rates = [rate() for _ in range(rounds)]
+        t1 = os.times()
+        gc.callbacks.remove(on_gc)
+        n = THREADS * PER_THREAD * rounds
+        print(
+            f"{name}: median {statistics.median(rates):.1f} invokes/s "
+            f"({', '.join(f'{r:.1f}' for r in rates)}); per invocation: "
+            f"user {(t1.user - t0.user) / n * 1e3:.2f} ms, system "
+            f"{(t1.system - t0.system) / n * 1e3:.2f} ms, garbage collector "
+            f"{gc_time[0] / n * 1e3:.2f} ms"
+        )
+        if isinstance(saver, RustSQLiteCheckpointer):
+            st = saver.writer_stats()
+            print(f"  writer (warm-up included): {st['calls']} calls in {st['commits']} commits")
+
+
+if __name__ == "__main__":
+    main()
