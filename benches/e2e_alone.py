@@ -12,7 +12,9 @@ RustSerializer), `refs` (InMemorySaver storing references, the ceiling: see
 `bench_checkpoint.StoreReferences`), `ours` (RustSQLiteCheckpointer), `stock-normal`
 (SqliteSaver with `PRAGMA synchronous=NORMAL`).
 
-Run: `.venv/bin/python benches/e2e_alone.py CONTENDER [ROUNDS]` (default 5 rounds).
+Run: `.venv/bin/python benches/e2e_alone.py CONTENDER [ROUNDS [THREADS]]` (default 5 rounds;
+THREADS, default 20, run the same 20 conversations of 10 invokes each: with 1, one after the
+other).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 
 from fast_langgraph import RustSQLiteCheckpointer
 
-THREADS, PER_THREAD = 20, 10
+CONVERSATIONS, PER_CONVERSATION = 20, 10
 CONTENDERS = ("mem", "rust-serde", "refs", "ours", "stock-normal")
 
 
@@ -63,6 +65,7 @@ def main() -> None:
         raise SystemExit(__doc__)
     name = sys.argv[1]
     rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 5
+    threads = int(sys.argv[3]) if len(sys.argv) > 3 else 20
     with tempfile.TemporaryDirectory(prefix="flg-e2e-alone-") as tmp:
         saver = make_saver(name, tmp)
         graph = build_graph(saver)
@@ -72,15 +75,15 @@ def main() -> None:
 
             def conversation(t: int) -> None:
                 cfg = {"configurable": {"thread_id": f"{prefix}-{t}"}}
-                for i in range(PER_THREAD):
+                for i in range(PER_CONVERSATION):
                     graph.invoke(
                         {"messages": [HumanMessage(content=f"question {i}")], "results": []}, cfg
                     )
 
             t0 = time.perf_counter()
-            with ThreadPoolExecutor(THREADS) as pool:
-                list(pool.map(conversation, range(THREADS)))
-            return THREADS * PER_THREAD / (time.perf_counter() - t0)
+            with ThreadPoolExecutor(threads) as pool:
+                list(pool.map(conversation, range(CONVERSATIONS)))
+            return CONVERSATIONS * PER_CONVERSATION / (time.perf_counter() - t0)
 
         rate()  # warm-up
         gc_time = [0.0, 0.0]  # total, start of the collection in progress
@@ -96,7 +99,7 @@ def main() -> None:
         rates = [rate() for _ in range(rounds)]
         t1 = os.times()
         gc.callbacks.remove(on_gc)
-        n = THREADS * PER_THREAD * rounds
+        n = CONVERSATIONS * PER_CONVERSATION * rounds
         print(
             f"{name}: median {statistics.median(rates):.1f} invokes/s "
             f"({', '.join(f'{r:.1f}' for r in rates)}); per invocation: "
