@@ -15,7 +15,7 @@ from typing import Annotated
 
 import pytest
 from conftest import cfg
-from graph_apps import Normalizer
+from graph_apps import Normalizer, extend
 from langchain_core.messages import AIMessage, HumanMessage
 from langgraph.channels.delta import DeltaChannel
 from langgraph.graph import END, START, StateGraph
@@ -23,13 +23,6 @@ from langgraph.graph.message import add_messages
 from typing_extensions import TypedDict
 
 from fast_langgraph import RustSQLiteCheckpointer
-
-
-def extend(acc: list, writes: list) -> list:
-    out = list(acc)
-    for w in writes:
-        out.extend(w)
-    return out
 
 
 class State(TypedDict):
