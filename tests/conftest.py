@@ -171,6 +171,31 @@ def redis_client(redis_url):
 # The throwaway PostgreSQL server of the Postgres tests (tests/pg_server.py).
 from pg_server import pg_db, pg_server  # noqa: E402, F401
 
+# Tests per capability in langgraph-checkpoint-conformance 0.0.2: 81 in all.
+CONFORMANCE_TOTAL = 81
+
+
+def assert_conformant(factory: Any) -> None:
+    """Runs LangGraph's conformance suite on ``factory`` (a ``checkpointer_test``) and asserts
+    that every capability was detected and passed, with no test skipped and all
+    ``CONFORMANCE_TOTAL`` run: the suite skips a capability whose method is not overridden
+    and still reports a "full" level, so what ran and passed is counted."""
+    from langgraph.checkpoint.conformance import validate
+    from langgraph.checkpoint.conformance.capabilities import ALL_CAPABILITIES
+
+    report = asyncio.run(validate(factory))
+    assert set(report.results) == {c.value for c in ALL_CAPABILITIES}
+    failures = {
+        cap: res.failures
+        for cap, res in report.results.items()
+        if res.tests_failed or not res.detected
+    }
+    assert not failures, failures
+    passed = sum(res.tests_passed for res in report.results.values())
+    skipped = sum(res.tests_skipped for res in report.results.values())
+    assert skipped == 0
+    assert passed == CONFORMANCE_TOTAL
+
 
 class SyncThroughThreadMixin:
     """Put before a saver class in the bases: routes every a* call to the sync method on a
