@@ -338,6 +338,21 @@ def thread_dump(saver, thread_id: str) -> list[dict]:
     return [norm(t) for t in tuples]
 
 
+async def athread_dump(saver, thread_id: str) -> list[dict]:
+    """``thread_dump`` through ``alist``, numbering the checkpoints of the thread alone."""
+    tuples = [
+        t async for t in saver.alist(None) if t.config["configurable"]["thread_id"] == thread_id
+    ]
+    norm = Normalizer([t.config["configurable"]["checkpoint_id"] for t in tuples])
+    tuples.sort(
+        key=lambda t: (
+            t.config["configurable"]["checkpoint_ns"],
+            t.config["configurable"]["checkpoint_id"],
+        )
+    )
+    return [norm(t) for t in tuples]
+
+
 def history_dump(graph, config) -> list[dict]:
     """`get_state_history` of a thread, normalized."""
     saver = graph.checkpointer
