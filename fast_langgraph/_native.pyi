@@ -215,9 +215,9 @@ class CheckpointBatches:
 
     @property
     def given_back(self) -> int:
-        """How many batches this listing has handed back to the thread that read them, which
-        frees them (`ListStream::give_back`): one per batch taken, by `__next__` or
-        `next_tuples`."""
+        """How many batches this listing has handed back to be freed by the thread that read
+        them (`ListStream::give_back`; once that thread has ended, a batch is freed at once):
+        one per batch taken, by `__next__` or `next_tuples`."""
     def wait(self) -> None:
         """Wait, without the GIL, until the next batch is read or the listing is over: the
         next `__next__` then only builds the batch's rows."""

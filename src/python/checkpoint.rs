@@ -606,9 +606,9 @@ impl PyCheckpointBatches {
         rows.map(Some)
     }
 
-    /// How many batches this listing has handed back to the thread that read them, which
-    /// frees them (`ListStream::give_back`): one per batch taken, by `__next__` or
-    /// `next_tuples`.
+    /// How many batches this listing has handed back to be freed by the thread that read them
+    /// (`ListStream::give_back`; once that thread has ended, a batch is freed at once): one
+    /// per batch taken, by `__next__` or `next_tuples`.
     #[getter]
     fn given_back(&self) -> usize {
         self.given_back.load(Ordering::Relaxed)
