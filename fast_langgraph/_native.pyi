@@ -213,6 +213,11 @@ class CheckpointBatches:
         CheckpointError: the listing was begun in the process this one was forked from.
     """
 
+    @property
+    def given_back(self) -> int:
+        """How many batches this listing has handed back to be freed by the thread that read
+        them (`ListStream::give_back`; once that thread has ended, a batch is freed at once):
+        one per batch taken, by `__next__` or `next_tuples`."""
     def wait(self) -> None:
         """Wait, without the GIL, until the next batch is read or the listing is over: the
         next `__next__` then only builds the batch's rows."""

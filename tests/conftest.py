@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -18,13 +19,24 @@ def cfg(thread_id: str, **extra: Any) -> dict:
     return {"configurable": {"thread_id": thread_id, **extra}}
 
 
-# ---- a throwaway Redis server ----
+# ---- throwaway Redis servers: one for the session, one for a test (own_server) ----
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _redis_answers(port: int) -> bool:
+    """Whether a redis-server on 127.0.0.1:``port`` answers PING."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
 
 
 @pytest.fixture(scope="session")
@@ -40,7 +52,7 @@ def redis_server():
             pytrace=False,
         )
     workdir = tempfile.mkdtemp(prefix="flg-redis-")
-    port = _free_port()
+    port = free_port()
     log = open(f"{workdir}/redis.log", "w+b")
     proc = subprocess.Popen(
         [
@@ -58,14 +70,7 @@ def redis_server():
     )  # fmt: skip
     url = f"redis://127.0.0.1:{port}/0"
     deadline = time.monotonic() + 20
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
-                s.sendall(b"PING\r\n")
-                if s.recv(16).startswith(b"+PONG"):
-                    break
-        except OSError:
-            pass
+    while not _redis_answers(port):
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
             log.seek(0)
@@ -84,6 +89,62 @@ def redis_server():
             proc.kill()
         log.close()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+class OwnServer:
+    """A redis-server of one test (to stop, restart or pause it), on a loopback port."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.workdir = tempfile.mkdtemp(prefix="flg-redis-loop-")
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen | None = None
+        self.start()
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.fail("redis-server is not installed: run `bash scripts/install-test-servers.sh`")
+        self.proc = subprocess.Popen(
+            [binary, "--bind", "127.0.0.1", "--port", str(self.port), "--dir", self.workdir,
+             "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 20
+        while not _redis_answers(self.port):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"redis-server did not start on port {self.port}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+            self.proc = None
+
+    def pause(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+@pytest.fixture
+def own_server():
+    """A redis-server of this test alone (OwnServer): the test may stop, restart or pause it."""
+    server = OwnServer()
+    try:
+        yield server
+    finally:
+        server.close()
 
 
 @pytest.fixture
@@ -109,6 +170,31 @@ def redis_client(redis_url):
 
 # The throwaway PostgreSQL server of the Postgres tests (tests/pg_server.py).
 from pg_server import pg_db, pg_server  # noqa: E402, F401
+
+# Tests per capability in langgraph-checkpoint-conformance 0.0.2: 81 in all.
+CONFORMANCE_TOTAL = 81
+
+
+def assert_conformant(factory: Any) -> None:
+    """Runs LangGraph's conformance suite on ``factory`` (a ``checkpointer_test``) and asserts
+    that every capability was detected and passed, with no test skipped and all
+    ``CONFORMANCE_TOTAL`` run: the suite skips a capability whose method is not overridden
+    and still reports a "full" level, so what ran and passed is counted."""
+    from langgraph.checkpoint.conformance import validate
+    from langgraph.checkpoint.conformance.capabilities import ALL_CAPABILITIES
+
+    report = asyncio.run(validate(factory))
+    assert set(report.results) == {c.value for c in ALL_CAPABILITIES}
+    failures = {
+        cap: res.failures
+        for cap, res in report.results.items()
+        if res.tests_failed or not res.detected
+    }
+    assert not failures, failures
+    passed = sum(res.tests_passed for res in report.results.values())
+    skipped = sum(res.tests_skipped for res in report.results.values())
+    assert skipped == 0
+    assert passed == CONFORMANCE_TOTAL
 
 
 class SyncThroughThreadMixin:

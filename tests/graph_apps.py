@@ -17,9 +17,11 @@ from typing import Annotated, Any
 
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, BaseMessage
+from langgraph.channels.delta import DeltaChannel
 from langgraph.checkpoint.base import CheckpointTuple
 from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.graph import END, START, MessagesState, StateGraph
+from langgraph.graph.message import add_messages
 from langgraph.types import Interrupt, PregelTask, Send, StateSnapshot, interrupt
 from typing_extensions import TypedDict
 
@@ -191,6 +193,49 @@ def send_app() -> StateGraph:
     return b
 
 
+def extend(acc: list, writes: list) -> list:
+    """A DeltaChannel's reducer: the lists written, appended in order."""
+    out = list(acc)
+    for w in writes:
+        out.extend(w)
+    return out
+
+
+def delta_app(snapshot_frequency: int = 3) -> StateGraph:
+    """add_messages history, a DeltaChannel with snapshots every few updates, a Send fan-out."""
+    State = TypedDict(  # noqa: UP013
+        "State",
+        {
+            "messages": Annotated[list, add_messages],
+            "notes": Annotated[list, DeltaChannel(extend, snapshot_frequency=snapshot_frequency)],
+            "log": Annotated[list, operator.add],
+        },
+        total=False,
+    )
+
+    def bot(state: dict) -> dict:
+        n = len(state["messages"])
+        return {
+            "messages": [AIMessage(f"answer {n}", id=f"ai-{n}")],
+            "notes": [f"note {n}"],
+            "log": [n],
+        }
+
+    def fan(state: dict) -> list[Send]:
+        return [Send("worker", {"messages": [], "notes": [], "log": [k]}) for k in range(2)]
+
+    def worker(state: dict) -> dict:
+        return {"notes": [f"worker {state['log'][0]}"]}
+
+    b = StateGraph(State)
+    b.add_node("bot", bot)
+    b.add_node("worker", worker)
+    b.add_edge(START, "bot")
+    b.add_conditional_edges("bot", fan, ["worker"])
+    b.add_edge("worker", END)
+    return b
+
+
 # -- normalization -------------------------------------------------------------------------
 
 
@@ -284,6 +329,21 @@ def thread_dump(saver, thread_id: str) -> list[dict]:
     """Every checkpoint of a thread, in every namespace, normalized, ordered by (ns, id)."""
     norm = Normalizer.for_thread(saver, thread_id)
     tuples = [t for t in saver.list(None) if t.config["configurable"]["thread_id"] == thread_id]
+    tuples.sort(
+        key=lambda t: (
+            t.config["configurable"]["checkpoint_ns"],
+            t.config["configurable"]["checkpoint_id"],
+        )
+    )
+    return [norm(t) for t in tuples]
+
+
+async def athread_dump(saver, thread_id: str) -> list[dict]:
+    """``thread_dump`` through ``alist``, numbering the checkpoints of the thread alone."""
+    tuples = [
+        t async for t in saver.alist(None) if t.config["configurable"]["thread_id"] == thread_id
+    ]
+    norm = Normalizer([t.config["configurable"]["checkpoint_id"] for t in tuples])
     tuples.sort(
         key=lambda t: (
             t.config["configurable"]["checkpoint_ns"],

@@ -9,86 +9,14 @@ import asyncio
 import gc
 import logging
 import os
-import shutil
-import signal
-import socket
-import subprocess
-import tempfile
 import threading
 import time
 
 import pytest
+from conftest import free_port
 
 from fast_langgraph import CacheError, FastLLMCache, FastNodeCache, RustLLMCache, cached
 from fast_langgraph.cache import _aget_key, _aget_keys, _aput_key, _aput_keys
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class OwnServer:
-    """A redis-server of one test (to stop, restart or pause it), on a loopback port."""
-
-    def __init__(self) -> None:
-        self.port = _free_port()
-        self.workdir = tempfile.mkdtemp(prefix="flg-redis-loop-")
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc: subprocess.Popen | None = None
-        self.start()
-
-    def start(self) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            pytest.fail("redis-server is not installed: run `bash scripts/install-test-servers.sh`")
-        self.proc = subprocess.Popen(
-            [binary, "--bind", "127.0.0.1", "--port", str(self.port), "--dir", self.workdir,
-             "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
-                    s.sendall(b"PING\r\n")
-                    if s.recv(16).startswith(b"+PONG"):
-                        return
-            except OSError:
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"redis-server did not start on port {self.port}")
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.send_signal(signal.SIGCONT)
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-            self.proc = None
-
-    def pause(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGSTOP)
-
-    def resume(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGCONT)
-
-    def close(self) -> None:
-        self.stop()
-        shutil.rmtree(self.workdir, ignore_errors=True)
-
-
-@pytest.fixture
-def own_server():
-    server = OwnServer()
-    try:
-        yield server
-    finally:
-        server.close()
 
 
 def client_ids(redis_client) -> set[int]:
@@ -285,7 +213,7 @@ async def test_a_server_restart_is_counted_then_the_loop_reconnects(own_server, 
 
 
 async def test_a_server_down_is_a_miss_or_with_strict_an_error():
-    port = _free_port()
+    port = free_port()
     url = f"redis://127.0.0.1:{port}/0"
     absorbing = RustLLMCache(redis_url=url)
     strict = RustLLMCache(redis_url=url, strict=True)

@@ -11,7 +11,6 @@ import os
 import time
 
 import pytest
-from test_cache_redis_loop import OwnServer
 
 from fast_langgraph import FastNodeCache, RustLLMCache, cached
 
@@ -155,15 +154,6 @@ def test_losing_the_invalidation_connection_empties_the_near_cache(redis_url, re
     hits = c.stats()["near_hits"]
     assert c.get([k1]) == {k1: "v2"}
     assert c.stats()["near_hits"] == hits + 1
-
-
-@pytest.fixture
-def own_server():
-    server = OwnServer()
-    try:
-        yield server
-    finally:
-        server.close()
 
 
 def test_a_server_restart_empties_the_near_cache(own_server):

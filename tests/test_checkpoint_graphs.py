@@ -17,6 +17,7 @@ import pytest
 from conftest import cfg
 from graph_apps import (
     Normalizer,
+    athread_dump,
     chat_app,
     counter_app,
     history_dump,
@@ -282,10 +283,10 @@ async def test_async_matches_async_sqlite_saver(tmp_path):
     dumps = {}
     async with RustSQLiteCheckpointer(tmp_path / "rust.db") as rust:
         r = await script(rust)
-        dumps["rust"] = {t: await _athread_dump(rust, t) for t in ("chat", "ask", "sub")}
+        dumps["rust"] = {t: await athread_dump(rust, t) for t in ("chat", "ask", "sub")}
     async with AsyncSqliteSaver.from_conn_string(str(tmp_path / "ref.db")) as ref:
         s = await script(ref)
-        dumps["sqlite"] = {t: await _athread_dump(ref, t) for t in ("chat", "ask", "sub")}
+        dumps["sqlite"] = {t: await athread_dump(ref, t) for t in ("chat", "ask", "sub")}
     for t in ("chat", "ask", "sub"):
         assert dumps["rust"][t] == dumps["sqlite"][t], t
         assert len(dumps["rust"][t]) > 0
@@ -296,25 +297,11 @@ async def test_async_matches_async_sqlite_saver(tmp_path):
     assert norm(r[1])["tasks"][0]["state"]["values"] == norm(s[1])["tasks"][0]["state"]["values"]
 
 
-async def _athread_dump(saver, thread_id):
-    tuples = [
-        t async for t in saver.alist(None) if t.config["configurable"]["thread_id"] == thread_id
-    ]
-    norm = Normalizer([t.config["configurable"]["checkpoint_id"] for t in tuples])
-    tuples.sort(
-        key=lambda t: (
-            t.config["configurable"]["checkpoint_ns"],
-            t.config["configurable"]["checkpoint_id"],
-        )
-    )
-    return [norm(t) for t in tuples]
-
-
 async def test_async_and_sync_runs_store_the_same(tmp_path):
     async with RustSQLiteCheckpointer(tmp_path / "a.db") as saver:
         graph = send_app().compile(checkpointer=saver)
         await graph.ainvoke({"items": ["p", "q"]}, cfg("t1"))
-        async_dump = await _athread_dump(saver, "t1")
+        async_dump = await athread_dump(saver, "t1")
     with RustSQLiteCheckpointer(tmp_path / "s.db") as saver:
         graph = send_app().compile(checkpointer=saver)
         graph.invoke({"items": ["p", "q"]}, cfg("t1"))

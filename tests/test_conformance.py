@@ -8,18 +8,13 @@ level, so these tests count what ran and passed instead of trusting the level.
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import pytest
-from conftest import SyncThroughThreadMixin
-from langgraph.checkpoint.conformance import checkpointer_test, validate
-from langgraph.checkpoint.conformance.capabilities import ALL_CAPABILITIES
+from conftest import SyncThroughThreadMixin, assert_conformant
+from langgraph.checkpoint.conformance import checkpointer_test
 
 from fast_langgraph import RustSQLiteCheckpointer
-
-# Tests per capability in langgraph-checkpoint-conformance 0.0.2: 81 in all.
-EXPECTED_TOTAL = 81
 
 
 class SyncThroughThread(SyncThroughThreadMixin, RustSQLiteCheckpointer):
@@ -37,18 +32,7 @@ def _run_suite(factory_cls, path_for, delta: bool) -> None:
         finally:
             saver.close()
 
-    report = asyncio.run(validate(factory))
-    assert set(report.results) == {c.value for c in ALL_CAPABILITIES}
-    failures = {
-        cap: res.failures
-        for cap, res in report.results.items()
-        if res.tests_failed or not res.detected
-    }
-    assert not failures, failures
-    passed = sum(res.tests_passed for res in report.results.values())
-    skipped = sum(res.tests_skipped for res in report.results.values())
-    assert skipped == 0
-    assert passed == EXPECTED_TOTAL
+    assert_conformant(factory)
 
 
 @pytest.mark.parametrize("delta", [True, False], ids=["delta", "no-delta"])

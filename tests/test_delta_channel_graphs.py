@@ -6,7 +6,6 @@ DeltaChannel as snapshots plus writes)."""
 
 from __future__ import annotations
 
-import operator
 import os
 import pickle
 import subprocess
@@ -15,7 +14,7 @@ from typing import Annotated
 
 import pytest
 from conftest import cfg
-from graph_apps import Normalizer, history_dump, sqlite_saver, thread_dump
+from graph_apps import Normalizer, delta_app, extend, history_dump, sqlite_saver, thread_dump
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from langchain_core.messages import AIMessage, HumanMessage
@@ -23,52 +22,14 @@ from langgraph.channels.delta import DeltaChannel
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
-from langgraph.types import Send
 from typing_extensions import TypedDict
 
 from fast_langgraph import RustSQLiteCheckpointer
 
 
-def extend(acc: list, writes: list) -> list:
-    out = list(acc)
-    for w in writes:
-        out.extend(w)
-    return out
-
-
 def mixed_graph(saver, snapshot_frequency: int = 3):
     # Built at run time: the DeltaChannel's snapshot frequency is a parameter.
-    State = TypedDict(  # noqa: UP013
-        "State",
-        {
-            "messages": Annotated[list, add_messages],
-            "notes": Annotated[list, DeltaChannel(extend, snapshot_frequency=snapshot_frequency)],
-            "log": Annotated[list, operator.add],
-        },
-        total=False,
-    )
-
-    def bot(state: dict) -> dict:
-        n = len(state["messages"])
-        return {
-            "messages": [AIMessage(f"answer {n}", id=f"ai-{n}")],
-            "notes": [f"note {n}"],
-            "log": [n],
-        }
-
-    def fan(state: dict) -> list[Send]:
-        return [Send("worker", {"messages": [], "notes": [], "log": [k]}) for k in range(2)]
-
-    def worker(state: dict) -> dict:
-        return {"notes": [f"worker {state['log'][0]}"]}
-
-    b = StateGraph(State)
-    b.add_node("bot", bot)
-    b.add_node("worker", worker)
-    b.add_edge(START, "bot")
-    b.add_conditional_edges("bot", fan, ["worker"])
-    b.add_edge("worker", END)
-    return b.compile(checkpointer=saver)
+    return delta_app(snapshot_frequency).compile(checkpointer=saver)
 
 
 def run(saver, turns: int, snapshot_frequency: int = 3) -> tuple:

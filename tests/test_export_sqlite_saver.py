@@ -7,17 +7,16 @@ way, and the file is refused or left alone wherever it should be."""
 from __future__ import annotations
 
 import hashlib
-import operator
 import os
 import shutil
 import sqlite3
-from typing import Annotated
 
 import pytest
 from conftest import cfg
 from graph_apps import (
     chat_app,
     counter_app,
+    delta_app,
     interrupt_app,
     send_app,
     sqlite_saver,
@@ -25,59 +24,12 @@ from graph_apps import (
 )
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from langchain_core.messages import AIMessage, HumanMessage
-from langgraph.channels.delta import DeltaChannel
+from langchain_core.messages import HumanMessage
 from langgraph.checkpoint.serde.encrypted import EncryptedSerializer
-from langgraph.graph import END, START, StateGraph
-from langgraph.graph.message import add_messages
-from langgraph.types import Command, Send
-from typing_extensions import TypedDict
+from langgraph.types import Command
 
 from fast_langgraph import RustSQLiteCheckpointer
 from fast_langgraph.checkpoint.sqlite_saver import SQLITE_SAVER_DDL
-
-
-def extend(acc: list, writes: list) -> list:
-    out = list(acc)
-    for w in writes:
-        out.extend(w)
-    return out
-
-
-def delta_app(snapshot_frequency: int = 3) -> StateGraph:
-    """add_messages history, a DeltaChannel with snapshots every few updates, a Send fan-out."""
-    State = TypedDict(  # noqa: UP013
-        "State",
-        {
-            "messages": Annotated[list, add_messages],
-            "notes": Annotated[list, DeltaChannel(extend, snapshot_frequency=snapshot_frequency)],
-            "log": Annotated[list, operator.add],
-        },
-        total=False,
-    )
-
-    def bot(state: dict) -> dict:
-        n = len(state["messages"])
-        return {
-            "messages": [AIMessage(f"answer {n}", id=f"ai-{n}")],
-            "notes": [f"note {n}"],
-            "log": [n],
-        }
-
-    def fan(state: dict) -> list[Send]:
-        return [Send("worker", {"messages": [], "notes": [], "log": [k]}) for k in range(2)]
-
-    def worker(state: dict) -> dict:
-        return {"notes": [f"worker {state['log'][0]}"]}
-
-    b = StateGraph(State)
-    b.add_node("bot", bot)
-    b.add_node("worker", worker)
-    b.add_edge(START, "bot")
-    b.add_conditional_edges("bot", fan, ["worker"])
-    b.add_edge("worker", END)
-    return b
-
 
 APPS = {
     "done": counter_app,

@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage
 from langgraph.checkpoint.base import empty_checkpoint
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.checkpoint.sqlite import SqliteSaver
 
 from fast_langgraph import CheckpointClosedError, RustSQLiteCheckpointer
@@ -238,6 +239,51 @@ def test_a_listing_read_to_the_end_leaves_no_transaction(db) -> None:
     assert len(list(saver.list(config))) == N
     grow_wal(saver)
     assert released(path)
+
+
+class ListingsKept:
+    """The saver's store, keeping each listing (``CheckpointBatches``) it begins, to be looked
+    at after the saver's ``list()`` is done with it."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self.listings: list[Any] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    def list_batches(self, **kwargs: Any) -> Any:
+        batches = self.store.list_batches(**kwargs)
+        self.listings.append(batches)
+        return batches
+
+
+@pytest.mark.parametrize("serde", ["default", "jsonplus"])
+def test_each_batch_is_handed_back_to_the_thread_that_read_it(tmp_path: Path, serde: str) -> None:
+    """Whether the store builds the tuples (the default serializer: ``next_tuples``) or Python
+    decodes the rows (any other: ``__next__``), every batch taken goes back to the reading
+    thread to be freed there, not on the caller's thread (docs/checkpointer.md)."""
+    saver = RustSQLiteCheckpointer(
+        str(tmp_path / "ours.db"), serde=JsonPlusSerializer() if serde == "jsonplus" else None
+    )
+    config = fill(saver, N)
+    kept = ListingsKept(saver._store)
+    saver._store = kept
+    try:
+        assert len(list(saver.list(config))) == N
+        for _ in saver.list(config):
+            break
+    finally:
+        saver._store = kept.store
+        saver.close()
+    whole, first = kept.listings
+    # Batches of 1, 2, 4, ... up to 256 checkpoints.
+    sizes, size = [], 1
+    while sum(sizes) < N:
+        sizes.append(min(size, N - sum(sizes)))
+        size = min(size * 2, 256)
+    assert whole.given_back == len(sizes) > 1
+    assert first.given_back == 1
 
 
 def test_closing_the_saver_during_a_listing_raises_a_clear_error(db) -> None:

@@ -9,15 +9,11 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from conftest import SyncThroughThreadMixin
+from conftest import SyncThroughThreadMixin, assert_conformant
 from langgraph.checkpoint.base import BaseCheckpointSaver
-from langgraph.checkpoint.conformance import checkpointer_test, validate
-from langgraph.checkpoint.conformance.capabilities import ALL_CAPABILITIES
+from langgraph.checkpoint.conformance import checkpointer_test
 
 from fast_langgraph import RustPostgresCheckpointer
-
-# Tests per capability in langgraph-checkpoint-conformance 0.0.2: 81 in all.
-EXPECTED_TOTAL = 81
 
 
 class SyncThroughThread(SyncThroughThreadMixin, RustPostgresCheckpointer):
@@ -35,18 +31,7 @@ def _run_suite(factory_cls, pg_server, **kwargs) -> None:
         finally:
             saver.close()
 
-    report = asyncio.run(validate(factory))
-    assert set(report.results) == {c.value for c in ALL_CAPABILITIES}
-    failures = {
-        cap: res.failures
-        for cap, res in report.results.items()
-        if res.tests_failed or not res.detected
-    }
-    assert not failures, failures
-    passed = sum(res.tests_passed for res in report.results.values())
-    skipped = sum(res.tests_skipped for res in report.results.values())
-    assert skipped == 0
-    assert passed == EXPECTED_TOTAL
+    assert_conformant(factory)
 
 
 @pytest.mark.parametrize("delta", [True, False], ids=["delta", "no-delta"])

@@ -12,6 +12,7 @@ import pytest
 from conftest import cfg
 from graph_apps import (
     Normalizer,
+    athread_dump,
     chat_app,
     counter_app,
     history_dump,
@@ -115,20 +116,6 @@ def test_same_as_postgres_saver(pg_server, name, guard):
     assert got[0] == want[0]
 
 
-async def _athread_dump(saver, thread_id):
-    tuples = [
-        t async for t in saver.alist(None) if t.config["configurable"]["thread_id"] == thread_id
-    ]
-    norm = Normalizer([t.config["configurable"]["checkpoint_id"] for t in tuples])
-    tuples.sort(
-        key=lambda t: (
-            t.config["configurable"]["checkpoint_ns"],
-            t.config["configurable"]["checkpoint_id"],
-        )
-    )
-    return [norm(t) for t in tuples]
-
-
 async def _ascript(saver):
     chat = chat_app(["one", "two"]).compile(checkpointer=saver)
     await chat.ainvoke({"messages": [HumanMessage("a")]}, cfg("chat"))
@@ -145,7 +132,7 @@ async def _ascript(saver):
     await fan.ainvoke({"items": ["p", "q"]}, cfg("fan"))
     hist = [s async for s in ask.aget_state_history(cfg("ask"))]
     norm = Normalizer([])
-    dumps = {t: await _athread_dump(saver, t) for t in ("chat", "ask", "sub", "fan")}
+    dumps = {t: await athread_dump(saver, t) for t in ("chat", "ask", "sub", "fan")}
     return norm(paused)["values"], norm(sub_paused)["tasks"][0]["state"]["values"], len(hist), dumps
 
 

@@ -1,7 +1,8 @@
 """Retention on Postgres with LangGraph's `DeltaChannel`: `prune(strategy="keep_latest")`,
 `delete_for_runs`, `copy_thread` and `prune_older_than` keep every ancestor (and its writes)
 that a kept checkpoint needs to rebuild its delta channels, so what is kept reads back
-unchanged, as on SQLite (tests/test_retention.py, whose graphs these are).
+unchanged, as on SQLite (tests/test_retention.py, whose graphs these are, and five of whose
+tests run here too).
 
 Real graphs on the throwaway server: a chat with an `add_messages` history and a `DeltaChannel`
 list that stores a snapshot every 3 updates.
@@ -9,7 +10,6 @@ list that stores a snapshot every 3 updates.
 
 from __future__ import annotations
 
-import asyncio
 from datetime import datetime, timedelta, timezone
 from typing import Annotated
 
@@ -19,7 +19,21 @@ from graph_apps import Normalizer
 from langchain_core.messages import AIMessage, HumanMessage
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
-from test_retention import _newest_time, count, delta_graph, run_turns, states_by_id
+
+# Its helpers, and the tests that are the same on SQLite: collected here too, these take this
+# module's ``saver`` (Postgres, with and without deltas).
+from test_retention import (  # noqa: F401
+    _newest_time,
+    count,
+    delta_graph,
+    run_turns,
+    states_by_id,
+    test_copy_thread_rebuilds_delta_channels_in_the_copy,
+    test_delete_for_runs_deletes_a_run_nothing_needs,
+    test_delete_for_runs_keeps_ancestors_a_later_run_needs,
+    test_prune_older_than_checks_its_arguments,
+    test_prune_older_than_deletes_idle_threads_only,
+)
 from typing_extensions import TypedDict
 
 from fast_langgraph import RustPostgresCheckpointer
@@ -75,68 +89,6 @@ def test_prune_without_delta_channels_keeps_only_the_latest(pg_db) -> None:
         assert graph.get_state(cfg("t")).values == values
 
 
-def test_delete_for_runs_keeps_ancestors_a_later_run_needs(saver) -> None:
-    graph = delta_graph(saver)
-    run_turns(graph, "t", range(4), run_id="old")
-    run_turns(graph, "t", range(4, 5), run_id="new")
-    old = [f"old-{i}" for i in range(4)]
-    assert {t.metadata.get("run_id") for t in saver.list(cfg("t"))} == {*old, "new-4"}
-    before = states_by_id(graph, "t")
-    new_ids = {
-        t.config["configurable"]["checkpoint_id"]
-        for t in saver.list(cfg("t"))
-        if t.metadata.get("run_id") == "new-4"
-    }
-    saver.delete_for_runs(old)
-    after = states_by_id(graph, "t")
-    assert new_ids <= set(after)
-    assert len(after) < len(before)
-    assert after == {cid: before[cid] for cid in after}
-    assert len(graph.get_state(cfg("t")).values["items"]) == 10
-
-
-def test_delete_for_runs_deletes_a_run_nothing_needs(saver) -> None:
-    graph = delta_graph(saver)
-    run_turns(graph, "gone", range(3), run_id="r1")
-    run_turns(graph, "kept", range(3), run_id="r2")
-    saver.delete_for_runs([f"r1-{i}" for i in range(3)])
-    assert count(saver, "gone") == 0
-    assert len(graph.get_state(cfg("kept")).values["items"]) == 6
-
-
-def test_copy_thread_rebuilds_delta_channels_in_the_copy(saver) -> None:
-    graph = delta_graph(saver)
-    run_turns(graph, "src", range(5))
-    saver.copy_thread("src", "dst")
-    assert list(states_by_id(graph, "dst").values()) == list(states_by_id(graph, "src").values())
-    run_turns(graph, "dst", range(5, 6))
-    assert len(graph.get_state(cfg("dst")).values["items"]) == 12
-    assert len(graph.get_state(cfg("src")).values["items"]) == 10
-
-
-def test_prune_older_than_deletes_idle_threads_only(saver) -> None:
-    graph = delta_graph(saver)
-    run_turns(graph, "idle", range(2))
-    run_turns(graph, "busy", range(2))
-    # Turns until the busy thread's newest checkpoint is a few ms younger (no sleeping).
-    while _newest_time(saver, "busy") - _newest_time(saver, "idle") < timedelta(milliseconds=5):
-        run_turns(graph, "busy", range(1))
-    cutoff = _newest_time(saver, "idle") + timedelta(milliseconds=2)
-    now = cutoff + timedelta(days=30)
-    busy = states_by_id(graph, "busy")
-
-    assert saver.prune_older_than(timedelta(days=30), now=now) == 1
-    assert count(saver, "idle") == 0
-    assert states_by_id(graph, "busy") == busy
-    assert saver.prune_older_than(timedelta(days=31), now=now) == 0
-    naive = now.replace(tzinfo=None) + timedelta(days=1)
-    with pytest.raises(ValueError, match="timezone-aware"):
-        asyncio.run(saver.aprune_older_than(timedelta(days=1), now=naive))
-    assert count(saver, "busy") > 0
-    assert asyncio.run(saver.aprune_older_than(timedelta(days=1), now=now + timedelta(days=1))) == 1
-    assert count(saver, "busy") == 0
-
-
 def test_prune_older_than_keep_latest_keeps_delta_ancestors(saver) -> None:
     graph = delta_graph(saver)
     run_turns(graph, "t", range(7))
@@ -149,14 +101,3 @@ def test_prune_older_than_keep_latest_keeps_delta_ancestors(saver) -> None:
     assert 1 < len(after) < n_before
     assert after == {cid: before[cid] for cid in after}
     assert Normalizer([])(graph.get_state(cfg("t")).values) == latest
-
-
-def test_prune_older_than_checks_its_arguments(saver) -> None:
-    with pytest.raises(TypeError, match="max_idle"):
-        saver.prune_older_than(3600)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="max_idle"):
-        saver.prune_older_than(timedelta(seconds=-1))
-    with pytest.raises(TypeError, match="now"):
-        saver.prune_older_than(timedelta(1), now="today")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="strategy"):
-        saver.prune_older_than(timedelta(1), strategy="all")  # type: ignore[arg-type]

@@ -399,6 +399,21 @@ def test_encrypted_serializer_wraps_it() -> None:
     assert same(rust.loads_typed(stock.dumps_typed(STATE)), stock.loads_typed(typed))
 
 
+def constructor_calls(monkeypatch: pytest.MonkeyPatch, classes: tuple[type, ...]) -> list[str]:
+    """A list that gets the class name of every object of ``classes`` built through its
+    ``__init__`` from now on (until the test ends)."""
+    calls: list[str] = []
+    for cls in classes:
+        original = cls.__init__
+
+        def spy(self: Any, *a: Any, _o: Any = original, **k: Any) -> None:
+            calls.append(type(self).__name__)
+            _o(self, *a, **k)
+
+        monkeypatch.setattr(cls, "__init__", spy)
+    return calls
+
+
 def test_message_fast_path_builds_without_the_constructor(monkeypatch: pytest.MonkeyPatch) -> None:
     msgs = [
         lc.HumanMessage(content="h", id="1"),
@@ -411,15 +426,7 @@ def test_message_fast_path_builds_without_the_constructor(monkeypatch: pytest.Mo
     ]
     data = JsonPlusSerializer().dumps_typed(msgs)
     expected = JsonPlusSerializer().loads_typed(data)
-    calls: list[str] = []
-    for cls in (lc.HumanMessage, lc.AIMessage, lc.ToolMessage):
-        original = cls.__init__
-
-        def spy(self: Any, *a: Any, _o: Any = original, **k: Any) -> None:
-            calls.append(type(self).__name__)
-            _o(self, *a, **k)
-
-        monkeypatch.setattr(cls, "__init__", spy)
+    calls = constructor_calls(monkeypatch, (lc.HumanMessage, lc.AIMessage, lc.ToolMessage))
     got = RustSerializer().loads_typed(data)
     assert calls == []
     assert same(got, expected)
@@ -433,15 +440,7 @@ def test_delta_snapshot_messages_take_the_fast_path(monkeypatch: pytest.MonkeyPa
     snap = _DeltaSnapshot([lc.HumanMessage(content="h", id="1"), lc.AIMessage(content="a", id="2")])
     data = JsonPlusSerializer().dumps_typed(snap)
     expected = JsonPlusSerializer().loads_typed(data)
-    calls: list[str] = []
-    for cls in (lc.HumanMessage, lc.AIMessage):
-        original = cls.__init__
-
-        def spy(self: Any, *a: Any, _o: Any = original, **k: Any) -> None:
-            calls.append(type(self).__name__)
-            _o(self, *a, **k)
-
-        monkeypatch.setattr(cls, "__init__", spy)
+    calls = constructor_calls(monkeypatch, (lc.HumanMessage, lc.AIMessage))
     got = RustSerializer().loads_typed(data)
     assert calls == []
     assert type(got) is _DeltaSnapshot

@@ -2,6 +2,7 @@
 //! frozen types that cross the boundary with it: `CheckpointKey`, `NewCheckpoint`, `NewBlob`,
 //! `NewWrites` and `NewWrite` going in; `CheckpointRow`, `ChannelValueRow`, `WriteRow` and
 //! `ChannelHistory` coming out.
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
@@ -399,7 +400,10 @@ impl PyCheckpointStore {
         )?;
         // May open a connection, or (in memory) read every row.
         let stream = py.detach(|| self.store.list_stream(&query))?;
-        Ok(PyCheckpointBatches { stream })
+        Ok(PyCheckpointBatches {
+            stream,
+            given_back: AtomicUsize::new(0),
+        })
     }
 
     /// For each of `channels`, the pending writes of the checkpoint's ancestors back to the
@@ -532,6 +536,8 @@ impl PyCheckpointStore {
 #[pyclass(frozen, name = "CheckpointBatches", module = "fast_langgraph._native")]
 pub struct PyCheckpointBatches {
     stream: ListStream,
+    /// Batches handed back to the reading thread (`given_back`).
+    given_back: AtomicUsize,
 }
 
 #[pymethods]
@@ -584,20 +590,35 @@ impl PyCheckpointBatches {
             }
         }
         // Freed by the thread that read it (see `ListStream::give_back`).
-        self.stream.give_back(batch);
+        self.give_back(batch);
         Ok(Some((tuples, error)))
     }
 
     fn __next__(&self, py: Python<'_>) -> PyResult<Option<Vec<PyCheckpointRow>>> {
         // Waits for the producer thread's batch, which needs no GIL.
-        match py.detach(|| self.stream.next_batch()) {
-            None => Ok(None),
-            Some(batch) => batch?
-                .into_iter()
-                .map(|row| checkpoint_row(py, row))
-                .collect::<PyResult<_>>()
-                .map(Some),
-        }
+        let batch = match py.detach(|| self.stream.next_batch()) {
+            None => return Ok(None),
+            Some(batch) => batch?,
+        };
+        let rows = batch.iter().map(|row| copied_row(py, row)).collect::<PyResult<_>>();
+        // Freed by the thread that read it, as `next_tuples`'s batches are.
+        self.give_back(batch);
+        rows.map(Some)
+    }
+
+    /// How many batches this listing has handed back to be freed by the thread that read them
+    /// (`ListStream::give_back`; once that thread has ended, a batch is freed at once): one
+    /// per batch taken, by `__next__` or `next_tuples`.
+    #[getter]
+    fn given_back(&self) -> usize {
+        self.given_back.load(Ordering::Relaxed)
+    }
+}
+
+impl PyCheckpointBatches {
+    fn give_back(&self, batch: Vec<StoredCheckpoint>) {
+        self.given_back.fetch_add(1, Ordering::Relaxed);
+        self.stream.give_back(batch);
     }
 }
 
@@ -873,36 +894,42 @@ fn value_row(py: Python<'_>, v: &ChannelValue) -> PyResult<PyChannelValueRow> {
     })
 }
 
-fn write_row(py: Python<'_>, w: StoredWrite) -> PyWriteRow {
+fn write_row(py: Python<'_>, w: &StoredWrite) -> PyWriteRow {
     PyWriteRow {
-        task_id: w.task_id,
-        channel: w.channel,
-        type_tag: w.type_tag,
+        task_id: w.task_id.clone(),
+        channel: w.channel.clone(),
+        type_tag: w.type_tag.clone(),
         data: PyBytes::new(py, &w.data).unbind(),
-        task_path: w.task_path,
+        task_path: w.task_path.clone(),
         idx: w.idx,
     }
 }
 
 pub(super) fn checkpoint_row(py: Python<'_>, row: StoredCheckpoint) -> PyResult<PyCheckpointRow> {
+    copied_row(py, &row)
+}
+
+/// The row of `row`, which copies whatever it keeps: `row` can then be freed by the thread
+/// that allocated it (see `ListStream::give_back`).
+fn copied_row(py: Python<'_>, row: &StoredCheckpoint) -> PyResult<PyCheckpointRow> {
     let values = row
         .blobs
-        .into_iter()
-        .map(|v| Py::new(py, value_row(py, &v)?))
+        .iter()
+        .map(|v| Py::new(py, value_row(py, v)?))
         .collect::<PyResult<Vec<_>>>()?;
     let writes = row
         .writes
-        .into_iter()
+        .iter()
         .map(|w| Py::new(py, write_row(py, w)))
         .collect::<PyResult<Vec<_>>>()?;
     Ok(PyCheckpointRow {
-        thread_id: row.thread_id,
-        checkpoint_ns: row.checkpoint_ns,
-        checkpoint_id: row.checkpoint_id,
-        parent_checkpoint_id: row.parent_checkpoint_id,
-        type_tag: row.type_tag,
+        thread_id: row.thread_id.clone(),
+        checkpoint_ns: row.checkpoint_ns.clone(),
+        checkpoint_id: row.checkpoint_id.clone(),
+        parent_checkpoint_id: row.parent_checkpoint_id.clone(),
+        type_tag: row.type_tag.clone(),
         checkpoint: PyBytes::new(py, &row.checkpoint).unbind(),
-        metadata_json: row.metadata_json,
+        metadata_json: row.metadata_json.clone(),
         values: PyTuple::new(py, values)?.unbind(),
         writes: PyTuple::new(py, writes)?.unbind(),
     })
@@ -911,7 +938,7 @@ pub(super) fn checkpoint_row(py: Python<'_>, row: StoredCheckpoint) -> PyResult<
 pub(super) fn channel_history(py: Python<'_>, h: ChannelHistory) -> PyResult<PyChannelHistory> {
     let writes = h
         .writes
-        .into_iter()
+        .iter()
         .map(|w| Py::new(py, write_row(py, w)))
         .collect::<PyResult<Vec<_>>>()?;
     Ok(PyChannelHistory {
