@@ -196,6 +196,103 @@ fn put_alone(c: &mut Conn, cp: &NewCheckpoint) -> PgResult<Result<u64>> {
     put_outcome(&mut c.client, false, cp, missing, stored)
 }
 
+/// The checkpoints of `ops` if they may be stored by one statement ([`sql::PUT_MANY_ALONE`]):
+/// two or more puts, each of which could run alone ([`alone`]), no two of the same checkpoint
+/// nor with a blob of the same channel version of a thread (one statement may not update a row
+/// twice).
+fn alone_together<'a>(guard: bool, ops: &[&'a Op]) -> Option<Vec<&'a NewCheckpoint>> {
+    if ops.len() < 2 {
+        return None;
+    }
+    let cps: Vec<&NewCheckpoint> = ops.iter().map(|op| alone(guard, op)).collect::<Option<_>>()?;
+    let mut seen = std::collections::HashSet::new();
+    for cp in &cps {
+        if !seen.insert((&cp.thread_id, &cp.checkpoint_ns, &cp.checkpoint_id, None)) {
+            return None;
+        }
+        for b in &cp.blobs {
+            if !seen.insert((&cp.thread_id, &cp.checkpoint_ns, &b.channel, Some(&b.version))) {
+                return None;
+            }
+        }
+    }
+    Some(cps)
+}
+
+/// Puts that could each run alone, stored by one statement that the server commits when it
+/// ends ([`sql::PUT_MANY_ALONE`]); `keys` are their threads' lock keys, sorted.
+fn put_many_alone(c: &mut Conn, keys: &[i64], cps: &[&NewCheckpoint]) -> PgResult<Vec<Result<u64>>> {
+    let stmt = c.prepare(sql::PUT_MANY_ALONE)?;
+    let args: Vec<PutArgs> = cps.iter().map(|cp| PutArgs::new(cp, false)).collect();
+    let n_blobs: usize = args.iter().map(|a| a.b_channel.len()).sum();
+    let n_channels: usize = args.iter().map(|a| a.channels.len()).sum();
+    let mut offsets: Vec<i32> = Vec::with_capacity(args.len());
+    let mut lens: Vec<i32> = Vec::with_capacity(args.len());
+    let mut channels: Vec<&str> = Vec::with_capacity(n_channels);
+    let mut versions: Vec<&[u8]> = Vec::with_capacity(n_channels);
+    let (mut b_thread, mut b_ns) = (Vec::with_capacity(n_blobs), Vec::with_capacity(n_blobs));
+    let (mut b_channel, mut b_version) = (Vec::with_capacity(n_blobs), Vec::with_capacity(n_blobs));
+    let (mut b_type, mut b_data) = (Vec::with_capacity(n_blobs), Vec::with_capacity(n_blobs));
+    for a in &args {
+        offsets.push(i32::try_from(channels.len()).unwrap_or(i32::MAX));
+        lens.push(i32::try_from(a.channels.len()).unwrap_or(i32::MAX));
+        channels.extend(a.channels.iter().copied());
+        versions.extend(a.versions.iter().map(Vec::as_slice));
+        for i in 0..a.b_channel.len() {
+            b_thread.push(a.cp.thread_id.as_str());
+            b_ns.push(a.cp.checkpoint_ns.as_str());
+            b_channel.push(a.b_channel[i]);
+            b_version.push(a.b_version[i].as_slice());
+            b_type.push(a.b_type[i]);
+            b_data.push(a.b_data[i]);
+        }
+    }
+    let thread: Vec<&str> = cps.iter().map(|cp| cp.thread_id.as_str()).collect();
+    let ns: Vec<&str> = cps.iter().map(|cp| cp.checkpoint_ns.as_str()).collect();
+    let id: Vec<&str> = cps.iter().map(|cp| cp.checkpoint_id.as_str()).collect();
+    let parent: Vec<Option<&str>> = cps.iter().map(|cp| cp.parent_checkpoint_id.as_deref()).collect();
+    let run_id: Vec<Option<&str>> = cps.iter().map(|cp| cp.run_id.as_deref()).collect();
+    let meta: Vec<&str> = cps.iter().map(|cp| cp.metadata_json.as_str()).collect();
+    let type_tag: Vec<&str> = cps.iter().map(|cp| cp.type_tag.as_str()).collect();
+    let checkpoint: Vec<&[u8]> = cps.iter().map(|cp| cp.checkpoint.as_slice()).collect();
+    let params: [&(dyn ToSql + Sync); 19] = [
+        &keys,
+        &thread,
+        &ns,
+        &id,
+        &parent,
+        &run_id,
+        &meta,
+        &type_tag,
+        &checkpoint,
+        &offsets,
+        &lens,
+        &channels,
+        &versions,
+        &b_thread,
+        &b_ns,
+        &b_channel,
+        &b_version,
+        &b_type,
+        &b_data,
+    ];
+    let stored: i64 = c.client.query_one(&stmt, &params)?.get(0);
+    if usize::try_from(stored).ok() != Some(cps.len()) {
+        return Ok(cps
+            .iter()
+            .map(|cp| {
+                Err(Error::Storage(format!(
+                    "checkpoint {:?} of thread {:?}: the server stored {stored} of {} checkpoints of its batch",
+                    cp.checkpoint_id,
+                    cp.thread_id,
+                    cps.len()
+                )))
+            })
+            .collect());
+    }
+    Ok(cps.iter().map(|_| Ok(0)).collect())
+}
+
 /// Whether `op` is made only of statements whose parameters are known beforehand, so that it
 /// can be sent with the others of its batch before any reply is read.
 fn pipelines(op: &Op) -> bool {
@@ -208,6 +305,9 @@ fn pipelines(op: &Op) -> bool {
 /// statements run one at a time. The outer error is the database's (nothing was committed);
 /// the inner results are the ops' own (a refused put stores nothing and fails alone).
 fn write_ops(c: &mut Conn, guard: bool, keys: &[i64], ops: &[&Op]) -> PgResult<Vec<Result<u64>>> {
+    if let Some(cps) = alone_together(guard, ops) {
+        return put_many_alone(c, keys, &cps);
+    }
     let p = Prepared::new(c, guard)?;
     if !ops.iter().all(|op| pipelines(op)) {
         let begin = sql::begin_writing(keys);
