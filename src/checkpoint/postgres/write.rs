@@ -196,32 +196,57 @@ fn put_alone(c: &mut Conn, cp: &NewCheckpoint) -> PgResult<Result<u64>> {
     put_outcome(&mut c.client, false, cp, missing, stored)
 }
 
-/// The checkpoints of `ops` if they may be stored by one statement ([`sql::PUT_MANY_ALONE`]):
-/// two or more puts, each of which could run alone ([`alone`]), no two of the same checkpoint
-/// nor with a blob of the same channel version of a thread (one statement may not update a row
-/// twice).
-fn alone_together<'a>(guard: bool, ops: &[&'a Op]) -> Option<Vec<&'a NewCheckpoint>> {
+/// The checkpoints and writes of `ops` if they may be stored by one statement
+/// ([`sql::PUT_MANY_ALONE`]): two or more calls, each a task's writes or a put that could run
+/// alone ([`alone`]), no two storing the same checkpoint, the same channel version of a thread,
+/// or the same write (one statement may not update a row twice).
+fn alone_together<'a>(guard: bool, ops: &[&'a Op]) -> Option<(Vec<&'a NewCheckpoint>, Vec<&'a NewWrites>)> {
     if ops.len() < 2 {
         return None;
     }
-    let cps: Vec<&NewCheckpoint> = ops.iter().map(|op| alone(guard, op)).collect::<Option<_>>()?;
+    let (mut cps, mut writes) = (Vec::new(), Vec::new());
     let mut seen = std::collections::HashSet::new();
-    for cp in &cps {
-        if !seen.insert((&cp.thread_id, &cp.checkpoint_ns, &cp.checkpoint_id, None)) {
+    for op in ops {
+        if let Op::PutWrites(w) = op {
+            for x in &w.writes {
+                let key = (
+                    &w.thread_id,
+                    &w.checkpoint_ns,
+                    &w.checkpoint_id,
+                    Some(&w.task_id),
+                    x.idx,
+                );
+                if !seen.insert((2, key)) {
+                    return None;
+                }
+            }
+            writes.push(&**w);
+            continue;
+        }
+        let cp = alone(guard, op)?;
+        if !seen.insert((0, (&cp.thread_id, &cp.checkpoint_ns, &cp.checkpoint_id, None, 0))) {
             return None;
         }
         for b in &cp.blobs {
-            if !seen.insert((&cp.thread_id, &cp.checkpoint_ns, &b.channel, Some(&b.version))) {
+            if !seen.insert((1, (&cp.thread_id, &cp.checkpoint_ns, &b.channel, Some(&b.version), 0))) {
                 return None;
             }
         }
+        cps.push(cp);
     }
-    Some(cps)
+    Some((cps, writes))
 }
 
-/// Puts that could each run alone, stored by one statement that the server commits when it
-/// ends ([`sql::PUT_MANY_ALONE`]); `keys` are their threads' lock keys, sorted.
-fn put_many_alone(c: &mut Conn, keys: &[i64], cps: &[&NewCheckpoint]) -> PgResult<Vec<Result<u64>>> {
+/// Puts that could each run alone and tasks' writes, stored by one statement that the server
+/// commits when it ends ([`sql::PUT_MANY_ALONE`]); `keys` are the puts' threads' lock keys,
+/// sorted. One result per op of `ops`, in order.
+fn put_many_alone(
+    c: &mut Conn,
+    keys: &[i64],
+    ops: &[&Op],
+    cps: &[&NewCheckpoint],
+    writes: &[&NewWrites],
+) -> PgResult<Vec<Result<u64>>> {
     let stmt = c.prepare(sql::PUT_MANY_ALONE)?;
     let args: Vec<PutArgs> = cps.iter().map(|cp| PutArgs::new(cp, false)).collect();
     let n_blobs: usize = args.iter().map(|a| a.b_channel.len()).sum();
@@ -255,7 +280,17 @@ fn put_many_alone(c: &mut Conn, keys: &[i64], cps: &[&NewCheckpoint]) -> PgResul
     let meta: Vec<&str> = cps.iter().map(|cp| cp.metadata_json.as_str()).collect();
     let type_tag: Vec<&str> = cps.iter().map(|cp| cp.type_tag.as_str()).collect();
     let checkpoint: Vec<&[u8]> = cps.iter().map(|cp| cp.checkpoint.as_slice()).collect();
-    let params: [&(dyn ToSql + Sync); 19] = [
+    let rows = || writes.iter().flat_map(|w| w.writes.iter().map(move |x| (*w, x)));
+    let w_thread: Vec<&str> = rows().map(|(w, _)| w.thread_id.as_str()).collect();
+    let w_ns: Vec<&str> = rows().map(|(w, _)| w.checkpoint_ns.as_str()).collect();
+    let w_id: Vec<&str> = rows().map(|(w, _)| w.checkpoint_id.as_str()).collect();
+    let w_task: Vec<&str> = rows().map(|(w, _)| w.task_id.as_str()).collect();
+    let w_path: Vec<&str> = rows().map(|(w, _)| w.task_path.as_str()).collect();
+    let w_idx: Vec<i32> = rows().map(|(_, x)| i32::try_from(x.idx).unwrap_or(i32::MAX)).collect();
+    let w_channel: Vec<&str> = rows().map(|(_, x)| x.channel.as_str()).collect();
+    let w_type: Vec<&str> = rows().map(|(_, x)| x.type_tag.as_str()).collect();
+    let w_data: Vec<&[u8]> = rows().map(|(_, x)| x.data.as_slice()).collect();
+    let params: [&(dyn ToSql + Sync); 28] = [
         &keys,
         &thread,
         &ns,
@@ -275,22 +310,23 @@ fn put_many_alone(c: &mut Conn, keys: &[i64], cps: &[&NewCheckpoint]) -> PgResul
         &b_version,
         &b_type,
         &b_data,
+        &w_thread,
+        &w_ns,
+        &w_id,
+        &w_task,
+        &w_path,
+        &w_idx,
+        &w_channel,
+        &w_type,
+        &w_data,
     ];
     let stored: i64 = c.client.query_one(&stmt, &params)?.get(0);
     if usize::try_from(stored).ok() != Some(cps.len()) {
-        return Ok(cps
-            .iter()
-            .map(|cp| {
-                Err(Error::Storage(format!(
-                    "checkpoint {:?} of thread {:?}: the server stored {stored} of {} checkpoints of its batch",
-                    cp.checkpoint_id,
-                    cp.thread_id,
-                    cps.len()
-                )))
-            })
-            .collect());
+        // Not reached: every checkpoint row is inserted or updated once the locks are held.
+        let e = format!("the server stored {stored} of the {} checkpoints of a batch", cps.len());
+        return Ok(ops.iter().map(|_| Err(Error::Storage(e.clone()))).collect());
     }
-    Ok(cps.iter().map(|_| Ok(0)).collect())
+    Ok(ops.iter().map(|_| Ok(0)).collect())
 }
 
 /// Whether `op` is made only of statements whose parameters are known beforehand, so that it
@@ -305,8 +341,8 @@ fn pipelines(op: &Op) -> bool {
 /// statements run one at a time. The outer error is the database's (nothing was committed);
 /// the inner results are the ops' own (a refused put stores nothing and fails alone).
 fn write_ops(c: &mut Conn, guard: bool, keys: &[i64], ops: &[&Op]) -> PgResult<Vec<Result<u64>>> {
-    if let Some(cps) = alone_together(guard, ops) {
-        return put_many_alone(c, keys, &cps);
+    if let Some((cps, writes)) = alone_together(guard, ops) {
+        return put_many_alone(c, keys, ops, &cps, &writes);
     }
     let p = Prepared::new(c, guard)?;
     if !ops.iter().all(|op| pipelines(op)) {
