@@ -5,7 +5,8 @@
 //! shared locks, its statements, `COMMIT`) is sent in one network write ([`Client::pipeline`]),
 //! one round trip however many calls it carries. A put alone in its batch, without the guard
 //! and without deltas, needs no transaction of its own: its statement takes the lock itself
-//! ([`sql::put_alone_sql`]), and the server commits it when it ends. A put the guard refuses, or whose delta base is
+//! ([`sql::put_alone_sql`]), and the server commits it when it ends; nor does a batch of such
+//! puts and tasks' writes, which is one statement too ([`sql::PUT_MANY_ALONE`]). A put the guard refuses, or whose delta base is
 //! gone, stores nothing and fails on its own without aborting the transaction. A batch that
 //! fails as a whole (a statement error aborts a PostgreSQL transaction) is rolled back and its
 //! ops run again one by one, so each caller gets its own result; a lost connection retries the
