@@ -198,3 +198,84 @@ def test_a_delta_put_sees_what_a_prune_deleted_while_it_waited(pg_server, pg_db,
     assert saver._store.check() == []
     # Stored whole: no delta row is left whose base is gone.
     assert _count(pg_db, "SELECT count(*) FROM flg_blobs WHERE delta_base IS NOT NULL") == 0
+
+
+def _rows(url: str) -> list[tuple]:
+    with psycopg.connect(url) as conn:
+        return conn.execute(
+            "SELECT 'c', thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, run_id, "
+            "channels::text, versions::text, metadata::text, type, checkpoint FROM flg_checkpoints "
+            "UNION ALL SELECT 'b', thread_id, checkpoint_ns, channel, encode(version, 'hex'), "
+            "encode(delta_base, 'hex'), NULL, NULL, NULL, type, blob FROM flg_blobs "
+            "UNION ALL SELECT 'w', thread_id, checkpoint_ns, checkpoint_id, task_id, task_path, "
+            "idx::text, channel, NULL, type, blob FROM flg_writes "
+            "ORDER BY 1, 2, 3, 4, 5, 7"
+        ).fetchall()
+
+
+def test_calls_committed_together_store_what_they_store_one_by_one(pg_server, pg_db, saver):
+    # Puts and task writes of several callers at once share a commit; when each put could run
+    # alone (no guard, no deltas) the batch is one statement. Its rows must be those of the
+    # same calls made one at a time: the flat channel arrays split back per checkpoint, NULL
+    # parents and run ids kept, a channel without a value storing no blob, a special write
+    # (negative idx) replacing the stored one and a regular one kept.
+    from langgraph.checkpoint.base import empty_checkpoint
+
+    def calls(t: int) -> list[tuple]:
+        out, parent = [], None
+        for step in range(4):
+            cp = empty_checkpoint()
+            cp["id"] = f"1ef00000-0000-6000-8000-{t:06d}{step:06d}"
+            values = {"n": step, "text": "w" * (50 * t), "t": t}
+            if step % 2:
+                values["extra"] = [step, t]
+            cp["channel_values"] = values
+            cp["channel_versions"] = {k: f"{step + 1:032}.0.{t}" for k in [*values, "gone"]}
+            conf = cfg(f"together-{t}", checkpoint_ns="")
+            if parent:
+                conf["configurable"]["checkpoint_id"] = parent
+            meta = {"source": "loop", "step": step, **({"run_id": f"run-{t}"} if t % 2 else {})}
+            out.append((conf, cp, meta, dict(cp["channel_versions"])))
+            parent = cp["id"]
+        return out
+
+    plan = [calls(t) for t in range(10)]
+    barrier = threading.Barrier(10)
+
+    def run(s, t: int, wait) -> None:
+        for step, (conf, cp, meta, versions) in enumerate(plan[t]):
+            wait()
+            stored = s.put(conf, cp, meta, versions)
+            wait()
+            s.put_writes(stored, [("x", [t, step]), ("y", step)], f"task-{step % 2}", "p")
+            if step == 3:
+                wait()
+                s.put_writes(stored, [("__error__", "late"), ("x", "not kept")], "task-1", "q")
+
+    before = saver.writer_stats()
+    with ThreadPoolExecutor(10) as ex:
+        list(ex.map(lambda t: run(saver, t, barrier.wait), range(10)))
+    after = saver.writer_stats()
+    # Some puts shared a commit (the case under test).
+    assert after["calls"] - before["calls"] > after["commits"] - before["commits"]
+    alone_db = pg_server.url(pg_server.create_database())
+    one_by_one = RustPostgresCheckpointer(alone_db, pool_size=4)
+    one_by_one.setup()
+    try:
+        for t in range(10):
+            run(one_by_one, t, lambda: None)
+    finally:
+        one_by_one.close()
+    together, alone = _rows(pg_db), _rows(alone_db)
+    assert sum(r[0] == "c" for r in together) == 40
+    assert sum(r[0] == "b" for r in together) >= 20  # the lists at least (small scalars are inline)
+    assert sum(r[0] == "w" for r in together) == 10 * (4 * 2 + 1)
+    assert together == alone
+    last = saver.get_tuple(cfg("together-3"))
+    assert last.checkpoint["channel_values"] == {"n": 3, "text": "w" * 150, "t": 3, "extra": [3, 3]}
+    assert last.parent_config["configurable"]["checkpoint_id"] == plan[3][2][1]["id"]
+    assert sorted((task, c, v) for task, c, v in last.pending_writes) == [
+        ("task-1", "__error__", "late"),
+        ("task-1", "x", [3, 3]),
+        ("task-1", "y", 3),
+    ]

@@ -218,6 +218,56 @@ pub fn put_alone_sql() -> &'static str {
     })
 }
 
+/// The puts and task writes of a batch as one statement, for when each put could run alone
+/// ([`put_alone_sql`]: without the guard, without deltas) and no two calls store the same
+/// checkpoint, blob or write: one protocol round and no `BEGIN` nor `COMMIT` for the whole
+/// batch, where the pipelined transaction sends one per call and three more. The server runs it
+/// in a transaction of its own, so the calls commit together or not at all, as in the
+/// transaction. It first takes the shared advisory lock of every thread it stores checkpoints
+/// of ($1, sorted lock keys), before it inserts anything (the inserts wait for the count of
+/// `lock`, which takes them all). Each checkpoint is one element of $2..$9 (thread, ns, id,
+/// parent, run_id, metadata JSON, type, checkpoint bytes); its channels and versions are the
+/// elements `$10 + 1` to `$10 + $11` of the flat arrays $12 and $13. Each blob is one element of
+/// $14..$19 (thread, ns, channel, version, type, bytes), each write one of $20..$28 (thread, ns,
+/// checkpoint, task, task path, idx, channel, type, bytes), stored under [`PUT_WRITES`]'s rule.
+/// The rows stored are those the same calls store one by one; it returns the number of
+/// checkpoint rows stored.
+pub const PUT_MANY_ALONE: &str = "WITH lock AS (
+    SELECT pg_advisory_xact_lock_shared(k) FROM unnest($1::int8[]) AS k ORDER BY k
+), ib AS (
+    INSERT INTO flg_blobs (thread_id, checkpoint_ns, channel, version, delta_base, type, blob)
+    SELECT thread_id, checkpoint_ns, channel, version, NULL, type, blob
+    FROM unnest($14::text[], $15::text[], $16::text[], $17::bytea[], $18::text[], $19::bytea[])
+        AS u(thread_id, checkpoint_ns, channel, version, type, blob)
+    WHERE (SELECT count(*) FROM lock) = cardinality($1::int8[])
+    ON CONFLICT (thread_id, checkpoint_ns, channel, version) DO UPDATE
+        SET delta_base = EXCLUDED.delta_base, type = EXCLUDED.type, blob = EXCLUDED.blob
+), ic AS (
+    INSERT INTO flg_checkpoints (thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, run_id,
+                                 channels, versions, metadata, type, checkpoint)
+    SELECT thread_id, checkpoint_ns, checkpoint_id, parent, run_id, ($12::text[])[o + 1:o + n],
+           ($13::bytea[])[o + 1:o + n], meta::jsonb, type, checkpoint
+    FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
+                $9::bytea[], $10::int[], $11::int[])
+        AS u(thread_id, checkpoint_ns, checkpoint_id, parent, run_id, meta, type, checkpoint, o, n)
+    WHERE (SELECT count(*) FROM lock) = cardinality($1::int8[])
+    ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id) DO UPDATE
+        SET parent_checkpoint_id = EXCLUDED.parent_checkpoint_id, run_id = EXCLUDED.run_id,
+            channels = EXCLUDED.channels, versions = EXCLUDED.versions, metadata = EXCLUDED.metadata,
+            type = EXCLUDED.type, checkpoint = EXCLUDED.checkpoint
+    RETURNING 1
+), iw AS (
+    INSERT INTO flg_writes AS w
+        (thread_id, checkpoint_ns, checkpoint_id, task_id, task_path, idx, channel, type, blob)
+    SELECT * FROM unnest($20::text[], $21::text[], $22::text[], $23::text[], $24::text[], $25::int[],
+                         $26::text[], $27::text[], $28::bytea[])
+    WHERE (SELECT count(*) FROM lock) = cardinality($1::int8[])
+    ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id, task_id, idx) DO UPDATE
+        SET channel = EXCLUDED.channel, type = EXCLUDED.type, blob = EXCLUDED.blob, task_path = EXCLUDED.task_path
+        WHERE EXCLUDED.idx < 0
+)
+SELECT count(*) FROM ic";
+
 /// Whether a checkpoint is stored (imports keep one already here).
 pub const CHECKPOINT_EXISTS: &str =
     "SELECT 1 FROM flg_checkpoints WHERE thread_id = $1 AND checkpoint_ns = $2 AND checkpoint_id = $3";

@@ -5,7 +5,8 @@
 //! shared locks, its statements, `COMMIT`) is sent in one network write ([`Client::pipeline`]),
 //! one round trip however many calls it carries. A put alone in its batch, without the guard
 //! and without deltas, needs no transaction of its own: its statement takes the lock itself
-//! ([`sql::put_alone_sql`]), and the server commits it when it ends. A put the guard refuses, or whose delta base is
+//! ([`sql::put_alone_sql`]), and the server commits it when it ends; nor does a batch of such
+//! puts and tasks' writes, which is one statement too ([`sql::PUT_MANY_ALONE`]). A put the guard refuses, or whose delta base is
 //! gone, stores nothing and fails on its own without aborting the transaction. A batch that
 //! fails as a whole (a statement error aborts a PostgreSQL transaction) is rolled back and its
 //! ops run again one by one, so each caller gets its own result; a lost connection retries the
@@ -196,6 +197,139 @@ fn put_alone(c: &mut Conn, cp: &NewCheckpoint) -> PgResult<Result<u64>> {
     put_outcome(&mut c.client, false, cp, missing, stored)
 }
 
+/// The checkpoints and writes of `ops` if they may be stored by one statement
+/// ([`sql::PUT_MANY_ALONE`]): two or more calls, each a task's writes or a put that could run
+/// alone ([`alone`]), no two storing the same checkpoint, the same channel version of a thread,
+/// or the same write (one statement may not update a row twice).
+fn alone_together<'a>(guard: bool, ops: &[&'a Op]) -> Option<(Vec<&'a NewCheckpoint>, Vec<&'a NewWrites>)> {
+    if ops.len() < 2 {
+        return None;
+    }
+    let (mut cps, mut writes) = (Vec::new(), Vec::new());
+    let mut seen = std::collections::HashSet::new();
+    for op in ops {
+        if let Op::PutWrites(w) = op {
+            for x in &w.writes {
+                let key = (
+                    &w.thread_id,
+                    &w.checkpoint_ns,
+                    &w.checkpoint_id,
+                    Some(&w.task_id),
+                    x.idx,
+                );
+                if !seen.insert((2, key)) {
+                    return None;
+                }
+            }
+            writes.push(&**w);
+            continue;
+        }
+        let cp = alone(guard, op)?;
+        if !seen.insert((0, (&cp.thread_id, &cp.checkpoint_ns, &cp.checkpoint_id, None, 0))) {
+            return None;
+        }
+        for b in &cp.blobs {
+            if !seen.insert((1, (&cp.thread_id, &cp.checkpoint_ns, &b.channel, Some(&b.version), 0))) {
+                return None;
+            }
+        }
+        cps.push(cp);
+    }
+    Some((cps, writes))
+}
+
+/// Puts that could each run alone and tasks' writes, stored by one statement that the server
+/// commits when it ends ([`sql::PUT_MANY_ALONE`]); `keys` are the puts' threads' lock keys,
+/// sorted. One result per op of `ops`, in order.
+fn put_many_alone(
+    c: &mut Conn,
+    keys: &[i64],
+    ops: &[&Op],
+    cps: &[&NewCheckpoint],
+    writes: &[&NewWrites],
+) -> PgResult<Vec<Result<u64>>> {
+    let stmt = c.prepare(sql::PUT_MANY_ALONE)?;
+    let args: Vec<PutArgs> = cps.iter().map(|cp| PutArgs::new(cp, false)).collect();
+    let n_blobs: usize = args.iter().map(|a| a.b_channel.len()).sum();
+    let n_channels: usize = args.iter().map(|a| a.channels.len()).sum();
+    let mut offsets: Vec<i32> = Vec::with_capacity(args.len());
+    let mut lens: Vec<i32> = Vec::with_capacity(args.len());
+    let mut channels: Vec<&str> = Vec::with_capacity(n_channels);
+    let mut versions: Vec<&[u8]> = Vec::with_capacity(n_channels);
+    let (mut b_thread, mut b_ns) = (Vec::with_capacity(n_blobs), Vec::with_capacity(n_blobs));
+    let (mut b_channel, mut b_version) = (Vec::with_capacity(n_blobs), Vec::with_capacity(n_blobs));
+    let (mut b_type, mut b_data) = (Vec::with_capacity(n_blobs), Vec::with_capacity(n_blobs));
+    for a in &args {
+        offsets.push(i32::try_from(channels.len()).unwrap_or(i32::MAX));
+        lens.push(i32::try_from(a.channels.len()).unwrap_or(i32::MAX));
+        channels.extend(a.channels.iter().copied());
+        versions.extend(a.versions.iter().map(Vec::as_slice));
+        for i in 0..a.b_channel.len() {
+            b_thread.push(a.cp.thread_id.as_str());
+            b_ns.push(a.cp.checkpoint_ns.as_str());
+            b_channel.push(a.b_channel[i]);
+            b_version.push(a.b_version[i].as_slice());
+            b_type.push(a.b_type[i]);
+            b_data.push(a.b_data[i]);
+        }
+    }
+    let thread: Vec<&str> = cps.iter().map(|cp| cp.thread_id.as_str()).collect();
+    let ns: Vec<&str> = cps.iter().map(|cp| cp.checkpoint_ns.as_str()).collect();
+    let id: Vec<&str> = cps.iter().map(|cp| cp.checkpoint_id.as_str()).collect();
+    let parent: Vec<Option<&str>> = cps.iter().map(|cp| cp.parent_checkpoint_id.as_deref()).collect();
+    let run_id: Vec<Option<&str>> = cps.iter().map(|cp| cp.run_id.as_deref()).collect();
+    let meta: Vec<&str> = cps.iter().map(|cp| cp.metadata_json.as_str()).collect();
+    let type_tag: Vec<&str> = cps.iter().map(|cp| cp.type_tag.as_str()).collect();
+    let checkpoint: Vec<&[u8]> = cps.iter().map(|cp| cp.checkpoint.as_slice()).collect();
+    let rows = || writes.iter().flat_map(|w| w.writes.iter().map(move |x| (*w, x)));
+    let w_thread: Vec<&str> = rows().map(|(w, _)| w.thread_id.as_str()).collect();
+    let w_ns: Vec<&str> = rows().map(|(w, _)| w.checkpoint_ns.as_str()).collect();
+    let w_id: Vec<&str> = rows().map(|(w, _)| w.checkpoint_id.as_str()).collect();
+    let w_task: Vec<&str> = rows().map(|(w, _)| w.task_id.as_str()).collect();
+    let w_path: Vec<&str> = rows().map(|(w, _)| w.task_path.as_str()).collect();
+    let w_idx: Vec<i32> = rows().map(|(_, x)| i32::try_from(x.idx).unwrap_or(i32::MAX)).collect();
+    let w_channel: Vec<&str> = rows().map(|(_, x)| x.channel.as_str()).collect();
+    let w_type: Vec<&str> = rows().map(|(_, x)| x.type_tag.as_str()).collect();
+    let w_data: Vec<&[u8]> = rows().map(|(_, x)| x.data.as_slice()).collect();
+    let params: [&(dyn ToSql + Sync); 28] = [
+        &keys,
+        &thread,
+        &ns,
+        &id,
+        &parent,
+        &run_id,
+        &meta,
+        &type_tag,
+        &checkpoint,
+        &offsets,
+        &lens,
+        &channels,
+        &versions,
+        &b_thread,
+        &b_ns,
+        &b_channel,
+        &b_version,
+        &b_type,
+        &b_data,
+        &w_thread,
+        &w_ns,
+        &w_id,
+        &w_task,
+        &w_path,
+        &w_idx,
+        &w_channel,
+        &w_type,
+        &w_data,
+    ];
+    let stored: i64 = c.client.query_one(&stmt, &params)?.get(0);
+    if usize::try_from(stored).ok() != Some(cps.len()) {
+        // Not reached: every checkpoint row is inserted or updated once the locks are held.
+        let e = format!("the server stored {stored} of the {} checkpoints of a batch", cps.len());
+        return Ok(ops.iter().map(|_| Err(Error::Storage(e.clone()))).collect());
+    }
+    Ok(ops.iter().map(|_| Ok(0)).collect())
+}
+
 /// Whether `op` is made only of statements whose parameters are known beforehand, so that it
 /// can be sent with the others of its batch before any reply is read.
 fn pipelines(op: &Op) -> bool {
@@ -208,6 +342,9 @@ fn pipelines(op: &Op) -> bool {
 /// statements run one at a time. The outer error is the database's (nothing was committed);
 /// the inner results are the ops' own (a refused put stores nothing and fails alone).
 fn write_ops(c: &mut Conn, guard: bool, keys: &[i64], ops: &[&Op]) -> PgResult<Vec<Result<u64>>> {
+    if let Some((cps, writes)) = alone_together(guard, ops) {
+        return put_many_alone(c, keys, ops, &cps, &writes);
+    }
     let p = Prepared::new(c, guard)?;
     if !ops.iter().all(|op| pipelines(op)) {
         let begin = sql::begin_writing(keys);
