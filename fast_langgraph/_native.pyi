@@ -2,7 +2,7 @@
 
 import builtins
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from typing import Any, Literal, final
 
 from typing_extensions import Self, disjoint_base
@@ -169,6 +169,22 @@ def metadata_json(metadata: object) -> str | None:
         key type, a string holding a lone surrogate, nesting deeper than 64), which the caller
         encodes with Python's `json`.
     """
+
+def put_metadata_json(
+    config: Mapping[str, Any] | None, metadata: Mapping[str, Any], excluded: Container[str]
+) -> tuple[str, str | None] | None:
+    """What a checkpointer's `put` stores of its metadata: LangGraph's
+    `get_checkpoint_metadata(config, metadata)` (`metadata` as it is when `config` is `None`)
+    as the text `json.dumps(..., ensure_ascii=False)` gives, and its `run_id` as `str(run_id)`.
+    `excluded` is LangGraph's `EXCLUDED_METADATA_KEYS`.
+
+    Returns:
+        `(text, run_id)`, or `None` when a value is one `metadata_json` leaves to Python, or
+        `config`, `metadata` or a dict inside `config` is not a plain `dict` with `str` keys:
+        the caller then uses LangGraph's function and Python's encoder (the same text, or
+        their errors).
+    """
+
 @final
 class ChannelValueRow:
     """A channel value as read back."""

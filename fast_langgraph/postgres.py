@@ -36,7 +36,6 @@ from langgraph.checkpoint.base import (
     CheckpointTuple,
     SerializerProtocol,
     get_checkpoint_id,
-    get_checkpoint_metadata,
 )
 
 from fast_langgraph._native import (
@@ -57,7 +56,7 @@ from fast_langgraph.checkpoint._engine_saver import (
     configurable,
     id_list,
     in_thread,
-    json_ok,
+    stored_metadata,
 )
 from fast_langgraph.checkpoint.saver import _INLINE_TYPES, _inlinable
 from fast_langgraph.serde import RustSerializer
@@ -548,11 +547,9 @@ class RustPostgresCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyn
                 type_, data = self._dumps(c, what)
         else:
             type_, data = self._dumps(c, what)
-        md: dict[str, Any] = dict(
-            get_checkpoint_metadata(config, metadata) if config is not None else metadata
-        )
-        metadata_json = _metadata_json(md, checkpoint["id"])
-        run_id = md.get("run_id")
+        metadata_json, run_id = stored_metadata(config, metadata, checkpoint["id"])
+        # PostgreSQL's jsonb cannot hold U+0000; PostgresSaver drops it the same way.
+        metadata_json = metadata_json.replace("\\u0000", "")
         versions = [(ch, str(v)) for ch, v in channel_versions.items() if ch not in inline]
         return NewCheckpoint(
             CheckpointKey(thread_id, ns, checkpoint["id"]),
@@ -560,7 +557,7 @@ class RustPostgresCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyn
             type_tag=type_,
             checkpoint=data,
             metadata_json=metadata_json,
-            run_id=None if run_id is None else str(run_id),
+            run_id=run_id,
             channel_versions=versions,
             blobs=blobs,
         )
@@ -886,16 +883,3 @@ def _split_filter(filter: Any) -> tuple[list[tuple[str, Any]], dict[str, Any]]:
         else:
             py[key] = value
     return sql, py
-
-
-def _metadata_json(metadata: dict[str, Any], checkpoint_id: str) -> str:
-    try:
-        text = json.dumps(metadata, ensure_ascii=False)
-    except (TypeError, ValueError) as e:
-        bad = next((k for k, v in metadata.items() if not json_ok(v)), "?")
-        raise SerializationError(
-            f"cannot serialize metadata key {bad!r} of checkpoint {checkpoint_id!r} "
-            f"(value of type {type(metadata.get(bad)).__name__}): {e}"
-        ) from e
-    # PostgreSQL's jsonb cannot hold U+0000; PostgresSaver drops it the same way.
-    return text.replace("\\u0000", "")

@@ -37,7 +37,6 @@ from langgraph.checkpoint.base import (
     DeltaChannelHistory,
     SerializerProtocol,
     get_checkpoint_id,
-    get_checkpoint_metadata,
 )
 
 from fast_langgraph._native import (
@@ -53,7 +52,6 @@ from fast_langgraph._native import (
     SerializationError,
     list_readers_pause,
     list_readers_resume,
-    metadata_json,
 )
 from fast_langgraph.checkpoint._deltas import (
     ListKey,
@@ -67,7 +65,7 @@ from fast_langgraph.checkpoint._engine_saver import (
     configurable,
     id_list,
     in_thread,
-    json_ok,
+    stored_metadata,
 )
 from fast_langgraph.checkpoint.sqlite_saver import export_sqlite_saver, import_sqlite_saver
 from fast_langgraph.serde import RustSerializer
@@ -77,8 +75,6 @@ __all__ = ["RustSQLiteCheckpointer"]
 
 _SCALARS = (str, int, float, bool, type(None))
 
-# Built once: ``json.dumps(..., ensure_ascii=False)`` builds a new encoder on every call.
-_METADATA_ENCODER = json.JSONEncoder(ensure_ascii=False)
 _METADATA_DECODER = json.JSONDecoder()
 # What JSONDecoder.raw_decode calls: (value, end), or StopIteration.
 _METADATA_SCAN = cast(Any, _METADATA_DECODER).scan_once
@@ -658,11 +654,7 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
         except Exception as e:
             what = f"checkpoint {checkpoint['id']!r} in thread {thread_id!r}"
             raise _serialization_error(what, c, e) from e
-        md: dict[str, Any] = dict(
-            get_checkpoint_metadata(config, metadata) if config is not None else metadata
-        )
-        metadata_json = _metadata_json(md, checkpoint["id"])
-        run_id = md.get("run_id")
+        metadata_json, run_id = stored_metadata(config, metadata, checkpoint["id"])
         versions = c["channel_versions"]
         return NewCheckpoint(
             CheckpointKey(thread_id, ns, checkpoint["id"]),
@@ -670,7 +662,7 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
             type_tag=type_,
             checkpoint=data,
             metadata_json=metadata_json,
-            run_id=None if run_id is None else str(run_id),
+            run_id=run_id,
             # The versions of the values stored apart, whose blobs a read looks up.
             channel_versions=[(ch, str(v)) for ch, v in versions.items() if ch not in inline]
             if inline
@@ -917,25 +909,6 @@ def _serialization_error(what: str, value: Any, e: Exception) -> SerializationEr
     return SerializationError(
         f"cannot serialize {what}: a value of type {type(value).__name__}: {e}"
     )
-
-
-def _metadata_json(metadata: dict[str, Any], checkpoint_id: str) -> str:
-    # The same text as json.dumps(metadata, ensure_ascii=False): written in Rust when the
-    # metadata holds only plain JSON types, by Python's encoder otherwise.
-    text = metadata_json(metadata)
-    if text is not None:
-        return text
-    try:
-        return _METADATA_ENCODER.encode(metadata)
-    except (TypeError, ValueError) as e:
-        bad = next(
-            (k for k, v in metadata.items() if not json_ok(v)),
-            "?",
-        )
-        raise SerializationError(
-            f"cannot serialize metadata key {bad!r} of checkpoint {checkpoint_id!r} "
-            f"(value of type {type(metadata.get(bad)).__name__}): {e}"
-        ) from e
 
 
 def _load_metadata(text: str) -> Any:

@@ -926,10 +926,6 @@ pub(super) fn channel_history(py: Python<'_>, h: ChannelHistory) -> PyResult<PyC
 /// Python's encoder (which also reports a circular reference).
 const METADATA_JSON_DEPTH: usize = 64;
 
-/// `json.dumps(metadata, ensure_ascii=False)`, the same text, when `metadata` is made of
-/// values of exactly the types `dict` (with `str` keys), `list`, `tuple`, `str`, `int`,
-/// `float`, `bool` and `None`; `None` for anything else (a subclass, another key type, a
-/// string with a lone surrogate, nesting deeper than 64), which the caller encodes in Python.
 /// Just before `fork()`: keeps `list()`'s reading threads out of SQLite until
 /// [`list_readers_resume`], waiting (without the GIL, at most a few seconds) for those inside
 /// to leave it, so that the child does not inherit SQLite's process-wide mutexes held.
@@ -946,6 +942,10 @@ pub fn list_readers_resume(child: bool) {
     crate::checkpoint::stream::resume_after_fork(child);
 }
 
+/// `json.dumps(metadata, ensure_ascii=False)`, the same text, when `metadata` is made of
+/// values of exactly the types `dict` (with `str` keys), `list`, `tuple`, `str`, `int`,
+/// `float`, `bool` and `None`; `None` for anything else (a subclass, another key type, a
+/// string with a lone surrogate, nesting deeper than 64), which the caller encodes in Python.
 #[pyfunction]
 pub fn metadata_json(metadata: &Bound<'_, PyAny>) -> PyResult<Option<String>> {
     let mut out = String::with_capacity(128);
@@ -1026,4 +1026,132 @@ fn json_items<'py>(out: &mut String, items: impl Iterator<Item = Bound<'py, PyAn
     }
     out.push(']');
     Ok(true)
+}
+
+/// The metadata a `put` stores: LangGraph's `get_checkpoint_metadata(config, metadata)` (or
+/// `metadata` itself when `config` is `None`) as the text `json.dumps(..., ensure_ascii=False)`
+/// gives, and its `run_id` as `str(run_id)` (or `None`), without building the merged dict.
+/// `excluded` is LangGraph's `EXCLUDED_METADATA_KEYS`. `None` when any value is one
+/// `metadata_json` leaves to Python, or anything is not a plain `dict` with `str` keys: the
+/// caller then takes LangGraph's own function and Python's encoder (the same text, or their
+/// errors).
+#[pyfunction]
+#[pyo3(signature = (config, metadata, excluded))]
+pub fn put_metadata_json(
+    config: Option<&Bound<'_, PyAny>>,
+    metadata: &Bound<'_, PyAny>,
+    excluded: &Bound<'_, PyAny>,
+) -> PyResult<Option<(String, Option<String>)>> {
+    let Ok(md) = metadata.cast_exact::<PyDict>() else {
+        return Ok(None);
+    };
+    let mut m = MergedMetadata {
+        out: String::with_capacity(128),
+        items: 0,
+        run_id: None,
+    };
+    m.out.push('{');
+    // get_checkpoint_metadata takes NUL characters out of the metadata's own strings (and
+    // of those it copies from the config); without a config the metadata is stored as given.
+    let strip = config.is_some();
+    for (key, value) in md.iter() {
+        let Ok(key) = key.cast_exact::<PyString>() else {
+            return Ok(None);
+        };
+        let Ok(key) = key.to_str() else {
+            return Ok(None);
+        };
+        if !m.push(key, &value, strip)? {
+            return Ok(None);
+        }
+    }
+    if let Some(config) = config {
+        let Ok(config) = config.cast_exact::<PyDict>() else {
+            return Ok(None);
+        };
+        let mut added: Vec<Bound<'_, PyString>> = Vec::new();
+        for name in [intern!(config.py(), "metadata"), intern!(config.py(), "configurable")] {
+            let Some(obj) = config.get_item(name)? else {
+                continue;
+            };
+            if obj.is_none() {
+                continue;
+            }
+            let Ok(obj) = obj.cast_exact::<PyDict>() else {
+                return Ok(None);
+            };
+            for (key, value) in obj.iter() {
+                let Ok(key) = key.cast_exact::<PyString>() else {
+                    return Ok(None);
+                };
+                let Ok(text) = key.to_str() else {
+                    return Ok(None);
+                };
+                if text.starts_with("__")
+                    || md.contains(key)?
+                    || added.iter().any(|k| k.to_str().is_ok_and(|k| k == text))
+                    || excluded.contains(key)?
+                {
+                    continue;
+                }
+                // Only strings and numbers are copied from the config.
+                if !(value.is_instance_of::<PyString>()
+                    || value.is_instance_of::<PyInt>()
+                    || value.is_instance_of::<PyFloat>())
+                {
+                    continue;
+                }
+                if !m.push(text, &value, true)? {
+                    return Ok(None);
+                }
+                added.push(key.clone());
+            }
+        }
+    }
+    m.out.push('}');
+    Ok(Some((m.out, m.run_id)))
+}
+
+/// The JSON object `put_metadata_json` writes, item by item.
+struct MergedMetadata {
+    out: String,
+    items: usize,
+    run_id: Option<String>,
+}
+
+impl MergedMetadata {
+    /// Appends `key: value`; `false` if the value is one Python must encode.
+    fn push(&mut self, key: &str, value: &Bound<'_, PyAny>, strip: bool) -> PyResult<bool> {
+        use crate::checkpoint::json_text::{push_str, ITEM_SEPARATOR, KEY_SEPARATOR};
+
+        if self.items > 0 {
+            self.out.push_str(ITEM_SEPARATOR);
+        }
+        self.items += 1;
+        push_str(&mut self.out, key);
+        self.out.push_str(KEY_SEPARATOR);
+        if strip && value.is_instance_of::<PyString>() {
+            // `value.replace("\0", "")`: a str, whatever subclass of str the value was.
+            let Ok(text) = value.cast::<PyString>()?.to_str() else {
+                return Ok(false);
+            };
+            let text = if text.contains('\0') {
+                std::borrow::Cow::Owned(text.replace('\0', ""))
+            } else {
+                std::borrow::Cow::Borrowed(text)
+            };
+            push_str(&mut self.out, &text);
+            if key == "run_id" {
+                self.run_id = Some(text.into_owned());
+            }
+            return Ok(true);
+        }
+        if !json_value(&mut self.out, value, 1)? {
+            return Ok(false);
+        }
+        if key == "run_id" && !value.is_none() {
+            self.run_id = Some(value.str()?.to_str()?.to_owned());
+        }
+        Ok(true)
+    }
 }
