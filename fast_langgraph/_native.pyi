@@ -184,7 +184,6 @@ def put_metadata_json(
         the caller then uses LangGraph's function and Python's encoder (the same text, or
         their errors).
     """
-
 @final
 class ChannelValueRow:
     """A channel value as read back."""

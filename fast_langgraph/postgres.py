@@ -43,12 +43,12 @@ from fast_langgraph._native import (
     CheckpointKey,
     CheckpointRow,
     DeltaBaseMissingError,
-    NewBlob,
     NewCheckpoint,
     NewWrite,
     NewWrites,
     PgCheckpointStore,
     SerializationError,
+    put_values,
 )
 from fast_langgraph.checkpoint._deltas import SeedCache
 from fast_langgraph.checkpoint._engine_saver import (
@@ -58,8 +58,7 @@ from fast_langgraph.checkpoint._engine_saver import (
     in_thread,
     stored_metadata,
 )
-from fast_langgraph.checkpoint.saver import _INLINE_TYPES, _inlinable
-from fast_langgraph.serde import RustSerializer
+from fast_langgraph.serde import _ENCODER, RustSerializer
 
 __all__ = ["RustPostgresCheckpointer"]
 
@@ -491,42 +490,40 @@ class RustPostgresCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyn
         """Serialize a checkpoint into the ``NewCheckpoint`` that ``PgCheckpointStore.put``
         takes."""
         c: dict[str, Any] = dict(checkpoint)
-        values = c.pop("channel_values", None) or {}
+        serde = self.serde
+        plan = None
+        if remembered is not None:
+            lists = self._lists
+            snapshot_every = self.snapshot_every
+
+            def plan(channel: str, version: str, value: list) -> tuple[Any, str | None]:
+                key = (thread_id, ns, channel)
+                prev = lists.base_for(key, value) if use_deltas else None
+                # Short chains: at most one delta per 8 items, never more than snapshot_every
+                # in a row (see RustSQLiteCheckpointer).
+                if prev is not None and prev[2] < min(snapshot_every, len(value) // 8):
+                    to_dump, base, chain = value[len(prev[1]) :], prev[0], prev[2] + 1
+                else:
+                    to_dump, base, chain = value, None, 0
+                remembered.append((key, version, tuple(value), chain))
+                return to_dump, base
+
         # Small scalars and None travel inside the checkpoint, as PostgresSaver keeps them: a
-        # blob row and its key for a counter would cost the server more than the counter.
-        inline = {
-            ch: v
-            for ch, v in values.items()
-            if v is None or (type(v) in _INLINE_TYPES and _inlinable(v))
-        }
+        # blob row and its key for a counter would cost the server more than the counter. The
+        # other values of new_versions are serialized in one native call.
+        inline, blobs = put_values(
+            c.pop("channel_values", None),
+            new_versions if type(new_versions) is dict else dict(new_versions),
+            none_inline=True,
+            list_types=(list,),
+            plan=plan,
+            codec=_ENCODER if type(serde) is RustSerializer else None,
+            dumps=serde.dumps_typed,
+            thread_id=thread_id,
+            checkpoint_id=checkpoint["id"],
+        )
         if inline:
             c["channel_values"] = inline
-        blobs = []
-        for channel, version in new_versions.items():
-            if channel in inline:
-                continue
-            base = None
-            if channel in values:
-                value = values[channel]
-                what = f"channel {channel!r} of checkpoint {checkpoint['id']!r} in thread {thread_id!r}"
-                if remembered is not None and type(value) is list:
-                    key = (thread_id, ns, channel)
-                    prev = self._lists.base_for(key, value) if use_deltas else None
-                    # Short chains: at most one delta per 8 items, never more than
-                    # snapshot_every in a row (see RustSQLiteCheckpointer).
-                    if prev is not None and prev[2] < min(self.snapshot_every, len(value) // 8):
-                        base = prev[0]
-                        type_, data = self._dumps(value[len(prev[1]) :], what)
-                        chain = prev[2] + 1
-                    else:
-                        type_, data = self._dumps(value, what)
-                        chain = 0
-                    remembered.append((key, str(version), tuple(value), chain))
-                else:
-                    type_, data = self._dumps(value, what)
-            else:
-                type_, data = "empty", b""
-            blobs.append(NewBlob(channel, str(version), type_, data, base))
         # The row's versions column holds the versions of the values stored apart, whose blobs
         # a read looks up; the inline values' versions stay in the payload. A msgpack payload
         # leaves the column's versions out and reading puts them back. Versions that are not

@@ -128,8 +128,18 @@ def stock_put(config: Any, metadata: dict[str, Any]) -> tuple[str, str | None]:
 
 
 keys = st.sampled_from(
-    ["source", "step", "run_id", "thread_id", "checkpoint_ns", "langgraph_node", "__secret",
-     "user", "parents", "note"]
+    [
+        "source",
+        "step",
+        "run_id",
+        "thread_id",
+        "checkpoint_ns",
+        "langgraph_node",
+        "__secret",
+        "user",
+        "parents",
+        "note",
+    ]
 ) | st.text(max_size=6)
 config_values = st.none() | st.booleans() | st.integers() | st.floats() | st.text() | plain
 text_with_nul = st.text(alphabet=st.sampled_from(["a", "\0", "é", "\n"]), max_size=6)
@@ -154,8 +164,9 @@ def test_stored_metadata_is_the_merge_json_dumps_writes(
     want = stock_put(config, md)
     assert stored_metadata(config, md, "c1") == want
     # The native path itself, whenever it takes the values.
-    from fast_langgraph._native import put_metadata_json
     from langgraph.checkpoint.base import EXCLUDED_METADATA_KEYS
+
+    from fast_langgraph._native import put_metadata_json
 
     got = put_metadata_json(config, md, EXCLUDED_METADATA_KEYS)
     assert got is None or got == want

@@ -38,6 +38,7 @@ from langgraph.checkpoint.base import (
     SerializerProtocol,
     get_checkpoint_id,
 )
+from langgraph.checkpoint.serde.types import _DeltaSnapshot
 
 from fast_langgraph._native import (
     ChannelValueRow,
@@ -45,13 +46,13 @@ from fast_langgraph._native import (
     CheckpointRow,
     CheckpointStore,
     DeltaBaseMissingError,
-    NewBlob,
     NewCheckpoint,
     NewWrite,
     NewWrites,
     SerializationError,
     list_readers_pause,
     list_readers_resume,
+    put_values,
 )
 from fast_langgraph.checkpoint._deltas import (
     ListKey,
@@ -68,12 +69,15 @@ from fast_langgraph.checkpoint._engine_saver import (
     stored_metadata,
 )
 from fast_langgraph.checkpoint.sqlite_saver import export_sqlite_saver, import_sqlite_saver
-from fast_langgraph.serde import RustSerializer
+from fast_langgraph.serde import _ENCODER, RustSerializer
 
 __all__ = ["RustSQLiteCheckpointer"]
 
 
 _SCALARS = (str, int, float, bool, type(None))
+
+# The values put() offers to be stored as append-only deltas (see list_items).
+_LIST_TYPES = (list, _DeltaSnapshot)
 
 _METADATA_DECODER = json.JSONDecoder()
 # What JSONDecoder.raw_decode calls: (value, end), or StopIteration.
@@ -609,46 +613,47 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
         """
         ns = _text(ns, "checkpoint_ns")
         c: dict[str, Any] = dict(checkpoint)
-        values = c.pop("channel_values", None) or {}
-        dumps = self.serde.dumps_typed
-        # Small scalars travel inside the checkpoint, as PostgresSaver keeps them: a blob row
-        # and its key for a counter would cost more than the counter.
-        inline = {ch: v for ch, v in values.items() if type(v) in _INLINE_TYPES and _inlinable(v)}
-        if inline:
-            c["channel_values"] = inline
-        blobs = []
-        lists = self._lists if remembered is not None else None
-        # The error texts are built only when serialization fails: a put is on the hot path.
-        for channel, version in new_versions.items():
-            if channel in inline:
-                continue
-            version = str(version)
-            if channel not in values:
-                blobs.append(NewBlob(channel, version, "empty", b""))
-                continue
-            value = to_dump = values[channel]
-            base = None
-            # A list, or a DeltaChannel snapshot of one: each snapshot holds the whole list, so
-            # a delta stores only what it appended since the previous one.
-            items = list_items(value) if lists is not None else None
-            if items is not None:
+        serde = self.serde
+        dumps = serde.dumps_typed
+        plan = None
+        if remembered is not None:
+            lists = self._lists
+            snapshot_every = self.snapshot_every
+
+            def plan(channel: str, version: str, value: Any) -> tuple[Any, str | None]:
+                # A list, or a DeltaChannel snapshot of one: each snapshot holds the whole
+                # list, so a delta stores only what it appended since the previous one.
+                items = list_items(value)
+                if items is None:
+                    return value, None
                 key = (thread_id, ns, channel)
-                chain = 0
+                to_dump, base, chain = value, None, 0
                 # A list of fewer than 8 items is always stored whole (see ListVersions.plan).
                 if use_deltas and len(items) >= 8:
-                    plan = lists.plan(key, items, self.snapshot_every)  # type: ignore[union-attr]
-                    if plan.base is not None:
-                        base, chain, to_dump = plan.base, plan.chain, plan.items
-            try:
-                type_, data = dumps(to_dump)
-            except Exception as e:
-                what = f"channel {channel!r} of checkpoint {checkpoint['id']!r} in thread {thread_id!r}"
-                raise _serialization_error(what, to_dump, e) from e
-            if items is not None:
+                    got = lists.plan(key, items, snapshot_every)
+                    if got.base is not None:
+                        base, chain, to_dump = got.base, got.chain, got.items
                 # The items as serialized now: the list may grow in place before the commit
                 # returns, and the next delta must start after what was stored.
-                remembered.append((key, Remembered(version, tuple(items), chain)))  # type: ignore[union-attr]
-            blobs.append(NewBlob(channel, version, type_, data, base))
+                remembered.append((key, Remembered(version, tuple(items), chain)))
+                return to_dump, base
+
+        # Small scalars travel inside the checkpoint, as PostgresSaver keeps them: a blob row
+        # and its key for a counter would cost more than the counter. The other values of
+        # new_versions are serialized in one native call.
+        inline, blobs = put_values(
+            c.pop("channel_values", None),
+            new_versions if type(new_versions) is dict else dict(new_versions),
+            none_inline=False,
+            list_types=_LIST_TYPES,
+            plan=plan,
+            codec=_ENCODER if type(serde) is RustSerializer else None,
+            dumps=dumps,
+            thread_id=thread_id,
+            checkpoint_id=checkpoint["id"],
+        )
+        if inline:
+            c["channel_values"] = inline
         try:
             type_, data = dumps(c)
         except Exception as e:
@@ -874,27 +879,6 @@ def _plain_json(value: Any, depth: int = 0) -> bool:
     if type(value) is dict:
         return all(type(k) is str and _plain_json(v, depth + 1) for k, v in value.items())
     return False
-
-
-# The exact types a value stored inline may have (see _inlinable): anything else is a blob.
-_INLINE_TYPES = frozenset({str, int, float, bool})
-
-# Longest str kept inline: every checkpoint row repeats the inline values, changed or not.
-_INLINE_STR_MAX = 256
-
-
-def _inlinable(value: Any) -> bool:
-    """Whether a channel value is stored inside its checkpoint rather than as a blob: bool,
-    int, float, and str of at most ``_INLINE_STR_MAX`` characters (exact types), the values
-    the serializer writes as msgpack, which the store reads back in the same place among the
-    others (name order). None is not one: the serializer gives it a type of its own."""
-    t = type(value)
-    if t is str:
-        return len(value) <= _INLINE_STR_MAX
-    if t is int:
-        # msgpack's own range: a larger int takes the serializer's other paths.
-        return -(2**63) <= value < 2**64
-    return t is float or t is bool
 
 
 def _text(value: Any, name: str) -> str:

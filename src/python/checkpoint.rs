@@ -1155,3 +1155,160 @@ impl MergedMetadata {
         Ok(true)
     }
 }
+
+/// Longest `str` a checkpoint keeps among its own values (see `put_values`).
+const INLINE_STR_MAX: usize = 256;
+
+/// Whether a channel value travels inside its checkpoint rather than as a blob: `bool`,
+/// `int` in msgpack's range, `float`, and `str` of at most 256 characters, exact types (and
+/// `None` when `none_too`).
+fn inlinable(v: &Bound<'_, PyAny>, none_too: bool) -> PyResult<bool> {
+    if v.is_none() {
+        return Ok(none_too);
+    }
+    if v.is_exact_instance_of::<PyString>() {
+        return Ok(v.len()? <= INLINE_STR_MAX);
+    }
+    if v.is_exact_instance_of::<PyInt>() {
+        return Ok(v.extract::<i64>().is_ok() || v.extract::<u64>().is_ok());
+    }
+    Ok(v.is_exact_instance_of::<PyFloat>() || v.is_exact_instance_of::<PyBool>())
+}
+
+/// The channel values of a `put`, split: the small scalars that travel inside the checkpoint
+/// (`(inline, blobs)`'s dict, in the values' order), and a `NewBlob` for each channel of
+/// `new_versions` that is not one of them: `"empty"` for a channel without a value, else the
+/// value serialized. With `codec` (the default serializer's), a value is encoded here, as
+/// `RustSerializer.dumps_typed` does, and by `dumps` when the codec cannot say; without it,
+/// by `dumps` (the saver's `serde.dumps_typed`). A value whose exact type is one of
+/// `list_types` is first given to `plan(channel, version, value)`, which returns what to
+/// serialize and the delta base (or `None`).
+///
+/// Raises `SerializationError` naming the channel, the checkpoint and the thread, from the
+/// serializer's error.
+#[pyfunction]
+#[pyo3(signature = (values, new_versions, *, none_inline, list_types, plan, codec, dumps, thread_id, checkpoint_id))]
+#[allow(clippy::too_many_arguments)] // what one put's values are serialized with
+pub fn put_values<'py>(
+    py: Python<'py>,
+    values: &Bound<'py, PyAny>,
+    new_versions: &Bound<'py, PyDict>,
+    none_inline: bool,
+    list_types: &Bound<'py, PyTuple>,
+    plan: Option<&Bound<'py, PyAny>>,
+    codec: Option<&Bound<'py, PyMsgpackCodec>>,
+    dumps: &Bound<'py, PyAny>,
+    thread_id: &Bound<'py, PyAny>,
+    checkpoint_id: &Bound<'py, PyAny>,
+) -> PyResult<(Bound<'py, PyDict>, Bound<'py, PyList>)> {
+    let inline = PyDict::new(py);
+    let blobs = PyList::empty(py);
+    let values = if values.is_none() {
+        PyDict::new(py)
+    } else {
+        values.cast::<PyDict>()?.clone()
+    };
+    for (channel, value) in values.iter() {
+        if inlinable(&value, none_inline)? {
+            inline.set_item(channel, value)?;
+        }
+    }
+    for (channel, version) in new_versions.iter() {
+        if inline.contains(&channel)? {
+            continue;
+        }
+        let channel_text: String = channel.extract()?;
+        let version_text = version.str()?;
+        let Some(value) = values.get_item(&channel)? else {
+            blobs.append(Py::new(
+                py,
+                PyNewBlob {
+                    channel: channel_text,
+                    version: version_text.to_str()?.to_owned(),
+                    type_tag: "empty".to_owned(),
+                    data: PyBytes::new(py, b"").unbind(),
+                    delta_base: None,
+                },
+            )?)?;
+            continue;
+        };
+        let (to_dump, base) = match plan {
+            Some(plan) if list_types.contains(value.get_type())? => {
+                let got = plan.call1((&channel, &version_text, &value))?;
+                let (to_dump, base): (Bound<'py, PyAny>, Option<String>) = got.extract()?;
+                (to_dump, base)
+            }
+            _ => (value, None),
+        };
+        let (type_tag, data) = dump(py, &to_dump, codec, dumps).map_err(|e| {
+            serialization_error(
+                py,
+                || {
+                    Ok(format!(
+                        "channel {} of checkpoint {} in thread {}",
+                        channel.repr()?,
+                        checkpoint_id.repr()?,
+                        thread_id.repr()?
+                    ))
+                },
+                &to_dump,
+                e,
+            )
+        })?;
+        blobs.append(Py::new(
+            py,
+            PyNewBlob {
+                channel: channel_text,
+                version: version_text.to_str()?.to_owned(),
+                type_tag,
+                data: data.unbind(),
+                delta_base: base,
+            },
+        )?)?;
+    }
+    Ok((inline, blobs))
+}
+
+/// `(type, data)` of `value`: see `put_values`.
+fn dump<'py>(
+    py: Python<'py>,
+    value: &Bound<'py, PyAny>,
+    codec: Option<&Bound<'py, PyMsgpackCodec>>,
+    dumps: &Bound<'py, PyAny>,
+) -> PyResult<(String, Bound<'py, PyBytes>)> {
+    if let Some(codec) = codec {
+        // RustSerializer.dumps_typed: None, bytes and what the codec cannot write go to it.
+        if !value.is_none() && !value.is_instance_of::<PyBytes>() && !value.is_instance_of::<pyo3::types::PyByteArray>() {
+            if let Some(data) = codec.get().encode_bytes(py, value) {
+                return Ok(("msgpack".to_owned(), data));
+            }
+        }
+    }
+    let (type_tag, data): (String, Bound<'py, PyBytes>) = dumps.call1((value,))?.extract()?;
+    Ok((type_tag, data))
+}
+
+/// `SerializationError("cannot serialize {what}: a value of type {type}: {e}")`, caused by `e`.
+fn serialization_error(
+    py: Python<'_>,
+    what: impl FnOnce() -> PyResult<String>,
+    value: &Bound<'_, PyAny>,
+    e: PyErr,
+) -> PyErr {
+    let message = (|| {
+        Ok::<_, PyErr>(format!(
+            "cannot serialize {}: a value of type {}: {}",
+            what()?,
+            value.get_type().name()?,
+            e.value(py).str()?
+        ))
+    })();
+    match message {
+        Ok(message) => {
+            let err = super::exceptions::SerializationError::new_err(message);
+            err.set_cause(py, Some(e));
+            err
+        }
+        Err(other) => other,
+    }
+}
