@@ -292,9 +292,7 @@ impl PyCheckpointStore {
 
     /// Stores a task's writes; returns once committed.
     fn put_writes(&self, py: Python<'_>, writes: PyRef<'_, PyNewWrites>) -> PyResult<()> {
-        let w = new_writes(py, &writes)?;
-        // Waits for the group commit that carries these writes.
-        Ok(py.detach(|| self.store.put_writes(w))?)
+        shared::put_writes(py, &self.store, &writes)
     }
 
     /// One checkpoint with its values and pending writes (the one with `checkpoint_id`, or the
@@ -310,8 +308,7 @@ impl PyCheckpointStore {
         cached: Vec<(String, String)>,
     ) -> PyResult<Option<PyCheckpointRow>> {
         // A few key lookups in one read transaction, without the GIL.
-        let row = py.detach(|| self.store.get(thread_id, checkpoint_ns, checkpoint_id, &cached))?;
-        row.map(|r| checkpoint_row(py, r)).transpose()
+        shared::get(py, &self.store, thread_id, checkpoint_ns, checkpoint_id, &cached)
     }
 
     /// `get`, with the `CheckpointTuple` built here, as `CheckpointBatches.next_tuples` builds
@@ -415,12 +412,7 @@ impl PyCheckpointStore {
         channels: Vec<String>,
         cached: Vec<(String, String)>,
     ) -> PyResult<Vec<PyChannelHistory>> {
-        // The walk and the reads of writes and values run without the GIL.
-        let histories = py.detach(|| {
-            self.store
-                .delta_history(thread_id, checkpoint_ns, checkpoint_id, &channels, &cached)
-        })?;
-        histories.into_iter().map(|h| channel_history(py, h)).collect()
+        shared::delta_history(py, &self.store, thread_id, checkpoint_ns, checkpoint_id, &channels, &cached)
     }
 
     /// Raises `CheckpointClosedError` once `close()` was called (and `CheckpointError` in a
@@ -431,8 +423,7 @@ impl PyCheckpointStore {
 
     /// `{"calls": n, "commits": m}`: write calls and the transactions that carried them.
     fn writer_stats(&self) -> std::collections::HashMap<&'static str, u64> {
-        let (calls, commits) = self.store.writer_stats();
-        [("calls", calls), ("commits", commits)].into_iter().collect()
+        shared::writer_stats(&self.store)
     }
 
     /// Row counts and payload bytes: `checkpoints`, `blobs`, `delta_blobs`, `writes`,
@@ -475,16 +466,14 @@ impl PyCheckpointStore {
 
     #[pyo3(signature = (thread_ids, strategy = "keep_latest"))]
     fn prune(&self, py: Python<'_>, thread_ids: Vec<String>, strategy: &str) -> PyResult<()> {
-        let strategy = prune_strategy(strategy)?;
-        Ok(py.detach(|| self.store.prune(thread_ids, strategy))?)
+        shared::prune(py, &self.store, thread_ids, strategy)
     }
 
     /// Prunes, with `strategy`, every thread whose newest checkpoint was made before
     /// `cutoff_ms` (milliseconds since the Unix epoch), in one transaction; returns how many.
     #[pyo3(signature = (cutoff_ms, strategy = "delete"))]
     fn prune_idle(&self, py: Python<'_>, cutoff_ms: i64, strategy: &str) -> PyResult<u64> {
-        let strategy = prune_strategy(strategy)?;
-        Ok(py.detach(|| self.store.prune_idle(cutoff_ms, strategy))?)
+        shared::prune_idle(py, &self.store, cutoff_ms, strategy)
     }
 
     /// Stores many checkpoints and writes in one transaction.
@@ -494,13 +483,7 @@ impl PyCheckpointStore {
         checkpoints: Vec<PyRef<'_, PyNewCheckpoint>>,
         writes: Vec<PyRef<'_, PyNewWrites>>,
     ) -> PyResult<()> {
-        let cps = checkpoints
-            .iter()
-            .map(|c| new_checkpoint(py, c))
-            .collect::<PyResult<Vec<_>>>()?;
-        let ws = writes.iter().map(|w| new_writes(py, w)).collect::<PyResult<Vec<_>>>()?;
-        // One transaction for the lot.
-        Ok(py.detach(|| self.store.put_many(cps, ws))?)
+        shared::put_many(py, &self.store, &checkpoints, &writes)
     }
 
     /// Stores checkpoints and writes copied from another database, in one transaction; a
@@ -511,11 +494,7 @@ impl PyCheckpointStore {
         checkpoints: Vec<PyRef<'_, PyNewCheckpoint>>,
         writes: Vec<PyRef<'_, PyNewWrites>>,
     ) -> PyResult<u64> {
-        let cps = checkpoints
-            .iter()
-            .map(|c| new_checkpoint(py, c))
-            .collect::<PyResult<Vec<_>>>()?;
-        let ws = writes.iter().map(|w| new_writes(py, w)).collect::<PyResult<Vec<_>>>()?;
+        let (cps, ws) = shared::many(py, &checkpoints, &writes)?;
         // One transaction for the lot.
         Ok(py.detach(|| self.store.import_many(cps, ws))?)
     }
@@ -773,6 +752,92 @@ pub(super) fn prune_strategy(strategy: &str) -> PyResult<PruneStrategy> {
         other => Err(PyValueError::new_err(format!(
             "strategy must be \"keep_latest\" or \"delete\", got {other:?}"
         ))),
+    }
+}
+
+/// What `CheckpointStore` and `PgCheckpointStore` do alike: the same engine calls on a
+/// `Store` of either backend, each with its SQL or network work run without the GIL.
+pub(super) mod shared {
+    use std::collections::HashMap;
+
+    use pyo3::prelude::*;
+
+    use super::{
+        channel_history, checkpoint_row, new_checkpoint, new_writes, prune_strategy, PyChannelHistory,
+        PyCheckpointRow, PyNewCheckpoint, PyNewWrites,
+    };
+    use crate::checkpoint::{Backend, NewCheckpoint, NewWrites, Store};
+
+    /// The engine's checkpoints and writes of a `put_many` or `import_many`.
+    pub fn many(
+        py: Python<'_>,
+        checkpoints: &[PyRef<'_, PyNewCheckpoint>],
+        writes: &[PyRef<'_, PyNewWrites>],
+    ) -> PyResult<(Vec<NewCheckpoint>, Vec<NewWrites>)> {
+        let cps = checkpoints
+            .iter()
+            .map(|c| new_checkpoint(py, c))
+            .collect::<PyResult<Vec<_>>>()?;
+        let ws = writes.iter().map(|w| new_writes(py, w)).collect::<PyResult<Vec<_>>>()?;
+        Ok((cps, ws))
+    }
+
+    pub fn put_writes<B: Backend>(py: Python<'_>, store: &Store<B>, writes: &PyNewWrites) -> PyResult<()> {
+        let w = new_writes(py, writes)?;
+        // Waits for the group commit that carries these writes.
+        Ok(py.detach(|| store.put_writes(w))?)
+    }
+
+    pub fn put_many<B: Backend>(
+        py: Python<'_>,
+        store: &Store<B>,
+        checkpoints: &[PyRef<'_, PyNewCheckpoint>],
+        writes: &[PyRef<'_, PyNewWrites>],
+    ) -> PyResult<()> {
+        let (cps, ws) = many(py, checkpoints, writes)?;
+        // One transaction for the lot.
+        Ok(py.detach(|| store.put_many(cps, ws))?)
+    }
+
+    pub fn get<B: Backend>(
+        py: Python<'_>,
+        store: &Store<B>,
+        thread_id: &str,
+        checkpoint_ns: &str,
+        checkpoint_id: Option<&str>,
+        cached: &[(String, String)],
+    ) -> PyResult<Option<PyCheckpointRow>> {
+        let row = py.detach(|| store.get(thread_id, checkpoint_ns, checkpoint_id, cached))?;
+        row.map(|r| checkpoint_row(py, r)).transpose()
+    }
+
+    pub fn delta_history<B: Backend>(
+        py: Python<'_>,
+        store: &Store<B>,
+        thread_id: &str,
+        checkpoint_ns: &str,
+        checkpoint_id: Option<&str>,
+        channels: &[String],
+        cached: &[(String, String)],
+    ) -> PyResult<Vec<PyChannelHistory>> {
+        // The walk and the reads of writes and values run without the GIL.
+        let histories = py.detach(|| store.delta_history(thread_id, checkpoint_ns, checkpoint_id, channels, cached))?;
+        histories.into_iter().map(|h| channel_history(py, h)).collect()
+    }
+
+    pub fn writer_stats<B: Backend>(store: &Store<B>) -> HashMap<&'static str, u64> {
+        let (calls, commits) = store.writer_stats();
+        [("calls", calls), ("commits", commits)].into_iter().collect()
+    }
+
+    pub fn prune<B: Backend>(py: Python<'_>, store: &Store<B>, thread_ids: Vec<String>, strategy: &str) -> PyResult<()> {
+        let strategy = prune_strategy(strategy)?;
+        Ok(py.detach(|| store.prune(thread_ids, strategy))?)
+    }
+
+    pub fn prune_idle<B: Backend>(py: Python<'_>, store: &Store<B>, cutoff_ms: i64, strategy: &str) -> PyResult<u64> {
+        let strategy = prune_strategy(strategy)?;
+        Ok(py.detach(|| store.prune_idle(cutoff_ms, strategy))?)
     }
 }
 
