@@ -184,6 +184,31 @@ def put_metadata_json(
         the caller then uses LangGraph's function and Python's encoder (the same text, or
         their errors).
     """
+def put_values(
+    values: Mapping[str, Any] | None,
+    new_versions: dict[str, Any],
+    *,
+    none_inline: bool,
+    list_types: tuple[type, ...],
+    plan: Callable[[str, str, Any], tuple[Any, str | None]] | None,
+    codec: MsgpackCodec | None,
+    dumps: Callable[[Any], tuple[str, bytes]],
+    thread_id: object,
+    checkpoint_id: object,
+) -> tuple[dict[str, Any], list[NewBlob]]:
+    """A put's channel values, split: the small scalars that travel inside the checkpoint
+    (`bool`, `int` in msgpack's range, `float`, `str` of at most 256 characters, exact types,
+    and `None` with `none_inline`), and a `NewBlob` for every other channel of `new_versions`
+    (`"empty"` for a channel without a value). With `codec` a value is encoded as
+    `RustSerializer.dumps_typed` does, through `dumps` when the codec cannot say; without it,
+    by `dumps`. A value whose exact type is in `list_types` is first given to
+    `plan(channel, version, value)`, which returns what to serialize and the delta base.
+
+    Raises:
+        SerializationError: a value cannot be serialized; the message names the channel, the
+            checkpoint and the thread.
+    """
+
 @final
 class ChannelValueRow:
     """A channel value as read back."""

@@ -615,6 +615,7 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
         c: dict[str, Any] = dict(checkpoint)
         serde = self.serde
         dumps = serde.dumps_typed
+        codec = _ENCODER if type(serde) is RustSerializer else None
         plan = None
         if remembered is not None:
             lists = self._lists
@@ -647,18 +648,24 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
             none_inline=False,
             list_types=_LIST_TYPES,
             plan=plan,
-            codec=_ENCODER if type(serde) is RustSerializer else None,
+            codec=codec,
             dumps=dumps,
             thread_id=thread_id,
             checkpoint_id=checkpoint["id"],
         )
         if inline:
             c["channel_values"] = inline
-        try:
-            type_, data = dumps(c)
-        except Exception as e:
-            what = f"checkpoint {checkpoint['id']!r} in thread {thread_id!r}"
-            raise _serialization_error(what, c, e) from e
+        # The default serializer's codec writes the checkpoint (a dict) itself, as its
+        # dumps_typed would; what it cannot write goes to dumps_typed.
+        data = _ENCODER.encode(c) if codec is not None else None
+        if data is not None:
+            type_ = "msgpack"
+        else:
+            try:
+                type_, data = dumps(c)
+            except Exception as e:
+                what = f"checkpoint {checkpoint['id']!r} in thread {thread_id!r}"
+                raise _serialization_error(what, c, e) from e
         metadata_json, run_id = stored_metadata(config, metadata, checkpoint["id"])
         versions = c["channel_versions"]
         return NewCheckpoint(

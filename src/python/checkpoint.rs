@@ -412,7 +412,15 @@ impl PyCheckpointStore {
         channels: Vec<String>,
         cached: Vec<(String, String)>,
     ) -> PyResult<Vec<PyChannelHistory>> {
-        shared::delta_history(py, &self.store, thread_id, checkpoint_ns, checkpoint_id, &channels, &cached)
+        shared::delta_history(
+            py,
+            &self.store,
+            thread_id,
+            checkpoint_ns,
+            checkpoint_id,
+            &channels,
+            &cached,
+        )
     }
 
     /// Raises `CheckpointClosedError` once `close()` was called (and `CheckpointError` in a
@@ -763,8 +771,8 @@ pub(super) mod shared {
     use pyo3::prelude::*;
 
     use super::{
-        channel_history, checkpoint_row, new_checkpoint, new_writes, prune_strategy, PyChannelHistory,
-        PyCheckpointRow, PyNewCheckpoint, PyNewWrites,
+        channel_history, checkpoint_row, new_checkpoint, new_writes, prune_strategy, PyChannelHistory, PyCheckpointRow,
+        PyNewCheckpoint, PyNewWrites,
     };
     use crate::checkpoint::{Backend, NewCheckpoint, NewWrites, Store};
 
@@ -830,7 +838,12 @@ pub(super) mod shared {
         [("calls", calls), ("commits", commits)].into_iter().collect()
     }
 
-    pub fn prune<B: Backend>(py: Python<'_>, store: &Store<B>, thread_ids: Vec<String>, strategy: &str) -> PyResult<()> {
+    pub fn prune<B: Backend>(
+        py: Python<'_>,
+        store: &Store<B>,
+        thread_ids: Vec<String>,
+        strategy: &str,
+    ) -> PyResult<()> {
         let strategy = prune_strategy(strategy)?;
         Ok(py.detach(|| store.prune(thread_ids, strategy))?)
     }
@@ -1343,7 +1356,8 @@ fn dump<'py>(
 ) -> PyResult<(String, Bound<'py, PyBytes>)> {
     if let Some(codec) = codec {
         // RustSerializer.dumps_typed: None, bytes and what the codec cannot write go to it.
-        if !value.is_none() && !value.is_instance_of::<PyBytes>() && !value.is_instance_of::<pyo3::types::PyByteArray>() {
+        if !value.is_none() && !value.is_instance_of::<PyBytes>() && !value.is_instance_of::<pyo3::types::PyByteArray>()
+        {
             if let Some(data) = codec.get().encode_bytes(py, value) {
                 return Ok(("msgpack".to_owned(), data));
             }

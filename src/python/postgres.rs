@@ -9,8 +9,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
 use super::checkpoint::{
-    checkpoint_row, meta_value, new_checkpoint, shared, PyChannelHistory, PyCheckpointRow, PyNewCheckpoint,
-    PyNewWrites,
+    checkpoint_row, meta_value, new_checkpoint, shared, PyChannelHistory, PyCheckpointRow, PyNewCheckpoint, PyNewWrites,
 };
 use crate::checkpoint::postgres::{PgOptions, Postgres};
 use crate::checkpoint::{ListQuery, MetaFilter, Store};
@@ -167,7 +166,15 @@ impl PyPgCheckpointStore {
         channels: Vec<String>,
         cached: Vec<(String, String)>,
     ) -> PyResult<Vec<PyChannelHistory>> {
-        shared::delta_history(py, &self.store, thread_id, checkpoint_ns, checkpoint_id, &channels, &cached)
+        shared::delta_history(
+            py,
+            &self.store,
+            thread_id,
+            checkpoint_ns,
+            checkpoint_id,
+            &channels,
+            &cached,
+        )
     }
 
     /// Row counts and sizes: `checkpoints`, `blobs`, `delta_blobs`, `writes`,
