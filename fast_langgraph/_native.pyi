@@ -184,6 +184,7 @@ def put_metadata_json(
         the caller then uses LangGraph's function and Python's encoder (the same text, or
         their errors).
     """
+
 def put_values(
     values: Mapping[str, Any] | None,
     new_versions: dict[str, Any],
@@ -208,7 +209,6 @@ def put_values(
         SerializationError: a value cannot be serialized; the message names the channel, the
             checkpoint and the thread.
     """
-
 @final
 class ChannelValueRow:
     """A channel value as read back."""
