@@ -209,6 +209,27 @@ def put_values(
         SerializationError: a value cannot be serialized; the message names the channel, the
             checkpoint and the thread.
     """
+
+def write_values(
+    writes: object,
+    task_id: object,
+    *,
+    idx_map: Mapping[str, int],
+    codec: MsgpackCodec | None,
+    dumps: Callable[[Any], tuple[str, bytes]],
+) -> list[NewWrite] | None:
+    """The `NewWrite`s of a task's `put_writes`: each `(channel, value)` serialized as
+    `put_values` serializes a value, at `idx_map[channel]` (LangGraph's `WRITES_IDX_MAP`) or its
+    position.
+
+    Returns:
+        The writes, or `None` (nothing serialized) unless `writes` is a list or tuple of
+        2-tuples.
+
+    Raises:
+        SerializationError: a value cannot be serialized; the message names the channel and
+            the task.
+    """
 @final
 class ChannelValueRow:
     """A channel value as read back."""

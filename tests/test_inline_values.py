@@ -256,3 +256,59 @@ def test_put_values_names_the_channel_checkpoint_and_thread() -> None:
         "cannot serialize channel 'bad' of checkpoint 'cp' in thread 'th': a value of type object: "
     )
     assert e.value.__cause__ is not None
+
+
+@pytest.mark.parametrize("encrypted", [False, True])
+def test_write_values_serialize_as_put_writes_did(encrypted: bool) -> None:
+    """put_writes' native serialization: the same index (LangGraph's WRITES_IDX_MAP for its
+    special channels, the position otherwise), channel, type and bytes as the Python loop;
+    anything but a list or tuple of pairs is left to that loop; errors name channel and task."""
+    from langgraph.checkpoint.base import WRITES_IDX_MAP
+
+    from fast_langgraph import SerializationError
+    from fast_langgraph._native import write_values
+    from fast_langgraph.serde import _ENCODER, RustSerializer
+
+    serde = (
+        EncryptedSerializer.from_pycryptodome_aes(key=b"k" * 16) if encrypted else RustSerializer()
+    )
+    codec = None if encrypted else _ENCODER
+    writes = [(ch, v) for ch, v in VALUES.items()] + [
+        ("__error__", "boom"),
+        ("__interrupt__", None),
+    ]
+    got = write_values(writes, "task", idx_map=WRITES_IDX_MAP, codec=codec, dumps=serde.dumps_typed)
+    assert got is not None
+    want = [
+        (WRITES_IDX_MAP.get(ch, i), ch, *serde.dumps_typed(v)) for i, (ch, v) in enumerate(writes)
+    ]
+    assert [(w.idx, w.channel, w.type_tag) for w in got] == [w[:3] for w in want]
+    for w, (_, _, type_, data) in zip(got, want, strict=True):
+        if encrypted:
+            assert same(
+                {"v": serde.loads_typed((w.type_tag, w.data))},
+                {"v": serde.loads_typed((type_, data))},
+            )
+        else:
+            assert w.data == data
+    assert (
+        write_values(
+            iter(writes), "t", idx_map=WRITES_IDX_MAP, codec=codec, dumps=serde.dumps_typed
+        )
+        is None
+    )
+    assert (
+        write_values([["a", 1]], "t", idx_map=WRITES_IDX_MAP, codec=codec, dumps=serde.dumps_typed)
+        is None
+    )
+    with pytest.raises(SerializationError) as e:
+        write_values(
+            [("ok", 1), ("bad", object())],
+            "tk",
+            idx_map=WRITES_IDX_MAP,
+            codec=codec,
+            dumps=serde.dumps_typed,
+        )
+    assert str(e.value).startswith(
+        "cannot serialize write to channel 'bad' by task 'tk': a value of type object: "
+    )

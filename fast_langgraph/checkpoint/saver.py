@@ -53,6 +53,7 @@ from fast_langgraph._native import (
     list_readers_pause,
     list_readers_resume,
     put_values,
+    write_values,
 )
 from fast_langgraph.checkpoint._deltas import (
     ListKey,
@@ -704,15 +705,25 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
                 "put_writes(): config must name the checkpoint the writes belong to, in "
                 f"config['configurable']['checkpoint_id']; got configurable={conf!r}"
             )
-        dumps = self.serde.dumps_typed
-        items = []
-        for idx, (channel, value) in enumerate(writes):
-            try:
-                type_, data = dumps(value)
-            except Exception as e:
-                what = f"write to channel {channel!r} by task {task_id!r}"
-                raise _serialization_error(what, value, e) from e
-            items.append(NewWrite(WRITES_IDX_MAP.get(channel, idx), channel, type_, data))
+        serde = self.serde
+        dumps = serde.dumps_typed
+        # Serialized in one native call (a list or tuple of pairs, as LangGraph passes).
+        items = write_values(
+            writes,
+            task_id,
+            idx_map=WRITES_IDX_MAP,
+            codec=_ENCODER if type(serde) is RustSerializer else None,
+            dumps=dumps,
+        )
+        if items is None:
+            items = []
+            for idx, (channel, value) in enumerate(writes):
+                try:
+                    type_, data = dumps(value)
+                except Exception as e:
+                    what = f"write to channel {channel!r} by task {task_id!r}"
+                    raise _serialization_error(what, value, e) from e
+                items.append(NewWrite(WRITES_IDX_MAP.get(channel, idx), channel, type_, data))
         key = CheckpointKey(
             thread_id, _text(conf.get("checkpoint_ns", ""), "checkpoint_ns"), str(checkpoint_id)
         )

@@ -1391,3 +1391,68 @@ fn serialization_error(
         Err(other) => other,
     }
 }
+
+/// The `NewWrite`s of a task's `put_writes`: each `(channel, value)` of `writes` serialized as
+/// `put_values` serializes a value (with `codec`, else by `dumps`), at LangGraph's index for
+/// its channel in `idx_map` (`WRITES_IDX_MAP`) or its position.
+///
+/// `None`, with nothing serialized, unless `writes` is a list or tuple of 2-tuples (the
+/// caller then unpacks them as Python does).
+///
+/// Raises `SerializationError` naming the channel and the task, from the serializer's error.
+#[pyfunction]
+#[pyo3(signature = (writes, task_id, *, idx_map, codec, dumps))]
+pub fn write_values<'py>(
+    py: Python<'py>,
+    writes: &Bound<'py, PyAny>,
+    task_id: &Bound<'py, PyAny>,
+    idx_map: &Bound<'py, PyDict>,
+    codec: Option<&Bound<'py, PyMsgpackCodec>>,
+    dumps: &Bound<'py, PyAny>,
+) -> PyResult<Option<Vec<Py<PyNewWrite>>>> {
+    let pairs: Vec<Bound<'py, PyAny>> = if let Ok(l) = writes.cast_exact::<PyList>() {
+        l.iter().collect()
+    } else if let Ok(t) = writes.cast_exact::<PyTuple>() {
+        t.iter().collect()
+    } else {
+        return Ok(None);
+    };
+    if !pairs
+        .iter()
+        .all(|p| p.cast_exact::<PyTuple>().is_ok_and(|t| t.len() == 2))
+    {
+        return Ok(None);
+    }
+    let mut items = Vec::with_capacity(pairs.len());
+    for (idx, pair) in pairs.into_iter().enumerate() {
+        let (channel, value): (Bound<'py, PyAny>, Bound<'py, PyAny>) = pair.extract()?;
+        let (type_tag, data) = dump(py, &value, codec, dumps).map_err(|e| {
+            serialization_error(
+                py,
+                || {
+                    Ok(format!(
+                        "write to channel {} by task {}",
+                        channel.repr()?,
+                        task_id.repr()?
+                    ))
+                },
+                &value,
+                e,
+            )
+        })?;
+        let idx = match idx_map.get_item(&channel)? {
+            Some(special) => special.extract()?,
+            None => idx as i64,
+        };
+        items.push(Py::new(
+            py,
+            PyNewWrite {
+                idx,
+                channel: channel.extract()?,
+                type_tag,
+                data: data.unbind(),
+            },
+        )?);
+    }
+    Ok(Some(items))
+}
