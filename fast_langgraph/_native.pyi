@@ -2,7 +2,7 @@
 
 import builtins
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from typing import Any, Literal, final
 
 from typing_extensions import Self, disjoint_base
@@ -168,6 +168,67 @@ def metadata_json(metadata: object) -> str | None:
         The JSON text, or `None` for anything else (a subclass of one of these types, another
         key type, a string holding a lone surrogate, nesting deeper than 64), which the caller
         encodes with Python's `json`.
+    """
+
+def put_metadata_json(
+    config: Mapping[str, Any] | None, metadata: Mapping[str, Any], excluded: Container[str]
+) -> tuple[str, str | None] | None:
+    """What a checkpointer's `put` stores of its metadata: LangGraph's
+    `get_checkpoint_metadata(config, metadata)` (`metadata` as it is when `config` is `None`)
+    as the text `json.dumps(..., ensure_ascii=False)` gives, and its `run_id` as `str(run_id)`.
+    `excluded` is LangGraph's `EXCLUDED_METADATA_KEYS`.
+
+    Returns:
+        `(text, run_id)`, or `None` when a value is one `metadata_json` leaves to Python, or
+        `config`, `metadata` or a dict inside `config` is not a plain `dict` with `str` keys:
+        the caller then uses LangGraph's function and Python's encoder (the same text, or
+        their errors).
+    """
+
+def put_values(
+    values: Mapping[str, Any] | None,
+    new_versions: dict[str, Any],
+    *,
+    none_inline: bool,
+    list_types: tuple[type, ...],
+    plan: Callable[[str, str, Any], tuple[Any, str | None]] | None,
+    codec: MsgpackCodec | None,
+    dumps: Callable[[Any], tuple[str, bytes]],
+    thread_id: object,
+    checkpoint_id: object,
+) -> tuple[dict[str, Any], list[NewBlob]]:
+    """A put's channel values, split: the small scalars that travel inside the checkpoint
+    (`bool`, `int` in msgpack's range, `float`, `str` of at most 256 characters, exact types,
+    and `None` with `none_inline`), and a `NewBlob` for every other channel of `new_versions`
+    (`"empty"` for a channel without a value). With `codec` a value is encoded as
+    `RustSerializer.dumps_typed` does, through `dumps` when the codec cannot say; without it,
+    by `dumps`. A value whose exact type is in `list_types` is first given to
+    `plan(channel, version, value)`, which returns what to serialize and the delta base.
+
+    Raises:
+        SerializationError: a value cannot be serialized; the message names the channel, the
+            checkpoint and the thread.
+    """
+
+def write_values(
+    writes: object,
+    task_id: object,
+    *,
+    idx_map: Mapping[str, int],
+    codec: MsgpackCodec | None,
+    dumps: Callable[[Any], tuple[str, bytes]],
+) -> list[NewWrite] | None:
+    """The `NewWrite`s of a task's `put_writes`: each `(channel, value)` serialized as
+    `put_values` serializes a value, at `idx_map[channel]` (LangGraph's `WRITES_IDX_MAP`) or its
+    position.
+
+    Returns:
+        The writes, or `None` (nothing serialized) unless `writes` is a list or tuple of
+        2-tuples.
+
+    Raises:
+        SerializationError: a value cannot be serialized; the message names the channel and
+            the task.
     """
 @final
 class ChannelValueRow:

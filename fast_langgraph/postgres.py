@@ -36,7 +36,6 @@ from langgraph.checkpoint.base import (
     CheckpointTuple,
     SerializerProtocol,
     get_checkpoint_id,
-    get_checkpoint_metadata,
 )
 
 from fast_langgraph._native import (
@@ -44,12 +43,13 @@ from fast_langgraph._native import (
     CheckpointKey,
     CheckpointRow,
     DeltaBaseMissingError,
-    NewBlob,
     NewCheckpoint,
     NewWrite,
     NewWrites,
     PgCheckpointStore,
     SerializationError,
+    put_values,
+    write_values,
 )
 from fast_langgraph.checkpoint._deltas import SeedCache
 from fast_langgraph.checkpoint._engine_saver import (
@@ -57,10 +57,9 @@ from fast_langgraph.checkpoint._engine_saver import (
     configurable,
     id_list,
     in_thread,
-    json_ok,
+    stored_metadata,
 )
-from fast_langgraph.checkpoint.saver import _INLINE_TYPES, _inlinable
-from fast_langgraph.serde import RustSerializer
+from fast_langgraph.serde import _ENCODER, RustSerializer
 
 __all__ = ["RustPostgresCheckpointer"]
 
@@ -492,42 +491,40 @@ class RustPostgresCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyn
         """Serialize a checkpoint into the ``NewCheckpoint`` that ``PgCheckpointStore.put``
         takes."""
         c: dict[str, Any] = dict(checkpoint)
-        values = c.pop("channel_values", None) or {}
+        serde = self.serde
+        plan = None
+        if remembered is not None:
+            lists = self._lists
+            snapshot_every = self.snapshot_every
+
+            def plan(channel: str, version: str, value: list) -> tuple[Any, str | None]:
+                key = (thread_id, ns, channel)
+                prev = lists.base_for(key, value) if use_deltas else None
+                # Short chains: at most one delta per 8 items, never more than snapshot_every
+                # in a row (see RustSQLiteCheckpointer).
+                if prev is not None and prev[2] < min(snapshot_every, len(value) // 8):
+                    to_dump, base, chain = value[len(prev[1]) :], prev[0], prev[2] + 1
+                else:
+                    to_dump, base, chain = value, None, 0
+                remembered.append((key, version, tuple(value), chain))
+                return to_dump, base
+
         # Small scalars and None travel inside the checkpoint, as PostgresSaver keeps them: a
-        # blob row and its key for a counter would cost the server more than the counter.
-        inline = {
-            ch: v
-            for ch, v in values.items()
-            if v is None or (type(v) in _INLINE_TYPES and _inlinable(v))
-        }
+        # blob row and its key for a counter would cost the server more than the counter. The
+        # other values of new_versions are serialized in one native call.
+        inline, blobs = put_values(
+            c.pop("channel_values", None),
+            new_versions if type(new_versions) is dict else dict(new_versions),
+            none_inline=True,
+            list_types=(list,),
+            plan=plan,
+            codec=_ENCODER if type(serde) is RustSerializer else None,
+            dumps=serde.dumps_typed,
+            thread_id=thread_id,
+            checkpoint_id=checkpoint["id"],
+        )
         if inline:
             c["channel_values"] = inline
-        blobs = []
-        for channel, version in new_versions.items():
-            if channel in inline:
-                continue
-            base = None
-            if channel in values:
-                value = values[channel]
-                what = f"channel {channel!r} of checkpoint {checkpoint['id']!r} in thread {thread_id!r}"
-                if remembered is not None and type(value) is list:
-                    key = (thread_id, ns, channel)
-                    prev = self._lists.base_for(key, value) if use_deltas else None
-                    # Short chains: at most one delta per 8 items, never more than
-                    # snapshot_every in a row (see RustSQLiteCheckpointer).
-                    if prev is not None and prev[2] < min(self.snapshot_every, len(value) // 8):
-                        base = prev[0]
-                        type_, data = self._dumps(value[len(prev[1]) :], what)
-                        chain = prev[2] + 1
-                    else:
-                        type_, data = self._dumps(value, what)
-                        chain = 0
-                    remembered.append((key, str(version), tuple(value), chain))
-                else:
-                    type_, data = self._dumps(value, what)
-            else:
-                type_, data = "empty", b""
-            blobs.append(NewBlob(channel, str(version), type_, data, base))
         # The row's versions column holds the versions of the values stored apart, whose blobs
         # a read looks up; the inline values' versions stay in the payload. A msgpack payload
         # leaves the column's versions out and reading puts them back. Versions that are not
@@ -548,11 +545,9 @@ class RustPostgresCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyn
                 type_, data = self._dumps(c, what)
         else:
             type_, data = self._dumps(c, what)
-        md: dict[str, Any] = dict(
-            get_checkpoint_metadata(config, metadata) if config is not None else metadata
-        )
-        metadata_json = _metadata_json(md, checkpoint["id"])
-        run_id = md.get("run_id")
+        metadata_json, run_id = stored_metadata(config, metadata, checkpoint["id"])
+        # PostgreSQL's jsonb cannot hold U+0000; PostgresSaver drops it the same way.
+        metadata_json = metadata_json.replace("\\u0000", "")
         versions = [(ch, str(v)) for ch, v in channel_versions.items() if ch not in inline]
         return NewCheckpoint(
             CheckpointKey(thread_id, ns, checkpoint["id"]),
@@ -560,7 +555,7 @@ class RustPostgresCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyn
             type_tag=type_,
             checkpoint=data,
             metadata_json=metadata_json,
-            run_id=None if run_id is None else str(run_id),
+            run_id=run_id,
             channel_versions=versions,
             blobs=blobs,
         )
@@ -580,14 +575,24 @@ class RustPostgresCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyn
         """
         conf = configurable(config)
         thread_id = str(conf["thread_id"])
-        items = [
-            NewWrite(
-                WRITES_IDX_MAP.get(channel, idx),
-                channel,
-                *self._dumps(value, f"write to channel {channel!r} by task {task_id!r}"),
-            )
-            for idx, (channel, value) in enumerate(writes)
-        ]
+        serde = self.serde
+        # Serialized in one native call (a list or tuple of pairs, as LangGraph passes).
+        items = write_values(
+            writes,
+            task_id,
+            idx_map=WRITES_IDX_MAP,
+            codec=_ENCODER if type(serde) is RustSerializer else None,
+            dumps=serde.dumps_typed,
+        )
+        if items is None:
+            items = [
+                NewWrite(
+                    WRITES_IDX_MAP.get(channel, idx),
+                    channel,
+                    *self._dumps(value, f"write to channel {channel!r} by task {task_id!r}"),
+                )
+                for idx, (channel, value) in enumerate(writes)
+            ]
         key = CheckpointKey(thread_id, conf.get("checkpoint_ns", ""), conf["checkpoint_id"])
         self._store.put_writes(NewWrites(key, task_id, task_path, items))
 
@@ -886,16 +891,3 @@ def _split_filter(filter: Any) -> tuple[list[tuple[str, Any]], dict[str, Any]]:
         else:
             py[key] = value
     return sql, py
-
-
-def _metadata_json(metadata: dict[str, Any], checkpoint_id: str) -> str:
-    try:
-        text = json.dumps(metadata, ensure_ascii=False)
-    except (TypeError, ValueError) as e:
-        bad = next((k for k, v in metadata.items() if not json_ok(v)), "?")
-        raise SerializationError(
-            f"cannot serialize metadata key {bad!r} of checkpoint {checkpoint_id!r} "
-            f"(value of type {type(metadata.get(bad)).__name__}): {e}"
-        ) from e
-    # PostgreSQL's jsonb cannot hold U+0000; PostgresSaver drops it the same way.
-    return text.replace("\\u0000", "")

@@ -162,3 +162,153 @@ def test_the_new_checkpoint_names_the_versions_of_the_values_stored_apart() -> N
     assert same(got.checkpoint["channel_values"], values)
     assert got.checkpoint["channel_versions"] == versions
     saver.close()
+
+
+def _reference_split(
+    values: dict[str, Any], new_versions: dict[str, Any], none_inline: bool, dumps
+):
+    """What put did in Python before ``put_values``: the inline scalars, and the blobs."""
+
+    def inlinable(v: Any) -> bool:
+        if v is None:
+            return none_inline
+        t = type(v)
+        if t is str:
+            return len(v) <= 256
+        if t is int:
+            return -(2**63) <= v < 2**64
+        return t is float or t is bool
+
+    inline = {ch: v for ch, v in values.items() if inlinable(v)}
+    blobs = []
+    for ch, version in new_versions.items():
+        if ch in inline:
+            continue
+        if ch not in values:
+            blobs.append((ch, str(version), "empty", b"", None))
+        else:
+            blobs.append((ch, str(version), *dumps(values[ch]), None))
+    return inline, blobs
+
+
+@pytest.mark.parametrize("none_inline", [False, True])
+@pytest.mark.parametrize("encrypted", [False, True])
+def test_put_values_splits_and_serializes_as_put_did(none_inline: bool, encrypted: bool) -> None:
+    """The native split gives the same inline values (in the same order) and the same blobs,
+    byte for byte, as the Python loop it replaced, through the codec or the serde."""
+    from fast_langgraph._native import put_values
+    from fast_langgraph.serde import _ENCODER, RustSerializer
+
+    serde = (
+        EncryptedSerializer.from_pycryptodome_aes(key=b"k" * 16) if encrypted else RustSerializer()
+    )
+    values = {
+        **VALUES,
+        "edge": 2**64 - 1,
+        "neg": -(2**63),
+        "at_max": "é" * 256,
+        "over_max": "é" * 257,
+        "raw": b"bytes",
+    }
+    new_versions = {ch: f"{i:032d}.1" for i, ch in enumerate([*values, "gone"])}
+    want_inline, want_blobs = _reference_split(values, new_versions, none_inline, serde.dumps_typed)
+    inline, blobs = put_values(
+        values,
+        new_versions,
+        none_inline=none_inline,
+        list_types=(list,),
+        plan=None,
+        codec=None if encrypted else _ENCODER,
+        dumps=serde.dumps_typed,
+        thread_id="t",
+        checkpoint_id="c",
+    )
+    assert list(inline.items()) == list(want_inline.items())
+    got = [(b.channel, b.version, b.type_tag, b.data, b.delta_base) for b in blobs]
+    if encrypted:  # a random nonce per value: compare what each decrypts to
+        assert [g[:3] for g in got] == [w[:3] for w in want_blobs]
+        for g, w in zip(got, want_blobs, strict=True):
+            if g[2] != "empty":
+                assert same({"v": serde.loads_typed(g[2:4])}, {"v": serde.loads_typed(w[2:4])})
+    else:
+        assert got == want_blobs
+
+
+def test_put_values_names_the_channel_checkpoint_and_thread() -> None:
+    from fast_langgraph import SerializationError
+    from fast_langgraph._native import put_values
+    from fast_langgraph.serde import _ENCODER, RustSerializer
+
+    serde = RustSerializer()
+    with pytest.raises(SerializationError) as e:
+        put_values(
+            {"ok": [1], "bad": object()},
+            {"ok": "1", "bad": "2"},
+            none_inline=False,
+            list_types=(list,),
+            plan=None,
+            codec=_ENCODER,
+            dumps=serde.dumps_typed,
+            thread_id="th",
+            checkpoint_id="cp",
+        )
+    assert str(e.value).startswith(
+        "cannot serialize channel 'bad' of checkpoint 'cp' in thread 'th': a value of type object: "
+    )
+    assert e.value.__cause__ is not None
+
+
+@pytest.mark.parametrize("encrypted", [False, True])
+def test_write_values_serialize_as_put_writes_did(encrypted: bool) -> None:
+    """put_writes' native serialization: the same index (LangGraph's WRITES_IDX_MAP for its
+    special channels, the position otherwise), channel, type and bytes as the Python loop;
+    anything but a list or tuple of pairs is left to that loop; errors name channel and task."""
+    from langgraph.checkpoint.base import WRITES_IDX_MAP
+
+    from fast_langgraph import SerializationError
+    from fast_langgraph._native import write_values
+    from fast_langgraph.serde import _ENCODER, RustSerializer
+
+    serde = (
+        EncryptedSerializer.from_pycryptodome_aes(key=b"k" * 16) if encrypted else RustSerializer()
+    )
+    codec = None if encrypted else _ENCODER
+    writes = [(ch, v) for ch, v in VALUES.items()] + [
+        ("__error__", "boom"),
+        ("__interrupt__", None),
+    ]
+    got = write_values(writes, "task", idx_map=WRITES_IDX_MAP, codec=codec, dumps=serde.dumps_typed)
+    assert got is not None
+    want = [
+        (WRITES_IDX_MAP.get(ch, i), ch, *serde.dumps_typed(v)) for i, (ch, v) in enumerate(writes)
+    ]
+    assert [(w.idx, w.channel, w.type_tag) for w in got] == [w[:3] for w in want]
+    for w, (_, _, type_, data) in zip(got, want, strict=True):
+        if encrypted:
+            assert same(
+                {"v": serde.loads_typed((w.type_tag, w.data))},
+                {"v": serde.loads_typed((type_, data))},
+            )
+        else:
+            assert w.data == data
+    assert (
+        write_values(
+            iter(writes), "t", idx_map=WRITES_IDX_MAP, codec=codec, dumps=serde.dumps_typed
+        )
+        is None
+    )
+    assert (
+        write_values([["a", 1]], "t", idx_map=WRITES_IDX_MAP, codec=codec, dumps=serde.dumps_typed)
+        is None
+    )
+    with pytest.raises(SerializationError) as e:
+        write_values(
+            [("ok", 1), ("bad", object())],
+            "tk",
+            idx_map=WRITES_IDX_MAP,
+            codec=codec,
+            dumps=serde.dumps_typed,
+        )
+    assert str(e.value).startswith(
+        "cannot serialize write to channel 'bad' by task 'tk': a value of type object: "
+    )

@@ -110,3 +110,93 @@ def test_stored_metadata_reads_back_and_matches_json_dumps(tmp_path) -> None:
             assert row is not None and row.metadata_json == stock(md)
             got = saver.get_tuple(cfg)
             assert got is not None and got.metadata == json.loads(stock(md))
+
+
+# -- what put stores: get_checkpoint_metadata(config, metadata), encoded in one native call ----
+
+from langgraph.checkpoint.base import get_checkpoint_metadata  # noqa: E402
+
+from fast_langgraph._native import SerializationError  # noqa: E402
+from fast_langgraph.checkpoint._engine_saver import stored_metadata  # noqa: E402
+
+
+def stock_put(config: Any, metadata: dict[str, Any]) -> tuple[str, str | None]:
+    """What the savers stored before: LangGraph's merge, then json.dumps; str(run_id)."""
+    md = dict(get_checkpoint_metadata(config, metadata) if config is not None else metadata)
+    run_id = md.get("run_id")
+    return stock(md), None if run_id is None else str(run_id)
+
+
+keys = st.sampled_from(
+    [
+        "source",
+        "step",
+        "run_id",
+        "thread_id",
+        "checkpoint_ns",
+        "langgraph_node",
+        "__secret",
+        "user",
+        "parents",
+        "note",
+    ]
+) | st.text(max_size=6)
+config_values = st.none() | st.booleans() | st.integers() | st.floats() | st.text() | plain
+text_with_nul = st.text(alphabet=st.sampled_from(["a", "\0", "é", "\n"]), max_size=6)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.dictionaries(keys, plain | text_with_nul, max_size=5),
+    st.none() | st.dictionaries(keys, config_values | text_with_nul, max_size=5),
+    st.none() | st.dictionaries(keys, config_values | text_with_nul, max_size=5),
+    st.booleans(),
+)
+def test_stored_metadata_is_the_merge_json_dumps_writes(
+    md: dict[str, Any], meta: Any, conf: Any, with_config: bool
+) -> None:
+    config: Any = {}
+    if meta is not None:
+        config["metadata"] = meta
+    if conf is not None:
+        config["configurable"] = conf
+    config = config if with_config else None
+    want = stock_put(config, md)
+    assert stored_metadata(config, md, "c1") == want
+    # The native path itself, whenever it takes the values.
+    from langgraph.checkpoint.base import EXCLUDED_METADATA_KEYS
+
+    from fast_langgraph._native import put_metadata_json
+
+    got = put_metadata_json(config, md, EXCLUDED_METADATA_KEYS)
+    assert got is None or got == want
+
+
+@pytest.mark.parametrize(
+    ("config", "md"),
+    [
+        ({"configurable": {"level": Level.HIGH}}, {}),  # an int subclass copied from the config
+        ({"configurable": {"tag": Tag("a\0b")}}, {"t": Tag("x\0")}),  # str subclasses: stripped
+        ({"metadata": {1: "int key"}}, {}),
+        ({}, {"map": {1: "one"}}),
+        ({"configurable": {"run_id": 7}}, {"source": "x"}),
+        ({"metadata": {"run_id": "r\0"}}, {}),
+        ({"configurable": {"run_id": "c"}, "metadata": {"run_id": "m"}}, {}),
+        (None, {"s": "keeps \0 without a config", "run_id": 1.5}),
+    ],
+)
+def test_stored_metadata_odd_values_match(config: Any, md: dict[str, Any]) -> None:
+    try:
+        want = stock_put(config, md)
+    except Exception as e:  # LangGraph's merge refuses an int key in the config: so do we
+        with pytest.raises(type(e)):
+            stored_metadata(config, md, "c1")
+        return
+    assert stored_metadata(config, md, "c1") == want
+
+
+def test_unencodable_metadata_names_the_key_and_checkpoint() -> None:
+    with pytest.raises(SerializationError) as e:
+        stored_metadata({"configurable": {}}, {"ok": 1, "bad": object()}, "cp-1")
+    assert "metadata key 'bad' of checkpoint 'cp-1'" in str(e.value)
+    assert "value of type object" in str(e.value)

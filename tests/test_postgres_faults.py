@@ -158,12 +158,45 @@ def test_unserializable_value_loses_nothing(saver):
     c = _put(saver, "u", {"ok": 1})
     with pytest.raises(SerializationError, match="channel 'bad'"):
         _put(saver, "u", {"bad": object()}, parent=c["configurable"]["checkpoint_id"])
-    with pytest.raises(SerializationError, match="metadata key 'm'"):
+    with pytest.raises(SerializationError, match="metadata key 'm' of checkpoint '"):
         _put(saver, "u", {"ok": 2}, metadata={"m": object()})
     with pytest.raises(SerializationError, match="channel 'w'"):
         saver.put_writes(c, [("w", object())], "task")
     assert len(list(saver.list(cfg("u")))) == 1
     assert saver.get_tuple(cfg("u")).pending_writes == []
+
+
+def test_metadata_stored_as_postgres_saver_stores_it(saver):
+    """The metadata of a put is LangGraph's merge with the config, as JSON text without
+    U+0000 (which jsonb cannot hold, and PostgresSaver drops), whether the values are plain
+    (encoded natively) or not (Python's encoder)."""
+    import enum
+    import json
+
+    from langgraph.checkpoint.base import empty_checkpoint, get_checkpoint_metadata
+
+    class Level(enum.IntEnum):
+        HIGH = 2
+
+    for i, md in enumerate(
+        [
+            {"source": "loop", "step": 3, "parents": {"": "p\0q"}, "note": "a\0b", "x": 0.5},
+            {"source": "input", "level": Level.HIGH, "map": {1: "one\0"}},
+        ]
+    ):
+        config = {
+            "configurable": {"thread_id": f"md{i}", "checkpoint_ns": "", "user": "u\0v"},
+            "metadata": {"run_id": f"run-{i}", "__hidden": 1, "langgraph_node": "n"},
+        }
+        saver.put(config, empty_checkpoint(), md, {})
+        merged = get_checkpoint_metadata(config, md)
+        want = json.loads(json.dumps(merged, ensure_ascii=False).replace("\\u0000", ""))
+        got = saver.get_tuple(cfg(f"md{i}"))
+        assert got is not None and got.metadata == want
+        assert got.metadata["run_id"] == f"run-{i}" and "__hidden" not in got.metadata
+        # run_id has its own column: delete_for_runs finds the checkpoint by it.
+        saver.delete_for_runs([f"run-{i}"])
+        assert saver.get_tuple(cfg(f"md{i}")) is None
 
 
 def test_use_after_close(pg_db):

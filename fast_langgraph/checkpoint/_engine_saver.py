@@ -18,18 +18,27 @@ from typing import Any, Literal, TypeVar
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
+    EXCLUDED_METADATA_KEYS,
     BaseCheckpointSaver,
     ChannelVersions,
     Checkpoint,
     CheckpointMetadata,
     CheckpointTuple,
     DeltaChannelHistory,
+    get_checkpoint_metadata,
 )
 
-from fast_langgraph._native import CheckpointRow
+from fast_langgraph._native import (
+    CheckpointRow,
+    SerializationError,
+    metadata_json,
+    put_metadata_json,
+)
 from fast_langgraph.checkpoint._batches import built_batches, decoded, decoded_batches
 
 T = TypeVar("T")
+# Built once: ``json.dumps(..., ensure_ascii=False)`` builds a new encoder on every call.
+_METADATA_ENCODER = json.JSONEncoder(ensure_ascii=False)
 # The random digits of a channel version (see ``get_next_version``).
 _random_bits = random.getrandbits
 
@@ -238,6 +247,40 @@ def id_list(value: Any, name: str) -> list[Any]:
     if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple, set, frozenset)):
         raise TypeError(f"{name} must be a list of ids, got {type(value).__name__}")
     return list(value)
+
+
+def stored_metadata(
+    config: RunnableConfig | None, metadata: CheckpointMetadata, checkpoint_id: str
+) -> tuple[str, str | None]:
+    """What a ``put`` stores of its metadata: LangGraph's ``get_checkpoint_metadata(config,
+    metadata)`` (``metadata`` as it is when ``config`` is ``None``) as the text
+    ``json.dumps(..., ensure_ascii=False)`` gives, and its ``run_id`` as text (or ``None``).
+
+    Written in Rust in one call when every value is a plain JSON type; otherwise by LangGraph's
+    function and Python's encoder, the same text.
+
+    Raises:
+        SerializationError: a value cannot be encoded as JSON; the message names its key and
+            the checkpoint.
+    """
+    got = put_metadata_json(config, metadata, EXCLUDED_METADATA_KEYS)
+    if got is not None:
+        return got
+    md: dict[str, Any] = dict(
+        get_checkpoint_metadata(config, metadata) if config is not None else metadata
+    )
+    text = metadata_json(md)
+    if text is None:
+        try:
+            text = _METADATA_ENCODER.encode(md)
+        except (TypeError, ValueError) as e:
+            bad = next((k for k, v in md.items() if not json_ok(v)), "?")
+            raise SerializationError(
+                f"cannot serialize metadata key {bad!r} of checkpoint {checkpoint_id!r} "
+                f"(value of type {type(md.get(bad)).__name__}): {e}"
+            ) from e
+    run_id = md.get("run_id")
+    return text, None if run_id is None else str(run_id)
 
 
 def json_ok(value: Any) -> bool:

@@ -37,8 +37,8 @@ from langgraph.checkpoint.base import (
     DeltaChannelHistory,
     SerializerProtocol,
     get_checkpoint_id,
-    get_checkpoint_metadata,
 )
+from langgraph.checkpoint.serde.types import _DeltaSnapshot
 
 from fast_langgraph._native import (
     ChannelValueRow,
@@ -46,14 +46,14 @@ from fast_langgraph._native import (
     CheckpointRow,
     CheckpointStore,
     DeltaBaseMissingError,
-    NewBlob,
     NewCheckpoint,
     NewWrite,
     NewWrites,
     SerializationError,
     list_readers_pause,
     list_readers_resume,
-    metadata_json,
+    put_values,
+    write_values,
 )
 from fast_langgraph.checkpoint._deltas import (
     ListKey,
@@ -67,18 +67,19 @@ from fast_langgraph.checkpoint._engine_saver import (
     configurable,
     id_list,
     in_thread,
-    json_ok,
+    stored_metadata,
 )
 from fast_langgraph.checkpoint.sqlite_saver import export_sqlite_saver, import_sqlite_saver
-from fast_langgraph.serde import RustSerializer
+from fast_langgraph.serde import _ENCODER, RustSerializer
 
 __all__ = ["RustSQLiteCheckpointer"]
 
 
 _SCALARS = (str, int, float, bool, type(None))
 
-# Built once: ``json.dumps(..., ensure_ascii=False)`` builds a new encoder on every call.
-_METADATA_ENCODER = json.JSONEncoder(ensure_ascii=False)
+# The values put() offers to be stored as append-only deltas (see list_items).
+_LIST_TYPES = (list, _DeltaSnapshot)
+
 _METADATA_DECODER = json.JSONDecoder()
 # What JSONDecoder.raw_decode calls: (value, end), or StopIteration.
 _METADATA_SCAN = cast(Any, _METADATA_DECODER).scan_once
@@ -613,56 +614,60 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
         """
         ns = _text(ns, "checkpoint_ns")
         c: dict[str, Any] = dict(checkpoint)
-        values = c.pop("channel_values", None) or {}
-        dumps = self.serde.dumps_typed
-        # Small scalars travel inside the checkpoint, as PostgresSaver keeps them: a blob row
-        # and its key for a counter would cost more than the counter.
-        inline = {ch: v for ch, v in values.items() if type(v) in _INLINE_TYPES and _inlinable(v)}
-        if inline:
-            c["channel_values"] = inline
-        blobs = []
-        lists = self._lists if remembered is not None else None
-        # The error texts are built only when serialization fails: a put is on the hot path.
-        for channel, version in new_versions.items():
-            if channel in inline:
-                continue
-            version = str(version)
-            if channel not in values:
-                blobs.append(NewBlob(channel, version, "empty", b""))
-                continue
-            value = to_dump = values[channel]
-            base = None
-            # A list, or a DeltaChannel snapshot of one: each snapshot holds the whole list, so
-            # a delta stores only what it appended since the previous one.
-            items = list_items(value) if lists is not None else None
-            if items is not None:
+        serde = self.serde
+        dumps = serde.dumps_typed
+        codec = _ENCODER if type(serde) is RustSerializer else None
+        plan = None
+        if remembered is not None:
+            lists = self._lists
+            snapshot_every = self.snapshot_every
+
+            def plan(channel: str, version: str, value: Any) -> tuple[Any, str | None]:
+                # A list, or a DeltaChannel snapshot of one: each snapshot holds the whole
+                # list, so a delta stores only what it appended since the previous one.
+                items = list_items(value)
+                if items is None:
+                    return value, None
                 key = (thread_id, ns, channel)
-                chain = 0
+                to_dump, base, chain = value, None, 0
                 # A list of fewer than 8 items is always stored whole (see ListVersions.plan).
                 if use_deltas and len(items) >= 8:
-                    plan = lists.plan(key, items, self.snapshot_every)  # type: ignore[union-attr]
-                    if plan.base is not None:
-                        base, chain, to_dump = plan.base, plan.chain, plan.items
-            try:
-                type_, data = dumps(to_dump)
-            except Exception as e:
-                what = f"channel {channel!r} of checkpoint {checkpoint['id']!r} in thread {thread_id!r}"
-                raise _serialization_error(what, to_dump, e) from e
-            if items is not None:
+                    got = lists.plan(key, items, snapshot_every)
+                    if got.base is not None:
+                        base, chain, to_dump = got.base, got.chain, got.items
                 # The items as serialized now: the list may grow in place before the commit
                 # returns, and the next delta must start after what was stored.
-                remembered.append((key, Remembered(version, tuple(items), chain)))  # type: ignore[union-attr]
-            blobs.append(NewBlob(channel, version, type_, data, base))
-        try:
-            type_, data = dumps(c)
-        except Exception as e:
-            what = f"checkpoint {checkpoint['id']!r} in thread {thread_id!r}"
-            raise _serialization_error(what, c, e) from e
-        md: dict[str, Any] = dict(
-            get_checkpoint_metadata(config, metadata) if config is not None else metadata
+                remembered.append((key, Remembered(version, tuple(items), chain)))
+                return to_dump, base
+
+        # Small scalars travel inside the checkpoint, as PostgresSaver keeps them: a blob row
+        # and its key for a counter would cost more than the counter. The other values of
+        # new_versions are serialized in one native call.
+        inline, blobs = put_values(
+            c.pop("channel_values", None),
+            new_versions if type(new_versions) is dict else dict(new_versions),
+            none_inline=False,
+            list_types=_LIST_TYPES,
+            plan=plan,
+            codec=codec,
+            dumps=dumps,
+            thread_id=thread_id,
+            checkpoint_id=checkpoint["id"],
         )
-        metadata_json = _metadata_json(md, checkpoint["id"])
-        run_id = md.get("run_id")
+        if inline:
+            c["channel_values"] = inline
+        # The default serializer's codec writes the checkpoint (a dict) itself, as its
+        # dumps_typed would; what it cannot write goes to dumps_typed.
+        data = _ENCODER.encode(c) if codec is not None else None
+        if data is not None:
+            type_ = "msgpack"
+        else:
+            try:
+                type_, data = dumps(c)
+            except Exception as e:
+                what = f"checkpoint {checkpoint['id']!r} in thread {thread_id!r}"
+                raise _serialization_error(what, c, e) from e
+        metadata_json, run_id = stored_metadata(config, metadata, checkpoint["id"])
         versions = c["channel_versions"]
         return NewCheckpoint(
             CheckpointKey(thread_id, ns, checkpoint["id"]),
@@ -670,7 +675,7 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
             type_tag=type_,
             checkpoint=data,
             metadata_json=metadata_json,
-            run_id=None if run_id is None else str(run_id),
+            run_id=run_id,
             # The versions of the values stored apart, whose blobs a read looks up.
             channel_versions=[(ch, str(v)) for ch, v in versions.items() if ch not in inline]
             if inline
@@ -700,15 +705,25 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
                 "put_writes(): config must name the checkpoint the writes belong to, in "
                 f"config['configurable']['checkpoint_id']; got configurable={conf!r}"
             )
-        dumps = self.serde.dumps_typed
-        items = []
-        for idx, (channel, value) in enumerate(writes):
-            try:
-                type_, data = dumps(value)
-            except Exception as e:
-                what = f"write to channel {channel!r} by task {task_id!r}"
-                raise _serialization_error(what, value, e) from e
-            items.append(NewWrite(WRITES_IDX_MAP.get(channel, idx), channel, type_, data))
+        serde = self.serde
+        dumps = serde.dumps_typed
+        # Serialized in one native call (a list or tuple of pairs, as LangGraph passes).
+        items = write_values(
+            writes,
+            task_id,
+            idx_map=WRITES_IDX_MAP,
+            codec=_ENCODER if type(serde) is RustSerializer else None,
+            dumps=dumps,
+        )
+        if items is None:
+            items = []
+            for idx, (channel, value) in enumerate(writes):
+                try:
+                    type_, data = dumps(value)
+                except Exception as e:
+                    what = f"write to channel {channel!r} by task {task_id!r}"
+                    raise _serialization_error(what, value, e) from e
+                items.append(NewWrite(WRITES_IDX_MAP.get(channel, idx), channel, type_, data))
         key = CheckpointKey(
             thread_id, _text(conf.get("checkpoint_ns", ""), "checkpoint_ns"), str(checkpoint_id)
         )
@@ -884,27 +899,6 @@ def _plain_json(value: Any, depth: int = 0) -> bool:
     return False
 
 
-# The exact types a value stored inline may have (see _inlinable): anything else is a blob.
-_INLINE_TYPES = frozenset({str, int, float, bool})
-
-# Longest str kept inline: every checkpoint row repeats the inline values, changed or not.
-_INLINE_STR_MAX = 256
-
-
-def _inlinable(value: Any) -> bool:
-    """Whether a channel value is stored inside its checkpoint rather than as a blob: bool,
-    int, float, and str of at most ``_INLINE_STR_MAX`` characters (exact types), the values
-    the serializer writes as msgpack, which the store reads back in the same place among the
-    others (name order). None is not one: the serializer gives it a type of its own."""
-    t = type(value)
-    if t is str:
-        return len(value) <= _INLINE_STR_MAX
-    if t is int:
-        # msgpack's own range: a larger int takes the serializer's other paths.
-        return -(2**63) <= value < 2**64
-    return t is float or t is bool
-
-
 def _text(value: Any, name: str) -> str:
     if not isinstance(value, str):
         raise TypeError(
@@ -917,25 +911,6 @@ def _serialization_error(what: str, value: Any, e: Exception) -> SerializationEr
     return SerializationError(
         f"cannot serialize {what}: a value of type {type(value).__name__}: {e}"
     )
-
-
-def _metadata_json(metadata: dict[str, Any], checkpoint_id: str) -> str:
-    # The same text as json.dumps(metadata, ensure_ascii=False): written in Rust when the
-    # metadata holds only plain JSON types, by Python's encoder otherwise.
-    text = metadata_json(metadata)
-    if text is not None:
-        return text
-    try:
-        return _METADATA_ENCODER.encode(metadata)
-    except (TypeError, ValueError) as e:
-        bad = next(
-            (k for k, v in metadata.items() if not json_ok(v)),
-            "?",
-        )
-        raise SerializationError(
-            f"cannot serialize metadata key {bad!r} of checkpoint {checkpoint_id!r} "
-            f"(value of type {type(metadata.get(bad)).__name__}): {e}"
-        ) from e
 
 
 def _load_metadata(text: str) -> Any:

@@ -293,9 +293,7 @@ impl PyCheckpointStore {
 
     /// Stores a task's writes; returns once committed.
     fn put_writes(&self, py: Python<'_>, writes: PyRef<'_, PyNewWrites>) -> PyResult<()> {
-        let w = new_writes(py, &writes)?;
-        // Waits for the group commit that carries these writes.
-        Ok(py.detach(|| self.store.put_writes(w))?)
+        shared::put_writes(py, &self.store, &writes)
     }
 
     /// One checkpoint with its values and pending writes (the one with `checkpoint_id`, or the
@@ -311,8 +309,7 @@ impl PyCheckpointStore {
         cached: Vec<(String, String)>,
     ) -> PyResult<Option<PyCheckpointRow>> {
         // A few key lookups in one read transaction, without the GIL.
-        let row = py.detach(|| self.store.get(thread_id, checkpoint_ns, checkpoint_id, &cached))?;
-        row.map(|r| checkpoint_row(py, r)).transpose()
+        shared::get(py, &self.store, thread_id, checkpoint_ns, checkpoint_id, &cached)
     }
 
     /// `get`, with the `CheckpointTuple` built here, as `CheckpointBatches.next_tuples` builds
@@ -419,12 +416,15 @@ impl PyCheckpointStore {
         channels: Vec<String>,
         cached: Vec<(String, String)>,
     ) -> PyResult<Vec<PyChannelHistory>> {
-        // The walk and the reads of writes and values run without the GIL.
-        let histories = py.detach(|| {
-            self.store
-                .delta_history(thread_id, checkpoint_ns, checkpoint_id, &channels, &cached)
-        })?;
-        histories.into_iter().map(|h| channel_history(py, h)).collect()
+        shared::delta_history(
+            py,
+            &self.store,
+            thread_id,
+            checkpoint_ns,
+            checkpoint_id,
+            &channels,
+            &cached,
+        )
     }
 
     /// Raises `CheckpointClosedError` once `close()` was called (and `CheckpointError` in a
@@ -435,8 +435,7 @@ impl PyCheckpointStore {
 
     /// `{"calls": n, "commits": m}`: write calls and the transactions that carried them.
     fn writer_stats(&self) -> std::collections::HashMap<&'static str, u64> {
-        let (calls, commits) = self.store.writer_stats();
-        [("calls", calls), ("commits", commits)].into_iter().collect()
+        shared::writer_stats(&self.store)
     }
 
     /// Row counts and payload bytes: `checkpoints`, `blobs`, `delta_blobs`, `writes`,
@@ -479,16 +478,14 @@ impl PyCheckpointStore {
 
     #[pyo3(signature = (thread_ids, strategy = "keep_latest"))]
     fn prune(&self, py: Python<'_>, thread_ids: Vec<String>, strategy: &str) -> PyResult<()> {
-        let strategy = prune_strategy(strategy)?;
-        Ok(py.detach(|| self.store.prune(thread_ids, strategy))?)
+        shared::prune(py, &self.store, thread_ids, strategy)
     }
 
     /// Prunes, with `strategy`, every thread whose newest checkpoint was made before
     /// `cutoff_ms` (milliseconds since the Unix epoch), in one transaction; returns how many.
     #[pyo3(signature = (cutoff_ms, strategy = "delete"))]
     fn prune_idle(&self, py: Python<'_>, cutoff_ms: i64, strategy: &str) -> PyResult<u64> {
-        let strategy = prune_strategy(strategy)?;
-        Ok(py.detach(|| self.store.prune_idle(cutoff_ms, strategy))?)
+        shared::prune_idle(py, &self.store, cutoff_ms, strategy)
     }
 
     /// Stores many checkpoints and writes in one transaction.
@@ -498,13 +495,7 @@ impl PyCheckpointStore {
         checkpoints: Vec<PyRef<'_, PyNewCheckpoint>>,
         writes: Vec<PyRef<'_, PyNewWrites>>,
     ) -> PyResult<()> {
-        let cps = checkpoints
-            .iter()
-            .map(|c| new_checkpoint(py, c))
-            .collect::<PyResult<Vec<_>>>()?;
-        let ws = writes.iter().map(|w| new_writes(py, w)).collect::<PyResult<Vec<_>>>()?;
-        // One transaction for the lot.
-        Ok(py.detach(|| self.store.put_many(cps, ws))?)
+        shared::put_many(py, &self.store, &checkpoints, &writes)
     }
 
     /// Stores checkpoints and writes copied from another database, in one transaction; a
@@ -515,11 +506,7 @@ impl PyCheckpointStore {
         checkpoints: Vec<PyRef<'_, PyNewCheckpoint>>,
         writes: Vec<PyRef<'_, PyNewWrites>>,
     ) -> PyResult<u64> {
-        let cps = checkpoints
-            .iter()
-            .map(|c| new_checkpoint(py, c))
-            .collect::<PyResult<Vec<_>>>()?;
-        let ws = writes.iter().map(|w| new_writes(py, w)).collect::<PyResult<Vec<_>>>()?;
+        let (cps, ws) = shared::many(py, &checkpoints, &writes)?;
         // One transaction for the lot.
         Ok(py.detach(|| self.store.import_many(cps, ws))?)
     }
@@ -797,6 +784,97 @@ pub(super) fn prune_strategy(strategy: &str) -> PyResult<PruneStrategy> {
     }
 }
 
+/// What `CheckpointStore` and `PgCheckpointStore` do alike: the same engine calls on a
+/// `Store` of either backend, each with its SQL or network work run without the GIL.
+pub(super) mod shared {
+    use std::collections::HashMap;
+
+    use pyo3::prelude::*;
+
+    use super::{
+        channel_history, checkpoint_row, new_checkpoint, new_writes, prune_strategy, PyChannelHistory, PyCheckpointRow,
+        PyNewCheckpoint, PyNewWrites,
+    };
+    use crate::checkpoint::{Backend, NewCheckpoint, NewWrites, Store};
+
+    /// The engine's checkpoints and writes of a `put_many` or `import_many`.
+    pub fn many(
+        py: Python<'_>,
+        checkpoints: &[PyRef<'_, PyNewCheckpoint>],
+        writes: &[PyRef<'_, PyNewWrites>],
+    ) -> PyResult<(Vec<NewCheckpoint>, Vec<NewWrites>)> {
+        let cps = checkpoints
+            .iter()
+            .map(|c| new_checkpoint(py, c))
+            .collect::<PyResult<Vec<_>>>()?;
+        let ws = writes.iter().map(|w| new_writes(py, w)).collect::<PyResult<Vec<_>>>()?;
+        Ok((cps, ws))
+    }
+
+    pub fn put_writes<B: Backend>(py: Python<'_>, store: &Store<B>, writes: &PyNewWrites) -> PyResult<()> {
+        let w = new_writes(py, writes)?;
+        // Waits for the group commit that carries these writes.
+        Ok(py.detach(|| store.put_writes(w))?)
+    }
+
+    pub fn put_many<B: Backend>(
+        py: Python<'_>,
+        store: &Store<B>,
+        checkpoints: &[PyRef<'_, PyNewCheckpoint>],
+        writes: &[PyRef<'_, PyNewWrites>],
+    ) -> PyResult<()> {
+        let (cps, ws) = many(py, checkpoints, writes)?;
+        // One transaction for the lot.
+        Ok(py.detach(|| store.put_many(cps, ws))?)
+    }
+
+    pub fn get<B: Backend>(
+        py: Python<'_>,
+        store: &Store<B>,
+        thread_id: &str,
+        checkpoint_ns: &str,
+        checkpoint_id: Option<&str>,
+        cached: &[(String, String)],
+    ) -> PyResult<Option<PyCheckpointRow>> {
+        let row = py.detach(|| store.get(thread_id, checkpoint_ns, checkpoint_id, cached))?;
+        row.map(|r| checkpoint_row(py, r)).transpose()
+    }
+
+    pub fn delta_history<B: Backend>(
+        py: Python<'_>,
+        store: &Store<B>,
+        thread_id: &str,
+        checkpoint_ns: &str,
+        checkpoint_id: Option<&str>,
+        channels: &[String],
+        cached: &[(String, String)],
+    ) -> PyResult<Vec<PyChannelHistory>> {
+        // The walk and the reads of writes and values run without the GIL.
+        let histories = py.detach(|| store.delta_history(thread_id, checkpoint_ns, checkpoint_id, channels, cached))?;
+        histories.into_iter().map(|h| channel_history(py, h)).collect()
+    }
+
+    pub fn writer_stats<B: Backend>(store: &Store<B>) -> HashMap<&'static str, u64> {
+        let (calls, commits) = store.writer_stats();
+        [("calls", calls), ("commits", commits)].into_iter().collect()
+    }
+
+    pub fn prune<B: Backend>(
+        py: Python<'_>,
+        store: &Store<B>,
+        thread_ids: Vec<String>,
+        strategy: &str,
+    ) -> PyResult<()> {
+        let strategy = prune_strategy(strategy)?;
+        Ok(py.detach(|| store.prune(thread_ids, strategy))?)
+    }
+
+    pub fn prune_idle<B: Backend>(py: Python<'_>, store: &Store<B>, cutoff_ms: i64, strategy: &str) -> PyResult<u64> {
+        let strategy = prune_strategy(strategy)?;
+        Ok(py.detach(|| store.prune_idle(cutoff_ms, strategy))?)
+    }
+}
+
 pub(super) fn new_checkpoint(py: Python<'_>, c: &PyNewCheckpoint) -> PyResult<NewCheckpoint> {
     let key = c.key.get();
     let blobs = c
@@ -953,10 +1031,6 @@ pub(super) fn channel_history(py: Python<'_>, h: ChannelHistory) -> PyResult<PyC
 /// Python's encoder (which also reports a circular reference).
 const METADATA_JSON_DEPTH: usize = 64;
 
-/// `json.dumps(metadata, ensure_ascii=False)`, the same text, when `metadata` is made of
-/// values of exactly the types `dict` (with `str` keys), `list`, `tuple`, `str`, `int`,
-/// `float`, `bool` and `None`; `None` for anything else (a subclass, another key type, a
-/// string with a lone surrogate, nesting deeper than 64), which the caller encodes in Python.
 /// Just before `fork()`: keeps `list()`'s reading threads out of SQLite until
 /// [`list_readers_resume`], waiting (without the GIL, at most a few seconds) for those inside
 /// to leave it, so that the child does not inherit SQLite's process-wide mutexes held.
@@ -973,6 +1047,10 @@ pub fn list_readers_resume(child: bool) {
     crate::checkpoint::stream::resume_after_fork(child);
 }
 
+/// `json.dumps(metadata, ensure_ascii=False)`, the same text, when `metadata` is made of
+/// values of exactly the types `dict` (with `str` keys), `list`, `tuple`, `str`, `int`,
+/// `float`, `bool` and `None`; `None` for anything else (a subclass, another key type, a
+/// string with a lone surrogate, nesting deeper than 64), which the caller encodes in Python.
 #[pyfunction]
 pub fn metadata_json(metadata: &Bound<'_, PyAny>) -> PyResult<Option<String>> {
     let mut out = String::with_capacity(128);
@@ -1053,4 +1131,355 @@ fn json_items<'py>(out: &mut String, items: impl Iterator<Item = Bound<'py, PyAn
     }
     out.push(']');
     Ok(true)
+}
+
+/// The metadata a `put` stores: LangGraph's `get_checkpoint_metadata(config, metadata)` (or
+/// `metadata` itself when `config` is `None`) as the text `json.dumps(..., ensure_ascii=False)`
+/// gives, and its `run_id` as `str(run_id)` (or `None`), without building the merged dict.
+/// `excluded` is LangGraph's `EXCLUDED_METADATA_KEYS`. `None` when any value is one
+/// `metadata_json` leaves to Python, or anything is not a plain `dict` with `str` keys: the
+/// caller then takes LangGraph's own function and Python's encoder (the same text, or their
+/// errors).
+#[pyfunction]
+#[pyo3(signature = (config, metadata, excluded))]
+pub fn put_metadata_json(
+    config: Option<&Bound<'_, PyAny>>,
+    metadata: &Bound<'_, PyAny>,
+    excluded: &Bound<'_, PyAny>,
+) -> PyResult<Option<(String, Option<String>)>> {
+    let Ok(md) = metadata.cast_exact::<PyDict>() else {
+        return Ok(None);
+    };
+    let mut m = MergedMetadata {
+        out: String::with_capacity(128),
+        items: 0,
+        run_id: None,
+    };
+    m.out.push('{');
+    // get_checkpoint_metadata takes NUL characters out of the metadata's own strings (and
+    // of those it copies from the config); without a config the metadata is stored as given.
+    let strip = config.is_some();
+    for (key, value) in md.iter() {
+        let Ok(key) = key.cast_exact::<PyString>() else {
+            return Ok(None);
+        };
+        let Ok(key) = key.to_str() else {
+            return Ok(None);
+        };
+        if !m.push(key, &value, strip)? {
+            return Ok(None);
+        }
+    }
+    if let Some(config) = config {
+        let Ok(config) = config.cast_exact::<PyDict>() else {
+            return Ok(None);
+        };
+        let mut added: Vec<Bound<'_, PyString>> = Vec::new();
+        for name in [intern!(config.py(), "metadata"), intern!(config.py(), "configurable")] {
+            let Some(obj) = config.get_item(name)? else {
+                continue;
+            };
+            if obj.is_none() {
+                continue;
+            }
+            let Ok(obj) = obj.cast_exact::<PyDict>() else {
+                return Ok(None);
+            };
+            for (key, value) in obj.iter() {
+                let Ok(key) = key.cast_exact::<PyString>() else {
+                    return Ok(None);
+                };
+                let Ok(text) = key.to_str() else {
+                    return Ok(None);
+                };
+                if text.starts_with("__")
+                    || md.contains(key)?
+                    || added.iter().any(|k| k.to_str().is_ok_and(|k| k == text))
+                    || excluded.contains(key)?
+                {
+                    continue;
+                }
+                // Only strings and numbers are copied from the config.
+                if !(value.is_instance_of::<PyString>()
+                    || value.is_instance_of::<PyInt>()
+                    || value.is_instance_of::<PyFloat>())
+                {
+                    continue;
+                }
+                if !m.push(text, &value, true)? {
+                    return Ok(None);
+                }
+                added.push(key.clone());
+            }
+        }
+    }
+    m.out.push('}');
+    Ok(Some((m.out, m.run_id)))
+}
+
+/// The JSON object `put_metadata_json` writes, item by item.
+struct MergedMetadata {
+    out: String,
+    items: usize,
+    run_id: Option<String>,
+}
+
+impl MergedMetadata {
+    /// Appends `key: value`; `false` if the value is one Python must encode.
+    fn push(&mut self, key: &str, value: &Bound<'_, PyAny>, strip: bool) -> PyResult<bool> {
+        use crate::checkpoint::json_text::{push_str, ITEM_SEPARATOR, KEY_SEPARATOR};
+
+        if self.items > 0 {
+            self.out.push_str(ITEM_SEPARATOR);
+        }
+        self.items += 1;
+        push_str(&mut self.out, key);
+        self.out.push_str(KEY_SEPARATOR);
+        if strip && value.is_instance_of::<PyString>() {
+            // `value.replace("\0", "")`: a str, whatever subclass of str the value was.
+            let Ok(text) = value.cast::<PyString>()?.to_str() else {
+                return Ok(false);
+            };
+            let text = if text.contains('\0') {
+                std::borrow::Cow::Owned(text.replace('\0', ""))
+            } else {
+                std::borrow::Cow::Borrowed(text)
+            };
+            push_str(&mut self.out, &text);
+            if key == "run_id" {
+                self.run_id = Some(text.into_owned());
+            }
+            return Ok(true);
+        }
+        if !json_value(&mut self.out, value, 1)? {
+            return Ok(false);
+        }
+        if key == "run_id" && !value.is_none() {
+            self.run_id = Some(value.str()?.to_str()?.to_owned());
+        }
+        Ok(true)
+    }
+}
+
+/// Longest `str` a checkpoint keeps among its own values (see `put_values`).
+const INLINE_STR_MAX: usize = 256;
+
+/// Whether a channel value travels inside its checkpoint rather than as a blob: `bool`,
+/// `int` in msgpack's range, `float`, and `str` of at most 256 characters, exact types (and
+/// `None` when `none_too`).
+fn inlinable(v: &Bound<'_, PyAny>, none_too: bool) -> PyResult<bool> {
+    if v.is_none() {
+        return Ok(none_too);
+    }
+    if v.is_exact_instance_of::<PyString>() {
+        return Ok(v.len()? <= INLINE_STR_MAX);
+    }
+    if v.is_exact_instance_of::<PyInt>() {
+        return Ok(v.extract::<i64>().is_ok() || v.extract::<u64>().is_ok());
+    }
+    Ok(v.is_exact_instance_of::<PyFloat>() || v.is_exact_instance_of::<PyBool>())
+}
+
+/// The channel values of a `put`, split: the small scalars that travel inside the checkpoint
+/// (`(inline, blobs)`'s dict, in the values' order), and a `NewBlob` for each channel of
+/// `new_versions` that is not one of them: `"empty"` for a channel without a value, else the
+/// value serialized. With `codec` (the default serializer's), a value is encoded here, as
+/// `RustSerializer.dumps_typed` does, and by `dumps` when the codec cannot say; without it,
+/// by `dumps` (the saver's `serde.dumps_typed`). A value whose exact type is one of
+/// `list_types` is first given to `plan(channel, version, value)`, which returns what to
+/// serialize and the delta base (or `None`).
+///
+/// Raises `SerializationError` naming the channel, the checkpoint and the thread, from the
+/// serializer's error.
+#[pyfunction]
+#[pyo3(signature = (values, new_versions, *, none_inline, list_types, plan, codec, dumps, thread_id, checkpoint_id))]
+#[allow(clippy::too_many_arguments)] // what one put's values are serialized with
+pub fn put_values<'py>(
+    py: Python<'py>,
+    values: &Bound<'py, PyAny>,
+    new_versions: &Bound<'py, PyDict>,
+    none_inline: bool,
+    list_types: &Bound<'py, PyTuple>,
+    plan: Option<&Bound<'py, PyAny>>,
+    codec: Option<&Bound<'py, PyMsgpackCodec>>,
+    dumps: &Bound<'py, PyAny>,
+    thread_id: &Bound<'py, PyAny>,
+    checkpoint_id: &Bound<'py, PyAny>,
+) -> PyResult<(Bound<'py, PyDict>, Bound<'py, PyList>)> {
+    let inline = PyDict::new(py);
+    let blobs = PyList::empty(py);
+    let values = if values.is_none() {
+        PyDict::new(py)
+    } else {
+        values.cast::<PyDict>()?.clone()
+    };
+    for (channel, value) in values.iter() {
+        if inlinable(&value, none_inline)? {
+            inline.set_item(channel, value)?;
+        }
+    }
+    for (channel, version) in new_versions.iter() {
+        if inline.contains(&channel)? {
+            continue;
+        }
+        let channel_text: String = channel.extract()?;
+        let version_text = version.str()?;
+        let Some(value) = values.get_item(&channel)? else {
+            blobs.append(Py::new(
+                py,
+                PyNewBlob {
+                    channel: channel_text,
+                    version: version_text.to_str()?.to_owned(),
+                    type_tag: "empty".to_owned(),
+                    data: PyBytes::new(py, b"").unbind(),
+                    delta_base: None,
+                },
+            )?)?;
+            continue;
+        };
+        let (to_dump, base) = match plan {
+            Some(plan) if list_types.contains(value.get_type())? => {
+                let got = plan.call1((&channel, &version_text, &value))?;
+                let (to_dump, base): (Bound<'py, PyAny>, Option<String>) = got.extract()?;
+                (to_dump, base)
+            }
+            _ => (value, None),
+        };
+        let (type_tag, data) = dump(py, &to_dump, codec, dumps).map_err(|e| {
+            serialization_error(
+                py,
+                || {
+                    Ok(format!(
+                        "channel {} of checkpoint {} in thread {}",
+                        channel.repr()?,
+                        checkpoint_id.repr()?,
+                        thread_id.repr()?
+                    ))
+                },
+                &to_dump,
+                e,
+            )
+        })?;
+        blobs.append(Py::new(
+            py,
+            PyNewBlob {
+                channel: channel_text,
+                version: version_text.to_str()?.to_owned(),
+                type_tag,
+                data: data.unbind(),
+                delta_base: base,
+            },
+        )?)?;
+    }
+    Ok((inline, blobs))
+}
+
+/// `(type, data)` of `value`: see `put_values`.
+fn dump<'py>(
+    py: Python<'py>,
+    value: &Bound<'py, PyAny>,
+    codec: Option<&Bound<'py, PyMsgpackCodec>>,
+    dumps: &Bound<'py, PyAny>,
+) -> PyResult<(String, Bound<'py, PyBytes>)> {
+    if let Some(codec) = codec {
+        // RustSerializer.dumps_typed: None, bytes and what the codec cannot write go to it.
+        if !value.is_none() && !value.is_instance_of::<PyBytes>() && !value.is_instance_of::<pyo3::types::PyByteArray>()
+        {
+            if let Some(data) = codec.get().encode_bytes(py, value) {
+                return Ok(("msgpack".to_owned(), data));
+            }
+        }
+    }
+    let (type_tag, data): (String, Bound<'py, PyBytes>) = dumps.call1((value,))?.extract()?;
+    Ok((type_tag, data))
+}
+
+/// `SerializationError("cannot serialize {what}: a value of type {type}: {e}")`, caused by `e`.
+fn serialization_error(
+    py: Python<'_>,
+    what: impl FnOnce() -> PyResult<String>,
+    value: &Bound<'_, PyAny>,
+    e: PyErr,
+) -> PyErr {
+    let message = (|| {
+        Ok::<_, PyErr>(format!(
+            "cannot serialize {}: a value of type {}: {}",
+            what()?,
+            value.get_type().name()?,
+            e.value(py).str()?
+        ))
+    })();
+    match message {
+        Ok(message) => {
+            let err = super::exceptions::SerializationError::new_err(message);
+            err.set_cause(py, Some(e));
+            err
+        }
+        Err(other) => other,
+    }
+}
+
+/// The `NewWrite`s of a task's `put_writes`: each `(channel, value)` of `writes` serialized as
+/// `put_values` serializes a value (with `codec`, else by `dumps`), at LangGraph's index for
+/// its channel in `idx_map` (`WRITES_IDX_MAP`) or its position.
+///
+/// `None`, with nothing serialized, unless `writes` is a list or tuple of 2-tuples (the
+/// caller then unpacks them as Python does).
+///
+/// Raises `SerializationError` naming the channel and the task, from the serializer's error.
+#[pyfunction]
+#[pyo3(signature = (writes, task_id, *, idx_map, codec, dumps))]
+pub fn write_values<'py>(
+    py: Python<'py>,
+    writes: &Bound<'py, PyAny>,
+    task_id: &Bound<'py, PyAny>,
+    idx_map: &Bound<'py, PyDict>,
+    codec: Option<&Bound<'py, PyMsgpackCodec>>,
+    dumps: &Bound<'py, PyAny>,
+) -> PyResult<Option<Vec<Py<PyNewWrite>>>> {
+    let pairs: Vec<Bound<'py, PyAny>> = if let Ok(l) = writes.cast_exact::<PyList>() {
+        l.iter().collect()
+    } else if let Ok(t) = writes.cast_exact::<PyTuple>() {
+        t.iter().collect()
+    } else {
+        return Ok(None);
+    };
+    if !pairs
+        .iter()
+        .all(|p| p.cast_exact::<PyTuple>().is_ok_and(|t| t.len() == 2))
+    {
+        return Ok(None);
+    }
+    let mut items = Vec::with_capacity(pairs.len());
+    for (idx, pair) in pairs.into_iter().enumerate() {
+        let (channel, value): (Bound<'py, PyAny>, Bound<'py, PyAny>) = pair.extract()?;
+        let (type_tag, data) = dump(py, &value, codec, dumps).map_err(|e| {
+            serialization_error(
+                py,
+                || {
+                    Ok(format!(
+                        "write to channel {} by task {}",
+                        channel.repr()?,
+                        task_id.repr()?
+                    ))
+                },
+                &value,
+                e,
+            )
+        })?;
+        let idx = match idx_map.get_item(&channel)? {
+            Some(special) => special.extract()?,
+            None => idx as i64,
+        };
+        items.push(Py::new(
+            py,
+            PyNewWrite {
+                idx,
+                channel: channel.extract()?,
+                type_tag,
+                data: data.unbind(),
+            },
+        )?);
+    }
+    Ok(Some(items))
 }

@@ -9,8 +9,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
 use super::checkpoint::{
-    channel_history, checkpoint_row, meta_value, new_checkpoint, new_writes, prune_strategy, PyChannelHistory,
-    PyCheckpointRow, PyNewCheckpoint, PyNewWrites,
+    checkpoint_row, meta_value, new_checkpoint, shared, PyChannelHistory, PyCheckpointRow, PyNewCheckpoint, PyNewWrites,
 };
 use crate::checkpoint::postgres::{PgOptions, Postgres};
 use crate::checkpoint::{ListQuery, MetaFilter, Store};
@@ -92,9 +91,7 @@ impl PyPgCheckpointStore {
 
     /// Stores a task's writes; returns once committed.
     fn put_writes(&self, py: Python<'_>, writes: PyRef<'_, PyNewWrites>) -> PyResult<()> {
-        let w = new_writes(py, &writes)?;
-        // Waits for the group commit that carries these writes.
-        Ok(py.detach(|| self.store.put_writes(w))?)
+        shared::put_writes(py, &self.store, &writes)
     }
 
     /// Stores many checkpoints and writes in one transaction.
@@ -104,13 +101,7 @@ impl PyPgCheckpointStore {
         checkpoints: Vec<PyRef<'_, PyNewCheckpoint>>,
         writes: Vec<PyRef<'_, PyNewWrites>>,
     ) -> PyResult<()> {
-        let cps = checkpoints
-            .iter()
-            .map(|c| new_checkpoint(py, c))
-            .collect::<PyResult<Vec<_>>>()?;
-        let ws = writes.iter().map(|w| new_writes(py, w)).collect::<PyResult<Vec<_>>>()?;
-        // One transaction for the lot.
-        Ok(py.detach(|| self.store.put_many(cps, ws))?)
+        shared::put_many(py, &self.store, &checkpoints, &writes)
     }
 
     /// One checkpoint with its values and pending writes (the one with `checkpoint_id`, or the
@@ -126,8 +117,7 @@ impl PyPgCheckpointStore {
         cached: Vec<(String, String)>,
     ) -> PyResult<Option<PyCheckpointRow>> {
         // One statement, without the GIL.
-        let row = py.detach(|| self.store.get(thread_id, checkpoint_ns, checkpoint_id, &cached))?;
-        row.map(|r| checkpoint_row(py, r)).transpose()
+        shared::get(py, &self.store, thread_id, checkpoint_ns, checkpoint_id, &cached)
     }
 
     /// Checkpoints newest first, with their values and pending writes, from one statement.
@@ -176,12 +166,15 @@ impl PyPgCheckpointStore {
         channels: Vec<String>,
         cached: Vec<(String, String)>,
     ) -> PyResult<Vec<PyChannelHistory>> {
-        // The walk and the reads of writes and values run without the GIL.
-        let histories = py.detach(|| {
-            self.store
-                .delta_history(thread_id, checkpoint_ns, checkpoint_id, &channels, &cached)
-        })?;
-        histories.into_iter().map(|h| channel_history(py, h)).collect()
+        shared::delta_history(
+            py,
+            &self.store,
+            thread_id,
+            checkpoint_ns,
+            checkpoint_id,
+            &channels,
+            &cached,
+        )
     }
 
     /// Row counts and sizes: `checkpoints`, `blobs`, `delta_blobs`, `writes`,
@@ -215,8 +208,7 @@ impl PyPgCheckpointStore {
 
     /// `{"calls": n, "commits": m}`: write calls and the transactions that carried them.
     fn writer_stats(&self) -> HashMap<&'static str, u64> {
-        let (calls, commits) = self.store.writer_stats();
-        [("calls", calls), ("commits", commits)].into_iter().collect()
+        shared::writer_stats(&self.store)
     }
 
     /// `{"open": n, "idle": m, "reconnects": k}`.
@@ -245,16 +237,14 @@ impl PyPgCheckpointStore {
 
     #[pyo3(signature = (thread_ids, strategy = "keep_latest"))]
     fn prune(&self, py: Python<'_>, thread_ids: Vec<String>, strategy: &str) -> PyResult<()> {
-        let strategy = prune_strategy(strategy)?;
-        Ok(py.detach(|| self.store.prune(thread_ids, strategy))?)
+        shared::prune(py, &self.store, thread_ids, strategy)
     }
 
     /// Prunes, with `strategy`, every thread whose newest checkpoint was made before
     /// `cutoff_ms` (milliseconds since the Unix epoch), in one transaction; returns how many.
     #[pyo3(signature = (cutoff_ms, strategy = "delete"))]
     fn prune_idle(&self, py: Python<'_>, cutoff_ms: i64, strategy: &str) -> PyResult<u64> {
-        let strategy = prune_strategy(strategy)?;
-        Ok(py.detach(|| self.store.prune_idle(cutoff_ms, strategy))?)
+        shared::prune_idle(py, &self.store, cutoff_ms, strategy)
     }
 
     /// Commits what is queued and closes every connection. Later calls raise

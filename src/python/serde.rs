@@ -1083,6 +1083,11 @@ impl PyMsgpackCodec {
 }
 
 impl PyMsgpackCodec {
+    /// As `encode`, called from Rust.
+    pub(super) fn encode_bytes<'py>(&self, py: Python<'py>, obj: &Bound<'py, PyAny>) -> Option<Bound<'py, PyBytes>> {
+        self.encode(py, obj)
+    }
+
     /// As `decode`, for bytes held in Rust: `None` when only `ormsgpack` can say.
     pub(super) fn decode_bytes<'py>(&self, py: Python<'py>, data: &[u8]) -> Option<Bound<'py, PyAny>> {
         if !check_value(&mut Reader::new(data), 0) {
