@@ -163,9 +163,12 @@ impl Store<Postgres> {
     pub fn open_postgres(conninfo: &str, options: &PgOptions) -> Result<Self> {
         let (backend, conn) = Postgres::open(conninfo, options)?;
         let name = backend.describe();
-        // Half the pool commits at once (one batch per lane), so the other half stays free
-        // for reads.
-        let lanes = (0..(options.pool_size / 2).max(1))
+        // Two lanes (one with a pool of fewer than 4): a batch that waits for a lock (a prune
+        // of its thread) leaves the other lane to the rest of the process, and the rest of the
+        // pool stays free for reads. More lanes commit smaller batches, and a batch of lone
+        // puts is one statement whose cost per put falls as it grows (docs/benchmarks.md, "Two
+        // commit lanes").
+        let lanes = (0..(options.pool_size / 2).clamp(1, 2))
             .map(|_| {
                 Arc::new(Mutex::new(PgWriter {
                     pool: Arc::clone(&conn.pool),
