@@ -28,7 +28,6 @@ from typing import Any, Literal, cast
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
-    WRITES_IDX_MAP,
     BaseCheckpointSaver,
     ChannelVersions,
     Checkpoint,
@@ -49,7 +48,6 @@ from fast_langgraph._native import (
     PgCheckpointStore,
     SerializationError,
     put_values,
-    write_values,
 )
 from fast_langgraph.checkpoint._deltas import SeedCache
 from fast_langgraph.checkpoint._engine_saver import (
@@ -58,6 +56,7 @@ from fast_langgraph.checkpoint._engine_saver import (
     id_list,
     in_thread,
     stored_metadata,
+    write_items,
 )
 from fast_langgraph.serde import _ENCODER, RustSerializer
 
@@ -575,24 +574,7 @@ class RustPostgresCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyn
         """
         conf = configurable(config)
         thread_id = str(conf["thread_id"])
-        serde = self.serde
-        # Serialized in one native call (a list or tuple of pairs, as LangGraph passes).
-        items = write_values(
-            writes,
-            task_id,
-            idx_map=WRITES_IDX_MAP,
-            codec=_ENCODER if type(serde) is RustSerializer else None,
-            dumps=serde.dumps_typed,
-        )
-        if items is None:
-            items = [
-                NewWrite(
-                    WRITES_IDX_MAP.get(channel, idx),
-                    channel,
-                    *self._dumps(value, f"write to channel {channel!r} by task {task_id!r}"),
-                )
-                for idx, (channel, value) in enumerate(writes)
-            ]
+        items = write_items(self.serde, writes, task_id)
         key = CheckpointKey(thread_id, conf.get("checkpoint_ns", ""), conf["checkpoint_id"])
         self._store.put_writes(NewWrites(key, task_id, task_path, items))
 

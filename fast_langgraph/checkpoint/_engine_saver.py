@@ -19,22 +19,27 @@ from typing import Any, Literal, TypeVar
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
     EXCLUDED_METADATA_KEYS,
+    WRITES_IDX_MAP,
     BaseCheckpointSaver,
     ChannelVersions,
     Checkpoint,
     CheckpointMetadata,
     CheckpointTuple,
     DeltaChannelHistory,
+    SerializerProtocol,
     get_checkpoint_metadata,
 )
 
 from fast_langgraph._native import (
     CheckpointRow,
+    NewWrite,
     SerializationError,
     metadata_json,
     put_metadata_json,
+    write_values,
 )
 from fast_langgraph.checkpoint._batches import built_batches, decoded, decoded_batches
+from fast_langgraph.serde import _ENCODER, RustSerializer
 
 T = TypeVar("T")
 # Built once: ``json.dumps(..., ensure_ascii=False)`` builds a new encoder on every call.
@@ -281,6 +286,36 @@ def stored_metadata(
             ) from e
     run_id = md.get("run_id")
     return text, None if run_id is None else str(run_id)
+
+
+def write_items(
+    serde: SerializerProtocol, writes: Sequence[tuple[str, Any]], task_id: str
+) -> list[NewWrite]:
+    """A task's writes as stored: each one's index (``WRITES_IDX_MAP`` for the special
+    channels) and serialized value, in one native call for a list or tuple of pairs (as
+    LangGraph passes them), else one by one. A value that cannot be serialized raises
+    ``SerializationError`` naming its channel and the task."""
+    dumps = serde.dumps_typed
+    items = write_values(
+        writes,
+        task_id,
+        idx_map=WRITES_IDX_MAP,
+        codec=_ENCODER if type(serde) is RustSerializer else None,
+        dumps=dumps,
+    )
+    if items is not None:
+        return items
+    items = []
+    for idx, (channel, value) in enumerate(writes):
+        try:
+            type_, data = dumps(value)
+        except Exception as e:
+            raise SerializationError(
+                f"cannot serialize write to channel {channel!r} by task {task_id!r}: "
+                f"a value of type {type(value).__name__}: {e}"
+            ) from e
+        items.append(NewWrite(WRITES_IDX_MAP.get(channel, idx), channel, type_, data))
+    return items
 
 
 def json_ok(value: Any) -> bool:

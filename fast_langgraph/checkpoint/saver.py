@@ -28,7 +28,6 @@ from typing import Any, Literal, cast
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
-    WRITES_IDX_MAP,
     BaseCheckpointSaver,
     ChannelVersions,
     Checkpoint,
@@ -47,13 +46,11 @@ from fast_langgraph._native import (
     CheckpointStore,
     DeltaBaseMissingError,
     NewCheckpoint,
-    NewWrite,
     NewWrites,
     SerializationError,
     list_readers_pause,
     list_readers_resume,
     put_values,
-    write_values,
 )
 from fast_langgraph.checkpoint._deltas import (
     ListKey,
@@ -68,6 +65,7 @@ from fast_langgraph.checkpoint._engine_saver import (
     id_list,
     in_thread,
     stored_metadata,
+    write_items,
 )
 from fast_langgraph.checkpoint.sqlite_saver import export_sqlite_saver, import_sqlite_saver
 from fast_langgraph.serde import _ENCODER, RustSerializer
@@ -705,25 +703,7 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
                 "put_writes(): config must name the checkpoint the writes belong to, in "
                 f"config['configurable']['checkpoint_id']; got configurable={conf!r}"
             )
-        serde = self.serde
-        dumps = serde.dumps_typed
-        # Serialized in one native call (a list or tuple of pairs, as LangGraph passes).
-        items = write_values(
-            writes,
-            task_id,
-            idx_map=WRITES_IDX_MAP,
-            codec=_ENCODER if type(serde) is RustSerializer else None,
-            dumps=dumps,
-        )
-        if items is None:
-            items = []
-            for idx, (channel, value) in enumerate(writes):
-                try:
-                    type_, data = dumps(value)
-                except Exception as e:
-                    what = f"write to channel {channel!r} by task {task_id!r}"
-                    raise _serialization_error(what, value, e) from e
-                items.append(NewWrite(WRITES_IDX_MAP.get(channel, idx), channel, type_, data))
+        items = write_items(self.serde, writes, task_id)
         key = CheckpointKey(
             thread_id, _text(conf.get("checkpoint_ns", ""), "checkpoint_ns"), str(checkpoint_id)
         )
