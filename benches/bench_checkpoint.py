@@ -425,25 +425,29 @@ def build_graph(checkpointer: Any):
     return g.compile(checkpointer=checkpointer)
 
 
+def converse(graph: Any, conversations: int, turns: int, threads: int) -> tuple[float, list[str]]:
+    """`conversations` new conversations of `turns` invokes each, on a pool of `threads`
+    threads: the invokes per second, and the conversations' thread ids."""
+    prefix = uuid.uuid4().hex
+    thread_ids = [f"{prefix}-{t}" for t in range(conversations)]
+
+    def conversation(thread_id: str) -> None:
+        cfg = {"configurable": {"thread_id": thread_id}}
+        for i in range(turns):
+            graph.invoke({"messages": [HumanMessage(content=f"question {i}")], "results": []}, cfg)
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(conversation, thread_ids))
+    return conversations * turns / (time.perf_counter() - t0), thread_ids
+
+
 def bench_end_to_end(tmp: str, rounds: int, threads: int, per_thread: int) -> dict[str, float]:
     savers = {**make_savers(tmp, "e2e"), **ceiling_savers()}
     graphs = {name: build_graph(saver) for name, saver in savers.items()}
 
     def run(name: str) -> float:
-        graph = graphs[name]
-        prefix = uuid.uuid4().hex
-
-        def conversation(t: int) -> None:
-            cfg = {"configurable": {"thread_id": f"{prefix}-{t}"}}
-            for i in range(per_thread):
-                graph.invoke(
-                    {"messages": [HumanMessage(content=f"question {i}")], "results": []}, cfg
-                )
-
-        t0 = time.perf_counter()
-        with ThreadPoolExecutor(threads) as pool:
-            list(pool.map(conversation, range(threads)))
-        return (threads * per_thread) / (time.perf_counter() - t0)
+        return converse(graphs[name], threads, per_thread, threads)[0]
 
     for name in graphs:  # warm-up
         run(name)

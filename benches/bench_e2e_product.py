@@ -33,9 +33,6 @@ import os
 import statistics
 import sys
 import tempfile
-import time
-import uuid
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from _common import Workers
@@ -60,8 +57,7 @@ def _worker(mode: str, tmp: str) -> None:
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import sqlite3
 
-    from bench_checkpoint import build_graph, ceiling_savers  # the 8-node graph
-    from langchain_core.messages import HumanMessage
+    from bench_checkpoint import build_graph, ceiling_savers, converse  # the 8-node graph
     from langgraph.checkpoint.memory import InMemorySaver
     from langgraph.checkpoint.sqlite import SqliteSaver
 
@@ -84,20 +80,9 @@ def _worker(mode: str, tmp: str) -> None:
     threads_run: list[str] = []
 
     def rate() -> float:
-        prefix = uuid.uuid4().hex
-
-        def conversation(t: int) -> None:
-            cfg = {"configurable": {"thread_id": f"{prefix}-{t}"}}
-            for i in range(PER_THREAD):
-                graph.invoke(
-                    {"messages": [HumanMessage(content=f"question {i}")], "results": []}, cfg
-                )
-
-        t0 = time.perf_counter()
-        with ThreadPoolExecutor(THREADS) as pool:
-            list(pool.map(conversation, range(THREADS)))
-        threads_run.extend(f"{prefix}-{t}" for t in range(THREADS))
-        return THREADS * PER_THREAD / (time.perf_counter() - t0)
+        got, thread_ids = converse(graph, THREADS, PER_THREAD, THREADS)
+        threads_run.extend(thread_ids)
+        return got
 
     rate()  # warm-up
     print("ready", flush=True)

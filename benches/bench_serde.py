@@ -26,9 +26,7 @@ import sqlite3
 import statistics
 import sys
 import tempfile
-import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -100,7 +98,7 @@ def mixed(n_messages: int) -> dict:
 
 
 def bench_graph(rounds: int, threads: int = 20, per_thread: int = 10) -> None:
-    from bench_checkpoint import build_graph
+    from bench_checkpoint import build_graph, converse
     from langgraph.checkpoint.memory import InMemorySaver
     from langgraph.checkpoint.sqlite import SqliteSaver
 
@@ -122,19 +120,7 @@ def bench_graph(rounds: int, threads: int = 20, per_thread: int = 10) -> None:
     graphs = {name: build_graph(saver) for name, saver in savers.items()}
 
     def run(name: str) -> float:
-        graph, prefix = graphs[name], uuid.uuid4().hex
-
-        def conversation(t: int) -> None:
-            cfg = {"configurable": {"thread_id": f"{prefix}-{t}"}}
-            for i in range(per_thread):
-                graph.invoke(
-                    {"messages": [HumanMessage(content=f"question {i}")], "results": []}, cfg
-                )
-
-        t0 = time.perf_counter()
-        with ThreadPoolExecutor(threads) as pool:
-            list(pool.map(conversation, range(threads)))
-        return threads * per_thread / (time.perf_counter() - t0)
+        return converse(graphs[name], threads, per_thread, threads)[0]
 
     for name in graphs:
         run(name)

@@ -26,13 +26,10 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_checkpoint import build_graph, ceiling_savers
-from langchain_core.messages import HumanMessage
+from bench_checkpoint import build_graph, ceiling_savers, converse
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.sqlite import SqliteSaver
 
@@ -71,19 +68,7 @@ def main() -> None:
         graph = build_graph(saver)
 
         def rate() -> float:
-            prefix = uuid.uuid4().hex
-
-            def conversation(t: int) -> None:
-                cfg = {"configurable": {"thread_id": f"{prefix}-{t}"}}
-                for i in range(PER_CONVERSATION):
-                    graph.invoke(
-                        {"messages": [HumanMessage(content=f"question {i}")], "results": []}, cfg
-                    )
-
-            t0 = time.perf_counter()
-            with ThreadPoolExecutor(threads) as pool:
-                list(pool.map(conversation, range(CONVERSATIONS)))
-            return CONVERSATIONS * PER_CONVERSATION / (time.perf_counter() - t0)
+            return converse(graph, CONVERSATIONS, PER_CONVERSATION, threads)[0]
 
         rate()  # warm-up
         gc_time = [0.0, 0.0]  # total, start of the collection in progress
