@@ -288,17 +288,22 @@ fn a_closed_file_is_an_error() {
     ));
 }
 
-fn unreachable_redis(absorb: bool, local: bool) -> TieredCache<String> {
-    let store = RedisStore::open(
+/// A Redis store whose server cannot be reached (port 1), with or without its near cache.
+fn unreachable_store(near: bool) -> RedisStore {
+    RedisStore::open(
         "redis://127.0.0.1:1/",
         RedisOptions {
             namespace: "t".into(),
             connect_timeout: Duration::from_millis(200),
             io_timeout: Duration::from_millis(200),
-            near: false,
+            near,
         },
     )
-    .unwrap();
+    .unwrap()
+}
+
+fn unreachable_redis(absorb: bool, local: bool) -> TieredCache<String> {
+    let store = unreachable_store(false);
     TieredCache::new(
         TieredOptions {
             local,
@@ -362,16 +367,7 @@ fn without_a_server_single_flight_is_local() {
 #[test]
 fn a_near_cache_without_its_server_serves_nothing_and_counts_misses() {
     let h = TestHost::default();
-    let store = RedisStore::open(
-        "redis://127.0.0.1:1/",
-        RedisOptions {
-            namespace: "t".into(),
-            connect_timeout: Duration::from_millis(200),
-            io_timeout: Duration::from_millis(200),
-            near: true,
-        },
-    )
-    .unwrap();
+    let store = unreachable_store(true);
     let c = TieredCache::new(
         TieredOptions {
             local: false,
