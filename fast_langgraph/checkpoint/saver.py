@@ -318,17 +318,7 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
         if type(serde) is RustSerializer:
             # The default serializer: the store builds the tuple itself, as list() does.
             return self._store.get_tuple(
-                thread_id,
-                ns,
-                checkpoint_id,
-                cached,
-                config,
-                serde._codec(),
-                serde.loads_typed,
-                _METADATA_SCAN,
-                _load_metadata,
-                self._load_value,
-                CheckpointTuple,
+                thread_id, ns, checkpoint_id, cached, config, *self._tuple_parts(serde)
             )
         row = self._store.get(thread_id, ns, checkpoint_id, cached)
         if row is None:
@@ -399,8 +389,14 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
             return self._iter_batches(batches, py_filter, limit)
         # The default serializer: the store builds each batch's CheckpointTuples itself,
         # decoding through the serializer's codec (the same values _to_tuple gives).
-        build = partial(
-            batches.next_tuples,
+        build = partial(batches.next_tuples, *self._tuple_parts(serde))
+        return self._iter_built(batches, build, py_filter, limit)
+
+    def _tuple_parts(self, serde: RustSerializer) -> tuple[Any, ...]:
+        """What the store builds ``CheckpointTuple``s with, for ``get_tuple`` and each batch
+        of ``list``: the default serializer's codec and decoder, the metadata decoders, the
+        value loader and the tuple class."""
+        return (
             serde._codec(),
             serde.loads_typed,
             _METADATA_SCAN,
@@ -408,7 +404,6 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
             self._load_value,
             CheckpointTuple,
         )
-        return self._iter_built(batches, build, py_filter, limit)
 
     def _to_tuple(self, row: CheckpointRow, config: RunnableConfig | None) -> CheckpointTuple:
         loads = self.serde.loads_typed
