@@ -61,7 +61,9 @@ class CheckpointKey:
 @final
 class NewBlob:
     """A channel value to store under its channel version. With `delta_base`, `data` holds
-    only the items appended to the list stored under that version of the same channel."""
+    only the items appended to the list stored under that version of the same channel. With
+    `keep_existing`, a value already stored under the same version stays as it is (the SQLite
+    store); otherwise it is replaced."""
 
     def __new__(
         cls,
@@ -70,6 +72,7 @@ class NewBlob:
         type_tag: str,
         data: bytes,
         delta_base: str | None = None,
+        keep_existing: bool = False,
     ) -> Self: ...
     @property
     def channel(self) -> str: ...
@@ -81,6 +84,18 @@ class NewBlob:
     def data(self) -> bytes: ...
     @property
     def delta_base(self) -> str | None: ...
+    @property
+    def keep_existing(self) -> bool: ...
+
+@final
+class PackedValue:
+    """A channel value with its msgpack bytes, which `MsgpackCodec.encode` writes as they are
+    wherever it meets it: how `put_values` puts a small value inside its checkpoint."""
+
+    @property
+    def value(self) -> Any: ...
+    @property
+    def data(self) -> bytes: ...
 
 @final
 class NewCheckpoint:
@@ -196,14 +211,27 @@ def put_values(
     dumps: Callable[[Any], tuple[str, bytes]],
     thread_id: object,
     checkpoint_id: object,
+    inline_max: int = 0,
+    versions: dict[str, Any] | None = None,
+    placed: dict[str, tuple[str, bool]] | None = None,
+    keep_apart: tuple[type, ...] | None = None,
 ) -> tuple[dict[str, Any], list[NewBlob]]:
-    """A put's channel values, split: the small scalars that travel inside the checkpoint
-    (`bool`, `int` in msgpack's range, `float`, `str` of at most 256 characters, exact types,
-    and `None` with `none_inline`), and a `NewBlob` for every other channel of `new_versions`
-    (`"empty"` for a channel without a value). With `codec` a value is encoded as
-    `RustSerializer.dumps_typed` does, through `dumps` when the codec cannot say; without it,
-    by `dumps`. A value whose exact type is in `list_types` is first given to
-    `plan(channel, version, value)`, which returns what to serialize and the delta base.
+    """A put's channel values, split: those that travel inside the checkpoint, and a
+    `NewBlob` for every other channel of `new_versions` (`"empty"` for a channel without a
+    value). With `codec` a value is encoded as `RustSerializer.dumps_typed` does, through
+    `dumps` when the codec cannot say; without it, by `dumps`. A value whose exact type is in
+    `list_types` is first given to `plan(channel, version, value)`, which returns what to
+    serialize and the delta base.
+
+    Inside travel the small scalars (`bool`, `int` in msgpack's range, `float`, `str` of at
+    most 256 characters, exact types, and `None` with `none_inline`) and, with `inline_max`
+    and `codec`, other values as `PackedValue`s:
+    - a changed value (in `new_versions`) stored whole, not of a `keep_apart` type, while the
+      packed values total at most `inline_max` bytes;
+    - an unchanged value (its version in `versions`) that `placed[channel] == (version,
+      True)` says was kept inside. With `(version, False)` the checkpoint refers to its blob.
+      When `placed` does not know the version, a value of at most `inline_max` bytes travels
+      inside and a larger one gets a `keep_existing` blob (a `keep_apart` one is referred to).
 
     Raises:
         SerializationError: a value cannot be serialized; the message names the channel, the

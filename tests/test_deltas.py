@@ -224,19 +224,21 @@ def test_copy_and_delete_keep_chains_whole(tmp_path: Path) -> None:
 
 def test_after_a_restart_the_first_step_is_a_delta_over_what_was_read(tmp_path: Path) -> None:
     path = tmp_path / "r.db"
+    # Long enough that the history is stored apart (a short one stays inside its checkpoint).
+    pad = " and more" * 40
     first = RustSQLiteCheckpointer(path)
-    _run_chat(chat_graph(first), "r", ["q0", "q1", "q2a", "q3a", "q4a"])
+    _run_chat(chat_graph(first), "r", [q + pad for q in ["q0", "q1", "q2a", "q3a", "q4a"]])
     before = _delta_rows(first)
     first.close()
     second = RustSQLiteCheckpointer(path)  # a new saver knows no versions yet
     graph = chat_graph(second)
-    _run_chat(graph, "r", ["q2"])
+    _run_chat(graph, "r", ["q2" + pad])
     after = _delta_rows(second)
     assert after[1] > before[1], (before, after)
     contents = [
         m.content for m in graph.get_state({"configurable": {"thread_id": "r"}}).values["messages"]
     ]
-    questions = ["q0", "q1", "q2a", "q3a", "q4a", "q2"]
+    questions = [q + pad for q in ["q0", "q1", "q2a", "q3a", "q4a", "q2"]]
     assert contents == [text for q in questions for text in (q, f"reply to {q}")]
 
 

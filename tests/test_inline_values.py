@@ -1,6 +1,9 @@
-"""Small scalar channel values (bool, int, float, short str) are kept inside their checkpoint
-instead of as blob rows: every read gives back the values that were put, of the same types,
-from get_tuple and list alike, at every checkpoint of a thread, with any serializer."""
+"""Small channel values are kept inside their checkpoint instead of as blob rows: scalars
+(bool, int, float, short str) with any serializer, and, with the default serializer, other
+values whose msgpack is small (up to 2 KB in all per checkpoint). Every read gives back the
+values that were put, of the same types, from get_tuple and list alike, at every checkpoint of
+a thread; a checkpoint that does not change such a value carries it too, whether or not this
+process wrote the one before."""
 
 from __future__ import annotations
 
@@ -34,6 +37,8 @@ VALUES: dict[str, Any] = {
     "messages": [HumanMessage("hi", id="1"), AIMessage("hello", id="2")],
 }
 INLINE = {"count", "ratio", "nan", "flag", "route", "empty"}
+# Small values of other types: the default serializer's msgpack of them travels inside too.
+PACKED = {"long", "color", "messages"}
 
 
 def same(a: dict[str, Any], b: dict[str, Any]) -> bool:
@@ -92,9 +97,13 @@ def test_values_come_back_as_put_with_their_types(tmp_path: Path, encrypted: boo
         assert old is not None and same(old.checkpoint["channel_values"], VALUES)
         listed = read_all(saver, "t")
         assert same(listed[0], later) and same(listed[1], VALUES)
-        # Blobs only for what is not inline: 5 values at the first checkpoint, the history
-        # again at the second.
-        assert saver.storage_stats()["blobs"] == len(VALUES) - len(INLINE) + 1
+        if encrypted:
+            # Blobs only for what is not inline: 4 values at the first checkpoint, the
+            # history again at the second.
+            assert saver.storage_stats()["blobs"] == len(VALUES) - len(INLINE) + 1
+        else:
+            # Only None (the serializer's "null", not msgpack) is stored apart.
+            assert saver.storage_stats()["blobs"] == len(VALUES) - len(INLINE) - len(PACKED)
         assert saver.check() == []
 
 
@@ -151,7 +160,7 @@ def test_the_new_checkpoint_names_the_versions_of_the_values_stored_apart() -> N
     versions["gone"] = 9  # a version with no value: an "empty" blob
     cp["channel_versions"] = versions
     new = saver._new_checkpoint("t", "", None, cp, {"step": 1}, versions, None)
-    apart = [k for k in versions if k not in INLINE]
+    apart = [k for k in versions if k not in INLINE | PACKED]
     assert new.channel_versions == tuple((k, str(versions[k])) for k in apart)
     assert [(b.channel, b.version) for b in new.blobs] == [(k, str(versions[k])) for k in apart]
     assert [b.type_tag for b in new.blobs if b.channel == "gone"] == ["empty"]
@@ -312,3 +321,195 @@ def test_write_values_serialize_as_put_writes_did(encrypted: bool) -> None:
     assert str(e.value).startswith(
         "cannot serialize write to channel 'bad' by task 'tk': a value of type object: "
     )
+
+
+# -- Small values of any type inside the checkpoint (the default serializer) ------------------
+
+
+def _cfg(thread: str, checkpoint_id: str | None = None) -> dict[str, Any]:
+    conf: dict[str, Any] = {"thread_id": thread, "checkpoint_ns": ""}
+    if checkpoint_id:
+        conf["checkpoint_id"] = checkpoint_id
+    return {"configurable": conf}
+
+
+def _values_at(saver: RustSQLiteCheckpointer, thread: str, checkpoint_id: str) -> dict[str, Any]:
+    got = saver.get_tuple(_cfg(thread, checkpoint_id))
+    assert got is not None
+    return got.checkpoint["channel_values"]
+
+
+def _step(saver, thread: str, parent: str | None, values: dict, versions: dict, changed) -> str:
+    cp = empty_checkpoint()
+    cp["channel_values"] = dict(values)
+    cp["channel_versions"] = dict(versions)
+    cfg = _cfg(thread, parent)
+    return saver.put(cfg, cp, {"step": 1}, {k: versions[k] for k in changed})["configurable"][
+        "checkpoint_id"
+    ]
+
+
+SMALL = [HumanMessage("short question", id="s1"), AIMessage("short answer", id="s2")]
+LARGE = [HumanMessage("x" * 3000, id="l1")]
+
+
+def test_a_small_value_goes_inside_and_a_large_one_apart(tmp_path: Path) -> None:
+    with RustSQLiteCheckpointer(tmp_path / "c.db") as saver:
+        v = {"small": "1", "large": "1"}
+        cid = _step(saver, "t", None, {"small": SMALL, "large": LARGE}, v, v)
+        assert saver.storage_stats()["blobs"] == 1
+        assert _values_at(saver, "t", cid) == {"small": SMALL, "large": LARGE}
+        assert read_all(saver, "t") == [{"small": SMALL, "large": LARGE}]
+
+
+def test_the_values_inside_share_2_kb(tmp_path: Path) -> None:
+    """Two new values of 1.5 KB: the first goes inside, the second apart."""
+    a, b = ["a" * 1500], ["b" * 1500]
+    with RustSQLiteCheckpointer(tmp_path / "c.db") as saver:
+        v = {"a": "1", "b": "1"}
+        cid = _step(saver, "t", None, {"a": a, "b": b}, v, v)
+        assert saver.storage_stats()["blobs"] == 1
+        assert _values_at(saver, "t", cid) == {"a": a, "b": b}
+
+
+def test_every_checkpoint_carries_the_unchanged_values_it_keeps_inside(tmp_path: Path) -> None:
+    """A value kept inside has no blob, so each checkpoint that does not change it carries it
+    again; a large one is referred to and stored once. Copy, prune and reopen keep them."""
+    path = tmp_path / "c.db"
+    with RustSQLiteCheckpointer(path) as saver:
+        versions = {"small": "1", "large": "1", "n": "1"}
+        ids = [_step(saver, "t", None, {"small": SMALL, "large": LARGE, "n": 0}, versions, versions)]
+        for i in range(1, 4):
+            versions = {**versions, "n": str(i + 1)}
+            values = {"small": SMALL, "large": LARGE, "n": i}
+            ids.append(_step(saver, "t", ids[-1], values, versions, ["n"]))
+        assert saver.storage_stats()["blobs"] == 1
+        for i, cid in enumerate(ids):
+            assert _values_at(saver, "t", cid) == {"small": SMALL, "large": LARGE, "n": i}
+        saver.copy_thread("t", "u")
+        saver.prune(["t"], strategy="keep_latest")
+    with RustSQLiteCheckpointer(path) as saver:
+        assert read_all(saver, "t") == [{"small": SMALL, "large": LARGE, "n": 3}]
+        assert read_all(saver, "u") == [
+            {"small": SMALL, "large": LARGE, "n": i} for i in reversed(range(4))
+        ]
+        assert saver.check() == []
+
+
+def test_a_new_saver_continues_a_thread_it_did_not_write(tmp_path: Path) -> None:
+    """A saver that neither wrote nor read the thread's last checkpoint (a restart, another
+    process) does not know where its unchanged values are: a small one goes inside, a large one
+    gets a blob that leaves the stored one as it is."""
+    path = tmp_path / "c.db"
+    versions = {"small": "1", "large": "1", "n": "1"}
+    with RustSQLiteCheckpointer(path) as saver:
+        first = _step(saver, "t", None, {"small": SMALL, "large": LARGE, "n": 0}, versions, versions)
+    with RustSQLiteCheckpointer(path) as saver:
+        assert saver._placed.get(("t", "")) is None
+        bumped = {**versions, "n": "2"}
+        second = _step(saver, "t", first, {"small": SMALL, "large": LARGE, "n": 1}, bumped, ["n"])
+        assert _values_at(saver, "t", second) == {"small": SMALL, "large": LARGE, "n": 1}
+        assert _values_at(saver, "t", first) == {"small": SMALL, "large": LARGE, "n": 0}
+        assert saver.storage_stats()["blobs"] == 1
+        assert saver.check() == []
+
+
+def test_a_value_grown_in_place_without_a_new_version_is_not_lost(tmp_path: Path) -> None:
+    """A node that appends to its state's list in place changes the value without a new
+    version. A saver that does not know where that version was stored finds it too large to
+    carry inside, and stores it apart: the checkpoint still reads back whole."""
+    path = tmp_path / "c.db"
+    grown = list(SMALL)
+    versions = {"msgs": "1", "n": "1"}
+    with RustSQLiteCheckpointer(path) as saver:
+        first = _step(saver, "t", None, {"msgs": grown, "n": 0}, versions, versions)
+    grown.append(HumanMessage("y" * 3000, id="g"))
+    with RustSQLiteCheckpointer(path) as saver:
+        bumped = {**versions, "n": "2"}
+        second = _step(saver, "t", first, {"msgs": grown, "n": 1}, bumped, ["n"])
+        assert _values_at(saver, "t", second) == {"msgs": grown, "n": 1}
+        assert _values_at(saver, "t", first) == {"msgs": SMALL, "n": 0}
+
+
+def test_a_read_tells_the_next_put_where_the_values_are(tmp_path: Path) -> None:
+    path = tmp_path / "c.db"
+    versions = {"small": "1", "large": "1", "n": "1"}
+    with RustSQLiteCheckpointer(path) as saver:
+        _step(saver, "t", None, {"small": SMALL, "large": LARGE, "n": 0}, versions, versions)
+        assert saver._placed.get(("t", "")) == {
+            "small": ("1", True),
+            "large": ("1", False),
+            "n": ("1", True),
+        }
+    with RustSQLiteCheckpointer(path) as saver:
+        saver.get_tuple(_cfg("t"))
+        assert saver._placed.get(("t", "")) == {
+            "small": ("1", True),
+            "large": ("1", False),
+            "n": ("1", True),
+        }
+        saver.delete_thread("t")
+        assert saver._placed.get(("t", "")) is None
+
+
+def test_delta_channel_snapshots_and_other_serializers_keep_values_apart(tmp_path: Path) -> None:
+    from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+    from langgraph.checkpoint.serde.types import _DeltaSnapshot
+
+    cp = empty_checkpoint()
+    cp["channel_values"] = {"snap": _DeltaSnapshot([1, 2]), "small": SMALL}
+    cp["channel_versions"] = {"snap": "1", "small": "1"}
+    with RustSQLiteCheckpointer(tmp_path / "a.db") as saver:
+        new = saver._new_checkpoint("t", "", None, cp, {}, cp["channel_versions"], None)
+        assert [b.channel for b in new.blobs] == ["snap"]
+    with RustSQLiteCheckpointer(tmp_path / "b.db", serde=JsonPlusSerializer()) as saver:
+        new = saver._new_checkpoint("t", "", None, cp, {}, cp["channel_versions"], None)
+        assert [b.channel for b in new.blobs] == ["snap", "small"]
+
+
+def test_a_checkpoint_the_codec_cannot_write_still_carries_its_values(tmp_path: Path) -> None:
+    """When the codec cannot write the checkpoint itself (here a dict subclass among its
+    fields), the serializer writes it with the values themselves inside."""
+
+    class Seen(dict):
+        pass
+
+    cp = empty_checkpoint()
+    cp["channel_values"] = {"small": SMALL}
+    cp["channel_versions"] = {"small": "1"}
+    cp["versions_seen"] = Seen({"node": {"small": "1"}})
+    with RustSQLiteCheckpointer(tmp_path / "c.db") as saver:
+        cid = saver.put(_cfg("t"), cp, {}, {"small": "1"})["configurable"]["checkpoint_id"]
+        assert saver.storage_stats()["blobs"] == 0
+        got = saver.get_tuple(_cfg("t", cid))
+        assert got is not None and got.checkpoint["channel_values"] == {"small": SMALL}
+        assert got.checkpoint["versions_seen"] == {"node": {"small": "1"}}
+
+
+@pytest.mark.parametrize("seed", [5, [1, 2]], ids=["int", "list"])
+def test_a_value_kept_inside_seeds_a_delta_channel_history_as_stock(
+    tmp_path: Path, seed: Any
+) -> None:
+    """A channel that became a DeltaChannel starts its history from the plain value an
+    ancestor stored, wherever that ancestor kept it: the same history as SqliteSaver's."""
+    from langgraph.checkpoint.sqlite import SqliteSaver
+
+    def run(saver: Any) -> Any:
+        cp = empty_checkpoint()
+        cp["channel_values"] = {"ch": seed}
+        cp["channel_versions"] = {"ch": "1"}
+        first = saver.put(_cfg("t"), cp, {}, {"ch": "1"})
+        saver.put_writes(first, [("ch", 7)], "task-1")
+        cp2 = empty_checkpoint()
+        cp2["channel_values"] = {}
+        cp2["channel_versions"] = {"ch": "2"}
+        second = saver.put(first, cp2, {}, {"ch": "2"})
+        return saver.get_delta_channel_history(config=second, channels=["ch"])
+
+    conn = sqlite3.connect(tmp_path / "stock.db", check_same_thread=False)
+    want = run(SqliteSaver(conn))
+    conn.close()
+    with RustSQLiteCheckpointer(tmp_path / "c.db") as saver:
+        got = run(saver)
+    assert got == want
+    assert got["ch"]["seed"] == seed

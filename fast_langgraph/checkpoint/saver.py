@@ -47,6 +47,7 @@ from fast_langgraph._native import (
     DeltaBaseMissingError,
     NewCheckpoint,
     NewWrites,
+    PackedValue,
     SerializationError,
     list_readers_pause,
     list_readers_resume,
@@ -59,6 +60,7 @@ from fast_langgraph.checkpoint._deltas import (
     SeedCache,
     list_items,
 )
+from fast_langgraph.checkpoint._placement import INLINE_MAX, Placements
 from fast_langgraph.checkpoint._engine_saver import (
     EngineSaver,
     configurable,
@@ -77,6 +79,8 @@ _SCALARS = (str, int, float, bool, type(None))
 
 # The values put() offers to be stored as append-only deltas (see list_items).
 _LIST_TYPES = (list, _DeltaSnapshot)
+# Kept apart, as blobs, whatever their size: a DeltaChannel's history is read from blobs.
+_KEPT_APART = (_DeltaSnapshot,)
 
 _METADATA_DECODER = json.JSONDecoder()
 # What JSONDecoder.raw_decode calls: (value, end), or StopIteration.
@@ -174,6 +178,7 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
         self.busy_timeout = float(busy_timeout)
         self._lists = ListVersions()
         self._seeds = SeedCache()
+        self._placed = Placements()
         self._store: CheckpointStore | _StoreInChild = self._open_store()
         self._track_fork()
 
@@ -189,6 +194,7 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
         on the child's first call (an in-memory database cannot be, and keeps refusing)."""
         self._lists = ListVersions()
         self._seeds = SeedCache()
+        self._placed = Placements()
         store = self._store
         inherited = store.inherited if isinstance(store, _StoreInChild) else store
         if self.path != ":memory:" and not inherited.closed:
@@ -285,6 +291,16 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
                 return None
             tup, stored = got
             self._seeds.fill(tup.checkpoint, thread_id, ns, [])
+            cached = []
+        # A put on this checkpoint keeps inside what it keeps inside (see Placements).
+        values = tup.checkpoint["channel_values"]
+        apart = {ch for ch, _ in stored}
+        apart.update(ch for ch, _ in cached)
+        self._placed.set(
+            (thread_id, ns),
+            tup.checkpoint["channel_versions"],
+            [ch for ch in tup.checkpoint["channel_versions"] if ch in apart or ch not in values],
+        )
         if self.delta:
             # The graph builds its next state from these very objects: remember them, so the
             # next put can store only what is appended to them.
@@ -554,12 +570,14 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
             new_versions,
             config,
             remembered if self.delta else None,
+            self._placed,
         )
         try:
             self._store.put(new)
         except DeltaBaseMissingError:
             # A base was pruned or deleted since we saw it: store full values.
             self._lists.forget_thread(str(thread_id))
+            self._placed.forget_thread(str(thread_id))
             remembered.clear()
             new = self._new_checkpoint(
                 str(thread_id),
@@ -570,9 +588,15 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
                 new_versions,
                 config,
                 remembered,
+                self._placed,
                 use_deltas=False,
             )
             self._store.put(new)
+        self._placed.set(
+            (str(thread_id), ns),
+            checkpoint["channel_versions"],
+            [ch for ch, _ in new.channel_versions],
+        )
         self._lists.remember_many(remembered)
         if self._seeds:
             # A version stored again may hold another value.
@@ -596,6 +620,7 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
         new_versions: ChannelVersions,
         config: RunnableConfig | None,
         remembered: builtins.list[tuple[ListKey, Remembered]] | None = None,
+        placements: Placements | None = None,
         *,
         use_deltas: bool = True,
     ) -> NewCheckpoint:
@@ -603,7 +628,9 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
 
         With ``remembered`` (a list), list channels may be stored as deltas over the version
         this process last stored or read, and what to remember after a successful put is
-        appended to it.
+        appended to it. With the default serializer, small values travel inside the
+        checkpoint (see ``put_values``); ``placements`` says where the values the checkpoint
+        does not change were stored (see ``Placements``).
         """
         ns = _text(ns, "checkpoint_ns")
         c: dict[str, Any] = dict(checkpoint)
@@ -646,15 +673,26 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
             dumps=dumps,
             thread_id=thread_id,
             checkpoint_id=checkpoint["id"],
+            inline_max=INLINE_MAX,
+            versions=c.get("channel_versions"),
+            placed=placements.get((thread_id, ns)) if placements is not None else None,
+            keep_apart=_KEPT_APART,
         )
         if inline:
             c["channel_values"] = inline
+            if remembered:
+                # A value kept inside the checkpoint has no blob: no delta can extend it.
+                remembered[:] = [r for r in remembered if r[0][2] not in inline]
         # The default serializer's codec writes the checkpoint (a dict) itself, as its
         # dumps_typed would; what it cannot write goes to dumps_typed.
         data = _ENCODER.encode(c) if codec is not None else None
         if data is not None:
             type_ = "msgpack"
         else:
+            if inline:
+                c["channel_values"] = {
+                    ch: v.value if type(v) is PackedValue else v for ch, v in inline.items()
+                }
             try:
                 type_, data = dumps(c)
             except Exception as e:
@@ -708,6 +746,7 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
         """Delete every checkpoint and write of a thread."""
         self._lists.forget_thread(str(thread_id))
         self._seeds.forget_thread(str(thread_id))
+        self._placed.forget_thread(str(thread_id))
         self._store.delete_thread(str(thread_id))
 
     def delete_for_runs(self, run_ids: Sequence[str]) -> None:
@@ -716,6 +755,7 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
         (see docs/checkpointer.md, "Retention")."""
         run_ids = [str(r) for r in id_list(run_ids, "run_ids")]
         self._lists.clear()
+        self._placed.clear()
         self._seeds.clear()
         self._store.delete_for_runs(run_ids)
 
@@ -741,6 +781,7 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
         thread_ids = [str(t) for t in id_list(thread_ids, "thread_ids")]
         for thread_id in thread_ids:
             self._lists.forget_thread(thread_id)
+            self._placed.forget_thread(thread_id)
             self._seeds.forget_thread(thread_id)
         # The store checks the strategy and names it in its ValueError.
         self._store.prune(thread_ids, cast(Literal["keep_latest", "delete"], strategy))
@@ -790,6 +831,7 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
             )
         cutoff_ms = int((now - max_idle).timestamp() * 1000)
         self._lists.clear()
+        self._placed.clear()
         self._seeds.clear()
         return self._store.prune_idle(cutoff_ms, strategy)
 

@@ -182,6 +182,52 @@ fn map_entries(data: &[u8]) -> Option<Vec<(&[u8], &[u8])>> {
     (pos == data.len()).then_some(entries)
 }
 
+/// A value the checkpoint `map` keeps inside: the encoded value under `channel` in its
+/// `channel_values` map, with that channel's version from its `channel_versions` map as text
+/// (a string as it is, an integer written out; `None` for another kind). `None` if the
+/// checkpoint holds no value for `channel`, or is not a well-formed msgpack map.
+pub fn kept_value<'a>(map: &'a [u8], channel: &str) -> Option<(&'a [u8], Option<String>)> {
+    let top = map_entries(map)?;
+    let entry = |name: &str| {
+        top.iter()
+            .find(|(k, _)| read_str(k).is_some_and(|(s, _)| s == name.as_bytes()))
+            .map(|(_, v)| *v)
+    };
+    let find = |inner: &'a [u8]| -> Option<&'a [u8]> {
+        map_entries(inner)?
+            .into_iter()
+            .find(|(k, _)| read_str(k).is_some_and(|(s, _)| s == channel.as_bytes()))
+            .map(|(_, v)| v)
+    };
+    let value = find(entry("channel_values")?)?;
+    let version = entry("channel_versions").and_then(find).and_then(version_text);
+    Some((value, version))
+}
+
+/// A channel version as `str(version)` gives it in Python: a msgpack string, or an integer.
+fn version_text(data: &[u8]) -> Option<String> {
+    if let Some((s, _)) = read_str(data) {
+        return std::str::from_utf8(s).ok().map(str::to_owned);
+    }
+    let be = |n: usize| -> Option<u64> {
+        Some(data.get(1..=n)?.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b)))
+    };
+    let n: i128 = match *data.first()? {
+        b @ 0x00..=0x7f => i128::from(b),
+        b @ 0xe0..=0xff => i128::from(b as i8),
+        0xcc => i128::from(be(1)?),
+        0xcd => i128::from(be(2)?),
+        0xce => i128::from(be(4)?),
+        0xcf => i128::from(be(8)?),
+        0xd0 => i128::from(be(1)? as u8 as i8),
+        0xd1 => i128::from(be(2)? as u16 as i16),
+        0xd2 => i128::from(be(4)? as u32 as i32),
+        0xd3 => i128::from(be(8)? as i64),
+        _ => return None,
+    };
+    Some(n.to_string())
+}
+
 /// A map entry on its way out: its name, its key if already encoded, and its encoded value.
 type Named<'a> = (&'a [u8], Option<&'a [u8]>, &'a [u8]);
 

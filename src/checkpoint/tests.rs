@@ -20,6 +20,7 @@ fn cp(thread: &str, id: &str, parent: Option<&str>, run: &str, versions: &[(&str
                 type_tag: "bytes".into(),
                 data: format!("{c}@{v}").into_bytes(),
                 delta_base: None,
+                keep_existing: false,
             })
             .collect(),
     }
@@ -252,6 +253,7 @@ fn delta(version: &str, base: &str, data: &str) -> Blob {
         type_tag: "t".into(),
         data: data.as_bytes().to_vec(),
         delta_base: Some(base.into()),
+        keep_existing: false,
     }
 }
 
@@ -577,6 +579,7 @@ fn reading_one_checkpoint_returns_what_the_general_query_returns() {
             type_tag: "empty".into(),
             data: Vec::new(),
             delta_base: None,
+            keep_existing: false,
         },
     ];
     store.put(second).unwrap();

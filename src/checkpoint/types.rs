@@ -48,6 +48,12 @@ pub struct Blob {
     pub data: Vec<u8>,
     /// For an append-only delta: the version of the same channel it extends.
     pub delta_base: Option<String>,
+    /// Store it only if no value is stored under the same key yet: a value the checkpoint
+    /// refers to without having changed it, written in case no earlier checkpoint stored it
+    /// apart (an earlier one may have kept it in its own row). Otherwise it replaces the stored
+    /// one, as LangGraph's savers do. The SQLite backend honours it; the PostgreSQL saver never
+    /// sets it, and its backend replaces.
+    pub keep_existing: bool,
 }
 
 /// A channel value as read back: the serialized segments whose concatenation is the value,

@@ -10,7 +10,7 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 
-use super::serde::PyMsgpackCodec;
+use super::serde::{PyMsgpackCodec, PyPackedValue};
 
 use crate::checkpoint::{
     Blob, ChannelHistory, ChannelValue, ListQuery, ListStream, MetaFilter, MetaValue, NewCheckpoint, NewWrite,
@@ -60,19 +60,28 @@ pub struct PyNewBlob {
     type_tag: String,
     data: Py<PyBytes>,
     delta_base: Option<String>,
+    keep_existing: bool,
 }
 
 #[pymethods]
 impl PyNewBlob {
     #[new]
-    #[pyo3(signature = (channel, version, type_tag, data, delta_base = None))]
-    fn new(channel: String, version: String, type_tag: String, data: Py<PyBytes>, delta_base: Option<String>) -> Self {
+    #[pyo3(signature = (channel, version, type_tag, data, delta_base = None, keep_existing = false))]
+    fn new(
+        channel: String,
+        version: String,
+        type_tag: String,
+        data: Py<PyBytes>,
+        delta_base: Option<String>,
+        keep_existing: bool,
+    ) -> Self {
         Self {
             channel,
             version,
             type_tag,
             data,
             delta_base,
+            keep_existing,
         }
     }
 }
@@ -890,6 +899,7 @@ pub(super) fn new_checkpoint(py: Python<'_>, c: &PyNewCheckpoint) -> PyResult<Ne
                 type_tag: b.type_tag.clone(),
                 data: b.data.as_bytes(py).to_vec(),
                 delta_base: b.delta_base.clone(),
+                keep_existing: b.keep_existing,
             })
         })
         .collect::<PyResult<Vec<_>>>()?;
@@ -1280,19 +1290,35 @@ fn inlinable(v: &Bound<'_, PyAny>, none_too: bool) -> PyResult<bool> {
     Ok(v.is_exact_instance_of::<PyFloat>() || v.is_exact_instance_of::<PyBool>())
 }
 
-/// The channel values of a `put`, split: the small scalars that travel inside the checkpoint
-/// (`(inline, blobs)`'s dict, in the values' order), and a `NewBlob` for each channel of
-/// `new_versions` that is not one of them: `"empty"` for a channel without a value, else the
-/// value serialized. With `codec` (the default serializer's), a value is encoded here, as
-/// `RustSerializer.dumps_typed` does, and by `dumps` when the codec cannot say; without it,
-/// by `dumps` (the saver's `serde.dumps_typed`). A value whose exact type is one of
-/// `list_types` is first given to `plan(channel, version, value)`, which returns what to
-/// serialize and the delta base (or `None`).
+/// The channel values of a `put`, split: those that travel inside the checkpoint
+/// (`(inline, blobs)`'s dict) and a `NewBlob` for each channel of `new_versions` that is not
+/// one of them: `"empty"` for a channel without a value, else the value serialized. With
+/// `codec` (the default serializer's), a value is encoded here, as `RustSerializer.dumps_typed`
+/// does, and by `dumps` when the codec cannot say; without it, by `dumps` (the saver's
+/// `serde.dumps_typed`). A value whose exact type is one of `list_types` is first given to
+/// `plan(channel, version, value)`, which returns what to serialize and the delta base (or
+/// `None`).
+///
+/// What travels inside: the small scalars (see `inlinable`), and, with `inline_max` > 0 and a
+/// `codec`, other values whose msgpack is small, as `PackedValue`s (the codec writes their
+/// bytes into the checkpoint):
+/// - a value the checkpoint changes (in `new_versions`), stored whole (no delta base), not of
+///   a `keep_apart` type, while the packed values stay within `inline_max` bytes in all;
+/// - a value it does not change (its version in `versions`, as the parent had it), where
+///   `placed[channel]` says the checkpoint that stored that version kept it inside:
+///   `(version, True)`. `(version, False)` means it is stored apart, and the checkpoint
+///   refers to it. When `placed` does not know the version, a value of at most `inline_max`
+///   bytes travels inside and a larger one gets a blob that leaves a stored one as it is
+///   (`keep_existing`): either way the checkpoint can be read whichever way that version
+///   was stored. A value of a `keep_apart` type it does not know is referred to, as before.
 ///
 /// Raises `SerializationError` naming the channel, the checkpoint and the thread, from the
 /// serializer's error.
 #[pyfunction]
-#[pyo3(signature = (values, new_versions, *, none_inline, list_types, plan, codec, dumps, thread_id, checkpoint_id))]
+#[pyo3(signature = (
+    values, new_versions, *, none_inline, list_types, plan, codec, dumps, thread_id, checkpoint_id,
+    inline_max = 0, versions = None, placed = None, keep_apart = None
+))]
 #[allow(clippy::too_many_arguments)] // what one put's values are serialized with
 pub fn put_values<'py>(
     py: Python<'py>,
@@ -1305,6 +1331,10 @@ pub fn put_values<'py>(
     dumps: &Bound<'py, PyAny>,
     thread_id: &Bound<'py, PyAny>,
     checkpoint_id: &Bound<'py, PyAny>,
+    inline_max: usize,
+    versions: Option<&Bound<'py, PyDict>>,
+    placed: Option<&Bound<'py, PyDict>>,
+    keep_apart: Option<&Bound<'py, PyTuple>>,
 ) -> PyResult<(Bound<'py, PyDict>, Bound<'py, PyList>)> {
     let inline = PyDict::new(py);
     let blobs = PyList::empty(py);
@@ -1318,34 +1348,8 @@ pub fn put_values<'py>(
             inline.set_item(channel, value)?;
         }
     }
-    for (channel, version) in new_versions.iter() {
-        if inline.contains(&channel)? {
-            continue;
-        }
-        let channel_text: String = channel.extract()?;
-        let version_text = version.str()?;
-        let Some(value) = values.get_item(&channel)? else {
-            blobs.append(Py::new(
-                py,
-                PyNewBlob {
-                    channel: channel_text,
-                    version: version_text.to_str()?.to_owned(),
-                    type_tag: "empty".to_owned(),
-                    data: PyBytes::new(py, b"").unbind(),
-                    delta_base: None,
-                },
-            )?)?;
-            continue;
-        };
-        let (to_dump, base) = match plan {
-            Some(plan) if list_types.contains(value.get_type())? => {
-                let got = plan.call1((&channel, &version_text, &value))?;
-                let (to_dump, base): (Bound<'py, PyAny>, Option<String>) = got.extract()?;
-                (to_dump, base)
-            }
-            _ => (value, None),
-        };
-        let (type_tag, data) = dump(py, &to_dump, codec, dumps).map_err(|e| {
+    let dump_named = |channel: &Bound<'py, PyAny>, value: &Bound<'py, PyAny>| {
+        dump(py, value, codec, dumps).map_err(|e| {
             serialization_error(
                 py,
                 || {
@@ -1356,20 +1360,111 @@ pub fn put_values<'py>(
                         thread_id.repr()?
                     ))
                 },
-                &to_dump,
+                value,
                 e,
             )
-        })?;
-        blobs.append(Py::new(
+        })
+    };
+    let kept_apart = |value: &Bound<'py, PyAny>| -> PyResult<bool> {
+        Ok(match keep_apart {
+            Some(types) => types.contains(value.get_type())?,
+            None => false,
+        })
+    };
+    let blob = |channel: String, version: String, type_tag: String, data: Bound<'py, PyBytes>, delta_base, keep_existing| {
+        Py::new(
             py,
             PyNewBlob {
-                channel: channel_text,
-                version: version_text.to_str()?.to_owned(),
+                channel,
+                version,
                 type_tag,
                 data: data.unbind(),
-                delta_base: base,
+                delta_base,
+                keep_existing,
             },
-        )?)?;
+        )
+    };
+    // Bytes of packed values the checkpoint may still take in.
+    let mut room = inline_max;
+    if inline_max > 0 && codec.is_some() {
+        if let Some(versions) = versions {
+            // The values this checkpoint does not change: inside, or referred to, as the
+            // checkpoint that stored their version decided.
+            for (channel, value) in values.iter() {
+                if inline.contains(&channel)? || new_versions.contains(&channel)? {
+                    continue;
+                }
+                let Some(version) = versions.get_item(&channel)? else {
+                    continue;
+                };
+                let version_text = version.str()?;
+                let known = match placed.map(|p| p.get_item(&channel)).transpose()?.flatten() {
+                    Some(entry) => {
+                        let (at, inside): (Bound<'py, PyAny>, bool) = entry.extract()?;
+                        if at.eq(&version_text)? {
+                            Some(inside)
+                        } else {
+                            None
+                        }
+                    }
+                    None => None,
+                };
+                match known {
+                    Some(false) => continue,
+                    None if kept_apart(&value)? => continue,
+                    _ => {}
+                }
+                let (type_tag, data) = dump_named(&channel, &value)?;
+                let size = data.as_bytes().len();
+                if type_tag == "msgpack" && (known == Some(true) || size <= inline_max) {
+                    room = room.saturating_sub(size);
+                    inline.set_item(&channel, Py::new(py, PyPackedValue { value: value.unbind(), data: data.unbind() })?)?;
+                } else {
+                    blobs.append(blob(
+                        channel.extract()?,
+                        version_text.to_str()?.to_owned(),
+                        type_tag,
+                        data,
+                        None,
+                        known.is_none(),
+                    )?)?;
+                }
+            }
+        }
+    }
+    for (channel, version) in new_versions.iter() {
+        if inline.contains(&channel)? {
+            continue;
+        }
+        let channel_text: String = channel.extract()?;
+        let version_text = version.str()?;
+        let Some(value) = values.get_item(&channel)? else {
+            blobs.append(blob(
+                channel_text,
+                version_text.to_str()?.to_owned(),
+                "empty".to_owned(),
+                PyBytes::new(py, b""),
+                None,
+                false,
+            )?)?;
+            continue;
+        };
+        let (to_dump, base) = match plan {
+            Some(plan) if list_types.contains(value.get_type())? => {
+                let got = plan.call1((&channel, &version_text, &value))?;
+                let (to_dump, base): (Bound<'py, PyAny>, Option<String>) = got.extract()?;
+                (to_dump, base)
+            }
+            _ => (value.clone(), None),
+        };
+        let (type_tag, data) = dump_named(&channel, &to_dump)?;
+        let size = data.as_bytes().len();
+        if base.is_none() && type_tag == "msgpack" && size <= room && codec.is_some() && !kept_apart(&value)? {
+            room -= size;
+            inline.set_item(&channel, Py::new(py, PyPackedValue { value: value.unbind(), data: data.unbind() })?)?;
+            continue;
+        }
+        blobs.append(blob(channel_text, version_text.to_str()?.to_owned(), type_tag, data, base, false)?)?;
     }
     Ok((inline, blobs))
 }

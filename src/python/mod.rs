@@ -37,7 +37,7 @@ mod _native {
     #[pymodule_export]
     use super::postgres::PyPgCheckpointStore;
     #[pymodule_export]
-    use super::serde::PyMsgpackCodec;
+    use super::serde::{PyMsgpackCodec, PyPackedValue};
     #[pymodule_export]
     use super::sqlite_saver::{PySqliteSaverRow, PySqliteSaverStore};
 

@@ -106,6 +106,16 @@ pub struct PyMsgpackCodec {
     resolved: Mutex<HashMap<(String, String, String), Py<PyAny>>>,
 }
 
+/// A value already serialized by the codec (its msgpack bytes), which the codec writes as
+/// those bytes wherever it meets it: a checkpoint's small channel values, serialized once to
+/// learn their size, travel inside the checkpoint this way (see `put_values`). `value` is the
+/// value itself, for a serializer that cannot take the bytes.
+#[pyclass(frozen, get_all, name = "PackedValue", module = "fast_langgraph._native")]
+pub struct PyPackedValue {
+    pub value: Py<PyAny>,
+    pub data: Py<PyBytes>,
+}
+
 /// Standard-library values written natively, as the stock `default` hook writes them.
 #[derive(Clone, Copy)]
 enum Native {
@@ -403,6 +413,9 @@ impl PyMsgpackCodec {
             Ok(())
         } else if let Some(native) = self.native(v) {
             write_native(w, native, v)
+        } else if let Ok(packed) = v.cast_exact::<PyPackedValue>() {
+            w.raw(packed.get().data.as_bytes(v.py()));
+            Ok(())
         } else if let Some(class) = self.message_class(v) {
             let start = w.len();
             match self.write_message(w, class, v, depth) {

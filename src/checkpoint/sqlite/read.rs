@@ -12,6 +12,7 @@ use super::exec;
 use crate::checkpoint::chain::{
     blob_key, channel_values, merge_values_into_checkpoint, parse_versions, At, BlobKey, Segment,
 };
+use crate::checkpoint::msgpack;
 use crate::checkpoint::stream::{self, Producer};
 use crate::checkpoint::{
     ChannelHistory, ChannelValue, ListQuery, MetaFilter, MetaValue, StorageStats, StoredCheckpoint, StoredWrite,
@@ -690,23 +691,26 @@ fn delta_history_in_transaction(
         return Ok(empty());
     };
     let wanted = serde_json::Value::from(channels.to_vec()).to_string();
-    // Each row: an ancestor (depth 0 is the target), its parent, and those of the wanted
-    // channels that hold a stored value there, as (channel, version) pairs. CROSS JOIN pins
-    // the walk as the outer loop, so each step is one primary-key lookup; SQLite produces the
+    // Each row: an ancestor (depth 0 is the target), its parent, those of the wanted
+    // channels that hold a stored value there, as (channel, version) pairs, and the
+    // checkpoint itself with its type, for the values it keeps inside. CROSS JOIN pins the
+    // walk as the outer loop, so each step is one primary-key lookup; SQLite produces the
     // recursive rows lazily, so leaving the loop early ends the walk.
     let mut walk = conn.prepare_cached(
-        "WITH RECURSIVE anc(depth, checkpoint_id, parent, versions) AS (
-            SELECT 0, checkpoint_id, parent_checkpoint_id, channel_versions FROM flg_checkpoints
+        "WITH RECURSIVE anc(depth, checkpoint_id, parent, versions, type, checkpoint) AS (
+            SELECT 0, checkpoint_id, parent_checkpoint_id, channel_versions, type, checkpoint
+              FROM flg_checkpoints
              WHERE thread_id = ?1 AND checkpoint_ns = ?2 AND checkpoint_id = ?3
             UNION ALL
-            SELECT a.depth + 1, c.checkpoint_id, c.parent_checkpoint_id, c.channel_versions
+            SELECT a.depth + 1, c.checkpoint_id, c.parent_checkpoint_id, c.channel_versions, c.type, c.checkpoint
               FROM anc AS a CROSS JOIN flg_checkpoints AS c
                 ON c.thread_id = ?1 AND c.checkpoint_ns = ?2 AND c.checkpoint_id = a.parent)
          SELECT a.depth, a.checkpoint_id,
                 (SELECT json_group_array(json_array(j.key, j.value))
                    FROM json_each(a.versions) AS j CROSS JOIN flg_blobs AS b
                      ON b.thread_id = ?1 AND b.checkpoint_ns = ?2 AND b.version = j.value AND b.channel = j.key
-                  WHERE j.key IN (SELECT value FROM json_each(?4)) AND b.type <> 'empty')
+                  WHERE j.key IN (SELECT value FROM json_each(?4)) AND b.type <> 'empty'),
+                a.type, a.checkpoint
            FROM anc AS a",
     )?;
     let mut rows = walk.query(rusqlite::params![thread_id, checkpoint_ns, target, wanted])?;
@@ -717,6 +721,8 @@ fn delta_history_in_transaction(
     let mut remaining: HashSet<&str> = channels.iter().map(String::as_str).collect();
     let mut span: HashMap<&str, usize> = HashMap::new();
     let mut seeds: Vec<(String, String)> = Vec::new();
+    // (channel, version, encoded value) of the values kept inside an ancestor's row.
+    let mut kept: Vec<(String, Option<String>, Vec<u8>)> = Vec::new();
     while let Some(row) = rows.next()? {
         let depth: i64 = row.get(0)?;
         let id: String = row.get(1)?;
@@ -750,6 +756,22 @@ fn delta_history_in_transaction(
         for (ch, version) in stored {
             if remaining.remove(ch.as_str()) {
                 seeds.push((ch, version));
+            }
+        }
+        // A value the ancestor keeps inside its own row (a small one; see `put_values`) ends
+        // the history as a stored one does.
+        if !remaining.is_empty() && row.get::<_, Option<String>>(3)?.as_deref() == Some(msgpack::MSGPACK) {
+            if let Some(data) = row.get::<_, Option<Vec<u8>>>(4)? {
+                let data = data.as_slice();
+                for ch in channels {
+                    if !remaining.contains(ch.as_str()) {
+                        continue;
+                    }
+                    if let Some((value, version)) = msgpack::kept_value(data, ch) {
+                        remaining.remove(ch.as_str());
+                        kept.push((ch.clone(), version, value.to_vec()));
+                    }
+                }
             }
         }
         if remaining.is_empty() {
@@ -808,6 +830,25 @@ fn delta_history_in_transaction(
                 if let Some(ws) = by_checkpoint.get(&(id.as_str(), ch.as_str())) {
                     writes.extend(ws.iter().cloned());
                 }
+            }
+            if let Some((_, version, value)) = kept.iter().find(|(c, _, _)| c == ch) {
+                let held = version
+                    .as_ref()
+                    .is_some_and(|v| cached.iter().any(|(c, cv)| c == ch && cv == v));
+                return ChannelHistory {
+                    channel: ch.clone(),
+                    writes,
+                    seed: Some(ChannelValue {
+                        channel: ch.clone(),
+                        segments: if held {
+                            Vec::new()
+                        } else {
+                            vec![(msgpack::MSGPACK.to_owned(), value.clone())]
+                        },
+                        deltas: 0,
+                    }),
+                    seed_version: version.clone(),
+                };
             }
             let seed_version = seeds.iter().find(|(c, _)| c == ch).map(|(_, v)| v.clone());
             let seed = match &seed_version {

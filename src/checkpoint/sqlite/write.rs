@@ -166,6 +166,7 @@ fn put(conn: &Connection, cp: &NewCheckpoint, existing: Existing) -> Result<bool
         return Ok(false); // kept as it was
     }
     let mut stmt = conn.prepare_cached(insert_blob)?;
+    let mut keep_blob = conn.prepare_cached(KEEP_BLOB)?;
     let mut base_exists = conn.prepare_cached(
         "SELECT 1 FROM flg_blobs WHERE thread_id = ?1 AND checkpoint_ns = ?2 AND channel = ?3 AND version = ?4",
     )?;
@@ -192,7 +193,8 @@ fn put(conn: &Connection, cp: &NewCheckpoint, existing: Existing) -> Result<bool
                 )));
             }
         }
-        stmt.execute(params![
+        let insert = if b.keep_existing { &mut keep_blob } else { &mut stmt };
+        insert.execute(params![
             cp.thread_id,
             cp.checkpoint_ns,
             b.channel,

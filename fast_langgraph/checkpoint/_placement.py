@@ -1,0 +1,64 @@
+"""Where each channel value of a thread's latest checkpoint lives: inside the checkpoint's own
+row, or apart, as a blob under its version.
+
+A checkpoint keeps its small values inside its row (one row written, where a blob costs a row
+and a key of its own). A later checkpoint that does not change such a value must carry it
+inside too, since no blob holds it; one that refers to a blob must find it stored. This is
+what ``put`` passes to ``put_values`` as ``placed``. Without it (another process wrote the
+thread, or the entry was dropped) ``put_values`` still writes a checkpoint that reads back
+whole; it only serializes the values it does not change to find out.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+# (thread_id, checkpoint_ns)
+ThreadKey = tuple[str, str]
+# channel -> (version as text, kept inside the checkpoint)
+Placed = dict[str, tuple[str, bool]]
+
+INLINE_MAX = 2048
+"""Most bytes of serialized channel values (beyond the small scalars) a checkpoint keeps
+inside its own row: half a 4 KB page, so that the row, with the checkpoint's other columns,
+stays on its page instead of spilling onto overflow pages."""
+
+
+class Placements:
+    """For each (thread, namespace), the placement of the values of the checkpoint this
+    process last wrote or read there. Bounded: the least recently used threads are dropped.
+    Safe to use from many threads."""
+
+    MAX_ENTRIES = 4096
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[ThreadKey, Placed] = OrderedDict()
+
+    def get(self, key: ThreadKey) -> Placed | None:
+        with self._lock:
+            return self._entries.get(key)
+
+    def set(self, key: ThreadKey, versions: Mapping[str, Any], apart: Iterable[str]) -> None:
+        """Records a checkpoint's placement: every channel of ``versions`` is kept inside it
+        but those of ``apart``."""
+        apart = set(apart)
+        placed = {ch: (str(v), ch not in apart) for ch, v in versions.items()}
+        with self._lock:
+            held = self._entries
+            held[key] = placed
+            held.move_to_end(key)
+            while len(held) > self.MAX_ENTRIES:
+                held.popitem(last=False)
+
+    def forget_thread(self, thread_id: str) -> None:
+        with self._lock:
+            for key in [k for k in self._entries if k[0] == thread_id]:
+                del self._entries[key]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
