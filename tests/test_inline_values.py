@@ -138,14 +138,16 @@ def test_copy_prune_and_reopen_keep_inline_values(tmp_path: Path) -> None:
 
 def test_the_file_is_marked_so_older_builds_refuse_it(tmp_path: Path) -> None:
     """Builds before schema 4 would lose the inline values of a checkpoint that also has
-    blobs; the file says it is version 4, which they refuse without touching it."""
+    blobs, and builds before schema 5 would write checkpoints that refer to blobs never
+    written for values kept inside; the file says it is version 5, which they refuse without
+    touching it."""
     path = tmp_path / "c.db"
     RustSQLiteCheckpointer(path).close()
     with sqlite3.connect(path) as conn:
         (version,) = conn.execute(
             "SELECT value FROM flg_meta WHERE key = 'schema_version'"
         ).fetchone()
-    assert version == "4"
+    assert version == "5"
 
 
 def test_the_new_checkpoint_names_the_versions_of_the_values_stored_apart() -> None:
@@ -378,7 +380,9 @@ def test_every_checkpoint_carries_the_unchanged_values_it_keeps_inside(tmp_path:
     path = tmp_path / "c.db"
     with RustSQLiteCheckpointer(path) as saver:
         versions = {"small": "1", "large": "1", "n": "1"}
-        ids = [_step(saver, "t", None, {"small": SMALL, "large": LARGE, "n": 0}, versions, versions)]
+        ids = [
+            _step(saver, "t", None, {"small": SMALL, "large": LARGE, "n": 0}, versions, versions)
+        ]
         for i in range(1, 4):
             versions = {**versions, "n": str(i + 1)}
             values = {"small": SMALL, "large": LARGE, "n": i}
@@ -403,7 +407,9 @@ def test_a_new_saver_continues_a_thread_it_did_not_write(tmp_path: Path) -> None
     path = tmp_path / "c.db"
     versions = {"small": "1", "large": "1", "n": "1"}
     with RustSQLiteCheckpointer(path) as saver:
-        first = _step(saver, "t", None, {"small": SMALL, "large": LARGE, "n": 0}, versions, versions)
+        first = _step(
+            saver, "t", None, {"small": SMALL, "large": LARGE, "n": 0}, versions, versions
+        )
     with RustSQLiteCheckpointer(path) as saver:
         assert saver._placed.get(("t", "")) is None
         bumped = {**versions, "n": "2"}

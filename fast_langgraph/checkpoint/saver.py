@@ -60,7 +60,6 @@ from fast_langgraph.checkpoint._deltas import (
     SeedCache,
     list_items,
 )
-from fast_langgraph.checkpoint._placement import INLINE_MAX, Placements
 from fast_langgraph.checkpoint._engine_saver import (
     EngineSaver,
     configurable,
@@ -69,6 +68,7 @@ from fast_langgraph.checkpoint._engine_saver import (
     stored_metadata,
     write_items,
 )
+from fast_langgraph.checkpoint._placement import INLINE_MAX, Placements
 from fast_langgraph.checkpoint.sqlite_saver import export_sqlite_saver, import_sqlite_saver
 from fast_langgraph.serde import _ENCODER, RustSerializer
 
@@ -550,8 +550,10 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
         metadata: CheckpointMetadata,
         new_versions: ChannelVersions,
     ) -> RunnableConfig:
-        """Store a checkpoint. Only the channels in ``new_versions`` are serialized and
-        written; the others keep their stored versions. Returns once committed.
+        """Store a checkpoint. The channels in ``new_versions`` are serialized and written;
+        the others keep their stored versions, but for the small values the checkpoint keeps
+        inside (see docs/checkpointer.md, "Storage"), which it carries again. Returns once
+        committed.
 
         Raises:
             SerializationError: a channel value or metadata value cannot be serialized; the
@@ -660,9 +662,10 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
                 remembered.append((key, Remembered(version, tuple(items), chain)))
                 return to_dump, base
 
-        # Small scalars travel inside the checkpoint, as PostgresSaver keeps them: a blob row
-        # and its key for a counter would cost more than the counter. The other values of
-        # new_versions are serialized in one native call.
+        # Small values travel inside the checkpoint: a blob row and its key for a counter or
+        # a short history would cost more than the value. Scalars with any serializer, as
+        # PostgresSaver keeps them; other values with the default one, up to INLINE_MAX bytes.
+        # The other values of new_versions are serialized in the same native call.
         inline, blobs = put_values(
             c.pop("channel_values", None),
             new_versions if type(new_versions) is dict else dict(new_versions),

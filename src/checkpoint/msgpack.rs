@@ -209,9 +209,8 @@ fn version_text(data: &[u8]) -> Option<String> {
     if let Some((s, _)) = read_str(data) {
         return std::str::from_utf8(s).ok().map(str::to_owned);
     }
-    let be = |n: usize| -> Option<u64> {
-        Some(data.get(1..=n)?.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b)))
-    };
+    let be =
+        |n: usize| -> Option<u64> { Some(data.get(1..=n)?.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b))) };
     let n: i128 = match *data.first()? {
         b @ 0x00..=0x7f => i128::from(b),
         b @ 0xe0..=0xff => i128::from(b as i8),
@@ -596,5 +595,51 @@ mod tests {
         assert_eq!(extend_string_map(&base, "zz", &entries), None);
         assert_eq!(extend_string_map(&base, "a", &entries), None);
         assert_eq!(extend_string_map(&[0x91, 0x01], "cv", &entries), None);
+    }
+
+    /// `{"v": 1, "channel_values": {"a": [1, 2], "s": "x"}, "channel_versions": {"a": "7.1",
+    /// "s": 300, "n": -2}}`, built by hand.
+    fn checkpoint() -> Vec<u8> {
+        let mut v = vec![0x83];
+        push_str(&mut v, "v").unwrap();
+        v.push(0x01);
+        push_str(&mut v, "channel_values").unwrap();
+        v.push(0x82);
+        push_str(&mut v, "a").unwrap();
+        v.extend_from_slice(&[0x92, 0x01, 0x02]);
+        push_str(&mut v, "s").unwrap();
+        push_str(&mut v, "x").unwrap();
+        push_str(&mut v, "channel_versions").unwrap();
+        v.push(0x83);
+        push_str(&mut v, "a").unwrap();
+        push_str(&mut v, "7.1").unwrap();
+        push_str(&mut v, "s").unwrap();
+        v.extend_from_slice(&[0xcd, 0x01, 0x2c]);
+        push_str(&mut v, "n").unwrap();
+        v.push(0xfe);
+        v
+    }
+
+    #[test]
+    fn kept_value_finds_a_value_and_its_version() {
+        let cp = checkpoint();
+        assert_eq!(
+            kept_value(&cp, "a"),
+            Some((&[0x92u8, 0x01, 0x02][..], Some("7.1".to_owned())))
+        );
+        assert_eq!(
+            kept_value(&cp, "s"),
+            Some((&[0xa1u8, b'x'][..], Some("300".to_owned())))
+        );
+        // A version with no value kept inside, a channel it does not know, a damaged map.
+        assert_eq!(kept_value(&cp, "n"), None);
+        assert_eq!(kept_value(&cp, "zz"), None);
+        assert_eq!(kept_value(&cp[..cp.len() - 1], "a"), None);
+        assert_eq!(version_text(&[0xfe]), Some("-2".to_owned()));
+        assert_eq!(
+            version_text(&[0xd3, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]),
+            Some("-1".to_owned())
+        );
+        assert_eq!(version_text(&[0xcb, 0, 0, 0, 0, 0, 0, 0, 0]), None);
     }
 }

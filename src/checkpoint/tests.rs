@@ -514,37 +514,41 @@ fn a_version_1_file_is_migrated_with_every_value_and_chain() {
             r.get(0)
         })
         .unwrap();
-    assert_eq!(version, "4");
+    assert_eq!(version, "5");
 }
 
-/// Version 4 changed no table: a version-3 file reads as it was and is marked 4, so that
-/// builds from before refuse it.
+/// Versions 4 and 5 changed no table: a version-3 or version-4 file reads as it was and is
+/// marked 5, so that builds from before refuse it.
 #[test]
-fn a_version_3_file_is_marked_4_with_every_value() {
-    let path = temp_db("v3.db");
-    let before = {
+fn version_3_and_4_files_are_marked_5_with_every_value() {
+    for old in ["3", "4"] {
+        let path = temp_db(&format!("v{old}.db"));
+        let before = {
+            let store = Store::open(&path, &StoreOptions::default()).unwrap();
+            store.put(cp("u", "1", None, "r", &[("m", "1"), ("n", "1")])).unwrap();
+            let listed = all(&store, "u");
+            store.close();
+            listed
+        };
+        let meta = |sql: &str| {
+            let conn = rusqlite::Connection::open(&path).unwrap();
+            conn.execute_batch(sql).unwrap();
+            conn.query_row("SELECT value FROM flg_meta WHERE key = 'schema_version'", [], |r| {
+                r.get::<_, String>(0)
+            })
+            .unwrap()
+        };
+        assert_eq!(
+            meta(&format!(
+                "UPDATE flg_meta SET value = '{old}' WHERE key = 'schema_version'"
+            )),
+            old
+        );
         let store = Store::open(&path, &StoreOptions::default()).unwrap();
-        store.put(cp("u", "1", None, "r", &[("m", "1"), ("n", "1")])).unwrap();
-        let listed = all(&store, "u");
+        assert_eq!(all(&store, "u"), before);
         store.close();
-        listed
-    };
-    let meta = |sql: &str| {
-        let conn = rusqlite::Connection::open(&path).unwrap();
-        conn.execute_batch(sql).unwrap();
-        conn.query_row("SELECT value FROM flg_meta WHERE key = 'schema_version'", [], |r| {
-            r.get::<_, String>(0)
-        })
-        .unwrap()
-    };
-    assert_eq!(
-        meta("UPDATE flg_meta SET value = '3' WHERE key = 'schema_version'"),
-        "3"
-    );
-    let store = Store::open(&path, &StoreOptions::default()).unwrap();
-    assert_eq!(all(&store, "u"), before);
-    store.close();
-    assert_eq!(meta(""), "4");
+        assert_eq!(meta(""), "5");
+    }
 }
 
 #[test]

@@ -1371,19 +1371,20 @@ pub fn put_values<'py>(
             None => false,
         })
     };
-    let blob = |channel: String, version: String, type_tag: String, data: Bound<'py, PyBytes>, delta_base, keep_existing| {
-        Py::new(
-            py,
-            PyNewBlob {
-                channel,
-                version,
-                type_tag,
-                data: data.unbind(),
-                delta_base,
-                keep_existing,
-            },
-        )
-    };
+    let blob =
+        |channel: String, version: String, type_tag: String, data: Bound<'py, PyBytes>, delta_base, keep_existing| {
+            Py::new(
+                py,
+                PyNewBlob {
+                    channel,
+                    version,
+                    type_tag,
+                    data: data.unbind(),
+                    delta_base,
+                    keep_existing,
+                },
+            )
+        };
     // Bytes of packed values the checkpoint may still take in.
     let mut room = inline_max;
     if inline_max > 0 && codec.is_some() {
@@ -1418,7 +1419,16 @@ pub fn put_values<'py>(
                 let size = data.as_bytes().len();
                 if type_tag == "msgpack" && (known == Some(true) || size <= inline_max) {
                     room = room.saturating_sub(size);
-                    inline.set_item(&channel, Py::new(py, PyPackedValue { value: value.unbind(), data: data.unbind() })?)?;
+                    inline.set_item(
+                        &channel,
+                        Py::new(
+                            py,
+                            PyPackedValue {
+                                value: value.unbind(),
+                                data: data.unbind(),
+                            },
+                        )?,
+                    )?;
                 } else {
                     blobs.append(blob(
                         channel.extract()?,
@@ -1461,10 +1471,26 @@ pub fn put_values<'py>(
         let size = data.as_bytes().len();
         if base.is_none() && type_tag == "msgpack" && size <= room && codec.is_some() && !kept_apart(&value)? {
             room -= size;
-            inline.set_item(&channel, Py::new(py, PyPackedValue { value: value.unbind(), data: data.unbind() })?)?;
+            inline.set_item(
+                &channel,
+                Py::new(
+                    py,
+                    PyPackedValue {
+                        value: value.unbind(),
+                        data: data.unbind(),
+                    },
+                )?,
+            )?;
             continue;
         }
-        blobs.append(blob(channel_text, version_text.to_str()?.to_owned(), type_tag, data, base, false)?)?;
+        blobs.append(blob(
+            channel_text,
+            version_text.to_str()?.to_owned(),
+            type_tag,
+            data,
+            base,
+            false,
+        )?)?;
     }
     Ok((inline, blobs))
 }

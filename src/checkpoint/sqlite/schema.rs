@@ -11,6 +11,10 @@
 //! A blob with a `delta_base` holds only the items a list channel appended to the blob of that
 //! earlier version; a NULL `delta_base` is a full value. Small columns come before the blob, so
 //! that reading them never walks the blob's overflow pages.
+//! Small values (up to 2 KB of them, with the default serializer) are not blobs: the
+//! checkpoint's own row carries them inside its serialized checkpoint, and so does every
+//! later checkpoint that does not change them (schema 5), so that a step of a small state
+//! writes one row.
 use rusqlite::Connection;
 
 use crate::checkpoint::Synchronous;
@@ -38,7 +42,7 @@ const WAL_AUTOCHECKPOINT_PAGES: u32 = 4000;
 
 /// Bumped when the layout changes. Older versions are migrated in place when opened; newer
 /// ones are refused.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// The columns and key of `flg_blobs` (schema 2): rows in commit order, keyed version first.
 const BLOBS: &str = "(
@@ -139,6 +143,13 @@ fn migrate_2_to_3(conn: &Connection) -> Result<()> {
 /// a checkpoint, refuses the file instead of losing those values.
 const MIGRATE_3_TO_4: &str = "UPDATE flg_meta SET value = '4' WHERE key = 'schema_version'";
 
+/// Version 5 lets a checkpoint carry any small channel value inside it (up to 2 KB of them,
+/// with the default serializer), and a later checkpoint that does not change such a value
+/// carries it again; the rows of version 4 read as they are. The version is bumped so that a
+/// build from before, whose `put` would refer to a blob that was never written for such a
+/// value (losing it from the checkpoints it writes), refuses the file.
+const MIGRATE_4_TO_5: &str = "UPDATE flg_meta SET value = '5' WHERE key = 'schema_version'";
+
 /// Makes `conn` ready: vets the file ([`sqlite_file::vet`]: SQLite, and either empty or ours),
 /// creates the tables in a new file, and sets the pragmas. A foreign file is left exactly as
 /// it was.
@@ -148,7 +159,7 @@ pub fn prepare(conn: &Connection, path: &str, memory: bool, synchronous: Synchro
         let version = schema_version(conn)?;
         if version != Some(SCHEMA_VERSION) {
             match version {
-                Some(1..=3) => migrate(conn, path)?,
+                Some(1..=4) => migrate(conn, path)?,
                 _ => {
                     return Err(Error::ForeignSchema(format!(
                         "{path:?} has fast-langgraph schema version {}, this build reads versions 1 to \
@@ -196,7 +207,7 @@ fn schema_version(conn: &Connection) -> Result<Option<i64>> {
     Ok(value.and_then(|v| v.parse().ok()))
 }
 
-/// Brings a file of version 1, 2 or 3 to the current layout in one transaction. Another process may be
+/// Brings a file of version 1 to 4 to the current layout in one transaction. Another process may be
 /// doing the same: the version is read again under the write lock, and only one migrates.
 fn migrate(conn: &Connection, path: &str) -> Result<()> {
     let context = |e: Error| match e {
@@ -213,12 +224,18 @@ fn migrate(conn: &Connection, path: &str) -> Result<()> {
                 conn.execute_batch(&migrate_1_to_2_sql())?;
                 migrate_2_to_3(conn)?;
                 conn.execute_batch(MIGRATE_3_TO_4)?;
+                conn.execute_batch(MIGRATE_4_TO_5)?;
             }
             Some(2) => {
                 migrate_2_to_3(conn)?;
                 conn.execute_batch(MIGRATE_3_TO_4)?;
+                conn.execute_batch(MIGRATE_4_TO_5)?;
             }
-            Some(3) => conn.execute_batch(MIGRATE_3_TO_4)?,
+            Some(3) => {
+                conn.execute_batch(MIGRATE_3_TO_4)?;
+                conn.execute_batch(MIGRATE_4_TO_5)?;
+            }
+            Some(4) => conn.execute_batch(MIGRATE_4_TO_5)?,
             Some(SCHEMA_VERSION) => {} // another process upgraded it first
             other => {
                 return Err(Error::ForeignSchema(format!(
