@@ -79,17 +79,24 @@ def test_reads_find_every_blob_by_its_key_under_generic_plans_and_never_jit(logg
         # Many short threads, so that the planner's thread of average size is short.
         for t in range(60):
             for step in range(2):
-                put_values(saver, f"short-{t}", {"n": step, "messages": [HumanMessage(f"{t}")]},
-                           metadata={"source": "loop", "step": step})
+                put_values(
+                    saver,
+                    f"short-{t}",
+                    {"n": step, "messages": [HumanMessage(f"{t}")]},
+                    metadata={"source": "loop", "step": step},
+                )
         # One long thread whose message list grows: stored as a full value and delta chains.
         messages = [HumanMessage(f"m{i}", id=f"m{i}") for i in range(8)]
         parent = None
         for turn in range(TURNS):
             messages = [*messages, AIMessage(f"a{turn}", id=f"a{turn}")]
-            parent = put_values(saver, LONG, {"messages": messages, "turn": turn}, parent,
-                                metadata={"source": "loop", "step": turn})["configurable"][
-                "checkpoint_id"
-            ]
+            parent = put_values(
+                saver,
+                LONG,
+                {"messages": messages, "turn": turn},
+                parent,
+                metadata={"source": "loop", "step": turn},
+            )["configurable"]["checkpoint_id"]
         assert saver.storage_stats()["delta_blobs"] > 0
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute("ANALYZE")
@@ -119,7 +126,7 @@ def test_reads_find_every_blob_by_its_key_under_generic_plans_and_never_jit(logg
     reads = [(q, p) for q, p in plans if q.lstrip().startswith("WITH RECURSIVE cp")]
     # get_tuple and the five shapes of list above, each logged.
     assert len(reads) >= 6, f"expected the reads' plans in the server log, found {len(reads)}"
-    for query, plan in reads:
+    for _query, plan in reads:
         assert re.search(r"\$\d", plan), f"not the generic plan:\n{plan}"
         lines = plan.splitlines()
         blob_scans = [i for i, line in enumerate(lines) if "on flg_blobs" in line]
@@ -131,4 +138,6 @@ def test_reads_find_every_blob_by_its_key_under_generic_plans_and_never_jit(logg
                 assert f"({column} = " in cond, f"a blob looked up without its {column}:\n{plan}"
     # Our sessions turn JIT off, though the database asks for it on every plan.
     ours = [p for _, p in plans]
-    assert ours and not [p for p in ours if "JIT:" in p], "a plan of the checkpointer was JIT-compiled"
+    assert ours and not [p for p in ours if "JIT:" in p], (
+        "a plan of the checkpointer was JIT-compiled"
+    )

@@ -291,7 +291,11 @@ impl Pool {
             session.push_str(&format!("; SET statement_timeout = {}", t.as_millis()));
         }
         client.batch_execute(&session).map_err(|e| Error::Postgres {
-            message: format!("setting up the session ({session}) on {}: {}", self.where_(), describe(&e)),
+            message: format!(
+                "setting up the session ({session}) on {}: {}",
+                self.where_(),
+                describe(&e)
+            ),
             connection: true,
         })?;
         Ok(Conn {
