@@ -3,9 +3,9 @@ server: each contender runs in a fresh process of its own interpreter, every rou
 once, interleaved; medians. For a change to the store, against the build it started from.
 
 Run: `.venv/bin/python benches/ab_postgres.py --base ../other/.venv/bin/python [--rounds 5]
-[--only putget,writes] [--no-fsync]` (from any directory: each interpreter imports its own
-fast_langgraph). `putget`: put + get_tuple of a 1 KB state, us (median of 15 batches of 20);
-`writes`: 4 processes x 8 threads putting 1 KB checkpoints for 5 s, puts per second.
+[--only putget,putget35,writes] [--no-fsync]` (from any directory: each interpreter imports
+its own fast_langgraph). `putget`: put + get_tuple of a 1 KB state, us (median of 15 batches of
+20); `putget35`: the same with a 35 KB state; `writes`: 4 processes x 8 threads putting 1 KB checkpoints for 5 s, puts per second.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def worker(what: str, kind: str, url: str) -> float:
     if what == "writes":
         return bp.writes_per_second(kind, url)
     saver = bp.stock(url, setup=False) if kind == "stock" else bp.ours(url, setup=False)
-    step = bp.put_get(saver, 1_000)
+    step = bp.put_get(saver, 35_000 if what == "putget35" else 1_000)
     for _ in range(50):
         step()
     samples = []

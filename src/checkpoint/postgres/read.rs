@@ -120,11 +120,8 @@ fn build_list_text(shape: Shape) -> String {
         format!("${n}")
     };
     let mut conds: Vec<String> = Vec::new();
-    let mut thread = String::new();
     if shape.thread {
-        let p = next();
-        thread = format!(" AND b.thread_id = {p}");
-        conds.push(format!("thread_id = {p}"));
+        conds.push(format!("thread_id = {}", next()));
     }
     if shape.ns {
         conds.push(format!("checkpoint_ns = {}", next()));
@@ -155,19 +152,10 @@ fn build_list_text(shape: Shape) -> String {
     } else {
         String::new()
     };
-    // One checkpoint needs a few values: looked up one by one through the primary key.
-    let base = if shape.limit == Limit::One {
-        sql::CHAIN_LOOKUP
-    } else {
-        sql::CHAIN_JOIN
-    };
     format!(
         "WITH RECURSIVE cp AS (SELECT {} FROM flg_checkpoints WHERE {conds} ORDER BY checkpoint_id DESC{limit}){}",
         sql::CP_COLUMNS,
-        sql::LIST_TAIL
-            .replace("{base}", base)
-            .replace("{skip}", &skip)
-            .replace("{thread}", &thread)
+        sql::LIST_TAIL.replace("{skip}", &skip)
     )
 }
 

@@ -1,0 +1,143 @@
+"""The server's plans for RustPostgresCheckpointer's reads, as the server logs them
+(auto_explain) on a database of many threads and one long thread with delta chains.
+
+The server keeps a generic plan for a prepared statement from its sixth execution on, made
+without the parameters' values, so for a thread of average size; this database forces that
+plan from the first execution (`plan_cache_mode = force_generic_plan`). Every read of a blob
+must then still find it by its whole primary key (a join there became, for a long thread, a
+scan of all its blobs once per key needed). The database also asks for JIT compilation of every
+plan (`jit_above_cost = 0`), and has sequential scans off (its tables are a few pages, where
+a scan per lookup would look cheaper than the index): the checkpointer's own sessions turn JIT off, so none of its plans
+is compiled."""
+
+from __future__ import annotations
+
+import re
+
+import psycopg
+import pytest
+from conftest import cfg
+from langchain_core.messages import AIMessage, HumanMessage
+from pg_server import put_values
+
+from fast_langgraph import RustPostgresCheckpointer
+
+LONG = "long-thread"
+TURNS = 40
+
+
+@pytest.fixture
+def logged_db(pg_server, pg_db):
+    """``pg_db`` with every statement's plan logged, the generic plan forced and JIT asked for
+    every plan; yields (url, a function returning the server log written since the call)."""
+    name = pg_db.rsplit("/", 1)[1]
+    with psycopg.connect(pg_server.url(), autocommit=True) as conn:
+        conn.execute("LOAD 'auto_explain'")
+        for setting in (
+            "session_preload_libraries = 'auto_explain'",
+            "auto_explain.log_min_duration = 0",
+            "auto_explain.log_format = 'text'",
+            "plan_cache_mode = force_generic_plan",
+            "jit_above_cost = 0",
+            # The test's tables are a few pages, where a scan per lookup costs the planner less
+            # than the index; what is checked is the key each lookup uses.
+            "enable_seqscan = off",
+        ):
+            conn.execute(f'ALTER DATABASE "{name}" SET {setting}')
+    log = pg_server.dir / "server.log"
+    start = log.stat().st_size
+
+    def written() -> str:
+        with open(log, "rb") as f:
+            f.seek(start)
+            return f.read().decode(errors="replace")
+
+    return pg_db, written
+
+
+def _plans(log: str) -> list[tuple[str, str]]:
+    """(query text, plan) of each plan auto_explain logged."""
+    out = []
+    for entry in re.split(r"\n(?=\S)", log):
+        if "plan:" not in entry or "Query Text:" not in entry:
+            continue
+        body = entry.split("Query Text:", 1)[1]
+        lines = body.splitlines()
+        first_node = next(
+            (i for i, line in enumerate(lines) if re.search(r"\(cost=[\d.]+\.\.[\d.]+", line)),
+            len(lines),
+        )
+        out.append(("\n".join(lines[:first_node]), "\n".join(lines[first_node:])))
+    return out
+
+
+def test_reads_find_every_blob_by_its_key_under_generic_plans_and_never_jit(logged_db):
+    url, written = logged_db
+    saver = RustPostgresCheckpointer(url, pool_size=2)
+    saver.setup()
+    try:
+        # Many short threads, so that the planner's thread of average size is short.
+        for t in range(60):
+            for step in range(2):
+                put_values(
+                    saver,
+                    f"short-{t}",
+                    {"n": step, "messages": [HumanMessage(f"{t}")]},
+                    metadata={"source": "loop", "step": step},
+                )
+        # One long thread whose message list grows: stored as a full value and delta chains.
+        messages = [HumanMessage(f"m{i}", id=f"m{i}") for i in range(8)]
+        parent = None
+        for turn in range(TURNS):
+            messages = [*messages, AIMessage(f"a{turn}", id=f"a{turn}")]
+            parent = put_values(
+                saver,
+                LONG,
+                {"messages": messages, "turn": turn},
+                parent,
+                metadata={"source": "loop", "step": turn},
+            )["configurable"]["checkpoint_id"]
+        assert saver.storage_stats()["delta_blobs"] > 0
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("ANALYZE")
+
+        reader = RustPostgresCheckpointer(url, pool_size=1)
+        try:
+            latest = reader.get_tuple(cfg(LONG))
+            assert [m.id for m in latest.checkpoint["channel_values"]["messages"]] == [
+                m.id for m in messages
+            ]
+            listed = list(reader.list(cfg(LONG)))
+            assert [t.metadata["step"] for t in listed] == list(range(TURNS - 1, -1, -1))
+            assert [len(t.checkpoint["channel_values"]["messages"]) for t in listed] == [
+                8 + TURNS - i for i in range(TURNS)
+            ]
+            assert len(list(reader.list(cfg(LONG), limit=5))) == 5
+            assert len(list(reader.list(cfg(LONG), before=listed[9].config, limit=3))) == 3
+            (third,) = reader.list(cfg(LONG), filter={"step": 3})
+            assert len(third.checkpoint["channel_values"]["messages"]) == 8 + 4
+            assert len(list(reader.list(None, filter={"source": "loop"}, limit=4))) == 4
+        finally:
+            reader.close()
+    finally:
+        saver.close()
+
+    plans = _plans(written())
+    reads = [(q, p) for q, p in plans if q.lstrip().startswith("WITH RECURSIVE cp")]
+    # get_tuple and the five shapes of list above, each logged.
+    assert len(reads) >= 6, f"expected the reads' plans in the server log, found {len(reads)}"
+    for _query, plan in reads:
+        assert re.search(r"\$\d", plan), f"not the generic plan:\n{plan}"
+        lines = plan.splitlines()
+        blob_scans = [i for i, line in enumerate(lines) if "on flg_blobs" in line]
+        assert blob_scans, plan
+        for i in blob_scans:
+            assert "Index Scan using flg_blobs_pkey" in lines[i], f"a blob read by a scan:\n{plan}"
+            cond = next(line for line in lines[i + 1 :] if "Index Cond:" in line)
+            for column in ("thread_id", "checkpoint_ns", "version", "channel"):
+                assert f"({column} = " in cond, f"a blob looked up without its {column}:\n{plan}"
+    # Our sessions turn JIT off, though the database asks for it on every plan.
+    ours = [p for _, p in plans]
+    assert ours and not [p for p in ours if "JIT:" in p], (
+        "a plan of the checkpointer was JIT-compiled"
+    )
