@@ -578,7 +578,8 @@ mod tests {
                 // The same shape gives the same text, kept once.
                 assert!(std::ptr::eq(text, list_sql(&q, skip).unwrap().0));
                 assert_eq!(limit == Some(1), text.contains(" LIMIT 1)"), "{text}");
-                assert_eq!(limit == Some(1), text.contains("CROSS JOIN LATERAL (SELECT"), "{text}");
+                // Every shape finds each blob by its whole key, whatever plan the server keeps.
+                assert!(text.contains("CROSS JOIN LATERAL (SELECT"), "{text}");
                 seen.insert(text.as_ptr() as usize);
             }
         }
