@@ -213,7 +213,7 @@ def put_values(
     checkpoint_id: object,
     inline_max: int = 0,
     versions: dict[str, Any] | None = None,
-    placed: dict[str, tuple[str, bool]] | None = None,
+    placed: dict[str, tuple[str, bool, bytes | None]] | None = None,
     keep_apart: tuple[type, ...] | None = None,
 ) -> tuple[dict[str, Any], list[NewBlob]]:
     """A put's channel values, split: those that travel inside the checkpoint, and a
@@ -225,13 +225,15 @@ def put_values(
 
     Inside travel the small scalars (`bool`, `int` in msgpack's range, `float`, `str` of at
     most 256 characters, exact types, and `None` with `none_inline`) and, with `inline_max`
-    and `codec`, other values as `PackedValue`s:
-    - a changed value (in `new_versions`) stored whole, not of a `keep_apart` type, while the
-      packed values total at most `inline_max` bytes;
-    - an unchanged value (its version in `versions`) that `placed[channel] == (version,
-      True)` says was kept inside. With `(version, False)` the checkpoint refers to its blob.
-      When `placed` does not know the version, a value of at most `inline_max` bytes travels
-      inside and a larger one gets a `keep_existing` blob (a `keep_apart` one is referred to).
+    and `codec`, other values as `PackedValue`s while they total at most `inline_max` bytes:
+    - a changed value (in `new_versions`) stored whole, not of a `keep_apart` type;
+    - an unchanged value (its version in `versions`) that `placed[channel] == (version, True,
+      data)` says was kept inside, carried as `data` (serialized again when `None`).
+
+    With `(version, False, None)` the checkpoint refers to its blob. Any other unchanged value
+    not of a `keep_apart` type (unknown to `placed`, too large for what is left, or without a
+    codec) is serialized: inside if it fits, else a `keep_existing` blob. With `inline_max` 0
+    unchanged values are referred to.
 
     Raises:
         SerializationError: a value cannot be serialized; the message names the channel, the
@@ -451,12 +453,12 @@ class CheckpointStore:
         load_metadata: Callable[[str], Any],
         load_value: Callable[[ChannelValueRow], Any],
         tuple_cls: type[tuple[Any, ...]],
-    ) -> tuple[Any, builtins.list[tuple[str, int]]] | None:
+    ) -> tuple[Any, builtins.list[tuple[str, int]], dict[str, bytes | None]] | None:
         """`get`, with the `CheckpointTuple` built here, as `CheckpointBatches.next_tuples`
         builds those of `list()`, or None. The tuple's config is `config` when given, the
         checkpoint's own otherwise. Also returns `(channel, deltas)` for each value read
         from its own row: the channel, and how many deltas were applied to its last full
-        value."""
+        value; and the msgpack of each value the checkpoint keeps inside, by channel."""
     def list(
         self,
         *,

@@ -161,7 +161,7 @@ def test_the_new_checkpoint_names_the_versions_of_the_values_stored_apart() -> N
     versions: dict[str, Any] = {k: i + 1 for i, k in enumerate(values)}
     versions["gone"] = 9  # a version with no value: an "empty" blob
     cp["channel_versions"] = versions
-    new = saver._new_checkpoint("t", "", None, cp, {"step": 1}, versions, None)
+    new, _ = saver._new_checkpoint("t", "", None, cp, {"step": 1}, versions, None)
     apart = [k for k in versions if k not in INLINE | PACKED]
     assert new.channel_versions == tuple((k, str(versions[k])) for k in apart)
     assert [(b.channel, b.version) for b in new.blobs] == [(k, str(versions[k])) for k in apart]
@@ -438,24 +438,117 @@ def test_a_value_grown_in_place_without_a_new_version_is_not_lost(tmp_path: Path
 
 
 def test_a_read_tells_the_next_put_where_the_values_are(tmp_path: Path) -> None:
+    """After a put or a get_tuple, the saver knows which values the checkpoint keeps inside,
+    with the bytes they were stored as; a delete forgets it."""
+    from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+
+    stored = JsonPlusSerializer().dumps_typed(SMALL)[1]
     path = tmp_path / "c.db"
     versions = {"small": "1", "large": "1", "n": "1"}
+
+    def placed(saver: RustSQLiteCheckpointer) -> dict[str, Any]:
+        got = saver._placed.get(("t", ""))
+        assert got is not None
+        assert got["small"][2] == stored
+        return {ch: entry[:2] for ch, entry in got.items()}
+
+    where = {"small": ("1", True), "large": ("1", False), "n": ("1", True)}
     with RustSQLiteCheckpointer(path) as saver:
         _step(saver, "t", None, {"small": SMALL, "large": LARGE, "n": 0}, versions, versions)
-        assert saver._placed.get(("t", "")) == {
-            "small": ("1", True),
-            "large": ("1", False),
-            "n": ("1", True),
-        }
+        assert placed(saver) == where
     with RustSQLiteCheckpointer(path) as saver:
         saver.get_tuple(_cfg("t"))
-        assert saver._placed.get(("t", "")) == {
-            "small": ("1", True),
-            "large": ("1", False),
-            "n": ("1", True),
-        }
+        assert placed(saver) == where
         saver.delete_thread("t")
         assert saver._placed.get(("t", "")) is None
+
+
+def test_an_unchanged_value_is_carried_as_it_was_stored(tmp_path: Path) -> None:
+    """A value changed in place without a new version is carried as its version was stored,
+    as a value stored apart is referred to (and as InMemorySaver keeps it)."""
+    docs = list(SMALL)
+    with RustSQLiteCheckpointer(tmp_path / "c.db") as saver:
+        versions = {"docs": "1", "n": "1"}
+        first = _step(saver, "t", None, {"docs": docs, "n": 0}, versions, versions)
+        docs.append(HumanMessage("changed in place", id="x"))
+        bumped = {**versions, "n": "2"}
+        second = _step(saver, "t", first, {"docs": docs, "n": 1}, bumped, ["n"])
+        assert _values_at(saver, "t", second) == {"docs": SMALL, "n": 1}
+
+
+@pytest.mark.parametrize("other", ["json", "encrypted"])
+@pytest.mark.parametrize("read_first", [False, True])
+def test_a_file_with_values_inside_continues_with_another_serializer(
+    tmp_path: Path, other: str, read_first: bool
+) -> None:
+    """A saver with another serializer keeps its values apart; continuing a thread whose last
+    checkpoint keeps a value inside, it stores that value apart (it cannot carry the default
+    serializer's bytes): nothing is lost."""
+    from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+
+    path = tmp_path / "c.db"
+    versions = {"docs": "1", "n": "1"}
+    with RustSQLiteCheckpointer(path) as saver:
+        first = _step(saver, "t", None, {"docs": SMALL, "n": 0}, versions, versions)
+    serde = (
+        JsonPlusSerializer()
+        if other == "json"
+        else EncryptedSerializer.from_pycryptodome_aes(key=b"k" * 16)
+    )
+    bumped = {**versions, "n": "2"}
+    with RustSQLiteCheckpointer(path, serde=serde) as saver:
+        if read_first:
+            got = saver.get_tuple(_cfg("t"))
+            assert got is not None and got.checkpoint["channel_values"]["docs"] == SMALL
+        second = _step(saver, "t", first, {"docs": SMALL, "n": 1}, bumped, ["n"])
+        assert _values_at(saver, "t", second) == {"docs": SMALL, "n": 1}
+    if other == "json":
+        with RustSQLiteCheckpointer(path) as saver:
+            assert _values_at(saver, "t", second) == {"docs": SMALL, "n": 1}
+
+
+def test_a_cached_seed_does_not_make_a_value_inside_look_stored_apart(tmp_path: Path) -> None:
+    """A DeltaChannel snapshot kept in the seed cache at one version says nothing of where a
+    later version of the channel (a plain value kept inside) is."""
+    from langgraph.checkpoint.serde.types import _DeltaSnapshot
+
+    path = tmp_path / "c.db"
+    with RustSQLiteCheckpointer(path) as saver:
+        c1 = _step(saver, "t", None, {"x": _DeltaSnapshot([1, 2])}, {"x": "1"}, ["x"])
+        saver.get_tuple(_cfg("t", c1))  # the snapshot is now in the seed cache
+        c2 = _step(saver, "t", c1, {"x": [1, 2, 3]}, {"x": "2"}, ["x"])
+        saver.get_tuple(_cfg("t"))
+        c3 = _step(saver, "t", c2, {"x": [1, 2, 3], "n": 1}, {"x": "2", "n": "3"}, ["n"])
+    with RustSQLiteCheckpointer(path) as fresh:
+        assert _values_at(fresh, "t", c2) == {"x": [1, 2, 3]}
+        assert _values_at(fresh, "t", c3) == {"x": [1, 2, 3], "n": 1}
+
+
+def test_values_inside_stay_within_2_kb_when_the_placement_is_unknown(tmp_path: Path) -> None:
+    """Six unchanged 1.5 KB values, continued by a saver that does not know where they are:
+    what goes inside stays within the 2 KB, the rest is stored apart, and every later step
+    carries no more."""
+    path = tmp_path / "c.db"
+    names = [f"v{i}" for i in range(6)]
+    values: dict[str, Any] = {n: [n * 750] for n in names}
+    versions = dict.fromkeys(names, "1")
+    with RustSQLiteCheckpointer(path) as saver:
+        parent = None
+        for i, name in enumerate(names):  # one new value per step: each goes inside, alone
+            step_versions = {**dict.fromkeys(names[: i + 1], "1")}
+            parent = _step(
+                saver, "t", parent, {n: values[n] for n in names[: i + 1]}, step_versions, [name]
+            )
+    with RustSQLiteCheckpointer(path) as saver:
+        for i in range(3):
+            versions = {**versions, "n": str(i + 2)}
+            parent = _step(saver, "t", parent, {**values, "n": i}, versions, ["n"])
+            assert _values_at(saver, "t", parent) == {**values, "n": i}
+    with sqlite3.connect(path) as conn:
+        (latest,) = conn.execute(
+            "SELECT length(checkpoint) FROM flg_checkpoints ORDER BY checkpoint_id DESC LIMIT 1"
+        ).fetchone()
+    assert latest <= 2048 + 512
 
 
 def test_delta_channel_snapshots_and_other_serializers_keep_values_apart(tmp_path: Path) -> None:
@@ -466,10 +559,10 @@ def test_delta_channel_snapshots_and_other_serializers_keep_values_apart(tmp_pat
     cp["channel_values"] = {"snap": _DeltaSnapshot([1, 2]), "small": SMALL}
     cp["channel_versions"] = {"snap": "1", "small": "1"}
     with RustSQLiteCheckpointer(tmp_path / "a.db") as saver:
-        new = saver._new_checkpoint("t", "", None, cp, {}, cp["channel_versions"], None)
+        new, _ = saver._new_checkpoint("t", "", None, cp, {}, cp["channel_versions"], None)
         assert [b.channel for b in new.blobs] == ["snap"]
     with RustSQLiteCheckpointer(tmp_path / "b.db", serde=JsonPlusSerializer()) as saver:
-        new = saver._new_checkpoint("t", "", None, cp, {}, cp["channel_versions"], None)
+        new, _ = saver._new_checkpoint("t", "", None, cp, {}, cp["channel_versions"], None)
         assert [b.channel for b in new.blobs] == ["snap", "small"]
 
 
@@ -517,5 +610,9 @@ def test_a_value_kept_inside_seeds_a_delta_channel_history_as_stock(
     conn.close()
     with RustSQLiteCheckpointer(tmp_path / "c.db") as saver:
         got = run(saver)
+        if isinstance(seed, list):
+            # No blob holds it: it is neither cached by version nor a base for deltas.
+            assert saver._seeds.versions("t", "") == []
+            assert saver._lists.base_for(("t", "", "ch"), [1, 2, 3]) is None
     assert got == want
     assert got["ch"]["seed"] == seed

@@ -4,22 +4,24 @@ row, or apart, as a blob under its version.
 A checkpoint keeps its small values inside its row (one row written, where a blob costs a row
 and a key of its own). A later checkpoint that does not change such a value must carry it
 inside too, since no blob holds it; one that refers to a blob must find it stored. This is
-what ``put`` passes to ``put_values`` as ``placed``. Without it (another process wrote the
-thread, or the entry was dropped) ``put_values`` still writes a checkpoint that reads back
-whole; it only serializes the values it does not change to find out.
+what ``put`` passes to ``put_values`` as ``placed``, with the bytes a value kept inside was
+written with, so that it is carried as it was stored rather than serialized again. Without it
+(the saver neither wrote nor read the thread's last checkpoint: another process wrote it, or
+the entry was dropped) ``put_values`` still writes a checkpoint that reads back whole: it
+serializes the values the checkpoint does not change, and carries or stores each.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 # (thread_id, checkpoint_ns)
 ThreadKey = tuple[str, str]
-# channel -> (version as text, kept inside the checkpoint)
-Placed = dict[str, tuple[str, bool]]
+# channel -> (version as text, kept inside the checkpoint, its msgpack if known)
+Placed = dict[str, tuple[str, bool, bytes | None]]
 
 INLINE_MAX = 2048
 """Most bytes of serialized channel values (beyond the small scalars) a checkpoint keeps
@@ -42,11 +44,15 @@ class Placements:
         with self._lock:
             return self._entries.get(key)
 
-    def set(self, key: ThreadKey, versions: Mapping[str, Any], apart: Iterable[str]) -> None:
-        """Records a checkpoint's placement: every channel of ``versions`` is kept inside it
-        but those of ``apart``."""
-        apart = set(apart)
-        placed = {ch: (str(v), ch not in apart) for ch, v in versions.items()}
+    def set(
+        self, key: ThreadKey, versions: Mapping[str, Any], inside: Mapping[str, bytes | None]
+    ) -> None:
+        """Records a checkpoint's placement: every channel of ``versions`` is stored apart
+        but those of ``inside``, kept inside with the msgpack given (``None`` if unknown)."""
+        placed = {
+            ch: (str(v), True, inside[ch]) if ch in inside else (str(v), False, None)
+            for ch, v in versions.items()
+        }
         with self._lock:
             held = self._entries
             held[key] = placed

@@ -79,7 +79,8 @@ _SCALARS = (str, int, float, bool, type(None))
 
 # The values put() offers to be stored as append-only deltas (see list_items).
 _LIST_TYPES = (list, _DeltaSnapshot)
-# Kept apart, as blobs, whatever their size: a DeltaChannel's history is read from blobs.
+# Kept apart, as blobs, whatever their size: a DeltaChannel snapshot is stored as a delta over
+# the snapshot before, and kept by version in the SeedCache.
 _KEPT_APART = (_DeltaSnapshot,)
 
 _METADATA_DECODER = json.JSONDecoder()
@@ -283,24 +284,16 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
         got = self._read(thread_id, ns, checkpoint_id, cached, config if checkpoint_id else None)
         if got is None:
             return None
-        tup, stored = got
+        tup, stored, inside = got
         if self.delta and not self._seeds.fill(tup.checkpoint, thread_id, ns, cached):
             # A seed left the cache meanwhile: read the checkpoint whole.
             got = self._read(thread_id, ns, checkpoint_id, [], config if checkpoint_id else None)
             if got is None:
                 return None
-            tup, stored = got
+            tup, stored, inside = got
             self._seeds.fill(tup.checkpoint, thread_id, ns, [])
-            cached = []
-        # A put on this checkpoint keeps inside what it keeps inside (see Placements).
-        values = tup.checkpoint["channel_values"]
-        apart = {ch for ch, _ in stored}
-        apart.update(ch for ch, _ in cached)
-        self._placed.set(
-            (thread_id, ns),
-            tup.checkpoint["channel_versions"],
-            [ch for ch in tup.checkpoint["channel_versions"] if ch in apart or ch not in values],
-        )
+        # A put on this checkpoint carries what it keeps inside (see Placements).
+        self._placed.set((thread_id, ns), tup.checkpoint["channel_versions"], inside)
         if self.delta:
             # The graph builds its next state from these very objects: remember them, so the
             # next put can store only what is appended to them.
@@ -327,9 +320,10 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
         checkpoint_id: str | None,
         cached: builtins.list[tuple[str, str]],
         config: RunnableConfig | None,
-    ) -> tuple[CheckpointTuple, builtins.list[tuple[str, int]]] | None:
-        """The tuple of one checkpoint (see ``get_tuple``), and ``(channel, deltas)`` for each
-        value read from its row."""
+    ) -> tuple[CheckpointTuple, builtins.list[tuple[str, int]], dict[str, bytes | None]] | None:
+        """The tuple of one checkpoint (see ``get_tuple``), ``(channel, deltas)`` for each
+        value read from its row, and the values the checkpoint keeps inside, with their
+        msgpack when the default serializer wrote them."""
         serde = self.serde
         if type(serde) is RustSerializer:
             # The default serializer: the store builds the tuple itself, as list() does.
@@ -339,7 +333,13 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
         row = self._store.get(thread_id, ns, checkpoint_id, cached)
         if row is None:
             return None
-        return self._to_tuple(row, config), [(v.channel, v.deltas) for v in row.values]
+        tup = self._to_tuple(row, config)
+        stored = [(v.channel, v.deltas) for v in row.values]
+        # What the checkpoint itself holds: its values but those read from their rows (the
+        # ones left out for the cache are not among them yet).
+        apart = {ch for ch, _ in stored}
+        values = tup.checkpoint["channel_values"]
+        return tup, stored, {ch: None for ch in values if ch not in apart}
 
     def list(
         self,
@@ -506,7 +506,8 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
                         # Dropped from the cache since the call: read it again, uncached.
                         return self._uncached_history(config, channels)
                     value = self._load_value(seed)
-                    if self.delta:
+                    if self.delta and history.seed_version is not None:
+                        # (A seed with no version is a value kept inside a checkpoint.)
                         value = self._seeds.put(key, value)
                         # The next snapshot of this channel extends these very items.
                         items = list_items(value)
@@ -563,7 +564,7 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
         thread_id = conf["thread_id"]
         ns = conf.get("checkpoint_ns", "")
         remembered: builtins.list[tuple[ListKey, Remembered]] = []
-        new = self._new_checkpoint(
+        new, inside = self._new_checkpoint(
             str(thread_id),
             ns,
             conf.get("checkpoint_id"),
@@ -581,7 +582,7 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
             self._lists.forget_thread(str(thread_id))
             self._placed.forget_thread(str(thread_id))
             remembered.clear()
-            new = self._new_checkpoint(
+            new, inside = self._new_checkpoint(
                 str(thread_id),
                 ns,
                 conf.get("checkpoint_id"),
@@ -595,9 +596,7 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
             )
             self._store.put(new)
         self._placed.set(
-            (str(thread_id), ns),
-            checkpoint["channel_versions"],
-            [ch for ch, _ in new.channel_versions],
+            (new.key.thread_id, new.key.checkpoint_ns), checkpoint["channel_versions"], inside
         )
         self._lists.remember_many(remembered)
         if self._seeds:
@@ -625,8 +624,10 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
         placements: Placements | None = None,
         *,
         use_deltas: bool = True,
-    ) -> NewCheckpoint:
-        """Serialize a checkpoint into the ``NewCheckpoint`` that ``CheckpointStore.put`` takes.
+    ) -> tuple[NewCheckpoint, dict[str, bytes | None]]:
+        """Serialize a checkpoint into the ``NewCheckpoint`` that ``CheckpointStore.put`` takes,
+        and say which values it keeps inside: channel to msgpack (``None`` for a scalar, or a
+        value inside a checkpoint the codec could not write).
 
         With ``remembered`` (a list), list channels may be stored as deltas over the version
         this process last stored or read, and what to remember after a successful put is
@@ -689,9 +690,12 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
         # The default serializer's codec writes the checkpoint (a dict) itself, as its
         # dumps_typed would; what it cannot write goes to dumps_typed.
         data = _ENCODER.encode(c) if codec is not None else None
+        inside: dict[str, bytes | None]
         if data is not None:
             type_ = "msgpack"
+            inside = {ch: v.data if type(v) is PackedValue else None for ch, v in inline.items()}
         else:
+            inside = dict.fromkeys(inline)
             if inline:
                 c["channel_values"] = {
                     ch: v.value if type(v) is PackedValue else v for ch, v in inline.items()
@@ -703,7 +707,7 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
                 raise _serialization_error(what, c, e) from e
         metadata_json, run_id = stored_metadata(config, metadata, checkpoint["id"])
         versions = c["channel_versions"]
-        return NewCheckpoint(
+        new = NewCheckpoint(
             CheckpointKey(thread_id, ns, checkpoint["id"]),
             parent_checkpoint_id=parent_id,
             type_tag=type_,
@@ -716,6 +720,7 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
             else [(ch, str(v)) for ch, v in versions.items()],
             blobs=blobs,
         )
+        return new, inside
 
     def put_writes(
         self,

@@ -107,7 +107,9 @@ def _import_rows(saver: RustSQLiteCheckpointer, src: sqlite3.Connection, batch_s
                 new_versions[ch] = ver
         md: Any = json.loads(metadata) if metadata is not None else {}
         checkpoints.append(
-            saver._new_checkpoint(str(thread_id), ns, parent_id, checkpoint, md, new_versions, None)
+            saver._new_checkpoint(
+                str(thread_id), ns, parent_id, checkpoint, md, new_versions, None
+            )[0]
         )
         by_task: dict[tuple[str, str], list[NewWrite]] = {}
         for task_id, path, idx, channel, wtype, value in writes_by_cp.get((thread_id, ns, cid), []):

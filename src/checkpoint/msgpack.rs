@@ -182,49 +182,31 @@ fn map_entries(data: &[u8]) -> Option<Vec<(&[u8], &[u8])>> {
     (pos == data.len()).then_some(entries)
 }
 
-/// A value the checkpoint `map` keeps inside: the encoded value under `channel` in its
-/// `channel_values` map, with that channel's version from its `channel_versions` map as text
-/// (a string as it is, an integer written out; `None` for another kind). `None` if the
-/// checkpoint holds no value for `channel`, or is not a well-formed msgpack map.
-pub fn kept_value<'a>(map: &'a [u8], channel: &str) -> Option<(&'a [u8], Option<String>)> {
+/// The values the checkpoint `map` keeps inside: its `channel_values` entries, as (channel,
+/// encoded value); none if it has no `channel_values`. `None` if `map` is not a well-formed
+/// msgpack map, or its `channel_values` is not a map with string keys.
+pub fn channel_values(map: &[u8]) -> Option<Vec<(&str, &[u8])>> {
     let top = map_entries(map)?;
-    let entry = |name: &str| {
-        top.iter()
-            .find(|(k, _)| read_str(k).is_some_and(|(s, _)| s == name.as_bytes()))
-            .map(|(_, v)| *v)
+    let Some((_, inner)) = top
+        .iter()
+        .find(|(k, _)| read_str(k).is_some_and(|(s, _)| s == b"channel_values"))
+    else {
+        return Some(Vec::new());
     };
-    let find = |inner: &'a [u8]| -> Option<&'a [u8]> {
-        map_entries(inner)?
-            .into_iter()
-            .find(|(k, _)| read_str(k).is_some_and(|(s, _)| s == channel.as_bytes()))
-            .map(|(_, v)| v)
-    };
-    let value = find(entry("channel_values")?)?;
-    let version = entry("channel_versions").and_then(find).and_then(version_text);
-    Some((value, version))
+    map_entries(inner)?
+        .into_iter()
+        .map(|(k, v)| Some((std::str::from_utf8(read_str(k)?.0).ok()?, v)))
+        .collect()
 }
 
-/// A channel version as `str(version)` gives it in Python: a msgpack string, or an integer.
-fn version_text(data: &[u8]) -> Option<String> {
-    if let Some((s, _)) = read_str(data) {
-        return std::str::from_utf8(s).ok().map(str::to_owned);
-    }
-    let be =
-        |n: usize| -> Option<u64> { Some(data.get(1..=n)?.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b))) };
-    let n: i128 = match *data.first()? {
-        b @ 0x00..=0x7f => i128::from(b),
-        b @ 0xe0..=0xff => i128::from(b as i8),
-        0xcc => i128::from(be(1)?),
-        0xcd => i128::from(be(2)?),
-        0xce => i128::from(be(4)?),
-        0xcf => i128::from(be(8)?),
-        0xd0 => i128::from(be(1)? as u8 as i8),
-        0xd1 => i128::from(be(2)? as u16 as i16),
-        0xd2 => i128::from(be(4)? as u32 as i32),
-        0xd3 => i128::from(be(8)? as i64),
-        _ => return None,
-    };
-    Some(n.to_string())
+/// A value the checkpoint `map` keeps inside: the encoded value under `channel` in its
+/// `channel_values` map. `None` if it holds no value for `channel`, or is not a well-formed
+/// msgpack map.
+pub fn kept_value<'a>(map: &'a [u8], channel: &str) -> Option<&'a [u8]> {
+    channel_values(map)?
+        .into_iter()
+        .find(|(name, _)| *name == channel)
+        .map(|(_, v)| v)
 }
 
 /// A map entry on its way out: its name, its key if already encoded, and its encoded value.
@@ -621,25 +603,20 @@ mod tests {
     }
 
     #[test]
-    fn kept_value_finds_a_value_and_its_version() {
+    fn the_values_a_checkpoint_keeps_inside_are_found_by_channel() {
         let cp = checkpoint();
         assert_eq!(
-            kept_value(&cp, "a"),
-            Some((&[0x92u8, 0x01, 0x02][..], Some("7.1".to_owned())))
+            channel_values(&cp),
+            Some(vec![("a", &[0x92u8, 0x01, 0x02][..]), ("s", &[0xa1u8, b'x'][..])])
         );
-        assert_eq!(
-            kept_value(&cp, "s"),
-            Some((&[0xa1u8, b'x'][..], Some("300".to_owned())))
-        );
-        // A version with no value kept inside, a channel it does not know, a damaged map.
+        assert_eq!(kept_value(&cp, "a"), Some(&[0x92u8, 0x01, 0x02][..]));
+        assert_eq!(kept_value(&cp, "s"), Some(&[0xa1u8, b'x'][..]));
+        // A version with no value kept inside, a channel it does not know, a damaged map, a
+        // checkpoint without channel_values.
         assert_eq!(kept_value(&cp, "n"), None);
         assert_eq!(kept_value(&cp, "zz"), None);
         assert_eq!(kept_value(&cp[..cp.len() - 1], "a"), None);
-        assert_eq!(version_text(&[0xfe]), Some("-2".to_owned()));
-        assert_eq!(
-            version_text(&[0xd3, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]),
-            Some("-1".to_owned())
-        );
-        assert_eq!(version_text(&[0xcb, 0, 0, 0, 0, 0, 0, 0, 0]), None);
+        assert_eq!(channel_values(&cp[..cp.len() - 1]), None);
+        assert_eq!(channel_values(&[0x81, 0xa1, b'v', 0x01]), Some(Vec::new()));
     }
 }

@@ -12,6 +12,7 @@ use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyT
 
 use super::serde::{PyMsgpackCodec, PyPackedValue};
 
+use crate::checkpoint::msgpack;
 use crate::checkpoint::{
     Blob, ChannelHistory, ChannelValue, ListQuery, ListStream, MetaFilter, MetaValue, NewCheckpoint, NewWrite,
     NewWrites, PruneStrategy, Store, StoreOptions, StoredCheckpoint, StoredWrite, Synchronous,
@@ -325,7 +326,8 @@ impl PyCheckpointStore {
     /// those of `list()` (see there for `codec` and the callables), or `None`. The tuple's
     /// config is `config` when given, the checkpoint's own otherwise. Also returns, for each
     /// value read from its own row, `(channel, deltas)`: the channel and how many deltas were
-    /// applied to its last full value.
+    /// applied to its last full value; and `(channel, msgpack)` for each value the checkpoint
+    /// keeps inside.
     #[pyo3(signature = (thread_id, checkpoint_ns, checkpoint_id, cached, config, codec, loads, scan_metadata, load_metadata, load_value, tuple_cls))]
     #[allow(clippy::too_many_arguments)] // the callables a tuple is built with
     fn get_tuple<'py>(
@@ -348,8 +350,18 @@ impl PyCheckpointStore {
             return Ok(None);
         };
         let read: Vec<(String, usize)> = row.blobs.iter().map(|v| (v.channel.clone(), v.deltas)).collect();
+        // The values the row keeps inside: the checkpoint's own entries, without those the
+        // store added from blobs.
+        let inside = PyDict::new(py);
+        if row.type_tag == msgpack::MSGPACK {
+            for (ch, v) in msgpack::channel_values(&row.checkpoint).unwrap_or_default() {
+                if !read.iter().any(|(r, _)| r == ch) {
+                    inside.set_item(ch, PyBytes::new(py, v))?;
+                }
+            }
+        }
         let builder = TupleBuilder::new(py, codec, loads, scan_metadata, load_metadata, load_value, tuple_cls)?;
-        Ok(Some((builder.build(py, &row, config)?, read)))
+        Ok(Some((builder.build(py, &row, config)?, read, inside)))
     }
 
     /// Checkpoints newest first, with their values and pending writes, from one SQL query.
@@ -619,7 +631,7 @@ impl PyCheckpointBatches {
 }
 
 /// `get_tuple`'s tuple, and `(channel, deltas)` for each value read from its row.
-type GotTuple<'py> = (Bound<'py, PyAny>, Vec<(String, usize)>);
+type GotTuple<'py> = (Bound<'py, PyAny>, Vec<(String, usize)>, Bound<'py, PyDict>);
 
 /// A batch's tuples, and the error of the row after the last of them (if one failed).
 type BuiltBatch<'py> = (Bound<'py, PyList>, Option<Bound<'py, PyAny>>);
@@ -1301,16 +1313,20 @@ fn inlinable(v: &Bound<'_, PyAny>, none_too: bool) -> PyResult<bool> {
 ///
 /// What travels inside: the small scalars (see `inlinable`), and, with `inline_max` > 0 and a
 /// `codec`, other values whose msgpack is small, as `PackedValue`s (the codec writes their
-/// bytes into the checkpoint):
+/// bytes into the checkpoint), while the packed values total at most `inline_max` bytes:
 /// - a value the checkpoint changes (in `new_versions`), stored whole (no delta base), not of
-///   a `keep_apart` type, while the packed values stay within `inline_max` bytes in all;
-/// - a value it does not change (its version in `versions`, as the parent had it), where
-///   `placed[channel]` says the checkpoint that stored that version kept it inside:
-///   `(version, True)`. `(version, False)` means it is stored apart, and the checkpoint
-///   refers to it. When `placed` does not know the version, a value of at most `inline_max`
-///   bytes travels inside and a larger one gets a blob that leaves a stored one as it is
-///   (`keep_existing`): either way the checkpoint can be read whichever way that version
-///   was stored. A value of a `keep_apart` type it does not know is referred to, as before.
+///   a `keep_apart` type;
+/// - a value it does not change (its version in `versions`, as the parent had it) that
+///   `placed[channel] == (version, True, data)` says the checkpoint that stored that version
+///   kept inside: carried as `data` (the bytes written then; serialized again when `None`).
+///
+/// `(version, False, None)` means that version is stored apart, and the checkpoint refers to
+/// it. Any other unchanged value (`placed` does not know the version, or it does not fit, or
+/// there is no codec) that is not of a `keep_apart` type is serialized and travels inside if
+/// it fits, else gets a blob that leaves one stored under its version as it is
+/// (`keep_existing`): either way the checkpoint reads back whole however that version was
+/// stored. With `inline_max` 0, unchanged values are referred to, as the PostgreSQL saver
+/// stores every value but scalars apart.
 ///
 /// Raises `SerializationError` naming the channel, the checkpoint and the thread, from the
 /// serializer's error.
@@ -1386,11 +1402,13 @@ pub fn put_values<'py>(
             )
         };
     // Bytes of packed values the checkpoint may still take in.
-    let mut room = inline_max;
-    if inline_max > 0 && codec.is_some() {
+    let mut room = if codec.is_some() { inline_max } else { 0 };
+    if inline_max > 0 {
         if let Some(versions) = versions {
-            // The values this checkpoint does not change: inside, or referred to, as the
-            // checkpoint that stored their version decided.
+            // The values this checkpoint does not change: carried inside (their bytes as
+            // the checkpoint that stored their version wrote them, while they fit), or
+            // referred to, as that checkpoint decided; else stored apart, leaving a blob
+            // already stored under the version as it is.
             for (channel, value) in values.iter() {
                 if inline.contains(&channel)? || new_versions.contains(&channel)? {
                     continue;
@@ -1399,26 +1417,22 @@ pub fn put_values<'py>(
                     continue;
                 };
                 let version_text = version.str()?;
-                let known = match placed.map(|p| p.get_item(&channel)).transpose()?.flatten() {
-                    Some(entry) => {
-                        let (at, inside): (Bound<'py, PyAny>, bool) = entry.extract()?;
-                        if at.eq(&version_text)? {
-                            Some(inside)
-                        } else {
-                            None
-                        }
+                let mut known: Option<(bool, Option<Bound<'py, PyBytes>>)> = None;
+                if let Some(entry) = placed.map(|p| p.get_item(&channel)).transpose()?.flatten() {
+                    let (at, inside, data): (Bound<'py, PyAny>, bool, Option<Bound<'py, PyBytes>>) = entry.extract()?;
+                    if at.eq(&version_text)? {
+                        known = Some((inside, data));
                     }
-                    None => None,
-                };
-                match known {
-                    Some(false) => continue,
-                    None if kept_apart(&value)? => continue,
-                    _ => {}
                 }
-                let (type_tag, data) = dump_named(&channel, &value)?;
+                let (type_tag, data) = match known {
+                    Some((false, _)) => continue,
+                    None if kept_apart(&value)? => continue,
+                    Some((true, Some(data))) if data.as_bytes().len() <= room => ("msgpack".to_owned(), data),
+                    _ => dump_named(&channel, &value)?,
+                };
                 let size = data.as_bytes().len();
-                if type_tag == "msgpack" && (known == Some(true) || size <= inline_max) {
-                    room = room.saturating_sub(size);
+                if type_tag == "msgpack" && size <= room {
+                    room -= size;
                     inline.set_item(
                         &channel,
                         Py::new(
@@ -1436,7 +1450,7 @@ pub fn put_values<'py>(
                         type_tag,
                         data,
                         None,
-                        known.is_none(),
+                        true,
                     )?)?;
                 }
             }
@@ -1469,7 +1483,7 @@ pub fn put_values<'py>(
         };
         let (type_tag, data) = dump_named(&channel, &to_dump)?;
         let size = data.as_bytes().len();
-        if base.is_none() && type_tag == "msgpack" && size <= room && codec.is_some() && !kept_apart(&value)? {
+        if base.is_none() && type_tag == "msgpack" && size <= room && !kept_apart(&value)? {
             room -= size;
             inline.set_item(
                 &channel,

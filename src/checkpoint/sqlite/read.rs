@@ -721,8 +721,8 @@ fn delta_history_in_transaction(
     let mut remaining: HashSet<&str> = channels.iter().map(String::as_str).collect();
     let mut span: HashMap<&str, usize> = HashMap::new();
     let mut seeds: Vec<(String, String)> = Vec::new();
-    // (channel, version, encoded value) of the values kept inside an ancestor's row.
-    let mut kept: Vec<(String, Option<String>, Vec<u8>)> = Vec::new();
+    // (channel, encoded value) of the values kept inside an ancestor's row.
+    let mut kept: Vec<(String, Vec<u8>)> = Vec::new();
     while let Some(row) = rows.next()? {
         let depth: i64 = row.get(0)?;
         let id: String = row.get(1)?;
@@ -767,9 +767,9 @@ fn delta_history_in_transaction(
                     if !remaining.contains(ch.as_str()) {
                         continue;
                     }
-                    if let Some((value, version)) = msgpack::kept_value(data, ch) {
+                    if let Some(value) = msgpack::kept_value(data, ch) {
                         remaining.remove(ch.as_str());
-                        kept.push((ch.clone(), version, value.to_vec()));
+                        kept.push((ch.clone(), value.to_vec()));
                     }
                 }
             }
@@ -831,23 +831,18 @@ fn delta_history_in_transaction(
                     writes.extend(ws.iter().cloned());
                 }
             }
-            if let Some((_, version, value)) = kept.iter().find(|(c, _, _)| c == ch) {
-                let held = version
-                    .as_ref()
-                    .is_some_and(|v| cached.iter().any(|(c, cv)| c == ch && cv == v));
+            if let Some((_, value)) = kept.iter().find(|(c, _)| c == ch) {
+                // No version: it is no blob, so the caller neither keeps it by version nor
+                // plans a delta over it.
                 return ChannelHistory {
                     channel: ch.clone(),
                     writes,
                     seed: Some(ChannelValue {
                         channel: ch.clone(),
-                        segments: if held {
-                            Vec::new()
-                        } else {
-                            vec![(msgpack::MSGPACK.to_owned(), value.clone())]
-                        },
+                        segments: vec![(msgpack::MSGPACK.to_owned(), value.clone())],
                         deltas: 0,
                     }),
-                    seed_version: version.clone(),
+                    seed_version: None,
                 };
             }
             let seed_version = seeds.iter().find(|(c, _)| c == ch).map(|(_, v)| v.clone());
