@@ -42,16 +42,15 @@ class Placements:
         with self._lock:
             return self._entries.get(key)
 
-    def set(self, key: ThreadKey, versions: Mapping[str, Any], apart: Iterable[str]) -> None:
-        """Records a checkpoint's placement: every channel of ``versions`` is kept inside it
-        but those of ``apart``."""
-        apart = set(apart)
-        placed = {ch: (str(v), ch not in apart) for ch, v in versions.items()}
+    def set(self, key: ThreadKey, placed: Placed) -> None:
+        """Records a checkpoint's placement: ``{channel: (version as text, kept inside)}``
+        for every channel of its versions (see ``placed``). ``placed`` is kept as it is: the
+        caller hands it over."""
         with self._lock:
             held = self._entries
             held[key] = placed
             held.move_to_end(key)
-            while len(held) > self.MAX_ENTRIES:
+            if len(held) > self.MAX_ENTRIES:
                 held.popitem(last=False)
 
     def forget_thread(self, thread_id: str) -> None:
@@ -62,3 +61,11 @@ class Placements:
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
+
+
+def placed(versions: Mapping[str, Any], inside: Iterable[str]) -> Placed:
+    """The placement of a checkpoint whose channels are those of ``versions``, the ones in
+    ``inside`` kept inside it and the others stored apart."""
+    if not isinstance(inside, (set, frozenset, dict)):
+        inside = set(inside)
+    return {ch: (v if type(v) is str else str(v), ch in inside) for ch, v in versions.items()}

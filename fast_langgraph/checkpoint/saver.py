@@ -68,7 +68,7 @@ from fast_langgraph.checkpoint._engine_saver import (
     stored_metadata,
     write_items,
 )
-from fast_langgraph.checkpoint._placement import INLINE_MAX, Placements
+from fast_langgraph.checkpoint._placement import INLINE_MAX, Placed, Placements, placed
 from fast_langgraph.checkpoint.sqlite_saver import export_sqlite_saver, import_sqlite_saver
 from fast_langgraph.serde import _ENCODER, RustSerializer
 
@@ -292,15 +292,16 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
             tup, stored = got
             self._seeds.fill(tup.checkpoint, thread_id, ns, [])
             cached = []
-        # A put on this checkpoint keeps inside what it keeps inside (see Placements).
+        # A put on this checkpoint keeps inside what it keeps inside (see Placements): the
+        # values the checkpoint holds but those read from blob rows.
         values = tup.checkpoint["channel_values"]
-        apart = {ch for ch, _ in stored}
-        apart.update(ch for ch, _ in cached)
-        self._placed.set(
-            (thread_id, ns),
-            tup.checkpoint["channel_versions"],
-            [ch for ch in tup.checkpoint["channel_versions"] if ch in apart or ch not in values],
-        )
+        if stored or cached:
+            apart = {ch for ch, _ in stored}
+            apart.update(ch for ch, _ in cached)
+            inside: Any = [ch for ch in values if ch not in apart]
+        else:
+            inside = values
+        self._placed.set((thread_id, ns), placed(tup.checkpoint["channel_versions"], inside))
         if self.delta:
             # The graph builds its next state from these very objects: remember them, so the
             # next put can store only what is appended to them.
@@ -563,6 +564,7 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
         thread_id = conf["thread_id"]
         ns = conf.get("checkpoint_ns", "")
         remembered: builtins.list[tuple[ListKey, Remembered]] = []
+        placement: Placed = {}
         new = self._new_checkpoint(
             str(thread_id),
             ns,
@@ -573,6 +575,7 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
             config,
             remembered if self.delta else None,
             self._placed,
+            placement,
         )
         try:
             self._store.put(new)
@@ -591,14 +594,11 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
                 config,
                 remembered,
                 self._placed,
+                placement,
                 use_deltas=False,
             )
             self._store.put(new)
-        self._placed.set(
-            (str(thread_id), ns),
-            checkpoint["channel_versions"],
-            [ch for ch, _ in new.channel_versions],
-        )
+        self._placed.set((str(thread_id), ns), placement)
         self._lists.remember_many(remembered)
         if self._seeds:
             # A version stored again may hold another value.
@@ -623,6 +623,7 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
         config: RunnableConfig | None,
         remembered: builtins.list[tuple[ListKey, Remembered]] | None = None,
         placements: Placements | None = None,
+        placement: Placed | None = None,
         *,
         use_deltas: bool = True,
     ) -> NewCheckpoint:
@@ -632,7 +633,8 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
         this process last stored or read, and what to remember after a successful put is
         appended to it. With the default serializer, small values travel inside the
         checkpoint (see ``put_values``); ``placements`` says where the values the checkpoint
-        does not change were stored (see ``Placements``).
+        does not change were stored (see ``Placements``); ``placement`` (a dict), if given,
+        is filled with where this checkpoint keeps each of its values, for ``Placements.set``.
         """
         ns = _text(ns, "checkpoint_ns")
         c: dict[str, Any] = dict(checkpoint)
@@ -703,6 +705,20 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
                 raise _serialization_error(what, c, e) from e
         metadata_json, run_id = stored_metadata(config, metadata, checkpoint["id"])
         versions = c["channel_versions"]
+        # The versions of the values stored apart, whose blobs a read looks up.
+        apart: builtins.list[tuple[str, str]] = []
+        if placement is not None:
+            placement.clear()
+            for ch, v in versions.items():
+                v = v if type(v) is str else str(v)
+                inside = ch in inline
+                placement[ch] = (v, inside)
+                if not inside:
+                    apart.append((ch, v))
+        elif inline:
+            apart = [(ch, str(v)) for ch, v in versions.items() if ch not in inline]
+        else:
+            apart = [(ch, str(v)) for ch, v in versions.items()]
         return NewCheckpoint(
             CheckpointKey(thread_id, ns, checkpoint["id"]),
             parent_checkpoint_id=parent_id,
@@ -710,10 +726,7 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
             checkpoint=data,
             metadata_json=metadata_json,
             run_id=run_id,
-            # The versions of the values stored apart, whose blobs a read looks up.
-            channel_versions=[(ch, str(v)) for ch, v in versions.items() if ch not in inline]
-            if inline
-            else [(ch, str(v)) for ch, v in versions.items()],
+            channel_versions=apart,
             blobs=blobs,
         )
 
