@@ -276,8 +276,11 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
         ns = conf.get("checkpoint_ns", "")
         if ns is None:
             return None
-        checkpoint_id = get_checkpoint_id(config)
-        thread_id, ns = str(conf["thread_id"]), _text(ns, "checkpoint_ns")
+        # get_checkpoint_id(config), without the call.
+        checkpoint_id = conf.get("checkpoint_id")
+        thread_id = str(conf["thread_id"])
+        if type(ns) is not str:
+            ns = _text(ns, "checkpoint_ns")
         # DeltaChannel snapshots this process decoded already are not read again.
         cached = self._seeds.versions(thread_id, ns) if self.delta and self._seeds else []
         got = self._read(thread_id, ns, checkpoint_id, cached, config if checkpoint_id else None)
@@ -636,12 +639,16 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
         does not change were stored (see ``Placements``); ``placement`` (a dict), if given,
         is filled with where this checkpoint keeps each of its values, for ``Placements.set``.
         """
-        ns = _text(ns, "checkpoint_ns")
+        if type(ns) is not str:
+            ns = _text(ns, "checkpoint_ns")
         c: dict[str, Any] = dict(checkpoint)
         serde = self.serde
         dumps = serde.dumps_typed
         codec = _ENCODER if type(serde) is RustSerializer else None
         plan = None
+        # (key, version, items, chain) of each list planned: what to remember after the put,
+        # for those that get a blob.
+        planned: builtins.list[tuple[ListKey, str, tuple[Any, ...], int]] = []
         if remembered is not None:
             lists = self._lists
             snapshot_every = self.snapshot_every
@@ -661,7 +668,7 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
                         base, chain, to_dump = got.base, got.chain, got.items
                 # The items as serialized now: the list may grow in place before the commit
                 # returns, and the next delta must start after what was stored.
-                remembered.append((key, Remembered(version, tuple(items), chain)))
+                planned.append((key, version, tuple(items), chain))
                 return to_dump, base
 
         # Small values travel inside the checkpoint: a blob row and its key for a counter or
@@ -683,11 +690,15 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
             placed=placements.get((thread_id, ns)) if placements is not None else None,
             keep_apart=_KEPT_APART,
         )
+        if planned and remembered is not None:
+            # A value kept inside the checkpoint has no blob: no delta can extend it.
+            remembered.extend(
+                (key, Remembered(version, items, chain))
+                for key, version, items, chain in planned
+                if key[2] not in inline
+            )
         if inline:
             c["channel_values"] = inline
-            if remembered:
-                # A value kept inside the checkpoint has no blob: no delta can extend it.
-                remembered[:] = [r for r in remembered if r[0][2] not in inline]
         # The default serializer's codec writes the checkpoint (a dict) itself, as its
         # dumps_typed would; what it cannot write goes to dumps_typed.
         data = _ENCODER.encode(c) if codec is not None else None
@@ -753,9 +764,10 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
                 f"config['configurable']['checkpoint_id']; got configurable={conf!r}"
             )
         items = write_items(self.serde, writes, task_id)
-        key = CheckpointKey(
-            thread_id, _text(conf.get("checkpoint_ns", ""), "checkpoint_ns"), str(checkpoint_id)
-        )
+        ns = conf.get("checkpoint_ns", "")
+        if type(ns) is not str:
+            ns = _text(ns, "checkpoint_ns")
+        key = CheckpointKey(thread_id, ns, str(checkpoint_id))
         self._store.put_writes(NewWrites(key, task_id, task_path or "", items))
 
     def delete_thread(self, thread_id: str) -> None:
