@@ -36,19 +36,28 @@ class Placements:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._entries: OrderedDict[ThreadKey, Placed] = OrderedDict()
+        # key -> (checkpoint id, placement)
+        self._entries: OrderedDict[ThreadKey, tuple[str, Placed]] = OrderedDict()
 
     def get(self, key: ThreadKey) -> Placed | None:
         with self._lock:
-            return self._entries.get(key)
+            entry = self._entries.get(key)
+        return None if entry is None else entry[1]
 
-    def set(self, key: ThreadKey, placed: Placed) -> None:
-        """Records a checkpoint's placement: ``{channel: (version as text, kept inside)}``
-        for every channel of its versions (see ``placed``). ``placed`` is kept as it is: the
-        caller hands it over."""
+    def holds(self, key: ThreadKey, checkpoint_id: str) -> bool:
+        """Whether the placement held for ``key`` is that of checkpoint ``checkpoint_id``
+        (a checkpoint's placement does not change: ``get_tuple`` need not record it again).
+        One lookup, atomic under the GIL, so without the lock."""
+        entry = self._entries.get(key)
+        return entry is not None and entry[0] == checkpoint_id
+
+    def set(self, key: ThreadKey, checkpoint_id: str, placed: Placed) -> None:
+        """Records the placement of checkpoint ``checkpoint_id``: ``{channel: (version as
+        text, kept inside)}`` for every channel of its versions (see ``placed``). ``placed``
+        is kept as it is: the caller hands it over."""
         with self._lock:
             held = self._entries
-            held[key] = placed
+            held[key] = (checkpoint_id, placed)
             held.move_to_end(key)
             if len(held) > self.MAX_ENTRIES:
                 held.popitem(last=False)

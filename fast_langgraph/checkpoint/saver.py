@@ -296,15 +296,19 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
             self._seeds.fill(tup.checkpoint, thread_id, ns, [])
             cached = []
         # A put on this checkpoint keeps inside what it keeps inside (see Placements): the
-        # values the checkpoint holds but those read from blob rows.
+        # values the checkpoint holds but those read from blob rows. Recorded already when
+        # this process last wrote or read this very checkpoint.
         values = tup.checkpoint["channel_values"]
-        if stored or cached:
-            apart = {ch for ch, _ in stored}
-            apart.update(ch for ch, _ in cached)
-            inside: Any = [ch for ch in values if ch not in apart]
-        else:
-            inside = values
-        self._placed.set((thread_id, ns), placed(tup.checkpoint["channel_versions"], inside))
+        key = (thread_id, ns)
+        read_id = tup.checkpoint["id"]
+        if not self._placed.holds(key, read_id):
+            if stored or cached:
+                apart = {ch for ch, _ in stored}
+                apart.update(ch for ch, _ in cached)
+                inside: Any = [ch for ch in values if ch not in apart]
+            else:
+                inside = values
+            self._placed.set(key, read_id, placed(tup.checkpoint["channel_versions"], inside))
         if self.delta:
             # The graph builds its next state from these very objects: remember them, so the
             # next put can store only what is appended to them.
@@ -601,7 +605,7 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
                 use_deltas=False,
             )
             self._store.put(new)
-        self._placed.set((str(thread_id), ns), placement)
+        self._placed.set((str(thread_id), ns), checkpoint["id"], placement)
         self._lists.remember_many(remembered)
         if self._seeds:
             # A version stored again may hold another value.
