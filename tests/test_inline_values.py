@@ -551,6 +551,65 @@ def test_values_inside_stay_within_2_kb_when_the_placement_is_unknown(tmp_path: 
     assert latest <= 2048 + 512
 
 
+def test_the_placement_a_put_records_is_the_one_a_read_of_its_checkpoint_records(
+    tmp_path: Path,
+) -> None:
+    """get_tuple does not record again the placement of the checkpoint it holds already (the
+    one this process just wrote): that is right only if a read of the checkpoint, by a saver
+    that never wrote it, records the same placement, for every shape a put can store."""
+    from langgraph.checkpoint.serde.types import _DeltaSnapshot
+
+    path = tmp_path / "c.db"
+    steps = [
+        # (values, versions, changed)
+        ({"small": SMALL, "large": LARGE, "n": 0}, {"small": "1", "large": "1", "n": "1"}, None),
+        # a channel with a version and no value; the others carried unchanged
+        (
+            {"small": SMALL, "large": LARGE, "n": 1},
+            {"small": "1", "large": "1", "n": "2", "gone": "1"},
+            ["n", "gone"],
+        ),
+        # a DeltaChannel snapshot (kept apart whatever its size), a small one grown large
+        (
+            {"small": SMALL + LARGE, "large": LARGE, "n": 2, "snap": _DeltaSnapshot([1, 2])},
+            {"small": "2", "large": "1", "n": "3", "gone": "1", "snap": "1"},
+            ["small", "n", "snap"],
+        ),
+    ]
+    ids: list[str] = []
+    put_placements = []
+
+    def held(saver: RustSQLiteCheckpointer) -> dict[str, Any]:
+        """The placement held for the thread, a scalar's bytes left out (a put records none,
+        a read the stored ones: scalars are carried from their value either way)."""
+        got = saver._placed.get(("t", ""))
+        assert got is not None
+        return {ch: e if ch != "n" else e[:2] for ch, e in got.items()}
+
+    with RustSQLiteCheckpointer(path) as saver:
+        parent = None
+        for values, versions, changed in steps:
+            parent = _step(saver, "t", parent, values, versions, changed or list(versions))
+            ids.append(parent)
+            put_placements.append(held(saver))
+            # The read of the checkpoint just written leaves the placement as the put made it.
+            saver.get_tuple(_cfg("t"))
+            assert held(saver) == put_placements[-1]
+    assert put_placements[0]["small"][:2] == ("1", True)
+    assert put_placements[1]["gone"] == ("1", False, None)
+    assert put_placements[2]["snap"] == ("1", False, None)
+    assert put_placements[2]["small"] == ("2", False, None)
+    for checkpoint_id, expected in zip(ids, put_placements, strict=True):
+        with RustSQLiteCheckpointer(path) as reader:
+            reader.get_tuple(_cfg("t", checkpoint_id))
+            assert held(reader) == expected
+    with RustSQLiteCheckpointer(path) as reader:
+        # Reading an older checkpoint replaces the placement held for the thread.
+        reader.get_tuple(_cfg("t"))
+        reader.get_tuple(_cfg("t", ids[0]))
+        assert held(reader) == put_placements[0]
+
+
 def test_delta_channel_snapshots_and_other_serializers_keep_values_apart(tmp_path: Path) -> None:
     from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
     from langgraph.checkpoint.serde.types import _DeltaSnapshot

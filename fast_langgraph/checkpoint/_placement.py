@@ -38,26 +38,29 @@ class Placements:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._entries: OrderedDict[ThreadKey, Placed] = OrderedDict()
+        # key -> (checkpoint id, placement)
+        self._entries: OrderedDict[ThreadKey, tuple[str, Placed]] = OrderedDict()
 
     def get(self, key: ThreadKey) -> Placed | None:
         with self._lock:
-            return self._entries.get(key)
+            entry = self._entries.get(key)
+        return None if entry is None else entry[1]
 
-    def set(
-        self, key: ThreadKey, versions: Mapping[str, Any], inside: Mapping[str, bytes | None]
-    ) -> None:
-        """Records a checkpoint's placement: every channel of ``versions`` is stored apart
-        but those of ``inside``, kept inside with the msgpack given (``None`` if unknown)."""
-        placed = {
-            ch: (str(v), True, inside[ch]) if ch in inside else (str(v), False, None)
-            for ch, v in versions.items()
-        }
+    def holds(self, key: ThreadKey, checkpoint_id: str) -> bool:
+        """Whether the placement held for ``key`` is that of checkpoint ``checkpoint_id``
+        (a checkpoint's placement does not change: ``get_tuple`` need not record it again).
+        One lookup, atomic under the GIL, so without the lock."""
+        entry = self._entries.get(key)
+        return entry is not None and entry[0] == checkpoint_id
+
+    def set(self, key: ThreadKey, checkpoint_id: str, placed: Placed) -> None:
+        """Records the placement of checkpoint ``checkpoint_id`` (see ``placed``). ``placed``
+        is kept as it is: the caller hands it over."""
         with self._lock:
             held = self._entries
-            held[key] = placed
+            held[key] = (checkpoint_id, placed)
             held.move_to_end(key)
-            while len(held) > self.MAX_ENTRIES:
+            if len(held) > self.MAX_ENTRIES:
                 held.popitem(last=False)
 
     def forget_thread(self, thread_id: str) -> None:
@@ -68,3 +71,16 @@ class Placements:
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
+
+
+def placed(versions: Mapping[str, Any], inside: Mapping[str, bytes | None]) -> Placed:
+    """The placement of a checkpoint whose channels are those of ``versions``: ``(version as
+    text, True, msgpack or None)`` for the ones in ``inside`` (kept inside it, with the bytes
+    they were stored as when known), ``(version as text, False, None)`` for the others (stored
+    apart)."""
+    return {
+        ch: (v if type(v) is str else str(v), True, inside[ch])
+        if ch in inside
+        else (v if type(v) is str else str(v), False, None)
+        for ch, v in versions.items()
+    }

@@ -68,7 +68,7 @@ from fast_langgraph.checkpoint._engine_saver import (
     stored_metadata,
     write_items,
 )
-from fast_langgraph.checkpoint._placement import INLINE_MAX, Placements
+from fast_langgraph.checkpoint._placement import INLINE_MAX, Placed, Placements, placed
 from fast_langgraph.checkpoint.sqlite_saver import export_sqlite_saver, import_sqlite_saver
 from fast_langgraph.serde import _ENCODER, RustSerializer
 
@@ -277,8 +277,11 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
         ns = conf.get("checkpoint_ns", "")
         if ns is None:
             return None
-        checkpoint_id = get_checkpoint_id(config)
-        thread_id, ns = str(conf["thread_id"]), _text(ns, "checkpoint_ns")
+        # get_checkpoint_id(config), without the call.
+        checkpoint_id = conf.get("checkpoint_id")
+        thread_id = str(conf["thread_id"])
+        if type(ns) is not str:
+            ns = _text(ns, "checkpoint_ns")
         # DeltaChannel snapshots this process decoded already are not read again.
         cached = self._seeds.versions(thread_id, ns) if self.delta and self._seeds else []
         got = self._read(thread_id, ns, checkpoint_id, cached, config if checkpoint_id else None)
@@ -292,8 +295,12 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
                 return None
             tup, stored, inside = got
             self._seeds.fill(tup.checkpoint, thread_id, ns, [])
-        # A put on this checkpoint carries what it keeps inside (see Placements).
-        self._placed.set((thread_id, ns), tup.checkpoint["channel_versions"], inside)
+        # A put on this checkpoint carries what it keeps inside (see Placements); recorded
+        # already when this process last wrote or read this very checkpoint.
+        key = (thread_id, ns)
+        read_id = tup.checkpoint["id"]
+        if not self._placed.holds(key, read_id):
+            self._placed.set(key, read_id, placed(tup.checkpoint["channel_versions"], inside))
         if self.delta:
             # The graph builds its next state from these very objects: remember them, so the
             # next put can store only what is appended to them.
@@ -564,7 +571,7 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
         thread_id = conf["thread_id"]
         ns = conf.get("checkpoint_ns", "")
         remembered: builtins.list[tuple[ListKey, Remembered]] = []
-        new, inside = self._new_checkpoint(
+        new, placement = self._new_checkpoint(
             str(thread_id),
             ns,
             conf.get("checkpoint_id"),
@@ -582,7 +589,7 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
             self._lists.forget_thread(str(thread_id))
             self._placed.forget_thread(str(thread_id))
             remembered.clear()
-            new, inside = self._new_checkpoint(
+            new, placement = self._new_checkpoint(
                 str(thread_id),
                 ns,
                 conf.get("checkpoint_id"),
@@ -595,9 +602,7 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
                 use_deltas=False,
             )
             self._store.put(new)
-        self._placed.set(
-            (new.key.thread_id, new.key.checkpoint_ns), checkpoint["channel_versions"], inside
-        )
+        self._placed.set((new.key.thread_id, new.key.checkpoint_ns), checkpoint["id"], placement)
         self._lists.remember_many(remembered)
         if self._seeds:
             # A version stored again may hold another value.
@@ -624,23 +629,27 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
         placements: Placements | None = None,
         *,
         use_deltas: bool = True,
-    ) -> tuple[NewCheckpoint, dict[str, bytes | None]]:
+    ) -> tuple[NewCheckpoint, Placed]:
         """Serialize a checkpoint into the ``NewCheckpoint`` that ``CheckpointStore.put`` takes,
-        and say which values it keeps inside: channel to msgpack (``None`` for a scalar, or a
-        value inside a checkpoint the codec could not write).
+        and give its placement (see ``Placements``): which values it keeps inside, with their
+        msgpack (``None`` for a scalar, or inside a checkpoint the codec could not write).
 
         With ``remembered`` (a list), list channels may be stored as deltas over the version
         this process last stored or read, and what to remember after a successful put is
         appended to it. With the default serializer, small values travel inside the
         checkpoint (see ``put_values``); ``placements`` says where the values the checkpoint
-        does not change were stored (see ``Placements``).
+        does not change were stored.
         """
-        ns = _text(ns, "checkpoint_ns")
+        if type(ns) is not str:
+            ns = _text(ns, "checkpoint_ns")
         c: dict[str, Any] = dict(checkpoint)
         serde = self.serde
         dumps = serde.dumps_typed
         codec = _ENCODER if type(serde) is RustSerializer else None
         plan = None
+        # (key, version, items, chain) of each list planned: what to remember after the put,
+        # for those that get a blob.
+        planned: builtins.list[tuple[ListKey, str, tuple[Any, ...], int]] = []
         if remembered is not None:
             lists = self._lists
             snapshot_every = self.snapshot_every
@@ -660,7 +669,7 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
                         base, chain, to_dump = got.base, got.chain, got.items
                 # The items as serialized now: the list may grow in place before the commit
                 # returns, and the next delta must start after what was stored.
-                remembered.append((key, Remembered(version, tuple(items), chain)))
+                planned.append((key, version, tuple(items), chain))
                 return to_dump, base
 
         # Small values travel inside the checkpoint: a blob row and its key for a counter or
@@ -682,20 +691,23 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
             placed=placements.get((thread_id, ns)) if placements is not None else None,
             keep_apart=_KEPT_APART,
         )
+        if planned and remembered is not None:
+            # A value kept inside the checkpoint has no blob: no delta can extend it.
+            remembered.extend(
+                (key, Remembered(version, items, chain))
+                for key, version, items, chain in planned
+                if key[2] not in inline
+            )
         if inline:
             c["channel_values"] = inline
-            if remembered:
-                # A value kept inside the checkpoint has no blob: no delta can extend it.
-                remembered[:] = [r for r in remembered if r[0][2] not in inline]
         # The default serializer's codec writes the checkpoint (a dict) itself, as its
         # dumps_typed would; what it cannot write goes to dumps_typed.
         data = _ENCODER.encode(c) if codec is not None else None
-        inside: dict[str, bytes | None]
-        if data is not None:
+        # Whether the values kept inside are stored as their PackedValue bytes.
+        packed = data is not None
+        if packed:
             type_ = "msgpack"
-            inside = {ch: v.data if type(v) is PackedValue else None for ch, v in inline.items()}
         else:
-            inside = dict.fromkeys(inline)
             if inline:
                 c["channel_values"] = {
                     ch: v.value if type(v) is PackedValue else v for ch, v in inline.items()
@@ -707,6 +719,18 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
                 raise _serialization_error(what, c, e) from e
         metadata_json, run_id = stored_metadata(config, metadata, checkpoint["id"])
         versions = c["channel_versions"]
+        # The versions of the values stored apart, whose blobs a read looks up, and the
+        # checkpoint's placement, in one pass.
+        apart: builtins.list[tuple[str, str]] = []
+        placement: Placed = {}
+        for ch, v in versions.items():
+            v = v if type(v) is str else str(v)
+            if ch in inline:
+                x = inline[ch]
+                placement[ch] = (v, True, x.data if packed and type(x) is PackedValue else None)
+            else:
+                placement[ch] = (v, False, None)
+                apart.append((ch, v))
         new = NewCheckpoint(
             CheckpointKey(thread_id, ns, checkpoint["id"]),
             parent_checkpoint_id=parent_id,
@@ -714,13 +738,10 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
             checkpoint=data,
             metadata_json=metadata_json,
             run_id=run_id,
-            # The versions of the values stored apart, whose blobs a read looks up.
-            channel_versions=[(ch, str(v)) for ch, v in versions.items() if ch not in inline]
-            if inline
-            else [(ch, str(v)) for ch, v in versions.items()],
+            channel_versions=apart,
             blobs=blobs,
         )
-        return new, inside
+        return new, placement
 
     def put_writes(
         self,
@@ -745,9 +766,10 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
                 f"config['configurable']['checkpoint_id']; got configurable={conf!r}"
             )
         items = write_items(self.serde, writes, task_id)
-        key = CheckpointKey(
-            thread_id, _text(conf.get("checkpoint_ns", ""), "checkpoint_ns"), str(checkpoint_id)
-        )
+        ns = conf.get("checkpoint_ns", "")
+        if type(ns) is not str:
+            ns = _text(ns, "checkpoint_ns")
+        key = CheckpointKey(thread_id, ns, str(checkpoint_id))
         self._store.put_writes(NewWrites(key, task_id, task_path or "", items))
 
     def delete_thread(self, thread_id: str) -> None:
