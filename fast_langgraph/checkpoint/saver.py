@@ -705,7 +705,7 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
         data = _ENCODER.encode(c) if codec is not None else None
         # Whether the values kept inside are stored as their PackedValue bytes.
         packed = data is not None
-        if packed:
+        if data is not None:
             type_ = "msgpack"
         else:
             if inline:
