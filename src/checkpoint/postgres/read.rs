@@ -416,7 +416,9 @@ pub fn delta_history(
             // A value the ancestor keeps inside its payload ends the history as a stored one
             // does (the statement sends the payload only when a channel is not stored apart).
             if !remaining.is_empty() {
-                if let (Some(mut tag), Some(mut data)) = (row.get::<_, Option<String>>(4), row.get::<_, Option<Vec<u8>>>(5)) {
+                if let (Some(mut tag), Some(mut data)) =
+                    (row.get::<_, Option<String>>(4), row.get::<_, Option<Vec<u8>>>(5))
+                {
                     deflate::unpack(&mut tag, &mut data)
                         .and_then(|()| versions::unpack_payload(&mut tag, &mut data))
                         .map_err(|why| {
@@ -552,14 +554,14 @@ pub fn delta_history(
                 deltas: 0,
             }),
             (_, None) => match &seed_version[i] {
-            // Held by the caller: a seed without segments says so.
-            Some(v) if cached.iter().any(|(c, cv)| c == channel && cv == v) => Some(ChannelValue {
-                channel: channel.clone(),
-                segments: Vec::new(),
-                deltas: 0,
-            }),
-            Some(v) => chain::channel_values(at, &[(channel.clone(), v.clone())], &blobs)?.pop(),
-            None => None,
+                // Held by the caller: a seed without segments says so.
+                Some(v) if cached.iter().any(|(c, cv)| c == channel && cv == v) => Some(ChannelValue {
+                    channel: channel.clone(),
+                    segments: Vec::new(),
+                    deltas: 0,
+                }),
+                Some(v) => chain::channel_values(at, &[(channel.clone(), v.clone())], &blobs)?.pop(),
+                None => None,
             },
         };
         out.push(ChannelHistory {
