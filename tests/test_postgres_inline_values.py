@@ -38,9 +38,9 @@ def _step(saver, thread: str, parent: str | None, values: dict, versions: dict, 
     cp = empty_checkpoint()
     cp["channel_values"] = dict(values)
     cp["channel_versions"] = dict(versions)
-    return saver.put(
-        _cfg(thread, parent), cp, {"step": 1}, {k: versions[k] for k in changed}
-    )["configurable"]["checkpoint_id"]
+    return saver.put(_cfg(thread, parent), cp, {"step": 1}, {k: versions[k] for k in changed})[
+        "configurable"
+    ]["checkpoint_id"]
 
 
 def _blob_rows(url: str, thread: str) -> list[tuple[str, bytes]]:
@@ -115,7 +115,9 @@ def test_a_new_saver_continues_a_thread_it_did_not_write(pg_db, saver) -> None:
         # stays, as a version names one value.
         changed_large = [HumanMessage("y" * 3000, id="l1")]
         values = {"small": SMALL, "large": changed_large, "n": 1}
-        new = other._checkpoint_args("t", "", first, _checkpoint(values, bumped), {}, {"n": "2"}, None)
+        new = other._checkpoint_args(
+            "t", "", first, _checkpoint(values, bumped), {}, {"n": "2"}, None
+        )
         assert [(b.channel, b.keep_existing) for b in new.blobs] == [("large", True)]
         second = _step(other, "t", first, {"small": SMALL, "large": LARGE, "n": 1}, bumped, ["n"])
         assert _values_at(other, "t", second) == {"small": SMALL, "large": LARGE, "n": 1}
