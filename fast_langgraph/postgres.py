@@ -768,6 +768,9 @@ class RustPostgresCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyn
                     )
                 )
         seen_blobs: set[tuple[str, str, str, str]] = set()
+        # Where the checkpoint imported last of each thread kept each value: the next one
+        # (its ancestor, as list() goes newest first) carries or refers to it the same way.
+        placed = Placements()
         checkpoints: list[NewCheckpoint] = []
         write_args: list[NewWrites] = []
         count = 0
@@ -789,11 +792,15 @@ class RustPostgresCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyn
             parent_id = (
                 tup.parent_config["configurable"]["checkpoint_id"] if tup.parent_config else None
             )
-            checkpoints.append(
-                self._checkpoint_args(
-                    thread_id, ns, parent_id, checkpoint, tup.metadata, new_versions, None
-                )
+            args = self._checkpoint_args(
+                thread_id, ns, parent_id, checkpoint, tup.metadata, new_versions, None, None, placed
             )
+            placed.set(
+                (thread_id, ns),
+                checkpoint["channel_versions"],
+                [ch for ch, _ in args.channel_versions],
+            )
+            checkpoints.append(args)
             by_task: dict[tuple[str, str], list[NewWrite]] = {}
             for task_id, path, idx, channel, wtype, value in writes_by_cp.get(
                 (thread_id, ns, cid), []

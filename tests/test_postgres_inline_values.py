@@ -254,3 +254,27 @@ def test_the_database_is_marked_so_older_builds_refuse_it(pg_db, saver) -> None:
         (newest,) = conn.execute("SELECT max(v) FROM flg_pg_migrations").fetchone()
     assert "from schema 10" in comment
     assert newest == 10
+
+
+def test_an_import_carries_small_values_and_stores_a_large_one_once(pg_db) -> None:
+    """import_postgres_saver keeps each value as a put would: the small ones inside every
+    checkpoint that has them, a large unchanged one as one blob all its checkpoints refer to."""
+    from langgraph.checkpoint.postgres import PostgresSaver
+
+    with PostgresSaver.from_conn_string(pg_db) as stock:
+        stock.setup()
+        versions = {"small": "1", "large": "1", "n": "1"}
+        ids = [
+            _step(stock, "t", None, {"small": SMALL, "large": LARGE, "n": 0}, versions, versions)
+        ]
+        for i in range(1, 4):
+            versions = {**versions, "n": str(i + 1)}
+            values = {"small": SMALL, "large": LARGE, "n": i}
+            ids.append(_step(stock, "t", ids[-1], values, versions, ["n"]))
+        want = [t.checkpoint for t in stock.list(_cfg("t"))]
+        with RustPostgresCheckpointer(pg_db) as ours:
+            ours.setup()
+            assert ours.import_postgres_saver(stock) == 4
+            assert ours.storage_stats()["blobs"] == 1
+            assert [t.checkpoint for t in ours.list(_cfg("t"))] == want
+            assert ours._store.check() == []
