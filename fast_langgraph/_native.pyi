@@ -62,8 +62,8 @@ class CheckpointKey:
 class NewBlob:
     """A channel value to store under its channel version. With `delta_base`, `data` holds
     only the items appended to the list stored under that version of the same channel. With
-    `keep_existing`, a value already stored under the same version stays as it is (the SQLite
-    store); otherwise it is replaced."""
+    `keep_existing`, a value already stored under the same version stays as it is (both
+    stores); otherwise it is replaced."""
 
     def __new__(
         cls,

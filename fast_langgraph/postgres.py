@@ -36,6 +36,7 @@ from langgraph.checkpoint.base import (
     SerializerProtocol,
     get_checkpoint_id,
 )
+from langgraph.checkpoint.serde.types import _DeltaSnapshot
 
 from fast_langgraph._native import (
     ChannelValueRow,
@@ -45,6 +46,7 @@ from fast_langgraph._native import (
     NewCheckpoint,
     NewWrite,
     NewWrites,
+    PackedValue,
     PgCheckpointStore,
     SerializationError,
     put_values,
@@ -58,12 +60,15 @@ from fast_langgraph.checkpoint._engine_saver import (
     stored_metadata,
     write_items,
 )
+from fast_langgraph.checkpoint._placement import INLINE_MAX, Placements
 from fast_langgraph.serde import _ENCODER, RustSerializer
 
 __all__ = ["RustPostgresCheckpointer"]
 
 
 _SCALARS = (str, int, float, bool, type(None))
+# Kept apart, as blobs, whatever their size: a DeltaChannel's history is read from blobs.
+_KEPT_APART = (_DeltaSnapshot,)
 
 
 class RustPostgresCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncContextManager):
@@ -152,6 +157,7 @@ class RustPostgresCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyn
         self.snapshot_every = snapshot_every
         self._lists = _ListVersions()
         self._seeds = SeedCache()
+        self._placed = Placements()
         self._heads = _Heads()
         self._store = PgCheckpointStore(
             conninfo,
@@ -168,6 +174,7 @@ class RustPostgresCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyn
         in-process caches, whose locks a thread of the parent may have held, are renewed."""
         self._lists = _ListVersions()
         self._seeds = SeedCache()
+        self._placed = Placements()
         self._heads = _Heads()
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -261,6 +268,16 @@ class RustPostgresCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyn
                 return None
             tup = self._to_tuple(row, config if checkpoint_id else None)
             self._seeds.fill(tup.checkpoint, thread_id, ns, [])
+            cached = []
+        # A put on this checkpoint keeps inside what it keeps inside (see Placements).
+        values = tup.checkpoint["channel_values"]
+        apart = {stored.channel for stored in row.values}
+        apart.update(ch for ch, _ in cached)
+        self._placed.set(
+            (thread_id, ns),
+            tup.checkpoint["channel_versions"],
+            [ch for ch in tup.checkpoint["channel_versions"] if ch in apart or ch not in values],
+        )
         if self.delta:
             # The graph builds its next state from these very objects: remember them, so the
             # next put can store only what is appended to them.
@@ -439,12 +456,14 @@ class RustPostgresCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyn
             new_versions,
             config,
             remembered if self.delta else None,
+            self._placed,
         )
         try:
             self._store.put(args, continue_head=continue_head)
         except DeltaBaseMissingError:
             # A base was pruned or deleted since we saw it: store full values.
             self._lists.forget_thread(thread_id)
+            self._placed.forget_thread(thread_id)
             remembered.clear()
             args = self._checkpoint_args(
                 thread_id,
@@ -455,9 +474,15 @@ class RustPostgresCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyn
                 new_versions,
                 config,
                 remembered,
+                self._placed,
                 use_deltas=False,
             )
             self._store.put(args, continue_head=continue_head)
+        self._placed.set(
+            (thread_id, ns),
+            checkpoint["channel_versions"],
+            [ch for ch, _ in args.channel_versions],
+        )
         for entry in remembered:
             self._lists.remember(*entry)
         if self._seeds:
@@ -484,11 +509,14 @@ class RustPostgresCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyn
         new_versions: ChannelVersions,
         config: RunnableConfig | None,
         remembered: builtins.list[tuple] | None = None,
+        placements: Placements | None = None,
         *,
         use_deltas: bool = True,
     ) -> NewCheckpoint:
         """Serialize a checkpoint into the ``NewCheckpoint`` that ``PgCheckpointStore.put``
-        takes."""
+        takes. With the default serializer, small values travel inside the checkpoint (see
+        ``put_values``); ``placements`` says where the values the checkpoint does not change
+        were stored (see ``Placements``)."""
         c: dict[str, Any] = dict(checkpoint)
         serde = self.serde
         plan = None
@@ -508,9 +536,10 @@ class RustPostgresCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyn
                 remembered.append((key, version, tuple(value), chain))
                 return to_dump, base
 
-        # Small scalars and None travel inside the checkpoint, as PostgresSaver keeps them: a
-        # blob row and its key for a counter would cost the server more than the counter. The
-        # other values of new_versions are serialized in one native call.
+        # Small values travel inside the checkpoint: a blob row and its key for a counter or a
+        # short history would cost the server more than the value. Scalars and None with any
+        # serializer, as PostgresSaver keeps them; other values with the default one, up to
+        # INLINE_MAX bytes. The other values of new_versions are serialized in the same call.
         inline, blobs = put_values(
             c.pop("channel_values", None),
             new_versions if type(new_versions) is dict else dict(new_versions),
@@ -521,15 +550,36 @@ class RustPostgresCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyn
             dumps=serde.dumps_typed,
             thread_id=thread_id,
             checkpoint_id=checkpoint["id"],
+            inline_max=INLINE_MAX,
+            versions=c.get("channel_versions"),
+            placed=placements.get((thread_id, ns)) if placements is not None else None,
+            keep_apart=_KEPT_APART,
         )
         if inline:
             c["channel_values"] = inline
+            if remembered:
+                # A value kept inside the checkpoint has no blob: no delta can extend it.
+                remembered[:] = [r for r in remembered if r[0][2] not in inline]
         # The row's versions column holds the versions of the values stored apart, whose blobs
         # a read looks up; the inline values' versions stay in the payload. A msgpack payload
         # leaves the column's versions out and reading puts them back. Versions that are not
         # strings (the column holds their str()), or a payload that is not msgpack, keep them
         # all inside.
         what = f"checkpoint {checkpoint['id']!r} in thread {thread_id!r}"
+        packed = inline and any(type(v) is PackedValue for v in inline.values())
+
+        def dump() -> tuple[str, bytes]:
+            if packed:
+                # The default serializer's codec writes the packed values' bytes as they are;
+                # what it cannot write goes to dumps_typed with the values themselves.
+                data = _ENCODER.encode(c)
+                if data is not None:
+                    return "msgpack", data
+                c["channel_values"] = {
+                    ch: v.value if type(v) is PackedValue else v for ch, v in inline.items()
+                }
+            return self._dumps(c, what)
+
         channel_versions = c["channel_versions"]
         if all(type(v) is str for v in channel_versions.values()):
             if inline:
@@ -538,12 +588,12 @@ class RustPostgresCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyn
                 }
             else:
                 del c["channel_versions"]
-            type_, data = self._dumps(c, what)
+            type_, data = dump()
             if type_ != "msgpack":
                 c["channel_versions"] = channel_versions
-                type_, data = self._dumps(c, what)
+                type_, data = dump()
         else:
-            type_, data = self._dumps(c, what)
+            type_, data = dump()
         metadata_json, run_id = stored_metadata(config, metadata, checkpoint["id"])
         # PostgreSQL's jsonb cannot hold U+0000; PostgresSaver drops it the same way.
         metadata_json = metadata_json.replace("\\u0000", "")
@@ -590,6 +640,7 @@ class RustPostgresCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyn
         """Delete every checkpoint and write of a thread."""
         self._lists.forget_thread(str(thread_id))
         self._seeds.forget_thread(str(thread_id))
+        self._placed.forget_thread(str(thread_id))
         self._store.delete_thread(str(thread_id))
 
     def delete_for_runs(self, run_ids: Sequence[str]) -> None:
@@ -599,10 +650,12 @@ class RustPostgresCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyn
         run_ids = [str(r) for r in id_list(run_ids, "run_ids")]
         self._lists.clear()
         self._seeds.clear()
+        self._placed.clear()
         self._store.delete_for_runs(run_ids)
 
     def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
         """Copy every checkpoint, channel value and write of one thread to another."""
+        self._placed.forget_thread(str(target_thread_id))
         self._store.copy_thread(str(source_thread_id), str(target_thread_id))
 
     def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
@@ -614,6 +667,7 @@ class RustPostgresCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyn
         for thread_id in thread_ids:
             self._lists.forget_thread(thread_id)
             self._seeds.forget_thread(thread_id)
+            self._placed.forget_thread(thread_id)
         # The store checks the strategy and names it in its ValueError.
         self._store.prune(thread_ids, cast(Literal["keep_latest", "delete"], strategy))
 
@@ -663,6 +717,7 @@ class RustPostgresCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyn
         cutoff_ms = int((now - max_idle).timestamp() * 1000)
         self._lists.clear()
         self._seeds.clear()
+        self._placed.clear()
         return self._store.prune_idle(cutoff_ms, strategy)
 
     # -- moving in from PostgresSaver --------------------------------------------------------
@@ -713,6 +768,9 @@ class RustPostgresCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyn
                     )
                 )
         seen_blobs: set[tuple[str, str, str, str]] = set()
+        # Where the checkpoint imported last of each thread kept each value: the next one
+        # (its ancestor, as list() goes newest first) carries or refers to it the same way.
+        placed = Placements()
         checkpoints: list[NewCheckpoint] = []
         write_args: list[NewWrites] = []
         count = 0
@@ -734,11 +792,15 @@ class RustPostgresCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyn
             parent_id = (
                 tup.parent_config["configurable"]["checkpoint_id"] if tup.parent_config else None
             )
-            checkpoints.append(
-                self._checkpoint_args(
-                    thread_id, ns, parent_id, checkpoint, tup.metadata, new_versions, None
-                )
+            args = self._checkpoint_args(
+                thread_id, ns, parent_id, checkpoint, tup.metadata, new_versions, None, None, placed
             )
+            placed.set(
+                (thread_id, ns),
+                checkpoint["channel_versions"],
+                [ch for ch, _ in args.channel_versions],
+            )
+            checkpoints.append(args)
             by_task: dict[tuple[str, str], list[NewWrite]] = {}
             for task_id, path, idx, channel, wtype, value in writes_by_cp.get(
                 (thread_id, ns, cid), []

@@ -228,7 +228,8 @@ def test_calls_committed_together_store_what_they_store_one_by_one(pg_server, pg
             cp["id"] = f"1ef00000-0000-6000-8000-{t:06d}{step:06d}"
             values = {"n": step, "text": "w" * (50 * t), "t": t}
             if step % 2:
-                values["extra"] = [step, t]
+                # Too large to travel inside the checkpoint: a blob.
+                values["extra"] = [step, t, "e" * 2100]
             cp["channel_values"] = values
             cp["channel_versions"] = {k: f"{step + 1:032}.0.{t}" for k in [*values, "gone"]}
             conf = cfg(f"together-{t}", checkpoint_ns="")
@@ -272,11 +273,16 @@ def test_calls_committed_together_store_what_they_store_one_by_one(pg_server, pg
         one_by_one.close()
     together, alone = _rows(pg_db), _rows(alone_db)
     assert sum(r[0] == "c" for r in together) == 40
-    assert sum(r[0] == "b" for r in together) >= 20  # the lists at least (small scalars are inline)
+    assert sum(r[0] == "b" for r in together) >= 20  # the large lists (small values are inline)
     assert sum(r[0] == "w" for r in together) == 10 * (4 * 2 + 1)
     assert together == alone
     last = saver.get_tuple(cfg("together-3"))
-    assert last.checkpoint["channel_values"] == {"n": 3, "text": "w" * 150, "t": 3, "extra": [3, 3]}
+    assert last.checkpoint["channel_values"] == {
+        "n": 3,
+        "text": "w" * 150,
+        "t": 3,
+        "extra": [3, 3, "e" * 2100],
+    }
     assert last.parent_config["configurable"]["checkpoint_id"] == plan[3][2][1]["id"]
     assert sorted((task, c, v) for task, c, v in last.pending_writes) == [
         ("task-1", "__error__", "late"),

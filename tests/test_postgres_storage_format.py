@@ -271,7 +271,7 @@ def test_payloads_with_their_own_channel_versions_still_read(saver, pg_db):
         assert [t.checkpoint for t in old.list(cfg("own-wide"))] == wide
         # A payload whose versions differ from its row's column: the payload's win, and the
         # column adds those the payload lacks.
-        thread, cid, _, _, channels, versions = rows[0]
+        thread, cid, _, _, channels, versions = next(r for r in rows if r[4])
         assert channels
         odd = {
             **payloads[thread, cid],
@@ -355,7 +355,8 @@ def test_a_damaged_write_names_its_task_and_checkpoint(saver, pg_db):
 
 
 def _scalar_checkpoint(saver) -> tuple[dict, dict]:
-    """A checkpoint with a value of every kind kept inline, and of the kinds that are not."""
+    """A checkpoint with a value of every kind kept inline, and values too large to be (over
+    the 2 KB of msgpack a checkpoint keeps inside)."""
     cp = empty_checkpoint()
     cp["channel_values"] = {
         "count": 3,
@@ -364,9 +365,9 @@ def _scalar_checkpoint(saver) -> tuple[dict, dict]:
         "off": False,
         "name": "short",
         "edge": "y" * 256,
-        "long": "x" * 257,
+        "long": "x" * 2100,
         "none": None,
-        "items": [1, 2, 3],
+        "items": ["i" * 700] * 3,
     }
     versions = {k: saver.get_next_version(None, None) for k in cp["channel_values"]}
     versions["valueless"] = saver.get_next_version(None, None)
@@ -379,8 +380,8 @@ INLINE = {"count", "ratio", "flag", "off", "name", "edge", "none"}
 
 def test_small_scalars_are_kept_in_the_checkpoint_row(saver, pg_db):
     """bool, int, float, str of at most 256 characters and None are stored in the checkpoint's
-    payload, with their versions, and get no blob row (as PostgresSaver keeps them); a longer
-    str and a list still go to blobs. Every value reads back equal, with the same type, from a
+    payload, with their versions, and get no blob row (as PostgresSaver keeps them); a str and
+    a list too large to travel inside go to blobs. Every value reads back equal, with the same type, from a
     saver with nothing cached."""
     cp, versions = _scalar_checkpoint(saver)
     conf = saver.put(cfg("inline", checkpoint_ns=""), cp, {"step": 1}, versions)
@@ -405,7 +406,7 @@ def test_small_scalars_are_kept_in_the_checkpoint_row(saver, pg_db):
     nxt = {
         **cp,
         "id": empty_checkpoint()["id"],
-        "channel_values": {**cp["channel_values"], "items": [1, 2, 3, 4], "count": 4},
+        "channel_values": {**cp["channel_values"], "items": ["i" * 700] * 4, "count": 4},
     }
     new_versions = {"items": saver.get_next_version(None, None), "count": "9.0"}
     nxt["channel_versions"] = {**versions, **new_versions}

@@ -53,7 +53,13 @@ def _put_shapes(saver, thread_id: str, shapes: list[str] = SHAPES) -> list[dict]
     and the nodes' versions_seen. Returns the checkpoints as put."""
     n = len(shapes)
     cp = empty_checkpoint()
-    cp["channel_values"] = {"items": [1, 2, 3] * 4, "s": "x", "none": None, "obj": {"k": [1]}}
+    # The list and the object are too large to travel inside the checkpoint: blobs.
+    cp["channel_values"] = {
+        "items": ["i" * 200] * 12,
+        "s": "x",
+        "none": None,
+        "obj": {"k": ["o" * 2100]},
+    }
     cp["channel_versions"] = {
         "items": shapes[0],
         "s": shapes[1],

@@ -51,8 +51,8 @@ pub struct Blob {
     /// Store it only if no value is stored under the same key yet: a value the checkpoint
     /// refers to without having changed it, written in case no earlier checkpoint stored it
     /// apart (an earlier one may have kept it in its own row). Otherwise it replaces the stored
-    /// one, as LangGraph's savers do. The SQLite backend honours it; the PostgreSQL saver never
-    /// sets it, and its backend replaces.
+    /// one, as LangGraph's savers do. Both backends honour it (PostgreSQL: `ON CONFLICT DO
+    /// NOTHING` for such rows).
     pub keep_existing: bool,
 }
 

@@ -375,6 +375,9 @@ pub fn delta_history(
     // Per channel: the ancestors whose writes count (nearest first), and the seed's version.
     let mut chain_by_ch: Vec<Vec<String>> = vec![Vec::new(); channels.len()];
     let mut seed_version: Vec<Option<String>> = vec![None; channels.len()];
+    // Per channel: the seed's msgpack when an ancestor keeps it inside its own payload (a
+    // small value; see `put_values`) rather than as a blob.
+    let mut kept: Vec<Option<Vec<u8>>> = vec![None; channels.len()];
     let mut remaining: HashSet<usize> = (0..channels.len()).collect();
     let mut visited: HashSet<String> = HashSet::new();
     let mut cursor = checkpoint_id.to_owned();
@@ -408,6 +411,33 @@ pub fn delta_history(
                 if let Some(Some(v)) = found.get(i) {
                     seed_version[i] = Some(v.clone());
                     remaining.remove(&i);
+                }
+            }
+            // A value the ancestor keeps inside its payload ends the history as a stored one
+            // does (the statement sends the payload only when a channel is not stored apart).
+            if !remaining.is_empty() {
+                if let (Some(mut tag), Some(mut data)) =
+                    (row.get::<_, Option<String>>(4), row.get::<_, Option<Vec<u8>>>(5))
+                {
+                    deflate::unpack(&mut tag, &mut data)
+                        .and_then(|()| versions::unpack_payload(&mut tag, &mut data))
+                        .map_err(|why| {
+                            Error::Storage(format!(
+                                "checkpoint {cid:?} of thread {thread_id:?} (namespace {ns:?}) is damaged: its stored \
+                                 payload {why}; the rest of the database is unaffected"
+                            ))
+                        })?;
+                    if tag == msgpack::MSGPACK {
+                        let mut idx: Vec<usize> = remaining.iter().copied().collect();
+                        idx.sort_unstable();
+                        for i in idx {
+                            if let Some((value, version)) = msgpack::kept_value(&data, &channels[i]) {
+                                kept[i] = Some(value.to_vec());
+                                seed_version[i] = version;
+                                remaining.remove(&i);
+                            }
+                        }
+                    }
                 }
             }
             if remaining.is_empty() {
@@ -473,7 +503,9 @@ pub fn delta_history(
     let wanted: Vec<(String, String)> = channels
         .iter()
         .zip(&seed_version)
-        .filter_map(|(c, v)| v.as_ref().map(|v| (c.clone(), v.clone())))
+        .zip(&kept)
+        .filter(|(_, k)| k.is_none())
+        .filter_map(|((c, v), _)| v.as_ref().map(|v| (c.clone(), v.clone())))
         .filter(|pair| !cached.contains(pair))
         .collect();
     let mut blobs: HashMap<BlobKey, Segment> = HashMap::new();
@@ -510,15 +542,27 @@ pub fn delta_history(
                 writes.extend(list.iter().cloned());
             }
         }
-        let seed = match &seed_version[i] {
-            // Held by the caller: a seed without segments says so.
-            Some(v) if cached.iter().any(|(c, cv)| c == channel && cv == v) => Some(ChannelValue {
+        let held = |v: &str| cached.iter().any(|(c, cv)| c == channel && cv == v);
+        let seed = match (&seed_version[i], &kept[i]) {
+            (version, Some(value)) => Some(ChannelValue {
                 channel: channel.clone(),
-                segments: Vec::new(),
+                segments: if version.as_deref().is_some_and(held) {
+                    Vec::new()
+                } else {
+                    vec![(msgpack::MSGPACK.to_owned(), value.clone())]
+                },
                 deltas: 0,
             }),
-            Some(v) => chain::channel_values(at, &[(channel.clone(), v.clone())], &blobs)?.pop(),
-            None => None,
+            (_, None) => match &seed_version[i] {
+                // Held by the caller: a seed without segments says so.
+                Some(v) if cached.iter().any(|(c, cv)| c == channel && cv == v) => Some(ChannelValue {
+                    channel: channel.clone(),
+                    segments: Vec::new(),
+                    deltas: 0,
+                }),
+                Some(v) => chain::channel_values(at, &[(channel.clone(), v.clone())], &blobs)?.pop(),
+                None => None,
+            },
         };
         out.push(ChannelHistory {
             channel: channel.clone(),

@@ -116,6 +116,13 @@ pub const MIGRATIONS: &[&str] = &[
     DROP FUNCTION flg_version_keys(text[]);
     DROP FUNCTION flg_version_key(text);
     COMMENT ON TABLE flg_checkpoints IS 'fast-langgraph checkpoints; from schema 8, small scalar channel values are inline in the checkpoint payload; from schema 9, channel versions are stored in their compact binary form'",
+    // From this version on, with the default serializer, small channel values of any type
+    // (up to 2 KB of msgpack per checkpoint) are stored inside the checkpoint payload, and a
+    // checkpoint that does not change such a value carries it again instead of referring to a
+    // blob (none was written). An earlier build's put would refer to that blob, and its
+    // DeltaChannel histories would miss such a seed: its setup() refuses the database.
+    // Nothing to change in the tables.
+    "COMMENT ON TABLE flg_checkpoints IS 'fast-langgraph checkpoints; from schema 8, small scalar channel values are inline in the checkpoint payload; from schema 9, channel versions are stored in their compact binary form; from schema 10, small channel values of any type may be inline, and are carried by the checkpoints that do not change them'",
 ];
 
 /// Serializes concurrent `setup()` calls of several replicas (an arbitrary constant key).
@@ -133,10 +140,11 @@ pub const TABLE_EXISTS: &str = "SELECT to_regclass($1) IS NOT NULL";
 /// (or arrives in the same put), the blob insert, and the checkpoint upsert. Parameters:
 /// $1 thread, $2 ns, $3 id, $4 parent, $5 run_id, $6 channels, $7 versions (each in its stored
 /// form, `versions::encode`, as every version parameter and column is), $8 metadata JSON,
-/// $9..$13 blob columns, $14 type, $15 checkpoint bytes.
+/// $9..$13 blob columns, $14 type, $15 checkpoint bytes, $16 per blob whether a value already
+/// stored under its key stays as it is (`Blob::keep_existing`) instead of being replaced.
 const PUT_HEAD: &str = "WITH nb AS (
-    SELECT * FROM unnest($9::text[], $10::bytea[], $11::bytea[], $12::text[], $13::bytea[])
-        AS u(channel, version, delta_base, type, blob)
+    SELECT * FROM unnest($9::text[], $10::bytea[], $11::bytea[], $12::text[], $13::bytea[], $16::bool[])
+        AS u(channel, version, delta_base, type, blob, keep)
 ), missing AS (
     SELECT 1 FROM nb WHERE nb.delta_base IS NOT NULL
       AND NOT EXISTS (SELECT 1 FROM flg_blobs b WHERE b.thread_id = $1 AND b.checkpoint_ns = $2
@@ -146,9 +154,13 @@ const PUT_HEAD: &str = "WITH nb AS (
 
 const PUT_BODY: &str = ", ib AS (
     INSERT INTO flg_blobs (thread_id, checkpoint_ns, channel, version, delta_base, type, blob)
-    SELECT $1, $2, channel, version, delta_base, type, blob FROM nb WHERE {ok}
+    SELECT $1, $2, channel, version, delta_base, type, blob FROM nb WHERE NOT keep AND {ok}
     ON CONFLICT (thread_id, checkpoint_ns, channel, version) DO UPDATE
         SET delta_base = EXCLUDED.delta_base, type = EXCLUDED.type, blob = EXCLUDED.blob
+), ik AS (
+    INSERT INTO flg_blobs (thread_id, checkpoint_ns, channel, version, delta_base, type, blob)
+    SELECT $1, $2, channel, version, delta_base, type, blob FROM nb WHERE keep AND {ok}
+    ON CONFLICT (thread_id, checkpoint_ns, channel, version) DO NOTHING
 ), ic AS (
     INSERT INTO flg_checkpoints (thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, run_id,
                                  channels, versions, metadata, type, checkpoint)
@@ -162,8 +174,8 @@ const PUT_BODY: &str = ", ib AS (
 SELECT (SELECT count(*) FROM missing), (SELECT count(*) FROM ic)";
 
 /// With the guard on, the head row moves to the new checkpoint in the same statement: a put
-/// that continues the head ($16 true) moves it only if it is still at the parent ($4) or
-/// already at this checkpoint (a retried put); a fork ($16 false) moves it unconditionally.
+/// that continues the head ($17 true) moves it only if it is still at the parent ($4) or
+/// already at this checkpoint (a retried put); a fork ($17 false) moves it unconditionally.
 /// `ON CONFLICT DO UPDATE ... WHERE` waits for a concurrent put of the same thread and
 /// re-checks against the row it committed, so of two continuations of one head exactly one
 /// moves it.
@@ -171,7 +183,7 @@ const PUT_GUARD: &str = ", head AS (
     INSERT INTO flg_heads AS h (thread_id, checkpoint_ns, checkpoint_id)
     SELECT $1, $2, $3 WHERE NOT EXISTS (SELECT 1 FROM missing)
     ON CONFLICT (thread_id, checkpoint_ns) DO UPDATE SET checkpoint_id = EXCLUDED.checkpoint_id
-        WHERE NOT $16::bool OR h.checkpoint_id IS NOT DISTINCT FROM $4 OR h.checkpoint_id = EXCLUDED.checkpoint_id
+        WHERE NOT $17::bool OR h.checkpoint_id IS NOT DISTINCT FROM $4 OR h.checkpoint_id = EXCLUDED.checkpoint_id
     RETURNING 1
 )";
 
@@ -199,7 +211,7 @@ pub fn put_guarded_sql() -> &'static str {
 
 /// A put on its own, without the guard, none of whose values is a delta: the whole put as one
 /// statement, which the server runs in a transaction of its own (no `BEGIN` nor `COMMIT` to
-/// send, and one reply). It takes its thread's shared advisory lock ($16, see
+/// send, and one reply). It takes its thread's shared advisory lock ($17, see
 /// [`begin_writing`]) before it inserts anything, so a prune of the thread that holds the
 /// exclusive lock finishes first, and one that comes later waits for this put to commit. A put
 /// with a delta needs the lock before its statement starts instead (the check that the delta's
@@ -209,9 +221,9 @@ pub fn put_alone_sql() -> &'static str {
     static SQL: OnceLock<String> = OnceLock::new();
     SQL.get_or_init(|| {
         format!(
-            "WITH lock AS (SELECT pg_advisory_xact_lock_shared($16::int8)), nb AS (
-    SELECT * FROM unnest($9::text[], $10::bytea[], $11::bytea[], $12::text[], $13::bytea[])
-        AS u(channel, version, delta_base, type, blob)
+            "WITH lock AS (SELECT pg_advisory_xact_lock_shared($17::int8)), nb AS (
+    SELECT * FROM unnest($9::text[], $10::bytea[], $11::bytea[], $12::text[], $13::bytea[], $16::bool[])
+        AS u(channel, version, delta_base, type, blob, keep)
 ), missing AS (SELECT 1 FROM lock WHERE FALSE){}",
             PUT_BODY.replace("{ok}", "EXISTS (SELECT 1 FROM lock)")
         )
@@ -228,20 +240,26 @@ pub fn put_alone_sql() -> &'static str {
 /// `lock`, which takes them all). Each checkpoint is one element of $2..$9 (thread, ns, id,
 /// parent, run_id, metadata JSON, type, checkpoint bytes); its channels and versions are the
 /// elements `$10 + 1` to `$10 + $11` of the flat arrays $12 and $13. Each blob is one element of
-/// $14..$19 (thread, ns, channel, version, type, bytes), each write one of $20..$28 (thread, ns,
+/// $14..$19 and $29 (thread, ns, channel, version, type, bytes, and whether a value already
+/// stored under its key stays), each write one of $20..$28 (thread, ns,
 /// checkpoint, task, task path, idx, channel, type, bytes), stored under [`PUT_WRITES`]'s rule.
 /// The rows stored are those the same calls store one by one; it returns the number of
 /// checkpoint rows stored.
 pub const PUT_MANY_ALONE: &str = "WITH lock AS (
     SELECT pg_advisory_xact_lock_shared(k) FROM unnest($1::int8[]) AS k ORDER BY k
+), nb AS (
+    SELECT * FROM unnest($14::text[], $15::text[], $16::text[], $17::bytea[], $18::text[], $19::bytea[], $29::bool[])
+        AS u(thread_id, checkpoint_ns, channel, version, type, blob, keep)
+    WHERE (SELECT count(*) FROM lock) = cardinality($1::int8[])
 ), ib AS (
     INSERT INTO flg_blobs (thread_id, checkpoint_ns, channel, version, delta_base, type, blob)
-    SELECT thread_id, checkpoint_ns, channel, version, NULL, type, blob
-    FROM unnest($14::text[], $15::text[], $16::text[], $17::bytea[], $18::text[], $19::bytea[])
-        AS u(thread_id, checkpoint_ns, channel, version, type, blob)
-    WHERE (SELECT count(*) FROM lock) = cardinality($1::int8[])
+    SELECT thread_id, checkpoint_ns, channel, version, NULL, type, blob FROM nb WHERE NOT keep
     ON CONFLICT (thread_id, checkpoint_ns, channel, version) DO UPDATE
         SET delta_base = EXCLUDED.delta_base, type = EXCLUDED.type, blob = EXCLUDED.blob
+), ik AS (
+    INSERT INTO flg_blobs (thread_id, checkpoint_ns, channel, version, delta_base, type, blob)
+    SELECT thread_id, checkpoint_ns, channel, version, NULL, type, blob FROM nb WHERE keep
+    ON CONFLICT (thread_id, checkpoint_ns, channel, version) DO NOTHING
 ), ic AS (
     INSERT INTO flg_checkpoints (thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, run_id,
                                  channels, versions, metadata, type, checkpoint)
@@ -561,7 +579,8 @@ pub const TABLE_BYTES: &str = "SELECT pg_total_relation_size('flg_checkpoints') 
 
 /// The ancestors of a checkpoint, nearest first, walking parent pointers, at most $4 of them
 /// (the caller pages on from the last one): for each, whether it holds a stored value of each
-/// channel in $5 (the value's version, or NULL).
+/// channel in $5 (the value's version, or NULL), and, when its `channels` lack one of $5 (which
+/// its payload may then keep inside, schema 10 on), its payload's type and bytes.
 pub const ANCESTORS: &str = "WITH RECURSIVE walk AS (
     SELECT c.checkpoint_id, c.parent_checkpoint_id, c.channels, c.versions, 0 AS depth
     FROM flg_checkpoints c WHERE c.thread_id = $1 AND c.checkpoint_ns = $2 AND c.checkpoint_id = $3
@@ -575,8 +594,12 @@ SELECT w.checkpoint_id, w.parent_checkpoint_id, w.depth,
     ARRAY(SELECT (SELECT b.version FROM flg_blobs b
                   WHERE b.thread_id = $1 AND b.checkpoint_ns = $2 AND b.channel = ch
                     AND b.version = w.versions[array_position(w.channels, ch)] AND b.type <> 'empty')
-          FROM unnest($5::text[]) WITH ORDINALITY AS q(ch, i) ORDER BY i)
-FROM walk w ORDER BY w.depth";
+          FROM unnest($5::text[]) WITH ORDINALITY AS q(ch, i) ORDER BY i),
+    k.type, k.checkpoint
+FROM walk w LEFT JOIN LATERAL (SELECT c.type, c.checkpoint FROM flg_checkpoints c
+    WHERE c.thread_id = $1 AND c.checkpoint_ns = $2 AND c.checkpoint_id = w.checkpoint_id
+      AND NOT ($5::text[] <@ w.channels) OFFSET 0) k ON TRUE
+ORDER BY w.depth";
 
 /// The writes to channels $4 of checkpoints $3, and the listed blob versions.
 pub const HISTORY_WRITES: &str = "SELECT checkpoint_id, task_id, channel, type, blob, task_path, idx FROM flg_writes

@@ -259,6 +259,7 @@ fn put_many_alone(
     let (mut b_thread, mut b_ns) = (Vec::with_capacity(n_blobs), Vec::with_capacity(n_blobs));
     let (mut b_channel, mut b_version) = (Vec::with_capacity(n_blobs), Vec::with_capacity(n_blobs));
     let (mut b_type, mut b_data) = (Vec::with_capacity(n_blobs), Vec::with_capacity(n_blobs));
+    let mut b_keep: Vec<bool> = Vec::with_capacity(n_blobs);
     for a in &args {
         offsets.push(i32::try_from(channels.len()).unwrap_or(i32::MAX));
         lens.push(i32::try_from(a.channels.len()).unwrap_or(i32::MAX));
@@ -271,6 +272,7 @@ fn put_many_alone(
             b_version.push(a.b_version[i].as_slice());
             b_type.push(a.b_type[i]);
             b_data.push(a.b_data[i]);
+            b_keep.push(a.b_keep[i]);
         }
     }
     let thread: Vec<&str> = cps.iter().map(|cp| cp.thread_id.as_str()).collect();
@@ -291,7 +293,7 @@ fn put_many_alone(
     let w_channel: Vec<&str> = rows().map(|(_, x)| x.channel.as_str()).collect();
     let w_type: Vec<&str> = rows().map(|(_, x)| x.type_tag.as_str()).collect();
     let w_data: Vec<&[u8]> = rows().map(|(_, x)| x.data.as_slice()).collect();
-    let params: [&(dyn ToSql + Sync); 28] = [
+    let params: [&(dyn ToSql + Sync); 29] = [
         &keys,
         &thread,
         &ns,
@@ -320,6 +322,7 @@ fn put_many_alone(
         &w_channel,
         &w_type,
         &w_data,
+        &b_keep,
     ];
     let stored: i64 = c.client.query_one(&stmt, &params)?.get(0);
     if usize::try_from(stored).ok() != Some(cps.len()) {
@@ -459,6 +462,8 @@ struct PutArgs<'a> {
     b_base: Vec<Option<Vec<u8>>>,
     b_type: Vec<&'a str>,
     b_data: Vec<&'a [u8]>,
+    /// Per blob: a value already stored under its key stays ([`Blob::keep_existing`]).
+    b_keep: Vec<bool>,
 }
 
 impl<'a> PutArgs<'a> {
@@ -479,10 +484,11 @@ impl<'a> PutArgs<'a> {
                 .collect(),
             b_type: blobs.iter().map(|b| b.type_tag.as_str()).collect(),
             b_data: blobs.iter().map(|b| b.data.as_slice()).collect(),
+            b_keep: blobs.iter().map(|b| b.keep_existing).collect(),
         }
     }
 
-    /// $1..$15, and $16 (whether the put continues its thread) for the guarded statement.
+    /// $1..$16, and $17 (whether the put continues its thread) for the guarded statement.
     fn params(&self, guarded: bool) -> Vec<&(dyn ToSql + Sync)> {
         let cp = self.cp;
         let mut params: Vec<&(dyn ToSql + Sync)> = vec![
@@ -501,6 +507,7 @@ impl<'a> PutArgs<'a> {
             &self.b_data,
             &cp.type_tag,
             &cp.checkpoint,
+            &self.b_keep,
         ];
         if guarded {
             params.push(&self.continuing);
