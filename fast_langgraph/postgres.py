@@ -60,7 +60,7 @@ from fast_langgraph.checkpoint._engine_saver import (
     stored_metadata,
     write_items,
 )
-from fast_langgraph.checkpoint._placement import INLINE_MAX, Placements
+from fast_langgraph.checkpoint._placement import INLINE_MAX, Placed, Placements, placed
 from fast_langgraph.serde import _ENCODER, RustSerializer
 
 __all__ = ["RustPostgresCheckpointer"]
@@ -261,23 +261,23 @@ class RustPostgresCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyn
         if row is None:
             return None
         tup = self._to_tuple(row, config if checkpoint_id else None)
+        # The values the checkpoint keeps inside: those it holds but the ones read from blobs,
+        # before the seed cache adds those the store left out.
+        inside = _kept_inside(tup, row)
         if self.delta and not self._seeds.fill(tup.checkpoint, thread_id, ns, cached):
             # A seed left the cache meanwhile: read the checkpoint whole.
             row = self._store.get(thread_id, ns, checkpoint_id)
             if row is None:
                 return None
             tup = self._to_tuple(row, config if checkpoint_id else None)
+            inside = _kept_inside(tup, row)
             self._seeds.fill(tup.checkpoint, thread_id, ns, [])
-            cached = []
-        # A put on this checkpoint keeps inside what it keeps inside (see Placements).
-        values = tup.checkpoint["channel_values"]
-        apart = {stored.channel for stored in row.values}
-        apart.update(ch for ch, _ in cached)
-        self._placed.set(
-            (thread_id, ns),
-            tup.checkpoint["channel_versions"],
-            [ch for ch in tup.checkpoint["channel_versions"] if ch in apart or ch not in values],
-        )
+        # A put on this checkpoint carries what it keeps inside (see Placements); recorded
+        # already when this process last wrote or read this very checkpoint.
+        key = (thread_id, ns)
+        read_id = tup.checkpoint["id"]
+        if not self._placed.holds(key, read_id):
+            self._placed.set(key, read_id, placed(tup.checkpoint["channel_versions"], inside))
         if self.delta:
             # The graph builds its next state from these very objects: remember them, so the
             # next put can store only what is appended to them.
@@ -415,7 +415,8 @@ class RustPostgresCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyn
                         self._seeds.clear()
                         return self.get_delta_channel_history(config=config, channels=channels)
                     value = self._load_value(seed)
-                    if self.delta:
+                    if self.delta and history.seed_version is not None:
+                        # (A seed with no version is a value kept inside a checkpoint.)
                         value = self._seeds.put(key, value)
                 entry["seed"] = value
             result[history.channel] = entry
@@ -447,7 +448,7 @@ class RustPostgresCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyn
         parent_id = conf.get("checkpoint_id")
         continue_head = self.guard and self._heads.continues((thread_id, ns, parent_id))
         remembered: list[tuple] = []
-        args = self._checkpoint_args(
+        args, placement = self._checkpoint_args(
             thread_id,
             ns,
             parent_id,
@@ -465,7 +466,7 @@ class RustPostgresCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyn
             self._lists.forget_thread(thread_id)
             self._placed.forget_thread(thread_id)
             remembered.clear()
-            args = self._checkpoint_args(
+            args, placement = self._checkpoint_args(
                 thread_id,
                 ns,
                 parent_id,
@@ -478,11 +479,7 @@ class RustPostgresCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyn
                 use_deltas=False,
             )
             self._store.put(args, continue_head=continue_head)
-        self._placed.set(
-            (thread_id, ns),
-            checkpoint["channel_versions"],
-            [ch for ch, _ in args.channel_versions],
-        )
+        self._placed.set((thread_id, ns), checkpoint["id"], placement)
         for entry in remembered:
             self._lists.remember(*entry)
         if self._seeds:
@@ -512,9 +509,9 @@ class RustPostgresCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyn
         placements: Placements | None = None,
         *,
         use_deltas: bool = True,
-    ) -> NewCheckpoint:
+    ) -> tuple[NewCheckpoint, Placed]:
         """Serialize a checkpoint into the ``NewCheckpoint`` that ``PgCheckpointStore.put``
-        takes. With the default serializer, small values travel inside the checkpoint (see
+        takes, and give its placement (see ``Placements``). With the default serializer, small values travel inside the checkpoint (see
         ``put_values``); ``placements`` says where the values the checkpoint does not change
         were stored (see ``Placements``)."""
         c: dict[str, Any] = dict(checkpoint)
@@ -567,13 +564,17 @@ class RustPostgresCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyn
         # all inside.
         what = f"checkpoint {checkpoint['id']!r} in thread {thread_id!r}"
         packed = inline and any(type(v) is PackedValue for v in inline.values())
+        # Whether the payload holds the packed values' bytes as they are.
+        as_packed = [False]
 
         def dump() -> tuple[str, bytes]:
+            as_packed[0] = False
             if packed:
                 # The default serializer's codec writes the packed values' bytes as they are;
                 # what it cannot write goes to dumps_typed with the values themselves.
                 data = _ENCODER.encode(c)
                 if data is not None:
+                    as_packed[0] = True
                     return "msgpack", data
                 c["channel_values"] = {
                     ch: v.value if type(v) is PackedValue else v for ch, v in inline.items()
@@ -598,7 +599,11 @@ class RustPostgresCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyn
         # PostgreSQL's jsonb cannot hold U+0000; PostgresSaver drops it the same way.
         metadata_json = metadata_json.replace("\\u0000", "")
         versions = [(ch, str(v)) for ch, v in channel_versions.items() if ch not in inline]
-        return NewCheckpoint(
+        inside = {
+            ch: x.data if as_packed[0] and type(x) is PackedValue else None
+            for ch, x in inline.items()
+        }
+        new = NewCheckpoint(
             CheckpointKey(thread_id, ns, checkpoint["id"]),
             parent_checkpoint_id=parent_id,
             type_tag=type_,
@@ -608,6 +613,7 @@ class RustPostgresCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyn
             channel_versions=versions,
             blobs=blobs,
         )
+        return new, placed(channel_versions, inside)
 
     def put_writes(
         self,
@@ -768,9 +774,6 @@ class RustPostgresCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyn
                     )
                 )
         seen_blobs: set[tuple[str, str, str, str]] = set()
-        # Where the checkpoint imported last of each thread kept each value: the next one
-        # (its ancestor, as list() goes newest first) carries or refers to it the same way.
-        placed = Placements()
         checkpoints: list[NewCheckpoint] = []
         write_args: list[NewWrites] = []
         count = 0
@@ -792,13 +795,11 @@ class RustPostgresCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyn
             parent_id = (
                 tup.parent_config["configurable"]["checkpoint_id"] if tup.parent_config else None
             )
-            args = self._checkpoint_args(
-                thread_id, ns, parent_id, checkpoint, tup.metadata, new_versions, None, None, placed
-            )
-            placed.set(
-                (thread_id, ns),
-                checkpoint["channel_versions"],
-                [ch for ch, _ in args.channel_versions],
+            # Without placements: a value the checkpoint does not change is carried if small
+            # and stored apart (a stored one left as it is) if not, whatever a checkpoint
+            # already in the database did with it.
+            args, _ = self._checkpoint_args(
+                thread_id, ns, parent_id, checkpoint, tup.metadata, new_versions, None
             )
             checkpoints.append(args)
             by_task: dict[tuple[str, str], list[NewWrite]] = {}
@@ -935,3 +936,10 @@ def _split_filter(filter: Any) -> tuple[list[tuple[str, Any]], dict[str, Any]]:
         else:
             py[key] = value
     return sql, py
+
+
+def _kept_inside(tup: CheckpointTuple, row: Any) -> dict[str, bytes | None]:
+    """The values a checkpoint read from ``row`` keeps inside: those it holds but the ones
+    read from blob rows (their bytes are not kept: they are serialized again if carried)."""
+    apart = {stored.channel for stored in row.values}
+    return {ch: None for ch in tup.checkpoint["channel_values"] if ch not in apart}

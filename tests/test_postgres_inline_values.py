@@ -115,7 +115,7 @@ def test_a_new_saver_continues_a_thread_it_did_not_write(pg_db, saver) -> None:
         # stays, as a version names one value.
         changed_large = [HumanMessage("y" * 3000, id="l1")]
         values = {"small": SMALL, "large": changed_large, "n": 1}
-        new = other._checkpoint_args(
+        new, _ = other._checkpoint_args(
             "t", "", first, _checkpoint(values, bumped), {}, {"n": "2"}, None
         )
         assert [(b.channel, b.keep_existing) for b in new.blobs] == [("large", True)]
@@ -179,10 +179,19 @@ def test_a_read_tells_the_next_put_where_the_values_are(pg_db, saver) -> None:
     versions = {"small": "1", "large": "1", "n": "1"}
     _step(saver, "t", None, {"small": SMALL, "large": LARGE, "n": 0}, versions, versions)
     placed = {"small": ("1", True), "large": ("1", False), "n": ("1", True)}
-    assert saver._placed.get(("t", "")) == placed
+
+    def where(s: RustPostgresCheckpointer) -> dict[str, Any]:
+        got = s._placed.get(("t", ""))
+        assert got is not None
+        return {ch: e[:2] for ch, e in got.items()}
+
+    assert where(saver) == placed
+    # The put knows the bytes the small value was stored as; a read of the row does not.
+    held = saver._placed.get(("t", ""))
+    assert held is not None and held["small"][2] is not None
     with RustPostgresCheckpointer(pg_db) as other:
         other.get_tuple(_cfg("t"))
-        assert other._placed.get(("t", "")) == placed
+        assert where(other) == placed
         other.delete_thread("t")
         assert other._placed.get(("t", "")) is None
 
@@ -193,10 +202,10 @@ def test_delta_channel_snapshots_and_other_serializers_keep_values_apart(pg_db) 
 
     cp = _checkpoint({"snap": _DeltaSnapshot([1, 2]), "small": SMALL}, {"snap": "1", "small": "1"})
     with RustPostgresCheckpointer(pg_db) as s:
-        new = s._checkpoint_args("t", "", None, cp, {}, cp["channel_versions"], None)
+        new, _ = s._checkpoint_args("t", "", None, cp, {}, cp["channel_versions"], None)
         assert [b.channel for b in new.blobs] == ["snap"]
     with RustPostgresCheckpointer(pg_db, serde=JsonPlusSerializer()) as s:
-        new = s._checkpoint_args("t", "", None, cp, {}, cp["channel_versions"], None)
+        new, _ = s._checkpoint_args("t", "", None, cp, {}, cp["channel_versions"], None)
         assert [b.channel for b in new.blobs] == ["snap", "small"]
 
 
@@ -278,3 +287,35 @@ def test_an_import_carries_small_values_and_stores_a_large_one_once(pg_db) -> No
             assert ours.storage_stats()["blobs"] == 1
             assert [t.checkpoint for t in ours.list(_cfg("t"))] == want
             assert ours._store.check() == []
+
+
+def test_an_unchanged_value_is_carried_as_it_was_stored(saver) -> None:
+    """A value changed in place without a new version is carried as its version was stored,
+    as a value stored apart is referred to."""
+    docs = list(SMALL)
+    versions = {"docs": "1", "n": "1"}
+    first = _step(saver, "t", None, {"docs": docs, "n": 0}, versions, versions)
+    docs.append(HumanMessage("changed in place", id="x"))
+    bumped = {**versions, "n": "2"}
+    second = _step(saver, "t", first, {"docs": docs, "n": 1}, bumped, ["n"])
+    assert _values_at(saver, "t", second) == {"docs": SMALL, "n": 1}
+
+
+@pytest.mark.parametrize("read_first", [False, True])
+def test_a_thread_with_values_inside_continues_with_another_serializer(
+    pg_db, saver, read_first: bool
+) -> None:
+    """A saver with another serializer stores apart a value the thread's last checkpoint
+    keeps inside (it cannot carry the default serializer's bytes): nothing is lost."""
+    from langgraph.checkpoint.serde.encrypted import EncryptedSerializer
+
+    versions = {"docs": "1", "n": "1"}
+    first = _step(saver, "t", None, {"docs": SMALL, "n": 0}, versions, versions)
+    serde = EncryptedSerializer.from_pycryptodome_aes(key=b"k" * 16)
+    with RustPostgresCheckpointer(pg_db, serde=serde) as other:
+        if read_first:
+            got = other.get_tuple(_cfg("t"))
+            assert got is not None and got.checkpoint["channel_values"]["docs"] == SMALL
+        bumped = {**versions, "n": "2"}
+        second = _step(other, "t", first, {"docs": SMALL, "n": 1}, bumped, ["n"])
+        assert _values_at(other, "t", second) == {"docs": SMALL, "n": 1}

@@ -431,9 +431,11 @@ pub fn delta_history(
                         let mut idx: Vec<usize> = remaining.iter().copied().collect();
                         idx.sort_unstable();
                         for i in idx {
-                            if let Some((value, version)) = msgpack::kept_value(&data, &channels[i]) {
+                            if let Some(value) = msgpack::kept_value(&data, &channels[i]) {
+                                // No version: it is no blob, so the caller neither keeps it by
+                                // version nor plans a delta over it.
                                 kept[i] = Some(value.to_vec());
-                                seed_version[i] = version;
+                                seed_version[i] = None;
                                 remaining.remove(&i);
                             }
                         }
@@ -542,15 +544,10 @@ pub fn delta_history(
                 writes.extend(list.iter().cloned());
             }
         }
-        let held = |v: &str| cached.iter().any(|(c, cv)| c == channel && cv == v);
         let seed = match (&seed_version[i], &kept[i]) {
-            (version, Some(value)) => Some(ChannelValue {
+            (_, Some(value)) => Some(ChannelValue {
                 channel: channel.clone(),
-                segments: if version.as_deref().is_some_and(held) {
-                    Vec::new()
-                } else {
-                    vec![(msgpack::MSGPACK.to_owned(), value.clone())]
-                },
+                segments: vec![(msgpack::MSGPACK.to_owned(), value.clone())],
                 deltas: 0,
             }),
             (_, None) => match &seed_version[i] {
