@@ -1401,6 +1401,14 @@ pub fn put_values<'py>(
                 },
             )
         };
+    // A value kept inside, as the bytes it was serialized to.
+    let pack = |channel: &Bound<'py, PyAny>, value: Bound<'py, PyAny>, data: Bound<'py, PyBytes>| {
+        let packed = PyPackedValue {
+            value: value.unbind(),
+            data: data.unbind(),
+        };
+        inline.set_item(channel, Py::new(py, packed)?)
+    };
     // Bytes of packed values the checkpoint may still take in.
     let mut room = if codec.is_some() { inline_max } else { 0 };
     if inline_max > 0 {
@@ -1433,16 +1441,7 @@ pub fn put_values<'py>(
                 let size = data.as_bytes().len();
                 if type_tag == "msgpack" && size <= room {
                     room -= size;
-                    inline.set_item(
-                        &channel,
-                        Py::new(
-                            py,
-                            PyPackedValue {
-                                value: value.unbind(),
-                                data: data.unbind(),
-                            },
-                        )?,
-                    )?;
+                    pack(&channel, value, data)?;
                 } else {
                     blobs.append(blob(
                         channel.extract()?,
@@ -1485,16 +1484,7 @@ pub fn put_values<'py>(
         let size = data.as_bytes().len();
         if base.is_none() && type_tag == "msgpack" && size <= room && !kept_apart(&value)? {
             room -= size;
-            inline.set_item(
-                &channel,
-                Py::new(
-                    py,
-                    PyPackedValue {
-                        value: value.unbind(),
-                        data: data.unbind(),
-                    },
-                )?,
-            )?;
+            pack(&channel, value, data)?;
             continue;
         }
         blobs.append(blob(
