@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import builtins
 import json
-import operator
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
@@ -51,7 +50,7 @@ from fast_langgraph._native import (
     SerializationError,
     put_values,
 )
-from fast_langgraph.checkpoint._deltas import SeedCache
+from fast_langgraph.checkpoint._deltas import ListKey, ListVersions, Remembered, SeedCache
 from fast_langgraph.checkpoint._engine_saver import (
     EngineSaver,
     configurable,
@@ -155,7 +154,7 @@ class RustPostgresCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyn
         self.guard = guard
         self.delta = bool(delta)
         self.snapshot_every = snapshot_every
-        self._lists = _ListVersions()
+        self._lists = ListVersions()
         self._seeds = SeedCache()
         self._placed = Placements()
         self._heads = _Heads()
@@ -172,7 +171,7 @@ class RustPostgresCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyn
     def _after_fork_in_child(self) -> None:
         """In a forked child the pool opens the child's own connections by itself; the
         in-process caches, whose locks a thread of the parent may have held, are renewed."""
-        self._lists = _ListVersions()
+        self._lists = ListVersions()
         self._seeds = SeedCache()
         self._placed = Placements()
         self._heads = _Heads()
@@ -287,9 +286,7 @@ class RustPostgresCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyn
                 if type(value) is list and stored.channel in versions:
                     self._lists.remember(
                         (row.thread_id, row.checkpoint_ns, stored.channel),
-                        str(versions[stored.channel]),
-                        tuple(value),
-                        stored.deltas,
+                        Remembered(str(versions[stored.channel]), tuple(value), stored.deltas),
                         "read",
                     )
         return tup
@@ -447,7 +444,7 @@ class RustPostgresCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyn
         ns = conf.get("checkpoint_ns", "")
         parent_id = conf.get("checkpoint_id")
         continue_head = self.guard and self._heads.continues((thread_id, ns, parent_id))
-        remembered: list[tuple] = []
+        remembered: list[tuple[ListKey, Remembered]] = []
         args, placement = self._checkpoint_args(
             thread_id,
             ns,
@@ -480,8 +477,7 @@ class RustPostgresCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyn
             )
             self._store.put(args, continue_head=continue_head)
         self._placed.set((thread_id, ns), checkpoint["id"], placement)
-        for entry in remembered:
-            self._lists.remember(*entry)
+        self._lists.remember_many(remembered)
         if self._seeds:
             # A version stored again may hold another value.
             self._seeds.discard([(thread_id, ns, ch, str(v)) for ch, v in new_versions.items()])
@@ -505,7 +501,7 @@ class RustPostgresCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyn
         metadata: CheckpointMetadata,
         new_versions: ChannelVersions,
         config: RunnableConfig | None,
-        remembered: builtins.list[tuple] | None = None,
+        remembered: builtins.list[tuple[ListKey, Remembered]] | None = None,
         placements: Placements | None = None,
         *,
         use_deltas: bool = True,
@@ -523,14 +519,14 @@ class RustPostgresCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyn
 
             def plan(channel: str, version: str, value: list) -> tuple[Any, str | None]:
                 key = (thread_id, ns, channel)
-                prev = lists.base_for(key, value) if use_deltas else None
                 # Short chains: at most one delta per 8 items, never more than snapshot_every
-                # in a row (see RustSQLiteCheckpointer).
-                if prev is not None and prev[2] < min(snapshot_every, len(value) // 8):
-                    to_dump, base, chain = value[len(prev[1]) :], prev[0], prev[2] + 1
+                # in a row (see ListVersions.plan).
+                if use_deltas:
+                    got = lists.plan(key, value, snapshot_every)
+                    to_dump, base, chain = got.items, got.base, got.chain
                 else:
                     to_dump, base, chain = value, None, 0
-                remembered.append((key, version, tuple(value), chain))
+                remembered.append((key, Remembered(version, tuple(value), chain)))
                 return to_dump, base
 
         # Small values travel inside the checkpoint: a blob row and its key for a counter or a
@@ -871,53 +867,6 @@ class _Heads:
     def continues(self, key: tuple[str, str, str | None]) -> bool:
         with self._lock:
             return key in self._keys
-
-
-class _ListVersions:
-    """For each (thread, namespace, channel), the list value this process last stored and the
-    one it last read, each as a tuple of its items with its version and the number of deltas
-    since its last full value. Bounded: the least recently used keys are dropped (their next
-    put is full). The same bookkeeping as RustSQLiteCheckpointer's."""
-
-    MAX_ENTRIES = 1024
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._entries: OrderedDict[tuple[str, str, str], dict[str, tuple[str, tuple, int]]] = (
-            OrderedDict()
-        )
-
-    def base_for(self, key: tuple[str, str, str], value: list) -> tuple[str, tuple, int] | None:
-        with self._lock:
-            slots = self._entries.get(key)
-            if slots is None:
-                return None
-            self._entries.move_to_end(key)
-            candidates = sorted(slots.values(), key=lambda e: len(e[1]), reverse=True)
-        for entry in candidates:
-            items = entry[1]
-            if len(value) >= len(items) and all(map(operator.is_, items, value)):
-                return entry
-        return None
-
-    def remember(
-        self, key: tuple[str, str, str], version: str, items: tuple, chain: int, slot: str = "put"
-    ) -> None:
-        entry = (version, items, chain)
-        with self._lock:
-            self._entries.setdefault(key, {})[slot] = entry
-            self._entries.move_to_end(key)
-            while len(self._entries) > self.MAX_ENTRIES:
-                self._entries.popitem(last=False)
-
-    def forget_thread(self, thread_id: str) -> None:
-        with self._lock:
-            for key in [k for k in self._entries if k[0] == thread_id]:
-                del self._entries[key]
-
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
 
 
 def _split_filter(filter: Any) -> tuple[list[tuple[str, Any]], dict[str, Any]]:
