@@ -16,6 +16,7 @@ import pytest
 from langchain_core.messages import AIMessage, HumanMessage
 from langgraph.checkpoint.base import empty_checkpoint
 from langgraph.checkpoint.serde.encrypted import EncryptedSerializer
+from saver_steps import LARGE, SMALL, cfg, step, values_at
 
 from fast_langgraph import RustSQLiteCheckpointer
 
@@ -328,39 +329,12 @@ def test_write_values_serialize_as_put_writes_did(encrypted: bool) -> None:
 # -- Small values of any type inside the checkpoint (the default serializer) ------------------
 
 
-def _cfg(thread: str, checkpoint_id: str | None = None) -> dict[str, Any]:
-    conf: dict[str, Any] = {"thread_id": thread, "checkpoint_ns": ""}
-    if checkpoint_id:
-        conf["checkpoint_id"] = checkpoint_id
-    return {"configurable": conf}
-
-
-def _values_at(saver: RustSQLiteCheckpointer, thread: str, checkpoint_id: str) -> dict[str, Any]:
-    got = saver.get_tuple(_cfg(thread, checkpoint_id))
-    assert got is not None
-    return got.checkpoint["channel_values"]
-
-
-def _step(saver, thread: str, parent: str | None, values: dict, versions: dict, changed) -> str:
-    cp = empty_checkpoint()
-    cp["channel_values"] = dict(values)
-    cp["channel_versions"] = dict(versions)
-    cfg = _cfg(thread, parent)
-    return saver.put(cfg, cp, {"step": 1}, {k: versions[k] for k in changed})["configurable"][
-        "checkpoint_id"
-    ]
-
-
-SMALL = [HumanMessage("short question", id="s1"), AIMessage("short answer", id="s2")]
-LARGE = [HumanMessage("x" * 3000, id="l1")]
-
-
 def test_a_small_value_goes_inside_and_a_large_one_apart(tmp_path: Path) -> None:
     with RustSQLiteCheckpointer(tmp_path / "c.db") as saver:
         v = {"small": "1", "large": "1"}
-        cid = _step(saver, "t", None, {"small": SMALL, "large": LARGE}, v, v)
+        cid = step(saver, "t", None, {"small": SMALL, "large": LARGE}, v, v)
         assert saver.storage_stats()["blobs"] == 1
-        assert _values_at(saver, "t", cid) == {"small": SMALL, "large": LARGE}
+        assert values_at(saver, "t", cid) == {"small": SMALL, "large": LARGE}
         assert read_all(saver, "t") == [{"small": SMALL, "large": LARGE}]
 
 
@@ -369,9 +343,9 @@ def test_the_values_inside_share_2_kb(tmp_path: Path) -> None:
     a, b = ["a" * 1500], ["b" * 1500]
     with RustSQLiteCheckpointer(tmp_path / "c.db") as saver:
         v = {"a": "1", "b": "1"}
-        cid = _step(saver, "t", None, {"a": a, "b": b}, v, v)
+        cid = step(saver, "t", None, {"a": a, "b": b}, v, v)
         assert saver.storage_stats()["blobs"] == 1
-        assert _values_at(saver, "t", cid) == {"a": a, "b": b}
+        assert values_at(saver, "t", cid) == {"a": a, "b": b}
 
 
 def test_every_checkpoint_carries_the_unchanged_values_it_keeps_inside(tmp_path: Path) -> None:
@@ -380,16 +354,14 @@ def test_every_checkpoint_carries_the_unchanged_values_it_keeps_inside(tmp_path:
     path = tmp_path / "c.db"
     with RustSQLiteCheckpointer(path) as saver:
         versions = {"small": "1", "large": "1", "n": "1"}
-        ids = [
-            _step(saver, "t", None, {"small": SMALL, "large": LARGE, "n": 0}, versions, versions)
-        ]
+        ids = [step(saver, "t", None, {"small": SMALL, "large": LARGE, "n": 0}, versions, versions)]
         for i in range(1, 4):
             versions = {**versions, "n": str(i + 1)}
             values = {"small": SMALL, "large": LARGE, "n": i}
-            ids.append(_step(saver, "t", ids[-1], values, versions, ["n"]))
+            ids.append(step(saver, "t", ids[-1], values, versions, ["n"]))
         assert saver.storage_stats()["blobs"] == 1
         for i, cid in enumerate(ids):
-            assert _values_at(saver, "t", cid) == {"small": SMALL, "large": LARGE, "n": i}
+            assert values_at(saver, "t", cid) == {"small": SMALL, "large": LARGE, "n": i}
         saver.copy_thread("t", "u")
         saver.prune(["t"], strategy="keep_latest")
     with RustSQLiteCheckpointer(path) as saver:
@@ -407,15 +379,13 @@ def test_a_new_saver_continues_a_thread_it_did_not_write(tmp_path: Path) -> None
     path = tmp_path / "c.db"
     versions = {"small": "1", "large": "1", "n": "1"}
     with RustSQLiteCheckpointer(path) as saver:
-        first = _step(
-            saver, "t", None, {"small": SMALL, "large": LARGE, "n": 0}, versions, versions
-        )
+        first = step(saver, "t", None, {"small": SMALL, "large": LARGE, "n": 0}, versions, versions)
     with RustSQLiteCheckpointer(path) as saver:
         assert saver._placed.get(("t", "")) is None
         bumped = {**versions, "n": "2"}
-        second = _step(saver, "t", first, {"small": SMALL, "large": LARGE, "n": 1}, bumped, ["n"])
-        assert _values_at(saver, "t", second) == {"small": SMALL, "large": LARGE, "n": 1}
-        assert _values_at(saver, "t", first) == {"small": SMALL, "large": LARGE, "n": 0}
+        second = step(saver, "t", first, {"small": SMALL, "large": LARGE, "n": 1}, bumped, ["n"])
+        assert values_at(saver, "t", second) == {"small": SMALL, "large": LARGE, "n": 1}
+        assert values_at(saver, "t", first) == {"small": SMALL, "large": LARGE, "n": 0}
         assert saver.storage_stats()["blobs"] == 1
         assert saver.check() == []
 
@@ -428,13 +398,13 @@ def test_a_value_grown_in_place_without_a_new_version_is_not_lost(tmp_path: Path
     grown = list(SMALL)
     versions = {"msgs": "1", "n": "1"}
     with RustSQLiteCheckpointer(path) as saver:
-        first = _step(saver, "t", None, {"msgs": grown, "n": 0}, versions, versions)
+        first = step(saver, "t", None, {"msgs": grown, "n": 0}, versions, versions)
     grown.append(HumanMessage("y" * 3000, id="g"))
     with RustSQLiteCheckpointer(path) as saver:
         bumped = {**versions, "n": "2"}
-        second = _step(saver, "t", first, {"msgs": grown, "n": 1}, bumped, ["n"])
-        assert _values_at(saver, "t", second) == {"msgs": grown, "n": 1}
-        assert _values_at(saver, "t", first) == {"msgs": SMALL, "n": 0}
+        second = step(saver, "t", first, {"msgs": grown, "n": 1}, bumped, ["n"])
+        assert values_at(saver, "t", second) == {"msgs": grown, "n": 1}
+        assert values_at(saver, "t", first) == {"msgs": SMALL, "n": 0}
 
 
 def test_a_read_tells_the_next_put_where_the_values_are(tmp_path: Path) -> None:
@@ -454,10 +424,10 @@ def test_a_read_tells_the_next_put_where_the_values_are(tmp_path: Path) -> None:
 
     where = {"small": ("1", True), "large": ("1", False), "n": ("1", True)}
     with RustSQLiteCheckpointer(path) as saver:
-        _step(saver, "t", None, {"small": SMALL, "large": LARGE, "n": 0}, versions, versions)
+        step(saver, "t", None, {"small": SMALL, "large": LARGE, "n": 0}, versions, versions)
         assert placed(saver) == where
     with RustSQLiteCheckpointer(path) as saver:
-        saver.get_tuple(_cfg("t"))
+        saver.get_tuple(cfg("t"))
         assert placed(saver) == where
         saver.delete_thread("t")
         assert saver._placed.get(("t", "")) is None
@@ -469,11 +439,11 @@ def test_an_unchanged_value_is_carried_as_it_was_stored(tmp_path: Path) -> None:
     docs = list(SMALL)
     with RustSQLiteCheckpointer(tmp_path / "c.db") as saver:
         versions = {"docs": "1", "n": "1"}
-        first = _step(saver, "t", None, {"docs": docs, "n": 0}, versions, versions)
+        first = step(saver, "t", None, {"docs": docs, "n": 0}, versions, versions)
         docs.append(HumanMessage("changed in place", id="x"))
         bumped = {**versions, "n": "2"}
-        second = _step(saver, "t", first, {"docs": docs, "n": 1}, bumped, ["n"])
-        assert _values_at(saver, "t", second) == {"docs": SMALL, "n": 1}
+        second = step(saver, "t", first, {"docs": docs, "n": 1}, bumped, ["n"])
+        assert values_at(saver, "t", second) == {"docs": SMALL, "n": 1}
 
 
 @pytest.mark.parametrize("other", ["json", "encrypted"])
@@ -489,7 +459,7 @@ def test_a_file_with_values_inside_continues_with_another_serializer(
     path = tmp_path / "c.db"
     versions = {"docs": "1", "n": "1"}
     with RustSQLiteCheckpointer(path) as saver:
-        first = _step(saver, "t", None, {"docs": SMALL, "n": 0}, versions, versions)
+        first = step(saver, "t", None, {"docs": SMALL, "n": 0}, versions, versions)
     serde = (
         JsonPlusSerializer()
         if other == "json"
@@ -498,13 +468,13 @@ def test_a_file_with_values_inside_continues_with_another_serializer(
     bumped = {**versions, "n": "2"}
     with RustSQLiteCheckpointer(path, serde=serde) as saver:
         if read_first:
-            got = saver.get_tuple(_cfg("t"))
+            got = saver.get_tuple(cfg("t"))
             assert got is not None and got.checkpoint["channel_values"]["docs"] == SMALL
-        second = _step(saver, "t", first, {"docs": SMALL, "n": 1}, bumped, ["n"])
-        assert _values_at(saver, "t", second) == {"docs": SMALL, "n": 1}
+        second = step(saver, "t", first, {"docs": SMALL, "n": 1}, bumped, ["n"])
+        assert values_at(saver, "t", second) == {"docs": SMALL, "n": 1}
     if other == "json":
         with RustSQLiteCheckpointer(path) as saver:
-            assert _values_at(saver, "t", second) == {"docs": SMALL, "n": 1}
+            assert values_at(saver, "t", second) == {"docs": SMALL, "n": 1}
 
 
 def test_a_cached_seed_does_not_make_a_value_inside_look_stored_apart(tmp_path: Path) -> None:
@@ -514,14 +484,14 @@ def test_a_cached_seed_does_not_make_a_value_inside_look_stored_apart(tmp_path: 
 
     path = tmp_path / "c.db"
     with RustSQLiteCheckpointer(path) as saver:
-        c1 = _step(saver, "t", None, {"x": _DeltaSnapshot([1, 2])}, {"x": "1"}, ["x"])
-        saver.get_tuple(_cfg("t", c1))  # the snapshot is now in the seed cache
-        c2 = _step(saver, "t", c1, {"x": [1, 2, 3]}, {"x": "2"}, ["x"])
-        saver.get_tuple(_cfg("t"))
-        c3 = _step(saver, "t", c2, {"x": [1, 2, 3], "n": 1}, {"x": "2", "n": "3"}, ["n"])
+        c1 = step(saver, "t", None, {"x": _DeltaSnapshot([1, 2])}, {"x": "1"}, ["x"])
+        saver.get_tuple(cfg("t", c1))  # the snapshot is now in the seed cache
+        c2 = step(saver, "t", c1, {"x": [1, 2, 3]}, {"x": "2"}, ["x"])
+        saver.get_tuple(cfg("t"))
+        c3 = step(saver, "t", c2, {"x": [1, 2, 3], "n": 1}, {"x": "2", "n": "3"}, ["n"])
     with RustSQLiteCheckpointer(path) as fresh:
-        assert _values_at(fresh, "t", c2) == {"x": [1, 2, 3]}
-        assert _values_at(fresh, "t", c3) == {"x": [1, 2, 3], "n": 1}
+        assert values_at(fresh, "t", c2) == {"x": [1, 2, 3]}
+        assert values_at(fresh, "t", c3) == {"x": [1, 2, 3], "n": 1}
 
 
 def test_values_inside_stay_within_2_kb_when_the_placement_is_unknown(tmp_path: Path) -> None:
@@ -536,14 +506,14 @@ def test_values_inside_stay_within_2_kb_when_the_placement_is_unknown(tmp_path: 
         parent = None
         for i, name in enumerate(names):  # one new value per step: each goes inside, alone
             step_versions = {**dict.fromkeys(names[: i + 1], "1")}
-            parent = _step(
+            parent = step(
                 saver, "t", parent, {n: values[n] for n in names[: i + 1]}, step_versions, [name]
             )
     with RustSQLiteCheckpointer(path) as saver:
         for i in range(3):
             versions = {**versions, "n": str(i + 2)}
-            parent = _step(saver, "t", parent, {**values, "n": i}, versions, ["n"])
-            assert _values_at(saver, "t", parent) == {**values, "n": i}
+            parent = step(saver, "t", parent, {**values, "n": i}, versions, ["n"])
+            assert values_at(saver, "t", parent) == {**values, "n": i}
     with sqlite3.connect(path) as conn:
         (latest,) = conn.execute(
             "SELECT length(checkpoint) FROM flg_checkpoints ORDER BY checkpoint_id DESC LIMIT 1"
@@ -589,11 +559,11 @@ def test_the_placement_a_put_records_is_the_one_a_read_of_its_checkpoint_records
     with RustSQLiteCheckpointer(path) as saver:
         parent = None
         for values, versions, changed in steps:
-            parent = _step(saver, "t", parent, values, versions, changed or list(versions))
+            parent = step(saver, "t", parent, values, versions, changed or list(versions))
             ids.append(parent)
             put_placements.append(held(saver))
             # The read of the checkpoint just written leaves the placement as the put made it.
-            saver.get_tuple(_cfg("t"))
+            saver.get_tuple(cfg("t"))
             assert held(saver) == put_placements[-1]
     assert put_placements[0]["small"][:2] == ("1", True)
     assert put_placements[1]["gone"] == ("1", False, None)
@@ -601,12 +571,12 @@ def test_the_placement_a_put_records_is_the_one_a_read_of_its_checkpoint_records
     assert put_placements[2]["small"] == ("2", False, None)
     for checkpoint_id, expected in zip(ids, put_placements, strict=True):
         with RustSQLiteCheckpointer(path) as reader:
-            reader.get_tuple(_cfg("t", checkpoint_id))
+            reader.get_tuple(cfg("t", checkpoint_id))
             assert held(reader) == expected
     with RustSQLiteCheckpointer(path) as reader:
         # Reading an older checkpoint replaces the placement held for the thread.
-        reader.get_tuple(_cfg("t"))
-        reader.get_tuple(_cfg("t", ids[0]))
+        reader.get_tuple(cfg("t"))
+        reader.get_tuple(cfg("t", ids[0]))
         assert held(reader) == put_placements[0]
 
 
@@ -637,9 +607,9 @@ def test_a_checkpoint_the_codec_cannot_write_still_carries_its_values(tmp_path: 
     cp["channel_versions"] = {"small": "1"}
     cp["versions_seen"] = Seen({"node": {"small": "1"}})
     with RustSQLiteCheckpointer(tmp_path / "c.db") as saver:
-        cid = saver.put(_cfg("t"), cp, {}, {"small": "1"})["configurable"]["checkpoint_id"]
+        cid = saver.put(cfg("t"), cp, {}, {"small": "1"})["configurable"]["checkpoint_id"]
         assert saver.storage_stats()["blobs"] == 0
-        got = saver.get_tuple(_cfg("t", cid))
+        got = saver.get_tuple(cfg("t", cid))
         assert got is not None and got.checkpoint["channel_values"] == {"small": SMALL}
         assert got.checkpoint["versions_seen"] == {"node": {"small": "1"}}
 
@@ -656,7 +626,7 @@ def test_a_value_kept_inside_seeds_a_delta_channel_history_as_stock(
         cp = empty_checkpoint()
         cp["channel_values"] = {"ch": seed}
         cp["channel_versions"] = {"ch": "1"}
-        first = saver.put(_cfg("t"), cp, {}, {"ch": "1"})
+        first = saver.put(cfg("t"), cp, {}, {"ch": "1"})
         saver.put_writes(first, [("ch", 7)], "task-1")
         cp2 = empty_checkpoint()
         cp2["channel_values"] = {}

@@ -11,36 +11,15 @@ from typing import Any
 
 import psycopg
 import pytest
-from langchain_core.messages import AIMessage, HumanMessage
+from langchain_core.messages import HumanMessage
 from langgraph.checkpoint.base import empty_checkpoint
+from saver_steps import LARGE, SMALL, cfg, step, values_at
 
 from fast_langgraph import RustPostgresCheckpointer
 
 
-def _cfg(thread: str, checkpoint_id: str | None = None) -> dict[str, Any]:
-    conf: dict[str, Any] = {"thread_id": thread, "checkpoint_ns": ""}
-    if checkpoint_id:
-        conf["checkpoint_id"] = checkpoint_id
-    return {"configurable": conf}
-
-
-def _values_at(saver: RustPostgresCheckpointer, thread: str, checkpoint_id: str) -> dict:
-    got = saver.get_tuple(_cfg(thread, checkpoint_id))
-    assert got is not None
-    return got.checkpoint["channel_values"]
-
-
 def _read_all(saver: RustPostgresCheckpointer, thread: str) -> list[dict[str, Any]]:
-    return [t.checkpoint["channel_values"] for t in saver.list(_cfg(thread))]
-
-
-def _step(saver, thread: str, parent: str | None, values: dict, versions: dict, changed) -> str:
-    cp = empty_checkpoint()
-    cp["channel_values"] = dict(values)
-    cp["channel_versions"] = dict(versions)
-    return saver.put(_cfg(thread, parent), cp, {"step": 1}, {k: versions[k] for k in changed})[
-        "configurable"
-    ]["checkpoint_id"]
+    return [t.checkpoint["channel_values"] for t in saver.list(cfg(thread))]
 
 
 def _blob_rows(url: str, thread: str) -> list[tuple[str, bytes]]:
@@ -49,10 +28,6 @@ def _blob_rows(url: str, thread: str) -> list[tuple[str, bytes]]:
             "SELECT channel, blob FROM flg_blobs WHERE thread_id = %s ORDER BY channel, version",
             (thread,),
         ).fetchall()
-
-
-SMALL = [HumanMessage("short question", id="s1"), AIMessage("short answer", id="s2")]
-LARGE = [HumanMessage("x" * 3000, id="l1")]
 
 
 @pytest.fixture
@@ -64,9 +39,9 @@ def saver(pg_db):
 
 def test_a_small_value_goes_inside_and_a_large_one_apart(saver) -> None:
     v = {"small": "1", "large": "1"}
-    cid = _step(saver, "t", None, {"small": SMALL, "large": LARGE}, v, v)
+    cid = step(saver, "t", None, {"small": SMALL, "large": LARGE}, v, v)
     assert saver.storage_stats()["blobs"] == 1
-    assert _values_at(saver, "t", cid) == {"small": SMALL, "large": LARGE}
+    assert values_at(saver, "t", cid) == {"small": SMALL, "large": LARGE}
     assert _read_all(saver, "t") == [{"small": SMALL, "large": LARGE}]
 
 
@@ -74,23 +49,23 @@ def test_the_values_inside_share_2_kb(saver) -> None:
     """Two new values of 1.5 KB: the first goes inside, the second apart."""
     a, b = ["a" * 1500], ["b" * 1500]
     v = {"a": "1", "b": "1"}
-    cid = _step(saver, "t", None, {"a": a, "b": b}, v, v)
+    cid = step(saver, "t", None, {"a": a, "b": b}, v, v)
     assert saver.storage_stats()["blobs"] == 1
-    assert _values_at(saver, "t", cid) == {"a": a, "b": b}
+    assert values_at(saver, "t", cid) == {"a": a, "b": b}
 
 
 def test_every_checkpoint_carries_the_unchanged_values_it_keeps_inside(pg_db, saver) -> None:
     """A value kept inside has no blob, so each checkpoint that does not change it carries it
     again; a large one is referred to and stored once. Copy, prune and a new saver keep them."""
     versions = {"small": "1", "large": "1", "n": "1"}
-    ids = [_step(saver, "t", None, {"small": SMALL, "large": LARGE, "n": 0}, versions, versions)]
+    ids = [step(saver, "t", None, {"small": SMALL, "large": LARGE, "n": 0}, versions, versions)]
     for i in range(1, 4):
         versions = {**versions, "n": str(i + 1)}
         values = {"small": SMALL, "large": LARGE, "n": i}
-        ids.append(_step(saver, "t", ids[-1], values, versions, ["n"]))
+        ids.append(step(saver, "t", ids[-1], values, versions, ["n"]))
     assert saver.storage_stats()["blobs"] == 1
     for i, cid in enumerate(ids):
-        assert _values_at(saver, "t", cid) == {"small": SMALL, "large": LARGE, "n": i}
+        assert values_at(saver, "t", cid) == {"small": SMALL, "large": LARGE, "n": i}
     saver.copy_thread("t", "u")
     saver.prune(["t"], strategy="keep_latest")
     with RustPostgresCheckpointer(pg_db) as other:
@@ -106,7 +81,7 @@ def test_a_new_saver_continues_a_thread_it_did_not_write(pg_db, saver) -> None:
     replica) does not know where its unchanged values are: a small one goes inside, a large
     one gets a blob that leaves the stored one as it is (ON CONFLICT DO NOTHING)."""
     versions = {"small": "1", "large": "1", "n": "1"}
-    first = _step(saver, "t", None, {"small": SMALL, "large": LARGE, "n": 0}, versions, versions)
+    first = step(saver, "t", None, {"small": SMALL, "large": LARGE, "n": 0}, versions, versions)
     stored = _blob_rows(pg_db, "t")
     with RustPostgresCheckpointer(pg_db) as other:
         assert other._placed.get(("t", "")) is None
@@ -119,9 +94,9 @@ def test_a_new_saver_continues_a_thread_it_did_not_write(pg_db, saver) -> None:
             "t", "", first, _checkpoint(values, bumped), {}, {"n": "2"}, None
         )
         assert [(b.channel, b.keep_existing) for b in new.blobs] == [("large", True)]
-        second = _step(other, "t", first, {"small": SMALL, "large": LARGE, "n": 1}, bumped, ["n"])
-        assert _values_at(other, "t", second) == {"small": SMALL, "large": LARGE, "n": 1}
-        assert _values_at(other, "t", first) == {"small": SMALL, "large": LARGE, "n": 0}
+        second = step(other, "t", first, {"small": SMALL, "large": LARGE, "n": 1}, bumped, ["n"])
+        assert values_at(other, "t", second) == {"small": SMALL, "large": LARGE, "n": 1}
+        assert values_at(other, "t", first) == {"small": SMALL, "large": LARGE, "n": 0}
         assert other.storage_stats()["blobs"] == 1
         assert _blob_rows(pg_db, "t") == stored
         assert other._store.check() == []
@@ -141,7 +116,7 @@ def test_keep_existing_blobs_leave_stored_values_in_every_put_path(pg_db, saver)
     from concurrent.futures import ThreadPoolExecutor
 
     versions = {"large": "1", "n": "1"}
-    first = _step(saver, "t", None, {"large": LARGE, "n": 0}, versions, versions)
+    first = step(saver, "t", None, {"large": LARGE, "n": 0}, versions, versions)
     stored = _blob_rows(pg_db, "t")
     other = [HumanMessage("z" * 3000, id="l1")]
     for guard in (False, True):
@@ -149,14 +124,14 @@ def test_keep_existing_blobs_leave_stored_values_in_every_put_path(pg_db, saver)
             # Unknown placement: the unchanged large value gets a keep_existing blob.
             def put(i: int, s=s) -> None:
                 bumped = {**versions, "n": str(i + 2)}
-                _step(s, "t", first, {"large": other, "n": i}, bumped, ["n"])
+                step(s, "t", first, {"large": other, "n": i}, bumped, ["n"])
 
             put(0)
             with ThreadPoolExecutor(8) as pool:
                 list(pool.map(put, range(1, 33)))
             assert _blob_rows(pg_db, "t") == stored
     # A changed value under a stored version replaces it, as LangGraph's savers do.
-    _step(saver, "t", first, {"large": other, "n": 9}, {**versions, "n": "99"}, ["large", "n"])
+    step(saver, "t", first, {"large": other, "n": 9}, {**versions, "n": "99"}, ["large", "n"])
     assert _blob_rows(pg_db, "t") != stored
 
 
@@ -166,18 +141,18 @@ def test_a_value_grown_in_place_without_a_new_version_is_not_lost(pg_db, saver) 
     carry inside, and stores it apart: the checkpoint still reads back whole."""
     grown = list(SMALL)
     versions = {"msgs": "1", "n": "1"}
-    first = _step(saver, "t", None, {"msgs": grown, "n": 0}, versions, versions)
+    first = step(saver, "t", None, {"msgs": grown, "n": 0}, versions, versions)
     grown.append(HumanMessage("y" * 3000, id="g"))
     with RustPostgresCheckpointer(pg_db) as other:
         bumped = {**versions, "n": "2"}
-        second = _step(other, "t", first, {"msgs": grown, "n": 1}, bumped, ["n"])
-        assert _values_at(other, "t", second) == {"msgs": grown, "n": 1}
-        assert _values_at(other, "t", first) == {"msgs": SMALL, "n": 0}
+        second = step(other, "t", first, {"msgs": grown, "n": 1}, bumped, ["n"])
+        assert values_at(other, "t", second) == {"msgs": grown, "n": 1}
+        assert values_at(other, "t", first) == {"msgs": SMALL, "n": 0}
 
 
 def test_a_read_tells_the_next_put_where_the_values_are(pg_db, saver) -> None:
     versions = {"small": "1", "large": "1", "n": "1"}
-    _step(saver, "t", None, {"small": SMALL, "large": LARGE, "n": 0}, versions, versions)
+    step(saver, "t", None, {"small": SMALL, "large": LARGE, "n": 0}, versions, versions)
     placed = {"small": ("1", True), "large": ("1", False), "n": ("1", True)}
 
     def where(s: RustPostgresCheckpointer) -> dict[str, Any]:
@@ -190,7 +165,7 @@ def test_a_read_tells_the_next_put_where_the_values_are(pg_db, saver) -> None:
     held = saver._placed.get(("t", ""))
     assert held is not None and held["small"][2] is not None
     with RustPostgresCheckpointer(pg_db) as other:
-        other.get_tuple(_cfg("t"))
+        other.get_tuple(cfg("t"))
         assert where(other) == placed
         other.delete_thread("t")
         assert other._placed.get(("t", "")) is None
@@ -218,9 +193,9 @@ def test_a_checkpoint_the_codec_cannot_write_still_carries_its_values(saver) -> 
 
     cp = _checkpoint({"small": SMALL}, {"small": "1"})
     cp["versions_seen"] = Seen({"node": {"small": "1"}})
-    cid = saver.put(_cfg("t"), cp, {}, {"small": "1"})["configurable"]["checkpoint_id"]
+    cid = saver.put(cfg("t"), cp, {}, {"small": "1"})["configurable"]["checkpoint_id"]
     assert saver.storage_stats()["blobs"] == 0
-    got = saver.get_tuple(_cfg("t", cid))
+    got = saver.get_tuple(cfg("t", cid))
     assert got is not None and got.checkpoint["channel_values"] == {"small": SMALL}
     assert got.checkpoint["versions_seen"] == {"node": {"small": "1"}}
 
@@ -234,7 +209,7 @@ def test_a_value_kept_inside_seeds_a_delta_channel_history_as_stock(pg_db, seed:
 
     def run(s: Any, thread: str) -> Any:
         cp = _checkpoint({"ch": seed}, {"ch": "1"})
-        first = s.put(_cfg(thread), cp, {}, {"ch": "1"})
+        first = s.put(cfg(thread), cp, {}, {"ch": "1"})
         s.put_writes(first, [("ch", 7)], "task-1")
         middle = s.put(first, _checkpoint({}, {"ch": "2"}), {}, {"ch": "2"})
         s.put_writes(middle, [("ch", 8)], "task-2")
@@ -273,19 +248,17 @@ def test_an_import_carries_small_values_and_stores_a_large_one_once(pg_db) -> No
     with PostgresSaver.from_conn_string(pg_db) as stock:
         stock.setup()
         versions = {"small": "1", "large": "1", "n": "1"}
-        ids = [
-            _step(stock, "t", None, {"small": SMALL, "large": LARGE, "n": 0}, versions, versions)
-        ]
+        ids = [step(stock, "t", None, {"small": SMALL, "large": LARGE, "n": 0}, versions, versions)]
         for i in range(1, 4):
             versions = {**versions, "n": str(i + 1)}
             values = {"small": SMALL, "large": LARGE, "n": i}
-            ids.append(_step(stock, "t", ids[-1], values, versions, ["n"]))
-        want = [t.checkpoint for t in stock.list(_cfg("t"))]
+            ids.append(step(stock, "t", ids[-1], values, versions, ["n"]))
+        want = [t.checkpoint for t in stock.list(cfg("t"))]
         with RustPostgresCheckpointer(pg_db) as ours:
             ours.setup()
             assert ours.import_postgres_saver(stock) == 4
             assert ours.storage_stats()["blobs"] == 1
-            assert [t.checkpoint for t in ours.list(_cfg("t"))] == want
+            assert [t.checkpoint for t in ours.list(cfg("t"))] == want
             assert ours._store.check() == []
 
 
@@ -294,11 +267,11 @@ def test_an_unchanged_value_is_carried_as_it_was_stored(saver) -> None:
     as a value stored apart is referred to."""
     docs = list(SMALL)
     versions = {"docs": "1", "n": "1"}
-    first = _step(saver, "t", None, {"docs": docs, "n": 0}, versions, versions)
+    first = step(saver, "t", None, {"docs": docs, "n": 0}, versions, versions)
     docs.append(HumanMessage("changed in place", id="x"))
     bumped = {**versions, "n": "2"}
-    second = _step(saver, "t", first, {"docs": docs, "n": 1}, bumped, ["n"])
-    assert _values_at(saver, "t", second) == {"docs": SMALL, "n": 1}
+    second = step(saver, "t", first, {"docs": docs, "n": 1}, bumped, ["n"])
+    assert values_at(saver, "t", second) == {"docs": SMALL, "n": 1}
 
 
 @pytest.mark.parametrize("read_first", [False, True])
@@ -310,12 +283,12 @@ def test_a_thread_with_values_inside_continues_with_another_serializer(
     from langgraph.checkpoint.serde.encrypted import EncryptedSerializer
 
     versions = {"docs": "1", "n": "1"}
-    first = _step(saver, "t", None, {"docs": SMALL, "n": 0}, versions, versions)
+    first = step(saver, "t", None, {"docs": SMALL, "n": 0}, versions, versions)
     serde = EncryptedSerializer.from_pycryptodome_aes(key=b"k" * 16)
     with RustPostgresCheckpointer(pg_db, serde=serde) as other:
         if read_first:
-            got = other.get_tuple(_cfg("t"))
+            got = other.get_tuple(cfg("t"))
             assert got is not None and got.checkpoint["channel_values"]["docs"] == SMALL
         bumped = {**versions, "n": "2"}
-        second = _step(other, "t", first, {"docs": SMALL, "n": 1}, bumped, ["n"])
-        assert _values_at(other, "t", second) == {"docs": SMALL, "n": 1}
+        second = step(other, "t", first, {"docs": SMALL, "n": 1}, bumped, ["n"])
+        assert values_at(other, "t", second) == {"docs": SMALL, "n": 1}
