@@ -59,7 +59,13 @@ from fast_langgraph.checkpoint._engine_saver import (
     stored_metadata,
     write_items,
 )
-from fast_langgraph.checkpoint._placement import INLINE_MAX, Placed, Placements, placed
+from fast_langgraph.checkpoint._placement import (
+    INLINE_MAX,
+    Placed,
+    Placements,
+    kept_inside,
+    placed,
+)
 from fast_langgraph.serde import _ENCODER, RustSerializer
 
 __all__ = ["RustPostgresCheckpointer"]
@@ -262,14 +268,14 @@ class RustPostgresCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyn
         tup = self._to_tuple(row, config if checkpoint_id else None)
         # The values the checkpoint keeps inside: those it holds but the ones read from blobs,
         # before the seed cache adds those the store left out.
-        inside = _kept_inside(tup, row)
+        inside = kept_inside(tup, row)
         if self.delta and not self._seeds.fill(tup.checkpoint, thread_id, ns, cached):
             # A seed left the cache meanwhile: read the checkpoint whole.
             row = self._store.get(thread_id, ns, checkpoint_id)
             if row is None:
                 return None
             tup = self._to_tuple(row, config if checkpoint_id else None)
-            inside = _kept_inside(tup, row)
+            inside = kept_inside(tup, row)
             self._seeds.fill(tup.checkpoint, thread_id, ns, [])
         # A put on this checkpoint carries what it keeps inside (see Placements); recorded
         # already when this process last wrote or read this very checkpoint.
@@ -885,10 +891,3 @@ def _split_filter(filter: Any) -> tuple[list[tuple[str, Any]], dict[str, Any]]:
         else:
             py[key] = value
     return sql, py
-
-
-def _kept_inside(tup: CheckpointTuple, row: Any) -> dict[str, bytes | None]:
-    """The values a checkpoint read from ``row`` keeps inside: those it holds but the ones
-    read from blob rows (their bytes are not kept: they are serialized again if carried)."""
-    apart = {stored.channel for stored in row.values}
-    return {ch: None for ch in tup.checkpoint["channel_values"] if ch not in apart}

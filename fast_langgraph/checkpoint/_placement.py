@@ -84,3 +84,12 @@ def placed(versions: Mapping[str, Any], inside: Mapping[str, bytes | None]) -> P
         else (v if type(v) is str else str(v), False, None)
         for ch, v in versions.items()
     }
+
+
+def kept_inside(tup: Any, row: Any) -> dict[str, bytes | None]:
+    """The values that ``tup``, the tuple built from the stored ``row``, keeps inside its
+    checkpoint: those it holds but the ones read from blob rows (``row.values``), before a
+    seed cache adds those the store left out. Their bytes are not known (``None``): a put
+    that carries them serializes them again."""
+    apart = {stored.channel for stored in row.values}
+    return {ch: None for ch in tup.checkpoint["channel_values"] if ch not in apart}

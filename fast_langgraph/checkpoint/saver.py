@@ -68,7 +68,13 @@ from fast_langgraph.checkpoint._engine_saver import (
     stored_metadata,
     write_items,
 )
-from fast_langgraph.checkpoint._placement import INLINE_MAX, Placed, Placements, placed
+from fast_langgraph.checkpoint._placement import (
+    INLINE_MAX,
+    Placed,
+    Placements,
+    kept_inside,
+    placed,
+)
 from fast_langgraph.checkpoint.sqlite_saver import export_sqlite_saver, import_sqlite_saver
 from fast_langgraph.serde import _ENCODER, RustSerializer
 
@@ -341,12 +347,7 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
         if row is None:
             return None
         tup = self._to_tuple(row, config)
-        stored = [(v.channel, v.deltas) for v in row.values]
-        # What the checkpoint itself holds: its values but those read from their rows (the
-        # ones left out for the cache are not among them yet).
-        apart = {ch for ch, _ in stored}
-        values = tup.checkpoint["channel_values"]
-        return tup, stored, {ch: None for ch in values if ch not in apart}
+        return tup, [(v.channel, v.deltas) for v in row.values], kept_inside(tup, row)
 
     def list(
         self,
