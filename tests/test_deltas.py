@@ -355,3 +355,55 @@ def test_remember_many_is_remember_for_each_under_one_lock() -> None:
     bound.MAX_ENTRIES = 3
     bound.remember_many([(("t", "", f"k{i}"), Remembered("1", (), 0)) for i in range(5)])
     assert list(bound._entries) == [("t", "", "k2"), ("t", "", "k3"), ("t", "", "k4")]
+
+
+def test_remembered_items_are_bounded_and_the_newest_key_stays() -> None:
+    """What the saver remembers keeps the items alive, so their number is bounded: the least
+    recently used keys go first, the key just remembered never, even when it alone is over."""
+    from fast_langgraph.checkpoint._deltas import ListVersions, Remembered
+
+    items = tuple(object() for _ in range(10))
+    lists = ListVersions()
+    lists.MAX_ITEMS = 25
+    for i in range(3):
+        lists.remember(("t", "", f"k{i}"), Remembered("1", items, 0))
+    # 30 items held over a bound of 25: the oldest key goes.
+    assert list(lists._entries) == [("t", "", "k1"), ("t", "", "k2")]
+    assert lists._items == 20
+    # Both slots of a key count; a slot remembered again replaces its old count.
+    lists.remember(("t", "", "k2"), Remembered("2", items[:5], 0), "read")
+    lists.remember(("t", "", "k2"), Remembered("2", items[:4], 0), "read")
+    assert lists._items == 24
+    big = tuple(object() for _ in range(40))
+    lists.remember(("t", "", "huge"), Remembered("1", big, 0))
+    assert list(lists._entries) == [("t", "", "huge")] and lists._items == 40
+    assert lists.base_for(("t", "", "huge"), [*big, object()]) is not None
+    lists.remember(("u", "", "k"), Remembered("1", items, 0))
+    lists.forget_thread("t")
+    assert list(lists._entries) == [("u", "", "k")] and lists._items == 10
+    lists.clear()
+    assert lists._items == 0
+
+
+def test_threads_past_the_bound_read_back_whole_and_a_read_brings_deltas_back(
+    tmp_path: Path,
+) -> None:
+    """With more conversations than the bound keeps, each still reads back exactly; the
+    first put of one whose versions were dropped is stored whole, and since every invocation
+    starts by reading its thread, the steps after it are deltas again."""
+    saver = RustSQLiteCheckpointer(tmp_path / "b.db")
+    saver._lists.MAX_ITEMS = 30
+    graph = chat_graph(saver)
+    pad = " and more" * 40  # long enough to be stored apart
+    threads = [f"t{i}" for i in range(4)]
+    for turn in range(3):
+        for t in threads:
+            _run_chat(graph, t, [f"{t} q{turn}{pad}"])
+    assert saver._lists._items <= 30 or len(saver._lists._entries) == 1
+    deltas = _delta_rows(saver)[1]
+    for t in threads:
+        values = graph.get_state({"configurable": {"thread_id": t}}).values["messages"]
+        questions = [f"{t} q{turn}{pad}" for turn in range(3)]
+        assert [m.content for m in values] == [x for q in questions for x in (q, f"reply to {q}")]
+    _run_chat(graph, "t0", [f"t0 q3{pad}"])
+    assert _delta_rows(saver)[1] > deltas

@@ -54,15 +54,21 @@ class DeltaPlan(NamedTuple):
 
 class ListVersions:
     """For each (thread, namespace, channel), the list value this process last stored and the
-    one it last read. Bounded: the least recently used keys are dropped (their next put is
-    full). Safe to use from many threads."""
+    one it last read. Safe to use from many threads.
+
+    Bounded, because what it remembers keeps the items alive: at most ``MAX_ENTRIES`` keys and
+    ``MAX_ITEMS`` items in all (a key's two versions counted apart). The least recently used
+    keys are dropped first, never the one just remembered; a dropped key's next put is stored
+    whole, unless a read remembered it again (every invocation of a graph starts with one)."""
 
     MAX_ENTRIES = 1024
+    MAX_ITEMS = 100_000
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         # key -> {"put": entry, "read": entry}
         self._entries: OrderedDict[ListKey, dict[str, Remembered]] = OrderedDict()
+        self._items = 0
 
     def base_for(self, key: ListKey, value: list[Any]) -> Remembered | None:
         """The remembered version whose items are the first items of ``value``, the very
@@ -107,19 +113,27 @@ class ListVersions:
                 if slots is None:
                     held[key] = {slot: entry}
                 else:
+                    old = slots.get(slot)
+                    if old is not None:
+                        self._items -= len(old.items)
                     slots[slot] = entry
                     held.move_to_end(key)
-            while len(held) > self.MAX_ENTRIES:
-                held.popitem(last=False)
+                self._items += len(entry.items)
+            # The newest key stays even if it alone is over the bound: dropping it would
+            # store every next version of a very long list whole.
+            while len(held) > self.MAX_ENTRIES or (self._items > self.MAX_ITEMS and len(held) > 1):
+                _, slots = held.popitem(last=False)
+                self._items -= sum(len(e.items) for e in slots.values())
 
     def forget_thread(self, thread_id: str) -> None:
         with self._lock:
             for key in [k for k in self._entries if k[0] == thread_id]:
-                del self._entries[key]
+                self._items -= sum(len(e.items) for e in self._entries.pop(key).values())
 
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
+            self._items = 0
 
 
 # (thread_id, checkpoint_ns, channel, version)
