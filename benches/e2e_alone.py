@@ -7,10 +7,16 @@ After one warm-up batch it times ROUNDS batches and prints their rates and media
 per invocation (user and system, `os.times`), the garbage collector's time per invocation
 (`gc.callbacks`) and, for ours, the writer's calls and commits (`writer_stats()`).
 
-Contenders: `mem` (InMemorySaver, stock serializer), `rust-serde` (InMemorySaver with
-RustSerializer), `refs` (InMemorySaver storing references, the ceiling: see
+Contenders: `mem` (InMemorySaver, stock serializer), `mem-release` (the same, but each `put`
+and `put_writes` lets go of the GIL once after storing, as a saver that commits with the GIL
+released does: `time.sleep(0)`; what that alone costs end to end), `rust-serde` (InMemorySaver
+with RustSerializer), `refs` (InMemorySaver storing references, the ceiling: see
 `bench_checkpoint.StoreReferences`), `ours` (RustSQLiteCheckpointer), `stock-normal`
 (SqliteSaver with `PRAGMA synchronous=NORMAL`).
+
+Also printed: the threads started per invocation (LangGraph runs each invocation's tasks and
+checkpointer calls on an executor of its own, which starts a thread whenever none of its
+workers is idle).
 
 Run: `.venv/bin/python benches/e2e_alone.py CONTENDER [ROUNDS [THREADS]]` (default 5 rounds;
 THREADS, default 20, run the same 20 conversations of 10 invokes each: with 1, one after the
@@ -25,6 +31,7 @@ import sqlite3
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from typing import Any
 
@@ -36,12 +43,28 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 from fast_langgraph import RustSQLiteCheckpointer
 
 CONVERSATIONS, PER_CONVERSATION = 20, 10
-CONTENDERS = ("mem", "rust-serde", "refs", "ours", "stock-normal")
+CONTENDERS = ("mem", "mem-release", "rust-serde", "refs", "ours", "stock-normal")
+
+
+class ReleasingInMemorySaver(InMemorySaver):
+    """InMemorySaver whose `put` and `put_writes` let go of the GIL once after storing (and
+    take it back), as a checkpointer that commits with the GIL released does."""
+
+    def put(self, *args: Any, **kwargs: Any) -> Any:
+        config = super().put(*args, **kwargs)
+        time.sleep(0)
+        return config
+
+    def put_writes(self, *args: Any, **kwargs: Any) -> None:
+        super().put_writes(*args, **kwargs)
+        time.sleep(0)
 
 
 def make_saver(name: str, tmp: str) -> Any:
     if name == "mem":
         return InMemorySaver()
+    if name == "mem-release":
+        return ReleasingInMemorySaver()
     if name == "rust-serde":
         return ceiling_savers()["InMemorySaver(RustSerializer)"]
     if name == "refs":
@@ -79,18 +102,27 @@ def main() -> None:
             else:
                 gc_time[0] += time.perf_counter() - gc_time[1]
 
+        started = [0]
+        start = threading.Thread.start
+
+        def counted_start(thread: threading.Thread) -> None:
+            started[0] += 1
+            start(thread)
+
+        threading.Thread.start = counted_start  # type: ignore[method-assign]
         gc.callbacks.append(on_gc)
         t0 = os.times()
         rates = [rate() for _ in range(rounds)]
         t1 = os.times()
         gc.callbacks.remove(on_gc)
+        threading.Thread.start = start  # type: ignore[method-assign]
         n = CONVERSATIONS * PER_CONVERSATION * rounds
         print(
             f"{name}: median {statistics.median(rates):.1f} invokes/s "
             f"({', '.join(f'{r:.1f}' for r in rates)}); per invocation: "
             f"user {(t1.user - t0.user) / n * 1e3:.2f} ms, system "
             f"{(t1.system - t0.system) / n * 1e3:.2f} ms, garbage collector "
-            f"{gc_time[0] / n * 1e3:.2f} ms"
+            f"{gc_time[0] / n * 1e3:.2f} ms, threads started {started[0] / n:.2f}"
         )
         if isinstance(saver, RustSQLiteCheckpointer):
             st = saver.writer_stats()

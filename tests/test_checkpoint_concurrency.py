@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import operator
 import os
 import signal
 import subprocess
@@ -12,6 +13,7 @@ import textwrap
 import threading
 import time
 from pathlib import Path
+from typing import Annotated, TypedDict
 
 import pytest
 from conftest import cfg
@@ -19,6 +21,7 @@ from graph_apps import chat_app, counter_app, interrupt_app
 from langchain_core.messages import HumanMessage
 from langgraph.checkpoint.base import empty_checkpoint
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+from langgraph.graph import END, START, StateGraph
 from langgraph.types import Command
 
 from fast_langgraph import RustSQLiteCheckpointer
@@ -671,3 +674,77 @@ def test_threads_on_memory_and_durable_savers(tmp_path, where):
     if where == "durable":
         with RustSQLiteCheckpointer(tmp_path / "d.db") as again:
             assert len(list(again.list(None))) == 8 * 10
+
+
+class FanState(TypedDict):
+    n: int
+    log: Annotated[list[str], operator.add]
+
+
+def fan_app() -> StateGraph:
+    """start -> x, y, z (one step, three tasks) -> join: the shape of bench_checkpoint.py's
+    graph, whose parallel tasks write at the same time."""
+
+    def node(name: str):
+        def run(state: FanState) -> dict:
+            return {"log": [f"{name}:{state['n']}:{len(state['log'])}"]}
+
+        return run
+
+    b = StateGraph(FanState)
+    for name in ("start", "x", "y", "z", "join"):
+        b.add_node(name, node(name))
+    b.add_edge(START, "start")
+    for name in ("x", "y", "z"):
+        b.add_edge("start", name)
+    b.add_edge(["x", "y", "z"], "join")
+    b.add_edge("join", END)
+    return b
+
+
+@pytest.mark.parametrize("durability", [None, "async", "sync", "exit"])
+def test_committed_when_invoke_returns_under_threads(tmp_path, durability):
+    """20 threads invoke at once (their writes meet in the group commit), and each invoke is
+    checked as soon as it returns, through another checkpointer on the file (connections of
+    its own): every checkpoint it made, and the pending writes of each one that is not the
+    newest, are committed already. `None` is LangGraph's default durability ("async")."""
+    n, runs = 20, 3
+    kwargs = {} if durability is None else {"durability": durability}
+    # The input, then one per step: __start__, start, x/y/z, join.
+    per_run = 1 if durability == "exit" else 5
+    path = tmp_path / "db.sqlite"
+    with RustSQLiteCheckpointer(path) as saver, RustSQLiteCheckpointer(path) as reader:
+        graph = fan_app().compile(checkpointer=saver)
+        seen = fan_app().compile(checkpointer=reader)
+
+        def work(i: int) -> None:
+            for run in range(runs):
+                out = graph.invoke({"n": run, "log": []}, cfg(f"t{i}"), **kwargs)
+                before = 5 * run  # the log's length when this run starts
+                assert len(out["log"]) == before + 5
+                assert out["log"][before:] == [
+                    f"start:{run}:{before}",
+                    f"x:{run}:{before + 1}",
+                    f"y:{run}:{before + 1}",
+                    f"z:{run}:{before + 1}",
+                    f"join:{run}:{before + 4}",
+                ]
+                state = seen.get_state(cfg(f"t{i}"))
+                assert state.values == out
+                assert state.next == ()
+                history = list(seen.get_state_history(cfg(f"t{i}")))
+                assert len(history) == per_run * (run + 1)
+                if durability == "exit":
+                    continue
+                # This run's checkpoints before its last: each holds the writes of the
+                # tasks of the step after it (__start__; start; x, y, z; join).
+                tasks_per_step = [1, 1, 3, 1]
+                older = list(reversed(history[1:per_run]))
+                for snapshot, tasks in zip(older, tasks_per_step, strict=True):
+                    tup = reader.get_tuple(snapshot.config)
+                    assert tup is not None
+                    writers = {task_id for task_id, _, _ in tup.pending_writes}
+                    assert len(writers) == tasks, (snapshot.metadata, tup.pending_writes)
+
+        run_threads(n, work)
+        assert len(list(reader.list(None))) == n * runs * per_run
