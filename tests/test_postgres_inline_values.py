@@ -161,14 +161,35 @@ def test_a_read_tells_the_next_put_where_the_values_are(pg_db, saver) -> None:
         return {ch: e[:2] for ch, e in got.items()}
 
     assert where(saver) == placed
-    # The put knows the bytes the small value was stored as; a read of the row does not.
+    # The put knows the bytes the small value was stored as, and so does a read of the row.
     held = saver._placed.get(("t", ""))
     assert held is not None and held["small"][2] is not None
     with RustPostgresCheckpointer(pg_db) as other:
         other.get_tuple(cfg("t"))
         assert where(other) == placed
+        read = other._placed.get(("t", ""))
+        assert read is not None and read["small"][2] == held["small"][2]
         other.delete_thread("t")
         assert other._placed.get(("t", "")) is None
+
+
+def test_a_put_after_a_read_carries_the_values_inside_as_they_were_stored(pg_db, saver) -> None:
+    """A saver that did not write the thread's last checkpoint but read it carries the
+    values it keeps inside as their stored bytes, not serialized again: a value changed in
+    place without a new version is carried as its version was stored, as by the saver that
+    wrote it (test_an_unchanged_value_is_carried_as_it_was_stored)."""
+    versions = {"docs": "1", "n": "1"}
+    first = step(saver, "t", None, {"docs": SMALL, "n": 0}, versions, versions)
+    with RustPostgresCheckpointer(pg_db) as other:
+        got = other.get_tuple(cfg("t"))
+        assert got is not None
+        docs = got.checkpoint["channel_values"]["docs"]
+        assert docs == SMALL
+        docs.append(HumanMessage("changed in place", id="x"))
+        bumped = {**versions, "n": "2"}
+        second = step(other, "t", first, {"docs": docs, "n": 1}, bumped, ["n"])
+        assert values_at(other, "t", second) == {"docs": SMALL, "n": 1}
+    assert values_at(saver, "t", second) == {"docs": SMALL, "n": 1}
 
 
 def test_delta_channel_snapshots_and_other_serializers_keep_values_apart(pg_db) -> None:
