@@ -313,3 +313,36 @@ def test_a_thread_with_values_inside_continues_with_another_serializer(
         bumped = {**versions, "n": "2"}
         second = step(other, "t", first, {"docs": SMALL, "n": 1}, bumped, ["n"])
         assert values_at(other, "t", second) == {"docs": SMALL, "n": 1}
+
+
+class _Opaque:
+    """A value msgpack cannot write: the serializer pickles it (``pickle_fallback``)."""
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is _Opaque
+
+
+def test_a_read_of_a_checkpoint_stored_otherwise_than_msgpack_carries_its_values(pg_db) -> None:
+    """A checkpoint the serializer had to pickle (a field msgpack cannot write) keeps its
+    small values inside all the same; a saver that reads it, and continues the thread, knows
+    they are inside (without their bytes) and carries them: nothing is lost."""
+    from fast_langgraph import RustSerializer
+
+    versions = {"docs": "1", "n": "1"}
+    cp = _checkpoint({"docs": SMALL, "n": 0}, versions)
+    cp["versions_seen"] = {"node": {"odd": _Opaque()}}  # type: ignore[dict-item]
+    with RustPostgresCheckpointer(pg_db, serde=RustSerializer(pickle_fallback=True)) as s:
+        s.setup()
+        first = s.put(cfg("t"), cp, {}, versions)["configurable"]["checkpoint_id"]
+        assert s.storage_stats()["blobs"] == 0
+    with psycopg.connect(pg_db) as conn:
+        (type_,) = conn.execute("SELECT type FROM flg_checkpoints").fetchone()
+    assert not type_.startswith("msgpack")
+    with RustPostgresCheckpointer(pg_db, serde=RustSerializer(pickle_fallback=True)) as other:
+        got = other.get_tuple(cfg("t"))
+        assert got is not None and got.checkpoint["channel_values"] == {"docs": SMALL, "n": 0}
+        held = other._placed.get(("t", ""))
+        assert held is not None and held["docs"] == ("1", True, None)
+        bumped = {**versions, "n": "2"}
+        second = step(other, "t", first, {"docs": SMALL, "n": 1}, bumped, ["n"])
+        assert values_at(other, "t", second) == {"docs": SMALL, "n": 1}

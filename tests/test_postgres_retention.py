@@ -159,6 +159,7 @@ def test_retention_stops_at_a_seed_kept_inside_a_checkpoint_row(pg_db, how: str)
         # The root, which no history needs, is gone; the rest reads back as it did.
         after = {t.config["configurable"]["checkpoint_id"]: t for t in saver.list(cfg("t"))}
         assert set(after) == set(before)
+        assert root["configurable"]["checkpoint_id"] not in after
         for cid, tup in before.items():
             got = saver.get_tuple(cfg("t", checkpoint_id=cid))
             assert got is not None and tup is not None

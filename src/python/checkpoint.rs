@@ -663,9 +663,7 @@ fn kept_inside<'py>(
             }
         }
         None => {
-            let values = tuple
-                .get_item(1)?
-                .get_item(intern!(py, "channel_values"))?;
+            let values = tuple.get_item(1)?.get_item(intern!(py, "channel_values"))?;
             for ch in values.try_iter()? {
                 let ch = ch?;
                 if !apart(&ch.extract::<String>()?) {
