@@ -350,18 +350,11 @@ impl PyCheckpointStore {
             return Ok(None);
         };
         let read: Vec<(String, usize)> = row.blobs.iter().map(|v| (v.channel.clone(), v.deltas)).collect();
-        // The values the row keeps inside: the checkpoint's own entries, without those the
-        // store added from blobs.
-        let inside = PyDict::new(py);
-        if row.type_tag == msgpack::MSGPACK {
-            for (ch, v) in msgpack::channel_values(&row.checkpoint).unwrap_or_default() {
-                if !read.iter().any(|(r, _)| r == ch) {
-                    inside.set_item(ch, PyBytes::new(py, v))?;
-                }
-            }
-        }
         let builder = TupleBuilder::new(py, codec, loads, scan_metadata, load_metadata, load_value, tuple_cls)?;
-        Ok(Some((builder.build(py, &row, config)?, read, inside)))
+        let tuple = builder.build(py, &row, config)?;
+        // The values the row keeps inside, those of a payload that is not msgpack too.
+        let inside = kept_inside(py, &row, &read, &tuple)?;
+        Ok(Some((tuple, read, inside)))
     }
 
     /// Checkpoints newest first, with their values and pending writes, from one SQL query.
