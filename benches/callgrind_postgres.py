@@ -19,6 +19,8 @@ Modes, each after 50 warm-up steps:
   step reads a thread's latest checkpoint, which the other saver wrote, and puts the next
   one, with only a counter changed (the 1 KB state's messages unchanged). What a graph's
   invoke does when another process ran the thread's last one.
+- `e2e`: bench_checkpoint.py's 8-node graph, 20 conversations at a time over 20 threads, after
+  one warm-up invocation per conversation (as `callgrind_put.py e2e`); N invocations.
 The saver is `RustPostgresCheckpointer` or `PostgresSaver(pool)` (bench_postgres.py's).
 """
 
@@ -28,13 +30,16 @@ import os
 import signal
 import sys
 import uuid
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 sys.path.insert(0, os.path.dirname(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 
 import psycopg
-from bench_checkpoint import state_of_size
+from bench_checkpoint import build_graph, state_of_size
 from bench_postgres import ours, put_get, stock
+from langchain_core.messages import HumanMessage
 from langgraph.checkpoint.base import empty_checkpoint
 from pg_server import PgServer
 
@@ -62,6 +67,25 @@ def replica_step(savers: list, values: dict):
         saver.put(got.config, cp, {"source": "loop", "step": i}, bumped)
 
     return step
+
+
+def e2e(saver: Any, n: int) -> None:
+    graph = build_graph(saver)
+
+    def run(per_thread: int) -> None:
+        prefix = uuid.uuid4().hex
+
+        def conversation(t: int) -> None:
+            config = {"configurable": {"thread_id": f"{prefix}-{t}"}}
+            for i in range(per_thread):
+                graph.invoke({"messages": [HumanMessage(content=f"q {i}")], "results": []}, config)
+
+        with ThreadPoolExecutor(20) as pool:
+            list(pool.map(conversation, range(20)))
+
+    run(1)
+    if n:
+        run(n // 20)
 
 
 def serve() -> None:
@@ -97,8 +121,11 @@ def main() -> None:
         elif mode == "replica":
             first = make(url)
             step = replica_step([first, make(url, setup=False)], state_of_size(1024))
+        elif mode == "e2e":
+            e2e(make(url), n)
+            return
         else:
-            raise SystemExit(f"unknown mode {mode!r}: putget or replica")
+            raise SystemExit(f"unknown mode {mode!r}: putget, replica or e2e")
         for _ in range(50):
             step()
         for _ in range(n):
