@@ -5,8 +5,9 @@ The same Rust checkpoint engine as ``RustSQLiteCheckpointer``, with its PostgreS
 a server many replicas share: the same named row and input types, channel values
 stored once per version, append-only deltas for growing lists, ``list`` as one statement with
 its pending writes, every put one atomic statement, the GIL released during all network I/O.
-Python runs the saver's ``serde`` and builds ``CheckpointTuple``; Rust does the SQL over its
-own connection pool (rust-postgres, TLS through rustls).
+Python runs the saver's ``serde`` and builds ``CheckpointTuple`` (with the default serializer
+the store builds a ``get_tuple``'s, as the SQLite store does); Rust does the SQL over its own
+connection pool (rust-postgres, TLS through rustls).
 
 Its tables are prefixed ``flg_``; ``langgraph-checkpoint-postgres``'s tables in the same
 database are never read or written, except by ``import_postgres_saver``, which only reads them.
