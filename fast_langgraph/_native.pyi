@@ -1071,6 +1071,25 @@ class PgCheckpointStore:
         """The checkpoint with `checkpoint_id`, or the newest of the thread's namespace, with
         its values and pending writes; None if there is none. The values of the
         `(channel, version)` pairs in `cached` are not read (the caller holds them)."""
+    def get_tuple(
+        self,
+        thread_id: str,
+        checkpoint_ns: str,
+        checkpoint_id: str | None,
+        cached: Sequence[tuple[str, str]],
+        config: Any,
+        codec: MsgpackCodec,
+        loads: Callable[[tuple[str, bytes]], Any],
+        scan_metadata: Callable[[str, int], tuple[Any, int]],
+        load_metadata: Callable[[str], Any],
+        load_value: Callable[[ChannelValueRow], Any],
+        tuple_cls: type[tuple[Any, ...]],
+    ) -> tuple[Any, builtins.list[tuple[str, int]], dict[str, bytes | None]] | None:
+        """`get`, with the `CheckpointTuple` built here, as `CheckpointStore.get_tuple` builds
+        it, or None. The tuple's config is `config` when given, the checkpoint's own
+        otherwise. Also returns `(channel, deltas)` for each value read from its blobs, and
+        the values the checkpoint keeps inside, by channel, with their msgpack (None when not
+        known)."""
     def list(
         self,
         *,

@@ -5,8 +5,9 @@ The same Rust checkpoint engine as ``RustSQLiteCheckpointer``, with its PostgreS
 a server many replicas share: the same named row and input types, channel values
 stored once per version, append-only deltas for growing lists, ``list`` as one statement with
 its pending writes, every put one atomic statement, the GIL released during all network I/O.
-Python runs the saver's ``serde`` and builds ``CheckpointTuple``; Rust does the SQL over its
-own connection pool (rust-postgres, TLS through rustls).
+Python runs the saver's ``serde`` and builds ``CheckpointTuple`` (with the default serializer
+the store builds a ``get_tuple``'s, as the SQLite store does); Rust does the SQL over its own
+connection pool (rust-postgres, TLS through rustls).
 
 Its tables are prefixed ``flg_``; ``langgraph-checkpoint-postgres``'s tables in the same
 database are never read or written, except by ``import_postgres_saver``, which only reads them.
@@ -66,6 +67,7 @@ from fast_langgraph.checkpoint._placement import (
     kept_inside,
     placed,
 )
+from fast_langgraph.checkpoint.saver import _METADATA_SCAN, _load_metadata
 from fast_langgraph.serde import _ENCODER, RustSerializer
 
 __all__ = ["RustPostgresCheckpointer"]
@@ -255,27 +257,25 @@ class RustPostgresCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyn
         ns = conf.get("checkpoint_ns", "")
         # DeltaChannel snapshots this process decoded already are not read again.
         cached = self._seeds.versions(thread_id, ns) if self.delta and self._seeds else []
-        row = self._store.get(thread_id, ns, checkpoint_id, cached)
+        got = self._read(thread_id, ns, checkpoint_id, cached, config if checkpoint_id else None)
         if self.guard:
             # What the caller read as the thread's latest is what its next put continues;
             # a checkpoint read by id is a deliberate fork point (time travel, update_state).
             if checkpoint_id:
                 self._heads.forget((thread_id, ns, checkpoint_id))
             else:
-                self._heads.remember((thread_id, ns, row.checkpoint_id if row else None))
-        if row is None:
+                # (Read without checkpoint_id: the tuple's config is the row's own.)
+                read = got[0].config["configurable"]["checkpoint_id"] if got else None
+                self._heads.remember((thread_id, ns, read))
+        if got is None:
             return None
-        tup = self._to_tuple(row, config if checkpoint_id else None)
-        # The values the checkpoint keeps inside: those it holds but the ones read from blobs,
-        # before the seed cache adds those the store left out.
-        inside = kept_inside(tup, row)
+        tup, stored, inside = got
         if self.delta and not self._seeds.fill(tup.checkpoint, thread_id, ns, cached):
             # A seed left the cache meanwhile: read the checkpoint whole.
-            row = self._store.get(thread_id, ns, checkpoint_id)
-            if row is None:
+            got = self._read(thread_id, ns, checkpoint_id, [], config if checkpoint_id else None)
+            if got is None:
                 return None
-            tup = self._to_tuple(row, config if checkpoint_id else None)
-            inside = kept_inside(tup, row)
+            tup, stored, inside = got
             self._seeds.fill(tup.checkpoint, thread_id, ns, [])
         # A put on this checkpoint carries what it keeps inside (see Placements); recorded
         # already when this process last wrote or read this very checkpoint.
@@ -287,15 +287,52 @@ class RustPostgresCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyn
             # The graph builds its next state from these very objects: remember them, so the
             # next put can store only what is appended to them.
             versions = tup.checkpoint["channel_versions"]
-            for stored in row.values:
-                value = tup.checkpoint["channel_values"].get(stored.channel)
-                if type(value) is list and stored.channel in versions:
+            values = tup.checkpoint["channel_values"]
+            for channel, deltas in stored:
+                value = values.get(channel)
+                if type(value) is list and channel in versions:
                     self._lists.remember(
-                        (row.thread_id, row.checkpoint_ns, stored.channel),
-                        Remembered(str(versions[stored.channel]), tuple(value), stored.deltas),
+                        (thread_id, ns, channel),
+                        Remembered(str(versions[channel]), tuple(value), deltas),
                         "read",
                     )
         return tup
+
+    def _read(
+        self,
+        thread_id: str,
+        ns: str,
+        checkpoint_id: str | None,
+        cached: builtins.list[tuple[str, str]],
+        config: RunnableConfig | None,
+    ) -> tuple[CheckpointTuple, builtins.list[tuple[str, int]], dict[str, bytes | None]] | None:
+        """The tuple of one checkpoint (see ``get_tuple``), ``(channel, deltas)`` for each
+        value read from its blobs, and the values the checkpoint keeps inside, with their
+        msgpack when the default serializer wrote them (so that a put after this read
+        carries them as they are, rather than serializing them again)."""
+        serde = self.serde
+        if type(serde) is RustSerializer:
+            # The default serializer: the store builds the tuple itself.
+            return self._store.get_tuple(
+                thread_id,
+                ns,
+                checkpoint_id,
+                cached,
+                config,
+                serde._codec(),
+                serde.loads_typed,
+                _METADATA_SCAN,
+                _load_metadata,
+                self._load_value,
+                CheckpointTuple,
+            )
+        row = self._store.get(thread_id, ns, checkpoint_id, cached)
+        if row is None:
+            return None
+        tup = self._to_tuple(row, config)
+        # The values it keeps inside: those it holds but the ones read from blobs, before the
+        # seed cache adds those the store left out.
+        return tup, [(v.channel, v.deltas) for v in row.values], kept_inside(tup, row)
 
     def list(
         self,

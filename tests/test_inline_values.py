@@ -645,3 +645,40 @@ def test_a_value_kept_inside_seeds_a_delta_channel_history_as_stock(
             assert saver._lists.base_for(("t", "", "ch"), [1, 2, 3]) is None
     assert got == want
     assert got["ch"]["seed"] == seed
+
+
+class _Opaque:
+    """A value msgpack cannot write: the serializer pickles it (``pickle_fallback``)."""
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is _Opaque
+
+
+def test_a_read_of_a_checkpoint_stored_otherwise_than_msgpack_carries_its_values(
+    tmp_path: Path,
+) -> None:
+    """A checkpoint the serializer had to pickle (a field msgpack cannot write) keeps its
+    small values inside all the same; a saver that reads it, and continues the thread, knows
+    they are inside (without their bytes) and carries them, rather than referring to blobs
+    that were never written."""
+    from fast_langgraph import RustSerializer
+
+    path = tmp_path / "t.db"
+    versions = {"docs": "1", "n": "1"}
+    cp = empty_checkpoint()
+    cp["channel_values"] = {"docs": SMALL, "n": 0}
+    cp["channel_versions"] = dict(versions)
+    cp["versions_seen"] = {"node": {"odd": _Opaque()}}  # type: ignore[dict-item]
+    with RustSQLiteCheckpointer(path, serde=RustSerializer(pickle_fallback=True)) as s:
+        first = s.put(cfg("t"), cp, {}, versions)["configurable"]["checkpoint_id"]
+    with sqlite3.connect(path) as conn:
+        (type_,) = conn.execute("SELECT type FROM flg_checkpoints").fetchone()
+    assert not type_.startswith("msgpack")
+    with RustSQLiteCheckpointer(path, serde=RustSerializer(pickle_fallback=True)) as other:
+        got = other.get_tuple(cfg("t"))
+        assert got is not None and got.checkpoint["channel_values"] == {"docs": SMALL, "n": 0}
+        held = other._placed.get(("t", ""))
+        assert held is not None and held["docs"] == ("1", True, None)
+        bumped = {**versions, "n": "2"}
+        second = step(other, "t", first, {"docs": SMALL, "n": 1}, bumped, ["n"])
+        assert values_at(other, "t", second) == {"docs": SMALL, "n": 1}

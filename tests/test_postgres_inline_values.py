@@ -161,14 +161,35 @@ def test_a_read_tells_the_next_put_where_the_values_are(pg_db, saver) -> None:
         return {ch: e[:2] for ch, e in got.items()}
 
     assert where(saver) == placed
-    # The put knows the bytes the small value was stored as; a read of the row does not.
+    # The put knows the bytes the small value was stored as, and so does a read of the row.
     held = saver._placed.get(("t", ""))
     assert held is not None and held["small"][2] is not None
     with RustPostgresCheckpointer(pg_db) as other:
         other.get_tuple(cfg("t"))
         assert where(other) == placed
+        read = other._placed.get(("t", ""))
+        assert read is not None and read["small"][2] == held["small"][2]
         other.delete_thread("t")
         assert other._placed.get(("t", "")) is None
+
+
+def test_a_put_after_a_read_carries_the_values_inside_as_they_were_stored(pg_db, saver) -> None:
+    """A saver that did not write the thread's last checkpoint but read it carries the
+    values it keeps inside as their stored bytes, not serialized again: a value changed in
+    place without a new version is carried as its version was stored, as by the saver that
+    wrote it (test_an_unchanged_value_is_carried_as_it_was_stored)."""
+    versions = {"docs": "1", "n": "1"}
+    first = step(saver, "t", None, {"docs": SMALL, "n": 0}, versions, versions)
+    with RustPostgresCheckpointer(pg_db) as other:
+        got = other.get_tuple(cfg("t"))
+        assert got is not None
+        docs = got.checkpoint["channel_values"]["docs"]
+        assert docs == SMALL
+        docs.append(HumanMessage("changed in place", id="x"))
+        bumped = {**versions, "n": "2"}
+        second = step(other, "t", first, {"docs": docs, "n": 1}, bumped, ["n"])
+        assert values_at(other, "t", second) == {"docs": SMALL, "n": 1}
+    assert values_at(saver, "t", second) == {"docs": SMALL, "n": 1}
 
 
 def test_delta_channel_snapshots_and_other_serializers_keep_values_apart(pg_db) -> None:
@@ -289,6 +310,39 @@ def test_a_thread_with_values_inside_continues_with_another_serializer(
         if read_first:
             got = other.get_tuple(cfg("t"))
             assert got is not None and got.checkpoint["channel_values"]["docs"] == SMALL
+        bumped = {**versions, "n": "2"}
+        second = step(other, "t", first, {"docs": SMALL, "n": 1}, bumped, ["n"])
+        assert values_at(other, "t", second) == {"docs": SMALL, "n": 1}
+
+
+class _Opaque:
+    """A value msgpack cannot write: the serializer pickles it (``pickle_fallback``)."""
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is _Opaque
+
+
+def test_a_read_of_a_checkpoint_stored_otherwise_than_msgpack_carries_its_values(pg_db) -> None:
+    """A checkpoint the serializer had to pickle (a field msgpack cannot write) keeps its
+    small values inside all the same; a saver that reads it, and continues the thread, knows
+    they are inside (without their bytes) and carries them: nothing is lost."""
+    from fast_langgraph import RustSerializer
+
+    versions = {"docs": "1", "n": "1"}
+    cp = _checkpoint({"docs": SMALL, "n": 0}, versions)
+    cp["versions_seen"] = {"node": {"odd": _Opaque()}}  # type: ignore[dict-item]
+    with RustPostgresCheckpointer(pg_db, serde=RustSerializer(pickle_fallback=True)) as s:
+        s.setup()
+        first = s.put(cfg("t"), cp, {}, versions)["configurable"]["checkpoint_id"]
+        assert s.storage_stats()["blobs"] == 0
+    with psycopg.connect(pg_db) as conn:
+        (type_,) = conn.execute("SELECT type FROM flg_checkpoints").fetchone()
+    assert not type_.startswith("msgpack")
+    with RustPostgresCheckpointer(pg_db, serde=RustSerializer(pickle_fallback=True)) as other:
+        got = other.get_tuple(cfg("t"))
+        assert got is not None and got.checkpoint["channel_values"] == {"docs": SMALL, "n": 0}
+        held = other._placed.get(("t", ""))
+        assert held is not None and held["docs"] == ("1", True, None)
         bumped = {**versions, "n": "2"}
         second = step(other, "t", first, {"docs": SMALL, "n": 1}, bumped, ["n"])
         assert values_at(other, "t", second) == {"docs": SMALL, "n": 1}

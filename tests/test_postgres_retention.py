@@ -101,3 +101,73 @@ def test_prune_older_than_keep_latest_keeps_delta_ancestors(saver) -> None:
     assert 1 < len(after) < n_before
     assert after == {cid: before[cid] for cid in after}
     assert Normalizer([])(graph.get_state(cfg("t")).values) == latest
+
+
+def _kept_inside_thread(s, thread: str) -> list[dict]:
+    """A thread whose ``ch`` became a DeltaChannel: the root and then ``seed`` store its plain
+    value (small: kept inside their checkpoint rows), ``middle`` and ``last`` only a version,
+    with the writes that rebuild it. Each checkpoint made by a run of its own. Returns the
+    four configs, oldest first."""
+    from langgraph.checkpoint.base import empty_checkpoint
+
+    def put(parent, values: dict, version: str, run: str, counters: dict):
+        cp = empty_checkpoint()
+        cp["channel_values"] = values
+        cp["channel_versions"] = {"ch": version}
+        metadata = {"run_id": run, "counters_since_delta_snapshot": counters}
+        return s.put(parent, cp, metadata, {"ch": version})
+
+    root = put(cfg(thread, checkpoint_ns=""), {"ch": [0]}, "1", "r-root", {})
+    s.put_writes(root, [("ch", [5])], "task-0")
+    seed = put(root, {"ch": [1, 2]}, "2", "r-seed", {})
+    s.put_writes(seed, [("ch", 7)], "task-1")
+    middle = put(seed, {}, "3", "r-middle", {"ch": 1})
+    s.put_writes(middle, [("ch", 8)], "task-2")
+    last = put(middle, {}, "4", "r-last", {"ch": 2})
+    return [root, seed, middle, last]
+
+
+@pytest.mark.parametrize("how", ["prune", "prune_older_than", "delete_for_runs"])
+def test_retention_stops_at_a_seed_kept_inside_a_checkpoint_row(pg_db, how: str) -> None:
+    """A DeltaChannel's history starts at the nearest ancestor holding a value of it, whether
+    it stores the value apart or keeps it inside its own row (a small value): retention keeps
+    the ancestors up to that one, with their writes, and not those before it; what is kept
+    reads back as before, with the history PostgresSaver gives for the same puts."""
+    from langgraph.checkpoint.postgres import PostgresSaver
+
+    with PostgresSaver.from_conn_string(pg_db) as stock:
+        stock.setup()
+        want = stock.get_delta_channel_history(
+            config=_kept_inside_thread(stock, "stock")[-1], channels=["ch"]
+        )
+    assert want["ch"]["seed"] == [1, 2]
+    assert [w[2] for w in want["ch"]["writes"]] == [7, 8]
+    with RustPostgresCheckpointer(pg_db) as saver:
+        saver.setup()
+        root, seed, middle, last = _kept_inside_thread(saver, "t")
+        assert saver.storage_stats()["blobs"] == 0  # both values kept inside their rows
+        before = {
+            c["configurable"]["checkpoint_id"]: saver.get_tuple(c) for c in [seed, middle, last]
+        }
+        if how == "prune":
+            saver.prune(["t"], strategy="keep_latest")
+        elif how == "prune_older_than":
+            now = datetime.now(timezone.utc) + timedelta(days=2)
+            assert saver.prune_older_than(timedelta(days=1), strategy="keep_latest", now=now) == 1
+        else:
+            saver.delete_for_runs(["r-root"])
+        # The root, which no history needs, is gone; the rest reads back as it did.
+        after = {t.config["configurable"]["checkpoint_id"]: t for t in saver.list(cfg("t"))}
+        assert set(after) == set(before)
+        assert root["configurable"]["checkpoint_id"] not in after
+        for cid, tup in before.items():
+            got = saver.get_tuple(cfg("t", checkpoint_id=cid))
+            assert got is not None and tup is not None
+            assert (got.checkpoint, got.metadata, got.parent_config, got.pending_writes) == (
+                tup.checkpoint,
+                tup.metadata,
+                tup.parent_config,
+                tup.pending_writes,
+            )
+        assert saver.get_delta_channel_history(config=last, channels=["ch"]) == want
+        assert saver._store.check() == []

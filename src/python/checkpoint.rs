@@ -350,18 +350,11 @@ impl PyCheckpointStore {
             return Ok(None);
         };
         let read: Vec<(String, usize)> = row.blobs.iter().map(|v| (v.channel.clone(), v.deltas)).collect();
-        // The values the row keeps inside: the checkpoint's own entries, without those the
-        // store added from blobs.
-        let inside = PyDict::new(py);
-        if row.type_tag == msgpack::MSGPACK {
-            for (ch, v) in msgpack::channel_values(&row.checkpoint).unwrap_or_default() {
-                if !read.iter().any(|(r, _)| r == ch) {
-                    inside.set_item(ch, PyBytes::new(py, v))?;
-                }
-            }
-        }
         let builder = TupleBuilder::new(py, codec, loads, scan_metadata, load_metadata, load_value, tuple_cls)?;
-        Ok(Some((builder.build(py, &row, config)?, read, inside)))
+        let tuple = builder.build(py, &row, config)?;
+        // The values the row keeps inside, those of a payload that is not msgpack too.
+        let inside = kept_inside(py, &row, &read, &tuple)?;
+        Ok(Some((tuple, read, inside)))
     }
 
     /// Checkpoints newest first, with their values and pending writes, from one SQL query.
@@ -631,10 +624,49 @@ impl PyCheckpointBatches {
 }
 
 /// `get_tuple`'s tuple, and `(channel, deltas)` for each value read from its row.
-type GotTuple<'py> = (Bound<'py, PyAny>, Vec<(String, usize)>, Bound<'py, PyDict>);
+pub(super) type GotTuple<'py> = (Bound<'py, PyAny>, Vec<(String, usize)>, Bound<'py, PyDict>);
 
 /// A batch's tuples, and the error of the row after the last of them (if one failed).
 type BuiltBatch<'py> = (Bound<'py, PyList>, Option<Bound<'py, PyAny>>);
+
+/// The values `row` keeps inside its checkpoint, by channel, with the msgpack they were
+/// stored as: the entries of its payload's `channel_values`, but those `read` from blob rows.
+/// For a payload that is not msgpack (or not a map the scanner reads), the channels of the
+/// built `tuple`'s `channel_values`, but those `read`, each with `None` (bytes unknown): a
+/// channel left out here would be taken for one stored apart.
+fn kept_inside<'py>(
+    py: Python<'py>,
+    row: &StoredCheckpoint,
+    read: &[(String, usize)],
+    tuple: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let inside = PyDict::new(py);
+    let apart = |ch: &str| read.iter().any(|(r, _)| r == ch);
+    let raw = if row.type_tag == msgpack::MSGPACK {
+        msgpack::channel_values(&row.checkpoint)
+    } else {
+        None
+    };
+    match raw {
+        Some(entries) => {
+            for (ch, v) in entries {
+                if !apart(ch) {
+                    inside.set_item(ch, PyBytes::new(py, v))?;
+                }
+            }
+        }
+        None => {
+            let values = tuple.get_item(1)?.get_item(intern!(py, "channel_values"))?;
+            for ch in values.try_iter()? {
+                let ch = ch?;
+                if !apart(&ch.extract::<String>()?) {
+                    inside.set_item(ch, py.None())?;
+                }
+            }
+        }
+    }
+    Ok(inside)
+}
 
 /// What `CheckpointBatches.next_tuples` builds a batch's `CheckpointTuple`s with: the
 /// serializer's codec and the Python callables for what it does not decode itself.
@@ -813,8 +845,8 @@ pub(super) mod shared {
     use pyo3::prelude::*;
 
     use super::{
-        channel_history, checkpoint_row, new_checkpoint, new_writes, prune_strategy, PyChannelHistory, PyCheckpointRow,
-        PyNewCheckpoint, PyNewWrites,
+        channel_history, checkpoint_row, kept_inside, new_checkpoint, new_writes, prune_strategy, GotTuple,
+        PyChannelHistory, PyCheckpointRow, PyMsgpackCodec, PyNewCheckpoint, PyNewWrites, TupleBuilder,
     };
     use crate::checkpoint::{Backend, NewCheckpoint, NewWrites, Store};
 
@@ -859,6 +891,36 @@ pub(super) mod shared {
     ) -> PyResult<Option<PyCheckpointRow>> {
         let row = py.detach(|| store.get(thread_id, checkpoint_ns, checkpoint_id, cached))?;
         row.map(|r| checkpoint_row(py, r)).transpose()
+    }
+
+    /// `get`, with the `CheckpointTuple` built here (see [`TupleBuilder`]), or `None`; also
+    /// `(channel, deltas)` for each value read from the checkpoint's own row, and the values
+    /// the checkpoint keeps inside with their msgpack (see [`kept_inside`]).
+    #[allow(clippy::too_many_arguments)] // the callables a tuple is built with
+    pub fn get_tuple<'py, B: Backend>(
+        py: Python<'py>,
+        store: &Store<B>,
+        thread_id: &str,
+        checkpoint_ns: &str,
+        checkpoint_id: Option<&str>,
+        cached: &[(String, String)],
+        config: Option<Bound<'py, PyAny>>,
+        codec: &Bound<'py, PyMsgpackCodec>,
+        loads: &Bound<'py, PyAny>,
+        scan_metadata: &Bound<'py, PyAny>,
+        load_metadata: &Bound<'py, PyAny>,
+        load_value: &Bound<'py, PyAny>,
+        tuple_cls: &Bound<'py, PyAny>,
+    ) -> PyResult<Option<GotTuple<'py>>> {
+        // The round trip, without the GIL.
+        let Some(row) = py.detach(|| store.get(thread_id, checkpoint_ns, checkpoint_id, cached))? else {
+            return Ok(None);
+        };
+        let read: Vec<(String, usize)> = row.blobs.iter().map(|v| (v.channel.clone(), v.deltas)).collect();
+        let builder = TupleBuilder::new(py, codec, loads, scan_metadata, load_metadata, load_value, tuple_cls)?;
+        let tuple = builder.build(py, &row, config)?;
+        let inside = kept_inside(py, &row, &read, &tuple)?;
+        Ok(Some((tuple, read, inside)))
     }
 
     pub fn delta_history<B: Backend>(

@@ -9,8 +9,10 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
 use super::checkpoint::{
-    checkpoint_row, meta_value, new_checkpoint, shared, PyChannelHistory, PyCheckpointRow, PyNewCheckpoint, PyNewWrites,
+    checkpoint_row, meta_value, new_checkpoint, shared, GotTuple, PyChannelHistory, PyCheckpointRow, PyNewCheckpoint,
+    PyNewWrites,
 };
+use super::serde::PyMsgpackCodec;
 use crate::checkpoint::postgres::{PgOptions, Postgres};
 use crate::checkpoint::{ListQuery, MetaFilter, Store};
 
@@ -118,6 +120,46 @@ impl PyPgCheckpointStore {
     ) -> PyResult<Option<PyCheckpointRow>> {
         // One statement, without the GIL.
         shared::get(py, &self.store, thread_id, checkpoint_ns, checkpoint_id, &cached)
+    }
+
+    /// `get`, with the `CheckpointTuple` built here, as `CheckpointStore.get_tuple` builds it
+    /// (see there for `codec` and the callables), or `None`. The tuple's config is `config`
+    /// when given, the checkpoint's own otherwise. Also returns `(channel, deltas)` for each
+    /// value read from its blobs, and the values the checkpoint keeps inside, by channel, with
+    /// their msgpack (`None` when not known).
+    #[pyo3(signature = (thread_id, checkpoint_ns, checkpoint_id, cached, config, codec, loads, scan_metadata, load_metadata, load_value, tuple_cls))]
+    #[allow(clippy::too_many_arguments)] // the callables a tuple is built with
+    fn get_tuple<'py>(
+        &self,
+        py: Python<'py>,
+        thread_id: &str,
+        checkpoint_ns: &str,
+        checkpoint_id: Option<&str>,
+        cached: Vec<(String, String)>,
+        config: Option<Bound<'py, PyAny>>,
+        codec: &Bound<'py, PyMsgpackCodec>,
+        loads: &Bound<'py, PyAny>,
+        scan_metadata: &Bound<'py, PyAny>,
+        load_metadata: &Bound<'py, PyAny>,
+        load_value: &Bound<'py, PyAny>,
+        tuple_cls: &Bound<'py, PyAny>,
+    ) -> PyResult<Option<GotTuple<'py>>> {
+        // One statement, without the GIL.
+        shared::get_tuple(
+            py,
+            &self.store,
+            thread_id,
+            checkpoint_ns,
+            checkpoint_id,
+            &cached,
+            config,
+            codec,
+            loads,
+            scan_metadata,
+            load_metadata,
+            load_value,
+            tuple_cls,
+        )
     }
 
     /// Checkpoints newest first, with their values and pending writes, from one statement.

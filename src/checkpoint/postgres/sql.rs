@@ -429,10 +429,16 @@ pub const SHARE_THREADS: &str = "SELECT pg_advisory_xact_lock_shared(k) FROM unn
 /// The checkpoints a `keep` set needs besides itself, for LangGraph's `DeltaChannel` (the rule
 /// is [`crate::checkpoint::retention`]'s): for each channel a kept checkpoint's metadata lists
 /// under `counters_since_delta_snapshot` that has a version but no stored value at it, every
-/// ancestor along parent pointers up to and including the nearest one holding a value of it.
-/// `{seed}` selects the kept checkpoints (thread, namespace, id); the statement returns them
-/// with those ancestors. `UNION` drops a step met twice, so a chain that loops still ends.
-fn keep_with_delta_ancestors(seed: &str) -> String {
+/// ancestor along parent pointers up to and including the nearest one holding a value of it:
+/// a blob, or (schema 10 on) a value kept inside its payload, which SQL cannot read: the
+/// statement stops at the `(thread, namespace, id, channel)` of the parallel arrays
+/// `$stop..$stop+3`, those the caller found keeping the channel inside. `{seed}` selects the
+/// kept checkpoints (thread, namespace, id); the statement returns them with those ancestors,
+/// `NULL` in a fourth column, and, with the channel in it, each ancestor it walked past whose
+/// row stores no value of a channel apart, so may keep it inside (see
+/// `write::kept_with_delta_ancestors`). `UNION` drops a step met twice, so a chain that loops
+/// still ends.
+fn keep_with_delta_ancestors(seed: &str, stop: usize) -> String {
     const HOLDS_NO_VALUE: &str = "NOT EXISTS (SELECT 1 FROM flg_blobs b WHERE b.thread_id = c.thread_id
         AND b.checkpoint_ns = c.checkpoint_ns AND b.channel = {channel}
         AND b.version = c.versions[array_position(c.channels, {channel})] AND b.type <> 'empty')";
@@ -450,38 +456,57 @@ fn keep_with_delta_ancestors(seed: &str) -> String {
             FROM need n JOIN flg_checkpoints c ON c.thread_id = n.thread_id AND c.checkpoint_ns = n.checkpoint_ns
                 AND c.checkpoint_id = n.checkpoint_id
             WHERE c.parent_checkpoint_id IS NOT NULL AND {step}
+                AND NOT EXISTS (SELECT 1 FROM unnest(${s0}::text[], ${s1}::text[], ${s2}::text[], ${s3}::text[])
+                    AS s(t, n, i, ch) WHERE s.t = c.thread_id AND s.n = c.checkpoint_ns AND s.i = c.checkpoint_id
+                    AND s.ch = n.channel)
         )
-        SELECT thread_id, checkpoint_ns, checkpoint_id FROM keep0
-        UNION SELECT thread_id, checkpoint_ns, checkpoint_id FROM need",
+        SELECT thread_id, checkpoint_ns, checkpoint_id, NULL::text FROM keep0
+        UNION SELECT thread_id, checkpoint_ns, checkpoint_id, NULL FROM need
+        UNION SELECT n.thread_id, n.checkpoint_ns, n.checkpoint_id, n.channel FROM need n
+            JOIN flg_checkpoints c ON c.thread_id = n.thread_id AND c.checkpoint_ns = n.checkpoint_ns
+                AND c.checkpoint_id = n.checkpoint_id
+            WHERE c.parent_checkpoint_id IS NOT NULL AND NOT (n.channel = ANY(c.channels))",
         key = crate::checkpoint::retention::DELTA_COUNTERS_KEY,
         start = HOLDS_NO_VALUE.replace("{channel}", "j.key"),
         step = HOLDS_NO_VALUE.replace("{channel}", "n.channel"),
+        s0 = stop,
+        s1 = stop + 1,
+        s2 = stop + 2,
+        s3 = stop + 3,
     )
 }
 
 /// `prune(keep_latest)`: the newest checkpoint of each namespace of the threads in $1, with
-/// the ancestors their delta channels need.
+/// the ancestors their delta channels need (stopping at those of $2..$5).
 pub fn keep_latest_sql() -> &'static str {
     static SQL: OnceLock<String> = OnceLock::new();
     SQL.get_or_init(|| {
         keep_with_delta_ancestors(
             "SELECT DISTINCT ON (thread_id, checkpoint_ns) thread_id, checkpoint_ns, checkpoint_id
              FROM flg_checkpoints WHERE thread_id = ANY($1) ORDER BY thread_id, checkpoint_ns, checkpoint_id DESC",
+            2,
         )
     })
 }
 
 /// `delete_for_runs`: every checkpoint of the threads in $2 not made by the runs in $1, with
-/// the ancestors their delta channels need (which a deleted run may have made).
+/// the ancestors their delta channels need (which a deleted run may have made), stopping at
+/// those of $3..$6.
 pub fn keep_other_runs_sql() -> &'static str {
     static SQL: OnceLock<String> = OnceLock::new();
     SQL.get_or_init(|| {
         keep_with_delta_ancestors(
             "SELECT thread_id, checkpoint_ns, checkpoint_id FROM flg_checkpoints
              WHERE thread_id = ANY($2) AND (run_id IS NULL OR NOT run_id = ANY($1))",
+            3,
         )
     })
 }
+
+/// The payloads of the checkpoints of the parallel arrays $1, $2, $3 (thread, namespace, id).
+pub const PAYLOADS: &str = "SELECT c.thread_id, c.checkpoint_ns, c.checkpoint_id, c.type, c.checkpoint
+    FROM flg_checkpoints c JOIN unnest($1::text[], $2::text[], $3::text[]) AS k(t, n, i)
+        ON c.thread_id = k.t AND c.checkpoint_ns = k.n AND c.checkpoint_id = k.i";
 
 /// A key in the kept set passed as $2, $3, $4 (parallel arrays of thread, namespace, id).
 const IN_KEPT: &str = "EXISTS (SELECT 1 FROM unnest($2::text[], $3::text[], $4::text[]) AS k(t, n, i)

@@ -11,13 +11,15 @@
 //! fails as a whole (a statement error aborts a PostgreSQL transaction) is rolled back and its
 //! ops run again one by one, so each caller gets its own result; a lost connection retries the
 //! batch once on a new one (every statement is idempotent).
+use std::collections::{HashMap, HashSet};
+
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Statement;
 
 use super::pool::{Client, Conn, Pool, Step};
 use super::sql;
 use crate::checkpoint::writer::Op;
-use crate::checkpoint::{retention, versions, Blob, NewCheckpoint, NewWrites, PruneStrategy};
+use crate::checkpoint::{deflate, msgpack, retention, versions, Blob, NewCheckpoint, NewWrites, PruneStrategy};
 use crate::error::{Error, Result};
 
 /// The serializer's type tag of a channel version that holds no value.
@@ -679,15 +681,85 @@ fn put_writes(client: &mut Client, stmt: &Statement, w: &NewWrites) -> PgResult<
     Ok(())
 }
 
-/// The kept set a retention statement returns, as the parallel arrays the deletes take.
-fn kept(client: &mut Client, stmt: &str, params: &[&(dyn ToSql + Sync)]) -> PgResult<[Vec<String>; 3]> {
-    let mut out: [Vec<String>; 3] = Default::default();
-    for row in client.query(stmt, params)? {
-        for (i, col) in out.iter_mut().enumerate() {
-            col.push(row.get(i));
+/// The kept set a retention statement ([`sql::keep_latest_sql`], [`sql::keep_other_runs_sql`])
+/// returns, as the parallel arrays the deletes take. `params` are the statement's own; the
+/// four arrays of channels kept inside ancestors follow them. The statement first runs with
+/// none; if an ancestor it walked past keeps a needed channel's value inside its payload (a
+/// seed, as `delta_history` reads it), it runs again, stopping there. Twice at most: the second
+/// walk is a part of the first, whose ancestors were all looked at.
+fn kept_with_delta_ancestors(
+    client: &mut Client,
+    stmt: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> PgResult<[Vec<String>; 3]> {
+    let mut stop: [Vec<String>; 4] = Default::default();
+    let mut looked_at: HashSet<[String; 4]> = HashSet::new();
+    loop {
+        let mut all: Vec<&(dyn ToSql + Sync)> = params.to_vec();
+        all.extend(stop.iter().map(|a| a as &(dyn ToSql + Sync)));
+        let mut out: [Vec<String>; 3] = Default::default();
+        let mut maybe: Vec<[String; 4]> = Vec::new();
+        for row in client.query(stmt, &all)? {
+            let key: [String; 3] = [row.get(0), row.get(1), row.get(2)];
+            match row.get::<_, Option<String>>(3) {
+                None => {
+                    for (col, v) in out.iter_mut().zip(key) {
+                        col.push(v);
+                    }
+                }
+                Some(channel) => {
+                    let [t, n, i] = key;
+                    let candidate = [t, n, i, channel];
+                    if looked_at.insert(candidate.clone()) {
+                        maybe.push(candidate);
+                    }
+                }
+            }
+        }
+        let found = keeping_inside(client, &maybe)?;
+        if found.is_empty() {
+            return Ok(out);
+        }
+        for key in found {
+            for (col, v) in stop.iter_mut().zip(key) {
+                col.push(v);
+            }
         }
     }
-    Ok(out)
+}
+
+/// Those of `candidates` (thread, namespace, checkpoint id, channel) whose checkpoint keeps a
+/// value of the channel inside its payload. A payload that cannot be read keeps none (its
+/// ancestors are kept: too much, never too little).
+fn keeping_inside(client: &mut Client, candidates: &[[String; 4]]) -> PgResult<Vec<[String; 4]>> {
+    if candidates.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut keys: [Vec<&str>; 3] = Default::default();
+    for c in candidates {
+        for (col, v) in keys.iter_mut().zip(c) {
+            col.push(v.as_str());
+        }
+    }
+    let mut payloads: HashMap<(String, String, String), Vec<u8>> = HashMap::new();
+    for row in client.query(sql::PAYLOADS, &[&keys[0], &keys[1], &keys[2]])? {
+        let (mut tag, mut data): (String, Vec<u8>) = (row.get(3), row.get(4));
+        let readable = deflate::unpack(&mut tag, &mut data)
+            .and_then(|()| versions::unpack_payload(&mut tag, &mut data))
+            .is_ok();
+        if readable && tag == msgpack::MSGPACK {
+            payloads.insert((row.get(0), row.get(1), row.get(2)), data);
+        }
+    }
+    Ok(candidates
+        .iter()
+        .filter(|[t, n, i, ch]| {
+            payloads
+                .get(&(t.clone(), n.clone(), i.clone()))
+                .is_some_and(|data| msgpack::kept_value(data, ch).is_some())
+        })
+        .cloned()
+        .collect())
 }
 
 fn delete_for_runs(client: &mut Client, run_ids: &[String]) -> PgResult<()> {
@@ -699,7 +771,7 @@ fn delete_for_runs(client: &mut Client, run_ids: &[String]) -> PgResult<()> {
     lock_threads(client, threads.iter().map(String::as_str))?;
     // Every other checkpoint of those threads stays, with the ancestors its delta channels
     // need, even when a deleted run made them.
-    let [t, n, i] = kept(client, sql::keep_other_runs_sql(), &[&run_ids, &threads])?;
+    let [t, n, i] = kept_with_delta_ancestors(client, sql::keep_other_runs_sql(), &[&run_ids, &threads])?;
     for stmt in sql::delete_runs_sql() {
         client.execute(stmt.as_str(), &[&run_ids, &t, &n, &i])?;
     }
@@ -720,7 +792,7 @@ fn prune(client: &mut Client, thread_ids: &[String], strategy: PruneStrategy) ->
         PruneStrategy::KeepLatest => {
             // The newest checkpoint of each (thread, namespace) stays, with its writes and the
             // ancestors its delta channels need.
-            let [t, n, i] = kept(client, sql::keep_latest_sql(), &[&thread_ids])?;
+            let [t, n, i] = kept_with_delta_ancestors(client, sql::keep_latest_sql(), &[&thread_ids])?;
             for stmt in sql::prune_keep_sql() {
                 client.execute(stmt.as_str(), &[&thread_ids, &t, &n, &i])?;
             }
