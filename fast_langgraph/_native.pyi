@@ -453,12 +453,14 @@ class CheckpointStore:
         load_metadata: Callable[[str], Any],
         load_value: Callable[[ChannelValueRow], Any],
         tuple_cls: type[tuple[Any, ...]],
-    ) -> tuple[Any, builtins.list[tuple[str, int]], dict[str, bytes | None]] | None:
+        placed_id: str | None = None,
+    ) -> tuple[Any, builtins.list[tuple[str, int]], dict[str, bytes | None] | None] | None:
         """`get`, with the `CheckpointTuple` built here, as `CheckpointBatches.next_tuples`
         builds those of `list()`, or None. The tuple's config is `config` when given, the
         checkpoint's own otherwise. Also returns `(channel, deltas)` for each value read
         from its own row: the channel, and how many deltas were applied to its last full
-        value; and the msgpack of each value the checkpoint keeps inside, by channel."""
+        value; and the msgpack of each value the checkpoint keeps inside, by channel, or
+        None when the checkpoint read is `placed_id` (one whose placement the caller holds)."""
     def list(
         self,
         *,

@@ -326,9 +326,10 @@ impl PyCheckpointStore {
     /// those of `list()` (see there for `codec` and the callables), or `None`. The tuple's
     /// config is `config` when given, the checkpoint's own otherwise. Also returns, for each
     /// value read from its own row, `(channel, deltas)`: the channel and how many deltas were
-    /// applied to its last full value; and `(channel, msgpack)` for each value the checkpoint
-    /// keeps inside.
-    #[pyo3(signature = (thread_id, checkpoint_ns, checkpoint_id, cached, config, codec, loads, scan_metadata, load_metadata, load_value, tuple_cls))]
+    /// applied to its last full value; and `{channel: msgpack}` for each value the checkpoint
+    /// keeps inside, or `None` when the checkpoint read is `placed_id` (the one whose
+    /// placement the caller holds already).
+    #[pyo3(signature = (thread_id, checkpoint_ns, checkpoint_id, cached, config, codec, loads, scan_metadata, load_metadata, load_value, tuple_cls, placed_id = None))]
     #[allow(clippy::too_many_arguments)] // the callables a tuple is built with
     fn get_tuple<'py>(
         &self,
@@ -344,6 +345,7 @@ impl PyCheckpointStore {
         load_metadata: &Bound<'py, PyAny>,
         load_value: &Bound<'py, PyAny>,
         tuple_cls: &Bound<'py, PyAny>,
+        placed_id: Option<&str>,
     ) -> PyResult<Option<GotTuple<'py>>> {
         // A few key lookups in one read transaction, without the GIL.
         let Some(row) = py.detach(|| self.store.get(thread_id, checkpoint_ns, checkpoint_id, &cached))? else {
@@ -352,14 +354,19 @@ impl PyCheckpointStore {
         let read: Vec<(String, usize)> = row.blobs.iter().map(|v| (v.channel.clone(), v.deltas)).collect();
         // The values the row keeps inside: the checkpoint's own entries, without those the
         // store added from blobs.
-        let inside = PyDict::new(py);
-        if row.type_tag == msgpack::MSGPACK {
-            for (ch, v) in msgpack::channel_values(&row.checkpoint).unwrap_or_default() {
-                if !read.iter().any(|(r, _)| r == ch) {
-                    inside.set_item(ch, PyBytes::new(py, v))?;
+        let inside = if placed_id == Some(row.checkpoint_id.as_str()) {
+            None
+        } else {
+            let inside = PyDict::new(py);
+            if row.type_tag == msgpack::MSGPACK {
+                for (ch, v) in msgpack::channel_values(&row.checkpoint).unwrap_or_default() {
+                    if !read.iter().any(|(r, _)| r == ch) {
+                        inside.set_item(ch, PyBytes::new(py, v))?;
+                    }
                 }
             }
-        }
+            Some(inside)
+        };
         let builder = TupleBuilder::new(py, codec, loads, scan_metadata, load_metadata, load_value, tuple_cls)?;
         Ok(Some((builder.build(py, &row, config)?, read, inside)))
     }
@@ -630,8 +637,9 @@ impl PyCheckpointBatches {
     }
 }
 
-/// `get_tuple`'s tuple, and `(channel, deltas)` for each value read from its row.
-type GotTuple<'py> = (Bound<'py, PyAny>, Vec<(String, usize)>, Bound<'py, PyDict>);
+/// `get_tuple`'s tuple, `(channel, deltas)` for each value read from its row, and the values
+/// the checkpoint keeps inside (`None` when the caller holds its placement already).
+type GotTuple<'py> = (Bound<'py, PyAny>, Vec<(String, usize)>, Option<Bound<'py, PyDict>>);
 
 /// A batch's tuples, and the error of the row after the last of them (if one failed).
 type BuiltBatch<'py> = (Bound<'py, PyList>, Option<Bound<'py, PyAny>>);
