@@ -281,7 +281,9 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
         """The checkpoint named by ``config`` (or the thread's latest), with its pending
         writes, or ``None``. A ``checkpoint_ns`` of ``None`` names no namespace, so the result
         is ``None``, as with SqliteSaver."""
-        conf = configurable(config)
+        conf = config.get("configurable") if type(config) is dict else None
+        if type(conf) is not dict or "thread_id" not in conf:
+            conf = configurable(config)  # checks it, or raises naming what is wrong
         ns = conf.get("checkpoint_ns", "")
         if ns is None:
             return None
@@ -296,7 +298,27 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
         # The checkpoint whose placement is held: if the read finds that one, the values it
         # keeps inside need not be gathered again (see Placements).
         held = self._placed.held_id(key)
-        got = self._read(thread_id, ns, checkpoint_id, cached, config if checkpoint_id else None, held)
+        serde = self.serde
+        if type(serde) is RustSerializer:
+            # _read's own first branch, without the call.
+            got = self._store.get_tuple(
+                thread_id,
+                ns,
+                checkpoint_id,
+                cached,
+                config if checkpoint_id else None,
+                serde._codec(),
+                serde.loads_typed,
+                _METADATA_SCAN,
+                _load_metadata,
+                self._load_value,
+                CheckpointTuple,
+                held,
+            )
+        else:
+            got = self._read(
+                thread_id, ns, checkpoint_id, cached, config if checkpoint_id else None, held
+            )
         if got is None:
             return None
         tup, stored, inside = got
@@ -599,7 +621,9 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
             SerializationError: a channel value or metadata value cannot be serialized; the
                 message names the channel or key. Nothing is written.
         """
-        conf = configurable(config)
+        conf = config.get("configurable") if type(config) is dict else None
+        if type(conf) is not dict or "thread_id" not in conf:
+            conf = configurable(config)  # checks it, or raises naming what is wrong
         thread_id = conf["thread_id"]
         tid = str(thread_id)
         ns = conf.get("checkpoint_ns", "")

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::intern;
+use pyo3::sync::PyOnceLock;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 
@@ -644,6 +645,9 @@ type GotTuple<'py> = (Bound<'py, PyAny>, Vec<(String, usize)>, Option<Bound<'py,
 /// A batch's tuples, and the error of the row after the last of them (if one failed).
 type BuiltBatch<'py> = (Bound<'py, PyList>, Option<Bound<'py, PyAny>>);
 
+/// `tuple.__new__`, looked up once.
+static TUPLE_NEW: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
 /// What `CheckpointBatches.next_tuples` builds a batch's `CheckpointTuple`s with: the
 /// serializer's codec and the Python callables for what it does not decode itself.
 struct TupleBuilder<'a, 'py> {
@@ -676,7 +680,12 @@ impl<'a, 'py> TupleBuilder<'a, 'py> {
             load_metadata,
             load_value,
             tuple_cls,
-            tuple_new: py.get_type::<PyTuple>().getattr(intern!(py, "__new__"))?,
+            tuple_new: TUPLE_NEW
+                .get_or_try_init(py, || -> PyResult<Py<PyAny>> {
+                    Ok(py.get_type::<PyTuple>().getattr(intern!(py, "__new__"))?.unbind())
+                })?
+                .bind(py)
+                .clone(),
         })
     }
 
