@@ -240,6 +240,27 @@ def put_values(
             checkpoint and the thread.
     """
 
+def placed_checkpoint(
+    thread_id: str,
+    checkpoint_ns: str,
+    checkpoint_id: str,
+    *,
+    parent_checkpoint_id: str | None,
+    type_tag: str,
+    checkpoint: bytes,
+    metadata_json: str,
+    run_id: str | None,
+    versions: dict[str, Any],
+    inline: dict[str, Any],
+    packed: bool,
+    blobs: Sequence[NewBlob],
+) -> tuple[NewCheckpoint, dict[str, tuple[str, bool, bytes | None]]]:
+    """A put's `NewCheckpoint` and its placement, in one call. For each channel of `versions`
+    (the version as text: the `str` itself, else `str(version)`): `(version, True, msgpack)`
+    when `inline` holds its value (the `PackedValue`'s bytes when `packed`, else `None`),
+    else `(version, False, None)`, and `(channel, version)` among the checkpoint's
+    `channel_versions`, the values stored apart."""
+
 def write_values(
     writes: object,
     task_id: object,

@@ -52,6 +52,7 @@ from fast_langgraph._native import (
     SerializationError,
     list_readers_pause,
     list_readers_resume,
+    placed_checkpoint,
     put_metadata_json,
     put_values,
 )
@@ -784,26 +785,20 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
             got if got is not None else stored_metadata(config, metadata, checkpoint["id"])
         )
         versions = c["channel_versions"]
-        # The versions of the values stored apart, whose blobs a read looks up, and the
-        # checkpoint's placement, in one pass.
-        apart: builtins.list[tuple[str, str]] = []
-        placement: Placed = {}
-        for ch, v in versions.items():
-            v = v if type(v) is str else str(v)
-            if ch in inline:
-                x = inline[ch]
-                placement[ch] = (v, True, x.data if packed and type(x) is PackedValue else None)
-            else:
-                placement[ch] = (v, False, None)
-                apart.append((ch, v))
-        new = NewCheckpoint(
-            CheckpointKey(thread_id, ns, checkpoint["id"]),
+        # The NewCheckpoint, with the versions of the values stored apart (whose blobs a read
+        # looks up), and the checkpoint's placement, in one native call.
+        new, placement = placed_checkpoint(
+            thread_id,
+            ns,
+            checkpoint["id"],
             parent_checkpoint_id=parent_id,
             type_tag=type_,
             checkpoint=data,
             metadata_json=metadata_json,
             run_id=run_id,
-            channel_versions=apart,
+            versions=versions if type(versions) is dict else dict(versions),
+            inline=inline,
+            packed=packed,
             blobs=blobs,
         )
         return new, placement

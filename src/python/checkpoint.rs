@@ -1516,6 +1516,70 @@ pub fn put_values<'py>(
     Ok((inline, blobs))
 }
 
+/// The `NewCheckpoint` of a put and its placement, in one call: for each channel of
+/// `versions` (version as text: the `str` itself, else `str(version)`), `(version, True,
+/// msgpack)` when `inline` holds its value (the `PackedValue`'s bytes when `packed`, the
+/// checkpoint having been written with them, else `None`), else `(version, False, None)`,
+/// and its `(channel, version)` among the checkpoint's `channel_versions`: the values stored
+/// apart, whose blobs a read looks up.
+#[pyfunction]
+#[pyo3(signature = (thread_id, checkpoint_ns, checkpoint_id, *, parent_checkpoint_id, type_tag, checkpoint, metadata_json, run_id, versions, inline, packed, blobs))]
+#[allow(clippy::too_many_arguments)] // a NewCheckpoint's fields, and what its placement needs
+pub fn placed_checkpoint<'py>(
+    py: Python<'py>,
+    thread_id: String,
+    checkpoint_ns: String,
+    checkpoint_id: String,
+    parent_checkpoint_id: Option<String>,
+    type_tag: String,
+    checkpoint: Py<PyBytes>,
+    metadata_json: String,
+    run_id: Option<String>,
+    versions: &Bound<'py, PyDict>,
+    inline: &Bound<'py, PyDict>,
+    packed: bool,
+    blobs: Vec<Py<PyNewBlob>>,
+) -> PyResult<(PyNewCheckpoint, Bound<'py, PyDict>)> {
+    let placement = PyDict::new(py);
+    let mut apart = Vec::new();
+    for (channel, version) in versions.iter() {
+        let version = if version.is_exact_instance_of::<PyString>() {
+            version.cast_into::<PyString>()?
+        } else {
+            version.str()?
+        };
+        match inline.get_item(&channel)? {
+            Some(value) => {
+                let data = match value.cast::<PyPackedValue>() {
+                    Ok(v) if packed => v.get().data.clone_ref(py).into_any(),
+                    _ => py.None(),
+                };
+                placement.set_item(&channel, (version, true, data))?;
+            }
+            None => {
+                apart.push((channel.extract::<String>()?, version.to_str()?.to_owned()));
+                placement.set_item(&channel, (version, false, py.None()))?;
+            }
+        }
+    }
+    let key = PyCheckpointKey {
+        thread_id,
+        checkpoint_ns,
+        checkpoint_id,
+    };
+    let new = PyNewCheckpoint {
+        key: Py::new(py, key)?,
+        parent_checkpoint_id,
+        type_tag,
+        checkpoint,
+        metadata_json,
+        run_id,
+        channel_versions: apart,
+        blobs: PyTuple::new(py, blobs)?.unbind(),
+    };
+    Ok((new, placement))
+}
+
 /// `(type, data)` of `value`: see `put_values`.
 fn dump<'py>(
     py: Python<'py>,
