@@ -20,9 +20,8 @@ mod _native {
     #[pymodule_export]
     use super::checkpoint::{
         list_readers_pause, list_readers_resume, metadata_json, placed_checkpoint, put_metadata_json, put_values,
-        write_values,
-        PyChannelHistory, PyChannelValueRow, PyCheckpointBatches, PyCheckpointKey, PyCheckpointRow, PyCheckpointStore,
-        PyNewBlob, PyNewCheckpoint, PyNewWrite, PyNewWrites, PyWriteRow,
+        write_values, PyChannelHistory, PyChannelValueRow, PyCheckpointBatches, PyCheckpointKey, PyCheckpointRow,
+        PyCheckpointStore, PyNewBlob, PyNewCheckpoint, PyNewWrite, PyNewWrites, PyWriteRow,
     };
     #[pymodule_export]
     use super::exceptions::{CacheCorruptError, CacheError};
