@@ -754,11 +754,10 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
         )
         if planned and remembered is not None:
             # A value kept inside the checkpoint has no blob: no delta can extend it.
-            remembered.extend(
-                (key, Remembered(version, items, chain))
-                for key, version, items, chain in planned
-                if key[2] not in inline
-            )
+            # (A loop rather than a generator: no function object per put.)
+            for key, version, items, chain in planned:
+                if key[2] not in inline:
+                    remembered.append((key, Remembered(version, items, chain)))
         if inline:
             c["channel_values"] = inline
         # The default serializer's codec writes the checkpoint (a dict) itself, as its
