@@ -203,7 +203,6 @@ def put_metadata_json(
 def put_values(
     values: Mapping[str, Any] | None,
     new_versions: dict[str, Any],
-    *,
     none_inline: bool,
     list_types: tuple[type, ...],
     plan: Callable[[str, str, Any], tuple[Any, str | None]] | None,
@@ -244,7 +243,6 @@ def placed_checkpoint(
     thread_id: str,
     checkpoint_ns: str,
     checkpoint_id: str,
-    *,
     parent_checkpoint_id: str | None,
     type_tag: str,
     checkpoint: bytes,

@@ -737,20 +737,21 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
         # a short history would cost more than the value. Scalars with any serializer, as
         # PostgresSaver keeps them; other values with the default one, up to INLINE_MAX bytes.
         # The other values of new_versions are serialized in the same native call.
+        # By position (keywords cost a lookup each in the native call), in put_values' order.
         inline, blobs = put_values(
-            c.pop("channel_values", None),
+            c.pop("channel_values", None),  # values
             new_versions if type(new_versions) is dict else dict(new_versions),
-            none_inline=False,
-            list_types=_LIST_TYPES,
-            plan=plan,
-            codec=codec,
-            dumps=dumps,
-            thread_id=thread_id,
-            checkpoint_id=checkpoint["id"],
-            inline_max=INLINE_MAX,
-            versions=c.get("channel_versions"),
-            placed=placements.get((thread_id, ns)) if placements is not None else None,
-            keep_apart=_KEPT_APART,
+            False,  # none_inline
+            _LIST_TYPES,  # list_types
+            plan,
+            codec,
+            dumps,
+            thread_id,
+            checkpoint["id"],  # checkpoint_id
+            INLINE_MAX,  # inline_max
+            c.get("channel_versions"),  # versions
+            placements.get((thread_id, ns)) if placements is not None else None,  # placed
+            _KEPT_APART,  # keep_apart
         )
         if planned and remembered is not None:
             # A value kept inside the checkpoint has no blob: no delta can extend it.
@@ -790,15 +791,15 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
             thread_id,
             ns,
             checkpoint["id"],
-            parent_checkpoint_id=parent_id,
-            type_tag=type_,
-            checkpoint=data,
-            metadata_json=metadata_json,
-            run_id=run_id,
-            versions=versions if type(versions) is dict else dict(versions),
-            inline=inline,
-            packed=packed,
-            blobs=blobs,
+            parent_id,  # parent_checkpoint_id
+            type_,  # type_tag
+            data,  # checkpoint
+            metadata_json,
+            run_id,
+            versions if type(versions) is dict else dict(versions),
+            inline,
+            packed,
+            blobs,
         )
         return new, placement
 

@@ -1349,7 +1349,7 @@ fn inlinable(v: &Bound<'_, PyAny>, none_too: bool) -> PyResult<bool> {
 /// serializer's error.
 #[pyfunction]
 #[pyo3(signature = (
-    values, new_versions, *, none_inline, list_types, plan, codec, dumps, thread_id, checkpoint_id,
+    values, new_versions, none_inline, list_types, plan, codec, dumps, thread_id, checkpoint_id,
     inline_max = 0, versions = None, placed = None, keep_apart = None
 ))]
 #[allow(clippy::too_many_arguments)] // what one put's values are serialized with
@@ -1521,9 +1521,10 @@ pub fn put_values<'py>(
 /// msgpack)` when `inline` holds its value (the `PackedValue`'s bytes when `packed`, the
 /// checkpoint having been written with them, else `None`), else `(version, False, None)`,
 /// and its `(channel, version)` among the checkpoint's `channel_versions`: the values stored
-/// apart, whose blobs a read looks up.
+/// apart, whose blobs a read looks up. Every argument may be passed by position: keywords cost
+/// a lookup each on every call.
 #[pyfunction]
-#[pyo3(signature = (thread_id, checkpoint_ns, checkpoint_id, *, parent_checkpoint_id, type_tag, checkpoint, metadata_json, run_id, versions, inline, packed, blobs))]
+#[pyo3(signature = (thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, type_tag, checkpoint, metadata_json, run_id, versions, inline, packed, blobs))]
 #[allow(clippy::too_many_arguments)] // a NewCheckpoint's fields, and what its placement needs
 pub fn placed_checkpoint<'py>(
     py: Python<'py>,
