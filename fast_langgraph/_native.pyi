@@ -203,7 +203,6 @@ def put_metadata_json(
 def put_values(
     values: Mapping[str, Any] | None,
     new_versions: dict[str, Any],
-    *,
     none_inline: bool,
     list_types: tuple[type, ...],
     plan: Callable[[str, str, Any], tuple[Any, str | None]] | None,
@@ -239,6 +238,26 @@ def put_values(
         SerializationError: a value cannot be serialized; the message names the channel, the
             checkpoint and the thread.
     """
+
+def placed_checkpoint(
+    thread_id: str,
+    checkpoint_ns: str,
+    checkpoint_id: str,
+    parent_checkpoint_id: str | None,
+    type_tag: str,
+    checkpoint: bytes,
+    metadata_json: str,
+    run_id: str | None,
+    versions: dict[str, Any],
+    inline: dict[str, Any],
+    packed: bool,
+    blobs: Sequence[NewBlob],
+) -> tuple[NewCheckpoint, dict[str, tuple[str, bool, bytes | None]]]:
+    """A put's `NewCheckpoint` and its placement, in one call. For each channel of `versions`
+    (the version as text: the `str` itself, else `str(version)`): `(version, True, msgpack)`
+    when `inline` holds its value (the `PackedValue`'s bytes when `packed`, else `None`),
+    else `(version, False, None)`, and `(channel, version)` among the checkpoint's
+    `channel_versions`, the values stored apart."""
 
 def write_values(
     writes: object,
@@ -453,12 +472,14 @@ class CheckpointStore:
         load_metadata: Callable[[str], Any],
         load_value: Callable[[ChannelValueRow], Any],
         tuple_cls: type[tuple[Any, ...]],
-    ) -> tuple[Any, builtins.list[tuple[str, int]], dict[str, bytes | None]] | None:
+        placed_id: str | None = None,
+    ) -> tuple[Any, builtins.list[tuple[str, int]], dict[str, bytes | None] | None] | None:
         """`get`, with the `CheckpointTuple` built here, as `CheckpointBatches.next_tuples`
         builds those of `list()`, or None. The tuple's config is `config` when given, the
         checkpoint's own otherwise. Also returns `(channel, deltas)` for each value read
         from its own row: the channel, and how many deltas were applied to its last full
-        value; and the msgpack of each value the checkpoint keeps inside, by channel."""
+        value; and the msgpack of each value the checkpoint keeps inside, by channel, or
+        None when the checkpoint read is `placed_id` (one whose placement the caller holds)."""
     def list(
         self,
         *,

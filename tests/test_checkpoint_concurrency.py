@@ -595,6 +595,66 @@ def test_fork_pool_workers_checkpoint(tmp_path):
     assert "check []" in lines
 
 
+FORK_STORE = textwrap.dedent(
+    """
+    import os, sys
+    from fast_langgraph import CheckpointError
+    from fast_langgraph._native import CheckpointKey, CheckpointStore, NewCheckpoint
+
+    def checkpoint(cid):
+        return NewCheckpoint(
+            CheckpointKey("t", "", cid), parent_checkpoint_id=None, type_tag="msgpack",
+            checkpoint=b"\\x80", metadata_json="{}", run_id=None, channel_versions=[], blobs=[],
+        )
+
+    def attempt(what, call):
+        try:
+            got = call()
+            print(what, "worked", getattr(got, "checkpoint_id", ""), flush=True)
+        except CheckpointError as e:
+            print(what, "refused:", e, flush=True)
+
+    path = sys.argv[1]
+    store = CheckpointStore(path)
+    store.put(checkpoint("1"))
+    for _ in range(2):  # twice: every child of the opener is refused, not only the first
+        pid = os.fork()
+        if pid == 0:
+            attempt("child get", lambda: store.get("t", ""))
+            attempt("child put", lambda: store.put(checkpoint("2")))
+            own = CheckpointStore(path)  # opened in the child: the child's own
+            attempt("child's own put", lambda: own.put(checkpoint("3")))
+            grandchild = os.fork()
+            if grandchild == 0:
+                attempt("grandchild get on the child's", lambda: own.get("t", ""))
+                attempt("grandchild get on the parent's", lambda: store.get("t", ""))
+                os._exit(0)  # no finalizers: the inherited stores are left alone
+            os.waitpid(grandchild, 0)
+            attempt("child's own get after its fork", lambda: own.get("t", ""))
+            own.close()
+            os._exit(0)
+        os.waitpid(pid, 0)
+    attempt("parent get", lambda: store.get("t", ""))
+    store.close()
+    """
+)
+
+
+def test_a_store_refuses_every_process_forked_from_its_opener(tmp_path):
+    """CheckpointStore tells a forked process from its opener at any depth, without asking
+    the kernel on every call (a fork counter kept by a pthread_atfork handler): a child and
+    a grandchild are refused, naming the fork, before touching the parent's connections; a
+    store a child opens is its own until that child forks in turn; the parent goes on."""
+    lines = _run_fork_script(FORK_STORE, str(tmp_path / "s.db"))
+    assert len(lines) == 13, lines
+    for line in lines:
+        if line.startswith(("child get", "child put", "grandchild")):
+            assert "refused:" in line and "forked from it" in line, line
+    assert lines.count("child's own put worked ") == 2
+    assert lines.count("child's own get after its fork worked 3") == 2
+    assert lines[-1] == "parent get worked 3"
+
+
 async def test_cancelled_ainvoke_leaves_a_resumable_thread(tmp_path):
     """ainvoke cancelled while a node is running: every stored checkpoint is readable and
     the thread resumes from the last one."""

@@ -113,7 +113,9 @@ class EngineSaver(BaseCheckpointSaver[str]):
         order by their counter, as SqliteSaver's and PostgresSaver's do (theirs end in a
         random float; digits of random bits are as random and cost a third of formatting a
         float, for every channel a step writes)."""
-        if current is None:
+        if type(current) is str:
+            current_v = int(current.split(".", 1)[0])
+        elif current is None:
             current_v = 0
         elif isinstance(current, int):
             current_v = current

@@ -42,14 +42,19 @@ class Placements:
         self._entries: OrderedDict[ThreadKey, tuple[str, Placed]] = OrderedDict()
 
     def get(self, key: ThreadKey) -> Placed | None:
-        with self._lock:
-            entry = self._entries.get(key)
+        """The placement held for ``key``. One lookup, atomic under the GIL, so without the
+        lock (as ``holds`` and ``held_id``)."""
+        entry = self._entries.get(key)
         return None if entry is None else entry[1]
+
+    def held_id(self, key: ThreadKey) -> str | None:
+        """The id of the checkpoint whose placement is held for ``key``, or ``None``."""
+        entry = self._entries.get(key)
+        return None if entry is None else entry[0]
 
     def holds(self, key: ThreadKey, checkpoint_id: str) -> bool:
         """Whether the placement held for ``key`` is that of checkpoint ``checkpoint_id``
-        (a checkpoint's placement does not change: ``get_tuple`` need not record it again).
-        One lookup, atomic under the GIL, so without the lock."""
+        (a checkpoint's placement does not change: ``get_tuple`` need not record it again)."""
         entry = self._entries.get(key)
         return entry is not None and entry[0] == checkpoint_id
 

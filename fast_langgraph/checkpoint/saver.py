@@ -28,6 +28,7 @@ from typing import Any, Literal, cast
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
+    EXCLUDED_METADATA_KEYS,
     BaseCheckpointSaver,
     ChannelVersions,
     Checkpoint,
@@ -51,6 +52,8 @@ from fast_langgraph._native import (
     SerializationError,
     list_readers_pause,
     list_readers_resume,
+    placed_checkpoint,
+    put_metadata_json,
     put_values,
 )
 from fast_langgraph.checkpoint._deltas import (
@@ -279,7 +282,9 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
         """The checkpoint named by ``config`` (or the thread's latest), with its pending
         writes, or ``None``. A ``checkpoint_ns`` of ``None`` names no namespace, so the result
         is ``None``, as with SqliteSaver."""
-        conf = configurable(config)
+        conf = config.get("configurable") if type(config) is dict else None
+        if type(conf) is not dict or "thread_id" not in conf:
+            conf = configurable(config)  # checks it, or raises naming what is wrong
         ns = conf.get("checkpoint_ns", "")
         if ns is None:
             return None
@@ -290,11 +295,41 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
             ns = _text(ns, "checkpoint_ns")
         # DeltaChannel snapshots this process decoded already are not read again.
         cached = self._seeds.versions(thread_id, ns) if self.delta and self._seeds else []
-        got = self._read(thread_id, ns, checkpoint_id, cached, config if checkpoint_id else None)
+        key = (thread_id, ns)
+        # The checkpoint whose placement is held: if the read finds that one, the values it
+        # keeps inside need not be gathered again (see Placements).
+        held = self._placed.held_id(key)
+        serde = self.serde
+        if type(serde) is RustSerializer:
+            # _read's own first branch, without the call.
+            got = self._store.get_tuple(
+                thread_id,
+                ns,
+                checkpoint_id,
+                cached,
+                config if checkpoint_id else None,
+                serde._codec(),
+                serde.loads_typed,
+                _METADATA_SCAN,
+                _load_metadata,
+                self._load_value,
+                CheckpointTuple,
+                held,
+            )
+        else:
+            got = self._read(
+                thread_id, ns, checkpoint_id, cached, config if checkpoint_id else None, held
+            )
         if got is None:
             return None
         tup, stored, inside = got
-        if self.delta and not self._seeds.fill(tup.checkpoint, thread_id, ns, cached):
+        # Snapshots come from blob rows (they are kept apart): with none read and none cached
+        # there is nothing to fill in or keep.
+        if (
+            self.delta
+            and (cached or stored)
+            and not self._seeds.fill(tup.checkpoint, thread_id, ns, cached)
+        ):
             # A seed left the cache meanwhile: read the checkpoint whole.
             got = self._read(thread_id, ns, checkpoint_id, [], config if checkpoint_id else None)
             if got is None:
@@ -303,11 +338,11 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
             self._seeds.fill(tup.checkpoint, thread_id, ns, [])
         # A put on this checkpoint carries what it keeps inside (see Placements); recorded
         # already when this process last wrote or read this very checkpoint.
-        key = (thread_id, ns)
-        read_id = tup.checkpoint["id"]
-        if not self._placed.holds(key, read_id):
-            self._placed.set(key, read_id, placed(tup.checkpoint["channel_versions"], inside))
-        if self.delta:
+        if inside is not None:
+            read_id = tup.checkpoint["id"]
+            if not self._placed.holds(key, read_id):
+                self._placed.set(key, read_id, placed(tup.checkpoint["channel_versions"], inside))
+        if self.delta and stored:
             # The graph builds its next state from these very objects: remember them, so the
             # next put can store only what is appended to them.
             checkpoint = tup.checkpoint
@@ -333,21 +368,40 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
         checkpoint_id: str | None,
         cached: builtins.list[tuple[str, str]],
         config: RunnableConfig | None,
-    ) -> tuple[CheckpointTuple, builtins.list[tuple[str, int]], dict[str, bytes | None]] | None:
+        held: str | None = None,
+    ) -> (
+        tuple[CheckpointTuple, builtins.list[tuple[str, int]], dict[str, bytes | None] | None]
+        | None
+    ):
         """The tuple of one checkpoint (see ``get_tuple``), ``(channel, deltas)`` for each
         value read from its row, and the values the checkpoint keeps inside, with their
-        msgpack when the default serializer wrote them."""
+        msgpack when the default serializer wrote them; ``None`` for these when the
+        checkpoint read is ``held``, the one whose placement is held already."""
         serde = self.serde
         if type(serde) is RustSerializer:
             # The default serializer: the store builds the tuple itself, as list() does.
             return self._store.get_tuple(
-                thread_id, ns, checkpoint_id, cached, config, *self._tuple_parts(serde)
+                thread_id,
+                ns,
+                checkpoint_id,
+                cached,
+                config,
+                serde._codec(),
+                serde.loads_typed,
+                _METADATA_SCAN,
+                _load_metadata,
+                self._load_value,
+                CheckpointTuple,
+                held,
             )
         row = self._store.get(thread_id, ns, checkpoint_id, cached)
         if row is None:
             return None
         tup = self._to_tuple(row, config)
-        return tup, [(v.channel, v.deltas) for v in row.values], kept_inside(tup, row)
+        stored = [(v.channel, v.deltas) for v in row.values]
+        if held is not None and row.checkpoint_id == held:
+            return tup, stored, None
+        return tup, stored, kept_inside(tup, row)
 
     def list(
         self,
@@ -568,14 +622,20 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
             SerializationError: a channel value or metadata value cannot be serialized; the
                 message names the channel or key. Nothing is written.
         """
-        conf = configurable(config)
+        conf = config.get("configurable") if type(config) is dict else None
+        if type(conf) is not dict or "thread_id" not in conf:
+            conf = configurable(config)  # checks it, or raises naming what is wrong
         thread_id = conf["thread_id"]
+        tid = str(thread_id)
         ns = conf.get("checkpoint_ns", "")
+        if type(ns) is not str:
+            ns = _text(ns, "checkpoint_ns")
+        parent_id = conf.get("checkpoint_id")
         remembered: builtins.list[tuple[ListKey, Remembered]] = []
         new, placement = self._new_checkpoint(
-            str(thread_id),
+            tid,
             ns,
-            conf.get("checkpoint_id"),
+            parent_id,
             checkpoint,
             metadata,
             new_versions,
@@ -587,13 +647,13 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
             self._store.put(new)
         except DeltaBaseMissingError:
             # A base was pruned or deleted since we saw it: store full values.
-            self._lists.forget_thread(str(thread_id))
-            self._placed.forget_thread(str(thread_id))
+            self._lists.forget_thread(tid)
+            self._placed.forget_thread(tid)
             remembered.clear()
             new, placement = self._new_checkpoint(
-                str(thread_id),
+                tid,
                 ns,
-                conf.get("checkpoint_id"),
+                parent_id,
                 checkpoint,
                 metadata,
                 new_versions,
@@ -603,11 +663,11 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
                 use_deltas=False,
             )
             self._store.put(new)
-        self._placed.set((new.key.thread_id, new.key.checkpoint_ns), checkpoint["id"], placement)
-        self._lists.remember_many(remembered)
+        self._placed.set((tid, ns), checkpoint["id"], placement)
+        if remembered:
+            self._lists.remember_many(remembered)
         if self._seeds:
             # A version stored again may hold another value.
-            tid = str(thread_id)
             self._seeds.discard([(tid, ns, ch, str(v)) for ch, v in new_versions.items()])
         return {
             "configurable": {
@@ -677,28 +737,28 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
         # a short history would cost more than the value. Scalars with any serializer, as
         # PostgresSaver keeps them; other values with the default one, up to INLINE_MAX bytes.
         # The other values of new_versions are serialized in the same native call.
+        # By position (keywords cost a lookup each in the native call), in put_values' order.
         inline, blobs = put_values(
-            c.pop("channel_values", None),
+            c.pop("channel_values", None),  # values
             new_versions if type(new_versions) is dict else dict(new_versions),
-            none_inline=False,
-            list_types=_LIST_TYPES,
-            plan=plan,
-            codec=codec,
-            dumps=dumps,
-            thread_id=thread_id,
-            checkpoint_id=checkpoint["id"],
-            inline_max=INLINE_MAX,
-            versions=c.get("channel_versions"),
-            placed=placements.get((thread_id, ns)) if placements is not None else None,
-            keep_apart=_KEPT_APART,
+            False,  # none_inline
+            _LIST_TYPES,  # list_types
+            plan,
+            codec,
+            dumps,
+            thread_id,
+            checkpoint["id"],  # checkpoint_id
+            INLINE_MAX,  # inline_max
+            c.get("channel_versions"),  # versions
+            placements.get((thread_id, ns)) if placements is not None else None,  # placed
+            _KEPT_APART,  # keep_apart
         )
         if planned and remembered is not None:
             # A value kept inside the checkpoint has no blob: no delta can extend it.
-            remembered.extend(
-                (key, Remembered(version, items, chain))
-                for key, version, items, chain in planned
-                if key[2] not in inline
-            )
+            # (A loop rather than a generator: no function object per put.)
+            for key, version, items, chain in planned:
+                if key[2] not in inline:
+                    remembered.append((key, Remembered(version, items, chain)))
         if inline:
             c["channel_values"] = inline
         # The default serializer's codec writes the checkpoint (a dict) itself, as its
@@ -718,29 +778,28 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
             except Exception as e:
                 what = f"checkpoint {checkpoint['id']!r} in thread {thread_id!r}"
                 raise _serialization_error(what, c, e) from e
-        metadata_json, run_id = stored_metadata(config, metadata, checkpoint["id"])
+        # The metadata as JSON text in one native call, in the common case (see
+        # stored_metadata, which also covers the others).
+        got = put_metadata_json(config, metadata, EXCLUDED_METADATA_KEYS)
+        metadata_json, run_id = (
+            got if got is not None else stored_metadata(config, metadata, checkpoint["id"])
+        )
         versions = c["channel_versions"]
-        # The versions of the values stored apart, whose blobs a read looks up, and the
-        # checkpoint's placement, in one pass.
-        apart: builtins.list[tuple[str, str]] = []
-        placement: Placed = {}
-        for ch, v in versions.items():
-            v = v if type(v) is str else str(v)
-            if ch in inline:
-                x = inline[ch]
-                placement[ch] = (v, True, x.data if packed and type(x) is PackedValue else None)
-            else:
-                placement[ch] = (v, False, None)
-                apart.append((ch, v))
-        new = NewCheckpoint(
-            CheckpointKey(thread_id, ns, checkpoint["id"]),
-            parent_checkpoint_id=parent_id,
-            type_tag=type_,
-            checkpoint=data,
-            metadata_json=metadata_json,
-            run_id=run_id,
-            channel_versions=apart,
-            blobs=blobs,
+        # The NewCheckpoint, with the versions of the values stored apart (whose blobs a read
+        # looks up), and the checkpoint's placement, in one native call.
+        new, placement = placed_checkpoint(
+            thread_id,
+            ns,
+            checkpoint["id"],
+            parent_id,  # parent_checkpoint_id
+            type_,  # type_tag
+            data,  # checkpoint
+            metadata_json,
+            run_id,
+            versions if type(versions) is dict else dict(versions),
+            inline,
+            packed,
+            blobs,
         )
         return new, placement
 

@@ -17,6 +17,7 @@
 pub mod backend;
 mod chain;
 pub mod deflate;
+mod fork;
 pub mod json_text;
 pub(crate) mod msgpack;
 pub mod postgres;

@@ -17,10 +17,11 @@
 //! [`Backend::commit_batch`], on the backend's write connection.
 use std::collections::{HashMap, VecDeque};
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, TryLockError};
 
 use super::backend::Backend;
+use super::fork::Opener;
 use super::{NewCheckpoint, NewWrites, PruneStrategy};
 use crate::error::{Error, Result};
 
@@ -81,7 +82,7 @@ pub struct Writer<B: Backend> {
     closed: Arc<AtomicBool>,
     path: String,
     /// The process that opened the store. A forked child must not use its connections.
-    pid: AtomicU32,
+    opener: Opener,
 }
 
 /// Gives the committer's place back if a commit unwinds, failing its jobs instead of leaving
@@ -150,7 +151,7 @@ impl<B: Backend> Writer<B> {
             max_batch: max_batch.max(1),
             closed: Arc::new(AtomicBool::new(false)),
             path: path.to_owned(),
-            pid: AtomicU32::new(std::process::id()),
+            opener: Opener::here(),
         })
     }
 
@@ -276,7 +277,7 @@ impl<B: Backend> Writer<B> {
 
     /// Whether this is a process forked from the one that opened the store.
     pub fn in_forked_child(&self) -> bool {
-        !B::SURVIVES_FORK && self.pid.load(Ordering::Relaxed) != std::process::id()
+        !B::SURVIVES_FORK && self.opener.forked()
     }
 
     /// The error for a call in a forked child process.
@@ -285,7 +286,7 @@ impl<B: Backend> Writer<B> {
             "the checkpointer for {:?} was opened in process {}, and this process ({}) was forked from it; \
              a checkpointer cannot be used across fork(): open a new one in this process",
             self.path,
-            self.pid.load(Ordering::Relaxed),
+            self.opener.pid(),
             std::process::id()
         ))
     }
@@ -293,7 +294,7 @@ impl<B: Backend> Writer<B> {
     /// Makes the writer behave as if this process had been forked from its opener.
     #[cfg(test)]
     pub fn pretend_forked(&self) {
-        self.pid.store(0, Ordering::Relaxed);
+        self.opener.pretend_forked();
     }
 
     /// The error for a call on a closed store.

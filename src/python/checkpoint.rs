@@ -8,6 +8,7 @@ use std::time::Duration;
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 
 use super::serde::{PyMsgpackCodec, PyPackedValue};
@@ -326,9 +327,10 @@ impl PyCheckpointStore {
     /// those of `list()` (see there for `codec` and the callables), or `None`. The tuple's
     /// config is `config` when given, the checkpoint's own otherwise. Also returns, for each
     /// value read from its own row, `(channel, deltas)`: the channel and how many deltas were
-    /// applied to its last full value; and `(channel, msgpack)` for each value the checkpoint
-    /// keeps inside.
-    #[pyo3(signature = (thread_id, checkpoint_ns, checkpoint_id, cached, config, codec, loads, scan_metadata, load_metadata, load_value, tuple_cls))]
+    /// applied to its last full value; and `{channel: msgpack}` for each value the checkpoint
+    /// keeps inside, or `None` when the checkpoint read is `placed_id` (the one whose
+    /// placement the caller holds already).
+    #[pyo3(signature = (thread_id, checkpoint_ns, checkpoint_id, cached, config, codec, loads, scan_metadata, load_metadata, load_value, tuple_cls, placed_id = None))]
     #[allow(clippy::too_many_arguments)] // the callables a tuple is built with
     fn get_tuple<'py>(
         &self,
@@ -344,17 +346,25 @@ impl PyCheckpointStore {
         load_metadata: &Bound<'py, PyAny>,
         load_value: &Bound<'py, PyAny>,
         tuple_cls: &Bound<'py, PyAny>,
+        placed_id: Option<&str>,
     ) -> PyResult<Option<GotTuple<'py>>> {
         // A few key lookups in one read transaction, without the GIL.
-        let Some(row) = py.detach(|| self.store.get(thread_id, checkpoint_ns, checkpoint_id, &cached))? else {
-            return Ok(None);
-        };
-        let read: Vec<(String, usize)> = row.blobs.iter().map(|v| (v.channel.clone(), v.deltas)).collect();
-        let builder = TupleBuilder::new(py, codec, loads, scan_metadata, load_metadata, load_value, tuple_cls)?;
-        let tuple = builder.build(py, &row, config)?;
-        // The values the row keeps inside, those of a payload that is not msgpack too.
-        let inside = kept_inside(py, &row, &read, &tuple)?;
-        Ok(Some((tuple, read, inside)))
+        shared::get_tuple(
+            py,
+            &self.store,
+            thread_id,
+            checkpoint_ns,
+            checkpoint_id,
+            &cached,
+            config,
+            codec,
+            loads,
+            scan_metadata,
+            load_metadata,
+            load_value,
+            tuple_cls,
+            placed_id,
+        )
     }
 
     /// Checkpoints newest first, with their values and pending writes, from one SQL query.
@@ -623,8 +633,9 @@ impl PyCheckpointBatches {
     }
 }
 
-/// `get_tuple`'s tuple, and `(channel, deltas)` for each value read from its row.
-pub(super) type GotTuple<'py> = (Bound<'py, PyAny>, Vec<(String, usize)>, Bound<'py, PyDict>);
+/// `get_tuple`'s tuple, `(channel, deltas)` for each value read from its row, and the values
+/// the checkpoint keeps inside (`None` when the caller holds its placement already).
+pub(super) type GotTuple<'py> = (Bound<'py, PyAny>, Vec<(String, usize)>, Option<Bound<'py, PyDict>>);
 
 /// A batch's tuples, and the error of the row after the last of them (if one failed).
 type BuiltBatch<'py> = (Bound<'py, PyList>, Option<Bound<'py, PyAny>>);
@@ -668,6 +679,9 @@ fn kept_inside<'py>(
     Ok(inside)
 }
 
+/// `tuple.__new__`, looked up once.
+static TUPLE_NEW: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
 /// What `CheckpointBatches.next_tuples` builds a batch's `CheckpointTuple`s with: the
 /// serializer's codec and the Python callables for what it does not decode itself.
 struct TupleBuilder<'a, 'py> {
@@ -700,7 +714,12 @@ impl<'a, 'py> TupleBuilder<'a, 'py> {
             load_metadata,
             load_value,
             tuple_cls,
-            tuple_new: py.get_type::<PyTuple>().getattr(intern!(py, "__new__"))?,
+            tuple_new: TUPLE_NEW
+                .get_or_try_init(py, || -> PyResult<Py<PyAny>> {
+                    Ok(py.get_type::<PyTuple>().getattr(intern!(py, "__new__"))?.unbind())
+                })?
+                .bind(py)
+                .clone(),
         })
     }
 
@@ -895,7 +914,8 @@ pub(super) mod shared {
 
     /// `get`, with the `CheckpointTuple` built here (see [`TupleBuilder`]), or `None`; also
     /// `(channel, deltas)` for each value read from the checkpoint's own row, and the values
-    /// the checkpoint keeps inside with their msgpack (see [`kept_inside`]).
+    /// the checkpoint keeps inside with their msgpack (see [`kept_inside`]), or `None` when
+    /// the checkpoint read is `placed_id` (the one whose placement the caller holds already).
     #[allow(clippy::too_many_arguments)] // the callables a tuple is built with
     pub fn get_tuple<'py, B: Backend>(
         py: Python<'py>,
@@ -911,15 +931,20 @@ pub(super) mod shared {
         load_metadata: &Bound<'py, PyAny>,
         load_value: &Bound<'py, PyAny>,
         tuple_cls: &Bound<'py, PyAny>,
+        placed_id: Option<&str>,
     ) -> PyResult<Option<GotTuple<'py>>> {
-        // The round trip, without the GIL.
+        // The store's reads (a round trip, or key lookups in one transaction), without the GIL.
         let Some(row) = py.detach(|| store.get(thread_id, checkpoint_ns, checkpoint_id, cached))? else {
             return Ok(None);
         };
         let read: Vec<(String, usize)> = row.blobs.iter().map(|v| (v.channel.clone(), v.deltas)).collect();
         let builder = TupleBuilder::new(py, codec, loads, scan_metadata, load_metadata, load_value, tuple_cls)?;
         let tuple = builder.build(py, &row, config)?;
-        let inside = kept_inside(py, &row, &read, &tuple)?;
+        let inside = if placed_id == Some(row.checkpoint_id.as_str()) {
+            None
+        } else {
+            Some(kept_inside(py, &row, &read, &tuple)?)
+        };
         Ok(Some((tuple, read, inside)))
     }
 
@@ -1394,7 +1419,7 @@ fn inlinable(v: &Bound<'_, PyAny>, none_too: bool) -> PyResult<bool> {
 /// serializer's error.
 #[pyfunction]
 #[pyo3(signature = (
-    values, new_versions, *, none_inline, list_types, plan, codec, dumps, thread_id, checkpoint_id,
+    values, new_versions, none_inline, list_types, plan, codec, dumps, thread_id, checkpoint_id,
     inline_max = 0, versions = None, placed = None, keep_apart = None
 ))]
 #[allow(clippy::too_many_arguments)] // what one put's values are serialized with
@@ -1559,6 +1584,71 @@ pub fn put_values<'py>(
         )?)?;
     }
     Ok((inline, blobs))
+}
+
+/// The `NewCheckpoint` of a put and its placement, in one call: for each channel of
+/// `versions` (version as text: the `str` itself, else `str(version)`), `(version, True,
+/// msgpack)` when `inline` holds its value (the `PackedValue`'s bytes when `packed`, the
+/// checkpoint having been written with them, else `None`), else `(version, False, None)`,
+/// and its `(channel, version)` among the checkpoint's `channel_versions`: the values stored
+/// apart, whose blobs a read looks up. Every argument may be passed by position: keywords cost
+/// a lookup each on every call.
+#[pyfunction]
+#[pyo3(signature = (thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, type_tag, checkpoint, metadata_json, run_id, versions, inline, packed, blobs))]
+#[allow(clippy::too_many_arguments)] // a NewCheckpoint's fields, and what its placement needs
+pub fn placed_checkpoint<'py>(
+    py: Python<'py>,
+    thread_id: String,
+    checkpoint_ns: String,
+    checkpoint_id: String,
+    parent_checkpoint_id: Option<String>,
+    type_tag: String,
+    checkpoint: Py<PyBytes>,
+    metadata_json: String,
+    run_id: Option<String>,
+    versions: &Bound<'py, PyDict>,
+    inline: &Bound<'py, PyDict>,
+    packed: bool,
+    blobs: Vec<Py<PyNewBlob>>,
+) -> PyResult<(PyNewCheckpoint, Bound<'py, PyDict>)> {
+    let placement = PyDict::new(py);
+    let mut apart = Vec::new();
+    for (channel, version) in versions.iter() {
+        let version = if version.is_exact_instance_of::<PyString>() {
+            version.cast_into::<PyString>()?
+        } else {
+            version.str()?
+        };
+        match inline.get_item(&channel)? {
+            Some(value) => {
+                let data = match value.cast::<PyPackedValue>() {
+                    Ok(v) if packed => v.get().data.clone_ref(py).into_any(),
+                    _ => py.None(),
+                };
+                placement.set_item(&channel, (version, true, data))?;
+            }
+            None => {
+                apart.push((channel.extract::<String>()?, version.to_str()?.to_owned()));
+                placement.set_item(&channel, (version, false, py.None()))?;
+            }
+        }
+    }
+    let key = PyCheckpointKey {
+        thread_id,
+        checkpoint_ns,
+        checkpoint_id,
+    };
+    let new = PyNewCheckpoint {
+        key: Py::new(py, key)?,
+        parent_checkpoint_id,
+        type_tag,
+        checkpoint,
+        metadata_json,
+        run_id,
+        channel_versions: apart,
+        blobs: PyTuple::new(py, blobs)?.unbind(),
+    };
+    Ok((new, placement))
 }
 
 /// `(type, data)` of `value`: see `put_values`.

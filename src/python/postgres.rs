@@ -159,6 +159,7 @@ impl PyPgCheckpointStore {
             load_metadata,
             load_value,
             tuple_cls,
+            None,
         )
     }
 

@@ -81,39 +81,42 @@ fn get_in_transaction(
     };
     // Every blob the checkpoint's versions name, and every link of their delta chains.
     let mut blobs: HashMap<BlobKey, Segment> = HashMap::new();
-    let mut lookup = conn.prepare_cached(
-        "SELECT type, blob, delta_base FROM flg_blobs WHERE thread_id = ?1 AND checkpoint_ns = ?2 \
-         AND version = ?3 AND channel = ?4",
-    )?;
     let versions = parse_versions(cp.at(), &versions_json)?;
     // Values the caller holds are left out (it puts them in itself).
     let versions: Vec<(String, String)> = versions.into_iter().filter(|v| !cached.contains(v)).collect();
-    for (channel, version) in &versions {
-        let mut version = version.clone();
-        loop {
-            let key = blob_key(thread_id, checkpoint_ns, channel, &version);
-            if blobs.contains_key(&key) {
-                break; // a cycle: channel_values reports it
-            }
-            let seg = lookup.query_row(rusqlite::params![thread_id, checkpoint_ns, version, channel], |r| {
-                Ok(Segment {
-                    type_tag: r.get(0)?,
-                    data: r.get::<_, Option<Vec<u8>>>(1)?.unwrap_or_default(),
-                    base: r.get(2)?,
-                    damaged: None,
-                })
-            });
-            let seg = match seg {
-                Ok(seg) => seg,
-                // A missing link is reported by channel_values; a missing value is no value.
-                Err(rusqlite::Error::QueryReturnedNoRows) => break,
-                Err(e) => return Err(e.into()),
-            };
-            let base = seg.base.clone();
-            blobs.insert(key, seg);
-            match base {
-                Some(base) => version = base,
-                None => break,
+    // A checkpoint that keeps its values inside names no blob: no statement to look up.
+    if !versions.is_empty() {
+        let mut lookup = conn.prepare_cached(
+            "SELECT type, blob, delta_base FROM flg_blobs WHERE thread_id = ?1 AND checkpoint_ns = ?2 \
+             AND version = ?3 AND channel = ?4",
+        )?;
+        for (channel, version) in &versions {
+            let mut version = version.clone();
+            loop {
+                let key = blob_key(thread_id, checkpoint_ns, channel, &version);
+                if blobs.contains_key(&key) {
+                    break; // a cycle: channel_values reports it
+                }
+                let seg = lookup.query_row(rusqlite::params![thread_id, checkpoint_ns, version, channel], |r| {
+                    Ok(Segment {
+                        type_tag: r.get(0)?,
+                        data: r.get::<_, Option<Vec<u8>>>(1)?.unwrap_or_default(),
+                        base: r.get(2)?,
+                        damaged: None,
+                    })
+                });
+                let seg = match seg {
+                    Ok(seg) => seg,
+                    // A missing link is reported by channel_values; a missing value is no value.
+                    Err(rusqlite::Error::QueryReturnedNoRows) => break,
+                    Err(e) => return Err(e.into()),
+                };
+                let base = seg.base.clone();
+                blobs.insert(key, seg);
+                match base {
+                    Some(base) => version = base,
+                    None => break,
+                }
             }
         }
     }

@@ -1,6 +1,6 @@
 //! Writes in SQLite's dialect: one batch of the group commit as one transaction, each op in
 //! its own savepoint, and the SQL of every op.
-use rusqlite::{params, Connection};
+use rusqlite::{params, CachedStatement, Connection};
 
 use super::exec;
 use crate::checkpoint::retention;
@@ -165,36 +165,49 @@ fn put(conn: &Connection, cp: &NewCheckpoint, existing: Existing) -> Result<bool
     if stored == 0 {
         return Ok(false); // kept as it was
     }
-    let mut stmt = conn.prepare_cached(insert_blob)?;
-    let mut keep_blob = conn.prepare_cached(KEEP_BLOB)?;
-    let mut base_exists = conn.prepare_cached(
-        "SELECT 1 FROM flg_blobs WHERE thread_id = ?1 AND checkpoint_ns = ?2 AND channel = ?3 AND version = ?4",
-    )?;
-    let mut clear = conn.prepare_cached(
-        "DELETE FROM flg_blobs WHERE thread_id = ?1 AND checkpoint_ns = ?2 AND version = ?3 AND channel = ?4",
-    )?;
+    // Each statement is taken from the cache when the first blob needs it: a checkpoint that
+    // keeps its values inside has no blob, and a cache lookup hashes the statement's text.
+    let mut insert: Option<CachedStatement<'_>> = None;
+    let mut keep_blob: Option<CachedStatement<'_>> = None;
+    let mut base_exists: Option<CachedStatement<'_>> = None;
+    let mut clear: Option<CachedStatement<'_>> = None;
     for b in &cp.blobs {
         if b.type_tag == EMPTY {
             // No value at this version: no row (a missing row reads as no value), which keeps
             // a DeltaChannel's many valueless versions out of the file. A row a previous put
             // stored under the same version goes, as a stored "empty" would replace it.
             if existing == Existing::Replace {
-                clear.execute(params![cp.thread_id, cp.checkpoint_ns, b.version, b.channel])?;
+                cached(
+                    conn,
+                    &mut clear,
+                    "DELETE FROM flg_blobs WHERE thread_id = ?1 AND checkpoint_ns = ?2 AND version = ?3 AND channel = ?4",
+                )?
+                .execute(params![cp.thread_id, cp.checkpoint_ns, b.version, b.channel])?;
             }
             continue;
         }
         // Checked in the same transaction as the insert, so a committed delta always has its
         // base: a chain can never point at a missing version.
         if let Some(base) = &b.delta_base {
-            if !base_exists.exists(params![cp.thread_id, cp.checkpoint_ns, b.channel, base])? {
+            let exists = cached(
+                conn,
+                &mut base_exists,
+                "SELECT 1 FROM flg_blobs WHERE thread_id = ?1 AND checkpoint_ns = ?2 AND channel = ?3 AND version = ?4",
+            )?
+            .exists(params![cp.thread_id, cp.checkpoint_ns, b.channel, base])?;
+            if !exists {
                 return Err(Error::DeltaBaseMissing(format!(
                     "the base version {base:?} of channel {:?} in thread {:?} is no longer stored",
                     b.channel, cp.thread_id
                 )));
             }
         }
-        let insert = if b.keep_existing { &mut keep_blob } else { &mut stmt };
-        insert.execute(params![
+        let stmt = if b.keep_existing {
+            cached(conn, &mut keep_blob, KEEP_BLOB)?
+        } else {
+            cached(conn, &mut insert, insert_blob)?
+        };
+        stmt.execute(params![
             cp.thread_id,
             cp.checkpoint_ns,
             b.channel,
@@ -207,19 +220,39 @@ fn put(conn: &Connection, cp: &NewCheckpoint, existing: Existing) -> Result<bool
     Ok(true)
 }
 
+/// The statement in `slot`, taken from the connection's cache on first use.
+fn cached<'a, 'c>(
+    conn: &'c Connection,
+    slot: &'a mut Option<CachedStatement<'c>>,
+    sql: &str,
+) -> rusqlite::Result<&'a mut CachedStatement<'c>> {
+    if slot.is_none() {
+        *slot = Some(conn.prepare_cached(sql)?);
+    }
+    Ok(slot.as_mut().expect("the statement was just prepared"))
+}
+
 fn put_writes(conn: &Connection, w: &NewWrites) -> Result<()> {
     // LangGraph's rule: a regular write (idx >= 0) already stored is kept; a special write
     // (negative idx: error, interrupt, resume, scheduled) replaces the stored one.
-    let mut keep = conn.prepare_cached(
-        "INSERT OR IGNORE INTO flg_writes (thread_id, checkpoint_ns, checkpoint_id, task_id, idx, channel, type, blob, \
-         task_path) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-    )?;
-    let mut replace = conn.prepare_cached(
-        "INSERT OR REPLACE INTO flg_writes (thread_id, checkpoint_ns, checkpoint_id, task_id, idx, channel, type, \
-         blob, task_path) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-    )?;
+    let mut keep: Option<CachedStatement<'_>> = None;
+    let mut replace: Option<CachedStatement<'_>> = None;
     for item in &w.writes {
-        let stmt = if item.idx < 0 { &mut replace } else { &mut keep };
+        let stmt = if item.idx < 0 {
+            cached(
+                conn,
+                &mut replace,
+                "INSERT OR REPLACE INTO flg_writes (thread_id, checkpoint_ns, checkpoint_id, task_id, idx, channel, \
+                 type, blob, task_path) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )?
+        } else {
+            cached(
+                conn,
+                &mut keep,
+                "INSERT OR IGNORE INTO flg_writes (thread_id, checkpoint_ns, checkpoint_id, task_id, idx, channel, type, \
+                 blob, task_path) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )?
+        };
         stmt.execute(params![
             w.thread_id,
             w.checkpoint_ns,
