@@ -50,16 +50,19 @@ fn count() -> u64 {
 
 #[cfg(unix)]
 mod counted {
-    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-    use std::sync::Once;
+    use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 
     use super::Opener;
 
     /// Forks since the handler was registered, counted in each child.
     static FORKS: AtomicU64 = AtomicU64::new(0);
-    /// Whether the handler is registered (else the process id is compared).
-    static COUNTING: AtomicBool = AtomicBool::new(false);
-    static REGISTER: Once = Once::new();
+    /// Whether the handler is registered: not yet, being registered, registered (forks are
+    /// counted), or it could not be (the process id is compared).
+    static STATE: AtomicU8 = AtomicU8::new(UNREGISTERED);
+    const UNREGISTERED: u8 = 0;
+    const REGISTERING: u8 = 1;
+    const COUNTING: u8 = 2;
+    const NOT_COUNTING: u8 = 3;
 
     /// Runs in the child right after a fork, before `fork()` returns there: async-signal-safe.
     extern "C" fn in_child() {
@@ -67,19 +70,27 @@ mod counted {
     }
 
     pub fn count() -> u64 {
-        REGISTER.call_once(|| {
+        // Never waits for another thread's registration (as a `Once` would): a child forked
+        // while its parent was registering would wait forever for a thread it does not have.
+        // Until the handler is known to be registered, `forked` compares process ids.
+        if STATE.load(Ordering::Acquire) == UNREGISTERED
+            && STATE
+                .compare_exchange(UNREGISTERED, REGISTERING, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
             // SAFETY: a handler of the required signature that only does an atomic add,
             // registered once per process.
             let registered = unsafe { libc::pthread_atfork(None, None, Some(in_child)) } == 0;
-            COUNTING.store(registered, Ordering::Release);
-        });
+            STATE.store(if registered { COUNTING } else { NOT_COUNTING }, Ordering::Release);
+        }
         FORKS.load(Ordering::Relaxed)
     }
 
     pub fn forked(opener: &Opener) -> bool {
-        // `Opener::here` registered the handler (or found it could not) before any store
-        // checks: after a fork, the child's one thread ran the handler before this.
-        if COUNTING.load(Ordering::Acquire) {
+        // Counting: every fork since the opener's count ran the handler in its child, since
+        // the handler was registered before the count now read could change. Otherwise, and
+        // in a child forked while its parent was registering, the process ids tell.
+        if STATE.load(Ordering::Acquire) == COUNTING {
             FORKS.load(Ordering::Relaxed) != opener.forks.load(Ordering::Relaxed)
         } else {
             std::process::id() != opener.pid()
