@@ -207,3 +207,147 @@ def test_prune_older_than_checks_its_arguments(saver) -> None:
         saver.prune_older_than(timedelta(1), now="today")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="strategy"):
         saver.prune_older_than(timedelta(1), strategy="all")  # type: ignore[arg-type]
+
+
+# ---- seeds kept inside a checkpoint row -------------------------------------------------
+#
+# A small value is kept inside its checkpoint's row rather than stored apart. A DeltaChannel's
+# history ends at the nearest ancestor holding a value of the channel either way, and so do the
+# ancestors retention keeps: those before it are deleted.
+
+# One checkpoint of a hand-made history: its name, its parent's name (None for the root), its
+# channel values (each small, so kept inside its row), its channel versions (every one of them
+# new in it) and its metadata's counters_since_delta_snapshot. Each is made by a run of its own,
+# "r-<name>", and gets one pending write per channel it has a version of.
+Step = tuple[str, str | None, dict, dict, dict]
+
+# ``ch`` became a DeltaChannel: the root and ``seed`` hold its plain value, ``middle`` and
+# ``last`` only a version, with the writes that rebuild it.
+ONE_CHANNEL: list[Step] = [
+    ("root", None, {"ch": [0]}, {"ch": "1"}, {}),
+    ("seed", "root", {"ch": [1, 2]}, {"ch": "2"}, {}),
+    ("middle", "seed", {}, {"ch": "3"}, {"ch": 1}),
+    ("last", "middle", {}, {"ch": "4"}, {"ch": 2}),
+]
+
+# Two DeltaChannels whose histories end at different ancestors: ``b`` at ``b_seed``, ``a`` at
+# the later ``a_seed``, whose row keeps ``a`` inside but not ``b``.
+TWO_CHANNELS: list[Step] = [
+    ("root", None, {"a": [0], "b": [0]}, {"a": "1", "b": "1"}, {}),
+    ("b_seed", "root", {"b": [9]}, {"a": "2", "b": "2"}, {"a": 1}),
+    ("a_seed", "b_seed", {"a": [1]}, {"a": "3", "b": "3"}, {"b": 1}),
+    ("last", "a_seed", {}, {"a": "4", "b": "4"}, {"a": 1, "b": 2}),
+]
+
+# A forked history: two branches from ``seed``, and the newest checkpoint on the second.
+FORKED: list[Step] = [
+    ("root", None, {"ch": [0]}, {"ch": "1"}, {}),
+    ("seed", "root", {"ch": [1, 2]}, {"ch": "2"}, {}),
+    ("left", "seed", {}, {"ch": "3"}, {"ch": 1}),
+    ("left_last", "left", {}, {"ch": "4"}, {"ch": 2}),
+    ("right", "seed", {}, {"ch": "3"}, {"ch": 1}),
+    ("right_last", "right", {}, {"ch": "4"}, {"ch": 2}),
+]
+
+
+def _put_steps(s, thread: str, steps: list[Step]) -> dict[str, dict]:
+    """Puts ``steps`` on saver ``s``, in order; returns each one's config, by name."""
+    from langgraph.checkpoint.base import empty_checkpoint
+
+    configs: dict[str, dict] = {}
+    for n, (name, parent, values, versions, counters) in enumerate(steps):
+        cp = empty_checkpoint()
+        cp["channel_values"] = values
+        cp["channel_versions"] = versions
+        metadata = {"run_id": f"r-{name}", "counters_since_delta_snapshot": counters}
+        parent_config = configs[parent] if parent else cfg(thread, checkpoint_ns="")
+        configs[name] = s.put(parent_config, cp, metadata, dict(versions))
+        s.put_writes(configs[name], [(ch, [10 * n + i]) for i, ch in enumerate(versions)], f"task-{name}")
+    return configs
+
+
+def _histories(s, configs: dict[str, dict], channels: list[str]) -> dict[str, dict]:
+    return {
+        name: s.get_delta_channel_history(config=c, channels=channels) for name, c in configs.items()
+    }
+
+
+@pytest.mark.parametrize(
+    ("steps", "how", "gone"),
+    [
+        (ONE_CHANNEL, "prune", {"root"}),
+        (ONE_CHANNEL, "prune_older_than", {"root"}),
+        (ONE_CHANNEL, "delete_for_runs", {"root"}),
+        (TWO_CHANNELS, "prune", {"root"}),
+        (TWO_CHANNELS, "delete_for_runs", set()),  # b_seed needs it for a
+        (FORKED, "prune", {"root", "left", "left_last"}),
+        (FORKED, "delete_for_runs", {"root"}),
+    ],
+    ids=[
+        "one-prune",
+        "one-prune_older_than",
+        "one-delete_for_runs",
+        "two-prune",
+        "two-delete_for_runs",
+        "forked-prune",
+        "forked-delete_for_runs",
+    ],
+)
+def test_retention_stops_at_a_seed_kept_inside_a_checkpoint_row(
+    tmp_path, steps: list[Step], how: str, gone: set[str]
+) -> None:
+    """Retention keeps the ancestors up to the one holding the seed of each channel, kept
+    inside its row, with their writes, and not those before it; what is kept reads back as
+    before, with the histories SqliteSaver gives for the same puts."""
+    from langgraph.checkpoint.sqlite import SqliteSaver
+
+    channels = sorted({ch for step in steps for ch in step[3]})
+    with SqliteSaver.from_conn_string(":memory:") as stock:
+        want = _histories(stock, _put_steps(stock, "stock", steps), channels)
+    with RustSQLiteCheckpointer(tmp_path / "a.db") as saver:
+        configs = _put_steps(saver, "t", steps)
+        assert saver.storage_stats()["blobs"] == 0  # every value kept inside its row
+        assert _histories(saver, configs, channels) == want
+        before = {name: saver.get_tuple(c) for name, c in configs.items()}
+        if how == "prune":
+            saver.prune(["t"], strategy="keep_latest")
+        elif how == "prune_older_than":
+            now = datetime.now(timezone.utc) + timedelta(days=2)
+            assert saver.prune_older_than(timedelta(days=1), strategy="keep_latest", now=now) == 1
+        else:
+            saver.delete_for_runs(["r-root"])
+        ids = {t.config["configurable"]["checkpoint_id"] for t in saver.list(cfg("t"))}
+        kept = {name for name, c in configs.items() if c["configurable"]["checkpoint_id"] in ids}
+        assert kept == set(configs) - gone
+        for name in kept:
+            got, tup = saver.get_tuple(configs[name]), before[name]
+            assert got is not None and tup is not None
+            assert (got.checkpoint, got.metadata, got.parent_config, got.pending_writes) == (
+                tup.checkpoint,
+                tup.metadata,
+                tup.parent_config,
+                tup.pending_writes,
+            )
+        # Every checkpoint kept for what it is (the newest; with delete_for_runs, every one
+        # the deleted run did not make) rebuilds the delta channels it needs (those its metadata
+        # lists and it holds no value of) as SqliteSaver does.
+        newest = max(kept, key=lambda n: configs[n]["configurable"]["checkpoint_id"])
+        for name, _, values, _, counters in steps:
+            if name == newest or (how == "delete_for_runs" and name != "root"):
+                needed = [ch for ch in counters if ch not in values]
+                got = saver.get_delta_channel_history(config=configs[name], channels=needed)
+                assert got == {ch: want[name][ch] for ch in needed}
+        assert saver.check() == []
+
+
+def test_a_seed_kept_inside_ends_only_its_own_channels_history(tmp_path) -> None:
+    """``a_seed`` keeps ``a`` inside its row and not ``b``: ``b``'s history goes on past it, to
+    ``b_seed``, which retention keeps."""
+    with RustSQLiteCheckpointer(tmp_path / "a.db") as saver:
+        configs = _put_steps(saver, "t", TWO_CHANNELS)
+        history = saver.get_delta_channel_history(config=configs["last"], channels=["a", "b"])
+        assert history["a"]["seed"] == [1]
+        assert history["b"]["seed"] == [9]
+        saver.prune(["t"], strategy="keep_latest")
+        assert count(saver, "t") == 3
+        assert saver.get_delta_channel_history(config=configs["last"], channels=["a", "b"]) == history

@@ -7,11 +7,12 @@
 //! holds a value. LangGraph records in each checkpoint's metadata, under
 //! [`DELTA_COUNTERS_KEY`], the delta channels that have not been stored since their last
 //! snapshot. So a kept checkpoint needs, for each such channel with a version but without a
-//! stored value at the checkpoint itself (a channel with no version was never written, and
-//! reads as empty), every ancestor (along parent pointers) up to and including the nearest
-//! one that holds a value of it, each with its pending writes; with no such ancestor, the
-//! whole chain to the root. Retention keeps those ancestors and deletes only the rest; the
-//! blobs the kept checkpoints name (delta chains included) stay as well.
+//! value at the checkpoint itself (a channel with no version was never written, and reads as
+//! empty), every ancestor (along parent pointers) up to and including the nearest one that
+//! holds a value of it (stored apart, or kept inside its own row), each with its pending
+//! writes; with no such ancestor, the whole chain to the root. Retention keeps those ancestors
+//! and deletes only the rest; the blobs the kept checkpoints name (delta chains included) stay
+//! as well.
 //!
 //! Time-based retention goes by a thread's newest checkpoint: the time in its id (LangGraph's
 //! checkpoint ids are UUIDv6, which carry the time they were made), or, for an id that is not

@@ -30,10 +30,12 @@ const MAX_IDLE_READERS: usize = 8;
 /// rusqlite's default of 16 would prepare some of them again on every call.
 const STATEMENT_CACHE: usize = 64;
 
-/// Opens a connection to the checkpoint database, with room for its prepared statements.
+/// Opens a connection to the checkpoint database, with room for its prepared statements and
+/// the SQL functions retention uses.
 fn connect(path: &str, busy_timeout: Duration) -> Result<Connection> {
     let conn = sqlite_file::open(path, busy_timeout, "checkpoint database")?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    write::add_functions(&conn)?;
     Ok(conn)
 }
 

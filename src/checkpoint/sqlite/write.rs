@@ -1,11 +1,12 @@
 //! Writes in SQLite's dialect: one batch of the group commit as one transaction, each op in
 //! its own savepoint, and the SQL of every op.
+use rusqlite::functions::FunctionFlags;
+use rusqlite::types::ValueRef;
 use rusqlite::{params, CachedStatement, Connection};
 
 use super::exec;
-use crate::checkpoint::retention;
 use crate::checkpoint::writer::Op;
-use crate::checkpoint::{NewCheckpoint, NewWrites, PruneStrategy};
+use crate::checkpoint::{msgpack, retention, NewCheckpoint, NewWrites, PruneStrategy};
 use crate::error::{Error, Result};
 
 /// Applies every job of the batch in one transaction; returns one result per job, and
@@ -268,19 +269,53 @@ fn put_writes(conn: &Connection, w: &NewWrites) -> Result<()> {
     Ok(())
 }
 
+/// The SQL function `flg_keeps_inside(type, checkpoint, channel)`: whether a checkpoint row
+/// keeps a value of `channel` inside its serialized checkpoint (a small value; see
+/// `put_values`), as the delta-history walk of [`super::read`] finds one: a `msgpack` payload
+/// with the channel in its `channel_values`. Any other payload, or one that cannot be read,
+/// keeps none, so retention keeps its ancestors: too much, never too little.
+const KEEPS_INSIDE: &str = "flg_keeps_inside";
+
+/// Makes [`KEEPS_INSIDE`] known to `conn`.
+pub(super) fn add_functions(conn: &Connection) -> Result<()> {
+    conn.create_scalar_function(
+        KEEPS_INSIDE,
+        3,
+        FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
+        |ctx| {
+            let (ValueRef::Text(tag), ValueRef::Blob(data), ValueRef::Text(channel)) =
+                (ctx.get_raw(0), ctx.get_raw(1), ctx.get_raw(2))
+            else {
+                return Ok(false);
+            };
+            Ok(tag == msgpack::MSGPACK.as_bytes()
+                && std::str::from_utf8(channel).is_ok_and(|ch| msgpack::kept_value(data, ch).is_some()))
+        },
+    )?;
+    Ok(())
+}
+
 /// Fills `temp.flg_keep` out with every ancestor a checkpoint already in it needs to rebuild
 /// its delta channels (see [`crate::checkpoint::retention`]): for each channel its metadata
-/// lists that has a version but no stored value at it, the ancestors along parent pointers up
-/// to and including the nearest one holding a value of the channel. `UNION` drops a step met twice, so a chain
-/// that loops still ends.
+/// lists that has a version but no value at it, the ancestors along parent pointers up to and
+/// including the nearest one holding a value of the channel, stored apart or kept inside its
+/// row ([`KEEPS_INSIDE`]): those the delta-history walk of [`super::read`] reads. Each channel
+/// is walked on its own: an ancestor holding one channel's value ends that channel's walk
+/// only. `UNION` drops a step met twice, so a chain that loops still ends.
 fn keep_delta_ancestors(conn: &Connection) -> Result<()> {
     const HOLDS_NO_VALUE: &str =
         "NOT EXISTS (SELECT 1 FROM json_each(c.channel_versions) AS v CROSS JOIN flg_blobs AS b
             ON b.thread_id = c.thread_id AND b.checkpoint_ns = c.checkpoint_ns AND b.version = v.value
                AND b.channel = v.key
-         WHERE v.key = {channel} AND b.type <> 'empty')";
-    let start = HOLDS_NO_VALUE.replace("{channel}", "j.key");
-    let step = HOLDS_NO_VALUE.replace("{channel}", "n.channel");
+         WHERE v.key = {channel} AND b.type <> 'empty')
+         AND NOT {keeps_inside}(c.type, c.checkpoint, {channel})";
+    let holds_no_value = |channel: &str| {
+        HOLDS_NO_VALUE
+            .replace("{channel}", channel)
+            .replace("{keeps_inside}", KEEPS_INSIDE)
+    };
+    let start = holds_no_value("j.key");
+    let step = holds_no_value("n.channel");
     let sql = format!(
         "WITH RECURSIVE need(thread_id, checkpoint_ns, checkpoint_id, channel) AS (
             SELECT c.thread_id, c.checkpoint_ns, c.parent_checkpoint_id, j.key
@@ -444,4 +479,36 @@ fn delete_orphan_blobs(conn: &Connection, scope: &str, param: Option<&str>) -> R
         None => stmt.execute([])?,
     };
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `flg_keeps_inside` finds a value kept inside a msgpack checkpoint, and nothing in a
+    /// payload it cannot read, so retention keeps that one's ancestors.
+    #[test]
+    fn keeps_inside_finds_only_values_it_can_read() {
+        let conn = Connection::open_in_memory().unwrap();
+        add_functions(&conn).unwrap();
+        // {"channel_values": {"ch": [1]}}
+        let mut cp = vec![0x81, 0xae];
+        cp.extend_from_slice(b"channel_values");
+        cp.extend_from_slice(&[0x81, 0xa2, b'c', b'h', 0x91, 0x01]);
+        let keeps = |tag: Option<&str>, data: Option<&[u8]>, channel: &str| -> bool {
+            conn.query_row("SELECT flg_keeps_inside(?1, ?2, ?3)", params![tag, data, channel], |r| {
+                r.get(0)
+            })
+            .unwrap()
+        };
+        assert!(keeps(Some("msgpack"), Some(&cp), "ch"));
+        assert!(!keeps(Some("msgpack"), Some(&cp), "other"));
+        // Another serializer's payload, a damaged one, and none at all keep nothing.
+        assert!(!keeps(Some("json"), Some(&cp), "ch"));
+        assert!(!keeps(Some("msgpack+zlib"), Some(&cp), "ch"));
+        assert!(!keeps(Some("msgpack"), Some(&cp[..cp.len() - 1]), "ch"));
+        assert!(!keeps(Some("msgpack"), Some(&[0xc1]), "ch"));
+        assert!(!keeps(Some("msgpack"), None, "ch"));
+        assert!(!keeps(None, Some(&cp), "ch"));
+    }
 }
