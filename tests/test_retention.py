@@ -262,13 +262,16 @@ def _put_steps(s, thread: str, steps: list[Step]) -> dict[str, dict]:
         metadata = {"run_id": f"r-{name}", "counters_since_delta_snapshot": counters}
         parent_config = configs[parent] if parent else cfg(thread, checkpoint_ns="")
         configs[name] = s.put(parent_config, cp, metadata, dict(versions))
-        s.put_writes(configs[name], [(ch, [10 * n + i]) for i, ch in enumerate(versions)], f"task-{name}")
+        s.put_writes(
+            configs[name], [(ch, [10 * n + i]) for i, ch in enumerate(versions)], f"task-{name}"
+        )
     return configs
 
 
 def _histories(s, configs: dict[str, dict], channels: list[str]) -> dict[str, dict]:
     return {
-        name: s.get_delta_channel_history(config=c, channels=channels) for name, c in configs.items()
+        name: s.get_delta_channel_history(config=c, channels=channels)
+        for name, c in configs.items()
     }
 
 
@@ -350,4 +353,6 @@ def test_a_seed_kept_inside_ends_only_its_own_channels_history(tmp_path) -> None
         assert history["b"]["seed"] == [9]
         saver.prune(["t"], strategy="keep_latest")
         assert count(saver, "t") == 3
-        assert saver.get_delta_channel_history(config=configs["last"], channels=["a", "b"]) == history
+        assert (
+            saver.get_delta_channel_history(config=configs["last"], channels=["a", "b"]) == history
+        )

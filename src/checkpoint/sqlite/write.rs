@@ -496,9 +496,11 @@ mod tests {
         cp.extend_from_slice(b"channel_values");
         cp.extend_from_slice(&[0x81, 0xa2, b'c', b'h', 0x91, 0x01]);
         let keeps = |tag: Option<&str>, data: Option<&[u8]>, channel: &str| -> bool {
-            conn.query_row("SELECT flg_keeps_inside(?1, ?2, ?3)", params![tag, data, channel], |r| {
-                r.get(0)
-            })
+            conn.query_row(
+                "SELECT flg_keeps_inside(?1, ?2, ?3)",
+                params![tag, data, channel],
+                |r| r.get(0),
+            )
             .unwrap()
         };
         assert!(keeps(Some("msgpack"), Some(&cp), "ch"));
