@@ -174,6 +174,15 @@ def list_readers_pause() -> bool:
 def list_readers_resume(child: bool) -> None:
     """Just after `fork()`, in the parent (`child=False`) and in the child."""
 
+def next_version(current: str | None, random: int, /) -> str | None:
+    """The channel version after `current`: `"%032d.%016d" % (counter + 1, random)`, `counter`
+    being the integer before `current`'s first dot (0 for `None`).
+
+    Returns:
+        The version, or `None` when that part of `current` is not 1 to 38 ASCII digits: the
+        caller then parses it with `int()` itself.
+    """
+
 def metadata_json(metadata: object) -> str | None:
     """`json.dumps(metadata, ensure_ascii=False)`, the same text, when `metadata` is made of
     values of exactly the types `dict` (with `str` keys), `list`, `tuple`, `str`, `int`,

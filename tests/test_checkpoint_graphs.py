@@ -579,3 +579,42 @@ def test_copy_prune_delete_on_a_paused_subgraph_thread(tmp_path):
         assert list(saver.list(cfg("copy"))) == []
         assert graph.get_state(cfg("copy")).values == {}
         assert graph.get_state(cfg("orig")).values == want
+
+
+@pytest.mark.parametrize(
+    "current",
+    [
+        None,
+        0,
+        41,
+        "00000000000000000000000000000041.0.7406084589418389",
+        "00000000000000000000000000000041.2575442648761149",
+        "7",
+        "7.5.1",
+        "9" * 38,  # the widest counter read natively: one more digit than the padding
+        "9" * 39,  # read by int()
+        "+3.1",
+        " 3",
+        "1_0.5",
+        "\u0661",  # ARABIC-INDIC DIGIT ONE: int() reads it
+    ],
+)
+def test_next_version_is_the_counter_plus_one_and_sixteen_random_digits(current):
+    saver = RustSQLiteCheckpointer(":memory:")
+    counter = 0 if current is None else int(str(current).split(".", 1)[0])
+    got = saver.get_next_version(current, None)
+    head, _, tail = got.partition(".")
+    assert head == "%032d" % (counter + 1)  # noqa: UP031
+    assert len(tail) == 16 and tail.isdigit() and tail.isascii()
+
+
+@pytest.mark.parametrize("current", ["", ".5", "x.1", "-1.5"])
+def test_next_version_of_a_version_without_a_counter_fails_as_int_does(current):
+    saver = RustSQLiteCheckpointer(":memory:")
+    try:
+        counter = int(current.split(".", 1)[0])
+    except ValueError:
+        with pytest.raises(ValueError):
+            saver.get_next_version(current, None)
+    else:
+        assert saver.get_next_version(current, None).startswith("%032d." % (counter + 1))  # noqa: UP031

@@ -35,6 +35,7 @@ from fast_langgraph._native import (
     NewWrite,
     SerializationError,
     metadata_json,
+    next_version,
     put_metadata_json,
     write_values,
 )
@@ -112,7 +113,12 @@ class EngineSaver(BaseCheckpointSaver[str]):
         """The next channel version: a 32-digit counter, a dot and 16 random digits. Versions
         order by their counter, as SqliteSaver's and PostgresSaver's do (theirs end in a
         random float; digits of random bits are as random and cost a third of formatting a
-        float, for every channel a step writes)."""
+        float, for every channel a step writes). The native ``next_version`` parses and
+        formats the usual versions; any other string goes through ``int()`` here."""
+        if current is None or type(current) is str:
+            version = next_version(current, _random_bits(53))
+            if version is not None:
+                return version
         if type(current) is str:
             current_v = int(current.split(".", 1)[0])
         elif current is None:

@@ -199,9 +199,87 @@ pub fn unpack_payload(type_tag: &mut String, data: &mut Vec<u8>) -> std::result:
     }
 }
 
+/// The channel version after `current` as `get_next_version` writes it, `"%032d.%016d" %
+/// (counter + 1, random)` where `counter` is the integer before `current`'s first dot (all of it
+/// without one); `None` when that part is not 1 to 38 ASCII digits (Python's `int()` also takes
+/// signs, spaces, underscores and other digits, and numbers of any size), which the caller
+/// parses itself. `current` `None` is counter 0.
+pub fn next_version(current: Option<&str>, random: u64) -> Option<String> {
+    let counter = match current {
+        None => 0,
+        Some(text) => {
+            let digits = text.split('.').next().unwrap_or(text).as_bytes();
+            if digits.is_empty() || digits.len() > 38 || !digits.iter().all(u8::is_ascii_digit) {
+                return None;
+            }
+            if digits.len() <= 19 {
+                u128::from(digits.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')))
+            } else {
+                digits.iter().fold(0u128, |n, d| n * 10 + u128::from(d - b'0'))
+            }
+        }
+    } + 1; // at most 10^38, well below u128::MAX
+           // Written from the right: the random digits, the dot, the counter.
+    let mut out = [b'0'; 80];
+    let mut at = out.len();
+    push_padded(&mut out, &mut at, random, 16);
+    at -= 1;
+    out[at] = b'.';
+    match u64::try_from(counter) {
+        Ok(n) => push_padded(&mut out, &mut at, n, 32),
+        Err(_) => {
+            // Beyond 19 digits: the low 19 digits, then the rest, both in u64 arithmetic.
+            const LOW: u128 = 10_000_000_000_000_000_000;
+            push_padded(&mut out, &mut at, (counter % LOW) as u64, 19);
+            push_padded(&mut out, &mut at, (counter / LOW) as u64, 13);
+        }
+    }
+    Some(String::from_utf8(out[at..].to_vec()).expect("ASCII digits and a dot"))
+}
+
+/// Writes `n` in decimal, zero-padded to at least `width` digits (`%0<width>d`), just before
+/// `out[*at]`, and moves `at` to its first digit.
+fn push_padded(out: &mut [u8], at: &mut usize, mut n: u64, width: usize) {
+    let end = *at;
+    loop {
+        *at -= 1;
+        out[*at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    // `out` is all '0' before `at`: padding is moving `at` back.
+    *at = (*at).min(end - width);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn next_version_is_the_percent_format_of_the_next_counter() {
+        let v = |c: Option<&str>, r| next_version(c, r);
+        assert_eq!(v(None, 7).unwrap(), format!("{:032}.{:016}", 1, 7));
+        assert_eq!(
+            v(
+                Some("00000000000000000000000000000041.0.7406084589418389"),
+                (1 << 53) - 1
+            )
+            .unwrap(),
+            "00000000000000000000000000000042.9007199254740991"
+        );
+        assert_eq!(v(Some("7"), 0).unwrap(), format!("{:032}.{:016}", 8, 0));
+        assert_eq!(v(Some("7.5.1"), 12).unwrap(), format!("{:032}.{:016}", 8, 12));
+        // Wider than the padding: every digit, as `%032d` gives.
+        let big = "9".repeat(38);
+        assert_eq!(v(Some(&big), 1).unwrap(), format!("1{}.{:016}", "0".repeat(38), 1));
+        assert_eq!(v(Some("1"), u64::MAX).unwrap(), format!("{:032}.{}", 2, u64::MAX));
+        // What Python's int() reads differently (or rejects) is left to it.
+        for other in ["", ".5", "+1", " 1", "1_0", "-1", "\u{661}", &"1".repeat(39), "x.1"] {
+            assert_eq!(v(Some(other), 1), None, "{other:?}");
+        }
+    }
 
     #[test]
     fn payload_versions_are_stored_compact_and_restored_exactly() {
