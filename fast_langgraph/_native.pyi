@@ -1114,7 +1114,8 @@ class PgCheckpointStore:
         load_metadata: Callable[[str], Any],
         load_value: Callable[[ChannelValueRow], Any],
         tuple_cls: type[tuple[Any, ...]],
-    ) -> tuple[Any, builtins.list[tuple[str, int]], dict[str, bytes | None]] | None:
+        placed_id: str | None = None,
+    ) -> tuple[Any, builtins.list[tuple[str, int]], dict[str, bytes | None] | None] | None:
         """`get`, with the `CheckpointTuple` built here, as `CheckpointStore.get_tuple` builds
         it, or None. The tuple's config is `config` when given, the checkpoint's own
         otherwise. Also returns `(channel, deltas)` for each value read from its blobs, and

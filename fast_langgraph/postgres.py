@@ -64,10 +64,8 @@ from fast_langgraph.checkpoint._placement import (
     INLINE_MAX,
     Placed,
     Placements,
-    kept_inside,
     placed,
 )
-from fast_langgraph.checkpoint.saver import _METADATA_SCAN, _load_metadata
 from fast_langgraph.serde import _ENCODER, RustSerializer
 
 __all__ = ["RustPostgresCheckpointer"]
@@ -281,7 +279,7 @@ class RustPostgresCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyn
         # already when this process last wrote or read this very checkpoint.
         key = (thread_id, ns)
         read_id = tup.checkpoint["id"]
-        if not self._placed.holds(key, read_id):
+        if inside is not None and not self._placed.holds(key, read_id):
             self._placed.set(key, read_id, placed(tup.checkpoint["channel_versions"], inside))
         if self.delta:
             # The graph builds its next state from these very objects: remember them, so the
@@ -297,42 +295,6 @@ class RustPostgresCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyn
                         "read",
                     )
         return tup
-
-    def _read(
-        self,
-        thread_id: str,
-        ns: str,
-        checkpoint_id: str | None,
-        cached: builtins.list[tuple[str, str]],
-        config: RunnableConfig | None,
-    ) -> tuple[CheckpointTuple, builtins.list[tuple[str, int]], dict[str, bytes | None]] | None:
-        """The tuple of one checkpoint (see ``get_tuple``), ``(channel, deltas)`` for each
-        value read from its blobs, and the values the checkpoint keeps inside, with their
-        msgpack when the default serializer wrote them (so that a put after this read
-        carries them as they are, rather than serializing them again)."""
-        serde = self.serde
-        if type(serde) is RustSerializer:
-            # The default serializer: the store builds the tuple itself.
-            return self._store.get_tuple(
-                thread_id,
-                ns,
-                checkpoint_id,
-                cached,
-                config,
-                serde._codec(),
-                serde.loads_typed,
-                _METADATA_SCAN,
-                _load_metadata,
-                self._load_value,
-                CheckpointTuple,
-            )
-        row = self._store.get(thread_id, ns, checkpoint_id, cached)
-        if row is None:
-            return None
-        tup = self._to_tuple(row, config)
-        # The values it keeps inside: those it holds but the ones read from blobs, before the
-        # seed cache adds those the store left out.
-        return tup, [(v.channel, v.deltas) for v in row.values], kept_inside(tup, row)
 
     def list(
         self,

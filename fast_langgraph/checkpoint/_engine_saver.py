@@ -7,6 +7,7 @@ forked child does with a saver it inherits; and the checks of a call's arguments
 from __future__ import annotations
 
 import asyncio
+import builtins
 import json
 import os
 import random
@@ -14,7 +15,7 @@ import weakref
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from functools import partial
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, cast
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
@@ -40,6 +41,7 @@ from fast_langgraph._native import (
     write_values,
 )
 from fast_langgraph.checkpoint._batches import built_batches, decoded, decoded_batches
+from fast_langgraph.checkpoint._placement import kept_inside
 from fast_langgraph.serde import _ENCODER, RustSerializer
 
 T = TypeVar("T")
@@ -47,10 +49,16 @@ T = TypeVar("T")
 _METADATA_ENCODER = json.JSONEncoder(ensure_ascii=False)
 # The random digits of a channel version (see ``get_next_version``).
 _random_bits = random.getrandbits
+_METADATA_DECODER = json.JSONDecoder()
+# What JSONDecoder.raw_decode calls: (value, end), or StopIteration.
+_METADATA_SCAN = cast(Any, _METADATA_DECODER).scan_once
 
 
 class EngineSaver(BaseCheckpointSaver[str]):
     """The part of a ``BaseCheckpointSaver`` that is the same for every backend of the engine."""
+
+    # The backend's store (``CheckpointStore``, ``PgCheckpointStore``): the same calls.
+    _store: Any
 
     def _track_fork(self) -> None:
         """Registers the saver for ``_after_fork_in_child`` in a process forked from this one
@@ -75,6 +83,53 @@ class EngineSaver(BaseCheckpointSaver[str]):
     def _to_tuple(self, row: CheckpointRow, config: RunnableConfig | None) -> CheckpointTuple:
         """The ``CheckpointTuple`` of a stored row (each backend decodes its own)."""
         raise NotImplementedError
+
+    def _load_value(self, stored: Any) -> Any:
+        """A channel value its store returned apart from the checkpoint (each backend's)."""
+        raise NotImplementedError
+
+    def _read(
+        self,
+        thread_id: str,
+        ns: str,
+        checkpoint_id: str | None,
+        cached: builtins.list[tuple[str, str]],
+        config: RunnableConfig | None,
+        held: str | None = None,
+    ) -> (
+        tuple[CheckpointTuple, builtins.list[tuple[str, int]], dict[str, bytes | None] | None]
+        | None
+    ):
+        """The tuple of one checkpoint (see ``get_tuple``), ``(channel, deltas)`` for each
+        value read from a blob of its own, and the values the checkpoint keeps inside, with
+        their msgpack when the default serializer wrote them (so that a put after this read
+        carries them as they are); ``None`` for these when the checkpoint read is ``held``,
+        the one whose placement the saver holds already."""
+        serde = self.serde
+        if type(serde) is RustSerializer:
+            # The default serializer: the store builds the tuple itself, as list() does.
+            return self._store.get_tuple(
+                thread_id,
+                ns,
+                checkpoint_id,
+                cached,
+                config,
+                serde._codec(),
+                serde.loads_typed,
+                _METADATA_SCAN,
+                _load_metadata,
+                self._load_value,
+                CheckpointTuple,
+                held,
+            )
+        row = self._store.get(thread_id, ns, checkpoint_id, cached)
+        if row is None:
+            return None
+        tup = self._to_tuple(row, config)
+        stored = [(v.channel, v.deltas) for v in row.values]
+        if held is not None and row.checkpoint_id == held:
+            return tup, stored, None
+        return tup, stored, kept_inside(tup, row)
 
     def _iter_tuples(
         self, rows: list[CheckpointRow], py_filter: dict[str, Any], limit: int | None
@@ -333,3 +388,15 @@ def json_ok(value: Any) -> bool:
         return True
     except (TypeError, ValueError):
         return False
+
+
+def _load_metadata(text: str) -> Any:
+    """``json.loads(text)``, without its two whitespace scans when the text is exactly one
+    JSON value (as the metadata this saver writes always is)."""
+    try:
+        value, end = _METADATA_DECODER.raw_decode(text)
+    except ValueError:
+        return json.loads(text)  # raises as json.loads does, or skips leading whitespace
+    if end != len(text):
+        return json.loads(text)
+    return value

@@ -64,7 +64,9 @@ from fast_langgraph.checkpoint._deltas import (
     list_items,
 )
 from fast_langgraph.checkpoint._engine_saver import (
+    _METADATA_SCAN,
     EngineSaver,
+    _load_metadata,
     configurable,
     id_list,
     in_thread,
@@ -75,7 +77,6 @@ from fast_langgraph.checkpoint._placement import (
     INLINE_MAX,
     Placed,
     Placements,
-    kept_inside,
     placed,
 )
 from fast_langgraph.checkpoint.sqlite_saver import export_sqlite_saver, import_sqlite_saver
@@ -91,10 +92,6 @@ _LIST_TYPES = (list, _DeltaSnapshot)
 # Kept apart, as blobs, whatever their size: a DeltaChannel snapshot is stored as a delta over
 # the snapshot before, and kept by version in the SeedCache.
 _KEPT_APART = (_DeltaSnapshot,)
-
-_METADATA_DECODER = json.JSONDecoder()
-# What JSONDecoder.raw_decode calls: (value, end), or StopIteration.
-_METADATA_SCAN = cast(Any, _METADATA_DECODER).scan_once
 
 
 # list() reads its rows on threads of the store. A fork must not land while one of them is
@@ -360,48 +357,6 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
                     )
             self._lists.remember_many(read, "read")
         return tup
-
-    def _read(
-        self,
-        thread_id: str,
-        ns: str,
-        checkpoint_id: str | None,
-        cached: builtins.list[tuple[str, str]],
-        config: RunnableConfig | None,
-        held: str | None = None,
-    ) -> (
-        tuple[CheckpointTuple, builtins.list[tuple[str, int]], dict[str, bytes | None] | None]
-        | None
-    ):
-        """The tuple of one checkpoint (see ``get_tuple``), ``(channel, deltas)`` for each
-        value read from its row, and the values the checkpoint keeps inside, with their
-        msgpack when the default serializer wrote them; ``None`` for these when the
-        checkpoint read is ``held``, the one whose placement is held already."""
-        serde = self.serde
-        if type(serde) is RustSerializer:
-            # The default serializer: the store builds the tuple itself, as list() does.
-            return self._store.get_tuple(
-                thread_id,
-                ns,
-                checkpoint_id,
-                cached,
-                config,
-                serde._codec(),
-                serde.loads_typed,
-                _METADATA_SCAN,
-                _load_metadata,
-                self._load_value,
-                CheckpointTuple,
-                held,
-            )
-        row = self._store.get(thread_id, ns, checkpoint_id, cached)
-        if row is None:
-            return None
-        tup = self._to_tuple(row, config)
-        stored = [(v.channel, v.deltas) for v in row.values]
-        if held is not None and row.checkpoint_id == held:
-            return tup, stored, None
-        return tup, stored, kept_inside(tup, row)
 
     def list(
         self,
@@ -1018,18 +973,6 @@ def _serialization_error(what: str, value: Any, e: Exception) -> SerializationEr
     return SerializationError(
         f"cannot serialize {what}: a value of type {type(value).__name__}: {e}"
     )
-
-
-def _load_metadata(text: str) -> Any:
-    """``json.loads(text)``, without its two whitespace scans when the text is exactly one
-    JSON value (as the metadata this saver writes always is)."""
-    try:
-        value, end = _METADATA_DECODER.raw_decode(text)
-    except ValueError:
-        return json.loads(text)  # raises as json.loads does, or skips leading whitespace
-    if end != len(text):
-        return json.loads(text)
-    return value
 
 
 class _StoreInChild:

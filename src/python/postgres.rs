@@ -126,8 +126,9 @@ impl PyPgCheckpointStore {
     /// (see there for `codec` and the callables), or `None`. The tuple's config is `config`
     /// when given, the checkpoint's own otherwise. Also returns `(channel, deltas)` for each
     /// value read from its blobs, and the values the checkpoint keeps inside, by channel, with
-    /// their msgpack (`None` when not known).
-    #[pyo3(signature = (thread_id, checkpoint_ns, checkpoint_id, cached, config, codec, loads, scan_metadata, load_metadata, load_value, tuple_cls))]
+    /// their msgpack (`None` when not known), or `None` instead of these when the checkpoint
+    /// read is `placed_id` (the one whose placement the caller holds already).
+    #[pyo3(signature = (thread_id, checkpoint_ns, checkpoint_id, cached, config, codec, loads, scan_metadata, load_metadata, load_value, tuple_cls, placed_id = None))]
     #[allow(clippy::too_many_arguments)] // the callables a tuple is built with
     fn get_tuple<'py>(
         &self,
@@ -143,6 +144,7 @@ impl PyPgCheckpointStore {
         load_metadata: &Bound<'py, PyAny>,
         load_value: &Bound<'py, PyAny>,
         tuple_cls: &Bound<'py, PyAny>,
+        placed_id: Option<&str>,
     ) -> PyResult<Option<GotTuple<'py>>> {
         // One statement, without the GIL.
         shared::get_tuple(
@@ -159,7 +161,7 @@ impl PyPgCheckpointStore {
             load_metadata,
             load_value,
             tuple_cls,
-            None,
+            placed_id,
         )
     }
 
