@@ -36,3 +36,39 @@ def step(saver: Any, thread: str, parent: str | None, values: dict, versions: di
     return saver.put(cfg(thread, parent), cp, {"step": 1}, {k: versions[k] for k in changed})[
         "configurable"
     ]["checkpoint_id"]
+
+
+def read_all(saver: Any, thread: str) -> list[dict[str, Any]]:
+    """The channel values of every checkpoint of ``thread``, newest first."""
+    return [t.checkpoint["channel_values"] for t in saver.list(cfg(thread))]
+
+
+class Opaque:
+    """A value msgpack cannot write: the serializer pickles it (``pickle_fallback``)."""
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is Opaque
+
+
+def pickled_checkpoint() -> tuple[Any, dict[str, str]]:
+    """A checkpoint with a small value to keep inside and a field only pickle writes (so its
+    row is stored as pickle), with its channel versions."""
+    versions = {"docs": "1", "n": "1"}
+    cp = empty_checkpoint()
+    cp["channel_values"] = {"docs": SMALL, "n": 0}
+    cp["channel_versions"] = dict(versions)
+    cp["versions_seen"] = {"node": {"odd": Opaque()}}  # type: ignore[dict-item]
+    return cp, versions
+
+
+def continue_pickled(other: Any, first: str, versions: dict[str, str]) -> None:
+    """Reads the pickled checkpoint ``first`` with ``other`` (a saver that did not write it)
+    and continues the thread: the read knows the small value is inside (without its bytes),
+    and the next checkpoint carries it."""
+    got = other.get_tuple(cfg("t"))
+    assert got is not None and got.checkpoint["channel_values"] == {"docs": SMALL, "n": 0}
+    held = other._placed.get(("t", ""))
+    assert held is not None and held["docs"] == ("1", True, None)
+    bumped = {**versions, "n": "2"}
+    second = step(other, "t", first, {"docs": SMALL, "n": 1}, bumped, ["n"])
+    assert values_at(other, "t", second) == {"docs": SMALL, "n": 1}

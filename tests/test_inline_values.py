@@ -16,7 +16,16 @@ import pytest
 from langchain_core.messages import AIMessage, HumanMessage
 from langgraph.checkpoint.base import empty_checkpoint
 from langgraph.checkpoint.serde.encrypted import EncryptedSerializer
-from saver_steps import LARGE, SMALL, cfg, step, values_at
+from saver_steps import (
+    LARGE,
+    SMALL,
+    cfg,
+    continue_pickled,
+    pickled_checkpoint,
+    read_all,
+    step,
+    values_at,
+)
 
 from fast_langgraph import RustSQLiteCheckpointer
 
@@ -67,11 +76,6 @@ def put(saver: RustSQLiteCheckpointer, thread: str, parent: str | None, values: 
         config["configurable"]["checkpoint_id"] = parent
     changed = {k: v for k, v in versions.items() if k in values}
     return saver.put(config, cp, {"step": 1}, changed)["configurable"]["checkpoint_id"]
-
-
-def read_all(saver: RustSQLiteCheckpointer, thread: str) -> list[dict[str, Any]]:
-    cfg = {"configurable": {"thread_id": thread, "checkpoint_ns": ""}}
-    return [t.checkpoint["channel_values"] for t in saver.list(cfg)]
 
 
 @pytest.mark.parametrize("encrypted", [False, True])
@@ -647,13 +651,6 @@ def test_a_value_kept_inside_seeds_a_delta_channel_history_as_stock(
     assert got["ch"]["seed"] == seed
 
 
-class _Opaque:
-    """A value msgpack cannot write: the serializer pickles it (``pickle_fallback``)."""
-
-    def __eq__(self, other: object) -> bool:
-        return type(other) is _Opaque
-
-
 def test_a_read_of_a_checkpoint_stored_otherwise_than_msgpack_carries_its_values(
     tmp_path: Path,
 ) -> None:
@@ -664,21 +661,11 @@ def test_a_read_of_a_checkpoint_stored_otherwise_than_msgpack_carries_its_values
     from fast_langgraph import RustSerializer
 
     path = tmp_path / "t.db"
-    versions = {"docs": "1", "n": "1"}
-    cp = empty_checkpoint()
-    cp["channel_values"] = {"docs": SMALL, "n": 0}
-    cp["channel_versions"] = dict(versions)
-    cp["versions_seen"] = {"node": {"odd": _Opaque()}}  # type: ignore[dict-item]
+    cp, versions = pickled_checkpoint()
     with RustSQLiteCheckpointer(path, serde=RustSerializer(pickle_fallback=True)) as s:
         first = s.put(cfg("t"), cp, {}, versions)["configurable"]["checkpoint_id"]
     with sqlite3.connect(path) as conn:
         (type_,) = conn.execute("SELECT type FROM flg_checkpoints").fetchone()
     assert not type_.startswith("msgpack")
     with RustSQLiteCheckpointer(path, serde=RustSerializer(pickle_fallback=True)) as other:
-        got = other.get_tuple(cfg("t"))
-        assert got is not None and got.checkpoint["channel_values"] == {"docs": SMALL, "n": 0}
-        held = other._placed.get(("t", ""))
-        assert held is not None and held["docs"] == ("1", True, None)
-        bumped = {**versions, "n": "2"}
-        second = step(other, "t", first, {"docs": SMALL, "n": 1}, bumped, ["n"])
-        assert values_at(other, "t", second) == {"docs": SMALL, "n": 1}
+        continue_pickled(other, first, versions)

@@ -13,13 +13,18 @@ import psycopg
 import pytest
 from langchain_core.messages import HumanMessage
 from langgraph.checkpoint.base import empty_checkpoint
-from saver_steps import LARGE, SMALL, cfg, step, values_at
+from saver_steps import (
+    LARGE,
+    SMALL,
+    cfg,
+    continue_pickled,
+    pickled_checkpoint,
+    read_all,
+    step,
+    values_at,
+)
 
 from fast_langgraph import RustPostgresCheckpointer
-
-
-def _read_all(saver: RustPostgresCheckpointer, thread: str) -> list[dict[str, Any]]:
-    return [t.checkpoint["channel_values"] for t in saver.list(cfg(thread))]
 
 
 def _blob_rows(url: str, thread: str) -> list[tuple[str, bytes]]:
@@ -42,7 +47,7 @@ def test_a_small_value_goes_inside_and_a_large_one_apart(saver) -> None:
     cid = step(saver, "t", None, {"small": SMALL, "large": LARGE}, v, v)
     assert saver.storage_stats()["blobs"] == 1
     assert values_at(saver, "t", cid) == {"small": SMALL, "large": LARGE}
-    assert _read_all(saver, "t") == [{"small": SMALL, "large": LARGE}]
+    assert read_all(saver, "t") == [{"small": SMALL, "large": LARGE}]
 
 
 def test_the_values_inside_share_2_kb(saver) -> None:
@@ -69,8 +74,8 @@ def test_every_checkpoint_carries_the_unchanged_values_it_keeps_inside(pg_db, sa
     saver.copy_thread("t", "u")
     saver.prune(["t"], strategy="keep_latest")
     with RustPostgresCheckpointer(pg_db) as other:
-        assert _read_all(other, "t") == [{"small": SMALL, "large": LARGE, "n": 3}]
-        assert _read_all(other, "u") == [
+        assert read_all(other, "t") == [{"small": SMALL, "large": LARGE, "n": 3}]
+        assert read_all(other, "u") == [
             {"small": SMALL, "large": LARGE, "n": i} for i in reversed(range(4))
         ]
         assert other._store.check() == []
@@ -315,22 +320,13 @@ def test_a_thread_with_values_inside_continues_with_another_serializer(
         assert values_at(other, "t", second) == {"docs": SMALL, "n": 1}
 
 
-class _Opaque:
-    """A value msgpack cannot write: the serializer pickles it (``pickle_fallback``)."""
-
-    def __eq__(self, other: object) -> bool:
-        return type(other) is _Opaque
-
-
 def test_a_read_of_a_checkpoint_stored_otherwise_than_msgpack_carries_its_values(pg_db) -> None:
     """A checkpoint the serializer had to pickle (a field msgpack cannot write) keeps its
     small values inside all the same; a saver that reads it, and continues the thread, knows
     they are inside (without their bytes) and carries them: nothing is lost."""
     from fast_langgraph import RustSerializer
 
-    versions = {"docs": "1", "n": "1"}
-    cp = _checkpoint({"docs": SMALL, "n": 0}, versions)
-    cp["versions_seen"] = {"node": {"odd": _Opaque()}}  # type: ignore[dict-item]
+    cp, versions = pickled_checkpoint()
     with RustPostgresCheckpointer(pg_db, serde=RustSerializer(pickle_fallback=True)) as s:
         s.setup()
         first = s.put(cfg("t"), cp, {}, versions)["configurable"]["checkpoint_id"]
@@ -339,10 +335,4 @@ def test_a_read_of_a_checkpoint_stored_otherwise_than_msgpack_carries_its_values
         (type_,) = conn.execute("SELECT type FROM flg_checkpoints").fetchone()
     assert not type_.startswith("msgpack")
     with RustPostgresCheckpointer(pg_db, serde=RustSerializer(pickle_fallback=True)) as other:
-        got = other.get_tuple(cfg("t"))
-        assert got is not None and got.checkpoint["channel_values"] == {"docs": SMALL, "n": 0}
-        held = other._placed.get(("t", ""))
-        assert held is not None and held["docs"] == ("1", True, None)
-        bumped = {**versions, "n": "2"}
-        second = step(other, "t", first, {"docs": SMALL, "n": 1}, bumped, ["n"])
-        assert values_at(other, "t", second) == {"docs": SMALL, "n": 1}
+        continue_pickled(other, first, versions)
