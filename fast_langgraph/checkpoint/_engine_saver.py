@@ -88,6 +88,19 @@ class EngineSaver(BaseCheckpointSaver[str]):
         """A channel value its store returned apart from the checkpoint (each backend's)."""
         raise NotImplementedError
 
+    def _tuple_parts(self, serde: RustSerializer) -> tuple[Any, ...]:
+        """What the store builds ``CheckpointTuple``s with, for ``get_tuple`` and each batch
+        of ``list``: the default serializer's codec and decoder, the metadata decoders, the
+        value loader and the tuple class."""
+        return (
+            serde._codec(),
+            serde.loads_typed,
+            _METADATA_SCAN,
+            _load_metadata,
+            self._load_value,
+            CheckpointTuple,
+        )
+
     def _read(
         self,
         thread_id: str,
@@ -109,18 +122,7 @@ class EngineSaver(BaseCheckpointSaver[str]):
         if type(serde) is RustSerializer:
             # The default serializer: the store builds the tuple itself, as list() does.
             return self._store.get_tuple(
-                thread_id,
-                ns,
-                checkpoint_id,
-                cached,
-                config,
-                serde._codec(),
-                serde.loads_typed,
-                _METADATA_SCAN,
-                _load_metadata,
-                self._load_value,
-                CheckpointTuple,
-                held,
+                thread_id, ns, checkpoint_id, cached, config, *self._tuple_parts(serde), held
             )
         row = self._store.get(thread_id, ns, checkpoint_id, cached)
         if row is None:

@@ -425,19 +425,6 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
         build = partial(batches.next_tuples, *self._tuple_parts(serde))
         return self._iter_built(batches, build, py_filter, limit)
 
-    def _tuple_parts(self, serde: RustSerializer) -> tuple[Any, ...]:
-        """What the store builds ``CheckpointTuple``s with, for ``get_tuple`` and each batch
-        of ``list``: the default serializer's codec and decoder, the metadata decoders, the
-        value loader and the tuple class."""
-        return (
-            serde._codec(),
-            serde.loads_typed,
-            _METADATA_SCAN,
-            _load_metadata,
-            self._load_value,
-            CheckpointTuple,
-        )
-
     def _to_tuple(self, row: CheckpointRow, config: RunnableConfig | None) -> CheckpointTuple:
         loads = self.serde.loads_typed
         checkpoint = loads((row.type_tag, row.checkpoint))
