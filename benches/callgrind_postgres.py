@@ -30,16 +30,14 @@ import os
 import signal
 import sys
 import uuid
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 sys.path.insert(0, os.path.dirname(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 
 import psycopg
-from bench_checkpoint import build_graph, state_of_size
+from bench_checkpoint import state_of_size
 from bench_postgres import ours, put_get, stock
-from langchain_core.messages import HumanMessage
+from callgrind_put import e2e
 from langgraph.checkpoint.base import empty_checkpoint
 from pg_server import PgServer
 
@@ -67,25 +65,6 @@ def replica_step(savers: list, values: dict):
         saver.put(got.config, cp, {"source": "loop", "step": i}, bumped)
 
     return step
-
-
-def e2e(saver: Any, n: int) -> None:
-    graph = build_graph(saver)
-
-    def run(per_thread: int) -> None:
-        prefix = uuid.uuid4().hex
-
-        def conversation(t: int) -> None:
-            config = {"configurable": {"thread_id": f"{prefix}-{t}"}}
-            for i in range(per_thread):
-                graph.invoke({"messages": [HumanMessage(content=f"q {i}")], "results": []}, config)
-
-        with ThreadPoolExecutor(20) as pool:
-            list(pool.map(conversation, range(20)))
-
-    run(1)
-    if n:
-        run(n // 20)
 
 
 def serve() -> None:

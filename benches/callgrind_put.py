@@ -21,6 +21,7 @@ import sys
 import tempfile
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 sys.path.insert(0, os.path.dirname(__file__))
 
@@ -45,6 +46,12 @@ def main() -> None:
         return
     if mode != "e2e":
         raise SystemExit(f"unknown mode {mode!r}: put, chat or e2e")
+    e2e(saver, n)
+
+
+def e2e(saver: Any, n: int) -> None:
+    """The graph with ``saver``: one warm-up invocation per conversation, 20 conversations at a
+    time over 20 threads, then ``n`` invocations more in all."""
     graph = b.build_graph(saver)
 
     def run(per_thread: int) -> None:
