@@ -16,6 +16,7 @@ import sys
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Annotated, Any
 
 from langchain_core.messages import AIMessage, HumanMessage
@@ -209,27 +210,27 @@ def bench_list(savers: dict[str, Any], rounds: int) -> None:
     )
 
 
+def run_e2e(graph: Any) -> None:
+    """200 invokes of ``graph`` over 20 threads: 20 new conversations of 10 turns."""
+    tag = uuid.uuid4().hex[:6]
+
+    def conversation(t: int) -> None:
+        for i in range(10):
+            graph.invoke(
+                {"messages": [HumanMessage(f"question {i}")], "results": []},
+                {"configurable": {"thread_id": f"e2e-{tag}-{t}"}},
+            )
+
+    with ThreadPoolExecutor(20) as ex:
+        list(ex.map(conversation, range(20)))
+
+
 def bench_e2e(savers: dict[str, Any], rounds: int) -> None:
     # End to end: the 8-node graph, 200 invokes over 20 threads.
-    def e2e(saver):
-        graph = build_graph(saver)
-
-        def run():
-            tag = uuid.uuid4().hex[:6]
-
-            def conversation(t: int) -> None:
-                for i in range(10):
-                    graph.invoke(
-                        {"messages": [HumanMessage(f"question {i}")], "results": []},
-                        {"configurable": {"thread_id": f"e2e-{tag}-{t}"}},
-                    )
-
-            with ThreadPoolExecutor(20) as ex:
-                list(ex.map(conversation, range(20)))
-
-        return run
-
-    res = interleaved({n: e2e(s) for n, s in savers.items()}, rounds=max(3, rounds // 2), reps=1)
+    graphs = {n: build_graph(s) for n, s in savers.items()}
+    res = interleaved(
+        {n: partial(run_e2e, g) for n, g in graphs.items()}, rounds=max(3, rounds // 2), reps=1
+    )
     print(
         table(
             "8-node graph, 200 invokes over 20 threads",

@@ -23,16 +23,13 @@ import resource
 import statistics
 import sys
 import time
-import uuid
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 
 from bench_checkpoint import build_graph
-from bench_postgres import ours, stock
-from langchain_core.messages import HumanMessage
+from bench_postgres import ours, run_e2e, stock
 from pg_server import PgServer
 
 INVOKES = 200
@@ -75,20 +72,6 @@ def counters(server: PgServer, db: str) -> tuple[int, int, int]:
     )
     a, b, c = out.split("|")
     return int(a), int(b), int(c)
-
-
-def run_e2e(graph: Any) -> None:
-    tag = uuid.uuid4().hex[:6]
-
-    def conversation(t: int) -> None:
-        for i in range(10):
-            graph.invoke(
-                {"messages": [HumanMessage(f"question {i}")], "results": []},
-                {"configurable": {"thread_id": f"e2e-{tag}-{t}"}},
-            )
-
-    with ThreadPoolExecutor(20) as ex:
-        list(ex.map(conversation, range(20)))
 
 
 def main() -> None:
