@@ -26,6 +26,7 @@ from test_retention import (  # noqa: F401
     _newest_time,
     count,
     delta_graph,
+    retain,
     run_turns,
     states_by_id,
     test_copy_thread_rebuilds_delta_channels_in_the_copy,
@@ -149,13 +150,7 @@ def test_retention_stops_at_a_seed_kept_inside_a_checkpoint_row(pg_db, how: str)
         before = {
             c["configurable"]["checkpoint_id"]: saver.get_tuple(c) for c in [seed, middle, last]
         }
-        if how == "prune":
-            saver.prune(["t"], strategy="keep_latest")
-        elif how == "prune_older_than":
-            now = datetime.now(timezone.utc) + timedelta(days=2)
-            assert saver.prune_older_than(timedelta(days=1), strategy="keep_latest", now=now) == 1
-        else:
-            saver.delete_for_runs(["r-root"])
+        retain(saver, how)
         # The root, which no history needs, is gone; the rest reads back as it did.
         after = {t.config["configurable"]["checkpoint_id"]: t for t in saver.list(cfg("t"))}
         assert set(after) == set(before)

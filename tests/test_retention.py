@@ -250,6 +250,19 @@ FORKED: list[Step] = [
 ]
 
 
+def retain(saver, how: str) -> None:
+    """Thread "t" pruned to its newest checkpoint (``prune``, or ``prune_older_than`` two
+    days on), or run "r-root" deleted (``delete_for_runs``): what each keeps is asserted by
+    the caller."""
+    if how == "prune":
+        saver.prune(["t"], strategy="keep_latest")
+    elif how == "prune_older_than":
+        now = datetime.now(timezone.utc) + timedelta(days=2)
+        assert saver.prune_older_than(timedelta(days=1), strategy="keep_latest", now=now) == 1
+    else:
+        saver.delete_for_runs(["r-root"])
+
+
 def _put_steps(s, thread: str, steps: list[Step]) -> dict[str, dict]:
     """Puts ``steps`` on saver ``s``, in order; returns each one's config, by name."""
     from langgraph.checkpoint.base import empty_checkpoint
@@ -312,13 +325,7 @@ def test_retention_stops_at_a_seed_kept_inside_a_checkpoint_row(
         assert saver.storage_stats()["blobs"] == 0  # every value kept inside its row
         assert _histories(saver, configs, channels) == want
         before = {name: saver.get_tuple(c) for name, c in configs.items()}
-        if how == "prune":
-            saver.prune(["t"], strategy="keep_latest")
-        elif how == "prune_older_than":
-            now = datetime.now(timezone.utc) + timedelta(days=2)
-            assert saver.prune_older_than(timedelta(days=1), strategy="keep_latest", now=now) == 1
-        else:
-            saver.delete_for_runs(["r-root"])
+        retain(saver, how)
         ids = {t.config["configurable"]["checkpoint_id"] for t in saver.list(cfg("t"))}
         kept = {name for name, c in configs.items() if c["configurable"]["checkpoint_id"] in ids}
         assert kept == set(configs) - gone
