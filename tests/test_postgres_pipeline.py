@@ -141,23 +141,37 @@ def _wait_for_lock_wait(pg_server, dbname: str) -> int:
     return waiting
 
 
-def test_a_lone_put_takes_its_lock_and_returns_committed(pg_server, pg_db, saver):
+# Text that deflates poorly: a value too large to be kept inside the checkpoint row.
+_LARGE = " ".join(f"{(i * 2654435761) % 1000003:x}" for i in range(2000))
+
+
+@pytest.mark.parametrize(
+    ("values", "blobs"),
+    [({"x": 1}, 0), ({"x": 1, "big": _LARGE}, 1)],
+    ids=["no-blob", "with-blob"],
+)
+def test_a_lone_put_takes_its_lock_and_returns_committed(
+    pg_server, pg_db, saver, values, blobs
+):
     # A put without deltas on its own is one statement in a transaction of the server's: it
     # waits for a prune's exclusive lock, stores nothing before, returns only once committed,
-    # and leaves no transaction open.
+    # and leaves no transaction open. A put with no blob to store runs a statement of its own
+    # (no blob inserts); both are held to this.
     dbname = pg_db.rsplit("/", 1)[1]
     with psycopg.connect(pg_db, autocommit=True) as holder:
         holder.execute("SELECT pg_advisory_lock(%s)", (_lock_key("alone"),))
         out: list = []
-        t = threading.Thread(target=lambda: out.append(_put(saver, "alone", {"x": 1})))
+        t = threading.Thread(target=lambda: out.append(_put(saver, "alone", values)))
         t.start()
         assert _wait_for_lock_wait(pg_server, dbname) == 1
         assert not out
         assert _count(pg_db, "SELECT count(*) FROM flg_checkpoints WHERE thread_id = 'alone'") == 0
+        assert _count(pg_db, "SELECT count(*) FROM flg_blobs WHERE thread_id = 'alone'") == 0
         holder.execute("SELECT pg_advisory_unlock(%s)", (_lock_key("alone"),))
         t.join(60)
     assert len(out) == 1
     assert _count(pg_db, "SELECT count(*) FROM flg_checkpoints WHERE thread_id = 'alone'") == 1
+    assert _count(pg_db, "SELECT count(*) FROM flg_blobs WHERE thread_id = 'alone'") == blobs
     assert (
         _count(
             pg_db,
@@ -166,7 +180,18 @@ def test_a_lone_put_takes_its_lock_and_returns_committed(pg_server, pg_db, saver
         )
         == 0
     )
-    assert saver.get_tuple(cfg("alone")).checkpoint["channel_values"] == {"x": 1}
+    assert saver.get_tuple(cfg("alone")).checkpoint["channel_values"] == values
+    # Stored again under the same id (a retried put): the row is replaced, not doubled.
+    again = {"x": 2, **({"big": _LARGE[::-1]} if blobs else {})}
+    cp_id = out[0]["configurable"]["checkpoint_id"]
+    cp = saver.get_tuple(out[0]).checkpoint
+    cp["channel_values"] = again
+    cp["channel_versions"] = {k: saver.get_next_version(None, None) for k in again}
+    saver.put(cfg("alone", checkpoint_ns=""), cp, {"step": 1}, cp["channel_versions"])
+    assert _count(pg_db, "SELECT count(*) FROM flg_checkpoints WHERE thread_id = 'alone'") == 1
+    got = saver.get_tuple(out[0])
+    assert got.checkpoint["id"] == cp_id and got.checkpoint["channel_values"] == again
+    assert got.metadata["step"] == 1
 
 
 def test_a_delta_put_sees_what_a_prune_deleted_while_it_waited(pg_server, pg_db, saver):

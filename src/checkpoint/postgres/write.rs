@@ -187,14 +187,33 @@ fn alone(guard: bool, op: &Op) -> Option<&NewCheckpoint> {
     }
 }
 
-/// A put on its own: one statement, committed by the server when it ends.
+/// A put on its own: one statement, committed by the server when it ends; without the blob
+/// inserts when it has no blob to store ([`sql::PUT_ALONE_NO_BLOBS`]).
 fn put_alone(c: &mut Conn, cp: &NewCheckpoint) -> PgResult<Result<u64>> {
-    let stmt = c.prepare(sql::put_alone_sql())?;
     let args = PutArgs::new(cp, false);
     let key = sql::thread_lock_key(&cp.thread_id);
-    let mut params = args.params(false);
-    params.push(&key);
-    let row = c.client.query_one(&stmt, &params)?;
+    let row = if args.b_channel.is_empty() {
+        let stmt = c.prepare(sql::PUT_ALONE_NO_BLOBS)?;
+        let params: [&(dyn ToSql + Sync); 11] = [
+            &cp.thread_id,
+            &cp.checkpoint_ns,
+            &cp.checkpoint_id,
+            &cp.parent_checkpoint_id,
+            &cp.run_id,
+            &args.channels,
+            &args.versions,
+            &cp.metadata_json,
+            &cp.type_tag,
+            &cp.checkpoint,
+            &key,
+        ];
+        c.client.query_one(&stmt, &params)?
+    } else {
+        let stmt = c.prepare(sql::put_alone_sql())?;
+        let mut params = args.params(false);
+        params.push(&key);
+        c.client.query_one(&stmt, &params)?
+    };
     let (missing, stored): (i64, i64) = (row.get(0), row.get(1));
     put_outcome(&mut c.client, false, cp, missing, stored)
 }

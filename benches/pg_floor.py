@@ -1,0 +1,140 @@
+"""The floor under bench_postgres.py's put + get_tuple pair: what the fastest client could cost
+on this server and disk, beside PostgresSaver's pair and ours, on one throwaway server
+(fsync and synchronous_commit on unless --no-fsync), both savers and the floor in one process,
+interleaved rounds, medians.
+
+The floor is one committed INSERT of the pair's checkpoint bytes (the 1 KB state serialized
+by LangGraph's serializer, about the bytes each saver sends) and one SELECT of the thread's
+latest row by its primary key, each one statement prepared once and one round trip
+(psycopg, autocommit: Bind, Execute and Sync in one message; the reply after the commit's WAL
+flush). No saver can do less per pair: a put must send its bytes and return after its commit
+is durable, a get_tuple must ask the server. Printed beside it, also per call: the INSERT
+alone, the SELECT alone, `SELECT 1` (a round trip with nothing to do) and, with
+``--no-fsync``'s server, the same without the WAL flush; and the calling thread's CPU time.
+
+Run: `.venv/bin/python benches/pg_floor.py [--rounds 7] [--size 1000] [--no-fsync]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from typing import Any
+
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+from psycopg import Connection
+
+sys.path.insert(0, os.path.dirname(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
+from bench_checkpoint import state_of_size
+from bench_postgres import ours, put_get, stock
+from pg_server import PgServer
+
+FLOOR_TABLE = (
+    "CREATE TABLE floor (thread_id text NOT NULL, checkpoint_id text NOT NULL, "
+    "checkpoint bytea NOT NULL, PRIMARY KEY (thread_id, checkpoint_id))"
+)
+INSERT = "INSERT INTO floor (thread_id, checkpoint_id, checkpoint) VALUES (%s, %s, %s)"
+SELECT = (
+    "SELECT checkpoint_id, checkpoint FROM floor WHERE thread_id = %s "
+    "ORDER BY checkpoint_id DESC LIMIT 1"
+)
+
+
+class Floor:
+    """The least a client can do for a put + get_tuple pair: two prepared statements, one
+    round trip each, on one connection."""
+
+    def __init__(self, url: str, size: int) -> None:
+        self.conn = Connection.connect(url, autocommit=True, prepare_threshold=0)
+        self.conn.execute(FLOOR_TABLE)
+        _, self.data = JsonPlusSerializer().dumps_typed(state_of_size(size))
+        self.counter = 0
+
+    def _next(self) -> tuple[str, str]:
+        self.counter += 1
+        return f"floor-{self.counter % 50}", f"{self.counter:020d}"
+
+    def put(self) -> None:
+        thread, checkpoint = self._next()
+        self.conn.execute(INSERT, (thread, checkpoint, self.data), prepare=True)
+
+    def get(self) -> None:
+        thread, _ = self._next()
+        row = self.conn.execute(SELECT, (thread,), prepare=True).fetchone()
+        assert row is not None or self.counter <= 50
+
+    def pair(self) -> None:
+        thread, checkpoint = self._next()
+        self.conn.execute(INSERT, (thread, checkpoint, self.data), prepare=True)
+        row = self.conn.execute(SELECT, (thread,), prepare=True).fetchone()
+        assert row is not None and row[1] == self.data
+
+    def ping(self) -> None:
+        self.conn.execute("SELECT 1", prepare=True).fetchone()
+
+
+def timed(contenders: dict[str, Any], rounds: int, reps: int) -> dict[str, tuple[float, float]]:
+    """(median wall, median thread CPU) seconds per call of each contender, over `rounds`
+    rounds of `reps` calls each, the contenders in turn (reversed every other round)."""
+    wall: dict[str, list[float]] = {n: [] for n in contenders}
+    cpu: dict[str, list[float]] = {n: [] for n in contenders}
+    names = list(contenders)
+    for r in range(rounds):
+        for name in names if r % 2 == 0 else names[::-1]:
+            fn = contenders[name]
+            c0, t0 = time.thread_time(), time.perf_counter()
+            for _ in range(reps):
+                fn()
+            wall[name].append((time.perf_counter() - t0) / reps)
+            cpu[name].append((time.thread_time() - c0) / reps)
+    return {n: (statistics.median(wall[n]), statistics.median(cpu[n])) for n in contenders}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--reps", type=int, default=40)
+    ap.add_argument("--size", type=int, default=1_000, help="the state's size, as bench_postgres")
+    ap.add_argument("--no-fsync", action="store_true", help="fsync and synchronous_commit off")
+    args = ap.parse_args()
+    server = PgServer(durable=not args.no_fsync).start()
+    try:
+        urls = {n: server.url(server.create_database(n)) for n in ("stock", "ours", "floor")}
+        floor = Floor(urls["floor"], args.size)
+        contenders: dict[str, Any] = {
+            "PostgresSaver(pool) pair": put_get(stock(urls["stock"]), args.size),
+            "RustPostgresCheckpointer pair": put_get(ours(urls["ours"]), args.size),
+            "floor pair (INSERT + SELECT)": floor.pair,
+            "  floor INSERT alone": floor.put,
+            "  floor SELECT alone": floor.get,
+            "  SELECT 1 (a round trip)": floor.ping,
+        }
+        for fn in contenders.values():  # every thread has its first checkpoint
+            for _ in range(50):
+                fn()
+        load = os.getloadavg()[0]
+        res = timed(contenders, args.rounds, args.reps)
+        base = res["PostgresSaver(pool) pair"][0]
+        print(
+            f"\nfsync {'off' if args.no_fsync else 'on'}, {len(floor.data)} bytes per put, "
+            f"{args.rounds} rounds of {args.reps}, 1-min load {load:.1f} -> "
+            f"{os.getloadavg()[0]:.1f}; us per call, medians"
+        )
+        print(f"  {'':<34} {'wall':>8} {'thread CPU':>11} {'PostgresSaver / this':>21}")
+        for name, (w, c) in res.items():
+            print(f"  {name:<34} {w * 1e6:8.1f} {c * 1e6:11.1f} {base / w:20.2f}x")
+        floor_pair = res["floor pair (INSERT + SELECT)"][0]
+        print(
+            f"\n  2x PostgresSaver's pair needs {base / 2 * 1e6:.1f} us; the floor is "
+            f"{floor_pair * 1e6:.1f} us ({base / floor_pair:.2f}x PostgresSaver's pair)"
+        )
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()
