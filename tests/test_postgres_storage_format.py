@@ -483,3 +483,39 @@ def test_older_builds_refuse_a_database_with_inline_values(saver, pg_db):
     assert latest >= 8
     ((comment,),) = _rows(pg_db, "SELECT obj_description('flg_checkpoints'::regclass)")
     assert "inline" in comment
+
+
+def test_a_cycle_of_delta_bases_fails_the_read_and_ends(saver, pg_db):
+    # A list channel stored as a full value and two deltas, then damaged so that the full value
+    # names the newest delta as its base: reading the checkpoint must end with an error naming
+    # the thread (the statement's walk along delta bases stops at a key it has seen, and so
+    # does the reader's), not loop.
+    rng = random.Random(7)
+    items = ["%0400x" % rng.getrandbits(1600) for _ in range(16)]
+    parent = None
+    for n in (16, 17, 18):
+        if n > len(items):
+            items = [*items, "%0400x" % rng.getrandbits(1600)]
+        cp = empty_checkpoint()
+        cp["channel_values"] = {"log": items}
+        cp["channel_versions"] = {"log": saver.get_next_version(None, None)}
+        conf = cfg("cycle", checkpoint_ns="")
+        if parent:
+            conf["configurable"]["checkpoint_id"] = parent
+        parent = saver.put(conf, cp, {"source": "loop", "step": n}, cp["channel_versions"])[
+            "configurable"
+        ]["checkpoint_id"]
+    assert saver.get_tuple(cfg("cycle")).checkpoint["channel_values"]["log"] == items
+    blobs = _rows(pg_db, "SELECT version, delta_base FROM flg_blobs WHERE thread_id = 'cycle'")
+    assert sorted(base is None for _, base in blobs) == [False, False, True]
+    (newest,) = [v for v, base in blobs if base is not None and v not in {b for _, b in blobs}]
+    _execute(
+        pg_db,
+        "UPDATE flg_blobs SET delta_base = %s WHERE thread_id = 'cycle' AND delta_base IS NULL",
+        newest,
+    )
+    with RustPostgresCheckpointer(pg_db) as fresh:
+        with pytest.raises(CheckpointError, match=r'thread "cycle"'):
+            fresh.get_tuple(cfg("cycle"))
+        with pytest.raises(CheckpointError, match=r'thread "cycle"'):
+            list(fresh.list(cfg("cycle")))
