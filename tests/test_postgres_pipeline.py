@@ -150,9 +150,7 @@ _LARGE = " ".join(f"{(i * 2654435761) % 1000003:x}" for i in range(2000))
     [({"x": 1}, 0), ({"x": 1, "big": _LARGE}, 1)],
     ids=["no-blob", "with-blob"],
 )
-def test_a_lone_put_takes_its_lock_and_returns_committed(
-    pg_server, pg_db, saver, values, blobs
-):
+def test_a_lone_put_takes_its_lock_and_returns_committed(pg_server, pg_db, saver, values, blobs):
     # A put without deltas on its own is one statement in a transaction of the server's: it
     # waits for a prune's exclusive lock, stores nothing before, returns only once committed,
     # and leaves no transaction open. A put with no blob to store runs a statement of its own

@@ -491,11 +491,11 @@ def test_a_cycle_of_delta_bases_fails_the_read_and_ends(saver, pg_db):
     # the thread (the statement's walk along delta bases stops at a key it has seen, and so
     # does the reader's), not loop.
     rng = random.Random(7)
-    items = ["%0400x" % rng.getrandbits(1600) for _ in range(16)]
+    items = [f"{rng.getrandbits(1600):0400x}" for _ in range(16)]
     parent = None
     for n in (16, 17, 18):
         if n > len(items):
-            items = [*items, "%0400x" % rng.getrandbits(1600)]
+            items = [*items, f"{rng.getrandbits(1600):0400x}"]
         cp = empty_checkpoint()
         cp["channel_values"] = {"log": items}
         cp["channel_versions"] = {"log": saver.get_next_version(None, None)}
