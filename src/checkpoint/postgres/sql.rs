@@ -240,7 +240,8 @@ pub fn put_alone_sql() -> &'static str {
 /// was inserted or replaced (`ON CONFLICT DO UPDATE` returns both). Parameters: $1..$8 as
 /// [`put_sql`]'s, $9 type, $10 checkpoint bytes, $11 the thread's lock key; returns 0 and the
 /// number of checkpoint rows stored, as [`put_alone_sql`].
-pub const PUT_ALONE_NO_BLOBS: &str = "INSERT INTO flg_checkpoints (thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id,
+pub const PUT_ALONE_NO_BLOBS: &str =
+    "INSERT INTO flg_checkpoints (thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id,
                              run_id, channels, versions, metadata, type, checkpoint)
     SELECT $1, $2, $3, $4, $5, $6, $7, ($8::text)::jsonb, $9, $10
     FROM (SELECT pg_advisory_xact_lock_shared($11::int8)) AS lock
