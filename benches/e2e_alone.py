@@ -12,7 +12,9 @@ and `put_writes` lets go of the GIL once after storing, as a saver that commits 
 released does: `time.sleep(0)`; what that alone costs end to end), `rust-serde` (InMemorySaver
 with RustSerializer), `refs` (InMemorySaver storing references, the ceiling: see
 `bench_checkpoint.StoreReferences`), `ours` (RustSQLiteCheckpointer), `stock-normal`
-(SqliteSaver with `PRAGMA synchronous=NORMAL`).
+(SqliteSaver with `PRAGMA synchronous=NORMAL`), `pg` (RustPostgresCheckpointer) and `pg-stock`
+(PostgresSaver with a psycopg pool, as bench_postgres.py makes it), each on a throwaway server
+of tests/pg_server.py (fsync on) that the run starts and stops.
 
 Also printed: the threads started per invocation (LangGraph runs each invocation's tasks and
 checkpointer calls on an executor of its own, which starts a thread whenever none of its
@@ -33,6 +35,7 @@ import sys
 import tempfile
 import threading
 import time
+from contextlib import ExitStack
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -40,10 +43,10 @@ from bench_checkpoint import build_graph, ceiling_savers, converse
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.sqlite import SqliteSaver
 
-from fast_langgraph import RustSQLiteCheckpointer
+from fast_langgraph import RustPostgresCheckpointer, RustSQLiteCheckpointer
 
 CONVERSATIONS, PER_CONVERSATION = 20, 10
-CONTENDERS = ("mem", "mem-release", "rust-serde", "refs", "ours", "stock-normal")
+CONTENDERS = ("mem", "mem-release", "rust-serde", "refs", "ours", "stock-normal", "pg", "pg-stock")
 
 
 class ReleasingInMemorySaver(InMemorySaver):
@@ -60,7 +63,7 @@ class ReleasingInMemorySaver(InMemorySaver):
         time.sleep(0)
 
 
-def make_saver(name: str, tmp: str) -> Any:
+def make_saver(name: str, tmp: str, stack: ExitStack) -> Any:
     if name == "mem":
         return InMemorySaver()
     if name == "mem-release":
@@ -77,6 +80,18 @@ def make_saver(name: str, tmp: str) -> Any:
         saver.setup()
         conn.execute("PRAGMA synchronous=NORMAL")
         return saver
+    if name in ("pg", "pg-stock"):
+        sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+        from bench_postgres import ours as pg_ours
+        from bench_postgres import stock as pg_stock
+        from pg_server import PgServer
+
+        server = PgServer(durable=True).start()
+        stack.callback(server.stop)
+        url = server.url(server.create_database("alone"))
+        saver = (pg_ours if name == "pg" else pg_stock)(url)
+        stack.callback(saver.close if name == "pg" else saver.conn.close)
+        return saver
     raise SystemExit(f"unknown contender {name!r}; one of {', '.join(CONTENDERS)}")
 
 
@@ -86,8 +101,8 @@ def main() -> None:
     name = sys.argv[1]
     rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 5
     threads = int(sys.argv[3]) if len(sys.argv) > 3 else 20
-    with tempfile.TemporaryDirectory(prefix="flg-e2e-alone-") as tmp:
-        saver = make_saver(name, tmp)
+    with tempfile.TemporaryDirectory(prefix="flg-e2e-alone-") as tmp, ExitStack() as stack:
+        saver = make_saver(name, tmp, stack)
         graph = build_graph(saver)
 
         def rate() -> float:
@@ -124,7 +139,7 @@ def main() -> None:
             f"{(t1.system - t0.system) / n * 1e3:.2f} ms, garbage collector "
             f"{gc_time[0] / n * 1e3:.2f} ms, threads started {started[0] / n:.2f}"
         )
-        if isinstance(saver, RustSQLiteCheckpointer):
+        if isinstance(saver, (RustSQLiteCheckpointer, RustPostgresCheckpointer)):
             st = saver.writer_stats()
             print(f"  writer (warm-up included): {st['calls']} calls in {st['commits']} commits")
 
