@@ -14,7 +14,8 @@ with RustSerializer), `refs` (InMemorySaver storing references, the ceiling: see
 `bench_checkpoint.StoreReferences`), `ours` (RustSQLiteCheckpointer), `stock-normal`
 (SqliteSaver with `PRAGMA synchronous=NORMAL`), `pg` (RustPostgresCheckpointer) and `pg-stock`
 (PostgresSaver with a psycopg pool, as bench_postgres.py makes it), each on a throwaway server
-of tests/pg_server.py (fsync on) that the run starts and stops.
+of tests/pg_server.py (fsync on) that the run starts and stops, and `pg-nofsync` (ours, on a
+server with fsync off: commits that do not wait for the disk).
 
 Also printed: the threads started per invocation (LangGraph runs each invocation's tasks and
 checkpointer calls on an executor of its own, which starts a thread whenever none of its
@@ -27,6 +28,7 @@ other).
 
 from __future__ import annotations
 
+import atexit
 import gc
 import os
 import sqlite3
@@ -46,7 +48,17 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 from fast_langgraph import RustPostgresCheckpointer, RustSQLiteCheckpointer
 
 CONVERSATIONS, PER_CONVERSATION = 20, 10
-CONTENDERS = ("mem", "mem-release", "rust-serde", "refs", "ours", "stock-normal", "pg", "pg-stock")
+CONTENDERS = (
+    "mem",
+    "mem-release",
+    "rust-serde",
+    "refs",
+    "ours",
+    "stock-normal",
+    "pg",
+    "pg-stock",
+    "pg-nofsync",
+)
 
 
 class ReleasingInMemorySaver(InMemorySaver):
@@ -63,7 +75,8 @@ class ReleasingInMemorySaver(InMemorySaver):
         time.sleep(0)
 
 
-def make_saver(name: str, tmp: str, stack: ExitStack) -> Any:
+def make_saver(name: str, tmp: str, stack: ExitStack | None = None) -> Any:
+    """The contender ``name``; a server it starts is stopped by ``stack`` (at exit without)."""
     if name == "mem":
         return InMemorySaver()
     if name == "mem-release":
@@ -80,17 +93,21 @@ def make_saver(name: str, tmp: str, stack: ExitStack) -> Any:
         saver.setup()
         conn.execute("PRAGMA synchronous=NORMAL")
         return saver
-    if name in ("pg", "pg-stock"):
+    if name in ("pg", "pg-stock", "pg-nofsync"):
         sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
         from bench_postgres import ours as pg_ours
         from bench_postgres import stock as pg_stock
         from pg_server import PgServer
 
-        server = PgServer(durable=True).start()
-        stack.callback(server.stop)
+        server = PgServer(durable=name != "pg-nofsync").start()
         url = server.url(server.create_database("alone"))
-        saver = (pg_ours if name == "pg" else pg_stock)(url)
-        stack.callback(saver.close if name == "pg" else saver.conn.close)
+        saver = (pg_stock if name == "pg-stock" else pg_ours)(url)
+        close = saver.conn.close if name == "pg-stock" else saver.close
+        for done in (server.stop, close):  # (each runs after the next: the saver closes first)
+            if stack is not None:
+                stack.callback(done)
+            else:
+                atexit.register(done)
         return saver
     raise SystemExit(f"unknown contender {name!r}; one of {', '.join(CONTENDERS)}")
 
