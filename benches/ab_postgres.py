@@ -3,9 +3,11 @@ server: each contender runs in a fresh process of its own interpreter, every rou
 once, interleaved; medians. For a change to the store, against the build it started from.
 
 Run: `.venv/bin/python benches/ab_postgres.py --base ../other/.venv/bin/python [--rounds 5]
-[--only putget,putget35,writes] [--no-fsync]` (from any directory: each interpreter imports
+[--only putget,putget35,writes,e2e] [--no-fsync]` (from any directory: each interpreter imports
 its own fast_langgraph). `putget`: put + get_tuple of a 1 KB state, us (median of 15 batches of
-20); `putget35`: the same with a 35 KB state; `writes`: 4 processes x 8 threads putting 1 KB checkpoints for 5 s, puts per second.
+20); `putget35`: the same with a 35 KB state; `writes`: 4 processes x 8 threads putting 1 KB
+checkpoints for 5 s, puts per second; `e2e`: bench_postgres.py's 8-node graph, 200 invokes over
+20 threads, ms (the median of 3 runs after one warm-up run).
 """
 
 from __future__ import annotations
@@ -31,6 +33,19 @@ def worker(what: str, kind: str, url: str) -> float:
         return 0.0
     if what == "writes":
         return bp.writes_per_second(kind, url)
+    if what == "e2e":
+        from bench_checkpoint import build_graph
+
+        graph = build_graph(
+            bp.stock(url, setup=False) if kind == "stock" else bp.ours(url, setup=False)
+        )
+        bp.run_e2e(graph)
+        runs = []
+        for _ in range(3):
+            t = time.perf_counter()
+            bp.run_e2e(graph)
+            runs.append((time.perf_counter() - t) * 1e3)
+        return statistics.median(runs)
     saver = bp.stock(url, setup=False) if kind == "stock" else bp.ours(url, setup=False)
     step = bp.put_get(saver, 35_000 if what == "putget35" else 1_000)
     for _ in range(50):
@@ -80,7 +95,9 @@ def main() -> None:
                 for n, u in urls.items():
                     res[n].append(run(n, what, u))
             med = {n: statistics.median(v) for n, v in res.items()}
-            unit = "puts/s" if what == "writes" else "us per put + get_tuple"
+            unit = {"writes": "puts/s", "e2e": "ms per 200 invokes"}.get(
+                what, "us per put + get_tuple"
+            )
             print(
                 f"\n{what} ({unit}), median of {args.rounds} rounds, fsync "
                 f"{'off' if args.no_fsync else 'on'}, 1-min load at each round's start "

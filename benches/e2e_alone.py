@@ -12,7 +12,10 @@ and `put_writes` lets go of the GIL once after storing, as a saver that commits 
 released does: `time.sleep(0)`; what that alone costs end to end), `rust-serde` (InMemorySaver
 with RustSerializer), `refs` (InMemorySaver storing references, the ceiling: see
 `bench_checkpoint.StoreReferences`), `ours` (RustSQLiteCheckpointer), `stock-normal`
-(SqliteSaver with `PRAGMA synchronous=NORMAL`).
+(SqliteSaver with `PRAGMA synchronous=NORMAL`), `pg` (RustPostgresCheckpointer) and `pg-stock`
+(PostgresSaver with a psycopg pool, as bench_postgres.py makes it), each on a throwaway server
+of tests/pg_server.py (fsync on) that the run starts and stops, and `pg-nofsync` (ours, on a
+server with fsync off: commits that do not wait for the disk).
 
 Also printed: the threads started per invocation (LangGraph runs each invocation's tasks and
 checkpointer calls on an executor of its own, which starts a thread whenever none of its
@@ -25,6 +28,7 @@ other).
 
 from __future__ import annotations
 
+import atexit
 import gc
 import os
 import sqlite3
@@ -33,6 +37,7 @@ import sys
 import tempfile
 import threading
 import time
+from contextlib import ExitStack
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -40,10 +45,20 @@ from bench_checkpoint import build_graph, ceiling_savers, converse
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.sqlite import SqliteSaver
 
-from fast_langgraph import RustSQLiteCheckpointer
+from fast_langgraph import RustPostgresCheckpointer, RustSQLiteCheckpointer
 
 CONVERSATIONS, PER_CONVERSATION = 20, 10
-CONTENDERS = ("mem", "mem-release", "rust-serde", "refs", "ours", "stock-normal")
+CONTENDERS = (
+    "mem",
+    "mem-release",
+    "rust-serde",
+    "refs",
+    "ours",
+    "stock-normal",
+    "pg",
+    "pg-stock",
+    "pg-nofsync",
+)
 
 
 class ReleasingInMemorySaver(InMemorySaver):
@@ -60,7 +75,8 @@ class ReleasingInMemorySaver(InMemorySaver):
         time.sleep(0)
 
 
-def make_saver(name: str, tmp: str) -> Any:
+def make_saver(name: str, tmp: str, stack: ExitStack | None = None) -> Any:
+    """The contender ``name``; a server it starts is stopped by ``stack`` (at exit without)."""
     if name == "mem":
         return InMemorySaver()
     if name == "mem-release":
@@ -77,6 +93,22 @@ def make_saver(name: str, tmp: str) -> Any:
         saver.setup()
         conn.execute("PRAGMA synchronous=NORMAL")
         return saver
+    if name in ("pg", "pg-stock", "pg-nofsync"):
+        sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+        from bench_postgres import ours as pg_ours
+        from bench_postgres import stock as pg_stock
+        from pg_server import PgServer
+
+        server = PgServer(durable=name != "pg-nofsync").start()
+        url = server.url(server.create_database("alone"))
+        saver = (pg_stock if name == "pg-stock" else pg_ours)(url)
+        close = saver.conn.close if name == "pg-stock" else saver.close
+        for done in (server.stop, close):  # (each runs after the next: the saver closes first)
+            if stack is not None:
+                stack.callback(done)
+            else:
+                atexit.register(done)
+        return saver
     raise SystemExit(f"unknown contender {name!r}; one of {', '.join(CONTENDERS)}")
 
 
@@ -86,8 +118,8 @@ def main() -> None:
     name = sys.argv[1]
     rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 5
     threads = int(sys.argv[3]) if len(sys.argv) > 3 else 20
-    with tempfile.TemporaryDirectory(prefix="flg-e2e-alone-") as tmp:
-        saver = make_saver(name, tmp)
+    with tempfile.TemporaryDirectory(prefix="flg-e2e-alone-") as tmp, ExitStack() as stack:
+        saver = make_saver(name, tmp, stack)
         graph = build_graph(saver)
 
         def rate() -> float:
@@ -124,7 +156,7 @@ def main() -> None:
             f"{(t1.system - t0.system) / n * 1e3:.2f} ms, garbage collector "
             f"{gc_time[0] / n * 1e3:.2f} ms, threads started {started[0] / n:.2f}"
         )
-        if isinstance(saver, RustSQLiteCheckpointer):
+        if isinstance(saver, (RustSQLiteCheckpointer, RustPostgresCheckpointer)):
             st = saver.writer_stats()
             print(f"  writer (warm-up included): {st['calls']} calls in {st['commits']} commits")
 

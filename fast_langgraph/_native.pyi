@@ -1081,7 +1081,7 @@ class PgCheckpointStore:
     def schema_version(self) -> int | None:
         """The schema version, or None when the tables do not exist."""
     def table_exists(self, name: str) -> bool: ...
-    def put(self, checkpoint: NewCheckpoint, *, continue_head: bool = False) -> None:
+    def put(self, checkpoint: NewCheckpoint, continue_head: bool = False) -> None:
         """Store a checkpoint in one statement; returns once committed. A blob with a
         delta_base is refused with DeltaBaseMissingError if that version is not stored. With
         the guard on and `continue_head`, raises `CheckpointConflictError` unless its parent

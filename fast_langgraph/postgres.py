@@ -28,6 +28,7 @@ from typing import Any, Literal, cast
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
+    EXCLUDED_METADATA_KEYS,
     BaseCheckpointSaver,
     ChannelVersions,
     Checkpoint,
@@ -49,11 +50,15 @@ from fast_langgraph._native import (
     PackedValue,
     PgCheckpointStore,
     SerializationError,
+    placed_checkpoint,
+    put_metadata_json,
     put_values,
 )
 from fast_langgraph.checkpoint._deltas import ListKey, ListVersions, Remembered, SeedCache
 from fast_langgraph.checkpoint._engine_saver import (
+    _METADATA_SCAN,
     EngineSaver,
+    _load_metadata,
     configurable,
     id_list,
     in_thread,
@@ -72,6 +77,8 @@ __all__ = ["RustPostgresCheckpointer"]
 
 
 _SCALARS = (str, int, float, bool, type(None))
+# The values put() offers to be stored as append-only deltas.
+_LIST_TYPES = (list,)
 # Kept apart, as blobs, whatever their size: a DeltaChannel's history is read from blobs.
 _KEPT_APART = (_DeltaSnapshot,)
 
@@ -249,13 +256,40 @@ class RustPostgresCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyn
     def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         """The checkpoint named by ``config`` (or the thread's latest), with its pending
         writes, or ``None``."""
-        conf = configurable(config)
-        checkpoint_id = get_checkpoint_id(config)
+        conf = config.get("configurable") if type(config) is dict else None
+        if type(conf) is not dict or "thread_id" not in conf:
+            conf = configurable(config)  # checks it, or raises naming what is wrong
+        # get_checkpoint_id(config), without the call.
+        checkpoint_id = conf.get("checkpoint_id")
         thread_id = str(conf["thread_id"])
         ns = conf.get("checkpoint_ns", "")
         # DeltaChannel snapshots this process decoded already are not read again.
         cached = self._seeds.versions(thread_id, ns) if self.delta and self._seeds else []
-        got = self._read(thread_id, ns, checkpoint_id, cached, config if checkpoint_id else None)
+        key = (thread_id, ns)
+        # The checkpoint whose placement is held: if the read finds that one, the values it
+        # keeps inside need not be gathered again (see Placements).
+        held = self._placed.held_id(key)
+        serde = self.serde
+        if type(serde) is RustSerializer:
+            # _read's own first branch, without the call.
+            got = self._store.get_tuple(
+                thread_id,
+                ns,
+                checkpoint_id,
+                cached,
+                config if checkpoint_id else None,
+                serde._codec(),
+                serde.loads_typed,
+                _METADATA_SCAN,
+                _load_metadata,
+                self._load_value,
+                CheckpointTuple,
+                held,
+            )
+        else:
+            got = self._read(
+                thread_id, ns, checkpoint_id, cached, config if checkpoint_id else None, held
+            )
         if self.guard:
             # What the caller read as the thread's latest is what its next put continues;
             # a checkpoint read by id is a deliberate fork point (time travel, update_state).
@@ -268,7 +302,13 @@ class RustPostgresCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyn
         if got is None:
             return None
         tup, stored, inside = got
-        if self.delta and not self._seeds.fill(tup.checkpoint, thread_id, ns, cached):
+        # Snapshots come from blob rows (they are kept apart): with none read and none cached
+        # there is nothing to fill in or keep.
+        if (
+            self.delta
+            and (cached or stored)
+            and not self._seeds.fill(tup.checkpoint, thread_id, ns, cached)
+        ):
             # A seed left the cache meanwhile: read the checkpoint whole.
             got = self._read(thread_id, ns, checkpoint_id, [], config if checkpoint_id else None)
             if got is None:
@@ -277,23 +317,27 @@ class RustPostgresCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyn
             self._seeds.fill(tup.checkpoint, thread_id, ns, [])
         # A put on this checkpoint carries what it keeps inside (see Placements); recorded
         # already when this process last wrote or read this very checkpoint.
-        key = (thread_id, ns)
-        read_id = tup.checkpoint["id"]
-        if inside is not None and not self._placed.holds(key, read_id):
-            self._placed.set(key, read_id, placed(tup.checkpoint["channel_versions"], inside))
-        if self.delta:
+        if inside is not None:
+            read_id = tup.checkpoint["id"]
+            if not self._placed.holds(key, read_id):
+                self._placed.set(key, read_id, placed(tup.checkpoint["channel_versions"], inside))
+        if self.delta and stored:
             # The graph builds its next state from these very objects: remember them, so the
             # next put can store only what is appended to them.
-            versions = tup.checkpoint["channel_versions"]
-            values = tup.checkpoint["channel_values"]
+            checkpoint = tup.checkpoint
+            versions = checkpoint["channel_versions"]
+            values = checkpoint["channel_values"]
+            read = []
             for channel, deltas in stored:
                 value = values.get(channel)
                 if type(value) is list and channel in versions:
-                    self._lists.remember(
-                        (thread_id, ns, channel),
-                        Remembered(str(versions[channel]), tuple(value), deltas),
-                        "read",
+                    read.append(
+                        (
+                            (thread_id, ns, channel),
+                            Remembered(str(versions[channel]), tuple(value), deltas),
+                        )
                     )
+            self._lists.remember_many(read, "read")
         return tup
 
     def list(
@@ -444,7 +488,9 @@ class RustPostgresCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyn
             CheckpointError: the database refused the write or could not be reached; the
                 message names the thread and checkpoint. Nothing is written.
         """
-        conf = configurable(config)
+        conf = config.get("configurable") if type(config) is dict else None
+        if type(conf) is not dict or "thread_id" not in conf:
+            conf = configurable(config)  # checks it, or raises naming what is wrong
         thread_id = str(conf["thread_id"])
         ns = conf.get("checkpoint_ns", "")
         parent_id = conf.get("checkpoint_id")
@@ -462,7 +508,7 @@ class RustPostgresCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyn
             self._placed,
         )
         try:
-            self._store.put(args, continue_head=continue_head)
+            self._store.put(args, continue_head)
         except DeltaBaseMissingError:
             # A base was pruned or deleted since we saw it: store full values.
             self._lists.forget_thread(thread_id)
@@ -480,9 +526,10 @@ class RustPostgresCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyn
                 self._placed,
                 use_deltas=False,
             )
-            self._store.put(args, continue_head=continue_head)
+            self._store.put(args, continue_head)
         self._placed.set((thread_id, ns), checkpoint["id"], placement)
-        self._lists.remember_many(remembered)
+        if remembered:
+            self._lists.remember_many(remembered)
         if self._seeds:
             # A version stored again may hold another value.
             self._seeds.discard([(thread_id, ns, ch, str(v)) for ch, v in new_versions.items()])
@@ -512,11 +559,13 @@ class RustPostgresCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyn
         use_deltas: bool = True,
     ) -> tuple[NewCheckpoint, Placed]:
         """Serialize a checkpoint into the ``NewCheckpoint`` that ``PgCheckpointStore.put``
-        takes, and give its placement (see ``Placements``). With the default serializer, small values travel inside the checkpoint (see
-        ``put_values``); ``placements`` says where the values the checkpoint does not change
-        were stored (see ``Placements``)."""
+        takes, and give its placement (see ``Placements``). With the default serializer, small
+        values travel inside the checkpoint (see ``put_values``); ``placements`` says where the
+        values the checkpoint does not change were stored (see ``Placements``)."""
         c: dict[str, Any] = dict(checkpoint)
         serde = self.serde
+        dumps = serde.dumps_typed
+        codec = _ENCODER if type(serde) is RustSerializer else None
         plan = None
         if remembered is not None:
             lists = self._lists
@@ -525,8 +574,9 @@ class RustPostgresCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyn
             def plan(channel: str, version: str, value: list) -> tuple[Any, str | None]:
                 key = (thread_id, ns, channel)
                 # Short chains: at most one delta per 8 items, never more than snapshot_every
-                # in a row (see ListVersions.plan).
-                if use_deltas:
+                # in a row, so a list of fewer than 8 items is always stored whole (see
+                # ListVersions.plan).
+                if use_deltas and len(value) >= 8:
                     got = lists.plan(key, value, snapshot_every)
                     to_dump, base, chain = got.items, got.base, got.chain
                 else:
@@ -538,83 +588,97 @@ class RustPostgresCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyn
         # short history would cost the server more than the value. Scalars and None with any
         # serializer, as PostgresSaver keeps them; other values with the default one, up to
         # INLINE_MAX bytes. The other values of new_versions are serialized in the same call.
+        # By position (keywords cost a lookup each in the native call), in put_values' order.
         inline, blobs = put_values(
-            c.pop("channel_values", None),
+            c.pop("channel_values", None),  # values
             new_versions if type(new_versions) is dict else dict(new_versions),
-            none_inline=True,
-            list_types=(list,),
-            plan=plan,
-            codec=_ENCODER if type(serde) is RustSerializer else None,
-            dumps=serde.dumps_typed,
-            thread_id=thread_id,
-            checkpoint_id=checkpoint["id"],
-            inline_max=INLINE_MAX,
-            versions=c.get("channel_versions"),
-            placed=placements.get((thread_id, ns)) if placements is not None else None,
-            keep_apart=_KEPT_APART,
+            True,  # none_inline
+            _LIST_TYPES,  # list_types
+            plan,
+            codec,
+            dumps,
+            thread_id,
+            checkpoint["id"],  # checkpoint_id
+            INLINE_MAX,  # inline_max
+            c.get("channel_versions"),  # versions
+            placements.get((thread_id, ns)) if placements is not None else None,  # placed
+            _KEPT_APART,  # keep_apart
         )
         if inline:
             c["channel_values"] = inline
             if remembered:
                 # A value kept inside the checkpoint has no blob: no delta can extend it.
                 remembered[:] = [r for r in remembered if r[0][2] not in inline]
+
+        def dump() -> tuple[str, bytes, bool]:
+            """The payload's type and bytes, and whether it holds the packed values' bytes as
+            they are."""
+            if codec is not None:
+                # The default serializer's codec writes the checkpoint (a dict) itself, as its
+                # dumps_typed would, with the packed values' bytes as they are; what it cannot
+                # write goes to dumps_typed, with the values themselves.
+                data = _ENCODER.encode(c)
+                if data is not None:
+                    return "msgpack", data, True
+                if inline:
+                    c["channel_values"] = {
+                        ch: v.value if type(v) is PackedValue else v for ch, v in inline.items()
+                    }
+            try:
+                type_, data = dumps(c)
+            except Exception as e:
+                raise SerializationError(
+                    f"cannot serialize checkpoint {checkpoint['id']!r} in thread {thread_id!r}: "
+                    f"a value of type {type(c).__name__}: {e}"
+                ) from e
+            return type_, data, False
+
         # The row's versions column holds the versions of the values stored apart, whose blobs
         # a read looks up; the inline values' versions stay in the payload. A msgpack payload
         # leaves the column's versions out and reading puts them back. Versions that are not
         # strings (the column holds their str()), or a payload that is not msgpack, keep them
         # all inside.
-        what = f"checkpoint {checkpoint['id']!r} in thread {thread_id!r}"
-        packed = inline and any(type(v) is PackedValue for v in inline.values())
-        # Whether the payload holds the packed values' bytes as they are.
-        as_packed = [False]
-
-        def dump() -> tuple[str, bytes]:
-            as_packed[0] = False
-            if packed:
-                # The default serializer's codec writes the packed values' bytes as they are;
-                # what it cannot write goes to dumps_typed with the values themselves.
-                data = _ENCODER.encode(c)
-                if data is not None:
-                    as_packed[0] = True
-                    return "msgpack", data
-                c["channel_values"] = {
-                    ch: v.value if type(v) is PackedValue else v for ch, v in inline.items()
-                }
-            return self._dumps(c, what)
-
         channel_versions = c["channel_versions"]
-        if all(type(v) is str for v in channel_versions.values()):
+        for v in channel_versions.values():
+            if type(v) is not str:
+                type_, data, as_packed = dump()
+                break
+        else:
             if inline:
                 c["channel_versions"] = {
                     ch: v for ch, v in channel_versions.items() if ch in inline
                 }
             else:
                 del c["channel_versions"]
-            type_, data = dump()
+            type_, data, as_packed = dump()
             if type_ != "msgpack":
                 c["channel_versions"] = channel_versions
-                type_, data = dump()
-        else:
-            type_, data = dump()
-        metadata_json, run_id = stored_metadata(config, metadata, checkpoint["id"])
-        # PostgreSQL's jsonb cannot hold U+0000; PostgresSaver drops it the same way.
-        metadata_json = metadata_json.replace("\\u0000", "")
-        versions = [(ch, str(v)) for ch, v in channel_versions.items() if ch not in inline]
-        inside = {
-            ch: x.data if as_packed[0] and type(x) is PackedValue else None
-            for ch, x in inline.items()
-        }
-        new = NewCheckpoint(
-            CheckpointKey(thread_id, ns, checkpoint["id"]),
-            parent_checkpoint_id=parent_id,
-            type_tag=type_,
-            checkpoint=data,
-            metadata_json=metadata_json,
-            run_id=run_id,
-            channel_versions=versions,
-            blobs=blobs,
+                type_, data, as_packed = dump()
+        # The metadata as JSON text in one native call, in the common case (see
+        # stored_metadata, which also covers the others).
+        got = put_metadata_json(config, metadata, EXCLUDED_METADATA_KEYS)
+        metadata_json, run_id = (
+            got if got is not None else stored_metadata(config, metadata, checkpoint["id"])
         )
-        return new, placed(channel_versions, inside)
+        # PostgreSQL's jsonb cannot hold U+0000; PostgresSaver drops it the same way.
+        if "\\u0000" in metadata_json:
+            metadata_json = metadata_json.replace("\\u0000", "")
+        # The NewCheckpoint, with the versions of the values stored apart, and the
+        # checkpoint's placement, in one native call.
+        return placed_checkpoint(
+            thread_id,
+            ns,
+            checkpoint["id"],
+            parent_id,  # parent_checkpoint_id
+            type_,  # type_tag
+            data,  # checkpoint
+            metadata_json,
+            run_id,
+            channel_versions if type(channel_versions) is dict else dict(channel_versions),
+            inline,
+            as_packed,  # packed
+            blobs,
+        )
 
     def put_writes(
         self,
@@ -634,14 +698,6 @@ class RustPostgresCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyn
         items = write_items(self.serde, writes, task_id)
         key = CheckpointKey(thread_id, conf.get("checkpoint_ns", ""), conf["checkpoint_id"])
         self._store.put_writes(NewWrites(key, task_id, task_path, items))
-
-    def _dumps(self, value: Any, what: str) -> tuple[str, bytes]:
-        try:
-            return self.serde.dumps_typed(value)
-        except Exception as e:
-            raise SerializationError(
-                f"cannot serialize {what}: a value of type {type(value).__name__}: {e}"
-            ) from e
 
     def delete_thread(self, thread_id: str) -> None:
         """Delete every checkpoint and write of a thread."""

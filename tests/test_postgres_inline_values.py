@@ -178,6 +178,34 @@ def test_a_read_tells_the_next_put_where_the_values_are(pg_db, saver) -> None:
         assert other._placed.get(("t", "")) is None
 
 
+def test_a_read_of_its_own_last_put_keeps_that_puts_placement(pg_db, saver) -> None:
+    """get_tuple of the checkpoint whose placement the saver holds (the one it just put) does
+    not gather the values it keeps inside again: the put's placement, with the bytes they were
+    stored as, stays as it is, the same as a saver that only read the row records; the next
+    put carries them, and every checkpoint reads back whole."""
+    versions = {"small": "1", "large": "1", "n": "1"}
+    values = {"small": SMALL, "large": LARGE, "n": 0}
+    first = step(saver, "t", None, values, versions, versions)
+    held = saver._placed.get(("t", ""))
+    assert held is not None
+    got = saver.get_tuple(cfg("t"))
+    assert got is not None and got.checkpoint["id"] == first
+    assert got.checkpoint["channel_values"] == values
+    assert saver._placed.get(("t", "")) is held
+    with RustPostgresCheckpointer(pg_db) as other:
+        assert other.get_tuple(cfg("t")) == got
+        read = other._placed.get(("t", ""))
+        assert read is not None
+        # (A scalar's bytes may be known or not: it is serialized again at no cost.)
+        assert {ch: e[:2] for ch, e in read.items()} == {ch: e[:2] for ch, e in held.items()}
+        assert read["small"][2] is not None and read["small"][2] == held["small"][2]
+    bumped = {**versions, "n": "2"}
+    second = step(saver, "t", first, {**values, "n": 1}, bumped, ["n"])
+    assert values_at(saver, "t", second) == {**values, "n": 1}
+    assert values_at(saver, "t", first) == values
+    assert saver._store.check() == []
+
+
 def test_a_put_after_a_read_carries_the_values_inside_as_they_were_stored(pg_db, saver) -> None:
     """A saver that did not write the thread's last checkpoint but read it carries the
     values it keeps inside as their stored bytes, not serialized again: a value changed in

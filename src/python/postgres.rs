@@ -78,7 +78,7 @@ impl PyPgCheckpointStore {
 
     /// Stores a checkpoint; returns once committed. `continue_head`: with the guard on,
     /// refuse it unless its parent is still the thread's head.
-    #[pyo3(signature = (checkpoint, *, continue_head = false))]
+    #[pyo3(signature = (checkpoint, continue_head = false))]
     fn put(&self, py: Python<'_>, checkpoint: PyRef<'_, PyNewCheckpoint>, continue_head: bool) -> PyResult<()> {
         let cp = new_checkpoint(py, &checkpoint)?;
         // Waits for the group commit that carries this checkpoint.
