@@ -5,7 +5,11 @@ once, interleaved; medians. For a change to the store, against the build it star
 Run: `.venv/bin/python benches/ab_postgres.py --base ../other/.venv/bin/python [--rounds 5]
 [--only putget,putget35,writes] [--no-fsync]` (from any directory: each interpreter imports
 its own fast_langgraph). `putget`: put + get_tuple of a 1 KB state, us (median of 15 batches of
-20); `putget35`: the same with a 35 KB state; `writes`: 4 processes x 8 threads putting 1 KB checkpoints for 5 s, puts per second.
+20); `putget35`: the same with a 35 KB state; `writes`: 4 processes x 8 threads putting 1 KB checkpoints for 5 s, puts per second;
+`deltaput`: a lone put on one of 20 threads whose list grows by 8 items of 100 bytes a put
+(stored by ours as an append-only delta over the thread's last put), us (as `putget`);
+`e2e`: bench_postgres.py's 8-node graph, 200 invokes over 20 threads, ms (one run after one
+to warm up).
 """
 
 from __future__ import annotations
@@ -21,6 +25,33 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 TESTS = os.path.join(HERE, "..", "tests")
 
 
+def delta_put(saver):
+    """A put whose list channel grows by 8 items, on 20 threads in turn, each after its last."""
+    from langgraph.checkpoint.base import empty_checkpoint
+
+    items: dict[int, list[str]] = {t: [] for t in range(20)}
+    last: dict[int, tuple[str, str]] = {}
+    counter = [0]
+
+    def step():
+        counter[0] += 1
+        t = counter[0] % 20
+        got = items[t]
+        got.extend(f"m{len(got) + i} " + "x" * 96 for i in range(8))
+        cp = empty_checkpoint()
+        cp["channel_values"] = {"messages": list(got)}
+        prev = last.get(t)
+        version = saver.get_next_version(prev[1] if prev else None, None)
+        cp["channel_versions"] = {"messages": version}
+        conf = {"configurable": {"thread_id": f"delta-{t}", "checkpoint_ns": ""}}
+        if prev:
+            conf["configurable"]["checkpoint_id"] = prev[0]
+        saver.put(conf, cp, {"source": "loop", "step": counter[0]}, {"messages": version})
+        last[t] = (cp["id"], version)
+
+    return step
+
+
 def worker(what: str, kind: str, url: str) -> float:
     sys.path.insert(0, HERE)
     sys.path.insert(0, TESTS)
@@ -31,8 +62,18 @@ def worker(what: str, kind: str, url: str) -> float:
         return 0.0
     if what == "writes":
         return bp.writes_per_second(kind, url)
+    if what == "e2e":
+        saver = bp.stock(url, setup=False) if kind == "stock" else bp.ours(url, setup=False)
+        graph = bp.build_graph(saver)
+        bp.run_e2e(graph)
+        t = time.perf_counter()
+        bp.run_e2e(graph)
+        return (time.perf_counter() - t) * 1e3
     saver = bp.stock(url, setup=False) if kind == "stock" else bp.ours(url, setup=False)
-    step = bp.put_get(saver, 35_000 if what == "putget35" else 1_000)
+    if what == "deltaput":
+        step = delta_put(saver)
+    else:
+        step = bp.put_get(saver, 35_000 if what == "putget35" else 1_000)
     for _ in range(50):
         step()
     samples = []
@@ -80,7 +121,9 @@ def main() -> None:
                 for n, u in urls.items():
                     res[n].append(run(n, what, u))
             med = {n: statistics.median(v) for n, v in res.items()}
-            unit = "puts/s" if what == "writes" else "us per put + get_tuple"
+            unit = {"writes": "puts/s", "e2e": "ms for 200 invokes", "deltaput": "us per put"}.get(
+                what, "us per put + get_tuple"
+            )
             print(
                 f"\n{what} ({unit}), median of {args.rounds} rounds, fsync "
                 f"{'off' if args.no_fsync else 'on'}, 1-min load at each round's start "

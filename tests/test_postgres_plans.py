@@ -136,6 +136,21 @@ def test_reads_find_every_blob_by_its_key_under_generic_plans_and_never_jit(logg
             cond = next(line for line in lines[i + 1 :] if "Index Cond:" in line)
             for column in ("thread_id", "checkpoint_ns", "version", "channel"):
                 assert f"({column} = " in cond, f"a blob looked up without its {column}:\n{plan}"
+    # The long thread's puts are each one statement, whose deltas' bases are read with a row
+    # lock (LockRows), each by its whole key, under the generic plan too.
+    puts = [p for q, p in plans if q.lstrip().startswith("WITH lock AS (SELECT pg_advisory_xact_lock_shared")]
+    assert len(puts) >= TURNS, f"expected the puts' plans in the server log, found {len(puts)}"
+    for plan in puts:
+        assert re.search(r"\$\d", plan), f"not the generic plan:\n{plan}"
+        assert "LockRows" in plan, plan
+        lines = plan.splitlines()
+        base_scans = [i for i, line in enumerate(lines) if "Scan" in line and "on flg_blobs" in line]
+        assert base_scans, plan
+        for i in base_scans:
+            assert "Index Scan using flg_blobs_pkey" in lines[i], f"a base read by a scan:\n{plan}"
+            cond = next(line for line in lines[i + 1 :] if "Index Cond:" in line)
+            for column in ("thread_id", "checkpoint_ns", "version", "channel"):
+                assert f"({column} = " in cond, f"a base looked up without its {column}:\n{plan}"
     # Our sessions turn JIT off, though the database asks for it on every plan.
     ours = [p for _, p in plans]
     assert ours and not [p for p in ours if "JIT:" in p], (

@@ -3,14 +3,17 @@
 //!
 //! A put or a task's writes is one statement; a batch's transaction (`BEGIN`, the threads'
 //! shared locks, its statements, `COMMIT`) is sent in one network write ([`Client::pipeline`]),
-//! one round trip however many calls it carries. A put alone in its batch, without the guard
-//! and without deltas, needs no transaction of its own: its statement takes the lock itself
+//! one round trip however many calls it carries. A put alone in its batch, without the guard,
+//! needs no transaction of its own: its statement takes the lock itself
 //! ([`sql::put_alone_sql`]), and the server commits it when it ends; nor does a batch of such
-//! puts and tasks' writes, which is one statement too ([`sql::PUT_MANY_ALONE`]). A put the guard refuses, or whose delta base is
-//! gone, stores nothing and fails on its own without aborting the transaction. A batch that
-//! fails as a whole (a statement error aborts a PostgreSQL transaction) is rolled back and its
-//! ops run again one by one, so each caller gets its own result; a lost connection retries the
-//! batch once on a new one (every statement is idempotent).
+//! puts and tasks' writes, which is one statement too ([`sql::put_many_alone_sql`]). Deltas
+//! included: those statements read each delta's base with a row lock, which sees a delete that
+//! committed while they waited for the thread's lock. A put the guard refuses, or whose delta
+//! base is gone, stores nothing and fails on its own without aborting the transaction (or the
+//! batch's statement). A batch that fails as a whole (a statement error aborts a PostgreSQL
+//! transaction) is rolled back and its ops run again one by one, so each caller gets its own
+//! result; a lost connection retries the batch once on a new one (every statement is
+//! idempotent).
 use std::collections::{HashMap, HashSet};
 
 use tokio_postgres::types::ToSql;
@@ -200,7 +203,7 @@ fn put_alone(c: &mut Conn, cp: &NewCheckpoint) -> PgResult<Result<u64>> {
 }
 
 /// The checkpoints and writes of `ops` if they may be stored by one statement
-/// ([`sql::PUT_MANY_ALONE`]): two or more calls, each a task's writes or a put that could run
+/// ([`sql::put_many_alone_sql`]): two or more calls, each a task's writes or a put that could run
 /// alone ([`alone`]), no two storing the same checkpoint, the same channel version of a thread,
 /// or the same write (one statement may not update a row twice), and none storing the base of
 /// another's delta (the statement's row-locking read of a base would not see a row the same
@@ -252,7 +255,7 @@ fn alone_together<'a>(guard: bool, ops: &[&'a Op]) -> Option<(Vec<&'a NewCheckpo
 }
 
 /// Puts that could each run alone and tasks' writes, stored by one statement that the server
-/// commits when it ends ([`sql::PUT_MANY_ALONE`]); `keys` are the puts' threads' lock keys,
+/// commits when it ends ([`sql::put_many_alone_sql`]); `keys` are the puts' threads' lock keys,
 /// sorted. One result per op of `ops`, in order.
 fn put_many_alone(
     c: &mut Conn,
