@@ -6,7 +6,7 @@
 //! one round trip however many calls it carries. A put alone in its batch, without the guard,
 //! needs no transaction of its own: its statement takes the lock itself
 //! ([`sql::put_alone_sql`]), and the server commits it when it ends; nor does a batch of such
-//! puts and tasks' writes, which is one statement too ([`sql::put_many_alone_sql`]). Deltas
+//! puts and tasks' writes, which is one statement too ([`sql::PUT_MANY_ALONE`]). Deltas
 //! included: those statements read each delta's base with a row lock, which sees a delete that
 //! committed while they waited for the thread's lock. A put the guard refuses, or whose delta
 //! base is gone, stores nothing and fails on its own without aborting the transaction (or the
@@ -203,7 +203,7 @@ fn put_alone(c: &mut Conn, cp: &NewCheckpoint) -> PgResult<Result<u64>> {
 }
 
 /// The checkpoints and writes of `ops` if they may be stored by one statement
-/// ([`sql::put_many_alone_sql`]): two or more calls, each a task's writes or a put that could run
+/// ([`sql::PUT_MANY_ALONE`]): two or more calls, each a task's writes or a put that could run
 /// alone ([`alone`]), no two storing the same checkpoint, the same channel version of a thread,
 /// or the same write (one statement may not update a row twice), and none storing the base of
 /// another's delta (the statement's row-locking read of a base would not see a row the same
@@ -255,7 +255,7 @@ fn alone_together<'a>(guard: bool, ops: &[&'a Op]) -> Option<(Vec<&'a NewCheckpo
 }
 
 /// Puts that could each run alone and tasks' writes, stored by one statement that the server
-/// commits when it ends ([`sql::put_many_alone_sql`]); `keys` are the puts' threads' lock keys,
+/// commits when it ends ([`sql::PUT_MANY_ALONE`]); `keys` are the puts' threads' lock keys,
 /// sorted. One result per op of `ops`, in order.
 fn put_many_alone(
     c: &mut Conn,
@@ -264,7 +264,7 @@ fn put_many_alone(
     cps: &[&NewCheckpoint],
     writes: &[&NewWrites],
 ) -> PgResult<Vec<Result<u64>>> {
-    let stmt = c.prepare(sql::put_many_alone_sql())?;
+    let stmt = c.prepare(sql::PUT_MANY_ALONE)?;
     let args: Vec<PutArgs> = cps.iter().map(|cp| PutArgs::new(cp, false)).collect();
     let n_blobs: usize = args.iter().map(|a| a.b_channel.len()).sum();
     let n_channels: usize = args.iter().map(|a| a.channels.len()).sum();
