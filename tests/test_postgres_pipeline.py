@@ -193,7 +193,9 @@ def _items(thread_id: str, n: int) -> list[str]:
 
 def _delta_rows(pg_db: str, thread_id: str) -> int:
     return _count(
-        pg_db, "SELECT count(*) FROM flg_blobs WHERE thread_id = %s AND delta_base IS NOT NULL", thread_id
+        pg_db,
+        "SELECT count(*) FROM flg_blobs WHERE thread_id = %s AND delta_base IS NOT NULL",
+        thread_id,
     )
 
 
@@ -203,7 +205,7 @@ def test_a_delta_put_sees_what_a_prune_deleted_while_it_waited(pg_db, saver):
     # when a prune deletes the delta's base while the put waits, a plain read would still find
     # the base and store a delta over nothing. Its row-locking read of the base sees the delete;
     # the put is refused and the saver stores the full list instead.
-    for thread_id, prune in (("kept", False), ("pruned", True)):
+    def run(thread_id: str, prune: bool) -> None:
         items = _items(thread_id, 24)
         first = _put(saver, thread_id, {"items": items[:16]})
         assert _count(pg_db, "SELECT count(*) FROM flg_blobs WHERE thread_id = %s", thread_id) == 1
@@ -212,9 +214,7 @@ def test_a_delta_put_sees_what_a_prune_deleted_while_it_waited(pg_db, saver):
             out: list = []
             parent = first["configurable"]["checkpoint_id"]
             t = threading.Thread(
-                target=lambda: out.append(
-                    _put(saver, thread_id, {"items": items}, parent=parent)  # noqa: B023
-                )
+                target=lambda: out.append(_put(saver, thread_id, {"items": items}, parent=parent))
             )
             t.start()
             # One statement, waiting on the lock: no transaction of its own was opened first.
@@ -231,6 +231,9 @@ def test_a_delta_put_sees_what_a_prune_deleted_while_it_waited(pg_db, saver):
         # Not pruned: stored as a delta over the first list. Pruned: stored whole, and no
         # delta row is left whose base is gone.
         assert _delta_rows(pg_db, thread_id) == (0 if prune else 1)
+
+    run("kept", prune=False)
+    run("pruned", prune=True)
 
 
 def test_a_batch_of_delta_puts_is_one_statement_and_refuses_only_a_put_whose_base_went(pg_db):
@@ -292,7 +295,10 @@ def test_a_batch_of_delta_puts_is_one_statement_and_refuses_only_a_put_whose_bas
             assert _delta_rows(pg_db, t) == 1, t
         # The refused put stored nothing of its own: its thread holds its first checkpoint and
         # the one stored again whole, with one blob (the pruner deleted the first one's).
-        assert _count(pg_db, "SELECT count(*) FROM flg_checkpoints WHERE thread_id = %s", threads[0]) == 2
+        assert (
+            _count(pg_db, "SELECT count(*) FROM flg_checkpoints WHERE thread_id = %s", threads[0])
+            == 2
+        )
         assert _count(pg_db, "SELECT count(*) FROM flg_blobs WHERE thread_id = %s", threads[0]) == 1
 
 

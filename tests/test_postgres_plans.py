@@ -148,13 +148,19 @@ def test_reads_find_every_blob_by_its_key_under_generic_plans_and_never_jit(logg
                 assert f"({column} = " in cond, f"a blob looked up without its {column}:\n{plan}"
     # The long thread's puts are each one statement, whose deltas' bases are read with a row
     # lock (LockRows), each by its whole key, under the generic plan too.
-    puts = [p for q, p in plans if q.lstrip().startswith("WITH lock AS (SELECT pg_advisory_xact_lock_shared")]
+    puts = [
+        p
+        for q, p in plans
+        if q.lstrip().startswith("WITH lock AS (SELECT pg_advisory_xact_lock_shared")
+    ]
     assert len(puts) >= TURNS, f"expected the puts' plans in the server log, found {len(puts)}"
     for plan in puts:
         assert re.search(r"\$\d", plan), f"not the generic plan:\n{plan}"
         assert "LockRows" in plan, plan
         lines = plan.splitlines()
-        base_scans = [i for i, line in enumerate(lines) if "Scan" in line and "on flg_blobs" in line]
+        base_scans = [
+            i for i, line in enumerate(lines) if "Scan" in line and "on flg_blobs" in line
+        ]
         assert base_scans, plan
         for i in base_scans:
             assert "Index Scan using flg_blobs_pkey" in lines[i], f"a base read by a scan:\n{plan}"
@@ -183,7 +189,9 @@ def test_the_server_keeps_the_generic_plan_of_a_delta_put(pg_server, pg_db):
         parent = None
         for turn in range(TURNS):
             messages = [*messages, AIMessage(f"a{turn}" + "." * 300, id=f"a{turn}")]
-            parent = put_values(saver, LONG, {"messages": messages}, parent)["configurable"]["checkpoint_id"]
+            parent = put_values(saver, LONG, {"messages": messages}, parent)["configurable"][
+                "checkpoint_id"
+            ]
         assert saver.storage_stats()["delta_blobs"] > TURNS // 2
     finally:
         saver.close()

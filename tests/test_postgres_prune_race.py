@@ -119,7 +119,9 @@ def _long_echo_graph(saver):
 
 
 @pytest.mark.parametrize("strategy", ["keep_latest", "delete"])
-def test_prune_racing_writers_of_several_threads_leaves_every_delta_its_base(pg_db, strategy) -> None:
+def test_prune_racing_writers_of_several_threads_leaves_every_delta_its_base(
+    pg_db, strategy
+) -> None:
     # Several runs at once, each on its own thread, share the commits of one process: their
     # puts with deltas are stored by one statement per batch, each delta's base found with a
     # row lock. Another process prunes every thread in a loop meanwhile. No delta may be left
@@ -149,9 +151,11 @@ def test_prune_racing_writers_of_several_threads_leaves_every_delta_its_base(pg_
                     else:
                         # The thread may have been deleted meanwhile; what is stored reads
                         # back, the newest answer closing it.
-                        assert not msgs or msgs[-1].content.startswith("r"), f"{thread_id} turn {turn}"
+                        assert not msgs or msgs[-1].content.startswith("r"), (
+                            f"{thread_id} turn {turn}"
+                        )
                     most_deltas[0] = max(most_deltas[0], saver.storage_stats()["delta_blobs"])
-            except BaseException as e:  # noqa: BLE001 - reported by the main thread
+            except BaseException as e:  # reported by the main thread
                 errors.append(e)
 
         pruner.start()
@@ -171,8 +175,11 @@ def test_prune_racing_writers_of_several_threads_leaves_every_delta_its_base(pg_
         assert not errors, errors[0]
         after = saver.writer_stats()
         assert counter.value > 1
-        # Deltas were stored, and some calls shared a commit.
-        assert most_deltas[0] > 0
+        # Some calls shared a commit, and (with histories kept) deltas were stored. With the
+        # threads deleted, most deltas' bases are gone by the time they are stored: refused,
+        # and stored whole.
+        if strategy == "keep_latest":
+            assert most_deltas[0] > 0
         assert after["calls"] - before["calls"] > after["commits"] - before["commits"]
         assert saver._store.check() == []
         for t in threads:
