@@ -3,11 +3,13 @@ server: each contender runs in a fresh process of its own interpreter, every rou
 once, interleaved; medians. For a change to the store, against the build it started from.
 
 Run: `.venv/bin/python benches/ab_postgres.py --base ../other/.venv/bin/python [--rounds 5]
-[--only putget,putget35,writes,e2e] [--no-fsync]` (from any directory: each interpreter imports
+[--only putget,putget35,writes,deltaput,e2e] [--no-fsync]` (from any directory: each interpreter imports
 its own fast_langgraph). `putget`: put + get_tuple of a 1 KB state, us (median of 15 batches of
 20); `putget35`: the same with a 35 KB state; `writes`: 4 processes x 8 threads putting 1 KB
-checkpoints for 5 s, puts per second; `e2e`: bench_postgres.py's 8-node graph, 200 invokes over
-20 threads, ms (the median of 3 runs after one warm-up run).
+checkpoints for 5 s, puts per second; `deltaput`: a lone put on one of 20 threads whose list
+grows by 8 items of 100 bytes a put (stored by ours as an append-only delta over the thread's
+last put), us (as `putget`); `e2e`: bench_postgres.py's 8-node graph, 200 invokes over 20
+threads, ms (the median of 3 runs after one warm-up run).
 """
 
 from __future__ import annotations
@@ -21,6 +23,33 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TESTS = os.path.join(HERE, "..", "tests")
+
+
+def delta_put(saver):
+    """A put whose list channel grows by 8 items, on 20 threads in turn, each after its last."""
+    from langgraph.checkpoint.base import empty_checkpoint
+
+    items: dict[int, list[str]] = {t: [] for t in range(20)}
+    last: dict[int, tuple[str, str]] = {}
+    counter = [0]
+
+    def step():
+        counter[0] += 1
+        t = counter[0] % 20
+        got = items[t]
+        got.extend(f"m{len(got) + i} " + "x" * 96 for i in range(8))
+        cp = empty_checkpoint()
+        cp["channel_values"] = {"messages": list(got)}
+        prev = last.get(t)
+        version = saver.get_next_version(prev[1] if prev else None, None)
+        cp["channel_versions"] = {"messages": version}
+        conf = {"configurable": {"thread_id": f"delta-{t}", "checkpoint_ns": ""}}
+        if prev:
+            conf["configurable"]["checkpoint_id"] = prev[0]
+        saver.put(conf, cp, {"source": "loop", "step": counter[0]}, {"messages": version})
+        last[t] = (cp["id"], version)
+
+    return step
 
 
 def worker(what: str, kind: str, url: str) -> float:
@@ -47,7 +76,10 @@ def worker(what: str, kind: str, url: str) -> float:
             runs.append((time.perf_counter() - t) * 1e3)
         return statistics.median(runs)
     saver = bp.stock(url, setup=False) if kind == "stock" else bp.ours(url, setup=False)
-    step = bp.put_get(saver, 35_000 if what == "putget35" else 1_000)
+    if what == "deltaput":
+        step = delta_put(saver)
+    else:
+        step = bp.put_get(saver, 35_000 if what == "putget35" else 1_000)
     for _ in range(50):
         step()
     samples = []
@@ -95,7 +127,7 @@ def main() -> None:
                 for n, u in urls.items():
                     res[n].append(run(n, what, u))
             med = {n: statistics.median(v) for n, v in res.items()}
-            unit = {"writes": "puts/s", "e2e": "ms per 200 invokes"}.get(
+            unit = {"writes": "puts/s", "e2e": "ms per 200 invokes", "deltaput": "us per put"}.get(
                 what, "us per put + get_tuple"
             )
             print(

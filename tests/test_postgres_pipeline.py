@@ -192,35 +192,137 @@ def test_a_lone_put_takes_its_lock_and_returns_committed(pg_server, pg_db, saver
     assert got.metadata["step"] == 1
 
 
-def test_a_delta_put_sees_what_a_prune_deleted_while_it_waited(pg_server, pg_db, saver):
-    # A put whose list value is a delta takes its thread's lock before its statement: when a
-    # prune deletes the delta's base while the put waits, the put's check sees it, and the
-    # saver stores the full list instead. (Taking the lock inside the statement would check
-    # against what the statement saw before the prune, and store a delta over nothing.)
-    items = list(range(16))
-    first = _put(saver, "delta", {"items": items})
-    items.append(16)
-    dbname = pg_db.rsplit("/", 1)[1]
-    with psycopg.connect(pg_db) as pruner:
-        pruner.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_key("delta"),))
-        out: list = []
-        t = threading.Thread(
-            target=lambda: out.append(
-                _put(
-                    saver, "delta", {"items": items}, parent=first["configurable"]["checkpoint_id"]
-                )
+def _waiting_statements(pg_db: str) -> list[str]:
+    """The statements of the saver's connections that wait on a lock, once one does (or after
+    30 s)."""
+    deadline = time.monotonic() + 30
+    while True:
+        with psycopg.connect(pg_db, autocommit=True) as conn:
+            rows = conn.execute(
+                "SELECT query FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                "AND datname = current_database() AND application_name = 'fast-langgraph'"
+            ).fetchall()
+        if rows or time.monotonic() > deadline:
+            return [r[0] for r in rows]
+        time.sleep(0.05)
+
+
+def _items(thread_id: str, n: int) -> list[str]:
+    """A list too large to travel inside the checkpoint (a blob), long enough for deltas. A
+    delta extends a list this process stored, whose items are the very objects at the start of
+    the new one: slice the same list for each put."""
+    return [f"{thread_id}-{i}-" + "x" * 300 for i in range(n)]
+
+
+def _delta_rows(pg_db: str, thread_id: str) -> int:
+    return _count(
+        pg_db,
+        "SELECT count(*) FROM flg_blobs WHERE thread_id = %s AND delta_base IS NOT NULL",
+        thread_id,
+    )
+
+
+def test_a_delta_put_sees_what_a_prune_deleted_while_it_waited(pg_db, saver):
+    # A put whose list value is a delta is one statement that takes its thread's lock itself.
+    # The statement sees the database as it was when it started, before the lock was granted:
+    # when a prune deletes the delta's base while the put waits, a plain read would still find
+    # the base and store a delta over nothing. Its row-locking read of the base sees the delete;
+    # the put is refused and the saver stores the full list instead.
+    def run(thread_id: str, prune: bool) -> None:
+        items = _items(thread_id, 24)
+        first = _put(saver, thread_id, {"items": items[:16]})
+        assert _count(pg_db, "SELECT count(*) FROM flg_blobs WHERE thread_id = %s", thread_id) == 1
+        with psycopg.connect(pg_db) as pruner:
+            pruner.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_key(thread_id),))
+            out: list = []
+            parent = first["configurable"]["checkpoint_id"]
+            t = threading.Thread(
+                target=lambda: out.append(_put(saver, thread_id, {"items": items}, parent=parent))
             )
+            t.start()
+            # One statement, waiting on the lock: no transaction of its own was opened first.
+            waiting = _waiting_statements(pg_db)
+            assert len(waiting) == 1 and waiting[0].startswith("WITH lock AS"), waiting
+            if prune:
+                pruner.execute("DELETE FROM flg_blobs WHERE thread_id = %s", (thread_id,))
+            pruner.commit()
+            t.join(60)
+        assert len(out) == 1
+        got = saver.get_tuple(cfg(thread_id)).checkpoint["channel_values"]["items"]
+        assert got == items
+        assert saver._store.check() == []
+        # Not pruned: stored as a delta over the first list. Pruned: stored whole, and no
+        # delta row is left whose base is gone.
+        assert _delta_rows(pg_db, thread_id) == (0 if prune else 1)
+
+    run("kept", prune=False)
+    run("pruned", prune=True)
+
+
+def test_a_batch_of_delta_puts_is_one_statement_and_refuses_only_a_put_whose_base_went(pg_db):
+    # Puts with deltas of several callers at once are one statement (no BEGIN, lock statement
+    # nor COMMIT). When a prune deletes one put's base while the statement waits on the lock,
+    # that put alone stores nothing (the saver then stores its list whole); the others are
+    # stored as deltas by the same statement.
+    threads = [f"batch-{i}" for i in range(6)]
+    # One commit lane: a put holds it while the others queue up into one batch behind it.
+    with RustPostgresCheckpointer(pg_db, pool_size=2) as saver:
+        saver.setup()
+        items = {t: _items(t, 24) for t in threads}
+        parents = {t: _put(saver, t, {"items": items[t][:16]}) for t in threads}
+        _put(saver, "first", {"x": 0})
+        first_holder = psycopg.connect(pg_db)
+        pruner = psycopg.connect(pg_db)
+        try:
+            first_holder.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_key("first"),))
+            for t in threads:
+                pruner.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_key(t),))
+            before = saver.writer_stats()
+            blocker = threading.Thread(target=_put, args=(saver, "first", {"x": 1}))
+            blocker.start()
+            assert len(_waiting_statements(pg_db)) == 1
+            with ThreadPoolExecutor(len(threads)) as ex:
+                futures = [
+                    ex.submit(
+                        _put,
+                        saver,
+                        t,
+                        {"items": items[t]},
+                        parents[t]["configurable"]["checkpoint_id"],
+                    )
+                    for t in threads
+                ]
+                time.sleep(1.0)  # every put queued behind the blocked one
+                first_holder.commit()
+                blocker.join(60)
+                waiting = _waiting_statements(pg_db)
+                # The six puts, one statement, waiting on their threads' locks.
+                assert len(waiting) == 1 and waiting[0].startswith("WITH lock AS"), waiting
+                assert "unnest($1::int8[])" in waiting[0]
+                pruner.execute("DELETE FROM flg_blobs WHERE thread_id = %s", (threads[0],))
+                pruner.commit()
+                for f in futures:
+                    f.result(60)
+            after = saver.writer_stats()
+        finally:
+            first_holder.close()
+            pruner.close()
+        # The blocker, the batch, and the refused put stored again whole.
+        assert after["calls"] - before["calls"] == 1 + len(threads) + 1
+        assert after["commits"] - before["commits"] == 3
+        for t in threads:
+            assert saver.get_tuple(cfg(t)).checkpoint["channel_values"]["items"] == items[t]
+        assert saver._store.check() == []
+        assert _delta_rows(pg_db, threads[0]) == 0
+        for t in threads[1:]:
+            assert _delta_rows(pg_db, t) == 1, t
+        # The refused put stored nothing of its own: its thread holds its first checkpoint and
+        # the one stored again whole, with one blob (the pruner deleted the first one's).
+        assert (
+            _count(pg_db, "SELECT count(*) FROM flg_checkpoints WHERE thread_id = %s", threads[0])
+            == 2
         )
-        t.start()
-        assert _wait_for_lock_wait(pg_server, dbname) == 1
-        pruner.execute("DELETE FROM flg_blobs WHERE thread_id = 'delta'")
-        pruner.commit()
-        t.join(60)
-    assert len(out) == 1
-    assert saver.get_tuple(cfg("delta")).checkpoint["channel_values"]["items"] == list(range(17))
-    assert saver._store.check() == []
-    # Stored whole: no delta row is left whose base is gone.
-    assert _count(pg_db, "SELECT count(*) FROM flg_blobs WHERE delta_base IS NOT NULL") == 0
+        assert _count(pg_db, "SELECT count(*) FROM flg_blobs WHERE thread_id = %s", threads[0]) == 1
 
 
 def _rows(url: str) -> list[tuple]:
@@ -238,14 +340,16 @@ def _rows(url: str) -> list[tuple]:
 
 def test_calls_committed_together_store_what_they_store_one_by_one(pg_server, pg_db, saver):
     # Puts and task writes of several callers at once share a commit; when each put could run
-    # alone (no guard, no deltas) the batch is one statement. Its rows must be those of the
-    # same calls made one at a time: the flat channel arrays split back per checkpoint, NULL
-    # parents and run ids kept, a channel without a value storing no blob, a special write
-    # (negative idx) replacing the stored one and a regular one kept.
+    # alone (no guard) the batch is one statement. Its rows must be those of the same calls
+    # made one at a time: the flat channel arrays split back per checkpoint, NULL parents and
+    # run ids kept, a channel without a value storing no blob, a growing list stored as deltas
+    # over the caller's previous put, a special write (negative idx) replacing the stored one
+    # and a regular one kept.
     from langgraph.checkpoint.base import empty_checkpoint
 
     def calls(t: int) -> list[tuple]:
         out, parent = [], None
+        log = _items(f"log-{t}", 40)
         for step in range(4):
             cp = empty_checkpoint()
             cp["id"] = f"1ef00000-0000-6000-8000-{t:06d}{step:06d}"
@@ -253,6 +357,8 @@ def test_calls_committed_together_store_what_they_store_one_by_one(pg_server, pg
             if step % 2:
                 # Too large to travel inside the checkpoint: a blob.
                 values["extra"] = [step, t, "e" * 2100]
+            # Stored whole at step 0, then as the items appended since the step before.
+            values["log"] = log[: 10 * (step + 1)]
             cp["channel_values"] = values
             cp["channel_versions"] = {k: f"{step + 1:032}.0.{t}" for k in [*values, "gone"]}
             conf = cfg(f"together-{t}", checkpoint_ns="")
@@ -296,7 +402,10 @@ def test_calls_committed_together_store_what_they_store_one_by_one(pg_server, pg
         one_by_one.close()
     together, alone = _rows(pg_db), _rows(alone_db)
     assert sum(r[0] == "c" for r in together) == 40
-    assert sum(r[0] == "b" for r in together) >= 20  # the large lists (small values are inline)
+    assert sum(r[0] == "b" for r in together) >= 60  # the large lists (small values are inline)
+    # Three deltas per caller, each over the version its previous put stored.
+    deltas = [r for r in together if r[0] == "b" and r[3] == "log" and r[5] is not None]
+    assert len(deltas) == 30
     assert sum(r[0] == "w" for r in together) == 10 * (4 * 2 + 1)
     assert together == alone
     last = saver.get_tuple(cfg("together-3"))
@@ -305,6 +414,7 @@ def test_calls_committed_together_store_what_they_store_one_by_one(pg_server, pg
         "text": "w" * 150,
         "t": 3,
         "extra": [3, 3, "e" * 2100],
+        "log": _items("log-3", 40),
     }
     assert last.parent_config["configurable"]["checkpoint_id"] == plan[3][2][1]["id"]
     assert sorted((task, c, v) for task, c, v in last.pending_writes) == [

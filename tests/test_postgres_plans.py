@@ -26,10 +26,9 @@ LONG = "long-thread"
 TURNS = 40
 
 
-@pytest.fixture
-def logged_db(pg_server, pg_db):
-    """``pg_db`` with every statement's plan logged, the generic plan forced and JIT asked for
-    every plan; yields (url, a function returning the server log written since the call)."""
+def _log_plans(pg_server, pg_db: str, *settings: str):
+    """Logs every plan of ``pg_db``'s statements, with ``settings`` for the database; returns
+    (url, a function returning the server log written since the call)."""
     name = pg_db.rsplit("/", 1)[1]
     with psycopg.connect(pg_server.url(), autocommit=True) as conn:
         conn.execute("LOAD 'auto_explain'")
@@ -37,11 +36,7 @@ def logged_db(pg_server, pg_db):
             "session_preload_libraries = 'auto_explain'",
             "auto_explain.log_min_duration = 0",
             "auto_explain.log_format = 'text'",
-            "plan_cache_mode = force_generic_plan",
-            "jit_above_cost = 0",
-            # The test's tables are a few pages, where a scan per lookup costs the planner less
-            # than the index; what is checked is the key each lookup uses.
-            "enable_seqscan = off",
+            *settings,
         ):
             conn.execute(f'ALTER DATABASE "{name}" SET {setting}')
     log = pg_server.dir / "server.log"
@@ -53,6 +48,21 @@ def logged_db(pg_server, pg_db):
             return f.read().decode(errors="replace")
 
     return pg_db, written
+
+
+@pytest.fixture
+def logged_db(pg_server, pg_db):
+    """``pg_db`` with every statement's plan logged, the generic plan forced and JIT asked for
+    every plan; yields (url, a function returning the server log written since the call)."""
+    return _log_plans(
+        pg_server,
+        pg_db,
+        "plan_cache_mode = force_generic_plan",
+        "jit_above_cost = 0",
+        # The test's tables are a few pages, where a scan per lookup costs the planner less
+        # than the index; what is checked is the key each lookup uses.
+        "enable_seqscan = off",
+    )
 
 
 def _plans(log: str) -> list[tuple[str, str]]:
@@ -136,8 +146,60 @@ def test_reads_find_every_blob_by_its_key_under_generic_plans_and_never_jit(logg
             cond = next(line for line in lines[i + 1 :] if "Index Cond:" in line)
             for column in ("thread_id", "checkpoint_ns", "version", "channel"):
                 assert f"({column} = " in cond, f"a blob looked up without its {column}:\n{plan}"
+    # The long thread's puts are each one statement, whose deltas' bases are read with a row
+    # lock (LockRows), each by its whole key, under the generic plan too.
+    puts = [
+        p
+        for q, p in plans
+        if q.lstrip().startswith("WITH lock AS (SELECT pg_advisory_xact_lock_shared")
+    ]
+    assert len(puts) >= TURNS, f"expected the puts' plans in the server log, found {len(puts)}"
+    for plan in puts:
+        assert re.search(r"\$\d", plan), f"not the generic plan:\n{plan}"
+        assert "LockRows" in plan, plan
+        lines = plan.splitlines()
+        base_scans = [
+            i for i, line in enumerate(lines) if "Scan" in line and "on flg_blobs" in line
+        ]
+        assert base_scans, plan
+        for i in base_scans:
+            assert "Index Scan using flg_blobs_pkey" in lines[i], f"a base read by a scan:\n{plan}"
+            cond = next(line for line in lines[i + 1 :] if "Index Cond:" in line)
+            for column in ("thread_id", "checkpoint_ns", "version", "channel"):
+                assert f"({column} = " in cond, f"a base looked up without its {column}:\n{plan}"
     # Our sessions turn JIT off, though the database asks for it on every plan.
     ours = [p for _, p in plans]
     assert ours and not [p for p in ours if "JIT:" in p], (
         "a plan of the checkpointer was JIT-compiled"
     )
+
+
+def test_the_server_keeps_the_generic_plan_of_a_delta_put(pg_server, pg_db):
+    # Under the server's own choice (plan_cache_mode = auto), a prepared statement is planned
+    # for its values five times, then planned generically once and kept so unless that plan
+    # looks costlier than the ones made for the values. A put's base lookups, costed per value
+    # of the parameters, made the generic plan look ten times costlier: the server planned
+    # every put anew. The lookups' keys now come from arrays built in the statement, costed the
+    # same in both plans.
+    url, written = _log_plans(pg_server, pg_db)
+    saver = RustPostgresCheckpointer(url, pool_size=1)
+    saver.setup()
+    try:
+        messages = [HumanMessage(f"m{i}" + "." * 300, id=f"m{i}") for i in range(8)]
+        parent = None
+        for turn in range(TURNS):
+            messages = [*messages, AIMessage(f"a{turn}" + "." * 300, id=f"a{turn}")]
+            parent = put_values(saver, LONG, {"messages": messages}, parent)["configurable"][
+                "checkpoint_id"
+            ]
+        assert saver.storage_stats()["delta_blobs"] > TURNS // 2
+    finally:
+        saver.close()
+    puts = [p for q, p in _plans(written()) if q.lstrip().startswith("WITH lock AS (SELECT")]
+    assert len(puts) == TURNS, f"expected every put's plan in the server log, found {len(puts)}"
+    # The first few are planned for their values (the thread's id is in the plan), the last
+    # half all generic ($1 in its place).
+    assert f"'{LONG}'::text" in puts[0]
+    custom = [i for i, p in enumerate(puts[TURNS // 2 :]) if f"'{LONG}'::text" in p]
+    assert custom == [], f"puts planned for their values at calls {custom} of the last {TURNS // 2}"
+    assert all("(thread_id = $1)" in p for p in puts[TURNS // 2 :])

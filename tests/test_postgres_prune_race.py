@@ -32,10 +32,10 @@ def _echo_graph(saver):
     return b.compile(checkpointer=saver)
 
 
-def _prune_loop(url: str, strategy: str, stop, counter) -> None:
+def _prune_loop(url: str, strategy: str, stop, counter, threads=("t",)) -> None:
     with RustPostgresCheckpointer(url) as saver:
         while not stop.is_set():
-            saver.prune(["t"], strategy=strategy)
+            saver.prune(list(threads), strategy=strategy)
             with counter.get_lock():
                 counter.value += 1
 
@@ -99,3 +99,90 @@ def test_prune_delete_leaves_no_broken_delta_chain(pg_db, where) -> None:
         assert not msgs or msgs[-1].content.startswith("r"), f"after turn {turn}"
 
     _run_with_pruner(pg_db, "delete", where, check_turn)
+
+
+WRITERS = 4
+
+
+def _long_echo_graph(saver):
+    """Like _echo_graph, with answers long enough that the history soon leaves the checkpoint
+    for a blob of its own, and grows by append-only deltas."""
+
+    def bot(state: MessagesState) -> dict:
+        return {"messages": [AIMessage(f"r{(len(state['messages']) - 1) // 2}" + "." * 400)]}
+
+    b = StateGraph(MessagesState)
+    b.add_node("bot", bot)
+    b.add_edge(START, "bot")
+    b.add_edge("bot", END)
+    return b.compile(checkpointer=saver)
+
+
+@pytest.mark.parametrize("strategy", ["keep_latest", "delete"])
+def test_prune_racing_writers_of_several_threads_leaves_every_delta_its_base(
+    pg_db, strategy
+) -> None:
+    # Several runs at once, each on its own thread, share the commits of one process: their
+    # puts with deltas are stored by one statement per batch, each delta's base found with a
+    # row lock. Another process prunes every thread in a loop meanwhile. No delta may be left
+    # over a base a prune deleted, and each thread reads back whole.
+    threads = [f"w{i}" for i in range(WRITERS)]
+    with RustPostgresCheckpointer(pg_db) as saver:
+        saver.setup()
+    ctx = mp.get_context("spawn")
+    stop, counter = ctx.Event(), ctx.Value("i", 0)
+    pruner = ctx.Process(target=_prune_loop, args=(pg_db, strategy, stop, counter, tuple(threads)))
+    errors: list[BaseException] = []
+    most_deltas = [0]
+    with RustPostgresCheckpointer(pg_db) as saver:
+        graph = _long_echo_graph(saver)
+        before = saver.writer_stats()
+
+        def write(thread_id: str) -> None:
+            try:
+                for turn in range(TURNS):
+                    graph.invoke({"messages": [HumanMessage(f"q{turn}")]}, cfg(thread_id))
+                    msgs = graph.get_state(cfg(thread_id)).values.get("messages", [])
+                    if strategy == "keep_latest":
+                        # The run is the thread's only writer: its newest checkpoint has
+                        # every turn.
+                        want = [x for i in range(turn + 1) for x in (f"q{i}", f"r{i}" + "." * 400)]
+                        assert [m.content for m in msgs] == want, f"{thread_id} after turn {turn}"
+                    else:
+                        # The thread may have been deleted meanwhile; what is stored reads
+                        # back, the newest answer closing it.
+                        assert not msgs or msgs[-1].content.startswith("r"), (
+                            f"{thread_id} turn {turn}"
+                        )
+                    most_deltas[0] = max(most_deltas[0], saver.storage_stats()["delta_blobs"])
+            except BaseException as e:  # reported by the main thread
+                errors.append(e)
+
+        pruner.start()
+        try:
+            deadline = time.monotonic() + 120
+            while counter.value == 0 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert counter.value > 0, "the pruner did not start"
+            workers = [threading.Thread(target=write, args=(t,)) for t in threads]
+            for w in workers:
+                w.start()
+            for w in workers:
+                w.join(600)
+        finally:
+            stop.set()
+            pruner.join(120)
+        assert not errors, errors[0]
+        after = saver.writer_stats()
+        assert counter.value > 1
+        # Some calls shared a commit, and (with histories kept) deltas were stored. With the
+        # threads deleted, most deltas' bases are gone by the time they are stored: refused,
+        # and stored whole.
+        if strategy == "keep_latest":
+            assert most_deltas[0] > 0
+        assert after["calls"] - before["calls"] > after["commits"] - before["commits"]
+        assert saver._store.check() == []
+        for t in threads:
+            graph.invoke({"messages": [HumanMessage("last")]}, cfg(t))
+            assert graph.get_state(cfg(t)).values["messages"][-1].content.startswith("r")
+        assert saver._store.check() == []

@@ -209,23 +209,53 @@ pub fn put_guarded_sql() -> &'static str {
     })
 }
 
-/// A put on its own, without the guard, none of whose values is a delta: the whole put as one
-/// statement, which the server runs in a transaction of its own (no `BEGIN` nor `COMMIT` to
-/// send, and one reply). It takes its thread's shared advisory lock ($17, see
-/// [`begin_writing`]) before it inserts anything, so a prune of the thread that holds the
-/// exclusive lock finishes first, and one that comes later waits for this put to commit. A put
-/// with a delta needs the lock before its statement starts instead (the check that the delta's
-/// base is stored must see what a prune deleted), and takes [`put_sql`] in a transaction. Same
-/// parameters as [`put_sql`]; the first column is always 0.
+/// A put on its own, without the guard: the whole put as one statement, which the server runs
+/// in a transaction of its own (no `BEGIN` nor `COMMIT` to send, and one reply). It takes its
+/// thread's shared advisory lock ($17, see [`begin_writing`]) before it reads or inserts
+/// anything, so a prune of the thread that holds the exclusive lock finishes first, and one that
+/// comes later waits for this put to commit.
+///
+/// A delta's base is looked up with a row lock (`FOR KEY SHARE`, the weakest, which waits only
+/// for a delete of the row or a change of its key, and blocks only those), after the lock is
+/// held (`base` waits for the count of `lock`). The statement sees the database as it was when
+/// it started, which may be before a prune that deleted the base while the statement waited for
+/// the lock; a plain read would still find the base there, and store a delta over nothing. A
+/// row-locking read is checked against the newest version of the row instead (READ COMMITTED's
+/// rule for `FOR ... SHARE`): a base deleted meanwhile is not returned, so the put is refused
+/// (first column above 0) and stores nothing; a base found stays locked until the put commits,
+/// so no delete can take it away before then. A put never holds a row lock while it waits for
+/// a prune's exclusive lock (the prune, holding that lock, would wait on the row lock to
+/// delete the row).
+///
+/// Each base is one lookup by its whole primary key (a sub-select with a row lock is never
+/// turned into a join). The keys looked up come from arrays built from `nb`, whose length the
+/// planner does not know in either plan: with the arrays of the parameters themselves, a
+/// custom plan (which sees how many values the put has) would cost one lookup and the generic
+/// one ten, and the server would plan the statement anew at every call (0.26 ms each) instead
+/// of keeping the generic plan. Same parameters as [`put_sql`].
 pub fn put_alone_sql() -> &'static str {
     static SQL: OnceLock<String> = OnceLock::new();
     SQL.get_or_init(|| {
         format!(
             "WITH lock AS (SELECT pg_advisory_xact_lock_shared($17::int8)), nb AS (
     SELECT * FROM unnest($9::text[], $10::bytea[], $11::bytea[], $12::text[], $13::bytea[], $16::bool[])
-        AS u(channel, version, delta_base, type, blob, keep)
-), missing AS (SELECT 1 FROM lock WHERE FALSE){}",
-            PUT_BODY.replace("{ok}", "EXISTS (SELECT 1 FROM lock)")
+        WITH ORDINALITY AS u(channel, version, delta_base, type, blob, keep, o)
+), base AS (
+    SELECT b.channel, b.version FROM unnest(
+        ARRAY(SELECT channel FROM nb WHERE delta_base IS NOT NULL ORDER BY o),
+        ARRAY(SELECT delta_base FROM nb WHERE delta_base IS NOT NULL ORDER BY o)) AS d(channel, version)
+    CROSS JOIN LATERAL (SELECT b.channel, b.version FROM flg_blobs b WHERE b.thread_id = $1
+        AND b.checkpoint_ns = $2 AND b.version = d.version AND b.channel = d.channel FOR KEY SHARE OF b) b
+    WHERE (SELECT count(*) FROM lock) = 1
+), missing AS (
+    SELECT 1 FROM nb WHERE nb.delta_base IS NOT NULL
+      AND NOT EXISTS (SELECT 1 FROM base WHERE base.channel = nb.channel AND base.version = nb.delta_base)
+      AND NOT EXISTS (SELECT 1 FROM nb n2 WHERE n2.channel = nb.channel AND n2.version = nb.delta_base)
+){}",
+            PUT_BODY.replace(
+                "{ok}",
+                "EXISTS (SELECT 1 FROM lock) AND NOT EXISTS (SELECT 1 FROM missing)"
+            )
         )
     })
 }
@@ -252,34 +282,62 @@ pub const PUT_ALONE_NO_BLOBS: &str =
     RETURNING 0::int8, 1::int8";
 
 /// The puts and task writes of a batch as one statement, for when each put could run alone
-/// ([`put_alone_sql`]: without the guard, without deltas) and no two calls store the same
-/// checkpoint, blob or write: one protocol round and no `BEGIN` nor `COMMIT` for the whole
-/// batch, where the pipelined transaction sends one per call and three more. The server runs it
-/// in a transaction of its own, so the calls commit together or not at all, as in the
-/// transaction. It first takes the shared advisory lock of every thread it stores checkpoints
-/// of ($1, sorted lock keys), before it inserts anything (the inserts wait for the count of
-/// `lock`, which takes them all). Each checkpoint is one element of $2..$9 (thread, ns, id,
-/// parent, run_id, metadata JSON, type, checkpoint bytes); its channels and versions are the
-/// elements `$10 + 1` to `$10 + $11` of the flat arrays $12 and $13. Each blob is one element of
-/// $14..$19 and $29 (thread, ns, channel, version, type, bytes, and whether a value already
-/// stored under its key stays), each write one of $20..$28 (thread, ns,
-/// checkpoint, task, task path, idx, channel, type, bytes), stored under [`PUT_WRITES`]'s rule.
-/// The rows stored are those the same calls store one by one; it returns the number of
-/// checkpoint rows stored.
+/// ([`put_alone_sql`]: without the guard) and no two calls store the same checkpoint, blob or
+/// write, nor does one call store the base of another's delta: one protocol round and no
+/// `BEGIN` nor `COMMIT` for the whole batch, where the pipelined transaction sends one per call
+/// and three more. The server runs it in a transaction of its own, so the calls commit together
+/// or not at all, as in the transaction. It first takes the shared advisory lock of every thread
+/// it stores checkpoints of ($1, sorted lock keys), before it reads or inserts anything (every
+/// other part reads `nb`, which waits for the count of `lock`, which takes them all). Each
+/// checkpoint is one element of $2..$9 (thread, ns, id, parent, run_id, metadata JSON, type,
+/// checkpoint bytes); its channels and versions are the elements `$10 + 1` to `$10 + $11` of the
+/// flat arrays $12 and $13. Each blob is one element of $14..$19, $29, $30 and $31 (thread, ns,
+/// channel, version, type, bytes, whether a value already stored under its key stays, the
+/// version its items extend if it is a delta, and which checkpoint of $2.. it belongs to,
+/// from 1), each write one of $20..$28 (thread, ns, checkpoint, task, task path, idx, channel,
+/// type, bytes), stored under [`PUT_WRITES`]'s rule.
+///
+/// A delta's base is found as [`put_alone_sql`] finds it, by its key with a row lock that sees
+/// a delete committed after the statement started. A checkpoint one of whose deltas has no base (in the
+/// table, or among its own blobs) stores nothing, neither its blobs nor its row, and the others
+/// are stored, as in the transaction where each put is a statement of its own. The rows stored
+/// are those the same calls store one by one; it returns the number of checkpoint rows stored
+/// and the checkpoints (from 1) refused for a missing base.
 pub const PUT_MANY_ALONE: &str = "WITH lock AS (
     SELECT pg_advisory_xact_lock_shared(k) FROM unnest($1::int8[]) AS k ORDER BY k
 ), nb AS (
-    SELECT * FROM unnest($14::text[], $15::text[], $16::text[], $17::bytea[], $18::text[], $19::bytea[], $29::bool[])
-        AS u(thread_id, checkpoint_ns, channel, version, type, blob, keep)
+    SELECT * FROM unnest($14::text[], $15::text[], $16::text[], $17::bytea[], $18::text[], $19::bytea[], $29::bool[],
+                         $30::bytea[], $31::int[]) WITH ORDINALITY
+        AS u(thread_id, checkpoint_ns, channel, version, type, blob, keep, delta_base, cp, o)
     WHERE (SELECT count(*) FROM lock) = cardinality($1::int8[])
+), base AS (
+    SELECT b.thread_id, b.checkpoint_ns, b.channel, b.version FROM unnest(
+        ARRAY(SELECT thread_id FROM nb WHERE delta_base IS NOT NULL ORDER BY o),
+        ARRAY(SELECT checkpoint_ns FROM nb WHERE delta_base IS NOT NULL ORDER BY o),
+        ARRAY(SELECT channel FROM nb WHERE delta_base IS NOT NULL ORDER BY o),
+        ARRAY(SELECT delta_base FROM nb WHERE delta_base IS NOT NULL ORDER BY o))
+        AS d(thread_id, checkpoint_ns, channel, version)
+    CROSS JOIN LATERAL (SELECT b.thread_id, b.checkpoint_ns, b.channel, b.version FROM flg_blobs b
+        WHERE b.thread_id = d.thread_id AND b.checkpoint_ns = d.checkpoint_ns AND b.version = d.version
+          AND b.channel = d.channel FOR KEY SHARE OF b) b
+    WHERE (SELECT count(*) FROM lock) = cardinality($1::int8[])
+), refused AS (
+    SELECT DISTINCT nb.cp FROM nb WHERE nb.delta_base IS NOT NULL
+      AND NOT EXISTS (SELECT 1 FROM base WHERE base.thread_id = nb.thread_id
+                      AND base.checkpoint_ns = nb.checkpoint_ns AND base.channel = nb.channel
+                      AND base.version = nb.delta_base)
+      AND NOT EXISTS (SELECT 1 FROM nb n2 WHERE n2.cp = nb.cp AND n2.channel = nb.channel
+                      AND n2.version = nb.delta_base)
 ), ib AS (
     INSERT INTO flg_blobs (thread_id, checkpoint_ns, channel, version, delta_base, type, blob)
-    SELECT thread_id, checkpoint_ns, channel, version, NULL, type, blob FROM nb WHERE NOT keep
+    SELECT thread_id, checkpoint_ns, channel, version, delta_base, type, blob FROM nb
+    WHERE NOT keep AND NOT EXISTS (SELECT 1 FROM refused r WHERE r.cp = nb.cp)
     ON CONFLICT (thread_id, checkpoint_ns, channel, version) DO UPDATE
         SET delta_base = EXCLUDED.delta_base, type = EXCLUDED.type, blob = EXCLUDED.blob
 ), ik AS (
     INSERT INTO flg_blobs (thread_id, checkpoint_ns, channel, version, delta_base, type, blob)
-    SELECT thread_id, checkpoint_ns, channel, version, NULL, type, blob FROM nb WHERE keep
+    SELECT thread_id, checkpoint_ns, channel, version, delta_base, type, blob FROM nb
+    WHERE keep AND NOT EXISTS (SELECT 1 FROM refused r WHERE r.cp = nb.cp)
     ON CONFLICT (thread_id, checkpoint_ns, channel, version) DO NOTHING
 ), ic AS (
     INSERT INTO flg_checkpoints (thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, run_id,
@@ -287,9 +345,10 @@ pub const PUT_MANY_ALONE: &str = "WITH lock AS (
     SELECT thread_id, checkpoint_ns, checkpoint_id, parent, run_id, ($12::text[])[o + 1:o + n],
            ($13::bytea[])[o + 1:o + n], meta::jsonb, type, checkpoint
     FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
-                $9::bytea[], $10::int[], $11::int[])
-        AS u(thread_id, checkpoint_ns, checkpoint_id, parent, run_id, meta, type, checkpoint, o, n)
+                $9::bytea[], $10::int[], $11::int[]) WITH ORDINALITY
+        AS u(thread_id, checkpoint_ns, checkpoint_id, parent, run_id, meta, type, checkpoint, o, n, cp)
     WHERE (SELECT count(*) FROM lock) = cardinality($1::int8[])
+      AND NOT EXISTS (SELECT 1 FROM refused r WHERE r.cp = u.cp)
     ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id) DO UPDATE
         SET parent_checkpoint_id = EXCLUDED.parent_checkpoint_id, run_id = EXCLUDED.run_id,
             channels = EXCLUDED.channels, versions = EXCLUDED.versions, metadata = EXCLUDED.metadata,
@@ -305,7 +364,7 @@ pub const PUT_MANY_ALONE: &str = "WITH lock AS (
         SET channel = EXCLUDED.channel, type = EXCLUDED.type, blob = EXCLUDED.blob, task_path = EXCLUDED.task_path
         WHERE EXCLUDED.idx < 0
 )
-SELECT count(*) FROM ic";
+SELECT (SELECT count(*) FROM ic), ARRAY(SELECT cp FROM refused ORDER BY cp)";
 
 /// Whether a checkpoint is stored (imports keep one already here).
 pub const CHECKPOINT_EXISTS: &str =

@@ -3,14 +3,17 @@
 //!
 //! A put or a task's writes is one statement; a batch's transaction (`BEGIN`, the threads'
 //! shared locks, its statements, `COMMIT`) is sent in one network write ([`Client::pipeline`]),
-//! one round trip however many calls it carries. A put alone in its batch, without the guard
-//! and without deltas, needs no transaction of its own: its statement takes the lock itself
+//! one round trip however many calls it carries. A put alone in its batch, without the guard,
+//! needs no transaction of its own: its statement takes the lock itself
 //! ([`sql::put_alone_sql`]), and the server commits it when it ends; nor does a batch of such
-//! puts and tasks' writes, which is one statement too ([`sql::PUT_MANY_ALONE`]). A put the guard refuses, or whose delta base is
-//! gone, stores nothing and fails on its own without aborting the transaction. A batch that
-//! fails as a whole (a statement error aborts a PostgreSQL transaction) is rolled back and its
-//! ops run again one by one, so each caller gets its own result; a lost connection retries the
-//! batch once on a new one (every statement is idempotent).
+//! puts and tasks' writes, which is one statement too ([`sql::PUT_MANY_ALONE`]). Deltas
+//! included: those statements read each delta's base with a row lock, which sees a delete that
+//! committed while they waited for the thread's lock. A put the guard refuses, or whose delta
+//! base is gone, stores nothing and fails on its own without aborting the transaction (or the
+//! batch's statement). A batch that fails as a whole (a statement error aborts a PostgreSQL
+//! transaction) is rolled back and its ops run again one by one, so each caller gets its own
+//! result; a lost connection retries the batch once on a new one (every statement is
+//! idempotent).
 use std::collections::{HashMap, HashSet};
 
 use tokio_postgres::types::ToSql;
@@ -179,10 +182,10 @@ pub fn commit_batch(pool: &Pool, guard: bool, batch: &[Op]) -> (Vec<Result<u64>>
 }
 
 /// The checkpoint of `op` if it is a put that may run as one statement on its own
-/// ([`sql::put_alone_sql`]): without the guard, and without deltas.
+/// ([`sql::put_alone_sql`]): without the guard.
 fn alone(guard: bool, op: &Op) -> Option<&NewCheckpoint> {
     match op {
-        Op::Put(cp) | Op::PutContinuing(cp) if !guard && cp.blobs.iter().all(|b| b.delta_base.is_none()) => Some(cp),
+        Op::Put(cp) | Op::PutContinuing(cp) if !guard => Some(cp),
         _ => None,
     }
 }
@@ -221,7 +224,9 @@ fn put_alone(c: &mut Conn, cp: &NewCheckpoint) -> PgResult<Result<u64>> {
 /// The checkpoints and writes of `ops` if they may be stored by one statement
 /// ([`sql::PUT_MANY_ALONE`]): two or more calls, each a task's writes or a put that could run
 /// alone ([`alone`]), no two storing the same checkpoint, the same channel version of a thread,
-/// or the same write (one statement may not update a row twice).
+/// or the same write (one statement may not update a row twice), and none storing the base of
+/// another's delta (the statement's row-locking read of a base would not see a row the same
+/// statement writes).
 fn alone_together<'a>(guard: bool, ops: &[&'a Op]) -> Option<(Vec<&'a NewCheckpoint>, Vec<&'a NewWrites>)> {
     if ops.len() < 2 {
         return None;
@@ -256,6 +261,15 @@ fn alone_together<'a>(guard: bool, ops: &[&'a Op]) -> Option<(Vec<&'a NewCheckpo
         }
         cps.push(cp);
     }
+    for cp in &cps {
+        for b in &cp.blobs {
+            let Some(base) = &b.delta_base else { continue };
+            let own = cp.blobs.iter().any(|x| x.channel == b.channel && &x.version == base);
+            if !own && seen.contains(&(1, (&cp.thread_id, &cp.checkpoint_ns, &b.channel, Some(base), 0))) {
+                return None;
+            }
+        }
+    }
     Some((cps, writes))
 }
 
@@ -281,7 +295,9 @@ fn put_many_alone(
     let (mut b_channel, mut b_version) = (Vec::with_capacity(n_blobs), Vec::with_capacity(n_blobs));
     let (mut b_type, mut b_data) = (Vec::with_capacity(n_blobs), Vec::with_capacity(n_blobs));
     let mut b_keep: Vec<bool> = Vec::with_capacity(n_blobs);
-    for a in &args {
+    let mut b_base: Vec<Option<&[u8]>> = Vec::with_capacity(n_blobs);
+    let mut b_cp: Vec<i32> = Vec::with_capacity(n_blobs);
+    for (n, a) in (1..).zip(&args) {
         offsets.push(i32::try_from(channels.len()).unwrap_or(i32::MAX));
         lens.push(i32::try_from(a.channels.len()).unwrap_or(i32::MAX));
         channels.extend(a.channels.iter().copied());
@@ -294,6 +310,8 @@ fn put_many_alone(
             b_type.push(a.b_type[i]);
             b_data.push(a.b_data[i]);
             b_keep.push(a.b_keep[i]);
+            b_base.push(a.b_base[i].as_deref());
+            b_cp.push(n);
         }
     }
     let thread: Vec<&str> = cps.iter().map(|cp| cp.thread_id.as_str()).collect();
@@ -314,7 +332,7 @@ fn put_many_alone(
     let w_channel: Vec<&str> = rows().map(|(_, x)| x.channel.as_str()).collect();
     let w_type: Vec<&str> = rows().map(|(_, x)| x.type_tag.as_str()).collect();
     let w_data: Vec<&[u8]> = rows().map(|(_, x)| x.data.as_slice()).collect();
-    let params: [&(dyn ToSql + Sync); 29] = [
+    let params: [&(dyn ToSql + Sync); 31] = [
         &keys,
         &thread,
         &ns,
@@ -344,14 +362,32 @@ fn put_many_alone(
         &w_type,
         &w_data,
         &b_keep,
+        &b_base,
+        &b_cp,
     ];
-    let stored: i64 = c.client.query_one(&stmt, &params)?.get(0);
-    if usize::try_from(stored).ok() != Some(cps.len()) {
-        // Not reached: every checkpoint row is inserted or updated once the locks are held.
-        let e = format!("the server stored {stored} of the {} checkpoints of a batch", cps.len());
+    let row = c.client.query_one(&stmt, &params)?;
+    let (stored, refused): (i64, Vec<i32>) = (row.get(0), row.get(1));
+    if usize::try_from(stored).ok() != Some(cps.len() - refused.len()) {
+        // Not reached: every checkpoint row not refused is inserted or updated once the locks
+        // are held.
+        let e = format!(
+            "the server stored {stored} of the {} checkpoints of a batch ({} refused)",
+            cps.len(),
+            refused.len()
+        );
         return Ok(ops.iter().map(|_| Err(Error::Storage(e.clone()))).collect());
     }
-    Ok(ops.iter().map(|_| Ok(0)).collect())
+    // The puts in `ops` are `cps` in order; a refused one stored nothing.
+    let mut puts = cps.iter().zip(1..);
+    ops.iter()
+        .map(|op| match op {
+            Op::PutWrites(_) => Ok(Ok(0)),
+            _ => match puts.next() {
+                Some((cp, n)) if refused.contains(&n) => put_outcome(&mut c.client, false, cp, 1, 0),
+                _ => Ok(Ok(0)),
+            },
+        })
+        .collect()
 }
 
 /// Whether `op` is made only of statements whose parameters are known beforehand, so that it
