@@ -69,7 +69,6 @@ from fast_langgraph.checkpoint._placement import (
     INLINE_MAX,
     Placed,
     Placements,
-    placed,
 )
 from fast_langgraph.serde import _ENCODER, RustSerializer
 
@@ -253,6 +252,11 @@ class RustPostgresCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyn
 
     # -- reads -----------------------------------------------------------------------------
 
+    @staticmethod
+    def _delta_items(value: Any) -> builtins.list[Any] | None:
+        # A plain list: the only value this saver's put stores as deltas.
+        return value if type(value) is list else None
+
     def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         """The checkpoint named by ``config`` (or the thread's latest), with its pending
         writes, or ``None``."""
@@ -299,46 +303,7 @@ class RustPostgresCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyn
                 # (Read without checkpoint_id: the tuple's config is the row's own.)
                 read = got[0].config["configurable"]["checkpoint_id"] if got else None
                 self._heads.remember((thread_id, ns, read))
-        if got is None:
-            return None
-        tup, stored, inside = got
-        # Snapshots come from blob rows (they are kept apart): with none read and none cached
-        # there is nothing to fill in or keep.
-        if (
-            self.delta
-            and (cached or stored)
-            and not self._seeds.fill(tup.checkpoint, thread_id, ns, cached)
-        ):
-            # A seed left the cache meanwhile: read the checkpoint whole.
-            got = self._read(thread_id, ns, checkpoint_id, [], config if checkpoint_id else None)
-            if got is None:
-                return None
-            tup, stored, inside = got
-            self._seeds.fill(tup.checkpoint, thread_id, ns, [])
-        # A put on this checkpoint carries what it keeps inside (see Placements); recorded
-        # already when this process last wrote or read this very checkpoint.
-        if inside is not None:
-            read_id = tup.checkpoint["id"]
-            if not self._placed.holds(key, read_id):
-                self._placed.set(key, read_id, placed(tup.checkpoint["channel_versions"], inside))
-        if self.delta and stored:
-            # The graph builds its next state from these very objects: remember them, so the
-            # next put can store only what is appended to them.
-            checkpoint = tup.checkpoint
-            versions = checkpoint["channel_versions"]
-            values = checkpoint["channel_values"]
-            read = []
-            for channel, deltas in stored:
-                value = values.get(channel)
-                if type(value) is list and channel in versions:
-                    read.append(
-                        (
-                            (thread_id, ns, channel),
-                            Remembered(str(versions[channel]), tuple(value), deltas),
-                        )
-                    )
-            self._lists.remember_many(read, "read")
-        return tup
+        return self._after_read(got, thread_id, ns, checkpoint_id, cached, config, key)
 
     def list(
         self,

@@ -41,7 +41,8 @@ from fast_langgraph._native import (
     write_values,
 )
 from fast_langgraph.checkpoint._batches import built_batches, decoded, decoded_batches
-from fast_langgraph.checkpoint._placement import kept_inside
+from fast_langgraph.checkpoint._deltas import ListVersions, Remembered, SeedCache
+from fast_langgraph.checkpoint._placement import Placements, kept_inside, placed
 from fast_langgraph.serde import _ENCODER, RustSerializer
 
 T = TypeVar("T")
@@ -59,6 +60,12 @@ class EngineSaver(BaseCheckpointSaver[str]):
 
     # The backend's store (``CheckpointStore``, ``PgCheckpointStore``): the same calls.
     _store: Any
+    # Whether lists are stored as append-only deltas; the DeltaChannel snapshots decoded, the
+    # placements held and the list versions remembered (each backend's __init__ sets them).
+    delta: bool
+    _seeds: SeedCache
+    _placed: Placements
+    _lists: ListVersions
 
     def _track_fork(self) -> None:
         """Registers the saver for ``_after_fork_in_child`` in a process forked from this one
@@ -132,6 +139,68 @@ class EngineSaver(BaseCheckpointSaver[str]):
         if held is not None and row.checkpoint_id == held:
             return tup, stored, None
         return tup, stored, kept_inside(tup, row)
+
+    def _after_read(
+        self,
+        got: tuple[CheckpointTuple, builtins.list[tuple[str, int]], dict[str, bytes | None] | None]
+        | None,
+        thread_id: str,
+        ns: str,
+        checkpoint_id: str | None,
+        cached: builtins.list[tuple[str, str]],
+        config: RunnableConfig,
+        key: tuple[str, str],
+    ) -> CheckpointTuple | None:
+        """The end of ``get_tuple``, once its store read ``got`` (see ``_read``): the
+        DeltaChannel snapshots filled in, the placement of the checkpoint read held, and the
+        lists it read remembered for the next put's delta."""
+        if got is None:
+            return None
+        tup, stored, inside = got
+        # Snapshots come from blob rows (they are kept apart): with none read and none cached
+        # there is nothing to fill in or keep.
+        if (
+            self.delta
+            and (cached or stored)
+            and not self._seeds.fill(tup.checkpoint, thread_id, ns, cached)
+        ):
+            # A seed left the cache meanwhile: read the checkpoint whole.
+            got = self._read(thread_id, ns, checkpoint_id, [], config if checkpoint_id else None)
+            if got is None:
+                return None
+            tup, stored, inside = got
+            self._seeds.fill(tup.checkpoint, thread_id, ns, [])
+        # A put on this checkpoint carries what it keeps inside (see Placements); recorded
+        # already when this process last wrote or read this very checkpoint.
+        if inside is not None:
+            read_id = tup.checkpoint["id"]
+            if not self._placed.holds(key, read_id):
+                self._placed.set(key, read_id, placed(tup.checkpoint["channel_versions"], inside))
+        if self.delta and stored:
+            # The graph builds its next state from these very objects: remember them, so the
+            # next put can store only what is appended to them.
+            checkpoint = tup.checkpoint
+            versions = checkpoint["channel_versions"]
+            values = checkpoint["channel_values"]
+            delta_items = self._delta_items
+            read = []
+            for channel, deltas in stored:
+                items = delta_items(values.get(channel))
+                if items is not None and channel in versions:
+                    read.append(
+                        (
+                            (thread_id, ns, channel),
+                            Remembered(str(versions[channel]), tuple(items), deltas),
+                        )
+                    )
+            self._lists.remember_many(read, "read")
+        return tup
+
+    @staticmethod
+    def _delta_items(value: Any) -> builtins.list[Any] | None:
+        """The list a value read is remembered as, for the next put's delta, or ``None``: the
+        kinds of value the backend's ``put`` stores as deltas."""
+        raise NotImplementedError
 
     def _iter_tuples(
         self, rows: list[CheckpointRow], py_filter: dict[str, Any], limit: int | None

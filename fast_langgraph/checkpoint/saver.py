@@ -77,7 +77,6 @@ from fast_langgraph.checkpoint._placement import (
     INLINE_MAX,
     Placed,
     Placements,
-    placed,
 )
 from fast_langgraph.checkpoint.sqlite_saver import export_sqlite_saver, import_sqlite_saver
 from fast_langgraph.serde import _ENCODER, RustSerializer
@@ -275,6 +274,9 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
 
     # -- reads -----------------------------------------------------------------------------
 
+    # What a read list is remembered as: a list, or a DeltaChannel snapshot's (see put).
+    _delta_items = staticmethod(list_items)
+
     def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         """The checkpoint named by ``config`` (or the thread's latest), with its pending
         writes, or ``None``. A ``checkpoint_ns`` of ``None`` names no namespace, so the result
@@ -317,46 +319,7 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
             got = self._read(
                 thread_id, ns, checkpoint_id, cached, config if checkpoint_id else None, held
             )
-        if got is None:
-            return None
-        tup, stored, inside = got
-        # Snapshots come from blob rows (they are kept apart): with none read and none cached
-        # there is nothing to fill in or keep.
-        if (
-            self.delta
-            and (cached or stored)
-            and not self._seeds.fill(tup.checkpoint, thread_id, ns, cached)
-        ):
-            # A seed left the cache meanwhile: read the checkpoint whole.
-            got = self._read(thread_id, ns, checkpoint_id, [], config if checkpoint_id else None)
-            if got is None:
-                return None
-            tup, stored, inside = got
-            self._seeds.fill(tup.checkpoint, thread_id, ns, [])
-        # A put on this checkpoint carries what it keeps inside (see Placements); recorded
-        # already when this process last wrote or read this very checkpoint.
-        if inside is not None:
-            read_id = tup.checkpoint["id"]
-            if not self._placed.holds(key, read_id):
-                self._placed.set(key, read_id, placed(tup.checkpoint["channel_versions"], inside))
-        if self.delta and stored:
-            # The graph builds its next state from these very objects: remember them, so the
-            # next put can store only what is appended to them.
-            checkpoint = tup.checkpoint
-            versions = checkpoint["channel_versions"]
-            values = checkpoint["channel_values"]
-            read = []
-            for channel, deltas in stored:
-                items = list_items(values.get(channel))
-                if items is not None and channel in versions:
-                    read.append(
-                        (
-                            (thread_id, ns, channel),
-                            Remembered(str(versions[channel]), tuple(items), deltas),
-                        )
-                    )
-            self._lists.remember_many(read, "read")
-        return tup
+        return self._after_read(got, thread_id, ns, checkpoint_id, cached, config, key)
 
     def list(
         self,
