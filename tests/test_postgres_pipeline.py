@@ -422,3 +422,46 @@ def test_calls_committed_together_store_what_they_store_one_by_one(pg_server, pg
         ("task-1", "x", [3, 3]),
         ("task-1", "y", 3),
     ]
+
+
+@pytest.mark.parametrize("guard", [False, True], ids=["one-statement", "guarded"])
+def test_a_delta_put_sees_a_prune_under_a_repeatable_read_default(pg_db, guard):
+    # The writes rely on READ COMMITTED: each takes its thread's lock, then reads what
+    # committed while it waited. A database whose default isolation is REPEATABLE READ must
+    # not change that: the put that waited while a prune deleted its delta's base neither
+    # fails nor stores a delta over nothing, with and without the single-writer guard.
+    with psycopg.connect(pg_db, autocommit=True) as conn:
+        name = conn.info.dbname
+        conn.execute(
+            psycopg.sql.SQL(
+                "ALTER DATABASE {} SET default_transaction_isolation = 'repeatable read'"
+            ).format(psycopg.sql.Identifier(name))
+        )
+    with psycopg.connect(pg_db) as conn:
+        assert conn.execute("SHOW default_transaction_isolation").fetchone()[0] == "repeatable read"
+    thread_id = f"rr-{guard}"
+    with RustPostgresCheckpointer(pg_db, guard=guard) as s:
+        s.setup()
+        items = _items(thread_id, 24)
+        first = _put(s, thread_id, {"items": items[:16]})
+        parent = first["configurable"]["checkpoint_id"]
+        with psycopg.connect(pg_db) as pruner:
+            pruner.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_key(thread_id),))
+            out: list = []
+
+            def put() -> None:
+                try:
+                    out.append(_put(s, thread_id, {"items": items}, parent=parent))
+                except Exception as e:  # reported by the assertion below
+                    out.append(e)
+
+            t = threading.Thread(target=put)
+            t.start()
+            assert _waiting_statements(pg_db)
+            pruner.execute("DELETE FROM flg_blobs WHERE thread_id = %s", (thread_id,))
+            pruner.commit()
+            t.join(60)
+        assert len(out) == 1 and not isinstance(out[0], Exception), out
+        assert s._store.check() == []
+        assert s.get_tuple(cfg(thread_id)).checkpoint["channel_values"]["items"] == items
+        assert _delta_rows(pg_db, thread_id) == 0

@@ -140,8 +140,12 @@ impl Drop for Client {
     }
 }
 
-/// Run on every new connection before its first statement.
-pub const SESSION_SETTINGS: &str = "SET jit = off";
+/// Run on every new connection before its first statement: no JIT (see the comment where it
+/// is run), and READ COMMITTED for the statements that are a transaction of their own (the
+/// one-statement puts take their thread's lock, then read a delta's base with a row lock, which
+/// only READ COMMITTED checks against what committed while they waited; see
+/// [`super::sql::BEGIN`]).
+pub const SESSION_SETTINGS: &str = "SET jit = off; SET default_transaction_isolation = 'read committed'";
 
 /// One connection and its prepared statements.
 pub struct Conn {

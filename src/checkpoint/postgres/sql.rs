@@ -496,11 +496,20 @@ pub fn thread_lock_keys<'a>(threads: impl IntoIterator<Item = &'a str>) -> Vec<i
 /// never interleave. The keys are integers, written into the text.
 pub fn begin_writing(keys: &[i64]) -> String {
     if keys.is_empty() {
-        return "BEGIN".to_owned();
+        return BEGIN.to_owned();
     }
     let list = keys.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
-    format!("BEGIN; SELECT pg_advisory_xact_lock_shared(k) FROM unnest(ARRAY[{list}]::int8[]) AS k ORDER BY k")
+    format!("{BEGIN}; SELECT pg_advisory_xact_lock_shared(k) FROM unnest(ARRAY[{list}]::int8[]) AS k ORDER BY k")
 }
+
+/// How every write transaction starts, whatever the database's or role's
+/// `default_transaction_isolation`: the writes take their advisory locks first and rely on
+/// each later statement seeing what committed while they waited (READ COMMITTED). Under
+/// REPEATABLE READ the transaction's snapshot would be taken by the lock statement, before
+/// the lock is granted, and a put could store a delta over a base a prune deleted meanwhile.
+/// (The one-statement puts, which have no `BEGIN`, get the same level from the session:
+/// [`super::pool::SESSION_SETTINGS`].)
+pub const BEGIN: &str = "BEGIN ISOLATION LEVEL READ COMMITTED";
 
 /// The shared advisory locks of the threads whose lock keys are in $1 (sorted), taken by a
 /// batch of puts after its `BEGIN` (the pipelined form of [`begin_writing`]).

@@ -441,7 +441,7 @@ fn write_ops(c: &mut Conn, guard: bool, keys: &[i64], ops: &[&Op]) -> PgResult<V
     let client = c.client.inner();
     let mut steps: Vec<Step<'_, Reply>> = Vec::with_capacity(put_args.len() + write_args.len() + 3);
     steps.push(Box::pin(async move {
-        client.batch_execute("BEGIN").await.map(|()| Reply::Done)
+        client.batch_execute(sql::BEGIN).await.map(|()| Reply::Done)
     }));
     if !keys.is_empty() {
         let share = &p.share;
