@@ -56,9 +56,7 @@ from fast_langgraph._native import (
 )
 from fast_langgraph.checkpoint._deltas import ListKey, ListVersions, Remembered, SeedCache
 from fast_langgraph.checkpoint._engine_saver import (
-    _METADATA_SCAN,
     EngineSaver,
-    _load_metadata,
     configurable,
     id_list,
     in_thread,
@@ -273,27 +271,9 @@ class RustPostgresCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyn
         # The checkpoint whose placement is held: if the read finds that one, the values it
         # keeps inside need not be gathered again (see Placements).
         held = self._placed.held_id(key)
-        serde = self.serde
-        if type(serde) is RustSerializer:
-            # _read's own first branch, without the call.
-            got = self._store.get_tuple(
-                thread_id,
-                ns,
-                checkpoint_id,
-                cached,
-                config if checkpoint_id else None,
-                serde._codec(),
-                serde.loads_typed,
-                _METADATA_SCAN,
-                _load_metadata,
-                self._load_value,
-                CheckpointTuple,
-                held,
-            )
-        else:
-            got = self._read(
-                thread_id, ns, checkpoint_id, cached, config if checkpoint_id else None, held
-            )
+        got = self._read(
+            thread_id, ns, checkpoint_id, cached, config if checkpoint_id else None, held
+        )
         if self.guard:
             # What the caller read as the thread's latest is what its next put continues;
             # a checkpoint read by id is a deliberate fork point (time travel, update_state).

@@ -64,7 +64,6 @@ from fast_langgraph.checkpoint._deltas import (
     list_items,
 )
 from fast_langgraph.checkpoint._engine_saver import (
-    _METADATA_SCAN,
     EngineSaver,
     _load_metadata,
     configurable,
@@ -298,27 +297,9 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
         # The checkpoint whose placement is held: if the read finds that one, the values it
         # keeps inside need not be gathered again (see Placements).
         held = self._placed.held_id(key)
-        serde = self.serde
-        if type(serde) is RustSerializer:
-            # _read's own first branch, without the call.
-            got = self._store.get_tuple(
-                thread_id,
-                ns,
-                checkpoint_id,
-                cached,
-                config if checkpoint_id else None,
-                serde._codec(),
-                serde.loads_typed,
-                _METADATA_SCAN,
-                _load_metadata,
-                self._load_value,
-                CheckpointTuple,
-                held,
-            )
-        else:
-            got = self._read(
-                thread_id, ns, checkpoint_id, cached, config if checkpoint_id else None, held
-            )
+        got = self._read(
+            thread_id, ns, checkpoint_id, cached, config if checkpoint_id else None, held
+        )
         return self._after_read(got, thread_id, ns, checkpoint_id, cached, config, key)
 
     def list(
