@@ -81,6 +81,19 @@ def _plans(log: str) -> list[tuple[str, str]]:
     return out
 
 
+def _assert_blobs_read_by_key(plan: str, marker: str, what: str) -> None:
+    """Every node of ``plan`` on flg_blobs (whose line also holds ``marker``) is an index scan
+    of its primary key by the whole key."""
+    lines = plan.splitlines()
+    scans = [i for i, line in enumerate(lines) if marker in line and "on flg_blobs" in line]
+    assert scans, plan
+    for i in scans:
+        assert "Index Scan using flg_blobs_pkey" in lines[i], f"{what} read by a scan:\n{plan}"
+        cond = next(line for line in lines[i + 1 :] if "Index Cond:" in line)
+        for column in ("thread_id", "checkpoint_ns", "version", "channel"):
+            assert f"({column} = " in cond, f"{what} looked up without its {column}:\n{plan}"
+
+
 def test_reads_find_every_blob_by_its_key_under_generic_plans_and_never_jit(logged_db):
     url, written = logged_db
     saver = RustPostgresCheckpointer(url, pool_size=2)
@@ -138,14 +151,7 @@ def test_reads_find_every_blob_by_its_key_under_generic_plans_and_never_jit(logg
     assert len(reads) >= 6, f"expected the reads' plans in the server log, found {len(reads)}"
     for _query, plan in reads:
         assert re.search(r"\$\d", plan), f"not the generic plan:\n{plan}"
-        lines = plan.splitlines()
-        blob_scans = [i for i, line in enumerate(lines) if "on flg_blobs" in line]
-        assert blob_scans, plan
-        for i in blob_scans:
-            assert "Index Scan using flg_blobs_pkey" in lines[i], f"a blob read by a scan:\n{plan}"
-            cond = next(line for line in lines[i + 1 :] if "Index Cond:" in line)
-            for column in ("thread_id", "checkpoint_ns", "version", "channel"):
-                assert f"({column} = " in cond, f"a blob looked up without its {column}:\n{plan}"
+        _assert_blobs_read_by_key(plan, "on flg_blobs", "a blob")
     # The long thread's puts are each one statement, whose deltas' bases are read with a row
     # lock (LockRows), each by its whole key, under the generic plan too.
     puts = [
@@ -163,16 +169,7 @@ def test_reads_find_every_blob_by_its_key_under_generic_plans_and_never_jit(logg
     for plan in puts:
         assert re.search(r"\$\d", plan), f"not the generic plan:\n{plan}"
         assert "LockRows" in plan, plan
-        lines = plan.splitlines()
-        base_scans = [
-            i for i, line in enumerate(lines) if "Scan" in line and "on flg_blobs" in line
-        ]
-        assert base_scans, plan
-        for i in base_scans:
-            assert "Index Scan using flg_blobs_pkey" in lines[i], f"a base read by a scan:\n{plan}"
-            cond = next(line for line in lines[i + 1 :] if "Index Cond:" in line)
-            for column in ("thread_id", "checkpoint_ns", "version", "channel"):
-                assert f"({column} = " in cond, f"a base looked up without its {column}:\n{plan}"
+        _assert_blobs_read_by_key(plan, "Scan", "a base")
     # Our sessions turn JIT off, though the database asks for it on every plan.
     ours = [p for _, p in plans]
     assert ours and not [p for p in ours if "JIT:" in p], (

@@ -32,6 +32,14 @@ def _echo_graph(saver):
     return b.compile(checkpointer=saver)
 
 
+def _wait_for_pruner(counter) -> None:
+    """Returns once the pruner has pruned at least once (or fails after 120 s)."""
+    deadline = time.monotonic() + 120
+    while counter.value == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert counter.value > 0, "the pruner did not start"
+
+
 def _prune_loop(url: str, strategy: str, stop, counter, threads=("t",)) -> None:
     with RustPostgresCheckpointer(url) as saver:
         while not stop.is_set():
@@ -54,11 +62,7 @@ def _run_with_pruner(url: str, strategy: str, where: str, check_turn) -> int:
         graph = _echo_graph(saver)
         pruner.start()
         try:
-            # Wait for the pruner to be running before writing.
-            deadline = time.monotonic() + 120
-            while counter.value == 0 and time.monotonic() < deadline:
-                time.sleep(0.01)
-            assert counter.value > 0, "the pruner did not start"
+            _wait_for_pruner(counter)  # running before anything is written
             for turn in range(TURNS):
                 graph.invoke({"messages": [HumanMessage(f"q{turn}")]}, cfg("t"))
                 check_turn(graph, turn)
@@ -160,10 +164,7 @@ def test_prune_racing_writers_of_several_threads_leaves_every_delta_its_base(
 
         pruner.start()
         try:
-            deadline = time.monotonic() + 120
-            while counter.value == 0 and time.monotonic() < deadline:
-                time.sleep(0.01)
-            assert counter.value > 0, "the pruner did not start"
+            _wait_for_pruner(counter)
             workers = [threading.Thread(target=write, args=(t,)) for t in threads]
             for w in workers:
                 w.start()
