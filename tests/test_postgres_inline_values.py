@@ -192,6 +192,12 @@ def test_a_read_of_its_own_last_put_keeps_that_puts_placement(pg_db, saver) -> N
     assert got is not None and got.checkpoint["id"] == first
     assert got.checkpoint["channel_values"] == values
     assert saver._placed.get(("t", "")) is held
+    # The store leaves out the values kept inside when told the checkpoint read is the held
+    # one, and gathers them when it is not.
+    _, _, inside = saver._read("t", "", None, [], None, first)
+    assert inside is None
+    _, _, inside = saver._read("t", "", None, [], None, "another checkpoint id")
+    assert inside is not None and set(inside) == {"small", "n"}
     with RustPostgresCheckpointer(pg_db) as other:
         assert other.get_tuple(cfg("t")) == got
         read = other._placed.get(("t", ""))
