@@ -47,7 +47,6 @@ from fast_langgraph._native import (
     NewCheckpoint,
     NewWrite,
     NewWrites,
-    PackedValue,
     PgCheckpointStore,
     SerializationError,
     placed_checkpoint,
@@ -57,6 +56,7 @@ from fast_langgraph._native import (
 from fast_langgraph.checkpoint._deltas import ListKey, ListVersions, Remembered, SeedCache
 from fast_langgraph.checkpoint._engine_saver import (
     EngineSaver,
+    checkpoint_payload,
     configurable,
     id_list,
     in_thread,
@@ -556,27 +556,7 @@ class RustPostgresCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyn
                 remembered[:] = [r for r in remembered if r[0][2] not in inline]
 
         def dump() -> tuple[str, bytes, bool]:
-            """The payload's type and bytes, and whether it holds the packed values' bytes as
-            they are."""
-            if codec is not None:
-                # The default serializer's codec writes the checkpoint (a dict) itself, as its
-                # dumps_typed would, with the packed values' bytes as they are; what it cannot
-                # write goes to dumps_typed, with the values themselves.
-                data = _ENCODER.encode(c)
-                if data is not None:
-                    return "msgpack", data, True
-                if inline:
-                    c["channel_values"] = {
-                        ch: v.value if type(v) is PackedValue else v for ch, v in inline.items()
-                    }
-            try:
-                type_, data = dumps(c)
-            except Exception as e:
-                raise SerializationError(
-                    f"cannot serialize checkpoint {checkpoint['id']!r} in thread {thread_id!r}: "
-                    f"a value of type {type(c).__name__}: {e}"
-                ) from e
-            return type_, data, False
+            return checkpoint_payload(c, inline, codec, dumps, checkpoint["id"], thread_id)
 
         # The row's versions column holds the versions of the values stored apart, whose blobs
         # a read looks up; the inline values' versions stay in the payload. A msgpack payload

@@ -34,6 +34,7 @@ from langgraph.checkpoint.base import (
 from fast_langgraph._native import (
     CheckpointRow,
     NewWrite,
+    PackedValue,
     SerializationError,
     metadata_json,
     next_version,
@@ -53,6 +54,44 @@ _random_bits = random.getrandbits
 _METADATA_DECODER = json.JSONDecoder()
 # What JSONDecoder.raw_decode calls: (value, end), or StopIteration.
 _METADATA_SCAN = cast(Any, _METADATA_DECODER).scan_once
+
+
+def checkpoint_payload(
+    c: dict[str, Any],
+    inline: dict[str, Any] | None,
+    codec: object | None,
+    dumps: Callable[[Any], tuple[str, bytes]],
+    checkpoint_id: str,
+    thread_id: str,
+) -> tuple[str, bytes, bool]:
+    """The stored type and bytes of the checkpoint ``c`` (its ``channel_values`` the values
+    kept ``inline``), and whether they hold the ``PackedValue``s' bytes as they are. With the
+    default serializer (``codec``), its codec writes the dict itself, as its dumps_typed would;
+    what it cannot write goes to ``dumps``, with the values themselves.
+
+    Raises:
+        SerializationError: naming the checkpoint and the thread.
+    """
+    if codec is not None:
+        data = _ENCODER.encode(c)
+        if data is not None:
+            return "msgpack", data, True
+    if inline:
+        c["channel_values"] = {
+            ch: v.value if type(v) is PackedValue else v for ch, v in inline.items()
+        }
+    try:
+        type_, data = dumps(c)
+    except Exception as e:
+        what = f"checkpoint {checkpoint_id!r} in thread {thread_id!r}"
+        raise _serialization_error(what, c, e) from e
+    return type_, data, False
+
+
+def _serialization_error(what: str, value: Any, e: Exception) -> SerializationError:
+    return SerializationError(
+        f"cannot serialize {what}: a value of type {type(value).__name__}: {e}"
+    )
 
 
 class EngineSaver(BaseCheckpointSaver[str]):

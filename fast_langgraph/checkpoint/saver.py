@@ -48,7 +48,6 @@ from fast_langgraph._native import (
     DeltaBaseMissingError,
     NewCheckpoint,
     NewWrites,
-    PackedValue,
     SerializationError,
     list_readers_pause,
     list_readers_resume,
@@ -66,6 +65,7 @@ from fast_langgraph.checkpoint._deltas import (
 from fast_langgraph.checkpoint._engine_saver import (
     EngineSaver,
     _load_metadata,
+    checkpoint_payload,
     configurable,
     id_list,
     in_thread,
@@ -647,23 +647,10 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
                     remembered.append((key, Remembered(version, items, chain)))
         if inline:
             c["channel_values"] = inline
-        # The default serializer's codec writes the checkpoint (a dict) itself, as its
-        # dumps_typed would; what it cannot write goes to dumps_typed.
-        data = _ENCODER.encode(c) if codec is not None else None
-        # Whether the values kept inside are stored as their PackedValue bytes.
-        packed = data is not None
-        if data is not None:
-            type_ = "msgpack"
-        else:
-            if inline:
-                c["channel_values"] = {
-                    ch: v.value if type(v) is PackedValue else v for ch, v in inline.items()
-                }
-            try:
-                type_, data = dumps(c)
-            except Exception as e:
-                what = f"checkpoint {checkpoint['id']!r} in thread {thread_id!r}"
-                raise _serialization_error(what, c, e) from e
+        # packed: whether the values kept inside are stored as their PackedValue bytes.
+        type_, data, packed = checkpoint_payload(
+            c, inline, codec, dumps, checkpoint["id"], thread_id
+        )
         # The metadata as JSON text in one native call, in the common case (see
         # stored_metadata, which also covers the others).
         got = put_metadata_json(config, metadata, EXCLUDED_METADATA_KEYS)
@@ -898,12 +885,6 @@ def _text(value: Any, name: str) -> str:
             f"config['configurable'][{name!r}] must be a str, got {type(value).__name__}"
         )
     return value
-
-
-def _serialization_error(what: str, value: Any, e: Exception) -> SerializationError:
-    return SerializationError(
-        f"cannot serialize {what}: a value of type {type(value).__name__}: {e}"
-    )
 
 
 class _StoreInChild:
