@@ -24,6 +24,7 @@ from langgraph.graph.message import add_messages
 # module's ``saver`` (Postgres, with and without deltas).
 from test_retention import (  # noqa: F401
     _newest_time,
+    assert_reads_back,
     count,
     delta_graph,
     retain,
@@ -156,13 +157,6 @@ def test_retention_stops_at_a_seed_kept_inside_a_checkpoint_row(pg_db, how: str)
         assert set(after) == set(before)
         assert root["configurable"]["checkpoint_id"] not in after
         for cid, tup in before.items():
-            got = saver.get_tuple(cfg("t", checkpoint_id=cid))
-            assert got is not None and tup is not None
-            assert (got.checkpoint, got.metadata, got.parent_config, got.pending_writes) == (
-                tup.checkpoint,
-                tup.metadata,
-                tup.parent_config,
-                tup.pending_writes,
-            )
+            assert_reads_back(saver.get_tuple(cfg("t", checkpoint_id=cid)), tup)
         assert saver.get_delta_channel_history(config=last, channels=["ch"]) == want
         assert saver._store.check() == []

@@ -250,6 +250,18 @@ FORKED: list[Step] = [
 ]
 
 
+def assert_reads_back(got, tup) -> None:
+    """``got``, read after retention, is the tuple ``tup`` read before it: the same
+    checkpoint, metadata, parent and pending writes."""
+    assert got is not None and tup is not None
+    assert (got.checkpoint, got.metadata, got.parent_config, got.pending_writes) == (
+        tup.checkpoint,
+        tup.metadata,
+        tup.parent_config,
+        tup.pending_writes,
+    )
+
+
 def retain(saver, how: str) -> None:
     """Thread "t" pruned to its newest checkpoint (``prune``, or ``prune_older_than`` two
     days on), or run "r-root" deleted (``delete_for_runs``): what each keeps is asserted by
@@ -330,14 +342,7 @@ def test_retention_stops_at_a_seed_kept_inside_a_checkpoint_row(
         kept = {name for name, c in configs.items() if c["configurable"]["checkpoint_id"] in ids}
         assert kept == set(configs) - gone
         for name in kept:
-            got, tup = saver.get_tuple(configs[name]), before[name]
-            assert got is not None and tup is not None
-            assert (got.checkpoint, got.metadata, got.parent_config, got.pending_writes) == (
-                tup.checkpoint,
-                tup.metadata,
-                tup.parent_config,
-                tup.pending_writes,
-            )
+            assert_reads_back(saver.get_tuple(configs[name]), before[name])
         # Every checkpoint kept for what it is (the newest; with delete_for_runs, every one
         # the deleted run did not make) rebuilds the delta channels it needs (those its metadata
         # lists and it holds no value of) as SqliteSaver does.
