@@ -464,10 +464,12 @@ class CheckpointStore:
         checkpoint_ns: str,
         checkpoint_id: str | None = None,
         cached: Sequence[tuple[str, str]] = ...,
+        held: str | None = None,
     ) -> CheckpointRow | None:
         """The checkpoint with `checkpoint_id`, or the newest of the thread's namespace, with
         its values and pending writes; None if there is none. The values of the (channel,
-        version) pairs in `cached`, which the caller holds, are left out."""
+        version) pairs in `cached`, which the caller holds, are left out. `held`, the
+        checkpoint whose values the caller holds, changes nothing here."""
     def get_tuple(
         self,
         thread_id: str,
@@ -1097,10 +1099,14 @@ class PgCheckpointStore:
         checkpoint_ns: str,
         checkpoint_id: str | None = None,
         cached: Sequence[tuple[str, str]] = ...,
+        held: str | None = None,
     ) -> CheckpointRow | None:
         """The checkpoint with `checkpoint_id`, or the newest of the thread's namespace, with
         its values and pending writes; None if there is none. The values of the
-        `(channel, version)` pairs in `cached` are not read (the caller holds them)."""
+        `(channel, version)` pairs in `cached` are not read (the caller holds them). `held` is
+        the checkpoint whose values the caller holds, if any: the read then starts with a
+        statement the server prepares faster, which serves it unless a value it finds is
+        stored as a delta."""
     def get_tuple(
         self,
         thread_id: str,
@@ -1120,7 +1126,8 @@ class PgCheckpointStore:
         it, or None. The tuple's config is `config` when given, the checkpoint's own
         otherwise. Also returns `(channel, deltas)` for each value read from its blobs, and
         the values the checkpoint keeps inside, by channel, with their msgpack (None when not
-        known)."""
+        known), or None instead of these when the checkpoint read is `placed_id` (the one
+        whose placement the caller holds, which is also `get`'s `held`)."""
     def list(
         self,
         *,

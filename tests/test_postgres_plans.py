@@ -206,3 +206,66 @@ def test_the_server_keeps_the_generic_plan_of_a_delta_put(pg_server, pg_db):
     custom = [i for i, p in enumerate(puts[TURNS // 2 :]) if f"'{LONG}'::text" in p]
     assert custom == [], f"puts planned for their values at calls {custom} of the last {TURNS // 2}"
     assert all("(thread_id = $1)" in p for p in puts[TURNS // 2 :])
+
+
+def test_a_held_checkpoint_is_read_without_walking_delta_chains_and_a_delta_found_reads_whole(
+    logged_db,
+):
+    # A get_tuple of a thread whose values the saver holds (it wrote or read a checkpoint of
+    # it) is served by a statement without the recursive walk of delta chains: it reads the
+    # checkpoint's blobs by their keys. When that statement finds a value stored as a delta
+    # (another replica extended the list), the read is made again by list()'s statement.
+    url, written = logged_db
+    seen = [0]
+
+    def reads_since() -> tuple[list[str], list[str]]:
+        log = written()
+        plans = _plans(log[seen[0] :])
+        seen[0] = len(log)
+        direct = [p for q, p in plans if q.lstrip().startswith("WITH cp AS")]
+        whole = [p for q, p in plans if q.lstrip().startswith("WITH RECURSIVE cp")]
+        return direct, whole
+
+    doc = "x" * 5_000  # a blob of its own, never a delta
+    messages = [HumanMessage(f"m{i}" + "." * 300, id=f"m{i}") for i in range(12)]
+    a = RustPostgresCheckpointer(url, pool_size=1)
+    b = RustPostgresCheckpointer(url, pool_size=1)
+    a.setup()
+    try:
+        first = put_values(a, "t", {"doc": doc, "messages": messages, "n": 0})
+        reads_since()
+        got = a.get_tuple(cfg("t"))
+        assert got.config == first
+        assert got.checkpoint["channel_values"] == {"doc": doc, "messages": messages, "n": 0}
+        direct, whole = reads_since()
+        assert (len(direct), len(whole)) == (1, 0)
+        assert re.search(r"\$\d", direct[0]), f"not the generic plan:\n{direct[0]}"
+        assert "Recursive" not in direct[0], direct[0]
+        _assert_blobs_read_by_key(direct[0], "on flg_blobs", "a blob")
+
+        # Another replica, which holds nothing of the thread, reads it whole, then extends
+        # the list: stored as a delta over the version `a` holds.
+        read = b.get_tuple(cfg("t")).checkpoint["channel_values"]["messages"]
+        assert read == messages
+        direct, whole = reads_since()
+        assert (len(direct), len(whole)) == (0, 1)
+        deltas = b.storage_stats()["delta_blobs"]
+        longer = [*read, AIMessage("a0" + "." * 300, id="a0")]
+        second = put_values(
+            b, "t", {"doc": doc, "messages": longer, "n": 1}, first["configurable"]["checkpoint_id"]
+        )
+        assert b.storage_stats()["delta_blobs"] == deltas + 1
+        reads_since()
+
+        # `a` starts with the statement that does not walk chains, finds the delta, and reads
+        # again whole: the list comes back complete.
+        got = a.get_tuple(cfg("t"))
+        assert got.config == second
+        assert got.checkpoint["channel_values"] == {"doc": doc, "messages": longer, "n": 1}
+        direct, whole = reads_since()
+        assert (len(direct), len(whole)) == (1, 1)
+        # Both agree with a reader that holds nothing.
+        assert b.get_tuple(cfg("t")).checkpoint == got.checkpoint
+    finally:
+        a.close()
+        b.close()

@@ -170,7 +170,7 @@ class EngineSaver(BaseCheckpointSaver[str]):
             return self._store.get_tuple(
                 thread_id, ns, checkpoint_id, cached, config, *self._tuple_parts(serde), held
             )
-        row = self._store.get(thread_id, ns, checkpoint_id, cached)
+        row = self._store.get(thread_id, ns, checkpoint_id, cached, held)
         if row is None:
             return None
         tup = self._to_tuple(row, config)

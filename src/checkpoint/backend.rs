@@ -40,13 +40,16 @@ pub trait Backend: Send + Sync + Sized + 'static {
 
     /// One checkpoint with its values and pending writes: the one with `checkpoint_id`, or the
     /// newest of the thread's namespace. The values of the `(channel, version)` pairs in
-    /// `cached`, which the caller holds, are left out.
+    /// `cached`, which the caller holds, are left out. `held` is the checkpoint whose values
+    /// the caller holds, if any: the one the read most likely finds, which a backend may read
+    /// by a cheaper way that falls back to its general one (the result is the same).
     fn get(
         &self,
         thread_id: &str,
         checkpoint_ns: &str,
         checkpoint_id: Option<&str>,
         cached: &[(String, String)],
+        held: Option<&str>,
     ) -> Result<Option<StoredCheckpoint>>;
 
     /// Checkpoints newest first, with their values and pending writes.

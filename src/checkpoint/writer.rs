@@ -343,7 +343,14 @@ mod tests {
 
         fn abort(_: &Arc<Room>) {}
 
-        fn get(&self, _: &str, _: &str, _: Option<&str>, _: &[(String, String)]) -> Result<Option<StoredCheckpoint>> {
+        fn get(
+            &self,
+            _: &str,
+            _: &str,
+            _: Option<&str>,
+            _: &[(String, String)],
+            _: Option<&str>,
+        ) -> Result<Option<StoredCheckpoint>> {
             Ok(None)
         }
 

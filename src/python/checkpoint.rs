@@ -309,8 +309,9 @@ impl PyCheckpointStore {
 
     /// One checkpoint with its values and pending writes (the one with `checkpoint_id`, or the
     /// newest of the thread's namespace), or `None`. The values of the `(channel, version)`
-    /// pairs in `cached` are left out.
-    #[pyo3(signature = (thread_id, checkpoint_ns, checkpoint_id = None, cached = Vec::new()))]
+    /// pairs in `cached` are left out. `held` (the checkpoint whose values the caller holds)
+    /// is accepted as the PostgreSQL store's is, and changes nothing here.
+    #[pyo3(signature = (thread_id, checkpoint_ns, checkpoint_id = None, cached = Vec::new(), held = None))]
     fn get(
         &self,
         py: Python<'_>,
@@ -318,9 +319,10 @@ impl PyCheckpointStore {
         checkpoint_ns: &str,
         checkpoint_id: Option<&str>,
         cached: Vec<(String, String)>,
+        held: Option<&str>,
     ) -> PyResult<Option<PyCheckpointRow>> {
         // A few key lookups in one read transaction, without the GIL.
-        shared::get(py, &self.store, thread_id, checkpoint_ns, checkpoint_id, &cached)
+        shared::get(py, &self.store, thread_id, checkpoint_ns, checkpoint_id, &cached, held)
     }
 
     /// `get`, with the `CheckpointTuple` built here, as `CheckpointBatches.next_tuples` builds
@@ -907,8 +909,9 @@ pub(super) mod shared {
         checkpoint_ns: &str,
         checkpoint_id: Option<&str>,
         cached: &[(String, String)],
+        held: Option<&str>,
     ) -> PyResult<Option<PyCheckpointRow>> {
-        let row = py.detach(|| store.get(thread_id, checkpoint_ns, checkpoint_id, cached))?;
+        let row = py.detach(|| store.get(thread_id, checkpoint_ns, checkpoint_id, cached, held))?;
         row.map(|r| checkpoint_row(py, r)).transpose()
     }
 
@@ -934,7 +937,7 @@ pub(super) mod shared {
         placed_id: Option<&str>,
     ) -> PyResult<Option<GotTuple<'py>>> {
         // The store's reads (a round trip, or key lookups in one transaction), without the GIL.
-        let Some(row) = py.detach(|| store.get(thread_id, checkpoint_ns, checkpoint_id, cached))? else {
+        let Some(row) = py.detach(|| store.get(thread_id, checkpoint_ns, checkpoint_id, cached, placed_id))? else {
             return Ok(None);
         };
         let read: Vec<(String, usize)> = row.blobs.iter().map(|v| (v.channel.clone(), v.deltas)).collect();

@@ -428,7 +428,30 @@ SELECT 2, w.thread_id, w.checkpoint_ns, w.checkpoint_id, w.task_id, w.type, w.ch
 FROM flg_writes w JOIN cp ON w.thread_id = cp.thread_id AND w.checkpoint_ns = cp.checkpoint_ns
     AND w.checkpoint_id = cp.checkpoint_id";
 
-/// Leaves out of `need` the (channel, version) pairs in the parallel arrays `$A` and `$B`.
+/// `get_tuple`'s statement after its `cp` (one checkpoint): the checkpoint, the blobs of its
+/// channel versions (those not left out by `{skip}`) each read by its whole primary key, as in
+/// [`LIST_TAIL`], and its pending writes; the same columns as `list`'s. It does not walk delta
+/// chains: a blob whose `delta_base` is set comes without its base (the caller reads again
+/// with `list`'s statement). Without the recursive walk and the `DISTINCT` the server
+/// prepares its plan (`ExecutorStart`, most of what such a statement costs it) in about half the
+/// time.
+pub const GET_TAIL: &str = "
+SELECT 0 AS kind, thread_id, checkpoint_ns, checkpoint_id AS a, parent_checkpoint_id AS b, type AS c,
+       metadata::text AS d, checkpoint AS data, NULL::int AS idx, channels, versions
+FROM cp
+UNION ALL
+SELECT 1, cp.thread_id, cp.checkpoint_ns, u.channel, NULL, b.type, NULL, b.blob, NULL, NULL, ARRAY[u.version, b.delta_base]
+FROM cp CROSS JOIN LATERAL unnest(cp.channels, cp.versions) AS u(channel, version)
+    CROSS JOIN LATERAL (SELECT b.type, b.blob, b.delta_base FROM flg_blobs b WHERE b.thread_id = cp.thread_id
+        AND b.checkpoint_ns = cp.checkpoint_ns AND b.version = u.version AND b.channel = u.channel OFFSET 0) b{skip}
+UNION ALL
+SELECT 2, w.thread_id, w.checkpoint_ns, w.checkpoint_id, w.task_id, w.type, w.channel, w.blob, w.idx,
+       ARRAY[w.task_path], NULL
+FROM flg_writes w JOIN cp ON w.thread_id = cp.thread_id AND w.checkpoint_ns = cp.checkpoint_ns
+    AND w.checkpoint_id = cp.checkpoint_id";
+
+/// Leaves out of `need` (or `GET_TAIL`'s blobs) the (channel, version) pairs in the parallel
+/// arrays `$A` and `$B`.
 pub const SKIP_CACHED: &str = "
     WHERE NOT EXISTS (SELECT 1 FROM unnest($A::text[], $B::bytea[]) AS s(channel, version)
                       WHERE s.channel = u.channel AND s.version = u.version)";
