@@ -94,7 +94,9 @@ def main() -> None:
                 assert m, out.stdout + out.stderr
                 lat[name].append(float(m.group(1)) * 1000)
         load = os.getloadavg()[0]
-        print(f"pgbench, prepared, 1 connection, {args.rounds} rounds of {args.seconds} s, load {load:.1f}")
+        print(
+            f"pgbench, prepared, 1 connection, {args.rounds} rounds of {args.seconds} s, load {load:.1f}"
+        )
         print(f"  {'statement':<22} {'us per call':>12}")
         for name, v in lat.items():
             print(f"  {name:<22} {statistics.median(v):>12.1f}")
