@@ -266,6 +266,18 @@ def test_a_held_checkpoint_is_read_without_walking_delta_chains_and_a_delta_foun
         assert (len(direct), len(whole)) == (1, 1)
         # Both agree with a reader that holds nothing.
         assert b.get_tuple(cfg("t")).checkpoint == got.checkpoint
+        reads_since()
+        # A thread extended by another replica is read whole from then on, by `a` (which
+        # holds its values): without first trying the statement that would find the delta.
+        assert a.get_tuple(cfg("t")).checkpoint == got.checkpoint
+        direct, whole = reads_since()
+        assert (len(direct), len(whole)) == (0, 1)
+        # Other threads are still read directly.
+        put_values(a, "u", {"doc": doc, "messages": messages, "n": 0})
+        reads_since()
+        assert a.get_tuple(cfg("u")).checkpoint["channel_values"]["doc"] == doc
+        direct, whole = reads_since()
+        assert (len(direct), len(whole)) == (1, 0)
     finally:
         a.close()
         b.close()

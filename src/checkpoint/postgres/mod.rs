@@ -63,6 +63,8 @@ impl Default for PgOptions {
 /// on any pooled connection; the group commit takes one for each batch.
 pub struct Postgres {
     pool: Arc<Pool>,
+    /// The threads `get` reads whole without trying the direct statement first.
+    fell_back: read::FellBack,
 }
 
 /// What the group commit writes with: the pool (a batch takes a connection from it) and
@@ -82,7 +84,13 @@ impl Postgres {
             pool: Arc::clone(&pool),
             guard: options.guard,
         };
-        Ok((Postgres { pool }, writer))
+        Ok((
+            Postgres {
+                pool,
+                fell_back: read::FellBack::default(),
+            },
+            writer,
+        ))
     }
 
     /// Where the server is (host, port, user, database; never the password).
@@ -238,7 +246,7 @@ impl Backend for Postgres {
             limit: Some(1),
             ..ListQuery::default()
         };
-        read::get(&self.pool, &query, cached, held.is_some())
+        read::get(&self.pool, &query, cached, held.is_some(), &self.fell_back)
     }
 
     fn list(&self, query: &ListQuery) -> Result<Vec<StoredCheckpoint>> {

@@ -2,6 +2,8 @@
 //! blob they need and their pending writes; `get_delta_channel_history` by walking parent
 //! pointers in bounded statements.
 use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock, PoisonError};
 
 use tokio_postgres::types::ToSql;
@@ -195,14 +197,77 @@ fn list_skipping(pool: &Pool, q: &ListQuery, cached: &[(String, String)]) -> Res
 /// `list`'s, which is most of what the statement costs it. When that finds a value stored as
 /// a delta (whose chain it did not walk), the read is made again by `list`'s statement, whole,
 /// so that every row comes from one snapshot.
-pub fn get(pool: &Pool, q: &ListQuery, cached: &[(String, String)], direct: bool) -> Result<Option<StoredCheckpoint>> {
-    if direct {
+///
+/// A thread whose direct read found a delta is read whole from then on (`fell_back`): the
+/// thread is extended by another replica too, whose deltas the next direct read would most
+/// likely find again.
+pub fn get(
+    pool: &Pool,
+    q: &ListQuery,
+    cached: &[(String, String)],
+    direct: bool,
+    fell_back: &FellBack,
+) -> Result<Option<StoredCheckpoint>> {
+    let thread = (
+        q.thread_id.as_deref().unwrap_or_default(),
+        q.checkpoint_ns.as_deref().unwrap_or_default(),
+    );
+    if direct && !fell_back.contains(thread) {
         let rows = fetch(pool, q, cached, true)?;
         if !rows.blobs.values().any(|s| s.base.is_some()) {
             return Ok(assemble(rows, cached)?.pop());
         }
+        fell_back.insert(thread);
     }
     Ok(list_skipping(pool, q, cached)?.pop())
+}
+
+/// The `(thread, namespace)` pairs whose direct read (see [`get`]) found a delta, as a set of
+/// hashed bits: without a lock (so nothing to renew in a forked child), never wrong in the
+/// way that matters (a pair it does not hold is never reported held; a pair sharing a bit
+/// with one it holds is read whole, which gives the same result), and bounded: once a
+/// quarter of the bits are set, it forgets them all.
+pub struct FellBack {
+    bits: Box<[AtomicU64]>,
+    set: AtomicUsize,
+}
+
+impl Default for FellBack {
+    fn default() -> Self {
+        FellBack {
+            bits: (0..FELL_BACK_WORDS).map(|_| AtomicU64::new(0)).collect(),
+            set: AtomicUsize::new(0),
+        }
+    }
+}
+
+/// 64 bits per word: 16,384 bits.
+const FELL_BACK_WORDS: usize = 256;
+
+impl FellBack {
+    fn bit(thread: (&str, &str)) -> (usize, u64) {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        thread.hash(&mut h);
+        let n = usize::try_from(h.finish() % (FELL_BACK_WORDS as u64 * 64)).unwrap_or_default();
+        (n / 64, 1 << (n % 64))
+    }
+
+    pub fn contains(&self, thread: (&str, &str)) -> bool {
+        let (word, mask) = Self::bit(thread);
+        self.bits[word].load(Ordering::Relaxed) & mask != 0
+    }
+
+    pub fn insert(&self, thread: (&str, &str)) {
+        let (word, mask) = Self::bit(thread);
+        if self.bits[word].fetch_or(mask, Ordering::Relaxed) & mask == 0
+            && self.set.fetch_add(1, Ordering::Relaxed) + 1 >= FELL_BACK_WORDS * 64 / 4
+        {
+            for w in &*self.bits {
+                w.store(0, Ordering::Relaxed);
+            }
+            self.set.store(0, Ordering::Relaxed);
+        }
+    }
 }
 
 /// The rows of a read, parsed: the checkpoints with their channel versions, the blobs by key
@@ -690,5 +755,24 @@ mod tests {
             }
         }
         assert_eq!(seen.len(), 128 * 3);
+    }
+
+    #[test]
+    fn fell_back_holds_what_it_was_told_and_forgets_all_once_a_quarter_is_set() {
+        let f = FellBack::default();
+        assert!(!f.contains(("t", "")));
+        f.insert(("t", ""));
+        assert!(f.contains(("t", "")));
+        f.insert(("t", ""));
+        assert_eq!(f.set.load(Ordering::Relaxed), 1);
+        // Filled with other threads until it forgets: then "t" too is gone.
+        let mut n = 0;
+        while f.contains(("t", "")) {
+            f.insert((&format!("other-{n}"), "ns"));
+            n += 1;
+        }
+        assert!(n >= FELL_BACK_WORDS * 64 / 4 - 1, "{n}");
+        assert_eq!(f.set.load(Ordering::Relaxed), 0);
+        assert!(f.bits.iter().all(|w| w.load(Ordering::Relaxed) == 0));
     }
 }
