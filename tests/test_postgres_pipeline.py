@@ -220,19 +220,23 @@ def test_two_savers_storing_one_checkpoint_at_once_both_succeed_and_store_it_onc
                     out.append(
                         s.put(cfg("same-id", checkpoint_ns=""), c, metadata, c["channel_versions"])
                     )
-                except Exception as e:  # noqa: BLE001 - reported below
+                except Exception as e:  # reported below
                     errors.append(e)
 
             threads = [threading.Thread(target=run, args=p) for p in puts]
             for t in threads:
                 t.start()
             deadline = time.monotonic() + 30
-            while _count(
-                pg_db,
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                "AND datname = %s AND application_name = 'fast-langgraph'",
-                dbname,
-            ) < 2 and time.monotonic() < deadline:
+            while (
+                _count(
+                    pg_db,
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND datname = %s AND application_name = 'fast-langgraph'",
+                    dbname,
+                )
+                < 2
+                and time.monotonic() < deadline
+            ):
                 time.sleep(0.05)
             assert not out and not errors
             holder.execute("SELECT pg_advisory_unlock(%s)", (_lock_key("same-id"),))
@@ -240,7 +244,9 @@ def test_two_savers_storing_one_checkpoint_at_once_both_succeed_and_store_it_onc
                 t.join(60)
         assert not errors, errors
         assert [o["configurable"]["checkpoint_id"] for o in out] == [cp["id"], cp["id"]]
-        assert _count(pg_db, "SELECT count(*) FROM flg_checkpoints WHERE thread_id = 'same-id'") == 1
+        assert (
+            _count(pg_db, "SELECT count(*) FROM flg_checkpoints WHERE thread_id = 'same-id'") == 1
+        )
         got = saver.get_tuple(cfg("same-id"))
         assert got.checkpoint["id"] == cp["id"]
         step = got.checkpoint["channel_values"]["x"]
