@@ -227,17 +227,17 @@ def test_two_savers_storing_one_checkpoint_at_once_both_succeed_and_store_it_onc
             for t in threads:
                 t.start()
             deadline = time.monotonic() + 30
-            while (
-                _count(
+            waiting = 0
+            while waiting < 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
+                waiting = _count(
                     pg_db,
                     "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
                     "AND datname = %s AND application_name = 'fast-langgraph'",
                     dbname,
                 )
-                < 2
-                and time.monotonic() < deadline
-            ):
-                time.sleep(0.05)
+            # Both puts wait on the thread's lock, neither has stored anything.
+            assert waiting == 2
             assert not out and not errors
             holder.execute("SELECT pg_advisory_unlock(%s)", (_lock_key("same-id"),))
             for t in threads:
