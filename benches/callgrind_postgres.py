@@ -15,6 +15,7 @@ start (a wait of varying length) is then counted too.
 
 Modes, each after 50 warm-up steps:
 - `putget`: bench_postgres.py's 1 KB `put + get_tuple` pair (every channel rewritten).
+- `put`: the same puts without the reads.
 - `replica`: two savers (two replicas of a service) take turns on the same 50 threads: each
   step reads a thread's latest checkpoint, which the other saver wrote, and puts the next
   one, with only a counter changed (the 1 KB state's messages unchanged). What a graph's
@@ -67,6 +68,23 @@ def replica_step(savers: list, values: dict):
     return step
 
 
+def put_only(saver, size: int):
+    """`put_get`'s put without its get_tuple: on 50 threads in turn."""
+    values = state_of_size(size)
+    counter = [0]
+
+    def step() -> None:
+        counter[0] += 1
+        cp = empty_checkpoint()
+        cp["channel_values"] = values
+        versions = {k: saver.get_next_version(None, None) for k in values}
+        cp["channel_versions"] = versions
+        conf = {"configurable": {"thread_id": f"pg-{size}-{counter[0] % 50}", "checkpoint_ns": ""}}
+        saver.put(conf, cp, {"source": "loop", "step": counter[0]}, versions)
+
+    return step
+
+
 def serve() -> None:
     server = PgServer(durable=False).start()
     print(server.url(), flush=True)
@@ -97,6 +115,8 @@ def main() -> None:
         url = database(base) if base else server.url(server.create_database("cg"))
         if mode == "putget":
             step = put_get(make(url), 1024)
+        elif mode == "put":
+            step = put_only(make(url), 1024)
         elif mode == "replica":
             first = make(url)
             step = replica_step([first, make(url, setup=False)], state_of_size(1024))
@@ -104,7 +124,7 @@ def main() -> None:
             e2e(make(url), n)
             return
         else:
-            raise SystemExit(f"unknown mode {mode!r}: putget, replica or e2e")
+            raise SystemExit(f"unknown mode {mode!r}: putget, put, replica or e2e")
         for _ in range(50):
             step()
         for _ in range(n):

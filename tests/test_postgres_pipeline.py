@@ -192,6 +192,87 @@ def test_a_lone_put_takes_its_lock_and_returns_committed(pg_server, pg_db, saver
     assert got.metadata["step"] == 1
 
 
+def test_two_savers_storing_one_checkpoint_at_once_both_succeed_and_store_it_once(
+    pg_server, pg_db, saver
+):
+    # A lone put with no blob to store is first a plain insert; when the checkpoint is already
+    # stored (here by another replica's put of the same id, committed while this one waited),
+    # the insert fails on the primary key, stores nothing, and the put replaces the row as the
+    # upsert does. Both calls succeed, one row stays, and it is one of the two puts whole.
+    from langgraph.checkpoint.base import empty_checkpoint
+
+    other = RustPostgresCheckpointer(pg_db, pool_size=2)
+    dbname = pg_db.rsplit("/", 1)[1]
+    try:
+        cp = empty_checkpoint()
+        puts = []
+        for step, s in ((1, saver), (2, other)):
+            c = {**cp, "channel_values": {"x": step}}
+            c["channel_versions"] = {"x": s.get_next_version(None, None)}
+            puts.append((s, c, {"source": "loop", "step": step}))
+        with psycopg.connect(pg_db, autocommit=True) as holder:
+            holder.execute("SELECT pg_advisory_lock(%s)", (_lock_key("same-id"),))
+            out: list = []
+            errors: list = []
+
+            def run(s, c, metadata):
+                try:
+                    out.append(
+                        s.put(cfg("same-id", checkpoint_ns=""), c, metadata, c["channel_versions"])
+                    )
+                except Exception as e:  # reported below
+                    errors.append(e)
+
+            threads = [threading.Thread(target=run, args=p) for p in puts]
+            for t in threads:
+                t.start()
+            deadline = time.monotonic() + 30
+            waiting = 0
+            while waiting < 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
+                waiting = _count(
+                    pg_db,
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND datname = %s AND application_name = 'fast-langgraph'",
+                    dbname,
+                )
+            # Both puts wait on the thread's lock, neither has stored anything.
+            assert waiting == 2
+            assert not out and not errors
+            holder.execute("SELECT pg_advisory_unlock(%s)", (_lock_key("same-id"),))
+            for t in threads:
+                t.join(60)
+        assert not errors, errors
+        assert [o["configurable"]["checkpoint_id"] for o in out] == [cp["id"], cp["id"]]
+        assert (
+            _count(pg_db, "SELECT count(*) FROM flg_checkpoints WHERE thread_id = 'same-id'") == 1
+        )
+        got = saver.get_tuple(cfg("same-id"))
+        assert got.checkpoint["id"] == cp["id"]
+        step = got.checkpoint["channel_values"]["x"]
+        assert step in (1, 2) and got.metadata["step"] == step
+    finally:
+        other.close()
+
+
+def test_callers_waiting_for_the_one_connection_are_each_woken(pg_db):
+    # pool_size=1: every call but one waits for the connection; each connection given back
+    # wakes a waiting caller (only when one waits). A caller never woken would fail after
+    # pool_timeout instead.
+    with RustPostgresCheckpointer(pg_db, pool_size=1, pool_timeout=20) as s:
+        s.setup()
+
+        def work(t: int) -> int:
+            for i in range(15):
+                _put(s, f"wake-{t}", {"i": i})
+                assert s.get_tuple(cfg(f"wake-{t}")).checkpoint["channel_values"] == {"i": i}
+            return t
+
+        with ThreadPoolExecutor(8) as ex:
+            assert sorted(ex.map(work, range(8))) == list(range(8))
+        assert s.pool_stats()["open"] == 1
+
+
 def _waiting_statements(pg_db: str) -> list[str]:
     """The statements of the saver's connections that wait on a lock, once one does (or after
     30 s)."""

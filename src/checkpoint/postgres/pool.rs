@@ -17,6 +17,7 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::conninfo::{ConnInfo, SslMode};
 use super::{tls, PgOptions};
+use crate::checkpoint::fork::Opener;
 use crate::error::{Error, Result};
 
 type PgResult<T> = std::result::Result<T, tokio_postgres::Error>;
@@ -174,7 +175,11 @@ struct State {
     open: usize,
     closed: bool,
     /// The process that opened the connections: a forked child must not use its parent's.
-    pid: u32,
+    /// Checked at every call without a system call ([`Opener::forked`]).
+    opener: Opener,
+    /// Callers waiting on [`Pool::freed`] for a connection: a connection given back wakes one
+    /// only when there is one (a wake-up is a system call even when no one waits).
+    waiting: usize,
 }
 
 /// Pool counters.
@@ -229,7 +234,8 @@ impl Pool {
                 idle: Vec::new(),
                 open: 0,
                 closed: false,
-                pid: std::process::id(),
+                opener: Opener::here(),
+                waiting: 0,
             }),
             freed: Condvar::new(),
             reconnects: AtomicU64::new(0),
@@ -318,14 +324,16 @@ impl Pool {
                     "the Postgres checkpointer is closed (close() was called)".into(),
                 ));
             }
-            if st.pid != std::process::id() {
+            if st.opener.forked() {
                 // Forked: the copied connections share sockets with the parent's. Leave them
-                // unclosed (closing would end the parent's sessions) and open our own.
+                // unclosed (closing would end the parent's sessions) and open our own. No
+                // caller of the parent waits here: only the forking thread was copied.
                 for conn in st.idle.drain(..) {
                     std::mem::forget(conn);
                 }
                 st.open = 0;
-                st.pid = std::process::id();
+                st.waiting = 0;
+                st.opener = Opener::here();
             }
             if let Some(conn) = st.idle.pop() {
                 return Ok(conn);
@@ -334,8 +342,9 @@ impl Pool {
                 st.open += 1;
                 drop(st);
                 return self.connect().inspect_err(|_| {
-                    self.lock().open -= 1;
-                    self.freed.notify_one();
+                    let mut st = self.lock();
+                    st.open -= 1;
+                    self.wake_one(st);
                 });
             }
             let now = Instant::now();
@@ -351,25 +360,35 @@ impl Pool {
                     connection: false,
                 });
             }
+            st.waiting += 1;
             st = self
                 .freed
                 .wait_timeout(st, deadline - now)
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
+            st.waiting = st.waiting.saturating_sub(1);
+        }
+    }
+
+    /// Releases the pool's lock and wakes one caller waiting for a connection, if any.
+    fn wake_one(&self, st: MutexGuard<'_, State>) {
+        let waiting = st.waiting > 0;
+        drop(st);
+        if waiting {
+            self.freed.notify_one();
         }
     }
 
     fn put_back(&self, conn: Conn) {
         let mut st = self.lock();
-        if st.closed || st.pid != std::process::id() {
+        if st.closed || st.opener.forked() {
             st.open = st.open.saturating_sub(1);
-            drop(st);
+            self.wake_one(st);
             drop(conn);
         } else {
             st.idle.push(conn);
-            drop(st);
+            self.wake_one(st);
         }
-        self.freed.notify_one();
     }
 
     /// Drops a dead connection and every idle one.
@@ -449,7 +468,7 @@ impl Pool {
         st.closed = true;
         let idle: Vec<Conn> = st.idle.drain(..).collect();
         st.open = st.open.saturating_sub(idle.len());
-        let forked = st.pid != std::process::id();
+        let forked = st.opener.forked();
         drop(st);
         self.freed.notify_all();
         if forked {

@@ -260,6 +260,28 @@ pub fn put_alone_sql() -> &'static str {
     })
 }
 
+/// A put with no blob to store, first tried as a plain insert: [`PUT_ALONE_NO_BLOBS`] without
+/// `ON CONFLICT`, the same lock taken first, the same row, the same reply. A checkpoint id is
+/// new at almost every put, and an upsert pays for the case where it is not at every call: the
+/// server looks the key up in the primary key's index before inserting, inserts the row as
+/// speculative, confirms it in one more WAL record, and builds the update's projection when it
+/// starts the statement; 5-8 us of its CPU per 1 KB put (docs/benchmarks.md). When the
+/// checkpoint is already stored (a retried put, one stored again under its id), the insert
+/// fails on the primary key, stores nothing (the server rolls its transaction back, releasing
+/// the lock), and the put runs [`PUT_ALONE_NO_BLOBS`], which replaces the row: the rows stored
+/// and the result are the upsert's. The server logs that failed insert as an error.
+/// Parameters as [`PUT_ALONE_NO_BLOBS`]'s.
+pub const PUT_ALONE_NEW: &str =
+    "INSERT INTO flg_checkpoints (thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id,
+                             run_id, channels, versions, metadata, type, checkpoint)
+    SELECT $1, $2, $3, $4, $5, $6, $7, ($8::text)::jsonb, $9, $10
+    FROM (SELECT pg_advisory_xact_lock_shared($11::int8)) AS lock
+    RETURNING 0::int8, 1::int8";
+
+/// The primary key of `flg_checkpoints`, which [`PUT_ALONE_NEW`] fails on when the checkpoint
+/// is already stored.
+pub const CHECKPOINTS_PKEY: &str = "flg_checkpoints_pkey";
+
 /// [`put_alone_sql`] for a put with no blob to store (every value it changes kept inside the
 /// checkpoint row, as a small state's are): the lock and the checkpoint's upsert only. The
 /// blob inserts of [`put_alone_sql`] store nothing then, but the server still starts their

@@ -191,12 +191,12 @@ fn alone(guard: bool, op: &Op) -> Option<&NewCheckpoint> {
 }
 
 /// A put on its own: one statement, committed by the server when it ends; without the blob
-/// inserts when it has no blob to store ([`sql::PUT_ALONE_NO_BLOBS`]).
+/// inserts when it has no blob to store, first as a plain insert ([`sql::PUT_ALONE_NEW`]),
+/// then, if the checkpoint is already stored, as the upsert ([`sql::PUT_ALONE_NO_BLOBS`]).
 fn put_alone(c: &mut Conn, cp: &NewCheckpoint) -> PgResult<Result<u64>> {
     let args = PutArgs::new(cp, false);
     let key = sql::thread_lock_key(&cp.thread_id);
     let row = if args.b_channel.is_empty() {
-        let stmt = c.prepare(sql::PUT_ALONE_NO_BLOBS)?;
         let params: [&(dyn ToSql + Sync); 11] = [
             &cp.thread_id,
             &cp.checkpoint_ns,
@@ -210,7 +210,15 @@ fn put_alone(c: &mut Conn, cp: &NewCheckpoint) -> PgResult<Result<u64>> {
             &cp.checkpoint,
             &key,
         ];
-        c.client.query_one(&stmt, &params)?
+        let insert = c.prepare(sql::PUT_ALONE_NEW)?;
+        match c.client.query_one(&insert, &params) {
+            Ok(row) => row,
+            Err(e) if is_stored_already(&e) => {
+                let upsert = c.prepare(sql::PUT_ALONE_NO_BLOBS)?;
+                c.client.query_one(&upsert, &params)?
+            }
+            Err(e) => return Err(e),
+        }
     } else {
         let stmt = c.prepare(sql::put_alone_sql())?;
         let mut params = args.params(false);
@@ -219,6 +227,14 @@ fn put_alone(c: &mut Conn, cp: &NewCheckpoint) -> PgResult<Result<u64>> {
     };
     let (missing, stored): (i64, i64) = (row.get(0), row.get(1));
     put_outcome(&mut c.client, false, cp, missing, stored)
+}
+
+/// Whether `e` is [`sql::PUT_ALONE_NEW`] failing on a checkpoint already stored.
+fn is_stored_already(e: &tokio_postgres::Error) -> bool {
+    e.as_db_error().is_some_and(|db| {
+        *db.code() == tokio_postgres::error::SqlState::UNIQUE_VIOLATION
+            && db.constraint() == Some(sql::CHECKPOINTS_PKEY)
+    })
 }
 
 /// The checkpoints and writes of `ops` if they may be stored by one statement
