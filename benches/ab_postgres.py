@@ -9,7 +9,9 @@ its own fast_langgraph). `putget`: put + get_tuple of a 1 KB state, us (median o
 checkpoints for 5 s, puts per second; `deltaput`: a lone put on one of 20 threads whose list
 grows by 8 items of 100 bytes a put (stored by ours as an append-only delta over the thread's
 last put), us (as `putget`); `e2e`: bench_postgres.py's 8-node graph, 200 invokes over 20
-threads, ms (the median of 3 runs after one warm-up run).
+threads, ms (the median of 3 runs after one warm-up run). For `e2e` a fourth process runs the
+graph on LangGraph's `InMemorySaver` (`ceiling`): no database at all, not a contender, the
+graph's own cost under LangGraph, below which no saver can go.
 """
 
 from __future__ import annotations
@@ -58,16 +60,21 @@ def worker(what: str, kind: str, url: str) -> float:
     import bench_postgres as bp
 
     if what == "setup":
-        (bp.stock(url, 1).conn.close() if kind == "stock" else bp.ours(url, 1).close())
+        if kind != "ceiling":
+            (bp.stock(url, 1).conn.close() if kind == "stock" else bp.ours(url, 1).close())
         return 0.0
     if what == "writes":
         return bp.writes_per_second(kind, url)
     if what == "e2e":
         from bench_checkpoint import build_graph
+        from langgraph.checkpoint.memory import InMemorySaver
 
-        graph = build_graph(
-            bp.stock(url, setup=False) if kind == "stock" else bp.ours(url, setup=False)
-        )
+        if kind == "ceiling":
+            graph = build_graph(InMemorySaver())
+        else:
+            graph = build_graph(
+                bp.stock(url, setup=False) if kind == "stock" else bp.ours(url, setup=False)
+            )
         bp.run_e2e(graph)
         runs = []
         for _ in range(3):
@@ -105,9 +112,10 @@ def main() -> None:
     server = PgServer(durable=not args.no_fsync).start()
 
     def run(name: str, what: str, url: str) -> float:
-        kind = "stock" if name == "stock" else "ours"
+        kind = name if name in ("stock", "ceiling") else "ours"
+        python = sys.executable if name == "ceiling" else pythons[name]
         out = subprocess.run(
-            [pythons[name], os.path.abspath(__file__), "--worker", what, kind, url],
+            [python, os.path.abspath(__file__), "--worker", what, kind, url],
             check=True,
             cwd="/",
             capture_output=True,
@@ -117,10 +125,11 @@ def main() -> None:
 
     try:
         for what in args.only.split(","):
-            urls = {n: server.url(server.create_database(what)) for n in pythons}
+            names = [*pythons, "ceiling"] if what == "e2e" else list(pythons)
+            urls = {n: server.url(server.create_database(what)) for n in names}
             for n, u in urls.items():
                 run(n, "setup", u)
-            res: dict[str, list[float]] = {n: [] for n in pythons}
+            res: dict[str, list[float]] = {n: [] for n in names}
             loads = []
             for _ in range(args.rounds):
                 loads.append(os.getloadavg()[0])
@@ -138,8 +147,13 @@ def main() -> None:
             for n, v in med.items():
                 ratio = v / med["stock"] if what == "writes" else med["stock"] / v
                 print(
-                    f"  {n:<6} {v:10.1f}  {ratio:5.2f}x PostgresSaver  "
+                    f"  {n:<7} {v:10.1f}  {ratio:5.2f}x PostgresSaver  "
                     f"rounds {[round(x, 1) for x in res[n]]}"
+                )
+            if "ceiling" in med:
+                print(
+                    "  (ceiling: InMemorySaver, no database at all, not a contender; 2x"
+                    " PostgresSaver is within reach only while it is below half of stock's time)"
                 )
     finally:
         server.stop()

@@ -3,7 +3,7 @@ bench_postgres.py's 8-node graph (200 invokes over 20 threads), both savers in o
 on one throwaway server (fsync on unless --no-fsync), interleaved rounds, medians:
 
 - wall time;
-- the client's CPU time (this process, every thread);
+- the client's CPU time (this process, every thread), and of it the system (kernel) time;
 - the server's CPU time (the postmaster and every process it started, those that exited
   included, read from /proc: run as the server's user or root);
 - commits (`pg_stat_database.xact_commit` of the saver's database) and WAL flushes
@@ -33,6 +33,7 @@ from bench_postgres import ours, run_e2e, stock
 from pg_server import PgServer
 
 INVOKES = 200
+CEILING = "InMemorySaver (ceiling)"
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -57,9 +58,10 @@ def server_cpu(server: PgServer) -> float:
     return total
 
 
-def client_cpu() -> float:
+def client_cpu() -> tuple[float, float]:
+    """User and system CPU seconds of this process, every thread."""
     r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
+    return r.ru_utime, r.ru_stime
 
 
 def counters(server: PgServer, db: str) -> tuple[int, int, int]:
@@ -78,7 +80,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--no-fsync", action="store_true")
-    ap.add_argument("--only", default="PostgresSaver(pool),RustPostgresCheckpointer")
+    ap.add_argument("--only", default=f"PostgresSaver(pool),RustPostgresCheckpointer,{CEILING}")
     args = ap.parse_args()
     server = PgServer(durable=not args.no_fsync).start()
     try:
@@ -89,10 +91,11 @@ def main() -> None:
         makers = {
             "PostgresSaver(pool)": stock,
             "RustPostgresCheckpointer": ours,
-            "InMemorySaver": lambda url: InMemorySaver(),
+            CEILING: lambda url: InMemorySaver(),
         }
         savers: dict[str, tuple[str, Any]] = {}
-        for name in args.only.split(","):
+        aliases = {"InMemorySaver": CEILING, "ceiling": CEILING}
+        for name in (aliases.get(n, n) for n in args.only.split(",")):
             db = server.create_database("bd")
             server.psql("CREATE EXTENSION pg_stat_statements", dbname=db)
             savers[name] = (db, build_graph(makers[name](server.url(db))))
@@ -109,7 +112,8 @@ def main() -> None:
                 sample = {
                     "wall ms (whole run)": wall * 1e3,
                     "wall us/invoke": wall / INVOKES * 1e6,
-                    "client CPU us/invoke": (c1 - c0) / INVOKES * 1e6,
+                    "client CPU us/invoke": (sum(c1) - sum(c0)) / INVOKES * 1e6,
+                    "  of it system us/invoke": (c1[1] - c0[1]) / INVOKES * 1e6,
                     "server CPU us/invoke": (s1 - s0) / INVOKES * 1e6,
                     "statements/invoke": (k1[2] - k0[2] - 1) / INVOKES,  # less the counters'
                 }
@@ -119,6 +123,9 @@ def main() -> None:
         # idle one 10 s after its last report: one run per saver, alone, counted from a quiet
         # server to a quiet server.
         for name, (db, graph) in savers.items():
+            if name == CEILING:  # no database: nothing to count
+                rows[name]["commits/invoke"] = rows[name]["WAL flushes/invoke"] = [0.0]
+                continue
             time.sleep(11)
             k0 = counters(server, db)
             run_e2e(graph)
@@ -134,7 +141,14 @@ def main() -> None:
         print(f"{'per invoke':28}" + "".join(f"{n:>28}" for n in names))
         for key in rows[names[0]]:
             print(f"{key:28}" + "".join(f"{statistics.median(rows[n][key]):>28.2f}" for n in names))
+        if CEILING in savers:
+            print(
+                f"({CEILING}: no database at all, not a contender; what the graph costs the"
+                " client under LangGraph with a saver that does nothing durable)"
+            )
         for name, (db, _g) in savers.items():
+            if name == CEILING:
+                continue
             print(f"\n{name}: top statements (calls over all runs)")
             print(
                 server.psql(
