@@ -30,10 +30,36 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 
 from bench_checkpoint import build_graph
 from bench_postgres import ours, run_e2e, stock
+from langgraph.checkpoint.memory import InMemorySaver
 from pg_server import PgServer
 
 INVOKES = 200
 CEILING = "InMemorySaver (ceiling)"
+# `--only InMemorySaver+wait2`: see BlockingInMemorySaver.
+WAITING = "InMemorySaver+wait"
+
+
+class BlockingInMemorySaver(InMemorySaver):
+    """``InMemorySaver`` whose ``put`` and ``put_writes`` then give up the GIL and block for
+    ``wait`` seconds, as a call waiting for its commit does: what LangGraph costs the client
+    with a saver that stores nothing but waits, like any durable saver, for each write (the
+    GIL taken back after it, the executor starting another thread meanwhile). An experiment
+    for measurement only, not a contender; ``--only InMemorySaver+wait2`` blocks 2 ms."""
+
+    def __init__(self, wait: float) -> None:
+        super().__init__()
+        self.wait = wait
+
+    def put(self, *args: Any, **kwargs: Any) -> Any:
+        config = super().put(*args, **kwargs)
+        time.sleep(self.wait)
+        return config
+
+    def put_writes(self, *args: Any, **kwargs: Any) -> None:
+        super().put_writes(*args, **kwargs)
+        time.sleep(self.wait)
+
+
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -86,8 +112,6 @@ def main() -> None:
     try:
         server.psql("ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'")
         server.restart()
-        from langgraph.checkpoint.memory import InMemorySaver
-
         makers = {
             "PostgresSaver(pool)": stock,
             "RustPostgresCheckpointer": ours,
@@ -98,7 +122,11 @@ def main() -> None:
         for name in (aliases.get(n, n) for n in args.only.split(",")):
             db = server.create_database("bd")
             server.psql("CREATE EXTENSION pg_stat_statements", dbname=db)
-            savers[name] = (db, build_graph(makers[name](server.url(db))))
+            if name.startswith(WAITING):
+                saver: Any = BlockingInMemorySaver(float(name[len(WAITING) :]) / 1e3)
+            else:
+                saver = makers[name](server.url(db))
+            savers[name] = (db, build_graph(saver))
         for _db, graph in savers.values():  # warm-up: pools, plans
             run_e2e(graph)
         rows: dict[str, dict[str, list[float]]] = {n: {} for n in savers}
@@ -123,7 +151,7 @@ def main() -> None:
         # idle one 10 s after its last report: one run per saver, alone, counted from a quiet
         # server to a quiet server.
         for name, (db, graph) in savers.items():
-            if name == CEILING:  # no database: nothing to count
+            if name == CEILING or name.startswith(WAITING):  # no database: nothing to count
                 rows[name]["commits/invoke"] = rows[name]["WAL flushes/invoke"] = [0.0]
                 continue
             time.sleep(11)
@@ -147,7 +175,7 @@ def main() -> None:
                 " client under LangGraph with a saver that does nothing durable)"
             )
         for name, (db, _g) in savers.items():
-            if name == CEILING:
+            if name == CEILING or name.startswith(WAITING):
                 continue
             print(f"\n{name}: top statements (calls over all runs)")
             print(
