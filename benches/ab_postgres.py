@@ -9,21 +9,28 @@ its own fast_langgraph). `putget`: put + get_tuple of a 1 KB state, us (median o
 checkpoints for 5 s, puts per second; `deltaput`: a lone put on one of 20 threads whose list
 grows by 8 items of 100 bytes a put (stored by ours as an append-only delta over the thread's
 last put), us (as `putget`); `e2e`: bench_postgres.py's 8-node graph, 200 invokes over 20
-threads, ms (the median of 3 runs after one warm-up run). For `e2e` a fourth process runs the
-graph on LangGraph's `InMemorySaver` (`ceiling`): no database at all, not a contender, the
-graph's own cost under LangGraph, below which no saver can go.
+threads, ms (the median of 3 runs after one warm-up run), with the client's CPU (user and
+system), voluntary context switches and threads started per invoke. For `e2e` a fourth
+process runs the graph on LangGraph's `InMemorySaver` (`ceiling`): no database at all, not a
+contender, the graph's own cost under LangGraph, below which no saver can go.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
+import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+# What `e2e` also reports of the client, per invoke: CPU (every thread of the process),
+# voluntary context switches, and threads started (LangGraph starts an executor per invoke).
+CLIENT = ("user us", "system us", "vol. switches", "threads started")
 TESTS = os.path.join(HERE, "..", "tests")
 
 
@@ -76,11 +83,29 @@ def worker(what: str, kind: str, url: str) -> float:
                 bp.stock(url, setup=False) if kind == "stock" else bp.ours(url, setup=False)
             )
         bp.run_e2e(graph)
+        started = [0]
+        start = threading.Thread.start
+
+        def counted_start(self: threading.Thread) -> None:
+            started[0] += 1
+            start(self)
+
+        threading.Thread.start = counted_start  # type: ignore[method-assign]
         runs = []
+        client: dict[str, list[float]] = {k: [] for k in CLIENT}
         for _ in range(3):
+            started[0] = 0
+            r0 = resource.getrusage(resource.RUSAGE_SELF)
             t = time.perf_counter()
             bp.run_e2e(graph)
             runs.append((time.perf_counter() - t) * 1e3)
+            r1 = resource.getrusage(resource.RUSAGE_SELF)
+            client["user us"].append((r1.ru_utime - r0.ru_utime) / 200 * 1e6)
+            client["system us"].append((r1.ru_stime - r0.ru_stime) / 200 * 1e6)
+            client["vol. switches"].append((r1.ru_nvcsw - r0.ru_nvcsw) / 200)
+            client["threads started"].append(started[0] / 200)
+        # The client's side per invoke (this process), on a line of its own before the time.
+        print(json.dumps({k: statistics.median(v) for k, v in client.items()}))
         return statistics.median(runs)
     saver = bp.stock(url, setup=False) if kind == "stock" else bp.ours(url, setup=False)
     if what == "deltaput":
@@ -111,6 +136,8 @@ def main() -> None:
     pythons = {"stock": sys.executable, "base": args.base, "new": sys.executable}
     server = PgServer(durable=not args.no_fsync).start()
 
+    client: dict[str, list[dict[str, float]]] = {}
+
     def run(name: str, what: str, url: str) -> float:
         kind = name if name in ("stock", "ceiling") else "ours"
         python = sys.executable if name == "ceiling" else pythons[name]
@@ -121,7 +148,10 @@ def main() -> None:
             capture_output=True,
             text=True,
         ).stdout
-        return float(out.strip().splitlines()[-1])
+        lines = out.strip().splitlines()
+        if what == "e2e":
+            client.setdefault(name, []).append(json.loads(lines[-2]))
+        return float(lines[-1])
 
     try:
         for what in args.only.split(","):
@@ -155,6 +185,19 @@ def main() -> None:
                     "  (ceiling: InMemorySaver, no database at all, not a contender; 2x"
                     " PostgresSaver is within reach only while it is below half of stock's time)"
                 )
+            if what == "e2e":
+                print(
+                    "  the client per invoke, median of rounds:"
+                    + "".join(f"{k:>17}" for k in CLIENT)
+                )
+                for n, samples in client.items():
+                    print(
+                        f"  {n:<40}"
+                        + "".join(
+                            f"{statistics.median(x[k] for x in samples):>17.2f}" for k in CLIENT
+                        )
+                    )
+                client.clear()
     finally:
         server.stop()
 
