@@ -1,6 +1,8 @@
 """RustPostgresCheckpointer against LangGraph's PostgresSaver (on a psycopg ConnectionPool, as
 its docs recommend for servers), side by side on one throwaway local server started here
-(durable settings: fsync on, synchronous_commit on). Interleaved rounds, medians.
+(durable settings: fsync on, synchronous_commit on). Interleaved rounds, medians. The end to
+end measure also runs the graph on LangGraph's `InMemorySaver`: the ceiling (no database at
+all), not a contender.
 
 Run: `.venv/bin/python benches/bench_postgres.py [--quick] [--only list,e2e]`.
 """
@@ -11,6 +13,7 @@ import argparse
 import multiprocessing as mp
 import os
 import random
+import resource
 import statistics
 import sys
 import time
@@ -21,6 +24,7 @@ from typing import Annotated, Any
 
 from langchain_core.messages import AIMessage, HumanMessage
 from langgraph.checkpoint.base import empty_checkpoint
+from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.postgres import PostgresSaver
 from langgraph.graph import START, StateGraph
 from langgraph.graph.message import add_messages
@@ -256,11 +260,33 @@ def run_e2e(graph: Any) -> None:
         list(ex.map(conversation, range(20)))
 
 
+CEILING = "InMemorySaver (ceiling)"
+
+
+def _process_cpu() -> tuple[float, float]:
+    """User and system CPU seconds of this process, every thread."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime, r.ru_stime
+
+
 def bench_e2e(savers: dict[str, Any], rounds: int) -> None:
-    # End to end: the 8-node graph, 200 invokes over 20 threads.
+    """End to end: the 8-node graph, 200 invokes over 20 threads, each saver's graph in turn.
+    LangGraph's ``InMemorySaver`` runs beside them as the ceiling, not as a contender: it
+    stores nothing in any database, so its time is the graph's own cost under LangGraph
+    (the client's Python, which holds the GIL), below which no saver on PostgreSQL can go.
+    Also the client's CPU per invoke (this process, every thread: user and system)."""
     graphs = {n: build_graph(s) for n, s in savers.items()}
+    graphs[CEILING] = build_graph(InMemorySaver())
+    cpu: dict[str, list[tuple[float, float]]] = {n: [] for n in graphs}
+
+    def timed(name: str, graph: Any) -> None:
+        u0, s0 = _process_cpu()
+        run_e2e(graph)
+        u1, s1 = _process_cpu()
+        cpu[name].append((u1 - u0, s1 - s0))
+
     res = interleaved(
-        {n: partial(run_e2e, g) for n, g in graphs.items()}, rounds=max(3, rounds // 2), reps=1
+        {n: partial(timed, n, g) for n, g in graphs.items()}, rounds=max(3, rounds // 2), reps=1
     )
     print(
         table(
@@ -270,6 +296,19 @@ def bench_e2e(savers: dict[str, Any], rounds: int) -> None:
             unit="ms",
         )
     )
+    print(
+        f"  ({CEILING}: no database at all, not a contender: the graph's own cost, the floor\n"
+        "   for any saver; 2x PostgresSaver is reachable only while that stays below half of it)"
+    )
+    print(
+        f"\n  client CPU per invoke (median of rounds)  {'user us':>10} {'system us':>10} {'total us':>10}"
+    )
+    for name, samples in cpu.items():
+        timed_rounds = samples[1:]  # the first is the warm-up
+        user = statistics.median(u for u, _ in timed_rounds) / 200 * 1e6
+        system = statistics.median(s for _, s in timed_rounds) / 200 * 1e6
+        total = statistics.median(u + s for u, s in timed_rounds) / 200 * 1e6
+        print(f"  {name:<40} {user:>10.0f} {system:>10.0f} {total:>10.0f}")
 
 
 def bench_writes(server: PgServer, rounds: int) -> None:

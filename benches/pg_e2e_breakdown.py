@@ -3,7 +3,7 @@ bench_postgres.py's 8-node graph (200 invokes over 20 threads), both savers in o
 on one throwaway server (fsync on unless --no-fsync), interleaved rounds, medians:
 
 - wall time;
-- the client's CPU time (this process, every thread);
+- the client's CPU time (this process, every thread), and of it the system (kernel) time;
 - the server's CPU time (the postmaster and every process it started, those that exited
   included, read from /proc: run as the server's user or root);
 - commits (`pg_stat_database.xact_commit` of the saver's database) and WAL flushes
@@ -30,9 +30,36 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 
 from bench_checkpoint import build_graph
 from bench_postgres import ours, run_e2e, stock
+from langgraph.checkpoint.memory import InMemorySaver
 from pg_server import PgServer
 
 INVOKES = 200
+CEILING = "InMemorySaver (ceiling)"
+# `--only InMemorySaver+wait2`: see BlockingInMemorySaver.
+WAITING = "InMemorySaver+wait"
+
+
+class BlockingInMemorySaver(InMemorySaver):
+    """``InMemorySaver`` whose ``put`` and ``put_writes`` then give up the GIL and block for
+    ``wait`` seconds, as a call waiting for its commit does: what LangGraph costs the client
+    with a saver that stores nothing but waits, like any durable saver, for each write (the
+    GIL taken back after it, the executor starting another thread meanwhile). An experiment
+    for measurement only, not a contender; ``--only InMemorySaver+wait2`` blocks 2 ms."""
+
+    def __init__(self, wait: float) -> None:
+        super().__init__()
+        self.wait = wait
+
+    def put(self, *args: Any, **kwargs: Any) -> Any:
+        config = super().put(*args, **kwargs)
+        time.sleep(self.wait)
+        return config
+
+    def put_writes(self, *args: Any, **kwargs: Any) -> None:
+        super().put_writes(*args, **kwargs)
+        time.sleep(self.wait)
+
+
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -57,9 +84,10 @@ def server_cpu(server: PgServer) -> float:
     return total
 
 
-def client_cpu() -> float:
+def client_cpu() -> tuple[float, float]:
+    """User and system CPU seconds of this process, every thread."""
     r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
+    return r.ru_utime, r.ru_stime
 
 
 def counters(server: PgServer, db: str) -> tuple[int, int, int]:
@@ -78,24 +106,27 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--no-fsync", action="store_true")
-    ap.add_argument("--only", default="PostgresSaver(pool),RustPostgresCheckpointer")
+    ap.add_argument("--only", default=f"PostgresSaver(pool),RustPostgresCheckpointer,{CEILING}")
     args = ap.parse_args()
     server = PgServer(durable=not args.no_fsync).start()
     try:
         server.psql("ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'")
         server.restart()
-        from langgraph.checkpoint.memory import InMemorySaver
-
         makers = {
             "PostgresSaver(pool)": stock,
             "RustPostgresCheckpointer": ours,
-            "InMemorySaver": lambda url: InMemorySaver(),
+            CEILING: lambda url: InMemorySaver(),
         }
         savers: dict[str, tuple[str, Any]] = {}
-        for name in args.only.split(","):
+        aliases = {"InMemorySaver": CEILING, "ceiling": CEILING}
+        for name in (aliases.get(n, n) for n in args.only.split(",")):
             db = server.create_database("bd")
             server.psql("CREATE EXTENSION pg_stat_statements", dbname=db)
-            savers[name] = (db, build_graph(makers[name](server.url(db))))
+            if name.startswith(WAITING):
+                saver: Any = BlockingInMemorySaver(float(name[len(WAITING) :]) / 1e3)
+            else:
+                saver = makers[name](server.url(db))
+            savers[name] = (db, build_graph(saver))
         for _db, graph in savers.values():  # warm-up: pools, plans
             run_e2e(graph)
         rows: dict[str, dict[str, list[float]]] = {n: {} for n in savers}
@@ -109,7 +140,8 @@ def main() -> None:
                 sample = {
                     "wall ms (whole run)": wall * 1e3,
                     "wall us/invoke": wall / INVOKES * 1e6,
-                    "client CPU us/invoke": (c1 - c0) / INVOKES * 1e6,
+                    "client CPU us/invoke": (sum(c1) - sum(c0)) / INVOKES * 1e6,
+                    "  of it system us/invoke": (c1[1] - c0[1]) / INVOKES * 1e6,
                     "server CPU us/invoke": (s1 - s0) / INVOKES * 1e6,
                     "statements/invoke": (k1[2] - k0[2] - 1) / INVOKES,  # less the counters'
                 }
@@ -119,6 +151,9 @@ def main() -> None:
         # idle one 10 s after its last report: one run per saver, alone, counted from a quiet
         # server to a quiet server.
         for name, (db, graph) in savers.items():
+            if name == CEILING or name.startswith(WAITING):  # no database: nothing to count
+                rows[name]["commits/invoke"] = rows[name]["WAL flushes/invoke"] = [0.0]
+                continue
             time.sleep(11)
             k0 = counters(server, db)
             run_e2e(graph)
@@ -134,7 +169,14 @@ def main() -> None:
         print(f"{'per invoke':28}" + "".join(f"{n:>28}" for n in names))
         for key in rows[names[0]]:
             print(f"{key:28}" + "".join(f"{statistics.median(rows[n][key]):>28.2f}" for n in names))
+        if CEILING in savers:
+            print(
+                f"({CEILING}: no database at all, not a contender; what the graph costs the"
+                " client under LangGraph with a saver that does nothing durable)"
+            )
         for name, (db, _g) in savers.items():
+            if name == CEILING or name.startswith(WAITING):
+                continue
             print(f"\n{name}: top statements (calls over all runs)")
             print(
                 server.psql(

@@ -101,8 +101,15 @@ struct CommitGuard<'a, B: Backend> {
 impl<B: Backend> Drop for CommitGuard<'_, B> {
     /// Hands out the results (or, if the commit unwound, an error per job), wakes exactly
     /// the callers they belong to, and wakes the oldest queued caller to commit next.
+    ///
+    /// The callers are woken once the queue's lock is let go: a caller woken while it is
+    /// held wakes only to sleep again on the lock (one more sleep and wake-up each, in turn,
+    /// for every caller of the batch). A wake-up after the lock is let go is never lost: a
+    /// caller waits only after it found no result under the lock, and a condition variable
+    /// notified after its waiter let go of the lock, but before it slept, does not sleep.
     fn drop(&mut self) {
         let mut results = self.results.take().map(Vec::into_iter);
+        let mut wake = Vec::with_capacity(self.waiters.len() + 1);
         let mut q = self.writer.lock();
         for (ticket, cv) in self.waiters.drain(..) {
             let result = results.as_mut().and_then(Iterator::next).unwrap_or_else(|| {
@@ -112,14 +119,17 @@ impl<B: Backend> Drop for CommitGuard<'_, B> {
             });
             q.done.insert(ticket, result);
             if ticket != self.own {
-                cv.notify_one();
+                wake.push(cv);
             }
         }
         q.committing = q.committing.saturating_sub(1);
         if let Some((_, _, next)) = q.jobs.front() {
-            next.notify_one();
+            wake.push(Arc::clone(next));
         }
         drop(q);
+        for cv in wake {
+            cv.notify_one();
+        }
         // Only close() waits on `idle`, and it sets the flag before it looks at the queue.
         if self.writer.is_closed() {
             self.writer.idle.notify_all();
