@@ -193,8 +193,8 @@ fn list_skipping(pool: &Pool, q: &ListQuery, cached: &[(String, String)]) -> Res
 ///
 /// With `direct` (the caller holds the values of a checkpoint of this thread, so most likely
 /// of the one it finds), first by a statement that reads the checkpoint's blobs by their keys
-/// without walking delta chains: the server prepares its plan in about half the time of
-/// `list`'s, which is most of what the statement costs it. When that finds a value stored as
+/// without walking delta chains: the server starts its executor (most of what such a
+/// statement costs it) in less time than `list`'s. When that finds a value stored as
 /// a delta (whose chain it did not walk), the read is made again by `list`'s statement, whole,
 /// so that every row comes from one snapshot.
 ///

@@ -454,9 +454,9 @@ FROM flg_writes w JOIN cp ON w.thread_id = cp.thread_id AND w.checkpoint_ns = cp
 /// channel versions (those not left out by `{skip}`) each read by its whole primary key, as in
 /// [`LIST_TAIL`], and its pending writes; the same columns as `list`'s. It does not walk delta
 /// chains: a blob whose `delta_base` is set comes without its base (the caller reads again
-/// with `list`'s statement). Without the recursive walk and the `DISTINCT` the server
-/// prepares its plan (`ExecutorStart`, most of what such a statement costs it) in about half the
-/// time.
+/// with `list`'s statement). Without the recursive walk and the `DISTINCT` the server starts
+/// its executor (`ExecutorStart`, most of what such a statement costs it) in less time: 12-28 us
+/// less per call (docs/benchmarks.md).
 pub const GET_TAIL: &str = "
 SELECT 0 AS kind, thread_id, checkpoint_ns, checkpoint_id AS a, parent_checkpoint_id AS b, type AS c,
        metadata::text AS d, checkpoint AS data, NULL::int AS idx, channels, versions
