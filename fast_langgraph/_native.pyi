@@ -464,12 +464,12 @@ class CheckpointStore:
         checkpoint_ns: str,
         checkpoint_id: str | None = None,
         cached: Sequence[tuple[str, str]] = ...,
-        held: str | None = None,
+        direct: bool = False,
     ) -> CheckpointRow | None:
         """The checkpoint with `checkpoint_id`, or the newest of the thread's namespace, with
         its values and pending writes; None if there is none. The values of the (channel,
-        version) pairs in `cached`, which the caller holds, are left out. `held`, the
-        checkpoint whose values the caller holds, changes nothing here."""
+        version) pairs in `cached`, which the caller holds, are left out. `direct` changes
+        nothing here."""
     def get_tuple(
         self,
         thread_id: str,
@@ -484,13 +484,15 @@ class CheckpointStore:
         load_value: Callable[[ChannelValueRow], Any],
         tuple_cls: type[tuple[Any, ...]],
         placed_id: str | None = None,
+        direct: bool = False,
     ) -> tuple[Any, builtins.list[tuple[str, int]], dict[str, bytes | None] | None] | None:
         """`get`, with the `CheckpointTuple` built here, as `CheckpointBatches.next_tuples`
         builds those of `list()`, or None. The tuple's config is `config` when given, the
         checkpoint's own otherwise. Also returns `(channel, deltas)` for each value read
         from its own row: the channel, and how many deltas were applied to its last full
         value; and the msgpack of each value the checkpoint keeps inside, by channel, or
-        None when the checkpoint read is `placed_id` (one whose placement the caller holds)."""
+        None when the checkpoint read is `placed_id` (one whose placement the caller holds).
+        `direct` changes nothing here."""
     def list(
         self,
         *,
@@ -1099,14 +1101,15 @@ class PgCheckpointStore:
         checkpoint_ns: str,
         checkpoint_id: str | None = None,
         cached: Sequence[tuple[str, str]] = ...,
-        held: str | None = None,
+        direct: bool = False,
     ) -> CheckpointRow | None:
         """The checkpoint with `checkpoint_id`, or the newest of the thread's namespace, with
         its values and pending writes; None if there is none. The values of the
-        `(channel, version)` pairs in `cached` are not read (the caller holds them). `held` is
-        the checkpoint whose values the caller holds, if any: the read then starts with a
-        statement the server prepares faster, which serves it unless a value it finds is
-        stored as a delta."""
+        `(channel, version)` pairs in `cached` are not read (the caller holds them). With
+        `direct` (the caller holds a checkpoint of the thread, most likely the one found), the
+        read starts with a statement the server starts faster, which serves it unless a value
+        it finds is stored as a delta; then the whole statement reads it, and that thread
+        from then on."""
     def get_tuple(
         self,
         thread_id: str,
@@ -1121,13 +1124,14 @@ class PgCheckpointStore:
         load_value: Callable[[ChannelValueRow], Any],
         tuple_cls: type[tuple[Any, ...]],
         placed_id: str | None = None,
+        direct: bool = False,
     ) -> tuple[Any, builtins.list[tuple[str, int]], dict[str, bytes | None] | None] | None:
         """`get`, with the `CheckpointTuple` built here, as `CheckpointStore.get_tuple` builds
         it, or None. The tuple's config is `config` when given, the checkpoint's own
         otherwise. Also returns `(channel, deltas)` for each value read from its blobs, and
         the values the checkpoint keeps inside, by channel, with their msgpack (None when not
         known), or None instead of these when the checkpoint read is `placed_id` (the one
-        whose placement the caller holds, which is also `get`'s `held`)."""
+        whose placement the caller holds). For `direct`, see `get`."""
     def list(
         self,
         *,

@@ -257,8 +257,10 @@ def test_two_savers_storing_one_checkpoint_at_once_both_succeed_and_store_it_onc
 
 def test_callers_waiting_for_the_one_connection_are_each_woken(pg_db):
     # pool_size=1: every call but one waits for the connection; each connection given back
-    # wakes a waiting caller (only when one waits). A caller never woken would fail after
-    # pool_timeout instead.
+    # wakes a waiting caller (only when one waits). Every caller gets it, reads back what it
+    # stored, and no second connection is opened. (A caller never woken would find the
+    # connection idle when its pool_timeout ends: a lost wake-up shows as a delay here, not
+    # as a failure.)
     with RustPostgresCheckpointer(pg_db, pool_size=1, pool_timeout=20) as s:
         s.setup()
 

@@ -278,6 +278,22 @@ def test_a_held_checkpoint_is_read_without_walking_delta_chains_and_a_delta_foun
         assert a.get_tuple(cfg("u")).checkpoint["channel_values"]["doc"] == doc
         direct, whole = reads_since()
         assert (len(direct), len(whole)) == (1, 0)
+
+        # A list the saver extends itself is stored as a delta too: its first read after that
+        # finds the delta and reads again whole; later reads are whole from the start.
+        deltas = a.storage_stats()["delta_blobs"]
+        mine = [HumanMessage(f"v{i}" + "." * 300, id=f"v{i}") for i in range(16)]
+        parent = put_values(a, "v", {"messages": mine})["configurable"]["checkpoint_id"]
+        grown = [*mine, AIMessage("w" + "." * 300, id="w")]
+        put_values(a, "v", {"messages": grown}, parent)
+        assert a.storage_stats()["delta_blobs"] == deltas + 1
+        reads_since()
+        assert a.get_tuple(cfg("v")).checkpoint["channel_values"]["messages"] == grown
+        direct, whole = reads_since()
+        assert (len(direct), len(whole)) == (1, 1)
+        assert a.get_tuple(cfg("v")).checkpoint["channel_values"]["messages"] == grown
+        direct, whole = reads_since()
+        assert (len(direct), len(whole)) == (0, 1)
     finally:
         a.close()
         b.close()

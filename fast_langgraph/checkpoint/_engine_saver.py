@@ -163,14 +163,24 @@ class EngineSaver(BaseCheckpointSaver[str]):
         value read from a blob of its own, and the values the checkpoint keeps inside, with
         their msgpack when the default serializer wrote them (so that a put after this read
         carries them as they are); ``None`` for these when the checkpoint read is ``held``,
-        the one whose placement the saver holds already."""
+        the one whose placement the saver holds already. With a placement held, the thread's
+        latest is most likely that checkpoint, and the store may try a read cheaper for it
+        first (``direct``: PostgreSQL's statement without the walk along delta bases)."""
         serde = self.serde
+        direct = held is not None
         if type(serde) is RustSerializer:
             # The default serializer: the store builds the tuple itself, as list() does.
             return self._store.get_tuple(
-                thread_id, ns, checkpoint_id, cached, config, *self._tuple_parts(serde), held
+                thread_id,
+                ns,
+                checkpoint_id,
+                cached,
+                config,
+                *self._tuple_parts(serde),
+                held,
+                direct,
             )
-        row = self._store.get(thread_id, ns, checkpoint_id, cached, held)
+        row = self._store.get(thread_id, ns, checkpoint_id, cached, direct)
         if row is None:
             return None
         tup = self._to_tuple(row, config)

@@ -40,16 +40,17 @@ pub trait Backend: Send + Sync + Sized + 'static {
 
     /// One checkpoint with its values and pending writes: the one with `checkpoint_id`, or the
     /// newest of the thread's namespace. The values of the `(channel, version)` pairs in
-    /// `cached`, which the caller holds, are left out. `held` is the checkpoint whose values
-    /// the caller holds, if any: the one the read most likely finds, which a backend may read
-    /// by a cheaper way that falls back to its general one (the result is the same).
+    /// `cached`, which the caller holds, are left out. `direct`: the caller expects the
+    /// checkpoint found to keep its values inside its row or in blobs that are not deltas (it
+    /// holds such a checkpoint of the thread), so a backend may first try a read that does not
+    /// walk delta chains, falling back to its general one (the result is the same).
     fn get(
         &self,
         thread_id: &str,
         checkpoint_ns: &str,
         checkpoint_id: Option<&str>,
         cached: &[(String, String)],
-        held: Option<&str>,
+        direct: bool,
     ) -> Result<Option<StoredCheckpoint>>;
 
     /// Checkpoints newest first, with their values and pending writes.

@@ -143,17 +143,16 @@ impl<B: Backend> Store<B> {
 
     /// One checkpoint, with its values and pending writes: the one with `checkpoint_id`, or
     /// the newest of the thread's namespace. The values of the `(channel, version)` pairs in
-    /// `cached`, which the caller holds, are left out; `held` is the checkpoint whose values
-    /// the caller holds, if any (see [`Backend::get`]).
+    /// `cached`, which the caller holds, are left out; for `direct`, see [`Backend::get`].
     pub fn get(
         &self,
         thread_id: &str,
         checkpoint_ns: &str,
         checkpoint_id: Option<&str>,
         cached: &[(String, String)],
-        held: Option<&str>,
+        direct: bool,
     ) -> Result<Option<StoredCheckpoint>> {
-        self.read(|b| b.get(thread_id, checkpoint_ns, checkpoint_id, cached, held))
+        self.read(|b| b.get(thread_id, checkpoint_ns, checkpoint_id, cached, direct))
     }
 
     /// Lists checkpoints, newest first, with their values and pending writes.

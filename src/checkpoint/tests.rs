@@ -617,12 +617,12 @@ fn reading_one_checkpoint_returns_what_the_general_query_returns() {
         };
         let mut expected = store.list(&general).unwrap();
         expected.truncate(1);
-        let one: Vec<_> = store.get("t", "", id, &[], None).unwrap().into_iter().collect();
+        let one: Vec<_> = store.get("t", "", id, &[], false).unwrap().into_iter().collect();
         assert_eq!(one, expected, "checkpoint {id:?}");
     }
-    let latest = store.get("t", "", None, &[], None).unwrap().unwrap();
+    let latest = store.get("t", "", None, &[], false).unwrap().unwrap();
     assert_eq!(latest.checkpoint_id, "3");
-    let second = store.get("t", "", Some("2"), &[], None).unwrap().unwrap();
+    let second = store.get("t", "", Some("2"), &[], false).unwrap().unwrap();
     assert_eq!(
         second
             .writes

@@ -359,7 +359,7 @@ mod tests {
             _: &str,
             _: Option<&str>,
             _: &[(String, String)],
-            _: Option<&str>,
+            _: bool,
         ) -> Result<Option<StoredCheckpoint>> {
             Ok(None)
         }

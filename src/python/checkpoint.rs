@@ -309,9 +309,9 @@ impl PyCheckpointStore {
 
     /// One checkpoint with its values and pending writes (the one with `checkpoint_id`, or the
     /// newest of the thread's namespace), or `None`. The values of the `(channel, version)`
-    /// pairs in `cached` are left out. `held` (the checkpoint whose values the caller holds)
-    /// is accepted as the PostgreSQL store's is, and changes nothing here.
-    #[pyo3(signature = (thread_id, checkpoint_ns, checkpoint_id = None, cached = Vec::new(), held = None))]
+    /// pairs in `cached` are left out. `direct` is accepted as the PostgreSQL store's is, and
+    /// changes nothing here.
+    #[pyo3(signature = (thread_id, checkpoint_ns, checkpoint_id = None, cached = Vec::new(), direct = false))]
     fn get(
         &self,
         py: Python<'_>,
@@ -319,10 +319,18 @@ impl PyCheckpointStore {
         checkpoint_ns: &str,
         checkpoint_id: Option<&str>,
         cached: Vec<(String, String)>,
-        held: Option<&str>,
+        direct: bool,
     ) -> PyResult<Option<PyCheckpointRow>> {
         // A few key lookups in one read transaction, without the GIL.
-        shared::get(py, &self.store, thread_id, checkpoint_ns, checkpoint_id, &cached, held)
+        shared::get(
+            py,
+            &self.store,
+            thread_id,
+            checkpoint_ns,
+            checkpoint_id,
+            &cached,
+            direct,
+        )
     }
 
     /// `get`, with the `CheckpointTuple` built here, as `CheckpointBatches.next_tuples` builds
@@ -331,8 +339,8 @@ impl PyCheckpointStore {
     /// value read from its own row, `(channel, deltas)`: the channel and how many deltas were
     /// applied to its last full value; and `{channel: msgpack}` for each value the checkpoint
     /// keeps inside, or `None` when the checkpoint read is `placed_id` (the one whose
-    /// placement the caller holds already).
-    #[pyo3(signature = (thread_id, checkpoint_ns, checkpoint_id, cached, config, codec, loads, scan_metadata, load_metadata, load_value, tuple_cls, placed_id = None))]
+    /// placement the caller holds already). `direct` changes nothing here (see `get`).
+    #[pyo3(signature = (thread_id, checkpoint_ns, checkpoint_id, cached, config, codec, loads, scan_metadata, load_metadata, load_value, tuple_cls, placed_id = None, direct = false))]
     #[allow(clippy::too_many_arguments)] // the callables a tuple is built with
     fn get_tuple<'py>(
         &self,
@@ -349,6 +357,7 @@ impl PyCheckpointStore {
         load_value: &Bound<'py, PyAny>,
         tuple_cls: &Bound<'py, PyAny>,
         placed_id: Option<&str>,
+        direct: bool,
     ) -> PyResult<Option<GotTuple<'py>>> {
         // A few key lookups in one read transaction, without the GIL.
         shared::get_tuple(
@@ -366,6 +375,7 @@ impl PyCheckpointStore {
             load_value,
             tuple_cls,
             placed_id,
+            direct,
         )
     }
 
@@ -909,9 +919,9 @@ pub(super) mod shared {
         checkpoint_ns: &str,
         checkpoint_id: Option<&str>,
         cached: &[(String, String)],
-        held: Option<&str>,
+        direct: bool,
     ) -> PyResult<Option<PyCheckpointRow>> {
-        let row = py.detach(|| store.get(thread_id, checkpoint_ns, checkpoint_id, cached, held))?;
+        let row = py.detach(|| store.get(thread_id, checkpoint_ns, checkpoint_id, cached, direct))?;
         row.map(|r| checkpoint_row(py, r)).transpose()
     }
 
@@ -919,6 +929,7 @@ pub(super) mod shared {
     /// `(channel, deltas)` for each value read from the checkpoint's own row, and the values
     /// the checkpoint keeps inside with their msgpack (see [`kept_inside`]), or `None` when
     /// the checkpoint read is `placed_id` (the one whose placement the caller holds already).
+    /// For `direct`, see [`Store::get`].
     #[allow(clippy::too_many_arguments)] // the callables a tuple is built with
     pub fn get_tuple<'py, B: Backend>(
         py: Python<'py>,
@@ -935,9 +946,10 @@ pub(super) mod shared {
         load_value: &Bound<'py, PyAny>,
         tuple_cls: &Bound<'py, PyAny>,
         placed_id: Option<&str>,
+        direct: bool,
     ) -> PyResult<Option<GotTuple<'py>>> {
         // The store's reads (a round trip, or key lookups in one transaction), without the GIL.
-        let Some(row) = py.detach(|| store.get(thread_id, checkpoint_ns, checkpoint_id, cached, placed_id))? else {
+        let Some(row) = py.detach(|| store.get(thread_id, checkpoint_ns, checkpoint_id, cached, direct))? else {
             return Ok(None);
         };
         let read: Vec<(String, usize)> = row.blobs.iter().map(|v| (v.channel.clone(), v.deltas)).collect();

@@ -108,10 +108,11 @@ impl PyPgCheckpointStore {
 
     /// One checkpoint with its values and pending writes (the one with `checkpoint_id`, or the
     /// newest of the thread's namespace), or `None`. The values of the `(channel, version)`
-    /// pairs in `cached` are not read (the caller holds them). `held` is the checkpoint whose
-    /// values the caller holds, if any: the read then starts with a statement the server
-    /// prepares faster, which serves it unless a value it finds is stored as a delta.
-    #[pyo3(signature = (thread_id, checkpoint_ns, checkpoint_id = None, cached = Vec::new(), held = None))]
+    /// pairs in `cached` are not read (the caller holds them). With `direct` (the
+    /// caller holds a checkpoint of the thread whose values are all kept inside its row), the
+    /// read starts with a statement the server starts faster, which serves it unless a value it
+    /// finds is stored as a delta.
+    #[pyo3(signature = (thread_id, checkpoint_ns, checkpoint_id = None, cached = Vec::new(), direct = false))]
     fn get(
         &self,
         py: Python<'_>,
@@ -119,10 +120,18 @@ impl PyPgCheckpointStore {
         checkpoint_ns: &str,
         checkpoint_id: Option<&str>,
         cached: Vec<(String, String)>,
-        held: Option<&str>,
+        direct: bool,
     ) -> PyResult<Option<PyCheckpointRow>> {
-        // One statement, without the GIL.
-        shared::get(py, &self.store, thread_id, checkpoint_ns, checkpoint_id, &cached, held)
+        // One statement (two when `direct` finds a delta), without the GIL.
+        shared::get(
+            py,
+            &self.store,
+            thread_id,
+            checkpoint_ns,
+            checkpoint_id,
+            &cached,
+            direct,
+        )
     }
 
     /// `get`, with the `CheckpointTuple` built here, as `CheckpointStore.get_tuple` builds it
@@ -130,9 +139,9 @@ impl PyPgCheckpointStore {
     /// when given, the checkpoint's own otherwise. Also returns `(channel, deltas)` for each
     /// value read from its blobs, and the values the checkpoint keeps inside, by channel, with
     /// their msgpack (`None` when not known), or `None` instead of these when the checkpoint
-    /// read is `placed_id` (the one whose placement the caller holds already, which is also
-    /// `get`'s `held`).
-    #[pyo3(signature = (thread_id, checkpoint_ns, checkpoint_id, cached, config, codec, loads, scan_metadata, load_metadata, load_value, tuple_cls, placed_id = None))]
+    /// read is `placed_id` (the one whose placement the caller holds already). For `direct`,
+    /// see `get`.
+    #[pyo3(signature = (thread_id, checkpoint_ns, checkpoint_id, cached, config, codec, loads, scan_metadata, load_metadata, load_value, tuple_cls, placed_id = None, direct = false))]
     #[allow(clippy::too_many_arguments)] // the callables a tuple is built with
     fn get_tuple<'py>(
         &self,
@@ -149,8 +158,9 @@ impl PyPgCheckpointStore {
         load_value: &Bound<'py, PyAny>,
         tuple_cls: &Bound<'py, PyAny>,
         placed_id: Option<&str>,
+        direct: bool,
     ) -> PyResult<Option<GotTuple<'py>>> {
-        // One statement, without the GIL.
+        // One statement (two when `direct` finds a delta), without the GIL.
         shared::get_tuple(
             py,
             &self.store,
@@ -166,6 +176,7 @@ impl PyPgCheckpointStore {
             load_value,
             tuple_cls,
             placed_id,
+            direct,
         )
     }
 

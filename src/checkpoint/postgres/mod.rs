@@ -235,10 +235,10 @@ impl Backend for Postgres {
         checkpoint_ns: &str,
         checkpoint_id: Option<&str>,
         cached: &[(String, String)],
-        held: Option<&str>,
+        direct: bool,
     ) -> Result<Option<StoredCheckpoint>> {
-        // One statement (two when the caller holds values of the thread and the first finds a
-        // delta: see `read::get`); the values the caller holds are left out of it.
+        // One statement (two when `direct` and the first finds a delta: see `read::get`); the
+        // values the caller holds are left out of it.
         let query = ListQuery {
             thread_id: Some(thread_id.to_owned()),
             checkpoint_ns: Some(checkpoint_ns.to_owned()),
@@ -246,7 +246,7 @@ impl Backend for Postgres {
             limit: Some(1),
             ..ListQuery::default()
         };
-        read::get(&self.pool, &query, cached, held.is_some(), &self.fell_back)
+        read::get(&self.pool, &query, cached, direct, &self.fell_back)
     }
 
     fn list(&self, query: &ListQuery) -> Result<Vec<StoredCheckpoint>> {

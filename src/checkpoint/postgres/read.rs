@@ -1,5 +1,6 @@
 //! Reads: `list` (and `get_tuple`) as one statement returning the checkpoints with every
-//! blob they need and their pending writes; `get_delta_channel_history` by walking parent
+//! blob they need and their pending writes (a `get_tuple` the caller expects to need no
+//! delta chain tries a leaner statement first: [`get`]); `get_delta_channel_history` by walking parent
 //! pointers in bounded statements.
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
@@ -191,16 +192,14 @@ fn list_skipping(pool: &Pool, q: &ListQuery, cached: &[(String, String)]) -> Res
 /// One checkpoint's read for `get_tuple` (`q` has its thread, namespace, id if any, and a
 /// limit of 1), leaving out the values of the `(channel, version)` pairs in `cached`.
 ///
-/// With `direct` (the caller holds the values of a checkpoint of this thread, so most likely
-/// of the one it finds), first by a statement that reads the checkpoint's blobs by their keys
-/// without walking delta chains: the server starts its executor (most of what such a
-/// statement costs it) in less time than `list`'s. When that finds a value stored as
-/// a delta (whose chain it did not walk), the read is made again by `list`'s statement, whole,
-/// so that every row comes from one snapshot.
-///
-/// A thread whose direct read found a delta is read whole from then on (`fell_back`): the
-/// thread is extended by another replica too, whose deltas the next direct read would most
-/// likely find again.
+/// With `direct` (the caller holds a checkpoint of this thread, most likely the one it
+/// finds), first by a statement that reads the checkpoint's blobs by their keys without
+/// walking delta chains: the server starts its executor (most of what such a statement costs
+/// it) in less time than `list`'s. When that finds a value stored as a delta, whose chain it
+/// did not walk, the read is made again by `list`'s statement, whole, so that every row comes
+/// from one snapshot, and the thread is read whole from then on (`fell_back`): its lists are
+/// stored as deltas, by this saver or another replica, and the next direct read would most
+/// likely find one again.
 pub fn get(
     pool: &Pool,
     q: &ListQuery,
@@ -223,9 +222,9 @@ pub fn get(
 }
 
 /// The `(thread, namespace)` pairs whose direct read (see [`get`]) found a delta, as a set of
-/// hashed bits: without a lock (so nothing to renew in a forked child), never wrong in the
-/// way that matters (a pair it does not hold is never reported held; a pair sharing a bit
-/// with one it holds is read whole, which gives the same result), and bounded: once a
+/// hashed bits: without a lock (so nothing to renew in a forked child), and bounded. Either
+/// answer gives the same result: a pair sharing a bit with one it holds only skips the
+/// direct statement, and a pair forgotten costs one more statement on its next read; once a
 /// quarter of the bits are set, it forgets them all.
 pub struct FellBack {
     bits: Box<[AtomicU64]>,
@@ -241,8 +240,8 @@ impl Default for FellBack {
     }
 }
 
-/// 64 bits per word: 16,384 bits.
-const FELL_BACK_WORDS: usize = 256;
+/// 64 bits per word: 2^20 bits.
+const FELL_BACK_WORDS: usize = 1 << 14;
 
 impl FellBack {
     fn bit(thread: (&str, &str)) -> (usize, u64) {

@@ -176,7 +176,7 @@ impl Backend for Sqlite {
         checkpoint_ns: &str,
         checkpoint_id: Option<&str>,
         cached: &[(String, String)],
-        _held: Option<&str>,
+        _direct: bool,
     ) -> Result<Option<StoredCheckpoint>> {
         // A key lookup per row whatever the caller holds: nothing cheaper to choose.
         self.with_reader(|conn| read::get(conn, thread_id, checkpoint_ns, checkpoint_id, cached))
