@@ -84,6 +84,23 @@ def put_get(saver, size: int, *, new_threads: bool = False):
     return step
 
 
+def put_only(saver, size: int):
+    """`put_get`'s put without its get_tuple: on 50 threads in turn."""
+    values = state_of_size(size)
+    counter = [0]
+
+    def step() -> None:
+        counter[0] += 1
+        cp = empty_checkpoint()
+        cp["channel_values"] = values
+        versions = {k: saver.get_next_version(None, None) for k in values}
+        cp["channel_versions"] = versions
+        conf = {"configurable": {"thread_id": f"pg-{size}-{counter[0] % 50}", "checkpoint_ns": ""}}
+        saver.put(conf, cp, {"source": "loop", "step": counter[0]}, versions)
+
+    return step
+
+
 def put_chain(saver, values, thread_id: str, counts: list[int], t: int, stop: float) -> None:
     """Puts checkpoints of ``values`` on one thread, each after the last, until ``stop`` (a
     ``time.perf_counter()`` time); counts them in ``counts[t]``."""

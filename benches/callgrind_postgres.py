@@ -37,7 +37,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 
 import psycopg
 from bench_checkpoint import state_of_size
-from bench_postgres import ours, put_get, stock
+from bench_postgres import ours, put_get, put_only, stock
 from callgrind_put import e2e
 from langgraph.checkpoint.base import empty_checkpoint
 from pg_server import PgServer
@@ -64,23 +64,6 @@ def replica_step(savers: list, values: dict):
         bumped = {"n": saver.get_next_version(old["channel_versions"]["n"], None)}
         cp["channel_versions"] = {**old["channel_versions"], **bumped}
         saver.put(got.config, cp, {"source": "loop", "step": i}, bumped)
-
-    return step
-
-
-def put_only(saver, size: int):
-    """`put_get`'s put without its get_tuple: on 50 threads in turn."""
-    values = state_of_size(size)
-    counter = [0]
-
-    def step() -> None:
-        counter[0] += 1
-        cp = empty_checkpoint()
-        cp["channel_values"] = values
-        versions = {k: saver.get_next_version(None, None) for k in values}
-        cp["channel_versions"] = versions
-        conf = {"configurable": {"thread_id": f"pg-{size}-{counter[0] % 50}", "checkpoint_ns": ""}}
-        saver.put(conf, cp, {"source": "loop", "step": counter[0]}, versions)
 
     return step
 

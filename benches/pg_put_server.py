@@ -25,14 +25,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from langgraph.checkpoint.base import empty_checkpoint
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from psycopg import Connection
 
 sys.path.insert(0, os.path.dirname(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 from bench_checkpoint import state_of_size
-from bench_postgres import ours, stock
+from bench_postgres import ours, put_only, stock
 from pg_floor import FLOOR_TABLE, INSERT
 from pg_server import PgServer
 
@@ -49,21 +48,6 @@ STATEMENTS = {
             metadata = EXCLUDED.metadata, type = EXCLUDED.type, checkpoint = EXCLUDED.checkpoint
         RETURNING 0::int8, 1::int8""",
 }
-
-
-def saver_put(saver, values: dict) -> Callable[[], None]:
-    counter = [0]
-
-    def step() -> None:
-        counter[0] += 1
-        cp = empty_checkpoint()
-        cp["channel_values"] = values
-        versions = {k: saver.get_next_version(None, None) for k in values}
-        cp["channel_versions"] = versions
-        conf = {"configurable": {"thread_id": f"t{counter[0] % 50}", "checkpoint_ns": ""}}
-        saver.put(conf, cp, {"source": "loop", "step": counter[0]}, versions)
-
-    return step
 
 
 def statement(conn: Connection, sql: str, row: tuple, tag: int) -> Callable[[], None]:
@@ -102,8 +86,8 @@ def main() -> None:
         values = state_of_size(1_000)
         saver = ours(url["ours"])
         contenders: dict[str, tuple[str, Callable[[], Any]]] = {
-            "RustPostgresCheckpointer put": ("ours", saver_put(saver, values)),
-            "PostgresSaver(pool) put": ("stock", saver_put(stock(url["stock"]), values)),
+            "RustPostgresCheckpointer put": ("ours", put_only(saver, 1_000)),
+            "PostgresSaver(pool) put": ("stock", put_only(stock(url["stock"]), 1_000)),
         }
         contenders["RustPostgresCheckpointer put"][1]()
         with Connection.connect(url["ours"]) as c:
