@@ -322,6 +322,26 @@ class WriteRow:
     def idx(self) -> int: ...
 
 @final
+class TupleParts:
+    """What the stores build `CheckpointTuple`s with (`get_tuple`, and each batch of `list()`
+    through `CheckpointBatches.next_tuples`): checkpoints and writes in msgpack that `codec`
+    reads exactly are decoded by it, everything else by `loads` (the serializer's
+    `loads_typed`); stored channel values by `load_value(ChannelValueRow)`; metadata by
+    `scan_metadata(text, 0)` (a JSON scanner's `scan_once`) when that reads the whole text, by
+    `load_metadata(text)` otherwise; each tuple is `tuple.__new__(tuple_cls, (config,
+    checkpoint, metadata, parent_config, writes))`, as a named tuple's `__new__` builds it."""
+
+    def __new__(
+        cls,
+        codec: MsgpackCodec,
+        loads: Callable[[tuple[str, bytes]], Any],
+        scan_metadata: Callable[[str, int], tuple[Any, int]],
+        load_metadata: Callable[[str], Any],
+        load_value: Callable[[ChannelValueRow], Any],
+        tuple_cls: type[tuple[Any, ...]],
+    ) -> TupleParts: ...
+
+@final
 class CheckpointBatches:
     """The batches of one `CheckpointStore.list_batches`. Iterating waits for the next batch
     without holding the GIL. Letting go of the iterator (`break`, an exception, garbage
@@ -341,24 +361,13 @@ class CheckpointBatches:
         """Wait, without the GIL, until the next batch is read or the listing is over: the
         next `__next__` then only builds the batch's rows."""
     def next_tuples(
-        self,
-        codec: MsgpackCodec,
-        loads: Callable[[tuple[str, bytes]], Any],
-        scan_metadata: Callable[[str, int], tuple[Any, int]],
-        load_metadata: Callable[[str], Any],
-        load_value: Callable[[ChannelValueRow], Any],
-        tuple_cls: type[tuple[Any, ...]],
+        self, parts: TupleParts
     ) -> tuple[builtins.list[Any], BaseException | None] | None:
         """The next batch as `CheckpointTuple`s (`None` when the listing is over), built here
-        rather than as rows: checkpoints and writes in msgpack that `codec` reads exactly are
-        decoded by it, everything else by `loads` (the serializer's `loads_typed`); stored
-        channel values by `load_value`; metadata by `scan_metadata(text, 0)` (a JSON scanner's
-        `scan_once`) when that reads the whole text, by `load_metadata(text)` otherwise; each
-        tuple is `tuple.__new__(tuple_cls, (config, checkpoint, metadata, parent_config,
-        writes))`, as a named tuple's `__new__` builds it.
+        with `parts` rather than as rows (see `TupleParts`).
 
-        Returns `(tuples, error)`: when a row fails to decode, the tuples of the rows before it
-        and the exception, which the caller raises after them; `error` is `None` otherwise."""
+        Returns `(tuples, error)`: when a row fails to decode, the tuples of the rows before
+        it and the exception, which the caller raises after them; `error` is None otherwise."""
     def __iter__(self) -> CheckpointBatches: ...
     def __next__(self) -> builtins.list[CheckpointRow]: ...
 
@@ -477,12 +486,7 @@ class CheckpointStore:
         checkpoint_id: str | None,
         cached: Sequence[tuple[str, str]],
         config: Any,
-        codec: MsgpackCodec,
-        loads: Callable[[tuple[str, bytes]], Any],
-        scan_metadata: Callable[[str, int], tuple[Any, int]],
-        load_metadata: Callable[[str], Any],
-        load_value: Callable[[ChannelValueRow], Any],
-        tuple_cls: type[tuple[Any, ...]],
+        parts: TupleParts,
         placed_id: str | None = None,
         direct: bool = False,
     ) -> tuple[Any, builtins.list[tuple[str, int]], dict[str, bytes | None] | None] | None:
@@ -1117,12 +1121,7 @@ class PgCheckpointStore:
         checkpoint_id: str | None,
         cached: Sequence[tuple[str, str]],
         config: Any,
-        codec: MsgpackCodec,
-        loads: Callable[[tuple[str, bytes]], Any],
-        scan_metadata: Callable[[str, int], tuple[Any, int]],
-        load_metadata: Callable[[str], Any],
-        load_value: Callable[[ChannelValueRow], Any],
-        tuple_cls: type[tuple[Any, ...]],
+        parts: TupleParts,
         placed_id: str | None = None,
         direct: bool = False,
     ) -> tuple[Any, builtins.list[tuple[str, int]], dict[str, bytes | None] | None] | None:

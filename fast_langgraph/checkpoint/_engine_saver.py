@@ -36,6 +36,7 @@ from fast_langgraph._native import (
     NewWrite,
     PackedValue,
     SerializationError,
+    TupleParts,
     metadata_json,
     next_version,
     put_metadata_json,
@@ -134,11 +135,11 @@ class EngineSaver(BaseCheckpointSaver[str]):
         """A channel value its store returned apart from the checkpoint (each backend's)."""
         raise NotImplementedError
 
-    def _tuple_parts(self, serde: RustSerializer) -> tuple[Any, ...]:
+    def _tuple_parts(self, serde: RustSerializer) -> TupleParts:
         """What the store builds ``CheckpointTuple``s with, for ``get_tuple`` and each batch
         of ``list``: the default serializer's codec and decoder, the metadata decoders, the
         value loader and the tuple class."""
-        return (
+        return TupleParts(
             serde._codec(),
             serde.loads_typed,
             _METADATA_SCAN,
@@ -176,7 +177,7 @@ class EngineSaver(BaseCheckpointSaver[str]):
                 checkpoint_id,
                 cached,
                 config,
-                *self._tuple_parts(serde),
+                self._tuple_parts(serde),
                 held,
                 direct,
             )

@@ -366,7 +366,7 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
             return self._iter_batches(batches, py_filter, limit)
         # The default serializer: the store builds each batch's CheckpointTuples itself,
         # decoding through the serializer's codec (the same values _to_tuple gives).
-        build = partial(batches.next_tuples, *self._tuple_parts(serde))
+        build = partial(batches.next_tuples, self._tuple_parts(serde))
         return self._iter_built(batches, build, py_filter, limit)
 
     def _to_tuple(self, row: CheckpointRow, config: RunnableConfig | None) -> CheckpointTuple:

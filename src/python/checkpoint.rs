@@ -334,14 +334,14 @@ impl PyCheckpointStore {
     }
 
     /// `get`, with the `CheckpointTuple` built here, as `CheckpointBatches.next_tuples` builds
-    /// those of `list()` (see there for `codec` and the callables), or `None`. The tuple's
+    /// those of `list()` (with `parts`: see `TupleParts`), or `None`. The tuple's
     /// config is `config` when given, the checkpoint's own otherwise. Also returns, for each
     /// value read from its own row, `(channel, deltas)`: the channel and how many deltas were
     /// applied to its last full value; and `{channel: msgpack}` for each value the checkpoint
     /// keeps inside, or `None` when the checkpoint read is `placed_id` (the one whose
     /// placement the caller holds already). `direct` changes nothing here (see `get`).
-    #[pyo3(signature = (thread_id, checkpoint_ns, checkpoint_id, cached, config, codec, loads, scan_metadata, load_metadata, load_value, tuple_cls, placed_id = None, direct = false))]
-    #[allow(clippy::too_many_arguments)] // the callables a tuple is built with
+    #[pyo3(signature = (thread_id, checkpoint_ns, checkpoint_id, cached, config, parts, placed_id = None, direct = false))]
+    #[allow(clippy::too_many_arguments)] // a read's arguments
     fn get_tuple<'py>(
         &self,
         py: Python<'py>,
@@ -350,12 +350,7 @@ impl PyCheckpointStore {
         checkpoint_id: Option<&str>,
         cached: Vec<(String, String)>,
         config: Option<Bound<'py, PyAny>>,
-        codec: &Bound<'py, PyMsgpackCodec>,
-        loads: &Bound<'py, PyAny>,
-        scan_metadata: &Bound<'py, PyAny>,
-        load_metadata: &Bound<'py, PyAny>,
-        load_value: &Bound<'py, PyAny>,
-        tuple_cls: &Bound<'py, PyAny>,
+        parts: PyRef<'py, PyTupleParts>,
         placed_id: Option<&str>,
         direct: bool,
     ) -> PyResult<Option<GotTuple<'py>>> {
@@ -368,12 +363,7 @@ impl PyCheckpointStore {
             checkpoint_id,
             &cached,
             config,
-            codec,
-            loads,
-            scan_metadata,
-            load_metadata,
-            load_value,
-            tuple_cls,
+            &parts,
             placed_id,
             direct,
         )
@@ -576,31 +566,16 @@ impl PyCheckpointBatches {
     }
 
     /// The next batch as `CheckpointTuple`s (`None` when the listing is over), built here
-    /// rather than as rows: checkpoints and writes in msgpack that `codec` reads exactly are
-    /// decoded by it, everything else by `loads` (the serializer's `loads_typed`); stored
-    /// channel values by `load_value(ChannelValueRow)`; metadata by `scan_metadata(text, 0)`
-    /// (a JSON scanner's `scan_once`) when that reads the whole text, by `load_metadata(text)`
-    /// otherwise; each tuple is `tuple.__new__(tuple_cls, (config, checkpoint, metadata,
-    /// parent_config, writes))`, as a named tuple's `__new__` builds it.
+    /// with `parts` rather than as rows (see `TupleParts`).
     ///
     /// Returns `(tuples, error)`: when a row fails to decode, the tuples of the rows before
     /// it and the exception, which the caller raises after them; `error` is `None` otherwise.
-    #[allow(clippy::too_many_arguments)] // the callables a batch is built with, given once per batch
-    fn next_tuples<'py>(
-        &self,
-        py: Python<'py>,
-        codec: &Bound<'py, PyMsgpackCodec>,
-        loads: &Bound<'py, PyAny>,
-        scan_metadata: &Bound<'py, PyAny>,
-        load_metadata: &Bound<'py, PyAny>,
-        load_value: &Bound<'py, PyAny>,
-        tuple_cls: &Bound<'py, PyAny>,
-    ) -> PyResult<Option<BuiltBatch<'py>>> {
+    fn next_tuples<'py>(&self, py: Python<'py>, parts: PyRef<'py, PyTupleParts>) -> PyResult<Option<BuiltBatch<'py>>> {
         let batch = match py.detach(|| self.stream.next_batch()) {
             None => return Ok(None),
             Some(batch) => batch?,
         };
-        let builder = TupleBuilder::new(py, codec, loads, scan_metadata, load_metadata, load_value, tuple_cls)?;
+        let builder = TupleBuilder::new(py, &parts)?;
         let tuples = PyList::empty(py);
         let mut error = None;
         for row in &batch {
@@ -694,8 +669,47 @@ fn kept_inside<'py>(
 /// `tuple.__new__`, looked up once.
 static TUPLE_NEW: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
-/// What `CheckpointBatches.next_tuples` builds a batch's `CheckpointTuple`s with: the
-/// serializer's codec and the Python callables for what it does not decode itself.
+/// What the stores build `CheckpointTuple`s with (`get_tuple`, and each batch of `list()`
+/// through `CheckpointBatches.next_tuples`): checkpoints and writes in msgpack that `codec`
+/// reads exactly are decoded by it, everything else by `loads` (the serializer's
+/// `loads_typed`); stored channel values by `load_value(ChannelValueRow)`; metadata by
+/// `scan_metadata(text, 0)` (a JSON scanner's `scan_once`) when that reads the whole text, by
+/// `load_metadata(text)` otherwise; each tuple is `tuple.__new__(tuple_cls, (config,
+/// checkpoint, metadata, parent_config, writes))`, as a named tuple's `__new__` builds it. A
+/// saver makes one per serializer.
+#[pyclass(frozen, name = "TupleParts", module = "fast_langgraph._native")]
+pub struct PyTupleParts {
+    codec: Py<PyMsgpackCodec>,
+    loads: Py<PyAny>,
+    scan_metadata: Py<PyAny>,
+    load_metadata: Py<PyAny>,
+    load_value: Py<PyAny>,
+    tuple_cls: Py<PyAny>,
+}
+
+#[pymethods]
+impl PyTupleParts {
+    #[new]
+    fn new(
+        codec: Py<PyMsgpackCodec>,
+        loads: Py<PyAny>,
+        scan_metadata: Py<PyAny>,
+        load_metadata: Py<PyAny>,
+        load_value: Py<PyAny>,
+        tuple_cls: Py<PyAny>,
+    ) -> Self {
+        Self {
+            codec,
+            loads,
+            scan_metadata,
+            load_metadata,
+            load_value,
+            tuple_cls,
+        }
+    }
+}
+
+/// A batch's or a read's [`PyTupleParts`], bound for building its tuples.
 struct TupleBuilder<'a, 'py> {
     codec: &'a PyMsgpackCodec,
     loads: &'a Bound<'py, PyAny>,
@@ -708,24 +722,15 @@ struct TupleBuilder<'a, 'py> {
 }
 
 impl<'a, 'py> TupleBuilder<'a, 'py> {
-    /// A builder over the saver's codec and hooks (the arguments of `get_tuple` and
-    /// `next_tuples`, in their order).
-    fn new(
-        py: Python<'py>,
-        codec: &'a Bound<'py, PyMsgpackCodec>,
-        loads: &'a Bound<'py, PyAny>,
-        scan_metadata: &'a Bound<'py, PyAny>,
-        load_metadata: &'a Bound<'py, PyAny>,
-        load_value: &'a Bound<'py, PyAny>,
-        tuple_cls: &'a Bound<'py, PyAny>,
-    ) -> PyResult<Self> {
+    /// A builder over the saver's codec and hooks.
+    fn new(py: Python<'py>, parts: &'a PyTupleParts) -> PyResult<Self> {
         Ok(Self {
-            codec: codec.get(),
-            loads,
-            scan_metadata,
-            load_metadata,
-            load_value,
-            tuple_cls,
+            codec: parts.codec.get(),
+            loads: parts.loads.bind(py),
+            scan_metadata: parts.scan_metadata.bind(py),
+            load_metadata: parts.load_metadata.bind(py),
+            load_value: parts.load_value.bind(py),
+            tuple_cls: parts.tuple_cls.bind(py),
             tuple_new: TUPLE_NEW
                 .get_or_try_init(py, || -> PyResult<Py<PyAny>> {
                     Ok(py.get_type::<PyTuple>().getattr(intern!(py, "__new__"))?.unbind())
@@ -877,7 +882,7 @@ pub(super) mod shared {
 
     use super::{
         channel_history, checkpoint_row, kept_inside, new_checkpoint, new_writes, prune_strategy, GotTuple,
-        PyChannelHistory, PyCheckpointRow, PyMsgpackCodec, PyNewCheckpoint, PyNewWrites, TupleBuilder,
+        PyChannelHistory, PyCheckpointRow, PyNewCheckpoint, PyNewWrites, PyTupleParts, TupleBuilder,
     };
     use crate::checkpoint::{Backend, NewCheckpoint, NewWrites, Store};
 
@@ -930,7 +935,7 @@ pub(super) mod shared {
     /// the checkpoint keeps inside with their msgpack (see [`kept_inside`]), or `None` when
     /// the checkpoint read is `placed_id` (the one whose placement the caller holds already).
     /// For `direct`, see [`Store::get`].
-    #[allow(clippy::too_many_arguments)] // the callables a tuple is built with
+    #[allow(clippy::too_many_arguments)] // a read's arguments
     pub fn get_tuple<'py, B: Backend>(
         py: Python<'py>,
         store: &Store<B>,
@@ -939,12 +944,7 @@ pub(super) mod shared {
         checkpoint_id: Option<&str>,
         cached: &[(String, String)],
         config: Option<Bound<'py, PyAny>>,
-        codec: &Bound<'py, PyMsgpackCodec>,
-        loads: &Bound<'py, PyAny>,
-        scan_metadata: &Bound<'py, PyAny>,
-        load_metadata: &Bound<'py, PyAny>,
-        load_value: &Bound<'py, PyAny>,
-        tuple_cls: &Bound<'py, PyAny>,
+        parts: &PyTupleParts,
         placed_id: Option<&str>,
         direct: bool,
     ) -> PyResult<Option<GotTuple<'py>>> {
@@ -953,7 +953,7 @@ pub(super) mod shared {
             return Ok(None);
         };
         let read: Vec<(String, usize)> = row.blobs.iter().map(|v| (v.channel.clone(), v.deltas)).collect();
-        let builder = TupleBuilder::new(py, codec, loads, scan_metadata, load_metadata, load_value, tuple_cls)?;
+        let builder = TupleBuilder::new(py, parts)?;
         let tuple = builder.build(py, &row, config)?;
         let inside = if placed_id == Some(row.checkpoint_id.as_str()) {
             None

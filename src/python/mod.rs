@@ -21,7 +21,8 @@ mod _native {
     use super::checkpoint::{
         list_readers_pause, list_readers_resume, metadata_json, next_version, placed_checkpoint, put_metadata_json,
         put_values, write_values, PyChannelHistory, PyChannelValueRow, PyCheckpointBatches, PyCheckpointKey,
-        PyCheckpointRow, PyCheckpointStore, PyNewBlob, PyNewCheckpoint, PyNewWrite, PyNewWrites, PyWriteRow,
+        PyCheckpointRow, PyCheckpointStore, PyNewBlob, PyNewCheckpoint, PyNewWrite, PyNewWrites, PyTupleParts,
+        PyWriteRow,
     };
     #[pymodule_export]
     use super::exceptions::{CacheCorruptError, CacheError};

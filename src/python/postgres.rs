@@ -10,9 +10,8 @@ use pyo3::prelude::*;
 
 use super::checkpoint::{
     checkpoint_row, meta_value, new_checkpoint, shared, GotTuple, PyChannelHistory, PyCheckpointRow, PyNewCheckpoint,
-    PyNewWrites,
+    PyNewWrites, PyTupleParts,
 };
-use super::serde::PyMsgpackCodec;
 use crate::checkpoint::postgres::{PgOptions, Postgres};
 use crate::checkpoint::{ListQuery, MetaFilter, Store};
 
@@ -135,14 +134,14 @@ impl PyPgCheckpointStore {
     }
 
     /// `get`, with the `CheckpointTuple` built here, as `CheckpointStore.get_tuple` builds it
-    /// (see there for `codec` and the callables), or `None`. The tuple's config is `config`
+    /// (with `parts`: see `TupleParts`), or `None`. The tuple's config is `config`
     /// when given, the checkpoint's own otherwise. Also returns `(channel, deltas)` for each
     /// value read from its blobs, and the values the checkpoint keeps inside, by channel, with
     /// their msgpack (`None` when not known), or `None` instead of these when the checkpoint
     /// read is `placed_id` (the one whose placement the caller holds already). For `direct`,
     /// see `get`.
-    #[pyo3(signature = (thread_id, checkpoint_ns, checkpoint_id, cached, config, codec, loads, scan_metadata, load_metadata, load_value, tuple_cls, placed_id = None, direct = false))]
-    #[allow(clippy::too_many_arguments)] // the callables a tuple is built with
+    #[pyo3(signature = (thread_id, checkpoint_ns, checkpoint_id, cached, config, parts, placed_id = None, direct = false))]
+    #[allow(clippy::too_many_arguments)] // a read's arguments
     fn get_tuple<'py>(
         &self,
         py: Python<'py>,
@@ -151,12 +150,7 @@ impl PyPgCheckpointStore {
         checkpoint_id: Option<&str>,
         cached: Vec<(String, String)>,
         config: Option<Bound<'py, PyAny>>,
-        codec: &Bound<'py, PyMsgpackCodec>,
-        loads: &Bound<'py, PyAny>,
-        scan_metadata: &Bound<'py, PyAny>,
-        load_metadata: &Bound<'py, PyAny>,
-        load_value: &Bound<'py, PyAny>,
-        tuple_cls: &Bound<'py, PyAny>,
+        parts: PyRef<'py, PyTupleParts>,
         placed_id: Option<&str>,
         direct: bool,
     ) -> PyResult<Option<GotTuple<'py>>> {
@@ -169,12 +163,7 @@ impl PyPgCheckpointStore {
             checkpoint_id,
             &cached,
             config,
-            codec,
-            loads,
-            scan_metadata,
-            load_metadata,
-            load_value,
-            tuple_cls,
+            &parts,
             placed_id,
             direct,
         )
