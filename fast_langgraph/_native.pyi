@@ -114,6 +114,7 @@ class NewCheckpoint:
         run_id: str | None,
         channel_versions: Sequence[tuple[str, str]],
         blobs: Sequence[NewBlob],
+        refs: Sequence[tuple[str, str]] = ...,
     ) -> Self: ...
     @property
     def key(self) -> CheckpointKey: ...
@@ -129,6 +130,10 @@ class NewCheckpoint:
     def run_id(self) -> str | None: ...
     @property
     def channel_versions(self) -> tuple[tuple[str, str], ...]: ...
+    @property
+    def refs(self) -> tuple[tuple[str, str], ...]:
+        """The values stored apart it refers to without writing them: `(channel,
+        version)`. A PostgreSQL put checks each is still stored (see `put_values`)."""
     @property
     def blobs(self) -> tuple[NewBlob, ...]: ...
 
@@ -223,10 +228,11 @@ def put_values(
     versions: dict[str, Any] | None = None,
     placed: dict[str, tuple[str, bool, bytes | None]] | None = None,
     keep_apart: tuple[type, ...] | None = None,
-) -> tuple[dict[str, Any], list[NewBlob]]:
-    """A put's channel values, split: those that travel inside the checkpoint, and a
+) -> tuple[dict[str, Any], list[NewBlob], list[tuple[str, str]]]:
+    """A put's channel values, split: those that travel inside the checkpoint, a
     `NewBlob` for every other channel of `new_versions` (`"empty"` for a channel without a
-    value). With `codec` a value is encoded as `RustSerializer.dumps_typed` does, through
+    value), and the `(channel, version)` of the unchanged values it refers to (whose blob
+    `placed` says is stored) without writing them. With `codec` a value is encoded as `RustSerializer.dumps_typed` does, through
     `dumps` when the codec cannot say; without it, by `dumps`. A value whose exact type is in
     `list_types` is first given to `plan(channel, version, value)`, which returns what to
     serialize and the delta base.
@@ -261,12 +267,14 @@ def placed_checkpoint(
     inline: dict[str, Any],
     packed: bool,
     blobs: Sequence[NewBlob],
+    refs: Sequence[tuple[str, str]] = ...,
 ) -> tuple[NewCheckpoint, dict[str, tuple[str, bool, bytes | None]]]:
     """A put's `NewCheckpoint` and its placement, in one call. For each channel of `versions`
     (the version as text: the `str` itself, else `str(version)`): `(version, True, msgpack)`
     when `inline` holds its value (the `PackedValue`'s bytes when `packed`, else `None`),
     else `(version, False, None)`, and `(channel, version)` among the checkpoint's
-    `channel_versions`, the values stored apart."""
+    `channel_versions`, the values stored apart. `refs` (from `put_values`) become the
+    checkpoint's `refs`."""
 
 def write_values(
     writes: object,

@@ -534,7 +534,7 @@ class RustPostgresCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyn
         # serializer, as PostgresSaver keeps them; other values with the default one, up to
         # INLINE_MAX bytes. The other values of new_versions are serialized in the same call.
         # By position (keywords cost a lookup each in the native call), in put_values' order.
-        inline, blobs = put_values(
+        inline, blobs, refs = put_values(
             c.pop("channel_values", None),  # values
             new_versions if type(new_versions) is dict else dict(new_versions),
             True,  # none_inline
@@ -603,6 +603,7 @@ class RustPostgresCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyn
             inline,
             as_packed,  # packed
             blobs,
+            refs,
         )
 
     def put_writes(
