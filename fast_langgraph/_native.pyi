@@ -25,8 +25,9 @@ class DatabaseLockedError(FastLangGraphError):
     """Another connection held the database lock for longer than the busy timeout."""
 
 class DeltaBaseMissingError(CheckpointError):
-    """A delta named a base version that is no longer stored. RustSQLiteCheckpointer then
-    stores the full value; users do not normally see it."""
+    """A delta named a base version that is no longer stored (or, on PostgreSQL, a blob a
+    checkpoint refers to is gone). The savers then store the full values; users do not
+    normally see it."""
 
 class SerializationError(CheckpointError):
     """A value could not be serialized; the message names the channel or key."""
@@ -1099,7 +1100,8 @@ class PgCheckpointStore:
     def table_exists(self, name: str) -> bool: ...
     def put(self, checkpoint: NewCheckpoint, continue_head: bool = False) -> None:
         """Store a checkpoint in one statement; returns once committed. A blob with a
-        delta_base is refused with DeltaBaseMissingError if that version is not stored. With
+        delta_base is refused with DeltaBaseMissingError if that version is not stored, and
+        so is a checkpoint one of whose `refs` is no longer stored. With
         the guard on and `continue_head`, raises `CheckpointConflictError` unless its parent
         is still its thread's latest checkpoint."""
     def put_writes(self, writes: NewWrites) -> None:

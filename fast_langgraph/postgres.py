@@ -455,7 +455,8 @@ class RustPostgresCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyn
         try:
             self._store.put(args, continue_head)
         except DeltaBaseMissingError:
-            # A base was pruned or deleted since we saw it: store full values.
+            # A delta base or a blob this checkpoint refers to was pruned or deleted since we
+            # saw it: store full values, the unchanged ones included.
             self._lists.forget_thread(thread_id)
             self._placed.forget_thread(thread_id)
             remembered.clear()
