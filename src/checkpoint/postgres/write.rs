@@ -318,7 +318,8 @@ fn put_many_alone(
     let mut b_keep: Vec<bool> = Vec::with_capacity(n_blobs);
     let mut b_base: Vec<Option<&[u8]>> = Vec::with_capacity(n_blobs);
     let mut b_cp: Vec<i32> = Vec::with_capacity(n_blobs);
-    let (mut r_channel, mut r_version, mut r_cp): (Vec<&str>, Vec<&[u8]>, Vec<i32>) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut r_channel, mut r_version, mut r_cp): (Vec<&str>, Vec<&[u8]>, Vec<i32>) =
+        (Vec::new(), Vec::new(), Vec::new());
     for (n, a) in (1..).zip(&args) {
         r_channel.extend(a.r_channel.iter().copied());
         r_version.extend(a.r_version.iter().map(Vec::as_slice));
