@@ -330,6 +330,38 @@ pub const PUT_ALONE_NO_BLOBS: &str =
             type = EXCLUDED.type, checkpoint = EXCLUDED.checkpoint
     RETURNING 0::int8, 1::int8";
 
+/// A put with no blob to store that refers to blobs stored apart ([`NewCheckpoint::refs`](crate::checkpoint::NewCheckpoint)):
+/// [`put_alone_sql`]'s lock, lookups of those blobs and checkpoint upsert, without its blob
+/// inserts, whose executor nodes the server would start at every call (a put continuing a
+/// thread whose large value did not change, fsync off: 192-199 us with [`put_alone_sql`],
+/// 161-179 with this statement, 112-134 with the plain insert before the check;
+/// docs/benchmarks.md). Parameters as
+/// [`PUT_ALONE_NO_BLOBS`]'s, then $12 and $13 the channels and versions referred to; returns
+/// as [`put_alone_sql`] (the first column counts the blobs not found).
+pub const PUT_ALONE_REFS: &str = "WITH lock AS (SELECT pg_advisory_xact_lock_shared($11::int8)), refs AS (
+    SELECT * FROM unnest($12::text[], $13::bytea[]) WITH ORDINALITY AS r(channel, version, o)
+), found AS (
+    SELECT b.channel, b.version FROM unnest(
+        ARRAY(SELECT channel FROM refs ORDER BY o), ARRAY(SELECT version FROM refs ORDER BY o)) AS d(channel, version)
+    CROSS JOIN LATERAL (SELECT b.channel, b.version FROM flg_blobs b WHERE b.thread_id = $1
+        AND b.checkpoint_ns = $2 AND b.version = d.version AND b.channel = d.channel FOR KEY SHARE OF b) b
+    WHERE (SELECT count(*) FROM lock) = 1
+), missing AS (
+    SELECT 1 FROM refs WHERE NOT EXISTS (SELECT 1 FROM found WHERE found.channel = refs.channel
+                                         AND found.version = refs.version)
+), ic AS (
+    INSERT INTO flg_checkpoints (thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, run_id,
+                                 channels, versions, metadata, type, checkpoint)
+    SELECT $1, $2, $3, $4, $5, $6, $7, ($8::text)::jsonb, $9, $10
+    WHERE EXISTS (SELECT 1 FROM lock) AND NOT EXISTS (SELECT 1 FROM missing)
+    ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id) DO UPDATE
+        SET parent_checkpoint_id = EXCLUDED.parent_checkpoint_id, run_id = EXCLUDED.run_id,
+            channels = EXCLUDED.channels, versions = EXCLUDED.versions, metadata = EXCLUDED.metadata,
+            type = EXCLUDED.type, checkpoint = EXCLUDED.checkpoint
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM missing), (SELECT count(*) FROM ic)";
+
 /// The puts and task writes of a batch as one statement, for when each put could run alone
 /// ([`put_alone_sql`]: without the guard) and no two calls store the same checkpoint, blob or
 /// write, nor does one call store the base of another's delta: one protocol round and no
