@@ -25,8 +25,9 @@ class DatabaseLockedError(FastLangGraphError):
     """Another connection held the database lock for longer than the busy timeout."""
 
 class DeltaBaseMissingError(CheckpointError):
-    """A delta named a base version that is no longer stored. RustSQLiteCheckpointer then
-    stores the full value; users do not normally see it."""
+    """A delta named a base version that is no longer stored (or, on PostgreSQL, a blob a
+    checkpoint refers to is gone). The savers then store the full values; users do not
+    normally see it."""
 
 class SerializationError(CheckpointError):
     """A value could not be serialized; the message names the channel or key."""
@@ -114,6 +115,7 @@ class NewCheckpoint:
         run_id: str | None,
         channel_versions: Sequence[tuple[str, str]],
         blobs: Sequence[NewBlob],
+        refs: Sequence[tuple[str, str]] = ...,
     ) -> Self: ...
     @property
     def key(self) -> CheckpointKey: ...
@@ -129,6 +131,10 @@ class NewCheckpoint:
     def run_id(self) -> str | None: ...
     @property
     def channel_versions(self) -> tuple[tuple[str, str], ...]: ...
+    @property
+    def refs(self) -> tuple[tuple[str, str], ...]:
+        """The values stored apart it refers to without writing them: `(channel,
+        version)`. A PostgreSQL put checks each is still stored (see `put_values`)."""
     @property
     def blobs(self) -> tuple[NewBlob, ...]: ...
 
@@ -223,10 +229,11 @@ def put_values(
     versions: dict[str, Any] | None = None,
     placed: dict[str, tuple[str, bool, bytes | None]] | None = None,
     keep_apart: tuple[type, ...] | None = None,
-) -> tuple[dict[str, Any], list[NewBlob]]:
-    """A put's channel values, split: those that travel inside the checkpoint, and a
+) -> tuple[dict[str, Any], list[NewBlob], list[tuple[str, str]]]:
+    """A put's channel values, split: those that travel inside the checkpoint, a
     `NewBlob` for every other channel of `new_versions` (`"empty"` for a channel without a
-    value). With `codec` a value is encoded as `RustSerializer.dumps_typed` does, through
+    value), and the `(channel, version)` of the unchanged values it refers to (whose blob
+    `placed` says is stored) without writing them. With `codec` a value is encoded as `RustSerializer.dumps_typed` does, through
     `dumps` when the codec cannot say; without it, by `dumps`. A value whose exact type is in
     `list_types` is first given to `plan(channel, version, value)`, which returns what to
     serialize and the delta base.
@@ -261,12 +268,14 @@ def placed_checkpoint(
     inline: dict[str, Any],
     packed: bool,
     blobs: Sequence[NewBlob],
+    refs: Sequence[tuple[str, str]] = ...,
 ) -> tuple[NewCheckpoint, dict[str, tuple[str, bool, bytes | None]]]:
     """A put's `NewCheckpoint` and its placement, in one call. For each channel of `versions`
     (the version as text: the `str` itself, else `str(version)`): `(version, True, msgpack)`
     when `inline` holds its value (the `PackedValue`'s bytes when `packed`, else `None`),
     else `(version, False, None)`, and `(channel, version)` among the checkpoint's
-    `channel_versions`, the values stored apart."""
+    `channel_versions`, the values stored apart. `refs` (from `put_values`) become the
+    checkpoint's `refs`."""
 
 def write_values(
     writes: object,
@@ -1091,7 +1100,8 @@ class PgCheckpointStore:
     def table_exists(self, name: str) -> bool: ...
     def put(self, checkpoint: NewCheckpoint, continue_head: bool = False) -> None:
         """Store a checkpoint in one statement; returns once committed. A blob with a
-        delta_base is refused with DeltaBaseMissingError if that version is not stored. With
+        delta_base is refused with DeltaBaseMissingError if that version is not stored, and
+        so is a checkpoint one of whose `refs` is no longer stored. With
         the guard on and `continue_head`, raises `CheckpointConflictError` unless its parent
         is still its thread's latest checkpoint."""
     def put_writes(self, writes: NewWrites) -> None:

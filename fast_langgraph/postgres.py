@@ -455,7 +455,8 @@ class RustPostgresCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyn
         try:
             self._store.put(args, continue_head)
         except DeltaBaseMissingError:
-            # A base was pruned or deleted since we saw it: store full values.
+            # A delta base or a blob this checkpoint refers to was pruned or deleted since we
+            # saw it: store full values, the unchanged ones included.
             self._lists.forget_thread(thread_id)
             self._placed.forget_thread(thread_id)
             remembered.clear()
@@ -534,7 +535,7 @@ class RustPostgresCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyn
         # serializer, as PostgresSaver keeps them; other values with the default one, up to
         # INLINE_MAX bytes. The other values of new_versions are serialized in the same call.
         # By position (keywords cost a lookup each in the native call), in put_values' order.
-        inline, blobs = put_values(
+        inline, blobs, refs = put_values(
             c.pop("channel_values", None),  # values
             new_versions if type(new_versions) is dict else dict(new_versions),
             True,  # none_inline
@@ -603,6 +604,7 @@ class RustPostgresCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyn
             inline,
             as_packed,  # packed
             blobs,
+            refs,
         )
 
     def put_writes(

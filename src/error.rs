@@ -25,7 +25,8 @@ pub enum Error {
     /// The database holds something it should not (a broken delta chain), or SQLite refused a
     /// setting the store needs.
     Storage(String),
-    /// A delta blob names a base version that is not stored (it was pruned or deleted).
+    /// A delta blob names a base version that is not stored (it was pruned or deleted), or
+    /// (PostgreSQL) a blob a checkpoint refers to without writing it is no longer stored.
     /// The caller stores the full value instead.
     DeltaBaseMissing(String),
     /// A stored entry failed its integrity check; it is never returned.

@@ -228,7 +228,7 @@ def test_put_values_splits_and_serializes_as_put_did(none_inline: bool, encrypte
     }
     new_versions = {ch: f"{i:032d}.1" for i, ch in enumerate([*values, "gone"])}
     want_inline, want_blobs = _reference_split(values, new_versions, none_inline, serde.dumps_typed)
-    inline, blobs = put_values(
+    inline, blobs, _refs = put_values(
         values,
         new_versions,
         none_inline=none_inline,

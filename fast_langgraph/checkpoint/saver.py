@@ -624,7 +624,7 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
         # PostgresSaver keeps them; other values with the default one, up to INLINE_MAX bytes.
         # The other values of new_versions are serialized in the same native call.
         # By position (keywords cost a lookup each in the native call), in put_values' order.
-        inline, blobs = put_values(
+        inline, blobs, _refs = put_values(
             c.pop("channel_values", None),  # values
             new_versions if type(new_versions) is dict else dict(new_versions),
             False,  # none_inline

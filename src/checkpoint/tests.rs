@@ -23,6 +23,7 @@ fn cp(thread: &str, id: &str, parent: Option<&str>, run: &str, versions: &[(&str
                 keep_existing: false,
             })
             .collect(),
+        refs: Vec::new(),
     }
 }
 

@@ -87,6 +87,10 @@ pub struct NewCheckpoint {
     pub channel_versions: Vec<(String, String)>,
     /// The values of the channels whose version is new in this checkpoint.
     pub blobs: Vec<Blob>,
+    /// The values stored apart that this checkpoint refers to without writing them (unchanged
+    /// since a checkpoint that stored them): (channel, version). A put checks that each is
+    /// still stored, and is refused as for a missing delta base if one is not.
+    pub refs: Vec<(String, String)>,
 }
 
 /// One pending write of a task.

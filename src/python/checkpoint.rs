@@ -108,12 +108,14 @@ pub struct PyNewCheckpoint {
     channel_versions: Vec<(String, String)>,
     #[pyo3(get)]
     blobs: Py<PyTuple>,
+    /// The values stored apart it refers to without writing them: `(channel, version)`.
+    refs: Vec<(String, String)>,
 }
 
 #[pymethods]
 impl PyNewCheckpoint {
     #[new]
-    #[pyo3(signature = (key, *, parent_checkpoint_id, type_tag, checkpoint, metadata_json, run_id, channel_versions, blobs))]
+    #[pyo3(signature = (key, *, parent_checkpoint_id, type_tag, checkpoint, metadata_json, run_id, channel_versions, blobs, refs = Vec::new()))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -125,6 +127,7 @@ impl PyNewCheckpoint {
         run_id: Option<String>,
         channel_versions: Vec<(String, String)>,
         blobs: Vec<Py<PyNewBlob>>,
+        refs: Vec<(String, String)>,
     ) -> PyResult<Self> {
         Ok(Self {
             key,
@@ -135,6 +138,7 @@ impl PyNewCheckpoint {
             run_id,
             channel_versions,
             blobs: PyTuple::new(py, blobs)?.unbind(),
+            refs,
         })
     }
 
@@ -142,6 +146,12 @@ impl PyNewCheckpoint {
     #[getter]
     fn channel_versions<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
         PyTuple::new(py, &self.channel_versions)
+    }
+
+    /// The values stored apart it refers to without writing them: `(channel, version)`.
+    #[getter]
+    fn refs<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        PyTuple::new(py, &self.refs)
     }
 }
 
@@ -1028,6 +1038,7 @@ pub(super) fn new_checkpoint(py: Python<'_>, c: &PyNewCheckpoint) -> PyResult<Ne
         run_id: c.run_id.clone(),
         channel_versions: c.channel_versions.clone(),
         blobs,
+        refs: c.refs.clone(),
     })
 }
 
@@ -1467,9 +1478,10 @@ pub fn put_values<'py>(
     versions: Option<&Bound<'py, PyDict>>,
     placed: Option<&Bound<'py, PyDict>>,
     keep_apart: Option<&Bound<'py, PyTuple>>,
-) -> PyResult<(Bound<'py, PyDict>, Bound<'py, PyList>)> {
+) -> PyResult<(Bound<'py, PyDict>, Bound<'py, PyList>, Bound<'py, PyList>)> {
     let inline = PyDict::new(py);
     let blobs = PyList::empty(py);
+    let refs = PyList::empty(py);
     let values = if values.is_none() {
         PyDict::new(py)
     } else {
@@ -1549,7 +1561,10 @@ pub fn put_values<'py>(
                     }
                 }
                 let (type_tag, data) = match known {
-                    Some((false, _)) => continue,
+                    Some((false, _)) => {
+                        refs.append((&channel, &version_text))?;
+                        continue;
+                    }
                     None if kept_apart(&value)? => continue,
                     Some((true, Some(data))) if data.as_bytes().len() <= room => ("msgpack".to_owned(), data),
                     _ => dump_named(&channel, &value)?,
@@ -1612,7 +1627,7 @@ pub fn put_values<'py>(
             false,
         )?)?;
     }
-    Ok((inline, blobs))
+    Ok((inline, blobs, refs))
 }
 
 /// The `NewCheckpoint` of a put and its placement, in one call: for each channel of
@@ -1623,7 +1638,7 @@ pub fn put_values<'py>(
 /// apart, whose blobs a read looks up. Every argument may be passed by position: keywords cost
 /// a lookup each on every call.
 #[pyfunction]
-#[pyo3(signature = (thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, type_tag, checkpoint, metadata_json, run_id, versions, inline, packed, blobs))]
+#[pyo3(signature = (thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, type_tag, checkpoint, metadata_json, run_id, versions, inline, packed, blobs, refs = Vec::new()))]
 #[allow(clippy::too_many_arguments)] // a NewCheckpoint's fields, and what its placement needs
 pub fn placed_checkpoint<'py>(
     py: Python<'py>,
@@ -1639,6 +1654,7 @@ pub fn placed_checkpoint<'py>(
     inline: &Bound<'py, PyDict>,
     packed: bool,
     blobs: Vec<Py<PyNewBlob>>,
+    refs: Vec<(String, String)>,
 ) -> PyResult<(PyNewCheckpoint, Bound<'py, PyDict>)> {
     let placement = PyDict::new(py);
     let mut apart = Vec::new();
@@ -1676,6 +1692,7 @@ pub fn placed_checkpoint<'py>(
         run_id,
         channel_versions: apart,
         blobs: PyTuple::new(py, blobs)?.unbind(),
+        refs,
     };
     Ok((new, placement))
 }

@@ -141,7 +141,11 @@ pub const TABLE_EXISTS: &str = "SELECT to_regclass($1) IS NOT NULL";
 /// $1 thread, $2 ns, $3 id, $4 parent, $5 run_id, $6 channels, $7 versions (each in its stored
 /// form, `versions::encode`, as every version parameter and column is), $8 metadata JSON,
 /// $9..$13 blob columns, $14 type, $15 checkpoint bytes, $16 per blob whether a value already
-/// stored under its key stays as it is (`Blob::keep_existing`) instead of being replaced.
+/// stored under its key stays as it is (`Blob::keep_existing`) instead of being replaced;
+/// after them (`{rc}`, `{rv}`: $17 and $18, or $18 and $19 with the guard's $17), the channels
+/// and versions of the blobs the checkpoint refers to without writing them
+/// ([`NewCheckpoint::refs`](crate::checkpoint::NewCheckpoint)), each of which must be stored
+/// too. The transaction holds the thread's shared lock, so no delete runs meanwhile.
 const PUT_HEAD: &str = "WITH nb AS (
     SELECT * FROM unnest($9::text[], $10::bytea[], $11::bytea[], $12::text[], $13::bytea[], $16::bool[])
         AS u(channel, version, delta_base, type, blob, keep)
@@ -150,6 +154,10 @@ const PUT_HEAD: &str = "WITH nb AS (
       AND NOT EXISTS (SELECT 1 FROM flg_blobs b WHERE b.thread_id = $1 AND b.checkpoint_ns = $2
                       AND b.channel = nb.channel AND b.version = nb.delta_base)
       AND NOT EXISTS (SELECT 1 FROM nb n2 WHERE n2.channel = nb.channel AND n2.version = nb.delta_base)
+    UNION ALL
+    SELECT 1 FROM unnest({rc}::text[], {rv}::bytea[]) AS r(channel, version)
+    WHERE NOT EXISTS (SELECT 1 FROM flg_blobs b WHERE b.thread_id = $1 AND b.checkpoint_ns = $2
+                      AND b.channel = r.channel AND b.version = r.version)
 )";
 
 const PUT_BODY: &str = ", ib AS (
@@ -192,7 +200,8 @@ pub fn put_sql() -> &'static str {
     static SQL: OnceLock<String> = OnceLock::new();
     SQL.get_or_init(|| {
         format!(
-            "{PUT_HEAD}{}",
+            "{}{}",
+            PUT_HEAD.replace("{rc}", "$17").replace("{rv}", "$18"),
             PUT_BODY.replace("{ok}", "NOT EXISTS (SELECT 1 FROM missing)")
         )
     })
@@ -203,7 +212,8 @@ pub fn put_guarded_sql() -> &'static str {
     static SQL: OnceLock<String> = OnceLock::new();
     SQL.get_or_init(|| {
         format!(
-            "{PUT_HEAD}{PUT_GUARD}{}",
+            "{}{PUT_GUARD}{}",
+            PUT_HEAD.replace("{rc}", "$18").replace("{rv}", "$19"),
             PUT_BODY.replace("{ok}", "EXISTS (SELECT 1 FROM head)")
         )
     })
@@ -211,7 +221,7 @@ pub fn put_guarded_sql() -> &'static str {
 
 /// A put on its own, without the guard: the whole put as one statement, which the server runs
 /// in a transaction of its own (no `BEGIN` nor `COMMIT` to send, and one reply). It takes its
-/// thread's shared advisory lock ($17, see [`begin_writing`]) before it reads or inserts
+/// thread's shared advisory lock ($19, see [`begin_writing`]) before it reads or inserts
 /// anything, so a prune of the thread that holds the exclusive lock finishes first, and one that
 /// comes later waits for this put to commit.
 ///
@@ -232,14 +242,28 @@ pub fn put_guarded_sql() -> &'static str {
 /// planner does not know in either plan: with the arrays of the parameters themselves, a
 /// custom plan (which sees how many values the put has) would cost one lookup and the generic
 /// one ten, and the server would plan the statement anew at every call (0.26 ms each) instead
-/// of keeping the generic plan. Same parameters as [`put_sql`].
+/// of keeping the generic plan.
+///
+/// Each blob the checkpoint refers to without writing it (its `refs`) is looked up the same
+/// way, by its whole key with a row lock after the lock is held: one retention deleted (a
+/// prune, `delete_thread`, `delete_for_runs` of another replica, committed since the put's
+/// values were placed) is not found, and the put is refused as for a missing delta base (the
+/// first column counts both). Same parameters as [`put_sql`], then $19 the thread's lock key.
 pub fn put_alone_sql() -> &'static str {
     static SQL: OnceLock<String> = OnceLock::new();
     SQL.get_or_init(|| {
         format!(
-            "WITH lock AS (SELECT pg_advisory_xact_lock_shared($17::int8)), nb AS (
+            "WITH lock AS (SELECT pg_advisory_xact_lock_shared($19::int8)), nb AS (
     SELECT * FROM unnest($9::text[], $10::bytea[], $11::bytea[], $12::text[], $13::bytea[], $16::bool[])
         WITH ORDINALITY AS u(channel, version, delta_base, type, blob, keep, o)
+), refs AS (
+    SELECT * FROM unnest($17::text[], $18::bytea[]) WITH ORDINALITY AS r(channel, version, o)
+), found AS (
+    SELECT b.channel, b.version FROM unnest(
+        ARRAY(SELECT channel FROM refs ORDER BY o), ARRAY(SELECT version FROM refs ORDER BY o)) AS d(channel, version)
+    CROSS JOIN LATERAL (SELECT b.channel, b.version FROM flg_blobs b WHERE b.thread_id = $1
+        AND b.checkpoint_ns = $2 AND b.version = d.version AND b.channel = d.channel FOR KEY SHARE OF b) b
+    WHERE (SELECT count(*) FROM lock) = 1
 ), base AS (
     SELECT b.channel, b.version FROM unnest(
         ARRAY(SELECT channel FROM nb WHERE delta_base IS NOT NULL ORDER BY o),
@@ -251,6 +275,9 @@ pub fn put_alone_sql() -> &'static str {
     SELECT 1 FROM nb WHERE nb.delta_base IS NOT NULL
       AND NOT EXISTS (SELECT 1 FROM base WHERE base.channel = nb.channel AND base.version = nb.delta_base)
       AND NOT EXISTS (SELECT 1 FROM nb n2 WHERE n2.channel = nb.channel AND n2.version = nb.delta_base)
+    UNION ALL
+    SELECT 1 FROM refs WHERE NOT EXISTS (SELECT 1 FROM found WHERE found.channel = refs.channel
+                                         AND found.version = refs.version)
 ){}",
             PUT_BODY.replace(
                 "{ok}",
@@ -303,6 +330,38 @@ pub const PUT_ALONE_NO_BLOBS: &str =
             type = EXCLUDED.type, checkpoint = EXCLUDED.checkpoint
     RETURNING 0::int8, 1::int8";
 
+/// A put with no blob to store that refers to blobs stored apart ([`NewCheckpoint::refs`](crate::checkpoint::NewCheckpoint)):
+/// [`put_alone_sql`]'s lock, lookups of those blobs and checkpoint upsert, without its blob
+/// inserts, whose executor nodes the server would start at every call (a put continuing a
+/// thread whose large value did not change, fsync off: 192-199 us with [`put_alone_sql`],
+/// 161-179 with this statement, 112-134 with the plain insert before the check;
+/// docs/benchmarks.md). Parameters as
+/// [`PUT_ALONE_NO_BLOBS`]'s, then $12 and $13 the channels and versions referred to; returns
+/// as [`put_alone_sql`] (the first column counts the blobs not found).
+pub const PUT_ALONE_REFS: &str = "WITH lock AS (SELECT pg_advisory_xact_lock_shared($11::int8)), refs AS (
+    SELECT * FROM unnest($12::text[], $13::bytea[]) WITH ORDINALITY AS r(channel, version, o)
+), found AS (
+    SELECT b.channel, b.version FROM unnest(
+        ARRAY(SELECT channel FROM refs ORDER BY o), ARRAY(SELECT version FROM refs ORDER BY o)) AS d(channel, version)
+    CROSS JOIN LATERAL (SELECT b.channel, b.version FROM flg_blobs b WHERE b.thread_id = $1
+        AND b.checkpoint_ns = $2 AND b.version = d.version AND b.channel = d.channel FOR KEY SHARE OF b) b
+    WHERE (SELECT count(*) FROM lock) = 1
+), missing AS (
+    SELECT 1 FROM refs WHERE NOT EXISTS (SELECT 1 FROM found WHERE found.channel = refs.channel
+                                         AND found.version = refs.version)
+), ic AS (
+    INSERT INTO flg_checkpoints (thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, run_id,
+                                 channels, versions, metadata, type, checkpoint)
+    SELECT $1, $2, $3, $4, $5, $6, $7, ($8::text)::jsonb, $9, $10
+    WHERE EXISTS (SELECT 1 FROM lock) AND NOT EXISTS (SELECT 1 FROM missing)
+    ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id) DO UPDATE
+        SET parent_checkpoint_id = EXCLUDED.parent_checkpoint_id, run_id = EXCLUDED.run_id,
+            channels = EXCLUDED.channels, versions = EXCLUDED.versions, metadata = EXCLUDED.metadata,
+            type = EXCLUDED.type, checkpoint = EXCLUDED.checkpoint
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM missing), (SELECT count(*) FROM ic)";
+
 /// The puts and task writes of a batch as one statement, for when each put could run alone
 /// ([`put_alone_sql`]: without the guard) and no two calls store the same checkpoint, blob or
 /// write, nor does one call store the base of another's delta: one protocol round and no
@@ -322,9 +381,11 @@ pub const PUT_ALONE_NO_BLOBS: &str =
 /// A delta's base is found as [`put_alone_sql`] finds it, by its key with a row lock that sees
 /// a delete committed after the statement started. A checkpoint one of whose deltas has no base (in the
 /// table, or among its own blobs) stores nothing, neither its blobs nor its row, and the others
-/// are stored, as in the transaction where each put is a statement of its own. The rows stored
+/// are stored, as in the transaction where each put is a statement of its own. So is one that
+/// refers to a blob without writing it (each element of $32..$34: channel, version, which
+/// checkpoint of $2.. from 1) that is no longer stored, looked up the same way. The rows stored
 /// are those the same calls store one by one; it returns the number of checkpoint rows stored
-/// and the checkpoints (from 1) refused for a missing base.
+/// and the checkpoints (from 1) refused for a missing base or blob.
 pub const PUT_MANY_ALONE: &str = "WITH lock AS (
     SELECT pg_advisory_xact_lock_shared(k) FROM unnest($1::int8[]) AS k ORDER BY k
 ), nb AS (
@@ -343,13 +404,29 @@ pub const PUT_MANY_ALONE: &str = "WITH lock AS (
         WHERE b.thread_id = d.thread_id AND b.checkpoint_ns = d.checkpoint_ns AND b.version = d.version
           AND b.channel = d.channel FOR KEY SHARE OF b) b
     WHERE (SELECT count(*) FROM lock) = cardinality($1::int8[])
+), refs AS (
+    SELECT ($2::text[])[cp] AS thread_id, ($3::text[])[cp] AS checkpoint_ns, channel, version, cp, o
+    FROM unnest($32::text[], $33::bytea[], $34::int[]) WITH ORDINALITY AS r(channel, version, cp, o)
+), found AS (
+    SELECT b.thread_id, b.checkpoint_ns, b.channel, b.version FROM unnest(
+        ARRAY(SELECT thread_id FROM refs ORDER BY o), ARRAY(SELECT checkpoint_ns FROM refs ORDER BY o),
+        ARRAY(SELECT channel FROM refs ORDER BY o), ARRAY(SELECT version FROM refs ORDER BY o))
+        AS d(thread_id, checkpoint_ns, channel, version)
+    CROSS JOIN LATERAL (SELECT b.thread_id, b.checkpoint_ns, b.channel, b.version FROM flg_blobs b
+        WHERE b.thread_id = d.thread_id AND b.checkpoint_ns = d.checkpoint_ns AND b.version = d.version
+          AND b.channel = d.channel FOR KEY SHARE OF b) b
+    WHERE (SELECT count(*) FROM lock) = cardinality($1::int8[])
 ), refused AS (
-    SELECT DISTINCT nb.cp FROM nb WHERE nb.delta_base IS NOT NULL
+    SELECT nb.cp FROM nb WHERE nb.delta_base IS NOT NULL
       AND NOT EXISTS (SELECT 1 FROM base WHERE base.thread_id = nb.thread_id
                       AND base.checkpoint_ns = nb.checkpoint_ns AND base.channel = nb.channel
                       AND base.version = nb.delta_base)
       AND NOT EXISTS (SELECT 1 FROM nb n2 WHERE n2.cp = nb.cp AND n2.channel = nb.channel
                       AND n2.version = nb.delta_base)
+    UNION
+    SELECT refs.cp FROM refs WHERE NOT EXISTS (SELECT 1 FROM found f WHERE f.thread_id = refs.thread_id
+                      AND f.checkpoint_ns = refs.checkpoint_ns AND f.channel = refs.channel
+                      AND f.version = refs.version)
 ), ib AS (
     INSERT INTO flg_blobs (thread_id, checkpoint_ns, channel, version, delta_base, type, blob)
     SELECT thread_id, checkpoint_ns, channel, version, delta_base, type, blob FROM nb

@@ -191,12 +191,31 @@ fn alone(guard: bool, op: &Op) -> Option<&NewCheckpoint> {
 }
 
 /// A put on its own: one statement, committed by the server when it ends; without the blob
-/// inserts when it has no blob to store, first as a plain insert ([`sql::PUT_ALONE_NEW`]),
+/// inserts when it has no blob to store: with the lookups of the blobs it refers to
+/// ([`sql::PUT_ALONE_REFS`]), or, if none, first as a plain insert ([`sql::PUT_ALONE_NEW`]),
 /// then, if the checkpoint is already stored, as the upsert ([`sql::PUT_ALONE_NO_BLOBS`]).
 fn put_alone(c: &mut Conn, cp: &NewCheckpoint) -> PgResult<Result<u64>> {
     let args = PutArgs::new(cp, false);
     let key = sql::thread_lock_key(&cp.thread_id);
-    let row = if args.b_channel.is_empty() {
+    let row = if args.b_channel.is_empty() && !args.r_channel.is_empty() {
+        let params: [&(dyn ToSql + Sync); 13] = [
+            &cp.thread_id,
+            &cp.checkpoint_ns,
+            &cp.checkpoint_id,
+            &cp.parent_checkpoint_id,
+            &cp.run_id,
+            &args.channels,
+            &args.versions,
+            &cp.metadata_json,
+            &cp.type_tag,
+            &cp.checkpoint,
+            &key,
+            &args.r_channel,
+            &args.r_version,
+        ];
+        let stmt = c.prepare(sql::PUT_ALONE_REFS)?;
+        c.client.query_one(&stmt, &params)?
+    } else if args.b_channel.is_empty() {
         let params: [&(dyn ToSql + Sync); 11] = [
             &cp.thread_id,
             &cp.checkpoint_ns,
@@ -241,8 +260,8 @@ fn is_stored_already(e: &tokio_postgres::Error) -> bool {
 /// ([`sql::PUT_MANY_ALONE`]): two or more calls, each a task's writes or a put that could run
 /// alone ([`alone`]), no two storing the same checkpoint, the same channel version of a thread,
 /// or the same write (one statement may not update a row twice), and none storing the base of
-/// another's delta (the statement's row-locking read of a base would not see a row the same
-/// statement writes).
+/// another's delta or a blob another refers to (the statement's row-locking read of a base or
+/// a referred blob would not see a row the same statement writes).
 fn alone_together<'a>(guard: bool, ops: &[&'a Op]) -> Option<(Vec<&'a NewCheckpoint>, Vec<&'a NewWrites>)> {
     if ops.len() < 2 {
         return None;
@@ -285,6 +304,11 @@ fn alone_together<'a>(guard: bool, ops: &[&'a Op]) -> Option<(Vec<&'a NewCheckpo
                 return None;
             }
         }
+        for (channel, version) in &cp.refs {
+            if seen.contains(&(1, (&cp.thread_id, &cp.checkpoint_ns, channel, Some(version), 0))) {
+                return None;
+            }
+        }
     }
     Some((cps, writes))
 }
@@ -313,7 +337,12 @@ fn put_many_alone(
     let mut b_keep: Vec<bool> = Vec::with_capacity(n_blobs);
     let mut b_base: Vec<Option<&[u8]>> = Vec::with_capacity(n_blobs);
     let mut b_cp: Vec<i32> = Vec::with_capacity(n_blobs);
+    let (mut r_channel, mut r_version, mut r_cp): (Vec<&str>, Vec<&[u8]>, Vec<i32>) =
+        (Vec::new(), Vec::new(), Vec::new());
     for (n, a) in (1..).zip(&args) {
+        r_channel.extend(a.r_channel.iter().copied());
+        r_version.extend(a.r_version.iter().map(Vec::as_slice));
+        r_cp.extend(a.r_channel.iter().map(|_| n));
         offsets.push(i32::try_from(channels.len()).unwrap_or(i32::MAX));
         lens.push(i32::try_from(a.channels.len()).unwrap_or(i32::MAX));
         channels.extend(a.channels.iter().copied());
@@ -348,7 +377,7 @@ fn put_many_alone(
     let w_channel: Vec<&str> = rows().map(|(_, x)| x.channel.as_str()).collect();
     let w_type: Vec<&str> = rows().map(|(_, x)| x.type_tag.as_str()).collect();
     let w_data: Vec<&[u8]> = rows().map(|(_, x)| x.data.as_slice()).collect();
-    let params: [&(dyn ToSql + Sync); 31] = [
+    let params: [&(dyn ToSql + Sync); 34] = [
         &keys,
         &thread,
         &ns,
@@ -380,6 +409,9 @@ fn put_many_alone(
         &b_keep,
         &b_base,
         &b_cp,
+        &r_channel,
+        &r_version,
+        &r_cp,
     ];
     let row = c.client.query_one(&stmt, &params)?;
     let (stored, refused): (i64, Vec<i32>) = (row.get(0), row.get(1));
@@ -537,6 +569,9 @@ struct PutArgs<'a> {
     b_data: Vec<&'a [u8]>,
     /// Per blob: a value already stored under its key stays ([`Blob::keep_existing`]).
     b_keep: Vec<bool>,
+    /// The blobs it refers to without writing them ([`NewCheckpoint::refs`]).
+    r_channel: Vec<&'a str>,
+    r_version: Vec<Vec<u8>>,
 }
 
 impl<'a> PutArgs<'a> {
@@ -558,10 +593,13 @@ impl<'a> PutArgs<'a> {
             b_type: blobs.iter().map(|b| b.type_tag.as_str()).collect(),
             b_data: blobs.iter().map(|b| b.data.as_slice()).collect(),
             b_keep: blobs.iter().map(|b| b.keep_existing).collect(),
+            r_channel: cp.refs.iter().map(|(c, _)| c.as_str()).collect(),
+            r_version: cp.refs.iter().map(|(_, v)| versions::encode(v)).collect(),
         }
     }
 
-    /// $1..$16, and $17 (whether the put continues its thread) for the guarded statement.
+    /// $1..$16, $17 (whether the put continues its thread) for the guarded statement, then
+    /// the blobs referred to (channels, versions).
     fn params(&self, guarded: bool) -> Vec<&(dyn ToSql + Sync)> {
         let cp = self.cp;
         let mut params: Vec<&(dyn ToSql + Sync)> = vec![
@@ -585,6 +623,8 @@ impl<'a> PutArgs<'a> {
         if guarded {
             params.push(&self.continuing);
         }
+        params.push(&self.r_channel);
+        params.push(&self.r_version);
         params
     }
 }
@@ -711,7 +751,8 @@ fn put(
     put_outcome(client, guard, cp, missing, stored)
 }
 
-/// A put's result from its statement's reply: refused if a delta's base was gone or (with the
+/// A put's result from its statement's reply: refused if a delta's base or a blob it refers
+/// to was gone (retention deleted it meanwhile) or (with the
 /// guard) if its thread had moved on; then the thread's head is read, for the message.
 fn put_outcome(
     client: &mut Client,
@@ -722,7 +763,8 @@ fn put_outcome(
 ) -> PgResult<Result<u64>> {
     if missing > 0 {
         return Ok(Err(Error::DeltaBaseMissing(format!(
-            "checkpoint {:?} of thread {:?}: a delta's base version is no longer stored",
+            "checkpoint {:?} of thread {:?}: a value it refers to (a delta's base, or an unchanged value stored \
+             apart) is no longer stored",
             cp.checkpoint_id, cp.thread_id
         ))));
     }
