@@ -233,10 +233,10 @@ def put_values(
     """A put's channel values, split: those that travel inside the checkpoint, a
     `NewBlob` for every other channel of `new_versions` (`"empty"` for a channel without a
     value), and the `(channel, version)` of the unchanged values it refers to (whose blob
-    `placed` says is stored) without writing them. With `codec` a value is encoded as `RustSerializer.dumps_typed` does, through
-    `dumps` when the codec cannot say; without it, by `dumps`. A value whose exact type is in
-    `list_types` is first given to `plan(channel, version, value)`, which returns what to
-    serialize and the delta base.
+    `placed` says is stored) without writing them. With `codec` a value is encoded as
+    `RustSerializer.dumps_typed` does, through `dumps` when the codec cannot say; without
+    it, by `dumps`. A value whose exact type is in `list_types` is first given to
+    `plan(channel, version, value)`, which returns what to serialize and the delta base.
 
     Inside travel the small scalars (`bool`, `int` in msgpack's range, `float`, `str` of at
     most 256 characters, exact types, and `None` with `none_inline`) and, with `inline_max`
