@@ -256,15 +256,7 @@ pub fn put_alone_sql() -> &'static str {
             "WITH lock AS (SELECT pg_advisory_xact_lock_shared($19::int8)), nb AS (
     SELECT * FROM unnest($9::text[], $10::bytea[], $11::bytea[], $12::text[], $13::bytea[], $16::bool[])
         WITH ORDINALITY AS u(channel, version, delta_base, type, blob, keep, o)
-), refs AS (
-    SELECT * FROM unnest($17::text[], $18::bytea[]) WITH ORDINALITY AS r(channel, version, o)
-), found AS (
-    SELECT b.channel, b.version FROM unnest(
-        ARRAY(SELECT channel FROM refs ORDER BY o), ARRAY(SELECT version FROM refs ORDER BY o)) AS d(channel, version)
-    CROSS JOIN LATERAL (SELECT b.channel, b.version FROM flg_blobs b WHERE b.thread_id = $1
-        AND b.checkpoint_ns = $2 AND b.version = d.version AND b.channel = d.channel FOR KEY SHARE OF b) b
-    WHERE (SELECT count(*) FROM lock) = 1
-), base AS (
+), {refs}, base AS (
     SELECT b.channel, b.version FROM unnest(
         ARRAY(SELECT channel FROM nb WHERE delta_base IS NOT NULL ORDER BY o),
         ARRAY(SELECT delta_base FROM nb WHERE delta_base IS NOT NULL ORDER BY o)) AS d(channel, version)
@@ -282,9 +274,28 @@ pub fn put_alone_sql() -> &'static str {
             PUT_BODY.replace(
                 "{ok}",
                 "EXISTS (SELECT 1 FROM lock) AND NOT EXISTS (SELECT 1 FROM missing)"
-            )
+            ),
+            refs = refs_found("$17", "$18"),
         )
     })
+}
+
+/// The `refs` and `found` parts of a lone put: the blobs the checkpoint refers to without
+/// writing them (channels in `channels`, versions in `versions`, parameters of the statement),
+/// and those of them still stored, each looked up by its whole key with a row lock once the
+/// thread's shared lock (`lock`) is held.
+fn refs_found(channels: &str, versions: &str) -> String {
+    format!(
+        "refs AS (
+    SELECT * FROM unnest({channels}::text[], {versions}::bytea[]) WITH ORDINALITY AS r(channel, version, o)
+), found AS (
+    SELECT b.channel, b.version FROM unnest(
+        ARRAY(SELECT channel FROM refs ORDER BY o), ARRAY(SELECT version FROM refs ORDER BY o)) AS d(channel, version)
+    CROSS JOIN LATERAL (SELECT b.channel, b.version FROM flg_blobs b WHERE b.thread_id = $1
+        AND b.checkpoint_ns = $2 AND b.version = d.version AND b.channel = d.channel FOR KEY SHARE OF b) b
+    WHERE (SELECT count(*) FROM lock) = 1
+)"
+    )
 }
 
 /// A put with no blob to store, first tried as a plain insert: [`PUT_ALONE_NO_BLOBS`] without
@@ -338,15 +349,11 @@ pub const PUT_ALONE_NO_BLOBS: &str =
 /// docs/benchmarks.md). Parameters as
 /// [`PUT_ALONE_NO_BLOBS`]'s, then $12 and $13 the channels and versions referred to; returns
 /// as [`put_alone_sql`] (the first column counts the blobs not found).
-pub const PUT_ALONE_REFS: &str = "WITH lock AS (SELECT pg_advisory_xact_lock_shared($11::int8)), refs AS (
-    SELECT * FROM unnest($12::text[], $13::bytea[]) WITH ORDINALITY AS r(channel, version, o)
-), found AS (
-    SELECT b.channel, b.version FROM unnest(
-        ARRAY(SELECT channel FROM refs ORDER BY o), ARRAY(SELECT version FROM refs ORDER BY o)) AS d(channel, version)
-    CROSS JOIN LATERAL (SELECT b.channel, b.version FROM flg_blobs b WHERE b.thread_id = $1
-        AND b.checkpoint_ns = $2 AND b.version = d.version AND b.channel = d.channel FOR KEY SHARE OF b) b
-    WHERE (SELECT count(*) FROM lock) = 1
-), missing AS (
+pub fn put_alone_refs_sql() -> &'static str {
+    static SQL: OnceLock<String> = OnceLock::new();
+    SQL.get_or_init(|| {
+        format!(
+            "WITH lock AS (SELECT pg_advisory_xact_lock_shared($11::int8)), {}, missing AS (
     SELECT 1 FROM refs WHERE NOT EXISTS (SELECT 1 FROM found WHERE found.channel = refs.channel
                                          AND found.version = refs.version)
 ), ic AS (
@@ -360,7 +367,11 @@ pub const PUT_ALONE_REFS: &str = "WITH lock AS (SELECT pg_advisory_xact_lock_sha
             type = EXCLUDED.type, checkpoint = EXCLUDED.checkpoint
     RETURNING 1
 )
-SELECT (SELECT count(*) FROM missing), (SELECT count(*) FROM ic)";
+SELECT (SELECT count(*) FROM missing), (SELECT count(*) FROM ic)",
+            refs_found("$12", "$13")
+        )
+    })
+}
 
 /// The puts and task writes of a batch as one statement, for when each put could run alone
 /// ([`put_alone_sql`]: without the guard) and no two calls store the same checkpoint, blob or

@@ -192,31 +192,15 @@ fn alone(guard: bool, op: &Op) -> Option<&NewCheckpoint> {
 
 /// A put on its own: one statement, committed by the server when it ends; without the blob
 /// inserts when it has no blob to store: with the lookups of the blobs it refers to
-/// ([`sql::PUT_ALONE_REFS`]), or, if none, first as a plain insert ([`sql::PUT_ALONE_NEW`]),
+/// ([`sql::put_alone_refs_sql`]), or, if none, first as a plain insert ([`sql::PUT_ALONE_NEW`]),
 /// then, if the checkpoint is already stored, as the upsert ([`sql::PUT_ALONE_NO_BLOBS`]).
 fn put_alone(c: &mut Conn, cp: &NewCheckpoint) -> PgResult<Result<u64>> {
     let args = PutArgs::new(cp, false);
     let key = sql::thread_lock_key(&cp.thread_id);
-    let row = if args.b_channel.is_empty() && !args.r_channel.is_empty() {
-        let params: [&(dyn ToSql + Sync); 13] = [
-            &cp.thread_id,
-            &cp.checkpoint_ns,
-            &cp.checkpoint_id,
-            &cp.parent_checkpoint_id,
-            &cp.run_id,
-            &args.channels,
-            &args.versions,
-            &cp.metadata_json,
-            &cp.type_tag,
-            &cp.checkpoint,
-            &key,
-            &args.r_channel,
-            &args.r_version,
-        ];
-        let stmt = c.prepare(sql::PUT_ALONE_REFS)?;
-        c.client.query_one(&stmt, &params)?
-    } else if args.b_channel.is_empty() {
-        let params: [&(dyn ToSql + Sync); 11] = [
+    let row = if args.b_channel.is_empty() {
+        // The statements without blob inserts: the checkpoint row's columns and the lock key,
+        // then the blobs it refers to, if any.
+        let mut params: Vec<&(dyn ToSql + Sync)> = vec![
             &cp.thread_id,
             &cp.checkpoint_ns,
             &cp.checkpoint_id,
@@ -229,14 +213,21 @@ fn put_alone(c: &mut Conn, cp: &NewCheckpoint) -> PgResult<Result<u64>> {
             &cp.checkpoint,
             &key,
         ];
-        let insert = c.prepare(sql::PUT_ALONE_NEW)?;
-        match c.client.query_one(&insert, &params) {
-            Ok(row) => row,
-            Err(e) if is_stored_already(&e) => {
-                let upsert = c.prepare(sql::PUT_ALONE_NO_BLOBS)?;
-                c.client.query_one(&upsert, &params)?
+        if args.r_channel.is_empty() {
+            let insert = c.prepare(sql::PUT_ALONE_NEW)?;
+            match c.client.query_one(&insert, &params) {
+                Ok(row) => row,
+                Err(e) if is_stored_already(&e) => {
+                    let upsert = c.prepare(sql::PUT_ALONE_NO_BLOBS)?;
+                    c.client.query_one(&upsert, &params)?
+                }
+                Err(e) => return Err(e),
             }
-            Err(e) => return Err(e),
+        } else {
+            params.push(&args.r_channel);
+            params.push(&args.r_version);
+            let stmt = c.prepare(sql::put_alone_refs_sql())?;
+            c.client.query_one(&stmt, &params)?
         }
     } else {
         let stmt = c.prepare(sql::put_alone_sql())?;
