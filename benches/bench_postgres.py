@@ -63,6 +63,13 @@ def ours(url: str, pool_size: int = 10, setup: bool = True) -> RustPostgresCheck
     return saver
 
 
+def side_by_side(server: PgServer) -> dict[str, Any]:
+    """PostgresSaver (on a pool) and RustPostgresCheckpointer, each set up on a new database of
+    ``server``, by the names the tables print."""
+    s_url, o_url = (server.url(server.create_database(n)) for n in ("stock", "ours"))
+    return {"PostgresSaver(pool)": stock(s_url), "RustPostgresCheckpointer": ours(o_url)}
+
+
 def put_get(saver, size: int, *, new_threads: bool = False):
     """One put of a state of about ``size`` bytes and a get_tuple of it, per call: on 50
     threads in turn, or with ``new_threads`` each on a thread of its own (its first put)."""
@@ -398,8 +405,7 @@ def main() -> None:
     rounds = 3 if args.quick else 7
     server = PgServer(durable=not args.no_fsync).start()
     try:
-        s_url, o_url = (server.url(server.create_database(n)) for n in ("stock", "ours"))
-        savers = {"PostgresSaver(pool)": stock(s_url), "RustPostgresCheckpointer": ours(o_url)}
+        savers = side_by_side(server)
         print(
             f"server: PostgreSQL in {server.bindir}, fsync {'off' if args.no_fsync else 'on'}, 127.0.0.1"
         )

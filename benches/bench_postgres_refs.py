@@ -22,7 +22,7 @@ from langgraph.checkpoint.base import empty_checkpoint
 
 sys.path.insert(0, os.path.dirname(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
-from bench_postgres import ours, stock
+from bench_postgres import side_by_side
 from pg_server import PgServer
 
 BIG = "large value " * 450
@@ -64,8 +64,7 @@ def main() -> None:
     args = ap.parse_args()
     server = PgServer(durable=not args.no_fsync).start()
     try:
-        s_url, o_url = (server.url(server.create_database(n)) for n in ("stock", "ours"))
-        savers = {"PostgresSaver(pool)": stock(s_url), "RustPostgresCheckpointer": ours(o_url)}
+        savers = side_by_side(server)
         res: dict[str, list[float]] = {n: [] for n in savers}
         for rnd in range(7):
             for n, s in savers.items():

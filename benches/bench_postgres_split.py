@@ -21,7 +21,7 @@ from langgraph.checkpoint.base import empty_checkpoint
 sys.path.insert(0, os.path.dirname(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
 from bench_checkpoint import state_of_size
-from bench_postgres import ours, stock
+from bench_postgres import side_by_side
 from pg_server import PgServer
 
 
@@ -31,8 +31,7 @@ def main() -> None:
     args = ap.parse_args()
     server = PgServer(durable=not args.no_fsync).start()
     try:
-        s_url, o_url = (server.url(server.create_database(n)) for n in ("stock", "ours"))
-        savers = {"PostgresSaver(pool)": stock(s_url), "RustPostgresCheckpointer": ours(o_url)}
+        savers = side_by_side(server)
         for size in (1000, 35000):
             values = state_of_size(size)
             res: dict[tuple[str, str], list[float]] = {
