@@ -285,10 +285,21 @@ class PgServer:
         )
         return proc.stdout.strip()
 
-    def create_database(self, prefix: str = "t") -> str:
-        """A new empty database; returns its name."""
+    def create_database(self, prefix: str = "t", *, icu_locale: str | None = None) -> str:
+        """A new empty database; returns its name. With ``icu_locale`` (such as ``"en-US"``),
+        its default collation is that ICU locale's, as on most production servers (whose
+        databases take a linguistic collation such as en_US.UTF-8), where the server's own
+        databases use byte order (``--locale=C``)."""
         name = f"{prefix}_{uuid.uuid4().hex[:12]}"
-        self.psql(f'CREATE DATABASE "{name}"')
+        if icu_locale is None:
+            self.psql(f'CREATE DATABASE "{name}"')
+        else:
+            if "'" in icu_locale:
+                raise ValueError(f"icu_locale must not contain a quote: {icu_locale!r}")
+            self.psql(
+                f'CREATE DATABASE "{name}" TEMPLATE template0 LOCALE_PROVIDER icu '
+                f"ICU_LOCALE '{icu_locale}' LOCALE 'C.UTF-8'"
+            )
         return name
 
 

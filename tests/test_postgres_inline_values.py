@@ -292,12 +292,12 @@ def test_a_value_kept_inside_seeds_a_delta_channel_history_as_stock(pg_db, seed:
 def test_the_database_is_marked_so_older_builds_refuse_it(pg_db, saver) -> None:
     """Schema 10 marks a database whose checkpoints may carry small values of any type: the
     setup() of a build that knows only schema 9 finds a newer version and refuses it."""
-    assert saver._store.schema_version() == 10
+    assert saver._store.schema_version() >= 10
     with psycopg.connect(pg_db) as conn:
         (comment,) = conn.execute("SELECT obj_description('flg_checkpoints'::regclass)").fetchone()
         (newest,) = conn.execute("SELECT max(v) FROM flg_pg_migrations").fetchone()
     assert "from schema 10" in comment
-    assert newest == 10
+    assert newest >= 10
 
 
 def test_an_import_carries_small_values_and_stores_a_large_one_once(pg_db) -> None:

@@ -123,6 +123,26 @@ pub const MIGRATIONS: &[&str] = &[
     // DeltaChannel histories would miss such a seed: its setup() refuses the database.
     // Nothing to change in the tables.
     "COMMENT ON TABLE flg_checkpoints IS 'fast-langgraph checkpoints; from schema 8, small scalar channel values are inline in the checkpoint payload; from schema 9, channel versions are stored in their compact binary form; from schema 10, small channel values of any type may be inline, and are carried by the checkpoints that do not change them'",
+    // The text key columns (and those compared with them, `channels` included) in byte order, whatever the
+    // database's default collation: the newest checkpoint, `before`, `limit` and prune's
+    // keep-latest order checkpoint ids as the saver's own code and LangGraph's InMemorySaver do
+    // (by code point), where a database made with a linguistic collation (en_US.UTF-8, ICU
+    // en-US: most managed services') ordered "1-a" before "1-B" and "1-é" before "1-f"; and
+    // each index comparison is a memcmp instead of a locale's. The indexes on these columns are
+    // rebuilt (the tables are locked meanwhile); the rows are not rewritten. Earlier builds'
+    // setup() refuses the database (their reads and writes are unchanged by it).
+    "ALTER TABLE flg_checkpoints ALTER COLUMN thread_id TYPE text COLLATE \"C\",
+        ALTER COLUMN checkpoint_ns TYPE text COLLATE \"C\", ALTER COLUMN checkpoint_id TYPE text COLLATE \"C\",
+        ALTER COLUMN parent_checkpoint_id TYPE text COLLATE \"C\", ALTER COLUMN run_id TYPE text COLLATE \"C\",
+        ALTER COLUMN channels TYPE text[] COLLATE \"C\";
+    ALTER TABLE flg_blobs ALTER COLUMN thread_id TYPE text COLLATE \"C\",
+        ALTER COLUMN checkpoint_ns TYPE text COLLATE \"C\", ALTER COLUMN channel TYPE text COLLATE \"C\";
+    ALTER TABLE flg_writes ALTER COLUMN thread_id TYPE text COLLATE \"C\",
+        ALTER COLUMN checkpoint_ns TYPE text COLLATE \"C\", ALTER COLUMN checkpoint_id TYPE text COLLATE \"C\",
+        ALTER COLUMN task_id TYPE text COLLATE \"C\", ALTER COLUMN channel TYPE text COLLATE \"C\";
+    ALTER TABLE flg_heads ALTER COLUMN thread_id TYPE text COLLATE \"C\",
+        ALTER COLUMN checkpoint_ns TYPE text COLLATE \"C\", ALTER COLUMN checkpoint_id TYPE text COLLATE \"C\";
+    COMMENT ON TABLE flg_checkpoints IS 'fast-langgraph checkpoints; from schema 8, small scalar channel values are inline in the checkpoint payload; from schema 9, channel versions are stored in their compact binary form; from schema 10, small channel values of any type may be inline, and are carried by the checkpoints that do not change them; from schema 11, the text key columns are in byte order (COLLATE \"C\")'",
 ];
 
 /// Serializes concurrent `setup()` calls of several replicas (an arbitrary constant key).
