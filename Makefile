@@ -45,6 +45,7 @@ bench: dev test-servers
 	$(PY) benches/bench_serde.py
 	$(PY) benches/bench_longchat.py
 	$(PY) benches/bench_postgres.py
+	$(PY) benches/bench_postgres_collation.py
 	$(PY) -m pytest benches -q --benchmark-enable
 
 lint: dev
