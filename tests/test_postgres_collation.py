@@ -9,6 +9,9 @@ places) sort the same under both, but ids and thread ids are the caller's string
 here are chosen where the two orders differ, so a read that took the database's collation for
 byte order (the newest checkpoint, `before`, `limit`, prune's keep-latest) would fail here.
 
+The conformance suite, the delta-history spec, and retention, delta-history and version tests
+of other modules run again on an en-US database.
+
 From schema 11 the saver's text key columns are declared ``COLLATE "C"``, whatever the
 database's default; a database set up by schema 10 is migrated by setup() and reads back the
 same.
@@ -17,6 +20,7 @@ same.
 from __future__ import annotations
 
 import asyncio
+import importlib
 
 import psycopg
 import pytest
@@ -204,6 +208,40 @@ def test_delta_channel_history_spec_on_a_linguistic_collation(pg_server) -> None
     assert passed == len(ALL_DELTA_CHANNEL_HISTORY_TESTS)
 
 
+# Tests of other modules run again on an en-US database: retention with DeltaChannel graphs
+# (prune keep-latest, prune_older_than, delete_for_runs, copy_thread, each following parent
+# pointers and the newest id), versions of every shape (compared as bytes), a real graph.
+AGAIN_WITH_A_SAVER = [
+    ("test_postgres_retention", "test_prune_keep_latest_keeps_what_delta_channels_need"),
+    ("test_postgres_retention", "test_prune_older_than_keep_latest_keeps_delta_ancestors"),
+    ("test_retention", "test_delete_for_runs_keeps_ancestors_a_later_run_needs"),
+    ("test_retention", "test_copy_thread_rebuilds_delta_channels_in_the_copy"),
+    ("test_retention", "test_prune_older_than_deletes_idle_threads_only"),
+    ("test_postgres_delta_history", "test_long_chain_pages"),
+]
+
+
+@pytest.mark.parametrize(
+    ("module", "name"), AGAIN_WITH_A_SAVER, ids=[n for _, n in AGAIN_WITH_A_SAVER]
+)
+def test_again_on_a_linguistic_collation(pg_server, module: str, name: str) -> None:
+    test = getattr(importlib.import_module(module), name)
+    url = pg_server.url(pg_server.create_database("again", icu_locale="en-US"))
+    with RustPostgresCheckpointer(url) as s:
+        s.setup()
+        test(s)
+
+
+def test_versions_again_on_a_linguistic_collation(pg_server) -> None:
+    import test_postgres_versions as versions
+
+    for test, args in [
+        (versions.test_versions_of_any_shape_round_trip_exactly, ()),
+        (versions.test_a_real_graph_reads_back_the_versions_it_made, (versions.OddVersions,)),
+    ]:
+        test(pg_server.url(pg_server.create_database("again", icu_locale="en-US")), *args)
+
+
 # -- schema 11: the key columns in byte order -----------------------------------------------
 
 
@@ -227,6 +265,14 @@ def _indexes(url: str) -> list[str]:
         ).fetchall()
     assert len(rows) == 6
     return [r for (r,) in rows]
+
+
+def _filenodes(url: str) -> list[int]:
+    with psycopg.connect(url) as conn:
+        return [
+            conn.execute("SELECT pg_relation_filenode(%s::regclass)", (t,)).fetchone()[0]
+            for t in C_COLUMNS
+        ]
 
 
 def _c_columns() -> set[tuple[str, str]]:
@@ -274,6 +320,7 @@ def test_setup_migrates_a_schema_10_database_reading_back_the_same(pg_server) ->
         for t in THREADS:
             _put_chain(s, t, IDS[:6])
         before = _everything(s)
+        files = _filenodes(url)
         assert s._store.schema_version() == 10
         s.setup()
         assert s._store.schema_version() == 11
@@ -281,6 +328,8 @@ def test_setup_migrates_a_schema_10_database_reading_back_the_same(pg_server) ->
     # The indexes rebuilt as a new database has them: names (the put relies on the primary
     # key's), columns, fill factors.
     assert _indexes(url) == indexes
+    # The tables were not rewritten (only their indexes were rebuilt).
+    assert _filenodes(url) == files
     with RustPostgresCheckpointer(url) as s:
         s.setup()  # nothing left to apply
         assert s._store.schema_version() == 11
