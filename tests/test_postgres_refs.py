@@ -183,3 +183,47 @@ def test_an_unchanged_delta_snapshot_put_by_another_replica_reads_back_whole(pg_
                 "messages": {"seed": SNAP, "writes": [("task-1", "messages", "third message")]}
             }
         assert replica._store.check() == []
+
+
+def test_a_batch_run_as_a_transaction_refuses_the_put_whose_blob_went(pg_db):
+    # A batch that cannot be one statement (two callers store the same task's write: one
+    # statement may not write a row twice) runs as the pipelined transaction, without the
+    # guard: the thread's shared lock first, then each call's statement, whose lookup of the
+    # blobs its put refers to is a plain read (the lock is held since the transaction's start,
+    # so a delete committed before then is seen).
+    with RustPostgresCheckpointer(pg_db, pool_size=2) as saver:
+        saver.setup()
+        prev, config = _first(saver, "t")
+        _, writes_to = _first(saver, "w")
+        _first(saver, "first")
+        first_holder = psycopg.connect(pg_db)
+        pruner = psycopg.connect(pg_db)
+        try:
+            first_holder.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_key("first"),))
+            pruner.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_key("t"),))
+            blocker = threading.Thread(target=_first, args=(saver, "first"))
+            blocker.start()
+            with ThreadPoolExecutor(3) as ex:
+                put = ex.submit(_next, saver, prev, config)
+                same_writes = [
+                    ex.submit(saver.put_writes, writes_to, [("n", 7)], "task-1") for _ in range(2)
+                ]
+                time.sleep(1.0)  # every call queued behind the blocked put
+                first_holder.commit()
+                blocker.join(60)
+                waiting = _waiting_statements(pg_db)
+                # The transaction's lock statement, not the one statement of a batch.
+                assert waiting == [
+                    "SELECT pg_advisory_xact_lock_shared(k) FROM unnest($1::int8[]) AS k ORDER BY k"
+                ], waiting
+                pruner.execute("DELETE FROM flg_blobs WHERE thread_id = 't'")
+                pruner.commit()
+                config = put.result(60)
+                for f in same_writes:
+                    f.result(60)
+        finally:
+            first_holder.close()
+            pruner.close()
+        _reads_back_whole(saver, "t", config)
+        assert saver.get_tuple(writes_to).pending_writes == [("task-1", "n", 7)]
+        assert saver._store.check() == []
