@@ -59,7 +59,9 @@ def _delete(pg_db: str, other, how: str, thread: str = "t") -> None:
     else:
         # Every checkpoint of the thread is of runs with no run_id: delete by thread's run.
         with psycopg.connect(pg_db) as conn:
-            conn.execute("UPDATE flg_checkpoints SET run_id = 'run-1' WHERE thread_id = %s", (thread,))
+            conn.execute(
+                "UPDATE flg_checkpoints SET run_id = 'run-1' WHERE thread_id = %s", (thread,)
+            )
         other.delete_for_runs(["run-1"])
 
 
