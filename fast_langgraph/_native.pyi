@@ -229,6 +229,7 @@ def put_values(
     versions: dict[str, Any] | None = None,
     placed: dict[str, tuple[str, bool, bytes | None]] | None = None,
     keep_apart: tuple[type, ...] | None = None,
+    store_unplaced: bool = False,
 ) -> tuple[dict[str, Any], list[NewBlob], list[tuple[str, str]]]:
     """A put's channel values, split: those that travel inside the checkpoint, a
     `NewBlob` for every other channel of `new_versions` (`"empty"` for a channel without a
@@ -247,8 +248,11 @@ def put_values(
 
     With `(version, False, None)` the checkpoint refers to its blob. Any other unchanged value
     not of a `keep_apart` type (unknown to `placed`, too large for what is left, or without a
-    codec) is serialized: inside if it fits, else a `keep_existing` blob. With `inline_max` 0
-    unchanged values are referred to.
+    codec) is serialized: inside if it fits, else a `keep_existing` blob. An unchanged value
+    of a `keep_apart` type unknown to `placed` is referred to too (every put stores such a
+    value apart), or, with `store_unplaced`, serialized into a `keep_existing` blob (a put
+    that must not depend on what is stored: one stored again after it was refused for a
+    missing blob, an import). With `inline_max` 0 unchanged values are referred to.
 
     Raises:
         SerializationError: a value cannot be serialized; the message names the channel, the

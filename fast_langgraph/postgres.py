@@ -471,6 +471,7 @@ class RustPostgresCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyn
                 remembered,
                 self._placed,
                 use_deltas=False,
+                store_unplaced=True,
             )
             self._store.put(args, continue_head)
         self._placed.set((thread_id, ns), checkpoint["id"], placement)
@@ -503,11 +504,16 @@ class RustPostgresCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyn
         placements: Placements | None = None,
         *,
         use_deltas: bool = True,
+        store_unplaced: bool = False,
     ) -> tuple[NewCheckpoint, Placed]:
         """Serialize a checkpoint into the ``NewCheckpoint`` that ``PgCheckpointStore.put``
         takes, and give its placement (see ``Placements``). With the default serializer, small
         values travel inside the checkpoint (see ``put_values``); ``placements`` says where the
-        values the checkpoint does not change were stored (see ``Placements``)."""
+        values the checkpoint does not change were stored (see ``Placements``). An unchanged
+        value kept apart by type (``_KEPT_APART``) that ``placements`` does not know is referred
+        to, its blob checked by the put, unless ``store_unplaced``: then it is stored again
+        (a blob already stored under its version is left as it is), so that the put refers to
+        no blob it does not write."""
         c: dict[str, Any] = dict(checkpoint)
         serde = self.serde
         dumps = serde.dumps_typed
@@ -549,6 +555,7 @@ class RustPostgresCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyn
             c.get("channel_versions"),  # versions
             placements.get((thread_id, ns)) if placements is not None else None,  # placed
             _KEPT_APART,  # keep_apart
+            store_unplaced,
         )
         if inline:
             c["channel_values"] = inline
@@ -781,9 +788,18 @@ class RustPostgresCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyn
             )
             # Without placements: a value the checkpoint does not change is carried if small
             # and stored apart (a stored one left as it is) if not, whatever a checkpoint
-            # already in the database did with it.
+            # already in the database did with it; so is a DeltaChannel's snapshot, stored
+            # apart: an import refers to no blob it does not write (a batch stores its
+            # checkpoints without the check that such a blob is still there).
             args, _ = self._checkpoint_args(
-                thread_id, ns, parent_id, checkpoint, tup.metadata, new_versions, None
+                thread_id,
+                ns,
+                parent_id,
+                checkpoint,
+                tup.metadata,
+                new_versions,
+                None,
+                store_unplaced=True,
             )
             checkpoints.append(args)
             by_task: dict[tuple[str, str], list[NewWrite]] = {}

@@ -322,6 +322,31 @@ def test_an_import_carries_small_values_and_stores_a_large_one_once(pg_db) -> No
             assert ours._store.check() == []
 
 
+def test_an_import_stores_an_unchanged_delta_snapshot_once(pg_db) -> None:
+    """A DeltaChannel's snapshot that later checkpoints leave unchanged is imported as one
+    blob, which every checkpoint with it reads back (each imported checkpoint writes what it
+    refers to, leaving the blob already stored as it is)."""
+    from langgraph.checkpoint.postgres import PostgresSaver
+    from langgraph.checkpoint.serde.types import _DeltaSnapshot
+
+    snap = _DeltaSnapshot(["a", "b"])
+    with PostgresSaver.from_conn_string(pg_db) as stock:
+        stock.setup()
+        versions = {"snap": "1", "n": "1"}
+        ids = [step(stock, "t", None, {"snap": snap, "n": 0}, versions, versions)]
+        for i in range(1, 4):
+            versions = {**versions, "n": str(i + 1)}
+            ids.append(step(stock, "t", ids[-1], {"snap": snap, "n": i}, versions, ["n"]))
+        want = [t.checkpoint for t in stock.list(cfg("t"))]
+        assert [c["channel_values"]["snap"] for c in want] == [snap] * 4
+        with RustPostgresCheckpointer(pg_db) as ours:
+            ours.setup()
+            assert ours.import_postgres_saver(stock) == 4
+            assert ours.storage_stats()["blobs"] == 1
+            assert [t.checkpoint for t in ours.list(cfg("t"))] == want
+            assert ours._store.check() == []
+
+
 def test_an_unchanged_value_is_carried_as_it_was_stored(saver) -> None:
     """A value changed in place without a new version is carried as its version was stored,
     as a value stored apart is referred to."""

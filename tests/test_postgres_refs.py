@@ -16,6 +16,7 @@ import psycopg
 import pytest
 from conftest import cfg
 from langgraph.checkpoint.base import empty_checkpoint
+from langgraph.checkpoint.serde.types import _DeltaSnapshot
 from test_postgres_pipeline import _lock_key, _waiting_statements
 
 from fast_langgraph import RustPostgresCheckpointer
@@ -49,6 +50,21 @@ def _reads_back_whole(saver, thread: str, config) -> None:
     assert got.checkpoint["channel_values"] == {"doc": BIG, "n": 1}
 
 
+def _delete(pg_db: str, other, how: str, thread: str = "t") -> None:
+    """Thread ``thread``'s checkpoints and blobs deleted by ``other`` (another replica)."""
+    if how == "delete_thread":
+        other.delete_thread(thread)
+    elif how == "prune":
+        other.prune([thread], strategy="delete")
+    else:
+        # Every checkpoint of the thread is of runs with no run_id: delete by thread's run.
+        with psycopg.connect(pg_db) as conn:
+            conn.execute(
+                "UPDATE flg_checkpoints SET run_id = 'run-1' WHERE thread_id = %s", (thread,)
+            )
+        other.delete_for_runs(["run-1"])
+
+
 @pytest.mark.parametrize("guard", [False, True], ids=["alone", "guard"])
 @pytest.mark.parametrize("how", ["delete_thread", "prune", "delete_for_runs"])
 def test_a_put_after_another_replica_deleted_the_thread_reads_back_whole(pg_db, how, guard):
@@ -58,15 +74,7 @@ def test_a_put_after_another_replica_deleted_the_thread_reads_back_whole(pg_db, 
     ):
         saver.setup()
         prev, config = _first(saver, "t")
-        if how == "delete_thread":
-            other.delete_thread("t")
-        elif how == "prune":
-            other.prune(["t"], strategy="delete")
-        else:
-            # Every checkpoint of the thread is of runs with no run_id: delete by thread's run.
-            with psycopg.connect(pg_db) as conn:
-                conn.execute("UPDATE flg_checkpoints SET run_id = 'run-1' WHERE thread_id = 't'")
-            other.delete_for_runs(["run-1"])
+        _delete(pg_db, other, how)
         with psycopg.connect(pg_db) as conn:
             assert conn.execute("SELECT count(*) FROM flg_blobs").fetchone()[0] == 0
         config = _next(saver, prev, config)
@@ -126,4 +134,98 @@ def test_a_batch_of_puts_refuses_only_those_whose_blob_went(pg_db):
             pruner.close()
         for t in threads:
             _reads_back_whole(saver, t, configs[t])
+        assert saver._store.check() == []
+
+
+SNAP = _DeltaSnapshot(["first message", "second message"])
+
+
+@pytest.mark.parametrize("guard", [False, True], ids=["alone", "guard"])
+@pytest.mark.parametrize("how", ["delete_thread", "prune", "delete_for_runs"])
+def test_an_unchanged_delta_snapshot_put_by_another_replica_reads_back_whole(pg_db, how, guard):
+    # A DeltaChannel's snapshot is stored apart whatever its size. A replica that neither wrote
+    # nor read the thread (it holds no placement of it) puts a checkpoint that leaves the
+    # snapshot unchanged, after a third one deleted the thread: the checkpoint must not refer to
+    # the deleted blob and read back without the value.
+    with (
+        RustPostgresCheckpointer(pg_db, guard=guard) as saver,
+        RustPostgresCheckpointer(pg_db, guard=guard) as replica,
+        RustPostgresCheckpointer(pg_db) as other,
+        RustPostgresCheckpointer(pg_db) as reader,
+    ):
+        saver.setup()
+        cp = empty_checkpoint()
+        v1 = saver.get_next_version(None, None)
+        cp["channel_values"] = {"messages": SNAP, "n": 0}
+        cp["channel_versions"] = {"messages": v1, "n": v1}
+        first = saver.put(cfg("t"), cp, META, dict(cp["channel_versions"]))
+        _delete(pg_db, other, how)
+        with psycopg.connect(pg_db) as conn:
+            assert conn.execute("SELECT count(*) FROM flg_blobs").fetchone()[0] == 0
+        nxt = empty_checkpoint()
+        v2 = replica.get_next_version(v1, None)
+        nxt["channel_values"] = {"messages": _DeltaSnapshot(list(SNAP.value)), "n": 1}
+        nxt["channel_versions"] = {"messages": v1, "n": v2}
+        config = replica.put(first, nxt, {**META, "step": 1}, {"n": v2})
+        for s in (replica, reader):
+            got = s.get_tuple(config)
+            assert got is not None
+            assert got.checkpoint["channel_values"] == {"messages": SNAP, "n": 1}
+        # The next step appends a message: a write, and a checkpoint without the channel's
+        # value, which LangGraph rebuilds from the snapshot and the writes after it.
+        replica.put_writes(config, [("messages", "third message")], "task-1")
+        last = empty_checkpoint()
+        v3 = replica.get_next_version(v2, None)
+        last["channel_values"] = {"n": 2}
+        last["channel_versions"] = {"messages": v3, "n": v3}
+        config = replica.put(config, last, {**META, "step": 2}, {"messages": v3, "n": v3})
+        for s in (replica, reader):
+            history = s.get_delta_channel_history(config=config, channels=["messages"])
+            assert history == {
+                "messages": {"seed": SNAP, "writes": [("task-1", "messages", "third message")]}
+            }
+        assert replica._store.check() == []
+
+
+def test_a_batch_run_as_a_transaction_refuses_the_put_whose_blob_went(pg_db):
+    # A batch that cannot be one statement (two callers store the same task's write: one
+    # statement may not write a row twice) runs as the pipelined transaction, without the
+    # guard: the thread's shared lock first, then each call's statement, whose lookup of the
+    # blobs its put refers to is a plain read (the lock is held since the transaction's start,
+    # so a delete committed before then is seen).
+    with RustPostgresCheckpointer(pg_db, pool_size=2) as saver:
+        saver.setup()
+        prev, config = _first(saver, "t")
+        _, writes_to = _first(saver, "w")
+        _first(saver, "first")
+        first_holder = psycopg.connect(pg_db)
+        pruner = psycopg.connect(pg_db)
+        try:
+            first_holder.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_key("first"),))
+            pruner.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_key("t"),))
+            blocker = threading.Thread(target=_first, args=(saver, "first"))
+            blocker.start()
+            with ThreadPoolExecutor(3) as ex:
+                put = ex.submit(_next, saver, prev, config)
+                same_writes = [
+                    ex.submit(saver.put_writes, writes_to, [("n", 7)], "task-1") for _ in range(2)
+                ]
+                time.sleep(1.0)  # every call queued behind the blocked put
+                first_holder.commit()
+                blocker.join(60)
+                waiting = _waiting_statements(pg_db)
+                # The transaction's lock statement, not the one statement of a batch.
+                assert waiting == [
+                    "SELECT pg_advisory_xact_lock_shared(k) FROM unnest($1::int8[]) AS k ORDER BY k"
+                ], waiting
+                pruner.execute("DELETE FROM flg_blobs WHERE thread_id = 't'")
+                pruner.commit()
+                config = put.result(60)
+                for f in same_writes:
+                    f.result(60)
+        finally:
+            first_holder.close()
+            pruner.close()
+        _reads_back_whole(saver, "t", config)
+        assert saver.get_tuple(writes_to).pending_writes == [("task-1", "n", 7)]
         assert saver._store.check() == []

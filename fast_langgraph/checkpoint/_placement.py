@@ -8,7 +8,9 @@ what ``put`` passes to ``put_values`` as ``placed``, with the bytes a value kept
 written with, so that it is carried as it was stored rather than serialized again. Without it
 (the saver neither wrote nor read the thread's last checkpoint: another process wrote it, or
 the entry was dropped) ``put_values`` still writes a checkpoint that reads back whole: it
-serializes the values the checkpoint does not change, and carries or stores each.
+serializes the values the checkpoint does not change, and carries or stores each, except a
+value kept apart by type (a ``DeltaChannel``'s snapshot), which every put stores apart: it
+refers to that one's blob, which a PostgreSQL put checks is still stored.
 """
 
 from __future__ import annotations

@@ -1452,15 +1452,23 @@ fn inlinable(v: &Bound<'_, PyAny>, none_too: bool) -> PyResult<bool> {
 /// there is no codec) that is not of a `keep_apart` type is serialized and travels inside if
 /// it fits, else gets a blob that leaves one stored under its version as it is
 /// (`keep_existing`): either way the checkpoint reads back whole however that version was
-/// stored. With `inline_max` 0, unchanged values are referred to, as the PostgreSQL saver
-/// stores every value but scalars apart.
+/// stored. An unchanged value of a `keep_apart` type that `placed` does not know is referred
+/// to as well (every put stores such a value apart, under its version), or, with
+/// `store_unplaced`, serialized into a blob that leaves one stored under its version as it
+/// is: for a put that must not depend on what is stored (one stored again after it was
+/// refused because a blob it referred to was gone, or an import). With `inline_max` 0,
+/// unchanged values are referred to, as the PostgreSQL saver stores every value but scalars
+/// apart.
+///
+/// Every value referred to is in the third list, `(channel, version)`: the saver checks, as it
+/// stores the checkpoint, that its blob is still stored.
 ///
 /// Raises `SerializationError` naming the channel, the checkpoint and the thread, from the
 /// serializer's error.
 #[pyfunction]
 #[pyo3(signature = (
     values, new_versions, none_inline, list_types, plan, codec, dumps, thread_id, checkpoint_id,
-    inline_max = 0, versions = None, placed = None, keep_apart = None
+    inline_max = 0, versions = None, placed = None, keep_apart = None, store_unplaced = false
 ))]
 #[allow(clippy::too_many_arguments)] // what one put's values are serialized with
 pub fn put_values<'py>(
@@ -1478,6 +1486,7 @@ pub fn put_values<'py>(
     versions: Option<&Bound<'py, PyDict>>,
     placed: Option<&Bound<'py, PyDict>>,
     keep_apart: Option<&Bound<'py, PyTuple>>,
+    store_unplaced: bool,
 ) -> PyResult<(Bound<'py, PyDict>, Bound<'py, PyList>, Bound<'py, PyList>)> {
     let inline = PyDict::new(py);
     let blobs = PyList::empty(py);
@@ -1560,17 +1569,26 @@ pub fn put_values<'py>(
                         known = Some((inside, data));
                     }
                 }
+                // A value of a keep_apart type never travels inside.
+                let mut apart = false;
                 let (type_tag, data) = match known {
                     Some((false, _)) => {
                         refs.append((&channel, &version_text))?;
                         continue;
                     }
-                    None if kept_apart(&value)? => continue,
+                    None if kept_apart(&value)? => {
+                        if !store_unplaced {
+                            refs.append((&channel, &version_text))?;
+                            continue;
+                        }
+                        apart = true;
+                        dump_named(&channel, &value)?
+                    }
                     Some((true, Some(data))) if data.as_bytes().len() <= room => ("msgpack".to_owned(), data),
                     _ => dump_named(&channel, &value)?,
                 };
                 let size = data.as_bytes().len();
-                if type_tag == "msgpack" && size <= room {
+                if !apart && type_tag == "msgpack" && size <= room {
                     room -= size;
                     pack(&channel, value, data)?;
                 } else {
