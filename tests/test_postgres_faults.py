@@ -4,6 +4,8 @@ credentials and hosts (a fast, clear failure), TLS, hostile and wrong input, use
 
 from __future__ import annotations
 
+import json
+import os
 import socket
 import threading
 import time
@@ -404,3 +406,39 @@ def test_killed_connections_counted_as_dropped_and_the_next_call_recovers(pg_ser
         assert after["opened"] - before["opened"] == 1
         assert (after["open"], after["idle"]) == (1, 1)
         assert after["timeouts"] == after["waits_timed_out"] == 0
+
+
+def test_pool_stats_of_a_forked_child_count_from_zero(pg_db):
+    """A forked child neither reports nor uses its parent's connections: its pool starts
+    empty, with its counters at zero, and opens its own; the parent's stay as they were."""
+    with RustPostgresCheckpointer(pg_db, pool_size=2) as s:
+        s.setup()
+        stored = _put(s, "forked", {"x": 3})
+        parent = s.pool_stats()
+        assert parent["opened"] >= 1 and parent["open"] >= 1
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: report through the pipe, never return into pytest
+            code = 1
+            try:
+                first = s.pool_stats()
+                got = s.get_tuple(stored)
+                then = s.pool_stats()
+                os.write(
+                    write_end,
+                    json.dumps([first, then, got.checkpoint["channel_values"]]).encode(),
+                )
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(write_end)
+        with os.fdopen(read_end) as r:
+            first, then, values = json.loads(r.read() or "null")
+        assert os.waitpid(pid, 0)[1] == 0
+        assert first["open"] == first["idle"] == first["opened"] == 0
+        assert first["waits"] == first["reconnects"] == first["dropped"] == 0
+        assert (then["open"], then["opened"]) == (1, 1)
+        assert values == {"x": 3}
+        # The parent's pool is untouched, and still works.
+        assert s.pool_stats() == parent
+        assert s.get_tuple(stored).checkpoint["channel_values"] == {"x": 3}
