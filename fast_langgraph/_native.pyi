@@ -3,7 +3,7 @@
 import builtins
 import os
 from collections.abc import Callable, Container, Iterable, Mapping, Sequence
-from typing import Any, Literal, final
+from typing import Any, Literal, TypedDict, final
 
 from typing_extensions import Self, disjoint_base
 
@@ -43,6 +43,20 @@ survive a power loss)."""
 _PruneStrategy = Literal["keep_latest", "delete"]
 """What `prune` keeps: the newest checkpoint of each namespace (with what it needs), or
 nothing."""
+
+class _PoolStats(TypedDict):
+    """`PgCheckpointStore.pool_stats()`; see `fast_langgraph.postgres.PoolStats`."""
+
+    open: int
+    idle: int
+    waiting: int
+    waits: int
+    waits_timed_out: int
+    timeouts: int
+    wait_seconds: float
+    opened: int
+    dropped: int
+    reconnects: int
 
 _TypedValue = tuple[str, bytes]
 """A serialized value as LangGraph's serializers make it: (type tag, data)."""
@@ -1176,8 +1190,10 @@ class PgCheckpointStore:
         """Delta chains whose base version is not stored; [] if sound."""
     def thread_ids(self) -> builtins.list[str]:
         """Every thread id in the database."""
-    def pool_stats(self) -> dict[str, int]:
-        """{"open": n, "idle": m, "reconnects": k}."""
+    def pool_stats(self) -> _PoolStats:
+        """The pool now (open, idle, waiting) and its counters since it was made (waits,
+        waits_timed_out, timeouts, wait_seconds, opened, dropped, reconnects). Reads no
+        connection: it never waits for one."""
     def writer_stats(self) -> dict[str, int]:
         """{"calls": n, "commits": m}: write calls and the transactions that carried them."""
     def delete_thread(self, thread_id: str) -> None: ...

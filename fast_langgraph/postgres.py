@@ -24,7 +24,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from datetime import datetime, timedelta, timezone
 from functools import partial
-from typing import Any, Literal, cast
+from typing import Any, Literal, TypedDict, cast
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
@@ -70,7 +70,38 @@ from fast_langgraph.checkpoint._placement import (
 )
 from fast_langgraph.serde import _ENCODER, RustSerializer
 
-__all__ = ["RustPostgresCheckpointer"]
+__all__ = ["PoolStats", "RustPostgresCheckpointer"]
+
+
+class PoolStats(TypedDict):
+    """``RustPostgresCheckpointer.pool_stats()``: the connection pool now, and what happened to
+    it since the saver was made (in this process: a forked child counts from zero). The
+    counters only grow; sample them twice and subtract for a rate. See docs/postgres.md."""
+
+    open: int
+    """Connections open now, busy or idle (at most ``pool_size``)."""
+    idle: int
+    """Connections open and free now."""
+    waiting: int
+    """Calls waiting for a connection now."""
+    waits: int
+    """Calls that found all ``pool_size`` connections busy and waited for one."""
+    waits_timed_out: int
+    """Waits that reached ``pool_timeout`` without being woken. Each is followed by the
+    pool_timeout error (counted in ``timeouts``) unless a connection was freed at that moment;
+    more of these than ``timeouts`` means a caller was not woken for a connection freed."""
+    timeouts: int
+    """Calls that raised ``CheckpointError`` because the pool stayed busy for ``pool_timeout``."""
+    wait_seconds: float
+    """Seconds calls spent waiting for a connection, all waits added up."""
+    opened: int
+    """Connections opened, the first one (at construction) included."""
+    dropped: int
+    """Connections closed because a call found its connection dead (server restart,
+    ``pg_terminate_backend``, a pooler's idle timeout): the dead one and the idle ones
+    dropped with it."""
+    reconnects: int
+    """Calls that found their connection dead; each ran once more on a new connection."""
 
 
 _SCALARS = (str, int, float, bool, type(None))
@@ -227,9 +258,11 @@ class RustPostgresCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyn
         the mean group-commit size."""
         return self._store.writer_stats()
 
-    def pool_stats(self) -> dict[str, int]:
-        """``{"open": n, "idle": m, "reconnects": k}``: connections open and idle, and calls
-        that found their connection dead and ran again on a new one."""
+    def pool_stats(self) -> PoolStats:
+        """The connection pool now (``open``, ``idle``, ``waiting``) and its counters since
+        the saver was made: ``waits``, ``waits_timed_out``, ``timeouts``, ``wait_seconds``,
+        ``opened``, ``dropped``, ``reconnects`` (see ``PoolStats``). Cheap (no statement, no
+        wait for a connection): poll it to size ``pool_size``."""
         return self._store.pool_stats()
 
     def __enter__(self) -> RustPostgresCheckpointer:

@@ -4,9 +4,12 @@ credentials and hosts (a fast, clear failure), TLS, hostile and wrong input, use
 
 from __future__ import annotations
 
+import json
+import os
 import socket
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
 import pytest
@@ -34,6 +37,13 @@ def saver(pg_db):
 def _terminate_ours(pg_server, dbname):
     return pg_server.psql(
         "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+        f"WHERE datname = '{dbname}' AND application_name = 'fast-langgraph'"
+    )
+
+
+def _count_ours(pg_server, dbname):
+    return pg_server.psql(
+        "SELECT count(*) FROM pg_stat_activity "
         f"WHERE datname = '{dbname}' AND application_name = 'fast-langgraph'"
     )
 
@@ -294,8 +304,10 @@ def test_pool_timeout_names_itself_and_loses_nothing(pg_db):
                     time.sleep(0.05)
                 else:
                     pytest.fail("the held write never reached the lock")
-            with pytest.raises(CheckpointError, match=r"pool_timeout of 0\.5 s.*pool_size"):
+            with pytest.raises(CheckpointError, match=r"pool_size=1.*pool_timeout of 0\.5 s"):
                 s.get_tuple(cfg("t"))
+            stats = s.pool_stats()
+            assert (stats["waits"], stats["waits_timed_out"], stats["timeouts"]) == (1, 1, 1)
             locker.rollback()
         writer.join()
         assert errors == []
@@ -304,3 +316,129 @@ def test_pool_timeout_names_itself_and_loses_nothing(pg_db):
         assert len(ids) == 2
         assert ids[1] == first["configurable"]["checkpoint_id"]
         assert s.get_tuple(cfg("t")).checkpoint["channel_values"] == {"x": 2}
+
+
+def _ours_waiting_on_a_lock(pg_db: str, n: int) -> None:
+    """Returns once `n` of the saver's connections wait on a lock (fails after 30 s)."""
+    deadline = time.monotonic() + 30
+    with psycopg.connect(pg_db, autocommit=True) as watcher:
+        while time.monotonic() < deadline:
+            row = watcher.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'fast-langgraph' "
+                "AND datname = current_database() AND wait_event_type = 'Lock'"
+            ).fetchone()
+            if row and row[0] >= n:
+                return
+            time.sleep(0.05)
+    pytest.fail(f"{n} reads never reached the lock")
+
+
+def _hold_every_connection(s, pg_db: str, n: int, call):
+    """Runs `call` while the saver's `n` connections are each held by a read blocked on a
+    table lock; returns what `call` returned or raised, then the held reads' results."""
+    with psycopg.connect(pg_db) as locker:
+        locker.execute("LOCK TABLE flg_checkpoints IN ACCESS EXCLUSIVE MODE")
+        with ThreadPoolExecutor(n) as ex:
+            held = [ex.submit(s.get_tuple, cfg("held")) for _ in range(n)]
+            try:
+                _ours_waiting_on_a_lock(pg_db, n)
+                try:
+                    out: object = call()
+                except Exception as e:
+                    out = e
+            finally:
+                locker.rollback()
+            return out, [f.result(60) for f in held]
+
+
+def test_pool_timeout_counted_when_every_connection_is_held(pg_db):
+    """All three connections held by reads blocked on a lock: one more call waits its
+    pool_timeout, then raises the documented error, naming pool_size and pool_timeout, and the
+    counters say so. The held reads complete once the lock goes."""
+    with RustPostgresCheckpointer(pg_db, pool_size=3, pool_timeout=0.5) as s:
+        s.setup()
+        _put(s, "held", {"x": 1})
+        before = s.pool_stats()
+        assert (before["waits"], before["waits_timed_out"], before["timeouts"]) == (0, 0, 0)
+        err, held = _hold_every_connection(s, pg_db, 3, lambda: s.get_tuple(cfg("held")))
+        assert isinstance(err, CheckpointError), err
+        msg = str(err)
+        assert "all 3 connections of the pool (pool_size=3)" in msg, msg
+        assert "stayed busy for the pool_timeout of 0.5 s" in msg, msg
+        assert [h.checkpoint["channel_values"] for h in held] == [{"x": 1}] * 3
+        after = s.pool_stats()
+        assert after["waits"] == 1
+        assert after["waits_timed_out"] == 1
+        assert after["timeouts"] == 1
+        assert after["wait_seconds"] > 0
+        # Three connections were opened for the held reads, none dropped.
+        assert (after["open"], after["idle"], after["waiting"]) == (3, 3, 0)
+        assert (after["opened"], after["dropped"]) == (3, 0)
+
+
+def test_killed_connections_counted_as_dropped_and_the_next_call_recovers(pg_server, pg_db):
+    """Three pooled connections killed with pg_terminate_backend: the next call finds its
+    connection dead, drops it and the two idle ones (counted in `dropped`, once in
+    `reconnects`), opens one, and returns what was stored."""
+    dbname = pg_db.rsplit("/", 1)[1]
+    with RustPostgresCheckpointer(pg_db, pool_size=3) as s:
+        s.setup()
+        stored = _put(s, "held", {"x": 7})
+        # Three connections open (each held once by a read), all idle afterwards.
+        _hold_every_connection(s, pg_db, 3, lambda: None)
+        before = s.pool_stats()
+        assert (before["open"], before["idle"], before["dropped"], before["reconnects"]) == (
+            3,
+            3,
+            0,
+            0,
+        )
+        assert int(_terminate_ours(pg_server, dbname)) == 3
+        # Gone on the server's side before the next call.
+        deadline = time.monotonic() + 30
+        while int(_count_ours(pg_server, dbname)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        got = s.get_tuple(stored)
+        assert got is not None and got.checkpoint["channel_values"] == {"x": 7}
+        after = s.pool_stats()
+        assert after["dropped"] - before["dropped"] == 3
+        assert after["reconnects"] - before["reconnects"] == 1
+        assert after["opened"] - before["opened"] == 1
+        assert (after["open"], after["idle"]) == (1, 1)
+        assert after["timeouts"] == after["waits_timed_out"] == 0
+
+
+def test_pool_stats_of_a_forked_child_count_from_zero(pg_db):
+    """A forked child neither reports nor uses its parent's connections: its pool starts
+    empty, with its counters at zero, and opens its own; the parent's stay as they were."""
+    with RustPostgresCheckpointer(pg_db, pool_size=2) as s:
+        s.setup()
+        stored = _put(s, "forked", {"x": 3})
+        parent = s.pool_stats()
+        assert parent["opened"] >= 1 and parent["open"] >= 1
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: report through the pipe, never return into pytest
+            code = 1
+            try:
+                first = s.pool_stats()
+                got = s.get_tuple(stored)
+                then = s.pool_stats()
+                os.write(
+                    write_end,
+                    json.dumps([first, then, got.checkpoint["channel_values"]]).encode(),
+                )
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(write_end)
+        with os.fdopen(read_end) as r:
+            first, then, values = json.loads(r.read() or "null")
+        assert os.waitpid(pid, 0)[1] == 0
+        assert first["open"] == first["idle"] == first["opened"] == 0
+        assert first["waits"] == first["reconnects"] == first["dropped"] == 0
+        assert (then["open"], then["opened"]) == (1, 1)
+        assert values == {"x": 3}
+        # The parent's pool is untouched, and still works.
+        assert s.pool_stats() == parent
+        assert s.get_tuple(stored).checkpoint["channel_values"] == {"x": 3}

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
+use pyo3::types::PyDict;
 
 use super::checkpoint::{
     checkpoint_row, meta_value, new_checkpoint, shared, GotTuple, PyChannelHistory, PyCheckpointRow, PyNewCheckpoint,
@@ -260,16 +261,23 @@ impl PyPgCheckpointStore {
         shared::writer_stats(&self.store)
     }
 
-    /// `{"open": n, "idle": m, "reconnects": k}`.
-    fn pool_stats(&self) -> HashMap<&'static str, u64> {
+    /// The pool now (`open`, `idle`, `waiting`) and its counters since it was made (`waits`,
+    /// `waits_timed_out`, `timeouts`, `wait_seconds`, `opened`, `dropped`, `reconnects`).
+    /// Reads no connection: it never waits for one.
+    fn pool_stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let s = self.store.postgres().pool_stats();
-        [
-            ("open", s.open as u64),
-            ("idle", s.idle as u64),
-            ("reconnects", s.reconnects),
-        ]
-        .into_iter()
-        .collect()
+        let d = PyDict::new(py);
+        d.set_item("open", s.open)?;
+        d.set_item("idle", s.idle)?;
+        d.set_item("waiting", s.waiting)?;
+        d.set_item("waits", s.waits)?;
+        d.set_item("waits_timed_out", s.waits_timed_out)?;
+        d.set_item("timeouts", s.timeouts)?;
+        d.set_item("wait_seconds", s.waited.as_secs_f64())?;
+        d.set_item("opened", s.opened)?;
+        d.set_item("dropped", s.dropped)?;
+        d.set_item("reconnects", s.reconnects)?;
+        Ok(d)
     }
 
     fn delete_thread(&self, py: Python<'_>, thread_id: String) -> PyResult<()> {

@@ -158,7 +158,8 @@ impl Postgres {
         })
     }
 
-    /// Connections open and idle, and calls that found a dead connection and reconnected.
+    /// The pool's connections now and its counters (waits, timeouts, connections opened and
+    /// dropped as dead); see [`PoolStats`].
     pub fn pool_stats(&self) -> PoolStats {
         self.pool.stats()
     }

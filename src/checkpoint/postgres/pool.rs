@@ -2,6 +2,8 @@
 //! open, callers waiting on a condition variable when all are busy. A call that finds its
 //! connection dead (server restart, `pg_terminate_backend`, a pooler's idle timeout) drops
 //! it and every idle one (they are likely dead too) and retries once on a new connection.
+//! Counters of what happened (waits, timeouts, connections opened and dropped) are kept in
+//! atomics touched only off the fast path: a call that finds an idle connection counts nothing.
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -182,12 +184,66 @@ struct State {
     waiting: usize,
 }
 
-/// Pool counters.
+/// What the pool holds now, and what happened to it since it was made (in this process: a
+/// forked child starts from zero).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PoolStats {
+    /// Connections open now, busy or idle.
     pub open: usize,
+    /// Connections open and free now.
     pub idle: usize,
+    /// Callers waiting for a connection now.
+    pub waiting: usize,
+    /// Calls that found every connection busy and waited for one.
+    pub waits: u64,
+    /// Waits that reached `pool_timeout` without being woken. Each is followed by the
+    /// pool_timeout error, unless a connection was freed at that very moment; one that finds
+    /// a connection free although no caller was woken for it means a lost wake-up.
+    pub waits_timed_out: u64,
+    /// Calls that failed with the pool_timeout error.
+    pub timeouts: u64,
+    /// Time callers spent waiting for a connection, all waits added up.
+    pub waited: Duration,
+    /// Connections opened, the first one included.
+    pub opened: u64,
+    /// Connections closed because a call found its connection dead: the dead one and the
+    /// idle ones dropped with it.
+    pub dropped: u64,
+    /// Calls that found their connection dead (each then ran once more on a new connection).
     pub reconnects: u64,
+}
+
+/// The counters behind [`PoolStats`], relaxed atomics: each is a count of its own, read
+/// without ordering against the others.
+#[derive(Default)]
+struct Counters {
+    waits: AtomicU64,
+    waits_timed_out: AtomicU64,
+    timeouts: AtomicU64,
+    waited_nanos: AtomicU64,
+    opened: AtomicU64,
+    dropped: AtomicU64,
+    reconnects: AtomicU64,
+}
+
+impl Counters {
+    fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn reset(&self) {
+        for c in [
+            &self.waits,
+            &self.waits_timed_out,
+            &self.timeouts,
+            &self.waited_nanos,
+            &self.opened,
+            &self.dropped,
+            &self.reconnects,
+        ] {
+            c.store(0, Ordering::Relaxed);
+        }
+    }
 }
 
 pub struct Pool {
@@ -199,12 +255,20 @@ pub struct Pool {
     statement_timeout: Option<Duration>,
     state: Mutex<State>,
     freed: Condvar,
-    reconnects: AtomicU64,
+    counters: Counters,
 }
 
 impl Pool {
     /// Opens the first connection now, so that a bad address or password fails at once.
-    pub fn new(mut info: ConnInfo, options: &PgOptions) -> Result<Pool> {
+    pub fn new(info: ConnInfo, options: &PgOptions) -> Result<Pool> {
+        let pool = Pool::without_connection(info, options)?;
+        let first = pool.get()?;
+        pool.put_back(first);
+        Ok(pool)
+    }
+
+    /// The pool, with no connection opened yet.
+    fn without_connection(mut info: ConnInfo, options: &PgOptions) -> Result<Pool> {
         if options.pool_size == 0 {
             return Err(Error::Invalid("pool_size must be at least 1".into()));
         }
@@ -238,10 +302,8 @@ impl Pool {
                 waiting: 0,
             }),
             freed: Condvar::new(),
-            reconnects: AtomicU64::new(0),
+            counters: Counters::default(),
         };
-        let first = pool.get()?;
-        pool.put_back(first);
         Ok(pool)
     }
 
@@ -308,15 +370,34 @@ impl Pool {
             ),
             connection: true,
         })?;
+        Counters::add(&self.counters.opened, 1);
         Ok(Conn {
             client,
             statements: HashMap::new(),
         })
     }
 
+    /// In a forked child, forgets the parent's connections and counts: the copied connections
+    /// share sockets with the parent's, so they are left unclosed (closing would end the
+    /// parent's sessions) and the child opens its own. No caller of the parent waits here:
+    /// only the forking thread was copied.
+    fn adopt_fork(&self, st: &mut State) {
+        if !st.opener.forked() {
+            return;
+        }
+        for conn in st.idle.drain(..) {
+            std::mem::forget(conn);
+        }
+        st.open = 0;
+        st.waiting = 0;
+        st.opener = Opener::here();
+        self.counters.reset();
+    }
+
     /// An idle connection, or a new one, or the next one freed.
     fn get(&self) -> Result<Conn> {
         let deadline = Instant::now() + self.pool_timeout;
+        let mut waited = false;
         let mut st = self.lock();
         loop {
             if st.closed {
@@ -324,17 +405,7 @@ impl Pool {
                     "the Postgres checkpointer is closed (close() was called)".into(),
                 ));
             }
-            if st.opener.forked() {
-                // Forked: the copied connections share sockets with the parent's. Leave them
-                // unclosed (closing would end the parent's sessions) and open our own. No
-                // caller of the parent waits here: only the forking thread was copied.
-                for conn in st.idle.drain(..) {
-                    std::mem::forget(conn);
-                }
-                st.open = 0;
-                st.waiting = 0;
-                st.opener = Opener::here();
-            }
+            self.adopt_fork(&mut st);
             if let Some(conn) = st.idle.pop() {
                 return Ok(conn);
             }
@@ -349,10 +420,12 @@ impl Pool {
             }
             let now = Instant::now();
             if now >= deadline {
+                Counters::add(&self.counters.timeouts, 1);
                 return Err(Error::Postgres {
                     message: format!(
-                        "all {} connections of the pool to {} stayed busy for the pool_timeout of {:.1} s (raise \
-                         pool_size or pool_timeout)",
+                        "all {} connections of the pool (pool_size={}) to {} stayed busy for the pool_timeout of \
+                         {:.1} s (raise pool_size or pool_timeout)",
+                        self.max,
                         self.max,
                         self.where_(),
                         self.pool_timeout.as_secs_f64()
@@ -360,13 +433,26 @@ impl Pool {
                     connection: false,
                 });
             }
+            // The wait path: counted here only, so that a call finding a connection free
+            // costs no counter.
+            if !waited {
+                waited = true;
+                Counters::add(&self.counters.waits, 1);
+            }
             st.waiting += 1;
-            st = self
+            let (guard, result) = self
                 .freed
                 .wait_timeout(st, deadline - now)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
+                .unwrap_or_else(PoisonError::into_inner);
+            st = guard;
             st.waiting = st.waiting.saturating_sub(1);
+            Counters::add(
+                &self.counters.waited_nanos,
+                u64::try_from(now.elapsed().as_nanos()).unwrap_or(u64::MAX),
+            );
+            if result.timed_out() {
+                Counters::add(&self.counters.waits_timed_out, 1);
+            }
         }
     }
 
@@ -397,6 +483,8 @@ impl Pool {
         let idle: Vec<Conn> = st.idle.drain(..).collect();
         st.open = st.open.saturating_sub(1 + idle.len());
         drop(st);
+        Counters::add(&self.counters.dropped, 1 + idle.len() as u64);
+        Counters::add(&self.counters.reconnects, 1);
         self.freed.notify_all();
         drop(conn);
         drop(idle);
@@ -437,7 +525,6 @@ impl Pool {
                     let dead = is_connection_error(&e, &conn.client);
                     if dead {
                         self.discard(conn);
-                        self.reconnects.fetch_add(1, Ordering::Relaxed);
                         if !retried && !self.is_closed() {
                             retried = true;
                             continue;
@@ -454,12 +541,23 @@ impl Pool {
         }
     }
 
+    /// What the pool holds now and its counters (see [`PoolStats`]).
     pub fn stats(&self) -> PoolStats {
-        let st = self.lock();
+        let mut st = self.lock();
+        self.adopt_fork(&mut st);
+        let c = &self.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         PoolStats {
             open: st.open,
             idle: st.idle.len(),
-            reconnects: self.reconnects.load(Ordering::Relaxed),
+            waiting: st.waiting,
+            waits: get(&c.waits),
+            waits_timed_out: get(&c.waits_timed_out),
+            timeouts: get(&c.timeouts),
+            waited: Duration::from_nanos(get(&c.waited_nanos)),
+            opened: get(&c.opened),
+            dropped: get(&c.dropped),
+            reconnects: get(&c.reconnects),
         }
     }
 
@@ -524,4 +622,88 @@ pub fn describe(e: &tokio_postgres::Error) -> String {
         source = cause.source();
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::postgres::conninfo;
+
+    /// A pool of `size` whose every connection is taken (none opened: the slots are marked
+    /// busy), to a port nothing listens on, so that a caller let in fails at once to connect.
+    fn busy_pool(size: usize, pool_timeout: Duration) -> Pool {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let info = conninfo::parse(&format!("host=127.0.0.1 port={port} user=x dbname=x sslmode=disable")).unwrap();
+        let options = PgOptions {
+            pool_size: size,
+            pool_timeout,
+            connect_timeout: Duration::from_secs(5),
+            ..PgOptions::default()
+        };
+        let pool = Pool::without_connection(info, &options).unwrap();
+        pool.lock().open = size;
+        pool
+    }
+
+    /// Waits until `n` callers wait on the pool (or 10 s).
+    fn until_waiting(pool: &Pool, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while pool.stats().waiting < n && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(pool.stats().waiting, n);
+    }
+
+    #[test]
+    fn a_call_finding_every_connection_busy_waits_then_times_out_naming_the_pool() {
+        let pool = busy_pool(2, Duration::from_millis(100));
+        let e = pool.get().err().expect("no connection is free").to_string();
+        assert!(e.contains("pool_size=2") && e.contains("pool_timeout of 0.1 s"), "{e}");
+        let s = pool.stats();
+        assert_eq!((s.waits, s.waits_timed_out, s.timeouts), (1, 1, 1));
+        assert!(s.waited >= Duration::from_millis(100), "{s:?}");
+        assert_eq!((s.open, s.idle, s.waiting, s.opened, s.dropped), (2, 0, 0, 0, 0));
+    }
+
+    #[test]
+    fn a_waiting_caller_is_woken_when_a_connection_is_given_up() {
+        // A long pool_timeout: a caller never woken would end its wait by the timeout.
+        let pool = busy_pool(1, Duration::from_secs(5));
+        std::thread::scope(|scope| {
+            let waiter = scope.spawn(|| pool.get().err().expect("nothing listens").to_string());
+            until_waiting(&pool, 1);
+            // What a failed connection attempt does: its slot freed, one waiter woken.
+            let mut st = pool.lock();
+            st.open -= 1;
+            pool.wake_one(st);
+            // Woken, the caller takes the free slot and tries to connect.
+            let e = waiter.join().unwrap();
+            assert!(e.contains("cannot connect"), "{e}");
+        });
+        let s = pool.stats();
+        assert_eq!((s.waits, s.waits_timed_out, s.timeouts), (1, 0, 0));
+        assert_eq!((s.open, s.waiting, s.opened), (0, 0, 0));
+    }
+
+    #[test]
+    fn closing_wakes_every_waiting_caller() {
+        let pool = busy_pool(1, Duration::from_secs(5));
+        std::thread::scope(|scope| {
+            let waiters: Vec<_> = (0..3)
+                .map(|_| scope.spawn(|| pool.get().err().expect("closed").to_string()))
+                .collect();
+            until_waiting(&pool, 3);
+            pool.close();
+            for w in waiters {
+                let e = w.join().unwrap();
+                assert!(e.contains("closed"), "{e}");
+            }
+        });
+        let s = pool.stats();
+        assert_eq!((s.waits, s.waits_timed_out, s.timeouts, s.waiting), (3, 0, 0, 0));
+    }
 }
