@@ -9,8 +9,14 @@ latest row by its primary key, each one statement prepared once and one round tr
 (psycopg, autocommit: Bind, Execute and Sync in one message; the reply after the commit's WAL
 flush). No saver can do less per pair: a put must send its bytes and return after its commit
 is durable, a get_tuple must ask the server. Printed beside it, also per call: the INSERT
-alone, the SELECT alone, `SELECT 1` (a round trip with nothing to do) and, with
-``--no-fsync``'s server, the same without the WAL flush; and the calling thread's CPU time.
+alone, the SELECT alone, `SELECT 1` (a round trip with nothing to do), RustPostgresCheckpointer's
+put statement for such a state (`sql::PUT_ALONE_NEW`, its text read from sql.rs) run by the
+same psycopg client (what the server and the network cost it, apart from our client) and,
+with ``--no-fsync``'s server, the same without the WAL flush; the calling thread's CPU time,
+and the wait (wall less CPU: the server, the network, the WAL flush, the wake-ups).
+
+The last line bounds what any client work saved could bring: PostgresSaver's pair over our
+pair's wait alone, as if our client took no CPU at all.
 
 Run: `.venv/bin/python benches/pg_floor.py [--rounds 15] [--reps 20] [--size 1000] [--no-fsync]`.
 Many short rounds: a disk shared with other work flushes the WAL in 0.3 ms or in 4 ms by
@@ -20,12 +26,15 @@ turns, and the median of many rounds is the steadier figure.
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import re
 import statistics
 import sys
 import time
 from typing import Any
 
+from langgraph.checkpoint.base.id import uuid6
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from psycopg import Connection
 
@@ -79,6 +88,40 @@ class Floor:
         self.conn.execute("SELECT 1", prepare=True).fetchone()
 
 
+SQL_RS = os.path.join(os.path.dirname(__file__), "..", "src", "checkpoint", "postgres", "sql.rs")
+
+
+class OurStatement:
+    """RustPostgresCheckpointer's lone put without blobs (`sql::PUT_ALONE_NEW`: the thread's
+    shared lock and the plain insert of the checkpoint row), with the pair's values, run by
+    psycopg as `Floor` runs its INSERT: the server's and the network's cost of our put,
+    without our client."""
+
+    def __init__(self, url: str, data: bytes) -> None:
+        src = open(SQL_RS).read()
+        m = re.search(r'pub const PUT_ALONE_NEW: &str =\s*"(.*?)";\n', src, re.S)
+        assert m, f"PUT_ALONE_NEW not found in {SQL_RS}"
+        # $1..$11, each once and in order: psycopg's placeholders.
+        numbers = [int(n) for n in re.findall(r"\$(\d+)", m.group(1))]
+        assert numbers == list(range(1, 12)), numbers
+        self.sql = re.sub(r"\$\d+", "%s", m.group(1))
+        self.conn = Connection.connect(url, autocommit=True, prepare_threshold=0)
+        self.data = data
+        self.counter = 0
+
+    def put(self) -> None:
+        self.counter += 1
+        thread = self.counter % 50
+        channels = ["messages", "counter", "route", "notes"]
+        self.conn.execute(
+            self.sql,
+            (f"ours-stmt-{thread}", "", str(uuid6()), None, None, channels,
+             [f"{self.counter:032}.0.5"] * 4, json.dumps({"source": "loop", "step": self.counter}),
+             "msgpack", self.data, thread),
+            prepare=True,
+        )  # fmt: skip
+
+
 def timed(contenders: dict[str, Any], rounds: int, reps: int) -> dict[str, tuple[float, float]]:
     """(median wall, median thread CPU) seconds per call of each contender, over `rounds`
     rounds of `reps` calls each, the contenders in turn (reversed every other round)."""
@@ -107,13 +150,16 @@ def main() -> None:
     try:
         urls = {n: server.url(server.create_database(n)) for n in ("stock", "ours", "floor")}
         floor = Floor(urls["floor"], args.size)
+        our_saver = ours(urls["ours"])
+        our_statement = OurStatement(urls["ours"], floor.data)
         contenders: dict[str, Any] = {
             "PostgresSaver(pool) pair": put_get(stock(urls["stock"]), args.size),
-            "RustPostgresCheckpointer pair": put_get(ours(urls["ours"]), args.size),
+            "RustPostgresCheckpointer pair": put_get(our_saver, args.size),
             "floor pair (INSERT + SELECT)": floor.pair,
             "  floor INSERT alone": floor.put,
             "  floor SELECT alone": floor.get,
             "  SELECT 1 (a round trip)": floor.ping,
+            "  our put statement, by psycopg": our_statement.put,
         }
         for fn in contenders.values():  # every thread has its first checkpoint
             for _ in range(50):
@@ -126,13 +172,20 @@ def main() -> None:
             f"{args.rounds} rounds of {args.reps}, 1-min load {load:.1f} -> "
             f"{os.getloadavg()[0]:.1f}; us per call, medians"
         )
-        print(f"  {'':<34} {'wall':>8} {'thread CPU':>11} {'PostgresSaver / this':>21}")
+        print(f"  {'':<34} {'wall':>8} {'thread CPU':>11} {'wait':>8} {'PostgresSaver / this':>21}")
         for name, (w, c) in res.items():
-            print(f"  {name:<34} {w * 1e6:8.1f} {c * 1e6:11.1f} {base / w:20.2f}x")
+            print(
+                f"  {name:<34} {w * 1e6:8.1f} {c * 1e6:11.1f} {(w - c) * 1e6:8.1f} {base / w:20.2f}x"
+            )
         floor_pair = res["floor pair (INSERT + SELECT)"][0]
         print(
             f"\n  2x PostgresSaver's pair needs {base / 2 * 1e6:.1f} us; the floor is "
             f"{floor_pair * 1e6:.1f} us ({base / floor_pair:.2f}x PostgresSaver's pair)"
+        )
+        w, c = res["RustPostgresCheckpointer pair"]
+        print(
+            f"  our pair's wait alone is {(w - c) * 1e6:.1f} us: with no client CPU at all, ours "
+            f"would be {base / (w - c):.2f}x PostgresSaver's pair"
         )
     finally:
         server.stop()
