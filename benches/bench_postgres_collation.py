@@ -31,21 +31,7 @@ from _common import interleaved, table
 from bench_checkpoint import fill_thread
 from bench_postgres import ours, put_get, stock
 from pg_server import PgServer
-
-# The columns schema 11 declares COLLATE "C", by table (tests/test_postgres_collation.py).
-C_COLUMNS = {
-    "flg_checkpoints": [
-        "thread_id",
-        "checkpoint_ns",
-        "checkpoint_id",
-        "parent_checkpoint_id",
-        "run_id",
-        "channels",
-    ],
-    "flg_blobs": ["thread_id", "checkpoint_ns", "channel"],
-    "flg_writes": ["thread_id", "checkpoint_ns", "checkpoint_id", "task_id", "channel"],
-    "flg_heads": ["thread_id", "checkpoint_ns", "checkpoint_id"],
-}
+from test_postgres_collation import C_COLUMNS  # the columns schema 11 declares COLLATE "C"
 
 
 def as_schema_10(url: str) -> None:
