@@ -24,10 +24,10 @@ import importlib
 
 import psycopg
 import pytest
-from conftest import assert_conformant, cfg
+from conftest import cfg
 from langgraph.checkpoint.base import empty_checkpoint
-from langgraph.checkpoint.conformance import checkpointer_test
 from langgraph.checkpoint.memory import InMemorySaver
+from test_postgres_conformance import run_suite
 
 from fast_langgraph import RustPostgresCheckpointer
 
@@ -174,18 +174,7 @@ def test_guarded_puts_continue_the_head_on_both_databases(db_url) -> None:
 @pytest.mark.parametrize("delta", [True, False], ids=["delta", "no-delta"])
 def test_conformance_on_a_linguistic_collation(pg_server, delta: bool) -> None:
     """LangGraph's conformance suite on an en-US database."""
-
-    @checkpointer_test(name=f"icu-en-US-delta={delta}")
-    async def factory():
-        url = pg_server.url(pg_server.create_database("conf_icu", icu_locale="en-US"))
-        saver = RustPostgresCheckpointer(url, delta=delta)
-        saver.setup()
-        try:
-            yield saver
-        finally:
-            saver.close()
-
-    assert_conformant(factory)
+    run_suite(RustPostgresCheckpointer, pg_server, icu_locale="en-US", delta=delta)
 
 
 def test_delta_channel_history_spec_on_a_linguistic_collation(pg_server) -> None:

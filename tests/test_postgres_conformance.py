@@ -21,10 +21,14 @@ class SyncThroughThread(SyncThroughThreadMixin, RustPostgresCheckpointer):
     thread."""
 
 
-def _run_suite(factory_cls, pg_server, **kwargs) -> None:
-    @checkpointer_test(name=f"{factory_cls.__name__}-{kwargs}")
+def run_suite(factory_cls, pg_server, icu_locale: str | None = None, **kwargs) -> None:
+    """The suite against ``factory_cls(url, **kwargs)``, each saver on a new database (made
+    with that ICU default collation if ``icu_locale``)."""
+
+    @checkpointer_test(name=f"{factory_cls.__name__}-{icu_locale}-{kwargs}")
     async def factory():
-        saver = factory_cls(pg_server.url(pg_server.create_database("conf")), **kwargs)
+        db = pg_server.create_database("conf", icu_locale=icu_locale)
+        saver = factory_cls(pg_server.url(db), **kwargs)
         saver.setup()
         try:
             yield saver
@@ -37,11 +41,11 @@ def _run_suite(factory_cls, pg_server, **kwargs) -> None:
 @pytest.mark.parametrize("delta", [True, False], ids=["delta", "no-delta"])
 @pytest.mark.parametrize("cls", [RustPostgresCheckpointer, SyncThroughThread])
 def test_conformance(cls, delta: bool, pg_server) -> None:
-    _run_suite(cls, pg_server, delta=delta)
+    run_suite(cls, pg_server, delta=delta)
 
 
 def test_conformance_with_the_guard(pg_server) -> None:
-    _run_suite(RustPostgresCheckpointer, pg_server, guard=True)
+    run_suite(RustPostgresCheckpointer, pg_server, guard=True)
 
 
 @pytest.mark.parametrize("delta", [True, False], ids=["delta", "no-delta"])
