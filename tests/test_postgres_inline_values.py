@@ -300,6 +300,18 @@ def test_the_database_is_marked_so_older_builds_refuse_it(pg_db, saver) -> None:
     assert newest >= 10
 
 
+def _imports_with_one_blob(pg_db, stock) -> None:
+    """Imports the 4 checkpoints of thread "t" that ``stock`` holds into our saver on the same
+    database: they read back as stock's, with one blob stored for all of them."""
+    want = [t.checkpoint for t in stock.list(cfg("t"))]
+    with RustPostgresCheckpointer(pg_db) as ours:
+        ours.setup()
+        assert ours.import_postgres_saver(stock) == 4
+        assert ours.storage_stats()["blobs"] == 1
+        assert [t.checkpoint for t in ours.list(cfg("t"))] == want
+        assert ours._store.check() == []
+
+
 def test_an_import_carries_small_values_and_stores_a_large_one_once(pg_db) -> None:
     """import_postgres_saver keeps each value as a put would: the small ones inside every
     checkpoint that has them, a large unchanged one as one blob all its checkpoints refer to."""
@@ -313,13 +325,7 @@ def test_an_import_carries_small_values_and_stores_a_large_one_once(pg_db) -> No
             versions = {**versions, "n": str(i + 1)}
             values = {"small": SMALL, "large": LARGE, "n": i}
             ids.append(step(stock, "t", ids[-1], values, versions, ["n"]))
-        want = [t.checkpoint for t in stock.list(cfg("t"))]
-        with RustPostgresCheckpointer(pg_db) as ours:
-            ours.setup()
-            assert ours.import_postgres_saver(stock) == 4
-            assert ours.storage_stats()["blobs"] == 1
-            assert [t.checkpoint for t in ours.list(cfg("t"))] == want
-            assert ours._store.check() == []
+        _imports_with_one_blob(pg_db, stock)
 
 
 def test_an_import_stores_an_unchanged_delta_snapshot_once(pg_db) -> None:
@@ -337,14 +343,9 @@ def test_an_import_stores_an_unchanged_delta_snapshot_once(pg_db) -> None:
         for i in range(1, 4):
             versions = {**versions, "n": str(i + 1)}
             ids.append(step(stock, "t", ids[-1], {"snap": snap, "n": i}, versions, ["n"]))
-        want = [t.checkpoint for t in stock.list(cfg("t"))]
-        assert [c["channel_values"]["snap"] for c in want] == [snap] * 4
-        with RustPostgresCheckpointer(pg_db) as ours:
-            ours.setup()
-            assert ours.import_postgres_saver(stock) == 4
-            assert ours.storage_stats()["blobs"] == 1
-            assert [t.checkpoint for t in ours.list(cfg("t"))] == want
-            assert ours._store.check() == []
+        snaps = [t.checkpoint["channel_values"]["snap"] for t in stock.list(cfg("t"))]
+        assert snaps == [snap] * 4
+        _imports_with_one_blob(pg_db, stock)
 
 
 def test_an_unchanged_value_is_carried_as_it_was_stored(saver) -> None:
