@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import threading
+import time
 
 import psycopg
 import pytest
@@ -274,7 +276,7 @@ def test_setup_declares_the_key_columns_in_byte_order(saver, db_url) -> None:
     assert saver._store.schema_version() == 11
 
 
-def _to_schema_10(url: str) -> None:
+def to_schema_10(url: str) -> None:
     """The tables as schema 10 left them: every column in the database's default collation,
     and schema 10 the latest applied."""
     with psycopg.connect(url, autocommit=True) as conn:
@@ -303,7 +305,7 @@ def test_setup_migrates_a_schema_10_database_reading_back_the_same(pg_server) ->
     with RustPostgresCheckpointer(url) as s:
         s.setup()
     indexes = _indexes(url)
-    _to_schema_10(url)
+    to_schema_10(url)
     assert not any(v == "C" for v in _collations(url).values())
     with RustPostgresCheckpointer(url) as s:
         for t in THREADS:
@@ -329,3 +331,97 @@ def test_setup_migrates_a_schema_10_database_reading_back_the_same(pg_server) ->
         s.put_writes(s.get_tuple(cfg("a")).config, [("n", 99)], "late")
         assert s.get_tuple(cfg("a")).checkpoint["channel_values"]["who"] == IDS[6]
         assert _ids(s.list(cfg("a"), limit=2)) == [IDS[6], IDS[5]]
+
+
+def test_a_saver_connected_before_another_replicas_upgrade_reads_on(pg_server) -> None:
+    """A saver whose connections prepared their reads before another replica's setup() took
+    the database to schema 11 goes on reading: the server refuses those statements once (their
+    result columns changed collation), and the saver prepares them again."""
+    url = pg_server.url(pg_server.create_database("stale", icu_locale="en-US"))
+    with RustPostgresCheckpointer(url) as s:
+        s.setup()
+    to_schema_10(url)
+    with RustPostgresCheckpointer(url, pool_size=2) as running:
+        _put_chain(running, "a", IDS[:4])
+        latest = running.get_tuple(cfg("a"))
+        first = running.get_tuple(cfg("a", checkpoint_ns="", checkpoint_id=IDS[0]))
+        listed = list(running.list(cfg("a")))
+        assert running._store.schema_version() == 10
+        with RustPostgresCheckpointer(url) as upgrading:
+            upgrading.setup()
+            assert upgrading._store.schema_version() == 11
+        for _ in range(3):  # each of the pool's connections, and again
+            assert running.get_tuple(cfg("a")) == latest
+            assert running.get_tuple(cfg("a", checkpoint_ns="", checkpoint_id=IDS[0])) == first
+            assert list(running.list(cfg("a"))) == listed
+            assert [t.config for t in running.list(None, limit=2)] == [t.config for t in listed[:2]]
+        _put_chain(running, "a", [IDS[4]])
+        assert _ids(running.list(cfg("a"), limit=1)) == [IDS[4]]
+
+
+def test_an_upgrade_while_puts_and_reads_run_fails_none_of_them(pg_server) -> None:
+    """setup() upgrading a database to schema 11 while four savers of other sessions put and
+    read (two with the guard): the upgrade takes every table before altering any, so no put or
+    read fails on a deadlock with it; each waits, then succeeds."""
+    url = pg_server.url(pg_server.create_database("busy", icu_locale="en-US"))
+    with RustPostgresCheckpointer(url) as s:
+        s.setup()
+        for t in range(20):
+            _put_chain(s, f"pre{t}", IDS[:3])
+    to_schema_10(url)
+    errors: list[str] = []
+    done = [0] * 4
+    stop = threading.Event()
+
+    def work(saver, k: int) -> None:
+        i = 0
+        while not stop.is_set():
+            i += 1
+            cp = empty_checkpoint()
+            cp["channel_values"] = {"doc": "x" * 5000, "n": i}
+            cp["channel_versions"] = {"doc": f"{i:032}.0.5", "n": f"{i:032}.0.5"}
+            thread = f"w{k}-{i % 5}"
+            try:
+                saver.put(cfg(thread), cp, {"step": i}, dict(cp["channel_versions"]))
+                got = saver.get_tuple(cfg(thread))
+                assert got is not None and got.checkpoint["channel_values"]["n"] == i
+                list(saver.list(cfg(f"pre{i % 20}"), limit=2))
+                done[k] += 1
+            except Exception as e:  # every failure is the test's finding
+                errors.append(f"saver {k}: {e!r}")
+
+    savers = [RustPostgresCheckpointer(url, guard=bool(k % 2), pool_size=2) for k in range(4)]
+    threads = [threading.Thread(target=work, args=(savers[k], k)) for k in range(4)]
+    try:
+        for th in threads:
+            th.start()
+        time.sleep(0.5)
+        with RustPostgresCheckpointer(url) as upgrading:
+            upgrading.setup()
+            assert upgrading._store.schema_version() == 11
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        for th in threads:
+            th.join()
+        for s in savers:
+            s.close()
+    assert errors == []
+    assert all(n > 0 for n in done)
+    assert {k for k, v in _collations(url).items() if v == "C"} == _c_columns()
+
+
+def test_an_upgrade_ignores_the_sessions_statement_timeout(pg_server) -> None:
+    """setup() rebuilds the indexes of a database it upgrades: the statement_timeout given to
+    the saver (for its puts and reads) does not cut it short."""
+    url = pg_server.url(pg_server.create_database("slow", icu_locale="en-US"))
+    with RustPostgresCheckpointer(url) as s:
+        s.setup()
+        for t in range(50):
+            _put_chain(s, f"t{t}", IDS[:5])
+    to_schema_10(url)
+    with RustPostgresCheckpointer(url, statement_timeout=0.001) as s:
+        s.setup()
+        assert s._store.schema_version() == 11
+    with RustPostgresCheckpointer(url) as s:
+        assert _ids(s.list(cfg("t7"))) == sorted(IDS[:5], reverse=True)

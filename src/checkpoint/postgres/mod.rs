@@ -99,13 +99,17 @@ impl Postgres {
     }
 
     /// Creates or upgrades the tables: the migrations not yet applied, in order, in one
-    /// transaction under an advisory lock, so replicas may all call it at once.
+    /// transaction under an advisory lock, so replicas may all call it at once. The
+    /// session's `statement_timeout` does not apply to it (an upgrade rebuilds indexes). An
+    /// upgrade of existing tables first takes all of them (see [`lock_tables`]), so that the
+    /// puts and reads of other sessions wait for it instead of failing on a deadlock.
     pub fn setup(&self) -> Result<i32> {
         self.pool.run("setup", |c| {
             let tx = &mut c.client;
             tx.batch_execute("BEGIN")?;
             let out = (|| {
                 tx.batch_execute(sql::SETUP_LOCK)?;
+                tx.batch_execute("SET LOCAL statement_timeout = 0")?;
                 tx.batch_execute(sql::MIGRATIONS[0])?;
                 let current: i32 = tx.query_one(sql::SELECT_VERSION, &[])?.get(0);
                 let latest = i32::try_from(sql::MIGRATIONS.len() - 1).unwrap_or(i32::MAX);
@@ -114,6 +118,17 @@ impl Postgres {
                         "the database has fast-langgraph Postgres schema version {current}, this build knows versions \
                          up to {latest}; upgrade fast-langgraph (nothing was changed)"
                     ))));
+                }
+                if current >= 1 && current < latest && !lock_tables(tx)? {
+                    return Ok(Err(Error::Postgres {
+                        message: format!(
+                            "setup() could not take the checkpointer's tables to upgrade them from schema {current} \
+                             to {latest} within {} s: other sessions kept them in use; nothing was changed, call \
+                             setup() again",
+                            LOCK_TABLES_FOR.as_secs()
+                        ),
+                        connection: false,
+                    }));
                 }
                 for v in (current + 1)..=latest {
                     let idx = usize::try_from(v).unwrap_or_default();
@@ -311,5 +326,50 @@ impl Backend for Postgres {
     fn close(&self, _forked: bool) {
         // The pool knows which process opened its connections, and leaves a parent's alone.
         self.pool.close();
+    }
+}
+
+/// How long [`lock_tables`] tries before `setup()` gives up.
+const LOCK_TABLES_FOR: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Takes every table of the checkpointer that exists in `ACCESS EXCLUSIVE` mode, inside
+/// `setup()`'s transaction, before an upgrade alters them. Puts and reads take the tables in
+/// different orders (a put's blobs before its checkpoint, a read's checkpoint before its
+/// blobs), so an upgrade that took them one statement at a time could hold one while waiting
+/// for another held by a statement waiting for the first: a deadlock the server breaks by
+/// failing one of them, maybe a put. Here each attempt waits at most 50 ms for its locks
+/// (`lock_timeout`, well under the server's `deadlock_timeout`, 1 s by default) and, if it
+/// does not get them all, lets go of those it got and tries again a little later, so that
+/// the statements in its way finish and nobody else's fails. Returns whether it got them
+/// within [`LOCK_TABLES_FOR`].
+fn lock_tables(tx: &mut pool::Client) -> std::result::Result<bool, tokio_postgres::Error> {
+    let mut tables = Vec::new();
+    for name in sql::TABLES {
+        if tx.query_one(sql::TABLE_EXISTS, &[name])?.get::<_, bool>(0) {
+            tables.push(*name);
+        }
+    }
+    let lock = format!("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE", tables.join(", "));
+    let deadline = std::time::Instant::now() + LOCK_TABLES_FOR;
+    let mut pause = std::time::Duration::from_millis(10);
+    loop {
+        tx.batch_execute("SAVEPOINT flg_lock_tables; SET LOCAL lock_timeout = '50ms'")?;
+        match tx.batch_execute(&lock) {
+            Ok(()) => {
+                // Held until the upgrade commits; the migrations wait for nothing more.
+                tx.batch_execute("RELEASE SAVEPOINT flg_lock_tables; SET LOCAL lock_timeout = 0")?;
+                return Ok(true);
+            }
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) => {
+                // Undoes the locks taken and the setting.
+                tx.batch_execute("ROLLBACK TO SAVEPOINT flg_lock_tables")?;
+                if std::time::Instant::now() + pause > deadline {
+                    return Ok(false);
+                }
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(std::time::Duration::from_millis(200));
+            }
+            Err(e) => return Err(e),
+        }
     }
 }

@@ -516,7 +516,15 @@ impl Pool {
                 },
                 other => other,
             })?;
-            match f(&mut conn) {
+            let mut result = f(&mut conn);
+            if matches!(&result, Err(e) if is_stale_plan(e)) {
+                // A statement prepared before another session's setup() changed a column it
+                // returns (schema 11 gave the key columns a collation): the server refuses to
+                // run it again. Prepared anew, it runs; nothing ran the first time.
+                conn.statements.clear();
+                result = f(&mut conn);
+            }
+            match result {
                 Ok(v) => {
                     self.put_back(conn);
                     return Ok(v);
@@ -579,6 +587,15 @@ impl Pool {
     pub fn is_closed(&self) -> bool {
         self.lock().closed
     }
+}
+
+/// Whether `e` is the server refusing a prepared statement whose result columns changed since
+/// it was prepared (`cached plan must not change result type`): the statement did not run.
+fn is_stale_plan(e: &tokio_postgres::Error) -> bool {
+    e.as_db_error().is_some_and(|db| {
+        db.code() == &tokio_postgres::error::SqlState::FEATURE_NOT_SUPPORTED
+            && db.message().starts_with("cached plan must not change result type")
+    })
 }
 
 /// Whether `e` means the connection is gone (as opposed to a statement that failed on a

@@ -129,8 +129,10 @@ pub const MIGRATIONS: &[&str] = &[
     // (by code point), where a database made with a linguistic collation (en_US.UTF-8, ICU
     // en-US: most managed services') ordered "1-a" before "1-B" and "1-é" before "1-f"; and
     // each index comparison is a memcmp instead of a locale's. The indexes on these columns are
-    // rebuilt (the tables are locked meanwhile); the rows are not rewritten. Earlier builds'
-    // setup() refuses the database (their reads and writes are unchanged by it).
+    // rebuilt (the tables are locked meanwhile, see `lock_tables`); the rows are not rewritten.
+    // Earlier builds' setup() refuses the database, and their running processes fail their
+    // reads (the statements they prepared return columns of another collation) until restarted;
+    // this build prepares them again (`pool::is_stale_plan`).
     "ALTER TABLE flg_checkpoints ALTER COLUMN thread_id TYPE text COLLATE \"C\",
         ALTER COLUMN checkpoint_ns TYPE text COLLATE \"C\", ALTER COLUMN checkpoint_id TYPE text COLLATE \"C\",
         ALTER COLUMN parent_checkpoint_id TYPE text COLLATE \"C\", ALTER COLUMN run_id TYPE text COLLATE \"C\",
@@ -144,6 +146,10 @@ pub const MIGRATIONS: &[&str] = &[
         ALTER COLUMN checkpoint_ns TYPE text COLLATE \"C\", ALTER COLUMN checkpoint_id TYPE text COLLATE \"C\";
     COMMENT ON TABLE flg_checkpoints IS 'fast-langgraph checkpoints; from schema 8, small scalar channel values are inline in the checkpoint payload; from schema 9, channel versions are stored in their compact binary form; from schema 10, small channel values of any type may be inline, and are carried by the checkpoints that do not change them; from schema 11, the text key columns are in byte order (COLLATE \"C\")'",
 ];
+
+/// The checkpointer's tables (but the migrations' own), in the order `setup()` locks them
+/// before an upgrade.
+pub const TABLES: &[&str] = &["flg_blobs", "flg_checkpoints", "flg_writes", "flg_heads"];
 
 /// Serializes concurrent `setup()` calls of several replicas (an arbitrary constant key).
 pub const SETUP_LOCK: &str = "SELECT pg_advisory_xact_lock(7346193514072315501)";
