@@ -31,20 +31,9 @@ from _common import interleaved, table
 from bench_checkpoint import fill_thread
 from bench_postgres import ours, put_get, stock
 from pg_server import PgServer
-from test_postgres_collation import C_COLUMNS  # the columns schema 11 declares COLLATE "C"
 
-
-def as_schema_10(url: str) -> None:
-    """Puts the saver's key columns back in the database's default collation."""
-    with psycopg.connect(url, autocommit=True) as conn:
-        for t, cols in C_COLUMNS.items():
-            alter = ", ".join(
-                f"ALTER COLUMN {c} TYPE {'text[]' if c == 'channels' else 'text'} "
-                'COLLATE pg_catalog."default"'
-                for c in cols
-            )
-            conn.execute(f"ALTER TABLE {t} {alter}")
-
+# The saver's key columns back in the database's default collation, as schema 10 had them.
+from test_postgres_collation import to_schema_10
 
 # The server's time per index lookup, measured inside it (no client, no protocol): a blob by
 # its whole key, and a thread's newest checkpoint id, of keys drawn from the stored rows.
@@ -130,7 +119,7 @@ def main() -> None:
         savers: dict[str, Any] = {
             n: (stock(u) if n.startswith("PostgresSaver") else ours(u)) for n, u in urls.items()
         }
-        as_schema_10(urls["ours en-US, schema 10 cols"])
+        to_schema_10(urls["ours en-US, schema 10 cols"])
         print(
             f"server: PostgreSQL in {server.bindir}, fsync {'on' if args.fsync else 'off'}, "
             f"127.0.0.1; {args.other_threads} other threads of 100 checkpoints in each database"
