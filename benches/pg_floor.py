@@ -113,11 +113,14 @@ class OurStatement:
         self.counter += 1
         thread = self.counter % 50
         channels = ["messages", "counter", "route", "notes"]
+        # About 12 bytes each, as the compact form of LangGraph's versions (versions.rs).
+        versions = [
+            b"\x62" + (self.counter % 65536).to_bytes(2, "big") + b"\x12\x34\x56\x78\x9a" * 2
+        ] * 4
         self.conn.execute(
             self.sql,
-            (f"ours-stmt-{thread}", "", str(uuid6()), None, None, channels,
-             [f"{self.counter:032}.0.5"] * 4, json.dumps({"source": "loop", "step": self.counter}),
-             "msgpack", self.data, thread),
+            (f"ours-stmt-{thread}", "", str(uuid6()), None, None, channels, versions,
+             json.dumps({"source": "loop", "step": self.counter}), "msgpack", self.data, thread),
             prepare=True,
         )  # fmt: skip
 
