@@ -442,3 +442,18 @@ def test_pool_stats_of_a_forked_child_count_from_zero(pg_db):
         # The parent's pool is untouched, and still works.
         assert s.pool_stats() == parent
         assert s.get_tuple(stored).checkpoint["channel_values"] == {"x": 3}
+
+
+def test_pool_stats_has_the_keys_and_types_poolstats_declares(pg_db) -> None:
+    """The native pool's counters reach Python under exactly the keys of `PoolStats` (the
+    TypedDict the saver's `pool_stats()` is typed as), each of its declared type."""
+    from typing import get_type_hints
+
+    from fast_langgraph.postgres import PoolStats
+
+    with RustPostgresCheckpointer(pg_db) as s:
+        s.setup()
+        stats = s.pool_stats()
+    hints = get_type_hints(PoolStats)
+    assert set(stats) == set(hints)
+    assert {k: type(v) for k, v in stats.items()} == hints
