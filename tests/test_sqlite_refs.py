@@ -9,7 +9,6 @@ counterpart is tests/test_postgres_refs.py.
 
 from __future__ import annotations
 
-import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -55,11 +54,6 @@ def _reads_back_whole(saver, thread: str, config) -> None:
     assert got.checkpoint["channel_values"] == {"doc": BIG, "n": 1}
 
 
-def _blob_count(path) -> int:
-    with sqlite3.connect(path) as conn:
-        return conn.execute("SELECT count(*) FROM flg_blobs").fetchone()[0]
-
-
 def _delete(other, how: str, thread: str = "t") -> None:
     """Thread ``thread``'s checkpoints and blobs deleted by ``other``, another saver."""
     if how == "delete_thread":
@@ -79,7 +73,7 @@ def test_a_put_after_another_saver_deleted_the_thread_reads_back_whole(tmp_path,
     with RustSQLiteCheckpointer(path) as saver, RustSQLiteCheckpointer(path) as other:
         prev, config = _first(saver, "t")
         _delete(other, how)
-        assert _blob_count(path) == 0
+        assert saver.storage_stats()["blobs"] == 0
         config = _next(saver, prev, config)
         _reads_back_whole(saver, "t", config)
         assert saver.check() == []
@@ -118,7 +112,7 @@ def test_a_put_after_another_process_deleted_the_thread_reads_back_whole(tmp_pat
         )
         assert done.returncode == 0, done.stderr
         assert done.stdout.strip() == "deleted"
-        assert _blob_count(path) == 0
+        assert saver.storage_stats()["blobs"] == 0
         config = _next(saver, prev, config)
         _reads_back_whole(saver, "t", config)
     with RustSQLiteCheckpointer(path) as fresh:
@@ -137,6 +131,27 @@ def test_a_put_refers_to_its_blob_while_it_is_stored(tmp_path):
         assert saver.storage_stats()["blobs"] == 1
 
 
+# Holds the file's write lock in another process (the sqlite3 module must not open the file in
+# this one: two SQLite libraries in one process do not see each other's POSIX locks), deletes
+# the blobs of the threads named, and commits when told to.
+PRUNER = textwrap.dedent(
+    """
+    import sqlite3, sys
+
+    path, *threads = sys.argv[1:]
+    conn = sqlite3.connect(path, isolation_level=None, timeout=60)
+    conn.execute("BEGIN IMMEDIATE")
+    marks = ",".join("?" * len(threads))
+    conn.execute(f"DELETE FROM flg_blobs WHERE thread_id IN ({marks})", threads)
+    print("locked", flush=True)
+    sys.stdin.readline()
+    conn.execute("COMMIT")
+    conn.close()
+    print("committed", flush=True)
+    """
+)
+
+
 def test_a_group_commit_refuses_only_the_puts_whose_blob_went(tmp_path):
     # Several callers' puts at once are committed together (they queue behind a put waiting
     # for the file's write lock); the blobs of half the threads are deleted while they wait.
@@ -145,23 +160,35 @@ def test_a_group_commit_refuses_only_the_puts_whose_blob_went(tmp_path):
     with RustSQLiteCheckpointer(path) as saver:
         firsts = {t: _first(saver, t) for t in threads}
         _first(saver, "first")
+        blobs = saver.storage_stats()["blobs"]
         before = saver.writer_stats()
-        pruner = sqlite3.connect(path, isolation_level=None)
+        pruner = subprocess.Popen(
+            [sys.executable, "-c", PRUNER, str(path), *threads[::2]],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         try:
-            pruner.execute("BEGIN IMMEDIATE")  # holds the write lock
-            marks = ",".join("?" * len(threads[::2]))
-            pruner.execute(f"DELETE FROM flg_blobs WHERE thread_id IN ({marks})", threads[::2])
+            assert pruner.stdout is not None and pruner.stdin is not None
+            assert pruner.stdout.readline().strip() == "locked"
             blocker = threading.Thread(target=_first, args=(saver, "first"))
             blocker.start()
             time.sleep(0.5)  # the blocker's commit waits for the lock
             with ThreadPoolExecutor(len(threads)) as ex:
                 futures = {t: ex.submit(_next, saver, *firsts[t]) for t in threads}
                 time.sleep(1.0)  # every put queued behind the blocked one
-                pruner.execute("COMMIT")
+                assert saver.writer_stats() == before, "a put committed while the file was locked"
+                pruner.stdin.write("commit\n")
+                pruner.stdin.flush()
+                out, err = pruner.communicate(timeout=60)
+                assert pruner.returncode == 0, err
+                assert out.strip() == "committed"
                 blocker.join(60)
                 configs = {t: f.result(60) for t, f in futures.items()}
         finally:
-            pruner.close()
+            if pruner.poll() is None:
+                pruner.kill()
         for t in threads:
             _reads_back_whole(saver, t, configs[t])
         after = saver.writer_stats()
@@ -170,6 +197,8 @@ def test_a_group_commit_refuses_only_the_puts_whose_blob_went(tmp_path):
         # The blocker, the six puts, and the three refused ones stored again.
         assert calls == 1 + len(threads) + len(threads[::2])
         assert commits < calls, "no commit carried more than one put"
+        # The three deleted blobs stored again, once each, and the blocker's new one.
+        assert saver.storage_stats()["blobs"] == blobs + 1
         assert saver.check() == []
     with RustSQLiteCheckpointer(path) as fresh:
         for t in threads:
@@ -198,7 +227,7 @@ def test_an_unchanged_delta_snapshot_put_by_another_saver_reads_back_whole(tmp_p
         cp["channel_versions"] = {"messages": v1, "n": v1}
         first = saver.put(cfg("t"), cp, {**META, "run_id": RUN}, dict(cp["channel_versions"]))
         _delete(other, how)
-        assert _blob_count(path) == 0
+        assert saver.storage_stats()["blobs"] == 0
         nxt = empty_checkpoint()
         v2 = replica.get_next_version(v1, None)
         nxt["channel_values"] = {"messages": _DeltaSnapshot(list(SNAP.value)), "n": 1}
