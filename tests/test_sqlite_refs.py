@@ -1,7 +1,7 @@
 """A put that does not change a value stored apart (a blob) refers to the blob its version was
 stored with. Several savers may share one SQLite file (two processes of one app, two savers in
 one process, the app and a maintenance script). If retention (`delete_thread`,
-`prune(strategy="delete")`, `delete_for_runs`) by another of them deleted that blob since, the
+`prune(strategy="delete")`, `prune_older_than`, `delete_for_runs`) by another of them deleted that blob since, the
 put must not store a checkpoint that reads back without the value: it is refused, and the
 saver stores the unchanged values again, so the checkpoint reads back whole. The PostgreSQL
 counterpart is tests/test_postgres_refs.py.
@@ -15,6 +15,7 @@ import textwrap
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from conftest import cfg
@@ -60,11 +61,14 @@ def _delete(other, how: str, thread: str = "t") -> None:
         other.delete_thread(thread)
     elif how == "prune":
         other.prune([thread], strategy="delete")
+    elif how == "prune_older_than":
+        later = datetime.now(timezone.utc) + timedelta(seconds=1)
+        assert other.prune_older_than(timedelta(0), now=later) == 1
     else:
         other.delete_for_runs([RUN])
 
 
-HOWS = ["delete_thread", "prune", "delete_for_runs"]
+HOWS = ["delete_thread", "prune", "prune_older_than", "delete_for_runs"]
 
 
 @pytest.mark.parametrize("how", HOWS)
@@ -84,6 +88,8 @@ def test_a_put_after_another_saver_deleted_the_thread_reads_back_whole(tmp_path,
 DELETER = textwrap.dedent(
     """
     import sys
+    from datetime import datetime, timedelta, timezone
+
     from fast_langgraph import RustSQLiteCheckpointer
 
     path, how, run = sys.argv[1:]
@@ -92,6 +98,9 @@ DELETER = textwrap.dedent(
             saver.delete_thread("t")
         elif how == "prune":
             saver.prune(["t"], strategy="delete")
+        elif how == "prune_older_than":
+            later = datetime.now(timezone.utc) + timedelta(seconds=1)
+            assert saver.prune_older_than(timedelta(0), now=later) == 1
         else:
             saver.delete_for_runs([run])
     print("deleted")

@@ -320,7 +320,10 @@ fn a_put_referring_to_a_deleted_blob_is_refused_alone_in_its_batch() {
     };
     let err = store.put(next("t")).unwrap_err();
     assert!(matches!(err, Error::DeltaBaseMissing(_)), "{err:?}");
-    assert!(err.to_string().contains("\"a\""), "the message names the channel: {err}");
+    assert!(
+        err.to_string().contains("\"a\""),
+        "the message names the channel: {err}"
+    );
     assert!(all(&store, "t").is_empty(), "a refused put stores nothing");
     // Two puts in one group commit: only the one whose blob went is refused.
     let batch = [Op::Put(Box::new(next("t"))), Op::Put(Box::new(next("u")))];
