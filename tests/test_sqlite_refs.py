@@ -135,7 +135,9 @@ def test_a_put_refers_to_its_blob_while_it_is_stored(tmp_path):
     path = tmp_path / "kept.db"
     with RustSQLiteCheckpointer(path) as saver:
         prev, config = _first(saver, "t")
+        before = saver.writer_stats()["calls"]
         config = _next(saver, prev, config)
+        assert saver.writer_stats()["calls"] == before + 1, "the put was refused and stored again"
         _reads_back_whole(saver, "t", config)
         assert saver.storage_stats()["blobs"] == 1
 
