@@ -9,7 +9,8 @@ or CPU time.
     grep -m1 '^summary:' DIR/cg.*      # per step: (summary at 500 - at 0) / 500
 
 Modes: `put` (`_put_get_loop`: every channel rewritten), `chat` (`_chat_step_loop`: one
-message appended), each after 50 warm-up steps; `e2e` (the graph, 20 conversations at a time
+message appended), `refs` (bench_sqlite_refs.py's put, which changes a counter and refers to an
+unchanged 5 KB blob; no get_tuple), each after 50 warm-up steps; `e2e` (the graph, 20 conversations at a time
 over 20 threads, after one warm-up invocation per conversation; every thread's instructions
 counted, the commits' included). The saver is one of bench_checkpoint.py's contenders, by name.
 """
@@ -32,6 +33,13 @@ from langchain_core.messages import HumanMessage
 def main() -> None:
     mode, saver_name, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
     saver = b.make_savers(tempfile.mkdtemp(), "callgrind")[saver_name]
+    if mode == "refs":
+        from bench_sqlite_refs import refs_step
+
+        step = refs_step(saver)
+        for _ in range(50 + n):
+            step()
+        return
     if mode in ("put", "chat"):
         values = b.state_of_size(1024)
         step = (
@@ -45,7 +53,7 @@ def main() -> None:
             step()
         return
     if mode != "e2e":
-        raise SystemExit(f"unknown mode {mode!r}: put, chat or e2e")
+        raise SystemExit(f"unknown mode {mode!r}: put, chat, refs or e2e")
     e2e(saver, n)
 
 

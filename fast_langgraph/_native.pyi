@@ -25,9 +25,9 @@ class DatabaseLockedError(FastLangGraphError):
     """Another connection held the database lock for longer than the busy timeout."""
 
 class DeltaBaseMissingError(CheckpointError):
-    """A delta named a base version that is no longer stored (or, on PostgreSQL, a blob a
-    checkpoint refers to is gone). The savers then store the full values; users do not
-    normally see it."""
+    """A delta named a base version that is no longer stored, or a blob a checkpoint refers
+    to is gone (deleted by retention since). The savers then store the full values; users do
+    not normally see it."""
 
 class SerializationError(CheckpointError):
     """A value could not be serialized; the message names the channel or key."""
@@ -148,7 +148,8 @@ class NewCheckpoint:
     @property
     def refs(self) -> tuple[tuple[str, str], ...]:
         """The values stored apart it refers to without writing them: `(channel,
-        version)`. A PostgreSQL put checks each is still stored (see `put_values`)."""
+        version)`. A put checks each is still stored, and is refused with
+        DeltaBaseMissingError if one is not (see `put_values`)."""
     @property
     def blobs(self) -> tuple[NewBlob, ...]: ...
 
@@ -483,8 +484,9 @@ class CheckpointStore:
         forked from the one that opened the store)."""
     def put(self, checkpoint: NewCheckpoint) -> None:
         """Store a checkpoint and the blobs of its new channel versions. A blob with a
-        delta_base is refused with DeltaBaseMissingError if that version is not stored.
-        Returns once committed."""
+        delta_base is refused with DeltaBaseMissingError if that version is not stored, and
+        so is a checkpoint one of whose `refs` is no longer stored; a refused put stores
+        nothing. Returns once committed."""
     def put_writes(self, writes: NewWrites) -> None:
         """Store a task's writes; returns once committed. A regular write (idx >= 0) already
         stored is kept; a special one (idx < 0) replaces it."""

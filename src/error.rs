@@ -26,7 +26,7 @@ pub enum Error {
     /// setting the store needs.
     Storage(String),
     /// A delta blob names a base version that is not stored (it was pruned or deleted), or
-    /// (PostgreSQL) a blob a checkpoint refers to without writing it is no longer stored.
+    /// a blob a checkpoint refers to without writing it is no longer stored (deleted by retention).
     /// The caller stores the full value instead.
     DeltaBaseMissing(String),
     /// A stored entry failed its integrity check; it is never returned.

@@ -10,7 +10,7 @@ written with, so that it is carried as it was stored rather than serialized agai
 the entry was dropped) ``put_values`` still writes a checkpoint that reads back whole: it
 serializes the values the checkpoint does not change, and carries or stores each, except a
 value kept apart by type (a ``DeltaChannel``'s snapshot), which every put stores apart: it
-refers to that one's blob, which a PostgreSQL put checks is still stored.
+refers to that one's blob, which the put checks is still stored.
 """
 
 from __future__ import annotations

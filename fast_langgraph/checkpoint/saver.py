@@ -532,7 +532,8 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
         try:
             self._store.put(new)
         except DeltaBaseMissingError:
-            # A base was pruned or deleted since we saw it: store full values.
+            # A delta base or a blob this checkpoint refers to was pruned or deleted since we
+            # saw it (by any saver on the file): store full values, the unchanged ones included.
             self._lists.forget_thread(tid)
             self._placed.forget_thread(tid)
             remembered.clear()
@@ -547,6 +548,7 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
                 remembered,
                 self._placed,
                 use_deltas=False,
+                store_unplaced=True,
             )
             self._store.put(new)
         self._placed.set((tid, ns), checkpoint["id"], placement)
@@ -576,6 +578,7 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
         placements: Placements | None = None,
         *,
         use_deltas: bool = True,
+        store_unplaced: bool = False,
     ) -> tuple[NewCheckpoint, Placed]:
         """Serialize a checkpoint into the ``NewCheckpoint`` that ``CheckpointStore.put`` takes,
         and give its placement (see ``Placements``): which values it keeps inside, with their
@@ -585,7 +588,11 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
         this process last stored or read, and what to remember after a successful put is
         appended to it. With the default serializer, small values travel inside the
         checkpoint (see ``put_values``); ``placements`` says where the values the checkpoint
-        does not change were stored.
+        does not change were stored. A value it does not change that is stored apart is
+        referred to, its blob checked by the put (which is refused with
+        ``DeltaBaseMissingError`` if it is gone), unless ``store_unplaced``: then an unchanged
+        value ``placements`` does not know is stored again (a blob already stored under its
+        version is left as it is), so that the put refers to no blob it does not write.
         """
         if type(ns) is not str:
             ns = _text(ns, "checkpoint_ns")
@@ -624,7 +631,7 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
         # PostgresSaver keeps them; other values with the default one, up to INLINE_MAX bytes.
         # The other values of new_versions are serialized in the same native call.
         # By position (keywords cost a lookup each in the native call), in put_values' order.
-        inline, blobs, _refs = put_values(
+        inline, blobs, refs = put_values(
             c.pop("channel_values", None),  # values
             new_versions if type(new_versions) is dict else dict(new_versions),
             False,  # none_inline
@@ -638,6 +645,7 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
             c.get("channel_versions"),  # versions
             placements.get((thread_id, ns)) if placements is not None else None,  # placed
             _KEPT_APART,  # keep_apart
+            store_unplaced,
         )
         if planned and remembered is not None:
             # A value kept inside the checkpoint has no blob: no delta can extend it.
@@ -659,7 +667,8 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
         )
         versions = c["channel_versions"]
         # The NewCheckpoint, with the versions of the values stored apart (whose blobs a read
-        # looks up), and the checkpoint's placement, in one native call.
+        # looks up) and the blobs it refers to (which the put checks are still stored), and the
+        # checkpoint's placement, in one native call.
         new, placement = placed_checkpoint(
             thread_id,
             ns,
@@ -673,6 +682,7 @@ class RustSQLiteCheckpointer(EngineSaver, AbstractContextManager, AbstractAsyncC
             inline,
             packed,
             blobs,
+            refs,
         )
         return new, placement
 

@@ -106,9 +106,19 @@ def _import_rows(saver: RustSQLiteCheckpointer, src: sqlite3.Connection, batch_s
                 seen_blobs.add(key)
                 new_versions[ch] = ver
         md: Any = json.loads(metadata) if metadata is not None else {}
+        # store_unplaced: an unchanged DeltaChannel snapshot is stored apart again (a blob
+        # already stored under its version is left as it is), so an import refers to no blob it
+        # does not write.
         checkpoints.append(
             saver._new_checkpoint(
-                str(thread_id), ns, parent_id, checkpoint, md, new_versions, None
+                str(thread_id),
+                ns,
+                parent_id,
+                checkpoint,
+                md,
+                new_versions,
+                None,
+                store_unplaced=True,
             )[0]
         )
         by_task: dict[tuple[str, str], list[NewWrite]] = {}

@@ -305,6 +305,39 @@ fn a_delta_over_a_missing_base_is_refused_and_nothing_is_written() {
 }
 
 #[test]
+fn a_put_referring_to_a_deleted_blob_is_refused_alone_in_its_batch() {
+    let store = Store::open(":memory:", &StoreOptions::default()).unwrap();
+    for thread in ["t", "u"] {
+        store.put(cp(thread, "1", None, "r", &[("a", "1")])).unwrap();
+    }
+    store.delete_thread("t").unwrap();
+    // The next checkpoint changes `b` only, and refers to the blob of `a` its parent stored.
+    let next = |thread: &str| {
+        let mut c = cp(thread, "2", Some("1"), "r", &[("a", "1"), ("b", "2")]);
+        c.blobs.retain(|b| b.channel == "b");
+        c.refs = vec![("a".into(), "1".into())];
+        c
+    };
+    let err = store.put(next("t")).unwrap_err();
+    assert!(matches!(err, Error::DeltaBaseMissing(_)), "{err:?}");
+    assert!(
+        err.to_string().contains("\"a\""),
+        "the message names the channel: {err}"
+    );
+    assert!(all(&store, "t").is_empty(), "a refused put stores nothing");
+    // Two puts in one group commit: only the one whose blob went is refused.
+    let batch = [Op::Put(Box::new(next("t"))), Op::Put(Box::new(next("u")))];
+    let (results, committed) = store.raw(|conn| Ok(Sqlite::commit_batch(conn, &batch))).unwrap();
+    assert!(committed);
+    assert!(matches!(results[0], Err(Error::DeltaBaseMissing(_))), "{results:?}");
+    assert_eq!(results[1], Ok(0));
+    assert!(all(&store, "t").is_empty());
+    let u = all(&store, "u");
+    assert_eq!(u.len(), 2);
+    assert_eq!(u[0].blobs.len(), 2, "the checkpoint reads both values back: {:?}", u[0]);
+}
+
+#[test]
 fn a_broken_chain_is_an_error_not_a_short_value() {
     let store = Store::open(":memory:", &StoreOptions::default()).unwrap();
     store.put(cp("t", "1", None, "r", &[("m", "1")])).unwrap();

@@ -39,7 +39,7 @@ create_exception!(
     fast_langgraph,
     DeltaBaseMissingError,
     CheckpointError,
-    "A delta named a base version that is no longer stored (or, on PostgreSQL, a blob a checkpoint refers to is gone); the value is stored in full instead."
+    "A delta named a base version that is no longer stored, or a blob a checkpoint refers to is gone (deleted by retention since); the values are stored in full instead."
 );
 create_exception!(
     fast_langgraph,

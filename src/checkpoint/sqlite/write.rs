@@ -166,6 +166,12 @@ fn put(conn: &Connection, cp: &NewCheckpoint, existing: Existing) -> Result<bool
     if stored == 0 {
         return Ok(false); // kept as it was
     }
+    // The blobs it refers to without writing them: checked in the same transaction (under the
+    // write lock), so a committed checkpoint never refers to a blob another saver's retention
+    // deleted. Refused as for a missing delta base: the saver stores the values again.
+    if !cp.refs.is_empty() {
+        refs_stored(conn, cp)?;
+    }
     // Each statement is taken from the cache when the first blob needs it: a checkpoint that
     // keeps its values inside has no blob, and a cache lookup hashes the statement's text.
     let mut insert: Option<CachedStatement<'_>> = None;
@@ -219,6 +225,24 @@ fn put(conn: &Connection, cp: &NewCheckpoint, existing: Existing) -> Result<bool
         ])?;
     }
     Ok(true)
+}
+
+/// `Ok` when every blob `cp` refers to without writing it ([`NewCheckpoint::refs`]) is stored,
+/// else `Error::DeltaBaseMissing` naming the first one missing: one index probe each.
+fn refs_stored(conn: &Connection, cp: &NewCheckpoint) -> Result<()> {
+    let mut exists = conn.prepare_cached(
+        "SELECT 1 FROM flg_blobs WHERE thread_id = ?1 AND checkpoint_ns = ?2 AND channel = ?3 AND version = ?4",
+    )?;
+    for (channel, version) in &cp.refs {
+        if !exists.exists(params![cp.thread_id, cp.checkpoint_ns, channel, version])? {
+            return Err(Error::DeltaBaseMissing(format!(
+                "the value of channel {channel:?} at version {version:?} in thread {:?}, which checkpoint {:?} \
+                 refers to without storing it, is no longer stored (deleted by retention since)",
+                cp.thread_id, cp.checkpoint_id
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The statement in `slot`, taken from the connection's cache on first use.
