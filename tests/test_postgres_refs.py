@@ -14,40 +14,15 @@ from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
 import pytest
-from conftest import cfg
-from langgraph.checkpoint.base import empty_checkpoint
-from langgraph.checkpoint.serde.types import _DeltaSnapshot
+from refs_scenarios import (
+    first_put,
+    next_put,
+    reads_back_whole,
+    unchanged_snapshot_after_a_delete,
+)
 from test_postgres_pipeline import _lock_key, _waiting_statements
 
 from fast_langgraph import RustPostgresCheckpointer
-
-BIG = "large value " * 450  # ~5 KB: stored apart, as a blob
-META = {"source": "loop", "step": 0}
-
-
-def _first(saver, thread: str):
-    """Puts a checkpoint with a large value and a counter; returns it and its config."""
-    cp = empty_checkpoint()
-    v = saver.get_next_version(None, None)
-    cp["channel_values"] = {"doc": BIG, "n": 0}
-    cp["channel_versions"] = {"doc": v, "n": v}
-    return cp, saver.put(cfg(thread), cp, META, dict(cp["channel_versions"]))
-
-
-def _next(saver, prev, config):
-    """Puts the checkpoint after ``prev``, which changes only the counter."""
-    cp = empty_checkpoint()
-    n = saver.get_next_version(prev["channel_versions"]["n"], None)
-    cp["channel_values"] = {"doc": BIG, "n": 1}
-    cp["channel_versions"] = {"doc": prev["channel_versions"]["doc"], "n": n}
-    return saver.put(config, cp, {**META, "step": 1}, {"n": n})
-
-
-def _reads_back_whole(saver, thread: str, config) -> None:
-    got = saver.get_tuple(cfg(thread))
-    assert got is not None
-    assert got.config["configurable"]["checkpoint_id"] == config["configurable"]["checkpoint_id"]
-    assert got.checkpoint["channel_values"] == {"doc": BIG, "n": 1}
 
 
 def _delete(pg_db: str, other, how: str, thread: str = "t") -> None:
@@ -73,12 +48,12 @@ def test_a_put_after_another_replica_deleted_the_thread_reads_back_whole(pg_db, 
         RustPostgresCheckpointer(pg_db) as other,
     ):
         saver.setup()
-        prev, config = _first(saver, "t")
+        prev, config = first_put(saver, "t")
         _delete(pg_db, other, how)
         with psycopg.connect(pg_db) as conn:
             assert conn.execute("SELECT count(*) FROM flg_blobs").fetchone()[0] == 0
-        config = _next(saver, prev, config)
-        _reads_back_whole(saver, "t", config)
+        config = next_put(saver, prev, config)
+        reads_back_whole(saver, "t", config)
         assert saver._store.check() == []
 
 
@@ -87,19 +62,19 @@ def test_a_put_whose_blob_is_deleted_while_it_waits_for_its_lock_reads_back_whol
     # the row-locking lookup sees it.
     with RustPostgresCheckpointer(pg_db) as saver:
         saver.setup()
-        prev, config = _first(saver, "t")
+        prev, config = first_put(saver, "t")
         pruner = psycopg.connect(pg_db)
         try:
             pruner.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_key("t"),))
             with ThreadPoolExecutor(1) as ex:
-                put = ex.submit(_next, saver, prev, config)
+                put = ex.submit(next_put, saver, prev, config)
                 assert len(_waiting_statements(pg_db)) == 1
                 pruner.execute("DELETE FROM flg_blobs WHERE thread_id = 't'")
                 pruner.commit()
                 config = put.result(60)
         finally:
             pruner.close()
-        _reads_back_whole(saver, "t", config)
+        reads_back_whole(saver, "t", config)
 
 
 def test_a_batch_of_puts_refuses_only_those_whose_blob_went(pg_db):
@@ -108,18 +83,18 @@ def test_a_batch_of_puts_refuses_only_those_whose_blob_went(pg_db):
     threads = [f"batch-{i}" for i in range(6)]
     with RustPostgresCheckpointer(pg_db, pool_size=2) as saver:
         saver.setup()
-        firsts = {t: _first(saver, t) for t in threads}
-        _first(saver, "first")
+        firsts = {t: first_put(saver, t) for t in threads}
+        first_put(saver, "first")
         first_holder = psycopg.connect(pg_db)
         pruner = psycopg.connect(pg_db)
         try:
             first_holder.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_key("first"),))
             for t in threads:
                 pruner.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_key(t),))
-            blocker = threading.Thread(target=_first, args=(saver, "first"))
+            blocker = threading.Thread(target=first_put, args=(saver, "first"))
             blocker.start()
             with ThreadPoolExecutor(len(threads)) as ex:
-                futures = {t: ex.submit(_next, saver, *firsts[t]) for t in threads}
+                futures = {t: ex.submit(next_put, saver, *firsts[t]) for t in threads}
                 time.sleep(1.0)  # every put queued behind the blocked one
                 first_holder.commit()
                 blocker.join(60)
@@ -133,11 +108,8 @@ def test_a_batch_of_puts_refuses_only_those_whose_blob_went(pg_db):
             first_holder.close()
             pruner.close()
         for t in threads:
-            _reads_back_whole(saver, t, configs[t])
+            reads_back_whole(saver, t, configs[t])
         assert saver._store.check() == []
-
-
-SNAP = _DeltaSnapshot(["first message", "second message"])
 
 
 @pytest.mark.parametrize("guard", [False, True], ids=["alone", "guard"])
@@ -154,36 +126,13 @@ def test_an_unchanged_delta_snapshot_put_by_another_replica_reads_back_whole(pg_
         RustPostgresCheckpointer(pg_db) as reader,
     ):
         saver.setup()
-        cp = empty_checkpoint()
-        v1 = saver.get_next_version(None, None)
-        cp["channel_values"] = {"messages": SNAP, "n": 0}
-        cp["channel_versions"] = {"messages": v1, "n": v1}
-        first = saver.put(cfg("t"), cp, META, dict(cp["channel_versions"]))
-        _delete(pg_db, other, how)
-        with psycopg.connect(pg_db) as conn:
-            assert conn.execute("SELECT count(*) FROM flg_blobs").fetchone()[0] == 0
-        nxt = empty_checkpoint()
-        v2 = replica.get_next_version(v1, None)
-        nxt["channel_values"] = {"messages": _DeltaSnapshot(list(SNAP.value)), "n": 1}
-        nxt["channel_versions"] = {"messages": v1, "n": v2}
-        config = replica.put(first, nxt, {**META, "step": 1}, {"n": v2})
-        for s in (replica, reader):
-            got = s.get_tuple(config)
-            assert got is not None
-            assert got.checkpoint["channel_values"] == {"messages": SNAP, "n": 1}
-        # The next step appends a message: a write, and a checkpoint without the channel's
-        # value, which LangGraph rebuilds from the snapshot and the writes after it.
-        replica.put_writes(config, [("messages", "third message")], "task-1")
-        last = empty_checkpoint()
-        v3 = replica.get_next_version(v2, None)
-        last["channel_values"] = {"n": 2}
-        last["channel_versions"] = {"messages": v3, "n": v3}
-        config = replica.put(config, last, {**META, "step": 2}, {"messages": v3, "n": v3})
-        for s in (replica, reader):
-            history = s.get_delta_channel_history(config=config, channels=["messages"])
-            assert history == {
-                "messages": {"seed": SNAP, "writes": [("task-1", "messages", "third message")]}
-            }
+
+        def delete() -> None:
+            _delete(pg_db, other, how)
+            with psycopg.connect(pg_db) as conn:
+                assert conn.execute("SELECT count(*) FROM flg_blobs").fetchone()[0] == 0
+
+        unchanged_snapshot_after_a_delete(saver, replica, reader, delete)
         assert replica._store.check() == []
 
 
@@ -195,18 +144,18 @@ def test_a_batch_run_as_a_transaction_refuses_the_put_whose_blob_went(pg_db):
     # so a delete committed before then is seen).
     with RustPostgresCheckpointer(pg_db, pool_size=2) as saver:
         saver.setup()
-        prev, config = _first(saver, "t")
-        _, writes_to = _first(saver, "w")
-        _first(saver, "first")
+        prev, config = first_put(saver, "t")
+        _, writes_to = first_put(saver, "w")
+        first_put(saver, "first")
         first_holder = psycopg.connect(pg_db)
         pruner = psycopg.connect(pg_db)
         try:
             first_holder.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_key("first"),))
             pruner.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_key("t"),))
-            blocker = threading.Thread(target=_first, args=(saver, "first"))
+            blocker = threading.Thread(target=first_put, args=(saver, "first"))
             blocker.start()
             with ThreadPoolExecutor(3) as ex:
-                put = ex.submit(_next, saver, prev, config)
+                put = ex.submit(next_put, saver, prev, config)
                 same_writes = [
                     ex.submit(saver.put_writes, writes_to, [("n", 7)], "task-1") for _ in range(2)
                 ]
@@ -226,6 +175,6 @@ def test_a_batch_run_as_a_transaction_refuses_the_put_whose_blob_went(pg_db):
         finally:
             first_holder.close()
             pruner.close()
-        _reads_back_whole(saver, "t", config)
+        reads_back_whole(saver, "t", config)
         assert saver.get_tuple(writes_to).pending_writes == [("task-1", "n", 7)]
         assert saver._store.check() == []

@@ -18,41 +18,22 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from conftest import cfg
-from langgraph.checkpoint.base import empty_checkpoint
-from langgraph.checkpoint.serde.types import _DeltaSnapshot
+from refs_scenarios import (
+    META,
+    first_put,
+    next_put,
+    reads_back_whole,
+    unchanged_snapshot_after_a_delete,
+)
 
 from fast_langgraph import RustSQLiteCheckpointer
 
-BIG = "large value " * 450  # ~5 KB: stored apart, as a blob
-META = {"source": "loop", "step": 0}
 RUN = "run-1"
 
 
 def _first(saver, thread: str):
-    """Puts a checkpoint with a large value and a counter, of run ``RUN``; returns it and its
-    config."""
-    cp = empty_checkpoint()
-    v = saver.get_next_version(None, None)
-    cp["channel_values"] = {"doc": BIG, "n": 0}
-    cp["channel_versions"] = {"doc": v, "n": v}
-    return cp, saver.put(cfg(thread), cp, {**META, "run_id": RUN}, dict(cp["channel_versions"]))
-
-
-def _next(saver, prev, config):
-    """Puts the checkpoint after ``prev``, which changes only the counter."""
-    cp = empty_checkpoint()
-    n = saver.get_next_version(prev["channel_versions"]["n"], None)
-    cp["channel_values"] = {"doc": BIG, "n": 1}
-    cp["channel_versions"] = {"doc": prev["channel_versions"]["doc"], "n": n}
-    return saver.put(config, cp, {**META, "step": 1}, {"n": n})
-
-
-def _reads_back_whole(saver, thread: str, config) -> None:
-    got = saver.get_tuple(cfg(thread))
-    assert got is not None
-    assert got.config["configurable"]["checkpoint_id"] == config["configurable"]["checkpoint_id"]
-    assert got.checkpoint["channel_values"] == {"doc": BIG, "n": 1}
+    """``first_put`` of run ``RUN``."""
+    return first_put(saver, thread, {**META, "run_id": RUN})
 
 
 def _delete(other, how: str, thread: str = "t") -> None:
@@ -78,11 +59,11 @@ def test_a_put_after_another_saver_deleted_the_thread_reads_back_whole(tmp_path,
         prev, config = _first(saver, "t")
         _delete(other, how)
         assert saver.storage_stats()["blobs"] == 0
-        config = _next(saver, prev, config)
-        _reads_back_whole(saver, "t", config)
+        config = next_put(saver, prev, config)
+        reads_back_whole(saver, "t", config)
         assert saver.check() == []
     with RustSQLiteCheckpointer(path) as fresh:
-        _reads_back_whole(fresh, "t", config)
+        reads_back_whole(fresh, "t", config)
 
 
 DELETER = textwrap.dedent(
@@ -122,10 +103,10 @@ def test_a_put_after_another_process_deleted_the_thread_reads_back_whole(tmp_pat
         assert done.returncode == 0, done.stderr
         assert done.stdout.strip() == "deleted"
         assert saver.storage_stats()["blobs"] == 0
-        config = _next(saver, prev, config)
-        _reads_back_whole(saver, "t", config)
+        config = next_put(saver, prev, config)
+        reads_back_whole(saver, "t", config)
     with RustSQLiteCheckpointer(path) as fresh:
-        _reads_back_whole(fresh, "t", config)
+        reads_back_whole(fresh, "t", config)
         assert fresh.check() == []
 
 
@@ -136,9 +117,9 @@ def test_a_put_refers_to_its_blob_while_it_is_stored(tmp_path):
     with RustSQLiteCheckpointer(path) as saver:
         prev, config = _first(saver, "t")
         before = saver.writer_stats()["calls"]
-        config = _next(saver, prev, config)
+        config = next_put(saver, prev, config)
         assert saver.writer_stats()["calls"] == before + 1, "the put was refused and stored again"
-        _reads_back_whole(saver, "t", config)
+        reads_back_whole(saver, "t", config)
         assert saver.storage_stats()["blobs"] == 1
 
 
@@ -187,7 +168,7 @@ def test_a_group_commit_refuses_only_the_puts_whose_blob_went(tmp_path):
             blocker.start()
             time.sleep(0.5)  # the blocker's commit waits for the lock
             with ThreadPoolExecutor(len(threads)) as ex:
-                futures = {t: ex.submit(_next, saver, *firsts[t]) for t in threads}
+                futures = {t: ex.submit(next_put, saver, *firsts[t]) for t in threads}
                 time.sleep(1.0)  # every put queued behind the blocked one
                 assert saver.writer_stats() == before, "a put committed while the file was locked"
                 pruner.stdin.write("commit\n")
@@ -201,7 +182,7 @@ def test_a_group_commit_refuses_only_the_puts_whose_blob_went(tmp_path):
             if pruner.poll() is None:
                 pruner.kill()
         for t in threads:
-            _reads_back_whole(saver, t, configs[t])
+            reads_back_whole(saver, t, configs[t])
         after = saver.writer_stats()
         calls = after["calls"] - before["calls"]
         commits = after["commits"] - before["commits"]
@@ -213,10 +194,7 @@ def test_a_group_commit_refuses_only_the_puts_whose_blob_went(tmp_path):
         assert saver.check() == []
     with RustSQLiteCheckpointer(path) as fresh:
         for t in threads:
-            _reads_back_whole(fresh, t, configs[t])
-
-
-SNAP = _DeltaSnapshot(["first message", "second message"])
+            reads_back_whole(fresh, t, configs[t])
 
 
 @pytest.mark.parametrize("how", HOWS)
@@ -232,33 +210,10 @@ def test_an_unchanged_delta_snapshot_put_by_another_saver_reads_back_whole(tmp_p
         RustSQLiteCheckpointer(path) as other,
         RustSQLiteCheckpointer(path) as reader,
     ):
-        cp = empty_checkpoint()
-        v1 = saver.get_next_version(None, None)
-        cp["channel_values"] = {"messages": SNAP, "n": 0}
-        cp["channel_versions"] = {"messages": v1, "n": v1}
-        first = saver.put(cfg("t"), cp, {**META, "run_id": RUN}, dict(cp["channel_versions"]))
-        _delete(other, how)
-        assert saver.storage_stats()["blobs"] == 0
-        nxt = empty_checkpoint()
-        v2 = replica.get_next_version(v1, None)
-        nxt["channel_values"] = {"messages": _DeltaSnapshot(list(SNAP.value)), "n": 1}
-        nxt["channel_versions"] = {"messages": v1, "n": v2}
-        config = replica.put(first, nxt, {**META, "step": 1}, {"n": v2})
-        for s in (replica, reader):
-            got = s.get_tuple(config)
-            assert got is not None
-            assert got.checkpoint["channel_values"] == {"messages": SNAP, "n": 1}
-        # The next step appends a message: a write, and a checkpoint without the channel's
-        # value, which LangGraph rebuilds from the snapshot and the writes after it.
-        replica.put_writes(config, [("messages", "third message")], "task-1")
-        last = empty_checkpoint()
-        v3 = replica.get_next_version(v2, None)
-        last["channel_values"] = {"n": 2}
-        last["channel_versions"] = {"messages": v3, "n": v3}
-        config = replica.put(config, last, {**META, "step": 2}, {"messages": v3, "n": v3})
-        for s in (replica, reader):
-            history = s.get_delta_channel_history(config=config, channels=["messages"])
-            assert history == {
-                "messages": {"seed": SNAP, "writes": [("task-1", "messages", "third message")]}
-            }
+
+        def delete() -> None:
+            _delete(other, how)
+            assert saver.storage_stats()["blobs"] == 0
+
+        unchanged_snapshot_after_a_delete(saver, replica, reader, delete, {**META, "run_id": RUN})
         assert replica.check() == []
