@@ -359,16 +359,23 @@ def test_a_saver_connected_before_another_replicas_upgrade_reads_on(pg_server) -
         assert _ids(running.list(cfg("a"), limit=1)) == [IDS[4]]
 
 
+def _schema_10_database(pg_server, prefix: str, threads: list[str], ids: list[str]) -> str:
+    """The URL of a new en-US database holding checkpoints ``ids`` on each of ``threads``, its
+    tables as schema 10 left them."""
+    url = pg_server.url(pg_server.create_database(prefix, icu_locale="en-US"))
+    with RustPostgresCheckpointer(url) as s:
+        s.setup()
+        for t in threads:
+            _put_chain(s, t, ids)
+    to_schema_10(url)
+    return url
+
+
 def test_an_upgrade_while_puts_and_reads_run_fails_none_of_them(pg_server) -> None:
     """setup() upgrading a database to schema 11 while four savers of other sessions put and
     read (two with the guard): the upgrade takes every table before altering any, so no put or
     read fails on a deadlock with it; each waits, then succeeds."""
-    url = pg_server.url(pg_server.create_database("busy", icu_locale="en-US"))
-    with RustPostgresCheckpointer(url) as s:
-        s.setup()
-        for t in range(20):
-            _put_chain(s, f"pre{t}", IDS[:3])
-    to_schema_10(url)
+    url = _schema_10_database(pg_server, "busy", [f"pre{t}" for t in range(20)], IDS[:3])
     errors: list[str] = []
     done = [0] * 4
     stop = threading.Event()
@@ -414,12 +421,7 @@ def test_an_upgrade_while_puts_and_reads_run_fails_none_of_them(pg_server) -> No
 def test_an_upgrade_ignores_the_sessions_statement_timeout(pg_server) -> None:
     """setup() rebuilds the indexes of a database it upgrades: the statement_timeout given to
     the saver (for its puts and reads) does not cut it short."""
-    url = pg_server.url(pg_server.create_database("slow", icu_locale="en-US"))
-    with RustPostgresCheckpointer(url) as s:
-        s.setup()
-        for t in range(50):
-            _put_chain(s, f"t{t}", IDS[:5])
-    to_schema_10(url)
+    url = _schema_10_database(pg_server, "slow", [f"t{t}" for t in range(50)], IDS[:5])
     with RustPostgresCheckpointer(url, statement_timeout=0.001) as s:
         s.setup()
         assert s._store.schema_version() == 11
