@@ -423,9 +423,8 @@ impl Pool {
                 Counters::add(&self.counters.timeouts, 1);
                 return Err(Error::Postgres {
                     message: format!(
-                        "all {} connections of the pool (pool_size={}) to {} stayed busy for the pool_timeout of \
+                        "every connection of the pool (pool_size={}) to {} stayed busy for the pool_timeout of \
                          {:.1} s (raise pool_size or pool_timeout)",
-                        self.max,
                         self.max,
                         self.where_(),
                         self.pool_timeout.as_secs_f64()
