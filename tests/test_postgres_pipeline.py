@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import psycopg
 import pytest
@@ -35,6 +37,27 @@ def _lock_key(thread_id: str) -> int:
         h ^= b
         h = (h * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
     return h - (1 << 64) if h >= 1 << 63 else h
+
+
+@contextmanager
+def _locks_held(
+    pg_db: str, threads: list[str]
+) -> Iterator[tuple[psycopg.Connection, psycopg.Connection]]:
+    """Two connections outside the saver: the first holds thread "first"'s advisory lock (a put
+    of it blocks, holding a commit lane, while other puts queue into one batch behind it), the
+    second those of ``threads`` (their puts then wait, as behind a retention); commit the first
+    to let the batch go, and delete through the second. Both closed (their locks let go) on
+    exit."""
+    first_holder = psycopg.connect(pg_db)
+    pruner = psycopg.connect(pg_db)
+    try:
+        first_holder.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_key("first"),))
+        for t in threads:
+            pruner.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_key(t),))
+        yield first_holder, pruner
+    finally:
+        first_holder.close()
+        pruner.close()
 
 
 def _count(pg_db, sql: str, *args) -> int:
@@ -361,12 +384,7 @@ def test_a_batch_of_delta_puts_is_one_statement_and_refuses_only_a_put_whose_bas
         items = {t: _items(t, 24) for t in threads}
         parents = {t: _put(saver, t, {"items": items[t][:16]}) for t in threads}
         _put(saver, "first", {"x": 0})
-        first_holder = psycopg.connect(pg_db)
-        pruner = psycopg.connect(pg_db)
-        try:
-            first_holder.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_key("first"),))
-            for t in threads:
-                pruner.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_key(t),))
+        with _locks_held(pg_db, threads) as (first_holder, pruner):
             before = saver.writer_stats()
             blocker = threading.Thread(target=_put, args=(saver, "first", {"x": 1}))
             blocker.start()
@@ -394,9 +412,6 @@ def test_a_batch_of_delta_puts_is_one_statement_and_refuses_only_a_put_whose_bas
                 for f in futures:
                     f.result(60)
             after = saver.writer_stats()
-        finally:
-            first_holder.close()
-            pruner.close()
         # The blocker, the batch, and the refused put stored again whole.
         assert after["calls"] - before["calls"] == 1 + len(threads) + 1
         assert after["commits"] - before["commits"] == 3

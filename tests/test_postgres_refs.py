@@ -20,7 +20,7 @@ from refs_scenarios import (
     reads_back_whole,
     unchanged_snapshot_after_a_delete,
 )
-from test_postgres_pipeline import _lock_key, _waiting_statements
+from test_postgres_pipeline import _lock_key, _locks_held, _waiting_statements
 
 from fast_langgraph import RustPostgresCheckpointer
 
@@ -85,12 +85,7 @@ def test_a_batch_of_puts_refuses_only_those_whose_blob_went(pg_db):
         saver.setup()
         firsts = {t: first_put(saver, t) for t in threads}
         first_put(saver, "first")
-        first_holder = psycopg.connect(pg_db)
-        pruner = psycopg.connect(pg_db)
-        try:
-            first_holder.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_key("first"),))
-            for t in threads:
-                pruner.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_key(t),))
+        with _locks_held(pg_db, threads) as (first_holder, pruner):
             blocker = threading.Thread(target=first_put, args=(saver, "first"))
             blocker.start()
             with ThreadPoolExecutor(len(threads)) as ex:
@@ -104,9 +99,6 @@ def test_a_batch_of_puts_refuses_only_those_whose_blob_went(pg_db):
                 pruner.execute("DELETE FROM flg_blobs WHERE thread_id = ANY(%s)", (threads[::2],))
                 pruner.commit()
                 configs = {t: f.result(60) for t, f in futures.items()}
-        finally:
-            first_holder.close()
-            pruner.close()
         for t in threads:
             reads_back_whole(saver, t, configs[t])
         assert saver._store.check() == []
@@ -147,11 +139,7 @@ def test_a_batch_run_as_a_transaction_refuses_the_put_whose_blob_went(pg_db):
         prev, config = first_put(saver, "t")
         _, writes_to = first_put(saver, "w")
         first_put(saver, "first")
-        first_holder = psycopg.connect(pg_db)
-        pruner = psycopg.connect(pg_db)
-        try:
-            first_holder.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_key("first"),))
-            pruner.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_key("t"),))
+        with _locks_held(pg_db, ["t"]) as (first_holder, pruner):
             blocker = threading.Thread(target=first_put, args=(saver, "first"))
             blocker.start()
             with ThreadPoolExecutor(3) as ex:
@@ -172,9 +160,6 @@ def test_a_batch_run_as_a_transaction_refuses_the_put_whose_blob_went(pg_db):
                 config = put.result(60)
                 for f in same_writes:
                     f.result(60)
-        finally:
-            first_holder.close()
-            pruner.close()
         reads_back_whole(saver, "t", config)
         assert saver.get_tuple(writes_to).pending_writes == [("task-1", "n", 7)]
         assert saver._store.check() == []
